@@ -1,0 +1,120 @@
+//! `bbworker`: runs the steps a `bbmaster` assigns to it.
+//!
+//! A thin main: parse the command line, read the secret, set up logging,
+//! and hand over to [`bbctl::worker::run`].
+
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{ArgGroup, Parser};
+use tracing_subscriber::EnvFilter;
+
+use bbctl::worker::{WorkerOptions, run};
+
+/// Connect to a bbmaster and run the build steps it assigns.
+#[derive(Debug, Parser)]
+#[command(name = "bbworker", version, about)]
+#[command(group(ArgGroup::new("secret").required(true).args(["secret_file", "secret_stdin"])))]
+struct Cli {
+    /// The master's worker socket.
+    #[arg(long = "master", value_name = "SOCKET")]
+    master: PathBuf,
+
+    /// This worker's name, as configured on the master.
+    #[arg(long, value_name = "NAME")]
+    name: String,
+
+    /// Read the secret from FILE (trailing whitespace is ignored).
+    #[arg(long, value_name = "FILE")]
+    secret_file: Option<PathBuf>,
+
+    /// Read the secret from the first line of standard input.
+    #[arg(long)]
+    secret_stdin: bool,
+
+    /// Directory where steps run, one subdirectory per builder.
+    #[arg(long, value_name = "DIR")]
+    dir: PathBuf,
+
+    /// Exit when the master goes away instead of waiting for it to return.
+    #[arg(long)]
+    exit_with_master: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    match real_main(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bbworker: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Everything that can fail, with anyhow at the edge.
+fn real_main(cli: Cli) -> anyhow::Result<()> {
+    let secret = match &cli.secret_file {
+        Some(path) => secret_from_file(path)?,
+        None => secret_from_stdin()?,
+    };
+    let opts = WorkerOptions {
+        master_socket: cli.master,
+        name: cli.name,
+        secret,
+        dir: cli.dir,
+        exit_with_master: cli.exit_with_master,
+    };
+    // The worker's own work is light (steps are child processes and the
+    // output pumps run on the blocking pool), so one thread is enough.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let result = runtime.block_on(run(opts));
+    // An output pump abandoned because an escaped process still holds its
+    // pipe would otherwise keep the process alive when the runtime drops.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    Ok(result?)
+}
+
+/// The secret from a file, trailing whitespace (the newline) removed.
+fn secret_from_file(path: &Path) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the secret file {}", path.display()))?;
+    non_empty(
+        text.trim_end(),
+        &format!("the secret file {}", path.display()),
+    )
+}
+
+/// The secret from the first line of stdin, so that it never appears on a
+/// command line that `ps` shows.
+fn secret_from_stdin() -> anyhow::Result<String> {
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .context("cannot read the secret from standard input")?;
+    non_empty(line.trim_end(), "standard input")
+}
+
+fn non_empty(secret: &str, source: &str) -> anyhow::Result<String> {
+    if secret.is_empty() {
+        bail!("no secret in {source}");
+    }
+    Ok(secret.to_string())
+}
+
+/// Log to stderr; `BBWORKER_LOG` filters (default `info`).
+fn init_logging() {
+    let filter = EnvFilter::try_from_env("BBWORKER_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}

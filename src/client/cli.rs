@@ -1,0 +1,183 @@
+//! The `bbctl` command line, as clap definitions: the one source of the
+//! help text, the man pages (`man/`) and the shell completions.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Exit codes, as the long help and the README document them.
+pub const EXIT_CODES: &str = "\
+Exit codes:
+  0  success
+  1  the operation failed; with --wait or --follow: the build did not succeed
+  2  usage error (bad arguments)
+  3  the master cannot be reached
+  4  not found: no such build, request, builder or step
+  5  rejected: invalid config, or the master refused the request";
+
+/// Control a bbmaster build master: status, builds, logs, reload.
+#[derive(Debug, Parser)]
+#[command(name = "bbctl", version, after_long_help = EXIT_CODES)]
+pub struct Cli {
+    /// Options every command takes.
+    #[command(flatten)]
+    pub global: GlobalOpts,
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every command takes.
+#[derive(Debug, Args)]
+pub struct GlobalOpts {
+    /// The master's control socket [default: <state dir>/control.sock].
+    #[arg(long, global = true, value_name = "PATH", env = "BBCTL_SOCKET")]
+    pub socket: Option<PathBuf>,
+    /// The master's state dir, used to find its socket [default:
+    /// $XDG_STATE_HOME/bbmaster or ~/.local/state/bbmaster].
+    #[arg(long, global = true, value_name = "DIR", env = "BBMASTER_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Print machine-readable JSON on stdout (see docs/json.md).
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// When to use colour.
+    #[arg(long, global = true, value_enum, default_value_t = ColorChoice::Auto)]
+    pub color: ColorChoice,
+}
+
+/// When to colour output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ColorChoice {
+    /// On a terminal, unless NO_COLOR is set.
+    Auto,
+    /// Always.
+    Always,
+    /// Never.
+    Never,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Show the master, its builders with their queues, and its workers
+    /// with the builders they serve.
+    Status,
+    /// Queue a build request for a builder.
+    #[command(after_long_help = EXIT_CODES)]
+    ForceBuild(ForceBuildArgs),
+    /// List builds, newest first.
+    Builds(BuildsArgs),
+    /// Show one build with its steps.
+    Build {
+        /// The build's id.
+        id: u64,
+    },
+    /// Print a build's output.
+    Log(LogArgs),
+    /// Cancel a queued request (a running one has its build stopped).
+    Cancel {
+        /// The request's id (as printed by force-build).
+        request: u64,
+    },
+    /// Stop a running build: its current step's whole process group is killed.
+    Stop {
+        /// The build's id.
+        build: u64,
+    },
+    /// Re-read the master's config file and apply it.
+    Reload {
+        /// Report what would change without applying it.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Stop the master.
+    Shutdown,
+    /// Validate a config file; needs no running master.
+    CheckConfig {
+        /// The config file.
+        file: PathBuf,
+    },
+    /// Print a shell completion script.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+}
+
+/// Arguments of `force-build`.
+#[derive(Debug, Args)]
+pub struct ForceBuildArgs {
+    /// The builder.
+    pub builder: String,
+    /// Why the build is asked for; kept in its history.
+    #[arg(long, short)]
+    pub reason: Option<String>,
+    /// A property K=V, given to every step as the environment variable
+    /// BB_PROP_K (never pasted into a shell line). Repeatable.
+    #[arg(long = "property", short = 'p', value_name = "K=V", value_parser = parse_property)]
+    pub properties: Vec<(String, String)>,
+    /// Wait for the build to finish; exit 0 only if it succeeded.
+    #[arg(long)]
+    pub wait: bool,
+    /// Stream the build's output as it runs (implies --wait).
+    #[arg(long)]
+    pub follow: bool,
+}
+
+/// Arguments of `builds`.
+#[derive(Debug, Args)]
+pub struct BuildsArgs {
+    /// Only this builder's builds.
+    #[arg(long, short)]
+    pub builder: Option<String>,
+    /// At most this many builds.
+    #[arg(long, short = 'n', default_value_t = 20)]
+    pub limit: u32,
+}
+
+/// Arguments of `log`.
+#[derive(Debug, Args)]
+pub struct LogArgs {
+    /// The build's id [default: the latest build].
+    pub build: Option<u64>,
+    /// Only this step (name or index).
+    pub step: Option<String>,
+    /// Keep printing output until the build finishes.
+    #[arg(long, short)]
+    pub follow: bool,
+}
+
+fn parse_property(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| format!("`{s}` is not K=V"))?;
+    if !crate::daemon::core::valid_property_name(k) {
+        return Err(format!(
+            "invalid property name `{k}`: use letters, digits and `_`, not starting with a digit"
+        ));
+    }
+    Ok((k.to_string(), v.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn the_cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn properties_parse() {
+        assert_eq!(
+            parse_property("A_1=x=y").unwrap(),
+            ("A_1".to_string(), "x=y".to_string())
+        );
+        assert!(parse_property("novalue").is_err());
+        assert!(parse_property("1A=x").unwrap_err().contains("invalid property name"));
+        assert!(parse_property("A-B=x").is_err());
+    }
+}

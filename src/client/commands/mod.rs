@@ -1,0 +1,102 @@
+//! One function per `bbctl` command. Each returns the exit code on
+//! success; errors carry their own (see [`super::CliError::exit_code`]).
+
+mod builds;
+mod config;
+mod status;
+mod stream;
+
+use std::io::{self, Write};
+
+use clap::CommandFactory;
+use serde::Serialize;
+
+use super::cli::{Cli, Command};
+use super::connection::Connection;
+use super::render::Style;
+use super::{CliError, socket_path};
+use crate::protocol::{Reply, Request};
+
+/// What every command needs: how to render, and how to reach the master.
+pub struct Ctx {
+    /// Print JSON instead of tables.
+    pub json: bool,
+    /// Colours and width.
+    pub style: Style,
+    socket: std::path::PathBuf,
+    conn: Option<Connection>,
+}
+
+impl Ctx {
+    /// The connection to the master, opened on first use.
+    pub async fn conn(&mut self) -> Result<&mut Connection, CliError> {
+        if self.conn.is_none() {
+            self.conn = Some(Connection::open(&self.socket).await?);
+        }
+        Ok(self.conn.as_mut().expect("just opened"))
+    }
+
+    /// Send a request; a master error becomes a [`CliError`].
+    pub async fn call(&mut self, request: Request) -> Result<Reply, CliError> {
+        Ok(self.conn().await?.call(request).await??)
+    }
+}
+
+/// Print `value` as one JSON document on stdout.
+pub fn print_json<T: Serialize>(value: &T) -> Result<(), CliError> {
+    let mut out = io::stdout().lock();
+    serde_json::to_writer_pretty(&mut out, value).map_err(io::Error::from)?;
+    writeln!(out)?;
+    Ok(())
+}
+
+fn unexpected(reply: Reply) -> CliError {
+    CliError::Connection(super::connection::ConnectionError::Unexpected(format!(
+        "{reply:?}"
+    )))
+}
+
+/// Run the parsed command line.
+pub async fn run(cli: Cli) -> Result<u8, CliError> {
+    let mut ctx = Ctx {
+        json: cli.global.json,
+        style: Style::detect(cli.global.color),
+        socket: socket_path(&cli.global),
+        conn: None,
+    };
+    match cli.command {
+        Command::Status => status::status(&mut ctx).await,
+        Command::ForceBuild(args) => stream::force_build(&mut ctx, args).await,
+        Command::Builds(args) => builds::builds(&mut ctx, args).await,
+        Command::Build { id } => builds::build(&mut ctx, id).await,
+        Command::Log(args) => stream::log(&mut ctx, args).await,
+        Command::Cancel { request } => {
+            simple(&mut ctx, Request::Cancel { request }).await
+        }
+        Command::Stop { build } => simple(&mut ctx, Request::Stop { build }).await,
+        Command::Shutdown => simple(&mut ctx, Request::Shutdown).await,
+        Command::Reload { dry_run } => status::reload(&mut ctx, dry_run).await,
+        Command::CheckConfig { file } => config::check_config(&ctx, &file),
+        Command::Completions { shell } => {
+            let mut out = io::stdout().lock();
+            clap_complete::generate(shell, &mut Cli::command(), "bbctl", &mut out);
+            out.flush()?;
+            Ok(0)
+        }
+    }
+}
+
+/// Commands whose answer is a sentence.
+async fn simple(ctx: &mut Ctx, request: Request) -> Result<u8, CliError> {
+    match ctx.call(request).await? {
+        Reply::Done { message } => {
+            if ctx.json {
+                print_json(&serde_json::json!({ "ok": true, "message": message }))?;
+            } else {
+                writeln!(io::stdout().lock(), "{message}")?;
+            }
+            Ok(0)
+        }
+        other => Err(unexpected(other)),
+    }
+}

@@ -1,0 +1,172 @@
+//! `status` and `reload`: the master's state and its changes.
+
+use std::io::{self, Write};
+
+use crossterm::style::Color;
+
+use super::{Ctx, print_json, unexpected};
+use crate::client::CliError;
+use crate::client::render::{Table, ago};
+use crate::protocol::{ReloadReport, Reply, Request, StatusReply};
+
+/// `bbctl status`.
+pub async fn status(ctx: &mut Ctx) -> Result<u8, CliError> {
+    let status = match ctx.call(Request::Status).await? {
+        Reply::Status(s) => s,
+        other => return Err(unexpected(other)),
+    };
+    if ctx.json {
+        print_json(&status)?;
+    } else {
+        print_status(ctx, &status)?;
+    }
+    Ok(0)
+}
+
+fn print_status(ctx: &Ctx, s: &StatusReply) -> io::Result<()> {
+    let style = &ctx.style;
+    let mut out = io::stdout().lock();
+    writeln!(
+        out,
+        "master pid {}, up since {}, config generation {} ({}, hash {})",
+        s.master_pid,
+        ago(s.started_at_ms, s.now_ms),
+        s.generation,
+        s.config_origin,
+        s.config_hash
+    )?;
+    writeln!(out)?;
+    let mut builders = Table::new(vec!["BUILDER", "STATE", "QUEUED", "RUNNING", "WORKERS"]);
+    for b in &s.builders {
+        let state = match b.state.as_str() {
+            "building" => style.paint(&b.state, Color::Cyan),
+            "waiting" => style.paint(&b.state, Color::DarkYellow),
+            "removed" => style.paint(&b.state, Color::DarkGrey),
+            _ => b.state.clone(),
+        };
+        let running = if b.running_builds.is_empty() {
+            "0".to_string()
+        } else {
+            format!(
+                "{} ({})",
+                b.running,
+                b.running_builds
+                    .iter()
+                    .map(|id| format!("#{id}"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            )
+        };
+        builders.row(vec![
+            b.name.clone(),
+            state,
+            b.queued.to_string(),
+            running,
+            b.workers.join(", "),
+        ]);
+    }
+    if s.builders.is_empty() {
+        writeln!(out, "no builders")?;
+    } else {
+        builders.print(&mut out, style)?;
+    }
+    writeln!(out)?;
+    let mut workers = Table::new(vec!["WORKER", "STATE", "SLOTS", "RUNNING", "BUILDERS"]);
+    for w in &s.workers {
+        let state = match (w.connected, w.draining) {
+            (true, false) => style.paint("connected", Color::Green),
+            (true, true) => style.paint("draining", Color::DarkYellow),
+            (false, _) => style.paint("offline", Color::Red),
+        };
+        let kind = if w.local { " (local)" } else { "" };
+        workers.row(vec![
+            format!("{}{kind}", w.name),
+            state,
+            format!("{}/{}", w.running_builds.len(), w.max_builds),
+            w.running_builds
+                .iter()
+                .map(|id| format!("#{id}"))
+                .collect::<Vec<_>>()
+                .join(" "),
+            w.builders.join(", "),
+        ]);
+    }
+    if s.workers.is_empty() {
+        writeln!(out, "no workers")?;
+    } else {
+        workers.print(&mut out, style)?;
+    }
+    Ok(())
+}
+
+/// `bbctl reload [--dry-run]`.
+pub async fn reload(ctx: &mut Ctx, dry_run: bool) -> Result<u8, CliError> {
+    let report = match ctx.call(Request::Reload { dry_run }).await? {
+        Reply::Reloaded(r) => r,
+        other => return Err(unexpected(other)),
+    };
+    if ctx.json {
+        let mut value = serde_json::to_value(&report).map_err(io::Error::from)?;
+        value["dry_run"] = serde_json::Value::Bool(dry_run);
+        print_json(&value)?;
+    } else {
+        print_reload(&report, dry_run)?;
+    }
+    Ok(0)
+}
+
+fn print_reload(r: &ReloadReport, dry_run: bool) -> io::Result<()> {
+    let mut out = io::stdout().lock();
+    let verb = if dry_run { "would go" } else { "went" };
+    if r.generation_before == r.generation_after {
+        writeln!(
+            out,
+            "nothing changed: generation stays {}{}",
+            r.generation_before,
+            if dry_run { " (dry run)" } else { "" }
+        )?;
+    } else {
+        writeln!(
+            out,
+            "config generation {verb} from {} to {} (hash {}){}",
+            r.generation_before,
+            r.generation_after,
+            r.config_hash,
+            if dry_run { " (dry run: nothing applied)" } else { "" }
+        )?;
+    }
+    let names = |v: &[String]| v.join(", ");
+    let ids = |v: &[u64]| {
+        v.iter()
+            .map(|id| id.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let lines: [(&str, String); 12] = [
+        ("builders added", names(&r.builders_added)),
+        ("builders changed", names(&r.builders_changed)),
+        ("builders removed", names(&r.builders_removed)),
+        (
+            "builders renamed",
+            r.builders_renamed
+                .iter()
+                .map(|(a, b)| format!("{a} -> {b}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+        ),
+        ("workers added", names(&r.workers_added)),
+        ("workers changed", names(&r.workers_changed)),
+        ("workers removed", names(&r.workers_removed)),
+        ("workers draining", names(&r.workers_draining)),
+        ("requests moved", ids(&r.requests_moved)),
+        ("requests cancelled", ids(&r.requests_cancelled)),
+        ("builds on older generations", ids(&r.builds_on_old_generations)),
+        ("waiting for a restart", names(&r.needs_restart)),
+    ];
+    for (label, value) in lines {
+        if !value.is_empty() {
+            writeln!(out, "  {label}: {value}")?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,196 @@
+//! `force-build` (with `--wait`/`--follow`) and `log`: commands that read a
+//! build's stream. Build output goes to stdout untouched; progress lines go
+//! to stderr, so `bbctl log 7 > out.txt` holds exactly what the steps wrote.
+
+use std::collections::BTreeMap;
+use std::io::{self, IsTerminal, Write};
+
+use super::{Ctx, print_json, unexpected};
+use crate::client::cli::{ForceBuildArgs, LogArgs};
+use crate::client::render::Style;
+use crate::client::{CliError, EXIT_FAILED};
+use crate::protocol::{
+    BuildId, BuildResult, Reply, Request, RequestId, StreamItem, StreamRequest, StreamTarget,
+};
+
+/// How a followed build ended.
+#[derive(Debug, Default)]
+struct Outcome {
+    build: Option<BuildId>,
+    result: Option<BuildResult>,
+    reason: Option<String>,
+    cancelled: bool,
+}
+
+impl Outcome {
+    fn exit_code(&self) -> u8 {
+        if self.result == Some(BuildResult::Success) {
+            0
+        } else {
+            EXIT_FAILED
+        }
+    }
+}
+
+/// `bbctl force-build BUILDER`.
+pub async fn force_build(ctx: &mut Ctx, args: ForceBuildArgs) -> Result<u8, CliError> {
+    let properties: BTreeMap<String, String> = args.properties.into_iter().collect();
+    let request = Request::ForceBuild {
+        builder: args.builder.clone(),
+        reason: args.reason,
+        properties,
+    };
+    let request_id = match ctx.call(request).await? {
+        Reply::Queued { request_id } => request_id,
+        other => return Err(unexpected(other)),
+    };
+    if !args.wait && !args.follow {
+        if ctx.json {
+            print_json(&serde_json::json!({ "request_id": request_id, "builder": args.builder }))?;
+        } else {
+            writeln!(
+                io::stdout().lock(),
+                "request {request_id} queued for {}",
+                args.builder
+            )?;
+        }
+        return Ok(0);
+    }
+    if !ctx.json {
+        eprintln!("request {request_id} queued for {}", args.builder);
+    }
+    let target = StreamTarget::Request(request_id);
+    let outcome = follow(ctx, target, None, args.follow, true).await?;
+    finish(ctx, Some(request_id), &outcome)?;
+    Ok(outcome.exit_code())
+}
+
+/// `bbctl log [BUILD] [STEP] [--follow]`.
+pub async fn log(ctx: &mut Ctx, args: LogArgs) -> Result<u8, CliError> {
+    let target = match args.build {
+        Some(id) => StreamTarget::Build(id),
+        None => StreamTarget::Latest,
+    };
+    let outcome = follow(ctx, target, args.step, true, args.follow).await?;
+    if args.follow {
+        finish(ctx, None, &outcome)?;
+        return Ok(outcome.exit_code());
+    }
+    Ok(0)
+}
+
+/// Stream a build, printing as items arrive.
+async fn follow(
+    ctx: &mut Ctx,
+    target: StreamTarget,
+    step: Option<String>,
+    output: bool,
+    keep_following: bool,
+) -> Result<Outcome, CliError> {
+    let json = ctx.json;
+    let banners = !json && io::stderr().is_terminal() && keep_following;
+    let style = ctx.style;
+    let mut outcome = Outcome::default();
+    let request = Request::Stream(StreamRequest {
+        target,
+        step,
+        output,
+        follow: keep_following,
+    });
+    let conn = ctx.conn().await?;
+    let result = conn
+        .stream(request, |item| {
+            on_item(&item, json, banners, &style, &mut outcome)
+        })
+        .await?;
+    match result? {
+        Reply::StreamEnd => Ok(outcome),
+        other => Err(unexpected(other)),
+    }
+}
+
+fn on_item(
+    item: &StreamItem,
+    json: bool,
+    banners: bool,
+    style: &Style,
+    outcome: &mut Outcome,
+) -> io::Result<()> {
+    match item {
+        StreamItem::BuildStarted { build, .. } => outcome.build = Some(*build),
+        StreamItem::BuildFinished { result, reason, .. } => {
+            outcome.result = Some(*result);
+            outcome.reason = reason.clone();
+        }
+        StreamItem::RequestCancelled { reason, .. } => {
+            outcome.cancelled = true;
+            outcome.result = Some(BuildResult::Cancelled);
+            outcome.reason = Some(reason.clone());
+        }
+        _ => {}
+    }
+    if json {
+        let mut out = io::stdout().lock();
+        let value = match item {
+            StreamItem::Output { step, data } => serde_json::json!({
+                "type": "output", "step": step, "text": String::from_utf8_lossy(data),
+            }),
+            other => serde_json::to_value(other).map_err(io::Error::from)?,
+        };
+        serde_json::to_writer(&mut out, &value).map_err(io::Error::from)?;
+        writeln!(out)?;
+        return out.flush();
+    }
+    match item {
+        StreamItem::Output { data, .. } => {
+            let mut out = io::stdout().lock();
+            out.write_all(data)?;
+            out.flush()?;
+        }
+        StreamItem::BuildStarted {
+            build,
+            builder,
+            worker,
+        } if banners => eprintln!("build {build} of {builder} started on {worker}"),
+        StreamItem::StepStarted { step, name } if banners => {
+            eprintln!("{}", style.paint(&format!("── step {step}: {name}"), crossterm::style::Color::DarkGrey));
+        }
+        StreamItem::StepFinished {
+            step,
+            result,
+            reason,
+        } if banners => eprintln!(
+            "{}",
+            style.paint(
+                &format!(
+                    "── step {step} {}{}",
+                    result,
+                    reason.as_ref().map(|r| format!(": {r}")).unwrap_or_default()
+                ),
+                crossterm::style::Color::DarkGrey
+            )
+        ),
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Say how the build ended: a JSON object on stdout, or a line on stderr.
+fn finish(ctx: &Ctx, request: Option<RequestId>, o: &Outcome) -> Result<(), CliError> {
+    if ctx.json {
+        return print_json(&serde_json::json!({
+            "request_id": request,
+            "build_id": o.build,
+            "result": o.result,
+            "reason": o.reason,
+        }));
+    }
+    let result = ctx.style.result(o.result);
+    let reason = o.reason.as_ref().map(|r| format!(": {r}")).unwrap_or_default();
+    match (o.build, o.cancelled) {
+        (_, true) => eprintln!("request cancelled before it started{reason}"),
+        (Some(build), _) => eprintln!("build {build} finished: {result}{reason}"),
+        (None, _) => eprintln!("finished: {result}{reason}"),
+    }
+    Ok(())
+}

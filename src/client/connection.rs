@@ -1,0 +1,105 @@
+//! A control connection to the master: connect, handshake, request.
+
+use std::path::{Path, PathBuf};
+
+use interprocess::local_socket::tokio::{Stream, prelude::*};
+use interprocess::local_socket::GenericFilePath;
+use tokio::io::{ReadHalf, WriteHalf};
+
+use crate::protocol::{
+    self, ClientRequest, ErrorReply, FrameError, Hello, HelloReply, MAX_FRAME, MAX_HANDSHAKE_FRAME,
+    Reply, Request, Role, ServerMsg, StreamItem,
+};
+
+/// Why talking to the master failed (as opposed to the master saying no).
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectionError {
+    /// Nothing answers on the socket.
+    #[error("cannot reach the master at {}: {source}", path.display())]
+    Unreachable {
+        /// Where we looked.
+        path: PathBuf,
+        /// Why it failed.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The master refused the handshake.
+    #[error("the master at {} refused the connection: {reason}", path.display())]
+    Refused {
+        /// Where we looked.
+        path: PathBuf,
+        /// Its reason.
+        reason: String,
+    },
+    /// The conversation broke.
+    #[error("lost the connection to the master: {0}")]
+    Frame(#[from] FrameError),
+    /// Our own output failed (a closed pipe, say).
+    #[error("cannot write output: {0}")]
+    Output(#[source] std::io::Error),
+    /// The master sent something that makes no sense here.
+    #[error("unexpected answer from the master: {0}")]
+    Unexpected(String),
+}
+
+/// An open, welcomed control connection.
+pub struct Connection {
+    rd: ReadHalf<Stream>,
+    wr: WriteHalf<Stream>,
+    next_id: u64,
+}
+
+impl Connection {
+    /// Connect to the control socket at `path` and do the handshake.
+    pub async fn open(path: &Path) -> Result<Self, ConnectionError> {
+        let unreachable = |source| ConnectionError::Unreachable {
+            path: path.to_path_buf(),
+            source,
+        };
+        let name = path.to_fs_name::<GenericFilePath>().map_err(unreachable)?;
+        let stream = Stream::connect(name).await.map_err(unreachable)?;
+        let (mut rd, mut wr) = tokio::io::split(stream);
+        protocol::write_msg(&mut wr, &Hello::new(Role::Client)).await?;
+        match protocol::read_msg(&mut rd, MAX_HANDSHAKE_FRAME).await? {
+            HelloReply::Welcome { .. } => Ok(Connection { rd, wr, next_id: 1 }),
+            HelloReply::Refused { reason } => Err(ConnectionError::Refused {
+                path: path.to_path_buf(),
+                reason,
+            }),
+        }
+    }
+
+    /// Send a request and wait for its answer.
+    pub async fn call(&mut self, body: Request) -> Result<Result<Reply, ErrorReply>, ConnectionError> {
+        self.stream(body, |_| Ok(())).await
+    }
+
+    /// Send a request and hand every stream item to `on_item` until the
+    /// final answer comes. An error from `on_item` (say, a closed stdout)
+    /// ends the call.
+    pub async fn stream<F>(
+        &mut self,
+        body: Request,
+        mut on_item: F,
+    ) -> Result<Result<Reply, ErrorReply>, ConnectionError>
+    where
+        F: FnMut(StreamItem) -> std::io::Result<()>,
+    {
+        let id = self.next_id;
+        self.next_id += 1;
+        protocol::write_msg(&mut self.wr, &ClientRequest { id, body }).await?;
+        loop {
+            match protocol::read_msg(&mut self.rd, MAX_FRAME).await? {
+                ServerMsg::Item { id: got, item } if got == id => {
+                    on_item(item).map_err(ConnectionError::Output)?
+                }
+                ServerMsg::Response { id: got, result } if got == id || got == 0 => {
+                    return Ok(result);
+                }
+                other => {
+                    return Err(ConnectionError::Unexpected(format!("{other:?}")));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,135 @@
+//! `bbctl`: the command line. Parses arguments ([`cli`]), talks to the
+//! master ([`connection`]), and renders answers for people ([`render`]) or
+//! scripts (`--json`). Exit codes are part of the contract: see
+//! [`cli::EXIT_CODES`] and `docs/cli.md`.
+
+pub mod cli;
+mod commands;
+pub mod connection;
+pub mod render;
+
+use std::io::{self, IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::config::ConfigError;
+use crate::protocol::{ErrorKind, ErrorReply};
+use connection::ConnectionError;
+
+/// Exit code: the operation failed, or a waited-for build did not succeed.
+pub const EXIT_FAILED: u8 = 1;
+/// Exit code: bad arguments (clap uses it too).
+pub const EXIT_USAGE: u8 = 2;
+/// Exit code: no master answers on the socket.
+pub const EXIT_UNREACHABLE: u8 = 3;
+/// Exit code: the id or name does not exist.
+pub const EXIT_NOT_FOUND: u8 = 4;
+/// Exit code: the master (or the config check) refused.
+pub const EXIT_REJECTED: u8 = 5;
+
+/// Everything that makes `bbctl` exit non-zero with a message.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// Talking to the master failed.
+    #[error(transparent)]
+    Connection(#[from] ConnectionError),
+    /// The master answered with an error.
+    #[error(transparent)]
+    Server(#[from] ErrorReply),
+    /// A config file is invalid.
+    #[error("invalid config:\n{0}")]
+    Config(#[from] ConfigError),
+    /// Writing our own output failed.
+    #[error("cannot write output: {0}")]
+    Output(#[from] io::Error),
+}
+
+impl CliError {
+    /// The exit code this error means.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CliError::Connection(ConnectionError::Unreachable { .. })
+            | CliError::Connection(ConnectionError::Refused { .. }) => EXIT_UNREACHABLE,
+            CliError::Connection(_) | CliError::Output(_) => EXIT_FAILED,
+            CliError::Server(e) => match e.kind {
+                ErrorKind::NotFound => EXIT_NOT_FOUND,
+                ErrorKind::Rejected => EXIT_REJECTED,
+                ErrorKind::Failed => EXIT_FAILED,
+            },
+            CliError::Config(_) => EXIT_REJECTED,
+        }
+    }
+
+    /// True for a closed stdout (`bbctl ... | head`): not an error at all.
+    fn is_broken_pipe(&self) -> bool {
+        match self {
+            CliError::Output(e) | CliError::Connection(ConnectionError::Output(e)) => {
+                e.kind() == io::ErrorKind::BrokenPipe
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Run `bbctl` with the process's arguments; returns the exit code.
+pub fn main() -> ExitCode {
+    let cli = match cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { EXIT_USAGE } else { 0 });
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            report(&CliError::Output(e));
+            return ExitCode::from(EXIT_FAILED);
+        }
+    };
+    match runtime.block_on(commands::run(cli)) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) if e.is_broken_pipe() => ExitCode::SUCCESS,
+        Err(e) => {
+            report(&e);
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+/// Print an error on stderr, prefixed, with a hint where one helps.
+fn report(e: &CliError) {
+    let mut err = io::stderr().lock();
+    let prefix = if io::stderr().is_terminal()
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+    {
+        "\x1b[31mbbctl: error:\x1b[0m"
+    } else {
+        "bbctl: error:"
+    };
+    let _ = writeln!(err, "{prefix} {e}");
+    if let CliError::Connection(ConnectionError::Unreachable { .. }) = e {
+        let _ = writeln!(
+            err,
+            "hint: is bbmaster running? start it with `bbmaster`, or point bbctl at it with --socket, BBCTL_SOCKET or --state-dir"
+        );
+    }
+}
+
+/// The control socket to use: `--socket`, else `<--state-dir>/control.sock`,
+/// else the default state dir's.
+pub fn socket_path(global: &cli::GlobalOpts) -> PathBuf {
+    if let Some(socket) = &global.socket {
+        return socket.clone();
+    }
+    let state_dir = global
+        .state_dir
+        .clone()
+        .unwrap_or_else(crate::paths::default_state_dir);
+    crate::paths::control_socket_in(&state_dir)
+}

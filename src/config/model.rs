@@ -1,0 +1,109 @@
+//! The validated configuration: what the rest of the program may rely on.
+//!
+//! Everything here has passed validation in [`super::parse_str`], so names are
+//! unique, every worker a builder lists exists, and every builder has steps.
+//! The core compares these values with `==` to decide what a reload changed,
+//! so they carry only meaning, never positions in the file.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// A whole `master.toml`, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Settings of the master process itself (paths, limits).
+    pub master: MasterSettings,
+    /// Workers in file order; dispatch prefers earlier ones on ties.
+    pub workers: Vec<WorkerDef>,
+    /// Builders in file order.
+    pub builders: Vec<BuilderDef>,
+    /// Where the config came from, for messages (a path or `<embedded default>`).
+    pub origin: String,
+    /// A short stable hash of the file's text, recorded with every build.
+    pub hash: String,
+}
+
+/// The `[master]` table.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct MasterSettings {
+    /// Where the database, logs and default sockets live; `--state-dir` wins.
+    pub state_dir: Option<PathBuf>,
+    /// Control socket for `bbctl`; default `<state_dir>/control.sock`.
+    pub control_socket: Option<PathBuf>,
+    /// Socket workers connect to; default `<state_dir>/worker.sock`.
+    pub worker_socket: Option<PathBuf>,
+}
+
+/// A `[[worker]]` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerDef {
+    /// Unique worker name, matched across reloads.
+    pub name: String,
+    /// Started and supervised by the master itself.
+    pub local: bool,
+    /// How many builds this worker runs at once (at least 1).
+    pub max_builds: u32,
+    /// The shared secret a remote worker proves; `None` for local workers,
+    /// whose secret the master makes up at start.
+    pub secret: Option<Secret>,
+}
+
+/// A worker secret; its `Debug` never shows the value, so logs stay clean.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// A `[[builder]]` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuilderDef {
+    /// Unique builder name, matched across reloads.
+    pub name: String,
+    /// Names this builder had before; a reload moves their queue and history here.
+    pub previous_names: Vec<String>,
+    /// Workers allowed to run this builder's builds, in preference order.
+    pub workers: Vec<String>,
+    /// Environment given to every step of this builder.
+    pub env: BTreeMap<String, String>,
+    /// The steps, run in order; never empty.
+    pub steps: Vec<StepDef>,
+}
+
+/// A `[[builder.step]]` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepDef {
+    /// Step name, unique within its builder.
+    pub name: String,
+    /// What to run.
+    pub action: StepAction,
+    /// Kill the step's process group after this long; `None` = no limit.
+    pub timeout: Option<Duration>,
+    /// Environment for this step only, layered over the builder's.
+    pub env: BTreeMap<String, String>,
+}
+
+/// How a step runs its command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StepAction {
+    /// `shell = "..."`: run with `/bin/sh -c`.
+    Shell(String),
+    /// `command = [...]`: run this argv directly, no shell.
+    Command(Vec<String>),
+}
+
+impl Config {
+    /// Look a builder up by its current name.
+    pub fn builder(&self, name: &str) -> Option<&BuilderDef> {
+        self.builders.iter().find(|b| b.name == name)
+    }
+
+    /// Look a worker up by name.
+    pub fn worker(&self, name: &str) -> Option<&WorkerDef> {
+        self.workers.iter().find(|w| w.name == name)
+    }
+}

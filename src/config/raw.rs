@@ -1,0 +1,135 @@
+//! The file as serde sees it, before any check.
+//!
+//! These structs mirror `master.toml` key for key. `deny_unknown_fields`
+//! turns typos into errors, and `Spanned` keeps the byte position of every
+//! value that a later check in [`super::validate`] may need to point at.
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+/// An environment table: variable name to value, both with positions.
+pub type RawEnv = BTreeMap<Spanned<String>, Spanned<String>>;
+
+/// The whole file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// `[master]`; absent means all defaults.
+    #[serde(default)]
+    pub master: RawMaster,
+    /// `[[worker]]` entries in file order.
+    #[serde(default)]
+    pub worker: Vec<RawWorker>,
+    /// `[[builder]]` entries in file order.
+    #[serde(default)]
+    pub builder: Vec<RawBuilder>,
+}
+
+/// `[master]`: paths, kept as written until resolved against the base dir.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMaster {
+    /// `state_dir = "..."`.
+    pub state_dir: Option<Spanned<String>>,
+    /// `control_socket = "..."`.
+    pub control_socket: Option<Spanned<String>>,
+    /// `worker_socket = "..."`.
+    pub worker_socket: Option<Spanned<String>>,
+}
+
+/// One `[[worker]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWorker {
+    /// Required; checked for allowed characters and uniqueness.
+    pub name: Spanned<String>,
+    /// `local = true`: the master starts this worker itself.
+    pub local: Option<Spanned<bool>>,
+    /// Signed so that a negative value gets our clear range message.
+    pub max_builds: Option<Spanned<i64>>,
+    /// The secret, inline.
+    pub secret: Option<Spanned<String>>,
+    /// A file holding the secret, read at load time.
+    pub secret_file: Option<Spanned<String>>,
+}
+
+/// One `[[builder]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBuilder {
+    /// Required; checked for allowed characters and uniqueness.
+    pub name: Spanned<String>,
+    /// Old names whose queue and history move to this builder.
+    #[serde(default)]
+    pub previous_names: Vec<Spanned<String>>,
+    /// Optional for serde so that absence gets our own message.
+    pub workers: Option<Spanned<Vec<Spanned<String>>>>,
+    /// Environment for every step.
+    #[serde(default)]
+    pub env: RawEnv,
+    /// `[[builder.step]]` entries; optional for serde, required by validation.
+    pub step: Option<Spanned<Vec<RawStep>>>,
+}
+
+/// One `[[builder.step]]`.
+///
+/// Each action kind is an optional key of its own (`shell`, `command`, and
+/// later `upload`, `download`); validation demands exactly one of them.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStep {
+    /// Required; unique within the builder.
+    pub name: Spanned<String>,
+    /// `shell = "..."`: run with `/bin/sh -c`.
+    pub shell: Option<Spanned<String>>,
+    /// `command = [...]`: an argv, no shell.
+    pub command: Option<Spanned<Vec<Spanned<String>>>>,
+    /// A humantime duration such as `"30s"`.
+    pub timeout: Option<Spanned<String>>,
+    /// Environment for this step only.
+    #[serde(default)]
+    pub env: RawEnv,
+}
+
+/// One action key set in a step. A new kind of action (`upload`,
+/// `download`) adds a field to [`RawStep`], a variant and a line in
+/// [`RawAction::present`] here, and an arm in the step check of `validate`.
+pub enum RawAction<'a> {
+    /// `shell = "..."`.
+    Shell(&'a Spanned<String>),
+    /// `command = [...]`.
+    Command(&'a Spanned<Vec<Spanned<String>>>),
+}
+
+impl<'a> RawAction<'a> {
+    /// Every action key, in the order messages list them.
+    pub const KEYS: [&'static str; 2] = ["shell", "command"];
+
+    /// The actions a step sets, in file order.
+    pub fn present(raw: &'a RawStep) -> Vec<Self> {
+        let mut present = Vec::new();
+        present.extend(raw.shell.as_ref().map(Self::Shell));
+        present.extend(raw.command.as_ref().map(Self::Command));
+        present.sort_by_key(|a| a.span().start);
+        present
+    }
+
+    /// The key as written in the file.
+    pub fn key(&self) -> &'static str {
+        match self {
+            Self::Shell(_) => "shell",
+            Self::Command(_) => "command",
+        }
+    }
+
+    /// Where the value is.
+    pub fn span(&self) -> Range<usize> {
+        match self {
+            Self::Shell(v) => v.span(),
+            Self::Command(v) => v.span(),
+        }
+    }
+}

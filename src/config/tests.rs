@@ -1,0 +1,216 @@
+//! Unit tests of config loading, and the corpus of broken configs.
+
+use std::path::Path;
+use std::time::Duration;
+
+use super::*;
+
+/// The example from the design brief, verbatim.
+const EXAMPLE: &str = r#"[master]
+state_dir = "/var/lib/bbmaster"   # optional: --state-dir overrides it
+# control_socket = "..."          # default: <state_dir>/control.sock
+# worker_socket = "..."           # default: <state_dir>/worker.sock
+
+[[worker]]
+name = "local-1"
+local = true                      # started and supervised by the master itself
+max_builds = 2
+
+[[worker]]
+name = "box-2"
+secret = "change-me"              # or secret_file = "path"
+max_builds = 1
+
+[[builder]]
+name = "hello"
+workers = ["local-1", "box-2"]
+env = { GREETING = "hi" }
+
+  [[builder.step]]
+  name = "say"
+  shell = "echo $GREETING from $BB_BUILDER build $BB_BUILD_ID"
+
+  [[builder.step]]
+  name = "think"
+  command = ["sleep", "1"]         # argv form, no shell
+  timeout = "30s"
+"#;
+
+/// Where the broken configs and their expected errors live.
+const CORPUS_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/config-corpus");
+
+/// Stands for [`CORPUS_DIR`] in `.expected` files, so they do not depend
+/// on where the crate is checked out.
+const CORPUS_PLACEHOLDER: &str = "<corpus>";
+
+#[test]
+fn example_is_accepted() {
+    let config = parse_str(EXAMPLE, "master.toml", Path::new("/etc/bb")).expect("example parses");
+    assert_eq!(config.origin, "master.toml");
+    assert_eq!(config.hash.len(), 16);
+    assert_eq!(
+        config.master.state_dir.as_deref(),
+        Some(Path::new("/var/lib/bbmaster"))
+    );
+    assert_eq!(config.master.control_socket, None);
+    assert_eq!(config.master.worker_socket, None);
+
+    let names: Vec<&str> = config.workers.iter().map(|w| w.name.as_str()).collect();
+    assert_eq!(names, ["local-1", "box-2"]);
+    let local = &config.workers[0];
+    assert!(local.local);
+    assert_eq!(local.max_builds, 2);
+    assert_eq!(local.secret, None);
+    let remote = &config.workers[1];
+    assert!(!remote.local);
+    assert_eq!(remote.max_builds, 1);
+    assert_eq!(remote.secret, Some(Secret("change-me".into())));
+
+    assert_eq!(config.builders.len(), 1);
+    let hello = config.builder("hello").expect("builder hello");
+    assert_eq!(hello.workers, ["local-1", "box-2"]);
+    assert!(hello.previous_names.is_empty());
+    assert_eq!(hello.env.get("GREETING").map(String::as_str), Some("hi"));
+    assert_eq!(hello.steps.len(), 2);
+    let say = &hello.steps[0];
+    assert_eq!(say.name, "say");
+    assert_eq!(
+        say.action,
+        StepAction::Shell("echo $GREETING from $BB_BUILDER build $BB_BUILD_ID".into())
+    );
+    assert_eq!(say.timeout, None);
+    let think = &hello.steps[1];
+    assert_eq!(think.name, "think");
+    assert_eq!(
+        think.action,
+        StepAction::Command(vec!["sleep".into(), "1".into()])
+    );
+    assert_eq!(think.timeout, Some(Duration::from_secs(30)));
+    assert!(think.env.is_empty());
+}
+
+#[test]
+fn embedded_default_parses() {
+    let config = embedded_default();
+    assert_eq!(config.origin, "<embedded default>");
+    assert_eq!(config.master, MasterSettings::default());
+    assert_eq!(config.workers.len(), 1);
+    let worker = &config.workers[0];
+    assert_eq!(worker.name, "local-1");
+    assert!(worker.local);
+    assert_eq!(worker.max_builds, 2);
+    let hello = config.builder("hello").expect("builder hello");
+    assert_eq!(hello.workers, ["local-1"]);
+    assert_eq!(hello.steps.len(), 2);
+    let StepAction::Shell(line) = &hello.steps[0].action else {
+        panic!("step `say` should be a shell step");
+    };
+    assert!(line.contains("$BB_BUILDER") && line.contains("$BB_BUILD_ID"));
+    assert_eq!(
+        hello.steps[1].action,
+        StepAction::Command(vec!["sleep".into(), "1".into()])
+    );
+    assert!(hello.steps[1].timeout.is_some());
+}
+
+#[test]
+fn secret_file_is_read_trimmed_and_relative_to_the_file() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::create_dir(dir.path().join("secrets")).expect("mkdir");
+    std::fs::write(dir.path().join("secrets/box"), "s3cret \n").expect("write secret");
+    let config_path = dir.path().join("master.toml");
+    let text = "[master]\nstate_dir = \"state\"\n\n[[worker]]\nname = \"box\"\nsecret_file = \"secrets/box\"\n";
+    std::fs::write(&config_path, text).expect("write config");
+
+    let config = load_file(&config_path).expect("config loads");
+    assert_eq!(config.origin, config_path.display().to_string());
+    assert_eq!(config.workers[0].secret, Some(Secret("s3cret".into())));
+    assert_eq!(config.master.state_dir, Some(dir.path().join("state")));
+}
+
+#[test]
+fn unreadable_config_file_names_path_and_reason() {
+    let err = load_file(Path::new("/nonexistent/bb/master.toml")).expect_err("must fail");
+    assert_eq!(
+        err.to_string(),
+        "/nonexistent/bb/master.toml:1:1: cannot read config file \
+         /nonexistent/bb/master.toml: No such file or directory (os error 2)"
+    );
+}
+
+#[test]
+fn empty_config_is_valid() {
+    let config = parse_str("", "empty.toml", Path::new(".")).expect("empty is valid");
+    assert!(config.workers.is_empty() && config.builders.is_empty());
+}
+
+#[test]
+fn hash_is_fnv1a_64_of_the_text() {
+    let empty = parse_str("", "a", Path::new(".")).expect("valid");
+    assert_eq!(empty.hash, "cbf29ce484222325");
+    let comment = parse_str("#a", "a", Path::new(".")).expect("valid");
+    // Reference value of FNV-1a 64 for the bytes "#a".
+    let expected = [b'#', b'a'].iter().fold(0xcbf29ce484222325_u64, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x100000001b3)
+    });
+    assert_eq!(comment.hash, format!("{expected:016x}"));
+    assert_ne!(comment.hash, empty.hash);
+}
+
+#[test]
+fn error_display_has_one_problem_per_line_and_no_trailing_newline() {
+    let text =
+        "[[worker]]\nname = \"a b\"\n\n[[worker]]\nname = \"c\"\nmax_builds = 0\nsecret = \"x\"\n";
+    let err = parse_str(text, "m.toml", Path::new(".")).expect_err("must fail");
+    assert_eq!(err.problems.len(), 3);
+    let shown = err.to_string();
+    assert_eq!(shown.lines().count(), 3);
+    assert!(!shown.ends_with('\n'));
+    assert!(shown.starts_with("m.toml:2:8: worker name `a b`"));
+}
+
+/// Compares each `NAME.toml` in the corpus with `NAME.expected`;
+/// `UPDATE_EXPECT=1` rewrites the expected files instead.
+#[test]
+fn corpus_of_broken_configs() {
+    let update = std::env::var_os("UPDATE_EXPECT").is_some_and(|v| v == "1");
+    let mut cases: Vec<_> = std::fs::read_dir(CORPUS_DIR)
+        .unwrap_or_else(|e| panic!("cannot read {CORPUS_DIR}: {e}"))
+        .map(|entry| entry.expect("dir entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    cases.sort();
+    assert!(
+        cases.len() >= 30,
+        "the corpus has only {} cases, expected at least 30",
+        cases.len()
+    );
+    let mut failures = Vec::new();
+    for case in &cases {
+        let file_name = case.file_name().expect("file name").to_string_lossy();
+        let text = std::fs::read_to_string(case).expect("read case");
+        let shown = match parse_str(&text, &file_name, Path::new(CORPUS_DIR)) {
+            Ok(_) => "<accepted>".to_owned(),
+            Err(e) => e.to_string().replace(CORPUS_DIR, CORPUS_PLACEHOLDER),
+        };
+        let expected_path = case.with_extension("expected");
+        if update {
+            std::fs::write(&expected_path, format!("{shown}\n")).expect("write expected");
+            continue;
+        }
+        let expected = std::fs::read_to_string(&expected_path).unwrap_or_default();
+        if shown != expected.trim_end_matches('\n') {
+            failures.push(format!(
+                "{}:\n  expected: {}\n  got:      {}",
+                case.display(),
+                expected.trim_end().replace('\n', "\n            "),
+                shown.replace('\n', "\n            ")
+            ));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "corpus mismatches:\n{}",
+        failures.join("\n")
+    );
+}

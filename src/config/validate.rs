@@ -1,0 +1,184 @@
+//! Every check of a parsed file, turning raw structs into the model.
+//!
+//! Checks never stop at the first problem: each one records what it finds
+//! and goes on, so that a user sees everything wrong in one pass.
+
+mod builders;
+mod steps;
+mod workers;
+
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use toml::Spanned;
+
+use super::error::Problem;
+use super::model::{BuilderDef, MasterSettings, WorkerDef};
+use super::position::line_col;
+use super::raw::{RawConfig, RawEnv, RawMaster};
+
+/// Longest allowed name of a worker, builder or step.
+const MAX_NAME_LEN: usize = 64;
+/// Highest allowed `max_builds`; more is surely a typo.
+const MAX_BUILDS_LIMIT: i64 = 10_000;
+
+/// What a valid file yields, before origin and hash are added.
+pub struct Checked {
+    /// `[master]`, paths resolved.
+    pub master: MasterSettings,
+    /// Workers in file order.
+    pub workers: Vec<WorkerDef>,
+    /// Builders in file order.
+    pub builders: Vec<BuilderDef>,
+}
+
+/// Checks `raw` in full; on failure returns every problem, sorted by position.
+pub fn check(
+    raw: RawConfig,
+    text: &str,
+    origin: &str,
+    base_dir: &Path,
+) -> Result<Checked, Vec<Problem>> {
+    let mut c = Checker {
+        text,
+        origin,
+        base_dir,
+        problems: Vec::new(),
+    };
+    let master = c.master(&raw.master);
+    let workers = c.workers(&raw.worker);
+    let builders = c.builders(&raw.builder, &raw.worker);
+    if c.problems.is_empty() {
+        Ok(Checked {
+            master,
+            workers,
+            builders,
+        })
+    } else {
+        c.problems.sort_by_key(|p| (p.line, p.column));
+        Err(c.problems)
+    }
+}
+
+/// Collects problems while walking the raw config.
+struct Checker<'a> {
+    text: &'a str,
+    origin: &'a str,
+    base_dir: &'a Path,
+    problems: Vec<Problem>,
+}
+
+impl Checker<'_> {
+    /// Records a problem at byte span `at`.
+    fn report(&mut self, at: &Range<usize>, message: String) {
+        let (line, column) = line_col(self.text, at.start);
+        self.problems.push(Problem {
+            origin: self.origin.to_owned(),
+            line,
+            column,
+            message,
+        });
+    }
+
+    /// The 1-based line of a span, for "first defined on line N".
+    fn line_of(&self, at: &Range<usize>) -> usize {
+        line_col(self.text, at.start).0
+    }
+
+    /// Resolves a path from the file against the base dir.
+    fn path(&mut self, key: &str, value: &Option<Spanned<String>>) -> Option<PathBuf> {
+        let value = value.as_ref()?;
+        if value.get_ref().is_empty() {
+            self.report(&value.span(), format!("`{key}` must not be empty"));
+            return None;
+        }
+        Some(self.base_dir.join(value.get_ref()))
+    }
+
+    /// `[master]`: each path present must be non-empty; relative ones are joined to the base dir.
+    fn master(&mut self, raw: &RawMaster) -> MasterSettings {
+        MasterSettings {
+            state_dir: self.path("state_dir", &raw.state_dir),
+            control_socket: self.path("control_socket", &raw.control_socket),
+            worker_socket: self.path("worker_socket", &raw.worker_socket),
+        }
+    }
+
+    /// Checks a name's length and characters; `kind` says what it names.
+    fn name(&mut self, kind: &str, name: &Spanned<String>) {
+        let text = name.get_ref();
+        let len = text.chars().count();
+        if text.is_empty() {
+            self.report(&name.span(), format!("{kind} name must not be empty"));
+        } else if len > MAX_NAME_LEN {
+            self.report(
+                &name.span(),
+                format!("{kind} name is {len} characters long; at most {MAX_NAME_LEN} are allowed"),
+            );
+        } else if let Some(bad) = text.chars().find(|c| !is_name_char(*c)) {
+            self.report(
+                &name.span(),
+                format!(
+                    "{kind} name `{text}` contains {bad:?}; names may only contain \
+                     ASCII letters, digits, '.', '_' and '-'"
+                ),
+            );
+        }
+    }
+
+    /// Reports the second and later uses of each name in `names`.
+    fn duplicates<'n>(
+        &mut self,
+        names: impl IntoIterator<Item = &'n Spanned<String>>,
+        what: impl Fn(&str) -> String,
+    ) {
+        let mut first: HashMap<&str, Range<usize>> = HashMap::new();
+        for name in names {
+            match first.get(name.get_ref().as_str()) {
+                Some(at) => {
+                    let line = self.line_of(at);
+                    let message =
+                        format!("{} (first defined on line {line})", what(name.get_ref()));
+                    self.report(&name.span(), message);
+                }
+                None => {
+                    first.insert(name.get_ref(), name.span());
+                }
+            }
+        }
+    }
+
+    /// Checks an env table's keys; `owner` prefixes messages.
+    fn env(&mut self, owner: &str, raw: &RawEnv) -> BTreeMap<String, String> {
+        let mut env = BTreeMap::new();
+        for (key, value) in raw {
+            if !is_env_name(key.get_ref()) {
+                self.report(
+                    &key.span(),
+                    format!(
+                        "{owner}: env key `{}` is not a valid variable name \
+                         (letters, digits and '_', not starting with a digit)",
+                        key.get_ref()
+                    ),
+                );
+            }
+            env.insert(key.get_ref().clone(), value.get_ref().clone());
+        }
+        env
+    }
+}
+
+/// Characters allowed in names.
+fn is_name_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')
+}
+
+/// `[A-Za-z_][A-Za-z0-9_]*`.
+fn is_env_name(key: &str) -> bool {
+    let mut chars = key.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}

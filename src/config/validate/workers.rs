@@ -1,0 +1,117 @@
+//! Checks of `[[worker]]` entries: names, limits and secrets.
+
+use super::super::model::{Secret, WorkerDef};
+use super::super::raw::RawWorker;
+use super::{Checker, MAX_BUILDS_LIMIT};
+
+impl Checker<'_> {
+    /// All workers, then duplicate names.
+    pub(super) fn workers(&mut self, raw: &[RawWorker]) -> Vec<WorkerDef> {
+        let workers = raw.iter().map(|w| self.worker(w)).collect();
+        self.duplicates(raw.iter().map(|w| &w.name), |n| {
+            format!("duplicate worker name `{n}`")
+        });
+        workers
+    }
+
+    /// One worker: name, `max_builds` range, and its secret rules.
+    fn worker(&mut self, raw: &RawWorker) -> WorkerDef {
+        self.name("worker", &raw.name);
+        let name = raw.name.get_ref();
+        let local = raw.local.as_ref().is_some_and(|l| *l.get_ref());
+        let max_builds = match &raw.max_builds {
+            None => 1,
+            Some(m) => match u32::try_from(*m.get_ref()) {
+                Ok(n) if (1..=MAX_BUILDS_LIMIT).contains(&i64::from(n)) => n,
+                _ => {
+                    self.report(
+                        &m.span(),
+                        format!(
+                            "worker `{name}`: `max_builds` must be between 1 and \
+                             {MAX_BUILDS_LIMIT}, not {}",
+                            m.get_ref()
+                        ),
+                    );
+                    1
+                }
+            },
+        };
+        let secret = if local {
+            for (key, value) in [("secret", &raw.secret), ("secret_file", &raw.secret_file)] {
+                if let Some(value) = value {
+                    self.report(
+                        &value.span(),
+                        format!(
+                            "worker `{name}` is local, so it takes no `{key}` \
+                             (the master makes one up)"
+                        ),
+                    );
+                }
+            }
+            None
+        } else {
+            self.remote_secret(raw)
+        };
+        WorkerDef {
+            name: name.clone(),
+            local,
+            max_builds,
+            secret,
+        }
+    }
+
+    /// The secret of a non-local worker: exactly one of `secret`, `secret_file`.
+    fn remote_secret(&mut self, raw: &RawWorker) -> Option<Secret> {
+        let name = raw.name.get_ref();
+        match (&raw.secret, &raw.secret_file) {
+            (Some(_), Some(file)) => {
+                self.report(
+                    &file.span(),
+                    format!("worker `{name}` has both `secret` and `secret_file`; keep one"),
+                );
+                None
+            }
+            (None, None) => {
+                self.report(
+                    &raw.name.span(),
+                    format!("worker `{name}` needs `secret` or `secret_file`"),
+                );
+                None
+            }
+            (Some(secret), None) => {
+                if secret.get_ref().is_empty() {
+                    self.report(
+                        &secret.span(),
+                        format!("worker `{name}`: `secret` must not be empty"),
+                    );
+                }
+                Some(Secret(secret.get_ref().clone()))
+            }
+            (None, Some(file)) => {
+                let path = self.base_dir.join(file.get_ref());
+                match std::fs::read_to_string(&path) {
+                    Err(e) => {
+                        self.report(
+                            &file.span(),
+                            format!(
+                                "worker `{name}`: cannot read secret_file {}: {e}",
+                                path.display()
+                            ),
+                        );
+                        None
+                    }
+                    Ok(text) => {
+                        let secret = text.trim_end();
+                        if secret.is_empty() {
+                            self.report(
+                                &file.span(),
+                                format!("worker `{name}`: secret_file {} is empty", path.display()),
+                            );
+                        }
+                        Some(Secret(secret.to_owned()))
+                    }
+                }
+            }
+        }
+    }
+}

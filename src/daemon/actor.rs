@@ -1,0 +1,474 @@
+//! The master loop: the single owner of the core and the store.
+//!
+//! Connection tasks send [`Command`]s here; each command is one core event,
+//! its effects are written to the store in one transaction, and only then
+//! are workers told and clients answered. Nothing else touches the core, so
+//! dispatch, reload and step ends are strictly ordered.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tracing::{error, info, warn};
+
+use crate::config::{self, Config};
+use crate::daemon::core::{Core, CoreError, Effect, LinkId, Record};
+use crate::daemon::local_workers::LocalWorkers;
+use crate::daemon::logs;
+use crate::daemon::store::Store;
+use crate::paths::now_ms;
+use crate::protocol::{
+    BuildDetail, BuildId, ErrorReply, MasterToWorker, ReloadReport, Reply, Request, RequestId,
+    RequestInfo, StatusReply, StepEnd, StepIndex, StreamTarget,
+};
+
+/// A message for the master loop.
+pub enum Command {
+    /// A client request other than a stream or shutdown.
+    Client {
+        /// The request.
+        request: Request,
+        /// Where the answer goes.
+        reply: oneshot::Sender<Result<Reply, ErrorReply>>,
+    },
+    /// A follower asks where a build stands (read from the store).
+    Snapshot {
+        /// Which build.
+        target: StreamTarget,
+        /// Where the answer goes.
+        reply: oneshot::Sender<Result<Snapshot, ErrorReply>>,
+    },
+    /// A worker finished the handshake and wants to be attached.
+    WorkerHello {
+        /// The name it claims.
+        name: String,
+        /// The secret it offers.
+        secret: String,
+        /// Its new link id.
+        link: LinkId,
+        /// How to reach its connection task.
+        tx: mpsc::UnboundedSender<LinkCmd>,
+        /// `Err(reason)` refuses it.
+        reply: oneshot::Sender<Result<(), String>>,
+    },
+    /// A worker reported a step's end.
+    StepEnded {
+        /// The reporting link.
+        link: LinkId,
+        /// The build.
+        build: BuildId,
+        /// The step.
+        step: StepIndex,
+        /// How it ended.
+        end: StepEnd,
+    },
+    /// A worker's connection ended.
+    WorkerGone {
+        /// The link that ended.
+        link: LinkId,
+    },
+    /// Re-read the config (from `bbctl reload` or SIGHUP).
+    Reload {
+        /// Only report.
+        dry_run: bool,
+        /// Where the answer goes; `None` for SIGHUP (the result is logged).
+        reply: Option<oneshot::Sender<Result<ReloadReport, ErrorReply>>>,
+    },
+    /// Stop the master.
+    Shutdown,
+}
+
+/// What the master loop tells a worker connection task.
+#[derive(Debug)]
+pub enum LinkCmd {
+    /// Send this message.
+    Send(MasterToWorker),
+    /// Say goodbye with this reason and close.
+    Close(String),
+}
+
+/// What followers of builds are told; they read details from the store.
+#[derive(Debug, Clone)]
+pub enum Notice {
+    /// A record was written.
+    Record(Record),
+    /// A step's log grew.
+    Output {
+        /// The build.
+        build: BuildId,
+        /// The step.
+        step: StepIndex,
+    },
+}
+
+/// Where a build stands, for a follower.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    /// The request, when the target was a request.
+    pub request: Option<RequestInfo>,
+    /// The build, once there is one.
+    pub build: Option<BuildDetail>,
+}
+
+/// The master loop's state.
+pub struct Master {
+    core: Core,
+    store: Store,
+    links: HashMap<LinkId, mpsc::UnboundedSender<LinkCmd>>,
+    notices: broadcast::Sender<Arc<Notice>>,
+    config_path: Option<PathBuf>,
+    local: LocalWorkers,
+    logs: PathBuf,
+    started_at_ms: u64,
+}
+
+impl Master {
+    /// Put together a master loop from its parts.
+    pub fn new(
+        core: Core,
+        store: Store,
+        notices: broadcast::Sender<Arc<Notice>>,
+        config_path: Option<PathBuf>,
+        local: LocalWorkers,
+        logs: PathBuf,
+    ) -> Self {
+        Master {
+            core,
+            store,
+            links: HashMap::new(),
+            notices,
+            config_path,
+            local,
+            logs,
+            started_at_ms: now_ms(),
+        }
+    }
+
+    /// Carry out the effects of the initial config, start local workers,
+    /// then serve commands until shutdown.
+    pub async fn run(mut self, mut rx: mpsc::Receiver<Command>) {
+        let effects = self.core.take_effects();
+        self.execute(effects);
+        self.local.sync(self.core.config());
+        while let Some(cmd) = rx.recv().await {
+            if matches!(cmd, Command::Shutdown) {
+                break;
+            }
+            self.handle(cmd);
+        }
+        info!("shutting down");
+        for (_, tx) in self.links.drain() {
+            let _ = tx.send(LinkCmd::Close("the master is shutting down".into()));
+        }
+        self.local.shutdown().await;
+    }
+
+    fn handle(&mut self, cmd: Command) {
+        match cmd {
+            Command::Client { request, reply } => {
+                let answer = self.client_request(request);
+                let _ = reply.send(answer);
+            }
+            Command::Snapshot { target, reply } => {
+                let _ = reply.send(self.snapshot(&target));
+            }
+            Command::WorkerHello {
+                name,
+                secret,
+                link,
+                tx,
+                reply,
+            } => {
+                let answer = self.attach_worker(&name, &secret, link);
+                if answer.is_ok() {
+                    self.links.insert(link, tx);
+                    info!(worker = %name, link, "worker connected");
+                } else if let Err(reason) = &answer {
+                    warn!(worker = %name, link, "worker refused: {reason}");
+                }
+                let _ = reply.send(answer);
+                let effects = self.core.take_effects();
+                self.execute(effects);
+            }
+            Command::StepEnded {
+                link,
+                build,
+                step,
+                end,
+            } => {
+                if let Err(e) = self.core.step_ended(link, build, step, end, now_ms()) {
+                    warn!("ignored a step report: {e}");
+                }
+                let effects = self.core.take_effects();
+                self.execute(effects);
+            }
+            Command::WorkerGone { link } => {
+                if self.links.remove(&link).is_some()
+                    && let Some(name) = self.core.link_worker(link)
+                {
+                    info!(worker = %name, link, "worker disconnected");
+                }
+                self.core.worker_lost(link, now_ms());
+                let effects = self.core.take_effects();
+                self.execute(effects);
+            }
+            Command::Reload { dry_run, reply } => {
+                let answer = self.reload(dry_run);
+                match (&answer, reply) {
+                    (_, Some(reply)) => {
+                        let _ = reply.send(answer);
+                    }
+                    (Ok(report), None) => info!("reload applied: {}", reload_summary(report)),
+                    (Err(e), None) => error!("reload rejected: {}", e.message),
+                }
+            }
+            Command::Shutdown => {}
+        }
+    }
+
+    fn attach_worker(&mut self, name: &str, secret: &str, link: LinkId) -> Result<(), String> {
+        let Some(def) = self.core.config().worker(name) else {
+            return Err(format!("no worker named `{name}` in the master's config"));
+        };
+        let expected = if def.local {
+            self.local.secret(name)
+        } else {
+            def.secret.as_ref().map(|s| s.0.clone())
+        };
+        let ok = expected.is_some_and(|e| constant_time_eq(e.as_bytes(), secret.as_bytes()));
+        if !ok {
+            return Err(format!("wrong secret for worker `{name}`"));
+        }
+        self.core
+            .worker_connected(name, link, now_ms())
+            .map_err(|e| e.to_string())
+    }
+
+    fn client_request(&mut self, request: Request) -> Result<Reply, ErrorReply> {
+        let now = now_ms();
+        match request {
+            Request::Status => Ok(Reply::Status(StatusReply {
+                master_pid: std::process::id(),
+                started_at_ms: self.started_at_ms,
+                now_ms: now,
+                generation: self.core.generation(),
+                config_hash: self.core.config().hash.clone(),
+                config_origin: self.core.config().origin.clone(),
+                builders: self.core.builder_status(),
+                workers: self.core.worker_status(),
+            })),
+            Request::ForceBuild {
+                builder,
+                reason,
+                properties,
+            } => {
+                let id = self
+                    .core
+                    .force_build(&builder, reason, properties, now)
+                    .map_err(core_error)?;
+                let effects = self.core.take_effects();
+                self.execute(effects);
+                Ok(Reply::Queued { request_id: id })
+            }
+            Request::Builds { builder, limit } => self
+                .store
+                .builds(builder.as_deref(), limit)
+                .map(Reply::Builds)
+                .map_err(|e| ErrorReply::failed(e.to_string())),
+            Request::Build { build } => self.build_detail(build).map(Reply::Build),
+            Request::RequestInfo { request } => self.request_info(request).map(Reply::Request),
+            Request::Cancel { request } => {
+                match self
+                    .core
+                    .cancel_request(request, "cancelled by `bbctl cancel`", now)
+                {
+                    Ok(()) => {
+                        let effects = self.core.take_effects();
+                        self.execute(effects);
+                        Ok(Reply::Done {
+                            message: format!("request {request} cancelled"),
+                        })
+                    }
+                    Err(CoreError::RequestNotLive(_)) => {
+                        let info = self.request_info(request)?;
+                        Err(ErrorReply::rejected(format!(
+                            "request {request} is already {}",
+                            info.state
+                        )))
+                    }
+                    Err(e) => Err(core_error(e)),
+                }
+            }
+            Request::Stop { build } => match self.core.stop_build(build, "stopped by `bbctl stop`")
+            {
+                Ok(()) => {
+                    let effects = self.core.take_effects();
+                    self.execute(effects);
+                    Ok(Reply::Done {
+                        message: format!("build {build} is stopping"),
+                    })
+                }
+                Err(CoreError::BuildNotRunning(_)) => {
+                    let detail = self.build_detail(build)?;
+                    Err(ErrorReply::rejected(format!(
+                        "build {build} already finished ({})",
+                        detail
+                            .summary
+                            .result
+                            .map(|r| r.as_str())
+                            .unwrap_or("unknown")
+                    )))
+                }
+                Err(e) => Err(core_error(e)),
+            },
+            Request::Reload { dry_run } => self.reload(dry_run).map(Reply::Reloaded),
+            Request::Stream(_) | Request::Shutdown => Err(ErrorReply::rejected(
+                "this request is handled by the connection, not the master loop",
+            )),
+        }
+    }
+
+    fn reload(&mut self, dry_run: bool) -> Result<ReloadReport, ErrorReply> {
+        let config: Config = match &self.config_path {
+            Some(path) => config::load_file(path).map_err(|e| ErrorReply::rejected(e.to_string()))?,
+            None => config::embedded_default(),
+        };
+        let report = self.core.reload(Arc::new(config), now_ms(), dry_run);
+        if !dry_run {
+            let effects = self.core.take_effects();
+            self.execute(effects);
+            self.local.sync(self.core.config());
+        }
+        Ok(report)
+    }
+
+    fn build_detail(&self, build: BuildId) -> Result<BuildDetail, ErrorReply> {
+        let mut detail = self
+            .store
+            .build(build)
+            .map_err(|e| ErrorReply::failed(e.to_string()))?
+            .ok_or_else(|| ErrorReply::not_found(format!("no build {build}")))?;
+        for step in &mut detail.steps {
+            step.log_bytes = logs::log_len(&logs::step_log_path(&self.logs, build, step.index));
+        }
+        Ok(detail)
+    }
+
+    fn request_info(&self, request: RequestId) -> Result<RequestInfo, ErrorReply> {
+        self.store
+            .request(request)
+            .map_err(|e| ErrorReply::failed(e.to_string()))?
+            .ok_or_else(|| ErrorReply::not_found(format!("no request {request}")))
+    }
+
+    fn snapshot(&self, target: &StreamTarget) -> Result<Snapshot, ErrorReply> {
+        let (request, build) = match target {
+            StreamTarget::Request(id) => {
+                let info = self.request_info(*id)?;
+                let build = info.build;
+                (Some(info), build)
+            }
+            StreamTarget::Build(id) => (None, Some(*id)),
+            StreamTarget::Latest => {
+                let latest = self
+                    .store
+                    .latest_build()
+                    .map_err(|e| ErrorReply::failed(e.to_string()))?
+                    .ok_or_else(|| ErrorReply::not_found("no builds yet"))?;
+                (None, Some(latest))
+            }
+        };
+        let build = build.map(|b| self.build_detail(b)).transpose()?;
+        Ok(Snapshot { request, build })
+    }
+
+    /// Write the records, then tell workers and followers.
+    fn execute(&mut self, effects: Vec<Effect>) {
+        let records: Vec<&Record> = effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Record(r) => Some(r),
+                _ => None,
+            })
+            .collect();
+        if let Err(e) = self.store.apply(&records) {
+            error!("could not record {} change(s): {e}", records.len());
+        }
+        for effect in effects {
+            match effect {
+                Effect::Record(record) => {
+                    let _ = self.notices.send(Arc::new(Notice::Record(record)));
+                }
+                Effect::ToWorker { link, msg } => match self.links.get(&link) {
+                    Some(tx) => {
+                        let _ = tx.send(LinkCmd::Send(msg));
+                    }
+                    None => warn!(link, "message for a link that is gone"),
+                },
+                Effect::CloseLink { link, reason } => {
+                    if let Some(tx) = self.links.remove(&link) {
+                        info!(link, "closing worker link: {reason}");
+                        let _ = tx.send(LinkCmd::Close(reason));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A client error for a core refusal.
+fn core_error(e: CoreError) -> ErrorReply {
+    match e {
+        CoreError::UnknownBuilder(_)
+        | CoreError::RenamedBuilder { .. }
+        | CoreError::UnknownWorker(_) => ErrorReply::not_found(e.to_string()),
+        _ => ErrorReply::rejected(e.to_string()),
+    }
+}
+
+/// Compare secrets in time independent of where they differ.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = (a.len() ^ b.len()) as u8 | u8::from(a.len() != b.len());
+    for (x, y) in a.iter().zip(b.iter()) {
+        diff |= x ^ y;
+    }
+    diff == 0
+}
+
+/// One line saying what a reload did, for the log.
+pub fn reload_summary(r: &ReloadReport) -> String {
+    format!(
+        "generation {} -> {}; builders +{} ~{} -{} renamed {}; workers +{} ~{} -{}; {} request(s) cancelled; {} build(s) on older generations{}",
+        r.generation_before,
+        r.generation_after,
+        r.builders_added.len(),
+        r.builders_changed.len(),
+        r.builders_removed.len(),
+        r.builders_renamed.len(),
+        r.workers_added.len(),
+        r.workers_changed.len(),
+        r.workers_removed.len(),
+        r.requests_cancelled.len(),
+        r.builds_on_old_generations.len(),
+        if r.needs_restart.is_empty() {
+            String::new()
+        } else {
+            format!("; waiting for a restart: {}", r.needs_restart.join(", "))
+        }
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::constant_time_eq;
+
+    #[test]
+    fn constant_time_eq_compares() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"ab"));
+        assert!(!constant_time_eq(b"", b"a"));
+        assert!(constant_time_eq(b"", b""));
+    }
+}

@@ -1,0 +1,140 @@
+//! One `bbctl` connection on the control socket.
+//!
+//! The peer's uid is checked first (only the master's own user may talk to
+//! it), then the handshake, then requests one after another. A malformed
+//! request gets an error frame and the connection is closed; the master
+//! goes on serving everyone else.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use interprocess::local_socket::tokio::Stream;
+use interprocess::local_socket::traits::StreamCommon as _;
+use tokio::io::AsyncWrite;
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tracing::{debug, warn};
+
+use crate::daemon::actor::{Command, Notice};
+use crate::daemon::follow;
+use crate::daemon::worker_link::HANDSHAKE_TIMEOUT;
+use crate::protocol::{
+    self, ClientRequest, ErrorReply, Hello, HelloReply, MAX_FRAME, MAX_HANDSHAKE_FRAME, Reply,
+    Request, Role, ServerMsg,
+};
+
+/// What every client connection shares.
+#[derive(Clone)]
+pub struct ControlContext {
+    /// The master loop.
+    pub master: mpsc::Sender<Command>,
+    /// Build notices, for streams.
+    pub notices: broadcast::Sender<Arc<Notice>>,
+    /// The step logs.
+    pub logs: PathBuf,
+}
+
+/// Serve one control connection until the client leaves.
+pub async fn serve(stream: Stream, ctx: ControlContext) {
+    let own_uid = nix::unistd::geteuid().as_raw();
+    let peer_uid = stream.peer_creds().ok().and_then(|c| c.euid());
+    let (mut rd, mut wr) = tokio::io::split(stream);
+    if peer_uid != Some(own_uid) {
+        warn!(?peer_uid, "control connection from another user refused");
+        let reason = format!(
+            "permission denied: this master serves uid {own_uid} only (you are uid {})",
+            peer_uid.map(|u| u.to_string()).unwrap_or_else(|| "unknown".into())
+        );
+        let _ = protocol::write_msg(&mut wr, &HelloReply::Refused { reason }).await;
+        return;
+    }
+    let hello = tokio::time::timeout(
+        HANDSHAKE_TIMEOUT,
+        protocol::read_msg::<_, Hello>(&mut rd, MAX_HANDSHAKE_FRAME),
+    )
+    .await;
+    let refusal = match &hello {
+        Ok(Ok(h)) => match h.check() {
+            Err(reason) => Some(reason),
+            Ok(()) if h.role != Role::Client => Some(
+                "this is the control socket; workers connect to the worker socket".to_string(),
+            ),
+            Ok(()) => None,
+        },
+        Ok(Err(e)) => Some(format!("bad handshake: {e}")),
+        Err(_) => Some("handshake not finished in time".to_string()),
+    };
+    if let Some(reason) = refusal {
+        debug!("control connection refused: {reason}");
+        let _ = protocol::write_msg(&mut wr, &HelloReply::Refused { reason }).await;
+        return;
+    }
+    let welcome = HelloReply::Welcome {
+        version: protocol::PROTOCOL_VERSION,
+        software: protocol::handshake::software(),
+        master_pid: std::process::id(),
+    };
+    if protocol::write_msg(&mut wr, &welcome).await.is_err() {
+        return;
+    }
+    loop {
+        let req: ClientRequest = match protocol::read_msg(&mut rd, MAX_FRAME).await {
+            Ok(req) => req,
+            Err(e) if e.is_disconnect() => return,
+            Err(e) => {
+                debug!("malformed client request: {e}");
+                let msg = ServerMsg::Response {
+                    id: 0,
+                    result: Err(ErrorReply::rejected(format!("malformed request: {e}"))),
+                };
+                let _ = protocol::write_msg(&mut wr, &msg).await;
+                return;
+            }
+        };
+        let result = match answer(req.id, req.body, &mut wr, &ctx).await {
+            Ok(result) => result,
+            Err(_) => return,
+        };
+        let msg = ServerMsg::Response { id: req.id, result };
+        if protocol::write_msg(&mut wr, &msg).await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn answer<W: AsyncWrite + Unpin>(
+    id: u64,
+    body: Request,
+    wr: &mut W,
+    ctx: &ControlContext,
+) -> Result<Result<Reply, ErrorReply>, protocol::FrameError> {
+    let gone = || ErrorReply::failed("the master is shutting down");
+    match body {
+        Request::Stream(req) => {
+            follow::stream(wr, id, req, &ctx.master, &ctx.notices, &ctx.logs).await
+        }
+        Request::Shutdown => {
+            let _ = ctx.master.send(Command::Shutdown).await;
+            Ok(Ok(Reply::Done {
+                message: "the master is shutting down".into(),
+            }))
+        }
+        Request::Reload { dry_run } => {
+            let (reply, rx) = oneshot::channel();
+            let cmd = Command::Reload {
+                dry_run,
+                reply: Some(reply),
+            };
+            if ctx.master.send(cmd).await.is_err() {
+                return Ok(Err(gone()));
+            }
+            Ok(rx.await.unwrap_or_else(|_| Err(gone())).map(Reply::Reloaded))
+        }
+        request => {
+            let (reply, rx) = oneshot::channel();
+            if ctx.master.send(Command::Client { request, reply }).await.is_err() {
+                return Ok(Err(gone()));
+            }
+            Ok(rx.await.unwrap_or_else(|_| Err(gone())))
+        }
+    }
+}

@@ -1,0 +1,279 @@
+//! Inputs about requests, builds and worker links.
+
+use std::collections::BTreeMap;
+
+use crate::protocol::{
+    BuildId, BuildResult, MasterToWorker, RequestId, StepEnd, StepIndex, StepResult,
+};
+
+use super::{Core, CoreError, LinkId, LiveRequest, Record};
+
+/// Whether `name` can become part of an environment variable name.
+pub fn valid_property_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+impl Core {
+    /// Accept a build request. The [`Record::RequestQueued`] effect must be
+    /// stored before the id is told to anyone.
+    pub fn force_build(
+        &mut self,
+        builder: &str,
+        reason: Option<String>,
+        properties: BTreeMap<String, String>,
+        now_ms: u64,
+    ) -> Result<RequestId, CoreError> {
+        if !self.builders.contains_key(builder) {
+            if let Some(b) = self
+                .config
+                .builders
+                .iter()
+                .find(|b| b.previous_names.iter().any(|p| p == builder))
+            {
+                return Err(CoreError::RenamedBuilder {
+                    old: builder.to_string(),
+                    new: b.name.clone(),
+                });
+            }
+            return Err(CoreError::UnknownBuilder(builder.to_string()));
+        }
+        if let Some(bad) = properties.keys().find(|k| !valid_property_name(k)) {
+            return Err(CoreError::BadPropertyName(bad.clone()));
+        }
+        let id = self.next_request;
+        self.next_request += 1;
+        self.record(Record::RequestQueued {
+            request: id,
+            builder: builder.to_string(),
+            reason: reason.clone(),
+            properties: properties.clone(),
+            at_ms: now_ms,
+        });
+        self.requests.insert(
+            id,
+            LiveRequest {
+                id,
+                builder: builder.to_string(),
+                reason,
+                properties,
+                build: None,
+            },
+        );
+        if let Some(state) = self.builders.get_mut(builder) {
+            state.queue.push_back(id);
+        }
+        self.dispatch(now_ms);
+        Ok(id)
+    }
+
+    /// Cancel a queued request; a running one has its build stopped.
+    pub fn cancel_request(
+        &mut self,
+        id: RequestId,
+        reason: &str,
+        now_ms: u64,
+    ) -> Result<(), CoreError> {
+        let req = self.requests.get(&id).ok_or(CoreError::RequestNotLive(id))?;
+        if let Some(build) = req.build {
+            return self.stop_build(build, reason);
+        }
+        let builder = req.builder.clone();
+        if let Some(state) = self.builders.get_mut(&builder) {
+            state.queue.retain(|r| *r != id);
+        }
+        self.requests.remove(&id);
+        self.record(Record::RequestCancelled {
+            request: id,
+            reason: reason.to_string(),
+            at_ms: now_ms,
+        });
+        Ok(())
+    }
+
+    /// Ask the worker to stop a running build's current step; the build
+    /// ends `cancelled` when the worker reports the step's end.
+    pub fn stop_build(&mut self, id: BuildId, reason: &str) -> Result<(), CoreError> {
+        let build = self
+            .builds
+            .get_mut(&id)
+            .ok_or(CoreError::BuildNotRunning(id))?;
+        if build.stopping.is_none() {
+            build.stopping = Some(reason.to_string());
+            let (link, step) = (build.link, build.step);
+            self.effects.push(super::Effect::ToWorker {
+                link,
+                msg: MasterToWorker::StopStep { build: id, step },
+            });
+        }
+        Ok(())
+    }
+
+    /// A worker proved who it is on a new link.
+    pub fn worker_connected(
+        &mut self,
+        name: &str,
+        link: LinkId,
+        now_ms: u64,
+    ) -> Result<(), CoreError> {
+        let worker = self
+            .workers
+            .get_mut(name)
+            .ok_or_else(|| CoreError::UnknownWorker(name.to_string()))?;
+        if worker.removed {
+            return Err(CoreError::WorkerRemoved(name.to_string()));
+        }
+        if worker.link.is_some() {
+            return Err(CoreError::WorkerAlreadyConnected(name.to_string()));
+        }
+        worker.link = Some(link);
+        // A worker drained for new credentials comes back clean.
+        worker.draining = None;
+        self.links.insert(link, name.to_string());
+        self.dispatch(now_ms);
+        Ok(())
+    }
+
+    /// A worker's link is gone. Its builds end as `exception`: the steps'
+    /// ends can no longer be reported on this link.
+    pub fn worker_lost(&mut self, link: LinkId, now_ms: u64) {
+        let Some(name) = self.links.remove(&link) else {
+            return;
+        };
+        let on_link: Vec<BuildId> = self
+            .builds
+            .values()
+            .filter(|b| b.link == link)
+            .map(|b| b.id)
+            .collect();
+        for id in on_link {
+            let step = self.builds[&id].step;
+            self.record(Record::StepFinished {
+                build: id,
+                step,
+                result: BuildResult::Exception,
+                reason: Some(format!("worker `{name}` was lost")),
+                at_ms: now_ms,
+            });
+            self.finish_build(
+                id,
+                BuildResult::Exception,
+                Some(format!("worker `{name}` was lost")),
+                now_ms,
+            );
+        }
+        if let Some(worker) = self.workers.get_mut(&name) {
+            worker.link = None;
+            if worker.removed {
+                self.workers.remove(&name);
+            }
+        }
+        self.dispatch(now_ms);
+    }
+
+    /// A worker reports that a step it was given has ended.
+    pub fn step_ended(
+        &mut self,
+        link: LinkId,
+        build_id: BuildId,
+        step: StepIndex,
+        end: StepEnd,
+        now_ms: u64,
+    ) -> Result<(), CoreError> {
+        let build = match self.builds.get(&build_id) {
+            Some(b) if b.link == link && b.step == step => b,
+            _ => {
+                return Err(CoreError::NotYourStep {
+                    link,
+                    build: build_id,
+                    step,
+                });
+            }
+        };
+        let step_name = build.def.steps[step as usize].name.clone();
+        let last = step as usize + 1 >= build.def.steps.len();
+        let stopping = build.stopping.clone();
+        let (result, why) = step_outcome(&end, stopping.as_deref());
+        self.record(Record::StepFinished {
+            build: build_id,
+            step,
+            result,
+            reason: why.clone(),
+            at_ms: now_ms,
+        });
+        match (result, stopping) {
+            (StepResult::Success, None) if !last => self.start_step(build_id, step + 1, now_ms),
+            (StepResult::Success, None) => {
+                self.finish_build(build_id, BuildResult::Success, None, now_ms);
+                self.dispatch(now_ms);
+            }
+            (StepResult::Success, Some(reason)) => {
+                self.finish_build(build_id, BuildResult::Cancelled, Some(reason), now_ms);
+                self.dispatch(now_ms);
+            }
+            (result, _) => {
+                let reason = why.map(|w| format!("step `{step_name}` {w}"));
+                self.finish_build(build_id, result, reason, now_ms);
+                self.dispatch(now_ms);
+            }
+        }
+        Ok(())
+    }
+
+    /// End a running build: record it, free its worker slot, and close the
+    /// worker's link if it was draining and is now idle.
+    pub(super) fn finish_build(
+        &mut self,
+        id: BuildId,
+        result: BuildResult,
+        reason: Option<String>,
+        now_ms: u64,
+    ) {
+        let Some(build) = self.builds.remove(&id) else {
+            return;
+        };
+        self.requests.remove(&build.request);
+        self.record(Record::BuildFinished {
+            build: id,
+            request: build.request,
+            result,
+            reason,
+            at_ms: now_ms,
+        });
+        if let Some(worker) = self.workers.get_mut(&build.worker) {
+            worker.running.remove(&id);
+        }
+        self.close_if_drained(&build.worker);
+    }
+}
+
+/// What a step's end means for the build, and why in words.
+fn step_outcome(end: &StepEnd, stopping: Option<&str>) -> (StepResult, Option<String>) {
+    match end {
+        StepEnd::Exited { code: 0 } => (StepResult::Success, None),
+        StepEnd::Exited { code } => (
+            StepResult::Failure,
+            Some(format!("exited with code {code}")),
+        ),
+        StepEnd::Signalled { signal } => (
+            StepResult::Failure,
+            Some(format!("was killed by signal {signal}")),
+        ),
+        StepEnd::TimedOut { after_ms } => (
+            StepResult::Failure,
+            Some(format!(
+                "timed out after {}",
+                humantime::format_duration(std::time::Duration::from_millis(*after_ms))
+            )),
+        ),
+        StepEnd::Stopped => (
+            StepResult::Cancelled,
+            Some(stopping.unwrap_or("was stopped").to_string()),
+        ),
+        StepEnd::SpawnFailed { error } => (
+            StepResult::Exception,
+            Some(format!("could not start: {error}")),
+        ),
+    }
+}

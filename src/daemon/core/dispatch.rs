@@ -1,0 +1,171 @@
+//! Matching queued requests with free workers, and starting steps.
+
+use std::sync::Arc;
+
+use crate::config::StepAction;
+use crate::protocol::{BuildId, MasterToWorker, StepAssignment, StepIndex, WireAction};
+
+use super::{Core, Effect, Record, RunningBuild};
+
+impl Core {
+    /// Start every queued request that has a free eligible worker, oldest
+    /// request first across all builders, so no builder starves another.
+    pub(super) fn dispatch(&mut self, now_ms: u64) {
+        loop {
+            let mut heads: Vec<(u64, String)> = self
+                .builders
+                .iter()
+                .filter_map(|(name, b)| b.queue.front().map(|r| (*r, name.clone())))
+                .collect();
+            heads.sort_unstable();
+            let mut started = false;
+            for (_, builder) in heads {
+                if let Some(worker) = self.pick_worker(&builder) {
+                    self.start_build(&builder, &worker, now_ms);
+                    started = true;
+                }
+            }
+            if !started {
+                return;
+            }
+        }
+    }
+
+    /// The eligible worker with the most free room: listed by the builder's
+    /// current definition, connected, not draining, under `max_builds`.
+    fn pick_worker(&self, builder: &str) -> Option<String> {
+        let def = &self.builders.get(builder)?.def;
+        def.workers
+            .iter()
+            .filter_map(|name| self.workers.get(name))
+            .filter(|w| {
+                w.link.is_some()
+                    && w.draining.is_none()
+                    && !w.removed
+                    && (w.running.len() as u32) < w.def.max_builds
+            })
+            .min_by_key(|w| w.running.len())
+            .map(|w| w.def.name.clone())
+    }
+
+    fn start_build(&mut self, builder: &str, worker_name: &str, now_ms: u64) {
+        let Some(state) = self.builders.get_mut(builder) else {
+            return;
+        };
+        let Some(request_id) = state.queue.pop_front() else {
+            return;
+        };
+        let def = Arc::clone(&state.def);
+        let id = self.next_build;
+        self.next_build += 1;
+        let worker = self
+            .workers
+            .get_mut(worker_name)
+            .expect("pick_worker returned a known worker");
+        let link = worker.link.expect("pick_worker returned a connected worker");
+        worker.running.insert(id);
+        if let Some(req) = self.requests.get_mut(&request_id) {
+            req.build = Some(id);
+        }
+        self.builds.insert(
+            id,
+            RunningBuild {
+                id,
+                request: request_id,
+                builder: builder.to_string(),
+                worker: worker_name.to_string(),
+                link,
+                def,
+                generation: self.generation,
+                step: 0,
+                stopping: None,
+            },
+        );
+        self.record(Record::BuildStarted {
+            build: id,
+            request: request_id,
+            builder: builder.to_string(),
+            worker: worker_name.to_string(),
+            generation: self.generation,
+            config_hash: self.config.hash.clone(),
+            at_ms: now_ms,
+        });
+        self.start_step(id, 0, now_ms);
+    }
+
+    /// Send step `step` of a running build to its worker.
+    pub(super) fn start_step(&mut self, id: BuildId, step: StepIndex, now_ms: u64) {
+        let Some(build) = self.builds.get_mut(&id) else {
+            return;
+        };
+        build.step = step;
+        let def = &build.def.steps[step as usize];
+        let mut env: Vec<(String, String)> = build
+            .def
+            .env
+            .iter()
+            .chain(def.env.iter())
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        env.push(("BB_BUILDER".into(), build.builder.clone()));
+        env.push(("BB_BUILD_ID".into(), id.to_string()));
+        env.push(("BB_REQUEST_ID".into(), build.request.to_string()));
+        env.push(("BB_WORKER".into(), build.worker.clone()));
+        env.push(("BB_STEP".into(), def.name.clone()));
+        env.push(("BB_GENERATION".into(), build.generation.to_string()));
+        if let Some(req) = self.requests.get(&build.request) {
+            for (k, v) in &req.properties {
+                env.push((format!("BB_PROP_{k}"), v.clone()));
+            }
+        }
+        let assignment = StepAssignment {
+            build: id,
+            step,
+            builder: build.builder.clone(),
+            name: def.name.clone(),
+            action: match &def.action {
+                StepAction::Shell(line) => WireAction::Shell(line.clone()),
+                StepAction::Command(argv) => WireAction::Command(argv.clone()),
+            },
+            env,
+            timeout_ms: def.timeout.map(|t| t.as_millis() as u64),
+        };
+        let (link, name) = (build.link, def.name.clone());
+        self.record(Record::StepStarted {
+            build: id,
+            step,
+            name,
+            at_ms: now_ms,
+        });
+        self.effects.push(Effect::ToWorker {
+            link,
+            msg: MasterToWorker::StartStep(assignment),
+        });
+    }
+
+    /// Close a draining worker's link once it runs nothing; forget a
+    /// removed worker once it is idle and gone.
+    pub(super) fn close_if_drained(&mut self, name: &str) {
+        let Some(worker) = self.workers.get_mut(name) else {
+            return;
+        };
+        if !worker.running.is_empty() {
+            return;
+        }
+        let Some(reason) = worker.draining.clone() else {
+            return;
+        };
+        match worker.link.take() {
+            Some(link) => {
+                self.links.remove(&link);
+                self.effects.push(Effect::CloseLink { link, reason });
+            }
+            None => worker.draining = None,
+        }
+        if worker.removed {
+            self.workers.remove(name);
+        } else if let Some(w) = self.workers.get_mut(name) {
+            w.draining = None;
+        }
+    }
+}

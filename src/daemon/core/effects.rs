@@ -1,0 +1,131 @@
+//! What the core asks the I/O shell to do.
+//!
+//! The core never writes, sends or waits; it pushes [`Effect`]s, and the
+//! shell carries them out in order. Every [`Record`] is both a database
+//! write and a notice for clients following builds.
+
+use std::collections::BTreeMap;
+
+use crate::protocol::{BuildId, BuildResult, MasterToWorker, RequestId, StepIndex, StepResult};
+
+use super::LinkId;
+
+/// One thing for the shell to do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Effect {
+    /// Write this to the store, then tell followers.
+    Record(Record),
+    /// Send this to the worker on that link.
+    ToWorker {
+        /// The worker's connection.
+        link: LinkId,
+        /// The message.
+        msg: MasterToWorker,
+    },
+    /// Say goodbye to the worker on that link and close it.
+    CloseLink {
+        /// The worker's connection.
+        link: LinkId,
+        /// Why, sent to the worker and logged.
+        reason: String,
+    },
+}
+
+/// A durable fact about requests and builds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Record {
+    /// A request was accepted; it must be on disk before the client hears its id.
+    RequestQueued {
+        /// The request.
+        request: RequestId,
+        /// Its builder.
+        builder: String,
+        /// Why it was asked for.
+        reason: Option<String>,
+        /// Its properties.
+        properties: BTreeMap<String, String>,
+        /// When, ms since the Unix epoch.
+        at_ms: u64,
+    },
+    /// A queued request will never run.
+    RequestCancelled {
+        /// The request.
+        request: RequestId,
+        /// Why.
+        reason: String,
+        /// When.
+        at_ms: u64,
+    },
+    /// A request got its build.
+    BuildStarted {
+        /// The build.
+        build: BuildId,
+        /// The request it serves.
+        request: RequestId,
+        /// Its builder.
+        builder: String,
+        /// Its worker.
+        worker: String,
+        /// The config generation it runs under.
+        generation: u64,
+        /// The hash of that config.
+        config_hash: String,
+        /// When.
+        at_ms: u64,
+    },
+    /// A step was sent to the worker.
+    StepStarted {
+        /// The build.
+        build: BuildId,
+        /// The step's index.
+        step: StepIndex,
+        /// The step's name.
+        name: String,
+        /// When.
+        at_ms: u64,
+    },
+    /// A step ended.
+    StepFinished {
+        /// The build.
+        build: BuildId,
+        /// The step's index.
+        step: StepIndex,
+        /// How.
+        result: StepResult,
+        /// Why, in words.
+        reason: Option<String>,
+        /// When.
+        at_ms: u64,
+    },
+    /// A build ended; its request is finished with the same result.
+    BuildFinished {
+        /// The build.
+        build: BuildId,
+        /// The request it served.
+        request: RequestId,
+        /// How.
+        result: BuildResult,
+        /// Why, in words.
+        reason: Option<String>,
+        /// When.
+        at_ms: u64,
+    },
+    /// A reload renamed a builder: its history and queue now carry the new name.
+    BuilderRenamed {
+        /// The old name.
+        from: String,
+        /// The new name.
+        to: String,
+    },
+    /// A reload was applied.
+    GenerationApplied {
+        /// The new generation.
+        generation: u64,
+        /// The config's hash.
+        config_hash: String,
+        /// Where the config came from.
+        origin: String,
+        /// When.
+        at_ms: u64,
+    },
+}

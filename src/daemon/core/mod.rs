@@ -1,0 +1,249 @@
+//! The master as a pure state machine: no I/O, no clock, no tokio.
+//!
+//! Every input is a method call that carries the current time when it needs
+//! one; every decision comes out as [`Effect`]s that the shell drains with
+//! [`Core::take_effects`] and carries out in order. Because the core has a
+//! single owner, a reload is one event between two others and can never
+//! interleave with dispatch. The simulator in `sim` drives this type with
+//! random histories and checks the invariants of DESIGN.md section 4.
+
+mod builds;
+mod dispatch;
+mod effects;
+mod reload;
+mod status;
+
+#[cfg(test)]
+mod sim;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
+
+pub use builds::valid_property_name;
+pub use effects::{Effect, Record};
+
+use crate::config::{BuilderDef, Config, WorkerDef};
+use crate::protocol::{BuildId, RequestId, StepIndex};
+
+/// A worker connection, numbered by the shell; a reconnecting worker gets a
+/// new one, so messages from a dead link can never be taken for the new one's.
+pub type LinkId = u64;
+
+/// Why the core refused an input. The shell turns these into client errors
+/// or log lines; none of them changes any state.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CoreError {
+    /// No builder by that name in the current config.
+    #[error("no builder named `{0}`")]
+    UnknownBuilder(String),
+    /// The builder was renamed by a reload.
+    #[error("no builder named `{old}`: it was renamed to `{new}`")]
+    RenamedBuilder {
+        /// The name asked for.
+        old: String,
+        /// Its current name.
+        new: String,
+    },
+    /// A property name that cannot become an environment variable.
+    #[error(
+        "invalid property name `{0}`: use letters, digits and `_`, not starting with a digit"
+    )]
+    BadPropertyName(String),
+    /// The request is not queued or running.
+    #[error("request {0} is not queued or running")]
+    RequestNotLive(RequestId),
+    /// The build is not running.
+    #[error("build {0} is not running")]
+    BuildNotRunning(BuildId),
+    /// A worker name the config does not know.
+    #[error("no worker named `{0}` in the config")]
+    UnknownWorker(String),
+    /// A second connection for a worker that is connected already.
+    #[error("a worker named `{0}` is already connected")]
+    WorkerAlreadyConnected(String),
+    /// A worker that a reload removed tries to come back.
+    #[error("worker `{0}` was removed from the config and is draining")]
+    WorkerRemoved(String),
+    /// A link reported on a step it was not given.
+    #[error("link {link} reported on build {build} step {step}, which it does not run")]
+    NotYourStep {
+        /// The reporting link.
+        link: LinkId,
+        /// The build named.
+        build: BuildId,
+        /// The step named.
+        step: StepIndex,
+    },
+}
+
+/// A request that is queued or running (finished ones live only in the store).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveRequest {
+    /// The request's id.
+    pub id: RequestId,
+    /// Its builder's current name.
+    pub builder: String,
+    /// Why it was asked for.
+    pub reason: Option<String>,
+    /// Its properties.
+    pub properties: BTreeMap<String, String>,
+    /// Its build, once dispatched.
+    pub build: Option<BuildId>,
+}
+
+/// A build that is running.
+#[derive(Debug, Clone)]
+pub struct RunningBuild {
+    /// The build's id.
+    pub id: BuildId,
+    /// The request it serves.
+    pub request: RequestId,
+    /// Its builder's current name (follows renames).
+    pub builder: String,
+    /// The worker it runs on.
+    pub worker: String,
+    /// The worker's connection it was started on.
+    pub link: LinkId,
+    /// The definition it started with; a reload never changes it.
+    pub def: Arc<BuilderDef>,
+    /// The generation it started under.
+    pub generation: u64,
+    /// The step running now.
+    pub step: StepIndex,
+    /// Set when someone asked to stop it: the reason.
+    pub stopping: Option<String>,
+}
+
+/// A builder of the current config and its queue.
+#[derive(Debug, Clone)]
+struct BuilderState {
+    def: Arc<BuilderDef>,
+    queue: VecDeque<RequestId>,
+}
+
+/// A worker: configured, or removed but still finishing builds.
+#[derive(Debug, Clone)]
+struct WorkerState {
+    def: WorkerDef,
+    link: Option<LinkId>,
+    running: BTreeSet<BuildId>,
+    /// Why it takes no new builds; it is disconnected once idle.
+    draining: Option<String>,
+    /// Removed from the config: forgotten once idle.
+    removed: bool,
+}
+
+/// The state the master restarts from, as read back from the store.
+#[derive(Debug, Clone, Default)]
+pub struct Restored {
+    /// The generation of the last applied config.
+    pub generation: u64,
+    /// Queued requests, oldest first.
+    pub queued: Vec<LiveRequest>,
+    /// The next request id to give.
+    pub next_request: RequestId,
+    /// The next build id to give.
+    pub next_build: BuildId,
+}
+
+/// The master's whole scheduling state.
+#[derive(Debug, Clone)]
+pub struct Core {
+    config: Arc<Config>,
+    generation: u64,
+    builders: BTreeMap<String, BuilderState>,
+    workers: BTreeMap<String, WorkerState>,
+    requests: HashMap<RequestId, LiveRequest>,
+    builds: BTreeMap<BuildId, RunningBuild>,
+    links: HashMap<LinkId, String>,
+    next_request: RequestId,
+    next_build: BuildId,
+    effects: Vec<Effect>,
+}
+
+impl Core {
+    /// A core for `config`, resuming from what the store kept. Requests of
+    /// builders that no longer exist are cancelled at once (see `reload`).
+    pub fn new(config: Arc<Config>, restored: Restored, now_ms: u64) -> Self {
+        let mut core = Core {
+            config: Arc::new(Config {
+                builders: vec![],
+                workers: vec![],
+                ..(*config).clone()
+            }),
+            generation: restored.generation,
+            builders: BTreeMap::new(),
+            workers: BTreeMap::new(),
+            requests: HashMap::new(),
+            builds: BTreeMap::new(),
+            links: HashMap::new(),
+            next_request: restored.next_request.max(1),
+            next_build: restored.next_build.max(1),
+            effects: Vec::new(),
+        };
+        // Queued requests go back under the builders they were queued for;
+        // builders the config does not have are filled in so that the
+        // first apply below treats them like any reload would.
+        for req in restored.queued {
+            let builder = core
+                .builders
+                .entry(req.builder.clone())
+                .or_insert_with(|| BuilderState {
+                    def: Arc::new(BuilderDef {
+                        name: req.builder.clone(),
+                        previous_names: vec![],
+                        workers: vec![],
+                        env: BTreeMap::new(),
+                        steps: vec![],
+                    }),
+                    queue: VecDeque::new(),
+                });
+            builder.queue.push_back(req.id);
+            core.requests.insert(req.id, req);
+        }
+        // Start from the config but keep the restored queues.
+        core.apply_config(config, now_ms, false);
+        core
+    }
+
+    /// The config in force.
+    pub fn config(&self) -> &Arc<Config> {
+        &self.config
+    }
+
+    /// The config generation in force.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Everything the shell must do now, in order.
+    pub fn take_effects(&mut self) -> Vec<Effect> {
+        std::mem::take(&mut self.effects)
+    }
+
+    /// A queued or running request.
+    pub fn live_request(&self, id: RequestId) -> Option<&LiveRequest> {
+        self.requests.get(&id)
+    }
+
+    /// A running build.
+    pub fn running_build(&self, id: BuildId) -> Option<&RunningBuild> {
+        self.builds.get(&id)
+    }
+
+    /// All running builds, by id.
+    pub fn running_builds(&self) -> impl Iterator<Item = &RunningBuild> {
+        self.builds.values()
+    }
+
+    /// The worker name behind a link, if the link is live.
+    pub fn link_worker(&self, link: LinkId) -> Option<&str> {
+        self.links.get(&link).map(String::as_str)
+    }
+
+    fn record(&mut self, record: Record) {
+        self.effects.push(Effect::Record(record));
+    }
+}

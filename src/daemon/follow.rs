@@ -1,0 +1,258 @@
+//! Streaming a build to a client: `log`, `log --follow`, `force-build
+//! --follow` and `--wait`.
+//!
+//! The store and the log files are the truth; notices only say *when* to
+//! look again. A follower subscribes before its first look, keeps a byte
+//! offset per step, and after any notice it lagged behind on simply looks
+//! again, so output is never missed nor doubled.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use tokio::io::AsyncWrite;
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+use crate::daemon::actor::{Command, Notice, Snapshot};
+use crate::daemon::core::Record;
+use crate::daemon::logs;
+use crate::protocol::{
+    self, BuildDetail, BuildId, ErrorReply, FrameError, Reply, RequestId, ServerMsg, StepDetail,
+    StepIndex, StreamItem, StreamRequest, StreamTarget,
+};
+
+/// Largest piece of output sent in one item.
+const CHUNK: usize = 256 * 1024;
+
+#[derive(Default)]
+struct StepSent {
+    started: bool,
+    offset: u64,
+    finished: bool,
+}
+
+struct Follower<'a, W> {
+    wr: &'a mut W,
+    id: u64,
+    req: StreamRequest,
+    logs: &'a Path,
+    build_started: bool,
+    build: Option<BuildId>,
+    steps: BTreeMap<StepIndex, StepSent>,
+}
+
+/// Serve one stream request; `Ok` holds the final answer to send.
+pub async fn stream<W: AsyncWrite + Unpin>(
+    wr: &mut W,
+    id: u64,
+    req: StreamRequest,
+    master: &mpsc::Sender<Command>,
+    notices: &broadcast::Sender<Arc<Notice>>,
+    logs: &Path,
+) -> Result<Result<Reply, ErrorReply>, FrameError> {
+    let mut rx = notices.subscribe();
+    let mut target = req.target.clone();
+    let mut f = Follower {
+        wr,
+        id,
+        req,
+        logs,
+        build_started: false,
+        build: None,
+        steps: BTreeMap::new(),
+    };
+    loop {
+        let snap = match snapshot(master, &target).await {
+            Ok(s) => s,
+            Err(e) => return Ok(Err(e)),
+        };
+        if let Some(build) = &snap.build {
+            // `Latest` is resolved once: later builds are not ours.
+            target = StreamTarget::Build(build.summary.id);
+        }
+        if let Some(done) = f.catch_up(&snap).await? {
+            return Ok(done);
+        }
+        if !f.req.follow {
+            return Ok(Ok(Reply::StreamEnd));
+        }
+        // Wait until something about our request or build happens.
+        let request = match &target {
+            StreamTarget::Request(r) => Some(*r),
+            _ => None,
+        };
+        loop {
+            match rx.recv().await {
+                Ok(notice) => match &*notice {
+                    Notice::Output { build, step } if Some(*build) == f.build => {
+                        f.send_output(*build, *step).await?;
+                    }
+                    Notice::Record(r) if concerns(r, request, f.build) => break,
+                    _ => {}
+                },
+                Err(broadcast::error::RecvError::Lagged(_)) => break,
+                Err(broadcast::error::RecvError::Closed) => {
+                    return Ok(Err(ErrorReply::failed("the master is shutting down")));
+                }
+            }
+        }
+    }
+}
+
+async fn snapshot(
+    master: &mpsc::Sender<Command>,
+    target: &StreamTarget,
+) -> Result<Snapshot, ErrorReply> {
+    let (reply, rx) = oneshot::channel();
+    let cmd = Command::Snapshot {
+        target: target.clone(),
+        reply,
+    };
+    let gone = || ErrorReply::failed("the master is shutting down");
+    master.send(cmd).await.map_err(|_| gone())?;
+    rx.await.map_err(|_| gone())?
+}
+
+fn concerns(record: &Record, request: Option<RequestId>, build: Option<BuildId>) -> bool {
+    match record {
+        Record::RequestCancelled { request: r, .. } | Record::BuildStarted { request: r, .. } => {
+            Some(*r) == request
+        }
+        Record::StepStarted { build: b, .. }
+        | Record::StepFinished { build: b, .. }
+        | Record::BuildFinished { build: b, .. } => Some(*b) == build,
+        _ => false,
+    }
+}
+
+impl<W: AsyncWrite + Unpin> Follower<'_, W> {
+    /// Send everything the snapshot has that the client has not seen; the
+    /// final answer once the stream is complete.
+    async fn catch_up(
+        &mut self,
+        snap: &Snapshot,
+    ) -> Result<Option<Result<Reply, ErrorReply>>, FrameError> {
+        let Some(build) = &snap.build else {
+            if let Some(req) = &snap.request
+                && req.state == "cancelled"
+            {
+                self.item(StreamItem::RequestCancelled {
+                    request: req.id,
+                    reason: req.reason.clone().unwrap_or_default(),
+                })
+                .await?;
+                return Ok(Some(Ok(Reply::StreamEnd)));
+            }
+            return Ok(None);
+        };
+        let build_id = build.summary.id;
+        self.build = Some(build_id);
+        if let Some(sel) = &self.req.step
+            && !build.steps.iter().any(|s| selected(sel, s))
+            && (build.summary.result.is_some() || !self.req.follow)
+        {
+            return Ok(Some(Err(ErrorReply::not_found(format!(
+                "build {build_id} has no step `{sel}`"
+            )))));
+        }
+        if !self.build_started {
+            self.build_started = true;
+            self.item(StreamItem::BuildStarted {
+                build: build_id,
+                builder: build.summary.builder.clone(),
+                worker: build.summary.worker.clone(),
+            })
+            .await?;
+        }
+        for step in &build.steps {
+            if self.req.step.as_ref().is_some_and(|sel| !selected(sel, step)) {
+                continue;
+            }
+            self.catch_up_step(build_id, step).await?;
+        }
+        if let Some(result) = build.summary.result {
+            self.finished(build, result).await?;
+            return Ok(Some(Ok(Reply::StreamEnd)));
+        }
+        Ok(None)
+    }
+
+    async fn catch_up_step(&mut self, build: BuildId, step: &StepDetail) -> Result<(), FrameError> {
+        let sent = self.steps.entry(step.index).or_default();
+        if !sent.started {
+            sent.started = true;
+            self.item(StreamItem::StepStarted {
+                step: step.index,
+                name: step.name.clone(),
+            })
+            .await?;
+        }
+        self.send_output(build, step.index).await?;
+        let sent = self.steps.entry(step.index).or_default();
+        if let Some(result) = step.result
+            && !sent.finished
+        {
+            sent.finished = true;
+            self.item(StreamItem::StepFinished {
+                step: step.index,
+                result,
+                reason: step.reason.clone(),
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn finished(
+        &mut self,
+        build: &BuildDetail,
+        result: protocol::BuildResult,
+    ) -> Result<(), FrameError> {
+        self.item(StreamItem::BuildFinished {
+            build: build.summary.id,
+            result,
+            reason: build.summary.reason.clone(),
+        })
+        .await
+    }
+
+    /// Send a started step's output from where the client is to the end
+    /// of the file.
+    async fn send_output(&mut self, build: BuildId, step: StepIndex) -> Result<(), FrameError> {
+        if !self.req.output {
+            return Ok(());
+        }
+        let Some(sent) = self.steps.get(&step) else {
+            return Ok(());
+        };
+        if !sent.started || sent.finished {
+            return Ok(());
+        }
+        let path = logs::step_log_path(self.logs, build, step);
+        let mut offset = sent.offset;
+        loop {
+            let data = logs::read_from(&path, offset, CHUNK)?;
+            if data.is_empty() {
+                break;
+            }
+            offset += data.len() as u64;
+            let full = data.len() == CHUNK;
+            self.item(StreamItem::Output { step, data }).await?;
+            if !full {
+                break;
+            }
+        }
+        if let Some(sent) = self.steps.get_mut(&step) {
+            sent.offset = offset;
+        }
+        Ok(())
+    }
+
+    async fn item(&mut self, item: StreamItem) -> Result<(), FrameError> {
+        protocol::write_msg(self.wr, &ServerMsg::Item { id: self.id, item }).await
+    }
+}
+
+fn selected(sel: &str, step: &StepDetail) -> bool {
+    step.name == sel || step.index.to_string() == sel
+}

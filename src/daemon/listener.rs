@@ -1,0 +1,50 @@
+//! Binding the master's Unix sockets, owner-only, replacing a stale socket
+//! left by a crash but never a live master's.
+//!
+//! The caller holds the state dir's lock file (see `lock`), so no other
+//! master starting on the same state dir can race us between the probe and
+//! the unlink below.
+
+use std::io;
+use std::os::unix::fs::FileTypeExt;
+use std::path::Path;
+
+use interprocess::local_socket::tokio::{Listener, Stream, prelude::*};
+use interprocess::local_socket::{GenericFilePath, ListenerOptions};
+use interprocess::os::unix::local_socket::ListenerOptionsExt as _;
+
+/// Bind `path` with mode 0600. An existing socket file that nobody answers
+/// on is removed first; one that answers means another master owns it.
+pub async fn bind(path: &Path) -> io::Result<Listener> {
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => {
+            let name = path.to_fs_name::<GenericFilePath>()?;
+            match Stream::connect(name).await {
+                Ok(_) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::AddrInUse,
+                        format!(
+                            "socket {} is in use by another running master",
+                            path.display()
+                        ),
+                    ));
+                }
+                Err(_) => std::fs::remove_file(path)?,
+            }
+        }
+        Ok(_) => {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!("{} exists and is not a socket", path.display()),
+            ));
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let name = path.to_fs_name::<GenericFilePath>()?;
+    ListenerOptions::new()
+        .name(name)
+        .mode(0o600)
+        .reclaim_name(true)
+        .create_tokio()
+}

@@ -1,0 +1,237 @@
+//! `bbmaster`: the I/O shell around the pure [`core`].
+//!
+//! Start-up takes the state dir's lock, opens the store, restores the
+//! queue, binds both sockets, starts local workers, and then runs three
+//! kinds of task: the master loop ([`actor`]) that owns the core, one task
+//! per control connection ([`control`]), and one per worker connection
+//! ([`worker_link`]). Signals: `SIGHUP` reloads, `SIGTERM`/`SIGINT` stop.
+
+pub mod actor;
+pub mod control;
+pub mod core;
+pub mod follow;
+pub mod listener;
+pub mod local_workers;
+pub mod lock;
+pub mod logs;
+pub mod store;
+pub mod worker_link;
+
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use interprocess::local_socket::traits::tokio::Listener as _;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::{broadcast, mpsc};
+use tracing::{info, warn};
+
+use crate::config::{self, Config, ConfigError};
+use crate::paths;
+
+/// How `bbmaster` was asked to start.
+#[derive(Debug, Clone, Default)]
+pub struct MasterOptions {
+    /// The config file; `None` uses the embedded default.
+    pub config: Option<PathBuf>,
+    /// Overrides the config's `state_dir`.
+    pub state_dir: Option<PathBuf>,
+}
+
+/// Why the master could not start or had to stop.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// The config file is invalid.
+    #[error("{0}")]
+    Config(#[from] ConfigError),
+    /// The database could not be opened or read.
+    #[error("{0}")]
+    Store(#[from] store::StoreError),
+    /// Another master holds the state dir.
+    #[error(transparent)]
+    Locked(#[from] lock::LockError),
+    /// A file system or socket operation failed.
+    #[error("{what} {}: {source}", path.display())]
+    Io {
+        /// What we were doing.
+        what: &'static str,
+        /// On which path.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn io_err(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> DaemonError {
+    let path = path.to_path_buf();
+    move |source| DaemonError::Io { what, path, source }
+}
+
+/// The resolved locations of one master.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    /// The state dir.
+    pub state_dir: PathBuf,
+    /// The control socket.
+    pub control_socket: PathBuf,
+    /// The worker socket.
+    pub worker_socket: PathBuf,
+}
+
+impl Layout {
+    /// `--state-dir`, else the config's, else the default; sockets likewise.
+    pub fn resolve(opts: &MasterOptions, config: &Config) -> Self {
+        let state_dir = opts
+            .state_dir
+            .clone()
+            .or_else(|| config.master.state_dir.clone())
+            .unwrap_or_else(paths::default_state_dir);
+        Layout {
+            control_socket: config
+                .master
+                .control_socket
+                .clone()
+                .unwrap_or_else(|| paths::control_socket_in(&state_dir)),
+            worker_socket: config
+                .master
+                .worker_socket
+                .clone()
+                .unwrap_or_else(|| paths::worker_socket_in(&state_dir)),
+            state_dir,
+        }
+    }
+}
+
+/// Load the config `bbmaster` was pointed at, or the embedded default.
+pub fn load_config(opts: &MasterOptions) -> Result<Config, ConfigError> {
+    match &opts.config {
+        Some(path) => config::load_file(path),
+        None => Ok(config::embedded_default()),
+    }
+}
+
+/// Run a master until it is told to stop.
+pub async fn run(opts: MasterOptions) -> Result<(), DaemonError> {
+    let config = Arc::new(load_config(&opts)?);
+    let layout = Layout::resolve(&opts, &config);
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&layout.state_dir)
+        .map_err(io_err("cannot create state dir", &layout.state_dir))?;
+    let _lock = lock::StateLock::acquire(&layout.state_dir)?;
+    let logs_dir = logs::logs_dir(&layout.state_dir);
+    std::fs::create_dir_all(&logs_dir).map_err(io_err("cannot create", &logs_dir))?;
+
+    let db = layout.state_dir.join("master.db");
+    let mut store = store::Store::open(&db)?;
+    let restored = store.restore(paths::now_ms())?;
+    let queued = restored.queued.len();
+    let core = core::Core::new(Arc::clone(&config), restored, paths::now_ms());
+
+    let control = listener::bind(&layout.control_socket)
+        .await
+        .map_err(io_err("cannot listen on", &layout.control_socket))?;
+    let workers = listener::bind(&layout.worker_socket)
+        .await
+        .map_err(io_err("cannot listen on", &layout.worker_socket))?;
+
+    let (notices, _) = broadcast::channel(1024);
+    let (tx, rx) = mpsc::channel(256);
+    let local = local_workers::LocalWorkers::new(local_workers::LocalWorkerSetup {
+        exe: local_workers::LocalWorkers::default_exe(),
+        worker_socket: layout.worker_socket.clone(),
+        dir: layout.state_dir.join("workers"),
+    });
+    let master = actor::Master::new(
+        core,
+        store,
+        notices.clone(),
+        opts.config.clone(),
+        local,
+        logs_dir.clone(),
+    );
+    info!(
+        pid = std::process::id(),
+        config = %config.origin,
+        state_dir = %layout.state_dir.display(),
+        control_socket = %layout.control_socket.display(),
+        queued,
+        "bbmaster started"
+    );
+
+    let ctx = control::ControlContext {
+        master: tx.clone(),
+        notices: notices.clone(),
+        logs: logs_dir.clone(),
+    };
+    let control_task = tokio::spawn(async move {
+        loop {
+            match control.accept().await {
+                Ok(stream) => {
+                    tokio::spawn(control::serve(stream, ctx.clone()));
+                }
+                Err(e) => warn!("control socket accept failed: {e}"),
+            }
+        }
+    });
+    let worker_tx = tx.clone();
+    let worker_notices = notices.clone();
+    let worker_task = tokio::spawn(async move {
+        let next_link = AtomicU64::new(1);
+        loop {
+            match workers.accept().await {
+                Ok(stream) => {
+                    let link = next_link.fetch_add(1, Ordering::Relaxed);
+                    tokio::spawn(worker_link::serve(
+                        stream,
+                        link,
+                        worker_tx.clone(),
+                        worker_notices.clone(),
+                        logs_dir.clone(),
+                    ));
+                }
+                Err(e) => warn!("worker socket accept failed: {e}"),
+            }
+        }
+    });
+    let signal_task = tokio::spawn(forward_signals(tx.clone()));
+    drop(tx);
+
+    master.run(rx).await;
+    control_task.abort();
+    worker_task.abort();
+    signal_task.abort();
+    // Let the aborted accept loops drop their listeners (removing the socket files).
+    let _ = control_task.await;
+    let _ = worker_task.await;
+    info!("bbmaster stopped");
+    Ok(())
+}
+
+/// Turn signals into commands for the master loop.
+async fn forward_signals(tx: mpsc::Sender<actor::Command>) {
+    let (Ok(mut hup), Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::hangup()),
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        warn!("cannot install signal handlers");
+        return;
+    };
+    loop {
+        let cmd = tokio::select! {
+            _ = hup.recv() => {
+                info!("SIGHUP: reloading the config");
+                actor::Command::Reload { dry_run: false, reply: None }
+            }
+            _ = term.recv() => actor::Command::Shutdown,
+            _ = int.recv() => actor::Command::Shutdown,
+        };
+        if tx.send(cmd).await.is_err() {
+            return;
+        }
+    }
+}

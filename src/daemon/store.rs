@@ -1,0 +1,575 @@
+//! The build history and the durable queue, in SQLite (`<state_dir>/master.db`).
+//!
+//! The core's [`Record`]s are written here, all records of one core event in
+//! one transaction, before any client hears of them: a request id that
+//! `force-build` prints is already on disk. WAL mode with
+//! `synchronous=FULL` makes every commit survive a crash of the master and
+//! of the machine.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::daemon::core::{LiveRequest, Record, Restored};
+use crate::protocol::{
+    BuildDetail, BuildId, BuildResult, BuildSummary, RequestId, RequestInfo, StepDetail,
+};
+
+/// The schema version this program writes; see [`migrate`].
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// A storage failure, naming the database file.
+#[derive(Debug, thiserror::Error)]
+#[error("database {path}: {source}")]
+pub struct StoreError {
+    path: PathBuf,
+    #[source]
+    source: rusqlite::Error,
+}
+
+/// The open database.
+pub struct Store {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl Store {
+    /// Open (creating if needed) and migrate the database at `path`.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let wrap = |source| StoreError {
+            path: path.to_path_buf(),
+            source,
+        };
+        let mut conn = Connection::open(path).map_err(wrap)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(wrap)?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(wrap)?;
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .map_err(wrap)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(wrap)?;
+        migrate(&mut conn).map_err(wrap)?;
+        Ok(Store {
+            conn,
+            path: path.to_path_buf(),
+        })
+    }
+
+    fn err(&self, source: rusqlite::Error) -> StoreError {
+        StoreError {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    /// Write the records of one core event, all or nothing.
+    pub fn apply(&mut self, records: &[&Record]) -> Result<(), StoreError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let tx = self.conn.transaction().map_err(|e| StoreError {
+            path: self.path.clone(),
+            source: e,
+        })?;
+        for record in records {
+            write_record(&tx, record).map_err(|e| StoreError {
+                path: self.path.clone(),
+                source: e,
+            })?;
+        }
+        tx.commit().map_err(|e| self.err(e))
+    }
+
+    /// Read back what a restart needs. Builds that were running when the
+    /// master stopped end as `exception`, and their requests are queued
+    /// again in their original order: nothing accepted is lost.
+    pub fn restore(&mut self, now_ms: u64) -> Result<Restored, StoreError> {
+        let path = self.path.clone();
+        let wrap = |source| StoreError {
+            path: path.clone(),
+            source,
+        };
+        let tx = self.conn.transaction().map_err(wrap)?;
+        tx.execute(
+            "UPDATE steps SET finished_at = ?1, result = 'exception',
+                 reason = 'the master stopped while it ran'
+             WHERE finished_at IS NULL",
+            params![now_ms as i64],
+        )
+        .map_err(wrap)?;
+        tx.execute(
+            "UPDATE builds SET finished_at = ?1, result = 'exception',
+                 reason = 'the master stopped while it ran; its request is queued again'
+             WHERE finished_at IS NULL",
+            params![now_ms as i64],
+        )
+        .map_err(wrap)?;
+        tx.execute(
+            "UPDATE requests SET state = 'queued' WHERE state = 'running'",
+            [],
+        )
+        .map_err(wrap)?;
+        tx.commit().map_err(wrap)?;
+
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT id, builder, reason, properties FROM requests
+                 WHERE state = 'queued' ORDER BY id",
+            )
+            .map_err(wrap)?;
+        let queued = stmt
+            .query_map([], |row| {
+                let props: String = row.get(3)?;
+                Ok(LiveRequest {
+                    id: row.get::<_, i64>(0)? as u64,
+                    builder: row.get(1)?,
+                    reason: row.get(2)?,
+                    properties: serde_json::from_str(&props).unwrap_or_default(),
+                    build: None,
+                })
+            })
+            .map_err(wrap)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(wrap)?;
+        drop(stmt);
+        let max = |sql: &str| -> Result<u64, StoreError> {
+            self.conn
+                .query_row(sql, [], |r| r.get::<_, Option<i64>>(0))
+                .map(|v| v.unwrap_or(0) as u64)
+                .map_err(wrap)
+        };
+        Ok(Restored {
+            generation: max("SELECT MAX(generation) FROM generations")?,
+            next_request: max("SELECT MAX(id) FROM requests")? + 1,
+            next_build: max("SELECT MAX(id) FROM builds")? + 1,
+            queued,
+        })
+    }
+
+    /// Builds, newest first.
+    pub fn builds(
+        &self,
+        builder: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<BuildSummary>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(&format!(
+                "SELECT {SUMMARY_COLUMNS} FROM builds
+                 WHERE (?1 IS NULL OR builder = ?1) ORDER BY id DESC LIMIT ?2"
+            ))
+            .map_err(|e| self.err(e))?;
+        stmt.query_map(params![builder, limit as i64], summary_from_row)
+            .and_then(|rows| rows.collect())
+            .map_err(|e| self.err(e))
+    }
+
+    /// One build with its steps; `None` if there is no such build.
+    pub fn build(&self, id: BuildId) -> Result<Option<BuildDetail>, StoreError> {
+        let summary = self
+            .conn
+            .query_row(
+                &format!("SELECT {SUMMARY_COLUMNS} FROM builds WHERE id = ?1"),
+                params![id as i64],
+                summary_from_row,
+            )
+            .optional()
+            .map_err(|e| self.err(e))?;
+        let Some(summary) = summary else {
+            return Ok(None);
+        };
+        let (request_reason, props): (Option<String>, String) = self
+            .conn
+            .query_row(
+                "SELECT reason, properties FROM requests WHERE id = ?1",
+                params![summary.request_id as i64],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .map_err(|e| self.err(e))?;
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT idx, name, started_at, finished_at, result, reason
+                 FROM steps WHERE build_id = ?1 ORDER BY idx",
+            )
+            .map_err(|e| self.err(e))?;
+        let steps = stmt
+            .query_map(params![id as i64], |r| {
+                Ok(StepDetail {
+                    index: r.get(0)?,
+                    name: r.get(1)?,
+                    started_at_ms: r.get::<_, i64>(2)? as u64,
+                    finished_at_ms: r.get::<_, Option<i64>>(3)?.map(|v| v as u64),
+                    result: result_column(r.get(4)?),
+                    reason: r.get(5)?,
+                    log_bytes: 0,
+                })
+            })
+            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| self.err(e))?;
+        Ok(Some(BuildDetail {
+            summary,
+            request_reason,
+            properties: serde_json::from_str::<BTreeMap<String, String>>(&props)
+                .unwrap_or_default(),
+            steps,
+        }))
+    }
+
+    /// One request; `None` if there is no such request.
+    pub fn request(&self, id: RequestId) -> Result<Option<RequestInfo>, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT r.id, r.builder, r.state, r.result, r.finish_reason,
+                        (SELECT MAX(b.id) FROM builds b WHERE b.request_id = r.id)
+                 FROM requests r WHERE r.id = ?1",
+                params![id as i64],
+                |r| {
+                    Ok(RequestInfo {
+                        id: r.get::<_, i64>(0)? as u64,
+                        builder: r.get(1)?,
+                        state: r.get(2)?,
+                        result: result_column(r.get(3)?),
+                        reason: r.get(4)?,
+                        build: r.get::<_, Option<i64>>(5)?.map(|v| v as u64),
+                    })
+                },
+            )
+            .optional()
+            .map_err(|e| self.err(e))
+    }
+
+    /// The most recently started build.
+    pub fn latest_build(&self) -> Result<Option<BuildId>, StoreError> {
+        self.conn
+            .query_row("SELECT MAX(id) FROM builds", [], |r| {
+                r.get::<_, Option<i64>>(0)
+            })
+            .map(|v| v.map(|v| v as u64))
+            .map_err(|e| self.err(e))
+    }
+}
+
+const SUMMARY_COLUMNS: &str = "id, request_id, builder, worker, generation, config_hash, \
+     result, reason, started_at, finished_at";
+
+fn summary_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<BuildSummary> {
+    Ok(BuildSummary {
+        id: r.get::<_, i64>(0)? as u64,
+        request_id: r.get::<_, i64>(1)? as u64,
+        builder: r.get(2)?,
+        worker: r.get(3)?,
+        generation: r.get::<_, i64>(4)? as u64,
+        config_hash: r.get(5)?,
+        result: result_column(r.get(6)?),
+        reason: r.get(7)?,
+        started_at_ms: r.get::<_, i64>(8)? as u64,
+        finished_at_ms: r.get::<_, Option<i64>>(9)?.map(|v| v as u64),
+    })
+}
+
+fn result_column(word: Option<String>) -> Option<BuildResult> {
+    word.as_deref().and_then(BuildResult::parse)
+}
+
+fn write_record(tx: &rusqlite::Transaction<'_>, record: &Record) -> rusqlite::Result<()> {
+    match record {
+        Record::RequestQueued {
+            request,
+            builder,
+            reason,
+            properties,
+            at_ms,
+        } => {
+            let props = serde_json::to_string(properties).unwrap_or_else(|_| "{}".into());
+            tx.execute(
+                "INSERT INTO requests (id, builder, reason, properties, submitted_at, state)
+                 VALUES (?1, ?2, ?3, ?4, ?5, 'queued')",
+                params![*request as i64, builder, reason, props, *at_ms as i64],
+            )?;
+        }
+        Record::RequestCancelled {
+            request,
+            reason,
+            at_ms,
+        } => {
+            tx.execute(
+                "UPDATE requests SET state = 'cancelled', result = 'cancelled',
+                     finish_reason = ?2, finished_at = ?3 WHERE id = ?1",
+                params![*request as i64, reason, *at_ms as i64],
+            )?;
+        }
+        Record::BuildStarted {
+            build,
+            request,
+            builder,
+            worker,
+            generation,
+            config_hash,
+            at_ms,
+        } => {
+            tx.execute(
+                "INSERT INTO builds (id, request_id, builder, worker, generation, config_hash, started_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    *build as i64,
+                    *request as i64,
+                    builder,
+                    worker,
+                    *generation as i64,
+                    config_hash,
+                    *at_ms as i64
+                ],
+            )?;
+            tx.execute(
+                "UPDATE requests SET state = 'running' WHERE id = ?1",
+                params![*request as i64],
+            )?;
+        }
+        Record::StepStarted {
+            build,
+            step,
+            name,
+            at_ms,
+        } => {
+            tx.execute(
+                "INSERT INTO steps (build_id, idx, name, started_at) VALUES (?1, ?2, ?3, ?4)",
+                params![*build as i64, step, name, *at_ms as i64],
+            )?;
+        }
+        Record::StepFinished {
+            build,
+            step,
+            result,
+            reason,
+            at_ms,
+        } => {
+            tx.execute(
+                "UPDATE steps SET finished_at = ?3, result = ?4, reason = ?5
+                 WHERE build_id = ?1 AND idx = ?2",
+                params![*build as i64, step, *at_ms as i64, result.as_str(), reason],
+            )?;
+        }
+        Record::BuildFinished {
+            build,
+            request,
+            result,
+            reason,
+            at_ms,
+        } => {
+            tx.execute(
+                "UPDATE builds SET finished_at = ?2, result = ?3, reason = ?4 WHERE id = ?1",
+                params![*build as i64, *at_ms as i64, result.as_str(), reason],
+            )?;
+            tx.execute(
+                "UPDATE requests SET state = 'finished', result = ?2, finish_reason = ?3,
+                     finished_at = ?4 WHERE id = ?1",
+                params![*request as i64, result.as_str(), reason, *at_ms as i64],
+            )?;
+        }
+        Record::BuilderRenamed { from, to } => {
+            tx.execute(
+                "UPDATE builds SET builder = ?2 WHERE builder = ?1",
+                params![from, to],
+            )?;
+            tx.execute(
+                "UPDATE requests SET builder = ?2 WHERE builder = ?1",
+                params![from, to],
+            )?;
+        }
+        Record::GenerationApplied {
+            generation,
+            config_hash,
+            origin,
+            at_ms,
+        } => {
+            tx.execute(
+                "INSERT OR REPLACE INTO generations (generation, config_hash, origin, applied_at)
+                 VALUES (?1, ?2, ?3, ?4)",
+                params![*generation as i64, config_hash, origin, *at_ms as i64],
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// Bring the schema to [`SCHEMA_VERSION`], one version at a time, each in
+/// its own transaction. A database from a newer program is refused.
+fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if version > SCHEMA_VERSION {
+        return Err(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_MISMATCH),
+            Some(format!(
+                "schema version {version} is newer than this bbmaster understands ({SCHEMA_VERSION}); use a newer bbmaster"
+            )),
+        ));
+    }
+    if version < 1 {
+        let tx = conn.transaction()?;
+        tx.execute_batch(
+            "CREATE TABLE requests (
+                 id INTEGER PRIMARY KEY,
+                 builder TEXT NOT NULL,
+                 reason TEXT,
+                 properties TEXT NOT NULL,
+                 submitted_at INTEGER NOT NULL,
+                 state TEXT NOT NULL,
+                 result TEXT,
+                 finish_reason TEXT,
+                 finished_at INTEGER
+             );
+             CREATE INDEX requests_state ON requests(state, id);
+             CREATE TABLE builds (
+                 id INTEGER PRIMARY KEY,
+                 request_id INTEGER NOT NULL REFERENCES requests(id),
+                 builder TEXT NOT NULL,
+                 worker TEXT NOT NULL,
+                 generation INTEGER NOT NULL,
+                 config_hash TEXT NOT NULL,
+                 started_at INTEGER NOT NULL,
+                 finished_at INTEGER,
+                 result TEXT,
+                 reason TEXT
+             );
+             CREATE INDEX builds_builder ON builds(builder, id);
+             CREATE INDEX builds_request ON builds(request_id);
+             CREATE TABLE steps (
+                 build_id INTEGER NOT NULL REFERENCES builds(id),
+                 idx INTEGER NOT NULL,
+                 name TEXT NOT NULL,
+                 started_at INTEGER NOT NULL,
+                 finished_at INTEGER,
+                 result TEXT,
+                 reason TEXT,
+                 PRIMARY KEY (build_id, idx)
+             );
+             CREATE TABLE generations (
+                 generation INTEGER PRIMARY KEY,
+                 config_hash TEXT NOT NULL,
+                 origin TEXT NOT NULL,
+                 applied_at INTEGER NOT NULL
+             );
+             PRAGMA user_version = 1;",
+        )?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn queued(request: u64, builder: &str) -> Record {
+        Record::RequestQueued {
+            request,
+            builder: builder.into(),
+            reason: None,
+            properties: BTreeMap::from([("K".to_string(), "v".to_string())]),
+            at_ms: 1,
+        }
+    }
+
+    #[test]
+    fn queued_requests_survive_reopen_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("master.db");
+        {
+            let mut store = Store::open(&path).unwrap();
+            store
+                .apply(&[&queued(1, "a"), &queued(2, "b"), &queued(3, "a")])
+                .unwrap();
+            store
+                .apply(&[&Record::RequestCancelled {
+                    request: 2,
+                    reason: "r".into(),
+                    at_ms: 2,
+                }])
+                .unwrap();
+        }
+        let mut store = Store::open(&path).unwrap();
+        let restored = store.restore(5).unwrap();
+        let ids: Vec<u64> = restored.queued.iter().map(|r| r.id).collect();
+        assert_eq!(ids, vec![1, 3]);
+        assert_eq!(restored.queued[0].properties["K"], "v");
+        assert_eq!(restored.next_request, 4);
+        assert_eq!(restored.next_build, 1);
+    }
+
+    #[test]
+    fn a_build_running_at_a_crash_ends_exception_and_its_request_requeues() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("master.db");
+        let mut store = Store::open(&path).unwrap();
+        store
+            .apply(&[
+                &queued(1, "a"),
+                &Record::BuildStarted {
+                    build: 1,
+                    request: 1,
+                    builder: "a".into(),
+                    worker: "w".into(),
+                    generation: 1,
+                    config_hash: "h".into(),
+                    at_ms: 2,
+                },
+                &Record::StepStarted {
+                    build: 1,
+                    step: 0,
+                    name: "s".into(),
+                    at_ms: 2,
+                },
+            ])
+            .unwrap();
+        drop(store);
+        let mut store = Store::open(&path).unwrap();
+        let restored = store.restore(9).unwrap();
+        assert_eq!(restored.queued.len(), 1);
+        assert_eq!(restored.next_build, 2);
+        let build = store.build(1).unwrap().unwrap();
+        assert_eq!(build.summary.result, Some(BuildResult::Exception));
+        assert_eq!(build.steps[0].result, Some(BuildResult::Exception));
+    }
+
+    #[test]
+    fn rename_moves_history() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("m.db")).unwrap();
+        store
+            .apply(&[
+                &queued(1, "old"),
+                &Record::BuildStarted {
+                    build: 1,
+                    request: 1,
+                    builder: "old".into(),
+                    worker: "w".into(),
+                    generation: 1,
+                    config_hash: "h".into(),
+                    at_ms: 2,
+                },
+                &Record::BuilderRenamed {
+                    from: "old".into(),
+                    to: "new".into(),
+                },
+            ])
+            .unwrap();
+        assert_eq!(store.builds(Some("new"), 10).unwrap().len(), 1);
+        assert!(store.builds(Some("old"), 10).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_newer_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.pragma_update(None, "user_version", 99).unwrap();
+        }
+        let err = Store::open(&path).err().expect("refused").to_string();
+        assert!(err.contains("newer"), "{err}");
+    }
+}

@@ -1,0 +1,230 @@
+//! One worker connection: handshake, then steps out and output in.
+//!
+//! Output is written to the step's log file right here, without passing
+//! through the master loop, and only for steps this link was given: a
+//! worker cannot write into another worker's build. A step's end is passed
+//! to the master loop after all of its output is on disk.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use interprocess::local_socket::tokio::Stream;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tracing::{debug, warn};
+
+use crate::daemon::actor::{Command, LinkCmd, Notice};
+use crate::daemon::core::LinkId;
+use crate::daemon::logs::StepLogWriter;
+use crate::protocol::{
+    self, BuildId, FrameError, Hello, HelloReply, MAX_FRAME, MAX_HANDSHAKE_FRAME,
+    MasterToWorker, Role, StepIndex, WorkerToMaster,
+};
+
+/// How long a peer has to finish the handshake.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Serve one connection on the worker socket until it ends.
+pub async fn serve(
+    stream: Stream,
+    link: LinkId,
+    master: mpsc::Sender<Command>,
+    notices: broadcast::Sender<Arc<Notice>>,
+    logs: PathBuf,
+) {
+    let (mut rd, mut wr) = tokio::io::split(stream);
+    let hello: Hello =
+        match tokio::time::timeout(HANDSHAKE_TIMEOUT, protocol::read_msg(&mut rd, MAX_HANDSHAKE_FRAME))
+            .await
+        {
+            Ok(Ok(hello)) => hello,
+            Ok(Err(e)) => {
+                refuse(&mut wr, link, &format!("bad handshake: {e}")).await;
+                return;
+            }
+            Err(_) => {
+                refuse(&mut wr, link, "handshake not finished in time").await;
+                return;
+            }
+        };
+    if let Err(reason) = hello.check() {
+        refuse(&mut wr, link, &reason).await;
+        return;
+    }
+    let Role::Worker { name, secret, .. } = hello.role else {
+        refuse(
+            &mut wr,
+            link,
+            "this is the worker socket; bbctl connects to the control socket",
+        )
+        .await;
+        return;
+    };
+    let (tx, mut cmds) = mpsc::unbounded_channel();
+    let (reply_tx, reply_rx) = oneshot::channel();
+    let hello_cmd = Command::WorkerHello {
+        name: name.clone(),
+        secret,
+        link,
+        tx,
+        reply: reply_tx,
+    };
+    if master.send(hello_cmd).await.is_err() {
+        return;
+    }
+    match reply_rx.await {
+        Ok(Ok(())) => {}
+        Ok(Err(reason)) => {
+            refuse(&mut wr, link, &reason).await;
+            return;
+        }
+        Err(_) => return,
+    }
+    let welcome = HelloReply::Welcome {
+        version: protocol::PROTOCOL_VERSION,
+        software: protocol::handshake::software(),
+        master_pid: std::process::id(),
+    };
+    if protocol::write_msg(&mut wr, &welcome).await.is_ok() {
+        let mut link_state = Link {
+            id: link,
+            worker: name,
+            master: master.clone(),
+            notices,
+            logs,
+            open: HashMap::new(),
+        };
+        link_state.run(rd, &mut wr, &mut cmds).await;
+    }
+    let _ = master.send(Command::WorkerGone { link }).await;
+}
+
+async fn refuse<W: AsyncWrite + Unpin>(wr: &mut W, link: LinkId, reason: &str) {
+    warn!(link, "worker connection refused: {reason}");
+    let _ = protocol::write_msg(
+        wr,
+        &HelloReply::Refused {
+            reason: reason.to_string(),
+        },
+    )
+    .await;
+}
+
+/// An authenticated worker connection.
+struct Link {
+    id: LinkId,
+    worker: String,
+    master: mpsc::Sender<Command>,
+    notices: broadcast::Sender<Arc<Notice>>,
+    logs: PathBuf,
+    /// Steps given to this link and not yet ended, with their open logs.
+    open: HashMap<(BuildId, StepIndex), Option<StepLogWriter>>,
+}
+
+impl Link {
+    async fn run<R, W>(
+        &mut self,
+        rd: R,
+        wr: &mut W,
+        cmds: &mut mpsc::UnboundedReceiver<LinkCmd>,
+    ) where
+        R: AsyncRead + Unpin + Send + 'static,
+        W: AsyncWrite + Unpin,
+    {
+        // Frames are read in their own task: reading is not cancel-safe, and
+        // the bounded channel pushes back on a worker that floods us.
+        let (frames_tx, mut frames) = mpsc::channel::<Result<WorkerToMaster, FrameError>>(64);
+        let reader = tokio::spawn(async move {
+            let mut rd = rd;
+            loop {
+                let msg = protocol::read_msg(&mut rd, MAX_FRAME).await;
+                let stop = msg.is_err();
+                if frames_tx.send(msg).await.is_err() || stop {
+                    return;
+                }
+            }
+        });
+        loop {
+            tokio::select! {
+                cmd = cmds.recv() => match cmd {
+                    Some(LinkCmd::Send(msg)) => {
+                        if let MasterToWorker::StartStep(a) = &msg {
+                            self.open.insert((a.build, a.step), None);
+                        }
+                        if let Err(e) = protocol::write_msg(wr, &msg).await {
+                            debug!(link = self.id, "write to worker failed: {e}");
+                            break;
+                        }
+                    }
+                    Some(LinkCmd::Close(reason)) => {
+                        let _ = protocol::write_msg(wr, &MasterToWorker::Goodbye { reason }).await;
+                        break;
+                    }
+                    None => break,
+                },
+                frame = frames.recv() => match frame {
+                    Some(Ok(msg)) => {
+                        if let Err(reason) = self.on_message(msg).await {
+                            warn!(link = self.id, worker = %self.worker, "{reason}; closing the link");
+                            let _ = protocol::write_msg(wr, &MasterToWorker::Goodbye { reason }).await;
+                            break;
+                        }
+                    }
+                    Some(Err(e)) => {
+                        if !e.is_disconnect() {
+                            warn!(link = self.id, worker = %self.worker, "protocol error: {e}");
+                            let _ = protocol::write_msg(wr, &MasterToWorker::Goodbye { reason: format!("protocol error: {e}") }).await;
+                        }
+                        break;
+                    }
+                    None => break,
+                },
+            }
+        }
+        reader.abort();
+    }
+
+    async fn on_message(&mut self, msg: WorkerToMaster) -> Result<(), String> {
+        match msg {
+            WorkerToMaster::Output { build, step, data } => {
+                let Some(slot) = self.open.get_mut(&(build, step)) else {
+                    return Err(format!(
+                        "output for build {build} step {step}, which this worker was not given"
+                    ));
+                };
+                if slot.is_none() {
+                    match StepLogWriter::open(&self.logs, build, step) {
+                        Ok(w) => *slot = Some(w),
+                        Err(e) => warn!("cannot open log of build {build} step {step}: {e}"),
+                    }
+                }
+                if let Some(writer) = slot
+                    && let Err(e) = writer.append(&data)
+                {
+                    warn!("cannot write log of build {build} step {step}: {e}");
+                }
+                let _ = self.notices.send(Arc::new(Notice::Output { build, step }));
+                Ok(())
+            }
+            WorkerToMaster::StepEnded { build, step, end } => {
+                if self.open.remove(&(build, step)).is_none() {
+                    return Err(format!(
+                        "end of build {build} step {step}, which this worker was not given"
+                    ));
+                }
+                let _ = self
+                    .master
+                    .send(Command::StepEnded {
+                        link: self.id,
+                        build,
+                        step,
+                        end,
+                    })
+                    .await;
+                Ok(())
+            }
+        }
+    }
+}

@@ -1,0 +1,418 @@
+//! Messages between `bbctl` (or any control client) and the master.
+//!
+//! A client sends [`ClientRequest`]s, each with an id; the master answers
+//! each with one [`ServerMsg::Response`] carrying the same id. A
+//! [`Request::Stream`] is answered with any number of [`ServerMsg::Item`]s
+//! and then a final response, so one connection can follow a build live.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::{BuildId, BuildResult, RequestId, StepIndex, StepResult};
+
+/// One request from a client.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClientRequest {
+    /// Chosen by the client; echoed in the answer.
+    pub id: u64,
+    /// What is asked.
+    pub body: Request,
+}
+
+/// What a client can ask.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Request {
+    /// Master, builders, queues, workers.
+    Status,
+    /// Queue a build request.
+    ForceBuild {
+        /// The builder to build.
+        builder: String,
+        /// Why, shown in history.
+        reason: Option<String>,
+        /// Properties, given to steps as `BB_PROP_<NAME>`.
+        properties: BTreeMap<String, String>,
+    },
+    /// Finished and running builds, newest first.
+    Builds {
+        /// Only this builder's builds.
+        builder: Option<String>,
+        /// At most this many.
+        limit: u32,
+    },
+    /// One build with its steps.
+    Build {
+        /// The build.
+        build: BuildId,
+    },
+    /// One request: queued, running or finished.
+    RequestInfo {
+        /// The request.
+        request: RequestId,
+    },
+    /// A build's output and lifecycle, possibly live.
+    Stream(StreamRequest),
+    /// Cancel a queued request (a running one is stopped).
+    Cancel {
+        /// The request.
+        request: RequestId,
+    },
+    /// Stop a running build.
+    Stop {
+        /// The build.
+        build: BuildId,
+    },
+    /// Re-read the config file and apply it.
+    Reload {
+        /// Only report what would change.
+        #[serde(default)]
+        dry_run: bool,
+    },
+    /// Stop the master.
+    Shutdown,
+}
+
+/// What to stream and how.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StreamRequest {
+    /// Whose output.
+    pub target: StreamTarget,
+    /// Only this step (by name or index); all steps when `None`.
+    pub step: Option<String>,
+    /// Send output bytes (otherwise only lifecycle items, for `--wait`).
+    pub output: bool,
+    /// Keep streaming until the build ends (otherwise stop at what exists).
+    pub follow: bool,
+}
+
+/// Which build a stream is about.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StreamTarget {
+    /// The build of this request, once it starts.
+    Request(RequestId),
+    /// This build.
+    Build(BuildId),
+    /// The most recently started build.
+    Latest,
+}
+
+/// Everything the master sends a client after the handshake.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ServerMsg {
+    /// The final answer to a request.
+    Response {
+        /// The request's id.
+        id: u64,
+        /// The answer.
+        result: Result<Reply, ErrorReply>,
+    },
+    /// One item of a stream, before its final response.
+    Item {
+        /// The stream request's id.
+        id: u64,
+        /// The item.
+        item: StreamItem,
+    },
+}
+
+/// A successful answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reply {
+    /// Answer to [`Request::Status`].
+    Status(StatusReply),
+    /// Answer to [`Request::ForceBuild`].
+    Queued {
+        /// The new request's id.
+        request_id: RequestId,
+    },
+    /// Answer to [`Request::Builds`].
+    Builds(Vec<BuildSummary>),
+    /// Answer to [`Request::Build`].
+    Build(BuildDetail),
+    /// Answer to [`Request::RequestInfo`].
+    Request(RequestInfo),
+    /// Answer to [`Request::Stream`], once the stream is over.
+    StreamEnd,
+    /// Answer to [`Request::Cancel`], [`Request::Stop`], [`Request::Shutdown`].
+    Done {
+        /// What was done, in words.
+        message: String,
+    },
+    /// Answer to [`Request::Reload`].
+    Reloaded(ReloadReport),
+}
+
+/// A failed request: what kind of failure, and why in words.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{message}")]
+pub struct ErrorReply {
+    /// The class of failure; `bbctl` maps it to an exit code.
+    pub kind: ErrorKind,
+    /// A one-line explanation for a person.
+    pub message: String,
+}
+
+/// Classes of request failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// The id or name does not exist.
+    NotFound,
+    /// Refused: invalid input or config, or the master will not do it now.
+    Rejected,
+    /// The master failed to do it (storage, internal).
+    Failed,
+}
+
+impl ErrorReply {
+    /// A [`ErrorKind::NotFound`] error.
+    pub fn not_found(message: impl Into<String>) -> Self {
+        ErrorReply {
+            kind: ErrorKind::NotFound,
+            message: message.into(),
+        }
+    }
+
+    /// A [`ErrorKind::Rejected`] error.
+    pub fn rejected(message: impl Into<String>) -> Self {
+        ErrorReply {
+            kind: ErrorKind::Rejected,
+            message: message.into(),
+        }
+    }
+
+    /// A [`ErrorKind::Failed`] error.
+    pub fn failed(message: impl Into<String>) -> Self {
+        ErrorReply {
+            kind: ErrorKind::Failed,
+            message: message.into(),
+        }
+    }
+}
+
+/// One item of a build stream.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "type")]
+pub enum StreamItem {
+    /// The followed request got its build.
+    BuildStarted {
+        /// The build.
+        build: BuildId,
+        /// Its builder.
+        builder: String,
+        /// Its worker.
+        worker: String,
+    },
+    /// A step began.
+    StepStarted {
+        /// The step's index.
+        step: StepIndex,
+        /// The step's name.
+        name: String,
+    },
+    /// Output of a step.
+    Output {
+        /// The step's index.
+        step: StepIndex,
+        /// The bytes.
+        #[serde(with = "serde_bytes")]
+        data: Vec<u8>,
+    },
+    /// A step ended.
+    StepFinished {
+        /// The step's index.
+        step: StepIndex,
+        /// How it ended.
+        result: StepResult,
+        /// Why, in words.
+        reason: Option<String>,
+    },
+    /// The build ended.
+    BuildFinished {
+        /// The build.
+        build: BuildId,
+        /// Its result.
+        result: BuildResult,
+        /// Why, in words.
+        reason: Option<String>,
+    },
+    /// The followed request was cancelled before it started.
+    RequestCancelled {
+        /// The request.
+        request: RequestId,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Answer to `status`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusReply {
+    /// The master's process id.
+    pub master_pid: u32,
+    /// When the master started, in ms since the Unix epoch.
+    pub started_at_ms: u64,
+    /// The master's clock now, in ms since the Unix epoch.
+    pub now_ms: u64,
+    /// The config generation in force.
+    pub generation: u64,
+    /// The hash of the config in force.
+    pub config_hash: String,
+    /// Where the config in force came from.
+    pub config_origin: String,
+    /// Every builder.
+    pub builders: Vec<BuilderStatus>,
+    /// Every configured worker.
+    pub workers: Vec<WorkerStatus>,
+}
+
+/// One builder in `status`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BuilderStatus {
+    /// The builder's name.
+    pub name: String,
+    /// `building`, `waiting` (queued but no worker free), or `idle`.
+    pub state: String,
+    /// Queued requests.
+    pub queued: u32,
+    /// Running builds.
+    pub running: u32,
+    /// Ids of the running builds.
+    pub running_builds: Vec<BuildId>,
+    /// Workers this builder may use.
+    pub workers: Vec<String>,
+}
+
+/// One worker in `status`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkerStatus {
+    /// The worker's name.
+    pub name: String,
+    /// Whether it is connected and authenticated.
+    pub connected: bool,
+    /// Started by the master itself.
+    pub local: bool,
+    /// Taking no new builds (removed or re-keyed by a reload).
+    pub draining: bool,
+    /// Its build slots.
+    pub max_builds: u32,
+    /// Builders it serves (the worker-builder mapping).
+    pub builders: Vec<String>,
+    /// Ids of the builds it runs.
+    pub running_builds: Vec<BuildId>,
+}
+
+/// One line of `builds`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BuildSummary {
+    /// The build.
+    pub id: BuildId,
+    /// The request it serves.
+    pub request_id: RequestId,
+    /// Its builder.
+    pub builder: String,
+    /// The worker it ran on.
+    pub worker: String,
+    /// The config generation it started under.
+    pub generation: u64,
+    /// The hash of that config.
+    pub config_hash: String,
+    /// `None` while running.
+    pub result: Option<BuildResult>,
+    /// Why it ended so, in words.
+    pub reason: Option<String>,
+    /// Start time, ms since the Unix epoch.
+    pub started_at_ms: u64,
+    /// End time, ms since the Unix epoch; `None` while running.
+    pub finished_at_ms: Option<u64>,
+}
+
+/// Answer to `build ID`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BuildDetail {
+    /// The build's summary.
+    #[serde(flatten)]
+    pub summary: BuildSummary,
+    /// The request's reason.
+    pub request_reason: Option<String>,
+    /// The request's properties.
+    pub properties: BTreeMap<String, String>,
+    /// The steps started so far.
+    pub steps: Vec<StepDetail>,
+}
+
+/// One step of a build.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepDetail {
+    /// The step's index.
+    pub index: StepIndex,
+    /// The step's name.
+    pub name: String,
+    /// Start time, ms since the Unix epoch.
+    pub started_at_ms: u64,
+    /// End time; `None` while running.
+    pub finished_at_ms: Option<u64>,
+    /// How it ended; `None` while running.
+    pub result: Option<StepResult>,
+    /// Why, in words.
+    pub reason: Option<String>,
+    /// Bytes of output kept.
+    pub log_bytes: u64,
+}
+
+/// Answer to `RequestInfo`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RequestInfo {
+    /// The request.
+    pub id: RequestId,
+    /// Its builder.
+    pub builder: String,
+    /// `queued`, `running`, `finished` or `cancelled`.
+    pub state: String,
+    /// Its build, once started.
+    pub build: Option<BuildId>,
+    /// Its result, once finished.
+    pub result: Option<BuildResult>,
+    /// Why it ended so.
+    pub reason: Option<String>,
+}
+
+/// What a reload did (or, with dry-run, would do).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ReloadReport {
+    /// Generation before the reload.
+    pub generation_before: u64,
+    /// Generation after (equal to before when nothing changed).
+    pub generation_after: u64,
+    /// The new config's hash.
+    pub config_hash: String,
+    /// Builders that did not exist before.
+    pub builders_added: Vec<String>,
+    /// Builders whose definition changed.
+    pub builders_changed: Vec<String>,
+    /// Builders that are gone.
+    pub builders_removed: Vec<String>,
+    /// Builders renamed, as (old, new).
+    pub builders_renamed: Vec<(String, String)>,
+    /// Workers that did not exist before.
+    pub workers_added: Vec<String>,
+    /// Workers whose definition changed.
+    pub workers_changed: Vec<String>,
+    /// Workers that are gone.
+    pub workers_removed: Vec<String>,
+    /// Workers still finishing builds before they are disconnected.
+    pub workers_draining: Vec<String>,
+    /// Queued requests moved to a renamed builder.
+    pub requests_moved: Vec<RequestId>,
+    /// Queued requests cancelled because their builder is gone.
+    pub requests_cancelled: Vec<RequestId>,
+    /// Builds still running under an older generation.
+    pub builds_on_old_generations: Vec<BuildId>,
+    /// Settings that changed but only take effect after a restart.
+    pub needs_restart: Vec<String>,
+}

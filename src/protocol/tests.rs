@@ -1,0 +1,329 @@
+//! Round trips of every message and the ways a peer can break the rules.
+
+use std::collections::BTreeMap;
+
+use proptest::prelude::*;
+
+use super::frame::{decode, encode, read_frame};
+use super::*;
+
+fn round_trip<T>(msg: T)
+where
+    T: serde::Serialize + serde::de::DeserializeOwned + PartialEq + std::fmt::Debug,
+{
+    let frame = encode(&msg).expect("encode");
+    let len = u32::from_be_bytes(frame[..4].try_into().unwrap()) as usize;
+    assert_eq!(len, frame.len() - 4, "length prefix");
+    let back: T = decode(&frame[4..]).expect("decode");
+    assert_eq!(back, msg);
+}
+
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
+fn summary() -> BuildSummary {
+    BuildSummary {
+        id: 7,
+        request_id: 3,
+        builder: "hello".into(),
+        worker: "local-1".into(),
+        generation: 2,
+        config_hash: "00ff".into(),
+        result: Some(BuildResult::Failure),
+        reason: Some("step `say` exited with code 1".into()),
+        started_at_ms: 1,
+        finished_at_ms: Some(2),
+    }
+}
+
+#[test]
+fn handshake_messages_round_trip() {
+    round_trip(Hello::new(Role::Client));
+    round_trip(Hello::new(Role::Worker {
+        name: "w".into(),
+        secret: "s".into(),
+        running: vec![RunningStep { build: 1, step: 0 }],
+    }));
+    round_trip(HelloReply::Welcome {
+        version: PROTOCOL_VERSION,
+        software: "x".into(),
+        master_pid: 9,
+    });
+    round_trip(HelloReply::Refused {
+        reason: "no".into(),
+    });
+}
+
+#[test]
+fn worker_messages_round_trip() {
+    round_trip(MasterToWorker::StartStep(StepAssignment {
+        build: 1,
+        step: 2,
+        builder: "b".into(),
+        name: "s".into(),
+        action: WireAction::Shell("echo hi".into()),
+        env: vec![("A".into(), "1".into())],
+        timeout_ms: Some(5),
+    }));
+    round_trip(MasterToWorker::StartStep(StepAssignment {
+        build: 1,
+        step: 2,
+        builder: "b".into(),
+        name: "s".into(),
+        action: WireAction::Command(vec!["true".into()]),
+        env: vec![],
+        timeout_ms: None,
+    }));
+    round_trip(MasterToWorker::StopStep { build: 1, step: 0 });
+    round_trip(MasterToWorker::Goodbye { reason: "r".into() });
+    round_trip(WorkerToMaster::Output {
+        build: 1,
+        step: 0,
+        data: vec![0, 255, 10],
+    });
+    for end in [
+        StepEnd::Exited { code: 3 },
+        StepEnd::Signalled { signal: 9 },
+        StepEnd::TimedOut { after_ms: 10 },
+        StepEnd::Stopped,
+        StepEnd::SpawnFailed { error: "e".into() },
+    ] {
+        round_trip(WorkerToMaster::StepEnded {
+            build: 1,
+            step: 0,
+            end,
+        });
+    }
+}
+
+#[test]
+fn client_messages_round_trip() {
+    let mut props = BTreeMap::new();
+    props.insert("K".to_string(), "v w".to_string());
+    let requests = vec![
+        Request::Status,
+        Request::ForceBuild {
+            builder: "hello".into(),
+            reason: Some("r".into()),
+            properties: props.clone(),
+        },
+        Request::Builds {
+            builder: None,
+            limit: 5,
+        },
+        Request::Build { build: 4 },
+        Request::RequestInfo { request: 4 },
+        Request::Stream(StreamRequest {
+            target: StreamTarget::Request(3),
+            step: Some("say".into()),
+            output: true,
+            follow: true,
+        }),
+        Request::Stream(StreamRequest {
+            target: StreamTarget::Latest,
+            step: None,
+            output: false,
+            follow: false,
+        }),
+        Request::Cancel { request: 1 },
+        Request::Stop { build: 1 },
+        Request::Reload { dry_run: true },
+        Request::Shutdown,
+    ];
+    for (id, body) in requests.into_iter().enumerate() {
+        round_trip(ClientRequest { id: id as u64, body });
+    }
+    let replies = vec![
+        Reply::Status(StatusReply {
+            master_pid: 1,
+            started_at_ms: 2,
+            now_ms: 3,
+            generation: 4,
+            config_hash: "h".into(),
+            config_origin: "o".into(),
+            builders: vec![BuilderStatus {
+                name: "b".into(),
+                state: "idle".into(),
+                queued: 1,
+                running: 0,
+                running_builds: vec![],
+                workers: vec!["w".into()],
+            }],
+            workers: vec![WorkerStatus {
+                name: "w".into(),
+                connected: true,
+                local: false,
+                draining: false,
+                max_builds: 2,
+                builders: vec!["b".into()],
+                running_builds: vec![1],
+            }],
+        }),
+        Reply::Queued { request_id: 1 },
+        Reply::Builds(vec![summary()]),
+        Reply::Build(BuildDetail {
+            summary: summary(),
+            request_reason: None,
+            properties: props,
+            steps: vec![StepDetail {
+                index: 0,
+                name: "s".into(),
+                started_at_ms: 1,
+                finished_at_ms: None,
+                result: None,
+                reason: None,
+                log_bytes: 0,
+            }],
+        }),
+        Reply::Request(RequestInfo {
+            id: 1,
+            builder: "b".into(),
+            state: "queued".into(),
+            build: None,
+            result: None,
+            reason: None,
+        }),
+        Reply::StreamEnd,
+        Reply::Done {
+            message: "m".into(),
+        },
+        Reply::Reloaded(ReloadReport {
+            builders_renamed: vec![("a".into(), "b".into())],
+            ..ReloadReport::default()
+        }),
+    ];
+    for reply in replies {
+        round_trip(ServerMsg::Response {
+            id: 1,
+            result: Ok(reply),
+        });
+    }
+    round_trip(ServerMsg::Response {
+        id: 1,
+        result: Err(ErrorReply::not_found("no build 9")),
+    });
+    for item in [
+        StreamItem::BuildStarted {
+            build: 1,
+            builder: "b".into(),
+            worker: "w".into(),
+        },
+        StreamItem::StepStarted {
+            step: 0,
+            name: "s".into(),
+        },
+        StreamItem::Output {
+            step: 0,
+            data: b"hi\n".to_vec(),
+        },
+        StreamItem::StepFinished {
+            step: 0,
+            result: BuildResult::Success,
+            reason: None,
+        },
+        StreamItem::BuildFinished {
+            build: 1,
+            result: BuildResult::Cancelled,
+            reason: Some("stopped".into()),
+        },
+        StreamItem::RequestCancelled {
+            request: 1,
+            reason: "r".into(),
+        },
+    ] {
+        round_trip(ServerMsg::Item { id: 2, item });
+    }
+}
+
+#[test]
+fn garbage_is_a_decode_error() {
+    let err = decode::<ClientRequest>(b"\xc1\xc1\xc1 not msgpack").unwrap_err();
+    assert!(matches!(err, FrameError::Decode(_)), "{err:?}");
+    let err = decode::<ClientRequest>(&[]).unwrap_err();
+    assert!(matches!(err, FrameError::Decode(_)), "{err:?}");
+}
+
+#[test]
+fn trailing_bytes_are_refused() {
+    let frame = encode(&Hello::new(Role::Client)).unwrap();
+    let mut body = frame[4..].to_vec();
+    body.push(0);
+    let err = decode::<Hello>(&body).unwrap_err();
+    assert!(err.to_string().contains("unexpected bytes"), "{err}");
+}
+
+#[test]
+fn unknown_message_kind_is_a_decode_error() {
+    // A well-formed map naming a request kind this version does not know.
+    let mut body = Vec::new();
+    rmp_serde::encode::write_named(
+        &mut body,
+        &serde_json::json!({"id": 1, "body": "explode"}),
+    )
+    .unwrap();
+    let err = decode::<ClientRequest>(&body).unwrap_err();
+    assert!(err.to_string().contains("explode"), "{err}");
+}
+
+#[test]
+fn truncated_frames_are_reported() {
+    let frame = encode(&Hello::new(Role::Client)).unwrap();
+    let cut = &frame[..frame.len() - 3];
+    let err = block_on(read_frame(&mut &cut[..], MAX_FRAME)).unwrap_err();
+    assert!(
+        matches!(err, FrameError::Truncated { want, .. } if want == frame.len()),
+        "{err:?}"
+    );
+    let err = block_on(read_frame(&mut &frame[..2], MAX_FRAME)).unwrap_err();
+    assert!(matches!(err, FrameError::Truncated { got: 2, want: 4 }));
+    let err = block_on(read_frame(&mut &[][..], MAX_FRAME)).unwrap_err();
+    assert!(matches!(err, FrameError::Closed));
+}
+
+#[test]
+fn oversized_length_is_refused_before_allocating() {
+    // Announces 4 GiB - 1 and sends nothing else: must not try to allocate it.
+    let bytes = [0xff, 0xff, 0xff, 0xff];
+    let err = block_on(read_frame(&mut &bytes[..], MAX_HANDSHAKE_FRAME)).unwrap_err();
+    assert!(
+        matches!(err, FrameError::TooLarge { len: 0xffff_ffff, max: MAX_HANDSHAKE_FRAME }),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn wrong_version_and_magic_are_named() {
+    let mut hello = Hello::new(Role::Client);
+    hello.version = 99;
+    let msg = hello.check().unwrap_err();
+    assert!(msg.contains("version 99"), "{msg}");
+    assert!(msg.contains(&format!("version {PROTOCOL_VERSION}")), "{msg}");
+    let mut hello = Hello::new(Role::Client);
+    hello.magic = "http".into();
+    assert!(hello.check().unwrap_err().contains("not a bbctl protocol peer"));
+    assert!(Hello::new(Role::Client).check().is_ok());
+}
+
+#[test]
+fn worker_secret_is_hidden_from_debug() {
+    let role = Role::Worker {
+        name: "w".into(),
+        secret: "hunter2".into(),
+        running: vec![],
+    };
+    assert!(!format!("{role:?}").contains("hunter2"));
+}
+
+proptest! {
+    #[test]
+    fn arbitrary_bytes_never_panic_the_decoder(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+        let _ = decode::<ClientRequest>(&bytes);
+        let _ = decode::<Hello>(&bytes);
+        let _ = decode::<WorkerToMaster>(&bytes);
+        let _ = block_on(read_frame(&mut &bytes[..], 1024));
+    }
+}

@@ -1,0 +1,212 @@
+//! Running one step: spawn it in its own process group, forward its output,
+//! enforce its timeout, honour a stop, and report exactly one end.
+//!
+//! The runner knows nothing of sockets: it writes [`WorkerToMaster`]
+//! messages to a channel, which is what lets it be tested on its own.
+
+use std::io::PipeReader;
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use tokio::process::{Child, Command};
+use tokio::sync::mpsc;
+use tracing::{debug, info};
+
+use super::group::signal_group;
+use super::output::OutputPump;
+use super::stop::StopSignal;
+use crate::protocol::{StepAssignment, StepEnd, WireAction, WorkerToMaster};
+
+/// How long a step gets between SIGTERM and SIGKILL when it is stopped or
+/// times out.
+pub const STOP_GRACE: Duration = Duration::from_secs(3);
+
+/// How long, after a step's process group is gone, we wait for its output
+/// pipe to close before giving up on the rest of its output.
+pub const OUTPUT_DRAIN_LIMIT: Duration = Duration::from_secs(5);
+
+/// Run one step to its end and report it on `tx`: `Output` chunks, then
+/// exactly one `StepEnded`. The step runs in `<dir>/<builder>`. Returns the
+/// end that was reported (or would have been, if the channel is closed).
+pub async fn run_step(
+    assignment: StepAssignment,
+    dir: &Path,
+    tx: mpsc::Sender<WorkerToMaster>,
+    stop: StopSignal,
+) -> StepEnd {
+    let (build, step) = (assignment.build, assignment.step);
+    info!(
+        build,
+        step,
+        builder = %assignment.builder,
+        name = %assignment.name,
+        "starting step"
+    );
+    let end = execute(&assignment, dir, &tx, stop).await;
+    info!(build, step, ?end, "step ended");
+    let msg = WorkerToMaster::StepEnded {
+        build,
+        step,
+        end: end.clone(),
+    };
+    if tx.send(msg).await.is_err() {
+        debug!(build, step, "link gone; step end not reported");
+    }
+    end
+}
+
+/// Everything between "assigned" and "ended", output included.
+async fn execute(
+    a: &StepAssignment,
+    dir: &Path,
+    tx: &mpsc::Sender<WorkerToMaster>,
+    stop: StopSignal,
+) -> StepEnd {
+    let workdir = match prepare_workdir(dir, &a.builder).await {
+        Ok(path) => path,
+        Err(error) => return StepEnd::SpawnFailed { error },
+    };
+    let (pipe, mut child) = match spawn(a, &workdir) {
+        Ok(spawned) => spawned,
+        Err(error) => return StepEnd::SpawnFailed { error },
+    };
+    // With process_group(0) the child's pid is its group's id.
+    let pgid = child.id();
+    let output = OutputPump::start(pipe, a.build, a.step, tx.clone());
+    let end = supervise(&mut child, pgid, a.timeout_ms, stop).await;
+    // Whatever the way the main process ended, nothing of the step may
+    // outlive it (nor keep the output pipe open).
+    match pgid {
+        Some(pgid) => signal_group(pgid, Signal::SIGKILL),
+        None => debug!("step process id unknown; cannot clean up its group"),
+    }
+    output.finish(OUTPUT_DRAIN_LIMIT).await;
+    end
+}
+
+/// Refuse builder names that would escape `dir`, then create the work dir.
+async fn prepare_workdir(dir: &Path, builder: &str) -> Result<PathBuf, String> {
+    if builder.is_empty()
+        || builder == "."
+        || builder == ".."
+        || builder.contains('/')
+        || builder.contains('\0')
+    {
+        return Err(format!(
+            "invalid builder name {builder:?}: it cannot be used as a directory name"
+        ));
+    }
+    let path = dir.join(builder);
+    tokio::fs::create_dir_all(&path)
+        .await
+        .map_err(|e| format!("cannot create the work directory {}: {e}", path.display()))?;
+    Ok(path)
+}
+
+/// Start the step's process with stdout and stderr on one pipe.
+fn spawn(a: &StepAssignment, workdir: &Path) -> Result<(PipeReader, Child), String> {
+    let (mut cmd, program) = match &a.action {
+        WireAction::Shell(line) => {
+            let mut cmd = Command::new("/bin/sh");
+            cmd.arg("-c").arg(line);
+            (cmd, "/bin/sh")
+        }
+        WireAction::Command(argv) => {
+            let (first, rest) = argv
+                .split_first()
+                .ok_or_else(|| "the step's command is empty".to_string())?;
+            let mut cmd = Command::new(first);
+            cmd.args(rest);
+            (cmd, first.as_str())
+        }
+    };
+    let (reader, writer) =
+        std::io::pipe().map_err(|e| format!("cannot create the output pipe: {e}"))?;
+    let writer_err = writer
+        .try_clone()
+        .map_err(|e| format!("cannot duplicate the output pipe: {e}"))?;
+    cmd.current_dir(workdir)
+        .envs(a.env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .stdout(writer)
+        .stderr(writer_err)
+        .process_group(0)
+        .kill_on_drop(true);
+    let spawned = cmd.spawn().map_err(|e| format!("{e}: `{program}`"));
+    // The Command holds our copies of the pipe's write end: drop them now,
+    // or the reader never sees EOF.
+    drop(cmd);
+    Ok((reader, spawned?))
+}
+
+/// Wait for the process, its timeout or a stop, whichever comes first.
+async fn supervise(
+    child: &mut Child,
+    pgid: Option<u32>,
+    timeout_ms: Option<u64>,
+    mut stop: StopSignal,
+) -> StepEnd {
+    let timeout = async {
+        match timeout_ms {
+            Some(ms) => {
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                ms
+            }
+            None => std::future::pending().await,
+        }
+    };
+    let end = tokio::select! {
+        status = child.wait() => return exit_end(status),
+        after_ms = timeout => StepEnd::TimedOut { after_ms },
+        () = stop.stopped() => StepEnd::Stopped,
+    };
+    terminate(child, pgid).await;
+    end
+}
+
+/// SIGTERM to the group, a grace period, then SIGKILL; the main process is
+/// reaped in every case.
+async fn terminate(child: &mut Child, pgid: Option<u32>) {
+    let Some(pgid) = pgid else {
+        // Cannot happen for a child we have not waited on; be safe anyway.
+        if let Err(e) = child.start_kill() {
+            debug!("cannot kill the step's process: {e}");
+        }
+        let _ = child.wait().await;
+        return;
+    };
+    signal_group(pgid, Signal::SIGTERM);
+    if tokio::time::timeout(STOP_GRACE, child.wait())
+        .await
+        .is_err()
+    {
+        info!(pgid, "step ignored SIGTERM; sending SIGKILL");
+        signal_group(pgid, Signal::SIGKILL);
+        if let Err(e) = child.wait().await {
+            debug!(pgid, "cannot reap the step's process: {e}");
+        }
+    }
+}
+
+/// Turn the exit status of a process that ended on its own into a [`StepEnd`].
+fn exit_end(status: std::io::Result<ExitStatus>) -> StepEnd {
+    use std::os::unix::process::ExitStatusExt;
+    match status {
+        Ok(status) => match (status.code(), status.signal()) {
+            (Some(code), _) => StepEnd::Exited { code },
+            (None, Some(signal)) => StepEnd::Signalled { signal },
+            // Neither a code nor a signal: only stop/continue states give
+            // that, and wait() does not report those.
+            (None, None) => StepEnd::Exited { code: -1 },
+        },
+        Err(e) => StepEnd::SpawnFailed {
+            error: format!("lost track of the step's process: {e}"),
+        },
+    }
+}
+
+#[cfg(test)]
+#[path = "runner_tests.rs"]
+mod tests;

@@ -1,0 +1,237 @@
+//! Tests of the step runner, through its channel: no socket involved.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+
+use super::run_step;
+use crate::protocol::{StepAssignment, StepEnd, WireAction, WorkerToMaster};
+use crate::worker::stop::{StopHandle, StopSignal, stop_pair};
+use crate::worker::test_util::{BOUND, eventually, gone, live_members};
+
+fn shell(line: &str) -> StepAssignment {
+    StepAssignment {
+        build: 7,
+        step: 2,
+        builder: "b1".to_string(),
+        name: "test step".to_string(),
+        action: WireAction::Shell(line.to_string()),
+        env: Vec::new(),
+        timeout_ms: None,
+    }
+}
+
+/// A running step and the receiving end of what it reports.
+struct Running {
+    rx: mpsc::Receiver<WorkerToMaster>,
+    task: tokio::task::JoinHandle<StepEnd>,
+    stop: StopHandle,
+}
+
+fn start(a: StepAssignment, dir: &Path) -> Running {
+    let (tx, rx) = mpsc::channel(256);
+    let (stop, signal): (StopHandle, StopSignal) = stop_pair();
+    let dir = dir.to_path_buf();
+    let task = tokio::spawn(async move { run_step(a, &dir, tx, signal).await });
+    Running { rx, task, stop }
+}
+
+impl Running {
+    /// The next message, with a bound.
+    async fn next(&mut self) -> WorkerToMaster {
+        match tokio::time::timeout(BOUND, self.rx.recv()).await {
+            Ok(Some(msg)) => msg,
+            Ok(None) => panic!("channel closed before StepEnded"),
+            Err(_) => panic!("no message within {BOUND:?}"),
+        }
+    }
+
+    /// Collect output up to the StepEnded, check nothing follows it.
+    async fn finish(mut self) -> (Vec<u8>, StepEnd) {
+        let mut out = Vec::new();
+        loop {
+            match self.next().await {
+                WorkerToMaster::Output { build, step, data } => {
+                    assert_eq!((build, step), (7, 2));
+                    out.extend_from_slice(&data);
+                }
+                WorkerToMaster::StepEnded { build, step, end } => {
+                    assert_eq!((build, step), (7, 2));
+                    let returned = tokio::time::timeout(BOUND, self.task)
+                        .await
+                        .expect("run_step returns")
+                        .expect("run_step does not panic");
+                    assert_eq!(returned, end);
+                    assert!(self.rx.recv().await.is_none(), "nothing after StepEnded");
+                    return (out, end);
+                }
+            }
+        }
+    }
+}
+
+async fn run(a: StepAssignment) -> (Vec<u8>, StepEnd) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    start(a, dir.path()).finish().await
+}
+
+#[tokio::test]
+async fn shell_output_arrives_in_order_then_exit_zero() {
+    let (out, end) = run(shell("for i in 1 2 3; do echo line$i; done")).await;
+    assert_eq!(String::from_utf8_lossy(&out), "line1\nline2\nline3\n");
+    assert_eq!(end, StepEnd::Exited { code: 0 });
+}
+
+#[tokio::test]
+async fn failing_step_reports_its_code() {
+    let (_, end) = run(shell("echo failing; exit 3")).await;
+    assert_eq!(end, StepEnd::Exited { code: 3 });
+}
+
+#[tokio::test]
+async fn env_pairs_reach_the_step() {
+    let mut a = shell("echo \"$FOO\"; echo \"$BB_BUILD\"");
+    a.env = vec![
+        ("FOO".to_string(), "bar baz".to_string()),
+        ("BB_BUILD".to_string(), "7".to_string()),
+    ];
+    let (out, end) = run(a).await;
+    assert_eq!(String::from_utf8_lossy(&out), "bar baz\n7\n");
+    assert_eq!(end, StepEnd::Exited { code: 0 });
+}
+
+#[tokio::test]
+async fn stdout_and_stderr_share_one_ordered_stream() {
+    let (out, end) = run(shell("echo out1; echo err1 >&2; echo out2; echo err2 >&2")).await;
+    assert_eq!(String::from_utf8_lossy(&out), "out1\nerr1\nout2\nerr2\n");
+    assert_eq!(end, StepEnd::Exited { code: 0 });
+}
+
+#[tokio::test]
+async fn step_runs_in_the_builder_dir_with_null_stdin() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let base = dir.path().join("not-yet");
+    let (out, end) = start(shell("pwd; cat; echo eof"), &base).finish().await;
+    let expected = base.join("b1").canonicalize().expect("work dir created");
+    assert_eq!(
+        String::from_utf8_lossy(&out),
+        format!("{}\neof\n", expected.display())
+    );
+    assert_eq!(end, StepEnd::Exited { code: 0 });
+}
+
+#[tokio::test]
+async fn argv_form_runs_without_a_shell() {
+    let mut a = shell("");
+    a.action = WireAction::Command(vec!["echo".into(), "a  b".into(), "$HOME".into()]);
+    let (out, end) = run(a).await;
+    assert_eq!(String::from_utf8_lossy(&out), "a  b $HOME\n");
+    assert_eq!(end, StepEnd::Exited { code: 0 });
+}
+
+#[tokio::test]
+async fn missing_program_is_a_clear_spawn_failure() {
+    let mut a = shell("");
+    a.action = WireAction::Command(vec!["nosuchcmd-bbworker-test".into()]);
+    let (out, end) = run(a).await;
+    assert!(out.is_empty());
+    let StepEnd::SpawnFailed { error } = end else {
+        panic!("expected SpawnFailed, got {end:?}");
+    };
+    assert_eq!(
+        error,
+        "No such file or directory (os error 2): `nosuchcmd-bbworker-test`"
+    );
+}
+
+#[tokio::test]
+async fn empty_argv_and_bad_builder_names_are_spawn_failures() {
+    let mut a = shell("");
+    a.action = WireAction::Command(Vec::new());
+    assert!(matches!(run(a).await.1, StepEnd::SpawnFailed { .. }));
+    for bad in ["", ".", "..", "a/b", "/etc"] {
+        let mut a = shell("echo should not run");
+        a.builder = bad.to_string();
+        let (out, end) = run(a).await;
+        assert!(out.is_empty());
+        match end {
+            StepEnd::SpawnFailed { error } => assert!(error.contains("invalid builder name")),
+            other => panic!("builder {bad:?}: expected SpawnFailed, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn killed_by_foreign_signal_is_signalled() {
+    let (_, end) = run(shell("kill -9 $$")).await;
+    assert_eq!(end, StepEnd::Signalled { signal: 9 });
+}
+
+#[tokio::test]
+async fn timeout_kills_the_whole_group() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let pidfile = dir.path().join("pid");
+    let mut a = shell(&format!(
+        "sleep 30 & echo $! > '{}'; wait",
+        pidfile.display()
+    ));
+    a.timeout_ms = Some(200);
+    let started = Instant::now();
+    let (_, end) = start(a, dir.path()).finish().await;
+    assert_eq!(end, StepEnd::TimedOut { after_ms: 200 });
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        started.elapsed()
+    );
+    let pid: i32 = std::fs::read_to_string(&pidfile)
+        .expect("pid file written")
+        .trim()
+        .parse()
+        .expect("a pid");
+    eventually("the background sleep is gone", || gone(pid)).await;
+}
+
+#[tokio::test]
+async fn stop_ends_the_step_and_its_group() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut running = start(shell("echo $$; sleep 30 & sleep 30; wait"), dir.path());
+    let WorkerToMaster::Output { data, .. } = running.next().await else {
+        panic!("expected the shell's pid first");
+    };
+    let pgid: i32 = String::from_utf8_lossy(&data)
+        .trim()
+        .parse()
+        .expect("a pid");
+    running.stop.stop();
+    let started = Instant::now();
+    let (_, end) = running.finish().await;
+    assert_eq!(end, StepEnd::Stopped);
+    assert!(started.elapsed() < Duration::from_secs(3));
+    eventually("the step's group is empty", || {
+        live_members(pgid).is_empty()
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn background_child_holding_the_pipe_does_not_delay_the_end() {
+    let started = Instant::now();
+    let (out, end) = run(shell("sleep 30 & echo done")).await;
+    assert_eq!(String::from_utf8_lossy(&out), "done\n");
+    assert_eq!(end, StepEnd::Exited { code: 0 });
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn large_output_arrives_whole() {
+    // More than one chunk and more than a pipe buffer.
+    let (out, end) = run(shell("head -c 300000 /dev/zero")).await;
+    assert_eq!(out.len(), 300_000);
+    assert_eq!(end, StepEnd::Exited { code: 0 });
+}
