@@ -14,6 +14,8 @@ mod reload;
 mod status;
 
 #[cfg(test)]
+mod reload_tests;
+#[cfg(test)]
 mod sim;
 #[cfg(test)]
 mod tests;
