@@ -3,7 +3,7 @@
 //! A thin main: parse the command line, read the secret, set up logging,
 //! and hand over to [`bbctl::worker::run`].
 
-use std::io::BufRead;
+use std::io::{BufRead, IsTerminal};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -103,6 +103,7 @@ fn secret_from_stdin() -> anyhow::Result<String> {
     non_empty(line.trim_end(), "standard input")
 }
 
+/// Refuse an empty secret: it would only earn a confusing refusal later.
 fn non_empty(secret: &str, source: &str) -> anyhow::Result<String> {
     if secret.is_empty() {
         bail!("no secret in {source}");
@@ -116,5 +117,6 @@ fn init_logging() {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
 }

@@ -177,7 +177,11 @@ mod tests {
             ("A_1".to_string(), "x=y".to_string())
         );
         assert!(parse_property("novalue").is_err());
-        assert!(parse_property("1A=x").unwrap_err().contains("invalid property name"));
+        assert!(
+            parse_property("1A=x")
+                .unwrap_err()
+                .contains("invalid property name")
+        );
         assert!(parse_property("A-B=x").is_err());
     }
 }

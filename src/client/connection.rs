@@ -2,8 +2,8 @@
 
 use std::path::{Path, PathBuf};
 
-use interprocess::local_socket::tokio::{Stream, prelude::*};
 use interprocess::local_socket::GenericFilePath;
+use interprocess::local_socket::tokio::{Stream, prelude::*};
 use tokio::io::{ReadHalf, WriteHalf};
 
 use crate::protocol::{
@@ -70,7 +70,10 @@ impl Connection {
     }
 
     /// Send a request and wait for its answer.
-    pub async fn call(&mut self, body: Request) -> Result<Result<Reply, ErrorReply>, ConnectionError> {
+    pub async fn call(
+        &mut self,
+        body: Request,
+    ) -> Result<Result<Reply, ErrorReply>, ConnectionError> {
         self.stream(body, |_| Ok(())).await
     }
 

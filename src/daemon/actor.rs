@@ -331,7 +331,9 @@ impl Master {
 
     fn reload(&mut self, dry_run: bool) -> Result<ReloadReport, ErrorReply> {
         let config: Config = match &self.config_path {
-            Some(path) => config::load_file(path).map_err(|e| ErrorReply::rejected(e.to_string()))?,
+            Some(path) => {
+                config::load_file(path).map_err(|e| ErrorReply::rejected(e.to_string()))?
+            }
             None => config::embedded_default(),
         };
         let report = self.core.reload(Arc::new(config), now_ms(), dry_run);

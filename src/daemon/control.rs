@@ -42,7 +42,9 @@ pub async fn serve(stream: Stream, ctx: ControlContext) {
         warn!(?peer_uid, "control connection from another user refused");
         let reason = format!(
             "permission denied: this master serves uid {own_uid} only (you are uid {})",
-            peer_uid.map(|u| u.to_string()).unwrap_or_else(|| "unknown".into())
+            peer_uid
+                .map(|u| u.to_string())
+                .unwrap_or_else(|| "unknown".into())
         );
         let _ = protocol::write_msg(&mut wr, &HelloReply::Refused { reason }).await;
         return;
@@ -55,9 +57,9 @@ pub async fn serve(stream: Stream, ctx: ControlContext) {
     let refusal = match &hello {
         Ok(Ok(h)) => match h.check() {
             Err(reason) => Some(reason),
-            Ok(()) if h.role != Role::Client => Some(
-                "this is the control socket; workers connect to the worker socket".to_string(),
-            ),
+            Ok(()) if h.role != Role::Client => {
+                Some("this is the control socket; workers connect to the worker socket".to_string())
+            }
             Ok(()) => None,
         },
         Ok(Err(e)) => Some(format!("bad handshake: {e}")),
@@ -127,11 +129,19 @@ async fn answer<W: AsyncWrite + Unpin>(
             if ctx.master.send(cmd).await.is_err() {
                 return Ok(Err(gone()));
             }
-            Ok(rx.await.unwrap_or_else(|_| Err(gone())).map(Reply::Reloaded))
+            Ok(rx
+                .await
+                .unwrap_or_else(|_| Err(gone()))
+                .map(Reply::Reloaded))
         }
         request => {
             let (reply, rx) = oneshot::channel();
-            if ctx.master.send(Command::Client { request, reply }).await.is_err() {
+            if ctx
+                .master
+                .send(Command::Client { request, reply })
+                .await
+                .is_err()
+            {
                 return Ok(Err(gone()));
             }
             Ok(rx.await.unwrap_or_else(|_| Err(gone())))

@@ -165,7 +165,12 @@ impl<W: AsyncWrite + Unpin> Follower<'_, W> {
             .await?;
         }
         for step in &build.steps {
-            if self.req.step.as_ref().is_some_and(|sel| !selected(sel, step)) {
+            if self
+                .req
+                .step
+                .as_ref()
+                .is_some_and(|sel| !selected(sel, step))
+            {
                 continue;
             }
             self.catch_up_step(build_id, step).await?;

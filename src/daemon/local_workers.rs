@@ -24,6 +24,10 @@ use crate::config::Config;
 /// How long a local worker gets to leave on its own at shutdown.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
+/// How long a local worker gets after SIGTERM: its steps' stop grace (3 s)
+/// plus the time to drain their output (5 s), with a margin.
+const TERM_GRACE: Duration = Duration::from_secs(10);
+
 /// Where to find the worker program and what to tell it.
 #[derive(Debug, Clone)]
 pub struct LocalWorkerSetup {
@@ -110,7 +114,8 @@ impl LocalWorkers {
                 secret,
                 stop_rx,
             ));
-            self.running.insert(name.to_string(), Running { stop, task });
+            self.running
+                .insert(name.to_string(), Running { stop, task });
         }
     }
 
@@ -157,10 +162,22 @@ async fn supervise(
                 warn!(worker = %name, "local worker exited ({}); restarting", status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string()));
             }
             _ = stop.changed() => {
-                // The master says goodbye on the link; give the worker time to leave.
+                // The master says goodbye on the link; give the worker time
+                // to leave, then SIGTERM (it stops its steps' process groups
+                // on that), and SIGKILL only as the last resort, since a
+                // killed worker cannot clean up its steps.
                 if tokio::time::timeout(SHUTDOWN_GRACE, child.wait()).await.is_err() {
-                    warn!(worker = %name, "local worker did not exit; killing it");
-                    let _ = child.kill().await;
+                    warn!(worker = %name, "local worker still running; sending SIGTERM");
+                    if let Some(pid) = child.id() {
+                        let _ = nix::sys::signal::kill(
+                            nix::unistd::Pid::from_raw(pid as i32),
+                            nix::sys::signal::Signal::SIGTERM,
+                        );
+                    }
+                    if tokio::time::timeout(TERM_GRACE, child.wait()).await.is_err() {
+                        warn!(worker = %name, "local worker did not exit; killing it");
+                        let _ = child.kill().await;
+                    }
                 }
                 return;
             }
@@ -204,7 +221,8 @@ async fn spawn(
 /// 32 random bytes from the kernel, as hex.
 fn random_secret() -> String {
     let mut bytes = [0u8; 32];
-    let read = std::fs::File::open(Path::new("/dev/urandom")).and_then(|mut f| f.read_exact(&mut bytes));
+    let read =
+        std::fs::File::open(Path::new("/dev/urandom")).and_then(|mut f| f.read_exact(&mut bytes));
     if read.is_err() {
         // Not expected on Linux; fall back to something unguessable enough
         // for a socket that is owner-only anyway.

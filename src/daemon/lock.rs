@@ -59,7 +59,11 @@ impl StateLock {
                 let pid = pid.trim();
                 return Err(LockError::Held {
                     dir: state_dir.to_path_buf(),
-                    pid: if pid.is_empty() { "unknown".into() } else { pid.into() },
+                    pid: if pid.is_empty() {
+                        "unknown".into()
+                    } else {
+                        pid.into()
+                    },
                 });
             }
             Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),

@@ -19,8 +19,8 @@ use crate::daemon::actor::{Command, LinkCmd, Notice};
 use crate::daemon::core::LinkId;
 use crate::daemon::logs::StepLogWriter;
 use crate::protocol::{
-    self, BuildId, FrameError, Hello, HelloReply, MAX_FRAME, MAX_HANDSHAKE_FRAME,
-    MasterToWorker, Role, StepIndex, WorkerToMaster,
+    self, BuildId, FrameError, Hello, HelloReply, MAX_FRAME, MAX_HANDSHAKE_FRAME, MasterToWorker,
+    Role, StepIndex, WorkerToMaster,
 };
 
 /// How long a peer has to finish the handshake.
@@ -35,20 +35,22 @@ pub async fn serve(
     logs: PathBuf,
 ) {
     let (mut rd, mut wr) = tokio::io::split(stream);
-    let hello: Hello =
-        match tokio::time::timeout(HANDSHAKE_TIMEOUT, protocol::read_msg(&mut rd, MAX_HANDSHAKE_FRAME))
-            .await
-        {
-            Ok(Ok(hello)) => hello,
-            Ok(Err(e)) => {
-                refuse(&mut wr, link, &format!("bad handshake: {e}")).await;
-                return;
-            }
-            Err(_) => {
-                refuse(&mut wr, link, "handshake not finished in time").await;
-                return;
-            }
-        };
+    let hello: Hello = match tokio::time::timeout(
+        HANDSHAKE_TIMEOUT,
+        protocol::read_msg(&mut rd, MAX_HANDSHAKE_FRAME),
+    )
+    .await
+    {
+        Ok(Ok(hello)) => hello,
+        Ok(Err(e)) => {
+            refuse(&mut wr, link, &format!("bad handshake: {e}")).await;
+            return;
+        }
+        Err(_) => {
+            refuse(&mut wr, link, "handshake not finished in time").await;
+            return;
+        }
+    };
     if let Err(reason) = hello.check() {
         refuse(&mut wr, link, &reason).await;
         return;
@@ -124,12 +126,8 @@ struct Link {
 }
 
 impl Link {
-    async fn run<R, W>(
-        &mut self,
-        rd: R,
-        wr: &mut W,
-        cmds: &mut mpsc::UnboundedReceiver<LinkCmd>,
-    ) where
+    async fn run<R, W>(&mut self, rd: R, wr: &mut W, cmds: &mut mpsc::UnboundedReceiver<LinkCmd>)
+    where
         R: AsyncRead + Unpin + Send + 'static,
         W: AsyncWrite + Unpin,
     {

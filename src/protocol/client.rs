@@ -100,6 +100,9 @@ pub enum StreamTarget {
 }
 
 /// Everything the master sends a client after the handshake.
+// Frames are built, written and dropped at once; boxing the big answers
+// would cost an allocation for nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ServerMsg {

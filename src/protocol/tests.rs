@@ -135,7 +135,10 @@ fn client_messages_round_trip() {
         Request::Shutdown,
     ];
     for (id, body) in requests.into_iter().enumerate() {
-        round_trip(ClientRequest { id: id as u64, body });
+        round_trip(ClientRequest {
+            id: id as u64,
+            body,
+        });
     }
     let replies = vec![
         Reply::Status(StatusReply {
@@ -260,11 +263,8 @@ fn trailing_bytes_are_refused() {
 fn unknown_message_kind_is_a_decode_error() {
     // A well-formed map naming a request kind this version does not know.
     let mut body = Vec::new();
-    rmp_serde::encode::write_named(
-        &mut body,
-        &serde_json::json!({"id": 1, "body": "explode"}),
-    )
-    .unwrap();
+    rmp_serde::encode::write_named(&mut body, &serde_json::json!({"id": 1, "body": "explode"}))
+        .unwrap();
     let err = decode::<ClientRequest>(&body).unwrap_err();
     assert!(err.to_string().contains("explode"), "{err}");
 }
@@ -290,7 +290,13 @@ fn oversized_length_is_refused_before_allocating() {
     let bytes = [0xff, 0xff, 0xff, 0xff];
     let err = block_on(read_frame(&mut &bytes[..], MAX_HANDSHAKE_FRAME)).unwrap_err();
     assert!(
-        matches!(err, FrameError::TooLarge { len: 0xffff_ffff, max: MAX_HANDSHAKE_FRAME }),
+        matches!(
+            err,
+            FrameError::TooLarge {
+                len: 0xffff_ffff,
+                max: MAX_HANDSHAKE_FRAME
+            }
+        ),
         "{err:?}"
     );
 }
@@ -301,10 +307,18 @@ fn wrong_version_and_magic_are_named() {
     hello.version = 99;
     let msg = hello.check().unwrap_err();
     assert!(msg.contains("version 99"), "{msg}");
-    assert!(msg.contains(&format!("version {PROTOCOL_VERSION}")), "{msg}");
+    assert!(
+        msg.contains(&format!("version {PROTOCOL_VERSION}")),
+        "{msg}"
+    );
     let mut hello = Hello::new(Role::Client);
     hello.magic = "http".into();
-    assert!(hello.check().unwrap_err().contains("not a bbctl protocol peer"));
+    assert!(
+        hello
+            .check()
+            .unwrap_err()
+            .contains("not a bbctl protocol peer")
+    );
     assert!(Hello::new(Role::Client).check().is_ok());
 }
 

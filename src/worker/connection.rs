@@ -104,8 +104,9 @@ pub(crate) async fn connect_with_retry(
             delay = delay.min(EXIT_WITH_MASTER_WAIT - waited);
         }
         info!(
-            "cannot reach the master at {}: {reason}; retrying in {delay:?}",
-            opts.master_socket.display()
+            "cannot reach the master at {}: {reason}; retrying in {:.1} s",
+            opts.master_socket.display(),
+            delay.as_secs_f64()
         );
         tokio::select! {
             () = tokio::time::sleep(delay) => {}
@@ -165,17 +166,25 @@ async fn attempt(opts: &WorkerOptions) -> Result<Link, AttemptError> {
 }
 
 /// Open the socket; every failure to do so is worth a retry except a path
-/// that can never be a socket name.
+/// that can never name a socket.
 async fn connect(socket: &Path) -> Result<Stream, AttemptError> {
-    let name = socket.to_fs_name::<GenericFilePath>().map_err(|source| {
+    let name = socket.to_fs_name::<GenericFilePath>().map_err(|error| {
         AttemptError::Fatal(WorkerError::SocketName {
             socket: socket.to_path_buf(),
-            source,
+            error,
         })
     })?;
-    Stream::connect(name)
-        .await
-        .map_err(|e| AttemptError::Retry(e.to_string()))
+    Stream::connect(name).await.map_err(|error| {
+        if error.kind() == std::io::ErrorKind::InvalidInput {
+            // Too long for sun_path, for instance: no retry can fix that.
+            AttemptError::Fatal(WorkerError::SocketName {
+                socket: socket.to_path_buf(),
+                error,
+            })
+        } else {
+            AttemptError::Retry(error.to_string())
+        }
+    })
 }
 
 /// A master that hangs up during the handshake may be restarting: retry.
@@ -186,7 +195,7 @@ fn handshake_error(socket: &Path, e: FrameError) -> AttemptError {
     } else {
         AttemptError::Fatal(WorkerError::Handshake {
             socket: socket.to_path_buf(),
-            source: e,
+            error: e,
         })
     }
 }

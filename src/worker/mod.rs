@@ -60,7 +60,8 @@ impl std::fmt::Debug for WorkerOptions {
     }
 }
 
-/// Why a worker gave up.
+/// Why a worker gave up. Each message is complete on its own (causes are
+/// part of the text, not a `source()` chain), ready for one log line.
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
     /// The master answered the Hello with a refusal.
@@ -80,28 +81,28 @@ pub enum WorkerError {
         reason: String,
     },
     /// The socket path cannot name a Unix socket (too long, for instance).
-    #[error("invalid master socket path {}: {source}", socket.display())]
+    #[error("invalid master socket path {}: {error}", socket.display())]
     SocketName {
         /// The path given.
         socket: PathBuf,
         /// What is wrong with it.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The peer answered the Hello with something that is not our protocol.
-    #[error("handshake with the master at {} failed: {source}", socket.display())]
+    #[error("handshake with the master at {} failed: {error}", socket.display())]
     Handshake {
         /// The socket we connected to.
         socket: PathBuf,
         /// What went wrong.
-        source: FrameError,
+        error: FrameError,
     },
     /// The work directory cannot be created.
-    #[error("cannot create the work directory {}: {source}", dir.display())]
+    #[error("cannot create the work directory {}: {error}", dir.display())]
     WorkDir {
         /// The directory.
         dir: PathBuf,
         /// Why not.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// SIGTERM/SIGINT handlers cannot be installed.
     #[error("cannot set up signal handling: {0}")]
@@ -118,9 +119,9 @@ const STABLE_SESSION: Duration = Duration::from_secs(10);
 pub async fn run(opts: WorkerOptions) -> Result<(), WorkerError> {
     tokio::fs::create_dir_all(&opts.dir)
         .await
-        .map_err(|source| WorkerError::WorkDir {
+        .map_err(|error| WorkerError::WorkDir {
             dir: opts.dir.clone(),
-            source,
+            error,
         })?;
     let mut signals = ShutdownSignals::install().map_err(WorkerError::Signals)?;
     let mut backoff = Backoff::new();
@@ -141,7 +142,10 @@ pub async fn run(opts: WorkerOptions) -> Result<(), WorkerError> {
             backoff.reset();
         }
         let delay = backoff.next_delay();
-        info!("lost the connection to the master; reconnecting in {delay:?}");
+        info!(
+            "lost the connection to the master; reconnecting in {:.1} s",
+            delay.as_secs_f64()
+        );
         tokio::select! {
             () = tokio::time::sleep(delay) => {}
             name = signals.recv() => {

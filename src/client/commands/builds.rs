@@ -35,7 +35,11 @@ pub async fn builds(ctx: &mut Ctx, args: BuildsArgs) -> Result<u8, CliError> {
             b.worker.clone(),
             b.generation.to_string(),
             ago(b.started_at_ms, now),
-            duration(b.finished_at_ms.unwrap_or(now).saturating_sub(b.started_at_ms)),
+            duration(
+                b.finished_at_ms
+                    .unwrap_or(now)
+                    .saturating_sub(b.started_at_ms),
+            ),
             b.reason.clone().unwrap_or_default(),
         ]);
     }
@@ -66,7 +70,11 @@ fn print_build(ctx: &Ctx, d: &BuildDetail) -> io::Result<()> {
     let now = now_ms();
     let s = &d.summary;
     let mut out = io::stdout().lock();
-    writeln!(out, "build {} of {} (request {})", s.id, s.builder, s.request_id)?;
+    writeln!(
+        out,
+        "build {} of {} (request {})",
+        s.id, s.builder, s.request_id
+    )?;
     writeln!(out, "  result:     {}", ctx.style.result(s.result))?;
     if let Some(reason) = &s.reason {
         writeln!(out, "  reason:     {reason}")?;
@@ -81,7 +89,11 @@ fn print_build(ctx: &Ctx, d: &BuildDetail) -> io::Result<()> {
         out,
         "  started:    {} (took {})",
         ago(s.started_at_ms, now),
-        duration(s.finished_at_ms.unwrap_or(now).saturating_sub(s.started_at_ms))
+        duration(
+            s.finished_at_ms
+                .unwrap_or(now)
+                .saturating_sub(s.started_at_ms)
+        )
     )?;
     if let Some(reason) = &d.request_reason {
         writeln!(out, "  requested:  {reason}")?;

@@ -70,16 +70,18 @@ pub async fn run(cli: Cli) -> Result<u8, CliError> {
         Command::Builds(args) => builds::builds(&mut ctx, args).await,
         Command::Build { id } => builds::build(&mut ctx, id).await,
         Command::Log(args) => stream::log(&mut ctx, args).await,
-        Command::Cancel { request } => {
-            simple(&mut ctx, Request::Cancel { request }).await
-        }
+        Command::Cancel { request } => simple(&mut ctx, Request::Cancel { request }).await,
         Command::Stop { build } => simple(&mut ctx, Request::Stop { build }).await,
         Command::Shutdown => simple(&mut ctx, Request::Shutdown).await,
         Command::Reload { dry_run } => status::reload(&mut ctx, dry_run).await,
         Command::CheckConfig { file } => config::check_config(&ctx, &file),
         Command::Completions { shell } => {
+            // `generate` panics on a write error; render first, then write,
+            // so that a closed pipe is an ordinary (ignored) error.
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "bbctl", &mut script);
             let mut out = io::stdout().lock();
-            clap_complete::generate(shell, &mut Cli::command(), "bbctl", &mut out);
+            out.write_all(&script)?;
             out.flush()?;
             Ok(0)
         }

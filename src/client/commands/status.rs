@@ -132,7 +132,11 @@ fn print_reload(r: &ReloadReport, dry_run: bool) -> io::Result<()> {
             r.generation_before,
             r.generation_after,
             r.config_hash,
-            if dry_run { " (dry run: nothing applied)" } else { "" }
+            if dry_run {
+                " (dry run: nothing applied)"
+            } else {
+                ""
+            }
         )?;
     }
     let names = |v: &[String]| v.join(", ");
@@ -160,7 +164,10 @@ fn print_reload(r: &ReloadReport, dry_run: bool) -> io::Result<()> {
         ("workers draining", names(&r.workers_draining)),
         ("requests moved", ids(&r.requests_moved)),
         ("requests cancelled", ids(&r.requests_cancelled)),
-        ("builds on older generations", ids(&r.builds_on_old_generations)),
+        (
+            "builds on older generations",
+            ids(&r.builds_on_old_generations),
+        ),
         ("waiting for a restart", names(&r.needs_restart)),
     ];
     for (label, value) in lines {

@@ -153,7 +153,13 @@ fn on_item(
             worker,
         } if banners => eprintln!("build {build} of {builder} started on {worker}"),
         StreamItem::StepStarted { step, name } if banners => {
-            eprintln!("{}", style.paint(&format!("── step {step}: {name}"), crossterm::style::Color::DarkGrey));
+            eprintln!(
+                "{}",
+                style.paint(
+                    &format!("── step {step}: {name}"),
+                    crossterm::style::Color::DarkGrey
+                )
+            );
         }
         StreamItem::StepFinished {
             step,
@@ -165,7 +171,10 @@ fn on_item(
                 &format!(
                     "── step {step} {}{}",
                     result,
-                    reason.as_ref().map(|r| format!(": {r}")).unwrap_or_default()
+                    reason
+                        .as_ref()
+                        .map(|r| format!(": {r}"))
+                        .unwrap_or_default()
                 ),
                 crossterm::style::Color::DarkGrey
             )
@@ -186,7 +195,11 @@ fn finish(ctx: &Ctx, request: Option<RequestId>, o: &Outcome) -> Result<(), CliE
         }));
     }
     let result = ctx.style.result(o.result);
-    let reason = o.reason.as_ref().map(|r| format!(": {r}")).unwrap_or_default();
+    let reason = o
+        .reason
+        .as_ref()
+        .map(|r| format!(": {r}"))
+        .unwrap_or_default();
     match (o.build, o.cancelled) {
         (_, true) => eprintln!("request cancelled before it started{reason}"),
         (Some(build), _) => eprintln!("build {build} finished: {result}{reason}"),

@@ -75,7 +75,10 @@ impl Core {
         reason: &str,
         now_ms: u64,
     ) -> Result<(), CoreError> {
-        let req = self.requests.get(&id).ok_or(CoreError::RequestNotLive(id))?;
+        let req = self
+            .requests
+            .get(&id)
+            .ok_or(CoreError::RequestNotLive(id))?;
         if let Some(build) = req.build {
             return self.stop_build(build, reason);
         }
@@ -141,6 +144,11 @@ impl Core {
         let Some(name) = self.links.remove(&link) else {
             return;
         };
+        // The link is gone before its builds end, so that ending them
+        // never tries to close it again.
+        if let Some(worker) = self.workers.get_mut(&name) {
+            worker.link = None;
+        }
         let on_link: Vec<BuildId> = self
             .builds
             .values()
@@ -164,7 +172,7 @@ impl Core {
             );
         }
         if let Some(worker) = self.workers.get_mut(&name) {
-            worker.link = None;
+            worker.draining = None;
             if worker.removed {
                 self.workers.remove(&name);
             }

@@ -62,7 +62,9 @@ impl Core {
             .workers
             .get_mut(worker_name)
             .expect("pick_worker returned a known worker");
-        let link = worker.link.expect("pick_worker returned a connected worker");
+        let link = worker
+            .link
+            .expect("pick_worker returned a connected worker");
         worker.running.insert(id);
         if let Some(req) = self.requests.get_mut(&request_id) {
             req.build = Some(id);

@@ -49,9 +49,7 @@ pub enum CoreError {
         new: String,
     },
     /// A property name that cannot become an environment variable.
-    #[error(
-        "invalid property name `{0}`: use letters, digits and `_`, not starting with a digit"
-    )]
+    #[error("invalid property name `{0}`: use letters, digits and `_`, not starting with a digit")]
     BadPropertyName(String),
     /// The request is not queued or running.
     #[error("request {0} is not queued or running")]
@@ -189,19 +187,19 @@ impl Core {
         // builders the config does not have are filled in so that the
         // first apply below treats them like any reload would.
         for req in restored.queued {
-            let builder = core
-                .builders
-                .entry(req.builder.clone())
-                .or_insert_with(|| BuilderState {
-                    def: Arc::new(BuilderDef {
-                        name: req.builder.clone(),
-                        previous_names: vec![],
-                        workers: vec![],
-                        env: BTreeMap::new(),
-                        steps: vec![],
-                    }),
-                    queue: VecDeque::new(),
-                });
+            let builder =
+                core.builders
+                    .entry(req.builder.clone())
+                    .or_insert_with(|| BuilderState {
+                        def: Arc::new(BuilderDef {
+                            name: req.builder.clone(),
+                            previous_names: vec![],
+                            workers: vec![],
+                            env: BTreeMap::new(),
+                            steps: vec![],
+                        }),
+                        queue: VecDeque::new(),
+                    });
             builder.queue.push_back(req.id);
             core.requests.insert(req.id, req);
         }

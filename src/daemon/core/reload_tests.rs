@@ -13,7 +13,11 @@ const OK: StepEnd = StepEnd::Exited { code: 0 };
 /// A core with worker `w` (2 slots) connected on link 1 and builder `b`
 /// (one step): builds 1 and 2 run, request 3 waits in the queue.
 fn busy_core() -> Core {
-    let mut core = Core::new(config(&[("w", 2)], &[("b", &["w"], 1)]), Restored::default(), 0);
+    let mut core = Core::new(
+        config(&[("w", 2)], &[("b", &["w"], 1)]),
+        Restored::default(),
+        0,
+    );
     core.worker_connected("w", 1, 0).unwrap();
     for _ in 0..3 {
         core.force_build("b", None, BTreeMap::new(), 0).unwrap();
@@ -65,7 +69,11 @@ fn a_changed_builder_keeps_running_builds_and_its_queue() {
     let effects = core.take_effects();
     assert!(effects.iter().any(|e| matches!(
         e,
-        Effect::Record(Record::BuildFinished { build: 1, result: BuildResult::Success, .. })
+        Effect::Record(Record::BuildFinished {
+            build: 1,
+            result: BuildResult::Success,
+            ..
+        })
     )));
     // Request 3 now runs with the new definition (two steps, new names).
     let b3 = core.running_build(3).expect("request 3 became build 3");
@@ -119,7 +127,11 @@ fn a_removed_builder_finishes_running_builds_and_cancels_its_queue() {
     core.step_ended(1, 1, 0, OK, 2).unwrap();
     assert!(core.take_effects().iter().any(|e| matches!(
         e,
-        Effect::Record(Record::BuildFinished { build: 1, result: BuildResult::Success, .. })
+        Effect::Record(Record::BuildFinished {
+            build: 1,
+            result: BuildResult::Success,
+            ..
+        })
     )));
     let status = core.builder_status();
     assert_eq!(status.len(), 1, "still listed while build 2 runs");
@@ -134,15 +146,21 @@ fn a_rename_moves_queue_running_builds_and_history() {
     cfg.builders[0].previous_names = vec!["b".into()];
     cfg.hash.push('+');
     let report = core.reload(Arc::new(cfg), 1, false);
-    assert_eq!(report.builders_renamed, vec![("b".to_string(), "b2".to_string())]);
+    assert_eq!(
+        report.builders_renamed,
+        vec![("b".to_string(), "b2".to_string())]
+    );
     assert!(report.builders_added.is_empty() && report.builders_removed.is_empty());
     assert_eq!(report.requests_moved, vec![3]);
     assert_eq!(core.queue_of("b2"), vec![3]);
     assert_eq!(core.running_build(1).unwrap().builder, "b2");
-    assert!(core.take_effects().contains(&Effect::Record(Record::BuilderRenamed {
-        from: "b".into(),
-        to: "b2".into()
-    })));
+    assert!(
+        core.take_effects()
+            .contains(&Effect::Record(Record::BuilderRenamed {
+                from: "b".into(),
+                to: "b2".into()
+            }))
+    );
     assert_eq!(
         core.force_build("b", None, BTreeMap::new(), 2),
         Err(CoreError::RenamedBuilder {
@@ -192,9 +210,16 @@ fn changed_credentials_drain_then_require_a_new_login() {
     core.step_ended(1, 1, 0, OK, 2).unwrap();
     assert_eq!(core.queue_of("b"), vec![3], "no new build on the old login");
     core.step_ended(1, 2, 0, OK, 2).unwrap();
-    assert!(core.take_effects().iter().any(|e| matches!(e, Effect::CloseLink { link: 1, .. })));
+    assert!(
+        core.take_effects()
+            .iter()
+            .any(|e| matches!(e, Effect::CloseLink { link: 1, .. }))
+    );
     core.worker_connected("w", 2, 3).unwrap();
-    assert!(core.running_build(3).is_some(), "back to work after logging in again");
+    assert!(
+        core.running_build(3).is_some(),
+        "back to work after logging in again"
+    );
 }
 
 #[test]
@@ -229,7 +254,11 @@ fn lowering_max_builds_applies_to_new_builds_only() {
     core.reload(Arc::new(cfg), 1, false);
     assert!(core.running_build(1).is_some() && core.running_build(2).is_some());
     core.step_ended(1, 1, 0, OK, 2).unwrap();
-    assert_eq!(core.queue_of("b"), vec![3], "one still runs: limit 1 is reached");
+    assert_eq!(
+        core.queue_of("b"),
+        vec![3],
+        "one still runs: limit 1 is reached"
+    );
     core.step_ended(1, 2, 0, OK, 2).unwrap();
     assert!(core.running_build(3).is_some());
 }

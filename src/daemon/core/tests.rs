@@ -79,7 +79,11 @@ const OK: StepEnd = StepEnd::Exited { code: 0 };
 
 #[test]
 fn requests_queue_in_order_and_wait_for_a_worker() {
-    let mut core = Core::new(config(&[("w", 1)], &[("b", &["w"], 1)]), Restored::default(), 0);
+    let mut core = Core::new(
+        config(&[("w", 1)], &[("b", &["w"], 1)]),
+        Restored::default(),
+        0,
+    );
     core.take_effects();
     let ids: Vec<_> = (0..3).map(|_| force(&mut core, "b")).collect();
     assert_eq!(ids, vec![1, 2, 3]);
@@ -89,22 +93,35 @@ fn requests_queue_in_order_and_wait_for_a_worker() {
     core.worker_connected("w", 7, 0).unwrap();
     let effects = core.take_effects();
     assert_eq!(started_steps(&effects), vec![(7, 1, 0)]);
-    assert_eq!(core.queue_of("b"), vec![2, 3], "max_builds = 1 holds the rest");
+    assert_eq!(
+        core.queue_of("b"),
+        vec![2, 3],
+        "max_builds = 1 holds the rest"
+    );
     core.step_ended(7, 1, 0, OK, 1).unwrap();
     let effects = core.take_effects();
     assert_eq!(finished(&effects), vec![(1, BuildResult::Success, None)]);
-    assert_eq!(started_steps(&effects), vec![(7, 2, 0)], "the next request in order");
+    assert_eq!(
+        started_steps(&effects),
+        vec![(7, 2, 0)],
+        "the next request in order"
+    );
 }
 
 #[test]
 fn steps_run_in_order_and_a_failure_ends_the_build() {
-    let mut core = Core::new(config(&[("w", 1)], &[("b", &["w"], 3)]), Restored::default(), 0);
+    let mut core = Core::new(
+        config(&[("w", 1)], &[("b", &["w"], 3)]),
+        Restored::default(),
+        0,
+    );
     core.worker_connected("w", 1, 0).unwrap();
     force(&mut core, "b");
     assert_eq!(started_steps(&core.take_effects()), vec![(1, 1, 0)]);
     core.step_ended(1, 1, 0, OK, 1).unwrap();
     assert_eq!(started_steps(&core.take_effects()), vec![(1, 1, 1)]);
-    core.step_ended(1, 1, 1, StepEnd::Exited { code: 3 }, 2).unwrap();
+    core.step_ended(1, 1, 1, StepEnd::Exited { code: 3 }, 2)
+        .unwrap();
     let effects = core.take_effects();
     assert!(started_steps(&effects).is_empty(), "step 2 never starts");
     assert_eq!(
@@ -140,7 +157,11 @@ fn builds_spread_over_workers_within_their_limits() {
 
 #[test]
 fn stop_cancels_and_worker_loss_is_an_exception() {
-    let mut core = Core::new(config(&[("w", 2)], &[("b", &["w"], 2)]), Restored::default(), 0);
+    let mut core = Core::new(
+        config(&[("w", 2)], &[("b", &["w"], 2)]),
+        Restored::default(),
+        0,
+    );
     core.worker_connected("w", 1, 0).unwrap();
     force(&mut core, "b");
     force(&mut core, "b");
@@ -158,14 +179,22 @@ fn stop_cancels_and_worker_loss_is_an_exception() {
     let effects = core.take_effects();
     assert_eq!(
         finished(&effects),
-        vec![(2, BuildResult::Exception, Some("worker `w` was lost".into()))]
+        vec![(
+            2,
+            BuildResult::Exception,
+            Some("worker `w` was lost".into())
+        )]
     );
     assert!(core.running_build(2).is_none());
 }
 
 #[test]
 fn a_stopped_build_does_not_start_its_next_step() {
-    let mut core = Core::new(config(&[("w", 1)], &[("b", &["w"], 2)]), Restored::default(), 0);
+    let mut core = Core::new(
+        config(&[("w", 1)], &[("b", &["w"], 2)]),
+        Restored::default(),
+        0,
+    );
     core.worker_connected("w", 1, 0).unwrap();
     force(&mut core, "b");
     core.stop_build(1, "stopped").unwrap();
@@ -179,7 +208,11 @@ fn a_stopped_build_does_not_start_its_next_step() {
 
 #[test]
 fn cancel_removes_a_queued_request() {
-    let mut core = Core::new(config(&[("w", 1)], &[("b", &["w"], 1)]), Restored::default(), 0);
+    let mut core = Core::new(
+        config(&[("w", 1)], &[("b", &["w"], 1)]),
+        Restored::default(),
+        0,
+    );
     force(&mut core, "b");
     force(&mut core, "b");
     core.cancel_request(1, "no longer wanted", 1).unwrap();
@@ -225,7 +258,11 @@ fn a_second_connection_under_one_name_is_refused() {
 
 #[test]
 fn unknown_builders_and_bad_properties_are_refused() {
-    let mut core = Core::new(config(&[("w", 1)], &[("b", &["w"], 1)]), Restored::default(), 0);
+    let mut core = Core::new(
+        config(&[("w", 1)], &[("b", &["w"], 1)]),
+        Restored::default(),
+        0,
+    );
     core.take_effects();
     assert_eq!(
         core.force_build("x", None, BTreeMap::new(), 0),
@@ -242,9 +279,7 @@ fn unknown_builders_and_bad_properties_are_refused() {
 #[test]
 fn properties_and_builder_env_reach_the_step() {
     let mut cfg = (*config(&[("w", 1)], &[("b", &["w"], 1)])).clone();
-    cfg.builders[0]
-        .env
-        .insert("GREETING".into(), "hi".into());
+    cfg.builders[0].env.insert("GREETING".into(), "hi".into());
     let mut core = Core::new(Arc::new(cfg), Restored::default(), 0);
     core.worker_connected("w", 1, 0).unwrap();
     let props = BTreeMap::from([("NAME".to_string(), "x; rm -rf /".to_string())]);
