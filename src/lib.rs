@@ -9,6 +9,7 @@
 pub mod client;
 pub mod config;
 pub mod daemon;
+pub mod man;
 pub mod paths;
 pub mod protocol;
 pub mod worker;

@@ -1,28 +1,9 @@
 //! `bbmaster`: the build master daemon. All logic lives in `bbctl::daemon`.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
+use bbctl::daemon::args::MasterArgs as Args;
 use clap::Parser;
-
-/// The build master: builders, queues, workers and build history.
-///
-/// With no --config it runs the embedded default: one local worker and a
-/// builder `hello`. SIGHUP reloads the config; SIGTERM stops the master.
-#[derive(Debug, Parser)]
-#[command(name = "bbmaster", version)]
-struct Args {
-    /// The config file (master.toml); the embedded default when omitted.
-    #[arg(short, long, value_name = "FILE", env = "BBMASTER_CONFIG")]
-    config: Option<PathBuf>,
-    /// Where the database, logs and sockets live; overrides the config's
-    /// `state_dir` (default: $XDG_STATE_HOME/bbmaster or ~/.local/state/bbmaster).
-    #[arg(long, value_name = "DIR", env = "BBMASTER_STATE_DIR")]
-    state_dir: Option<PathBuf>,
-    /// Print the embedded default config and exit.
-    #[arg(long)]
-    print_default_config: bool,
-}
 
 fn main() -> ExitCode {
     let args = Args::parse();

@@ -4,45 +4,16 @@
 //! and hand over to [`bbctl::worker::run`].
 
 use std::io::{BufRead, IsTerminal};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use clap::{ArgGroup, Parser};
+use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
+use bbctl::worker::args::WorkerArgs as Cli;
 use bbctl::worker::{WorkerOptions, run};
-
-/// Connect to a bbmaster and run the build steps it assigns.
-#[derive(Debug, Parser)]
-#[command(name = "bbworker", version, about)]
-#[command(group(ArgGroup::new("secret").required(true).args(["secret_file", "secret_stdin"])))]
-struct Cli {
-    /// The master's worker socket.
-    #[arg(long = "master", value_name = "SOCKET")]
-    master: PathBuf,
-
-    /// This worker's name, as configured on the master.
-    #[arg(long, value_name = "NAME")]
-    name: String,
-
-    /// Read the secret from FILE (trailing whitespace is ignored).
-    #[arg(long, value_name = "FILE")]
-    secret_file: Option<PathBuf>,
-
-    /// Read the secret from the first line of standard input.
-    #[arg(long)]
-    secret_stdin: bool,
-
-    /// Directory where steps run, one subdirectory per builder.
-    #[arg(long, value_name = "DIR")]
-    dir: PathBuf,
-
-    /// Exit when the master goes away instead of waiting for it to return.
-    #[arg(long)]
-    exit_with_master: bool,
-}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();

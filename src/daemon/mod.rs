@@ -7,6 +7,7 @@
 //! ([`worker_link`]). Signals: `SIGHUP` reloads, `SIGTERM`/`SIGINT` stop.
 
 pub mod actor;
+pub mod args;
 pub mod control;
 pub mod core;
 pub mod follow;

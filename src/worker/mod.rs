@@ -7,6 +7,7 @@
 //! them. When the link is lost, on Goodbye, and on SIGTERM/SIGINT, every
 //! running step's whole process group is stopped before anything else.
 
+pub mod args;
 mod connection;
 mod group;
 mod output;
