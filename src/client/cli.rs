@@ -85,10 +85,15 @@ pub enum Command {
         build: u64,
     },
     /// Re-read the master's config file and apply it.
+    #[command(after_long_help = EXIT_CODES)]
     Reload {
         /// Report what would change without applying it.
         #[arg(long)]
         dry_run: bool,
+        /// Apply this config file instead of the master's own; once
+        /// applied, later reloads (and SIGHUP) read it too.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
     },
     /// Stop the master.
     Shutdown,

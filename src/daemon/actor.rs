@@ -72,6 +72,8 @@ pub enum Command {
     Reload {
         /// Only report.
         dry_run: bool,
+        /// Read this file instead of the master's config file.
+        config: Option<PathBuf>,
         /// Where the answer goes; `None` for SIGHUP (the result is logged).
         reply: Option<oneshot::Sender<Result<ReloadReport, ErrorReply>>>,
     },
@@ -213,8 +215,12 @@ impl Master {
                 let effects = self.core.take_effects();
                 self.execute(effects);
             }
-            Command::Reload { dry_run, reply } => {
-                let answer = self.reload(dry_run);
+            Command::Reload {
+                dry_run,
+                config,
+                reply,
+            } => {
+                let answer = self.reload(dry_run, config);
                 match (&answer, reply) {
                     (_, Some(reply)) => {
                         let _ = reply.send(answer);
@@ -322,15 +328,20 @@ impl Master {
                 }
                 Err(e) => Err(core_error(e)),
             },
-            Request::Reload { dry_run } => self.reload(dry_run).map(Reply::Reloaded),
+            Request::Reload { dry_run, config } => {
+                self.reload(dry_run, config).map(Reply::Reloaded)
+            }
             Request::Stream(_) | Request::Shutdown => Err(ErrorReply::rejected(
                 "this request is handled by the connection, not the master loop",
             )),
         }
     }
 
-    fn reload(&mut self, dry_run: bool) -> Result<ReloadReport, ErrorReply> {
-        let config: Config = match &self.config_path {
+    /// Validate the whole file, then apply it as one core event; an
+    /// invalid file changes nothing.
+    fn reload(&mut self, dry_run: bool, path: Option<PathBuf>) -> Result<ReloadReport, ErrorReply> {
+        let path = path.or_else(|| self.config_path.clone());
+        let config: Config = match &path {
             Some(path) => {
                 config::load_file(path).map_err(|e| ErrorReply::rejected(e.to_string()))?
             }
@@ -338,6 +349,7 @@ impl Master {
         };
         let report = self.core.reload(Arc::new(config), now_ms(), dry_run);
         if !dry_run {
+            self.config_path = path;
             let effects = self.core.take_effects();
             self.execute(effects);
             self.local.sync(self.core.config());

@@ -120,10 +120,11 @@ async fn answer<W: AsyncWrite + Unpin>(
                 message: "the master is shutting down".into(),
             }))
         }
-        Request::Reload { dry_run } => {
+        Request::Reload { dry_run, config } => {
             let (reply, rx) = oneshot::channel();
             let cmd = Command::Reload {
                 dry_run,
+                config,
                 reply: Some(reply),
             };
             if ctx.master.send(cmd).await.is_err() {

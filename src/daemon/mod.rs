@@ -226,7 +226,7 @@ async fn forward_signals(tx: mpsc::Sender<actor::Command>) {
         let cmd = tokio::select! {
             _ = hup.recv() => {
                 info!("SIGHUP: reloading the config");
-                actor::Command::Reload { dry_run: false, reply: None }
+                actor::Command::Reload { dry_run: false, config: None, reply: None }
             }
             _ = term.recv() => actor::Command::Shutdown,
             _ = int.recv() => actor::Command::Shutdown,

@@ -69,6 +69,10 @@ pub enum Request {
         /// Only report what would change.
         #[serde(default)]
         dry_run: bool,
+        /// Read this file (an absolute path) instead of the master's own
+        /// config file; once applied, later reloads read it too.
+        #[serde(default)]
+        config: Option<std::path::PathBuf>,
     },
     /// Stop the master.
     Shutdown,

@@ -131,7 +131,10 @@ fn client_messages_round_trip() {
         }),
         Request::Cancel { request: 1 },
         Request::Stop { build: 1 },
-        Request::Reload { dry_run: true },
+        Request::Reload {
+            dry_run: true,
+            config: Some("/etc/bb/master.toml".into()),
+        },
         Request::Shutdown,
     ];
     for (id, body) in requests.into_iter().enumerate() {

@@ -73,7 +73,7 @@ pub async fn run(cli: Cli) -> Result<u8, CliError> {
         Command::Cancel { request } => simple(&mut ctx, Request::Cancel { request }).await,
         Command::Stop { build } => simple(&mut ctx, Request::Stop { build }).await,
         Command::Shutdown => simple(&mut ctx, Request::Shutdown).await,
-        Command::Reload { dry_run } => status::reload(&mut ctx, dry_run).await,
+        Command::Reload { dry_run, config } => status::reload(&mut ctx, dry_run, config).await,
         Command::CheckConfig { file } => config::check_config(&ctx, &file),
         Command::Completions { shell } => {
             // `generate` panics on a write error; render first, then write,

@@ -99,9 +99,15 @@ fn print_status(ctx: &Ctx, s: &StatusReply) -> io::Result<()> {
     Ok(())
 }
 
-/// `bbctl reload [--dry-run]`.
-pub async fn reload(ctx: &mut Ctx, dry_run: bool) -> Result<u8, CliError> {
-    let report = match ctx.call(Request::Reload { dry_run }).await? {
+/// `bbctl reload [--dry-run] [--config FILE]`.
+pub async fn reload(
+    ctx: &mut Ctx,
+    dry_run: bool,
+    config: Option<std::path::PathBuf>,
+) -> Result<u8, CliError> {
+    // The master resolves paths from its own directory: send an absolute one.
+    let config = config.map(|p| std::path::absolute(&p).unwrap_or(p));
+    let report = match ctx.call(Request::Reload { dry_run, config }).await? {
         Reply::Reloaded(r) => r,
         other => return Err(unexpected(other)),
     };
