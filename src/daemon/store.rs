@@ -141,7 +141,18 @@ impl Store {
                 .map(|v| v.unwrap_or(0) as u64)
                 .map_err(wrap)
         };
+        let config_hash = self
+            .conn
+            .query_row(
+                "SELECT config_hash FROM generations ORDER BY generation DESC LIMIT 1",
+                [],
+                |r| r.get::<_, String>(0),
+            )
+            .optional()
+            .map_err(wrap)?
+            .unwrap_or_default();
         Ok(Restored {
+            config_hash,
             generation: max("SELECT MAX(generation) FROM generations")?,
             next_request: max("SELECT MAX(id) FROM requests")? + 1,
             next_build: max("SELECT MAX(id) FROM builds")? + 1,

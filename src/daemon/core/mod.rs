@@ -140,6 +140,8 @@ struct WorkerState {
 pub struct Restored {
     /// The generation of the last applied config.
     pub generation: u64,
+    /// The hash of that config: a restart on the same file keeps the generation.
+    pub config_hash: String,
     /// Queued requests, oldest first.
     pub queued: Vec<LiveRequest>,
     /// The next request id to give.
@@ -171,6 +173,7 @@ impl Core {
             config: Arc::new(Config {
                 builders: vec![],
                 workers: vec![],
+                hash: restored.config_hash.clone(),
                 ..(*config).clone()
             }),
             generation: restored.generation,

@@ -56,15 +56,19 @@ impl Core {
         self.apply_workers(&config, &mut report);
         self.apply_builders(&config, generation, now_ms, &mut report);
 
-        let changed = !is_reload
-            || !(report.builders_added.is_empty()
+        let changed = if !is_reload {
+            // A start: a new generation unless the file is the one last applied.
+            self.generation == 0 || self.config.hash != config.hash
+        } else {
+            !(report.builders_added.is_empty()
                 && report.builders_changed.is_empty()
                 && report.builders_removed.is_empty()
                 && report.builders_renamed.is_empty()
                 && report.workers_added.is_empty()
                 && report.workers_changed.is_empty()
                 && report.workers_removed.is_empty()
-                && self.config.hash == config.hash);
+                && self.config.hash == config.hash)
+        };
         self.config = config;
         if changed {
             self.generation = generation;

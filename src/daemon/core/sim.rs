@@ -608,6 +608,7 @@ impl Sim {
         }
         let restored = Restored {
             generation: self.core.generation(),
+            config_hash: self.core.config().hash.clone(),
             queued,
             next_request: self.core.next_request,
             next_build: self.core.next_build,

@@ -306,6 +306,7 @@ fn properties_and_builder_env_reach_the_step() {
 fn restored_requests_keep_their_order_and_ids_continue() {
     let restored = Restored {
         generation: 4,
+        config_hash: "an older file".into(),
         queued: vec![
             LiveRequest {
                 id: 3,
@@ -326,7 +327,7 @@ fn restored_requests_keep_their_order_and_ids_continue() {
         next_build: 5,
     };
     let mut core = Core::new(config(&[("w", 1)], &[("b", &["w"], 1)]), restored, 0);
-    assert_eq!(core.generation(), 5);
+    assert_eq!(core.generation(), 5, "a different file is a new generation");
     assert_eq!(core.queue_of("b"), vec![3, 9]);
     assert_eq!(force(&mut core, "b"), 10);
     core.worker_connected("w", 1, 0).unwrap();
@@ -337,6 +338,7 @@ fn restored_requests_keep_their_order_and_ids_continue() {
 fn restored_requests_of_a_vanished_builder_are_cancelled() {
     let restored = Restored {
         generation: 1,
+        config_hash: String::new(),
         queued: vec![LiveRequest {
             id: 1,
             builder: "gone".into(),
@@ -354,4 +356,17 @@ fn restored_requests_of_a_vanished_builder_are_cancelled() {
         Effect::Record(Record::RequestCancelled { request: 1, reason, .. }) if reason.contains("removed by reload")
     )));
     assert!(core.live_request(1).is_none());
+}
+
+#[test]
+fn a_restart_on_the_same_file_keeps_the_generation() {
+    let cfg = config(&[("w", 1)], &[("b", &["w"], 1)]);
+    let restored = Restored {
+        generation: 7,
+        config_hash: cfg.hash.clone(),
+        ..Restored::default()
+    };
+    let mut core = Core::new(cfg, restored, 0);
+    assert_eq!(core.generation(), 7);
+    assert!(core.take_effects().is_empty(), "no new generation recorded");
 }

@@ -1,0 +1,196 @@
+//! Config files: `check-config` with no master, and `reload`.
+
+use crate::harness::{
+    BBCTL, BBCTL_TIMEOUT, Master, code, command, describe, run_with_timeout, temp_dir, text,
+};
+
+/// The example config of the issue, verbatim.
+const ISSUE_EXAMPLE: &str = r#"[master]
+state_dir = "/var/lib/bbmaster"   # optional: --state-dir overrides it
+# control_socket = "..."          # default: <state_dir>/control.sock
+# worker_socket = "..."           # default: <state_dir>/worker.sock
+
+[[worker]]
+name = "local-1"
+local = true                      # started and supervised by the master itself
+max_builds = 2
+
+[[worker]]
+name = "box-2"
+secret = "change-me"              # or secret_file = "path"
+max_builds = 1
+
+[[builder]]
+name = "hello"
+workers = ["local-1", "box-2"]
+env = { GREETING = "hi" }
+
+  [[builder.step]]
+  name = "say"
+  shell = "echo $GREETING from $BB_BUILDER build $BB_BUILD_ID"
+
+  [[builder.step]]
+  name = "think"
+  command = ["sleep", "1"]         # argv form, no shell
+  timeout = "30s"
+"#;
+
+/// A config with an unknown key on line 4, column 1.
+const BAD: &str = "[[worker]]\nname = \"w\"\nlocal = true\nbogus = 1\n";
+
+fn check_config(args: &[&str]) -> std::process::Output {
+    let mut cmd = command(BBCTL);
+    // No master anywhere near: check-config must not need one.
+    cmd.env("BBCTL_SOCKET", "/nonexistent/control.sock")
+        .arg("check-config")
+        .args(args);
+    run_with_timeout(cmd, BBCTL_TIMEOUT)
+}
+
+/// `check-config` needs no master: the issue's example is valid (exit 0,
+/// with counts), and a file with an unknown key is invalid (exit 1) with
+/// `file:line:col: reason` on stderr; `--json` says the same on stdout.
+#[test]
+fn check_config_good_and_bad() {
+    let dir = temp_dir();
+    let good = dir.path().join("example.toml");
+    std::fs::write(&good, ISSUE_EXAMPLE).unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, BAD).unwrap();
+    let good_s = good.to_str().unwrap();
+    let bad_s = bad.to_str().unwrap();
+
+    let out = check_config(&[good_s]);
+    assert_eq!(code(&out), 0, "{}", describe(&out));
+    assert_eq!(
+        text(&out.stdout),
+        format!("{good_s}: valid (2 worker(s), 1 builder(s))\n")
+    );
+
+    let out = check_config(&[bad_s]);
+    assert_eq!(code(&out), 1, "{}", describe(&out));
+    assert_eq!(text(&out.stdout), "");
+    let err = text(&out.stderr);
+    let first = err.lines().next().unwrap_or_default();
+    assert!(
+        first.starts_with(&format!("{bad_s}:4:1: ")) && first.contains("unknown field `bogus`"),
+        "{err}"
+    );
+    assert!(err.contains("is invalid (1 problem(s))"), "{err}");
+
+    let out = check_config(&["--json", good_s]);
+    assert_eq!(code(&out), 0, "{}", describe(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(v["valid"], true, "{v}");
+    assert_eq!(v["workers"], 2, "{v}");
+    assert_eq!(v["builders"], 1, "{v}");
+    assert_eq!(v["problems"], serde_json::json!([]), "{v}");
+
+    let out = check_config(&["--json", bad_s]);
+    assert_eq!(code(&out), 1, "{}", describe(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(v["valid"], false, "{v}");
+    let problems = v["problems"].as_array().expect("problems is a list");
+    assert_eq!(problems.len(), 1, "{v}");
+    assert_eq!(problems[0]["line"], 4, "{v}");
+    assert_eq!(problems[0]["column"], 1, "{v}");
+    assert_eq!(problems[0]["file"], bad_s, "{v}");
+    assert!(
+        problems[0]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("bogus"),
+        "{v}"
+    );
+
+    let out = check_config(&[dir.path().join("missing.toml").to_str().unwrap()]);
+    assert_eq!(
+        code(&out),
+        1,
+        "a missing file is invalid: {}",
+        describe(&out)
+    );
+    assert!(
+        text(&out.stderr).contains("missing.toml"),
+        "{}",
+        describe(&out)
+    );
+}
+
+const ONE: &str = r#"
+[[worker]]
+name = "local-1"
+local = true
+
+[[builder]]
+name = "one"
+workers = ["local-1"]
+
+  [[builder.step]]
+  name = "s"
+  shell = "echo one"
+"#;
+
+const TWO: &str = r#"
+
+[[builder]]
+name = "two"
+workers = ["local-1"]
+
+  [[builder.step]]
+  name = "s"
+  shell = "echo two"
+"#;
+
+/// `reload` applies an edited config: a builder added to the file can be
+/// force-built and the generation goes up. An invalid edit is refused with
+/// exit 5 and `file:line:col`, and nothing changes.
+#[test]
+fn reload_applies_good_edits_and_refuses_bad_ones() {
+    let m = Master::start(ONE);
+    m.bbctl_code(&["force-build", "two", "--wait"], 4);
+
+    m.write_config(&format!("{ONE}{TWO}"));
+    let out = m.bbctl_code(&["reload"], 0);
+    let said = text(&out.stdout);
+    assert!(said.contains("from 1 to 2"), "{said}");
+    assert!(said.contains("builders added: two"), "{said}");
+
+    let out = m.bbctl_code(&["force-build", "two", "--follow"], 0);
+    assert_eq!(text(&out.stdout), "two\n");
+    let s = m.bbctl_json(&["status"]);
+    assert_eq!(s["generation"], 2, "{s}");
+    let b = m.bbctl_json(&["build", "1"]);
+    assert_eq!(b["generation"], 2, "{b}");
+
+    // An unknown key on the last line of the file.
+    let broken = format!("{ONE}{TWO}  oops = true\n");
+    let line = broken.lines().count();
+    m.write_config(&broken);
+    let out = m.bbctl_code(&["reload"], 5);
+    let err = text(&out.stderr);
+    let config = m.config_path();
+    assert!(
+        err.contains(&format!("{}:{line}:3", config.display())),
+        "no file:line:col in:\n{err}"
+    );
+    let s = m.bbctl_json(&["status"]);
+    assert_eq!(
+        s["generation"], 2,
+        "a refused reload changed the generation: {s}"
+    );
+    let names: Vec<_> = s["builders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["name"].clone())
+        .collect();
+    assert_eq!(names, ["one", "two"], "{s}");
+    m.bbctl_code(&["force-build", "one", "--wait"], 0);
+
+    // A config that removes a worker still in use by a builder is invalid too.
+    m.write_config(&TWO.replace("local-1", "nobody"));
+    let out = m.bbctl_code(&["reload"], 5);
+    assert!(text(&out.stderr).contains("nobody"), "{}", describe(&out));
+    assert_eq!(m.bbctl_json(&["status"])["generation"], 2);
+}
