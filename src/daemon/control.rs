@@ -74,6 +74,7 @@ pub async fn serve(stream: Stream, ctx: ControlContext) {
         version: protocol::PROTOCOL_VERSION,
         software: protocol::handshake::software(),
         master_pid: std::process::id(),
+        keepalive_ms: None,
     };
     if protocol::write_msg(&mut wr, &welcome).await.is_err() {
         return;

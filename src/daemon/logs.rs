@@ -37,10 +37,27 @@ impl StepLogWriter {
         Ok(StepLogWriter { file, written })
     }
 
-    /// Append a chunk of output.
-    pub fn append(&mut self, data: &[u8]) -> io::Result<()> {
-        self.file.write_all(data)?;
-        self.written += data.len() as u64;
+    /// Add a chunk of output that starts at byte `offset` of the step's
+    /// output. Bytes the file already has are skipped, so a worker that
+    /// resends after a reconnect never doubles the log; a chunk that would
+    /// leave a gap is refused.
+    pub fn append_at(&mut self, offset: u64, data: &[u8]) -> io::Result<()> {
+        let end = offset + data.len() as u64;
+        if end <= self.written {
+            return Ok(());
+        }
+        if offset > self.written {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "output at offset {offset} would leave a gap after byte {}",
+                    self.written
+                ),
+            ));
+        }
+        let skip = (self.written - offset) as usize;
+        self.file.write_all(&data[skip..])?;
+        self.written = end;
         Ok(())
     }
 
@@ -72,4 +89,22 @@ pub fn read_from(path: &Path, offset: u64, max: usize) -> io::Result<Vec<u8>> {
 /// The size of a step's log, 0 if it has none.
 pub fn log_len(path: &Path) -> u64 {
     std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resent_output_is_neither_doubled_nor_gapped() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = StepLogWriter::open(dir.path(), 1, 0).unwrap();
+        w.append_at(0, b"hello ").unwrap();
+        w.append_at(3, b"lo world").unwrap(); // overlaps: only " world" is new
+        w.append_at(0, b"hel").unwrap(); // wholly old
+        assert!(w.append_at(20, b"gap").is_err());
+        let text = read_from(&step_log_path(dir.path(), 1, 0), 0, 100).unwrap();
+        assert_eq!(text, b"hello world");
+        assert_eq!(w.len(), 11);
+    }
 }

@@ -88,6 +88,7 @@ pub async fn serve(
         version: protocol::PROTOCOL_VERSION,
         software: protocol::handshake::software(),
         master_pid: std::process::id(),
+        keepalive_ms: None,
     };
     if protocol::write_msg(&mut wr, &welcome).await.is_ok() {
         let mut link_state = Link {
@@ -186,7 +187,13 @@ impl Link {
 
     async fn on_message(&mut self, msg: WorkerToMaster) -> Result<(), String> {
         match msg {
-            WorkerToMaster::Output { build, step, data } => {
+            WorkerToMaster::Ping { .. } | WorkerToMaster::Pong { .. } => Ok(()),
+            WorkerToMaster::Output {
+                build,
+                step,
+                offset,
+                data,
+            } => {
                 let Some(slot) = self.open.get_mut(&(build, step)) else {
                     return Err(format!(
                         "output for build {build} step {step}, which this worker was not given"
@@ -199,7 +206,7 @@ impl Link {
                     }
                 }
                 if let Some(writer) = slot
-                    && let Err(e) = writer.append(&data)
+                    && let Err(e) = writer.append_at(offset, &data)
                 {
                     warn!("cannot write log of build {build} step {step}: {e}");
                 }

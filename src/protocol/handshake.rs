@@ -72,6 +72,10 @@ pub enum HelloReply {
         software: String,
         /// The master's process id.
         master_pid: u32,
+        /// For workers: how often each side pings the other; a peer silent
+        /// for three intervals is lost.
+        #[serde(default)]
+        keepalive_ms: Option<u64>,
     },
     /// Not accepted; the connection closes after this frame.
     Refused {

@@ -52,6 +52,7 @@ fn handshake_messages_round_trip() {
         version: PROTOCOL_VERSION,
         software: "x".into(),
         master_pid: 9,
+        keepalive_ms: Some(10_000),
     });
     round_trip(HelloReply::Refused {
         reason: "no".into(),
@@ -80,9 +81,20 @@ fn worker_messages_round_trip() {
     }));
     round_trip(MasterToWorker::StopStep { build: 1, step: 0 });
     round_trip(MasterToWorker::Goodbye { reason: "r".into() });
+    round_trip(MasterToWorker::Resume {
+        build: 1,
+        step: 0,
+        offset: 77,
+    });
+    round_trip(MasterToWorker::Abandon { build: 1, step: 0 });
+    round_trip(MasterToWorker::Ping { seq: 3 });
+    round_trip(MasterToWorker::Pong { seq: 4 });
+    round_trip(WorkerToMaster::Ping { seq: 5 });
+    round_trip(WorkerToMaster::Pong { seq: 6 });
     round_trip(WorkerToMaster::Output {
         build: 1,
         step: 0,
+        offset: 1 << 40,
         data: vec![0, 255, 10],
     });
     for end in [

@@ -22,6 +22,35 @@ pub enum MasterToWorker {
         /// The step's index within the build.
         step: StepIndex,
     },
+    /// After a reconnect: the master re-adopts this step, which the worker
+    /// listed in its Hello. Send its output again from `offset` (the bytes
+    /// the master already has), then its end as usual.
+    Resume {
+        /// The build the step belongs to.
+        build: BuildId,
+        /// The step's index within the build.
+        step: StepIndex,
+        /// Output bytes the master has kept; resend from here.
+        offset: u64,
+    },
+    /// After a reconnect: the master no longer wants this step (its build
+    /// was ended meanwhile). Stop it if it runs, and forget it: no report.
+    Abandon {
+        /// The build the step belongs to.
+        build: BuildId,
+        /// The step's index within the build.
+        step: StepIndex,
+    },
+    /// Keepalive probe; answer with [`WorkerToMaster::Pong`].
+    Ping {
+        /// Echoed in the answer.
+        seq: u64,
+    },
+    /// Answer to [`WorkerToMaster::Ping`].
+    Pong {
+        /// The probe's sequence number.
+        seq: u64,
+    },
     /// The master is going away or no longer wants this worker.
     Goodbye {
         /// Why, for the worker's log.
@@ -69,6 +98,11 @@ pub enum WorkerToMaster {
         build: BuildId,
         /// The step's index within the build.
         step: StepIndex,
+        /// Where `data` starts in the step's whole output: lets the master
+        /// drop bytes it already has after a reconnect, so a log is never
+        /// doubled nor gapped.
+        #[serde(default)]
+        offset: u64,
         /// The bytes, as produced (stdout and stderr interleaved).
         #[serde(with = "serde_bytes")]
         data: Vec<u8>,
@@ -81,6 +115,16 @@ pub enum WorkerToMaster {
         step: StepIndex,
         /// How it ended.
         end: StepEnd,
+    },
+    /// Keepalive probe; answer with [`MasterToWorker::Pong`].
+    Ping {
+        /// Echoed in the answer.
+        seq: u64,
+    },
+    /// Answer to [`MasterToWorker::Ping`].
+    Pong {
+        /// The probe's sequence number.
+        seq: u64,
     },
 }
 
@@ -112,7 +156,8 @@ pub enum StepEnd {
     },
 }
 
-/// A step a reconnecting worker is still running.
+/// A step a reconnecting worker still holds: running, or ended with its
+/// end not yet delivered.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunningStep {
     /// The build the step belongs to.

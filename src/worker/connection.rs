@@ -148,6 +148,7 @@ async fn attempt(opts: &WorkerOptions) -> Result<Link, AttemptError> {
             version,
             software,
             master_pid,
+            ..
         } => {
             if version != PROTOCOL_VERSION {
                 warn!(version, "master welcomed us with another protocol version");

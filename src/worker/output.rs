@@ -82,6 +82,7 @@ fn pump(
 ) {
     let mut buf = vec![0u8; CHUNK_SIZE];
     let mut forwarding = true;
+    let mut offset = 0u64;
     loop {
         let n = match pipe.read(&mut buf) {
             Ok(0) => return,
@@ -103,8 +104,10 @@ fn pump(
         let msg = WorkerToMaster::Output {
             build,
             step,
+            offset,
             data: buf[..n].to_vec(),
         };
+        offset += n as u64;
         if tx.blocking_send(msg).is_err() {
             debug!(build, step, "link gone; discarding further output");
             forwarding = false;

@@ -52,8 +52,14 @@ impl Running {
         let mut out = Vec::new();
         loop {
             match self.next().await {
-                WorkerToMaster::Output { build, step, data } => {
+                WorkerToMaster::Output {
+                    build,
+                    step,
+                    offset,
+                    data,
+                } => {
                     assert_eq!((build, step), (7, 2));
+                    assert_eq!(offset, out.len() as u64, "offsets count the bytes sent");
                     out.extend_from_slice(&data);
                 }
                 WorkerToMaster::StepEnded { build, step, end } => {
@@ -65,6 +71,9 @@ impl Running {
                     assert_eq!(returned, end);
                     assert!(self.rx.recv().await.is_none(), "nothing after StepEnded");
                     return (out, end);
+                }
+                other @ (WorkerToMaster::Ping { .. } | WorkerToMaster::Pong { .. }) => {
+                    panic!("the step runner sent a keepalive: {other:?}")
                 }
             }
         }

@@ -53,6 +53,14 @@ pub(crate) async fn serve(link: Link, dir: &Path, signals: &mut ShutdownSignals)
                     steps.start(assignment, out_tx.clone());
                 }
                 Some(MasterToWorker::StopStep { build, step }) => steps.stop((build, step)),
+                Some(MasterToWorker::Abandon { build, step }) => steps.stop((build, step)),
+                Some(MasterToWorker::Resume { build, step, .. }) => {
+                    warn!(build, step, "the master asked to resume a step this worker does not keep");
+                }
+                Some(MasterToWorker::Ping { seq }) => {
+                    let _ = out_tx.send(WorkerToMaster::Pong { seq }).await;
+                }
+                Some(MasterToWorker::Pong { .. }) => {}
                 Some(MasterToWorker::Goodbye { reason }) => {
                     info!("the master said goodbye: {reason}");
                     break SessionEnd::Goodbye;

@@ -87,6 +87,7 @@ impl FakeMaster {
             version: PROTOCOL_VERSION,
             software: "fake master".to_string(),
             master_pid: std::process::id(),
+            keepalive_ms: None,
         };
         write_msg(&mut conn.w, &welcome).await.expect("welcome");
         conn
@@ -112,6 +113,7 @@ impl Conn {
             match self.recv().await {
                 WorkerToMaster::Output { data, .. } => out.extend_from_slice(&data),
                 WorkerToMaster::StepEnded { end, .. } => return (out, end),
+                WorkerToMaster::Ping { .. } | WorkerToMaster::Pong { .. } => {}
             }
         }
     }
