@@ -25,7 +25,7 @@ pub struct Config {
 }
 
 /// The `[master]` table.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MasterSettings {
     /// Where the database, logs and default sockets live; `--state-dir` wins.
     pub state_dir: Option<PathBuf>,
@@ -33,6 +33,29 @@ pub struct MasterSettings {
     pub control_socket: Option<PathBuf>,
     /// Socket workers connect to; default `<state_dir>/worker.sock`.
     pub worker_socket: Option<PathBuf>,
+    /// How long the builds of a lost worker wait for it to come back (and
+    /// how long builds running at a master restart wait for their worker)
+    /// before they end as `retry`.
+    pub worker_grace: Duration,
+    /// How often master and worker ping each other; a link silent for
+    /// three intervals is lost.
+    pub keepalive: Duration,
+    /// How many times a request is retried after `retry` builds before it
+    /// ends as `exception`.
+    pub max_retries: u32,
+}
+
+impl Default for MasterSettings {
+    fn default() -> Self {
+        MasterSettings {
+            state_dir: None,
+            control_socket: None,
+            worker_socket: None,
+            worker_grace: Duration::from_secs(60),
+            keepalive: Duration::from_secs(10),
+            max_retries: 3,
+        }
+    }
 }
 
 /// A `[[worker]]` entry.

@@ -38,6 +38,12 @@ pub struct RawMaster {
     pub control_socket: Option<Spanned<String>>,
     /// `worker_socket = "..."`.
     pub worker_socket: Option<Spanned<String>>,
+    /// `worker_grace = "60s"`: how long a lost worker's builds wait for it.
+    pub worker_grace: Option<Spanned<String>>,
+    /// `keepalive = "10s"`: ping interval on worker links.
+    pub keepalive: Option<Spanned<String>>,
+    /// `max_retries = 3`: signed so a negative value gets a clear message.
+    pub max_retries: Option<Spanned<i64>>,
 }
 
 /// One `[[worker]]`.

@@ -23,6 +23,9 @@ const MAX_NAME_LEN: usize = 64;
 /// Highest allowed `max_builds`; more is surely a typo.
 const MAX_BUILDS_LIMIT: i64 = 10_000;
 
+/// Upper bound for `max_retries`: more is a retry loop, not a policy.
+const MAX_RETRIES_LIMIT: u32 = 100;
+
 /// What a valid file yields, before origin and hash are added.
 pub struct Checked {
     /// `[master]`, paths resolved.
@@ -98,10 +101,38 @@ impl Checker<'_> {
 
     /// `[master]`: each path present must be non-empty; relative ones are joined to the base dir.
     fn master(&mut self, raw: &RawMaster) -> MasterSettings {
+        let defaults = MasterSettings::default();
+        let max_retries = match &raw.max_retries {
+            None => defaults.max_retries,
+            Some(m) => match u32::try_from(*m.get_ref()) {
+                Ok(n) if n <= MAX_RETRIES_LIMIT => n,
+                _ => {
+                    self.report(
+                        &m.span(),
+                        format!(
+                            "master: `max_retries` must be between 0 and {MAX_RETRIES_LIMIT}, not {}",
+                            m.get_ref()
+                        ),
+                    );
+                    defaults.max_retries
+                }
+            },
+        };
         MasterSettings {
             state_dir: self.path("state_dir", &raw.state_dir),
             control_socket: self.path("control_socket", &raw.control_socket),
             worker_socket: self.path("worker_socket", &raw.worker_socket),
+            worker_grace: raw
+                .worker_grace
+                .as_ref()
+                .and_then(|d| self.duration("master", "worker_grace", d))
+                .unwrap_or(defaults.worker_grace),
+            keepalive: raw
+                .keepalive
+                .as_ref()
+                .and_then(|d| self.duration("master", "keepalive", d))
+                .unwrap_or(defaults.keepalive),
+            max_retries,
         }
     }
 

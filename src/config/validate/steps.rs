@@ -14,7 +14,10 @@ impl Checker<'_> {
         self.name("step", &raw.name);
         let owner = format!("builder `{builder}`, step `{}`", raw.name.get_ref());
         let action = self.action(&owner, raw);
-        let timeout = raw.timeout.as_ref().and_then(|t| self.timeout(&owner, t));
+        let timeout = raw
+            .timeout
+            .as_ref()
+            .and_then(|t| self.duration(&owner, "timeout", t));
         let env = self.env(&owner, &raw.env);
         StepDef {
             name: raw.name.get_ref().clone(),
@@ -68,13 +71,18 @@ impl Checker<'_> {
         }
     }
 
-    /// A humantime duration, greater than zero.
-    fn timeout(&mut self, owner: &str, raw: &Spanned<String>) -> Option<Duration> {
+    /// A humantime duration, greater than zero; `key` names the setting.
+    pub(super) fn duration(
+        &mut self,
+        owner: &str,
+        key: &str,
+        raw: &Spanned<String>,
+    ) -> Option<Duration> {
         match humantime::parse_duration(raw.get_ref()) {
             Ok(d) if d.is_zero() => {
                 self.report(
                     &raw.span(),
-                    format!("{owner}: `timeout` must be greater than zero"),
+                    format!("{owner}: `{key}` must be greater than zero"),
                 );
                 None
             }
@@ -92,7 +100,7 @@ impl Checker<'_> {
                 self.report(
                     &raw.span(),
                     format!(
-                        "{owner}: bad `timeout` {:?}: {reason}; write it like \"30s\", \"5m\" or \"1h 30m\"",
+                        "{owner}: bad `{key}` {:?}: {reason}; write it like \"30s\", \"5m\" or \"1h 30m\"",
                         raw.get_ref()
                     ),
                 );
