@@ -1,10 +1,12 @@
 //! `bbworker`: runs the steps a `bbmaster` assigns to it.
 //!
 //! A thin main: parse the command line, read the secret, set up logging,
-//! and hand over to [`bbctl::worker::run`].
+//! and hand over to [`bbctl::worker::run`]. Run as `bbworker --guard` (by a
+//! worker, never by hand) it is the worker's guard process instead: see
+//! [`bbctl::worker::guard`].
 
 use std::io::{BufRead, IsTerminal};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -13,9 +15,19 @@ use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
 use bbctl::worker::args::WorkerArgs as Cli;
+use bbctl::worker::guard::{GUARD_FLAG, guard_main};
 use bbctl::worker::{WorkerOptions, run};
 
 fn main() -> ExitCode {
+    // The guard is not a clap option: it must appear in neither --help nor
+    // the man page, and takes no other argument.
+    if std::env::args_os().nth(1).as_deref() == Some(GUARD_FLAG.as_ref())
+        && std::env::args_os().len() == 2
+    {
+        init_logging();
+        guard_main();
+        return ExitCode::SUCCESS;
+    }
     let cli = Cli::parse();
     init_logging();
     match real_main(cli) {
@@ -38,10 +50,15 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
         name: cli.name,
         secret,
         dir: cli.dir,
-        exit_with_master: cli.exit_with_master,
+        orphan_timeout: cli.orphan_timeout,
+        spool_limit: cli.spool_limit,
+        // /proc/self/exe names the binary we run even if its file was
+        // replaced or removed since (an upgrade in place).
+        guard_exe: Some(PathBuf::from("/proc/self/exe")),
     };
-    // The worker's own work is light (steps are child processes and the
-    // output pumps run on the blocking pool), so one thread is enough.
+    // The worker's own work is light (steps are child processes, the
+    // output pumps and spool reads run on the blocking pool), so one
+    // thread is enough.
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

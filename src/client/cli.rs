@@ -95,8 +95,17 @@ pub enum Command {
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
     },
-    /// Stop the master.
-    Shutdown,
+    /// Stop the master. Plain: exit at once, keeping queue and history;
+    /// running steps go on with their workers and the next master on the
+    /// same state dir re-adopts them.
+    Shutdown {
+        /// Start no new builds, let running ones finish, then exit.
+        #[arg(long, conflicts_with = "cancel")]
+        drain: bool,
+        /// Stop a drain in progress; the master goes on serving.
+        #[arg(long)]
+        cancel: bool,
+    },
     /// Validate a config file; needs no running master.
     CheckConfig {
         /// The config file.

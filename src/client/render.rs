@@ -43,6 +43,7 @@ impl Style {
             BuildResult::Failure => Color::Red,
             BuildResult::Exception => Color::Magenta,
             BuildResult::Cancelled => Color::DarkYellow,
+            BuildResult::Retry => Color::Blue,
         };
         self.paint(result.as_str(), color)
     }

@@ -82,8 +82,10 @@ impl std::fmt::Debug for Secret {
     }
 }
 
-/// A `[[builder]]` entry.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A `[[builder]]` entry. Serializable because every build keeps the
+/// definition it started with in the store, to finish with it after a
+/// master restart whatever the config says by then.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct BuilderDef {
     /// Unique builder name, matched across reloads.
     pub name: String,
@@ -98,7 +100,7 @@ pub struct BuilderDef {
 }
 
 /// A `[[builder.step]]` entry.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct StepDef {
     /// Step name, unique within its builder.
     pub name: String,
@@ -111,7 +113,7 @@ pub struct StepDef {
 }
 
 /// How a step runs its command.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum StepAction {
     /// `shell = "..."`: run with `/bin/sh -c`.
     Shell(String),

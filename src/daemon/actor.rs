@@ -20,7 +20,7 @@ use crate::daemon::store::Store;
 use crate::paths::now_ms;
 use crate::protocol::{
     BuildDetail, BuildId, ErrorReply, MasterToWorker, ReloadReport, Reply, Request, RequestId,
-    RequestInfo, StatusReply, StepEnd, StepIndex, StreamTarget,
+    RequestInfo, RunningStep, ShutdownMode, StatusReply, StepEnd, StepIndex, StreamTarget,
 };
 
 /// A message for the master loop.
@@ -45,6 +45,8 @@ pub enum Command {
         name: String,
         /// The secret it offers.
         secret: String,
+        /// The steps it still holds from an earlier link.
+        held: Vec<RunningStep>,
         /// Its new link id.
         link: LinkId,
         /// How to reach its connection task.
@@ -77,8 +79,13 @@ pub enum Command {
         /// Where the answer goes; `None` for SIGHUP (the result is logged).
         reply: Option<oneshot::Sender<Result<ReloadReport, ErrorReply>>>,
     },
-    /// Stop the master.
-    Shutdown,
+    /// Stop the master (see [`ShutdownMode`]).
+    Shutdown {
+        /// How.
+        mode: ShutdownMode,
+        /// Where the answer goes; `None` for signals.
+        reply: Option<oneshot::Sender<Result<Reply, ErrorReply>>>,
+    },
 }
 
 /// What the master loop tells a worker connection task.
@@ -148,22 +155,93 @@ impl Master {
     }
 
     /// Carry out the effects of the initial config, start local workers,
-    /// then serve commands until shutdown.
+    /// then serve commands (and the grace-period timer) until shutdown.
+    ///
+    /// A plain shutdown leaves every worker and its running steps alone:
+    /// links simply close, and the next master on this state dir re-adopts
+    /// the builds. A drain shutdown waits for running builds to finish and
+    /// then says goodbye to the workers.
     pub async fn run(mut self, mut rx: mpsc::Receiver<Command>) {
         let effects = self.core.take_effects();
         self.execute(effects);
         self.local.sync(self.core.config());
-        while let Some(cmd) = rx.recv().await {
-            if matches!(cmd, Command::Shutdown) {
+        let mut drain_waiters: Vec<oneshot::Sender<Result<Reply, ErrorReply>>> = Vec::new();
+        let mut exit_after_drain = false;
+        loop {
+            let wake = self.next_wake();
+            let cmd = tokio::select! {
+                cmd = rx.recv() => cmd,
+                _ = tokio::time::sleep(wake) => {
+                    self.core.tick(now_ms());
+                    let effects = self.core.take_effects();
+                    self.execute(effects);
+                    continue;
+                }
+            };
+            let Some(cmd) = cmd else { break };
+            match cmd {
+                Command::Shutdown { mode, reply } => match mode {
+                    ShutdownMode::Now => {
+                        if let Some(reply) = reply {
+                            let _ = reply.send(Ok(Reply::Done {
+                                message: "the master is shutting down; running steps stay with their workers for the next master".into(),
+                            }));
+                        }
+                        break;
+                    }
+                    ShutdownMode::Drain => {
+                        self.core.set_draining(true, now_ms());
+                        exit_after_drain = true;
+                        let running = self.core.running_builds().count();
+                        info!("draining for shutdown: {running} build(s) still running");
+                        if let Some(reply) = reply {
+                            let _ = reply.send(Ok(Reply::Done {
+                                message: format!(
+                                    "draining: no new builds start; the master exits after {running} running build(s) finish (`bbctl shutdown --cancel` to stop draining)"
+                                ),
+                            }));
+                        }
+                    }
+                    ShutdownMode::Cancel => {
+                        let was = exit_after_drain;
+                        exit_after_drain = false;
+                        self.core.set_draining(false, now_ms());
+                        let effects = self.core.take_effects();
+                        self.execute(effects);
+                        drain_waiters.clear();
+                        if let Some(reply) = reply {
+                            let _ = reply.send(if was {
+                                Ok(Reply::Done {
+                                    message: "drain cancelled; the master goes on".into(),
+                                })
+                            } else {
+                                Err(ErrorReply::rejected("the master is not draining"))
+                            });
+                        }
+                    }
+                },
+                cmd => self.handle(cmd),
+            }
+            if exit_after_drain && self.core.running_builds().next().is_none() {
+                info!("drained: no build running");
+                for (_, tx) in self.links.drain() {
+                    let _ = tx.send(LinkCmd::Close("the master shut down after draining".into()));
+                }
+                self.local.stop_all().await;
                 break;
             }
-            self.handle(cmd);
         }
         info!("shutting down");
-        for (_, tx) in self.links.drain() {
-            let _ = tx.send(LinkCmd::Close("the master is shutting down".into()));
+        self.local.detach();
+    }
+
+    /// How long the loop may sleep before the core needs a tick.
+    fn next_wake(&self) -> std::time::Duration {
+        let max = std::time::Duration::from_secs(3600);
+        match self.core.next_deadline() {
+            Some(at) => std::time::Duration::from_millis(at.saturating_sub(now_ms())).min(max),
+            None => max,
         }
-        self.local.shutdown().await;
     }
 
     fn handle(&mut self, cmd: Command) {
@@ -178,11 +256,12 @@ impl Master {
             Command::WorkerHello {
                 name,
                 secret,
+                held,
                 link,
                 tx,
                 reply,
             } => {
-                let answer = self.attach_worker(&name, &secret, link);
+                let answer = self.attach_worker(&name, &secret, &held, link);
                 if answer.is_ok() {
                     self.links.insert(link, tx);
                     info!(worker = %name, link, "worker connected");
@@ -229,11 +308,17 @@ impl Master {
                     (Err(e), None) => error!("reload rejected: {}", e.message),
                 }
             }
-            Command::Shutdown => {}
+            Command::Shutdown { .. } => {}
         }
     }
 
-    fn attach_worker(&mut self, name: &str, secret: &str, link: LinkId) -> Result<(), String> {
+    fn attach_worker(
+        &mut self,
+        name: &str,
+        secret: &str,
+        held: &[RunningStep],
+        link: LinkId,
+    ) -> Result<(), String> {
         let Some(def) = self.core.config().worker(name) else {
             return Err(format!("no worker named `{name}` in the master's config"));
         };
@@ -247,7 +332,7 @@ impl Master {
             return Err(format!("wrong secret for worker `{name}`"));
         }
         self.core
-            .worker_connected(name, link, now_ms())
+            .worker_connected(name, link, held, now_ms())
             .map_err(|e| e.to_string())
     }
 
@@ -306,32 +391,33 @@ impl Master {
                     Err(e) => Err(core_error(e)),
                 }
             }
-            Request::Stop { build } => match self.core.stop_build(build, "stopped by `bbctl stop`")
-            {
-                Ok(()) => {
-                    let effects = self.core.take_effects();
-                    self.execute(effects);
-                    Ok(Reply::Done {
-                        message: format!("build {build} is stopping"),
-                    })
+            Request::Stop { build } => {
+                match self.core.stop_build(build, "stopped by `bbctl stop`", now) {
+                    Ok(()) => {
+                        let effects = self.core.take_effects();
+                        self.execute(effects);
+                        Ok(Reply::Done {
+                            message: format!("build {build} is stopping"),
+                        })
+                    }
+                    Err(CoreError::BuildNotRunning(_)) => {
+                        let detail = self.build_detail(build)?;
+                        Err(ErrorReply::rejected(format!(
+                            "build {build} already finished ({})",
+                            detail
+                                .summary
+                                .result
+                                .map(|r| r.as_str())
+                                .unwrap_or("unknown")
+                        )))
+                    }
+                    Err(e) => Err(core_error(e)),
                 }
-                Err(CoreError::BuildNotRunning(_)) => {
-                    let detail = self.build_detail(build)?;
-                    Err(ErrorReply::rejected(format!(
-                        "build {build} already finished ({})",
-                        detail
-                            .summary
-                            .result
-                            .map(|r| r.as_str())
-                            .unwrap_or("unknown")
-                    )))
-                }
-                Err(e) => Err(core_error(e)),
-            },
+            }
             Request::Reload { dry_run, config } => {
                 self.reload(dry_run, config).map(Reply::Reloaded)
             }
-            Request::Stream(_) | Request::Shutdown => Err(ErrorReply::rejected(
+            Request::Stream(_) | Request::Shutdown { .. } => Err(ErrorReply::rejected(
                 "this request is handled by the connection, not the master loop",
             )),
         }
@@ -414,8 +500,19 @@ impl Master {
                 Effect::Record(record) => {
                     let _ = self.notices.send(Arc::new(Notice::Record(record)));
                 }
-                Effect::ToWorker { link, msg } => match self.links.get(&link) {
+                Effect::ToWorker { link, mut msg } => match self.links.get(&link) {
                     Some(tx) => {
+                        // The core does not read files: the shell tells a
+                        // resuming worker how much output is already kept.
+                        if let MasterToWorker::Resume {
+                            build,
+                            step,
+                            offset,
+                        } = &mut msg
+                        {
+                            *offset =
+                                logs::log_len(&logs::step_log_path(&self.logs, *build, *step));
+                        }
                         let _ = tx.send(LinkCmd::Send(msg));
                     }
                     None => warn!(link, "message for a link that is gone"),

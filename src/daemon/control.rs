@@ -115,11 +115,16 @@ async fn answer<W: AsyncWrite + Unpin>(
         Request::Stream(req) => {
             follow::stream(wr, id, req, &ctx.master, &ctx.notices, &ctx.logs).await
         }
-        Request::Shutdown => {
-            let _ = ctx.master.send(Command::Shutdown).await;
-            Ok(Ok(Reply::Done {
-                message: "the master is shutting down".into(),
-            }))
+        Request::Shutdown { mode } => {
+            let (reply, rx) = oneshot::channel();
+            let cmd = Command::Shutdown {
+                mode,
+                reply: Some(reply),
+            };
+            if ctx.master.send(cmd).await.is_err() {
+                return Ok(Err(gone()));
+            }
+            Ok(rx.await.unwrap_or_else(|_| Err(gone())))
         }
         Request::Reload { dry_run, config } => {
             let (reply, rx) = oneshot::channel();

@@ -1,13 +1,18 @@
-//! Workers with `local = true`: `bbworker` processes the master starts and
-//! restarts.
+//! Workers with `local = true`: `bbworker` processes the master starts,
+//! restarts, and — across a master restart — adopts.
 //!
-//! Each gets a fresh random secret through its stdin, never on its command
-//! line, so other users cannot read it from `ps`. A local worker speaks the
-//! same protocol over the same worker socket as a remote one: the master
-//! has exactly one code path for running steps.
+//! A local worker is an ordinary worker on the worker socket, so the master
+//! has one code path for running steps. It runs in its own process group
+//! and outlives the master: after a master crash or a plain shutdown it
+//! keeps its steps running and reconnects, and the next master finds it by
+//! its pid file (`<state_dir>/local-workers/<name>.pid`) instead of starting
+//! a second worker of the same name. Its secret is made up once, kept in
+//! `<name>.secret` (mode 0600, so a restarted master can recognise it), and
+//! handed over on stdin, never on a command line visible in `ps`.
 
 use std::collections::HashMap;
-use std::io::Read;
+use std::io::{Read, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
@@ -21,12 +26,20 @@ use tracing::{info, warn};
 
 use crate::config::Config;
 
-/// How long a local worker gets to leave on its own at shutdown.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// How long a local worker gets to leave after the master's goodbye.
+const GOODBYE_GRACE: Duration = Duration::from_secs(5);
 
 /// How long a local worker gets after SIGTERM: its steps' stop grace (3 s)
 /// plus the time to drain their output (5 s), with a margin.
 const TERM_GRACE: Duration = Duration::from_secs(10);
+
+/// How often an adopted worker (not our child: it cannot be waited for) is
+/// checked for life.
+const ADOPTED_POLL: Duration = Duration::from_millis(500);
+
+/// A local worker without a master for this long, and holding no step,
+/// exits: a master that never comes back leaves no process behind.
+const ORPHAN_TIMEOUT: &str = "300s";
 
 /// Where to find the worker program and what to tell it.
 #[derive(Debug, Clone)]
@@ -37,10 +50,24 @@ pub struct LocalWorkerSetup {
     pub worker_socket: PathBuf,
     /// Parent of the workers' work dirs (`<state_dir>/workers`).
     pub dir: PathBuf,
+    /// Where secrets and pid files live (`<state_dir>/local-workers`).
+    pub keep: PathBuf,
+}
+
+/// What a supervisor is told to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Order {
+    /// Keep the worker running; restart it if it dies.
+    Supervise,
+    /// Stop watching it and leave it running (master shutdown, or a worker
+    /// removed by reload, which leaves on the master's goodbye).
+    Detach,
+    /// Make sure it exits: goodbye was said; TERM, then KILL if need be.
+    Stop,
 }
 
 struct Running {
-    stop: watch::Sender<bool>,
+    order: watch::Sender<Order>,
     task: JoinHandle<()>,
 }
 
@@ -52,7 +79,7 @@ pub struct LocalWorkers {
 }
 
 impl LocalWorkers {
-    /// No workers yet; [`LocalWorkers::sync`] starts them.
+    /// No workers yet; [`LocalWorkers::sync`] starts or adopts them.
     pub fn new(setup: LocalWorkerSetup) -> Self {
         LocalWorkers {
             setup,
@@ -72,13 +99,13 @@ impl LocalWorkers {
             .unwrap_or_else(|_| PathBuf::from("bbworker"))
     }
 
-    /// The secret of a local worker, if the master started one by that name.
+    /// The secret of a local worker, if the config has one by that name.
     pub fn secret(&self, name: &str) -> Option<String> {
         self.secrets.get(name).map(|s| s.to_string())
     }
 
-    /// Start local workers the config has and we do not run; stop
-    /// supervising those it no longer has (they leave when the master
+    /// Start (or adopt) local workers the config has and we do not watch;
+    /// stop watching those it no longer has (they leave when the master
     /// drains and disconnects them).
     pub fn sync(&mut self, config: &Config) {
         let wanted: Vec<&str> = config
@@ -95,35 +122,52 @@ impl LocalWorkers {
             .collect();
         for name in gone {
             if let Some(r) = self.running.remove(&name) {
-                let _ = r.stop.send(true);
+                let _ = r.order.send(Order::Detach);
             }
         }
         for name in wanted {
             if self.running.contains_key(name) {
                 continue;
             }
-            let secret: Arc<str> = self
-                .secrets
-                .entry(name.to_string())
-                .or_insert_with(|| random_secret().into())
-                .clone();
-            let (stop, stop_rx) = watch::channel(false);
+            let secret = match self.secrets.get(name) {
+                Some(s) => s.clone(),
+                None => match load_or_make_secret(&self.setup.keep, name) {
+                    Ok(s) => {
+                        let s: Arc<str> = s.into();
+                        self.secrets.insert(name.to_string(), s.clone());
+                        s
+                    }
+                    Err(e) => {
+                        warn!(worker = %name, "cannot keep the local worker's secret in {}: {e}", self.setup.keep.display());
+                        continue;
+                    }
+                },
+            };
+            let (order, order_rx) = watch::channel(Order::Supervise);
             let task = tokio::spawn(supervise(
                 self.setup.clone(),
                 name.to_string(),
                 secret,
-                stop_rx,
+                order_rx,
             ));
             self.running
-                .insert(name.to_string(), Running { stop, task });
+                .insert(name.to_string(), Running { order, task });
         }
     }
 
-    /// Tell every local worker's supervisor to stop, and wait (bounded)
-    /// for the processes to leave.
-    pub async fn shutdown(&mut self) {
+    /// The master exits and leaves its local workers running, with their
+    /// steps, for the next master to adopt.
+    pub fn detach(&mut self) {
+        for (_, r) in self.running.drain() {
+            let _ = r.order.send(Order::Detach);
+        }
+    }
+
+    /// Make every local worker exit (after the master said goodbye), and
+    /// wait for them, bounded.
+    pub async fn stop_all(&mut self) {
         for r in self.running.values() {
-            let _ = r.stop.send(true);
+            let _ = r.order.send(Order::Stop);
         }
         for (_, r) in self.running.drain() {
             let _ = r.task.await;
@@ -131,66 +175,169 @@ impl LocalWorkers {
     }
 }
 
-/// Run one local worker, restarting it with backoff when it dies, until told to stop.
+/// Run one local worker: adopt the one a previous master left, or start
+/// one; restart it with backoff when it dies; until told otherwise.
 async fn supervise(
     setup: LocalWorkerSetup,
     name: String,
     secret: Arc<str>,
-    mut stop: watch::Receiver<bool>,
+    mut order: watch::Receiver<Order>,
 ) {
+    let pid_file = setup.keep.join(format!("{name}.pid"));
     let mut backoff = Duration::from_millis(200);
     loop {
+        if let Some(pid) = adoptable(&pid_file, &name, &setup.worker_socket) {
+            info!(worker = %name, pid, "adopted the local worker left by a previous master");
+            if watch_adopted(pid, &mut order).await {
+                return;
+            }
+            warn!(worker = %name, pid, "adopted local worker exited; starting a new one");
+            continue;
+        }
         let mut child = match spawn(&setup, &name, &secret).await {
             Ok(child) => child,
             Err(e) => {
                 warn!(worker = %name, "cannot start local worker {}: {e}", setup.exe.display());
-                tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
-                    _ = stop.changed() => return,
+                if wait_or_order(backoff, &mut order).await {
+                    return;
                 }
                 backoff = (backoff * 2).min(Duration::from_secs(30));
                 continue;
             }
         };
-        info!(worker = %name, pid = child.id(), "local worker started");
-        let started = tokio::time::Instant::now();
-        tokio::select! {
-            status = child.wait() => {
-                if *stop.borrow() {
-                    return;
-                }
-                warn!(worker = %name, "local worker exited ({}); restarting", status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string()));
-            }
-            _ = stop.changed() => {
-                // The master says goodbye on the link; give the worker time
-                // to leave, then SIGTERM (it stops its steps' process groups
-                // on that), and SIGKILL only as the last resort, since a
-                // killed worker cannot clean up its steps.
-                if tokio::time::timeout(SHUTDOWN_GRACE, child.wait()).await.is_err() {
-                    warn!(worker = %name, "local worker still running; sending SIGTERM");
-                    if let Some(pid) = child.id() {
-                        let _ = nix::sys::signal::kill(
-                            nix::unistd::Pid::from_raw(pid as i32),
-                            nix::sys::signal::Signal::SIGTERM,
-                        );
-                    }
-                    if tokio::time::timeout(TERM_GRACE, child.wait()).await.is_err() {
-                        warn!(worker = %name, "local worker did not exit; killing it");
-                        let _ = child.kill().await;
-                    }
-                }
-                return;
-            }
+        let pid = child.id().unwrap_or(0);
+        if let Err(e) = std::fs::write(&pid_file, format!("{pid}\n")) {
+            warn!(worker = %name, "cannot write {}: {e}", pid_file.display());
         }
+        info!(worker = %name, pid, "local worker started");
+        let started = tokio::time::Instant::now();
+        let exited = loop {
+            tokio::select! {
+                status = child.wait() => break status,
+                changed = order.changed() => {
+                    let current = *order.borrow();
+                    match (changed, current) {
+                        (Err(_), _) | (_, Order::Detach) => return,
+                        (_, Order::Stop) => {
+                            stop_child(&name, &mut child).await;
+                            let _ = std::fs::remove_file(&pid_file);
+                            return;
+                        }
+                        (_, Order::Supervise) => {}
+                    }
+                }
+            }
+        };
+        let _ = std::fs::remove_file(&pid_file);
+        warn!(
+            worker = %name,
+            "local worker exited ({}); restarting",
+            exited.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string())
+        );
         if started.elapsed() > Duration::from_secs(10) {
             backoff = Duration::from_millis(200);
         }
-        tokio::select! {
-            _ = tokio::time::sleep(backoff) => {}
-            _ = stop.changed() => return,
+        if wait_or_order(backoff, &mut order).await {
+            return;
         }
         backoff = (backoff * 2).min(Duration::from_secs(30));
     }
+}
+
+/// Sleep `d` unless told to stop supervising; true when told.
+async fn wait_or_order(d: Duration, order: &mut watch::Receiver<Order>) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(d) => false,
+        changed = order.changed() => changed.is_err() || *order.borrow() != Order::Supervise,
+    }
+}
+
+/// Watch an adopted worker until it dies (false) or we are told to stop
+/// watching (true). A `Stop` order sends it SIGTERM first.
+async fn watch_adopted(pid: i32, order: &mut watch::Receiver<Order>) -> bool {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(ADOPTED_POLL) => {
+                if !alive(pid) {
+                    return false;
+                }
+            }
+            changed = order.changed() => {
+                let current = *order.borrow();
+                match (changed, current) {
+                    (Err(_), _) | (_, Order::Detach) => return true,
+                    (_, Order::Stop) => {
+                        let deadline = tokio::time::Instant::now() + GOODBYE_GRACE;
+                        while alive(pid) && tokio::time::Instant::now() < deadline {
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                        if alive(pid) {
+                            signal(pid, nix::sys::signal::Signal::SIGTERM);
+                        }
+                        return true;
+                    }
+                    (_, Order::Supervise) => {}
+                }
+            }
+        }
+    }
+}
+
+/// After the goodbye: wait, then SIGTERM (the worker stops its steps'
+/// process groups on it), and SIGKILL only as the last resort.
+async fn stop_child(name: &str, child: &mut tokio::process::Child) {
+    if tokio::time::timeout(GOODBYE_GRACE, child.wait())
+        .await
+        .is_ok()
+    {
+        return;
+    }
+    warn!(worker = %name, "local worker still running; sending SIGTERM");
+    if let Some(pid) = child.id() {
+        signal(pid as i32, nix::sys::signal::Signal::SIGTERM);
+    }
+    if tokio::time::timeout(TERM_GRACE, child.wait())
+        .await
+        .is_err()
+    {
+        warn!(worker = %name, "local worker did not exit; killing it");
+        let _ = child.kill().await;
+    }
+}
+
+fn signal(pid: i32, sig: nix::sys::signal::Signal) {
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig);
+}
+
+fn alive(pid: i32) -> bool {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+            s.rsplit(')')
+                .next()
+                .is_some_and(|rest| rest.trim_start().starts_with('Z'))
+        })
+}
+
+/// The pid in `pid_file`, if that process is still our `bbworker --name
+/// <name>` on our worker socket.
+fn adoptable(pid_file: &Path, name: &str, socket: &Path) -> Option<i32> {
+    let pid: i32 = std::fs::read_to_string(pid_file)
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    if !alive(pid) {
+        return None;
+    }
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+    let follows = |flag: &str, value: &[u8]| {
+        args.windows(2)
+            .any(|w| w[0] == flag.as_bytes() && w[1] == value)
+    };
+    let is_worker = args.first().is_some_and(|a| a.ends_with(b"bbworker"));
+    let socket = socket.as_os_str().as_encoded_bytes();
+    (is_worker && follows("--name", name.as_bytes()) && follows("--master", socket)).then_some(pid)
 }
 
 async fn spawn(
@@ -208,9 +355,12 @@ async fn spawn(
         .arg("--dir")
         .arg(&dir)
         .arg("--secret-stdin")
-        .arg("--exit-with-master")
+        .arg("--orphan-timeout")
+        .arg(ORPHAN_TIMEOUT)
         .stdin(Stdio::piped())
-        .kill_on_drop(true)
+        // Its own process group: a Ctrl-C meant for the master's terminal
+        // does not reach it, and it outlives the master.
+        .process_group(0)
         .spawn()?;
     if let Some(mut stdin) = child.stdin.take() {
         stdin.write_all(format!("{secret}\n").as_bytes()).await?;
@@ -218,18 +368,67 @@ async fn spawn(
     Ok(child)
 }
 
-/// 32 random bytes from the kernel, as hex.
-fn random_secret() -> String {
-    let mut bytes = [0u8; 32];
-    let read =
-        std::fs::File::open(Path::new("/dev/urandom")).and_then(|mut f| f.read_exact(&mut bytes));
-    if read.is_err() {
-        // Not expected on Linux; fall back to something unguessable enough
-        // for a socket that is owner-only anyway.
-        let seed = format!("{:?}{}", std::time::SystemTime::now(), std::process::id());
-        for (i, b) in seed.bytes().enumerate() {
-            bytes[i % 32] ^= b;
+/// The secret kept for a local worker, made up (32 random bytes, as hex)
+/// and written mode 0600 the first time.
+fn load_or_make_secret(keep: &Path, name: &str) -> std::io::Result<String> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(keep)?;
+    let path = keep.join(format!("{name}.secret"));
+    if let Ok(secret) = std::fs::read_to_string(&path) {
+        let secret = secret.trim().to_string();
+        if !secret.is_empty() {
+            return Ok(secret);
         }
     }
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    let mut bytes = [0u8; 32];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    let secret: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path)?;
+    file.write_all(secret.as_bytes())?;
+    file.sync_all()?;
+    Ok(secret)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_secret_is_made_once_and_kept_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let keep = dir.path().join("keep");
+        let a = load_or_make_secret(&keep, "w").unwrap();
+        let b = load_or_make_secret(&keep, "w").unwrap();
+        assert_eq!(a, b);
+        assert_eq!(a.len(), 64);
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(keep.join("w.secret"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert_ne!(load_or_make_secret(&keep, "v").unwrap(), a);
+    }
+
+    #[test]
+    fn only_our_own_worker_is_adopted() {
+        let dir = tempfile::tempdir().unwrap();
+        let pid_file = dir.path().join("w.pid");
+        // Our own process is alive but is not a bbworker.
+        std::fs::write(&pid_file, format!("{}\n", std::process::id())).unwrap();
+        assert_eq!(adoptable(&pid_file, "w", Path::new("/x.sock")), None);
+        std::fs::write(&pid_file, "not a pid").unwrap();
+        assert_eq!(adoptable(&pid_file, "w", Path::new("/x.sock")), None);
+        assert_eq!(
+            adoptable(&dir.path().join("none.pid"), "w", Path::new("/x.sock")),
+            None
+        );
+    }
 }

@@ -30,6 +30,7 @@ use tracing::{info, warn};
 
 use crate::config::{self, Config, ConfigError};
 use crate::paths;
+use crate::protocol::ShutdownMode;
 
 /// How `bbmaster` was asked to start.
 #[derive(Debug, Clone, Default)]
@@ -145,6 +146,7 @@ pub async fn run(opts: MasterOptions) -> Result<(), DaemonError> {
         exe: local_workers::LocalWorkers::default_exe(),
         worker_socket: layout.worker_socket.clone(),
         dir: layout.state_dir.join("workers"),
+        keep: layout.state_dir.join("local-workers"),
     });
     let master = actor::Master::new(
         core,
@@ -179,6 +181,7 @@ pub async fn run(opts: MasterOptions) -> Result<(), DaemonError> {
         }
     });
     let worker_tx = tx.clone();
+    let keepalive = config.master.keepalive;
     let worker_notices = notices.clone();
     let worker_task = tokio::spawn(async move {
         let next_link = AtomicU64::new(1);
@@ -192,6 +195,7 @@ pub async fn run(opts: MasterOptions) -> Result<(), DaemonError> {
                         worker_tx.clone(),
                         worker_notices.clone(),
                         logs_dir.clone(),
+                        keepalive,
                     ));
                 }
                 Err(e) => warn!("worker socket accept failed: {e}"),
@@ -228,8 +232,8 @@ async fn forward_signals(tx: mpsc::Sender<actor::Command>) {
                 info!("SIGHUP: reloading the config");
                 actor::Command::Reload { dry_run: false, config: None, reply: None }
             }
-            _ = term.recv() => actor::Command::Shutdown,
-            _ = int.recv() => actor::Command::Shutdown,
+            _ = term.recv() => actor::Command::Shutdown { mode: ShutdownMode::Now, reply: None },
+            _ = int.recv() => actor::Command::Shutdown { mode: ShutdownMode::Now, reply: None },
         };
         if tx.send(cmd).await.is_err() {
             return;

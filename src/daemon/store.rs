@@ -8,16 +8,18 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use crate::daemon::core::{LiveRequest, Record, Restored};
+use crate::config::BuilderDef;
+use crate::daemon::core::{LiveRequest, Record, Restored, RestoredBuild};
 use crate::protocol::{
     BuildDetail, BuildId, BuildResult, BuildSummary, RequestId, RequestInfo, StepDetail,
 };
 
 /// The schema version this program writes; see [`migrate`].
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// A storage failure, naming the database file.
 #[derive(Debug, thiserror::Error)]
@@ -82,9 +84,11 @@ impl Store {
         tx.commit().map_err(|e| self.err(e))
     }
 
-    /// Read back what a restart needs. Builds that were running when the
-    /// master stopped end as `exception`, and their requests are queued
-    /// again in their original order: nothing accepted is lost.
+    /// Read back what a restart needs: queued requests in their original
+    /// order, and the builds that were running, with the definition they
+    /// started with, to wait for their workers. A running build whose
+    /// definition was not kept (written by schema version 1) cannot be
+    /// resumed: it ends as `exception` and its request is queued again.
     pub fn restore(&mut self, now_ms: u64) -> Result<Restored, StoreError> {
         let path = self.path.clone();
         let wrap = |source| StoreError {
@@ -95,20 +99,22 @@ impl Store {
         tx.execute(
             "UPDATE steps SET finished_at = ?1, result = 'exception',
                  reason = 'the master stopped while it ran'
-             WHERE finished_at IS NULL",
+             WHERE finished_at IS NULL
+               AND build_id IN (SELECT id FROM builds WHERE finished_at IS NULL AND definition IS NULL)",
             params![now_ms as i64],
+        )
+        .map_err(wrap)?;
+        tx.execute(
+            "UPDATE requests SET state = 'queued'
+             WHERE id IN (SELECT request_id FROM builds WHERE finished_at IS NULL AND definition IS NULL)",
+            [],
         )
         .map_err(wrap)?;
         tx.execute(
             "UPDATE builds SET finished_at = ?1, result = 'exception',
                  reason = 'the master stopped while it ran; its request is queued again'
-             WHERE finished_at IS NULL",
+             WHERE finished_at IS NULL AND definition IS NULL",
             params![now_ms as i64],
-        )
-        .map_err(wrap)?;
-        tx.execute(
-            "UPDATE requests SET state = 'queued' WHERE state = 'running'",
-            [],
         )
         .map_err(wrap)?;
         tx.commit().map_err(wrap)?;
@@ -116,7 +122,77 @@ impl Store {
         let mut stmt = self
             .conn
             .prepare(
-                "SELECT id, builder, reason, properties FROM requests
+                "SELECT b.id, b.request_id, b.builder, b.worker, b.generation, b.definition,
+                        (SELECT MAX(idx) FROM steps s WHERE s.build_id = b.id),
+                        r.reason, r.properties, r.retries
+                 FROM builds b JOIN requests r ON r.id = b.request_id
+                 WHERE b.finished_at IS NULL ORDER BY b.id",
+            )
+            .map_err(wrap)?;
+        let running = stmt
+            .query_map([], |row| {
+                let definition: String = row.get(5)?;
+                let props: String = row.get(8)?;
+                Ok((
+                    RestoredBuild {
+                        id: row.get::<_, i64>(0)? as u64,
+                        request: LiveRequest {
+                            id: row.get::<_, i64>(1)? as u64,
+                            builder: row.get(2)?,
+                            reason: row.get(7)?,
+                            properties: serde_json::from_str(&props).unwrap_or_default(),
+                            build: Some(row.get::<_, i64>(0)? as u64),
+                            retries: row.get(9)?,
+                        },
+                        worker: row.get(3)?,
+                        def: Arc::new(BuilderDef {
+                            name: String::new(),
+                            previous_names: vec![],
+                            workers: vec![],
+                            env: BTreeMap::new(),
+                            steps: vec![],
+                        }),
+                        generation: row.get::<_, i64>(4)? as u64,
+                        step: row.get::<_, Option<u32>>(6)?.unwrap_or(0),
+                    },
+                    definition,
+                ))
+            })
+            .map_err(wrap)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(wrap)?;
+        drop(stmt);
+        let mut restored_running = Vec::with_capacity(running.len());
+        for (mut build, definition) in running {
+            match serde_json::from_str::<BuilderDef>(&definition) {
+                Ok(def) if (build.step as usize) < def.steps.len() => {
+                    build.def = Arc::new(def);
+                    restored_running.push(build);
+                }
+                _ => {
+                    // Unreadable: end it like a build without a definition.
+                    self.conn
+                        .execute(
+                            "UPDATE builds SET finished_at = ?2, result = 'exception',
+                                 reason = 'its definition could not be read back after a restart'
+                             WHERE id = ?1",
+                            params![build.id as i64, now_ms as i64],
+                        )
+                        .map_err(wrap)?;
+                    self.conn
+                        .execute(
+                            "UPDATE requests SET state = 'queued' WHERE id = ?1",
+                            params![build.request.id as i64],
+                        )
+                        .map_err(wrap)?;
+                }
+            }
+        }
+
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT id, builder, reason, properties, retries FROM requests
                  WHERE state = 'queued' ORDER BY id",
             )
             .map_err(wrap)?;
@@ -129,6 +205,7 @@ impl Store {
                     reason: row.get(2)?,
                     properties: serde_json::from_str(&props).unwrap_or_default(),
                     build: None,
+                    retries: row.get(4)?,
                 })
             })
             .map_err(wrap)?
@@ -153,6 +230,7 @@ impl Store {
             .unwrap_or_default();
         Ok(Restored {
             config_hash,
+            running: restored_running,
             generation: max("SELECT MAX(generation) FROM generations")?,
             next_request: max("SELECT MAX(id) FROM requests")? + 1,
             next_build: max("SELECT MAX(id) FROM builds")? + 1,
@@ -320,11 +398,15 @@ fn write_record(tx: &rusqlite::Transaction<'_>, record: &Record) -> rusqlite::Re
             worker,
             generation,
             config_hash,
+            definition,
             at_ms,
         } => {
+            let definition = serde_json::to_string(&**definition)
+                .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
             tx.execute(
-                "INSERT INTO builds (id, request_id, builder, worker, generation, config_hash, started_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                "INSERT INTO builds (id, request_id, builder, worker, generation, config_hash,
+                                     started_at, definition)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                 params![
                     *build as i64,
                     *request as i64,
@@ -332,7 +414,8 @@ fn write_record(tx: &rusqlite::Transaction<'_>, record: &Record) -> rusqlite::Re
                     worker,
                     *generation as i64,
                     config_hash,
-                    *at_ms as i64
+                    *at_ms as i64,
+                    definition
                 ],
             )?;
             tx.execute(
@@ -379,6 +462,21 @@ fn write_record(tx: &rusqlite::Transaction<'_>, record: &Record) -> rusqlite::Re
                 "UPDATE requests SET state = 'finished', result = ?2, finish_reason = ?3,
                      finished_at = ?4 WHERE id = ?1",
                 params![*request as i64, result.as_str(), reason, *at_ms as i64],
+            )?;
+        }
+        Record::BuildRetried {
+            build,
+            request,
+            reason,
+            at_ms,
+        } => {
+            tx.execute(
+                "UPDATE builds SET finished_at = ?2, result = 'retry', reason = ?3 WHERE id = ?1",
+                params![*build as i64, *at_ms as i64, reason],
+            )?;
+            tx.execute(
+                "UPDATE requests SET state = 'queued', retries = retries + 1 WHERE id = ?1",
+                params![*request as i64],
             )?;
         }
         Record::BuilderRenamed { from, to } => {
@@ -468,12 +566,38 @@ fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
         )?;
         tx.commit()?;
     }
+    if version < 2 {
+        // Version 2: builds keep the definition they run with (to finish
+        // with it after a restart), and requests count their retries.
+        let tx = conn.transaction()?;
+        tx.execute_batch(
+            "ALTER TABLE builds ADD COLUMN definition TEXT;
+             ALTER TABLE requests ADD COLUMN retries INTEGER NOT NULL DEFAULT 0;
+             PRAGMA user_version = 2;",
+        )?;
+        tx.commit()?;
+    }
     Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn test_def() -> Arc<BuilderDef> {
+        Arc::new(BuilderDef {
+            name: "a".into(),
+            previous_names: vec![],
+            workers: vec!["w".into()],
+            env: BTreeMap::new(),
+            steps: vec![crate::config::StepDef {
+                name: "s".into(),
+                action: crate::config::StepAction::Shell("true".into()),
+                timeout: None,
+                env: BTreeMap::new(),
+            }],
+        })
+    }
 
     fn queued(request: u64, builder: &str) -> Record {
         Record::RequestQueued {
@@ -511,11 +635,7 @@ mod tests {
         assert_eq!(restored.next_build, 1);
     }
 
-    #[test]
-    fn a_build_running_at_a_crash_ends_exception_and_its_request_requeues() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("master.db");
-        let mut store = Store::open(&path).unwrap();
+    fn start_build_1(store: &mut Store) {
         store
             .apply(&[
                 &queued(1, "a"),
@@ -526,6 +646,7 @@ mod tests {
                     worker: "w".into(),
                     generation: 1,
                     config_hash: "h".into(),
+                    definition: test_def(),
                     at_ms: 2,
                 },
                 &Record::StepStarted {
@@ -536,14 +657,99 @@ mod tests {
                 },
             ])
             .unwrap();
-        drop(store);
+    }
+
+    #[test]
+    fn a_build_running_at_a_crash_comes_back_with_its_definition() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("master.db");
+        start_build_1(&mut Store::open(&path).unwrap());
         let mut store = Store::open(&path).unwrap();
         let restored = store.restore(9).unwrap();
+        assert!(restored.queued.is_empty());
+        assert_eq!(restored.running.len(), 1);
+        let b = &restored.running[0];
+        assert_eq!((b.id, b.request.id, b.step), (1, 1, 0));
+        assert_eq!(b.worker, "w");
+        assert_eq!(*b.def, *test_def());
+        assert_eq!(store.build(1).unwrap().unwrap().summary.result, None);
+    }
+
+    #[test]
+    fn a_retried_build_requeues_its_request() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("master.db");
+        let mut store = Store::open(&path).unwrap();
+        start_build_1(&mut store);
+        store
+            .apply(&[&Record::BuildRetried {
+                build: 1,
+                request: 1,
+                reason: "gone".into(),
+                at_ms: 3,
+            }])
+            .unwrap();
+        let restored = store.restore(9).unwrap();
         assert_eq!(restored.queued.len(), 1);
-        assert_eq!(restored.next_build, 2);
-        let build = store.build(1).unwrap().unwrap();
-        assert_eq!(build.summary.result, Some(BuildResult::Exception));
-        assert_eq!(build.steps[0].result, Some(BuildResult::Exception));
+        assert_eq!(restored.queued[0].retries, 1);
+        assert!(restored.running.is_empty());
+        let b = store.build(1).unwrap().unwrap();
+        assert_eq!(b.summary.result, Some(BuildResult::Retry));
+    }
+
+    #[test]
+    fn a_version_1_database_migrates_and_its_running_build_is_retried() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("master.db");
+        {
+            // A database as schema version 1 wrote it, with a running build.
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE requests (id INTEGER PRIMARY KEY, builder TEXT NOT NULL, reason TEXT,
+                     properties TEXT NOT NULL, submitted_at INTEGER NOT NULL, state TEXT NOT NULL,
+                     result TEXT, finish_reason TEXT, finished_at INTEGER);
+                 CREATE INDEX requests_state ON requests(state, id);
+                 CREATE TABLE builds (id INTEGER PRIMARY KEY, request_id INTEGER NOT NULL REFERENCES requests(id),
+                     builder TEXT NOT NULL, worker TEXT NOT NULL, generation INTEGER NOT NULL,
+                     config_hash TEXT NOT NULL, started_at INTEGER NOT NULL, finished_at INTEGER,
+                     result TEXT, reason TEXT);
+                 CREATE INDEX builds_builder ON builds(builder, id);
+                 CREATE INDEX builds_request ON builds(request_id);
+                 CREATE TABLE steps (build_id INTEGER NOT NULL REFERENCES builds(id), idx INTEGER NOT NULL,
+                     name TEXT NOT NULL, started_at INTEGER NOT NULL, finished_at INTEGER, result TEXT,
+                     reason TEXT, PRIMARY KEY (build_id, idx));
+                 CREATE TABLE generations (generation INTEGER PRIMARY KEY, config_hash TEXT NOT NULL,
+                     origin TEXT NOT NULL, applied_at INTEGER NOT NULL);
+                 INSERT INTO requests VALUES (1, 'a', NULL, '{}', 1, 'running', NULL, NULL, NULL);
+                 INSERT INTO requests VALUES (2, 'a', NULL, '{}', 1, 'queued', NULL, NULL, NULL);
+                 INSERT INTO builds VALUES (1, 1, 'a', 'w', 1, 'h', 2, NULL, NULL, NULL);
+                 INSERT INTO steps VALUES (1, 0, 's', 2, NULL, NULL, NULL);
+                 INSERT INTO generations VALUES (1, 'h', 'test', 1);
+                 PRAGMA user_version = 1;",
+            )
+            .unwrap();
+        }
+        let mut store = Store::open(&path).unwrap();
+        let version: i64 = store
+            .conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        let restored = store.restore(9).unwrap();
+        let ids: Vec<u64> = restored.queued.iter().map(|r| r.id).collect();
+        assert_eq!(
+            ids,
+            vec![1, 2],
+            "the cut-short request first, then the rest"
+        );
+        assert!(restored.running.is_empty());
+        assert_eq!(
+            (restored.generation, restored.config_hash.as_str()),
+            (1, "h")
+        );
+        let b = store.build(1).unwrap().unwrap();
+        assert_eq!(b.summary.result, Some(BuildResult::Exception));
+        assert_eq!(b.steps[0].result, Some(BuildResult::Exception));
     }
 
     #[test]
@@ -560,6 +766,7 @@ mod tests {
                     worker: "w".into(),
                     generation: 1,
                     config_hash: "h".into(),
+                    definition: test_def(),
                     at_ms: 2,
                 },
                 &Record::BuilderRenamed {

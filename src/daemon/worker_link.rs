@@ -33,6 +33,7 @@ pub async fn serve(
     master: mpsc::Sender<Command>,
     notices: broadcast::Sender<Arc<Notice>>,
     logs: PathBuf,
+    keepalive: Duration,
 ) {
     let (mut rd, mut wr) = tokio::io::split(stream);
     let hello: Hello = match tokio::time::timeout(
@@ -55,7 +56,12 @@ pub async fn serve(
         refuse(&mut wr, link, &reason).await;
         return;
     }
-    let Role::Worker { name, secret, .. } = hello.role else {
+    let Role::Worker {
+        name,
+        secret,
+        running: held,
+    } = hello.role
+    else {
         refuse(
             &mut wr,
             link,
@@ -69,6 +75,7 @@ pub async fn serve(
     let hello_cmd = Command::WorkerHello {
         name: name.clone(),
         secret,
+        held,
         link,
         tx,
         reply: reply_tx,
@@ -88,7 +95,7 @@ pub async fn serve(
         version: protocol::PROTOCOL_VERSION,
         software: protocol::handshake::software(),
         master_pid: std::process::id(),
-        keepalive_ms: None,
+        keepalive_ms: Some(keepalive.as_millis() as u64),
     };
     if protocol::write_msg(&mut wr, &welcome).await.is_ok() {
         let mut link_state = Link {
@@ -98,6 +105,7 @@ pub async fn serve(
             notices,
             logs,
             open: HashMap::new(),
+            keepalive,
         };
         link_state.run(rd, &mut wr, &mut cmds).await;
     }
@@ -124,6 +132,8 @@ struct Link {
     logs: PathBuf,
     /// Steps given to this link and not yet ended, with their open logs.
     open: HashMap<(BuildId, StepIndex), Option<StepLogWriter>>,
+    /// Ping interval; a worker silent for three of them is lost.
+    keepalive: Duration,
 }
 
 impl Link {
@@ -145,12 +155,32 @@ impl Link {
                 }
             }
         });
+        let mut pings = tokio::time::interval(self.keepalive);
+        pings.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_heard = tokio::time::Instant::now();
+        let mut seq = 0u64;
         loop {
             tokio::select! {
+                _ = pings.tick() => {
+                    if last_heard.elapsed() > self.keepalive * 3 {
+                        warn!(link = self.id, worker = %self.worker, "worker silent for {:?}; link lost", last_heard.elapsed());
+                        break;
+                    }
+                    seq += 1;
+                    if protocol::write_msg(wr, &MasterToWorker::Ping { seq }).await.is_err() {
+                        break;
+                    }
+                }
                 cmd = cmds.recv() => match cmd {
                     Some(LinkCmd::Send(msg)) => {
-                        if let MasterToWorker::StartStep(a) = &msg {
-                            self.open.insert((a.build, a.step), None);
+                        match &msg {
+                            MasterToWorker::StartStep(a) => {
+                                self.open.insert((a.build, a.step), None);
+                            }
+                            MasterToWorker::Resume { build, step, .. } => {
+                                self.open.insert((*build, *step), None);
+                            }
+                            _ => {}
                         }
                         if let Err(e) = protocol::write_msg(wr, &msg).await {
                             debug!(link = self.id, "write to worker failed: {e}");
@@ -164,7 +194,14 @@ impl Link {
                     None => break,
                 },
                 frame = frames.recv() => match frame {
+                    Some(Ok(WorkerToMaster::Ping { seq })) => {
+                        last_heard = tokio::time::Instant::now();
+                        if protocol::write_msg(wr, &MasterToWorker::Pong { seq }).await.is_err() {
+                            break;
+                        }
+                    }
                     Some(Ok(msg)) => {
+                        last_heard = tokio::time::Instant::now();
                         if let Err(reason) = self.on_message(msg).await {
                             warn!(link = self.id, worker = %self.worker, "{reason}; closing the link");
                             let _ = protocol::write_msg(wr, &MasterToWorker::Goodbye { reason }).await;

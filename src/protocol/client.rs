@@ -75,7 +75,25 @@ pub enum Request {
         config: Option<std::path::PathBuf>,
     },
     /// Stop the master.
-    Shutdown,
+    Shutdown {
+        /// How.
+        #[serde(default)]
+        mode: ShutdownMode,
+    },
+}
+
+/// How the master stops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ShutdownMode {
+    /// Exit at once, keeping queue and history; running steps stay with
+    /// their workers, and the next master re-adopts them.
+    #[default]
+    Now,
+    /// Start no new builds, let running ones finish, then exit.
+    Drain,
+    /// Stop draining and go on serving.
+    Cancel,
 }
 
 /// What to stream and how.

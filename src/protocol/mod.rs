@@ -38,6 +38,9 @@ pub enum BuildResult {
     Exception,
     /// Stopped or cancelled by someone.
     Cancelled,
+    /// Cut short by a lost worker that did not come back in time; its
+    /// request was queued again.
+    Retry,
 }
 
 /// How a step ended; the same words as builds use.
@@ -51,6 +54,7 @@ impl BuildResult {
             BuildResult::Failure => "failure",
             BuildResult::Exception => "exception",
             BuildResult::Cancelled => "cancelled",
+            BuildResult::Retry => "retry",
         }
     }
 
@@ -61,6 +65,7 @@ impl BuildResult {
             "failure" => BuildResult::Failure,
             "exception" => BuildResult::Exception,
             "cancelled" => BuildResult::Cancelled,
+            "retry" => BuildResult::Retry,
             _ => return None,
         })
     }

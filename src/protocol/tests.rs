@@ -147,7 +147,9 @@ fn client_messages_round_trip() {
             dry_run: true,
             config: Some("/etc/bb/master.toml".into()),
         },
-        Request::Shutdown,
+        Request::Shutdown {
+            mode: ShutdownMode::Drain,
+        },
     ];
     for (id, body) in requests.into_iter().enumerate() {
         round_trip(ClientRequest {

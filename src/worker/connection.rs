@@ -1,33 +1,42 @@
-//! Reaching the master: connect to its Unix socket, say Hello, read the
-//! answer, and retry with backoff while it cannot be reached.
+//! Reaching the master: connect to its Unix socket, say Hello (listing the
+//! steps still held), read the answer, and retry with backoff while it
+//! cannot be reached.
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use interprocess::local_socket::GenericFilePath;
 use interprocess::local_socket::tokio::{Stream, prelude::*};
 use tokio::io::{ReadHalf, WriteHalf};
+use tokio::time::Instant;
 use tracing::{info, warn};
 
 use super::signals::ShutdownSignals;
+use super::steps::{StepKey, Steps};
 use super::{WorkerError, WorkerOptions};
 use crate::protocol::{
-    FrameError, Hello, HelloReply, MAX_HANDSHAKE_FRAME, PROTOCOL_VERSION, Role, read_msg, write_msg,
+    FrameError, Hello, HelloReply, MAX_HANDSHAKE_FRAME, PROTOCOL_VERSION, Role, RunningStep,
+    read_msg, write_msg,
 };
 
-/// How long a worker started with `--exit-with-master` keeps trying to
-/// reach a master that is not there yet (it is starting alongside us).
-pub const EXIT_WITH_MASTER_WAIT: Duration = Duration::from_secs(10);
+/// How long a worker started with `--orphan-timeout` keeps trying to reach
+/// a master that is not there yet on its *first* connection (the master is
+/// starting alongside us); past that it fails.
+pub const FIRST_CONNECT_WAIT: Duration = Duration::from_secs(10);
 
 /// First delay between connection attempts.
 pub const BACKOFF_MIN: Duration = Duration::from_millis(100);
 
 /// Longest delay between connection attempts.
-pub const BACKOFF_MAX: Duration = Duration::from_secs(10);
+pub const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
 /// A master that accepts but does not answer the Hello within this time is
 /// treated like one that cannot be reached.
 const HANDSHAKE_LIMIT: Duration = Duration::from_secs(10);
+
+/// The words of a refusal that only means the master has not noticed our
+/// previous link die yet: worth retrying, unlike every other refusal.
+const ALREADY_CONNECTED: &str = "already connected";
 
 /// An authenticated connection, split for the reader and writer tasks.
 pub(crate) struct Link {
@@ -35,6 +44,8 @@ pub(crate) struct Link {
     pub(crate) reader: ReadHalf<Stream>,
     /// Frames to the master.
     pub(crate) writer: WriteHalf<Stream>,
+    /// The keepalive interval from the Welcome.
+    pub(crate) keepalive_ms: Option<u64>,
 }
 
 /// Exponential delays between connection attempts.
@@ -62,6 +73,74 @@ impl Backoff {
     }
 }
 
+/// When to stop trying to connect.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum GiveUp {
+    /// Never: a worker without `--orphan-timeout` waits for its master.
+    Never,
+    /// With `--orphan-timeout`, on the first connection: fail with
+    /// [`WorkerError::Unreachable`] [`FIRST_CONNECT_WAIT`] after `started`.
+    FirstConnection {
+        /// When we began trying.
+        started: Instant,
+    },
+    /// With `--orphan-timeout`, after a link was lost: exit (successfully)
+    /// at this instant or later, as soon as no step is held.
+    Orphaned {
+        /// When the worker has been alone for long enough.
+        at: Instant,
+    },
+}
+
+/// How trying to connect ended, when it did not fail.
+pub(crate) enum Connected {
+    /// A welcomed link, and the steps its Hello listed.
+    Link(Link, Vec<StepKey>),
+    /// SIGTERM or SIGINT arrived.
+    Signalled,
+    /// The orphan deadline passed.
+    Orphaned,
+}
+
+/// How a pause between attempts ended.
+pub(crate) enum Pause {
+    /// The delay elapsed.
+    Done,
+    /// SIGTERM or SIGINT arrived.
+    Signalled,
+    /// The orphan deadline passed.
+    Orphaned,
+}
+
+/// Wait `delay`, cut short by a shutdown signal or by the orphan deadline
+/// once no step is held. Meanwhile, forget the steps that are done (an
+/// abandoned step may finish dying while we are disconnected).
+pub(crate) async fn pause(
+    delay: Duration,
+    give_up: GiveUp,
+    signals: &mut ShutdownSignals,
+    steps: &mut Steps,
+) -> Pause {
+    let wake = Instant::now() + delay;
+    loop {
+        let orphan_at = match give_up {
+            GiveUp::Orphaned { at } if steps.is_empty() => Some(at),
+            _ => None,
+        };
+        tokio::select! {
+            () = tokio::time::sleep_until(wake) => return Pause::Done,
+            () = tokio::time::sleep_until(orphan_at.unwrap_or(wake)), if orphan_at.is_some() => {
+                return Pause::Orphaned;
+            }
+            () = steps.next_done() => {}
+            name = signals.recv() => {
+                info!("{name} received while disconnected");
+                return Pause::Signalled;
+            }
+        }
+    }
+}
+
 /// Why one connection attempt failed.
 enum AttemptError {
     /// Worth trying again later (no master yet, master restarting).
@@ -70,64 +149,64 @@ enum AttemptError {
     Fatal(WorkerError),
 }
 
-/// Connect until it works, a fatal error happens, or a shutdown signal
-/// arrives (`Ok(None)`). With `--exit-with-master`, give up after
-/// [`EXIT_WITH_MASTER_WAIT`].
+/// Connect until it works, a fatal error happens, a shutdown signal
+/// arrives, or `give_up` says so. Every Hello lists the steps then held.
 pub(crate) async fn connect_with_retry(
     opts: &WorkerOptions,
+    steps: &mut Steps,
     backoff: &mut Backoff,
     signals: &mut ShutdownSignals,
-) -> Result<Option<Link>, WorkerError> {
-    let started = Instant::now();
+    give_up: GiveUp,
+) -> Result<Connected, WorkerError> {
     loop {
+        let running = steps.held();
         let reason = tokio::select! {
-            attempt = attempt(opts) => match attempt {
-                Ok(link) => return Ok(Some(link)),
+            attempt = attempt(opts, &running) => match attempt {
+                Ok(link) => {
+                    let listed = running.iter().map(|s| (s.build, s.step)).collect();
+                    return Ok(Connected::Link(link, listed));
+                }
                 Err(AttemptError::Fatal(e)) => return Err(e),
                 Err(AttemptError::Retry(reason)) => reason,
             },
             name = signals.recv() => {
-                info!("{name} received while connecting; exiting");
-                return Ok(None);
+                info!("{name} received while connecting");
+                return Ok(Connected::Signalled);
             }
         };
         let mut delay = backoff.next_delay();
-        if opts.exit_with_master {
+        if let GiveUp::FirstConnection { started } = give_up {
             let waited = started.elapsed();
-            if waited >= EXIT_WITH_MASTER_WAIT {
+            if waited >= FIRST_CONNECT_WAIT {
                 return Err(WorkerError::Unreachable {
                     socket: opts.master_socket.clone(),
                     waited_s: waited.as_secs(),
                     reason,
                 });
             }
-            delay = delay.min(EXIT_WITH_MASTER_WAIT - waited);
+            delay = delay.min(FIRST_CONNECT_WAIT - waited);
         }
         info!(
             "cannot reach the master at {}: {reason}; retrying in {:.1} s",
             opts.master_socket.display(),
             delay.as_secs_f64()
         );
-        tokio::select! {
-            () = tokio::time::sleep(delay) => {}
-            name = signals.recv() => {
-                info!("{name} received while connecting; exiting");
-                return Ok(None);
-            }
+        match pause(delay, give_up, signals, steps).await {
+            Pause::Done => {}
+            Pause::Signalled => return Ok(Connected::Signalled),
+            Pause::Orphaned => return Ok(Connected::Orphaned),
         }
     }
 }
 
 /// One connection attempt, handshake included.
-async fn attempt(opts: &WorkerOptions) -> Result<Link, AttemptError> {
+async fn attempt(opts: &WorkerOptions, running: &[RunningStep]) -> Result<Link, AttemptError> {
     let stream = connect(&opts.master_socket).await?;
     let (mut reader, mut writer) = tokio::io::split(stream);
     let hello = Hello::new(Role::Worker {
         name: opts.name.clone(),
         secret: opts.secret.clone(),
-        // Steps never outlive a connection (they are stopped when it is
-        // lost), so there is never anything to announce here.
-        running: Vec::new(),
+        running: running.to_vec(),
     });
     let exchange = async {
         write_msg(&mut writer, &hello).await?;
@@ -148,7 +227,7 @@ async fn attempt(opts: &WorkerOptions) -> Result<Link, AttemptError> {
             version,
             software,
             master_pid,
-            ..
+            keepalive_ms,
         } => {
             if version != PROTOCOL_VERSION {
                 warn!(version, "master welcomed us with another protocol version");
@@ -157,13 +236,27 @@ async fn attempt(opts: &WorkerOptions) -> Result<Link, AttemptError> {
                 master = %software,
                 master_pid,
                 worker = %opts.name,
+                held = running.len(),
                 "connected to the master at {}",
                 opts.master_socket.display()
             );
-            Ok(Link { reader, writer })
+            Ok(Link {
+                reader,
+                writer,
+                keepalive_ms,
+            })
+        }
+        HelloReply::Refused { reason } if refusal_is_transient(&reason) => {
+            Err(AttemptError::Retry(format!("refused: {reason}")))
         }
         HelloReply::Refused { reason } => Err(AttemptError::Fatal(WorkerError::Refused { reason })),
     }
+}
+
+/// A refusal because "this worker is already connected" comes from a master
+/// that still believes in our previous, dead link; it will notice soon.
+fn refusal_is_transient(reason: &str) -> bool {
+    reason.to_ascii_lowercase().contains(ALREADY_CONNECTED)
 }
 
 /// Open the socket; every failure to do so is worth a retry except a path
@@ -211,9 +304,17 @@ mod tests {
         let delays: Vec<u128> = (0..10).map(|_| b.next_delay().as_millis()).collect();
         assert_eq!(
             delays,
-            [100, 200, 400, 800, 1600, 3200, 6400, 10000, 10000, 10000]
+            [100, 200, 400, 800, 1600, 3200, 5000, 5000, 5000, 5000]
         );
         b.reset();
         assert_eq!(b.next_delay(), BACKOFF_MIN);
+    }
+
+    #[test]
+    fn only_already_connected_refusals_are_retried() {
+        assert!(refusal_is_transient(
+            "worker w1 is Already Connected (pid 42)"
+        ));
+        assert!(!refusal_is_transient("bad secret for worker w1"));
     }
 }

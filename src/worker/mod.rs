@@ -1,37 +1,53 @@
 //! The worker's side: connect to the master, run the steps it assigns as
-//! child processes (each in its own process group), stream their output and
-//! report every end.
+//! child processes (each in its own process group), spool their output on
+//! disk, send it, and report every end.
+//!
+//! Steps outlive links: when the connection is lost (EOF, error, keepalive
+//! silence) running steps go on, their output is spooled, and the worker
+//! reconnects with backoff and lists in its Hello every step it still holds
+//! (running, or ended with its end not yet written to a link). The master
+//! then resumes each one from the offset it has, or abandons it. Only
+//! Goodbye and SIGTERM/SIGINT stop the steps; a guard process
+//! ([`guard`]) kills them if the worker itself is killed.
 //!
 //! The worker holds no per-builder state: a step is known only by its
-//! (build, step) key, and steps never outlive the connection that started
-//! them. When the link is lost, on Goodbye, and on SIGTERM/SIGINT, every
-//! running step's whole process group is stopped before anything else.
+//! (build, step) key.
 
 pub mod args;
 mod connection;
 mod group;
+pub mod guard;
+mod keepalive;
 mod output;
 mod runner;
+mod sender;
 mod session;
 mod signals;
+mod spool;
 mod steps;
 mod stop;
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use tokio::time::Instant;
 use tracing::info;
 
-pub use connection::{BACKOFF_MAX, BACKOFF_MIN, EXIT_WITH_MASTER_WAIT};
+pub use connection::{BACKOFF_MAX, BACKOFF_MIN, FIRST_CONNECT_WAIT};
+pub use keepalive::{DEFAULT_KEEPALIVE, MISSED_INTERVALS};
 pub use output::CHUNK_SIZE;
-pub use runner::{OUTPUT_DRAIN_LIMIT, STOP_GRACE, run_step};
-pub use session::OUTGOING_QUEUE;
+pub use runner::{OUTPUT_DRAIN_LIMIT, STOP_GRACE};
+pub use session::{OUTGOING_QUEUE, RESUME_WAIT};
+pub use spool::DEFAULT_SPOOL_LIMIT;
 pub use stop::{StopHandle, StopSignal, stop_pair};
 
 use crate::protocol::FrameError;
-use connection::{Backoff, connect_with_retry};
+use connection::{Backoff, Connected, GiveUp, Pause, connect_with_retry, pause};
+use guard::Guard;
+use runner::StepContext;
 use session::{SessionEnd, serve};
 use signals::ShutdownSignals;
+use steps::{STOP_ALL_LIMIT, Steps};
 
 /// Options of one worker process, as given on `bbworker`'s command line.
 #[derive(Clone)]
@@ -42,11 +58,20 @@ pub struct WorkerOptions {
     pub name: String,
     /// This worker's secret, as configured on the master.
     pub secret: String,
-    /// Where steps run: each builder gets `<dir>/<builder>`.
+    /// Where steps run: each builder gets `<dir>/<builder>`, and output is
+    /// spooled in `<dir>/.spool`.
     pub dir: PathBuf,
-    /// Exit (successfully) when the master goes away instead of waiting for
-    /// it to come back; for local workers the master spawns itself.
-    pub exit_with_master: bool,
+    /// Exit (successfully) after being disconnected this long while holding
+    /// no step; also limits the first connection to
+    /// [`FIRST_CONNECT_WAIT`]. `None`: wait for the master forever. For
+    /// local workers, which the master spawns and must not outlive it by
+    /// much once their work is done.
+    pub orphan_timeout: Option<Duration>,
+    /// Cap on one step's spooled output, in bytes; the rest is dropped.
+    pub spool_limit: u64,
+    /// The program to run as `<exe> --guard`; `None` runs without a guard
+    /// (tests, which cannot re-execute a worker binary).
+    pub guard_exe: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for WorkerOptions {
@@ -56,7 +81,9 @@ impl std::fmt::Debug for WorkerOptions {
             .field("name", &self.name)
             .field("secret", &"***")
             .field("dir", &self.dir)
-            .field("exit_with_master", &self.exit_with_master)
+            .field("orphan_timeout", &self.orphan_timeout)
+            .field("spool_limit", &self.spool_limit)
+            .field("guard_exe", &self.guard_exe)
             .finish()
     }
 }
@@ -71,7 +98,7 @@ pub enum WorkerError {
         /// The master's words.
         reason: String,
     },
-    /// With `--exit-with-master`, the master never came up.
+    /// With `--orphan-timeout`, the master never came up.
     #[error("cannot reach the master at {} (tried for {waited_s} s): {reason}", socket.display())]
     Unreachable {
         /// The socket we tried.
@@ -97,7 +124,15 @@ pub enum WorkerError {
         /// What went wrong.
         error: FrameError,
     },
-    /// The work directory cannot be created.
+    /// The guard process cannot be started.
+    #[error("cannot start the guard process ({}): {error}", exe.display())]
+    Guard {
+        /// The program we tried to run.
+        exe: PathBuf,
+        /// Why not.
+        error: std::io::Error,
+    },
+    /// The work directory (or its spool directory) cannot be created.
     #[error("cannot create the work directory {}: {error}", dir.display())]
     WorkDir {
         /// The directory.
@@ -115,8 +150,9 @@ pub enum WorkerError {
 const STABLE_SESSION: Duration = Duration::from_secs(10);
 
 /// Run a worker until the master says Goodbye, a shutdown signal arrives,
-/// or (with `exit_with_master`) the master goes away: all `Ok`. Errors are
-/// the cases where trying again cannot help, or the master never came up.
+/// or (with `orphan_timeout`) it has been alone and idle long enough: all
+/// `Ok`. Errors are the cases where trying again cannot help, or the
+/// master never came up.
 pub async fn run(opts: WorkerOptions) -> Result<(), WorkerError> {
     tokio::fs::create_dir_all(&opts.dir)
         .await
@@ -124,39 +160,103 @@ pub async fn run(opts: WorkerOptions) -> Result<(), WorkerError> {
             dir: opts.dir.clone(),
             error,
         })?;
+    spool::prepare_spool_dir(&opts.dir).map_err(|error| WorkerError::WorkDir {
+        dir: spool::spool_dir(&opts.dir),
+        error,
+    })?;
     let mut signals = ShutdownSignals::install().map_err(WorkerError::Signals)?;
+    let guard = match &opts.guard_exe {
+        Some(exe) => Guard::spawn(exe).map_err(|error| WorkerError::Guard {
+            exe: exe.clone(),
+            error,
+        })?,
+        None => Guard::disabled(),
+    };
+    let mut steps = Steps::new(StepContext {
+        dir: opts.dir.clone(),
+        spool_limit: opts.spool_limit,
+        guard,
+    });
     let mut backoff = Backoff::new();
+    let mut give_up = match opts.orphan_timeout {
+        Some(_) => GiveUp::FirstConnection {
+            started: Instant::now(),
+        },
+        None => GiveUp::Never,
+    };
     loop {
-        let Some(link) = connect_with_retry(&opts, &mut backoff, &mut signals).await? else {
-            return Ok(());
-        };
-        let connected = Instant::now();
-        match serve(link, &opts.dir, &mut signals).await {
-            SessionEnd::Goodbye | SessionEnd::Signalled => return Ok(()),
-            SessionEnd::Lost if opts.exit_with_master => {
-                info!("lost the connection to the master; exiting (--exit-with-master)");
+        let connected = connect_with_retry(&opts, &mut steps, &mut backoff, &mut signals, give_up);
+        let (link, listed) = match connected.await? {
+            Connected::Link(link, listed) => (link, listed),
+            Connected::Signalled => {
+                stop_offline(&mut steps).await;
                 return Ok(());
             }
+            Connected::Orphaned => {
+                orphaned(&opts);
+                return Ok(());
+            }
+        };
+        let connected = Instant::now();
+        match serve(link, &mut steps, &mut signals, listed).await {
+            SessionEnd::Goodbye | SessionEnd::Signalled => return Ok(()),
             SessionEnd::Lost => {}
         }
+        give_up = match opts.orphan_timeout {
+            Some(timeout) => GiveUp::Orphaned {
+                at: Instant::now() + timeout,
+            },
+            None => GiveUp::Never,
+        };
         if connected.elapsed() >= STABLE_SESSION {
             backoff.reset();
         }
         let delay = backoff.next_delay();
         info!(
+            held = steps.held().len(),
             "lost the connection to the master; reconnecting in {:.1} s",
             delay.as_secs_f64()
         );
-        tokio::select! {
-            () = tokio::time::sleep(delay) => {}
-            name = signals.recv() => {
-                info!("{name} received; exiting");
+        match pause(delay, give_up, &mut signals, &mut steps).await {
+            Pause::Done => {}
+            Pause::Signalled => {
+                stop_offline(&mut steps).await;
+                return Ok(());
+            }
+            Pause::Orphaned => {
+                orphaned(&opts);
                 return Ok(());
             }
         }
     }
 }
 
+/// A shutdown signal with no link: stop every step; nobody can be told.
+async fn stop_offline(steps: &mut Steps) {
+    if !steps.is_empty() {
+        info!("stopping every step (no master to report to)");
+    }
+    steps.abandon_all();
+    if tokio::time::timeout(STOP_ALL_LIMIT, steps.drain())
+        .await
+        .is_err()
+    {
+        steps.abort_all();
+    }
+}
+
+/// Log why an orphaned worker exits.
+fn orphaned(opts: &WorkerOptions) {
+    info!(
+        "no master for {} and no step held; exiting (--orphan-timeout)",
+        humantime::format_duration(opts.orphan_timeout.unwrap_or_default())
+    );
+}
+
+#[cfg(test)]
+mod fake_master;
+#[cfg(test)]
+mod resume_tests;
 #[cfg(test)]
 mod test_util;
 #[cfg(test)]

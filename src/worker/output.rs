@@ -1,43 +1,47 @@
-//! Forwarding a step's combined stdout/stderr pipe to the master.
+//! Draining a step's combined stdout/stderr pipe into its spool file.
 //!
-//! The pipe is read on a blocking thread (plain `std::io::PipeReader`), and
-//! each chunk goes to the connection's writer with `blocking_send`, so a
-//! slow master slows the step down instead of filling our memory.
+//! The pipe is read on a blocking thread (plain `std::io::PipeReader`) and
+//! written to the spool, never to the link: a slow or absent master must
+//! neither block the step nor lose its output. Each append is announced on
+//! the step's [`Progress`] watch, which wakes the step's sender.
 
 use std::io::{ErrorKind, PipeReader, Read};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{Mutex, mpsc};
+use tokio::sync::{Mutex, watch};
 use tokio::task::JoinHandle;
-use tracing::{debug, warn};
+use tracing::warn;
 
-use crate::protocol::{BuildId, StepIndex, WorkerToMaster};
+use super::spool::{Progress, SpoolWriter};
+use crate::protocol::{BuildId, StepIndex};
 
-/// Largest piece of output sent in one `Output` message.
+/// Largest piece of output read at once, and sent in one `Output` message.
 pub const CHUNK_SIZE: usize = 64 * 1024;
 
 /// The reading side of one step's output, running on a blocking thread.
 pub(crate) struct OutputPump {
     task: JoinHandle<()>,
     /// Set once we give up on the pump; checked (under the lock) before
-    /// every send, so no `Output` can follow the step's `StepEnded`.
+    /// every append, so nothing is spooled after the step's end is set.
     abandoned: Arc<Mutex<bool>>,
     build: BuildId,
     step: StepIndex,
 }
 
 impl OutputPump {
-    /// Start forwarding `pipe` as `Output` messages of (`build`, `step`).
+    /// Start spooling `pipe` into `spool`, announcing growth on `progress`.
     pub(crate) fn start(
         pipe: PipeReader,
+        spool: SpoolWriter,
+        progress: Arc<watch::Sender<Progress>>,
         build: BuildId,
         step: StepIndex,
-        tx: mpsc::Sender<WorkerToMaster>,
     ) -> Self {
         let abandoned = Arc::new(Mutex::new(false));
         let gate = Arc::clone(&abandoned);
-        let task = tokio::task::spawn_blocking(move || pump(pipe, build, step, &tx, &gate));
+        let task =
+            tokio::task::spawn_blocking(move || pump(pipe, spool, &progress, build, step, &gate));
         OutputPump {
             task,
             abandoned,
@@ -48,7 +52,7 @@ impl OutputPump {
 
     /// Wait for the end of the output (every writer closed the pipe), at
     /// most `limit`. Past that a process that escaped the step's group
-    /// still holds the pipe: we stop forwarding and leave it behind.
+    /// still holds the pipe: we stop spooling and leave it behind.
     pub(crate) async fn finish(self, limit: Duration) {
         let OutputPump {
             task,
@@ -72,17 +76,17 @@ impl OutputPump {
     }
 }
 
-/// The blocking loop: read until EOF, forward while the connection works.
+/// The blocking loop: read until EOF, spool every chunk. The pipe is always
+/// drained, so the step never blocks on it, whatever the spool does.
 fn pump(
     mut pipe: PipeReader,
+    mut spool: SpoolWriter,
+    progress: &watch::Sender<Progress>,
     build: BuildId,
     step: StepIndex,
-    tx: &mpsc::Sender<WorkerToMaster>,
     abandoned: &Mutex<bool>,
 ) {
     let mut buf = vec![0u8; CHUNK_SIZE];
-    let mut forwarding = true;
-    let mut offset = 0u64;
     loop {
         let n = match pipe.read(&mut buf) {
             Ok(0) => return,
@@ -93,25 +97,16 @@ fn pump(
                 return;
             }
         };
-        if !forwarding {
-            // Keep draining so the step never blocks on a full pipe.
-            continue;
-        }
         let gate = abandoned.blocking_lock();
         if *gate {
             return;
         }
-        let msg = WorkerToMaster::Output {
-            build,
-            step,
-            offset,
-            data: buf[..n].to_vec(),
-        };
-        offset += n as u64;
-        if tx.blocking_send(msg).is_err() {
-            debug!(build, step, "link gone; discarding further output");
-            forwarding = false;
-        }
+        let written = spool.append(&buf[..n]);
+        progress.send_if_modified(|p| {
+            let grew = p.written != written;
+            p.written = written;
+            grew
+        });
         drop(gate);
     }
 }

@@ -1,23 +1,29 @@
-//! Running one step: spawn it in its own process group, forward its output,
-//! enforce its timeout, honour a stop, and report exactly one end.
+//! Running one step's process: spawn it in its own process group, spool
+//! its output, enforce its timeout, honour a stop, and settle exactly one
+//! end.
 //!
-//! The runner knows nothing of sockets: it writes [`WorkerToMaster`]
-//! messages to a channel, which is what lets it be tested on its own.
+//! The runner knows nothing of links: it writes the output to the step's
+//! spool and publishes its progress (bytes spooled, then the end) on a
+//! watch channel that the step's sender follows. That is what lets a step
+//! outlive the connection it was started on, and be tested on its own.
 
 use std::io::PipeReader;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
 use tokio::process::{Child, Command};
-use tokio::sync::mpsc;
+use tokio::sync::watch;
 use tracing::{debug, info};
 
 use super::group::signal_group;
+use super::guard::Guard;
 use super::output::OutputPump;
+use super::spool::{Progress, SPOOL_DIR, SpoolWriter, spool_path};
 use super::stop::StopSignal;
-use crate::protocol::{StepAssignment, StepEnd, WireAction, WorkerToMaster};
+use crate::protocol::{StepAssignment, StepEnd, WireAction};
 
 /// How long a step gets between SIGTERM and SIGKILL when it is stopped or
 /// times out.
@@ -27,13 +33,25 @@ pub const STOP_GRACE: Duration = Duration::from_secs(3);
 /// pipe to close before giving up on the rest of its output.
 pub const OUTPUT_DRAIN_LIMIT: Duration = Duration::from_secs(5);
 
-/// Run one step to its end and report it on `tx`: `Output` chunks, then
-/// exactly one `StepEnded`. The step runs in `<dir>/<builder>`. Returns the
-/// end that was reported (or would have been, if the channel is closed).
-pub async fn run_step(
-    assignment: StepAssignment,
-    dir: &Path,
-    tx: mpsc::Sender<WorkerToMaster>,
+/// What every step of one worker shares: where to run, how much output to
+/// keep, whom to tell about process groups.
+pub(crate) struct StepContext {
+    /// The work dir: steps run in `<dir>/<builder>`, spools live in
+    /// `<dir>/.spool`.
+    pub(crate) dir: PathBuf,
+    /// Cap on one step's spooled output, in bytes.
+    pub(crate) spool_limit: u64,
+    /// Kills our steps' groups if this worker dies.
+    pub(crate) guard: Guard,
+}
+
+/// Run one step's process to its end. Its output goes to the spool and
+/// `progress` (bytes spooled, growing); once the process is gone and all
+/// its output spooled, the end is set in `progress` and returned.
+pub(crate) async fn run_step(
+    assignment: &StepAssignment,
+    ctx: &StepContext,
+    progress: Arc<watch::Sender<Progress>>,
     stop: StopSignal,
 ) -> StepEnd {
     let (build, step) = (assignment.build, assignment.step);
@@ -44,29 +62,34 @@ pub async fn run_step(
         name = %assignment.name,
         "starting step"
     );
-    let end = execute(&assignment, dir, &tx, stop).await;
+    let end = execute(assignment, ctx, &progress, stop).await;
     info!(build, step, ?end, "step ended");
-    let msg = WorkerToMaster::StepEnded {
-        build,
-        step,
-        end: end.clone(),
-    };
-    if tx.send(msg).await.is_err() {
-        debug!(build, step, "link gone; step end not reported");
-    }
+    progress.send_modify(|p| p.end = Some(end.clone()));
     end
 }
 
 /// Everything between "assigned" and "ended", output included.
 async fn execute(
     a: &StepAssignment,
-    dir: &Path,
-    tx: &mpsc::Sender<WorkerToMaster>,
+    ctx: &StepContext,
+    progress: &Arc<watch::Sender<Progress>>,
     stop: StopSignal,
 ) -> StepEnd {
-    let workdir = match prepare_workdir(dir, &a.builder).await {
+    let workdir = match prepare_workdir(&ctx.dir, &a.builder).await {
         Ok(path) => path,
         Err(error) => return StepEnd::SpawnFailed { error },
+    };
+    let spool_file = spool_path(&ctx.dir, a.build, a.step);
+    let spool = match SpoolWriter::create(&spool_file, ctx.spool_limit) {
+        Ok(spool) => spool,
+        Err(e) => {
+            return StepEnd::SpawnFailed {
+                error: format!(
+                    "cannot create the output spool {}: {e}",
+                    spool_file.display()
+                ),
+            };
+        }
     };
     let (pipe, mut child) = match spawn(a, &workdir) {
         Ok(spawned) => spawned,
@@ -74,12 +97,18 @@ async fn execute(
     };
     // With process_group(0) the child's pid is its group's id.
     let pgid = child.id();
-    let output = OutputPump::start(pipe, a.build, a.step, tx.clone());
+    if let Some(pgid) = pgid {
+        ctx.guard.add(pgid);
+    }
+    let output = OutputPump::start(pipe, spool, Arc::clone(progress), a.build, a.step);
     let end = supervise(&mut child, pgid, a.timeout_ms, stop).await;
     // Whatever the way the main process ended, nothing of the step may
     // outlive it (nor keep the output pipe open).
     match pgid {
-        Some(pgid) => signal_group(pgid, Signal::SIGKILL),
+        Some(pgid) => {
+            signal_group(pgid, Signal::SIGKILL);
+            ctx.guard.del(pgid);
+        }
         None => debug!("step process id unknown; cannot clean up its group"),
     }
     output.finish(OUTPUT_DRAIN_LIMIT).await;
@@ -91,6 +120,7 @@ async fn prepare_workdir(dir: &Path, builder: &str) -> Result<PathBuf, String> {
     if builder.is_empty()
         || builder == "."
         || builder == ".."
+        || builder == SPOOL_DIR
         || builder.contains('/')
         || builder.contains('\0')
     {

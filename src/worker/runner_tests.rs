@@ -1,12 +1,16 @@
-//! Tests of the step runner, through its channel: no socket involved.
+//! Tests of the step runner, through its spool and progress: no link
+//! involved.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::mpsc;
+use tokio::sync::watch;
 
-use super::run_step;
-use crate::protocol::{StepAssignment, StepEnd, WireAction, WorkerToMaster};
+use super::{StepContext, run_step};
+use crate::protocol::{StepAssignment, StepEnd, WireAction};
+use crate::worker::guard::Guard;
+use crate::worker::spool::{DEFAULT_SPOOL_LIMIT, Progress, prepare_spool_dir, spool_path};
 use crate::worker::stop::{StopHandle, StopSignal, stop_pair};
 use crate::worker::test_util::{BOUND, eventually, gone, live_members};
 
@@ -22,61 +26,58 @@ fn shell(line: &str) -> StepAssignment {
     }
 }
 
-/// A running step and the receiving end of what it reports.
+/// A running step, its progress and its spool.
 struct Running {
-    rx: mpsc::Receiver<WorkerToMaster>,
+    progress: watch::Receiver<Progress>,
     task: tokio::task::JoinHandle<StepEnd>,
     stop: StopHandle,
+    spool: PathBuf,
 }
 
 fn start(a: StepAssignment, dir: &Path) -> Running {
-    let (tx, rx) = mpsc::channel(256);
+    prepare_spool_dir(dir).expect("spool dir");
+    let (tx, progress) = watch::channel(Progress::default());
     let (stop, signal): (StopHandle, StopSignal) = stop_pair();
-    let dir = dir.to_path_buf();
-    let task = tokio::spawn(async move { run_step(a, &dir, tx, signal).await });
-    Running { rx, task, stop }
+    let ctx = StepContext {
+        dir: dir.to_path_buf(),
+        spool_limit: DEFAULT_SPOOL_LIMIT,
+        guard: Guard::disabled(),
+    };
+    let spool = spool_path(dir, a.build, a.step);
+    let task = tokio::spawn(async move { run_step(&a, &ctx, Arc::new(tx), signal).await });
+    Running {
+        progress,
+        task,
+        stop,
+        spool,
+    }
 }
 
 impl Running {
-    /// The next message, with a bound.
-    async fn next(&mut self) -> WorkerToMaster {
-        match tokio::time::timeout(BOUND, self.rx.recv()).await {
-            Ok(Some(msg)) => msg,
-            Ok(None) => panic!("channel closed before StepEnded"),
-            Err(_) => panic!("no message within {BOUND:?}"),
-        }
+    /// The output once at least one byte is spooled, with a bound.
+    async fn first_output(&mut self) -> Vec<u8> {
+        tokio::time::timeout(BOUND, self.progress.wait_for(|p| p.written > 0))
+            .await
+            .expect("output in time")
+            .expect("progress open");
+        std::fs::read(&self.spool).expect("spool")
     }
 
-    /// Collect output up to the StepEnded, check nothing follows it.
-    async fn finish(mut self) -> (Vec<u8>, StepEnd) {
-        let mut out = Vec::new();
-        loop {
-            match self.next().await {
-                WorkerToMaster::Output {
-                    build,
-                    step,
-                    offset,
-                    data,
-                } => {
-                    assert_eq!((build, step), (7, 2));
-                    assert_eq!(offset, out.len() as u64, "offsets count the bytes sent");
-                    out.extend_from_slice(&data);
-                }
-                WorkerToMaster::StepEnded { build, step, end } => {
-                    assert_eq!((build, step), (7, 2));
-                    let returned = tokio::time::timeout(BOUND, self.task)
-                        .await
-                        .expect("run_step returns")
-                        .expect("run_step does not panic");
-                    assert_eq!(returned, end);
-                    assert!(self.rx.recv().await.is_none(), "nothing after StepEnded");
-                    return (out, end);
-                }
-                other @ (WorkerToMaster::Ping { .. } | WorkerToMaster::Pong { .. }) => {
-                    panic!("the step runner sent a keepalive: {other:?}")
-                }
-            }
-        }
+    /// Wait for the end; check the progress names it and counts the spool.
+    async fn finish(self) -> (Vec<u8>, StepEnd) {
+        let end = tokio::time::timeout(BOUND, self.task)
+            .await
+            .expect("run_step returns")
+            .expect("run_step does not panic");
+        let progress = self.progress.borrow().clone();
+        assert_eq!(progress.end.as_ref(), Some(&end), "the end is published");
+        let out = std::fs::read(&self.spool).unwrap_or_default();
+        assert_eq!(
+            progress.written,
+            out.len() as u64,
+            "progress counts the spool"
+        );
+        (out, end)
     }
 }
 
@@ -159,7 +160,7 @@ async fn empty_argv_and_bad_builder_names_are_spawn_failures() {
     let mut a = shell("");
     a.action = WireAction::Command(Vec::new());
     assert!(matches!(run(a).await.1, StepEnd::SpawnFailed { .. }));
-    for bad in ["", ".", "..", "a/b", "/etc"] {
+    for bad in ["", ".", "..", "a/b", "/etc", ".spool"] {
         let mut a = shell("echo should not run");
         a.builder = bad.to_string();
         let (out, end) = run(a).await;
@@ -206,9 +207,7 @@ async fn timeout_kills_the_whole_group() {
 async fn stop_ends_the_step_and_its_group() {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut running = start(shell("echo $$; sleep 30 & sleep 30; wait"), dir.path());
-    let WorkerToMaster::Output { data, .. } = running.next().await else {
-        panic!("expected the shell's pid first");
-    };
+    let data = running.first_output().await;
     let pgid: i32 = String::from_utf8_lossy(&data)
         .trim()
         .parse()

@@ -1,73 +1,102 @@
-//! One authenticated connection: read the master's orders, run steps,
-//! send their output and ends, and stop them all when the session ends.
+//! One authenticated link: read the master's orders, start steps, carry
+//! their frames, keep the link alive, and re-attach the steps listed in the
+//! Hello as the master resumes or abandons them.
 //!
-//! Frames are read in their own task (`read_frame` is not cancel-safe, so it
+//! Frames are read in their own task (`read_msg` is not cancel-safe, so it
 //! must never sit in a `select!` branch) and written by one writer task fed
-//! by a bounded channel, which gives step output backpressure.
+//! by a bounded queue, which gives the step senders backpressure. When the
+//! link is lost the steps are only detached: they keep running and
+//! spooling, and wait for the next link.
 
-use std::path::Path;
+use std::collections::HashSet;
 use std::time::Duration;
 
 use interprocess::local_socket::tokio::Stream;
 use tokio::io::{AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use super::connection::Link;
+use super::keepalive::{Keepalive, MISSED_INTERVALS, Tick};
+use super::sender::{LinkTx, Outgoing};
 use super::signals::ShutdownSignals;
-use super::steps::Steps;
-use crate::protocol::{MAX_FRAME, MasterToWorker, WorkerToMaster, read_msg, write_msg};
+use super::steps::{STOP_ALL_LIMIT, StepKey, Steps};
+use crate::protocol::{MAX_FRAME, MasterToWorker, StepEnd, WorkerToMaster, read_msg, write_msg};
 
-/// Messages queued for the master before step output has to wait.
+/// Frames queued for the master before step senders have to wait.
 pub const OUTGOING_QUEUE: usize = 256;
 
-/// How long queued messages (the last step ends) may take to go out when
-/// the session closes.
+/// How long the master has, after its Welcome, to say `Resume` or
+/// `Abandon` for each step listed in the Hello; past it they are abandoned.
+pub const RESUME_WAIT: Duration = Duration::from_secs(30);
+
+/// How long queued frames may take to go out when the session closes.
 const FLUSH_LIMIT: Duration = Duration::from_secs(5);
 
 /// Why a session ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum SessionEnd {
-    /// The master said Goodbye.
+    /// The master said Goodbye; every step was stopped and reported.
     Goodbye,
-    /// The connection broke or the master hung up.
+    /// The link broke, the master hung up or went silent; the steps are
+    /// held, detached, for the next link.
     Lost,
-    /// We got SIGTERM or SIGINT.
+    /// We got SIGTERM or SIGINT; every step was stopped and reported.
     Signalled,
 }
 
-/// Serve one connection until it ends; every step started in it has been
-/// stopped and has reported its end (as far as the link allows) on return.
-pub(crate) async fn serve(link: Link, dir: &Path, signals: &mut ShutdownSignals) -> SessionEnd {
+/// Serve one link until it ends. `listed` are the steps named in the
+/// Hello: they wait for `Resume` or `Abandon`.
+pub(crate) async fn serve(
+    link: Link,
+    steps: &mut Steps,
+    signals: &mut ShutdownSignals,
+    listed: Vec<StepKey>,
+) -> SessionEnd {
     let (out_tx, out_rx) = mpsc::channel(OUTGOING_QUEUE);
     let mut writer = tokio::spawn(write_loop(link.writer, out_rx));
     let (in_tx, mut in_rx) = mpsc::channel(16);
     let reader = tokio::spawn(read_loop(link.reader, in_tx));
-    let mut steps = Steps::new(dir.to_path_buf());
+    let welcomed = Instant::now();
+    let mut keepalive = Keepalive::new(link.keepalive_ms, welcomed);
+    let mut waiting: HashSet<StepKey> = listed.into_iter().collect();
+    let resume_deadline = welcomed + RESUME_WAIT;
     let mut writer_done = false;
 
     let end = loop {
         tokio::select! {
-            incoming = in_rx.recv() => match incoming {
-                Some(MasterToWorker::StartStep(assignment)) => {
-                    steps.start(assignment, out_tx.clone());
+            incoming = in_rx.recv() => {
+                let Some(msg) = incoming else { break SessionEnd::Lost };
+                keepalive.heard(Instant::now());
+                if let Some(end) = handle(msg, steps, &out_tx, &mut waiting) {
+                    break end;
                 }
-                Some(MasterToWorker::StopStep { build, step }) => steps.stop((build, step)),
-                Some(MasterToWorker::Abandon { build, step }) => steps.stop((build, step)),
-                Some(MasterToWorker::Resume { build, step, .. }) => {
-                    warn!(build, step, "the master asked to resume a step this worker does not keep");
+            }
+            () = steps.next_done() => {}
+            () = tokio::time::sleep_until(keepalive.wake_at()) => {
+                match keepalive.tick(Instant::now()) {
+                    Tick::Ping(seq) => queue(&out_tx, WorkerToMaster::Ping { seq }),
+                    Tick::Silent => {
+                        warn!(
+                            "nothing from the master for {} ms ({MISSED_INTERVALS} keepalive intervals); dropping the link",
+                            (keepalive.interval() * MISSED_INTERVALS).as_millis()
+                        );
+                        break SessionEnd::Lost;
+                    }
+                    Tick::Nothing => {}
                 }
-                Some(MasterToWorker::Ping { seq }) => {
-                    let _ = out_tx.send(WorkerToMaster::Pong { seq }).await;
+            }
+            () = tokio::time::sleep_until(resume_deadline), if !waiting.is_empty() => {
+                warn!(
+                    steps = ?waiting,
+                    "the master neither resumed nor abandoned these steps within {} s; abandoning them",
+                    RESUME_WAIT.as_secs()
+                );
+                for key in waiting.drain() {
+                    steps.abandon(key);
                 }
-                Some(MasterToWorker::Pong { .. }) => {}
-                Some(MasterToWorker::Goodbye { reason }) => {
-                    info!("the master said goodbye: {reason}");
-                    break SessionEnd::Goodbye;
-                }
-                None => break SessionEnd::Lost,
-            },
-            () = steps.next_ended() => {}
+            }
             _ = &mut writer, if !writer_done => {
                 writer_done = true;
                 break SessionEnd::Lost;
@@ -79,11 +108,33 @@ pub(crate) async fn serve(link: Link, dir: &Path, signals: &mut ShutdownSignals)
         }
     };
 
-    if !steps.is_empty() {
-        info!("stopping the running steps");
-    }
-    steps.stop_all().await;
     reader.abort();
+    if end == SessionEnd::Lost {
+        writer.abort();
+        steps.detach_all();
+        return end;
+    }
+    // Goodbye or a signal: stop everything; report what the link can carry.
+    if !steps.is_empty() {
+        info!("stopping every step");
+    }
+    steps.abandon_detached();
+    steps.stop_all();
+    let reported = tokio::time::timeout(STOP_ALL_LIMIT, async {
+        tokio::select! {
+            () = steps.drain() => {}
+            _ = &mut writer, if !writer_done => {
+                writer_done = true;
+                // The link died on the way out: nothing can be reported.
+                steps.abandon_all();
+                steps.drain().await;
+            }
+        }
+    })
+    .await;
+    if reported.is_err() {
+        steps.abort_all();
+    }
     drop(out_tx);
     if !writer_done
         && tokio::time::timeout(FLUSH_LIMIT, &mut writer)
@@ -94,6 +145,63 @@ pub(crate) async fn serve(link: Link, dir: &Path, signals: &mut ShutdownSignals)
         writer.abort();
     }
     end
+}
+
+/// Act on one message from the master; `Some` ends the session.
+fn handle(
+    msg: MasterToWorker,
+    steps: &mut Steps,
+    out_tx: &LinkTx,
+    waiting: &mut HashSet<StepKey>,
+) -> Option<SessionEnd> {
+    match msg {
+        MasterToWorker::StartStep(assignment) => steps.start(assignment, out_tx.clone()),
+        MasterToWorker::StopStep { build, step } => steps.stop((build, step)),
+        MasterToWorker::Resume {
+            build,
+            step,
+            offset,
+        } => {
+            waiting.remove(&(build, step));
+            if steps.resume((build, step), out_tx.clone(), offset) {
+                info!(build, step, offset, "the master resumed a step");
+            } else {
+                // The master waits for an end that will never come: say
+                // that the step is gone rather than leave it stuck.
+                warn!(
+                    build,
+                    step, "the master resumed a step this worker does not hold"
+                );
+                let end = StepEnd::SpawnFailed {
+                    error: "the worker does not hold this step (anymore)".to_string(),
+                };
+                queue(out_tx, WorkerToMaster::StepEnded { build, step, end });
+            }
+        }
+        MasterToWorker::Abandon { build, step } => {
+            waiting.remove(&(build, step));
+            if steps.abandon((build, step)) {
+                info!(build, step, "the master abandoned a step; stopping it");
+            } else {
+                debug!(build, step, "abandon for a step not held");
+            }
+        }
+        MasterToWorker::Ping { seq } => queue(out_tx, WorkerToMaster::Pong { seq }),
+        MasterToWorker::Pong { .. } => {}
+        MasterToWorker::Goodbye { reason } => {
+            info!("the master said goodbye: {reason}");
+            return Some(SessionEnd::Goodbye);
+        }
+    }
+    None
+}
+
+/// Queue a small control frame without waiting: if the queue is full, the
+/// link is busy with output, which proves we are alive just as well.
+fn queue(out_tx: &LinkTx, msg: WorkerToMaster) {
+    if let Err(e) = out_tx.try_send(Outgoing::plain(msg)) {
+        debug!("not queueing a control frame: {e}");
+    }
 }
 
 /// Feed the master's messages to the session until the link ends.
@@ -118,10 +226,11 @@ async fn read_loop(mut reader: ReadHalf<Stream>, tx: mpsc::Sender<MasterToWorker
     }
 }
 
-/// Write queued messages in order; stop at the first failure, which drops
-/// the queue so that senders notice the link is gone.
-async fn write_loop(mut writer: WriteHalf<Stream>, mut rx: mpsc::Receiver<WorkerToMaster>) {
-    while let Some(msg) = rx.recv().await {
+/// Write queued frames in order, confirming those that ask for it once
+/// written and flushed; stop at the first failure, which drops the queue
+/// so that senders notice the link is gone.
+async fn write_loop(mut writer: WriteHalf<Stream>, mut rx: mpsc::Receiver<Outgoing>) {
+    while let Some(Outgoing { msg, written }) = rx.recv().await {
         if let Err(e) = write_msg(&mut writer, &msg).await {
             if e.is_disconnect() {
                 info!("the connection to the master is gone");
@@ -129,6 +238,10 @@ async fn write_loop(mut writer: WriteHalf<Stream>, mut rx: mpsc::Receiver<Worker
                 warn!("cannot send to the master: {e}");
             }
             return;
+        }
+        if let Some(done) = written {
+            // The sender may have moved on (re-attached): nothing to do.
+            let _ = done.send(());
         }
     }
     if let Err(e) = writer.shutdown().await {

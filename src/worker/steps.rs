@@ -1,117 +1,220 @@
-//! The table of steps a worker is running, keyed by (build, step).
+//! The steps a worker holds, keyed by (build, step), across links.
 //!
-//! Keys come from the messages themselves: the worker keeps no per-builder
-//! object that a master reload could make stale.
+//! A step is *held* from its `StartStep` until its end has been written to
+//! a link (or the master abandons it): while running, and after it ended
+//! with its end not yet delivered. Each held step is one task running its
+//! process ([`run_step`]) and its sender ([`send_step`]) side by side; the
+//! task deletes the spool and returns the key when both are done. Keys come
+//! from the messages themselves: the worker keeps no per-builder object
+//! that a master reload could make stale.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::{debug, warn};
 
-use super::runner::run_step;
+use super::runner::{StepContext, run_step};
+use super::sender::{LinkTx, Route, send_step};
+use super::spool::{Progress, SpoolReader, spool_path};
 use super::stop::{StopHandle, stop_pair};
-use crate::protocol::{BuildId, StepAssignment, StepIndex, WorkerToMaster};
+use crate::protocol::{BuildId, RunningStep, StepAssignment, StepIndex};
 
-/// Identifies a running step.
+/// Identifies a step.
 pub(crate) type StepKey = (BuildId, StepIndex);
 
 /// How long stopping every step may take before we abandon the stragglers.
 /// A stopped step needs at most the stop grace plus the output drain limit.
-const STOP_ALL_LIMIT: Duration = Duration::from_secs(15);
+pub(crate) const STOP_ALL_LIMIT: Duration = Duration::from_secs(15);
 
-/// The running steps and the tasks that run them.
+/// The session's handles on one held step.
+struct Held {
+    stop: StopHandle,
+    route: watch::Sender<Route>,
+    /// Set as soon as the end is delivered or the step forgotten, before
+    /// the task finishes cleaning up: such a step is no longer listed.
+    settled: Arc<AtomicBool>,
+}
+
+/// The held steps and the tasks that run them.
 pub(crate) struct Steps {
-    dir: PathBuf,
-    stops: HashMap<StepKey, StopHandle>,
+    ctx: Arc<StepContext>,
+    held: HashMap<StepKey, Held>,
     tasks: JoinSet<StepKey>,
 }
 
 impl Steps {
-    /// An empty table for steps that run under `dir`.
-    pub(crate) fn new(dir: PathBuf) -> Self {
+    /// An empty table; steps run with `ctx`.
+    pub(crate) fn new(ctx: StepContext) -> Self {
         Steps {
-            dir,
-            stops: HashMap::new(),
+            ctx: Arc::new(ctx),
+            held: HashMap::new(),
             tasks: JoinSet::new(),
         }
     }
 
-    /// Start a step that reports on `tx`. A second start of a step that is
-    /// still running is refused: it would give two ends for one key.
-    pub(crate) fn start(&mut self, assignment: StepAssignment, tx: mpsc::Sender<WorkerToMaster>) {
+    /// Start a step that reports on `link`. A step already held is not
+    /// started again: that would give two ends for one key.
+    pub(crate) fn start(&mut self, assignment: StepAssignment, link: LinkTx) {
         let key = (assignment.build, assignment.step);
-        if self.stops.contains_key(&key) {
+        if self.held.contains_key(&key) {
             warn!(
                 build = key.0,
                 step = key.1,
-                "master started a step that is already running; ignoring the duplicate"
+                "master started a step this worker already holds; ignoring the duplicate"
             );
             return;
         }
-        let (handle, signal) = stop_pair();
-        self.stops.insert(key, handle);
-        let dir = self.dir.clone();
+        let (stop, signal) = stop_pair();
+        let (route, route_rx) = watch::channel(Route::Attached { link, from: 0 });
+        let settled = Arc::new(AtomicBool::new(false));
+        let settled_in_task = Arc::clone(&settled);
+        self.held.insert(
+            key,
+            Held {
+                stop,
+                route,
+                settled,
+            },
+        );
+        let ctx = Arc::clone(&self.ctx);
         self.tasks.spawn(async move {
-            run_step(assignment, &dir, tx, signal).await;
+            let (progress, progress_rx) = watch::channel(Progress::default());
+            let path = spool_path(&ctx.dir, key.0, key.1);
+            let runner = run_step(&assignment, &ctx, Arc::new(progress), signal);
+            let sender = async {
+                let sent =
+                    send_step(key, SpoolReader::new(path.clone()), progress_rx, route_rx).await;
+                settled_in_task.store(true, Ordering::SeqCst);
+                sent
+            };
+            let (_, sent) = tokio::join!(runner, sender);
+            debug!(build = key.0, step = key.1, ?sent, "step forgotten");
+            if let Err(e) = tokio::fs::remove_file(&path).await
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                warn!("cannot remove the spool file {}: {e}", path.display());
+            }
             key
         });
     }
 
-    /// Ask one step to stop; unknown steps (already ended) are ignored.
-    pub(crate) fn stop(&mut self, key: StepKey) {
-        match self.stops.get(&key) {
-            Some(handle) => handle.stop(),
-            None => debug!(build = key.0, step = key.1, "stop for a step not running"),
+    /// Ask one step to stop; unknown steps are ignored.
+    pub(crate) fn stop(&self, key: StepKey) {
+        match self.held.get(&key) {
+            Some(held) => held.stop.stop(),
+            None => debug!(build = key.0, step = key.1, "stop for a step not held"),
         }
     }
 
-    /// True when no step is running.
+    /// Send the step's output again from `from` on `link`, then its end.
+    /// False if the step is not held.
+    pub(crate) fn resume(&self, key: StepKey, link: LinkTx, from: u64) -> bool {
+        let Some(held) = self.held.get(&key) else {
+            return false;
+        };
+        held.route.send_replace(Route::Attached { link, from });
+        true
+    }
+
+    /// Stop the step if it runs and forget it without a report. False if
+    /// the step is not held.
+    pub(crate) fn abandon(&self, key: StepKey) -> bool {
+        let Some(held) = self.held.get(&key) else {
+            return false;
+        };
+        held.stop.stop();
+        held.route.send_replace(Route::Forget);
+        true
+    }
+
+    /// The link is gone: every step waits to be adopted again.
+    pub(crate) fn detach_all(&self) {
+        for held in self.held.values() {
+            held.route.send_replace(Route::Detached);
+        }
+    }
+
+    /// Abandon every step not attached to a link.
+    pub(crate) fn abandon_detached(&self) {
+        for (&key, held) in &self.held {
+            if matches!(*held.route.borrow(), Route::Detached) {
+                self.abandon(key);
+            }
+        }
+    }
+
+    /// Abandon every step.
+    pub(crate) fn abandon_all(&self) {
+        for &key in self.held.keys() {
+            self.abandon(key);
+        }
+    }
+
+    /// Ask every step to stop; their ends are still reported.
+    pub(crate) fn stop_all(&self) {
+        for held in self.held.values() {
+            held.stop.stop();
+        }
+    }
+
+    /// Every held step, for the Hello, in a stable order: those whose end
+    /// is not delivered yet and that the master has not abandoned.
+    pub(crate) fn held(&self) -> Vec<RunningStep> {
+        let mut keys: Vec<_> = self
+            .held
+            .iter()
+            .filter(|(_, h)| !h.settled.load(Ordering::SeqCst))
+            .map(|(&key, _)| key)
+            .collect();
+        keys.sort_unstable();
+        keys.into_iter()
+            .map(|(build, step)| RunningStep { build, step })
+            .collect()
+    }
+
+    /// True when no step is held.
     pub(crate) fn is_empty(&self) -> bool {
         self.tasks.is_empty()
     }
 
-    /// Wait for the next step to end and forget it. Pending forever when
-    /// nothing runs, so it can sit in a `select!`. Cancel-safe.
-    pub(crate) async fn next_ended(&mut self) {
+    /// Wait for the next step to be done and forget it. Pending forever
+    /// when none is held, so it can sit in a `select!`. Cancel-safe.
+    pub(crate) async fn next_done(&mut self) {
         match self.tasks.join_next().await {
             Some(Ok(key)) => {
-                self.stops.remove(&key);
+                self.held.remove(&key);
             }
             Some(Err(e)) => {
                 // A panicked step task: its key is lost with it, so sweep
-                // handles whose step can no longer be stopped anyway.
+                // handles whose step can no longer be reached anyway.
                 warn!("a step task failed: {e}");
-                self.stops.retain(|_, h| !h.is_closed());
+                self.held.retain(|_, h| !h.stop.is_closed());
             }
             None => std::future::pending().await,
         }
     }
 
-    /// Stop every step and wait (bounded) until each has reported its end.
-    pub(crate) async fn stop_all(&mut self) {
-        if self.is_empty() {
-            return;
+    /// Wait until every held step is done. Cancel-safe.
+    pub(crate) async fn drain(&mut self) {
+        while !self.is_empty() {
+            self.next_done().await;
         }
-        for handle in self.stops.values() {
-            handle.stop();
-        }
-        let drained = tokio::time::timeout(STOP_ALL_LIMIT, async {
-            while !self.tasks.is_empty() {
-                self.next_ended().await;
-            }
-        })
-        .await;
-        if drained.is_err() {
+    }
+
+    /// Give up on steps that are still not done (after bounded waits).
+    pub(crate) fn abort_all(&mut self) {
+        if !self.is_empty() {
             warn!(
                 left = self.tasks.len(),
-                "steps still not ended {} s after being stopped; abandoning them",
+                "steps still not done {} s after being stopped; abandoning them",
                 STOP_ALL_LIMIT.as_secs()
             );
-            self.tasks.abort_all();
         }
-        self.stops.clear();
+        self.tasks.abort_all();
+        self.held.clear();
     }
 }

@@ -1,147 +1,15 @@
-//! The whole worker against a fake master speaking the protocol by hand.
+//! The whole worker against a fake master: the basics of one link.
 
-use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
-use tempfile::TempDir;
-use tokio::net::UnixListener;
-use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::task::JoinHandle;
-
-use super::{WorkerError, WorkerOptions, run};
-use crate::protocol::{
-    Hello, HelloReply, MAX_FRAME, MAX_HANDSHAKE_FRAME, MasterToWorker, PROTOCOL_VERSION, Role,
-    StepAssignment, StepEnd, WireAction, WorkerToMaster, read_msg, write_msg,
-};
-
-use super::test_util::{BOUND, eventually, live_members};
-
-/// A listening fake master in a short temp dir (socket paths are limited
-/// to 107 bytes).
-struct FakeMaster {
-    dir: TempDir,
-    socket: PathBuf,
-    listener: UnixListener,
-}
-
-/// One accepted worker connection, handshake read.
-struct Conn {
-    r: OwnedReadHalf,
-    w: OwnedWriteHalf,
-    hello: Hello,
-}
-
-impl FakeMaster {
-    fn new() -> Self {
-        let dir = tempfile::Builder::new()
-            .prefix("bbw")
-            .tempdir_in("/tmp")
-            .expect("temp dir");
-        let socket = dir.path().join("m.sock");
-        let listener = UnixListener::bind(&socket).expect("bind");
-        FakeMaster {
-            dir,
-            socket,
-            listener,
-        }
-    }
-
-    fn options(&self, exit_with_master: bool) -> WorkerOptions {
-        WorkerOptions {
-            master_socket: self.socket.clone(),
-            name: "w1".to_string(),
-            secret: "s3cret".to_string(),
-            dir: self.dir.path().join("work"),
-            exit_with_master,
-        }
-    }
-
-    fn spawn_worker(&self, exit_with_master: bool) -> JoinHandle<Result<(), WorkerError>> {
-        tokio::spawn(run(self.options(exit_with_master)))
-    }
-
-    async fn accept(&self) -> Conn {
-        let (stream, _) = tokio::time::timeout(BOUND, self.listener.accept())
-            .await
-            .expect("worker connects in time")
-            .expect("accept");
-        let (mut r, w) = stream.into_split();
-        let hello: Hello = read_msg(&mut r, MAX_HANDSHAKE_FRAME).await.expect("hello");
-        Conn { r, w, hello }
-    }
-
-    async fn welcome(&self) -> Conn {
-        let mut conn = self.accept().await;
-        assert!(conn.hello.check().is_ok());
-        match &conn.hello.role {
-            Role::Worker {
-                name,
-                secret,
-                running,
-            } => {
-                assert_eq!((name.as_str(), secret.as_str()), ("w1", "s3cret"));
-                assert!(running.is_empty());
-            }
-            Role::Client => panic!("worker said it is a client"),
-        }
-        let welcome = HelloReply::Welcome {
-            version: PROTOCOL_VERSION,
-            software: "fake master".to_string(),
-            master_pid: std::process::id(),
-            keepalive_ms: None,
-        };
-        write_msg(&mut conn.w, &welcome).await.expect("welcome");
-        conn
-    }
-}
-
-impl Conn {
-    async fn send(&mut self, msg: MasterToWorker) {
-        write_msg(&mut self.w, &msg).await.expect("send to worker");
-    }
-
-    async fn recv(&mut self) -> WorkerToMaster {
-        tokio::time::timeout(BOUND, read_msg(&mut self.r, MAX_FRAME))
-            .await
-            .expect("worker message in time")
-            .expect("worker message")
-    }
-
-    /// Output up to the step's end.
-    async fn until_end(&mut self) -> (Vec<u8>, StepEnd) {
-        let mut out = Vec::new();
-        loop {
-            match self.recv().await {
-                WorkerToMaster::Output { data, .. } => out.extend_from_slice(&data),
-                WorkerToMaster::StepEnded { end, .. } => return (out, end),
-                WorkerToMaster::Ping { .. } | WorkerToMaster::Pong { .. } => {}
-            }
-        }
-    }
-}
-
-fn step(build: u64, line: &str) -> MasterToWorker {
-    MasterToWorker::StartStep(StepAssignment {
-        build,
-        step: 0,
-        builder: "hello".to_string(),
-        name: "say".to_string(),
-        action: WireAction::Shell(line.to_string()),
-        env: vec![("GREETING".to_string(), "hi".to_string())],
-        timeout_ms: None,
-    })
-}
-
-async fn finished(worker: JoinHandle<Result<(), WorkerError>>) -> Result<(), WorkerError> {
-    tokio::time::timeout(BOUND, worker)
-        .await
-        .expect("worker exits in time")
-        .expect("worker does not panic")
-}
+use super::WorkerError;
+use super::fake_master::{FakeMaster, finished, step};
+use crate::protocol::{HelloReply, MasterToWorker, StepEnd, WorkerToMaster, write_msg};
 
 #[tokio::test]
 async fn runs_a_step_then_exits_on_goodbye() {
     let master = FakeMaster::new();
-    let worker = master.spawn_worker(false);
+    let worker = master.spawn_worker();
     let mut conn = master.welcome().await;
     conn.send(step(1, "echo $GREETING; echo there >&2")).await;
     let (out, end) = conn.until_end().await;
@@ -158,7 +26,7 @@ async fn runs_a_step_then_exits_on_goodbye() {
 #[tokio::test]
 async fn stop_step_over_the_wire() {
     let master = FakeMaster::new();
-    let worker = master.spawn_worker(false);
+    let worker = master.spawn_worker();
     let mut conn = master.welcome().await;
     conn.send(step(2, "echo started; sleep 30")).await;
     assert!(matches!(conn.recv().await, WorkerToMaster::Output { .. }));
@@ -179,7 +47,7 @@ async fn stop_step_over_the_wire() {
 #[tokio::test]
 async fn goodbye_stops_running_steps_and_reports_them() {
     let master = FakeMaster::new();
-    let worker = master.spawn_worker(false);
+    let worker = master.spawn_worker();
     let mut conn = master.welcome().await;
     conn.send(step(3, "echo started; sleep 30")).await;
     assert!(matches!(conn.recv().await, WorkerToMaster::Output { .. }));
@@ -195,7 +63,7 @@ async fn goodbye_stops_running_steps_and_reports_them() {
 #[tokio::test]
 async fn refusal_is_an_error_with_the_reason() {
     let master = FakeMaster::new();
-    let worker = master.spawn_worker(false);
+    let worker = master.spawn_worker();
     let mut conn = master.accept().await;
     let refused = HelloReply::Refused {
         reason: "bad secret for worker w1".to_string(),
@@ -210,30 +78,9 @@ async fn refusal_is_an_error_with_the_reason() {
 }
 
 #[tokio::test]
-async fn lost_connection_with_exit_with_master_kills_steps_and_exits() {
-    let master = FakeMaster::new();
-    let worker = master.spawn_worker(true);
-    let mut conn = master.welcome().await;
-    let pidfile = master.dir.path().join("pid");
-    let line = format!("echo $$ > '{}'; echo started; sleep 30", pidfile.display());
-    conn.send(step(4, &line)).await;
-    assert!(matches!(conn.recv().await, WorkerToMaster::Output { .. }));
-    drop(conn);
-    finished(worker)
-        .await
-        .expect("Ok when the master goes away");
-    let pgid: i32 = std::fs::read_to_string(&pidfile)
-        .expect("pid file")
-        .trim()
-        .parse()
-        .expect("a pid");
-    eventually("the step's group is gone", || live_members(pgid).is_empty()).await;
-}
-
-#[tokio::test]
 async fn reconnects_after_losing_the_master() {
     let master = FakeMaster::new();
-    let worker = master.spawn_worker(false);
+    let worker = master.spawn_worker();
     let conn = master.welcome().await;
     drop(conn);
     let mut conn = master.welcome().await;
@@ -241,5 +88,91 @@ async fn reconnects_after_losing_the_master() {
         reason: "done".to_string(),
     })
     .await;
+    finished(worker).await.expect("Ok after Goodbye");
+}
+
+#[tokio::test]
+async fn already_connected_refusal_is_retried() {
+    let master = FakeMaster::new();
+    let worker = master.spawn_worker();
+    let mut conn = master.accept().await;
+    let refused = HelloReply::Refused {
+        reason: "worker w1 is already connected".to_string(),
+    };
+    write_msg(&mut conn.w, &refused).await.expect("refuse");
+    drop(conn);
+    let mut conn = master.welcome().await;
+    conn.goodbye().await;
+    finished(worker).await.expect("Ok after Goodbye");
+}
+
+#[tokio::test]
+async fn orphan_timeout_exits_when_the_master_is_gone_and_no_step_is_held() {
+    let mut master = FakeMaster::new();
+    let mut opts = master.options();
+    opts.orphan_timeout = Some(Duration::from_millis(300));
+    let worker = tokio::spawn(super::run(opts));
+    let mut conn = master.welcome().await;
+    conn.send(step(1, "echo quick")).await;
+    let (out, _) = conn.until_end().await;
+    assert_eq!(out, b"quick\n");
+    // The master goes away for good.
+    master.close();
+    let lost = Instant::now();
+    drop(conn);
+    finished(worker).await.expect("Ok once orphaned");
+    let waited = lost.elapsed();
+    assert!(
+        waited >= Duration::from_millis(300) && waited < Duration::from_secs(3),
+        "exited after {waited:?}"
+    );
+}
+
+#[tokio::test]
+async fn spool_cap_drops_the_rest_says_so_once_and_the_step_ends_normally() {
+    let master = FakeMaster::new();
+    let mut opts = master.options();
+    opts.spool_limit = 1000;
+    let worker = tokio::spawn(super::run(opts));
+    let mut conn = master.welcome().await;
+    conn.send(step(1, "head -c 200000 /dev/zero; echo tail"))
+        .await;
+    let (out, end) = conn.until_end().await;
+    assert_eq!(end, StepEnd::Exited { code: 0 });
+    let notice = b"\n[bbworker: output truncated at 1000 bytes]\n";
+    assert_eq!(out.len(), 1000 + notice.len());
+    assert!(out[..1000].iter().all(|&b| b == 0));
+    assert_eq!(&out[1000..], notice);
+    conn.goodbye().await;
+    finished(worker).await.expect("Ok after Goodbye");
+}
+
+#[tokio::test]
+async fn duplicate_start_is_ignored() {
+    let master = FakeMaster::new();
+    let worker = master.spawn_worker();
+    let mut conn = master.welcome().await;
+    conn.send(step(1, "echo once; sleep 30")).await;
+    let WorkerToMaster::Output { data, .. } = conn.recv().await else {
+        panic!("expected output first");
+    };
+    assert_eq!(data, b"once\n");
+    conn.send(step(1, "echo twice")).await;
+    conn.send(MasterToWorker::StopStep { build: 1, step: 0 })
+        .await;
+    let (out, end) = conn.until_end_from(5).await;
+    assert!(out.is_empty(), "the duplicate did not run");
+    assert_eq!(end, StepEnd::Stopped);
+    conn.goodbye().await;
+    // Nothing more for that step before the link closes.
+    while let Ok(msg) = conn.try_recv().await {
+        assert!(
+            matches!(
+                msg,
+                WorkerToMaster::Ping { .. } | WorkerToMaster::Pong { .. }
+            ),
+            "unexpected {msg:?}"
+        );
+    }
     finished(worker).await.expect("Ok after Goodbye");
 }

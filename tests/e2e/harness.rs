@@ -447,7 +447,14 @@ impl Master {
 impl Drop for Master {
     fn drop(&mut self) {
         self.stop();
-        // Local workers (and whatever they ran) must leave with the master.
+        // Local workers outlive a stopped master on purpose (the next one
+        // re-adopts them). Stop them the way an operator would, with
+        // SIGTERM; they must then leave, with every step they ran.
+        for (pid, cmdline) in processes_using(self.dir.path()) {
+            if cmdline.contains("bbworker") && !cmdline.contains("--guard") {
+                let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+            }
+        }
         let mut left = processes_using(self.dir.path());
         let deadline = Instant::now() + EXIT_TIMEOUT;
         while !left.is_empty() && Instant::now() < deadline {
@@ -461,7 +468,7 @@ impl Drop for Master {
             eprintln!("--- bbmaster stderr\n{}", self.stderr());
         } else if !left.is_empty() {
             panic!(
-                "processes outlived the master by {EXIT_TIMEOUT:?} (now killed): {left:?}\n--- bbmaster stderr\n{}",
+                "processes outlived the master and its workers by {EXIT_TIMEOUT:?} (now killed): {left:?}\n--- bbmaster stderr\n{}",
                 self.stderr()
             );
         }

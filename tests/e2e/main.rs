@@ -8,4 +8,6 @@ mod cli;
 mod config;
 mod control;
 mod lifecycle;
+mod reload;
+mod reload_regression;
 mod workers;

@@ -15,7 +15,7 @@ use super::cli::{Cli, Command};
 use super::connection::Connection;
 use super::render::Style;
 use super::{CliError, socket_path};
-use crate::protocol::{Reply, Request};
+use crate::protocol::{Reply, Request, ShutdownMode};
 
 /// What every command needs: how to render, and how to reach the master.
 pub struct Ctx {
@@ -72,7 +72,14 @@ pub async fn run(cli: Cli) -> Result<u8, CliError> {
         Command::Log(args) => stream::log(&mut ctx, args).await,
         Command::Cancel { request } => simple(&mut ctx, Request::Cancel { request }).await,
         Command::Stop { build } => simple(&mut ctx, Request::Stop { build }).await,
-        Command::Shutdown => simple(&mut ctx, Request::Shutdown).await,
+        Command::Shutdown { drain, cancel } => {
+            let mode = match (drain, cancel) {
+                (true, _) => ShutdownMode::Drain,
+                (_, true) => ShutdownMode::Cancel,
+                _ => ShutdownMode::Now,
+            };
+            simple(&mut ctx, Request::Shutdown { mode }).await
+        }
         Command::Reload { dry_run, config } => status::reload(&mut ctx, dry_run, config).await,
         Command::CheckConfig { file } => config::check_config(&ctx, &file),
         Command::Completions { shell } => {

@@ -3,10 +3,10 @@
 use std::collections::BTreeMap;
 
 use crate::protocol::{
-    BuildId, BuildResult, MasterToWorker, RequestId, StepEnd, StepIndex, StepResult,
+    BuildId, BuildResult, MasterToWorker, RequestId, RunningStep, StepEnd, StepIndex, StepResult,
 };
 
-use super::{Core, CoreError, LinkId, LiveRequest, Record};
+use super::{Core, CoreError, Effect, LinkId, LiveRequest, Record};
 
 /// Whether `name` can become part of an environment variable name.
 pub fn valid_property_name(name: &str) -> bool {
@@ -25,6 +25,9 @@ impl Core {
         properties: BTreeMap<String, String>,
         now_ms: u64,
     ) -> Result<RequestId, CoreError> {
+        if self.draining {
+            return Err(CoreError::Draining);
+        }
         if !self.builders.contains_key(builder) {
             if let Some(b) = self
                 .config
@@ -59,6 +62,7 @@ impl Core {
                 reason,
                 properties,
                 build: None,
+                retries: 0,
             },
         );
         if let Some(state) = self.builders.get_mut(builder) {
@@ -80,7 +84,7 @@ impl Core {
             .get(&id)
             .ok_or(CoreError::RequestNotLive(id))?;
         if let Some(build) = req.build {
-            return self.stop_build(build, reason);
+            return self.stop_build(build, reason, now_ms);
         }
         let builder = req.builder.clone();
         if let Some(state) = self.builders.get_mut(&builder) {
@@ -97,27 +101,47 @@ impl Core {
 
     /// Ask the worker to stop a running build's current step; the build
     /// ends `cancelled` when the worker reports the step's end.
-    pub fn stop_build(&mut self, id: BuildId, reason: &str) -> Result<(), CoreError> {
+    pub fn stop_build(&mut self, id: BuildId, reason: &str, now_ms: u64) -> Result<(), CoreError> {
         let build = self
             .builds
             .get_mut(&id)
             .ok_or(CoreError::BuildNotRunning(id))?;
-        if build.stopping.is_none() {
-            build.stopping = Some(reason.to_string());
-            let (link, step) = (build.link, build.step);
-            self.effects.push(super::Effect::ToWorker {
+        if build.stopping.is_some() {
+            return Ok(());
+        }
+        build.stopping = Some(reason.to_string());
+        let step = build.step;
+        match build.link {
+            Some(link) => self.effects.push(super::Effect::ToWorker {
                 link,
                 msg: MasterToWorker::StopStep { build: id, step },
-            });
+            }),
+            None => {
+                // Its worker is away: end it now. If the worker comes back
+                // still holding the step, it is told to abandon it.
+                self.record(Record::StepFinished {
+                    build: id,
+                    step,
+                    result: BuildResult::Cancelled,
+                    reason: Some(reason.to_string()),
+                    at_ms: now_ms,
+                });
+                self.finish_build(id, BuildResult::Cancelled, Some(reason.to_string()), now_ms);
+                self.dispatch(now_ms);
+            }
         }
         Ok(())
     }
 
-    /// A worker proved who it is on a new link.
+    /// A worker proved who it is on a new link, holding the steps `held`
+    /// (running, or ended with the end not yet reported). Builds waiting
+    /// for this worker take their steps back; steps the master no longer
+    /// wants are abandoned; builds whose step the worker lost are retried.
     pub fn worker_connected(
         &mut self,
         name: &str,
         link: LinkId,
+        held: &[RunningStep],
         now_ms: u64,
     ) -> Result<(), CoreError> {
         let worker = self
@@ -134,12 +158,127 @@ impl Core {
         // A worker drained for new credentials comes back clean.
         worker.draining = None;
         self.links.insert(link, name.to_string());
+        for h in held {
+            match self.builds.get_mut(&h.build) {
+                Some(b) if b.worker == name && b.link.is_none() && b.step == h.step => {
+                    b.link = Some(link);
+                    b.orphaned_until = None;
+                    self.effects.push(Effect::ToWorker {
+                        link,
+                        msg: MasterToWorker::Resume {
+                            build: h.build,
+                            step: h.step,
+                            offset: 0,
+                        },
+                    });
+                }
+                _ => self.effects.push(Effect::ToWorker {
+                    link,
+                    msg: MasterToWorker::Abandon {
+                        build: h.build,
+                        step: h.step,
+                    },
+                }),
+            }
+        }
+        let lost: Vec<BuildId> = self
+            .builds
+            .values()
+            .filter(|b| b.worker == name && b.link.is_none())
+            .map(|b| b.id)
+            .collect();
+        for id in lost {
+            self.retry_build(
+                id,
+                format!("worker `{name}` came back without the build's step"),
+                now_ms,
+            );
+        }
         self.dispatch(now_ms);
         Ok(())
     }
 
-    /// A worker's link is gone. Its builds end as `exception`: the steps'
-    /// ends can no longer be reported on this link.
+    /// Time passes: builds whose worker stayed away past the grace period
+    /// are retried.
+    pub fn tick(&mut self, now_ms: u64) {
+        let expired: Vec<(BuildId, String)> = self
+            .builds
+            .values()
+            .filter(|b| b.orphaned_until.is_some_and(|t| t <= now_ms))
+            .map(|b| (b.id, b.worker.clone()))
+            .collect();
+        if expired.is_empty() {
+            return;
+        }
+        let grace = humantime::format_duration(self.config.master.worker_grace);
+        for (id, worker) in expired {
+            self.retry_build(
+                id,
+                format!("worker `{worker}` did not come back within {grace}"),
+                now_ms,
+            );
+        }
+        self.dispatch(now_ms);
+    }
+
+    /// When the next orphaned build gives up on its worker, if any: the
+    /// shell's timer need not wake before.
+    pub fn next_deadline(&self) -> Option<u64> {
+        self.builds.values().filter_map(|b| b.orphaned_until).min()
+    }
+
+    /// End a build whose worker is gone for good: `retry` and its request
+    /// queued again in order, or, past `max_retries`, `exception`.
+    pub(super) fn retry_build(&mut self, id: BuildId, reason: String, now_ms: u64) {
+        let Some(build) = self.builds.get(&id) else {
+            return;
+        };
+        let (request, step, builder) = (build.request, build.step, build.builder.clone());
+        let retries = self.requests.get(&request).map_or(0, |r| r.retries);
+        let max = self.config.master.max_retries;
+        self.record(Record::StepFinished {
+            build: id,
+            step,
+            result: BuildResult::Retry,
+            reason: Some(reason.clone()),
+            at_ms: now_ms,
+        });
+        if retries >= max || !self.builders.contains_key(&builder) {
+            let why = if retries >= max {
+                format!("{reason}; gave up after {retries} retries (max_retries = {max})")
+            } else {
+                format!("{reason}; builder `{builder}` no longer exists")
+            };
+            self.finish_build(id, BuildResult::Exception, Some(why), now_ms);
+            return;
+        }
+        let Some(build) = self.builds.remove(&id) else {
+            return;
+        };
+        if let Some(worker) = self.workers.get_mut(&build.worker) {
+            worker.running.remove(&id);
+        }
+        self.record(Record::BuildRetried {
+            build: id,
+            request,
+            reason,
+            at_ms: now_ms,
+        });
+        if let Some(req) = self.requests.get_mut(&request) {
+            req.build = None;
+            req.retries += 1;
+        }
+        if let Some(state) = self.builders.get_mut(&builder) {
+            // Back in submission order: older requests first.
+            let at = state.queue.partition_point(|r| *r < request);
+            state.queue.insert(at, request);
+        }
+        self.close_if_drained(&build.worker);
+    }
+
+    /// A worker's link is gone. Its builds wait for it to come back (with
+    /// their steps, which a worker keeps running) until the grace period
+    /// ends; see [`Core::worker_connected`] and [`Core::tick`].
     pub fn worker_lost(&mut self, link: LinkId, now_ms: u64) {
         let Some(name) = self.links.remove(&link) else {
             return;
@@ -149,33 +288,26 @@ impl Core {
         if let Some(worker) = self.workers.get_mut(&name) {
             worker.link = None;
         }
-        let on_link: Vec<BuildId> = self
-            .builds
-            .values()
-            .filter(|b| b.link == link)
-            .map(|b| b.id)
-            .collect();
-        for id in on_link {
-            let step = self.builds[&id].step;
-            self.record(Record::StepFinished {
-                build: id,
-                step,
-                result: BuildResult::Exception,
-                reason: Some(format!("worker `{name}` was lost")),
-                at_ms: now_ms,
-            });
-            self.finish_build(
-                id,
-                BuildResult::Exception,
-                Some(format!("worker `{name}` was lost")),
-                now_ms,
-            );
+        let deadline = now_ms + self.config.master.worker_grace.as_millis() as u64;
+        for build in self.builds.values_mut().filter(|b| b.link == Some(link)) {
+            build.link = None;
+            build.orphaned_until = Some(deadline);
         }
-        if let Some(worker) = self.workers.get_mut(&name) {
-            worker.draining = None;
-            if worker.removed {
-                self.workers.remove(&name);
+        let removed = self.workers.get(&name).is_some_and(|w| w.removed);
+        if removed {
+            // A removed worker is refused if it comes back: its builds
+            // cannot be resumed, so they are retried now.
+            let stranded: Vec<BuildId> = self.workers[&name].running.iter().copied().collect();
+            for id in stranded {
+                self.retry_build(
+                    id,
+                    format!("worker `{name}` was removed by reload and its link is gone"),
+                    now_ms,
+                );
             }
+            self.workers.remove(&name);
+        } else if let Some(worker) = self.workers.get_mut(&name) {
+            worker.draining = None;
         }
         self.dispatch(now_ms);
     }
@@ -190,7 +322,7 @@ impl Core {
         now_ms: u64,
     ) -> Result<(), CoreError> {
         let build = match self.builds.get(&build_id) {
-            Some(b) if b.link == link && b.step == step => b,
+            Some(b) if b.link == Some(link) && b.step == step => b,
             _ => {
                 return Err(CoreError::NotYourStep {
                     link,

@@ -11,6 +11,9 @@ impl Core {
     /// Start every queued request that has a free eligible worker, oldest
     /// request first across all builders, so no builder starves another.
     pub(super) fn dispatch(&mut self, now_ms: u64) {
+        if self.draining {
+            return;
+        }
         loop {
             let mut heads: Vec<(u64, String)> = self
                 .builders
@@ -76,8 +79,9 @@ impl Core {
                 request: request_id,
                 builder: builder.to_string(),
                 worker: worker_name.to_string(),
-                link,
-                def,
+                link: Some(link),
+                orphaned_until: None,
+                def: Arc::clone(&def),
                 generation: self.generation,
                 step: 0,
                 stopping: None,
@@ -90,6 +94,7 @@ impl Core {
             worker: worker_name.to_string(),
             generation: self.generation,
             config_hash: self.config.hash.clone(),
+            definition: def,
             at_ms: now_ms,
         });
         self.start_step(id, 0, now_ms);
@@ -139,10 +144,14 @@ impl Core {
             name,
             at_ms: now_ms,
         });
-        self.effects.push(Effect::ToWorker {
-            link,
-            msg: MasterToWorker::StartStep(assignment),
-        });
+        // A step starts only after the previous one's end came in on the
+        // build's link, so the link is there.
+        if let Some(link) = link {
+            self.effects.push(Effect::ToWorker {
+                link,
+                msg: MasterToWorker::StartStep(assignment),
+            });
+        }
     }
 
     /// Close a draining worker's link once it runs nothing; forget a

@@ -5,6 +5,9 @@
 //! write and a notice for clients following builds.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use crate::config::BuilderDef;
 
 use crate::protocol::{BuildId, BuildResult, MasterToWorker, RequestId, StepIndex, StepResult};
 
@@ -70,6 +73,9 @@ pub enum Record {
         generation: u64,
         /// The hash of that config.
         config_hash: String,
+        /// The definition it runs with, kept so that it can finish with it
+        /// after a master restart.
+        definition: Arc<BuilderDef>,
         /// When.
         at_ms: u64,
     },
@@ -107,6 +113,18 @@ pub enum Record {
         result: BuildResult,
         /// Why, in words.
         reason: Option<String>,
+        /// When.
+        at_ms: u64,
+    },
+    /// A build was cut short by its worker's absence; its request is
+    /// queued again (one more retry).
+    BuildRetried {
+        /// The build.
+        build: BuildId,
+        /// The request, queued again.
+        request: RequestId,
+        /// Why.
+        reason: String,
         /// When.
         at_ms: u64,
     },

@@ -66,6 +66,9 @@ pub enum CoreError {
     /// A worker that a reload removed tries to come back.
     #[error("worker `{0}` was removed from the config and is draining")]
     WorkerRemoved(String),
+    /// The master is draining for shutdown.
+    #[error("the master is draining for shutdown and takes no new requests")]
+    Draining,
     /// A link reported on a step it was not given.
     #[error("link {link} reported on build {build} step {step}, which it does not run")]
     NotYourStep {
@@ -91,6 +94,8 @@ pub struct LiveRequest {
     pub properties: BTreeMap<String, String>,
     /// Its build, once dispatched.
     pub build: Option<BuildId>,
+    /// How many of its builds ended as `retry`.
+    pub retries: u32,
 }
 
 /// A build that is running.
@@ -104,8 +109,11 @@ pub struct RunningBuild {
     pub builder: String,
     /// The worker it runs on.
     pub worker: String,
-    /// The worker's connection it was started on.
-    pub link: LinkId,
+    /// The worker's connection its current step was given on; `None`
+    /// while the worker is away (lost link, or a master restart).
+    pub link: Option<LinkId>,
+    /// While the worker is away: when the build gives up on it (ms).
+    pub orphaned_until: Option<u64>,
     /// The definition it started with; a reload never changes it.
     pub def: Arc<BuilderDef>,
     /// The generation it started under.
@@ -135,6 +143,23 @@ struct WorkerState {
     removed: bool,
 }
 
+/// A build that was running when the master stopped.
+#[derive(Debug, Clone)]
+pub struct RestoredBuild {
+    /// The build.
+    pub id: BuildId,
+    /// Its request, running (so not in [`Restored::queued`]).
+    pub request: LiveRequest,
+    /// The worker it ran on.
+    pub worker: String,
+    /// The definition it started with.
+    pub def: Arc<BuilderDef>,
+    /// The generation it started under.
+    pub generation: u64,
+    /// The last step started.
+    pub step: StepIndex,
+}
+
 /// The state the master restarts from, as read back from the store.
 #[derive(Debug, Clone, Default)]
 pub struct Restored {
@@ -144,6 +169,8 @@ pub struct Restored {
     pub config_hash: String,
     /// Queued requests, oldest first.
     pub queued: Vec<LiveRequest>,
+    /// Builds that were running: they wait for their worker to come back.
+    pub running: Vec<RestoredBuild>,
     /// The next request id to give.
     pub next_request: RequestId,
     /// The next build id to give.
@@ -162,6 +189,8 @@ pub struct Core {
     links: HashMap<LinkId, String>,
     next_request: RequestId,
     next_build: BuildId,
+    /// Draining for shutdown: no new requests, no new builds.
+    draining: bool,
     effects: Vec<Effect>,
 }
 
@@ -184,6 +213,7 @@ impl Core {
             links: HashMap::new(),
             next_request: restored.next_request.max(1),
             next_build: restored.next_build.max(1),
+            draining: false,
             effects: Vec::new(),
         };
         // Queued requests go back under the builders they were queued for;
@@ -207,7 +237,40 @@ impl Core {
             core.requests.insert(req.id, req);
         }
         // Start from the config but keep the restored queues.
-        core.apply_config(config, now_ms, false);
+        core.apply_config(Arc::clone(&config), now_ms, false);
+        // Builds that were running wait for their worker to come back
+        // within the grace period; a worker the config no longer has
+        // cannot, so those are retried at once.
+        let deadline = now_ms + config.master.worker_grace.as_millis() as u64;
+        for b in restored.running {
+            core.requests.insert(b.request.id, b.request.clone());
+            core.builds.insert(
+                b.id,
+                RunningBuild {
+                    id: b.id,
+                    request: b.request.id,
+                    builder: b.request.builder.clone(),
+                    worker: b.worker.clone(),
+                    link: None,
+                    orphaned_until: Some(deadline),
+                    def: b.def,
+                    generation: b.generation,
+                    step: b.step,
+                    stopping: None,
+                },
+            );
+            match core.workers.get_mut(&b.worker) {
+                Some(w) if !w.removed => {
+                    w.running.insert(b.id);
+                }
+                _ => core.retry_build(
+                    b.id,
+                    format!("worker `{}` is no longer configured", b.worker),
+                    now_ms,
+                ),
+            }
+        }
+        core.dispatch(now_ms);
         core
     }
 
@@ -239,6 +302,20 @@ impl Core {
     /// All running builds, by id.
     pub fn running_builds(&self) -> impl Iterator<Item = &RunningBuild> {
         self.builds.values()
+    }
+
+    /// True while draining for shutdown.
+    pub fn is_draining(&self) -> bool {
+        self.draining
+    }
+
+    /// Start or stop draining for shutdown: while draining, no request is
+    /// accepted and no build starts; running builds finish.
+    pub fn set_draining(&mut self, draining: bool, now_ms: u64) {
+        self.draining = draining;
+        if !draining {
+            self.dispatch(now_ms);
+        }
     }
 
     /// The worker name behind a link, if the link is live.

@@ -53,7 +53,7 @@ impl Core {
             }
         }
         let generation = self.generation + 1;
-        self.apply_workers(&config, &mut report);
+        self.apply_workers(&config, now_ms, &mut report);
         self.apply_builders(&config, generation, now_ms, &mut report);
 
         let changed = if !is_reload {
@@ -94,7 +94,7 @@ impl Core {
         report
     }
 
-    fn apply_workers(&mut self, config: &Config, report: &mut ReloadReport) {
+    fn apply_workers(&mut self, config: &Config, now_ms: u64, report: &mut ReloadReport) {
         let wanted: BTreeSet<&str> = config.workers.iter().map(|w| w.name.as_str()).collect();
         for (name, state) in self.workers.iter_mut() {
             if !wanted.contains(name.as_str()) && !state.removed {
@@ -106,7 +106,22 @@ impl Core {
                 }
             }
         }
-        // Removed workers with no link are simply forgotten.
+        // Removed workers with no link are forgotten; builds that waited
+        // for them can never be resumed (a removed worker is refused), so
+        // they are retried now.
+        let stranded: Vec<(u64, String)> = self
+            .workers
+            .iter()
+            .filter(|(_, w)| w.removed && w.link.is_none())
+            .flat_map(|(name, w)| w.running.iter().map(move |b| (*b, name.clone())))
+            .collect();
+        for (build, worker) in stranded {
+            self.retry_build(
+                build,
+                format!("worker `{worker}` was removed by reload while away"),
+                now_ms,
+            );
+        }
         self.workers.retain(|_, w| !(w.removed && w.link.is_none()));
         for def in &config.workers {
             match self.workers.get_mut(&def.name) {

@@ -18,7 +18,7 @@ fn busy_core() -> Core {
         Restored::default(),
         0,
     );
-    core.worker_connected("w", 1, 0).unwrap();
+    core.worker_connected("w", 1, &[], 0).unwrap();
     for _ in 0..3 {
         core.force_build("b", None, BTreeMap::new(), 0).unwrap();
     }
@@ -215,7 +215,7 @@ fn changed_credentials_drain_then_require_a_new_login() {
             .iter()
             .any(|e| matches!(e, Effect::CloseLink { link: 1, .. }))
     );
-    core.worker_connected("w", 2, 3).unwrap();
+    core.worker_connected("w", 2, &[], 3).unwrap();
     assert!(
         core.running_build(3).is_some(),
         "back to work after logging in again"
@@ -229,8 +229,8 @@ fn a_worker_no_longer_listed_finishes_but_takes_no_new_builds() {
         Restored::default(),
         0,
     );
-    core.worker_connected("w", 1, 0).unwrap();
-    core.worker_connected("v", 2, 0).unwrap();
+    core.worker_connected("w", 1, &[], 0).unwrap();
+    core.worker_connected("v", 2, &[], 0).unwrap();
     core.force_build("b", None, BTreeMap::new(), 0).unwrap();
     core.force_build("b", None, BTreeMap::new(), 0).unwrap();
     let mut cfg = (**core.config()).clone();

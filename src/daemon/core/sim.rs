@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use super::*;
 use crate::config::{Secret, StepAction, StepDef};
-use crate::protocol::{MasterToWorker, StepEnd};
+use crate::protocol::{MasterToWorker, RunningStep, StepEnd};
 
 /// A small, fast, seedable PRNG (splitmix64): reproducible on every platform.
 struct Rng(u64);
@@ -55,6 +55,13 @@ enum ReqState {
     Cancelled,
 }
 
+/// A simulated worker process.
+#[derive(Debug, Default)]
+struct SimWorker {
+    link: Option<LinkId>,
+    steps: BTreeSet<(BuildId, StepIndex)>,
+}
+
 /// A bug planted on purpose, to show the simulator catches it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Fault {
@@ -67,11 +74,12 @@ struct Sim {
     rng: Rng,
     core: Core,
     requests: BTreeMap<RequestId, ReqState>,
-    /// Running builds as the records say: worker, the definition and link
-    /// they started with, and the last step started.
-    running: BTreeMap<BuildId, (String, Arc<BuilderDef>, LinkId, StepIndex)>,
-    /// Each simulated worker's current link and the steps it was given.
-    links: BTreeMap<String, (LinkId, BTreeSet<(BuildId, StepIndex)>)>,
+    /// Running builds as the records say: worker, the definition they
+    /// started with, and the last step started.
+    running: BTreeMap<BuildId, (String, Arc<BuilderDef>, StepIndex)>,
+    /// Each simulated worker process: its link (if connected) and the steps
+    /// it holds, which it keeps across lost links, as bbworker does.
+    workers: BTreeMap<String, SimWorker>,
     next_link: LinkId,
     history: Vec<String>,
     now: u64,
@@ -87,6 +95,8 @@ struct Seen {
     renames: u64,
     restarts: u64,
     reloads_applied: u64,
+    retries: u64,
+    resumed: u64,
 }
 
 fn random_config(rng: &mut Rng, current: Option<&Config>) -> Arc<Config> {
@@ -176,7 +186,7 @@ impl Sim {
             core,
             requests: BTreeMap::new(),
             running: BTreeMap::new(),
-            links: BTreeMap::new(),
+            workers: BTreeMap::new(),
             next_link: 1,
             history: Vec::new(),
             now: 0,
@@ -200,31 +210,35 @@ impl Sim {
             match effect {
                 Effect::Record(r) => self.record(r),
                 Effect::ToWorker { link, msg } => {
-                    let Some((name, _)) = self.links.iter().find(|(_, (l, _))| *l == link) else {
+                    let Some(name) = self.worker_on(link) else {
                         self.fail(format!("message to link {link}, which is not current"));
                     };
-                    let name = name.clone();
-                    if let MasterToWorker::StartStep(a) = msg {
-                        self.links
-                            .get_mut(&name)
-                            .unwrap()
-                            .1
-                            .insert((a.build, a.step));
+                    let w = self.workers.get_mut(&name).expect("worker_on found it");
+                    match msg {
+                        MasterToWorker::StartStep(a) => {
+                            w.steps.insert((a.build, a.step));
+                        }
+                        MasterToWorker::Abandon { build, step } => {
+                            w.steps.remove(&(build, step));
+                        }
+                        MasterToWorker::Resume { build, step, .. }
+                            if !w.steps.contains(&(build, step)) =>
+                        {
+                            self.fail(format!(
+                                "resume of build {build} step {step}, which {name} does not hold"
+                            ));
+                        }
+                        _ => {}
                     }
                 }
                 Effect::CloseLink { link, .. } => {
-                    let Some(name) = self
-                        .links
-                        .iter()
-                        .find(|(_, (l, _))| *l == link)
-                        .map(|(n, _)| n.clone())
-                    else {
+                    let Some(name) = self.worker_on(link) else {
                         self.fail(format!("close of link {link}, which is not current"));
                     };
-                    if !self.links[&name].1.is_empty() {
+                    if !self.workers[&name].steps.is_empty() {
                         self.fail(format!("link {link} of {name} closed while it runs steps"));
                     }
-                    self.links.remove(&name);
+                    self.workers.remove(&name);
                     // The shell then reports the link gone: a no-op now.
                     self.core.worker_lost(link, self.now);
                     if !self.core.take_effects().is_empty() {
@@ -233,6 +247,13 @@ impl Sim {
                 }
             }
         }
+    }
+
+    fn worker_on(&self, link: LinkId) -> Option<String> {
+        self.workers
+            .iter()
+            .find(|(_, w)| w.link == Some(link))
+            .map(|(n, _)| n.clone())
     }
 
     fn record(&mut self, r: Record) {
@@ -280,24 +301,35 @@ impl Sim {
                     self.fail(format!("{worker} got build {build} with {busy}/{max} busy"));
                 }
                 let rb = self.core.running_build(build).expect("started build runs");
-                let (def, link) = (Arc::clone(&rb.def), rb.link);
-                self.running.insert(build, (worker, def, link, 0));
+                let def = Arc::clone(&rb.def);
+                self.running.insert(build, (worker, def, 0));
                 self.requests.insert(request, ReqState::Running(build));
             }
             Record::StepStarted { build, step, .. } => {
-                let Some(last) = self.running.get(&build).map(|e| e.3) else {
+                let Some(last) = self.running.get(&build).map(|e| e.2) else {
                     self.fail(format!("step of build {build}, which is not running"));
                 };
                 if step != 0 && step != last + 1 {
                     self.fail(format!("build {build} jumped from step {last} to {step}"));
                 }
                 if let Some(entry) = self.running.get_mut(&build) {
-                    entry.3 = step;
+                    entry.2 = step;
                 }
             }
             Record::BuilderRenamed { .. } => self.seen.renames += 1,
             Record::GenerationApplied { .. } => self.seen.reloads_applied += 1,
             Record::StepFinished { .. } => {}
+            Record::BuildRetried { build, request, .. } => {
+                if self.requests.get(&request) != Some(&ReqState::Running(build)) {
+                    self.fail(format!(
+                        "build {build} retried for request {request} in state {:?}",
+                        self.requests.get(&request)
+                    ));
+                }
+                self.running.remove(&build);
+                self.requests.insert(request, ReqState::Queued);
+                self.seen.retries += 1;
+            }
             Record::BuildFinished { build, request, .. } => {
                 if self.requests.get(&request) != Some(&ReqState::Running(build)) {
                     self.fail(format!(
@@ -354,17 +386,20 @@ impl Sim {
             self.fail("the core holds a request the records do not know".into());
         }
         // 3 and 4. Every running build has exactly its current step out on
-        // its worker's current link, with the definition and worker it
-        // started with; and every step out belongs to a running build.
+        // its worker's current link, or waits for its worker with a
+        // deadline that has not passed; it keeps the worker and definition
+        // it started with. Every step out on a link belongs to a running
+        // build on that link.
         let mut out: BTreeSet<(BuildId, StepIndex)> = BTreeSet::new();
-        for (link, steps) in self.links.values() {
-            for s in steps {
+        for w in self.workers.values() {
+            let Some(link) = w.link else { continue };
+            for s in &w.steps {
                 let Some(rb) = core.builds.get(&s.0) else {
                     self.fail(format!("step {s:?} is out but its build is not running"));
                 };
-                if rb.link != *link || rb.step != s.1 {
+                if rb.link != Some(link) || rb.step != s.1 {
                     self.fail(format!(
-                        "step {s:?} is out on link {link}, build is on {}",
+                        "step {s:?} is out on link {link}, build is on {:?}",
                         rb.link
                     ));
                 }
@@ -372,18 +407,28 @@ impl Sim {
             }
         }
         for (id, rb) in &core.builds {
-            if !out.contains(&(*id, rb.step)) {
-                self.fail(format!(
-                    "build {id} step {} is not out on any worker: stuck",
-                    rb.step
-                ));
+            match (rb.link, rb.orphaned_until) {
+                (Some(_), None) => {
+                    if !out.contains(&(*id, rb.step)) {
+                        self.fail(format!(
+                            "build {id} step {} is not out on any worker: stuck",
+                            rb.step
+                        ));
+                    }
+                }
+                (None, Some(deadline)) => {
+                    if deadline <= self.now {
+                        self.fail(format!("build {id} waits past its deadline: stuck"));
+                    }
+                }
+                other => self.fail(format!("build {id} has link/deadline {other:?}")),
             }
-            let Some((worker, def, link, _)) = self.running.get(id) else {
+            let Some((worker, def, _)) = self.running.get(id) else {
                 self.fail(format!("build {id} runs but was never recorded started"));
             };
-            if *worker != rb.worker || *link != rb.link || !Arc::ptr_eq(def, &rb.def) {
+            if *worker != rb.worker || !Arc::ptr_eq(def, &rb.def) {
                 self.fail(format!(
-                    "build {id} changed worker, link or definition while running"
+                    "build {id} changed worker or definition while running"
                 ));
             }
         }
@@ -416,8 +461,12 @@ impl Sim {
     }
 
     fn step(&mut self) {
-        self.now += 1 + self.rng.below(1000) as u64;
+        // Time passes; the shell's timer ticks the core at every deadline.
+        let span = if self.rng.chance(5) { 90_000 } else { 1000 };
+        self.now += 1 + self.rng.below(span) as u64;
         let now = self.now;
+        self.core.tick(now);
+        self.absorb();
         let roll = self.rng.below(100);
         match roll {
             0..20 => {
@@ -427,32 +476,78 @@ impl Sim {
             }
             20..30 => {
                 let name = WORKERS[self.rng.below(WORKERS.len())];
-                if self.links.contains_key(name) {
+                if self.workers.get(name).is_some_and(|w| w.link.is_some()) {
                     return self.step();
                 }
                 let link = self.next_link;
                 self.next_link += 1;
-                let r = self.core.worker_connected(name, link, now);
-                self.history
-                    .push(format!("connect {name} as link {link} -> {r:?}"));
+                let held: Vec<RunningStep> = self
+                    .workers
+                    .get(name)
+                    .map(|w| {
+                        w.steps
+                            .iter()
+                            .map(|(build, step)| RunningStep {
+                                build: *build,
+                                step: *step,
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let r = self.core.worker_connected(name, link, &held, now);
+                self.history.push(format!(
+                    "connect {name} as link {link} holding {:?} -> {r:?}",
+                    held.iter().map(|h| (h.build, h.step)).collect::<Vec<_>>()
+                ));
                 if r.is_ok() {
-                    self.links.insert(name.to_string(), (link, BTreeSet::new()));
+                    let w = self.workers.entry(name.to_string()).or_default();
+                    w.link = Some(link);
+                    self.seen.resumed += self
+                        .core
+                        .effects
+                        .iter()
+                        .filter(|e| {
+                            matches!(
+                                e,
+                                Effect::ToWorker {
+                                    msg: MasterToWorker::Resume { .. },
+                                    ..
+                                }
+                            )
+                        })
+                        .count() as u64;
                 }
             }
             30..34 => {
-                let names: Vec<String> = self.links.keys().cloned().collect();
+                // The link breaks; the worker process keeps its steps.
+                let names: Vec<String> = self
+                    .workers
+                    .iter()
+                    .filter(|(_, w)| w.link.is_some())
+                    .map(|(n, _)| n.clone())
+                    .collect();
                 let Some(name) = self.rng.pick(&names).cloned() else {
                     return self.step();
                 };
-                let (link, _) = self.links.remove(&name).unwrap();
-                self.history.push(format!("lose {name} (link {link})"));
+                let w = self.workers.get_mut(&name).expect("picked");
+                let link = w.link.take().expect("connected");
+                // Sometimes the worker process died too: its steps are gone.
+                let crashed = self.rng.chance(30);
+                if crashed {
+                    w.steps.clear();
+                }
+                self.history.push(format!(
+                    "lose {name} (link {link}){}",
+                    if crashed { ", worker process died" } else { "" }
+                ));
                 self.core.worker_lost(link, now);
             }
             34..70 => {
                 let out: Vec<(String, LinkId, BuildId, StepIndex)> = self
-                    .links
+                    .workers
                     .iter()
-                    .flat_map(|(n, (l, s))| s.iter().map(move |(b, i)| (n.clone(), *l, *b, *i)))
+                    .filter_map(|(n, w)| w.link.map(|l| (n, l, w)))
+                    .flat_map(|(n, l, w)| w.steps.iter().map(move |(b, i)| (n.clone(), l, *b, *i)))
                     .collect();
                 let Some((name, link, build, step)) = self.rng.pick(&out).cloned() else {
                     return self.step();
@@ -464,7 +559,11 @@ impl Sim {
                     3 => StepEnd::Stopped,
                     _ => StepEnd::Exited { code: 0 },
                 };
-                self.links.get_mut(&name).unwrap().1.remove(&(build, step));
+                self.workers
+                    .get_mut(&name)
+                    .expect("picked")
+                    .steps
+                    .remove(&(build, step));
                 self.history
                     .push(format!("{name} ends build {build} step {step}: {end:?}"));
                 if let Err(e) = self.core.step_ended(link, build, step, end, now) {
@@ -477,7 +576,7 @@ impl Sim {
                     return self.step();
                 };
                 self.history.push(format!("stop build {id}"));
-                if let Err(e) = self.core.stop_build(id, "sim") {
+                if let Err(e) = self.core.stop_build(id, "sim", now) {
                     self.fail(format!("stop of a running build failed: {e}"));
                 }
             }
@@ -552,12 +651,15 @@ impl Sim {
             }
             92..96 => {
                 // A crafted report: a step this link was not given.
-                let Some((name, (link, _))) = self.links.iter().next() else {
+                let Some((name, link)) = self
+                    .workers
+                    .iter()
+                    .find_map(|(n, w)| w.link.map(|l| (n.clone(), l)))
+                else {
                     return self.step();
                 };
-                let (name, link) = (name.clone(), *link);
                 let build = self.rng.below(50) as u64;
-                let given = self.links[&name].1.iter().any(|(b, _)| *b == build);
+                let given = self.workers[&name].steps.iter().any(|(b, _)| *b == build);
                 if given {
                     return self.step();
                 }
@@ -580,42 +682,65 @@ impl Sim {
         self.check();
     }
 
-    /// The master dies and comes back on what the store kept.
+    /// The master dies and comes back on what the store kept: queued
+    /// requests, and running builds that wait for their workers. Worker
+    /// processes live on with their steps; only the links are gone.
     fn restart(&mut self) {
         self.history.push("master restart".into());
         self.seen.restarts += 1;
-        // The store's restore: running builds end, their requests requeue.
         let mut queued = Vec::new();
-        for (id, state) in self.requests.iter_mut() {
-            if matches!(state, ReqState::Running(_)) {
-                *state = ReqState::Queued;
-            }
-            if *state == ReqState::Queued {
-                let builder = self
-                    .core
-                    .requests
-                    .get(id)
-                    .map(|r| r.builder.clone())
-                    .unwrap_or_default();
-                queued.push(LiveRequest {
-                    id: *id,
-                    builder,
-                    reason: None,
-                    properties: BTreeMap::new(),
+        let mut running = Vec::new();
+        for (id, state) in &self.requests {
+            let Some(req) = self.core.requests.get(id) else {
+                continue;
+            };
+            match state {
+                ReqState::Queued => queued.push(LiveRequest {
                     build: None,
-                });
+                    ..req.clone()
+                }),
+                ReqState::Running(build) => {
+                    let rb = &self.core.builds[build];
+                    let (worker, def, step) = &self.running[build];
+                    running.push(RestoredBuild {
+                        id: *build,
+                        request: req.clone(),
+                        worker: worker.clone(),
+                        def: Arc::clone(def),
+                        generation: rb.generation,
+                        step: *step,
+                    });
+                }
+                _ => {}
             }
         }
         let restored = Restored {
             generation: self.core.generation(),
             config_hash: self.core.config().hash.clone(),
             queued,
+            running,
             next_request: self.core.next_request,
             next_build: self.core.next_build,
         };
-        self.running.clear();
-        self.links.clear();
+        for w in self.workers.values_mut() {
+            w.link = None;
+        }
         self.core = Core::new(Arc::clone(self.core.config()), restored, self.now);
+        // The restored core holds new Arcs of the same definitions.
+        let changed = self.running.iter().find(|(id, entry)| {
+            self.core
+                .builds
+                .get(id)
+                .is_some_and(|rb| *rb.def != *entry.1)
+        });
+        if let Some((id, _)) = changed {
+            self.fail(format!("build {id} came back with another definition"));
+        }
+        for (id, entry) in self.running.iter_mut() {
+            if let Some(rb) = self.core.builds.get(id) {
+                entry.1 = Arc::clone(&rb.def);
+            }
+        }
     }
 }
 
@@ -750,6 +875,8 @@ fn simulated_histories_keep_the_invariants() {
         total.renames += seen.renames;
         total.restarts += seen.restarts;
         total.reloads_applied += seen.reloads_applied;
+        total.retries += seen.retries;
+        total.resumed += seen.resumed;
     }
     println!("{seeds} seeds x {events} events: {total:?}");
     // The histories must have exercised what the invariants are about.
@@ -759,6 +886,8 @@ fn simulated_histories_keep_the_invariants() {
         assert!(total.renames > seeds / 10, "{total:?}");
         assert!(total.restarts > seeds, "{total:?}");
         assert!(total.reloads_applied > seeds * 5, "{total:?}");
+        assert!(total.retries > seeds / 5, "{total:?}");
+        assert!(total.resumed > seeds / 5, "{total:?}");
     }
 }
 

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use super::*;
 use crate::config::{Secret, StepAction, StepDef};
-use crate::protocol::{BuildResult, MasterToWorker, StepEnd};
+use crate::protocol::{BuildResult, MasterToWorker, RunningStep, StepEnd};
 
 /// Build a config: workers as (name, max_builds), builders as (name,
 /// workers, number of steps).
@@ -90,7 +90,7 @@ fn requests_queue_in_order_and_wait_for_a_worker() {
     assert_eq!(core.queue_of("b"), vec![1, 2, 3]);
     let effects = core.take_effects();
     assert!(started_steps(&effects).is_empty(), "no worker yet");
-    core.worker_connected("w", 7, 0).unwrap();
+    core.worker_connected("w", 7, &[], 0).unwrap();
     let effects = core.take_effects();
     assert_eq!(started_steps(&effects), vec![(7, 1, 0)]);
     assert_eq!(
@@ -115,7 +115,7 @@ fn steps_run_in_order_and_a_failure_ends_the_build() {
         Restored::default(),
         0,
     );
-    core.worker_connected("w", 1, 0).unwrap();
+    core.worker_connected("w", 1, &[], 0).unwrap();
     force(&mut core, "b");
     assert_eq!(started_steps(&core.take_effects()), vec![(1, 1, 0)]);
     core.step_ended(1, 1, 0, OK, 1).unwrap();
@@ -141,8 +141,8 @@ fn builds_spread_over_workers_within_their_limits() {
         Restored::default(),
         0,
     );
-    core.worker_connected("a", 1, 0).unwrap();
-    core.worker_connected("b", 2, 0).unwrap();
+    core.worker_connected("a", 1, &[], 0).unwrap();
+    core.worker_connected("b", 2, &[], 0).unwrap();
     for _ in 0..5 {
         force(&mut core, "x");
     }
@@ -156,17 +156,16 @@ fn builds_spread_over_workers_within_their_limits() {
 }
 
 #[test]
-fn stop_cancels_and_worker_loss_is_an_exception() {
+fn stop_cancels_a_build() {
     let mut core = Core::new(
         config(&[("w", 2)], &[("b", &["w"], 2)]),
         Restored::default(),
         0,
     );
-    core.worker_connected("w", 1, 0).unwrap();
-    force(&mut core, "b");
+    core.worker_connected("w", 1, &[], 0).unwrap();
     force(&mut core, "b");
     core.take_effects();
-    core.stop_build(1, "stopped by test").unwrap();
+    core.stop_build(1, "stopped by test", 1).unwrap();
     let effects = core.take_effects();
     assert!(effects.contains(&Effect::ToWorker {
         link: 1,
@@ -175,17 +174,198 @@ fn stop_cancels_and_worker_loss_is_an_exception() {
     core.step_ended(1, 1, 0, StepEnd::Stopped, 1).unwrap();
     let effects = core.take_effects();
     assert_eq!(finished(&effects)[0].1, BuildResult::Cancelled);
-    core.worker_lost(1, 2);
-    let effects = core.take_effects();
-    assert_eq!(
-        finished(&effects),
-        vec![(
-            2,
-            BuildResult::Exception,
-            Some("worker `w` was lost".into())
-        )]
+}
+
+/// A core whose worker `w` ran build 1 (two steps) and lost its link.
+fn orphaned_core() -> Core {
+    let mut core = Core::new(
+        config(&[("w", 1)], &[("b", &["w"], 2)]),
+        Restored::default(),
+        0,
     );
-    assert!(core.running_build(2).is_none());
+    core.worker_connected("w", 1, &[], 0).unwrap();
+    force(&mut core, "b");
+    core.take_effects();
+    core.worker_lost(1, 1_000);
+    assert!(
+        core.take_effects().is_empty(),
+        "a lost link ends nothing at once"
+    );
+    assert_eq!(core.running_build(1).unwrap().link, None);
+    core
+}
+
+fn held(build: u64, step: u32) -> RunningStep {
+    RunningStep { build, step }
+}
+
+#[test]
+fn a_worker_that_comes_back_in_time_resumes_its_build() {
+    let mut core = orphaned_core();
+    core.tick(30_000);
+    assert!(core.running_build(1).is_some(), "within the 60 s grace");
+    core.worker_connected("w", 2, &[held(1, 0)], 30_000)
+        .unwrap();
+    let effects = core.take_effects();
+    assert!(effects.contains(&Effect::ToWorker {
+        link: 2,
+        msg: MasterToWorker::Resume {
+            build: 1,
+            step: 0,
+            offset: 0
+        }
+    }));
+    assert!(finished(&effects).is_empty());
+    // The step's end now comes on the new link and the build goes on.
+    core.step_ended(2, 1, 0, OK, 30_001).unwrap();
+    assert_eq!(started_steps(&core.take_effects()), vec![(2, 1, 1)]);
+    assert!(
+        core.step_ended(1, 1, 1, OK, 30_002).is_err(),
+        "the old link is dead"
+    );
+}
+
+#[test]
+fn a_worker_that_stays_away_gets_its_builds_retried_then_given_up() {
+    let mut core = orphaned_core();
+    assert_eq!(core.next_deadline(), Some(61_000));
+    core.tick(60_999);
+    assert!(core.running_build(1).is_some());
+    core.tick(61_000);
+    let effects = core.take_effects();
+    assert!(effects.iter().any(|e| matches!(
+        e,
+        Effect::Record(Record::BuildRetried { build: 1, request: 1, reason, .. })
+            if reason.contains("did not come back within 1m")
+    )));
+    assert_eq!(core.queue_of("b"), vec![1], "queued again");
+    assert_eq!(core.live_request(1).unwrap().retries, 1);
+    // Three more losses: the default max_retries is 3, then exception.
+    let mut now = 100_000;
+    for round in 0..3 {
+        core.worker_connected("w", 10 + round, &[], now).unwrap();
+        let build = core
+            .live_request(1)
+            .unwrap()
+            .build
+            .expect("dispatched again");
+        core.take_effects();
+        core.worker_lost(10 + round, now);
+        now += 61_000;
+        core.tick(now);
+        let effects = core.take_effects();
+        if round < 2 {
+            assert!(effects.iter().any(|e| matches!(e, Effect::Record(Record::BuildRetried { build: b, .. }) if *b == build)));
+        } else {
+            let f = finished(&effects);
+            assert_eq!(f.len(), 1);
+            assert_eq!(f[0].1, BuildResult::Exception);
+            assert!(
+                f[0].2.as_ref().unwrap().contains("gave up after 3 retries"),
+                "{f:?}"
+            );
+            assert!(core.live_request(1).is_none());
+        }
+    }
+}
+
+#[test]
+fn a_worker_back_without_the_step_gets_the_build_retried() {
+    let mut core = orphaned_core();
+    core.worker_connected("w", 2, &[held(7, 0)], 2_000).unwrap();
+    let effects = core.take_effects();
+    assert!(
+        effects.contains(&Effect::ToWorker {
+            link: 2,
+            msg: MasterToWorker::Abandon { build: 7, step: 0 }
+        }),
+        "a step the master does not know is abandoned"
+    );
+    assert!(
+        effects
+            .iter()
+            .any(|e| matches!(e, Effect::Record(Record::BuildRetried { build: 1, .. })))
+    );
+    // The retried request runs again at once, on the same worker.
+    assert_eq!(started_steps(&effects), vec![(2, 2, 0)]);
+}
+
+#[test]
+fn stopping_a_build_whose_worker_is_away_ends_it_now() {
+    let mut core = orphaned_core();
+    core.stop_build(1, "stopped by test", 2_000).unwrap();
+    let effects = core.take_effects();
+    assert_eq!(finished(&effects)[0].1, BuildResult::Cancelled);
+    core.worker_connected("w", 2, &[held(1, 0)], 3_000).unwrap();
+    assert!(core.take_effects().contains(&Effect::ToWorker {
+        link: 2,
+        msg: MasterToWorker::Abandon { build: 1, step: 0 }
+    }));
+}
+
+#[test]
+fn builds_running_at_a_restart_wait_for_their_worker() {
+    let cfg = config(&[("w", 1)], &[("b", &["w"], 2)]);
+    let def = Arc::new(cfg.builders[0].clone());
+    let restored = Restored {
+        generation: 1,
+        config_hash: cfg.hash.clone(),
+        running: vec![RestoredBuild {
+            id: 4,
+            request: LiveRequest {
+                id: 9,
+                builder: "b".into(),
+                reason: None,
+                properties: BTreeMap::new(),
+                build: Some(4),
+                retries: 0,
+            },
+            worker: "w".into(),
+            def,
+            generation: 1,
+            step: 1,
+        }],
+        next_request: 10,
+        next_build: 5,
+        ..Restored::default()
+    };
+    let mut core = Core::new(cfg, restored, 500);
+    assert_eq!(core.running_build(4).unwrap().orphaned_until, Some(60_500));
+    core.take_effects();
+    core.worker_connected("w", 1, &[held(4, 1)], 600).unwrap();
+    assert!(core.take_effects().iter().any(|e| matches!(
+        e,
+        Effect::ToWorker {
+            msg: MasterToWorker::Resume {
+                build: 4,
+                step: 1,
+                ..
+            },
+            ..
+        }
+    )));
+    core.step_ended(1, 4, 1, OK, 700).unwrap();
+    let effects = core.take_effects();
+    assert_eq!(finished(&effects), vec![(4, BuildResult::Success, None)]);
+}
+
+#[test]
+fn draining_refuses_requests_and_starts_nothing() {
+    let mut core = Core::new(
+        config(&[("w", 1)], &[("b", &["w"], 1)]),
+        Restored::default(),
+        0,
+    );
+    force(&mut core, "b");
+    core.set_draining(true, 0);
+    assert_eq!(
+        core.force_build("b", None, BTreeMap::new(), 0),
+        Err(CoreError::Draining)
+    );
+    core.worker_connected("w", 1, &[], 0).unwrap();
+    assert!(started_steps(&core.take_effects()).is_empty());
+    core.set_draining(false, 1);
+    assert_eq!(started_steps(&core.take_effects()), vec![(1, 1, 0)]);
 }
 
 #[test]
@@ -195,9 +375,9 @@ fn a_stopped_build_does_not_start_its_next_step() {
         Restored::default(),
         0,
     );
-    core.worker_connected("w", 1, 0).unwrap();
+    core.worker_connected("w", 1, &[], 0).unwrap();
     force(&mut core, "b");
-    core.stop_build(1, "stopped").unwrap();
+    core.stop_build(1, "stopped", 1).unwrap();
     core.take_effects();
     // The step happened to finish fine before the stop reached it.
     core.step_ended(1, 1, 0, OK, 1).unwrap();
@@ -230,8 +410,8 @@ fn a_worker_may_only_report_its_own_steps() {
         Restored::default(),
         0,
     );
-    core.worker_connected("w", 1, 0).unwrap();
-    core.worker_connected("v", 2, 0).unwrap();
+    core.worker_connected("w", 1, &[], 0).unwrap();
+    core.worker_connected("v", 2, &[], 0).unwrap();
     force(&mut core, "b");
     core.take_effects();
     let err = core.step_ended(2, 1, 0, OK, 1).unwrap_err();
@@ -245,13 +425,13 @@ fn a_worker_may_only_report_its_own_steps() {
 #[test]
 fn a_second_connection_under_one_name_is_refused() {
     let mut core = Core::new(config(&[("w", 1)], &[]), Restored::default(), 0);
-    core.worker_connected("w", 1, 0).unwrap();
+    core.worker_connected("w", 1, &[], 0).unwrap();
     assert_eq!(
-        core.worker_connected("w", 2, 0),
+        core.worker_connected("w", 2, &[], 0),
         Err(CoreError::WorkerAlreadyConnected("w".into()))
     );
     assert_eq!(
-        core.worker_connected("nope", 3, 0),
+        core.worker_connected("nope", 3, &[], 0),
         Err(CoreError::UnknownWorker("nope".into()))
     );
 }
@@ -281,7 +461,7 @@ fn properties_and_builder_env_reach_the_step() {
     let mut cfg = (*config(&[("w", 1)], &[("b", &["w"], 1)])).clone();
     cfg.builders[0].env.insert("GREETING".into(), "hi".into());
     let mut core = Core::new(Arc::new(cfg), Restored::default(), 0);
-    core.worker_connected("w", 1, 0).unwrap();
+    core.worker_connected("w", 1, &[], 0).unwrap();
     let props = BTreeMap::from([("NAME".to_string(), "x; rm -rf /".to_string())]);
     core.force_build("b", None, props, 0).unwrap();
     let start = core
@@ -307,6 +487,7 @@ fn restored_requests_keep_their_order_and_ids_continue() {
     let restored = Restored {
         generation: 4,
         config_hash: "an older file".into(),
+        running: vec![],
         queued: vec![
             LiveRequest {
                 id: 3,
@@ -314,6 +495,7 @@ fn restored_requests_keep_their_order_and_ids_continue() {
                 reason: None,
                 properties: BTreeMap::new(),
                 build: None,
+                retries: 0,
             },
             LiveRequest {
                 id: 9,
@@ -321,6 +503,7 @@ fn restored_requests_keep_their_order_and_ids_continue() {
                 reason: None,
                 properties: BTreeMap::new(),
                 build: None,
+                retries: 0,
             },
         ],
         next_request: 10,
@@ -330,7 +513,7 @@ fn restored_requests_keep_their_order_and_ids_continue() {
     assert_eq!(core.generation(), 5, "a different file is a new generation");
     assert_eq!(core.queue_of("b"), vec![3, 9]);
     assert_eq!(force(&mut core, "b"), 10);
-    core.worker_connected("w", 1, 0).unwrap();
+    core.worker_connected("w", 1, &[], 0).unwrap();
     assert_eq!(started_steps(&core.take_effects()), vec![(1, 5, 0)]);
 }
 
@@ -339,12 +522,14 @@ fn restored_requests_of_a_vanished_builder_are_cancelled() {
     let restored = Restored {
         generation: 1,
         config_hash: String::new(),
+        running: vec![],
         queued: vec![LiveRequest {
             id: 1,
             builder: "gone".into(),
             reason: None,
             properties: BTreeMap::new(),
             build: None,
+            retries: 0,
         }],
         next_request: 2,
         next_build: 1,

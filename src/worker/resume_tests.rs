@@ -1,0 +1,184 @@
+//! Steps outliving the link: reconnect with the held steps listed, resume
+//! from the master's offset, abandon, keepalive silence.
+//!
+//! Steps wait on a FIFO the test opens when it wants them to go on, so no
+//! test sleeps to order events.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use super::fake_master::{FakeMaster, finished, step};
+use super::spool::spool_path;
+use super::test_util::{eventually, gone, live_members};
+use crate::protocol::{MasterToWorker, StepEnd, WorkerToMaster};
+
+/// A FIFO in the fake master's dir: a step reading it blocks until
+/// [`release`] writes a line.
+fn gate(master: &FakeMaster) -> PathBuf {
+    let path = master.dir.path().join("gate");
+    let status = std::process::Command::new("mkfifo")
+        .arg(&path)
+        .status()
+        .expect("run mkfifo");
+    assert!(status.success(), "mkfifo failed");
+    path
+}
+
+/// Let the step blocked on `gate` go on.
+async fn release(gate: &Path) {
+    let gate = gate.to_path_buf();
+    tokio::task::spawn_blocking(move || std::fs::write(gate, b"go\n"))
+        .await
+        .expect("join")
+        .expect("write the gate");
+}
+
+/// The pid a step wrote to `path`.
+fn pid_in(path: &Path) -> i32 {
+    std::fs::read_to_string(path)
+        .expect("pid file")
+        .trim()
+        .parse()
+        .expect("a pid")
+}
+
+#[tokio::test]
+async fn a_step_outlives_the_link_and_resumes_from_the_masters_offset() {
+    let master = FakeMaster::new();
+    let worker = master.spawn_worker();
+    let gate = gate(&master);
+    let mut conn = master.welcome().await;
+    let line = format!("printf one; read x < '{}'; printf two", gate.display());
+    conn.send(step(1, &line)).await;
+    let WorkerToMaster::Output { offset, data, .. } = conn.recv().await else {
+        panic!("expected output first");
+    };
+    assert_eq!((offset, data.as_slice()), (0, b"one".as_slice()));
+    drop(conn);
+
+    let mut conn = master.welcome_with(&[(1, 0)], None).await;
+    // A held step sends nothing before the master resumes it.
+    conn.send(MasterToWorker::Ping { seq: 7 }).await;
+    assert_eq!(
+        conn.try_recv().await.expect("pong"),
+        WorkerToMaster::Pong { seq: 7 }
+    );
+    // This master kept only two bytes of the first link's output.
+    conn.send(MasterToWorker::Resume {
+        build: 1,
+        step: 0,
+        offset: 2,
+    })
+    .await;
+    release(&gate).await;
+    let (rest, end) = conn.until_end_from(2).await;
+    assert_eq!([b"on".as_slice(), &rest].concat(), b"onetwo");
+    assert_eq!(end, StepEnd::Exited { code: 0 });
+    let spool = spool_path(&master.options().dir, 1, 0);
+    eventually("the spool is deleted", || !spool.exists()).await;
+    conn.goodbye().await;
+    finished(worker).await.expect("Ok after Goodbye");
+}
+
+#[tokio::test]
+async fn a_step_that_ends_while_disconnected_is_listed_and_resumed() {
+    let master = FakeMaster::new();
+    let worker = master.spawn_worker();
+    let gate = gate(&master);
+    let pidfile = master.dir.path().join("pid");
+    let mut conn = master.welcome().await;
+    let line = format!(
+        "echo $$ > '{}'; printf one; read x < '{}'; printf two; exit 3",
+        pidfile.display(),
+        gate.display()
+    );
+    conn.send(step(1, &line)).await;
+    assert!(matches!(conn.recv().await, WorkerToMaster::Output { .. }));
+    drop(conn);
+    // The step ends before any master takes the worker back.
+    release(&gate).await;
+    let pid = pid_in(&pidfile);
+    eventually("the step's process ended", || gone(pid)).await;
+
+    let mut conn = master.welcome_with(&[(1, 0)], None).await;
+    conn.send(MasterToWorker::Resume {
+        build: 1,
+        step: 0,
+        offset: 3,
+    })
+    .await;
+    let (rest, end) = conn.until_end_from(3).await;
+    assert_eq!(rest, b"two");
+    assert_eq!(end, StepEnd::Exited { code: 3 });
+    conn.goodbye().await;
+    finished(worker).await.expect("Ok after Goodbye");
+}
+
+#[tokio::test]
+async fn abandon_stops_and_forgets_a_held_step_without_a_report() {
+    let master = FakeMaster::new();
+    let worker = master.spawn_worker();
+    let mut conn = master.welcome().await;
+    conn.send(step(1, "echo $$; sleep 30")).await;
+    let WorkerToMaster::Output { data, .. } = conn.recv().await else {
+        panic!("expected the step's pid first");
+    };
+    let pgid: i32 = String::from_utf8_lossy(&data)
+        .trim()
+        .parse()
+        .expect("a pid");
+    drop(conn);
+
+    let mut conn = master.welcome_with(&[(1, 0)], None).await;
+    conn.send(MasterToWorker::Abandon { build: 1, step: 0 })
+        .await;
+    conn.send(step(2, "echo other")).await;
+    let spool = spool_path(&master.options().dir, 1, 0);
+    eventually("the abandoned step's group is gone", || {
+        live_members(pgid).is_empty()
+    })
+    .await;
+    eventually("its spool is deleted", || !spool.exists()).await;
+    conn.goodbye().await;
+    // Everything up to the close: build 2's report, nothing of build 1.
+    let mut other = Vec::new();
+    while let Ok(msg) = conn.try_recv().await {
+        match msg {
+            WorkerToMaster::Output { build, data, .. } => {
+                assert_eq!(build, 2, "no output of the abandoned step");
+                other.extend_from_slice(&data);
+            }
+            WorkerToMaster::StepEnded { build, end, .. } => {
+                assert_eq!(build, 2, "no end of the abandoned step");
+                assert_eq!(end, StepEnd::Exited { code: 0 });
+            }
+            WorkerToMaster::Ping { .. } | WorkerToMaster::Pong { .. } => {}
+        }
+    }
+    assert_eq!(other, b"other\n");
+    finished(worker).await.expect("Ok after Goodbye");
+}
+
+#[tokio::test]
+async fn a_silent_master_is_dropped_after_three_keepalive_intervals() {
+    let master = FakeMaster::new();
+    let worker = master.spawn_worker();
+    let mut conn = master.welcome_with(&[], Some(100)).await;
+    let welcomed = Instant::now();
+    let mut pings = 0;
+    // Read (never answer) until the worker closes the link.
+    while let Ok(msg) = conn.try_recv().await {
+        assert!(matches!(msg, WorkerToMaster::Ping { .. }), "{msg:?}");
+        pings += 1;
+    }
+    let silent = welcomed.elapsed();
+    assert!(pings >= 2, "only {pings} pings");
+    assert!(
+        silent >= Duration::from_millis(300) && silent < Duration::from_secs(2),
+        "dropped after {silent:?}"
+    );
+    // It comes back on its own.
+    let mut conn = master.welcome().await;
+    conn.goodbye().await;
+    finished(worker).await.expect("Ok after Goodbye");
+}
