@@ -359,7 +359,19 @@ impl Master {
                     .force_build(&builder, reason, properties, now)
                     .map_err(core_error)?;
                 let effects = self.core.take_effects();
-                self.execute(effects);
+                // The id is told only once the request is on disk. If the
+                // write fails (disk full, read-only), the request is taken
+                // back out of the core, nothing is sent to any worker, and
+                // the client hears why.
+                let records: Vec<&Record> = effects.iter().filter_map(record_of).collect();
+                if let Err(e) = self.store.apply(&records) {
+                    error!("could not record request {id}: {e}");
+                    self.core.abort_force(id);
+                    return Err(ErrorReply::failed(format!(
+                        "the request was not accepted: could not record it: {e}"
+                    )));
+                }
+                self.send(effects);
                 Ok(Reply::Queued { request_id: id })
             }
             Request::Builds { builder, limit } => self
@@ -483,18 +495,21 @@ impl Master {
         Ok(Snapshot { request, build })
     }
 
-    /// Write the records, then tell workers and followers.
+    /// Write the records of one core event, then tell workers and followers.
     fn execute(&mut self, effects: Vec<Effect>) {
-        let records: Vec<&Record> = effects
-            .iter()
-            .filter_map(|e| match e {
-                Effect::Record(r) => Some(r),
-                _ => None,
-            })
-            .collect();
+        let records: Vec<&Record> = effects.iter().filter_map(record_of).collect();
         if let Err(e) = self.store.apply(&records) {
+            // The core has moved on; the disk is behind. After a restart
+            // the affected builds are found running and go through the
+            // worker-grace rule, so nothing is lost silently — but say it
+            // loudly now.
             error!("could not record {} change(s): {e}", records.len());
         }
+        self.send(effects);
+    }
+
+    /// Tell followers and workers, after the records are written.
+    fn send(&mut self, effects: Vec<Effect>) {
         for effect in effects {
             match effect {
                 Effect::Record(record) => {
@@ -525,6 +540,13 @@ impl Master {
                 }
             }
         }
+    }
+}
+
+fn record_of(effect: &Effect) -> Option<&Record> {
+    match effect {
+        Effect::Record(r) => Some(r),
+        _ => None,
     }
 }
 

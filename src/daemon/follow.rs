@@ -37,6 +37,9 @@ struct Follower<'a, W> {
     req: StreamRequest,
     logs: &'a Path,
     build_started: bool,
+    /// Builds of the followed request that ended as `retry`: the stream
+    /// goes on with the request's next build.
+    retried: Vec<BuildId>,
     build: Option<BuildId>,
     steps: BTreeMap<StepIndex, StepSent>,
 }
@@ -58,6 +61,7 @@ pub async fn stream<W: AsyncWrite + Unpin>(
         req,
         logs,
         build_started: false,
+        retried: Vec::new(),
         build: None,
         steps: BTreeMap::new(),
     };
@@ -66,7 +70,7 @@ pub async fn stream<W: AsyncWrite + Unpin>(
             Ok(s) => s,
             Err(e) => return Ok(Err(e)),
         };
-        if let Some(build) = &snap.build {
+        if let (Some(build), StreamTarget::Latest) = (&snap.build, &target) {
             // `Latest` is resolved once: later builds are not ours.
             target = StreamTarget::Build(build.summary.id);
         }
@@ -120,7 +124,8 @@ fn concerns(record: &Record, request: Option<RequestId>, build: Option<BuildId>)
         }
         Record::StepStarted { build: b, .. }
         | Record::StepFinished { build: b, .. }
-        | Record::BuildFinished { build: b, .. } => Some(*b) == build,
+        | Record::BuildFinished { build: b, .. }
+        | Record::BuildRetried { build: b, .. } => Some(*b) == build,
         _ => false,
     }
 }
@@ -132,7 +137,11 @@ impl<W: AsyncWrite + Unpin> Follower<'_, W> {
         &mut self,
         snap: &Snapshot,
     ) -> Result<Option<Result<Reply, ErrorReply>>, FrameError> {
-        let Some(build) = &snap.build else {
+        let build = snap
+            .build
+            .as_ref()
+            .filter(|b| !self.retried.contains(&b.summary.id));
+        let Some(build) = build else {
             if let Some(req) = &snap.request
                 && req.state == "cancelled"
             {
@@ -177,6 +186,16 @@ impl<W: AsyncWrite + Unpin> Follower<'_, W> {
         }
         if let Some(result) = build.summary.result {
             self.finished(build, result).await?;
+            if result == protocol::BuildResult::Retry
+                && matches!(self.req.target, StreamTarget::Request(_))
+            {
+                // The request is queued again: follow its next build.
+                self.retried.push(build_id);
+                self.build_started = false;
+                self.steps.clear();
+                self.build = None;
+                return Ok(None);
+            }
             return Ok(Some(Ok(Reply::StreamEnd)));
         }
         Ok(None)

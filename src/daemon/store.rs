@@ -780,6 +780,51 @@ mod tests {
     }
 
     #[test]
+    fn a_full_database_fails_the_write_and_keeps_what_it_had() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.db");
+        let mut store = Store::open(&path).unwrap();
+        store.apply(&[&queued(1, "a")]).unwrap();
+        // Cap the file at its current size: the next write has no room.
+        let pages: i64 = store
+            .conn
+            .query_row("PRAGMA page_count", [], |r| r.get(0))
+            .unwrap();
+        store
+            .conn
+            .pragma_update(None, "max_page_count", pages)
+            .unwrap();
+        let big = "x".repeat(64 * 1024);
+        let err = store
+            .apply(&[&Record::RequestQueued {
+                request: 2,
+                builder: "a".into(),
+                reason: Some(big),
+                properties: BTreeMap::new(),
+                at_ms: 1,
+            }])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("full"), "{err}");
+        assert!(err.contains("m.db"), "the error names the database: {err}");
+        let restored = store.restore(2).unwrap();
+        let ids: Vec<u64> = restored.queued.iter().map(|r| r.id).collect();
+        assert_eq!(ids, vec![1], "all or nothing");
+    }
+
+    #[test]
+    fn a_corrupt_database_is_refused_with_its_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.db");
+        std::fs::write(&path, vec![0x42u8; 8192]).unwrap();
+        let err = Store::open(&path).err().expect("refused").to_string();
+        assert!(
+            err.contains("m.db") && err.contains("not a database"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn a_newer_schema_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("m.db");
