@@ -62,6 +62,14 @@ pub enum Command {
     /// Show the master, its builders with their queues, and its workers
     /// with the builders they serve.
     Status,
+    /// A live full-screen view of builders, running builds, workers and the
+    /// last finished builds, driven by the master's events. `q`, Esc or
+    /// Ctrl-C quits. When stdout is not a terminal, prints one line per
+    /// event instead.
+    Watch,
+    /// Print the master's events as they happen, one per line (`--json`:
+    /// one JSON object per line), until the master goes away.
+    Events,
     /// Queue a build request for a builder.
     #[command(after_long_help = EXIT_CODES)]
     ForceBuild(ForceBuildArgs),

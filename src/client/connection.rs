@@ -5,10 +5,11 @@ use std::path::{Path, PathBuf};
 use interprocess::local_socket::GenericFilePath;
 use interprocess::local_socket::tokio::{Stream, prelude::*};
 use tokio::io::{ReadHalf, WriteHalf};
+use tokio::sync::mpsc;
 
 use crate::protocol::{
-    self, ClientRequest, ErrorReply, FrameError, Hello, HelloReply, MAX_FRAME, MAX_HANDSHAKE_FRAME,
-    Reply, Request, Role, ServerMsg, StreamItem,
+    self, ClientRequest, ErrorReply, Event, FrameError, Hello, HelloReply, MAX_FRAME,
+    MAX_HANDSHAKE_FRAME, Reply, Request, Role, ServerMsg, StreamItem,
 };
 
 /// Why talking to the master failed (as opposed to the master saying no).
@@ -104,5 +105,39 @@ impl Connection {
                 }
             }
         }
+    }
+
+    /// Turn this connection into a subscription to the master's events.
+    /// A task reads the stream (frame reads are not cancel-safe, so they
+    /// do not belong in a `select!`) and hands each event over; the channel
+    /// ends with an error when the connection does.
+    pub async fn subscribe(
+        mut self,
+    ) -> Result<mpsc::Receiver<Result<Event, ConnectionError>>, ConnectionError> {
+        let id = self.next_id;
+        self.next_id += 1;
+        let body = Request::Events;
+        protocol::write_msg(&mut self.wr, &ClientRequest { id, body }).await?;
+        let (tx, rx) = mpsc::channel(256);
+        let mut rd = self.rd;
+        let wr = self.wr;
+        tokio::spawn(async move {
+            let _keep_open = wr;
+            loop {
+                let next = match protocol::read_msg::<_, ServerMsg>(&mut rd, MAX_FRAME).await {
+                    Ok(ServerMsg::Event { event, .. }) => Ok(event),
+                    Ok(ServerMsg::Response { result: Err(e), .. }) => {
+                        Err(ConnectionError::Unexpected(e.message))
+                    }
+                    Ok(other) => Err(ConnectionError::Unexpected(format!("{other:?}"))),
+                    Err(e) => Err(ConnectionError::Frame(e)),
+                };
+                let end = next.is_err();
+                if tx.send(next).await.is_err() || end {
+                    return;
+                }
+            }
+        });
+        Ok(rx)
     }
 }

@@ -7,6 +7,7 @@ pub mod cli;
 mod commands;
 pub mod connection;
 pub mod render;
+mod watch;
 
 use std::io::{self, IsTerminal, Write};
 use std::path::PathBuf;
@@ -17,6 +18,11 @@ use clap::Parser;
 use crate::config::ConfigError;
 use crate::protocol::{ErrorKind, ErrorReply};
 use connection::ConnectionError;
+
+/// The version of the JSON shapes `--json` prints (`docs/json.md`); every
+/// JSON object carries it as `schema`. Bumped only when a field changes
+/// meaning or goes away; new fields do not bump it.
+pub const JSON_SCHEMA_VERSION: u32 = 1;
 
 /// Exit code: the operation failed, or a waited-for build did not succeed.
 pub const EXIT_FAILED: u8 = 1;

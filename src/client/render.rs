@@ -6,7 +6,7 @@ use std::io::{self, IsTerminal, Write};
 use crossterm::style::{Color, Stylize};
 
 use crate::client::cli::ColorChoice;
-use crate::protocol::BuildResult;
+use crate::protocol::{BuildResult, Event, EventKind};
 
 /// How to render for this run of `bbctl`.
 #[derive(Debug, Clone, Copy)]
@@ -180,6 +180,80 @@ pub fn ago(then_ms: u64, now_ms: u64) -> String {
     format!("{short} ago")
 }
 
+/// The time of day (UTC) of a timestamp: `14:03:07.250Z`.
+pub fn clock(ms: u64) -> String {
+    let day_ms = ms % 86_400_000;
+    format!(
+        "{:02}:{:02}:{:02}.{:03}Z",
+        day_ms / 3_600_000,
+        (day_ms / 60_000) % 60,
+        (day_ms / 1000) % 60,
+        day_ms % 1000
+    )
+}
+
+/// One event as a line a person reads: time, generation, what happened.
+pub fn event_line(e: &Event) -> String {
+    let why = |r: &Option<String>| r.as_ref().map(|r| format!(": {r}")).unwrap_or_default();
+    let what = match &e.kind {
+        EventKind::BuildQueued { request, builder } => {
+            format!("request {request} queued for {builder}")
+        }
+        EventKind::BuildStarted {
+            build,
+            request,
+            builder,
+            worker,
+        } => format!("build {build} of {builder} started on {worker} (request {request})"),
+        EventKind::StepStarted { build, step, name } => {
+            format!("build {build} step {step} `{name}` started")
+        }
+        EventKind::StepFinished {
+            build,
+            step,
+            result,
+            reason,
+        } => format!(
+            "build {build} step {step} finished: {result}{}",
+            why(reason)
+        ),
+        EventKind::BuildFinished {
+            build,
+            request,
+            result,
+            reason,
+        } => format!(
+            "build {build} finished: {result}{} (request {request})",
+            why(reason)
+        ),
+        EventKind::BuildRetried {
+            build,
+            request,
+            reason,
+        } => format!("build {build} cut short, request {request} queued again: {reason}"),
+        EventKind::RequestCancelled { request, reason } => {
+            format!("request {request} cancelled: {reason}")
+        }
+        EventKind::WorkerConnected { worker } => format!("worker {worker} connected"),
+        EventKind::WorkerLost { worker } => format!("worker {worker} lost"),
+        EventKind::WorkerDraining { worker } => format!("worker {worker} draining"),
+        EventKind::ReloadApplied {
+            generation_before,
+            generation_after,
+            config_hash,
+        } => format!(
+            "reload applied: generation {generation_before} -> {generation_after} (hash {config_hash})"
+        ),
+        EventKind::ReloadRejected { error } => {
+            format!("reload rejected: {}", error.replace('\n', "; "))
+        }
+        EventKind::MasterDraining { draining: true } => "master draining for shutdown".into(),
+        EventKind::MasterDraining { draining: false } => "master no longer draining".into(),
+        EventKind::Lagged { missed } => format!("missed {missed} event(s): fell behind"),
+    };
+    format!("{} gen {}  {what}", clock(e.at_ms), e.generation)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -212,6 +286,24 @@ mod tests {
         assert!(lines[2].starts_with("100  a much lo"), "{}", lines[2]);
         assert!(lines[2].ends_with('…'));
         assert!(lines[2].chars().count() <= 16);
+    }
+
+    #[test]
+    fn event_lines_read_well() {
+        let e = Event {
+            at_ms: 86_400_000 * 3 + 3_600_000 * 14 + 60_000 * 3 + 7_250,
+            generation: 2,
+            kind: EventKind::BuildFinished {
+                build: 7,
+                request: 5,
+                result: BuildResult::Failure,
+                reason: Some("step `say` exited with code 1".into()),
+            },
+        };
+        assert_eq!(
+            event_line(&e),
+            "14:03:07.250Z gen 2  build 7 finished: failure: step `say` exited with code 1 (request 5)"
+        );
     }
 
     #[test]

@@ -19,8 +19,9 @@ use crate::daemon::logs;
 use crate::daemon::store::Store;
 use crate::paths::now_ms;
 use crate::protocol::{
-    BuildDetail, BuildId, ErrorReply, MasterToWorker, ReloadReport, Reply, Request, RequestId,
-    RequestInfo, RunningStep, ShutdownMode, StatusReply, StepEnd, StepIndex, StreamTarget,
+    BuildDetail, BuildId, ErrorReply, Event, EventKind, MasterToWorker, ReloadReport, Reply,
+    Request, RequestId, RequestInfo, RunningStep, ShutdownMode, StatusReply, StepEnd, StepIndex,
+    StreamTarget,
 };
 
 /// A message for the master loop.
@@ -126,6 +127,7 @@ pub struct Master {
     store: Store,
     links: HashMap<LinkId, mpsc::UnboundedSender<LinkCmd>>,
     notices: broadcast::Sender<Arc<Notice>>,
+    events: broadcast::Sender<Arc<Event>>,
     config_path: Option<PathBuf>,
     local: LocalWorkers,
     logs: PathBuf,
@@ -138,6 +140,7 @@ impl Master {
         core: Core,
         store: Store,
         notices: broadcast::Sender<Arc<Notice>>,
+        events: broadcast::Sender<Arc<Event>>,
         config_path: Option<PathBuf>,
         local: LocalWorkers,
         logs: PathBuf,
@@ -147,6 +150,7 @@ impl Master {
             store,
             links: HashMap::new(),
             notices,
+            events,
             config_path,
             local,
             logs,
@@ -191,6 +195,7 @@ impl Master {
                     }
                     ShutdownMode::Drain => {
                         self.core.set_draining(true, now_ms());
+                        self.emit(EventKind::MasterDraining { draining: true });
                         exit_after_drain = true;
                         let running = self.core.running_builds().count();
                         info!("draining for shutdown: {running} build(s) still running");
@@ -206,6 +211,9 @@ impl Master {
                         let was = exit_after_drain;
                         exit_after_drain = false;
                         self.core.set_draining(false, now_ms());
+                        if was {
+                            self.emit(EventKind::MasterDraining { draining: false });
+                        }
                         let effects = self.core.take_effects();
                         self.execute(effects);
                         drain_waiters.clear();
@@ -233,6 +241,16 @@ impl Master {
         }
         info!("shutting down");
         self.local.detach();
+    }
+
+    /// Tell event subscribers (`bbctl events`, `bbctl watch`).
+    fn emit(&self, kind: EventKind) {
+        let event = Event {
+            at_ms: now_ms(),
+            generation: self.core.generation(),
+            kind,
+        };
+        let _ = self.events.send(Arc::new(event));
     }
 
     /// How long the loop may sleep before the core needs a tick.
@@ -265,6 +283,9 @@ impl Master {
                 if answer.is_ok() {
                     self.links.insert(link, tx);
                     info!(worker = %name, link, "worker connected");
+                    self.emit(EventKind::WorkerConnected {
+                        worker: name.clone(),
+                    });
                 } else if let Err(reason) = &answer {
                     warn!(worker = %name, link, "worker refused: {reason}");
                 }
@@ -285,10 +306,12 @@ impl Master {
                 self.execute(effects);
             }
             Command::WorkerGone { link } => {
-                if self.links.remove(&link).is_some()
-                    && let Some(name) = self.core.link_worker(link)
+                let known = self.links.remove(&link).is_some();
+                if let Some(name) = self.core.link_worker(link).map(str::to_string)
+                    && known
                 {
                     info!(worker = %name, link, "worker disconnected");
+                    self.emit(EventKind::WorkerLost { worker: name });
                 }
                 self.core.worker_lost(link, now_ms());
                 let effects = self.core.take_effects();
@@ -348,6 +371,8 @@ impl Master {
                 config_origin: self.core.config().origin.clone(),
                 builders: self.core.builder_status(),
                 workers: self.core.worker_status(),
+                running: self.core.running_status(),
+                draining: self.core.is_draining(),
             })),
             Request::ForceBuild {
                 builder,
@@ -429,9 +454,11 @@ impl Master {
             Request::Reload { dry_run, config } => {
                 self.reload(dry_run, config).map(Reply::Reloaded)
             }
-            Request::Stream(_) | Request::Shutdown { .. } => Err(ErrorReply::rejected(
-                "this request is handled by the connection, not the master loop",
-            )),
+            Request::Stream(_) | Request::Shutdown { .. } | Request::Events => {
+                Err(ErrorReply::rejected(
+                    "this request is handled by the connection, not the master loop",
+                ))
+            }
         }
     }
 
@@ -440,13 +467,33 @@ impl Master {
     fn reload(&mut self, dry_run: bool, path: Option<PathBuf>) -> Result<ReloadReport, ErrorReply> {
         let path = path.or_else(|| self.config_path.clone());
         let config: Config = match &path {
-            Some(path) => {
-                config::load_file(path).map_err(|e| ErrorReply::rejected(e.to_string()))?
-            }
+            Some(path) => match config::load_file(path) {
+                Ok(config) => config,
+                Err(e) => {
+                    if !dry_run {
+                        self.emit(EventKind::ReloadRejected {
+                            error: e.to_string(),
+                        });
+                    }
+                    return Err(ErrorReply::rejected(e.to_string()));
+                }
+            },
             None => config::embedded_default(),
         };
         let report = self.core.reload(Arc::new(config), now_ms(), dry_run);
         if !dry_run {
+            if report.generation_after != report.generation_before {
+                self.emit(EventKind::ReloadApplied {
+                    generation_before: report.generation_before,
+                    generation_after: report.generation_after,
+                    config_hash: report.config_hash.clone(),
+                });
+            }
+            for worker in &report.workers_draining {
+                self.emit(EventKind::WorkerDraining {
+                    worker: worker.clone(),
+                });
+            }
             self.config_path = path;
             let effects = self.core.take_effects();
             self.execute(effects);
@@ -513,6 +560,9 @@ impl Master {
         for effect in effects {
             match effect {
                 Effect::Record(record) => {
+                    if let Some(kind) = event_of(&record) {
+                        self.emit(kind);
+                    }
                     let _ = self.notices.send(Arc::new(Notice::Record(record)));
                 }
                 Effect::ToWorker { link, mut msg } => match self.links.get(&link) {
@@ -541,6 +591,78 @@ impl Master {
             }
         }
     }
+}
+
+/// The event a record means for watchers, if any.
+fn event_of(record: &Record) -> Option<EventKind> {
+    Some(match record {
+        Record::RequestQueued {
+            request, builder, ..
+        } => EventKind::BuildQueued {
+            request: *request,
+            builder: builder.clone(),
+        },
+        Record::RequestCancelled {
+            request, reason, ..
+        } => EventKind::RequestCancelled {
+            request: *request,
+            reason: reason.clone(),
+        },
+        Record::BuildStarted {
+            build,
+            request,
+            builder,
+            worker,
+            ..
+        } => EventKind::BuildStarted {
+            build: *build,
+            request: *request,
+            builder: builder.clone(),
+            worker: worker.clone(),
+        },
+        Record::StepStarted {
+            build, step, name, ..
+        } => EventKind::StepStarted {
+            build: *build,
+            step: *step,
+            name: name.clone(),
+        },
+        Record::StepFinished {
+            build,
+            step,
+            result,
+            reason,
+            ..
+        } => EventKind::StepFinished {
+            build: *build,
+            step: *step,
+            result: *result,
+            reason: reason.clone(),
+        },
+        Record::BuildFinished {
+            build,
+            request,
+            result,
+            reason,
+            ..
+        } => EventKind::BuildFinished {
+            build: *build,
+            request: *request,
+            result: *result,
+            reason: reason.clone(),
+        },
+        Record::BuildRetried {
+            build,
+            request,
+            reason,
+            ..
+        } => EventKind::BuildRetried {
+            build: *build,
+            request: *request,
+            reason: reason.clone(),
+        },
+        Record::BuilderRenamed { .. } | Record::GenerationApplied { .. } => return None,
+    })
 }
 
 fn record_of(effect: &Effect) -> Option<&Record> {

@@ -29,6 +29,8 @@ pub struct ControlContext {
     pub master: mpsc::Sender<Command>,
     /// Build notices, for streams.
     pub notices: broadcast::Sender<Arc<Notice>>,
+    /// The master's events, for `bbctl events` and `watch`.
+    pub events: broadcast::Sender<Arc<crate::protocol::Event>>,
     /// The step logs.
     pub logs: PathBuf,
 }
@@ -112,6 +114,11 @@ async fn answer<W: AsyncWrite + Unpin>(
 ) -> Result<Result<Reply, ErrorReply>, protocol::FrameError> {
     let gone = || ErrorReply::failed("the master is shutting down");
     match body {
+        Request::Events => {
+            events(wr, id, ctx).await?;
+            // The stream ends only when the client leaves or the master stops.
+            Ok(Err(gone()))
+        }
         Request::Stream(req) => {
             follow::stream(wr, id, req, &ctx.master, &ctx.notices, &ctx.logs).await
         }
@@ -153,5 +160,28 @@ async fn answer<W: AsyncWrite + Unpin>(
             }
             Ok(rx.await.unwrap_or_else(|_| Err(gone())))
         }
+    }
+}
+
+/// Stream events to the client until it goes away; a client that falls
+/// behind is told how many it missed and carries on.
+async fn events<W: AsyncWrite + Unpin>(
+    wr: &mut W,
+    id: u64,
+    ctx: &ControlContext,
+) -> Result<(), protocol::FrameError> {
+    use tokio::sync::broadcast::error::RecvError;
+    let mut rx = ctx.events.subscribe();
+    loop {
+        let event = match rx.recv().await {
+            Ok(event) => (*event).clone(),
+            Err(RecvError::Lagged(missed)) => crate::protocol::Event {
+                at_ms: crate::paths::now_ms(),
+                generation: 0,
+                kind: crate::protocol::EventKind::Lagged { missed },
+            },
+            Err(RecvError::Closed) => return Ok(()),
+        };
+        protocol::write_msg(wr, &ServerMsg::Event { id, event }).await?;
     }
 }

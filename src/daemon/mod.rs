@@ -141,6 +141,7 @@ pub async fn run(opts: MasterOptions) -> Result<(), DaemonError> {
         .map_err(io_err("cannot listen on", &layout.worker_socket))?;
 
     let (notices, _) = broadcast::channel(1024);
+    let (events, _) = broadcast::channel(4096);
     let (tx, rx) = mpsc::channel(256);
     let local = local_workers::LocalWorkers::new(local_workers::LocalWorkerSetup {
         exe: local_workers::LocalWorkers::default_exe(),
@@ -152,6 +153,7 @@ pub async fn run(opts: MasterOptions) -> Result<(), DaemonError> {
         core,
         store,
         notices.clone(),
+        events.clone(),
         opts.config.clone(),
         local,
         logs_dir.clone(),
@@ -168,6 +170,7 @@ pub async fn run(opts: MasterOptions) -> Result<(), DaemonError> {
     let ctx = control::ControlContext {
         master: tx.clone(),
         notices: notices.clone(),
+        events,
         logs: logs_dir.clone(),
     };
     let control_task = tokio::spawn(async move {

@@ -124,7 +124,7 @@ impl Store {
             .prepare(
                 "SELECT b.id, b.request_id, b.builder, b.worker, b.generation, b.definition,
                         (SELECT MAX(idx) FROM steps s WHERE s.build_id = b.id),
-                        r.reason, r.properties, r.retries
+                        r.reason, r.properties, r.retries, b.started_at
                  FROM builds b JOIN requests r ON r.id = b.request_id
                  WHERE b.finished_at IS NULL ORDER BY b.id",
             )
@@ -154,6 +154,7 @@ impl Store {
                         }),
                         generation: row.get::<_, i64>(4)? as u64,
                         step: row.get::<_, Option<u32>>(6)?.unwrap_or(0),
+                        started_at_ms: row.get::<_, i64>(10)? as u64,
                     },
                     definition,
                 ))

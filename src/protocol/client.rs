@@ -64,6 +64,9 @@ pub enum Request {
         /// The build.
         build: BuildId,
     },
+    /// The master's event stream, until the client leaves: answered with
+    /// [`ServerMsg::Event`]s and no final response.
+    Events,
     /// Re-read the config file and apply it.
     Reload {
         /// Only report what would change.
@@ -134,6 +137,13 @@ pub enum ServerMsg {
         id: u64,
         /// The answer.
         result: Result<Reply, ErrorReply>,
+    },
+    /// One event of an event stream.
+    Event {
+        /// The events request's id.
+        id: u64,
+        /// The event.
+        event: super::Event,
     },
     /// One item of a stream, before its final response.
     Item {
@@ -294,6 +304,39 @@ pub struct StatusReply {
     pub builders: Vec<BuilderStatus>,
     /// Every configured worker.
     pub workers: Vec<WorkerStatus>,
+    /// Every running build with its current step.
+    #[serde(default)]
+    pub running: Vec<RunningStatus>,
+    /// Draining for shutdown: no new requests, no new builds.
+    #[serde(default)]
+    pub draining: bool,
+}
+
+/// One running build in `status`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunningStatus {
+    /// The build.
+    pub build: BuildId,
+    /// Its request.
+    pub request: RequestId,
+    /// Its builder.
+    pub builder: String,
+    /// Its worker.
+    pub worker: String,
+    /// The current step's index.
+    pub step: StepIndex,
+    /// The current step's name.
+    pub step_name: String,
+    /// How many steps the build has.
+    pub steps: u32,
+    /// When the build started, ms since the Unix epoch.
+    pub started_at_ms: u64,
+    /// When the current step started.
+    pub step_started_at_ms: u64,
+    /// The generation it runs under.
+    pub generation: u64,
+    /// Its worker is away; the build waits for it (grace period).
+    pub waiting_for_worker: bool,
 }
 
 /// One builder in `status`.

@@ -5,6 +5,7 @@
 //! `docs/protocol.md` for the description a reimplementer needs.
 
 pub mod client;
+pub mod events;
 pub mod frame;
 pub mod handshake;
 pub mod worker;
@@ -15,6 +16,7 @@ mod tests;
 use serde::{Deserialize, Serialize};
 
 pub use client::*;
+pub use events::{Event, EventKind};
 pub use frame::{FrameError, MAX_FRAME, MAX_HANDSHAKE_FRAME, read_msg, write_msg};
 pub use handshake::{Hello, HelloReply, MAGIC, PROTOCOL_VERSION, Role};
 pub use worker::*;

@@ -143,6 +143,7 @@ fn client_messages_round_trip() {
         }),
         Request::Cancel { request: 1 },
         Request::Stop { build: 1 },
+        Request::Events,
         Request::Reload {
             dry_run: true,
             config: Some("/etc/bb/master.toml".into()),
@@ -182,6 +183,20 @@ fn client_messages_round_trip() {
                 builders: vec!["b".into()],
                 running_builds: vec![1],
             }],
+            running: vec![RunningStatus {
+                build: 1,
+                request: 2,
+                builder: "b".into(),
+                worker: "w".into(),
+                step: 0,
+                step_name: "s".into(),
+                steps: 2,
+                started_at_ms: 5,
+                step_started_at_ms: 6,
+                generation: 4,
+                waiting_for_worker: false,
+            }],
+            draining: false,
         }),
         Reply::Queued { request_id: 1 },
         Reply::Builds(vec![summary()]),
@@ -256,6 +271,64 @@ fn client_messages_round_trip() {
         },
     ] {
         round_trip(ServerMsg::Item { id: 2, item });
+    }
+    for kind in [
+        EventKind::BuildQueued {
+            request: 1,
+            builder: "b".into(),
+        },
+        EventKind::BuildStarted {
+            build: 1,
+            request: 1,
+            builder: "b".into(),
+            worker: "w".into(),
+        },
+        EventKind::StepStarted {
+            build: 1,
+            step: 0,
+            name: "s".into(),
+        },
+        EventKind::StepFinished {
+            build: 1,
+            step: 0,
+            result: BuildResult::Success,
+            reason: None,
+        },
+        EventKind::BuildFinished {
+            build: 1,
+            request: 1,
+            result: BuildResult::Retry,
+            reason: Some("r".into()),
+        },
+        EventKind::BuildRetried {
+            build: 1,
+            request: 1,
+            reason: "r".into(),
+        },
+        EventKind::RequestCancelled {
+            request: 1,
+            reason: "r".into(),
+        },
+        EventKind::WorkerConnected { worker: "w".into() },
+        EventKind::WorkerLost { worker: "w".into() },
+        EventKind::WorkerDraining { worker: "w".into() },
+        EventKind::ReloadApplied {
+            generation_before: 1,
+            generation_after: 2,
+            config_hash: "h".into(),
+        },
+        EventKind::ReloadRejected { error: "e".into() },
+        EventKind::MasterDraining { draining: true },
+        EventKind::Lagged { missed: 3 },
+    ] {
+        round_trip(ServerMsg::Event {
+            id: 3,
+            event: Event {
+                at_ms: 1,
+                generation: 2,
+                kind,
+            },
+        });
     }
 }
 

@@ -3,6 +3,9 @@
 
 mod builds;
 mod config;
+mod events;
+
+pub use events::print_event;
 mod status;
 mod stream;
 
@@ -28,6 +31,11 @@ pub struct Ctx {
 }
 
 impl Ctx {
+    /// The control socket this run talks to.
+    pub fn socket(&self) -> &std::path::Path {
+        &self.socket
+    }
+
     /// The connection to the master, opened on first use.
     pub async fn conn(&mut self) -> Result<&mut Connection, CliError> {
         if self.conn.is_none() {
@@ -42,10 +50,27 @@ impl Ctx {
     }
 }
 
-/// Print `value` as one JSON document on stdout.
+/// Print `value` as one JSON document on stdout, stamped with the schema
+/// version (`docs/json.md`): on the object itself, or on each object of a
+/// list.
 pub fn print_json<T: Serialize>(value: &T) -> Result<(), CliError> {
+    let mut value = serde_json::to_value(value).map_err(io::Error::from)?;
+    let stamp = serde_json::json!(super::JSON_SCHEMA_VERSION);
+    match &mut value {
+        serde_json::Value::Object(map) => {
+            map.insert("schema".into(), stamp);
+        }
+        serde_json::Value::Array(items) => {
+            for item in items {
+                if let serde_json::Value::Object(map) = item {
+                    map.insert("schema".into(), stamp.clone());
+                }
+            }
+        }
+        _ => {}
+    }
     let mut out = io::stdout().lock();
-    serde_json::to_writer_pretty(&mut out, value).map_err(io::Error::from)?;
+    serde_json::to_writer_pretty(&mut out, &value).map_err(io::Error::from)?;
     writeln!(out)?;
     Ok(())
 }
@@ -66,6 +91,8 @@ pub async fn run(cli: Cli) -> Result<u8, CliError> {
     };
     match cli.command {
         Command::Status => status::status(&mut ctx).await,
+        Command::Events => events::events(&mut ctx).await,
+        Command::Watch => crate::client::watch::watch(&mut ctx).await,
         Command::ForceBuild(args) => stream::force_build(&mut ctx, args).await,
         Command::Builds(args) => builds::builds(&mut ctx, args).await,
         Command::Build { id } => builds::build(&mut ctx, id).await,

@@ -85,6 +85,8 @@ impl Core {
                 generation: self.generation,
                 step: 0,
                 stopping: None,
+                started_at_ms: now_ms,
+                step_started_at_ms: now_ms,
             },
         );
         self.record(Record::BuildStarted {
@@ -106,6 +108,7 @@ impl Core {
             return;
         };
         build.step = step;
+        build.step_started_at_ms = now_ms;
         let def = &build.def.steps[step as usize];
         let mut env: Vec<(String, String)> = build
             .def

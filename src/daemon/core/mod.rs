@@ -122,6 +122,10 @@ pub struct RunningBuild {
     pub step: StepIndex,
     /// Set when someone asked to stop it: the reason.
     pub stopping: Option<String>,
+    /// When the build started (ms since the Unix epoch).
+    pub started_at_ms: u64,
+    /// When its current step started.
+    pub step_started_at_ms: u64,
 }
 
 /// A builder of the current config and its queue.
@@ -158,6 +162,8 @@ pub struct RestoredBuild {
     pub generation: u64,
     /// The last step started.
     pub step: StepIndex,
+    /// When the build started.
+    pub started_at_ms: u64,
 }
 
 /// The state the master restarts from, as read back from the store.
@@ -257,6 +263,8 @@ impl Core {
                     generation: b.generation,
                     step: b.step,
                     stopping: None,
+                    started_at_ms: b.started_at_ms,
+                    step_started_at_ms: b.started_at_ms,
                 },
             );
             match core.workers.get_mut(&b.worker) {

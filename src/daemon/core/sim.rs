@@ -709,6 +709,7 @@ impl Sim {
                         def: Arc::clone(def),
                         generation: rb.generation,
                         step: *step,
+                        started_at_ms: rb.started_at_ms,
                     });
                 }
                 _ => {}

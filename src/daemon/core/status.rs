@@ -1,6 +1,6 @@
 //! Read-only views of the core for `status` and for the invariant checks.
 
-use crate::protocol::{BuilderStatus, WorkerStatus};
+use crate::protocol::{BuilderStatus, RunningStatus, WorkerStatus};
 
 use super::Core;
 
@@ -74,6 +74,26 @@ impl Core {
                     .map(|b| b.def.name.clone())
                     .collect(),
                 running_builds: w.running.iter().copied().collect(),
+            })
+            .collect()
+    }
+
+    /// Every running build with its current step, for `status` and `watch`.
+    pub fn running_status(&self) -> Vec<RunningStatus> {
+        self.builds
+            .values()
+            .map(|b| RunningStatus {
+                build: b.id,
+                request: b.request,
+                builder: b.builder.clone(),
+                worker: b.worker.clone(),
+                step: b.step,
+                step_name: b.def.steps[b.step as usize].name.clone(),
+                steps: b.def.steps.len() as u32,
+                started_at_ms: b.started_at_ms,
+                step_started_at_ms: b.step_started_at_ms,
+                generation: b.generation,
+                waiting_for_worker: b.link.is_none(),
             })
             .collect()
     }

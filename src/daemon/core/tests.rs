@@ -324,6 +324,7 @@ fn builds_running_at_a_restart_wait_for_their_worker() {
             def,
             generation: 1,
             step: 1,
+            started_at_ms: 100,
         }],
         next_request: 10,
         next_build: 5,

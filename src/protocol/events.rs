@@ -1,0 +1,132 @@
+//! The master's event stream: what `bbctl events` prints and what drives
+//! `bbctl watch`.
+//!
+//! Every event carries the master's time and the config generation in
+//! force when it happened. Events describe; they are not the truth: after
+//! a gap (`lagged`), a client asks for `status` again.
+
+use serde::{Deserialize, Serialize};
+
+use super::{BuildId, BuildResult, RequestId, StepIndex};
+
+/// One thing that happened on the master.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// When, in ms since the Unix epoch (the master's clock).
+    pub at_ms: u64,
+    /// The config generation in force.
+    pub generation: u64,
+    /// What happened.
+    #[serde(flatten)]
+    pub kind: EventKind,
+}
+
+/// The kinds of events; `event` in JSON names the kind.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum EventKind {
+    /// A build request was accepted.
+    BuildQueued {
+        /// The request.
+        request: RequestId,
+        /// Its builder.
+        builder: String,
+    },
+    /// A request got a build on a worker.
+    BuildStarted {
+        /// The build.
+        build: BuildId,
+        /// Its request.
+        request: RequestId,
+        /// Its builder.
+        builder: String,
+        /// Its worker.
+        worker: String,
+    },
+    /// A step was sent to its worker.
+    StepStarted {
+        /// The build.
+        build: BuildId,
+        /// The step's index.
+        step: StepIndex,
+        /// The step's name.
+        name: String,
+    },
+    /// A step ended.
+    StepFinished {
+        /// The build.
+        build: BuildId,
+        /// The step's index.
+        step: StepIndex,
+        /// How.
+        result: BuildResult,
+        /// Why, in words.
+        reason: Option<String>,
+    },
+    /// A build ended.
+    BuildFinished {
+        /// The build.
+        build: BuildId,
+        /// Its request.
+        request: RequestId,
+        /// How.
+        result: BuildResult,
+        /// Why, in words.
+        reason: Option<String>,
+    },
+    /// A build was cut short by its worker's absence; its request is queued again.
+    BuildRetried {
+        /// The build.
+        build: BuildId,
+        /// Its request.
+        request: RequestId,
+        /// Why.
+        reason: String,
+    },
+    /// A queued request was cancelled.
+    RequestCancelled {
+        /// The request.
+        request: RequestId,
+        /// Why.
+        reason: String,
+    },
+    /// A worker connected and authenticated.
+    WorkerConnected {
+        /// The worker.
+        worker: String,
+    },
+    /// A worker's link ended.
+    WorkerLost {
+        /// The worker.
+        worker: String,
+    },
+    /// A worker takes no new builds and will be disconnected once idle.
+    WorkerDraining {
+        /// The worker.
+        worker: String,
+    },
+    /// A reload was applied.
+    ReloadApplied {
+        /// Generation before.
+        generation_before: u64,
+        /// Generation after.
+        generation_after: u64,
+        /// The new config's hash.
+        config_hash: String,
+    },
+    /// A reload was refused; nothing changed.
+    ReloadRejected {
+        /// Why (file:line:column and reason).
+        error: String,
+    },
+    /// The master started or stopped draining for shutdown.
+    MasterDraining {
+        /// Draining now?
+        draining: bool,
+    },
+    /// This client fell behind and missed events: ask for `status` again.
+    Lagged {
+        /// How many events were missed.
+        missed: u64,
+    },
+}
