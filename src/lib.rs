@@ -6,6 +6,7 @@
 //! and read `master.toml` through [`config`]. The master's decisions live in
 //! the pure state machine [`daemon::core`]; everything else is I/O around it.
 
+pub mod bench;
 pub mod client;
 pub mod config;
 pub mod daemon;

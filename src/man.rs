@@ -1,62 +1,411 @@
-//! Man pages for the three programs, rendered from their clap definitions.
+//! Man pages for the three programs, rendered from their clap definitions,
+//! plus `master.toml(5)`, written by hand in `man/master.toml.5`.
 //!
 //! The pages are checked in under `man/`; a test renders them again and
 //! fails when they differ, so the pages can never drift from `--help`.
-//! Regenerate with `UPDATE_MAN=1 cargo test --lib man`.
+//! Regenerate with `UPDATE_MAN=1 cargo test --lib man`. Another test checks
+//! that `master.toml.5` documents every key of [`CONFIG_KEYS`], and that
+//! this list holds every field of the config's raw structs.
 
 use clap::CommandFactory;
 
-/// Every page as (file name, roff text): `bbctl.1`, one `bbctl-<cmd>.1`
-/// per subcommand, `bbmaster.1` and `bbworker.1`.
+/// Every key of `master.toml`, as `table.key` (`builder.step.key` for a
+/// step's), tables included. The man page `master.toml(5)` and
+/// `examples/master.toml` must mention each one (tests check it), and a
+/// test checks this list against the fields of `src/config/raw.rs`.
+pub const CONFIG_KEYS: &[&str] = &[
+    "master",
+    "master.state_dir",
+    "master.control_socket",
+    "master.worker_socket",
+    "master.worker_grace",
+    "master.keepalive",
+    "master.max_retries",
+    "worker",
+    "worker.name",
+    "worker.local",
+    "worker.max_builds",
+    "worker.secret",
+    "worker.secret_file",
+    "builder",
+    "builder.name",
+    "builder.previous_names",
+    "builder.workers",
+    "builder.env",
+    "builder.collapse",
+    "builder.step",
+    "builder.step.name",
+    "builder.step.shell",
+    "builder.step.command",
+    "builder.step.timeout",
+    "builder.step.env",
+];
+
+/// The hand-written page of the config file, checked in under `man/`.
+pub const CONFIG_PAGE: &str = "master.toml.5";
+
+/// Every generated page as (file name, roff text): `bbctl.1`, one
+/// `bbctl-<cmd>.1` per subcommand, `bbmaster.8` and `bbworker.8`.
+/// (`master.toml.5` is written by hand.)
 pub fn render_all() -> Vec<(String, Vec<u8>)> {
     let mut pages = Vec::new();
-    let bbctl = crate::client::cli::Cli::command();
-    pages.push(("bbctl.1".to_string(), render(bbctl.clone())));
+    let bbctl = crate::client::cli::Cli::command().disable_help_subcommand(true);
+    let mut extra = String::new();
+    extra.push_str(BBCTL_OUTPUT);
+    extra.push_str(BBCTL_ENVIRONMENT);
+    extra.push_str(&exit_status());
+    extra.push_str(&see_also(&["bbmaster(8)", "bbworker(8)", "master.toml(5)"]));
+    pages.push(("bbctl.1".to_string(), render(bbctl.clone(), "1", &extra)));
     for sub in bbctl.get_subcommands() {
         let name = format!("bbctl-{}", sub.get_name());
         let sub = sub.clone().name(name.clone());
-        pages.push((format!("{name}.1"), render(sub)));
+        let extra = format!("{}{}", exit_status(), see_also(&["bbctl(1)"]));
+        pages.push((format!("{name}.1"), render(sub, "1", &extra)));
     }
+    let extra = format!(
+        "{BBMASTER_EXTRA}{}",
+        see_also(&[
+            "bbctl(1)",
+            "bbworker(8)",
+            "master.toml(5)",
+            "systemd.service(5)"
+        ])
+    );
     pages.push((
-        "bbmaster.1".to_string(),
-        render(crate::daemon::args::MasterArgs::command()),
+        "bbmaster.8".to_string(),
+        render(crate::daemon::args::MasterArgs::command(), "8", &extra),
     ));
+    let extra = format!(
+        "{BBWORKER_EXTRA}{}",
+        see_also(&["bbmaster(8)", "master.toml(5)"])
+    );
     pages.push((
-        "bbworker.1".to_string(),
-        render(crate::worker::args::WorkerArgs::command()),
+        "bbworker.8".to_string(),
+        render(crate::worker::args::WorkerArgs::command(), "8", &extra),
     ));
     pages
 }
 
-fn render(cmd: clap::Command) -> Vec<u8> {
+/// A page from clap's sections, with `extra` (roff) in place of clap's
+/// EXTRA section (the `after_long_help` text, which [`exit_status`]
+/// renders properly) and before VERSION.
+fn render(cmd: clap::Command, section: &str, extra: &str) -> Vec<u8> {
+    let man = clap_mangen::Man::new(cmd.clone()).section(section);
     let mut out = Vec::new();
-    clap_mangen::Man::new(cmd)
-        .render(&mut out)
+    let has_args = cmd.get_arguments().any(|a| !a.is_hide_set());
+    let has_subcommands = cmd.get_subcommands().any(|s| !s.is_hide_set());
+    let mut parts: Vec<fn(&clap_mangen::Man, &mut dyn std::io::Write) -> std::io::Result<()>> = vec![
+        clap_mangen::Man::render_title,
+        clap_mangen::Man::render_name_section,
+        clap_mangen::Man::render_synopsis_section,
+        clap_mangen::Man::render_description_section,
+    ];
+    if has_args {
+        parts.push(clap_mangen::Man::render_options_section);
+    }
+    if has_subcommands {
+        parts.push(clap_mangen::Man::render_subcommands_section);
+    }
+    for part in parts {
+        part(&man, &mut out).expect("rendering into a Vec cannot fail");
+    }
+    out.extend_from_slice(extra.as_bytes());
+    man.render_version_section(&mut out)
         .expect("rendering into a Vec cannot fail");
     out
 }
 
+/// Escape text for roff: backslashes, hyphens, and a leading `.` or `'`.
+fn roff_escape(text: &str) -> String {
+    let escaped = text.replace('\\', "\\e").replace('-', "\\-");
+    if escaped.starts_with('.') || escaped.starts_with('\'') {
+        format!("\\&{escaped}")
+    } else {
+        escaped
+    }
+}
+
+/// EXIT STATUS, from [`crate::client::cli::EXIT_CODES`] (`  N  meaning`).
+fn exit_status() -> String {
+    let mut roff = String::from(".SH \"EXIT STATUS\"\n");
+    for line in crate::client::cli::EXIT_CODES.lines().skip(1) {
+        let line = line.trim();
+        let Some((code, meaning)) = line.split_once(char::is_whitespace) else {
+            continue;
+        };
+        roff.push_str(&format!(
+            ".TP\n.B {code}\n{}\n",
+            roff_escape(meaning.trim())
+        ));
+    }
+    roff
+}
+
+/// SEE ALSO with `name(section)` references.
+fn see_also(pages: &[&str]) -> String {
+    let refs: Vec<String> = pages
+        .iter()
+        .map(|p| match p.split_once('(') {
+            Some((name, section)) => format!("\\fB{}\\fR({section}", roff_escape(name)),
+            None => roff_escape(p),
+        })
+        .collect();
+    format!(".SH \"SEE ALSO\"\n{}\n", refs.join(",\n"))
+}
+
+const BBCTL_OUTPUT: &str = r#".SH OUTPUT
+Standard output holds data only: tables, build output, or with
+\fB\-\-json\fR machine\-readable JSON, whose shapes are documented in
+\fIdocs/json.md\fR; every JSON object carries \fB"schema": 1\fR.
+Errors go to standard error as a line starting with
+\fBbbctl: error:\fR, coloured only when standard error is a terminal and
+\fBNO_COLOR\fR is unset.
+A closed standard output (\fBbbctl builds | head\fR) ends bbctl quietly
+with status 0.
+The whole scripting contract, command by command, is in \fIdocs/cli.md\fR.
+"#;
+
+const BBCTL_ENVIRONMENT: &str = r#".SH ENVIRONMENT
+.TP
+.B BBCTL_SOCKET
+The master's control socket, as \fB\-\-socket\fR.
+.TP
+.B BBMASTER_STATE_DIR
+The master's state dir, as \fB\-\-state\-dir\fR; bbctl uses its
+\fIcontrol.sock\fR.
+.TP
+.B XDG_STATE_HOME
+The default state dir is \fI$XDG_STATE_HOME/bbmaster\fR, else
+\fI~/.local/state/bbmaster\fR.
+.TP
+.B NO_COLOR
+When set and not empty, no colour (unless \fB\-\-color always\fR).
+"#;
+
+const BBMASTER_EXTRA: &str = r#".SH SIGNALS
+.TP
+.B SIGHUP
+Re\-read the config file and apply it, as \fBbbctl reload\fR does.
+.TP
+.B SIGTERM\fR, \fBSIGINT
+Exit at once, keeping the queue and the history.
+Running steps go on with their workers, local workers included, and the
+next master on the same state dir re\-adopts them.
+To let running builds finish first, use \fBbbctl shutdown \-\-drain\fR.
+.SH ENVIRONMENT
+.TP
+.B BBMASTER_CONFIG
+The config file, as \fB\-\-config\fR.
+.TP
+.B BBMASTER_STATE_DIR
+The state dir, as \fB\-\-state\-dir\fR.
+.TP
+.B BBMASTER_LOG\fR, \fBRUST_LOG
+A tracing filter (such as \fBinfo,bbctl::daemon=debug\fR) that replaces
+\fB\-\-log\-level\fR; \fBBBMASTER_LOG\fR wins over \fBRUST_LOG\fR.
+.TP
+.B NOTIFY_SOCKET
+Set by systemd for a \fBType=notify\fR service: the master sends
+\fBREADY=1\fR there once its sockets take connections.
+.TP
+.B BBMASTER_WORKER_EXE
+The \fBbbworker\fR to start for local workers (default: the one next to
+\fBbbmaster\fR).
+.SH FILES
+.TP
+.I master.toml
+The config file; see \fBmaster.toml\fR(5).
+.TP
+.I <state dir>/master.db
+The queue and the build history (SQLite).
+.TP
+.I <state dir>/logs/
+The output of every step.
+.TP
+.I <state dir>/control.sock\fR, \fI<state dir>/worker.sock
+The sockets of \fBbbctl\fR and of workers (mode 0600).
+.TP
+.I contrib/bbmaster.service
+A systemd unit (\fBType=notify\fR, \fBKillMode=process\fR).
+"#;
+
+const BBWORKER_EXTRA: &str = r#".SH SIGNALS
+.TP
+.B SIGTERM\fR, \fBSIGINT
+Stop the running steps (each one's whole process group) and exit.
+A lost connection to the master does not stop them: the worker
+reconnects and the master picks them up again.
+.SH ENVIRONMENT
+.TP
+.B BBWORKER_LOG
+A tracing filter for the worker's log on standard error (default
+\fBinfo\fR).
+.SH FILES
+.TP
+.I contrib/bbworker@.service
+A systemd unit template; the instance is the worker's name.
+"#;
+
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeSet;
     use std::path::Path;
+
+    use super::{CONFIG_KEYS, CONFIG_PAGE};
+
+    fn man_dir() -> std::path::PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("man")
+    }
 
     #[test]
     fn man_pages_are_up_to_date() {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("man");
+        let dir = man_dir();
         let update = std::env::var_os("UPDATE_MAN").is_some();
         let mut stale = Vec::new();
-        for (name, text) in super::render_all() {
-            let path = dir.join(&name);
+        let pages = super::render_all();
+        for (name, text) in &pages {
+            let path = dir.join(name);
             if update {
                 std::fs::create_dir_all(&dir).unwrap();
-                std::fs::write(&path, &text).unwrap();
+                std::fs::write(&path, text).unwrap();
             } else if std::fs::read(&path).ok().as_deref() != Some(&text[..]) {
-                stale.push(name);
+                stale.push(name.clone());
             }
         }
         assert!(
             stale.is_empty(),
             "man pages out of date: {stale:?}; run `UPDATE_MAN=1 cargo test --lib man` and commit man/"
         );
+        // A page no longer generated (a removed command, an old section)
+        // must not linger.
+        let expected: BTreeSet<String> = pages
+            .into_iter()
+            .map(|(name, _)| name)
+            .chain([CONFIG_PAGE.to_string()])
+            .collect();
+        let mut extra = Vec::new();
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+            if !expected.contains(&name) {
+                if update {
+                    std::fs::remove_file(dir.join(&name)).unwrap();
+                } else {
+                    extra.push(name);
+                }
+            }
+        }
+        assert!(
+            extra.is_empty(),
+            "man/ holds pages that are no longer generated: {extra:?}; delete them (or run `UPDATE_MAN=1 cargo test --lib man`)"
+        );
+    }
+
+    /// `.SH`/`.SS` headings of the config page name the tables as
+    /// `[master]`, `[[worker]]`, `[[builder]]`, `[[builder.step]]`; each key
+    /// is a `.B key` line under its table's heading.
+    #[test]
+    fn config_page_documents_every_key() {
+        let text = std::fs::read_to_string(man_dir().join(CONFIG_PAGE))
+            .unwrap_or_else(|e| panic!("man/{CONFIG_PAGE}: {e}"));
+        let mut sections: Vec<(String, Vec<String>)> = Vec::new();
+        for line in text.lines() {
+            if line.starts_with(".SH") || line.starts_with(".SS") {
+                let heading = line[3..].trim().trim_matches('"');
+                let table = heading.trim_matches(|c| c == '[' || c == ']');
+                let table = if heading.starts_with('[') { table } else { "" };
+                sections.push((table.to_string(), Vec::new()));
+            } else if let Some(key) = line.strip_prefix(".B ") {
+                if let Some((_, keys)) = sections.last_mut() {
+                    keys.push(key.trim().replace("\\_", "_"));
+                }
+            }
+        }
+        let mut missing = Vec::new();
+        for key in CONFIG_KEYS {
+            let (table, leaf) = match key.rsplit_once('.') {
+                Some((table, leaf)) => (table, leaf),
+                None => {
+                    if !sections.iter().any(|(t, _)| t == key) {
+                        missing.push(format!("{key} (no section heading [{key}] or [[{key}]])"));
+                    }
+                    continue;
+                }
+            };
+            let documented = sections
+                .iter()
+                .any(|(t, keys)| t == table && keys.iter().any(|k| k == leaf));
+            if !documented {
+                missing.push(key.to_string());
+            }
+        }
+        assert!(
+            missing.is_empty(),
+            "man/{CONFIG_PAGE} does not document: {missing:?}"
+        );
+    }
+
+    /// [`CONFIG_KEYS`] against the source: every `pub field:` of the raw
+    /// structs, with its table, must be in the list, and the list must hold
+    /// nothing else.
+    #[test]
+    fn config_keys_match_the_raw_structs() {
+        let source = include_str!("config/raw.rs");
+        let table_of = |name: &str| match name {
+            "RawConfig" => Some(""),
+            "RawMaster" => Some("master"),
+            "RawWorker" => Some("worker"),
+            "RawBuilder" => Some("builder"),
+            "RawStep" => Some("builder.step"),
+            _ => None,
+        };
+        let mut found = BTreeSet::new();
+        let mut current: Option<&str> = None;
+        for line in source.lines() {
+            let line = line.trim();
+            if let Some(rest) = line.strip_prefix("pub struct ") {
+                let name = rest.split(|c: char| !c.is_alphanumeric()).next().unwrap();
+                current = Some(table_of(name).unwrap_or_else(|| {
+                    panic!("raw.rs has a new struct {name}: add it to this test and to CONFIG_KEYS")
+                }));
+                continue;
+            }
+            if line == "}" {
+                current = None;
+                continue;
+            }
+            if let (Some(table), Some(rest)) = (current, line.strip_prefix("pub ")) {
+                if let Some((field, _)) = rest.split_once(':') {
+                    let field = field.trim();
+                    found.insert(if table.is_empty() {
+                        field.to_string()
+                    } else {
+                        format!("{table}.{field}")
+                    });
+                }
+            }
+        }
+        let listed: BTreeSet<String> = CONFIG_KEYS.iter().map(|k| k.to_string()).collect();
+        let unlisted: Vec<_> = found.difference(&listed).collect();
+        let gone: Vec<_> = listed.difference(&found).collect();
+        assert!(
+            unlisted.is_empty() && gone.is_empty(),
+            "CONFIG_KEYS is out of step with src/config/raw.rs: missing {unlisted:?}, not in raw.rs {gone:?}"
+        );
+    }
+
+    #[test]
+    fn generated_pages_have_the_right_sections() {
+        let pages = super::render_all();
+        let find = |name: &str| {
+            let (_, text) = pages.iter().find(|(n, _)| n == name).unwrap();
+            String::from_utf8(text.clone()).unwrap()
+        };
+        assert!(find("bbmaster.8").contains(".TH bbmaster 8"));
+        assert!(find("bbworker.8").contains(".TH bbworker 8"));
+        let bbctl = find("bbctl.1");
+        assert!(bbctl.contains(".TH bbctl 1"));
+        assert!(bbctl.contains(".SH \"EXIT STATUS\""));
+        assert!(!bbctl.contains("bbctl\\-help"), "no page for `help`");
+        assert!(find("bbctl-force-build.1").contains(".TH bbctl\\-force\\-build 1"));
     }
 }

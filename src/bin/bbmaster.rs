@@ -2,8 +2,9 @@
 
 use std::process::ExitCode;
 
-use bbctl::daemon::args::MasterArgs as Args;
+use bbctl::daemon::args::{MasterArgs as Args, log_directive};
 use clap::Parser;
+use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let args = Args::parse();
@@ -11,14 +12,7 @@ fn main() -> ExitCode {
         print!("{}", bbctl::config::DEFAULT_CONFIG_TOML);
         return ExitCode::SUCCESS;
     }
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("BBMASTER_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+    init_logging(&args);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -40,5 +34,32 @@ fn main() -> ExitCode {
             eprintln!("bbmaster: error: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Logs on stderr through tracing: `--log-level`, unless `BBMASTER_LOG` or
+/// `RUST_LOG` gives a filter. A filter that does not parse falls back to
+/// `--log-level`, with a warning.
+fn init_logging(args: &Args) {
+    let from_env = |name| std::env::var(name).ok();
+    let directive = log_directive(
+        args.log_level,
+        from_env("BBMASTER_LOG").as_deref(),
+        from_env("RUST_LOG").as_deref(),
+    );
+    let (filter, bad) = match EnvFilter::try_new(&directive) {
+        Ok(filter) => (filter, None),
+        Err(e) => (
+            EnvFilter::new(args.log_level.as_str()),
+            Some((directive, e)),
+        ),
+    };
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_env_filter(filter)
+        .init();
+    if let Some((directive, e)) = bad {
+        tracing::warn!("ignoring the log filter {directive:?}: {e}");
     }
 }

@@ -43,6 +43,10 @@ pub struct GlobalOpts {
     /// When to use colour.
     #[arg(long, global = true, value_enum, default_value_t = ColorChoice::Auto)]
     pub color: ColorChoice,
+    /// If the master is not up yet, keep trying to reach it for this long
+    /// (e.g. `30s`) before giving up with exit code 3; for boot scripts.
+    #[arg(long, global = true, value_name = "DURATION", value_parser = parse_duration)]
+    pub wait_for_master: Option<std::time::Duration>,
 }
 
 /// When to colour output.
@@ -82,6 +86,46 @@ pub enum Command {
     },
     /// Print a build's output.
     Log(LogArgs),
+    /// Wait for a request's build to finish; exit 0 only if it succeeded.
+    #[command(after_long_help = EXIT_CODES)]
+    Wait {
+        /// The request's id (as printed by force-build).
+        request: u64,
+        /// Stream the build's output as it runs.
+        #[arg(long, short)]
+        follow: bool,
+    },
+    /// List queued requests in the order they will run.
+    Queue {
+        /// Only this builder's queue.
+        builder: Option<String>,
+    },
+    /// List workers: connection, version, host, running builds, last seen.
+    Workers,
+    /// Time a round trip from the master through a worker and back.
+    Ping {
+        /// The worker.
+        worker: String,
+    },
+    /// Start no new builds (on the whole master, or on one worker); running
+    /// builds finish. Shown as `draining` in status.
+    Drain {
+        /// Drain this worker only.
+        #[arg(long, value_name = "NAME")]
+        worker: Option<String>,
+        /// Wait until no build runs (on the master, or on that worker).
+        #[arg(long)]
+        wait: bool,
+        /// With --wait: give up after this long (exit 1).
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration, requires = "wait")]
+        timeout: Option<std::time::Duration>,
+    },
+    /// Start builds again after `drain`.
+    Undrain {
+        /// Undrain this worker only.
+        #[arg(long, value_name = "NAME")]
+        worker: Option<String>,
+    },
     /// Cancel a queued request (a running one has its build stopped).
     Cancel {
         /// The request's id (as printed by force-build).
@@ -144,6 +188,13 @@ pub struct ForceBuildArgs {
     /// Stream the build's output as it runs (implies --wait).
     #[arg(long)]
     pub follow: bool,
+    /// Higher runs first; equal priorities run oldest first.
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+    pub priority: i32,
+    /// With --wait/--follow: on Ctrl-C, cancel the request (or stop its
+    /// build) instead of detaching from it.
+    #[arg(long)]
+    pub cancel_on_interrupt: bool,
 }
 
 /// Arguments of `builds`.
@@ -167,6 +218,11 @@ pub struct LogArgs {
     /// Keep printing output until the build finishes.
     #[arg(long, short)]
     pub follow: bool,
+}
+
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    humantime::parse_duration(s)
+        .map_err(|e| format!("`{s}` is not a duration like 500ms, 30s or 2m: {e}"))
 }
 
 fn parse_property(s: &str) -> Result<(String, String), String> {

@@ -44,6 +44,7 @@ impl Style {
             BuildResult::Exception => Color::Magenta,
             BuildResult::Cancelled => Color::DarkYellow,
             BuildResult::Retry => Color::Blue,
+            BuildResult::Skipped => Color::DarkGrey,
         };
         self.paint(result.as_str(), color)
     }
@@ -231,6 +232,11 @@ pub fn event_line(e: &Event) -> String {
             request,
             reason,
         } => format!("build {build} cut short, request {request} queued again: {reason}"),
+        EventKind::RequestSkipped {
+            request,
+            into,
+            build,
+        } => format!("request {request} skipped: collapsed into request {into} (build {build})"),
         EventKind::RequestCancelled { request, reason } => {
             format!("request {request} cancelled: {reason}")
         }

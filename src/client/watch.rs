@@ -17,7 +17,7 @@ use crossterm::{cursor, execute, queue, terminal};
 use tokio::sync::mpsc;
 
 use super::commands::Ctx;
-use super::connection::{Connection, ConnectionError};
+use super::connection::ConnectionError;
 use super::render::{Style, ago, duration, event_line};
 use super::{CliError, commands};
 use crate::paths::now_ms;
@@ -28,7 +28,7 @@ const RECENT_EVENTS: usize = 6;
 
 /// `bbctl watch`.
 pub async fn watch(ctx: &mut Ctx) -> Result<u8, CliError> {
-    let mut events = Connection::open(ctx.socket()).await?.subscribe().await?;
+    let mut events = ctx.open_connection().await?.subscribe().await?;
     if !io::stdout().is_terminal() {
         // Not a terminal: one line per event, like `bbctl events`.
         while let Some(event) = events.recv().await {

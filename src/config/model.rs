@@ -85,7 +85,7 @@ impl std::fmt::Debug for Secret {
 /// A `[[builder]]` entry. Serializable because every build keeps the
 /// definition it started with in the store, to finish with it after a
 /// master restart whatever the config says by then.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct BuilderDef {
     /// Unique builder name, matched across reloads.
     pub name: String,
@@ -97,6 +97,10 @@ pub struct BuilderDef {
     pub env: BTreeMap<String, String>,
     /// The steps, run in order; never empty.
     pub steps: Vec<StepDef>,
+    /// When a request starts, queued requests with the same properties
+    /// are merged into it (they end as `skipped`, pointing to it).
+    #[serde(default)]
+    pub collapse: bool,
 }
 
 /// A `[[builder.step]]` entry.

@@ -76,6 +76,9 @@ pub struct RawBuilder {
     /// Environment for every step.
     #[serde(default)]
     pub env: RawEnv,
+    /// `collapse = true`: queued requests identical to one that starts are
+    /// merged into it.
+    pub collapse: Option<Spanned<bool>>,
     /// `[[builder.step]]` entries; optional for serde, required by validation.
     pub step: Option<Spanned<Vec<RawStep>>>,
 }

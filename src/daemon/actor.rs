@@ -8,6 +8,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tracing::{error, info, warn};
@@ -21,7 +22,7 @@ use crate::paths::now_ms;
 use crate::protocol::{
     BuildDetail, BuildId, ErrorReply, Event, EventKind, MasterToWorker, ReloadReport, Reply,
     Request, RequestId, RequestInfo, RunningStep, ShutdownMode, StatusReply, StepEnd, StepIndex,
-    StreamTarget,
+    StreamTarget, WorkerDetail,
 };
 
 /// A message for the master loop.
@@ -48,6 +49,8 @@ pub enum Command {
         secret: String,
         /// The steps it still holds from an earlier link.
         held: Vec<RunningStep>,
+        /// What the connection says about the worker.
+        meta: LinkMeta,
         /// Its new link id.
         link: LinkId,
         /// How to reach its connection task.
@@ -80,6 +83,13 @@ pub enum Command {
         /// Where the answer goes; `None` for SIGHUP (the result is logged).
         reply: Option<oneshot::Sender<Result<ReloadReport, ErrorReply>>>,
     },
+    /// The connection task of a worker, for `bbctl ping`.
+    LinkOf {
+        /// The worker.
+        worker: String,
+        /// Its link's command channel, or why there is none.
+        reply: oneshot::Sender<Result<mpsc::UnboundedSender<LinkCmd>, ErrorReply>>,
+    },
     /// Stop the master (see [`ShutdownMode`]).
     Shutdown {
         /// How.
@@ -96,6 +106,29 @@ pub enum LinkCmd {
     Send(MasterToWorker),
     /// Say goodbye with this reason and close.
     Close(String),
+    /// Ping the worker and report the round trip.
+    Ping(oneshot::Sender<std::time::Duration>),
+}
+
+/// What a worker's connection tells about it (for `bbctl workers`).
+#[derive(Debug, Clone)]
+pub struct LinkMeta {
+    /// The worker's program and version, from its hello.
+    pub software: String,
+    /// Its host name, from its hello.
+    pub host: Option<String>,
+    /// Its process id, from the socket's peer credentials.
+    pub pid: Option<i32>,
+    /// When the connection task last heard from it (ms since the epoch).
+    pub last_seen_ms: Arc<AtomicU64>,
+}
+
+/// A live worker link, as the master loop knows it.
+struct LinkInfo {
+    tx: mpsc::UnboundedSender<LinkCmd>,
+    worker: String,
+    meta: LinkMeta,
+    connected_at_ms: u64,
 }
 
 /// What followers of builds are told; they read details from the store.
@@ -125,7 +158,7 @@ pub struct Snapshot {
 pub struct Master {
     core: Core,
     store: Store,
-    links: HashMap<LinkId, mpsc::UnboundedSender<LinkCmd>>,
+    links: HashMap<LinkId, LinkInfo>,
     notices: broadcast::Sender<Arc<Notice>>,
     events: broadcast::Sender<Arc<Event>>,
     config_path: Option<PathBuf>,
@@ -232,7 +265,7 @@ impl Master {
             }
             if exit_after_drain && self.core.running_builds().next().is_none() {
                 info!("drained: no build running");
-                for (_, tx) in self.links.drain() {
+                for (_, LinkInfo { tx, .. }) in self.links.drain() {
                     let _ = tx.send(LinkCmd::Close("the master shut down after draining".into()));
                 }
                 self.local.stop_all().await;
@@ -241,6 +274,71 @@ impl Master {
         }
         info!("shutting down");
         self.local.detach();
+    }
+
+    /// `bbctl drain` / `undrain`, for the master or one worker.
+    fn drain(
+        &mut self,
+        worker: Option<String>,
+        drain: bool,
+        now: u64,
+    ) -> Result<Reply, ErrorReply> {
+        let verb = if drain {
+            "draining"
+        } else {
+            "no longer draining"
+        };
+        match worker {
+            Some(name) => {
+                self.core
+                    .set_worker_paused(&name, drain, now)
+                    .map_err(core_error)?;
+                if drain {
+                    self.emit(EventKind::WorkerDraining {
+                        worker: name.clone(),
+                    });
+                }
+                let effects = self.core.take_effects();
+                self.execute(effects);
+                Ok(Reply::Done {
+                    message: format!(
+                        "worker {name} is {verb} ({} build(s) running on it)",
+                        self.core.builds_on(&name)
+                    ),
+                })
+            }
+            None => {
+                self.core.set_draining(drain, now);
+                self.emit(EventKind::MasterDraining { draining: drain });
+                let effects = self.core.take_effects();
+                self.execute(effects);
+                Ok(Reply::Done {
+                    message: format!(
+                        "the master is {verb} ({} build(s) running)",
+                        self.core.running_builds().count()
+                    ),
+                })
+            }
+        }
+    }
+
+    /// Worker status joined with what each live link told us.
+    fn worker_details(&self) -> Vec<WorkerDetail> {
+        self.core
+            .worker_status()
+            .into_iter()
+            .map(|status| {
+                let link = self.links.values().find(|l| l.worker == status.name);
+                WorkerDetail {
+                    connected_since_ms: link.map(|l| l.connected_at_ms),
+                    last_seen_ms: link.map(|l| l.meta.last_seen_ms.load(Ordering::Relaxed)),
+                    software: link.map(|l| l.meta.software.clone()),
+                    host: link.and_then(|l| l.meta.host.clone()),
+                    pid: link.and_then(|l| l.meta.pid),
+                    status,
+                }
+            })
+            .collect()
     }
 
     /// Tell event subscribers (`bbctl events`, `bbctl watch`).
@@ -275,13 +373,22 @@ impl Master {
                 name,
                 secret,
                 held,
+                meta,
                 link,
                 tx,
                 reply,
             } => {
                 let answer = self.attach_worker(&name, &secret, &held, link);
                 if answer.is_ok() {
-                    self.links.insert(link, tx);
+                    self.links.insert(
+                        link,
+                        LinkInfo {
+                            tx,
+                            worker: name.clone(),
+                            meta,
+                            connected_at_ms: now_ms(),
+                        },
+                    );
                     info!(worker = %name, link, "worker connected");
                     self.emit(EventKind::WorkerConnected {
                         worker: name.clone(),
@@ -331,6 +438,18 @@ impl Master {
                     (Err(e), None) => error!("reload rejected: {}", e.message),
                 }
             }
+            Command::LinkOf { worker, reply } => {
+                let tx = match self.links.values().find(|l| l.worker == worker) {
+                    Some(l) => Ok(l.tx.clone()),
+                    None if self.core.config().worker(&worker).is_none() => {
+                        Err(ErrorReply::not_found(format!("no worker named `{worker}`")))
+                    }
+                    None => Err(ErrorReply::failed(format!(
+                        "worker `{worker}` is not connected"
+                    ))),
+                };
+                let _ = reply.send(tx);
+            }
             Command::Shutdown { .. } => {}
         }
     }
@@ -378,10 +497,11 @@ impl Master {
                 builder,
                 reason,
                 properties,
+                priority,
             } => {
                 let id = self
                     .core
-                    .force_build(&builder, reason, properties, now)
+                    .force_build_with_priority(&builder, reason, properties, priority, now)
                     .map_err(core_error)?;
                 let effects = self.core.take_effects();
                 // The id is told only once the request is on disk. If the
@@ -399,6 +519,16 @@ impl Master {
                 self.send(effects);
                 Ok(Reply::Queued { request_id: id })
             }
+            Request::Queue { builder } => {
+                if let Some(b) = &builder
+                    && !self.core.has_builder(b)
+                {
+                    return Err(ErrorReply::not_found(format!("no builder named `{b}`")));
+                }
+                Ok(Reply::Queue(self.core.queue_status(builder.as_deref())))
+            }
+            Request::Workers => Ok(Reply::Workers(self.worker_details())),
+            Request::Drain { worker, drain } => self.drain(worker, drain, now),
             Request::Builds { builder, limit } => self
                 .store
                 .builds(builder.as_deref(), limit)
@@ -454,11 +584,12 @@ impl Master {
             Request::Reload { dry_run, config } => {
                 self.reload(dry_run, config).map(Reply::Reloaded)
             }
-            Request::Stream(_) | Request::Shutdown { .. } | Request::Events => {
-                Err(ErrorReply::rejected(
-                    "this request is handled by the connection, not the master loop",
-                ))
-            }
+            Request::Stream(_)
+            | Request::Shutdown { .. }
+            | Request::Events
+            | Request::Ping { .. } => Err(ErrorReply::rejected(
+                "this request is handled by the connection, not the master loop",
+            )),
         }
     }
 
@@ -566,7 +697,7 @@ impl Master {
                     let _ = self.notices.send(Arc::new(Notice::Record(record)));
                 }
                 Effect::ToWorker { link, mut msg } => match self.links.get(&link) {
-                    Some(tx) => {
+                    Some(LinkInfo { tx, .. }) => {
                         // The core does not read files: the shell tells a
                         // resuming worker how much output is already kept.
                         if let MasterToWorker::Resume {
@@ -583,7 +714,7 @@ impl Master {
                     None => warn!(link, "message for a link that is gone"),
                 },
                 Effect::CloseLink { link, reason } => {
-                    if let Some(tx) = self.links.remove(&link) {
+                    if let Some(LinkInfo { tx, .. }) = self.links.remove(&link) {
                         info!(link, "closing worker link: {reason}");
                         let _ = tx.send(LinkCmd::Close(reason));
                     }
@@ -660,6 +791,16 @@ fn event_of(record: &Record) -> Option<EventKind> {
             build: *build,
             request: *request,
             reason: reason.clone(),
+        },
+        Record::RequestCollapsed {
+            request,
+            into,
+            build,
+            ..
+        } => EventKind::RequestSkipped {
+            request: *request,
+            into: *into,
+            build: *build,
         },
         Record::BuilderRenamed { .. } | Record::GenerationApplied { .. } => return None,
     })

@@ -3,17 +3,22 @@
 
 use std::path::PathBuf;
 
-use clap::Parser;
+use clap::{Parser, ValueEnum};
 
 /// The build master: builders, queues, workers and build history.
 ///
 /// With no --config it runs the embedded default: one local worker and a
-/// builder `hello`. SIGHUP reloads the config; SIGTERM and SIGINT stop the
-/// master, keeping the queue and the history.
+/// builder `hello`. SIGHUP reloads the config (like `bbctl reload`);
+/// SIGTERM and SIGINT stop the master at once, keeping the queue and the
+/// history: running steps go on with their workers (local ones included)
+/// and the next master on the same state dir re-adopts them. Under
+/// systemd (`Type=notify`) it sends READY=1 once its sockets take
+/// connections. Logs go to stderr.
 #[derive(Debug, Parser)]
 #[command(name = "bbmaster", version)]
 pub struct MasterArgs {
-    /// The config file (master.toml); the embedded default when omitted.
+    /// The config file (master.toml, see master.toml(5)); the embedded
+    /// default when omitted.
     #[arg(short, long, value_name = "FILE", env = "BBMASTER_CONFIG")]
     pub config: Option<PathBuf>,
     /// Where the database, logs and sockets live; overrides the config's
@@ -23,4 +28,75 @@ pub struct MasterArgs {
     /// Print the embedded default config and exit.
     #[arg(long)]
     pub print_default_config: bool,
+    /// How much to log on stderr. BBMASTER_LOG, else RUST_LOG, when set,
+    /// replaces it with a full tracing filter (e.g. `info,bbctl::daemon=debug`).
+    #[arg(long, value_enum, value_name = "LEVEL", default_value_t = LogLevel::Info)]
+    pub log_level: LogLevel,
+}
+
+/// Log levels, least to most verbose.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogLevel {
+    /// Only errors.
+    Error,
+    /// Errors and warnings.
+    Warn,
+    /// What the master does: start, reloads, workers, stop.
+    Info,
+    /// Also details useful when something goes wrong.
+    Debug,
+    /// Everything.
+    Trace,
+}
+
+impl LogLevel {
+    /// The level as a tracing filter directive.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogLevel::Error => "error",
+            LogLevel::Warn => "warn",
+            LogLevel::Info => "info",
+            LogLevel::Debug => "debug",
+            LogLevel::Trace => "trace",
+        }
+    }
+}
+
+/// The tracing filter directive to use: `BBMASTER_LOG` when set and not
+/// empty, else `RUST_LOG` likewise, else `--log-level`.
+pub fn log_directive(
+    level: LogLevel,
+    bbmaster_log: Option<&str>,
+    rust_log: Option<&str>,
+) -> String {
+    [bbmaster_log, rust_log]
+        .into_iter()
+        .flatten()
+        .map(str::trim)
+        .find(|d| !d.is_empty())
+        .unwrap_or(level.as_str())
+        .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_level_defaults_to_info_and_parses() {
+        let args = MasterArgs::parse_from(["bbmaster"]);
+        assert_eq!(args.log_level, LogLevel::Info);
+        let args = MasterArgs::parse_from(["bbmaster", "--log-level", "debug"]);
+        assert_eq!(args.log_level, LogLevel::Debug);
+        assert!(MasterArgs::try_parse_from(["bbmaster", "--log-level", "loud"]).is_err());
+    }
+
+    #[test]
+    fn environment_overrides_the_level() {
+        use LogLevel::*;
+        assert_eq!(log_directive(Warn, None, None), "warn");
+        assert_eq!(log_directive(Warn, Some("debug"), Some("trace")), "debug");
+        assert_eq!(log_directive(Warn, None, Some("trace")), "trace");
+        assert_eq!(log_directive(Warn, Some(" "), Some("")), "warn");
+    }
 }

@@ -14,7 +14,7 @@ use tokio::io::AsyncWrite;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tracing::{debug, warn};
 
-use crate::daemon::actor::{Command, Notice};
+use crate::daemon::actor::{Command, LinkCmd, Notice};
 use crate::daemon::follow;
 use crate::daemon::worker_link::HANDSHAKE_TIMEOUT;
 use crate::protocol::{
@@ -114,6 +114,7 @@ async fn answer<W: AsyncWrite + Unpin>(
 ) -> Result<Result<Reply, ErrorReply>, protocol::FrameError> {
     let gone = || ErrorReply::failed("the master is shutting down");
     match body {
+        Request::Ping { worker } => Ok(ping(ctx, worker).await),
         Request::Events => {
             events(wr, id, ctx).await?;
             // The stream ends only when the client leaves or the master stops.
@@ -162,6 +163,37 @@ async fn answer<W: AsyncWrite + Unpin>(
         }
     }
 }
+
+/// Time a round trip through a worker's link: master to worker and back.
+async fn ping(ctx: &ControlContext, worker: String) -> Result<Reply, ErrorReply> {
+    let gone = || ErrorReply::failed("the master is shutting down");
+    let (reply, rx) = oneshot::channel();
+    let cmd = Command::LinkOf {
+        worker: worker.clone(),
+        reply,
+    };
+    ctx.master.send(cmd).await.map_err(|_| gone())?;
+    let link = rx.await.map_err(|_| gone())??;
+    let (pong_tx, pong) = oneshot::channel();
+    link.send(LinkCmd::Ping(pong_tx))
+        .map_err(|_| ErrorReply::failed(format!("worker `{worker}` just disconnected")))?;
+    match tokio::time::timeout(PING_TIMEOUT, pong).await {
+        Ok(Ok(rtt)) => Ok(Reply::Pong {
+            worker,
+            round_trip_us: rtt.as_micros() as u64,
+        }),
+        Ok(Err(_)) => Err(ErrorReply::failed(format!(
+            "worker `{worker}` disconnected before answering"
+        ))),
+        Err(_) => Err(ErrorReply::failed(format!(
+            "no answer from worker `{worker}` within {} s",
+            PING_TIMEOUT.as_secs()
+        ))),
+    }
+}
+
+/// How long `bbctl ping` waits for the worker's answer.
+const PING_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Stream events to the client until it goes away; a client that falls
 /// behind is told how many it missed and carries on.

@@ -119,9 +119,9 @@ async fn snapshot(
 
 fn concerns(record: &Record, request: Option<RequestId>, build: Option<BuildId>) -> bool {
     match record {
-        Record::RequestCancelled { request: r, .. } | Record::BuildStarted { request: r, .. } => {
-            Some(*r) == request
-        }
+        Record::RequestCancelled { request: r, .. }
+        | Record::RequestCollapsed { request: r, .. }
+        | Record::BuildStarted { request: r, .. } => Some(*r) == request,
         Record::StepStarted { build: b, .. }
         | Record::StepFinished { build: b, .. }
         | Record::BuildFinished { build: b, .. }

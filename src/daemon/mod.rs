@@ -15,6 +15,7 @@ pub mod listener;
 pub mod local_workers;
 pub mod lock;
 pub mod logs;
+pub mod notify;
 pub mod store;
 pub mod worker_link;
 
@@ -139,6 +140,8 @@ pub async fn run(opts: MasterOptions) -> Result<(), DaemonError> {
     let workers = listener::bind(&layout.worker_socket)
         .await
         .map_err(io_err("cannot listen on", &layout.worker_socket))?;
+    // Both sockets take connections from here on: tell systemd (Type=notify).
+    notify::ready();
 
     let (notices, _) = broadcast::channel(1024);
     let (events, _) = broadcast::channel(4096);

@@ -19,7 +19,7 @@ use crate::protocol::{
 };
 
 /// The schema version this program writes; see [`migrate`].
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// A storage failure, naming the database file.
 #[derive(Debug, thiserror::Error)]
@@ -124,7 +124,8 @@ impl Store {
             .prepare(
                 "SELECT b.id, b.request_id, b.builder, b.worker, b.generation, b.definition,
                         (SELECT MAX(idx) FROM steps s WHERE s.build_id = b.id),
-                        r.reason, r.properties, r.retries, b.started_at
+                        r.reason, r.properties, r.retries, b.started_at, r.priority,
+                        r.submitted_at
                  FROM builds b JOIN requests r ON r.id = b.request_id
                  WHERE b.finished_at IS NULL ORDER BY b.id",
             )
@@ -143,6 +144,8 @@ impl Store {
                             properties: serde_json::from_str(&props).unwrap_or_default(),
                             build: Some(row.get::<_, i64>(0)? as u64),
                             retries: row.get(9)?,
+                            priority: row.get(11)?,
+                            submitted_at_ms: row.get::<_, i64>(12)? as u64,
                         },
                         worker: row.get(3)?,
                         def: Arc::new(BuilderDef {
@@ -151,6 +154,7 @@ impl Store {
                             workers: vec![],
                             env: BTreeMap::new(),
                             steps: vec![],
+                            collapse: false,
                         }),
                         generation: row.get::<_, i64>(4)? as u64,
                         step: row.get::<_, Option<u32>>(6)?.unwrap_or(0),
@@ -193,8 +197,8 @@ impl Store {
         let mut stmt = self
             .conn
             .prepare(
-                "SELECT id, builder, reason, properties, retries FROM requests
-                 WHERE state = 'queued' ORDER BY id",
+                "SELECT id, builder, reason, properties, retries, priority, submitted_at
+                 FROM requests WHERE state = 'queued' ORDER BY priority DESC, id",
             )
             .map_err(wrap)?;
         let queued = stmt
@@ -207,6 +211,8 @@ impl Store {
                     properties: serde_json::from_str(&props).unwrap_or_default(),
                     build: None,
                     retries: row.get(4)?,
+                    priority: row.get(5)?,
+                    submitted_at_ms: row.get::<_, i64>(6)? as u64,
                 })
             })
             .map_err(wrap)?
@@ -314,7 +320,8 @@ impl Store {
         self.conn
             .query_row(
                 "SELECT r.id, r.builder, r.state, r.result, r.finish_reason,
-                        (SELECT MAX(b.id) FROM builds b WHERE b.request_id = r.id)
+                        COALESCE((SELECT MAX(b.id) FROM builds b WHERE b.request_id = r.id),
+                                 r.collapsed_into_build)
                  FROM requests r WHERE r.id = ?1",
                 params![id as i64],
                 |r| {
@@ -372,13 +379,14 @@ fn write_record(tx: &rusqlite::Transaction<'_>, record: &Record) -> rusqlite::Re
             builder,
             reason,
             properties,
+            priority,
             at_ms,
         } => {
             let props = serde_json::to_string(properties).unwrap_or_else(|_| "{}".into());
             tx.execute(
-                "INSERT INTO requests (id, builder, reason, properties, submitted_at, state)
-                 VALUES (?1, ?2, ?3, ?4, ?5, 'queued')",
-                params![*request as i64, builder, reason, props, *at_ms as i64],
+                "INSERT INTO requests (id, builder, reason, properties, submitted_at, state, priority)
+                 VALUES (?1, ?2, ?3, ?4, ?5, 'queued', ?6)",
+                params![*request as i64, builder, reason, props, *at_ms as i64, priority],
             )?;
         }
         Record::RequestCancelled {
@@ -480,6 +488,23 @@ fn write_record(tx: &rusqlite::Transaction<'_>, record: &Record) -> rusqlite::Re
                 params![*request as i64],
             )?;
         }
+        Record::RequestCollapsed {
+            request,
+            into,
+            build,
+            at_ms,
+        } => {
+            tx.execute(
+                "UPDATE requests SET state = 'skipped', result = 'skipped', finish_reason = ?2,
+                     finished_at = ?3, collapsed_into_build = ?4 WHERE id = ?1",
+                params![
+                    *request as i64,
+                    format!("collapsed into request {into} (build {build})"),
+                    *at_ms as i64,
+                    *build as i64
+                ],
+            )?;
+        }
         Record::BuilderRenamed { from, to } => {
             tx.execute(
                 "UPDATE builds SET builder = ?2 WHERE builder = ?1",
@@ -578,6 +603,17 @@ fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
         )?;
         tx.commit()?;
     }
+    if version < 3 {
+        // Version 3: request priorities (higher runs first), and the build
+        // a collapsed request was merged into.
+        let tx = conn.transaction()?;
+        tx.execute_batch(
+            "ALTER TABLE requests ADD COLUMN priority INTEGER NOT NULL DEFAULT 0;
+             ALTER TABLE requests ADD COLUMN collapsed_into_build INTEGER;
+             PRAGMA user_version = 3;",
+        )?;
+        tx.commit()?;
+    }
     Ok(())
 }
 
@@ -597,6 +633,7 @@ mod tests {
                 timeout: None,
                 env: BTreeMap::new(),
             }],
+            collapse: false,
         })
     }
 
@@ -606,6 +643,7 @@ mod tests {
             builder: builder.into(),
             reason: None,
             properties: BTreeMap::from([("K".to_string(), "v".to_string())]),
+            priority: 0,
             at_ms: 1,
         }
     }
@@ -802,6 +840,7 @@ mod tests {
                 builder: "a".into(),
                 reason: Some(big),
                 properties: BTreeMap::new(),
+                priority: 0,
                 at_ms: 1,
             }])
             .unwrap_err()

@@ -15,13 +15,16 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tracing::{debug, warn};
 
-use crate::daemon::actor::{Command, LinkCmd, Notice};
+use crate::daemon::actor::{Command, LinkCmd, LinkMeta, Notice};
 use crate::daemon::core::LinkId;
 use crate::daemon::logs::StepLogWriter;
+use crate::paths::now_ms;
 use crate::protocol::{
     self, BuildId, FrameError, Hello, HelloReply, MAX_FRAME, MAX_HANDSHAKE_FRAME, MasterToWorker,
     Role, StepIndex, WorkerToMaster,
 };
+use interprocess::local_socket::traits::StreamCommon as _;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// How long a peer has to finish the handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -35,6 +38,7 @@ pub async fn serve(
     logs: PathBuf,
     keepalive: Duration,
 ) {
+    let pid = stream.peer_creds().ok().and_then(|c| c.pid());
     let (mut rd, mut wr) = tokio::io::split(stream);
     let hello: Hello = match tokio::time::timeout(
         HANDSHAKE_TIMEOUT,
@@ -56,10 +60,12 @@ pub async fn serve(
         refuse(&mut wr, link, &reason).await;
         return;
     }
+    let software = hello.software.clone();
     let Role::Worker {
         name,
         secret,
         running: held,
+        host,
     } = hello.role
     else {
         refuse(
@@ -72,10 +78,17 @@ pub async fn serve(
     };
     let (tx, mut cmds) = mpsc::unbounded_channel();
     let (reply_tx, reply_rx) = oneshot::channel();
+    let last_seen = Arc::new(AtomicU64::new(now_ms()));
     let hello_cmd = Command::WorkerHello {
         name: name.clone(),
         secret,
         held,
+        meta: LinkMeta {
+            software,
+            host,
+            pid,
+            last_seen_ms: Arc::clone(&last_seen),
+        },
         link,
         tx,
         reply: reply_tx,
@@ -106,6 +119,8 @@ pub async fn serve(
             logs,
             open: HashMap::new(),
             keepalive,
+            last_seen,
+            pings: HashMap::new(),
         };
         link_state.run(rd, &mut wr, &mut cmds).await;
     }
@@ -134,6 +149,10 @@ struct Link {
     open: HashMap<(BuildId, StepIndex), Option<StepLogWriter>>,
     /// Ping interval; a worker silent for three of them is lost.
     keepalive: Duration,
+    /// When we last heard from the worker, for `bbctl workers`.
+    last_seen: Arc<AtomicU64>,
+    /// `bbctl ping`s waiting for their pong, by sequence number.
+    pings: HashMap<u64, (tokio::time::Instant, oneshot::Sender<Duration>)>,
 }
 
 impl Link {
@@ -187,6 +206,13 @@ impl Link {
                             break;
                         }
                     }
+                    Some(LinkCmd::Ping(reply)) => {
+                        seq += 1;
+                        self.pings.insert(seq, (tokio::time::Instant::now(), reply));
+                        if protocol::write_msg(wr, &MasterToWorker::Ping { seq }).await.is_err() {
+                            break;
+                        }
+                    }
                     Some(LinkCmd::Close(reason)) => {
                         let _ = protocol::write_msg(wr, &MasterToWorker::Goodbye { reason }).await;
                         break;
@@ -194,14 +220,23 @@ impl Link {
                     None => break,
                 },
                 frame = frames.recv() => match frame {
+                    Some(Ok(WorkerToMaster::Pong { seq })) => {
+                        last_heard = tokio::time::Instant::now();
+                        self.last_seen.store(now_ms(), Ordering::Relaxed);
+                        if let Some((sent, reply)) = self.pings.remove(&seq) {
+                            let _ = reply.send(sent.elapsed());
+                        }
+                    }
                     Some(Ok(WorkerToMaster::Ping { seq })) => {
                         last_heard = tokio::time::Instant::now();
+                        self.last_seen.store(now_ms(), Ordering::Relaxed);
                         if protocol::write_msg(wr, &MasterToWorker::Pong { seq }).await.is_err() {
                             break;
                         }
                     }
                     Some(Ok(msg)) => {
                         last_heard = tokio::time::Instant::now();
+                        self.last_seen.store(now_ms(), Ordering::Relaxed);
                         if let Err(reason) = self.on_message(msg).await {
                             warn!(link = self.id, worker = %self.worker, "{reason}; closing the link");
                             let _ = protocol::write_msg(wr, &MasterToWorker::Goodbye { reason }).await;

@@ -34,6 +34,29 @@ pub enum Request {
         reason: Option<String>,
         /// Properties, given to steps as `BB_PROP_<NAME>`.
         properties: BTreeMap<String, String>,
+        /// Higher runs first; equal priorities run oldest first.
+        #[serde(default)]
+        priority: i32,
+    },
+    /// Queued requests in the order they will run.
+    Queue {
+        /// Only this builder's queue.
+        builder: Option<String>,
+    },
+    /// Workers with their connection details.
+    Workers,
+    /// Time a round trip through a worker.
+    Ping {
+        /// The worker.
+        worker: String,
+    },
+    /// Stop (or resume) starting builds, on the whole master or one worker;
+    /// running builds finish.
+    Drain {
+        /// One worker only; the whole master when `None`.
+        worker: Option<String>,
+        /// `true` to drain, `false` to undrain.
+        drain: bool,
     },
     /// Finished and running builds, newest first.
     Builds {
@@ -180,6 +203,17 @@ pub enum Reply {
     },
     /// Answer to [`Request::Reload`].
     Reloaded(ReloadReport),
+    /// Answer to [`Request::Queue`].
+    Queue(Vec<QueuedStatus>),
+    /// Answer to [`Request::Workers`].
+    Workers(Vec<WorkerDetail>),
+    /// Answer to [`Request::Ping`].
+    Pong {
+        /// The worker.
+        worker: String,
+        /// The round trip, in microseconds.
+        round_trip_us: u64,
+    },
 }
 
 /// A failed request: what kind of failure, and why in words.
@@ -310,6 +344,45 @@ pub struct StatusReply {
     /// Draining for shutdown: no new requests, no new builds.
     #[serde(default)]
     pub draining: bool,
+}
+
+/// One worker in `workers`: its status plus what its connection told us.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkerDetail {
+    /// What `status` says of it.
+    #[serde(flatten)]
+    pub status: WorkerStatus,
+    /// When its current connection was made, ms since the Unix epoch.
+    pub connected_since_ms: Option<u64>,
+    /// When the master last heard from it.
+    pub last_seen_ms: Option<u64>,
+    /// Its program and version.
+    pub software: Option<String>,
+    /// Its host name.
+    pub host: Option<String>,
+    /// Its process id (local socket peer).
+    pub pid: Option<i32>,
+}
+
+/// One queued request in `queue`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QueuedStatus {
+    /// The request.
+    pub request: RequestId,
+    /// Its builder.
+    pub builder: String,
+    /// Its place in the builder's queue, from 1.
+    pub position: u32,
+    /// Its priority (higher runs first).
+    pub priority: i32,
+    /// When it was accepted, ms since the Unix epoch.
+    pub submitted_at_ms: u64,
+    /// Why it was asked for.
+    pub reason: Option<String>,
+    /// Its properties.
+    pub properties: BTreeMap<String, String>,
+    /// How many of its builds were cut short and retried.
+    pub retries: u32,
 }
 
 /// One running build in `status`.

@@ -83,6 +83,15 @@ pub enum EventKind {
         /// Why.
         reason: String,
     },
+    /// A queued request was merged into an identical one that started.
+    RequestSkipped {
+        /// The request merged away.
+        request: RequestId,
+        /// The request that ran for it.
+        into: RequestId,
+        /// That request's build.
+        build: BuildId,
+    },
     /// A queued request was cancelled.
     RequestCancelled {
         /// The request.

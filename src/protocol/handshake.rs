@@ -43,6 +43,9 @@ pub enum Role {
         /// Steps the worker is still running from an earlier connection.
         #[serde(default)]
         running: Vec<RunningStep>,
+        /// The worker's host name, for `bbctl workers`.
+        #[serde(default)]
+        host: Option<String>,
     },
 }
 

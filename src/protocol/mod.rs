@@ -43,6 +43,8 @@ pub enum BuildResult {
     /// Cut short by a lost worker that did not come back in time; its
     /// request was queued again.
     Retry,
+    /// A request merged into an identical one that ran (`collapse = true`).
+    Skipped,
 }
 
 /// How a step ended; the same words as builds use.
@@ -57,6 +59,7 @@ impl BuildResult {
             BuildResult::Exception => "exception",
             BuildResult::Cancelled => "cancelled",
             BuildResult::Retry => "retry",
+            BuildResult::Skipped => "skipped",
         }
     }
 
@@ -68,6 +71,7 @@ impl BuildResult {
             "exception" => BuildResult::Exception,
             "cancelled" => BuildResult::Cancelled,
             "retry" => BuildResult::Retry,
+            "skipped" => BuildResult::Skipped,
             _ => return None,
         })
     }

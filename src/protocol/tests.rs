@@ -47,6 +47,7 @@ fn handshake_messages_round_trip() {
         name: "w".into(),
         secret: "s".into(),
         running: vec![RunningStep { build: 1, step: 0 }],
+        host: Some("box".into()),
     }));
     round_trip(HelloReply::Welcome {
         version: PROTOCOL_VERSION,
@@ -122,6 +123,7 @@ fn client_messages_round_trip() {
             builder: "hello".into(),
             reason: Some("r".into()),
             properties: props.clone(),
+            priority: -3,
         },
         Request::Builds {
             builder: None,
@@ -144,6 +146,15 @@ fn client_messages_round_trip() {
         Request::Cancel { request: 1 },
         Request::Stop { build: 1 },
         Request::Events,
+        Request::Queue {
+            builder: Some("b".into()),
+        },
+        Request::Workers,
+        Request::Ping { worker: "w".into() },
+        Request::Drain {
+            worker: None,
+            drain: true,
+        },
         Request::Reload {
             dry_run: true,
             config: Some("/etc/bb/master.toml".into()),
@@ -309,6 +320,11 @@ fn client_messages_round_trip() {
             request: 1,
             reason: "r".into(),
         },
+        EventKind::RequestSkipped {
+            request: 2,
+            into: 1,
+            build: 1,
+        },
         EventKind::WorkerConnected { worker: "w".into() },
         EventKind::WorkerLost { worker: "w".into() },
         EventKind::WorkerDraining { worker: "w".into() },
@@ -418,6 +434,7 @@ fn worker_secret_is_hidden_from_debug() {
         name: "w".into(),
         secret: "hunter2".into(),
         running: vec![],
+        host: None,
     };
     assert!(!format!("{role:?}").contains("hunter2"));
 }

@@ -199,6 +199,14 @@ pub(crate) async fn connect_with_retry(
     }
 }
 
+/// This machine's name, told to the master for `bbctl workers`.
+fn host_name() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+}
+
 /// One connection attempt, handshake included.
 async fn attempt(opts: &WorkerOptions, running: &[RunningStep]) -> Result<Link, AttemptError> {
     let stream = connect(&opts.master_socket).await?;
@@ -207,6 +215,7 @@ async fn attempt(opts: &WorkerOptions, running: &[RunningStep]) -> Result<Link, 
         name: opts.name.clone(),
         secret: opts.secret.clone(),
         running: running.to_vec(),
+        host: host_name(),
     });
     let exchange = async {
         write_msg(&mut writer, &hello).await?;

@@ -98,6 +98,7 @@ impl FakeMaster {
                 name,
                 secret,
                 running: listed,
+                ..
             } => {
                 assert_eq!((name.as_str(), secret.as_str()), ("w1", "s3cret"));
                 let expected: Vec<RunningStep> = running

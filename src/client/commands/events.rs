@@ -3,14 +3,14 @@
 use std::io::{self, Write};
 
 use super::Ctx;
+use crate::client::CliError;
 use crate::client::render::event_line;
-use crate::client::{CliError, connection::Connection};
 use crate::protocol::Event;
 
 /// `bbctl events [--json]`: print events as they happen until the master
 /// goes away (exit 1) or stdout is closed (exit 0).
 pub async fn events(ctx: &mut Ctx) -> Result<u8, CliError> {
-    let mut rx = Connection::open(ctx.socket()).await?.subscribe().await?;
+    let mut rx = ctx.open_connection().await?.subscribe().await?;
     while let Some(event) = rx.recv().await {
         print_event(&event?, ctx.json)?;
     }

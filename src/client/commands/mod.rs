@@ -8,6 +8,7 @@ mod events;
 pub use events::print_event;
 mod status;
 mod stream;
+mod workers;
 
 use std::io::{self, Write};
 
@@ -27,19 +28,35 @@ pub struct Ctx {
     /// Colours and width.
     pub style: Style,
     socket: std::path::PathBuf,
+    wait_for_master: Option<std::time::Duration>,
     conn: Option<Connection>,
 }
 
 impl Ctx {
-    /// The control socket this run talks to.
-    pub fn socket(&self) -> &std::path::Path {
-        &self.socket
+    /// A new connection to the master; with `--wait-for-master`, retried
+    /// until the master answers or the time is up.
+    pub async fn open_connection(&self) -> Result<Connection, CliError> {
+        let deadline = self
+            .wait_for_master
+            .map(|d| tokio::time::Instant::now() + d);
+        loop {
+            match Connection::open(&self.socket).await {
+                Ok(conn) => return Ok(conn),
+                Err(e @ super::connection::ConnectionError::Unreachable { .. }) => match deadline {
+                    Some(at) if tokio::time::Instant::now() < at => {
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    }
+                    _ => return Err(e.into()),
+                },
+                Err(e) => return Err(e.into()),
+            }
+        }
     }
 
     /// The connection to the master, opened on first use.
     pub async fn conn(&mut self) -> Result<&mut Connection, CliError> {
         if self.conn.is_none() {
-            self.conn = Some(Connection::open(&self.socket).await?);
+            self.conn = Some(self.open_connection().await?);
         }
         Ok(self.conn.as_mut().expect("just opened"))
     }
@@ -87,11 +104,22 @@ pub async fn run(cli: Cli) -> Result<u8, CliError> {
         json: cli.global.json,
         style: Style::detect(cli.global.color),
         socket: socket_path(&cli.global),
+        wait_for_master: cli.global.wait_for_master,
         conn: None,
     };
     match cli.command {
         Command::Status => status::status(&mut ctx).await,
         Command::Events => events::events(&mut ctx).await,
+        Command::Wait { request, follow } => stream::wait(&mut ctx, request, follow).await,
+        Command::Queue { builder } => workers::queue(&mut ctx, builder).await,
+        Command::Workers => workers::workers(&mut ctx).await,
+        Command::Ping { worker } => workers::ping(&mut ctx, worker).await,
+        Command::Drain {
+            worker,
+            wait,
+            timeout,
+        } => workers::drain(&mut ctx, worker, true, wait, timeout).await,
+        Command::Undrain { worker } => workers::drain(&mut ctx, worker, false, false, None).await,
         Command::Watch => crate::client::watch::watch(&mut ctx).await,
         Command::ForceBuild(args) => stream::force_build(&mut ctx, args).await,
         Command::Builds(args) => builds::builds(&mut ctx, args).await,

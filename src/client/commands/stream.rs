@@ -13,6 +13,9 @@ use crate::protocol::{
     BuildId, BuildResult, Reply, Request, RequestId, StreamItem, StreamRequest, StreamTarget,
 };
 
+/// Exit code after Ctrl-C, as shells report a SIGINT death.
+const EXIT_INTERRUPTED: u8 = 130;
+
 /// How a followed build ended.
 #[derive(Debug, Default)]
 struct Outcome {
@@ -20,6 +23,8 @@ struct Outcome {
     result: Option<BuildResult>,
     reason: Option<String>,
     cancelled: bool,
+    /// Ctrl-C came before the end.
+    interrupted: bool,
 }
 
 impl Outcome {
@@ -39,6 +44,7 @@ pub async fn force_build(ctx: &mut Ctx, args: ForceBuildArgs) -> Result<u8, CliE
         builder: args.builder.clone(),
         reason: args.reason,
         properties,
+        priority: args.priority,
     };
     let request_id = match ctx.call(request).await? {
         Reply::Queued { request_id } => request_id,
@@ -59,9 +65,43 @@ pub async fn force_build(ctx: &mut Ctx, args: ForceBuildArgs) -> Result<u8, CliE
     if !ctx.json {
         eprintln!("request {request_id} queued for {}", args.builder);
     }
-    let target = StreamTarget::Request(request_id);
-    let outcome = follow(ctx, target, None, args.follow, true).await?;
-    finish(ctx, Some(request_id), &outcome)?;
+    wait_for(ctx, request_id, args.follow, args.cancel_on_interrupt).await
+}
+
+/// `bbctl wait REQUEST [--follow]`.
+pub async fn wait(ctx: &mut Ctx, request: RequestId, follow: bool) -> Result<u8, CliError> {
+    wait_for(ctx, request, follow, false).await
+}
+
+/// Follow a request to its end; the exit code says whether it succeeded.
+/// Ctrl-C detaches (the request goes on) or, with `cancel`, cancels it.
+async fn wait_for(
+    ctx: &mut Ctx,
+    request: RequestId,
+    output: bool,
+    cancel: bool,
+) -> Result<u8, CliError> {
+    let target = StreamTarget::Request(request);
+    let outcome = follow(ctx, target, None, output, true).await?;
+    if outcome.interrupted {
+        if cancel {
+            let reply = ctx
+                .open_connection()
+                .await?
+                .call(Request::Cancel { request })
+                .await??;
+            if let Reply::Done { message } = reply {
+                eprintln!("bbctl: interrupted: {message}");
+            }
+        } else {
+            eprintln!(
+                "bbctl: detached; request {request} goes on. Re-attach with: bbctl wait {request}{}",
+                if output { " --follow" } else { "" }
+            );
+        }
+        return Ok(EXIT_INTERRUPTED);
+    }
+    finish(ctx, Some(request), &outcome)?;
     Ok(outcome.exit_code())
 }
 
@@ -72,6 +112,14 @@ pub async fn log(ctx: &mut Ctx, args: LogArgs) -> Result<u8, CliError> {
         None => StreamTarget::Latest,
     };
     let outcome = follow(ctx, target, args.step, true, args.follow).await?;
+    if outcome.interrupted {
+        let again = outcome
+            .build
+            .map(|b| format!("bbctl log {b} --follow"))
+            .unwrap_or_else(|| "bbctl log --follow".into());
+        eprintln!("bbctl: detached; the build goes on. Re-attach with: {again}");
+        return Ok(EXIT_INTERRUPTED);
+    }
     if args.follow {
         finish(ctx, None, &outcome)?;
         return Ok(outcome.exit_code());
@@ -98,11 +146,16 @@ async fn follow(
         follow: keep_following,
     });
     let conn = ctx.conn().await?;
-    let result = conn
-        .stream(request, |item| {
-            on_item(&item, json, banners, &style, &mut outcome)
-        })
-        .await?;
+    let streaming = conn.stream(request, |item| {
+        on_item(&item, json, banners, &style, &mut outcome)
+    });
+    let result = tokio::select! {
+        result = streaming => result?,
+        _ = tokio::signal::ctrl_c() => {
+            outcome.interrupted = true;
+            return Ok(outcome);
+        }
+    };
     match result? {
         Reply::StreamEnd => Ok(outcome),
         other => Err(unexpected(other)),

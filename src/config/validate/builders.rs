@@ -100,6 +100,7 @@ impl Checker<'_> {
             workers,
             env,
             steps,
+            collapse: raw.collapse.as_ref().is_some_and(|c| *c.get_ref()),
         }
     }
 

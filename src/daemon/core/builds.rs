@@ -16,13 +16,26 @@ pub fn valid_property_name(name: &str) -> bool {
 }
 
 impl Core {
-    /// Accept a build request. The [`Record::RequestQueued`] effect must be
-    /// stored before the id is told to anyone.
+    /// Accept a build request of priority 0; see [`Core::force_build_with_priority`].
     pub fn force_build(
         &mut self,
         builder: &str,
         reason: Option<String>,
         properties: BTreeMap<String, String>,
+        now_ms: u64,
+    ) -> Result<RequestId, CoreError> {
+        self.force_build_with_priority(builder, reason, properties, 0, now_ms)
+    }
+
+    /// Accept a build request; higher priorities run first, then oldest
+    /// first. The [`Record::RequestQueued`] effect must be stored before
+    /// the id is told to anyone.
+    pub fn force_build_with_priority(
+        &mut self,
+        builder: &str,
+        reason: Option<String>,
+        properties: BTreeMap<String, String>,
+        priority: i32,
         now_ms: u64,
     ) -> Result<RequestId, CoreError> {
         if self.draining {
@@ -52,6 +65,7 @@ impl Core {
             builder: builder.to_string(),
             reason: reason.clone(),
             properties: properties.clone(),
+            priority,
             at_ms: now_ms,
         });
         self.requests.insert(
@@ -63,11 +77,11 @@ impl Core {
                 properties,
                 build: None,
                 retries: 0,
+                priority,
+                submitted_at_ms: now_ms,
             },
         );
-        if let Some(state) = self.builders.get_mut(builder) {
-            state.queue.push_back(id);
-        }
+        self.enqueue(builder, id);
         self.dispatch(now_ms);
         Ok(id)
     }
@@ -217,6 +231,31 @@ impl Core {
         Ok(())
     }
 
+    /// Pause or resume one worker (`bbctl drain --worker` / `undrain`): a
+    /// paused worker finishes what it runs and takes nothing new, but stays
+    /// connected.
+    pub fn set_worker_paused(
+        &mut self,
+        name: &str,
+        paused: bool,
+        now_ms: u64,
+    ) -> Result<(), CoreError> {
+        let worker = self
+            .workers
+            .get_mut(name)
+            .ok_or_else(|| CoreError::UnknownWorker(name.to_string()))?;
+        worker.paused = paused;
+        if !paused {
+            self.dispatch(now_ms);
+        }
+        Ok(())
+    }
+
+    /// Builds running on a worker (for `drain --wait`).
+    pub fn builds_on(&self, worker: &str) -> usize {
+        self.workers.get(worker).map_or(0, |w| w.running.len())
+    }
+
     /// Time passes: builds whose worker stayed away past the grace period
     /// are retried.
     pub fn tick(&mut self, now_ms: u64) {
@@ -287,11 +326,8 @@ impl Core {
             req.build = None;
             req.retries += 1;
         }
-        if let Some(state) = self.builders.get_mut(&builder) {
-            // Back in submission order: older requests first.
-            let at = state.queue.partition_point(|r| *r < request);
-            state.queue.insert(at, request);
-        }
+        // Back at its place: by priority, then older requests first.
+        self.enqueue(&builder, request);
         self.close_if_drained(&build.worker);
     }
 

@@ -15,14 +15,18 @@ impl Core {
             return;
         }
         loop {
-            let mut heads: Vec<(u64, String)> = self
+            let mut heads: Vec<(std::cmp::Reverse<i32>, u64, String)> = self
                 .builders
                 .iter()
-                .filter_map(|(name, b)| b.queue.front().map(|r| (*r, name.clone())))
+                .filter_map(|(name, b)| {
+                    let r = *b.queue.front()?;
+                    let priority = self.requests.get(&r).map_or(0, |q| q.priority);
+                    Some((std::cmp::Reverse(priority), r, name.clone()))
+                })
                 .collect();
             heads.sort_unstable();
             let mut started = false;
-            for (_, builder) in heads {
+            for (_, _, builder) in heads {
                 if let Some(worker) = self.pick_worker(&builder) {
                     self.start_build(&builder, &worker, now_ms);
                     started = true;
@@ -44,6 +48,7 @@ impl Core {
             .filter(|w| {
                 w.link.is_some()
                     && w.draining.is_none()
+                    && !w.paused
                     && !w.removed
                     && (w.running.len() as u32) < w.def.max_builds
             })
@@ -99,7 +104,44 @@ impl Core {
             definition: def,
             at_ms: now_ms,
         });
+        self.collapse_into(builder, request_id, id, now_ms);
         self.start_step(id, 0, now_ms);
+    }
+
+    /// With `collapse = true`, queued requests of the builder with the same
+    /// properties as the one starting are merged into it: they end as
+    /// `skipped`, pointing to the request and build that ran for them.
+    fn collapse_into(&mut self, builder: &str, into: u64, build: BuildId, now_ms: u64) {
+        let Some(state) = self.builders.get(builder) else {
+            return;
+        };
+        if !state.def.collapse {
+            return;
+        }
+        let Some(props) = self.requests.get(&into).map(|r| r.properties.clone()) else {
+            return;
+        };
+        let same: Vec<u64> = state
+            .queue
+            .iter()
+            .copied()
+            .filter(|r| self.requests.get(r).is_some_and(|q| q.properties == props))
+            .collect();
+        if same.is_empty() {
+            return;
+        }
+        if let Some(state) = self.builders.get_mut(builder) {
+            state.queue.retain(|r| !same.contains(r));
+        }
+        for request in same {
+            self.requests.remove(&request);
+            self.record(Record::RequestCollapsed {
+                request,
+                into,
+                build,
+                at_ms: now_ms,
+            });
+        }
     }
 
     /// Send step `step` of a running build to its worker.

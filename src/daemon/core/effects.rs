@@ -47,6 +47,8 @@ pub enum Record {
         reason: Option<String>,
         /// Its properties.
         properties: BTreeMap<String, String>,
+        /// Its priority (higher runs first).
+        priority: i32,
         /// When, ms since the Unix epoch.
         at_ms: u64,
     },
@@ -56,6 +58,18 @@ pub enum Record {
         request: RequestId,
         /// Why.
         reason: String,
+        /// When.
+        at_ms: u64,
+    },
+    /// A queued request was merged into an identical one that started
+    /// (`collapse = true`); it ends as `skipped`.
+    RequestCollapsed {
+        /// The request merged away.
+        request: RequestId,
+        /// The request that ran for it.
+        into: RequestId,
+        /// That request's build.
+        build: BuildId,
         /// When.
         at_ms: u64,
     },

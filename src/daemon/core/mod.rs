@@ -67,7 +67,9 @@ pub enum CoreError {
     #[error("worker `{0}` was removed from the config and is draining")]
     WorkerRemoved(String),
     /// The master is draining for shutdown.
-    #[error("the master is draining for shutdown and takes no new requests")]
+    #[error(
+        "the master is draining and takes no new requests (`bbctl undrain` or `bbctl shutdown --cancel` to resume)"
+    )]
     Draining,
     /// A link reported on a step it was not given.
     #[error("link {link} reported on build {build} step {step}, which it does not run")]
@@ -82,7 +84,7 @@ pub enum CoreError {
 }
 
 /// A request that is queued or running (finished ones live only in the store).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct LiveRequest {
     /// The request's id.
     pub id: RequestId,
@@ -96,6 +98,10 @@ pub struct LiveRequest {
     pub build: Option<BuildId>,
     /// How many of its builds ended as `retry`.
     pub retries: u32,
+    /// Higher runs first; equal priorities run oldest first.
+    pub priority: i32,
+    /// When it was accepted (ms since the Unix epoch).
+    pub submitted_at_ms: u64,
 }
 
 /// A build that is running.
@@ -143,6 +149,8 @@ struct WorkerState {
     running: BTreeSet<BuildId>,
     /// Why it takes no new builds; it is disconnected once idle.
     draining: Option<String>,
+    /// Paused by `bbctl drain --worker`: takes no new builds, stays connected.
+    paused: bool,
     /// Removed from the config: forgotten once idle.
     removed: bool,
 }
@@ -226,21 +234,19 @@ impl Core {
         // builders the config does not have are filled in so that the
         // first apply below treats them like any reload would.
         for req in restored.queued {
-            let builder =
-                core.builders
-                    .entry(req.builder.clone())
-                    .or_insert_with(|| BuilderState {
-                        def: Arc::new(BuilderDef {
-                            name: req.builder.clone(),
-                            previous_names: vec![],
-                            workers: vec![],
-                            env: BTreeMap::new(),
-                            steps: vec![],
-                        }),
-                        queue: VecDeque::new(),
-                    });
-            builder.queue.push_back(req.id);
-            core.requests.insert(req.id, req);
+            let builder = req.builder.clone();
+            core.builders
+                .entry(builder.clone())
+                .or_insert_with(|| BuilderState {
+                    def: Arc::new(BuilderDef {
+                        name: builder.clone(),
+                        ..BuilderDef::default()
+                    }),
+                    queue: VecDeque::new(),
+                });
+            let id = req.id;
+            core.requests.insert(id, req);
+            core.enqueue(&builder, id);
         }
         // Start from the config but keep the restored queues.
         core.apply_config(Arc::clone(&config), now_ms, false);
@@ -324,6 +330,25 @@ impl Core {
         if !draining {
             self.dispatch(now_ms);
         }
+    }
+
+    /// Put a queued request in its builder's queue at its place: higher
+    /// priority first, then oldest first.
+    pub(super) fn enqueue(&mut self, builder: &str, id: RequestId) {
+        let key = |requests: &HashMap<RequestId, LiveRequest>, r: RequestId| {
+            (
+                std::cmp::Reverse(requests.get(&r).map_or(0, |q| q.priority)),
+                r,
+            )
+        };
+        let mine = key(&self.requests, id);
+        let Some(state) = self.builders.get_mut(builder) else {
+            return;
+        };
+        let at = state
+            .queue
+            .partition_point(|r| key(&self.requests, *r) < mine);
+        state.queue.insert(at, id);
     }
 
     /// The worker name behind a link, if the link is live.

@@ -134,6 +134,7 @@ impl Core {
                             link: None,
                             running: BTreeSet::new(),
                             draining: None,
+                            paused: false,
                             removed: false,
                         },
                     );
@@ -238,8 +239,14 @@ impl Core {
                 report.requests_moved.push(request);
                 state.queue.push_back(request);
             }
-            // Keep the queue in submission order when two queues merge.
-            state.queue.make_contiguous().sort_unstable();
+            // Keep the run order (priority, then age) when two queues merge.
+            let requests = &self.requests;
+            state.queue.make_contiguous().sort_unstable_by_key(|r| {
+                (
+                    std::cmp::Reverse(requests.get(r).map_or(0, |q| q.priority)),
+                    *r,
+                )
+            });
             for build in self.builds.values_mut().filter(|b| b.builder == *prev) {
                 build.builder = new_name.to_string();
             }

@@ -97,6 +97,7 @@ struct Seen {
     reloads_applied: u64,
     retries: u64,
     resumed: u64,
+    collapsed: u64,
 }
 
 fn random_config(rng: &mut Rng, current: Option<&Config>) -> Arc<Config> {
@@ -158,6 +159,7 @@ fn random_config(rng: &mut Rng, current: Option<&Config>) -> Arc<Config> {
                     env: BTreeMap::new(),
                 })
                 .collect(),
+            collapse: rng.chance(25),
         });
     }
     // A builder's previous name must not be another builder's current name.
@@ -316,6 +318,19 @@ impl Sim {
                     entry.2 = step;
                 }
             }
+            Record::RequestCollapsed { request, into, .. } => {
+                if self.requests.get(&request) != Some(&ReqState::Queued)
+                    || !matches!(self.requests.get(&into), Some(ReqState::Running(_)))
+                {
+                    self.fail(format!(
+                        "request {request} collapsed from {:?} into {into} in {:?}",
+                        self.requests.get(&request),
+                        self.requests.get(&into)
+                    ));
+                }
+                self.requests.insert(request, ReqState::Finished);
+                self.seen.collapsed += 1;
+            }
             Record::BuilderRenamed { .. } => self.seen.renames += 1,
             Record::GenerationApplied { .. } => self.seen.reloads_applied += 1,
             Record::StepFinished { .. } => {}
@@ -432,6 +447,17 @@ impl Sim {
                 ));
             }
         }
+        // Queues run by priority, then oldest first.
+        for (name, b) in &core.builders {
+            let keys: Vec<(std::cmp::Reverse<i32>, u64)> = b
+                .queue
+                .iter()
+                .map(|r| (std::cmp::Reverse(core.requests[r].priority), *r))
+                .collect();
+            if keys.windows(2).any(|w| w[0] > w[1]) {
+                self.fail(format!("builder {name}'s queue is out of order: {keys:?}"));
+            }
+        }
         // 3. A queued request with a free eligible worker is dispatched.
         for (name, b) in &core.builders {
             if b.queue.is_empty() {
@@ -441,6 +467,7 @@ impl Sim {
                 if let Some(ws) = core.workers.get(w)
                     && ws.link.is_some()
                     && ws.draining.is_none()
+                    && !ws.paused
                     && !ws.removed
                     && (ws.running.len() as u32) < ws.def.max_builds
                 {
@@ -471,8 +498,21 @@ impl Sim {
         match roll {
             0..20 => {
                 let builder = BUILDERS[self.rng.below(BUILDERS.len())];
-                let r = self.core.force_build(builder, None, BTreeMap::new(), now);
-                self.history.push(format!("force {builder} -> {r:?}"));
+                let priority = if self.rng.chance(20) {
+                    self.rng.below(3) as i32 - 1
+                } else {
+                    0
+                };
+                let props = if self.rng.chance(50) {
+                    BTreeMap::new()
+                } else {
+                    BTreeMap::from([("V".to_string(), self.rng.below(2).to_string())])
+                };
+                let r = self
+                    .core
+                    .force_build_with_priority(builder, None, props, priority, now);
+                self.history
+                    .push(format!("force {builder} priority {priority} -> {r:?}"));
             }
             20..30 => {
                 let name = WORKERS[self.rng.below(WORKERS.len())];
@@ -676,6 +716,15 @@ impl Sim {
                     self.fail("a refused report had effects".into());
                 }
             }
+            96..98 => {
+                let name = WORKERS[self.rng.below(WORKERS.len())];
+                let paused = self.rng.chance(50);
+                let r = self.core.set_worker_paused(name, paused, now);
+                self.history.push(format!(
+                    "{} {name} -> {r:?}",
+                    if paused { "drain" } else { "undrain" }
+                ));
+            }
             _ => self.restart(),
         }
         self.absorb();
@@ -767,6 +816,9 @@ fn to_toml(config: &Config) -> String {
             out.push_str(&format!("previous_names = [{}]\n", list(&b.previous_names)));
         }
         out.push_str(&format!("workers = [{}]\n", list(&b.workers)));
+        if b.collapse {
+            out.push_str("collapse = true\n");
+        }
         for step in &b.steps {
             let StepAction::Shell(line) = &step.action else {
                 unreachable!("the simulator only makes shell steps")
@@ -878,6 +930,7 @@ fn simulated_histories_keep_the_invariants() {
         total.reloads_applied += seen.reloads_applied;
         total.retries += seen.retries;
         total.resumed += seen.resumed;
+        total.collapsed += seen.collapsed;
     }
     println!("{seeds} seeds x {events} events: {total:?}");
     // The histories must have exercised what the invariants are about.

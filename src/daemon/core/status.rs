@@ -1,6 +1,6 @@
 //! Read-only views of the core for `status` and for the invariant checks.
 
-use crate::protocol::{BuilderStatus, RunningStatus, WorkerStatus};
+use crate::protocol::{BuilderStatus, QueuedStatus, RunningStatus, WorkerStatus};
 
 use super::Core;
 
@@ -65,7 +65,7 @@ impl Core {
                 name: w.def.name.clone(),
                 connected: w.link.is_some(),
                 local: w.def.local,
-                draining: w.draining.is_some(),
+                draining: w.draining.is_some() || w.paused,
                 max_builds: w.def.max_builds,
                 builders: self
                     .builders
@@ -96,6 +96,34 @@ impl Core {
                 waiting_for_worker: b.link.is_none(),
             })
             .collect()
+    }
+
+    /// Queued requests, in the order they will run, for `bbctl queue`.
+    pub fn queue_status(&self, builder: Option<&str>) -> Vec<QueuedStatus> {
+        self.builders
+            .iter()
+            .filter(|(name, _)| builder.is_none_or(|b| b == name.as_str()))
+            .flat_map(|(name, b)| {
+                b.queue.iter().enumerate().filter_map(move |(i, id)| {
+                    let r = self.requests.get(id)?;
+                    Some(QueuedStatus {
+                        request: *id,
+                        builder: name.clone(),
+                        position: i as u32 + 1,
+                        priority: r.priority,
+                        submitted_at_ms: r.submitted_at_ms,
+                        reason: r.reason.clone(),
+                        properties: r.properties.clone(),
+                        retries: r.retries,
+                    })
+                })
+            })
+            .collect()
+    }
+
+    /// Whether a builder exists in the current config.
+    pub fn has_builder(&self, name: &str) -> bool {
+        self.builders.contains_key(name)
     }
 
     /// Queued request ids of a builder, in order.

@@ -36,6 +36,7 @@ pub(super) fn config(workers: &[(&str, u32)], builders: &[(&str, &[&str], usize)
                         env: BTreeMap::new(),
                     })
                     .collect(),
+                collapse: false,
             })
             .collect(),
         origin: "test".into(),
@@ -319,6 +320,7 @@ fn builds_running_at_a_restart_wait_for_their_worker() {
                 properties: BTreeMap::new(),
                 build: Some(4),
                 retries: 0,
+                ..LiveRequest::default()
             },
             worker: "w".into(),
             def,
@@ -497,6 +499,7 @@ fn restored_requests_keep_their_order_and_ids_continue() {
                 properties: BTreeMap::new(),
                 build: None,
                 retries: 0,
+                ..LiveRequest::default()
             },
             LiveRequest {
                 id: 9,
@@ -505,6 +508,7 @@ fn restored_requests_keep_their_order_and_ids_continue() {
                 properties: BTreeMap::new(),
                 build: None,
                 retries: 0,
+                ..LiveRequest::default()
             },
         ],
         next_request: 10,
@@ -531,6 +535,7 @@ fn restored_requests_of_a_vanished_builder_are_cancelled() {
             properties: BTreeMap::new(),
             build: None,
             retries: 0,
+            ..LiveRequest::default()
         }],
         next_request: 2,
         next_build: 1,

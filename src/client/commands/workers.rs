@@ -1,0 +1,213 @@
+//! `queue`, `workers`, `ping`, `drain` and `undrain`: the queue and the
+//! workers as an operator sees them.
+
+use std::io::{self, Write};
+use std::time::Duration;
+
+use super::{Ctx, print_json, unexpected};
+use crate::client::render::{Table, ago};
+use crate::client::{CliError, EXIT_FAILED};
+use crate::paths::now_ms;
+use crate::protocol::{ErrorReply, Reply, Request};
+
+/// `bbctl queue [BUILDER]`.
+pub async fn queue(ctx: &mut Ctx, builder: Option<String>) -> Result<u8, CliError> {
+    let queued = match ctx.call(Request::Queue { builder }).await? {
+        Reply::Queue(q) => q,
+        other => return Err(unexpected(other)),
+    };
+    if ctx.json {
+        print_json(&queued)?;
+        return Ok(0);
+    }
+    let mut out = io::stdout().lock();
+    if queued.is_empty() {
+        writeln!(out, "nothing queued")?;
+        return Ok(0);
+    }
+    let now = now_ms();
+    let mut table = Table::new(vec![
+        "REQUEST",
+        "BUILDER",
+        "POS",
+        "PRIO",
+        "AGE",
+        "RETRIES",
+        "PROPERTIES",
+        "REASON",
+    ]);
+    for q in &queued {
+        let props: Vec<String> = q
+            .properties
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        table.row(vec![
+            q.request.to_string(),
+            q.builder.clone(),
+            q.position.to_string(),
+            q.priority.to_string(),
+            ago(q.submitted_at_ms, now),
+            q.retries.to_string(),
+            props.join(" "),
+            q.reason.clone().unwrap_or_default(),
+        ]);
+    }
+    table.print(&mut out, &ctx.style)?;
+    Ok(0)
+}
+
+/// `bbctl workers`.
+pub async fn workers(ctx: &mut Ctx) -> Result<u8, CliError> {
+    let workers = match ctx.call(Request::Workers).await? {
+        Reply::Workers(w) => w,
+        other => return Err(unexpected(other)),
+    };
+    if ctx.json {
+        print_json(&workers)?;
+        return Ok(0);
+    }
+    let now = now_ms();
+    let mut table = Table::new(vec![
+        "WORKER",
+        "STATE",
+        "SINCE",
+        "LAST SEEN",
+        "SLOTS",
+        "RUNNING",
+        "HOST",
+        "PID",
+        "VERSION",
+    ]);
+    for w in &workers {
+        let s = &w.status;
+        let state = match (s.connected, s.draining) {
+            (true, false) => "connected",
+            (true, true) => "draining",
+            (false, true) => "offline, draining",
+            (false, false) => "offline",
+        };
+        let running: Vec<String> = s.running_builds.iter().map(|b| format!("#{b}")).collect();
+        table.row(vec![
+            format!("{}{}", s.name, if s.local { " (local)" } else { "" }),
+            state.into(),
+            w.connected_since_ms
+                .map(|t| ago(t, now))
+                .unwrap_or_default(),
+            w.last_seen_ms.map(|t| ago(t, now)).unwrap_or_default(),
+            format!("{}/{}", s.running_builds.len(), s.max_builds),
+            running.join(" "),
+            w.host.clone().unwrap_or_default(),
+            w.pid.map(|p| p.to_string()).unwrap_or_default(),
+            w.software.clone().unwrap_or_default(),
+        ]);
+    }
+    table.print(&mut io::stdout().lock(), &ctx.style)?;
+    Ok(0)
+}
+
+/// `bbctl ping WORKER`.
+pub async fn ping(ctx: &mut Ctx, worker: String) -> Result<u8, CliError> {
+    let (worker, us) = match ctx.call(Request::Ping { worker }).await? {
+        Reply::Pong {
+            worker,
+            round_trip_us,
+        } => (worker, round_trip_us),
+        other => return Err(unexpected(other)),
+    };
+    if ctx.json {
+        print_json(&serde_json::json!({
+            "worker": worker,
+            "round_trip_us": us,
+            "round_trip_ms": us as f64 / 1000.0,
+        }))?;
+    } else {
+        writeln!(
+            io::stdout().lock(),
+            "pong from {worker}: {:.3} ms",
+            us as f64 / 1000.0
+        )?;
+    }
+    Ok(0)
+}
+
+/// `bbctl drain [--worker NAME] [--wait [--timeout D]]` and `undrain`.
+pub async fn drain(
+    ctx: &mut Ctx,
+    worker: Option<String>,
+    drain: bool,
+    wait: bool,
+    timeout: Option<Duration>,
+) -> Result<u8, CliError> {
+    let request = Request::Drain {
+        worker: worker.clone(),
+        drain,
+    };
+    let message = match ctx.call(request).await? {
+        Reply::Done { message } => message,
+        other => return Err(unexpected(other)),
+    };
+    if !ctx.json {
+        writeln!(io::stdout().lock(), "{message}")?;
+    }
+    let drained = if wait {
+        let wait_all = wait_until_idle(ctx, worker.as_deref());
+        match timeout {
+            Some(limit) => tokio::time::timeout(limit, wait_all).await.ok(),
+            None => Some(wait_all.await),
+        }
+        .transpose()?
+        .is_some()
+    } else {
+        false
+    };
+    if ctx.json {
+        print_json(&serde_json::json!({
+            "ok": true,
+            "message": message,
+            "worker": worker,
+            "draining": drain,
+            "drained": drained,
+        }))?;
+    }
+    if wait && !drained {
+        eprintln!("bbctl: error: builds still running after the --timeout");
+        return Ok(EXIT_FAILED);
+    }
+    if wait && !ctx.json {
+        writeln!(io::stdout().lock(), "drained: no build running")?;
+    }
+    Ok(0)
+}
+
+/// Wait until no build runs on the master (or on `worker`): look at
+/// `status` after every event, not on a timer.
+async fn wait_until_idle(ctx: &mut Ctx, worker: Option<&str>) -> Result<(), CliError> {
+    let mut events = ctx.open_connection().await?.subscribe().await?;
+    loop {
+        let status = match ctx.call(Request::Status).await? {
+            Reply::Status(s) => s,
+            other => return Err(unexpected(other)),
+        };
+        let busy = match worker {
+            Some(name) => status
+                .workers
+                .iter()
+                .find(|w| w.name == name)
+                .is_some_and(|w| !w.running_builds.is_empty()),
+            None => !status.running.is_empty(),
+        };
+        if !busy {
+            return Ok(());
+        }
+        match events.recv().await {
+            Some(Ok(_)) => {}
+            Some(Err(e)) => return Err(e.into()),
+            None => {
+                return Err(CliError::Server(ErrorReply::failed(
+                    "the master went away while waiting",
+                )));
+            }
+        }
+    }
+}
