@@ -99,12 +99,14 @@ impl Table {
             }
         }
         let head: Vec<String> = self.header.iter().map(|h| h.to_string()).collect();
-        let line = self.format_row(&head, &widths, style);
-        writeln!(out, "{}", style.header(&line))?;
+        // One write for the whole table (stdout is line-buffered).
+        let mut text = style.header(&self.format_row(&head, &widths, style));
+        text.push('\n');
         for row in &self.rows {
-            writeln!(out, "{}", self.format_row(row, &widths, style))?;
+            text.push_str(&self.format_row(row, &widths, style));
+            text.push('\n');
         }
-        Ok(())
+        out.write_all(text.as_bytes())
     }
 
     fn format_row(&self, cells: &[String], widths: &[usize], style: &Style) -> String {

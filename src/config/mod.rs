@@ -20,6 +20,7 @@ mod tests;
 use std::path::Path;
 
 pub use error::{ConfigError, Problem};
+pub use validate::parse_size;
 
 /// The default config used when bbmaster gets no --config: one local worker
 /// `local-1` (max_builds = 2) and a builder `hello` with two steps (a shell
@@ -71,6 +72,7 @@ pub fn parse_str(text: &str, origin: &str, base_dir: &Path) -> Result<Config, Co
         builders: checked.builders,
         origin: origin.to_owned(),
         hash: fnv1a_hex(text),
+        warnings: checked.warnings,
     })
 }
 

@@ -22,6 +22,9 @@ pub struct Config {
     pub origin: String,
     /// A short stable hash of the file's text, recorded with every build.
     pub hash: String,
+    /// Risky but valid choices (a secret in a world-readable file), for
+    /// `check-config` and the master's log.
+    pub warnings: Vec<String>,
 }
 
 /// The `[master]` table.
@@ -43,6 +46,20 @@ pub struct MasterSettings {
     /// How many times a request is retried after `retry` builds before it
     /// ends as `exception`.
     pub max_retries: u32,
+    /// Largest frame accepted before a peer's handshake is done.
+    pub max_handshake_frame: usize,
+    /// Largest frame accepted after the handshake.
+    pub max_frame: usize,
+    /// Output kept per step; the rest is dropped and the log says so.
+    pub max_log_size: u64,
+    /// Queued requests per builder; `force-build` beyond it is refused.
+    pub max_queued: u32,
+    /// Control connections at once; more are refused with a message.
+    pub max_clients: u32,
+    /// User ids besides the master's own that may use the control socket.
+    pub allowed_uids: Vec<u32>,
+    /// A group whose members may use the control socket.
+    pub allowed_gid: Option<u32>,
 }
 
 impl Default for MasterSettings {
@@ -54,6 +71,13 @@ impl Default for MasterSettings {
             worker_grace: Duration::from_secs(60),
             keepalive: Duration::from_secs(10),
             max_retries: 3,
+            max_handshake_frame: 64 << 10,
+            max_frame: 16 << 20,
+            max_log_size: 256 << 20,
+            max_queued: 10_000,
+            max_clients: 256,
+            allowed_uids: Vec::new(),
+            allowed_gid: None,
         }
     }
 }

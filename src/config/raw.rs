@@ -44,6 +44,20 @@ pub struct RawMaster {
     pub keepalive: Option<Spanned<String>>,
     /// `max_retries = 3`: signed so a negative value gets a clear message.
     pub max_retries: Option<Spanned<i64>>,
+    /// `max_handshake_frame = "64KiB"`: frame limit before the handshake.
+    pub max_handshake_frame: Option<Spanned<String>>,
+    /// `max_frame = "16MiB"`: frame limit after the handshake.
+    pub max_frame: Option<Spanned<String>>,
+    /// `max_log_size = "256MiB"`: output kept per step.
+    pub max_log_size: Option<Spanned<String>>,
+    /// `max_queued = 10000`: queued requests per builder.
+    pub max_queued: Option<Spanned<i64>>,
+    /// `max_clients = 256`: control connections at once.
+    pub max_clients: Option<Spanned<i64>>,
+    /// `allowed_uids = [1001]`: more users for the control socket.
+    pub allowed_uids: Option<Spanned<Vec<Spanned<i64>>>>,
+    /// `allowed_gid = 100`: a group whose members may use the control socket.
+    pub allowed_gid: Option<Spanned<i64>>,
 }
 
 /// One `[[worker]]`.

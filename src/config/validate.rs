@@ -4,6 +4,9 @@
 //! and goes on, so that a user sees everything wrong in one pass.
 
 mod builders;
+mod limits;
+
+pub use limits::parse_size;
 mod steps;
 mod workers;
 
@@ -34,6 +37,8 @@ pub struct Checked {
     pub workers: Vec<WorkerDef>,
     /// Builders in file order.
     pub builders: Vec<BuilderDef>,
+    /// Risky choices worth a warning.
+    pub warnings: Vec<String>,
 }
 
 /// Checks `raw` in full; on failure returns every problem, sorted by position.
@@ -48,6 +53,7 @@ pub fn check(
         origin,
         base_dir,
         problems: Vec::new(),
+        warnings: Vec::new(),
     };
     let master = c.master(&raw.master);
     let workers = c.workers(&raw.worker);
@@ -57,6 +63,7 @@ pub fn check(
             master,
             workers,
             builders,
+            warnings: c.warnings,
         })
     } else {
         c.problems.sort_by_key(|p| (p.line, p.column));
@@ -70,9 +77,19 @@ struct Checker<'a> {
     origin: &'a str,
     base_dir: &'a Path,
     problems: Vec<Problem>,
+    warnings: Vec<String>,
 }
 
 impl Checker<'_> {
+    /// Records a warning at byte span `at`: valid, but risky.
+    fn warn(&mut self, at: &Range<usize>, message: String) {
+        let (line, column) = line_col(self.text, at.start);
+        self.warnings.push(format!(
+            "{}:{line}:{column}: warning: {message}",
+            self.origin
+        ));
+    }
+
     /// Records a problem at byte span `at`.
     fn report(&mut self, at: &Range<usize>, message: String) {
         let (line, column) = line_col(self.text, at.start);
@@ -133,6 +150,58 @@ impl Checker<'_> {
                 .and_then(|d| self.duration("master", "keepalive", d))
                 .unwrap_or(defaults.keepalive),
             max_retries,
+            max_handshake_frame: self.size(
+                "max_handshake_frame",
+                &raw.max_handshake_frame,
+                1 << 10,
+                1 << 20,
+                defaults.max_handshake_frame as u64,
+            ) as usize,
+            max_frame: self.size(
+                "max_frame",
+                &raw.max_frame,
+                64 << 10,
+                1 << 30,
+                defaults.max_frame as u64,
+            ) as usize,
+            max_log_size: self.size(
+                "max_log_size",
+                &raw.max_log_size,
+                1 << 10,
+                1 << 40,
+                defaults.max_log_size,
+            ),
+            max_queued: self.count(
+                "max_queued",
+                &raw.max_queued,
+                1,
+                10_000_000,
+                defaults.max_queued,
+            ),
+            max_clients: self.count(
+                "max_clients",
+                &raw.max_clients,
+                1,
+                100_000,
+                defaults.max_clients,
+            ),
+            allowed_uids: self.uids(&raw.allowed_uids),
+            allowed_gid: raw
+                .allowed_gid
+                .as_ref()
+                .and_then(|g| match u32::try_from(*g.get_ref()) {
+                    Ok(n) => Some(n),
+                    Err(_) => {
+                        self.report(
+                            &g.span(),
+                            format!(
+                                "master: `allowed_gid` is a group id (0 or more), not {}",
+                                g.get_ref()
+                            ),
+                        );
+                        None
+                    }
+                }),
         }
     }
 

@@ -86,9 +86,13 @@ pub fn print_json<T: Serialize>(value: &T) -> Result<(), CliError> {
         }
         _ => {}
     }
+    // Rendered whole, then written at once: stdout is line-buffered, and
+    // pretty JSON of a big status would otherwise cost a write per line.
+    let mut text = serde_json::to_vec_pretty(&value).map_err(io::Error::from)?;
+    text.push(b'\n');
     let mut out = io::stdout().lock();
-    serde_json::to_writer_pretty(&mut out, &value).map_err(io::Error::from)?;
-    writeln!(out)?;
+    out.write_all(&text)?;
+    out.flush()?;
     Ok(())
 }
 

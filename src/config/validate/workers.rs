@@ -101,6 +101,17 @@ impl Checker<'_> {
                         None
                     }
                     Ok(text) => {
+                        use std::os::unix::fs::PermissionsExt;
+                        let mode = std::fs::metadata(&path).map(|m| m.permissions().mode());
+                        if mode.is_ok_and(|m| m & 0o004 != 0) {
+                            self.warn(
+                                &file.span(),
+                                format!(
+                                    "worker `{name}`: secret_file {} is readable by every user; `chmod 600` it",
+                                    path.display()
+                                ),
+                            );
+                        }
                         let secret = text.trim_end();
                         if secret.is_empty() {
                             self.report(
