@@ -86,15 +86,20 @@ pub fn render_all() -> Vec<(String, Vec<u8>)> {
     pages
 }
 
+/// One of clap_mangen's section renderers.
+type RenderPart = fn(&clap_mangen::Man, &mut dyn std::io::Write) -> std::io::Result<()>;
+
 /// A page from clap's sections, with `extra` (roff) in place of clap's
 /// EXTRA section (the `after_long_help` text, which [`exit_status`]
 /// renders properly) and before VERSION.
 fn render(cmd: clap::Command, section: &str, extra: &str) -> Vec<u8> {
-    let man = clap_mangen::Man::new(cmd.clone()).section(section);
+    let man = clap_mangen::Man::new(cmd.clone())
+        .section(section)
+        .source(concat!("bbctl ", env!("CARGO_PKG_VERSION")));
     let mut out = Vec::new();
     let has_args = cmd.get_arguments().any(|a| !a.is_hide_set());
     let has_subcommands = cmd.get_subcommands().any(|s| !s.is_hide_set());
-    let mut parts: Vec<fn(&clap_mangen::Man, &mut dyn std::io::Write) -> std::io::Result<()>> = vec![
+    let mut parts: Vec<RenderPart> = vec![
         clap_mangen::Man::render_title,
         clap_mangen::Man::render_name_section,
         clap_mangen::Man::render_synopsis_section,
@@ -110,9 +115,17 @@ fn render(cmd: clap::Command, section: &str, extra: &str) -> Vec<u8> {
         part(&man, &mut out).expect("rendering into a Vec cannot fail");
     }
     out.extend_from_slice(extra.as_bytes());
-    man.render_version_section(&mut out)
-        .expect("rendering into a Vec cannot fail");
-    out
+    if cmd.get_version().is_some() || cmd.get_long_version().is_some() {
+        man.render_version_section(&mut out)
+            .expect("rendering into a Vec cannot fail");
+    }
+    // Each part starts with the same roff preamble; keep the first.
+    let text = String::from_utf8(out).expect("roff is UTF-8");
+    let preamble = ".ie \\n(.g .ds Aq \\(aq\n.el .ds Aq '\n";
+    match text.strip_prefix(preamble) {
+        Some(rest) => format!("{preamble}{}", rest.replace(preamble, "")).into_bytes(),
+        None => text.into_bytes(),
+    }
 }
 
 /// Escape text for roff: backslashes, hyphens, and a leading `.` or `'`.
@@ -314,10 +327,10 @@ mod tests {
                 let table = heading.trim_matches(|c| c == '[' || c == ']');
                 let table = if heading.starts_with('[') { table } else { "" };
                 sections.push((table.to_string(), Vec::new()));
-            } else if let Some(key) = line.strip_prefix(".B ") {
-                if let Some((_, keys)) = sections.last_mut() {
-                    keys.push(key.trim().replace("\\_", "_"));
-                }
+            } else if let (Some(key), Some((_, keys))) =
+                (line.strip_prefix(".B "), sections.last_mut())
+            {
+                keys.push(key.trim().to_string());
             }
         }
         let mut missing = Vec::new();
@@ -373,15 +386,16 @@ mod tests {
                 current = None;
                 continue;
             }
-            if let (Some(table), Some(rest)) = (current, line.strip_prefix("pub ")) {
-                if let Some((field, _)) = rest.split_once(':') {
-                    let field = field.trim();
-                    found.insert(if table.is_empty() {
-                        field.to_string()
-                    } else {
-                        format!("{table}.{field}")
-                    });
-                }
+            if let (Some(table), Some((field, _))) = (
+                current,
+                line.strip_prefix("pub ").and_then(|r| r.split_once(':')),
+            ) {
+                let field = field.trim();
+                found.insert(if table.is_empty() {
+                    field.to_string()
+                } else {
+                    format!("{table}.{field}")
+                });
             }
         }
         let listed: BTreeSet<String> = CONFIG_KEYS.iter().map(|k| k.to_string()).collect();
@@ -406,6 +420,10 @@ mod tests {
         assert!(bbctl.contains(".TH bbctl 1"));
         assert!(bbctl.contains(".SH \"EXIT STATUS\""));
         assert!(!bbctl.contains("bbctl\\-help"), "no page for `help`");
-        assert!(find("bbctl-force-build.1").contains(".TH bbctl\\-force\\-build 1"));
+        assert!(find("bbctl-force-build.1").contains(".TH bbctl-force-build 1"));
+        for (name, text) in &pages {
+            let text = String::from_utf8_lossy(text);
+            assert_eq!(text.matches(".ds Aq").count(), 2, "{name}: one preamble");
+        }
     }
 }

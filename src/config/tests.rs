@@ -214,3 +214,24 @@ fn corpus_of_broken_configs() {
         failures.join("\n")
     );
 }
+
+#[test]
+fn a_world_readable_secret_file_is_a_warning_not_an_error() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("w.secret");
+    std::fs::write(&secret, "s3cret\n").unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let text = "[[worker]]\nname = \"w\"\nsecret_file = \"w.secret\"\n";
+    let config = parse_str(text, "m.toml", dir.path()).unwrap();
+    assert_eq!(config.warnings.len(), 1, "{:?}", config.warnings);
+    assert!(
+        config.warnings[0].starts_with("m.toml:3:15: warning:"),
+        "{:?}",
+        config.warnings
+    );
+    assert!(config.warnings[0].contains("chmod 600"));
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let config = parse_str(text, "m.toml", dir.path()).unwrap();
+    assert!(config.warnings.is_empty());
+}

@@ -16,15 +16,20 @@ use tracing::{debug, warn};
 
 use crate::daemon::actor::{Command, LinkCmd, Notice};
 use crate::daemon::follow;
+use crate::daemon::limits::Limits;
 use crate::daemon::worker_link::HANDSHAKE_TIMEOUT;
 use crate::protocol::{
-    self, ClientRequest, ErrorReply, Hello, HelloReply, MAX_FRAME, MAX_HANDSHAKE_FRAME, Reply,
-    Request, Role, ServerMsg,
+    self, ClientRequest, ErrorReply, Hello, HelloReply, Reply, Request, Role, ServerMsg,
 };
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// What every client connection shares.
 #[derive(Clone)]
 pub struct ControlContext {
+    /// Frame limits and who may connect.
+    pub limits: Arc<Limits>,
+    /// Control connections open now (for `max_clients`).
+    pub clients: Arc<AtomicUsize>,
     /// The master loop.
     pub master: mpsc::Sender<Command>,
     /// Build notices, for streams.
@@ -38,12 +43,18 @@ pub struct ControlContext {
 /// Serve one control connection until the client leaves.
 pub async fn serve(stream: Stream, ctx: ControlContext) {
     let own_uid = nix::unistd::geteuid().as_raw();
-    let peer_uid = stream.peer_creds().ok().and_then(|c| c.euid());
+    let creds = stream.peer_creds().ok();
+    let peer_uid = creds.as_ref().and_then(|c| c.euid());
+    let peer_gid = creds.as_ref().and_then(|c| c.egid());
     let (mut rd, mut wr) = tokio::io::split(stream);
-    if peer_uid != Some(own_uid) {
-        warn!(?peer_uid, "control connection from another user refused");
+    if !ctx.limits.allows(own_uid, peer_uid, peer_gid) {
+        warn!(
+            ?peer_uid,
+            ?peer_gid,
+            "control connection from a user not allowed refused"
+        );
         let reason = format!(
-            "permission denied: this master serves uid {own_uid} only (you are uid {})",
+            "permission denied: uid {} may not use this master (it serves uid {own_uid}; see `allowed_uids`/`allowed_gid`)",
             peer_uid
                 .map(|u| u.to_string())
                 .unwrap_or_else(|| "unknown".into())
@@ -51,9 +62,21 @@ pub async fn serve(stream: Stream, ctx: ControlContext) {
         let _ = protocol::write_msg(&mut wr, &HelloReply::Refused { reason }).await;
         return;
     }
+    // One slot per connection, freed however the connection ends.
+    let open = ctx.clients.fetch_add(1, Ordering::SeqCst) + 1;
+    let _slot = ClientSlot(Arc::clone(&ctx.clients));
+    if open > ctx.limits.max_clients as usize {
+        warn!(open, "control connection refused: max_clients reached");
+        let reason = format!(
+            "too many connections: the master serves at most {} clients at once (max_clients)",
+            ctx.limits.max_clients
+        );
+        let _ = protocol::write_msg(&mut wr, &HelloReply::Refused { reason }).await;
+        return;
+    }
     let hello = tokio::time::timeout(
         HANDSHAKE_TIMEOUT,
-        protocol::read_msg::<_, Hello>(&mut rd, MAX_HANDSHAKE_FRAME),
+        protocol::read_msg::<_, Hello>(&mut rd, ctx.limits.max_handshake_frame),
     )
     .await;
     let refusal = match &hello {
@@ -82,7 +105,7 @@ pub async fn serve(stream: Stream, ctx: ControlContext) {
         return;
     }
     loop {
-        let req: ClientRequest = match protocol::read_msg(&mut rd, MAX_FRAME).await {
+        let req: ClientRequest = match protocol::read_msg(&mut rd, ctx.limits.max_frame).await {
             Ok(req) => req,
             Err(e) if e.is_disconnect() => return,
             Err(e) => {
@@ -189,6 +212,15 @@ async fn ping(ctx: &ControlContext, worker: String) -> Result<Reply, ErrorReply>
             "no answer from worker `{worker}` within {} s",
             PING_TIMEOUT.as_secs()
         ))),
+    }
+}
+
+/// Frees a `max_clients` slot when its connection ends.
+struct ClientSlot(Arc<AtomicUsize>);
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 

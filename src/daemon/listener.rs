@@ -13,9 +13,10 @@ use interprocess::local_socket::tokio::{Listener, Stream, prelude::*};
 use interprocess::local_socket::{GenericFilePath, ListenerOptions};
 use interprocess::os::unix::local_socket::ListenerOptionsExt as _;
 
-/// Bind `path` with mode 0600. An existing socket file that nobody answers
-/// on is removed first; one that answers means another master owns it.
-pub async fn bind(path: &Path) -> io::Result<Listener> {
+/// Bind `path` with `mode` (0600 unless more users were let in). An
+/// existing socket file that nobody answers on is removed first; one that
+/// answers means another master owns it.
+pub async fn bind(path: &Path, mode: u32) -> io::Result<Listener> {
     match std::fs::symlink_metadata(path) {
         Ok(meta) if meta.file_type().is_socket() => {
             let name = path.to_fs_name::<GenericFilePath>()?;
@@ -44,7 +45,7 @@ pub async fn bind(path: &Path) -> io::Result<Listener> {
     let name = path.to_fs_name::<GenericFilePath>()?;
     ListenerOptions::new()
         .name(name)
-        .mode(0o600)
+        .mode(mode)
         .reclaim_name(true)
         .create_tokio()
 }

@@ -23,18 +23,33 @@ pub fn step_log_path(logs: &Path, build: BuildId, step: StepIndex) -> PathBuf {
 pub struct StepLogWriter {
     file: File,
     written: u64,
+    /// `max_log_size`: output past it is dropped, and the log says so once.
+    cap: u64,
+    truncated: bool,
 }
 
 impl StepLogWriter {
-    /// Open (creating it and its directory) the log of one step for appending.
-    pub fn open(logs: &Path, build: BuildId, step: StepIndex) -> io::Result<Self> {
+    /// Open (creating it and its directory) the log of one step for
+    /// appending, keeping at most `cap` bytes of output.
+    pub fn open(logs: &Path, build: BuildId, step: StepIndex, cap: u64) -> io::Result<Self> {
         let path = step_log_path(logs, build, step);
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
         }
         let file = OpenOptions::new().create(true).append(true).open(&path)?;
         let written = file.metadata()?.len();
-        Ok(StepLogWriter { file, written })
+        Ok(StepLogWriter {
+            file,
+            written,
+            cap,
+            // The marker goes past the cap, so a full log is known as such.
+            truncated: written > cap,
+        })
+    }
+
+    /// True once output was dropped for `max_log_size`.
+    pub fn is_truncated(&self) -> bool {
+        self.truncated
     }
 
     /// Add a chunk of output that starts at byte `offset` of the step's
@@ -55,9 +70,25 @@ impl StepLogWriter {
                 ),
             ));
         }
+        if self.truncated {
+            return Ok(());
+        }
         let skip = (self.written - offset) as usize;
-        self.file.write_all(&data[skip..])?;
-        self.written = end;
+        let fresh = &data[skip..];
+        let room = self.cap.saturating_sub(self.written) as usize;
+        if fresh.len() <= room {
+            self.file.write_all(fresh)?;
+            self.written = end;
+            return Ok(());
+        }
+        self.file.write_all(&fresh[..room])?;
+        let marker = format!(
+            "\n[bbmaster: output truncated at {} bytes (max_log_size)]\n",
+            self.cap
+        );
+        self.file.write_all(marker.as_bytes())?;
+        self.written = self.cap + marker.len() as u64;
+        self.truncated = true;
         Ok(())
     }
 
@@ -98,7 +129,7 @@ mod tests {
     #[test]
     fn resent_output_is_neither_doubled_nor_gapped() {
         let dir = tempfile::tempdir().unwrap();
-        let mut w = StepLogWriter::open(dir.path(), 1, 0).unwrap();
+        let mut w = StepLogWriter::open(dir.path(), 1, 0, 1 << 20).unwrap();
         w.append_at(0, b"hello ").unwrap();
         w.append_at(3, b"lo world").unwrap(); // overlaps: only " world" is new
         w.append_at(0, b"hel").unwrap(); // wholly old
@@ -106,5 +137,29 @@ mod tests {
         let text = read_from(&step_log_path(dir.path(), 1, 0), 0, 100).unwrap();
         assert_eq!(text, b"hello world");
         assert_eq!(w.len(), 11);
+    }
+
+    #[test]
+    fn a_flood_is_cut_at_the_cap_and_marked_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = StepLogWriter::open(dir.path(), 2, 0, 10).unwrap();
+        w.append_at(0, b"0123456").unwrap();
+        w.append_at(7, b"789abcdef").unwrap();
+        assert!(w.is_truncated());
+        w.append_at(16, b"more and more").unwrap();
+        let text = read_from(&step_log_path(dir.path(), 2, 0), 0, 1000).unwrap();
+        let text = String::from_utf8(text).unwrap();
+        assert_eq!(
+            text,
+            "0123456789\n[bbmaster: output truncated at 10 bytes (max_log_size)]\n"
+        );
+        // Reopened (a worker resumes after a reconnect): still full, no second marker.
+        let mut again = StepLogWriter::open(dir.path(), 2, 0, 10).unwrap();
+        assert!(again.is_truncated());
+        again.append_at(0, b"0123456789xyz").unwrap();
+        assert_eq!(
+            log_len(&step_log_path(dir.path(), 2, 0)) as usize,
+            text.len()
+        );
     }
 }

@@ -11,6 +11,7 @@ pub mod args;
 pub mod control;
 pub mod core;
 pub mod follow;
+pub mod limits;
 pub mod listener;
 pub mod local_workers;
 pub mod lock;
@@ -134,12 +135,22 @@ pub async fn run(opts: MasterOptions) -> Result<(), DaemonError> {
     let queued = restored.queued.len();
     let core = core::Core::new(Arc::clone(&config), restored, paths::now_ms());
 
-    let control = listener::bind(&layout.control_socket)
+    let limits = Arc::new(limits::Limits::from_settings(&config.master));
+    let control = listener::bind(&layout.control_socket, limits.control_socket_mode())
         .await
         .map_err(io_err("cannot listen on", &layout.control_socket))?;
-    let workers = listener::bind(&layout.worker_socket)
+    if let Some(gid) = limits.allowed_gid {
+        std::os::unix::fs::chown(&layout.control_socket, None, Some(gid)).map_err(io_err(
+            "cannot give the control socket to its group:",
+            &layout.control_socket,
+        ))?;
+    }
+    let workers = listener::bind(&layout.worker_socket, 0o600)
         .await
         .map_err(io_err("cannot listen on", &layout.worker_socket))?;
+    for warning in &config.warnings {
+        warn!("{warning}");
+    }
     // Both sockets take connections from here on: tell systemd (Type=notify).
     notify::ready();
 
@@ -171,6 +182,8 @@ pub async fn run(opts: MasterOptions) -> Result<(), DaemonError> {
     );
 
     let ctx = control::ControlContext {
+        limits: Arc::clone(&limits),
+        clients: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
         master: tx.clone(),
         notices: notices.clone(),
         events,
@@ -187,7 +200,7 @@ pub async fn run(opts: MasterOptions) -> Result<(), DaemonError> {
         }
     });
     let worker_tx = tx.clone();
-    let keepalive = config.master.keepalive;
+    let link_limits = Arc::clone(&limits);
     let worker_notices = notices.clone();
     let worker_task = tokio::spawn(async move {
         let next_link = AtomicU64::new(1);
@@ -201,7 +214,7 @@ pub async fn run(opts: MasterOptions) -> Result<(), DaemonError> {
                         worker_tx.clone(),
                         worker_notices.clone(),
                         logs_dir.clone(),
-                        keepalive,
+                        Arc::clone(&link_limits),
                     ));
                 }
                 Err(e) => warn!("worker socket accept failed: {e}"),

@@ -17,14 +17,17 @@ use tracing::{debug, warn};
 
 use crate::daemon::actor::{Command, LinkCmd, LinkMeta, Notice};
 use crate::daemon::core::LinkId;
+use crate::daemon::limits::Limits;
 use crate::daemon::logs::StepLogWriter;
 use crate::paths::now_ms;
 use crate::protocol::{
-    self, BuildId, FrameError, Hello, HelloReply, MAX_FRAME, MAX_HANDSHAKE_FRAME, MasterToWorker,
-    Role, StepIndex, WorkerToMaster,
+    self, BuildId, FrameError, Hello, HelloReply, MasterToWorker, Role, StepIndex, WorkerToMaster,
 };
 use interprocess::local_socket::traits::StreamCommon as _;
 use std::sync::atomic::{AtomicU64, Ordering};
+
+/// How long a refused worker waits for the refusal.
+const REFUSAL_DELAY: Duration = Duration::from_secs(1);
 
 /// How long a peer has to finish the handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -36,13 +39,14 @@ pub async fn serve(
     master: mpsc::Sender<Command>,
     notices: broadcast::Sender<Arc<Notice>>,
     logs: PathBuf,
-    keepalive: Duration,
+    limits: Arc<Limits>,
 ) {
+    let keepalive = limits.keepalive;
     let pid = stream.peer_creds().ok().and_then(|c| c.pid());
     let (mut rd, mut wr) = tokio::io::split(stream);
     let hello: Hello = match tokio::time::timeout(
         HANDSHAKE_TIMEOUT,
-        protocol::read_msg(&mut rd, MAX_HANDSHAKE_FRAME),
+        protocol::read_msg(&mut rd, limits.max_handshake_frame),
     )
     .await
     {
@@ -99,6 +103,10 @@ pub async fn serve(
     match reply_rx.await {
         Ok(Ok(())) => {}
         Ok(Err(reason)) => {
+            // A refused worker waits before it hears why: guessing secrets
+            // costs a second a try.
+            warn!(link, worker = %name, ?pid, "worker authentication failed: {reason}");
+            tokio::time::sleep(REFUSAL_DELAY).await;
             refuse(&mut wr, link, &reason).await;
             return;
         }
@@ -121,6 +129,7 @@ pub async fn serve(
             keepalive,
             last_seen,
             pings: HashMap::new(),
+            limits: Arc::clone(&limits),
         };
         link_state.run(rd, &mut wr, &mut cmds).await;
     }
@@ -151,6 +160,8 @@ struct Link {
     keepalive: Duration,
     /// When we last heard from the worker, for `bbctl workers`.
     last_seen: Arc<AtomicU64>,
+    /// Frame and log limits.
+    limits: Arc<Limits>,
     /// `bbctl ping`s waiting for their pong, by sequence number.
     pings: HashMap<u64, (tokio::time::Instant, oneshot::Sender<Duration>)>,
 }
@@ -164,10 +175,11 @@ impl Link {
         // Frames are read in their own task: reading is not cancel-safe, and
         // the bounded channel pushes back on a worker that floods us.
         let (frames_tx, mut frames) = mpsc::channel::<Result<WorkerToMaster, FrameError>>(64);
+        let max_frame = self.limits.max_frame;
         let reader = tokio::spawn(async move {
             let mut rd = rd;
             loop {
-                let msg = protocol::read_msg(&mut rd, MAX_FRAME).await;
+                let msg = protocol::read_msg(&mut rd, max_frame).await;
                 let stop = msg.is_err();
                 if frames_tx.send(msg).await.is_err() || stop {
                     return;
@@ -272,7 +284,7 @@ impl Link {
                     ));
                 };
                 if slot.is_none() {
-                    match StepLogWriter::open(&self.logs, build, step) {
+                    match StepLogWriter::open(&self.logs, build, step, self.limits.max_log_size) {
                         Ok(w) => *slot = Some(w),
                         Err(e) => warn!("cannot open log of build {build} step {step}: {e}"),
                     }

@@ -11,8 +11,12 @@ use crate::config;
 pub fn check_config(ctx: &Ctx, file: &Path) -> Result<u8, CliError> {
     match config::load_file(file) {
         Ok(cfg) => {
+            for warning in &cfg.warnings {
+                eprintln!("{warning}");
+            }
             if ctx.json {
                 print_json(&serde_json::json!({
+                    "warnings": cfg.warnings,
                     "valid": true,
                     "file": file,
                     "workers": cfg.workers.len(),

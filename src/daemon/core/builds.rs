@@ -8,8 +8,42 @@ use crate::protocol::{
 
 use super::{Core, CoreError, Effect, LinkId, LiveRequest, Record};
 
+/// Most properties one request may carry.
+pub const MAX_PROPERTIES: usize = 64;
+
+/// Longest property value, in bytes.
+pub const MAX_PROPERTY_VALUE: usize = 4096;
+
+/// Properties become environment variables: names must fit one, values
+/// must be representable (no NUL byte) and reasonably small.
+fn check_properties(properties: &BTreeMap<String, String>) -> Result<(), CoreError> {
+    if properties.len() > MAX_PROPERTIES {
+        return Err(CoreError::TooManyProperties(properties.len()));
+    }
+    for (name, value) in properties {
+        if !valid_property_name(name) {
+            return Err(CoreError::BadPropertyName(name.clone()));
+        }
+        let why = if value.contains('\0') {
+            "it contains a NUL byte".to_string()
+        } else if value.len() > MAX_PROPERTY_VALUE {
+            format!("{} bytes long, at most {MAX_PROPERTY_VALUE}", value.len())
+        } else {
+            continue;
+        };
+        return Err(CoreError::BadPropertyValue {
+            name: name.clone(),
+            why,
+        });
+    }
+    Ok(())
+}
+
 /// Whether `name` can become part of an environment variable name.
 pub fn valid_property_name(name: &str) -> bool {
+    if name.len() > 128 {
+        return false;
+    }
     let mut chars = name.chars();
     matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
@@ -55,8 +89,17 @@ impl Core {
             }
             return Err(CoreError::UnknownBuilder(builder.to_string()));
         }
-        if let Some(bad) = properties.keys().find(|k| !valid_property_name(k)) {
-            return Err(CoreError::BadPropertyName(bad.clone()));
+        check_properties(&properties)?;
+        let max = self.config.master.max_queued;
+        if self
+            .builders
+            .get(builder)
+            .is_some_and(|b| b.queue.len() >= max as usize)
+        {
+            return Err(CoreError::QueueFull {
+                builder: builder.to_string(),
+                max,
+            });
         }
         let id = self.next_request;
         self.next_request += 1;

@@ -23,7 +23,7 @@ mod tests;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 
-pub use builds::valid_property_name;
+pub use builds::{MAX_PROPERTIES, MAX_PROPERTY_VALUE, valid_property_name};
 pub use effects::{Effect, Record};
 
 use crate::config::{BuilderDef, Config, WorkerDef};
@@ -51,6 +51,25 @@ pub enum CoreError {
     /// A property name that cannot become an environment variable.
     #[error("invalid property name `{0}`: use letters, digits and `_`, not starting with a digit")]
     BadPropertyName(String),
+    /// A property value that cannot be passed to a step.
+    #[error("invalid value for property `{name}`: {why}")]
+    BadPropertyValue {
+        /// The property.
+        name: String,
+        /// What is wrong with the value.
+        why: String,
+    },
+    /// Too many properties on one request.
+    #[error("too many properties: {0} (at most {MAX_PROPERTIES})")]
+    TooManyProperties(usize),
+    /// The builder's queue is full.
+    #[error("the queue of builder `{builder}` is full ({max} requests, max_queued)")]
+    QueueFull {
+        /// The builder.
+        builder: String,
+        /// The limit.
+        max: u32,
+    },
     /// The request is not queued or running.
     #[error("request {0} is not queued or running")]
     RequestNotLive(RequestId),

@@ -51,6 +51,35 @@ impl Core {
             if m.worker_socket != old_master.worker_socket {
                 report.needs_restart.push("master.worker_socket".into());
             }
+            let restart_only = [
+                ("master.keepalive", m.keepalive != old_master.keepalive),
+                (
+                    "master.max_handshake_frame",
+                    m.max_handshake_frame != old_master.max_handshake_frame,
+                ),
+                ("master.max_frame", m.max_frame != old_master.max_frame),
+                (
+                    "master.max_log_size",
+                    m.max_log_size != old_master.max_log_size,
+                ),
+                (
+                    "master.max_clients",
+                    m.max_clients != old_master.max_clients,
+                ),
+                (
+                    "master.allowed_uids",
+                    m.allowed_uids != old_master.allowed_uids,
+                ),
+                (
+                    "master.allowed_gid",
+                    m.allowed_gid != old_master.allowed_gid,
+                ),
+            ];
+            for (key, changed) in restart_only {
+                if changed {
+                    report.needs_restart.push(key.into());
+                }
+            }
         }
         let generation = self.generation + 1;
         self.apply_workers(&config, now_ms, &mut report);

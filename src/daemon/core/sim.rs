@@ -174,6 +174,7 @@ fn random_config(rng: &mut Rng, current: Option<&Config>) -> Arc<Config> {
         builders,
         origin: "sim".into(),
         hash,
+        warnings: vec![],
     })
 }
 

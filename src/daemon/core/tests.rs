@@ -40,6 +40,7 @@ pub(super) fn config(workers: &[(&str, u32)], builders: &[(&str, &[&str], usize)
             })
             .collect(),
         origin: "test".into(),
+        warnings: vec![],
         hash: format!("{workers:?}{builders:?}"),
     })
 }
@@ -585,4 +586,38 @@ fn an_aborted_force_leaves_no_trace() {
     // The worker's slot is free again.
     force(&mut core, "b");
     assert_eq!(started_steps(&core.take_effects()).len(), 1);
+}
+
+#[test]
+fn a_full_queue_and_bad_property_values_are_refused() {
+    let mut cfg = (*config(&[("w", 1)], &[("b", &["w"], 1)])).clone();
+    cfg.master.max_queued = 2;
+    let mut core = Core::new(Arc::new(cfg), Restored::default(), 0);
+    force(&mut core, "b");
+    force(&mut core, "b");
+    assert_eq!(
+        core.force_build("b", None, BTreeMap::new(), 0),
+        Err(CoreError::QueueFull {
+            builder: "b".into(),
+            max: 2
+        })
+    );
+    let nul = BTreeMap::from([("A".to_string(), "x\0y".to_string())]);
+    core.cancel_request(1, "room", 0).unwrap();
+    assert!(matches!(
+        core.force_build("b", None, nul, 0),
+        Err(CoreError::BadPropertyValue { .. })
+    ));
+    let long = BTreeMap::from([("A".to_string(), "x".repeat(MAX_PROPERTY_VALUE + 1))]);
+    assert!(matches!(
+        core.force_build("b", None, long, 0),
+        Err(CoreError::BadPropertyValue { .. })
+    ));
+    let many: BTreeMap<String, String> = (0..=MAX_PROPERTIES)
+        .map(|i| (format!("P{i}"), "v".to_string()))
+        .collect();
+    assert_eq!(
+        core.force_build("b", None, many, 0),
+        Err(CoreError::TooManyProperties(MAX_PROPERTIES + 1))
+    );
 }

@@ -1,0 +1,94 @@
+//! The limits that keep the master alive and the doors shut, read from
+//! `[master]` once at start (changing them takes a restart; `reload` says so).
+
+use std::time::Duration;
+
+use crate::config::MasterSettings;
+
+/// Limits for connections and logs, shared by every connection task.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest frame before a peer's handshake is done.
+    pub max_handshake_frame: usize,
+    /// Largest frame after the handshake.
+    pub max_frame: usize,
+    /// Output kept per step.
+    pub max_log_size: u64,
+    /// Control connections at once.
+    pub max_clients: u32,
+    /// User ids besides the master's own allowed on the control socket.
+    pub allowed_uids: Vec<u32>,
+    /// A group allowed on the control socket.
+    pub allowed_gid: Option<u32>,
+    /// Ping interval on worker links.
+    pub keepalive: Duration,
+}
+
+impl Limits {
+    /// The limits a config asks for.
+    pub fn from_settings(m: &MasterSettings) -> Self {
+        Limits {
+            max_handshake_frame: m.max_handshake_frame,
+            max_frame: m.max_frame,
+            max_log_size: m.max_log_size,
+            max_clients: m.max_clients,
+            allowed_uids: m.allowed_uids.clone(),
+            allowed_gid: m.allowed_gid,
+            keepalive: m.keepalive,
+        }
+    }
+
+    /// May a peer with these credentials use the control socket? The
+    /// master's own user always may.
+    pub fn allows(&self, own_uid: u32, peer_uid: Option<u32>, peer_gid: Option<u32>) -> bool {
+        match peer_uid {
+            Some(uid) if uid == own_uid || self.allowed_uids.contains(&uid) => true,
+            Some(_) => self.allowed_gid.is_some() && self.allowed_gid == peer_gid,
+            None => false,
+        }
+    }
+
+    /// The control socket's mode: owner only, unless other users or a
+    /// group were let in (their peer credentials are still checked).
+    pub fn control_socket_mode(&self) -> u32 {
+        if !self.allowed_uids.is_empty() {
+            0o666
+        } else if self.allowed_gid.is_some() {
+            0o660
+        } else {
+            0o600
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_owner_by_default() {
+        let l = Limits::from_settings(&MasterSettings::default());
+        assert!(l.allows(1000, Some(1000), Some(1000)));
+        assert!(!l.allows(1000, Some(1001), Some(1000)));
+        assert!(!l.allows(1000, None, None));
+        assert_eq!(l.control_socket_mode(), 0o600);
+    }
+
+    #[test]
+    fn listed_users_and_a_group_may_be_let_in() {
+        let mut m = MasterSettings {
+            allowed_uids: vec![1001],
+            ..MasterSettings::default()
+        };
+        let l = Limits::from_settings(&m);
+        assert!(l.allows(1000, Some(1001), Some(5)));
+        assert!(!l.allows(1000, Some(1002), Some(5)));
+        assert_eq!(l.control_socket_mode(), 0o666);
+        m.allowed_uids.clear();
+        m.allowed_gid = Some(50);
+        let l = Limits::from_settings(&m);
+        assert!(l.allows(1000, Some(1002), Some(50)));
+        assert!(!l.allows(1000, Some(1002), Some(51)));
+        assert_eq!(l.control_socket_mode(), 0o660);
+    }
+}
