@@ -8,12 +8,15 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 /// Exit codes, as the long help and the README document them.
 pub const EXIT_CODES: &str = "\
 Exit codes:
-  0  success
-  1  the operation failed; with --wait or --follow: the build did not succeed
-  2  usage error (bad arguments)
-  3  the master cannot be reached
-  4  not found: no such build, request, builder or step
-  5  rejected: invalid config, or the master refused the request";
+  0    success
+  1    the operation failed; with --wait, --follow or `wait`: the build did
+       not succeed; `check-config`: the file is invalid
+  2    usage error (bad arguments)
+  3    the master cannot be reached
+  4    not found: no such build, request, builder, worker or step
+  5    rejected: `reload` of an invalid config, a full queue, a draining
+       master, a request in the wrong state
+  130  interrupted by Ctrl-C while waiting (the build goes on)";
 
 /// Control a bbmaster build master: status, builds, logs, reload.
 #[derive(Debug, Parser)]

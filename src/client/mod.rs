@@ -88,13 +88,14 @@ pub fn main() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { EXIT_USAGE } else { 0 });
         }
     };
+    let color = cli.global.color;
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
         Ok(rt) => rt,
         Err(e) => {
-            report(&CliError::Output(e));
+            report(&CliError::Output(e), color);
             return ExitCode::from(EXIT_FAILED);
         }
     };
@@ -102,18 +103,23 @@ pub fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code),
         Err(e) if e.is_broken_pipe() => ExitCode::SUCCESS,
         Err(e) => {
-            report(&e);
+            report(&e, color);
             ExitCode::from(e.exit_code())
         }
     }
 }
 
 /// Print an error on stderr, prefixed, with a hint where one helps.
-fn report(e: &CliError) {
+fn report(e: &CliError, color: cli::ColorChoice) {
     let mut err = io::stderr().lock();
-    let prefix = if io::stderr().is_terminal()
-        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
-    {
+    let colored = match color {
+        cli::ColorChoice::Always => true,
+        cli::ColorChoice::Never => false,
+        cli::ColorChoice::Auto => {
+            io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+        }
+    };
+    let prefix = if colored {
         "\x1b[31mbbctl: error:\x1b[0m"
     } else {
         "bbctl: error:"

@@ -165,6 +165,29 @@ pub struct Master {
     local: LocalWorkers,
     logs: PathBuf,
     started_at_ms: u64,
+    /// Effects of the commands of the current batch, carried out at `flush`.
+    pending: Vec<Effect>,
+    /// Answers held back until the batch's records are on disk.
+    replies: Vec<Deferred>,
+}
+
+/// Most commands taken into one batch (one transaction).
+const MAX_BATCH: usize = 256;
+
+/// An answer held back until its records are committed.
+enum Deferred {
+    /// To a client request.
+    Client(
+        oneshot::Sender<Result<Reply, ErrorReply>>,
+        Result<Reply, ErrorReply>,
+    ),
+    /// To a worker's hello.
+    Hello(oneshot::Sender<Result<(), String>>, Result<(), String>),
+    /// To a reload.
+    Reload(
+        oneshot::Sender<Result<ReloadReport, ErrorReply>>,
+        Result<ReloadReport, ErrorReply>,
+    ),
 }
 
 impl Master {
@@ -188,6 +211,8 @@ impl Master {
             local,
             logs,
             started_at_ms: now_ms(),
+            pending: Vec::new(),
+            replies: Vec::new(),
         }
     }
 
@@ -201,68 +226,46 @@ impl Master {
     pub async fn run(mut self, mut rx: mpsc::Receiver<Command>) {
         let effects = self.core.take_effects();
         self.execute(effects);
+        self.flush();
         self.local.sync(self.core.config());
-        let mut drain_waiters: Vec<oneshot::Sender<Result<Reply, ErrorReply>>> = Vec::new();
         let mut exit_after_drain = false;
-        loop {
+        'serve: loop {
             let wake = self.next_wake();
-            let cmd = tokio::select! {
+            let first = tokio::select! {
                 cmd = rx.recv() => cmd,
                 _ = tokio::time::sleep(wake) => {
                     self.core.tick(now_ms());
                     let effects = self.core.take_effects();
                     self.execute(effects);
+                    self.flush();
                     continue;
                 }
             };
-            let Some(cmd) = cmd else { break };
-            match cmd {
-                Command::Shutdown { mode, reply } => match mode {
-                    ShutdownMode::Now => {
-                        if let Some(reply) = reply {
-                            let _ = reply.send(Ok(Reply::Done {
-                                message: "the master is shutting down; running steps stay with their workers for the next master".into(),
-                            }));
-                        }
-                        break;
-                    }
-                    ShutdownMode::Drain => {
-                        self.core.set_draining(true, now_ms());
-                        self.emit(EventKind::MasterDraining { draining: true });
-                        exit_after_drain = true;
-                        let running = self.core.running_builds().count();
-                        info!("draining for shutdown: {running} build(s) still running");
-                        if let Some(reply) = reply {
-                            let _ = reply.send(Ok(Reply::Done {
-                                message: format!(
-                                    "draining: no new builds start; the master exits after {running} running build(s) finish (`bbctl shutdown --cancel` to stop draining)"
-                                ),
-                            }));
+            let Some(mut cmd) = first else { break };
+            // Group commit: take every command already waiting (up to a
+            // bound), run them through the core one by one, then write all
+            // their records in one transaction before anyone hears back.
+            let mut taken = 0;
+            loop {
+                match cmd {
+                    Command::Shutdown { mode, reply } => {
+                        self.flush();
+                        if self.shutdown(mode, reply, &mut exit_after_drain) {
+                            break 'serve;
                         }
                     }
-                    ShutdownMode::Cancel => {
-                        let was = exit_after_drain;
-                        exit_after_drain = false;
-                        self.core.set_draining(false, now_ms());
-                        if was {
-                            self.emit(EventKind::MasterDraining { draining: false });
-                        }
-                        let effects = self.core.take_effects();
-                        self.execute(effects);
-                        drain_waiters.clear();
-                        if let Some(reply) = reply {
-                            let _ = reply.send(if was {
-                                Ok(Reply::Done {
-                                    message: "drain cancelled; the master goes on".into(),
-                                })
-                            } else {
-                                Err(ErrorReply::rejected("the master is not draining"))
-                            });
-                        }
-                    }
-                },
-                cmd => self.handle(cmd),
+                    other => self.handle(other),
+                }
+                taken += 1;
+                if taken >= MAX_BATCH {
+                    break;
+                }
+                match rx.try_recv() {
+                    Ok(next) => cmd = next,
+                    Err(_) => break,
+                }
             }
+            self.flush();
             if exit_after_drain && self.core.running_builds().next().is_none() {
                 info!("drained: no build running");
                 for (_, LinkInfo { tx, .. }) in self.links.drain() {
@@ -273,7 +276,53 @@ impl Master {
             }
         }
         info!("shutting down");
+        crate::daemon::notify::stopping();
         self.local.detach();
+    }
+
+    /// `bbctl shutdown` in its three modes; true when the loop must end now.
+    fn shutdown(
+        &mut self,
+        mode: ShutdownMode,
+        reply: Option<oneshot::Sender<Result<Reply, ErrorReply>>>,
+        exit_after_drain: &mut bool,
+    ) -> bool {
+        let answer = match mode {
+            ShutdownMode::Now => Ok(Reply::Done {
+                message: "the master is shutting down; running steps stay with their workers for the next master".into(),
+            }),
+            ShutdownMode::Drain => {
+                self.core.set_draining(true, now_ms());
+                self.emit(EventKind::MasterDraining { draining: true });
+                *exit_after_drain = true;
+                let running = self.core.running_builds().count();
+                info!("draining for shutdown: {running} build(s) still running");
+                Ok(Reply::Done {
+                    message: format!(
+                        "draining: no new builds start; the master exits after {running} running build(s) finish (`bbctl shutdown --cancel` to stop draining)"
+                    ),
+                })
+            }
+            ShutdownMode::Cancel => {
+                let was = std::mem::replace(exit_after_drain, false);
+                self.core.set_draining(false, now_ms());
+                let effects = self.core.take_effects();
+                self.execute(effects);
+                self.flush();
+                if was {
+                    self.emit(EventKind::MasterDraining { draining: false });
+                    Ok(Reply::Done {
+                        message: "drain cancelled; the master goes on".into(),
+                    })
+                } else {
+                    Err(ErrorReply::rejected("the master is not draining"))
+                }
+            }
+        };
+        if let Some(reply) = reply {
+            let _ = reply.send(answer);
+        }
+        mode == ShutdownMode::Now
     }
 
     /// `bbctl drain` / `undrain`, for the master or one worker.
@@ -364,7 +413,7 @@ impl Master {
         match cmd {
             Command::Client { request, reply } => {
                 let answer = self.client_request(request);
-                let _ = reply.send(answer);
+                self.replies.push(Deferred::Client(reply, answer));
             }
             Command::Snapshot { target, reply } => {
                 let _ = reply.send(self.snapshot(&target));
@@ -396,7 +445,7 @@ impl Master {
                 } else if let Err(reason) = &answer {
                     warn!(worker = %name, link, "worker refused: {reason}");
                 }
-                let _ = reply.send(answer);
+                self.replies.push(Deferred::Hello(reply, answer));
                 let effects = self.core.take_effects();
                 self.execute(effects);
             }
@@ -431,9 +480,7 @@ impl Master {
             } => {
                 let answer = self.reload(dry_run, config);
                 match (&answer, reply) {
-                    (_, Some(reply)) => {
-                        let _ = reply.send(answer);
-                    }
+                    (_, Some(reply)) => self.replies.push(Deferred::Reload(reply, answer)),
                     (Ok(report), None) => info!("reload applied: {}", reload_summary(report)),
                     (Err(e), None) => error!("reload rejected: {}", e.message),
                 }
@@ -503,20 +550,10 @@ impl Master {
                     .core
                     .force_build_with_priority(&builder, reason, properties, priority, now)
                     .map_err(core_error)?;
+                // The id is told only once the request is on disk (see
+                // `flush`, which takes it back if the write fails).
                 let effects = self.core.take_effects();
-                // The id is told only once the request is on disk. If the
-                // write fails (disk full, read-only), the request is taken
-                // back out of the core, nothing is sent to any worker, and
-                // the client hears why.
-                let records: Vec<&Record> = effects.iter().filter_map(record_of).collect();
-                if let Err(e) = self.store.apply(&records) {
-                    error!("could not record request {id}: {e}");
-                    self.core.abort_force(id);
-                    return Err(ErrorReply::failed(format!(
-                        "the request was not accepted: could not record it: {e}"
-                    )));
-                }
-                self.send(effects);
+                self.execute(effects);
                 Ok(Reply::Queued { request_id: id })
             }
             Request::Queue { builder } => {
@@ -529,11 +566,20 @@ impl Master {
             }
             Request::Workers => Ok(Reply::Workers(self.worker_details())),
             Request::Drain { worker, drain } => self.drain(worker, drain, now),
-            Request::Builds { builder, limit } => self
-                .store
-                .builds(builder.as_deref(), limit)
-                .map(Reply::Builds)
-                .map_err(|e| ErrorReply::failed(e.to_string())),
+            Request::Builds { builder, limit } => {
+                let builds = self
+                    .store
+                    .builds(builder.as_deref(), limit)
+                    .map_err(|e| ErrorReply::failed(e.to_string()))?;
+                // A builder that neither exists nor ever built is a typo.
+                if let Some(b) = &builder
+                    && builds.is_empty()
+                    && !self.core.has_builder(b)
+                {
+                    return Err(ErrorReply::not_found(format!("no builder named `{b}`")));
+                }
+                Ok(Reply::Builds(builds))
+            }
             Request::Build { build } => self.build_detail(build).map(Reply::Build),
             Request::RequestInfo { request } => self.request_info(request).map(Reply::Request),
             Request::Cancel { request } => {
@@ -596,6 +642,21 @@ impl Master {
     /// Validate the whole file, then apply it as one core event; an
     /// invalid file changes nothing.
     fn reload(&mut self, dry_run: bool, path: Option<PathBuf>) -> Result<ReloadReport, ErrorReply> {
+        if !dry_run {
+            crate::daemon::notify::reloading();
+        }
+        let answer = self.reload_from(dry_run, path);
+        if !dry_run {
+            crate::daemon::notify::ready();
+        }
+        answer
+    }
+
+    fn reload_from(
+        &mut self,
+        dry_run: bool,
+        path: Option<PathBuf>,
+    ) -> Result<ReloadReport, ErrorReply> {
         let path = path.or_else(|| self.config_path.clone());
         let config: Config = match &path {
             Some(path) => match config::load_file(path) {
@@ -611,6 +672,9 @@ impl Master {
             },
             None => config::embedded_default(),
         };
+        for warning in &config.warnings {
+            warn!("{warning}");
+        }
         let report = self.core.reload(Arc::new(config), now_ms(), dry_run);
         if !dry_run {
             if report.generation_after != report.generation_before {
@@ -673,17 +737,77 @@ impl Master {
         Ok(Snapshot { request, build })
     }
 
-    /// Write the records of one core event, then tell workers and followers.
+    /// Hold the effects of one core event for the batch's `flush`.
     fn execute(&mut self, effects: Vec<Effect>) {
+        self.pending.extend(effects);
+    }
+
+    /// Write the batch's records in one transaction, then tell workers and
+    /// followers, then answer. If the write fails, requests accepted in
+    /// this batch are taken back out of the core, their builds are not
+    /// sent to any worker, and their clients hear why; the other changes
+    /// stay (the core has moved on; after a restart the affected builds are
+    /// found running and go through the worker-grace rule), logged loudly.
+    fn flush(&mut self) {
+        let mut effects = std::mem::take(&mut self.pending);
+        let replies = std::mem::take(&mut self.replies);
         let records: Vec<&Record> = effects.iter().filter_map(record_of).collect();
+        let mut replies = replies;
         if let Err(e) = self.store.apply(&records) {
-            // The core has moved on; the disk is behind. After a restart
-            // the affected builds are found running and go through the
-            // worker-grace rule, so nothing is lost silently — but say it
-            // loudly now.
             error!("could not record {} change(s): {e}", records.len());
+            let mut aborted: Vec<u64> = Vec::new();
+            for deferred in replies.iter_mut().rev() {
+                if let Deferred::Client(_, answer) = deferred
+                    && let Ok(Reply::Queued { request_id }) = answer
+                {
+                    let id = *request_id;
+                    self.core.abort_force(id);
+                    aborted.push(id);
+                    *answer = Err(ErrorReply::failed(format!(
+                        "the request was not accepted: could not record it: {e}"
+                    )));
+                }
+            }
+            let dropped_builds: Vec<u64> = effects
+                .iter()
+                .filter_map(|e| match e {
+                    Effect::Record(Record::BuildStarted { build, request, .. })
+                        if aborted.contains(request) =>
+                    {
+                        Some(*build)
+                    }
+                    _ => None,
+                })
+                .collect();
+            effects.retain(|e| match e {
+                Effect::ToWorker {
+                    msg: MasterToWorker::StartStep(a),
+                    ..
+                } => !dropped_builds.contains(&a.build),
+                Effect::Record(Record::RequestQueued { request, .. })
+                | Effect::Record(Record::BuildStarted { request, .. }) => {
+                    !aborted.contains(request)
+                }
+                Effect::Record(Record::StepStarted { build, .. }) => {
+                    !dropped_builds.contains(build)
+                }
+                _ => true,
+            });
         }
         self.send(effects);
+        for deferred in replies {
+            match deferred {
+                Deferred::Client(tx, answer) => {
+                    let _ = tx.send(answer);
+                }
+                Deferred::Hello(tx, answer) => {
+                    let _ = tx.send(answer);
+                }
+                Deferred::Reload(tx, answer) => {
+                    let _ = tx.send(answer);
+                }
+            }
+        }
     }
 
     /// Tell followers and workers, after the records are written.

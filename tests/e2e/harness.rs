@@ -169,6 +169,13 @@ pub fn process_gone(pid: i32) -> bool {
     }
 }
 
+/// Wait (bounded) until `pid` no longer runs (a zombie counts as gone).
+pub fn wait_gone(pid: i32, timeout: Duration) {
+    wait_until(&format!("process {pid} to be gone"), timeout, || {
+        process_gone(pid)
+    });
+}
+
 /// The state letter of `/proc/PID/stat` (R, S, Z, ...).
 pub fn process_state(pid: i32) -> Option<char> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -430,6 +437,12 @@ impl Master {
         child.wait().expect("cannot reap bbmaster");
     }
 
+    /// Send `signal` to the master process (SIGTERM, SIGSTOP, ...).
+    pub fn signal(&self, signal: Signal) {
+        kill(Pid::from_raw(self.pid() as i32), signal)
+            .unwrap_or_else(|e| panic!("cannot send {signal} to bbmaster: {e}"));
+    }
+
     /// SIGTERM, a bounded wait, then SIGKILL.
     fn stop(&mut self) {
         let Some(mut child) = self.child.take() else {
@@ -523,6 +536,19 @@ impl Background {
         self.child.as_ref().expect("already finished").id()
     }
 
+    /// Send `signal` to the process (SIGSTOP, SIGCONT, ...).
+    pub fn signal(&self, signal: Signal) {
+        kill(Pid::from_raw(self.pid() as i32), signal)
+            .unwrap_or_else(|e| panic!("cannot send {signal} to {}: {e}", self.what));
+    }
+
+    /// Kill the process with SIGKILL, as a crash would, and reap it.
+    pub fn kill9(mut self) {
+        let mut child = self.child.take().expect("already finished");
+        child.kill().expect("cannot kill a background process");
+        child.wait().expect("cannot reap a background process");
+    }
+
     /// Wait (bounded) for a stderr line containing `needle`; returns it.
     pub fn wait_stderr(&mut self, needle: &str, timeout: Duration) -> String {
         let deadline = Instant::now() + timeout;
@@ -589,6 +615,22 @@ impl Drop for Background {
 /// Start a remote `bbworker` named `name` for `master`, reading its secret
 /// from `secret_file`, working in `<dir>/w-<name>`.
 pub fn start_worker(master: &Master, name: &str, secret_file: &Path) -> Background {
+    start_worker_in(
+        master,
+        name,
+        secret_file,
+        &master.path().join(format!("w-{name}")),
+    )
+}
+
+/// Like [`start_worker`], working in `work_dir` (two workers of one name
+/// must not share a work dir).
+pub fn start_worker_in(
+    master: &Master,
+    name: &str,
+    secret_file: &Path,
+    work_dir: &Path,
+) -> Background {
     let mut cmd = command(BBWORKER);
     cmd.arg("--master")
         .arg(master.worker_socket())
@@ -597,6 +639,136 @@ pub fn start_worker(master: &Master, name: &str, secret_file: &Path) -> Backgrou
         .arg("--secret-file")
         .arg(secret_file)
         .arg("--dir")
-        .arg(master.path().join(format!("w-{name}")));
+        .arg(work_dir);
     Background::spawn(cmd)
+}
+
+/// A process started in the background whose stdout is read line by line
+/// as it comes (`bbctl events`, `bbctl watch | cat`); killed on drop.
+pub struct LineReader {
+    child: Child,
+    what: String,
+    lines: mpsc::Receiver<String>,
+    stderr: Option<thread::JoinHandle<Vec<u8>>>,
+    /// Every line read so far.
+    pub seen: Vec<String>,
+}
+
+impl LineReader {
+    /// Start `cmd` with stdout read line by line and stderr kept.
+    pub fn spawn(mut cmd: Command) -> LineReader {
+        let what = format!("{cmd:?}");
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
+        let out = child.stdout.take().expect("piped");
+        let (tx, lines) = mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(out).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut err = child.stderr.take().expect("piped");
+        let stderr = thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = err.read_to_end(&mut buf);
+            buf
+        });
+        LineReader {
+            child,
+            what,
+            lines,
+            stderr: Some(stderr),
+            seen: Vec::new(),
+        }
+    }
+
+    /// The next stdout line, if one comes within `timeout`.
+    pub fn next_line(&mut self, timeout: Duration) -> Option<String> {
+        let line = self.lines.recv_timeout(timeout).ok()?;
+        self.seen.push(line.clone());
+        Some(line)
+    }
+
+    /// Read lines until one satisfies `pred` within `timeout`; returns the
+    /// lines read by this call (the matching one last), or `None`.
+    pub fn try_read_until(
+        &mut self,
+        timeout: Duration,
+        mut pred: impl FnMut(&str) -> bool,
+    ) -> Option<Vec<String>> {
+        let deadline = Instant::now() + timeout;
+        let mut got = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = self.next_line(left)?;
+            let done = pred(&line);
+            got.push(line);
+            if done {
+                return Some(got);
+            }
+        }
+    }
+
+    /// Like [`LineReader::try_read_until`], failing the test on a timeout.
+    pub fn read_until(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        pred: impl FnMut(&str) -> bool,
+    ) -> Vec<String> {
+        self.try_read_until(timeout, pred).unwrap_or_else(|| {
+            panic!(
+                "{}: no line with {what} within {timeout:?}; got:\n{}",
+                self.what,
+                self.seen.join("\n")
+            )
+        })
+    }
+
+    /// Kill the process; returns what it wrote on stderr.
+    pub fn stop(mut self) -> String {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.stderr
+            .take()
+            .and_then(|h| h.join().ok())
+            .map(|b| text(&b))
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for LineReader {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Make sure `reader` (`bbctl events` or `bbctl watch` on a pipe, just
+/// started) is subscribed: the event stream has no acknowledgement, so
+/// cause a harmless event (`bbctl undrain` of a master that is not
+/// draining emits `master_draining`) until a line with `needle` shows up.
+pub fn await_subscription(master: &Master, reader: &mut LineReader, needle: &str) {
+    let deadline = Instant::now() + STARTUP_TIMEOUT;
+    loop {
+        master.bbctl_code(&["undrain"], 0);
+        if reader
+            .try_read_until(Duration::from_millis(250), |l| l.contains(needle))
+            .is_some()
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{}: not subscribed after {STARTUP_TIMEOUT:?}; got:\n{}",
+            reader.what,
+            reader.seen.join("\n")
+        );
+    }
 }

@@ -7,6 +7,8 @@ mod builds;
 mod cli;
 mod config;
 mod control;
+mod docs;
+mod json_schema;
 mod lifecycle;
 mod reload;
 mod reload_regression;

@@ -190,6 +190,8 @@ fn on_item(
             }),
             other => serde_json::to_value(other).map_err(io::Error::from)?,
         };
+        let mut value = value;
+        value["schema"] = serde_json::json!(crate::client::JSON_SCHEMA_VERSION);
         serde_json::to_writer(&mut out, &value).map_err(io::Error::from)?;
         writeln!(out)?;
         return out.flush();

@@ -1,0 +1,504 @@
+//! `--json` output against its documented shape (`docs/json.md`).
+//!
+//! The shapes are written once, as data, in [`shapes`]: per command, the
+//! keys every object must have and their JSON types, nested for arrays and
+//! objects. Extra keys are allowed (fields are only ever added within a
+//! schema version). Every command runs against a real master with builds
+//! done, so lists are not empty; and every key of the table must be named
+//! in the command's section of `docs/json.md`, so the doc cannot drift from
+//! the test.
+
+use std::io::{BufRead, BufReader};
+use std::process::Stdio;
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::harness::{Master, describe, text, wait_until};
+
+/// A config with a fast builder, a failing one and a slow one.
+const CONFIG: &str = r#"
+[[worker]]
+name = "local-1"
+local = true
+max_builds = 2
+
+[[builder]]
+name = "fast"
+workers = ["local-1"]
+  [[builder.step]]
+  name = "say"
+  shell = "echo hi $BB_PROP_X"
+
+[[builder]]
+name = "bad"
+workers = ["local-1"]
+  [[builder.step]]
+  name = "fail"
+  shell = "echo oops; exit 3"
+
+[[builder]]
+name = "slow"
+workers = ["local-1"]
+  [[builder.step]]
+  name = "nap"
+  command = ["sleep", "30"]
+"#;
+
+/// The documented shapes, by the id of their section in `docs/json.md`
+/// (a `## ` heading containing the id in backticks).
+///
+/// A shape is a JSON value: an object lists required keys with their
+/// shapes (`"*"` stands for every key of a map); an array holds the shape
+/// of every element; a string names the type: `string`, `int`, `bool`,
+/// `null`, alternatives joined with `|`. `schema` is required on the
+/// top-level objects of the ordinary commands, so it is in their shapes.
+fn shapes() -> Vec<(&'static str, Value)> {
+    let stamp = |mut v: Value| {
+        v["schema"] = json!("int");
+        v
+    };
+    let build_summary = json!({
+        "id": "int", "request_id": "int", "builder": "string", "worker": "string",
+        "generation": "int", "config_hash": "string", "result": "string|null",
+        "reason": "string|null", "started_at_ms": "int", "finished_at_ms": "int|null",
+    });
+    let mut build_detail = build_summary.clone();
+    build_detail["request_reason"] = json!("string|null");
+    build_detail["properties"] = json!({ "*": "string" });
+    build_detail["steps"] = json!([{
+        "index": "int", "name": "string", "started_at_ms": "int",
+        "finished_at_ms": "int|null", "result": "string|null", "reason": "string|null",
+        "log_bytes": "int",
+    }]);
+    vec![
+        (
+            "status",
+            stamp(json!({
+                "master_pid": "int", "started_at_ms": "int", "now_ms": "int",
+                "generation": "int", "config_hash": "string", "config_origin": "string",
+                "draining": "bool",
+                "builders": [{
+                    "name": "string", "state": "string", "queued": "int", "running": "int",
+                    "running_builds": ["int"], "workers": ["string"],
+                }],
+                "workers": [{
+                    "name": "string", "connected": "bool", "local": "bool", "draining": "bool",
+                    "max_builds": "int", "builders": ["string"], "running_builds": ["int"],
+                }],
+                "running": [{
+                    "build": "int", "request": "int", "builder": "string", "worker": "string",
+                    "step": "int", "step_name": "string", "steps": "int",
+                    "started_at_ms": "int", "step_started_at_ms": "int", "generation": "int",
+                    "waiting_for_worker": "bool",
+                }],
+            })),
+        ),
+        (
+            "force-build",
+            stamp(json!({ "request_id": "int", "builder": "string" })),
+        ),
+        (
+            "outcome",
+            stamp(json!({
+                "request_id": "int|null", "build_id": "int|null",
+                "result": "string|null", "reason": "string|null",
+            })),
+        ),
+        ("builds", json!([stamp(build_summary)])),
+        ("build", stamp(build_detail)),
+        (
+            "stream:build_started",
+            json!({ "type": "string", "build": "int", "builder": "string", "worker": "string" }),
+        ),
+        (
+            "stream:step_started",
+            json!({ "type": "string", "step": "int", "name": "string" }),
+        ),
+        (
+            "stream:output",
+            json!({ "type": "string", "step": "int", "text": "string" }),
+        ),
+        (
+            "stream:step_finished",
+            json!({ "type": "string", "step": "int", "result": "string", "reason": "string|null" }),
+        ),
+        (
+            "stream:build_finished",
+            json!({ "type": "string", "build": "int", "result": "string", "reason": "string|null" }),
+        ),
+        ("done", stamp(json!({ "ok": "bool", "message": "string" }))),
+        (
+            "reload",
+            stamp(json!({
+                "dry_run": "bool", "generation_before": "int", "generation_after": "int",
+                "config_hash": "string", "builders_added": ["string"],
+                "builders_changed": ["string"], "builders_removed": ["string"],
+                "builders_renamed": [["string"]], "workers_added": ["string"],
+                "workers_changed": ["string"], "workers_removed": ["string"],
+                "workers_draining": ["string"], "requests_moved": ["int"],
+                "requests_cancelled": ["int"], "builds_on_old_generations": ["int"],
+                "needs_restart": ["string"],
+            })),
+        ),
+        (
+            "check-config",
+            stamp(json!({
+                "valid": "bool", "file": "string", "workers": "int", "builders": "int",
+                "config_hash": "string", "problems": [],
+            })),
+        ),
+        (
+            "check-config:invalid",
+            stamp(json!({
+                "valid": "bool", "file": "string",
+                "problems": [{ "file": "string", "line": "int", "column": "int", "message": "string" }],
+            })),
+        ),
+        (
+            "events",
+            stamp(json!({ "at_ms": "int", "generation": "int", "event": "string" })),
+        ),
+        (
+            "events:build_queued",
+            json!({ "request": "int", "builder": "string" }),
+        ),
+        (
+            "events:build_started",
+            json!({ "build": "int", "request": "int", "builder": "string", "worker": "string" }),
+        ),
+        (
+            "events:step_started",
+            json!({ "build": "int", "step": "int", "name": "string" }),
+        ),
+        (
+            "events:step_finished",
+            json!({ "build": "int", "step": "int", "result": "string", "reason": "string|null" }),
+        ),
+        (
+            "events:build_finished",
+            json!({ "build": "int", "request": "int", "result": "string", "reason": "string|null" }),
+        ),
+    ]
+}
+
+fn shape(id: &str) -> Value {
+    shapes()
+        .into_iter()
+        .find(|(i, _)| *i == id)
+        .unwrap_or_else(|| panic!("no shape {id}"))
+        .1
+}
+
+/// Check `value` against `shape`; problems are pushed as `path: what`.
+fn check(value: &Value, shape: &Value, path: &str, problems: &mut Vec<String>) {
+    match shape {
+        Value::String(types) => {
+            let ok = types.split('|').any(|t| match t {
+                "string" => value.is_string(),
+                "int" => value.is_u64() || value.is_i64(),
+                "bool" => value.is_boolean(),
+                "null" => value.is_null(),
+                other => panic!("unknown type {other} in a shape"),
+            });
+            if !ok {
+                problems.push(format!("{path}: expected {types}, got {value}"));
+            }
+        }
+        Value::Array(elements) => match value.as_array() {
+            None => problems.push(format!("{path}: expected an array, got {value}")),
+            Some(items) => {
+                if let Some(element) = elements.first() {
+                    for (i, item) in items.iter().enumerate() {
+                        check(item, element, &format!("{path}[{i}]"), problems);
+                    }
+                }
+            }
+        },
+        Value::Object(keys) => match value.as_object() {
+            None => problems.push(format!("{path}: expected an object, got {value}")),
+            Some(map) => {
+                for (key, sub) in keys {
+                    if key == "*" {
+                        for (k, v) in map {
+                            check(v, sub, &format!("{path}.{k}"), problems);
+                        }
+                    } else {
+                        match map.get(key) {
+                            None => problems.push(format!("{path}: missing `{key}` in {value}")),
+                            Some(v) => check(v, sub, &format!("{path}.{key}"), problems),
+                        }
+                    }
+                }
+            }
+        },
+        other => panic!("bad shape {other}"),
+    }
+}
+
+#[track_caller]
+fn assert_shape(value: &Value, id: &str) {
+    let mut problems = Vec::new();
+    check(value, &shape(id), id, &mut problems);
+    assert!(
+        problems.is_empty(),
+        "output does not match the documented shape `{id}`:\n{}\n--- output\n{value:#}",
+        problems.join("\n")
+    );
+}
+
+/// Every JSON value printed on stdout (one document, or one per line, or
+/// lines followed by a document).
+fn json_values(stdout: &[u8]) -> Vec<Value> {
+    serde_json::Deserializer::from_slice(stdout)
+        .into_iter::<Value>()
+        .collect::<Result<_, _>>()
+        .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}", text(stdout)))
+}
+
+/// The stream items of `force-build --wait/--follow` and `log`: each
+/// must match the shape of its `type`.
+fn check_stream_items(items: &[Value]) {
+    assert!(!items.is_empty(), "no stream items");
+    for item in items {
+        let kind = item["type"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no type: {item}"));
+        assert_shape(item, &format!("stream:{kind}"));
+    }
+}
+
+#[test]
+fn every_command_prints_its_documented_json() {
+    let m = Master::start(CONFIG);
+    // A few builds, so that lists are not empty.
+    let queued = m.bbctl_json(&["force-build", "fast", "-p", "X=1", "-r", "why"]);
+    assert_shape(&queued, "force-build");
+
+    let out = m.bbctl_code(&["--json", "force-build", "fast", "--follow"], 0);
+    let mut values = json_values(&out.stdout);
+    let outcome = values.pop().unwrap();
+    assert_shape(&outcome, "outcome");
+    check_stream_items(&values);
+    assert!(values.iter().any(|v| v["type"] == "output"));
+
+    let out = m.bbctl_code(&["--json", "force-build", "bad", "--wait"], 1);
+    let mut values = json_values(&out.stdout);
+    let outcome = values.pop().unwrap();
+    assert_shape(&outcome, "outcome");
+    assert_eq!(outcome["result"], "failure");
+    check_stream_items(&values);
+
+    let builds = m.bbctl_json(&["builds"]);
+    assert!(builds.as_array().is_some_and(|b| b.len() >= 2), "{builds}");
+    assert_shape(&builds, "builds");
+    let first = builds[builds.as_array().unwrap().len() - 1]["id"]
+        .as_u64()
+        .unwrap();
+    let detail = m.bbctl_json(&["build", &first.to_string()]);
+    assert_shape(&detail, "build");
+    assert_eq!(detail["properties"]["X"], "1");
+    assert!(!detail["steps"].as_array().unwrap().is_empty());
+
+    let out = m.bbctl_code(&["--json", "log", &first.to_string()], 0);
+    check_stream_items(&json_values(&out.stdout));
+    let out = m.bbctl_code(&["--json", "log", "--follow"], 1);
+    let mut values = json_values(&out.stdout);
+    assert_shape(&values.pop().unwrap(), "outcome");
+    check_stream_items(&values);
+
+    // A running build (for status and stop) and a queued one (for cancel).
+    m.force_build("slow");
+    m.force_build("slow");
+    let queued = m.force_build("slow");
+    let mut status = Value::Null;
+    wait_until("two running builds", Duration::from_secs(10), || {
+        status = m.bbctl_json(&["status"]);
+        status["running"].as_array().is_some_and(|r| r.len() == 2)
+    });
+    assert_shape(&status, "status");
+    assert!(
+        !status["running"].as_array().unwrap().is_empty(),
+        "{status}"
+    );
+
+    assert_shape(&m.bbctl_json(&["cancel", &queued.to_string()]), "done");
+    let running = status["running"][0]["build"].as_u64().unwrap();
+    assert_shape(&m.bbctl_json(&["shutdown", "--drain"]), "done");
+    assert_shape(&m.bbctl_json(&["shutdown", "--cancel"]), "done");
+    assert_shape(&m.bbctl_json(&["stop", &running.to_string()]), "done");
+    let other = status["running"][1]["build"].as_u64().unwrap();
+    assert_shape(&m.bbctl_json(&["stop", &other.to_string()]), "done");
+
+    let report = m.bbctl_json(&["reload", "--dry-run"]);
+    assert_shape(&report, "reload");
+    assert_eq!(report["dry_run"], true);
+    let renamed = CONFIG.replace(
+        "name = \"fast\"",
+        "name = \"quick\"\nprevious_names = [\"fast\"]",
+    );
+    m.write_config(&renamed);
+    let report = m.bbctl_json(&["reload"]);
+    assert_shape(&report, "reload");
+    assert_eq!(report["builders_renamed"], json!([["fast", "quick"]]));
+
+    let config = m.config_path();
+    let valid = m.bbctl_json(&["check-config", config.to_str().unwrap()]);
+    assert_shape(&valid, "check-config");
+    let bad = m.path().join("bad.toml");
+    std::fs::write(&bad, "[[worker]]\nname = \"w\"\nmax_builds = 0\n").unwrap();
+    let out = m.bbctl_code(&["--json", "check-config", bad.to_str().unwrap()], 1);
+    let invalid = json_values(&out.stdout);
+    assert_eq!(invalid.len(), 1, "{}", describe(&out));
+    assert_shape(&invalid[0], "check-config:invalid");
+    assert!(!invalid[0]["problems"].as_array().unwrap().is_empty());
+}
+
+/// `bbctl events --json`: one object per line, each with `schema`,
+/// `at_ms`, `generation` and `event`, and the keys of its kind.
+#[test]
+fn events_json_lines_match_their_shapes() {
+    let m = Master::start(CONFIG);
+    let mut cmd = m.bbctl_command(&["--json", "events"]);
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("cannot start bbctl events");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, lines) = mpsc::channel();
+    thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let kill = |child: &mut std::process::Child| {
+        let _ = child.kill();
+        let _ = child.wait();
+    };
+
+    // `events` says nothing once it has subscribed: queue builds until a
+    // `build_queued` shows up, then follow that request to its end.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut seen: Vec<Value> = Vec::new();
+    let mut followed: Option<u64> = None;
+    m.force_build("fast");
+    let finished = loop {
+        if Instant::now() > deadline {
+            kill(&mut child);
+            panic!("no build_finished event within 20 s; got:\n{seen:#?}");
+        }
+        let Ok(line) = lines.recv_timeout(Duration::from_millis(500)) else {
+            if followed.is_none() {
+                m.force_build("fast");
+            }
+            continue;
+        };
+        let event: Value = serde_json::from_str(&line)
+            .unwrap_or_else(|e| panic!("not one JSON object per line ({e}): {line}"));
+        seen.push(event.clone());
+        if followed.is_none() && event["event"] == "build_queued" {
+            followed = event["request"].as_u64();
+        }
+        if followed.is_some()
+            && event["event"] == "build_finished"
+            && event["request"].as_u64() == followed
+        {
+            break event;
+        }
+    };
+    kill(&mut child);
+    assert_eq!(finished["result"], "success");
+    let mut kinds = Vec::new();
+    for event in &seen {
+        assert_shape(event, "events");
+        let kind = event["event"].as_str().unwrap();
+        if shapes()
+            .iter()
+            .any(|(id, _)| *id == format!("events:{kind}"))
+        {
+            assert_shape(event, &format!("events:{kind}"));
+        }
+        kinds.push(kind.to_string());
+    }
+    for kind in [
+        "build_queued",
+        "build_started",
+        "step_started",
+        "step_finished",
+        "build_finished",
+    ] {
+        assert!(kinds.iter().any(|k| k == kind), "no {kind} in {kinds:?}");
+    }
+}
+
+/// Every key of every shape is named (in backticks) in its section of
+/// `docs/json.md`: the one whose `## ` heading holds the shape's id in
+/// backticks, or for variants (`event:build_queued`, `stream:output`) the
+/// part of the id before the `:`.
+#[test]
+fn docs_json_md_names_every_key() {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/json.md"))
+        .expect("docs/json.md");
+    let section = |id: &str| -> Option<String> {
+        let mut out = None::<String>;
+        for line in doc.lines() {
+            if line.starts_with("## ") {
+                if out.is_some() {
+                    break;
+                }
+                if line.contains(&format!("`{id}`")) {
+                    out = Some(String::new());
+                }
+            } else if let Some(s) = out.as_mut() {
+                s.push_str(line);
+                s.push('\n');
+            }
+        }
+        out
+    };
+    fn keys(shape: &Value, out: &mut Vec<String>) {
+        match shape {
+            Value::Object(map) => {
+                for (k, v) in map {
+                    if k != "*" {
+                        out.push(k.clone());
+                    }
+                    keys(v, out);
+                }
+            }
+            Value::Array(items) => items.iter().for_each(|i| keys(i, out)),
+            _ => {}
+        }
+    }
+    let mut missing = Vec::new();
+    for (id, shape) in shapes() {
+        let section_id = id.split(':').next().unwrap();
+        let Some(text) = section(section_id) else {
+            missing.push(format!("no `## ` section for `{section_id}`"));
+            continue;
+        };
+        let mut all = Vec::new();
+        keys(&shape, &mut all);
+        for key in all {
+            if !text.contains(&format!("`{key}`")) {
+                missing.push(format!("`{key}` in the section of `{id}`"));
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "docs/json.md is behind the shapes of tests/e2e/json_schema.rs:\n{}",
+        missing.join("\n")
+    );
+    // And the schema version the code stamps is the one documented.
+    assert!(
+        doc.contains("\"schema\": 1"),
+        "docs/json.md must show \"schema\": 1"
+    );
+}
