@@ -131,6 +131,34 @@ fn shapes() -> Vec<(&'static str, Value)> {
         ),
         ("done", stamp(json!({ "ok": "bool", "message": "string" }))),
         (
+            "queue",
+            json!([stamp(json!({
+                "request": "int", "builder": "string", "position": "int", "priority": "int",
+                "submitted_at_ms": "int", "reason": "string|null", "properties": { "*": "string" },
+                "retries": "int",
+            }))]),
+        ),
+        (
+            "workers",
+            json!([stamp(json!({
+                "name": "string", "connected": "bool", "local": "bool", "draining": "bool",
+                "max_builds": "int", "builders": ["string"], "running_builds": ["int"],
+                "connected_since_ms": "int|null", "last_seen_ms": "int|null",
+                "software": "string|null", "host": "string|null", "pid": "int|null",
+            }))]),
+        ),
+        (
+            "ping",
+            stamp(json!({ "worker": "string", "round_trip_us": "int", "round_trip_ms": "float" })),
+        ),
+        (
+            "drain",
+            stamp(json!({
+                "ok": "bool", "message": "string", "worker": "string|null", "draining": "bool",
+                "drained": "bool",
+            })),
+        ),
+        (
             "reload",
             stamp(json!({
                 "dry_run": "bool", "generation_before": "int", "generation_after": "int",
@@ -199,6 +227,7 @@ fn check(value: &Value, shape: &Value, path: &str, problems: &mut Vec<String>) {
             let ok = types.split('|').any(|t| match t {
                 "string" => value.is_string(),
                 "int" => value.is_u64() || value.is_i64(),
+                "float" => value.is_number(),
                 "bool" => value.is_boolean(),
                 "null" => value.is_null(),
                 other => panic!("unknown type {other} in a shape"),
@@ -324,6 +353,15 @@ fn every_command_prints_its_documented_json() {
         "{status}"
     );
 
+    let queue = m.bbctl_json(&["queue"]);
+    assert!(queue.as_array().is_some_and(|q| !q.is_empty()), "{queue}");
+    assert_shape(&queue, "queue");
+    let workers = m.bbctl_json(&["workers"]);
+    assert_shape(&workers, "workers");
+    let pong = m.bbctl_json(&["ping", "local-1"]);
+    assert_shape(&pong, "ping");
+    assert_shape(&m.bbctl_json(&["drain", "--worker", "local-1"]), "drain");
+    assert_shape(&m.bbctl_json(&["undrain", "--worker", "local-1"]), "drain");
     assert_shape(&m.bbctl_json(&["cancel", &queued.to_string()]), "done");
     let running = status["running"][0]["build"].as_u64().unwrap();
     assert_shape(&m.bbctl_json(&["shutdown", "--drain"]), "done");
