@@ -28,6 +28,7 @@ pub const CONFIG_KEYS: &[&str] = &[
     "master.max_clients",
     "master.allowed_uids",
     "master.allowed_gid",
+    "master.transfer_dir",
     "worker",
     "worker.name",
     "worker.local",
@@ -46,6 +47,15 @@ pub const CONFIG_KEYS: &[&str] = &[
     "builder.step.command",
     "builder.step.timeout",
     "builder.step.env",
+    "builder.step.upload",
+    "builder.step.upload.from",
+    "builder.step.upload.max_size",
+    "builder.step.upload.mode",
+    "builder.step.download",
+    "builder.step.download.from",
+    "builder.step.download.to",
+    "builder.step.download.max_size",
+    "builder.step.download.mode",
 ];
 
 /// The hand-written page of the config file, checked in under `man/`.
@@ -376,6 +386,8 @@ mod tests {
             "RawWorker" => Some("worker"),
             "RawBuilder" => Some("builder"),
             "RawStep" => Some("builder.step"),
+            "RawUpload" => Some("builder.step.upload"),
+            "RawDownload" => Some("builder.step.download"),
             _ => None,
         };
         let mut found = BTreeSet::new();

@@ -230,6 +230,15 @@ impl Master {
         lines[lines.len().saturating_sub(5)..].join(" / ")
     }
 
+    /// Kill the master with SIGKILL, as a crash would; its local workers
+    /// and their steps live on.
+    pub fn kill9(&mut self) -> Result<()> {
+        self.child.kill().context("cannot kill bbmaster")?;
+        self.child.wait().context("cannot reap bbmaster")?;
+        self.stopped = true;
+        Ok(())
+    }
+
     /// The master's pid.
     pub fn pid(&self) -> u32 {
         self.child.id()

@@ -13,8 +13,10 @@ pub mod stats;
 
 mod clients;
 mod latency;
+mod readopt;
 mod scale;
 mod throughput;
+mod upload;
 
 use std::cell::OnceCell;
 use std::process::ExitCode;
@@ -143,6 +145,14 @@ const SCENARIOS: &[Scenario] = &[
     Scenario {
         name: "startup",
         run: scale::startup,
+    },
+    Scenario {
+        name: "readopt",
+        run: readopt::readopt,
+    },
+    Scenario {
+        name: "upload",
+        run: upload::upload,
     },
     Scenario {
         name: "memory",

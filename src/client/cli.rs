@@ -139,6 +139,25 @@ pub enum Command {
         /// The build's id.
         build: u64,
     },
+    /// List the files a build's `upload` steps stored: name, size, SHA-256.
+    #[command(after_long_help = EXIT_CODES)]
+    Artifacts {
+        /// The build's id.
+        build: u64,
+    },
+    /// Fetch one artifact of a build; its checksum is verified, and a file
+    /// is written whole or not at all.
+    #[command(after_long_help = EXIT_CODES)]
+    Artifact {
+        /// The build's id.
+        build: u64,
+        /// The artifact's name, as `bbctl artifacts` lists it.
+        name: String,
+        /// Write to this file (through a temp file renamed into place);
+        /// `-` or none: standard output.
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
     /// Re-read the master's config file and apply it.
     #[command(after_long_help = EXIT_CODES)]
     Reload {

@@ -60,13 +60,20 @@ impl Connection {
         let name = path.to_fs_name::<GenericFilePath>().map_err(unreachable)?;
         let stream = Stream::connect(name).await.map_err(unreachable)?;
         let (mut rd, mut wr) = tokio::io::split(stream);
-        protocol::write_msg(&mut wr, &Hello::new(Role::Client)).await?;
-        match protocol::read_msg(&mut rd, MAX_HANDSHAKE_FRAME).await? {
-            HelloReply::Welcome { .. } => Ok(Connection { rd, wr, next_id: 1 }),
-            HelloReply::Refused { reason } => Err(ConnectionError::Refused {
+        // A master that refuses us (too many clients, wrong user) may say
+        // so and close before reading our hello: read its answer even if
+        // writing the hello failed.
+        let wrote = protocol::write_msg(&mut wr, &Hello::new(Role::Client)).await;
+        match protocol::read_msg(&mut rd, MAX_HANDSHAKE_FRAME).await {
+            Ok(HelloReply::Welcome { .. }) => {
+                wrote?;
+                Ok(Connection { rd, wr, next_id: 1 })
+            }
+            Ok(HelloReply::Refused { reason }) => Err(ConnectionError::Refused {
                 path: path.to_path_buf(),
                 reason,
             }),
+            Err(e) => Err(wrote.err().unwrap_or(e).into()),
         }
     }
 
@@ -118,6 +125,22 @@ impl Connection {
         self.next_id += 1;
         let body = Request::Events;
         protocol::write_msg(&mut self.wr, &ClientRequest { id, body }).await?;
+        // Wait for the master's first event: once it is here, the
+        // subscription is in place and no later event can be missed.
+        match protocol::read_msg::<_, ServerMsg>(&mut self.rd, MAX_FRAME).await? {
+            ServerMsg::Event {
+                event:
+                    Event {
+                        kind: crate::protocol::EventKind::Subscribed,
+                        ..
+                    },
+                ..
+            } => {}
+            ServerMsg::Response { result: Err(e), .. } => {
+                return Err(ConnectionError::Unexpected(e.message));
+            }
+            other => return Err(ConnectionError::Unexpected(format!("{other:?}"))),
+        }
         let (tx, rx) = mpsc::channel(256);
         let mut rd = self.rd;
         let wr = self.wr;

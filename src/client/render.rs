@@ -257,6 +257,8 @@ pub fn event_line(e: &Event) -> String {
         }
         EventKind::MasterDraining { draining: true } => "master draining for shutdown".into(),
         EventKind::MasterDraining { draining: false } => "master no longer draining".into(),
+        EventKind::WorkerUndrained { worker } => format!("worker {worker} takes builds again"),
+        EventKind::Subscribed => "subscribed".into(),
         EventKind::Lagged { missed } => format!("missed {missed} event(s): fell behind"),
     };
     format!("{} gen {}  {what}", clock(e.at_ms), e.generation)

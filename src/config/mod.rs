@@ -20,7 +20,7 @@ mod tests;
 use std::path::Path;
 
 pub use error::{ConfigError, Problem};
-pub use validate::parse_size;
+pub use validate::{DEFAULT_FILE_MODE, parse_mode, parse_size, relative_path_problem};
 
 /// The default config used when bbmaster gets no --config: one local worker
 /// `local-1` (max_builds = 2) and a builder `hello` with two steps (a shell

@@ -60,6 +60,9 @@ pub struct MasterSettings {
     pub allowed_uids: Vec<u32>,
     /// A group whose members may use the control socket.
     pub allowed_gid: Option<u32>,
+    /// Where `download` steps take their files from; default
+    /// `<state_dir>/files`.
+    pub transfer_dir: Option<PathBuf>,
 }
 
 impl Default for MasterSettings {
@@ -78,6 +81,7 @@ impl Default for MasterSettings {
             max_clients: 256,
             allowed_uids: Vec::new(),
             allowed_gid: None,
+            transfer_dir: None,
         }
     }
 }
@@ -147,6 +151,35 @@ pub enum StepAction {
     Shell(String),
     /// `command = [...]`: run this argv directly, no shell.
     Command(Vec<String>),
+    /// `upload = {...}`: worker files to `<state_dir>/artifacts/<build>/`.
+    Upload(UploadSpec),
+    /// `download = {...}`: a file of the transfer dir to the worker.
+    Download(DownloadSpec),
+}
+
+/// An `upload` step: which worker files, how big at most, stored how.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct UploadSpec {
+    /// A glob (`*`, `?` within one path component) or a directory, relative
+    /// to the step's work dir; checked to hold no `..` and not be absolute.
+    pub from: String,
+    /// Largest file accepted, in bytes; `None`: no limit.
+    pub max_size: Option<u64>,
+    /// Permission bits of the stored files.
+    pub mode: u32,
+}
+
+/// A `download` step: which master file, to where on the worker.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DownloadSpec {
+    /// A file relative to `[master] transfer_dir`.
+    pub from: String,
+    /// The destination, relative to the step's work dir.
+    pub to: String,
+    /// Largest file sent, in bytes; `None`: no limit.
+    pub max_size: Option<u64>,
+    /// Permission bits of the written file.
+    pub mode: u32,
 }
 
 impl Config {

@@ -58,6 +58,8 @@ pub struct RawMaster {
     pub allowed_uids: Option<Spanned<Vec<Spanned<i64>>>>,
     /// `allowed_gid = 100`: a group whose members may use the control socket.
     pub allowed_gid: Option<Spanned<i64>>,
+    /// `transfer_dir = "..."`: where `download` steps take files from.
+    pub transfer_dir: Option<Spanned<String>>,
 }
 
 /// One `[[worker]]`.
@@ -115,6 +117,36 @@ pub struct RawStep {
     /// Environment for this step only.
     #[serde(default)]
     pub env: RawEnv,
+    /// `upload = { from = "out/*.tar.gz", max_size = "1GiB", mode = "0644" }`.
+    pub upload: Option<Spanned<RawUpload>>,
+    /// `download = { from = "inputs/data.bin", to = "data.bin" }`.
+    pub download: Option<Spanned<RawDownload>>,
+}
+
+/// `upload = { ... }`: worker files to the build's artifacts.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpload {
+    /// A glob or a directory, relative to the step's work dir.
+    pub from: Option<Spanned<String>>,
+    /// Largest file accepted, e.g. `"1GiB"`.
+    pub max_size: Option<Spanned<String>>,
+    /// Mode of the stored files, octal text such as `"0644"`.
+    pub mode: Option<Spanned<String>>,
+}
+
+/// `download = { ... }`: one master file to the worker.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDownload {
+    /// A file relative to `[master] transfer_dir`.
+    pub from: Option<Spanned<String>>,
+    /// Where it goes, relative to the step's work dir.
+    pub to: Option<Spanned<String>>,
+    /// Largest file sent, e.g. `"1GiB"`.
+    pub max_size: Option<Spanned<String>>,
+    /// Mode of the written file, octal text such as `"0644"`.
+    pub mode: Option<Spanned<String>>,
 }
 
 /// One action key set in a step. A new kind of action (`upload`,
@@ -125,17 +157,23 @@ pub enum RawAction<'a> {
     Shell(&'a Spanned<String>),
     /// `command = [...]`.
     Command(&'a Spanned<Vec<Spanned<String>>>),
+    /// `upload = { ... }`.
+    Upload(&'a Spanned<RawUpload>),
+    /// `download = { ... }`.
+    Download(&'a Spanned<RawDownload>),
 }
 
 impl<'a> RawAction<'a> {
     /// Every action key, in the order messages list them.
-    pub const KEYS: [&'static str; 2] = ["shell", "command"];
+    pub const KEYS: [&'static str; 4] = ["shell", "command", "upload", "download"];
 
     /// The actions a step sets, in file order.
     pub fn present(raw: &'a RawStep) -> Vec<Self> {
         let mut present = Vec::new();
         present.extend(raw.shell.as_ref().map(Self::Shell));
         present.extend(raw.command.as_ref().map(Self::Command));
+        present.extend(raw.upload.as_ref().map(Self::Upload));
+        present.extend(raw.download.as_ref().map(Self::Download));
         present.sort_by_key(|a| a.span().start);
         present
     }
@@ -145,6 +183,8 @@ impl<'a> RawAction<'a> {
         match self {
             Self::Shell(_) => "shell",
             Self::Command(_) => "command",
+            Self::Upload(_) => "upload",
+            Self::Download(_) => "download",
         }
     }
 
@@ -153,6 +193,8 @@ impl<'a> RawAction<'a> {
         match self {
             Self::Shell(v) => v.span(),
             Self::Command(v) => v.span(),
+            Self::Upload(v) => v.span(),
+            Self::Download(v) => v.span(),
         }
     }
 }

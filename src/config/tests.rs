@@ -235,3 +235,45 @@ fn a_world_readable_secret_file_is_a_warning_not_an_error() {
     let config = parse_str(text, "m.toml", dir.path()).unwrap();
     assert!(config.warnings.is_empty());
 }
+
+/// The transfer steps of issue 8, as the issue writes them.
+#[test]
+fn transfer_steps_of_the_issue_are_accepted() {
+    let text = r#"
+[[worker]]
+name = "w"
+local = true
+
+[[builder]]
+name = "b"
+workers = ["w"]
+
+  [[builder.step]]
+  name = "publish"
+  upload = { from = "out/*.tar.gz", max_size = "1GiB", mode = "0644" }
+
+  [[builder.step]]
+  name = "fetch-input"
+  download = { from = "inputs/data.bin", to = "data.bin" }
+"#;
+    let config = parse_str(text, "t.toml", Path::new("/x")).expect("the issue's example parses");
+    let steps = &config.builder("b").unwrap().steps;
+    assert_eq!(
+        steps[0].action,
+        StepAction::Upload(crate::config::UploadSpec {
+            from: "out/*.tar.gz".into(),
+            max_size: Some(1 << 30),
+            mode: 0o644,
+        })
+    );
+    assert_eq!(
+        steps[1].action,
+        StepAction::Download(crate::config::DownloadSpec {
+            from: "inputs/data.bin".into(),
+            to: "data.bin".into(),
+            max_size: None,
+            mode: 0o644,
+        })
+    );
+    assert_eq!(config.master.transfer_dir, None);
+}

@@ -8,6 +8,7 @@ mod limits;
 
 pub use limits::parse_size;
 mod steps;
+pub use steps::{DEFAULT_FILE_MODE, parse_mode, relative_path_problem};
 mod workers;
 
 use std::collections::{BTreeMap, HashMap};
@@ -186,6 +187,7 @@ impl Checker<'_> {
                 defaults.max_clients,
             ),
             allowed_uids: self.uids(&raw.allowed_uids),
+            transfer_dir: self.path("transfer_dir", &raw.transfer_dir),
             allowed_gid: raw
                 .allowed_gid
                 .as_ref()

@@ -90,6 +90,15 @@ pub enum Command {
         /// Its link's command channel, or why there is none.
         reply: oneshot::Sender<Result<mpsc::UnboundedSender<LinkCmd>, ErrorReply>>,
     },
+    /// A worker link stored an uploaded file: record it.
+    Artifact {
+        /// The build.
+        build: BuildId,
+        /// The file.
+        artifact: crate::protocol::ArtifactInfo,
+        /// `Err(reason)` if it could not be recorded.
+        reply: oneshot::Sender<Result<(), String>>,
+    },
     /// Stop the master (see [`ShutdownMode`]).
     Shutdown {
         /// How.
@@ -342,11 +351,15 @@ impl Master {
                 self.core
                     .set_worker_paused(&name, drain, now)
                     .map_err(core_error)?;
-                if drain {
-                    self.emit(EventKind::WorkerDraining {
+                self.emit(if drain {
+                    EventKind::WorkerDraining {
                         worker: name.clone(),
-                    });
-                }
+                    }
+                } else {
+                    EventKind::WorkerUndrained {
+                        worker: name.clone(),
+                    }
+                });
                 let effects = self.core.take_effects();
                 self.execute(effects);
                 Ok(Reply::Done {
@@ -497,6 +510,17 @@ impl Master {
                 };
                 let _ = reply.send(tx);
             }
+            Command::Artifact {
+                build,
+                artifact,
+                reply,
+            } => {
+                let _ = reply.send(
+                    self.store
+                        .add_artifact(build, &artifact)
+                        .map_err(|e| e.to_string()),
+                );
+            }
             Command::Shutdown { .. } => {}
         }
     }
@@ -630,9 +654,13 @@ impl Master {
             Request::Reload { dry_run, config } => {
                 self.reload(dry_run, config).map(Reply::Reloaded)
             }
+            Request::Artifacts { build } => {
+                crate::daemon::transfer::list_artifacts(&self.store, build).map(Reply::Artifacts)
+            }
             Request::Stream(_)
             | Request::Shutdown { .. }
             | Request::Events
+            | Request::Artifact { .. }
             | Request::Ping { .. } => Err(ErrorReply::rejected(
                 "this request is handled by the connection, not the master loop",
             )),

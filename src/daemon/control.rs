@@ -143,6 +143,9 @@ async fn answer<W: AsyncWrite + Unpin>(
             // The stream ends only when the client leaves or the master stops.
             Ok(Err(gone()))
         }
+        Request::Artifact { build, name } => {
+            crate::daemon::transfer::send_artifact(wr, id, build, &name, ctx).await
+        }
         Request::Stream(req) => {
             follow::stream(wr, id, req, &ctx.master, &ctx.notices, &ctx.logs).await
         }
@@ -236,6 +239,12 @@ async fn events<W: AsyncWrite + Unpin>(
 ) -> Result<(), protocol::FrameError> {
     use tokio::sync::broadcast::error::RecvError;
     let mut rx = ctx.events.subscribe();
+    let hello = crate::protocol::Event {
+        at_ms: crate::paths::now_ms(),
+        generation: 0,
+        kind: crate::protocol::EventKind::Subscribed,
+    };
+    protocol::write_msg(wr, &ServerMsg::Event { id, event: hello }).await?;
     loop {
         let event = match rx.recv().await {
             Ok(event) => (*event).clone(),

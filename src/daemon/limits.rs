@@ -22,6 +22,8 @@ pub struct Limits {
     pub allowed_gid: Option<u32>,
     /// Ping interval on worker links.
     pub keepalive: Duration,
+    /// Artifacts and transfer dirs (set by the master at start).
+    pub dirs: crate::daemon::transfer::Dirs,
 }
 
 impl Limits {
@@ -35,6 +37,7 @@ impl Limits {
             allowed_uids: m.allowed_uids.clone(),
             allowed_gid: m.allowed_gid,
             keepalive: m.keepalive,
+            dirs: Default::default(),
         }
     }
 

@@ -43,9 +43,15 @@ pub async fn bind(path: &Path, mode: u32) -> io::Result<Listener> {
         Err(e) => return Err(e),
     }
     let name = path.to_fs_name::<GenericFilePath>()?;
-    ListenerOptions::new()
+    let listener = ListenerOptions::new()
         .name(name)
         .mode(mode)
         .reclaim_name(true)
-        .create_tokio()
+        .create_tokio()?;
+    // The mode set before bind() is narrowed by the umask; set it again
+    // so a socket opened to more users (0660/0666) really is. It only ever
+    // widens from what bind() made, so there is no window of exposure.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+    Ok(listener)
 }

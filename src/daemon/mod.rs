@@ -18,6 +18,7 @@ pub mod lock;
 pub mod logs;
 pub mod notify;
 pub mod store;
+pub mod transfer;
 pub mod worker_link;
 
 use std::os::unix::fs::DirBuilderExt;
@@ -120,6 +121,13 @@ pub fn load_config(opts: &MasterOptions) -> Result<Config, ConfigError> {
 pub async fn run(opts: MasterOptions) -> Result<(), DaemonError> {
     let config = Arc::new(load_config(&opts)?);
     let layout = Layout::resolve(&opts, &config);
+    if layout.state_dir.exists() && !layout.state_dir.is_dir() {
+        return Err(DaemonError::Io {
+            what: "the state dir is not a directory:",
+            path: layout.state_dir.clone(),
+            source: std::io::Error::from(std::io::ErrorKind::NotADirectory),
+        });
+    }
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
@@ -135,7 +143,13 @@ pub async fn run(opts: MasterOptions) -> Result<(), DaemonError> {
     let queued = restored.queued.len();
     let core = core::Core::new(Arc::clone(&config), restored, paths::now_ms());
 
-    let limits = Arc::new(limits::Limits::from_settings(&config.master));
+    let mut limits = limits::Limits::from_settings(&config.master);
+    limits.dirs = transfer::Dirs::new(&layout.state_dir, config.master.transfer_dir.as_deref());
+    limits
+        .dirs
+        .prepare()
+        .map_err(io_err("cannot prepare", &limits.dirs.artifacts))?;
+    let limits = Arc::new(limits);
     let control = listener::bind(&layout.control_socket, limits.control_socket_mode())
         .await
         .map_err(io_err("cannot listen on", &layout.control_socket))?;

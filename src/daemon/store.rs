@@ -19,7 +19,7 @@ use crate::protocol::{
 };
 
 /// The schema version this program writes; see [`migrate`].
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 /// A storage failure, naming the database file.
 #[derive(Debug, thiserror::Error)]
@@ -339,6 +339,51 @@ impl Store {
             .map_err(|e| self.err(e))
     }
 
+    /// Record an artifact stored under the build's artifacts dir.
+    pub fn add_artifact(
+        &mut self,
+        build: BuildId,
+        a: &crate::protocol::ArtifactInfo,
+    ) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "INSERT INTO artifacts (build_id, name, size, sha256, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                rusqlite::params![
+                    build as i64,
+                    a.name,
+                    a.size as i64,
+                    a.sha256,
+                    a.created_at_ms as i64
+                ],
+            )
+            .map(|_| ())
+            .map_err(|e| self.err(e))
+    }
+
+    /// A build's artifacts, by name.
+    pub fn artifacts(
+        &self,
+        build: BuildId,
+    ) -> Result<Vec<crate::protocol::ArtifactInfo>, StoreError> {
+        let read = || -> rusqlite::Result<Vec<crate::protocol::ArtifactInfo>> {
+            let mut stmt = self.conn.prepare_cached(
+                "SELECT name, size, sha256, created_at FROM artifacts
+                 WHERE build_id = ?1 ORDER BY name",
+            )?;
+            stmt.query_map([build as i64], |r| {
+                Ok(crate::protocol::ArtifactInfo {
+                    name: r.get(0)?,
+                    size: r.get::<_, i64>(1)? as u64,
+                    sha256: r.get(2)?,
+                    created_at_ms: r.get::<_, i64>(3)? as u64,
+                })
+            })?
+            .collect()
+        };
+        read().map_err(|e| self.err(e))
+    }
+
     /// The most recently started build.
     pub fn latest_build(&self) -> Result<Option<BuildId>, StoreError> {
         self.conn
@@ -614,6 +659,22 @@ fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
         )?;
         tx.commit()?;
     }
+    if version < 4 {
+        // Version 4: files uploaded by `upload` steps, per build.
+        let tx = conn.transaction()?;
+        tx.execute_batch(
+            "CREATE TABLE artifacts (
+                 build_id INTEGER NOT NULL REFERENCES builds(id),
+                 name TEXT NOT NULL,
+                 size INTEGER NOT NULL,
+                 sha256 TEXT NOT NULL,
+                 created_at INTEGER NOT NULL,
+                 PRIMARY KEY (build_id, name)
+             );
+             PRAGMA user_version = 4;",
+        )?;
+        tx.commit()?;
+    }
     Ok(())
 }
 
@@ -789,6 +850,45 @@ mod tests {
         let b = store.build(1).unwrap().unwrap();
         assert_eq!(b.summary.result, Some(BuildResult::Exception));
         assert_eq!(b.steps[0].result, Some(BuildResult::Exception));
+    }
+
+    #[test]
+    fn a_version_3_database_migrates_and_records_artifacts() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("master.db");
+        {
+            // A database as schema version 3 left it: no artifacts table.
+            let mut store = Store::open(&path).unwrap();
+            start_build_1(&mut store);
+            store
+                .conn
+                .execute_batch("DROP TABLE artifacts; PRAGMA user_version = 3;")
+                .unwrap();
+        }
+        let mut store = Store::open(&path).unwrap();
+        let version: i64 = store
+            .conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, 4);
+        assert!(store.artifacts(1).unwrap().is_empty());
+        let a = crate::protocol::ArtifactInfo {
+            name: "out/b.tar.gz".into(),
+            size: 1 << 33,
+            sha256: "ab".repeat(32),
+            created_at_ms: 7,
+        };
+        let first = crate::protocol::ArtifactInfo {
+            name: "a.bin".into(),
+            ..a.clone()
+        };
+        store.add_artifact(1, &a).unwrap();
+        store.add_artifact(1, &first).unwrap();
+        assert!(store.add_artifact(1, &a).is_err(), "a name is stored once");
+        assert!(store.add_artifact(9, &a).is_err(), "only for known builds");
+        drop(store);
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.artifacts(1).unwrap(), vec![first, a]);
     }
 
     #[test]

@@ -19,6 +19,7 @@ use crate::daemon::actor::{Command, LinkCmd, LinkMeta, Notice};
 use crate::daemon::core::LinkId;
 use crate::daemon::limits::Limits;
 use crate::daemon::logs::StepLogWriter;
+use crate::daemon::transfer::Transfers;
 use crate::paths::now_ms;
 use crate::protocol::{
     self, BuildId, FrameError, Hello, HelloReply, MasterToWorker, Role, StepIndex, WorkerToMaster,
@@ -129,6 +130,8 @@ pub async fn serve(
             keepalive,
             last_seen,
             pings: HashMap::new(),
+            transfers: Transfers::new(limits.dirs.clone(), master.clone()),
+            outbox: Vec::new(),
             limits: Arc::clone(&limits),
         };
         link_state.run(rd, &mut wr, &mut cmds).await;
@@ -164,6 +167,10 @@ struct Link {
     limits: Arc<Limits>,
     /// `bbctl ping`s waiting for their pong, by sequence number.
     pings: HashMap<u64, (tokio::time::Instant, oneshot::Sender<Duration>)>,
+    /// Uploads and downloads of this link's steps (their file I/O).
+    transfers: Transfers,
+    /// Frames `on_message` wants sent (transfer acks and refusals).
+    outbox: Vec<MasterToWorker>,
 }
 
 impl Link {
@@ -204,9 +211,11 @@ impl Link {
                 }
                 cmd = cmds.recv() => match cmd {
                     Some(LinkCmd::Send(msg)) => {
+                        let mut follow = Vec::new();
                         match &msg {
                             MasterToWorker::StartStep(a) => {
                                 self.open.insert((a.build, a.step), None);
+                                follow = self.transfers.on_start(a.build, a.step, &a.action);
                             }
                             MasterToWorker::Resume { build, step, .. } => {
                                 self.open.insert((*build, *step), None);
@@ -215,6 +224,9 @@ impl Link {
                         }
                         if let Err(e) = protocol::write_msg(wr, &msg).await {
                             debug!(link = self.id, "write to worker failed: {e}");
+                            break;
+                        }
+                        if self.write_all(wr, follow).await.is_err() {
                             break;
                         }
                     }
@@ -231,6 +243,12 @@ impl Link {
                     }
                     None => break,
                 },
+                () = std::future::ready(()), if self.transfers.can_send() => {
+                    let frames = self.transfers.pump();
+                    if self.write_all(wr, frames).await.is_err() {
+                        break;
+                    }
+                }
                 frame = frames.recv() => match frame {
                     Some(Ok(WorkerToMaster::Pong { seq })) => {
                         last_heard = tokio::time::Instant::now();
@@ -254,6 +272,10 @@ impl Link {
                             let _ = protocol::write_msg(wr, &MasterToWorker::Goodbye { reason }).await;
                             break;
                         }
+                        let replies = std::mem::take(&mut self.outbox);
+                        if self.write_all(wr, replies).await.is_err() {
+                            break;
+                        }
                     }
                     Some(Err(e)) => {
                         if !e.is_disconnect() {
@@ -269,8 +291,61 @@ impl Link {
         reader.abort();
     }
 
+    /// Write `msgs` in order.
+    async fn write_all<W: AsyncWrite + Unpin>(
+        &self,
+        wr: &mut W,
+        msgs: Vec<MasterToWorker>,
+    ) -> Result<(), FrameError> {
+        for msg in msgs {
+            if let Err(e) = protocol::write_msg(wr, &msg).await {
+                debug!(link = self.id, "write to worker failed: {e}");
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// Transfer frames are accepted only for steps given to this link.
+    fn check_given(&self, build: BuildId, step: StepIndex, what: &str) -> Result<(), String> {
+        if self.open.contains_key(&(build, step)) {
+            Ok(())
+        } else {
+            Err(format!(
+                "{what} for build {build} step {step}, which this worker was not given"
+            ))
+        }
+    }
+
     async fn on_message(&mut self, msg: WorkerToMaster) -> Result<(), String> {
         match msg {
+            WorkerToMaster::FileBegin(b) => {
+                self.check_given(b.build, b.step, "file")?;
+                let out = self.transfers.on_begin(b);
+                self.outbox.extend(out);
+                Ok(())
+            }
+            WorkerToMaster::FileChunk(c) => {
+                self.check_given(c.build, c.step, "file data")?;
+                let out = self.transfers.on_chunk(c);
+                self.outbox.extend(out);
+                Ok(())
+            }
+            WorkerToMaster::FileEnd(e) => {
+                self.check_given(e.build, e.step, "file end")?;
+                let out = self.transfers.on_end(e).await;
+                self.outbox.extend(out);
+                Ok(())
+            }
+            WorkerToMaster::FileAck {
+                build,
+                step,
+                received,
+            } => {
+                let out = self.transfers.on_ack((build, step), received);
+                self.outbox.extend(out);
+                Ok(())
+            }
             WorkerToMaster::Ping { .. } | WorkerToMaster::Pong { .. } => Ok(()),
             WorkerToMaster::Output {
                 build,
@@ -303,6 +378,7 @@ impl Link {
                         "end of build {build} step {step}, which this worker was not given"
                     ));
                 }
+                let end = self.transfers.on_step_end((build, step), end);
                 let _ = self
                     .master
                     .send(Command::StepEnded {

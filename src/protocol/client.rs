@@ -87,6 +87,19 @@ pub enum Request {
         /// The build.
         build: BuildId,
     },
+    /// A build's artifacts (uploaded files).
+    Artifacts {
+        /// The build.
+        build: BuildId,
+    },
+    /// One artifact's content: `artifact_begin`, `artifact_data` items,
+    /// then `stream_end`.
+    Artifact {
+        /// The build.
+        build: BuildId,
+        /// The artifact's name.
+        name: String,
+    },
     /// The master's event stream, until the client leaves: answered with
     /// [`ServerMsg::Event`]s and no final response.
     Events,
@@ -214,6 +227,21 @@ pub enum Reply {
         /// The round trip, in microseconds.
         round_trip_us: u64,
     },
+    /// Answer to [`Request::Artifacts`], by name.
+    Artifacts(Vec<ArtifactInfo>),
+}
+
+/// One stored artifact of a build.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArtifactInfo {
+    /// Its name: a relative path under the build's artifacts.
+    pub name: String,
+    /// Its size in bytes.
+    pub size: u64,
+    /// SHA-256 of its content, 64 lowercase hex digits.
+    pub sha256: String,
+    /// When it was stored, in ms since the Unix epoch.
+    pub created_at_ms: u64,
 }
 
 /// A failed request: what kind of failure, and why in words.
@@ -316,6 +344,17 @@ pub enum StreamItem {
         request: RequestId,
         /// Why.
         reason: String,
+    },
+    /// An artifact's content follows (answer to [`Request::Artifact`]).
+    ArtifactBegin {
+        /// The artifact.
+        info: ArtifactInfo,
+    },
+    /// A piece of the artifact, in order.
+    ArtifactData {
+        /// The bytes.
+        #[serde(with = "serde_bytes")]
+        data: Vec<u8>,
     },
 }
 

@@ -133,6 +133,14 @@ pub enum EventKind {
         /// Draining now?
         draining: bool,
     },
+    /// A worker drained with `bbctl drain --worker` takes builds again.
+    WorkerUndrained {
+        /// The worker.
+        worker: String,
+    },
+    /// The first event of every subscription: from here on, nothing is
+    /// missed (`bbctl` consumes it; it is not printed).
+    Subscribed,
     /// This client fell behind and missed events: ask for `status` again.
     Lagged {
         /// How many events were missed.

@@ -8,6 +8,7 @@ pub mod client;
 pub mod events;
 pub mod frame;
 pub mod handshake;
+pub mod transfer;
 pub mod worker;
 
 #[cfg(test)]

@@ -91,6 +91,45 @@ fn worker_messages_round_trip() {
     round_trip(MasterToWorker::Ping { seq: 3 });
     round_trip(MasterToWorker::Pong { seq: 4 });
     round_trip(WorkerToMaster::Ping { seq: 5 });
+    let begin = FileBegin {
+        build: 1,
+        step: 2,
+        name: "sub/a.bin".into(),
+        size: 1 << 33,
+        mode: 0o644,
+    };
+    let chunk = FileChunk {
+        build: 1,
+        step: 2,
+        offset: 7,
+        data: vec![0, 1, 255],
+    };
+    let end = FileEnd {
+        build: 1,
+        step: 2,
+        sha256: "ab".repeat(32),
+    };
+    round_trip(WorkerToMaster::FileBegin(begin.clone()));
+    round_trip(WorkerToMaster::FileChunk(chunk.clone()));
+    round_trip(WorkerToMaster::FileEnd(end.clone()));
+    round_trip(WorkerToMaster::FileAck {
+        build: 1,
+        step: 2,
+        received: 9,
+    });
+    round_trip(MasterToWorker::FileBegin(begin));
+    round_trip(MasterToWorker::FileChunk(chunk));
+    round_trip(MasterToWorker::FileEnd(end));
+    round_trip(MasterToWorker::FileAck {
+        build: 1,
+        step: 2,
+        received: 9,
+    });
+    round_trip(MasterToWorker::FileRefused {
+        build: 1,
+        step: 2,
+        reason: "too big".into(),
+    });
     round_trip(WorkerToMaster::Pong { seq: 6 });
     round_trip(WorkerToMaster::Output {
         build: 1,
@@ -104,6 +143,7 @@ fn worker_messages_round_trip() {
         StepEnd::TimedOut { after_ms: 10 },
         StepEnd::Stopped,
         StepEnd::SpawnFailed { error: "e".into() },
+        StepEnd::TransferFailed { error: "t".into() },
     ] {
         round_trip(WorkerToMaster::StepEnded {
             build: 1,
@@ -335,6 +375,8 @@ fn client_messages_round_trip() {
         },
         EventKind::ReloadRejected { error: "e".into() },
         EventKind::MasterDraining { draining: true },
+        EventKind::WorkerUndrained { worker: "w".into() },
+        EventKind::Subscribed,
         EventKind::Lagged { missed: 3 },
     ] {
         round_trip(ServerMsg::Event {
@@ -446,5 +488,43 @@ proptest! {
         let _ = decode::<Hello>(&bytes);
         let _ = decode::<WorkerToMaster>(&bytes);
         let _ = block_on(read_frame(&mut &bytes[..], 1024));
+    }
+}
+
+proptest! {
+    /// `read_frame` under any limit: it returns a body within the limit and
+    /// consumes exactly its frame, or fails with the error that fits the
+    /// bytes; every decoder copes with whatever body it returns.
+    #[test]
+    fn read_frame_keeps_any_limit(
+        max in prop_oneof![0usize..64, Just(MAX_HANDSHAKE_FRAME), Just(MAX_FRAME)],
+        len in prop_oneof![0u32..80, any::<u32>()],
+        body in proptest::collection::vec(any::<u8>(), 0..96),
+    ) {
+        let mut stream = len.to_be_bytes().to_vec();
+        stream.extend_from_slice(&body);
+        let mut rest = &stream[..];
+        match block_on(read_frame(&mut rest, max)) {
+            Ok(frame) => {
+                prop_assert!(frame.len() <= max);
+                prop_assert_eq!(frame.len(), len as usize);
+                prop_assert_eq!(&frame[..], &body[..len as usize]);
+                prop_assert_eq!(rest.len(), body.len() - len as usize);
+                let _ = decode::<ClientRequest>(&frame);
+                let _ = decode::<Hello>(&frame);
+                let _ = decode::<HelloReply>(&frame);
+                let _ = decode::<ServerMsg>(&frame);
+                let _ = decode::<WorkerToMaster>(&frame);
+                let _ = decode::<MasterToWorker>(&frame);
+            }
+            Err(FrameError::TooLarge { len: l, max: m }) => {
+                prop_assert!(l > m && m == max && l == len as usize);
+            }
+            Err(FrameError::Truncated { got, want }) => {
+                prop_assert!(len as usize <= max && body.len() < len as usize);
+                prop_assert_eq!((got, want), (4 + body.len(), 4 + len as usize));
+            }
+            Err(e) => prop_assert!(false, "unexpected error {:?}", e),
+        }
     }
 }

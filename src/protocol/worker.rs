@@ -56,6 +56,75 @@ pub enum MasterToWorker {
         /// Why, for the worker's log.
         reason: String,
     },
+    /// Upload flow control: the master has written this many bytes of the
+    /// file being uploaded by this step.
+    FileAck {
+        /// The build the step belongs to.
+        build: BuildId,
+        /// The step's index within the build.
+        step: StepIndex,
+        /// Bytes of the current file received and written.
+        received: u64,
+    },
+    /// The transfer of this step failed on the master's side (too big,
+    /// hash mismatch, missing source, disk error): stop sending, delete
+    /// partial files, and end the step with `transfer_failed`.
+    FileRefused {
+        /// The build the step belongs to.
+        build: BuildId,
+        /// The step's index within the build.
+        step: StepIndex,
+        /// Why, for the step's result.
+        reason: String,
+    },
+    /// Download: a file for this step begins (see [`FileBegin`]).
+    FileBegin(FileBegin),
+    /// Download: a piece of the current file.
+    FileChunk(FileChunk),
+    /// Download: the current file is complete; verify its hash.
+    FileEnd(FileEnd),
+}
+
+/// The start of one file of a transfer, in either direction.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileBegin {
+    /// The build the step belongs to.
+    pub build: BuildId,
+    /// The step's index within the build.
+    pub step: StepIndex,
+    /// The file's name at the receiving end: for uploads a relative path
+    /// under the build's artifacts (`a.tar.gz`, `sub/b.bin`); for
+    /// downloads the source path, for logs.
+    pub name: String,
+    /// The file's size in bytes, as the sender saw it when it began.
+    pub size: u64,
+    /// The permission bits the sender asks for.
+    pub mode: u32,
+}
+
+/// A piece of the current file (at most [`super::transfer::FILE_CHUNK`] bytes).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileChunk {
+    /// The build the step belongs to.
+    pub build: BuildId,
+    /// The step's index within the build.
+    pub step: StepIndex,
+    /// Where `data` starts in the file: chunks come in order, with no gap.
+    pub offset: u64,
+    /// The bytes.
+    #[serde(with = "serde_bytes")]
+    pub data: Vec<u8>,
+}
+
+/// The end of the current file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileEnd {
+    /// The build the step belongs to.
+    pub build: BuildId,
+    /// The step's index within the build.
+    pub step: StepIndex,
+    /// SHA-256 of the whole file, 64 lowercase hex digits.
+    pub sha256: String,
 }
 
 /// Everything a worker needs to run one step; nothing refers back to
@@ -86,6 +155,28 @@ pub enum WireAction {
     Shell(String),
     /// Run this argv directly.
     Command(Vec<String>),
+    /// Send the files `from` matches (a glob or a directory, relative to
+    /// the step's work dir) to the master, one after another.
+    Upload {
+        /// The glob or directory.
+        from: String,
+        /// Largest file the master accepts, in bytes.
+        max_size: Option<u64>,
+        /// Permission bits the master gives the stored files.
+        mode: u32,
+    },
+    /// Receive one file from the master and put it at `to` (relative to
+    /// the step's work dir); the master sends it right after this message.
+    Download {
+        /// The source, relative to the master's transfer dir (for logs).
+        from: String,
+        /// The destination, relative to the step's work dir.
+        to: String,
+        /// Largest file accepted, in bytes.
+        max_size: Option<u64>,
+        /// Permission bits of the written file.
+        mode: u32,
+    },
 }
 
 /// Worker to master.
@@ -126,6 +217,22 @@ pub enum WorkerToMaster {
         /// The probe's sequence number.
         seq: u64,
     },
+    /// Upload: a file of this step begins.
+    FileBegin(FileBegin),
+    /// Upload: a piece of the current file.
+    FileChunk(FileChunk),
+    /// Upload: the current file is complete.
+    FileEnd(FileEnd),
+    /// Download flow control: the worker has written this many bytes of
+    /// the file being downloaded.
+    FileAck {
+        /// The build the step belongs to.
+        build: BuildId,
+        /// The step's index within the build.
+        step: StepIndex,
+        /// Bytes of the current file received and written.
+        received: u64,
+    },
 }
 
 /// How a step's process ended, as seen by the worker.
@@ -152,6 +259,12 @@ pub enum StepEnd {
     /// Could not be started at all.
     SpawnFailed {
         /// The operating system's reason.
+        error: String,
+    },
+    /// An upload or download step failed: nothing partial was left, files
+    /// stored before the failure stay.
+    TransferFailed {
+        /// Why, in words.
         error: String,
     },
 }

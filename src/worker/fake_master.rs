@@ -154,6 +154,7 @@ impl Conn {
                 }
                 WorkerToMaster::StepEnded { end, .. } => return (out, end),
                 WorkerToMaster::Ping { .. } | WorkerToMaster::Pong { .. } => {}
+                other => panic!("unexpected {other:?}"),
             }
         }
     }

@@ -26,6 +26,7 @@ mod signals;
 mod spool;
 mod steps;
 mod stop;
+mod transfer;
 
 use std::path::PathBuf;
 use std::time::Duration;

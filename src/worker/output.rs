@@ -16,8 +16,9 @@ use tracing::warn;
 use super::spool::{Progress, SpoolWriter};
 use crate::protocol::{BuildId, StepIndex};
 
-/// Largest piece of output read at once, and sent in one `Output` message.
-pub const CHUNK_SIZE: usize = 64 * 1024;
+/// Largest piece of output read at once, and sent in one `Output` message:
+/// with its envelope it still fits the smallest allowed `max_frame` (64 KiB).
+pub const CHUNK_SIZE: usize = 60 * 1024;
 
 /// The reading side of one step's output, running on a blocking thread.
 pub(crate) struct OutputPump {

@@ -153,6 +153,7 @@ async fn abandon_stops_and_forgets_a_held_step_without_a_report() {
                 assert_eq!(end, StepEnd::Exited { code: 0 });
             }
             WorkerToMaster::Ping { .. } | WorkerToMaster::Pong { .. } => {}
+            other => panic!("unexpected {other:?}"),
         }
     }
     assert_eq!(other, b"other\n");

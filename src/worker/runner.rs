@@ -116,7 +116,7 @@ async fn execute(
 }
 
 /// Refuse builder names that would escape `dir`, then create the work dir.
-async fn prepare_workdir(dir: &Path, builder: &str) -> Result<PathBuf, String> {
+pub(crate) async fn prepare_workdir(dir: &Path, builder: &str) -> Result<PathBuf, String> {
     if builder.is_empty()
         || builder == "."
         || builder == ".."
@@ -150,6 +150,9 @@ fn spawn(a: &StepAssignment, workdir: &Path) -> Result<(PipeReader, Child), Stri
             let mut cmd = Command::new(first);
             cmd.args(rest);
             (cmd, first.as_str())
+        }
+        WireAction::Upload { .. } | WireAction::Download { .. } => {
+            return Err("a transfer step has no process to run".to_string());
         }
     };
     let (reader, writer) =

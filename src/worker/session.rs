@@ -192,6 +192,15 @@ fn handle(
             info!("the master said goodbye: {reason}");
             return Some(SessionEnd::Goodbye);
         }
+        msg @ (MasterToWorker::FileAck { .. }
+        | MasterToWorker::FileRefused { .. }
+        | MasterToWorker::FileBegin(_)
+        | MasterToWorker::FileChunk(_)
+        | MasterToWorker::FileEnd(_)) => {
+            if let Some((key, msg)) = super::transfer::from_master(msg) {
+                steps.to_transfer(key, msg);
+            }
+        }
     }
     None
 }

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tracing::{debug, warn};
 
@@ -21,6 +21,7 @@ use super::runner::{StepContext, run_step};
 use super::sender::{LinkTx, Route, send_step};
 use super::spool::{Progress, SpoolReader, spool_path};
 use super::stop::{StopHandle, stop_pair};
+use super::transfer::{FromMaster, is_transfer, run_transfer};
 use crate::protocol::{BuildId, RunningStep, StepAssignment, StepIndex};
 
 /// Identifies a step.
@@ -37,6 +38,8 @@ struct Held {
     /// Set as soon as the end is delivered or the step forgotten, before
     /// the task finishes cleaning up: such a step is no longer listed.
     settled: Arc<AtomicBool>,
+    /// Transfer steps only: where the master's transfer messages go.
+    inbox: Option<mpsc::UnboundedSender<FromMaster>>,
 }
 
 /// The held steps and the tasks that run them.
@@ -72,19 +75,34 @@ impl Steps {
         let (route, route_rx) = watch::channel(Route::Attached { link, from: 0 });
         let settled = Arc::new(AtomicBool::new(false));
         let settled_in_task = Arc::clone(&settled);
+        let (inbox, inbox_rx) = if is_transfer(&assignment) {
+            let (tx, rx) = mpsc::unbounded_channel();
+            (Some(tx), Some((rx, route_rx.clone())))
+        } else {
+            (None, None)
+        };
         self.held.insert(
             key,
             Held {
                 stop,
                 route,
                 settled,
+                inbox,
             },
         );
         let ctx = Arc::clone(&self.ctx);
         self.tasks.spawn(async move {
             let (progress, progress_rx) = watch::channel(Progress::default());
             let path = spool_path(&ctx.dir, key.0, key.1);
-            let runner = run_step(&assignment, &ctx, Arc::new(progress), signal);
+            let progress = Arc::new(progress);
+            let runner = async {
+                match inbox_rx {
+                    Some((inbox, route)) => {
+                        run_transfer(&assignment, &ctx, progress, signal, route, inbox).await
+                    }
+                    None => run_step(&assignment, &ctx, progress, signal).await,
+                }
+            };
             let sender = async {
                 let sent =
                     send_step(key, SpoolReader::new(path.clone()), progress_rx, route_rx).await;
@@ -100,6 +118,21 @@ impl Steps {
             }
             key
         });
+    }
+
+    /// Hand a transfer message to its step; messages for steps not held
+    /// (or done with their transfer) are dropped.
+    pub(crate) fn to_transfer(&self, key: StepKey, msg: FromMaster) {
+        match self.held.get(&key).and_then(|h| h.inbox.as_ref()) {
+            Some(inbox) => {
+                let _ = inbox.send(msg);
+            }
+            None => debug!(
+                build = key.0,
+                step = key.1,
+                "transfer message for a step not held"
+            ),
+        }
     }
 
     /// Ask one step to stop; unknown steps are ignored.

@@ -45,6 +45,16 @@ workers = ["local-1"]
   [[builder.step]]
   name = "nap"
   command = ["sleep", "30"]
+
+[[builder]]
+name = "publish"
+workers = ["local-1"]
+  [[builder.step]]
+  name = "make"
+  shell = "echo artifact > a.txt"
+  [[builder.step]]
+  name = "upload"
+  upload = { from = "a.txt" }
 "#;
 
 /// The documented shapes, by the id of their section in `docs/json.md`
@@ -108,6 +118,12 @@ fn shapes() -> Vec<(&'static str, Value)> {
             })),
         ),
         ("builds", json!([stamp(build_summary)])),
+        (
+            "artifacts",
+            json!([stamp(json!({
+                "name": "string", "size": "int", "sha256": "string", "created_at_ms": "int",
+            }))]),
+        ),
         ("build", stamp(build_detail)),
         (
             "stream:build_started",
@@ -337,6 +353,14 @@ fn every_command_prints_its_documented_json() {
     let mut values = json_values(&out.stdout);
     assert_shape(&values.pop().unwrap(), "outcome");
     check_stream_items(&values);
+
+    let out = m.bbctl_code(&["--json", "force-build", "publish", "--wait"], 0);
+    let published = json_values(&out.stdout).pop().unwrap()["build_id"]
+        .as_u64()
+        .unwrap();
+    let artifacts = m.bbctl_json(&["artifacts", &published.to_string()]);
+    assert_eq!(artifacts.as_array().map(Vec::len), Some(1), "{artifacts}");
+    assert_shape(&artifacts, "artifacts");
 
     // A running build (for status and stop) and a queued one (for cancel).
     m.force_build("slow");

@@ -4,12 +4,18 @@
 mod harness;
 
 mod builds;
+mod chaos;
 mod cli;
 mod config;
 mod control;
 mod docs;
+mod durability;
+mod hostile;
 mod json_schema;
 mod lifecycle;
+mod operator;
 mod reload;
 mod reload_regression;
+mod transfer;
+mod watch;
 mod workers;

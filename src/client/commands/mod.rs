@@ -1,6 +1,7 @@
 //! One function per `bbctl` command. Each returns the exit code on
 //! success; errors carry their own (see [`super::CliError::exit_code`]).
 
+mod artifacts;
 mod builds;
 mod config;
 mod events;
@@ -30,6 +31,8 @@ pub struct Ctx {
     socket: std::path::PathBuf,
     wait_for_master: Option<std::time::Duration>,
     conn: Option<Connection>,
+    /// Ctrl-C, caught from before a waiting command sends its request.
+    interrupt: Option<tokio::signal::unix::Signal>,
 }
 
 impl Ctx {
@@ -51,6 +54,17 @@ impl Ctx {
                 Err(e) => return Err(e.into()),
             }
         }
+    }
+
+    /// Take over Ctrl-C from now on (instead of dying of it), so that a
+    /// waiting command can detach cleanly: called before the request that
+    /// starts the wait is sent.
+    pub fn catch_interrupt(&mut self) -> Result<(), CliError> {
+        if self.interrupt.is_none() {
+            let kind = tokio::signal::unix::SignalKind::interrupt();
+            self.interrupt = Some(tokio::signal::unix::signal(kind)?);
+        }
+        Ok(())
     }
 
     /// The connection to the master, opened on first use.
@@ -110,6 +124,7 @@ pub async fn run(cli: Cli) -> Result<u8, CliError> {
         socket: socket_path(&cli.global),
         wait_for_master: cli.global.wait_for_master,
         conn: None,
+        interrupt: None,
     };
     match cli.command {
         Command::Status => status::status(&mut ctx).await,
@@ -131,6 +146,12 @@ pub async fn run(cli: Cli) -> Result<u8, CliError> {
         Command::Log(args) => stream::log(&mut ctx, args).await,
         Command::Cancel { request } => simple(&mut ctx, Request::Cancel { request }).await,
         Command::Stop { build } => simple(&mut ctx, Request::Stop { build }).await,
+        Command::Artifacts { build } => artifacts::artifacts(&mut ctx, build).await,
+        Command::Artifact {
+            build,
+            name,
+            output,
+        } => artifacts::artifact(&mut ctx, build, name, output).await,
         Command::Shutdown { drain, cancel } => {
             let mode = match (drain, cancel) {
                 (true, _) => ShutdownMode::Drain,

@@ -39,6 +39,9 @@ impl Outcome {
 
 /// `bbctl force-build BUILDER`.
 pub async fn force_build(ctx: &mut Ctx, args: ForceBuildArgs) -> Result<u8, CliError> {
+    if args.wait || args.follow {
+        ctx.catch_interrupt()?;
+    }
     let properties: BTreeMap<String, String> = args.properties.into_iter().collect();
     let request = Request::ForceBuild {
         builder: args.builder.clone(),
@@ -70,6 +73,7 @@ pub async fn force_build(ctx: &mut Ctx, args: ForceBuildArgs) -> Result<u8, CliE
 
 /// `bbctl wait REQUEST [--follow]`.
 pub async fn wait(ctx: &mut Ctx, request: RequestId, follow: bool) -> Result<u8, CliError> {
+    ctx.catch_interrupt()?;
     wait_for(ctx, request, follow, false).await
 }
 
@@ -107,6 +111,9 @@ async fn wait_for(
 
 /// `bbctl log [BUILD] [STEP] [--follow]`.
 pub async fn log(ctx: &mut Ctx, args: LogArgs) -> Result<u8, CliError> {
+    if args.follow {
+        ctx.catch_interrupt()?;
+    }
     let target = match args.build {
         Some(id) => StreamTarget::Build(id),
         None => StreamTarget::Latest,
@@ -145,13 +152,24 @@ async fn follow(
         output,
         follow: keep_following,
     });
+    // Listening for Ctrl-C started before the request was sent (see
+    // `catch_interrupt`), so no SIGINT falls between the two.
+    let mut interrupt = ctx.interrupt.take();
     let conn = ctx.conn().await?;
     let streaming = conn.stream(request, |item| {
         on_item(&item, json, banners, &style, &mut outcome)
     });
+    let interrupted = async {
+        match interrupt.as_mut() {
+            Some(sig) => {
+                sig.recv().await;
+            }
+            None => std::future::pending::<()>().await,
+        }
+    };
     let result = tokio::select! {
         result = streaming => result?,
-        _ = tokio::signal::ctrl_c() => {
+        _ = interrupted => {
             outcome.interrupted = true;
             return Ok(outcome);
         }

@@ -4,9 +4,13 @@ use std::time::Duration;
 
 use toml::Spanned;
 
-use super::super::model::{StepAction, StepDef};
-use super::super::raw::{RawAction, RawStep};
+use super::super::model::{DownloadSpec, StepAction, StepDef, UploadSpec};
+use super::super::raw::{RawAction, RawDownload, RawStep, RawUpload};
 use super::Checker;
+use super::limits::parse_size;
+
+/// Mode of transferred files when the step gives none.
+pub const DEFAULT_FILE_MODE: u32 = 0o644;
 
 impl Checker<'_> {
     /// One step of builder `builder`.
@@ -68,6 +72,131 @@ impl Checker<'_> {
                 let argv = command.get_ref().iter().map(|a| a.get_ref().clone());
                 StepAction::Command(argv.collect())
             }
+            [RawAction::Upload(upload)] => StepAction::Upload(self.upload(owner, upload)),
+            [RawAction::Download(download)] => StepAction::Download(self.download(owner, download)),
+        }
+    }
+
+    /// `upload = { from, max_size, mode }`.
+    fn upload(&mut self, owner: &str, raw: &Spanned<RawUpload>) -> UploadSpec {
+        let table = raw.get_ref();
+        UploadSpec {
+            from: self
+                .transfer_path(
+                    owner,
+                    "upload",
+                    "from",
+                    &raw.span(),
+                    &table.from,
+                    "the work dir",
+                )
+                .unwrap_or_default(),
+            max_size: self.transfer_size(owner, "upload", &table.max_size),
+            mode: self.transfer_mode(owner, "upload", &table.mode),
+        }
+    }
+
+    /// `download = { from, to, max_size, mode }`.
+    fn download(&mut self, owner: &str, raw: &Spanned<RawDownload>) -> DownloadSpec {
+        let table = raw.get_ref();
+        let from = self.transfer_path(
+            owner,
+            "download",
+            "from",
+            &raw.span(),
+            &table.from,
+            "the transfer dir",
+        );
+        let to = self.transfer_path(
+            owner,
+            "download",
+            "to",
+            &raw.span(),
+            &table.to,
+            "the work dir",
+        );
+        DownloadSpec {
+            from: from.unwrap_or_default(),
+            to: to.unwrap_or_default(),
+            max_size: self.transfer_size(owner, "download", &table.max_size),
+            mode: self.transfer_mode(owner, "download", &table.mode),
+        }
+    }
+
+    /// A required path of a transfer table that must stay inside `base`.
+    fn transfer_path(
+        &mut self,
+        owner: &str,
+        kind: &str,
+        key: &str,
+        table: &std::ops::Range<usize>,
+        raw: &Option<Spanned<String>>,
+        base: &str,
+    ) -> Option<String> {
+        let Some(raw) = raw else {
+            self.report(table, format!("{owner}: `{kind}` needs `{key}`"));
+            return None;
+        };
+        if let Some(why) = relative_path_problem(raw.get_ref()) {
+            self.report(
+                &raw.span(),
+                format!(
+                    "{owner}: `{kind}.{key}` {:?} {why}; it must stay inside {base}",
+                    raw.get_ref()
+                ),
+            );
+            return None;
+        }
+        Some(raw.get_ref().clone())
+    }
+
+    /// An optional `max_size` of a transfer table.
+    fn transfer_size(
+        &mut self,
+        owner: &str,
+        kind: &str,
+        raw: &Option<Spanned<String>>,
+    ) -> Option<u64> {
+        let raw = raw.as_ref()?;
+        match parse_size(raw.get_ref()) {
+            Ok(0) => {
+                self.report(
+                    &raw.span(),
+                    format!("{owner}: `{kind}.max_size` must be greater than zero"),
+                );
+                None
+            }
+            Ok(n) => Some(n),
+            Err(why) => {
+                self.report(
+                    &raw.span(),
+                    format!(
+                        "{owner}: bad `{kind}.max_size` {:?}: {why}; write it like \"64KiB\", \"16MiB\" or \"1GiB\"",
+                        raw.get_ref()
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    /// An optional `mode` of a transfer table: octal permission bits.
+    fn transfer_mode(&mut self, owner: &str, kind: &str, raw: &Option<Spanned<String>>) -> u32 {
+        let Some(raw) = raw else {
+            return DEFAULT_FILE_MODE;
+        };
+        match parse_mode(raw.get_ref()) {
+            Some(mode) => mode,
+            None => {
+                self.report(
+                    &raw.span(),
+                    format!(
+                        "{owner}: bad `{kind}.mode` {:?}: write permission bits in octal, like \"0644\" or \"0755\"",
+                        raw.get_ref()
+                    ),
+                );
+                DEFAULT_FILE_MODE
+            }
         }
     }
 
@@ -107,5 +236,61 @@ impl Checker<'_> {
                 None
             }
         }
+    }
+}
+
+/// Why `path` may not name something inside a base directory, if it may
+/// not: empty, absolute, or with a `..` component. Symlinks are checked
+/// where the files are, at run time.
+pub fn relative_path_problem(path: &str) -> Option<&'static str> {
+    if path.is_empty() {
+        Some("is empty")
+    } else if path.starts_with('/') {
+        Some("is an absolute path")
+    } else if path.contains('\0') {
+        Some("contains a NUL byte")
+    } else if path.split('/').any(|c| c == "..") {
+        Some("goes up with `..`")
+    } else {
+        None
+    }
+}
+
+/// Octal permission bits (`"0644"`, `"644"`, `"0o644"`), at most `0777`.
+pub fn parse_mode(text: &str) -> Option<u32> {
+    let t = text.trim();
+    let digits = t.strip_prefix("0o").unwrap_or(t);
+    if digits.is_empty() || digits.len() > 4 || !digits.bytes().all(|b| (b'0'..=b'7').contains(&b))
+    {
+        return None;
+    }
+    u32::from_str_radix(digits, 8).ok().filter(|m| *m <= 0o777)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{parse_mode, relative_path_problem};
+
+    #[test]
+    fn transfer_paths_must_stay_inside() {
+        assert_eq!(relative_path_problem("out/*.tar.gz"), None);
+        assert_eq!(relative_path_problem("a/..b/c"), None);
+        assert_eq!(relative_path_problem("./x"), None);
+        assert!(relative_path_problem("").is_some());
+        assert!(relative_path_problem("/etc/passwd").is_some());
+        assert!(relative_path_problem("..").is_some());
+        assert!(relative_path_problem("a/../../b").is_some());
+        assert!(relative_path_problem("a/..").is_some());
+    }
+
+    #[test]
+    fn modes_are_octal() {
+        assert_eq!(parse_mode("0644"), Some(0o644));
+        assert_eq!(parse_mode("755"), Some(0o755));
+        assert_eq!(parse_mode("0o600"), Some(0o600));
+        assert_eq!(parse_mode("0888"), None);
+        assert_eq!(parse_mode("4755"), None);
+        assert_eq!(parse_mode(""), None);
+        assert_eq!(parse_mode("rw-r--r--"), None);
     }
 }

@@ -266,7 +266,9 @@ impl Core {
         for id in lost {
             self.retry_build(
                 id,
-                format!("worker `{name}` came back without the build's step"),
+                format!(
+                    "worker `{name}` came back without the build's step (it never received it, or lost it)"
+                ),
                 now_ms,
             );
         }
@@ -337,6 +339,22 @@ impl Core {
         let (request, step, builder) = (build.request, build.step, build.builder.clone());
         let retries = self.requests.get(&request).map_or(0, |r| r.retries);
         let max = self.config.master.max_retries;
+        if retries >= max || !self.builders.contains_key(&builder) {
+            let why = if retries >= max {
+                format!("{reason}; gave up after {retries} retries (max_retries = {max})")
+            } else {
+                format!("{reason}; builder `{builder}` no longer exists")
+            };
+            self.record(Record::StepFinished {
+                build: id,
+                step,
+                result: BuildResult::Exception,
+                reason: Some(why.clone()),
+                at_ms: now_ms,
+            });
+            self.finish_build(id, BuildResult::Exception, Some(why), now_ms);
+            return;
+        }
         self.record(Record::StepFinished {
             build: id,
             step,
@@ -344,15 +362,6 @@ impl Core {
             reason: Some(reason.clone()),
             at_ms: now_ms,
         });
-        if retries >= max || !self.builders.contains_key(&builder) {
-            let why = if retries >= max {
-                format!("{reason}; gave up after {retries} retries (max_retries = {max})")
-            } else {
-                format!("{reason}; builder `{builder}` no longer exists")
-            };
-            self.finish_build(id, BuildResult::Exception, Some(why), now_ms);
-            return;
-        }
         let Some(build) = self.builds.remove(&id) else {
             return;
         };
@@ -512,6 +521,10 @@ fn step_outcome(end: &StepEnd, stopping: Option<&str>) -> (StepResult, Option<St
         StepEnd::SpawnFailed { error } => (
             StepResult::Exception,
             Some(format!("could not start: {error}")),
+        ),
+        StepEnd::TransferFailed { error } => (
+            StepResult::Failure,
+            Some(format!("transfer failed: {error}")),
         ),
     }
 }

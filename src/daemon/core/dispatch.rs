@@ -178,6 +178,17 @@ impl Core {
             action: match &def.action {
                 StepAction::Shell(line) => WireAction::Shell(line.clone()),
                 StepAction::Command(argv) => WireAction::Command(argv.clone()),
+                StepAction::Upload(u) => WireAction::Upload {
+                    from: u.from.clone(),
+                    max_size: u.max_size,
+                    mode: u.mode,
+                },
+                StepAction::Download(d) => WireAction::Download {
+                    from: d.from.clone(),
+                    to: d.to.clone(),
+                    max_size: d.max_size,
+                    mode: d.mode,
+                },
             },
             env,
             timeout_ms: def.timeout.map(|t| t.as_millis() as u64),

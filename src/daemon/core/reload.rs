@@ -74,6 +74,10 @@ impl Core {
                     "master.allowed_gid",
                     m.allowed_gid != old_master.allowed_gid,
                 ),
+                (
+                    "master.transfer_dir",
+                    m.transfer_dir != old_master.transfer_dir,
+                ),
             ];
             for (key, changed) in restart_only {
                 if changed {

@@ -1,0 +1,824 @@
+//! The master's side of `upload` and `download` steps: all their file I/O.
+//!
+//! One [`Transfers`] lives in each worker link task, beside the step logs:
+//! file data never passes through the master loop. The link tells it which
+//! steps it gave out (from the `StartStep` it forwards), hands it the
+//! worker's transfer frames, and writes the frames it returns.
+//!
+//! Upload: each file goes to `<state_dir>/artifacts/<build>/.partial-…`,
+//! hashed and size-checked as bytes arrive; at `FileEnd` the hash is
+//! compared, the file fsynced and linked into place under its name (never
+//! replacing a file already there), the artifact recorded in the store
+//! (through the master loop), and only then is the whole size acked.
+//! Download: the file is resolved inside the transfer dir and streamed
+//! with the same window; the worker verifies and places it.
+//!
+//! Any failure refuses the step's transfer (`FileRefused`), deletes the
+//! partial file and remembers the reason, so that the step's end is
+//! reported as `transfer_failed` whatever the worker says. A link that
+//! ends drops its `Transfers`, and with it every partial file.
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+use tokio::sync::{mpsc, oneshot};
+use tracing::{info, warn};
+
+use crate::daemon::actor::Command;
+use crate::paths::now_ms;
+use crate::protocol::transfer::{
+    FILE_CHUNK, Incoming, PARTIAL_PREFIX, Window, check_artifact_name, hex, resolve_inside,
+};
+use crate::protocol::{
+    ArtifactInfo, BuildId, FileBegin, FileChunk, FileEnd, MasterToWorker, StepEnd, StepIndex,
+    WireAction,
+};
+
+/// Identifies a step.
+type StepKey = (BuildId, StepIndex);
+
+/// Chunks sent per turn of the link loop before it looks at other work.
+const CHUNKS_PER_TURN: usize = 16;
+
+/// Where transferred files live.
+#[derive(Debug, Clone, Default)]
+pub struct Dirs {
+    /// `<state_dir>/artifacts`: uploads, one directory per build.
+    pub artifacts: PathBuf,
+    /// `[master] transfer_dir` (default `<state_dir>/files`): downloads.
+    pub transfer: PathBuf,
+}
+
+impl Dirs {
+    /// The directories of a master on `state_dir`.
+    pub fn new(state_dir: &Path, transfer_dir: Option<&Path>) -> Self {
+        Dirs {
+            artifacts: state_dir.join("artifacts"),
+            transfer: transfer_dir.map_or_else(|| state_dir.join("files"), Path::to_path_buf),
+        }
+    }
+
+    /// Create both directories and delete partial files a previous master
+    /// left behind (it died mid-transfer: those files are not artifacts).
+    pub fn prepare(&self) -> std::io::Result<()> {
+        std::fs::create_dir_all(&self.artifacts)?;
+        std::fs::create_dir_all(&self.transfer)?;
+        for build in std::fs::read_dir(&self.artifacts)?.flatten() {
+            let Ok(entries) = std::fs::read_dir(build.path()) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                if entry
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with(PARTIAL_PREFIX)
+                {
+                    info!(
+                        "removing a partial upload left by a previous master: {}",
+                        entry.path().display()
+                    );
+                    if let Err(e) = std::fs::remove_file(entry.path()) {
+                        warn!("cannot remove {}: {e}", entry.path().display());
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Where a build's artifact `name` is.
+    pub fn artifact(&self, build: BuildId, name: &str) -> PathBuf {
+        self.artifacts.join(build.to_string()).join(name)
+    }
+}
+
+/// A file being received; its temp file goes when this is dropped.
+struct Receiving {
+    name: String,
+    incoming: Incoming,
+    file: std::fs::File,
+    temp: Partial,
+}
+
+/// An upload step given to this link.
+struct Upload {
+    max_size: Option<u64>,
+    mode: u32,
+    current: Option<Receiving>,
+}
+
+/// A download being sent.
+struct Download {
+    file: std::fs::File,
+    size: u64,
+    window: Window,
+    hasher: Sha256,
+    ended: bool,
+}
+
+/// The transfers of one link.
+pub struct Transfers {
+    dirs: Dirs,
+    master: mpsc::Sender<Command>,
+    uploads: HashMap<StepKey, Upload>,
+    downloads: HashMap<StepKey, Download>,
+    /// Steps whose transfer failed on our side, with the reason.
+    failed: HashMap<StepKey, String>,
+}
+
+impl Transfers {
+    /// No transfer yet.
+    pub fn new(dirs: Dirs, master: mpsc::Sender<Command>) -> Self {
+        Transfers {
+            dirs,
+            master,
+            uploads: HashMap::new(),
+            downloads: HashMap::new(),
+            failed: HashMap::new(),
+        }
+    }
+
+    /// The link is about to send a `StartStep` with this action: remember
+    /// an upload; for a download, the frames that must follow it.
+    pub fn on_start(
+        &mut self,
+        build: BuildId,
+        step: StepIndex,
+        action: &WireAction,
+    ) -> Vec<MasterToWorker> {
+        let key = (build, step);
+        match action {
+            WireAction::Upload { max_size, mode, .. } => {
+                self.uploads.insert(
+                    key,
+                    Upload {
+                        max_size: *max_size,
+                        mode: *mode,
+                        current: None,
+                    },
+                );
+                Vec::new()
+            }
+            WireAction::Download {
+                from,
+                max_size,
+                mode,
+                ..
+            } => match self.open_download(from, *max_size) {
+                Ok((file, size)) => {
+                    self.downloads.insert(
+                        key,
+                        Download {
+                            file,
+                            size,
+                            window: Window::new(),
+                            hasher: Sha256::new(),
+                            ended: false,
+                        },
+                    );
+                    vec![MasterToWorker::FileBegin(FileBegin {
+                        build,
+                        step,
+                        name: from.clone(),
+                        size,
+                        mode: *mode,
+                    })]
+                }
+                Err(reason) => self.refuse(key, reason),
+            },
+            _ => Vec::new(),
+        }
+    }
+
+    /// Open a download's source: inside the transfer dir, a regular file,
+    /// within `max_size`.
+    fn open_download(
+        &self,
+        from: &str,
+        max_size: Option<u64>,
+    ) -> Result<(std::fs::File, u64), String> {
+        let base = self
+            .dirs
+            .transfer
+            .canonicalize()
+            .map_err(|e| format!("transfer dir {}: {e}", self.dirs.transfer.display()))?;
+        let path = resolve_inside(&base, Path::new(from), "the transfer dir")?;
+        let file = std::fs::File::open(&path).map_err(|e| format!("{from}: {e}"))?;
+        let meta = file.metadata().map_err(|e| format!("{from}: {e}"))?;
+        if !meta.is_file() {
+            return Err(format!("{from} is not a regular file"));
+        }
+        if let Some(max) = max_size
+            && meta.len() > max
+        {
+            return Err(format!(
+                "{from} is {} bytes, more than max_size ({max} bytes)",
+                meta.len()
+            ));
+        }
+        Ok((file, meta.len()))
+    }
+
+    /// Give up on a step's transfer: forget its state (deleting any
+    /// partial file), remember why, and tell the worker.
+    fn refuse(&mut self, key: StepKey, reason: String) -> Vec<MasterToWorker> {
+        warn!(build = key.0, step = key.1, "transfer failed: {reason}");
+        if let Some(upload) = self.uploads.get_mut(&key) {
+            upload.current = None;
+        }
+        self.downloads.remove(&key);
+        self.failed.insert(key, reason.clone());
+        vec![MasterToWorker::FileRefused {
+            build: key.0,
+            step: key.1,
+            reason,
+        }]
+    }
+
+    /// Does any download have a chunk (or its end) ready to go?
+    pub fn can_send(&self) -> bool {
+        self.downloads
+            .values()
+            .any(|d| !d.ended && d.window.has_room())
+    }
+
+    /// Up to a turn's worth of download frames.
+    pub fn pump(&mut self) -> Vec<MasterToWorker> {
+        let mut out = Vec::new();
+        let keys: Vec<StepKey> = self.downloads.keys().copied().collect();
+        let mut failures = Vec::new();
+        for key in keys {
+            let Some(d) = self.downloads.get_mut(&key) else {
+                continue;
+            };
+            while out.len() < CHUNKS_PER_TURN && !d.ended && d.window.has_room() {
+                if d.window.sent() == d.size {
+                    d.ended = true;
+                    let sha256 = hex(&std::mem::take(&mut d.hasher).finalize());
+                    out.push(MasterToWorker::FileEnd(FileEnd {
+                        build: key.0,
+                        step: key.1,
+                        sha256,
+                    }));
+                    break;
+                }
+                let want = (d.size - d.window.sent()).min(FILE_CHUNK as u64) as usize;
+                let mut data = vec![0u8; want];
+                match d.file.read_exact(&mut data) {
+                    Ok(()) => {
+                        d.hasher.update(&data);
+                        let offset = d.window.sent();
+                        d.window.on_sent(want as u64);
+                        out.push(MasterToWorker::FileChunk(FileChunk {
+                            build: key.0,
+                            step: key.1,
+                            offset,
+                            data,
+                        }));
+                    }
+                    Err(e) => {
+                        failures.push((key, format!("cannot read the download's source: {e}")));
+                        break;
+                    }
+                }
+            }
+        }
+        for (key, reason) in failures {
+            out.extend(self.refuse(key, reason));
+        }
+        out
+    }
+
+    /// The worker acked `received` bytes of a download.
+    pub fn on_ack(&mut self, key: StepKey, received: u64) -> Vec<MasterToWorker> {
+        let Some(d) = self.downloads.get_mut(&key) else {
+            return Vec::new();
+        };
+        if let Err(e) = d.window.on_ack(received) {
+            return self.refuse(key, e);
+        }
+        if d.ended && received == d.size {
+            // Stored on the worker: nothing more to send.
+            self.downloads.remove(&key);
+        }
+        Vec::new()
+    }
+
+    /// Is this step an upload given to this link?
+    pub fn is_upload(&self, key: StepKey) -> bool {
+        self.uploads.contains_key(&key)
+    }
+
+    /// A file of an upload begins.
+    pub fn on_begin(&mut self, b: FileBegin) -> Vec<MasterToWorker> {
+        let key = (b.build, b.step);
+        if self.failed.contains_key(&key) {
+            return Vec::new();
+        }
+        match self.begin(&b) {
+            Ok(()) => Vec::new(),
+            Err(reason) => self.refuse(key, reason),
+        }
+    }
+
+    fn begin(&mut self, b: &FileBegin) -> Result<(), String> {
+        let key = (b.build, b.step);
+        let dirs = self.dirs.clone();
+        let Some(upload) = self.uploads.get_mut(&key) else {
+            return Err("not an upload step".into());
+        };
+        if upload.current.is_some() {
+            return Err("a file began before the previous one ended".into());
+        }
+        check_artifact_name(&b.name)?;
+        let incoming =
+            Incoming::begin(b.size, upload.max_size).map_err(|e| format!("{}: {e}", b.name))?;
+        let dir = dirs.artifacts.join(b.build.to_string());
+        let target = dir.join(&b.name);
+        if std::fs::symlink_metadata(&target).is_ok() {
+            return Err(format!(
+                "artifact {} of build {} already exists; it is kept as it is",
+                b.name, b.build
+            ));
+        }
+        if let Some(parent) = target.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+        }
+        let temp = dir.join(format!("{PARTIAL_PREFIX}{}-{}", b.step, now_ms()));
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&temp)
+            .map_err(|e| format!("cannot create {}: {e}", temp.display()))?;
+        upload.current = Some(Receiving {
+            name: b.name.clone(),
+            incoming,
+            file,
+            temp: Partial(temp),
+        });
+        Ok(())
+    }
+
+    /// A piece of the current upload.
+    pub fn on_chunk(&mut self, c: FileChunk) -> Vec<MasterToWorker> {
+        let key = (c.build, c.step);
+        if self.failed.contains_key(&key) {
+            return Vec::new();
+        }
+        let Some(r) = self.uploads.get_mut(&key).and_then(|u| u.current.as_mut()) else {
+            return self.refuse(key, "file data before its FileBegin".into());
+        };
+        let written = r
+            .incoming
+            .check_chunk(c.offset, c.data.len())
+            .map_err(|e| format!("{}: {e}", r.name))
+            .and_then(|()| {
+                r.file
+                    .write_all(&c.data)
+                    .map_err(|e| format!("cannot write {}: {e}", r.temp.0.display()))
+            });
+        match written {
+            Ok(()) => match r.incoming.on_written(&c.data) {
+                Some(received) => vec![MasterToWorker::FileAck {
+                    build: c.build,
+                    step: c.step,
+                    received,
+                }],
+                None => Vec::new(),
+            },
+            Err(reason) => self.refuse(key, reason),
+        }
+    }
+
+    /// The current upload is complete: verify, store, record, ack.
+    pub async fn on_end(&mut self, e: FileEnd) -> Vec<MasterToWorker> {
+        let key = (e.build, e.step);
+        if self.failed.contains_key(&key) {
+            return Vec::new();
+        }
+        let Some(upload) = self.uploads.get_mut(&key) else {
+            return self.refuse(key, "not an upload step".into());
+        };
+        let mode = upload.mode;
+        let Some(r) = upload.current.take() else {
+            return self.refuse(key, "FileEnd before its FileBegin".into());
+        };
+        match self.store(e.build, r, &e.sha256, mode).await {
+            Ok(size) => vec![MasterToWorker::FileAck {
+                build: e.build,
+                step: e.step,
+                received: size,
+            }],
+            Err(reason) => self.refuse(key, reason),
+        }
+    }
+
+    async fn store(
+        &self,
+        build: BuildId,
+        r: Receiving,
+        sha256: &str,
+        mode: u32,
+    ) -> Result<u64, String> {
+        let Receiving {
+            name,
+            incoming,
+            file,
+            temp,
+        } = r;
+        let size = incoming.size;
+        let sha256 = incoming
+            .finish(sha256)
+            .map_err(|e| format!("{name}: {e}"))?;
+        let target = self.dirs.artifact(build, &name);
+        // fsync and link off the link's thread: a big file takes a while.
+        // The temp file is deleted however this ends (the guard moves in).
+        let placed = tokio::task::spawn_blocking(move || -> Result<(), String> {
+            let temp = temp;
+            file.set_permissions(std::fs::Permissions::from_mode(mode & 0o777))
+                .map_err(|e| format!("cannot set the mode of {}: {e}", temp.0.display()))?;
+            file.sync_all()
+                .map_err(|e| format!("cannot sync {}: {e}", temp.0.display()))?;
+            drop(file);
+            // A hard link never replaces an existing file, unlike rename.
+            std::fs::hard_link(&temp.0, &target)
+                .map_err(|e| format!("cannot store {}: {e}", target.display()))?;
+            if let Some(dir) = target.parent()
+                && let Ok(d) = std::fs::File::open(dir)
+            {
+                let _ = d.sync_all();
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|e| format!("storing {name} failed: {e}"))?;
+        placed?;
+        let (reply, answer) = oneshot::channel();
+        let info = ArtifactInfo {
+            name: name.clone(),
+            size,
+            sha256,
+            created_at_ms: now_ms(),
+        };
+        let recorded = match self
+            .master
+            .send(Command::Artifact {
+                build,
+                artifact: info,
+                reply,
+            })
+            .await
+        {
+            Ok(()) => answer
+                .await
+                .unwrap_or_else(|_| Err("the master is shutting down".into())),
+            Err(_) => Err("the master is shutting down".into()),
+        };
+        if let Err(e) = recorded {
+            let _ = std::fs::remove_file(self.dirs.artifact(build, &name));
+            return Err(format!("cannot record artifact {name}: {e}"));
+        }
+        info!(build, artifact = %name, size, "artifact stored");
+        Ok(size)
+    }
+
+    /// The step ended: forget its transfer (deleting anything partial),
+    /// and turn a success into `transfer_failed` if we refused it.
+    pub fn on_step_end(&mut self, key: StepKey, end: StepEnd) -> StepEnd {
+        self.uploads.remove(&key);
+        self.downloads.remove(&key);
+        match (self.failed.remove(&key), end) {
+            (Some(error), StepEnd::Exited { code: 0 }) => StepEnd::TransferFailed { error },
+            (_, end) => end,
+        }
+    }
+}
+
+/// `bbctl artifacts BUILD`: the build's artifacts, or not found.
+pub fn list_artifacts(
+    store: &crate::daemon::store::Store,
+    build: BuildId,
+) -> Result<Vec<ArtifactInfo>, crate::protocol::ErrorReply> {
+    use crate::protocol::ErrorReply;
+    match store.build(build) {
+        Ok(Some(_)) => {}
+        Ok(None) => return Err(ErrorReply::not_found(format!("no build {build}"))),
+        Err(e) => return Err(ErrorReply::failed(e.to_string())),
+    }
+    store
+        .artifacts(build)
+        .map_err(|e| ErrorReply::failed(e.to_string()))
+}
+
+/// `bbctl artifact BUILD NAME`: stream the file as `artifact_begin` and
+/// `artifact_data` items; the final answer is `stream_end` (or an error
+/// before any item). The file is read in chunks: the socket paces us.
+pub async fn send_artifact<W: tokio::io::AsyncWrite + Unpin>(
+    wr: &mut W,
+    id: u64,
+    build: BuildId,
+    name: &str,
+    ctx: &crate::daemon::control::ControlContext,
+) -> Result<Result<crate::protocol::Reply, crate::protocol::ErrorReply>, crate::protocol::FrameError>
+{
+    use crate::protocol::{ErrorReply, Reply, Request, ServerMsg, StreamItem, write_msg};
+    let gone = || ErrorReply::failed("the master is shutting down");
+    let (reply, rx) = oneshot::channel();
+    let request = Request::Artifacts { build };
+    if ctx
+        .master
+        .send(Command::Client { request, reply })
+        .await
+        .is_err()
+    {
+        return Ok(Err(gone()));
+    }
+    let list = match rx.await.unwrap_or_else(|_| Err(gone())) {
+        Ok(Reply::Artifacts(list)) => list,
+        Ok(_) => return Ok(Err(ErrorReply::failed("unexpected answer"))),
+        Err(e) => return Ok(Err(e)),
+    };
+    let Some(info) = list.into_iter().find(|a| a.name == name) else {
+        return Ok(Err(ErrorReply::not_found(format!(
+            "build {build} has no artifact named `{name}`"
+        ))));
+    };
+    let path = ctx.limits.dirs.artifact(build, name);
+    let mut file = match std::fs::File::open(&path) {
+        Ok(f) => f,
+        Err(e) => {
+            return Ok(Err(ErrorReply::failed(format!(
+                "cannot open {}: {e}",
+                path.display()
+            ))));
+        }
+    };
+    let item = |item| ServerMsg::Item { id, item };
+    write_msg(wr, &item(StreamItem::ArtifactBegin { info: info.clone() })).await?;
+    let mut left = info.size;
+    while left > 0 {
+        let mut data = vec![0u8; left.min(FILE_CHUNK as u64) as usize];
+        if let Err(e) = file.read_exact(&mut data) {
+            return Ok(Err(ErrorReply::failed(format!(
+                "cannot read {}: {e}",
+                path.display()
+            ))));
+        }
+        left -= data.len() as u64;
+        write_msg(wr, &item(StreamItem::ArtifactData { data })).await?;
+    }
+    Ok(Ok(Reply::StreamEnd))
+}
+
+/// A temp file removed when dropped (unless it was already moved away).
+struct Partial(PathBuf);
+
+impl Drop for Partial {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::remove_file(&self.0)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            warn!("cannot remove the partial file {}: {e}", self.0.display());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::transfer::sha256_hex;
+
+    fn transfers(dir: &Path) -> (Transfers, mpsc::Receiver<Command>) {
+        let dirs = Dirs::new(dir, None);
+        dirs.prepare().unwrap();
+        let (tx, rx) = mpsc::channel(8);
+        (Transfers::new(dirs, tx), rx)
+    }
+
+    /// Answer artifact records like the master loop does.
+    fn recorder(mut rx: mpsc::Receiver<Command>) -> tokio::task::JoinHandle<Vec<ArtifactInfo>> {
+        tokio::spawn(async move {
+            let mut seen = Vec::new();
+            while let Some(cmd) = rx.recv().await {
+                if let Command::Artifact {
+                    artifact, reply, ..
+                } = cmd
+                {
+                    seen.push(artifact);
+                    let _ = reply.send(Ok(()));
+                }
+            }
+            seen
+        })
+    }
+
+    fn upload_action(max: Option<u64>) -> WireAction {
+        WireAction::Upload {
+            from: "x".into(),
+            max_size: max,
+            mode: 0o640,
+        }
+    }
+
+    fn partials(dir: &Path) -> Vec<String> {
+        std::fs::read_dir(dir.join("artifacts/1"))
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| n.starts_with(PARTIAL_PREFIX))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    #[tokio::test]
+    async fn an_upload_is_verified_stored_and_acked() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut t, rx) = transfers(dir.path());
+        let seen = recorder(rx);
+        t.on_start(1, 0, &upload_action(None));
+        let data = vec![5u8; 100_000];
+        assert!(
+            t.on_begin(FileBegin {
+                build: 1,
+                step: 0,
+                name: "sub/a.bin".into(),
+                size: data.len() as u64,
+                mode: 0o777,
+            })
+            .is_empty()
+        );
+        for (i, piece) in data.chunks(FILE_CHUNK).enumerate() {
+            let out = t.on_chunk(FileChunk {
+                build: 1,
+                step: 0,
+                offset: (i * FILE_CHUNK) as u64,
+                data: piece.to_vec(),
+            });
+            assert!(out.is_empty(), "{out:?}");
+        }
+        let out = t
+            .on_end(FileEnd {
+                build: 1,
+                step: 0,
+                sha256: sha256_hex(&data),
+            })
+            .await;
+        assert_eq!(
+            out,
+            vec![MasterToWorker::FileAck {
+                build: 1,
+                step: 0,
+                received: 100_000
+            }]
+        );
+        let stored = dir.path().join("artifacts/1/sub/a.bin");
+        assert_eq!(std::fs::read(&stored).unwrap(), data);
+        let mode = std::fs::metadata(&stored).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o640, "the configured mode, not the worker's");
+        assert!(partials(dir.path()).is_empty());
+        assert_eq!(
+            t.on_step_end((1, 0), StepEnd::Exited { code: 0 }),
+            StepEnd::Exited { code: 0 }
+        );
+        drop(t);
+        assert_eq!(seen.await.unwrap()[0].name, "sub/a.bin");
+    }
+
+    #[tokio::test]
+    async fn too_big_or_corrupt_uploads_leave_nothing_and_fail_the_step() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut t, rx) = transfers(dir.path());
+        let _seen = recorder(rx);
+        t.on_start(1, 0, &upload_action(Some(10)));
+        // Announced too big: refused at once.
+        let out = t.on_begin(FileBegin {
+            build: 1,
+            step: 0,
+            name: "big".into(),
+            size: 11,
+            mode: 0o644,
+        });
+        assert!(
+            matches!(&out[..], [MasterToWorker::FileRefused { reason, .. }] if reason.contains("max_size"))
+        );
+        // Later frames of the refused step are ignored; the end is a failure.
+        assert!(
+            t.on_chunk(FileChunk {
+                build: 1,
+                step: 0,
+                offset: 0,
+                data: vec![0; 11]
+            })
+            .is_empty()
+        );
+        assert!(matches!(
+            t.on_step_end((1, 0), StepEnd::Exited { code: 0 }),
+            StepEnd::TransferFailed { error } if error.contains("max_size")
+        ));
+        // A wrong hash: the partial file goes, nothing is stored.
+        t.on_start(1, 1, &upload_action(Some(10)));
+        t.on_begin(FileBegin {
+            build: 1,
+            step: 1,
+            name: "c".into(),
+            size: 3,
+            mode: 0o644,
+        });
+        t.on_chunk(FileChunk {
+            build: 1,
+            step: 1,
+            offset: 0,
+            data: b"abc".to_vec(),
+        });
+        assert_eq!(partials(dir.path()).len(), 1);
+        let out = t
+            .on_end(FileEnd {
+                build: 1,
+                step: 1,
+                sha256: sha256_hex(b"abd"),
+            })
+            .await;
+        assert!(
+            matches!(&out[..], [MasterToWorker::FileRefused { reason, .. }] if reason.contains("mismatch"))
+        );
+        assert!(partials(dir.path()).is_empty());
+        assert!(!dir.path().join("artifacts/1/c").exists());
+        // A link that goes away mid-file deletes its partial file.
+        t.on_start(1, 2, &upload_action(None));
+        t.on_begin(FileBegin {
+            build: 1,
+            step: 2,
+            name: "d".into(),
+            size: 3,
+            mode: 0o644,
+        });
+        t.on_chunk(FileChunk {
+            build: 1,
+            step: 2,
+            offset: 0,
+            data: b"ab".to_vec(),
+        });
+        assert_eq!(partials(dir.path()).len(), 1);
+        drop(t);
+        assert!(partials(dir.path()).is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_download_streams_within_the_window() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut t, _rx) = transfers(dir.path());
+        let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+        std::fs::write(dir.path().join("files/in.bin"), &data).unwrap();
+        let action = WireAction::Download {
+            from: "in.bin".into(),
+            to: "x".into(),
+            max_size: None,
+            mode: 0o644,
+        };
+        let first = t.on_start(1, 0, &action);
+        assert!(matches!(&first[..], [MasterToWorker::FileBegin(b)] if b.size == 3_000_000));
+        let mut got = Vec::new();
+        let mut sha = None;
+        while sha.is_none() {
+            let mut unacked = 0u64;
+            while t.can_send() {
+                for msg in t.pump() {
+                    match msg {
+                        MasterToWorker::FileChunk(c) => {
+                            assert_eq!(c.offset, got.len() as u64);
+                            unacked += c.data.len() as u64;
+                            got.extend_from_slice(&c.data);
+                        }
+                        MasterToWorker::FileEnd(e) => sha = Some(e.sha256),
+                        other => panic!("{other:?}"),
+                    }
+                }
+            }
+            assert!(unacked <= crate::protocol::transfer::WINDOW + FILE_CHUNK as u64);
+            t.on_ack((1, 0), got.len() as u64);
+        }
+        assert_eq!(got, data);
+        assert_eq!(sha.unwrap(), sha256_hex(&data));
+        // Sources outside the transfer dir are refused with a reason.
+        std::os::unix::fs::symlink("/etc/passwd", dir.path().join("files/out")).unwrap();
+        let out = t.on_start(
+            1,
+            1,
+            &WireAction::Download {
+                from: "out".into(),
+                to: "x".into(),
+                max_size: None,
+                mode: 0o644,
+            },
+        );
+        assert!(
+            matches!(&out[..], [MasterToWorker::FileRefused { reason, .. }] if reason.contains("outside the transfer dir"))
+        );
+    }
+}

@@ -1,0 +1,269 @@
+//! Chaos: 200 requests across 3 remote workers while `kill -9` hits a
+//! worker 5 times and the master twice, each restarted; at the end every
+//! request has exactly one final result and every successful log is whole.
+
+use std::collections::BTreeMap;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::harness::{BBCTL_TIMEOUT, Background, Master, code, describe, start_worker, wait_until};
+
+const CONFIG: &str = r#"
+[master]
+worker_grace = "2s"
+max_retries = 5
+
+[[worker]]
+name = "w1"
+secret_file = "@DIR@/w.secret"
+max_builds = 2
+
+[[worker]]
+name = "w2"
+secret_file = "@DIR@/w.secret"
+max_builds = 2
+
+[[worker]]
+name = "w3"
+secret_file = "@DIR@/w.secret"
+max_builds = 2
+
+[[builder]]
+name = "c"
+workers = ["w1", "w2", "w3"]
+
+  [[builder.step]]
+  name = "s"
+  shell = "echo start $BB_BUILD_ID; sleep 0.0$((RANDOM%5)); echo end $BB_BUILD_ID"
+"#;
+
+const WORKERS: [&str; 3] = ["w1", "w2", "w3"];
+const BATCHES: usize = 10;
+const BATCH: usize = 20;
+/// The whole test, start to finish, stays under this.
+const BUDGET: Duration = Duration::from_secs(90);
+
+/// What happens after a batch is submitted.
+#[derive(Clone, Copy, PartialEq)]
+enum Event {
+    None,
+    KillWorker,
+    KillMaster,
+}
+
+/// After batch `i`: five worker kills and two master kills, spaced out.
+const EVENTS: [Event; BATCHES] = [
+    Event::KillWorker,
+    Event::KillWorker,
+    Event::KillMaster,
+    Event::KillWorker,
+    Event::None,
+    Event::KillWorker,
+    Event::KillMaster,
+    Event::KillWorker,
+    Event::None,
+    Event::None,
+];
+
+/// xorshift64: a fixed seed makes every run choose the same.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        x
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+
+    fn millis(&mut self, max: u64) -> Duration {
+        Duration::from_millis(self.below(max + 1))
+    }
+}
+
+/// Submit one batch of requests at once (concurrent `bbctl force-build`
+/// runs, so that a backlog forms); returns their request ids.
+fn submit_batch(m: &Master) -> Vec<u64> {
+    let runs: Vec<Background> = (0..BATCH)
+        .map(|_| m.bbctl_spawn(&["--json", "force-build", "c"]))
+        .collect();
+    runs.into_iter()
+        .map(|run| {
+            let out = run.finish(BBCTL_TIMEOUT);
+            assert_eq!(code(&out), 0, "force-build: {}", describe(&out));
+            let v: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+            v["request_id"].as_u64().expect("a request id")
+        })
+        .collect()
+}
+
+/// Wait (bounded) until some build runs, or every build is done (a fast
+/// batch may be over before we look); returns the workers running one
+/// (none if everything is done).
+fn wait_busy(m: &Master) -> Vec<String> {
+    let mut busy = Vec::new();
+    wait_until(
+        "a build to run, or all done",
+        Duration::from_secs(20),
+        || {
+            let s = m.bbctl_json(&["status"]);
+            busy = s["workers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|w| {
+                    w["running_builds"]
+                        .as_array()
+                        .is_some_and(|r| !r.is_empty())
+                })
+                .map(|w| w["name"].as_str().unwrap().to_string())
+                .collect();
+            let idle = s["builders"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|b| b["queued"] == 0 && b["running"] == 0);
+            !busy.is_empty() || idle
+        },
+    );
+    busy
+}
+
+fn worker(m: &Master, name: &str) -> Background {
+    start_worker(m, name, &m.path().join("w.secret"))
+}
+
+/// 200 requests in batches of 20 while builds flow on 3 remote workers
+/// (2 slots each); between batches `kill -9` hits a (seeded) random worker
+/// 5 times and the master twice, each restarted. At the end (bounded
+/// wait for an empty queue and no running build) every request has exactly
+/// one build with a final non-`retry` result and all its other builds are
+/// recorded `retry`; no request is missing and no build belongs to an
+/// unknown request; every successful build's log is exactly
+/// `start N\nend N\n`.
+#[test]
+fn chaos_every_request_gets_exactly_one_final_result() {
+    let started = Instant::now();
+    let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+    let mut m = Master::start_with_files(CONFIG, &[("w.secret", "chaos\n")]);
+    let mut workers: Vec<Option<Background>> =
+        WORKERS.iter().map(|n| Some(worker(&m, n))).collect();
+    let mut requests = Vec::new();
+    let (mut worker_kills, mut master_kills, mut idle_strikes) = (0, 0, 0);
+
+    for event in EVENTS {
+        requests.extend(submit_batch(&m));
+        // Strike while builds run: wait for some, then a random delay.
+        let busy = wait_busy(&m);
+        thread::sleep(rng.millis(30));
+        match event {
+            Event::None => {}
+            Event::KillWorker => {
+                // A worker with builds running (any, if all is done),
+                // chosen by the seed.
+                let i = if busy.is_empty() {
+                    idle_strikes += 1;
+                    rng.below(WORKERS.len() as u64) as usize
+                } else {
+                    let name = &busy[rng.below(busy.len() as u64) as usize];
+                    WORKERS.iter().position(|w| w == name).expect("ours")
+                };
+                workers[i].take().expect("running").kill9();
+                thread::sleep(rng.millis(300));
+                workers[i] = Some(worker(&m, WORKERS[i]));
+                worker_kills += 1;
+            }
+            Event::KillMaster => {
+                if busy.is_empty() {
+                    idle_strikes += 1;
+                }
+                m.kill9();
+                m.spawn();
+                master_kills += 1;
+            }
+        }
+    }
+    assert_eq!((worker_kills, master_kills), (5, 2));
+
+    let left = BUDGET.saturating_sub(started.elapsed());
+    wait_until("every request to be done", left, || {
+        let s = m.bbctl_json(&["status"]);
+        s["builders"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|b| b["queued"] == 0 && b["running"] == 0)
+    });
+
+    let builds = m.bbctl_json(&["builds", "--limit", "1000"]);
+    let mut by_request: BTreeMap<u64, Vec<(u64, String)>> = BTreeMap::new();
+    let mut retry_reasons: BTreeMap<String, usize> = BTreeMap::new();
+    for b in builds.as_array().unwrap() {
+        if b["result"] == "retry" {
+            let reason = b["reason"].as_str().unwrap_or("").to_string();
+            *retry_reasons.entry(reason).or_default() += 1;
+        }
+        let result = b["result"]
+            .as_str()
+            .unwrap_or_else(|| panic!("a build without a result at the end: {b}"));
+        by_request
+            .entry(b["request_id"].as_u64().unwrap())
+            .or_default()
+            .push((b["id"].as_u64().unwrap(), result.to_string()));
+    }
+    let mut wanted = requests.clone();
+    wanted.sort_unstable();
+    wanted.dedup();
+    assert_eq!(wanted.len(), BATCHES * BATCH, "request ids repeat");
+    let got: Vec<u64> = by_request.keys().copied().collect();
+    assert_eq!(
+        got, wanted,
+        "requests missing, or builds of unknown requests"
+    );
+
+    let (mut retries, mut successes, mut others) = (0, Vec::new(), Vec::new());
+    for (request, list) in &by_request {
+        let finals: Vec<&(u64, String)> = list.iter().filter(|(_, r)| r != "retry").collect();
+        assert_eq!(
+            finals.len(),
+            1,
+            "request {request} has not exactly one final result: {list:?}"
+        );
+        retries += list.len() - 1;
+        let (id, result) = finals[0];
+        if result == "success" {
+            successes.push(*id);
+        } else {
+            others.push((*request, *id, result.clone()));
+        }
+    }
+    for id in &successes {
+        let log = m.bbctl_ok(&["log", &id.to_string()]);
+        assert_eq!(
+            log,
+            format!("start {id}\nend {id}\n"),
+            "the log of build {id}"
+        );
+    }
+    let total: usize = by_request.values().map(Vec::len).sum();
+    eprintln!(
+        "chaos: {} requests, {total} builds, {retries} retries, {} successes, other final results {others:?}; \
+         {worker_kills} worker kills, {master_kills} master kills ({idle_strikes} of them with no build running); {:.1} s; retried because {retry_reasons:?}",
+        requests.len(),
+        successes.len(),
+        started.elapsed().as_secs_f64()
+    );
+    assert!(
+        others.is_empty(),
+        "a step that cannot fail did not succeed: {others:?}"
+    );
+    drop(workers);
+}
