@@ -40,6 +40,23 @@ pub struct ControlContext {
     pub logs: PathBuf,
 }
 
+impl ControlContext {
+    /// Ask the master loop and wait for its answer.
+    pub async fn call(&self, request: Request) -> Result<Reply, ErrorReply> {
+        let gone = || ErrorReply::failed("the master is shutting down");
+        let (reply, rx) = oneshot::channel();
+        if self
+            .master
+            .send(Command::Client { request, reply })
+            .await
+            .is_err()
+        {
+            return Err(gone());
+        }
+        rx.await.unwrap_or_else(|_| Err(gone()))
+    }
+}
+
 /// Serve one control connection until the client leaves.
 pub async fn serve(stream: Stream, ctx: ControlContext) {
     let own_uid = nix::unistd::geteuid().as_raw();
@@ -175,18 +192,7 @@ async fn answer<W: AsyncWrite + Unpin>(
                 .unwrap_or_else(|_| Err(gone()))
                 .map(Reply::Reloaded))
         }
-        request => {
-            let (reply, rx) = oneshot::channel();
-            if ctx
-                .master
-                .send(Command::Client { request, reply })
-                .await
-                .is_err()
-            {
-                return Ok(Err(gone()));
-            }
-            Ok(rx.await.unwrap_or_else(|_| Err(gone())))
-        }
+        request => Ok(ctx.call(request).await),
     }
 }
 

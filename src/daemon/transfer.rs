@@ -527,18 +527,7 @@ pub async fn send_artifact<W: tokio::io::AsyncWrite + Unpin>(
 ) -> Result<Result<crate::protocol::Reply, crate::protocol::ErrorReply>, crate::protocol::FrameError>
 {
     use crate::protocol::{ErrorReply, Reply, Request, ServerMsg, StreamItem, write_msg};
-    let gone = || ErrorReply::failed("the master is shutting down");
-    let (reply, rx) = oneshot::channel();
-    let request = Request::Artifacts { build };
-    if ctx
-        .master
-        .send(Command::Client { request, reply })
-        .await
-        .is_err()
-    {
-        return Ok(Err(gone()));
-    }
-    let list = match rx.await.unwrap_or_else(|_| Err(gone())) {
+    let list = match ctx.call(Request::Artifacts { build }).await {
         Ok(Reply::Artifacts(list)) => list,
         Ok(_) => return Ok(Err(ErrorReply::failed("unexpected answer"))),
         Err(e) => return Ok(Err(e)),

@@ -195,14 +195,13 @@ impl Core {
             None => {
                 // Its worker is away: end it now. If the worker comes back
                 // still holding the step, it is told to abandon it.
-                self.record(Record::StepFinished {
-                    build: id,
+                self.end_build_at_step(
+                    id,
                     step,
-                    result: BuildResult::Cancelled,
-                    reason: Some(reason.to_string()),
-                    at_ms: now_ms,
-                });
-                self.finish_build(id, BuildResult::Cancelled, Some(reason.to_string()), now_ms);
+                    BuildResult::Cancelled,
+                    reason.to_string(),
+                    now_ms,
+                );
                 self.dispatch(now_ms);
             }
         }
@@ -345,14 +344,7 @@ impl Core {
             } else {
                 format!("{reason}; builder `{builder}` no longer exists")
             };
-            self.record(Record::StepFinished {
-                build: id,
-                step,
-                result: BuildResult::Exception,
-                reason: Some(why.clone()),
-                at_ms: now_ms,
-            });
-            self.finish_build(id, BuildResult::Exception, Some(why), now_ms);
+            self.end_build_at_step(id, step, BuildResult::Exception, why, now_ms);
             return;
         }
         self.record(Record::StepFinished {
@@ -466,6 +458,27 @@ impl Core {
             }
         }
         Ok(())
+    }
+
+    /// End a build from outside its step (stopped while its worker is
+    /// away, given up after retries): its current step and the build end
+    /// together, with the same result and reason.
+    fn end_build_at_step(
+        &mut self,
+        id: BuildId,
+        step: StepIndex,
+        result: BuildResult,
+        reason: String,
+        now_ms: u64,
+    ) {
+        self.record(Record::StepFinished {
+            build: id,
+            step,
+            result,
+            reason: Some(reason.clone()),
+            at_ms: now_ms,
+        });
+        self.finish_build(id, result, Some(reason), now_ms);
     }
 
     /// End a running build: record it, free its worker slot, and close the
