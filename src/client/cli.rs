@@ -68,7 +68,18 @@ pub enum ColorChoice {
 pub enum Command {
     /// Show the master, its builders with their queues, and its workers
     /// with the builders they serve.
-    Status,
+    Status {
+        /// Only this builder, or builders whose name starts with PREFIX
+        /// when written `PREFIX*` (quote it for the shell).
+        #[arg(long, value_name = "NAME|PREFIX*")]
+        builder: Option<String>,
+        /// Only builders in this state.
+        #[arg(long, value_parser = ["idle", "waiting", "building", "removed"])]
+        state: Option<String>,
+        /// At most this many builders.
+        #[arg(long, short = 'n')]
+        limit: Option<u32>,
+    },
     /// A live full-screen view of builders, running builds, workers and the
     /// last finished builds, driven by the master's events. `q`, Esc or
     /// Ctrl-C quits. When stdout is not a terminal, prints one line per

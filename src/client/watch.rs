@@ -105,7 +105,7 @@ struct View {
 impl View {
     /// Ask the master for the current state (after an event said it changed).
     async fn refresh(&mut self, ctx: &mut Ctx) -> Result<(), CliError> {
-        if let Reply::Status(s) = ctx.call(Request::Status).await? {
+        if let Reply::Status(s) = ctx.call(Request::Status(Default::default())).await? {
             self.status = Some(s);
         }
         let finished = Request::Builds {

@@ -21,8 +21,8 @@ use crate::daemon::store::Store;
 use crate::paths::now_ms;
 use crate::protocol::{
     BuildDetail, BuildId, ErrorReply, Event, EventKind, MasterToWorker, ReloadReport, Reply,
-    Request, RequestId, RequestInfo, RunningStep, ShutdownMode, StatusReply, StepEnd, StepIndex,
-    StreamTarget, WorkerDetail,
+    Request, RequestId, RequestInfo, RunningStep, ShutdownMode, StatusFilter, StatusReply, StepEnd,
+    StepIndex, StreamTarget, WorkerDetail,
 };
 
 /// A message for the master loop.
@@ -334,6 +334,42 @@ impl Master {
         mode == ShutdownMode::Now
     }
 
+    /// `status`, with builders (and the workers and running builds that go
+    /// with them) filtered on the master.
+    fn status(&self, filter: &StatusFilter, now: u64) -> StatusReply {
+        let all = self.core.builder_status();
+        let builders_total = all.len() as u32;
+        let queued_total = all.iter().map(|b| b.queued).sum();
+        let mut builders: Vec<_> = all
+            .into_iter()
+            .filter(|b| filter.admits(&b.name, &b.state))
+            .collect();
+        if let Some(limit) = filter.limit {
+            builders.truncate(limit as usize);
+        }
+        let mut workers = self.core.worker_status();
+        let mut running = self.core.running_status();
+        if !filter.is_empty() {
+            let shown = |name: &str| builders.iter().any(|b| b.name == name);
+            workers.retain(|w| w.builders.iter().any(|b| shown(b)));
+            running.retain(|r| shown(&r.builder));
+        }
+        StatusReply {
+            master_pid: std::process::id(),
+            started_at_ms: self.started_at_ms,
+            now_ms: now,
+            generation: self.core.generation(),
+            config_hash: self.core.config().hash.clone(),
+            config_origin: self.core.config().origin.clone(),
+            builders,
+            workers,
+            running,
+            draining: self.core.is_draining(),
+            builders_total,
+            queued_total,
+        }
+    }
+
     /// `bbctl drain` / `undrain`, for the master or one worker.
     fn drain(
         &mut self,
@@ -552,18 +588,15 @@ impl Master {
     fn client_request(&mut self, request: Request) -> Result<Reply, ErrorReply> {
         let now = now_ms();
         match request {
-            Request::Status => Ok(Reply::Status(StatusReply {
-                master_pid: std::process::id(),
-                started_at_ms: self.started_at_ms,
-                now_ms: now,
-                generation: self.core.generation(),
-                config_hash: self.core.config().hash.clone(),
-                config_origin: self.core.config().origin.clone(),
-                builders: self.core.builder_status(),
-                workers: self.core.worker_status(),
-                running: self.core.running_status(),
-                draining: self.core.is_draining(),
-            })),
+            Request::Status(filter) => {
+                if let Some(name) = &filter.builder
+                    && !name.ends_with('*')
+                    && !self.core.has_builder(name)
+                {
+                    return Err(ErrorReply::not_found(format!("no builder named `{name}`")));
+                }
+                Ok(Reply::Status(self.status(&filter, now)))
+            }
             Request::ForceBuild {
                 builder,
                 reason,

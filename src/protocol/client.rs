@@ -25,7 +25,7 @@ pub struct ClientRequest {
 #[serde(rename_all = "snake_case")]
 pub enum Request {
     /// Master, builders, queues, workers.
-    Status,
+    Status(StatusFilter),
     /// Queue a build request.
     ForceBuild {
         /// The builder to build.
@@ -383,6 +383,12 @@ pub struct StatusReply {
     /// Draining for shutdown: no new requests, no new builds.
     #[serde(default)]
     pub draining: bool,
+    /// Builders in all, before filtering.
+    #[serde(default)]
+    pub builders_total: u32,
+    /// Queued requests in all, before filtering.
+    #[serde(default)]
+    pub queued_total: u32,
 }
 
 /// One worker in `workers`: its status plus what its connection told us.
@@ -422,6 +428,41 @@ pub struct QueuedStatus {
     pub properties: BTreeMap<String, String>,
     /// How many of its builds were cut short and retried.
     pub retries: u32,
+}
+
+/// Which builders `status` shows: filtered on the master, so a master with
+/// thousands of builders answers a narrow question quickly. Workers and
+/// running builds follow the builders shown.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct StatusFilter {
+    /// A builder name, or a prefix ending in `*`.
+    #[serde(default)]
+    pub builder: Option<String>,
+    /// Only builders in this state: `idle`, `waiting`, `building`, `removed`.
+    #[serde(default)]
+    pub state: Option<String>,
+    /// At most this many builders.
+    #[serde(default)]
+    pub limit: Option<u32>,
+}
+
+impl StatusFilter {
+    /// Does a builder (by name and state) pass the filter?
+    pub fn admits(&self, name: &str, state: &str) -> bool {
+        let name_ok = match self.builder.as_deref() {
+            None => true,
+            Some(p) => match p.strip_suffix('*') {
+                Some(prefix) => name.starts_with(prefix),
+                None => name == p,
+            },
+        };
+        name_ok && self.state.as_deref().is_none_or(|s| s == state)
+    }
+
+    /// Nothing filtered out.
+    pub fn is_empty(&self) -> bool {
+        *self == StatusFilter::default()
+    }
 }
 
 /// One running build in `status`.

@@ -158,7 +158,12 @@ fn client_messages_round_trip() {
     let mut props = BTreeMap::new();
     props.insert("K".to_string(), "v w".to_string());
     let requests = vec![
-        Request::Status,
+        Request::Status(StatusFilter::default()),
+        Request::Status(StatusFilter {
+            builder: Some("b*".into()),
+            state: Some("idle".into()),
+            limit: Some(3),
+        }),
         Request::ForceBuild {
             builder: "hello".into(),
             reason: Some("r".into()),
@@ -248,6 +253,8 @@ fn client_messages_round_trip() {
                 waiting_for_worker: false,
             }],
             draining: false,
+            builders_total: 1,
+            queued_total: 1,
         }),
         Reply::Queued { request_id: 1 },
         Reply::Builds(vec![summary()]),

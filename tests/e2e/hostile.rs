@@ -1168,7 +1168,7 @@ fn properties_are_passed_literally_and_bad_ones_rejected() {
     }
     // The connection is still good after the rejections.
     assert!(matches!(
-        p.call(200, Request::Status),
+        p.call(200, Request::Status(Default::default())),
         ServerMsg::Response { result: Ok(_), .. }
     ));
     drop(p);

@@ -89,7 +89,7 @@ fn shapes() -> Vec<(&'static str, Value)> {
             stamp(json!({
                 "master_pid": "int", "started_at_ms": "int", "now_ms": "int",
                 "generation": "int", "config_hash": "string", "config_origin": "string",
-                "draining": "bool",
+                "draining": "bool", "builders_total": "int", "queued_total": "int",
                 "builders": [{
                     "name": "string", "state": "string", "queued": "int", "running": "int",
                     "running_builds": ["int"], "workers": ["string"],

@@ -685,3 +685,65 @@ fn events_json_stream() {
     );
     assert_eq!(rejected["generation"], 2, "{rejected}");
 }
+
+/// `status` filters on the master: by builder name or `PREFIX*`, by state,
+/// and a limit; the totals still count everything; an exact name that
+/// does not exist exits 4.
+#[test]
+fn status_filters_builders_on_the_master() {
+    let m = Master::start(
+        r#"
+[[worker]]
+name = "local-1"
+local = true
+
+[[builder]]
+name = "app-a"
+workers = ["local-1"]
+  [[builder.step]]
+  name = "s"
+  command = ["true"]
+
+[[builder]]
+name = "app-b"
+workers = ["local-1"]
+  [[builder.step]]
+  name = "s"
+  command = ["true"]
+
+[[builder]]
+name = "lib"
+workers = ["local-1"]
+  [[builder.step]]
+  name = "s"
+  command = ["true"]
+"#,
+    );
+    let names = |v: &serde_json::Value| -> Vec<String> {
+        v["builders"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let all = m.bbctl_json(&["status"]);
+    assert_eq!(names(&all), vec!["app-a", "app-b", "lib"]);
+    let apps = m.bbctl_json(&["status", "--builder", "app-*"]);
+    assert_eq!(names(&apps), vec!["app-a", "app-b"]);
+    assert_eq!(apps["builders_total"], 3);
+    let one = m.bbctl_json(&["status", "--builder", "lib"]);
+    assert_eq!(names(&one), vec!["lib"]);
+    let limited = m.bbctl_json(&["status", "--limit", "1"]);
+    assert_eq!(names(&limited), vec!["app-a"]);
+    let idle = m.bbctl_json(&["status", "--state", "idle"]);
+    assert_eq!(names(&idle).len(), 3);
+    let building = m.bbctl_json(&["status", "--state", "building"]);
+    assert!(names(&building).is_empty());
+    let none = m.bbctl_json(&["status", "--builder", "zzz*"]);
+    assert!(names(&none).is_empty());
+    m.bbctl_code(&["status", "--builder", "nosuch"], 4);
+    m.bbctl_code(&["status", "--state", "sleepy"], 2);
+    let out = m.bbctl_ok(&["status", "--builder", "app-*"]);
+    assert!(out.contains("showing 2 of 3 builders"), "{out}");
+}

@@ -127,7 +127,18 @@ pub async fn run(cli: Cli) -> Result<u8, CliError> {
         interrupt: None,
     };
     match cli.command {
-        Command::Status => status::status(&mut ctx).await,
+        Command::Status {
+            builder,
+            state,
+            limit,
+        } => {
+            let filter = crate::protocol::StatusFilter {
+                builder,
+                state,
+                limit,
+            };
+            status::status(&mut ctx, filter).await
+        }
         Command::Events => events::events(&mut ctx).await,
         Command::Wait { request, follow } => stream::wait(&mut ctx, request, follow).await,
         Command::Queue { builder } => workers::queue(&mut ctx, builder).await,

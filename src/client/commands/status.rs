@@ -7,11 +7,11 @@ use crossterm::style::Color;
 use super::{Ctx, print_json, unexpected};
 use crate::client::CliError;
 use crate::client::render::{Table, ago};
-use crate::protocol::{ReloadReport, Reply, Request, StatusReply};
+use crate::protocol::{ReloadReport, Reply, Request, StatusFilter, StatusReply};
 
 /// `bbctl status`.
-pub async fn status(ctx: &mut Ctx) -> Result<u8, CliError> {
-    let status = match ctx.call(Request::Status).await? {
+pub async fn status(ctx: &mut Ctx, filter: StatusFilter) -> Result<u8, CliError> {
+    let status = match ctx.call(Request::Status(filter)).await? {
         Reply::Status(s) => s,
         other => return Err(unexpected(other)),
     };
@@ -36,6 +36,15 @@ fn print_status(ctx: &Ctx, s: &StatusReply) -> io::Result<()> {
         s.config_hash
     )?;
     writeln!(out)?;
+    if (s.builders.len() as u32) < s.builders_total {
+        writeln!(
+            out,
+            "showing {} of {} builders ({} requests queued in all)",
+            s.builders.len(),
+            s.builders_total,
+            s.queued_total
+        )?;
+    }
     let mut builders = Table::new(vec!["BUILDER", "STATE", "QUEUED", "RUNNING", "WORKERS"]);
     for b in &s.builders {
         let state = match b.state.as_str() {

@@ -185,7 +185,7 @@ pub async fn drain(
 async fn wait_until_idle(ctx: &mut Ctx, worker: Option<&str>) -> Result<(), CliError> {
     let mut events = ctx.open_connection().await?.subscribe().await?;
     loop {
-        let status = match ctx.call(Request::Status).await? {
+        let status = match ctx.call(Request::Status(Default::default())).await? {
             Reply::Status(s) => s,
             other => return Err(unexpected(other)),
         };
