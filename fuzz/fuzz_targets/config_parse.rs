@@ -13,7 +13,8 @@ fuzz_target!(|text: &str| {
     // instead of touching whatever is in the fuzzer's working directory.
     let base = Path::new("/nonexistent/bbctl-fuzz");
     match bbctl::config::parse_str(text, "fuzz.toml", base) {
-        Ok(config) => assert!(!config.builders.is_empty(), "a config without builders"),
+        // A config with nothing in it is valid: a master with no builders.
+        Ok(config) => drop(config),
         Err(e) => {
             assert!(!e.problems.is_empty(), "an error without problems");
             for p in &e.problems {

@@ -178,11 +178,14 @@ pub fn log_streaming(ctx: &Ctx, report: &mut Report) -> Result<()> {
     let s = &ctx.sizes;
     let bytes = s.log_bytes;
     let count = bytes.to_string();
-    let master = start_local(
-        ctx,
-        &local_config(1, 1, &[("L", &["head", "-c", &count, "/dev/zero"])]),
-        1,
-    )?;
+    // Keep the whole output: the default `max_log_size` (256 MiB) would
+    // cut the 1 GiB run short.
+    let config = format!(
+        "[master]\nmax_log_size = \"{}\"\n\n{}",
+        bytes * 2,
+        local_config(1, 1, &[("L", &["head", "-c", &count, "/dev/zero"])])
+    );
+    let master = start_local(ctx, &config, 1)?;
     let mb = bytes as f64 / 1e6;
     let peak = AtomicU64::new(0);
     let done = AtomicBool::new(false);

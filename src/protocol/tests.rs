@@ -70,6 +70,7 @@ fn worker_messages_round_trip() {
         action: WireAction::Shell("echo hi".into()),
         env: vec![("A".into(), "1".into())],
         timeout_ms: Some(5),
+        max_output: None,
     }));
     round_trip(MasterToWorker::StartStep(StepAssignment {
         build: 1,
@@ -79,6 +80,7 @@ fn worker_messages_round_trip() {
         action: WireAction::Command(vec!["true".into()]),
         env: vec![],
         timeout_ms: None,
+        max_output: None,
     }));
     round_trip(MasterToWorker::StopStep { build: 1, step: 0 });
     round_trip(MasterToWorker::Goodbye { reason: "r".into() });

@@ -145,6 +145,10 @@ pub struct StepAssignment {
     pub env: Vec<(String, String)>,
     /// Kill the step after this many milliseconds.
     pub timeout_ms: Option<u64>,
+    /// The master keeps at most this much of the step's output
+    /// (`max_log_size`): the worker need not spool more.
+    #[serde(default)]
+    pub max_output: Option<u64>,
 }
 
 /// How to run a step's command.

@@ -181,6 +181,7 @@ pub(crate) fn step(build: u64, line: &str) -> MasterToWorker {
         action: WireAction::Shell(line.to_string()),
         env: vec![("GREETING".to_string(), "hi".to_string())],
         timeout_ms: None,
+        max_output: None,
     })
 }
 

@@ -80,7 +80,11 @@ async fn execute(
         Err(error) => return StepEnd::SpawnFailed { error },
     };
     let spool_file = spool_path(&ctx.dir, a.build, a.step);
-    let spool = match SpoolWriter::create(&spool_file, ctx.spool_limit) {
+    // No point keeping more than the master will: its `max_log_size`.
+    let limit = a
+        .max_output
+        .map_or(ctx.spool_limit, |m| m.min(ctx.spool_limit));
+    let spool = match SpoolWriter::create(&spool_file, limit) {
         Ok(spool) => spool,
         Err(e) => {
             return StepEnd::SpawnFailed {

@@ -23,6 +23,7 @@ fn shell(line: &str) -> StepAssignment {
         action: WireAction::Shell(line.to_string()),
         env: Vec::new(),
         timeout_ms: None,
+        max_output: None,
     }
 }
 

@@ -192,6 +192,7 @@ impl Core {
             },
             env,
             timeout_ms: def.timeout.map(|t| t.as_millis() as u64),
+            max_output: Some(self.config.master.max_log_size),
         };
         let (link, name) = (build.link, def.name.clone());
         self.record(Record::StepStarted {
