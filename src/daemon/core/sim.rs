@@ -598,6 +598,9 @@ impl Sim {
                     1 => StepEnd::TimedOut { after_ms: 5 },
                     2 => StepEnd::SpawnFailed { error: "e".into() },
                     3 => StepEnd::Stopped,
+                    4 => StepEnd::TransferFailed {
+                        error: "sha-256 mismatch".into(),
+                    },
                     _ => StepEnd::Exited { code: 0 },
                 };
                 self.workers
