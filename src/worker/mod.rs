@@ -187,7 +187,16 @@ pub async fn run(opts: WorkerOptions) -> Result<(), WorkerError> {
     };
     loop {
         let connected = connect_with_retry(&opts, &mut steps, &mut backoff, &mut signals, give_up);
-        let (link, listed) = match connected.await? {
+        let connected = match connected.await {
+            Ok(connected) => connected,
+            Err(e) => {
+                // Refused for good (say, removed from the config): stop
+                // the steps still held properly before leaving.
+                stop_offline(&mut steps).await;
+                return Err(e);
+            }
+        };
+        let (link, listed) = match connected {
             Connected::Link(link, listed) => (link, listed),
             Connected::Signalled => {
                 stop_offline(&mut steps).await;

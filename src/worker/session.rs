@@ -175,7 +175,13 @@ fn handle(
                 let end = StepEnd::SpawnFailed {
                     error: "the worker does not hold this step (anymore)".to_string(),
                 };
-                queue(out_tx, WorkerToMaster::StepEnded { build, step, end });
+                // This end must not be dropped when the queue is full (it
+                // often is right after a reconnect): wait for room.
+                let tx = out_tx.clone();
+                tokio::spawn(async move {
+                    let msg = WorkerToMaster::StepEnded { build, step, end };
+                    let _ = tx.send(Outgoing::plain(msg)).await;
+                });
             }
         }
         MasterToWorker::Abandon { build, step } => {

@@ -149,6 +149,12 @@ impl Steps {
         let Some(held) = self.held.get(&key) else {
             return false;
         };
+        // A step already abandoned (its sender has gone) or settled is not
+        // held any more, even while its task still cleans up: resuming it
+        // would leave the master waiting for an end nobody sends.
+        if matches!(*held.route.borrow(), Route::Forget) || held.settled.load(Ordering::SeqCst) {
+            return false;
+        }
         held.route.send_replace(Route::Attached { link, from });
         true
     }
