@@ -15,7 +15,6 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use crate::config::ConfigError;
 use crate::protocol::{ErrorKind, ErrorReply};
 use connection::ConnectionError;
 
@@ -44,9 +43,6 @@ pub enum CliError {
     /// The master answered with an error.
     #[error(transparent)]
     Server(#[from] ErrorReply),
-    /// A config file is invalid.
-    #[error("invalid config:\n{0}")]
-    Config(#[from] ConfigError),
     /// Writing our own output failed.
     #[error("cannot write output: {0}")]
     Output(#[from] io::Error),
@@ -64,7 +60,6 @@ impl CliError {
                 ErrorKind::Rejected => EXIT_REJECTED,
                 ErrorKind::Failed => EXIT_FAILED,
             },
-            CliError::Config(_) => EXIT_REJECTED,
         }
     }
 

@@ -17,7 +17,7 @@ use crate::config::{self, Config};
 use crate::daemon::core::{Core, CoreError, Effect, LinkId, Record};
 use crate::daemon::local_workers::LocalWorkers;
 use crate::daemon::logs;
-use crate::daemon::store::Store;
+use crate::daemon::store::{Store, StoreError};
 use crate::paths::now_ms;
 use crate::protocol::{
     BuildDetail, BuildId, ErrorReply, Event, EventKind, MasterToWorker, ReloadReport, Reply,
@@ -232,10 +232,10 @@ impl Master {
     /// links simply close, and the next master on this state dir re-adopts
     /// the builds. A drain shutdown waits for running builds to finish and
     /// then says goodbye to the workers.
-    pub async fn run(mut self, mut rx: mpsc::Receiver<Command>) {
+    pub async fn run(mut self, mut rx: mpsc::Receiver<Command>) -> Result<(), StoreError> {
         let effects = self.core.take_effects();
         self.execute(effects);
-        self.flush();
+        self.flush()?;
         self.local.sync(self.core.config());
         let mut exit_after_drain = false;
         'serve: loop {
@@ -246,7 +246,10 @@ impl Master {
                     self.core.tick(now_ms());
                     let effects = self.core.take_effects();
                     self.execute(effects);
-                    self.flush();
+                    self.flush()?;
+                    if exit_after_drain && self.drained().await {
+                        break;
+                    }
                     continue;
                 }
             };
@@ -258,7 +261,7 @@ impl Master {
             loop {
                 match cmd {
                     Command::Shutdown { mode, reply } => {
-                        self.flush();
+                        self.flush()?;
                         if self.shutdown(mode, reply, &mut exit_after_drain) {
                             break 'serve;
                         }
@@ -274,19 +277,29 @@ impl Master {
                     Err(_) => break,
                 }
             }
-            self.flush();
-            if exit_after_drain && self.core.running_builds().next().is_none() {
-                info!("drained: no build running");
-                for (_, LinkInfo { tx, .. }) in self.links.drain() {
-                    let _ = tx.send(LinkCmd::Close("the master shut down after draining".into()));
-                }
-                self.local.stop_all().await;
+            self.flush()?;
+            if exit_after_drain && self.drained().await {
                 break;
             }
         }
         info!("shutting down");
         crate::daemon::notify::stopping();
         self.local.detach();
+        Ok(())
+    }
+
+    /// After `shutdown --drain`: once no build runs, say goodbye to the
+    /// workers, stop the local ones, and tell the loop to end.
+    async fn drained(&mut self) -> bool {
+        if self.core.running_builds().next().is_some() {
+            return false;
+        }
+        info!("drained: no build running");
+        for (_, LinkInfo { tx, .. }) in self.links.drain() {
+            let _ = tx.send(LinkCmd::Close("the master shut down after draining".into()));
+        }
+        self.local.stop_all().await;
+        true
     }
 
     /// `bbctl shutdown` in its three modes; true when the loop must end now.
@@ -314,10 +327,11 @@ impl Master {
             }
             ShutdownMode::Cancel => {
                 let was = std::mem::replace(exit_after_drain, false);
-                self.core.set_draining(false, now_ms());
-                let effects = self.core.take_effects();
-                self.execute(effects);
-                self.flush();
+                if was {
+                    self.core.set_draining(false, now_ms());
+                    let effects = self.core.take_effects();
+                    self.execute(effects);
+                }
                 if was {
                     self.emit(EventKind::MasterDraining { draining: false });
                     Ok(Reply::Done {
@@ -350,9 +364,10 @@ impl Master {
         let mut workers = self.core.worker_status();
         let mut running = self.core.running_status();
         if !filter.is_empty() {
-            let shown = |name: &str| builders.iter().any(|b| b.name == name);
-            workers.retain(|w| w.builders.iter().any(|b| shown(b)));
-            running.retain(|r| shown(&r.builder));
+            let shown: std::collections::HashSet<&str> =
+                builders.iter().map(|b| b.name.as_str()).collect();
+            workers.retain(|w| w.builders.iter().any(|b| shown.contains(b.as_str())));
+            running.retain(|r| shown.contains(r.builder.as_str()));
         }
         StatusReply {
             master_pid: std::process::id(),
@@ -684,9 +699,6 @@ impl Master {
                     Err(e) => Err(core_error(e)),
                 }
             }
-            Request::Reload { dry_run, config } => {
-                self.reload(dry_run, config).map(Reply::Reloaded)
-            }
             Request::Artifacts { build } => {
                 crate::daemon::transfer::list_artifacts(&self.store, build).map(Reply::Artifacts)
             }
@@ -694,6 +706,7 @@ impl Master {
             | Request::Shutdown { .. }
             | Request::Events
             | Request::Artifact { .. }
+            | Request::Reload { .. }
             | Request::Ping { .. } => Err(ErrorReply::rejected(
                 "this request is handled by the connection, not the master loop",
             )),
@@ -804,56 +817,35 @@ impl Master {
     }
 
     /// Write the batch's records in one transaction, then tell workers and
-    /// followers, then answer. If the write fails, requests accepted in
-    /// this batch are taken back out of the core, their builds are not
-    /// sent to any worker, and their clients hear why; the other changes
-    /// stay (the core has moved on; after a restart the affected builds are
-    /// found running and go through the worker-grace rule), logged loudly.
-    fn flush(&mut self) {
-        let mut effects = std::mem::take(&mut self.pending);
+    /// followers, then answer. If the write fails (disk full, read-only,
+    /// I/O error), nothing of the batch is told to anyone: every answer
+    /// becomes the error, and the master stops, as a plain shutdown would.
+    /// The disk is the truth; the next master starts from it, re-adopting
+    /// the running builds, so nothing accepted is lost.
+    fn flush(&mut self) -> Result<(), StoreError> {
+        let effects = std::mem::take(&mut self.pending);
         let replies = std::mem::take(&mut self.replies);
         let records: Vec<&Record> = effects.iter().filter_map(record_of).collect();
-        let mut replies = replies;
         if let Err(e) = self.store.apply(&records) {
-            error!("could not record {} change(s): {e}", records.len());
-            let mut aborted: Vec<u64> = Vec::new();
-            for deferred in replies.iter_mut().rev() {
-                if let Deferred::Client(_, answer) = deferred
-                    && let Ok(Reply::Queued { request_id }) = answer
-                {
-                    let id = *request_id;
-                    self.core.abort_force(id);
-                    aborted.push(id);
-                    *answer = Err(ErrorReply::failed(format!(
-                        "the request was not accepted: could not record it: {e}"
-                    )));
+            error!(
+                "could not record {} change(s): {e}; stopping",
+                records.len()
+            );
+            let why = format!("the master could not record this and is stopping: {e}");
+            for deferred in replies {
+                match deferred {
+                    Deferred::Client(tx, _) => {
+                        let _ = tx.send(Err(ErrorReply::failed(why.clone())));
+                    }
+                    Deferred::Hello(tx, _) => {
+                        let _ = tx.send(Err(why.clone()));
+                    }
+                    Deferred::Reload(tx, _) => {
+                        let _ = tx.send(Err(ErrorReply::failed(why.clone())));
+                    }
                 }
             }
-            let dropped_builds: Vec<u64> = effects
-                .iter()
-                .filter_map(|e| match e {
-                    Effect::Record(Record::BuildStarted { build, request, .. })
-                        if aborted.contains(request) =>
-                    {
-                        Some(*build)
-                    }
-                    _ => None,
-                })
-                .collect();
-            effects.retain(|e| match e {
-                Effect::ToWorker {
-                    msg: MasterToWorker::StartStep(a),
-                    ..
-                } => !dropped_builds.contains(&a.build),
-                Effect::Record(Record::RequestQueued { request, .. })
-                | Effect::Record(Record::BuildStarted { request, .. }) => {
-                    !aborted.contains(request)
-                }
-                Effect::Record(Record::StepStarted { build, .. }) => {
-                    !dropped_builds.contains(build)
-                }
-                _ => true,
-            });
+            return Err(e);
         }
         self.send(effects);
         for deferred in replies {
@@ -869,6 +861,7 @@ impl Master {
                 }
             }
         }
+        Ok(())
     }
 
     /// Tell followers and workers, after the records are written.

@@ -135,13 +135,39 @@ pub async fn serve(stream: Stream, ctx: ControlContext) {
                 return;
             }
         };
-        let result = match answer(req.id, req.body, &mut wr, &ctx).await {
+        // A stream can wait a long time for its build: notice a client
+        // that leaves meanwhile, so its task and its `max_clients` slot
+        // are freed at once (a client sends nothing while it streams).
+        let streaming = matches!(req.body, Request::Stream(_) | Request::Events);
+        let answering = answer(req.id, req.body, &mut wr, &ctx);
+        let answered = if streaming {
+            tokio::select! {
+                r = answering => r,
+                () = client_gone(&mut rd) => return,
+            }
+        } else {
+            answering.await
+        };
+        let result = match answered {
             Ok(result) => result,
             Err(_) => return,
         };
         let msg = ServerMsg::Response { id: req.id, result };
-        if protocol::write_msg(&mut wr, &msg).await.is_err() {
-            return;
+        match protocol::write_msg(&mut wr, &msg).await {
+            Ok(()) => {}
+            // Nothing was written: say why instead of closing.
+            Err(protocol::FrameError::TooLarge { len, max }) => {
+                let too_big = ServerMsg::Response {
+                    id: req.id,
+                    result: Err(ErrorReply::failed(format!(
+                        "the answer ({len} bytes) is over the frame limit ({max} bytes); ask for less"
+                    ))),
+                };
+                if protocol::write_msg(&mut wr, &too_big).await.is_err() {
+                    return;
+                }
+            }
+            Err(_) => return,
         }
     }
 }
@@ -221,6 +247,19 @@ async fn ping(ctx: &ControlContext, worker: String) -> Result<Reply, ErrorReply>
             "no answer from worker `{worker}` within {} s",
             PING_TIMEOUT.as_secs()
         ))),
+    }
+}
+
+/// Returns once the client has closed its end (or the socket failed).
+async fn client_gone<R: tokio::io::AsyncRead + Unpin>(rd: &mut R) {
+    use tokio::io::AsyncReadExt;
+    let mut byte = [0u8; 1];
+    loop {
+        match rd.read(&mut byte).await {
+            Ok(0) | Err(_) => return,
+            // Bytes during a stream break the protocol; they are dropped.
+            Ok(_) => {}
+        }
     }
 }
 

@@ -40,6 +40,9 @@ struct Follower<'a, W> {
     /// Builds of the followed request that ended as `retry`: the stream
     /// goes on with the request's next build.
     retried: Vec<BuildId>,
+    /// Follow this request from now on (the one a skipped request was
+    /// collapsed into, when its build was retried).
+    redirect: Option<RequestId>,
     build: Option<BuildId>,
     steps: BTreeMap<StepIndex, StepSent>,
 }
@@ -62,6 +65,7 @@ pub async fn stream<W: AsyncWrite + Unpin>(
         logs,
         build_started: false,
         retried: Vec::new(),
+        redirect: None,
         build: None,
         steps: BTreeMap::new(),
     };
@@ -76,6 +80,10 @@ pub async fn stream<W: AsyncWrite + Unpin>(
         }
         if let Some(done) = f.catch_up(&snap).await? {
             return Ok(done);
+        }
+        if let Some(into) = f.redirect.take() {
+            target = StreamTarget::Request(into);
+            continue;
         }
         if !f.req.follow {
             return Ok(Ok(Reply::StreamEnd));
@@ -189,7 +197,11 @@ impl<W: AsyncWrite + Unpin> Follower<'_, W> {
             if result == protocol::BuildResult::Retry
                 && matches!(self.req.target, StreamTarget::Request(_))
             {
-                // The request is queued again: follow its next build.
+                // The request is queued again: follow its next build. A
+                // request collapsed into another follows that one's.
+                if snap.request.as_ref().is_some_and(|r| r.state == "skipped") {
+                    self.redirect = Some(build.summary.request_id);
+                }
                 self.retried.push(build_id);
                 self.build_started = false;
                 self.steps.clear();

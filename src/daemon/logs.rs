@@ -57,7 +57,9 @@ impl StepLogWriter {
     /// resends after a reconnect never doubles the log; a chunk that would
     /// leave a gap is refused.
     pub fn append_at(&mut self, offset: u64, data: &[u8]) -> io::Result<()> {
-        let end = offset + data.len() as u64;
+        let end = offset.checked_add(data.len() as u64).ok_or_else(|| {
+            io::Error::new(io::ErrorKind::InvalidData, "output offset out of range")
+        })?;
         if end <= self.written {
             return Ok(());
         }

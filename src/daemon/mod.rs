@@ -222,50 +222,101 @@ pub async fn run(opts: MasterOptions) -> Result<(), DaemonError> {
         events,
         logs: logs_dir.clone(),
     };
+    // Every connection task holds a clone of `open`: when all are gone,
+    // `closed` yields None (mini-redis' shutdown-complete pattern), so the
+    // master can let the last answers (say, to `bbctl shutdown`) be written.
+    let (open, mut closed) = mpsc::channel::<()>(1);
+    let control_open = open.clone();
     let control_task = tokio::spawn(async move {
+        let mut backoff = AcceptBackoff::default();
         loop {
             match control.accept().await {
                 Ok(stream) => {
-                    tokio::spawn(control::serve(stream, ctx.clone()));
+                    backoff.reset();
+                    let ctx = ctx.clone();
+                    let open = control_open.clone();
+                    tokio::spawn(async move {
+                        control::serve(stream, ctx).await;
+                        drop(open);
+                    });
                 }
-                Err(e) => warn!("control socket accept failed: {e}"),
+                Err(e) => backoff.wait("control", &e).await,
             }
         }
     });
     let worker_tx = tx.clone();
     let link_limits = Arc::clone(&limits);
     let worker_notices = notices.clone();
+    let worker_open = open.clone();
     let worker_task = tokio::spawn(async move {
         let next_link = AtomicU64::new(1);
+        let mut backoff = AcceptBackoff::default();
         loop {
             match workers.accept().await {
                 Ok(stream) => {
+                    backoff.reset();
                     let link = next_link.fetch_add(1, Ordering::Relaxed);
-                    tokio::spawn(worker_link::serve(
+                    let open = worker_open.clone();
+                    let serving = worker_link::serve(
                         stream,
                         link,
                         worker_tx.clone(),
                         worker_notices.clone(),
                         logs_dir.clone(),
                         Arc::clone(&link_limits),
-                    ));
+                    );
+                    tokio::spawn(async move {
+                        serving.await;
+                        drop(open);
+                    });
                 }
-                Err(e) => warn!("worker socket accept failed: {e}"),
+                Err(e) => backoff.wait("worker", &e).await,
             }
         }
     });
+    drop(open);
     let signal_task = tokio::spawn(forward_signals(tx.clone()));
     drop(tx);
 
-    master.run(rx).await;
+    let outcome = master.run(rx).await;
     control_task.abort();
     worker_task.abort();
     signal_task.abort();
     // Let the aborted accept loops drop their listeners (removing the socket files).
     let _ = control_task.await;
     let _ = worker_task.await;
-    info!("bbmaster stopped");
-    Ok(())
+    // Give connections a moment to write their last answers and goodbyes;
+    // streams that would follow forever are cut at the bound.
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), closed.recv()).await;
+    match outcome {
+        Ok(()) => {
+            info!("bbmaster stopped");
+            Ok(())
+        }
+        Err(e) => Err(DaemonError::Store(e)),
+    }
+}
+
+/// Backs off after failed `accept`s (out of file descriptors, say), so a
+/// persistent error does not spin a core and flood the log.
+#[derive(Default)]
+struct AcceptBackoff {
+    delay_ms: u64,
+}
+
+impl AcceptBackoff {
+    fn reset(&mut self) {
+        self.delay_ms = 0;
+    }
+
+    async fn wait(&mut self, socket: &str, e: &std::io::Error) {
+        self.delay_ms = (self.delay_ms * 2).clamp(10, 1000);
+        warn!(
+            "{socket} socket accept failed: {e}; retrying in {} ms",
+            self.delay_ms
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(self.delay_ms)).await;
+    }
 }
 
 /// Turn signals into commands for the master loop.

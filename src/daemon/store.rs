@@ -18,6 +18,10 @@ use crate::protocol::{
     BuildDetail, BuildId, BuildResult, BuildSummary, RequestId, RequestInfo, StepDetail,
 };
 
+/// Most builds one `builds` answer lists, whatever the client asks: the
+/// answer is read in the master loop and must stay small.
+pub const MAX_LIST: u32 = 10_000;
+
 /// The schema version this program writes; see [`migrate`].
 pub const SCHEMA_VERSION: i64 = 4;
 
@@ -96,25 +100,11 @@ impl Store {
             source,
         };
         let tx = self.conn.transaction().map_err(wrap)?;
-        tx.execute(
-            "UPDATE steps SET finished_at = ?1, result = 'exception',
-                 reason = 'the master stopped while it ran'
-             WHERE finished_at IS NULL
-               AND build_id IN (SELECT id FROM builds WHERE finished_at IS NULL AND definition IS NULL)",
-            params![now_ms as i64],
-        )
-        .map_err(wrap)?;
-        tx.execute(
-            "UPDATE requests SET state = 'queued'
-             WHERE id IN (SELECT request_id FROM builds WHERE finished_at IS NULL AND definition IS NULL)",
-            [],
-        )
-        .map_err(wrap)?;
-        tx.execute(
-            "UPDATE builds SET finished_at = ?1, result = 'exception',
-                 reason = 'the master stopped while it ran; its request is queued again'
-             WHERE finished_at IS NULL AND definition IS NULL",
-            params![now_ms as i64],
+        retry_unresumable(
+            &tx,
+            "definition IS NULL",
+            "the master stopped while it ran; its request is queued again",
+            now_ms,
         )
         .map_err(wrap)?;
         tx.commit().map_err(wrap)?;
@@ -175,21 +165,16 @@ impl Store {
                     restored_running.push(build);
                 }
                 _ => {
-                    // Unreadable: end it like a build without a definition.
-                    self.conn
-                        .execute(
-                            "UPDATE builds SET finished_at = ?2, result = 'exception',
-                                 reason = 'its definition could not be read back after a restart'
-                             WHERE id = ?1",
-                            params![build.id as i64, now_ms as i64],
-                        )
-                        .map_err(wrap)?;
-                    self.conn
-                        .execute(
-                            "UPDATE requests SET state = 'queued' WHERE id = ?1",
-                            params![build.request.id as i64],
-                        )
-                        .map_err(wrap)?;
+                    // Unreadable: retried like a build without a definition.
+                    let tx = self.conn.transaction().map_err(wrap)?;
+                    retry_unresumable(
+                        &tx,
+                        &format!("id = {}", build.id),
+                        "its definition could not be read back after a restart; its request is queued again",
+                        now_ms,
+                    )
+                    .map_err(wrap)?;
+                    tx.commit().map_err(wrap)?;
                 }
             }
         }
@@ -245,22 +230,39 @@ impl Store {
         })
     }
 
-    /// Builds, newest first.
+    /// Builds, newest first, at most `limit` (capped at [`MAX_LIST`]).
+    /// Two statements, so that a builder's history is read through its
+    /// index rather than by scanning every build.
     pub fn builds(
         &self,
         builder: Option<&str>,
         limit: u32,
     ) -> Result<Vec<BuildSummary>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached(&format!(
-                "SELECT {SUMMARY_COLUMNS} FROM builds
-                 WHERE (?1 IS NULL OR builder = ?1) ORDER BY id DESC LIMIT ?2"
-            ))
-            .map_err(|e| self.err(e))?;
-        stmt.query_map(params![builder, limit as i64], summary_from_row)
-            .and_then(|rows| rows.collect())
-            .map_err(|e| self.err(e))
+        let limit = limit.min(MAX_LIST) as i64;
+        let rows = match builder {
+            Some(builder) => {
+                let mut stmt = self
+                    .conn
+                    .prepare_cached(&format!(
+                        "SELECT {SUMMARY_COLUMNS} FROM builds
+                         WHERE builder = ?1 ORDER BY id DESC LIMIT ?2"
+                    ))
+                    .map_err(|e| self.err(e))?;
+                stmt.query_map(params![builder, limit], summary_from_row)
+                    .and_then(|rows| rows.collect())
+            }
+            None => {
+                let mut stmt = self
+                    .conn
+                    .prepare_cached(&format!(
+                        "SELECT {SUMMARY_COLUMNS} FROM builds ORDER BY id DESC LIMIT ?1"
+                    ))
+                    .map_err(|e| self.err(e))?;
+                stmt.query_map(params![limit], summary_from_row)
+                    .and_then(|rows| rows.collect())
+            }
+        };
+        rows.map_err(|e| self.err(e))
     }
 
     /// One build with its steps; `None` if there is no such build.
@@ -393,6 +395,41 @@ impl Store {
             .map(|v| v.map(|v| v as u64))
             .map_err(|e| self.err(e))
     }
+}
+
+/// End running builds that cannot be resumed (chosen by `which`, a
+/// condition on `builds`) as `retry`: their steps end, their requests are
+/// queued again with one more retry counted. Honest about what happened:
+/// the request runs again, so its cut-short build is not its final result.
+fn retry_unresumable(
+    tx: &rusqlite::Transaction<'_>,
+    which: &str,
+    reason: &str,
+    now_ms: u64,
+) -> rusqlite::Result<()> {
+    let running = format!("SELECT id FROM builds WHERE finished_at IS NULL AND {which}");
+    tx.execute(
+        &format!(
+            "UPDATE steps SET finished_at = ?1, result = 'retry', reason = ?2
+             WHERE finished_at IS NULL AND build_id IN ({running})"
+        ),
+        params![now_ms as i64, reason],
+    )?;
+    tx.execute(
+        &format!(
+            "UPDATE requests SET state = 'queued', retries = retries + 1
+             WHERE id IN (SELECT request_id FROM builds WHERE id IN ({running}))"
+        ),
+        [],
+    )?;
+    tx.execute(
+        &format!(
+            "UPDATE builds SET finished_at = ?1, result = 'retry', reason = ?2
+             WHERE id IN ({running})"
+        ),
+        params![now_ms as i64, reason],
+    )?;
+    Ok(())
 }
 
 const SUMMARY_COLUMNS: &str = "id, request_id, builder, worker, generation, config_hash, \
@@ -848,8 +885,9 @@ mod tests {
             (1, "h")
         );
         let b = store.build(1).unwrap().unwrap();
-        assert_eq!(b.summary.result, Some(BuildResult::Exception));
-        assert_eq!(b.steps[0].result, Some(BuildResult::Exception));
+        assert_eq!(b.summary.result, Some(BuildResult::Retry));
+        assert_eq!(b.steps[0].result, Some(BuildResult::Retry));
+        assert_eq!(restored.queued[0].retries, 1);
     }
 
     #[test]

@@ -206,6 +206,11 @@ impl Transfers {
             .canonicalize()
             .map_err(|e| format!("transfer dir {}: {e}", self.dirs.transfer.display()))?;
         let path = resolve_inside(&base, Path::new(from), "the transfer dir")?;
+        // Look before opening: opening a FIFO would block this link.
+        let kind = std::fs::metadata(&path).map_err(|e| format!("{from}: {e}"))?;
+        if !kind.is_file() {
+            return Err(format!("{from} is not a regular file"));
+        }
         let file = std::fs::File::open(&path).map_err(|e| format!("{from}: {e}"))?;
         let meta = file.metadata().map_err(|e| format!("{from}: {e}"))?;
         if !meta.is_file() {

@@ -27,6 +27,24 @@ use crate::protocol::{
 use interprocess::local_socket::traits::StreamCommon as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+/// Tells the master loop a link is gone when dropped.
+struct LinkGone {
+    link: LinkId,
+    master: mpsc::Sender<Command>,
+}
+
+impl Drop for LinkGone {
+    fn drop(&mut self) {
+        let gone = Command::WorkerGone { link: self.link };
+        if let Err(mpsc::error::TrySendError::Full(gone)) = self.master.try_send(gone) {
+            let master = self.master.clone();
+            tokio::spawn(async move {
+                let _ = master.send(gone).await;
+            });
+        }
+    }
+}
+
 /// How long a refused worker waits for the refusal.
 const REFUSAL_DELAY: Duration = Duration::from_secs(1);
 
@@ -113,6 +131,12 @@ pub async fn serve(
         }
         Err(_) => return,
     }
+    // From here the master counts this link as live: however this task
+    // ends, even by a panic, the master hears that the link is gone.
+    let _gone = LinkGone {
+        link,
+        master: master.clone(),
+    };
     let welcome = HelloReply::Welcome {
         version: protocol::PROTOCOL_VERSION,
         software: protocol::handshake::software(),
@@ -136,7 +160,6 @@ pub async fn serve(
         };
         link_state.run(rd, &mut wr, &mut cmds).await;
     }
-    let _ = master.send(Command::WorkerGone { link }).await;
 }
 
 async fn refuse<W: AsyncWrite + Unpin>(wr: &mut W, link: LinkId, reason: &str) {
@@ -342,6 +365,7 @@ impl Link {
                 step,
                 received,
             } => {
+                self.check_given(build, step, "file ack")?;
                 let out = self.transfers.on_ack((build, step), received);
                 self.outbox.extend(out);
                 Ok(())

@@ -144,7 +144,10 @@ pub(crate) async fn run_transfer(
     let key = (a.build, a.step);
     info!(build = key.0, step = key.1, name = %a.name, "starting transfer step");
     let spool_file = spool_path(&ctx.dir, a.build, a.step);
-    let spool = match SpoolWriter::create(&spool_file, ctx.spool_limit) {
+    let limit = a
+        .max_output
+        .map_or(ctx.spool_limit, |m| m.min(ctx.spool_limit));
+    let spool = match SpoolWriter::create(&spool_file, limit) {
         Ok(s) => Some(s),
         Err(e) => {
             warn!("cannot create the spool {}: {e}", spool_file.display());
@@ -320,7 +323,8 @@ pub(crate) fn resolve_upload(workdir: &Path, from: &str) -> Result<Vec<UploadFil
         let real = resolve_inside(&base, rel, "the work dir")?;
         let meta = std::fs::metadata(&real).map_err(|e| format!("{from}: {e}"))?;
         if meta.is_file() {
-            let name = real
+            // Named as the user wrote it, not after a symlink's target.
+            let name = rel
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default();
@@ -528,9 +532,24 @@ pub(crate) fn download_target(workdir: &Path, to: &str) -> Result<PathBuf, Strin
         .file_name()
         .ok_or_else(|| format!("download target {to:?} names no file"))?;
     let parent = rel.parent().unwrap_or(Path::new(""));
-    let parent_path = base.join(parent);
-    std::fs::create_dir_all(&parent_path)
-        .map_err(|e| format!("cannot create {}: {e}", parent_path.display()))?;
+    // Create the parent one component at a time, checking each step: an
+    // existing component must resolve inside the work dir (no symlink
+    // pointing out), so nothing is ever created outside it.
+    let mut partial = PathBuf::new();
+    for component in parent.components() {
+        partial.push(component);
+        let path = base.join(&partial);
+        match std::fs::symlink_metadata(&path) {
+            Ok(_) => {
+                resolve_inside(&base, &partial, "the work dir")?;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                std::fs::create_dir(&path)
+                    .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+            }
+            Err(e) => return Err(format!("{}: {e}", path.display())),
+        }
+    }
     let real_parent = if parent.as_os_str().is_empty() {
         base.clone()
     } else {
@@ -575,11 +594,13 @@ async fn download(
         std::process::id()
     ));
     let mut temp = TempFile::new(temp_path.clone());
+    // A fresh file, never through a symlink left at that name.
+    let _ = std::fs::remove_file(&temp_path);
     let mut out = std::fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
         .mode(0o600)
+        .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
         .open(&temp_path)
         .map_err(|e| format!("cannot create {}: {e}", temp_path.display()))?;
     t.log.line(&format!(
@@ -703,6 +724,13 @@ mod tests {
         std::os::unix::fs::symlink(dir.path(), work.join("up")).unwrap();
         let e = download_target(&work, "up/x").unwrap_err();
         assert!(e.contains("outside the work dir"), "{e}");
+        // A missing directory behind a symlink pointing out is never created.
+        let e = download_target(&work, "up/newdir/x").unwrap_err();
+        assert!(e.contains("outside the work dir"), "{e}");
+        assert!(
+            !dir.path().join("newdir").exists(),
+            "created outside the work dir"
+        );
         std::fs::create_dir(work.join("d")).unwrap();
         assert!(download_target(&work, "d").is_err());
     }

@@ -53,6 +53,8 @@ pub async fn artifact(
     output: Option<PathBuf>,
 ) -> Result<u8, CliError> {
     let target = output.filter(|p| p != Path::new("-"));
+    // Reach the master before creating anything on disk.
+    ctx.conn().await?;
     let mut sink = match &target {
         None => Sink::Stdout(io::stdout().lock()),
         Some(path) => {
@@ -65,7 +67,11 @@ pub async fn artifact(
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_else(|| "artifact".into());
             let temp = dir.join(format!(".{base}.bbctl-{}", std::process::id()));
-            let file = std::fs::File::create(&temp)?;
+            // A new file, never through something already at that name.
+            let file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&temp)?;
             Sink::File { temp, file }
         }
     };

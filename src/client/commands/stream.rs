@@ -89,13 +89,20 @@ async fn wait_for(
     let outcome = follow(ctx, target, None, output, true).await?;
     if outcome.interrupted {
         if cancel {
-            let reply = ctx
-                .open_connection()
-                .await?
-                .call(Request::Cancel { request })
-                .await??;
-            if let Reply::Done { message } = reply {
-                eprintln!("bbctl: interrupted: {message}");
+            // Interrupted either way: exit 130 even if the cancel comes
+            // too late (the build just finished).
+            let cancelled = match ctx.open_connection().await {
+                Ok(mut conn) => conn.call(Request::Cancel { request }).await,
+                Err(e) => {
+                    eprintln!("bbctl: interrupted; could not cancel request {request}: {e}");
+                    return Ok(EXIT_INTERRUPTED);
+                }
+            };
+            match cancelled {
+                Ok(Ok(Reply::Done { message })) => eprintln!("bbctl: interrupted: {message}"),
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => eprintln!("bbctl: interrupted; request {request} not cancelled: {e}"),
+                Err(e) => eprintln!("bbctl: interrupted; could not cancel request {request}: {e}"),
             }
         } else {
             eprintln!(

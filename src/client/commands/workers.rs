@@ -161,6 +161,11 @@ pub async fn drain(
     } else {
         false
     };
+    if wait && !drained {
+        // A failure prints nothing on stdout, with or without --json.
+        eprintln!("bbctl: error: builds still running after the --timeout");
+        return Ok(EXIT_FAILED);
+    }
     if ctx.json {
         print_json(&serde_json::json!({
             "ok": true,
@@ -169,10 +174,6 @@ pub async fn drain(
             "draining": drain,
             "drained": drained,
         }))?;
-    }
-    if wait && !drained {
-        eprintln!("bbctl: error: builds still running after the --timeout");
-        return Ok(EXIT_FAILED);
     }
     if wait && !ctx.json {
         writeln!(io::stdout().lock(), "drained: no build running")?;

@@ -129,25 +129,6 @@ impl Core {
         Ok(id)
     }
 
-    /// Take back a request accepted by [`Core::force_build`] whose record
-    /// could not be written: as if it had never been asked for. Only valid
-    /// right after that call, before any other input: the effects of that
-    /// call must be dropped, not carried out.
-    pub fn abort_force(&mut self, id: RequestId) {
-        let Some(req) = self.requests.remove(&id) else {
-            return;
-        };
-        if let Some(state) = self.builders.get_mut(&req.builder) {
-            state.queue.retain(|r| *r != id);
-        }
-        if let Some(build) = req.build
-            && let Some(b) = self.builds.remove(&build)
-            && let Some(w) = self.workers.get_mut(&b.worker)
-        {
-            w.running.remove(&build);
-        }
-    }
-
     /// Cancel a queued request; a running one has its build stopped.
     pub fn cancel_request(
         &mut self,

@@ -564,31 +564,6 @@ fn a_restart_on_the_same_file_keeps_the_generation() {
 }
 
 #[test]
-fn an_aborted_force_leaves_no_trace() {
-    let mut core = Core::new(
-        config(&[("w", 1)], &[("b", &["w"], 1)]),
-        Restored::default(),
-        0,
-    );
-    core.worker_connected("w", 1, &[], 0).unwrap();
-    core.take_effects();
-    let before = format!("{:?}{:?}", core.builder_status(), core.worker_status());
-    // Dispatched at once to the idle worker, then the write failed.
-    let id = force(&mut core, "b");
-    assert!(core.running_build(1).is_some());
-    core.take_effects();
-    core.abort_force(id);
-    assert!(core.live_request(id).is_none());
-    assert_eq!(
-        before,
-        format!("{:?}{:?}", core.builder_status(), core.worker_status())
-    );
-    // The worker's slot is free again.
-    force(&mut core, "b");
-    assert_eq!(started_steps(&core.take_effects()).len(), 1);
-}
-
-#[test]
 fn a_full_queue_and_bad_property_values_are_refused() {
     let mut cfg = (*config(&[("w", 1)], &[("b", &["w"], 1)])).clone();
     cfg.master.max_queued = 2;
