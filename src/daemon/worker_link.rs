@@ -27,6 +27,23 @@ use crate::protocol::{
 use interprocess::local_socket::traits::StreamCommon as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+/// Write one message, giving up after three keepalive intervals: a worker
+/// that stops reading (stopped process, hung host) must not hold the link
+/// task forever, or its silence would never be noticed.
+async fn write_bounded<W: AsyncWrite + Unpin>(
+    keepalive: Duration,
+    wr: &mut W,
+    msg: &MasterToWorker,
+) -> Result<(), FrameError> {
+    match tokio::time::timeout(keepalive * 3, protocol::write_msg(wr, msg)).await {
+        Ok(written) => written,
+        Err(_) => Err(FrameError::Io(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "the worker stopped reading",
+        ))),
+    }
+}
+
 /// Tells the master loop a link is gone when dropped.
 struct LinkGone {
     link: LinkId,
@@ -228,7 +245,7 @@ impl Link {
                         break;
                     }
                     seq += 1;
-                    if protocol::write_msg(wr, &MasterToWorker::Ping { seq }).await.is_err() {
+                    if write_bounded(self.keepalive, wr, &MasterToWorker::Ping { seq }).await.is_err() {
                         break;
                     }
                 }
@@ -245,7 +262,7 @@ impl Link {
                             }
                             _ => {}
                         }
-                        if let Err(e) = protocol::write_msg(wr, &msg).await {
+                        if let Err(e) = write_bounded(self.keepalive, wr, &msg).await {
                             debug!(link = self.id, "write to worker failed: {e}");
                             break;
                         }
@@ -256,12 +273,12 @@ impl Link {
                     Some(LinkCmd::Ping(reply)) => {
                         seq += 1;
                         self.pings.insert(seq, (tokio::time::Instant::now(), reply));
-                        if protocol::write_msg(wr, &MasterToWorker::Ping { seq }).await.is_err() {
+                        if write_bounded(self.keepalive, wr, &MasterToWorker::Ping { seq }).await.is_err() {
                             break;
                         }
                     }
                     Some(LinkCmd::Close(reason)) => {
-                        let _ = protocol::write_msg(wr, &MasterToWorker::Goodbye { reason }).await;
+                        let _ = write_bounded(self.keepalive, wr, &MasterToWorker::Goodbye { reason }).await;
                         break;
                     }
                     None => break,
@@ -283,7 +300,7 @@ impl Link {
                     Some(Ok(WorkerToMaster::Ping { seq })) => {
                         last_heard = tokio::time::Instant::now();
                         self.last_seen.store(now_ms(), Ordering::Relaxed);
-                        if protocol::write_msg(wr, &MasterToWorker::Pong { seq }).await.is_err() {
+                        if write_bounded(self.keepalive, wr, &MasterToWorker::Pong { seq }).await.is_err() {
                             break;
                         }
                     }
@@ -292,7 +309,7 @@ impl Link {
                         self.last_seen.store(now_ms(), Ordering::Relaxed);
                         if let Err(reason) = self.on_message(msg).await {
                             warn!(link = self.id, worker = %self.worker, "{reason}; closing the link");
-                            let _ = protocol::write_msg(wr, &MasterToWorker::Goodbye { reason }).await;
+                            let _ = write_bounded(self.keepalive, wr, &MasterToWorker::Goodbye { reason }).await;
                             break;
                         }
                         let replies = std::mem::take(&mut self.outbox);
@@ -303,7 +320,7 @@ impl Link {
                     Some(Err(e)) => {
                         if !e.is_disconnect() {
                             warn!(link = self.id, worker = %self.worker, "protocol error: {e}");
-                            let _ = protocol::write_msg(wr, &MasterToWorker::Goodbye { reason: format!("protocol error: {e}") }).await;
+                            let _ = write_bounded(self.keepalive, wr, &MasterToWorker::Goodbye { reason: format!("protocol error: {e}") }).await;
                         }
                         break;
                     }
@@ -321,7 +338,7 @@ impl Link {
         msgs: Vec<MasterToWorker>,
     ) -> Result<(), FrameError> {
         for msg in msgs {
-            if let Err(e) = protocol::write_msg(wr, &msg).await {
+            if let Err(e) = write_bounded(self.keepalive, wr, &msg).await {
                 debug!(link = self.id, "write to worker failed: {e}");
                 return Err(e);
             }
