@@ -178,6 +178,8 @@ pub struct Master {
     pending: Vec<Effect>,
     /// Answers held back until the batch's records are on disk.
     replies: Vec<Deferred>,
+    /// Events of the batch, published after its commit.
+    staged_events: Vec<Event>,
 }
 
 /// Most commands taken into one batch (one transaction).
@@ -222,6 +224,7 @@ impl Master {
             started_at_ms: now_ms(),
             pending: Vec::new(),
             replies: Vec::new(),
+            staged_events: Vec::new(),
         }
     }
 
@@ -455,13 +458,15 @@ impl Master {
     }
 
     /// Tell event subscribers (`bbctl events`, `bbctl watch`).
-    fn emit(&self, kind: EventKind) {
+    /// Events wait for the batch's commit like everything else, and go out
+    /// in the order things happened.
+    fn emit(&mut self, kind: EventKind) {
         let event = Event {
             at_ms: now_ms(),
             generation: self.core.generation(),
             kind,
         };
-        let _ = self.events.send(Arc::new(event));
+        self.staged_events.push(event);
     }
 
     /// How long the loop may sleep before the core needs a tick.
@@ -813,6 +818,13 @@ impl Master {
 
     /// Hold the effects of one core event for the batch's `flush`.
     fn execute(&mut self, effects: Vec<Effect>) {
+        for effect in &effects {
+            if let Effect::Record(record) = effect
+                && let Some(kind) = event_of(record)
+            {
+                self.emit(kind);
+            }
+        }
         self.pending.extend(effects);
     }
 
@@ -825,6 +837,7 @@ impl Master {
     fn flush(&mut self) -> Result<(), StoreError> {
         let effects = std::mem::take(&mut self.pending);
         let replies = std::mem::take(&mut self.replies);
+        let events = std::mem::take(&mut self.staged_events);
         let records: Vec<&Record> = effects.iter().filter_map(record_of).collect();
         if let Err(e) = self.store.apply(&records) {
             error!(
@@ -848,6 +861,9 @@ impl Master {
             return Err(e);
         }
         self.send(effects);
+        for event in events {
+            let _ = self.events.send(Arc::new(event));
+        }
         for deferred in replies {
             match deferred {
                 Deferred::Client(tx, answer) => {
@@ -869,9 +885,6 @@ impl Master {
         for effect in effects {
             match effect {
                 Effect::Record(record) => {
-                    if let Some(kind) = event_of(&record) {
-                        self.emit(kind);
-                    }
                     let _ = self.notices.send(Arc::new(Notice::Record(record)));
                 }
                 Effect::ToWorker { link, mut msg } => match self.links.get(&link) {
