@@ -127,17 +127,41 @@ pub struct Transfers {
     downloads: HashMap<StepKey, Download>,
     /// Steps whose transfer failed on our side, with the reason.
     failed: HashMap<StepKey, String>,
+    /// Uploaded files being verified, fsynced, placed and recorded, in
+    /// tasks of their own (a big file's fsync must not stall the link):
+    /// their outcomes come back here.
+    stored_tx: mpsc::UnboundedSender<(StepKey, Result<u64, String>)>,
+    stored_rx: mpsc::UnboundedReceiver<(StepKey, Result<u64, String>)>,
 }
 
 impl Transfers {
     /// No transfer yet.
     pub fn new(dirs: Dirs, master: mpsc::Sender<Command>) -> Self {
+        let (stored_tx, stored_rx) = mpsc::unbounded_channel();
         Transfers {
             dirs,
             master,
             uploads: HashMap::new(),
             downloads: HashMap::new(),
             failed: HashMap::new(),
+            stored_tx,
+            stored_rx,
+        }
+    }
+
+    /// The next uploaded file whose storing finished: the frames to send
+    /// (its ack, or the refusal). Cancel-safe.
+    pub async fn next_stored(&mut self) -> Vec<MasterToWorker> {
+        let Some((key, outcome)) = self.stored_rx.recv().await else {
+            return Vec::new();
+        };
+        match outcome {
+            Ok(size) => vec![MasterToWorker::FileAck {
+                build: key.0,
+                step: key.1,
+                received: size,
+            }],
+            Err(reason) => self.refuse(key, reason),
         }
     }
 
@@ -400,8 +424,9 @@ impl Transfers {
         }
     }
 
-    /// The current upload is complete: verify, store, record, ack.
-    pub async fn on_end(&mut self, e: FileEnd) -> Vec<MasterToWorker> {
+    /// The current upload is complete: verify, store and record it in a
+    /// task of its own; the ack (or refusal) comes from [`Self::next_stored`].
+    pub fn on_end(&mut self, e: FileEnd) -> Vec<MasterToWorker> {
         let key = (e.build, e.step);
         if self.failed.contains_key(&key) {
             return Vec::new();
@@ -413,18 +438,20 @@ impl Transfers {
         let Some(r) = upload.current.take() else {
             return self.refuse(key, "FileEnd before its FileBegin".into());
         };
-        match self.store(e.build, r, &e.sha256, mode).await {
-            Ok(size) => vec![MasterToWorker::FileAck {
-                build: e.build,
-                step: e.step,
-                received: size,
-            }],
-            Err(reason) => self.refuse(key, reason),
-        }
+        let dirs = self.dirs.clone();
+        let master = self.master.clone();
+        let done = self.stored_tx.clone();
+        tokio::spawn(async move {
+            let outcome = Self::store_file(&dirs, &master, e.build, r, &e.sha256, mode).await;
+            let _ = done.send((key, outcome));
+        });
+        Vec::new()
     }
 
-    async fn store(
-        &self,
+    /// Verify, fsync, place and record one uploaded file; its size.
+    async fn store_file(
+        dirs: &Dirs,
+        master: &mpsc::Sender<Command>,
         build: BuildId,
         r: Receiving,
         sha256: &str,
@@ -440,7 +467,7 @@ impl Transfers {
         let sha256 = incoming
             .finish(sha256)
             .map_err(|e| format!("{name}: {e}"))?;
-        let target = self.dirs.artifact(build, &name);
+        let target = dirs.artifact(build, &name);
         // fsync and link off the link's thread: a big file takes a while.
         // The temp file is deleted however this ends (the guard moves in).
         let placed = tokio::task::spawn_blocking(move || -> Result<(), String> {
@@ -470,8 +497,7 @@ impl Transfers {
             sha256,
             created_at_ms: now_ms(),
         };
-        let recorded = match self
-            .master
+        let recorded = match master
             .send(Command::Artifact {
                 build,
                 artifact: info,
@@ -485,7 +511,7 @@ impl Transfers {
             Err(_) => Err("the master is shutting down".into()),
         };
         if let Err(e) = recorded {
-            let _ = std::fs::remove_file(self.dirs.artifact(build, &name));
+            let _ = std::fs::remove_file(dirs.artifact(build, &name));
             return Err(format!("cannot record artifact {name}: {e}"));
         }
         info!(build, artifact = %name, size, "artifact stored");
@@ -656,13 +682,16 @@ mod tests {
             });
             assert!(out.is_empty(), "{out:?}");
         }
-        let out = t
-            .on_end(FileEnd {
+        assert!(
+            t.on_end(FileEnd {
                 build: 1,
                 step: 0,
                 sha256: sha256_hex(&data),
             })
-            .await;
+            .is_empty(),
+            "the ack comes once the file is stored"
+        );
+        let out = t.next_stored().await;
         assert_eq!(
             out,
             vec![MasterToWorker::FileAck {
@@ -731,13 +760,15 @@ mod tests {
             data: b"abc".to_vec(),
         });
         assert_eq!(partials(dir.path()).len(), 1);
-        let out = t
-            .on_end(FileEnd {
+        assert!(
+            t.on_end(FileEnd {
                 build: 1,
                 step: 1,
                 sha256: sha256_hex(b"abd"),
             })
-            .await;
+            .is_empty()
+        );
+        let out = t.next_stored().await;
         assert!(
             matches!(&out[..], [MasterToWorker::FileRefused { reason, .. }] if reason.contains("mismatch"))
         );

@@ -283,6 +283,11 @@ impl Link {
                     }
                     None => break,
                 },
+                stored = self.transfers.next_stored() => {
+                    if self.write_all(wr, stored).await.is_err() {
+                        break;
+                    }
+                }
                 () = std::future::ready(()), if self.transfers.can_send() => {
                     let frames = self.transfers.pump();
                     if self.write_all(wr, frames).await.is_err() {
@@ -373,7 +378,7 @@ impl Link {
             }
             WorkerToMaster::FileEnd(e) => {
                 self.check_given(e.build, e.step, "file end")?;
-                let out = self.transfers.on_end(e).await;
+                let out = self.transfers.on_end(e);
                 self.outbox.extend(out);
                 Ok(())
             }
