@@ -6,6 +6,7 @@
 //! the step's [`Progress`] watch, which wakes the step's sender.
 
 use std::io::{ErrorKind, PipeReader, Read};
+use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -77,6 +78,9 @@ impl OutputPump {
     }
 }
 
+/// How often a pump waiting for output checks whether it was given up on.
+const ABANDON_CHECK_MS: u16 = 250;
+
 /// The blocking loop: read until EOF, spool every chunk. The pipe is always
 /// drained, so the step never blocks on it, whatever the spool does.
 fn pump(
@@ -89,6 +93,28 @@ fn pump(
 ) {
     let mut buf = vec![0u8; CHUNK_SIZE];
     loop {
+        // Wait for data with a bound, so that once the step's end gave up
+        // on this pipe (a process outside the group holds it), the thread
+        // notices and returns instead of blocking in read() for as long as
+        // that process lives (the blocking pool is not endless).
+        let mut ready = [nix::poll::PollFd::new(
+            pipe.as_fd(),
+            nix::poll::PollFlags::POLLIN,
+        )];
+        match nix::poll::poll(&mut ready, nix::poll::PollTimeout::from(ABANDON_CHECK_MS)) {
+            Ok(0) => {
+                if *abandoned.blocking_lock() {
+                    return;
+                }
+                continue;
+            }
+            Ok(_) => {}
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => {
+                warn!(build, step, "cannot wait for the step's output: {e}");
+                return;
+            }
+        }
         let n = match pipe.read(&mut buf) {
             Ok(0) => return,
             Ok(n) => n,
