@@ -470,6 +470,7 @@ impl Transfers {
         let target = dirs.artifact(build, &name);
         // fsync and link off the link's thread: a big file takes a while.
         // The temp file is deleted however this ends (the guard moves in).
+        let artifacts_root = dirs.artifacts.clone();
         let placed = tokio::task::spawn_blocking(move || -> Result<(), String> {
             let temp = temp;
             file.set_permissions(std::fs::Permissions::from_mode(mode & 0o777))
@@ -480,10 +481,18 @@ impl Transfers {
             // A hard link never replaces an existing file, unlike rename.
             std::fs::hard_link(&temp.0, &target)
                 .map_err(|e| format!("cannot store {}: {e}", target.display()))?;
-            if let Some(dir) = target.parent()
-                && let Ok(d) = std::fs::File::open(dir)
-            {
-                let _ = d.sync_all();
+            // Make the new entry durable, and the directories that may
+            // have been created for it (`<build>/`, `sub/`), up to the
+            // artifacts dir itself.
+            let mut dir = target.parent();
+            while let Some(d) = dir {
+                if let Ok(handle) = std::fs::File::open(d) {
+                    let _ = handle.sync_all();
+                }
+                if d == artifacts_root {
+                    break;
+                }
+                dir = d.parent();
             }
             Ok(())
         })

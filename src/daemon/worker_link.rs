@@ -240,6 +240,8 @@ impl Link {
         loop {
             tokio::select! {
                 _ = pings.tick() => {
+                    // `bbctl ping`s that gave up long ago.
+                    self.pings.retain(|_, (sent, _)| sent.elapsed() < Duration::from_secs(60));
                     if last_heard.elapsed() > self.keepalive * 3 {
                         warn!(link = self.id, worker = %self.worker, "worker silent for {:?}; link lost", last_heard.elapsed());
                         break;

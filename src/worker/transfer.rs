@@ -22,7 +22,7 @@
 //! before stay.
 
 use std::io::{Read, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -264,6 +264,10 @@ pub(crate) struct UploadFile {
     pub(crate) name: String,
     pub(crate) path: PathBuf,
     pub(crate) size: u64,
+    /// Device and inode when it was checked to be inside the work dir: the
+    /// file opened later must be this very one (nothing swapped a
+    /// directory for a symlink in between).
+    pub(crate) id: (u64, u64),
 }
 
 /// The files `from` names inside `workdir`: a directory (every regular
@@ -313,6 +317,7 @@ pub(crate) fn resolve_upload(workdir: &Path, from: &str) -> Result<Vec<UploadFil
                     name,
                     path: real,
                     size: meta.len(),
+                    id: (meta.dev(), meta.ino()),
                 });
             }
         }
@@ -332,6 +337,7 @@ pub(crate) fn resolve_upload(workdir: &Path, from: &str) -> Result<Vec<UploadFil
                 name,
                 path: real,
                 size: meta.len(),
+                id: (meta.dev(), meta.ino()),
             });
         } else if meta.is_dir() {
             walk(&base, &real, "", &mut files)?;
@@ -372,6 +378,7 @@ fn walk(base: &Path, dir: &Path, prefix: &str, out: &mut Vec<UploadFile>) -> Res
                 name,
                 path: real,
                 size: meta.len(),
+                id: (meta.dev(), meta.ino()),
             });
         }
     }
@@ -409,7 +416,20 @@ async fn upload(
 /// Send one file and wait until the master has stored it.
 async fn upload_one(t: &mut Ctx, file: &UploadFile, mode: u32) -> Result<String, Fail> {
     let (build, step) = t.key;
-    let mut reader = std::fs::File::open(&file.path).map_err(|e| format!("{}: {e}", file.name))?;
+    let mut reader = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
+        .open(&file.path)
+        .map_err(|e| format!("{}: {e}", file.name))?;
+    let opened = reader
+        .metadata()
+        .map_err(|e| format!("{}: {e}", file.name))?;
+    if (opened.dev(), opened.ino()) != file.id {
+        return Err(Fail::Failed(format!(
+            "{} changed between its check and its upload; not sent",
+            file.name
+        )));
+    }
     t.send(WorkerToMaster::FileBegin(FileBegin {
         build,
         step,
