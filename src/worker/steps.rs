@@ -47,6 +47,8 @@ pub(crate) struct Steps {
     ctx: Arc<StepContext>,
     held: HashMap<StepKey, Held>,
     tasks: JoinSet<StepKey>,
+    /// Which step each task runs, so a task that panics is known by its id.
+    task_keys: HashMap<tokio::task::Id, StepKey>,
 }
 
 impl Steps {
@@ -56,6 +58,7 @@ impl Steps {
             ctx: Arc::new(ctx),
             held: HashMap::new(),
             tasks: JoinSet::new(),
+            task_keys: HashMap::new(),
         }
     }
 
@@ -91,7 +94,7 @@ impl Steps {
             },
         );
         let ctx = Arc::clone(&self.ctx);
-        self.tasks.spawn(async move {
+        let handle = self.tasks.spawn(async move {
             let (progress, progress_rx) = watch::channel(Progress::default());
             let path = spool_path(&ctx.dir, key.0, key.1);
             let progress = Arc::new(progress);
@@ -118,6 +121,7 @@ impl Steps {
             }
             key
         });
+        self.task_keys.insert(handle.id(), key);
     }
 
     /// Hand a transfer message to its step; messages for steps not held
@@ -223,15 +227,19 @@ impl Steps {
     /// Wait for the next step to be done and forget it. Pending forever
     /// when none is held, so it can sit in a `select!`. Cancel-safe.
     pub(crate) async fn next_done(&mut self) {
-        match self.tasks.join_next().await {
-            Some(Ok(key)) => {
+        match self.tasks.join_next_with_id().await {
+            Some(Ok((id, key))) => {
+                self.task_keys.remove(&id);
                 self.held.remove(&key);
             }
             Some(Err(e)) => {
-                // A panicked step task: its key is lost with it, so sweep
-                // handles whose step can no longer be reached anyway.
-                warn!("a step task failed: {e}");
-                self.held.retain(|_, h| !h.stop.is_closed());
+                // A panicked step task: forget that step only (its end can
+                // no longer be sent; the master's lost-step rules apply).
+                let key = self.task_keys.remove(&e.id());
+                warn!(?key, "a step task failed: {e}");
+                if let Some(key) = key {
+                    self.held.remove(&key);
+                }
             }
             None => std::future::pending().await,
         }

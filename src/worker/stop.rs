@@ -25,11 +25,6 @@ impl StopHandle {
     pub fn stop(&self) {
         self.0.send_replace(true);
     }
-
-    /// True once the step has let go of its signal (it ended).
-    pub fn is_closed(&self) -> bool {
-        self.0.is_closed()
-    }
 }
 
 impl StopSignal {
