@@ -5,36 +5,8 @@ use std::time::Duration;
 
 use super::*;
 
-/// The example from the design brief, verbatim.
-const EXAMPLE: &str = r#"[master]
-state_dir = "/var/lib/bbmaster"   # optional: --state-dir overrides it
-# control_socket = "..."          # default: <state_dir>/control.sock
-# worker_socket = "..."           # default: <state_dir>/worker.sock
-
-[[worker]]
-name = "local-1"
-local = true                      # started and supervised by the master itself
-max_builds = 2
-
-[[worker]]
-name = "box-2"
-secret = "change-me"              # or secret_file = "path"
-max_builds = 1
-
-[[builder]]
-name = "hello"
-workers = ["local-1", "box-2"]
-env = { GREETING = "hi" }
-
-  [[builder.step]]
-  name = "say"
-  shell = "echo $GREETING from $BB_BUILDER build $BB_BUILD_ID"
-
-  [[builder.step]]
-  name = "think"
-  command = ["sleep", "1"]         # argv form, no shell
-  timeout = "30s"
-"#;
+/// The example from issue 2, verbatim (shared with the end-to-end tests).
+const EXAMPLE: &str = include_str!("../../tests/config-examples/issue-2.toml");
 
 /// Where the broken configs and their expected errors live.
 const CORPUS_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/config-corpus");

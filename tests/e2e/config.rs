@@ -5,35 +5,7 @@ use crate::harness::{
 };
 
 /// The example config of the issue, verbatim.
-const ISSUE_EXAMPLE: &str = r#"[master]
-state_dir = "/var/lib/bbmaster"   # optional: --state-dir overrides it
-# control_socket = "..."          # default: <state_dir>/control.sock
-# worker_socket = "..."           # default: <state_dir>/worker.sock
-
-[[worker]]
-name = "local-1"
-local = true                      # started and supervised by the master itself
-max_builds = 2
-
-[[worker]]
-name = "box-2"
-secret = "change-me"              # or secret_file = "path"
-max_builds = 1
-
-[[builder]]
-name = "hello"
-workers = ["local-1", "box-2"]
-env = { GREETING = "hi" }
-
-  [[builder.step]]
-  name = "say"
-  shell = "echo $GREETING from $BB_BUILDER build $BB_BUILD_ID"
-
-  [[builder.step]]
-  name = "think"
-  command = ["sleep", "1"]         # argv form, no shell
-  timeout = "30s"
-"#;
+const ISSUE_EXAMPLE: &str = include_str!("../config-examples/issue-2.toml");
 
 /// A config with an unknown key on line 4, column 1.
 const BAD: &str = "[[worker]]\nname = \"w\"\nlocal = true\nbogus = 1\n";
