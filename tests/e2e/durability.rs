@@ -639,3 +639,86 @@ fn storage_faults_at_start_are_clear_errors() {
     drop(conn);
     master_refuses(dir.path(), &newer, &["newer", "99"]);
 }
+
+/// Unmounts a tmpfs when dropped (lazily, so a leftover process cannot
+/// keep it busy).
+struct Tmpfs(std::path::PathBuf);
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// A disk that fills up while the master runs: the request whose record
+/// cannot be written is answered with the error (exit 1, "could not
+/// record"), the master stops rather than go on with state the disk does
+/// not have, and a master restarted once there is room again has every
+/// request accepted before the fault — and not the refused one.
+#[test]
+fn a_full_disk_at_run_time_fails_the_request_and_stops_the_master() {
+    let mut m = Master::start(
+        r#"
+[[worker]]
+name = "r"
+secret = "s"
+
+[[builder]]
+name = "b"
+workers = ["r"]
+  [[builder.step]]
+  name = "s"
+  command = ["true"]
+"#,
+    );
+    m.bbctl_code(&["shutdown"], 0);
+    m.wait_exit(EXIT_TIMEOUT);
+    let state = m.state_dir();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=3m", "tmpfs"])
+        .arg(&state)
+        .status();
+    if !mounted.is_ok_and(|s| s.success()) {
+        println!("SKIPPED a_full_disk_at_run_time...: cannot mount a tmpfs here");
+        eprintln!("SKIPPED a_full_disk_at_run_time...: cannot mount a tmpfs here");
+        return;
+    }
+    let _tmpfs = Tmpfs(state.clone());
+    m.spawn();
+    assert_eq!(m.force_build("b"), 1);
+    assert_eq!(m.force_build("b"), 2);
+
+    // Fill the disk to the last byte.
+    {
+        use std::io::Write;
+        let mut filler = fs::File::create(state.join("filler")).unwrap();
+        let block = vec![0u8; 64 * 1024];
+        while filler.write_all(&block).is_ok() {}
+        while filler.write_all(&[0u8]).is_ok() {}
+    }
+    let out = m.bbctl(&["force-build", "b"]);
+    assert_eq!(code(&out), 1, "{}", describe(&out));
+    assert!(
+        text(&out.stderr).contains("could not record"),
+        "{}",
+        describe(&out)
+    );
+    let status = m.wait_exit(EXIT_TIMEOUT);
+    assert!(!status.success(), "the master went on after a failed write");
+
+    fs::remove_file(state.join("filler")).unwrap();
+    m.spawn();
+    let queue = m.bbctl_json(&["queue"]);
+    let ids: Vec<u64> = queue
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|q| q["request"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ids, vec![1, 2], "{queue}");
+    m.bbctl_code(&["shutdown"], 0);
+    m.wait_exit(EXIT_TIMEOUT);
+}
