@@ -722,3 +722,23 @@ workers = ["r"]
     m.bbctl_code(&["shutdown"], 0);
     m.wait_exit(EXIT_TIMEOUT);
 }
+
+/// `shutdown --drain` while the only running build's worker is gone: that
+/// build ends on the grace timer, with no command to wake the master loop,
+/// and the master still exits by itself.
+#[test]
+fn a_drain_ends_when_the_last_build_ends_on_the_grace_timer() {
+    let shell = format!("{}; sleep 300", record_pid("pid-$BB_BUILD_ID"));
+    let mut m = master_with_w1(&remote_config("worker_grace = \"1s\"", 1, &shell));
+    let worker = w1(&m);
+    assert_eq!(m.force_build("b"), 1);
+    let pid = wait_pid(&m, "pid-1");
+    worker.kill9();
+    wait_gone(pid, WAIT);
+    m.bbctl_code(&["shutdown", "--drain"], 0);
+    let status = m.wait_exit(WAIT);
+    assert!(
+        status.success(),
+        "the drained master exited with {status:?}"
+    );
+}
