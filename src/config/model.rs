@@ -123,6 +123,10 @@ pub struct BuilderDef {
     pub workers: Vec<String>,
     /// Environment given to every step of this builder.
     pub env: BTreeMap<String, String>,
+    /// Variables of the worker's own environment its steps may see, beyond
+    /// the fixed allow-list (steps start from a clean environment).
+    #[serde(default)]
+    pub pass_env: Vec<String>,
     /// The steps, run in order; never empty.
     pub steps: Vec<StepDef>,
     /// When a request starts, queued requests with the same properties

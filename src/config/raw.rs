@@ -92,6 +92,9 @@ pub struct RawBuilder {
     /// Environment for every step.
     #[serde(default)]
     pub env: RawEnv,
+    /// Names of worker environment variables its steps may see.
+    #[serde(default)]
+    pub pass_env: Vec<Spanned<String>>,
     /// `collapse = true`: queued requests identical to one that starts are
     /// merged into it.
     pub collapse: Option<Spanned<bool>>,

@@ -143,6 +143,7 @@ impl Store {
                             previous_names: vec![],
                             workers: vec![],
                             env: BTreeMap::new(),
+                            pass_env: Vec::new(),
                             steps: vec![],
                             collapse: false,
                         }),
@@ -725,6 +726,7 @@ mod tests {
             previous_names: vec![],
             workers: vec!["w".into()],
             env: BTreeMap::new(),
+            pass_env: Vec::new(),
             steps: vec![crate::config::StepDef {
                 name: "s".into(),
                 action: crate::config::StepAction::Shell("true".into()),

@@ -69,6 +69,7 @@ fn worker_messages_round_trip() {
         name: "s".into(),
         action: WireAction::Shell("echo hi".into()),
         env: vec![("A".into(), "1".into())],
+        pass_env: Vec::new(),
         timeout_ms: Some(5),
         max_output: None,
     }));
@@ -79,6 +80,7 @@ fn worker_messages_round_trip() {
         name: "s".into(),
         action: WireAction::Command(vec!["true".into()]),
         env: vec![],
+        pass_env: Vec::new(),
         timeout_ms: None,
         max_output: None,
     }));

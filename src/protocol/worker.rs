@@ -143,6 +143,10 @@ pub struct StepAssignment {
     pub action: WireAction,
     /// The complete environment additions (builder env, step env, BB_* vars).
     pub env: Vec<(String, String)>,
+    /// Names of the worker's own environment variables the step may see,
+    /// beyond the worker's fixed allow-list (the builder's `pass_env`).
+    #[serde(default)]
+    pub pass_env: Vec<String>,
     /// Kill the step after this many milliseconds.
     pub timeout_ms: Option<u64>,
     /// The master keeps at most this much of the step's output

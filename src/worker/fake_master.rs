@@ -180,6 +180,7 @@ pub(crate) fn step(build: u64, line: &str) -> MasterToWorker {
         name: "say".to_string(),
         action: WireAction::Shell(line.to_string()),
         env: vec![("GREETING".to_string(), "hi".to_string())],
+        pass_env: Vec::new(),
         timeout_ms: None,
         max_output: None,
     })

@@ -22,6 +22,7 @@ use super::group::signal_group;
 use super::guard::Guard;
 use super::output::OutputPump;
 use super::spool::{Progress, SPOOL_DIR, SpoolWriter, spool_path};
+use super::step_env::step_environment;
 use super::stop::StopSignal;
 use crate::protocol::{StepAssignment, StepEnd, WireAction};
 
@@ -165,7 +166,8 @@ fn spawn(a: &StepAssignment, workdir: &Path) -> Result<(PipeReader, Child), Stri
         .try_clone()
         .map_err(|e| format!("cannot duplicate the output pipe: {e}"))?;
     cmd.current_dir(workdir)
-        .envs(a.env.iter().map(|(k, v)| (k, v)))
+        .env_clear()
+        .envs(step_environment(std::env::vars_os(), &a.pass_env, &a.env))
         .stdin(Stdio::null())
         .stdout(writer)
         .stderr(writer_err)

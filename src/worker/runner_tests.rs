@@ -22,6 +22,7 @@ fn shell(line: &str) -> StepAssignment {
         name: "test step".to_string(),
         action: WireAction::Shell(line.to_string()),
         env: Vec::new(),
+        pass_env: Vec::new(),
         timeout_ms: None,
         max_output: None,
     }

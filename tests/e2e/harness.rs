@@ -223,6 +223,7 @@ pub struct Master {
     child: Option<Child>,
     config: Option<PathBuf>,
     starts: u32,
+    env: Vec<(String, String)>,
 }
 
 impl Master {
@@ -253,12 +254,37 @@ impl Master {
         Master::launch(dir, Some(path))
     }
 
+    /// Like [`Master::start`], with extra variables in the master's
+    /// environment (which its local workers inherit).
+    pub fn start_with_env(config: &str, env: &[(&str, &str)]) -> Master {
+        let dir = temp_dir();
+        let path = dir.path().join("master.toml");
+        fs::write(
+            &path,
+            config.replace("@DIR@", &dir.path().to_string_lossy()),
+        )
+        .expect("cannot write the config");
+        let mut master = Master {
+            dir,
+            child: None,
+            config: Some(path),
+            starts: 0,
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        };
+        master.spawn();
+        master
+    }
+
     fn launch(dir: TempDir, config: Option<PathBuf>) -> Master {
         let mut master = Master {
             dir,
             child: None,
             config,
             starts: 0,
+            env: Vec::new(),
         };
         master.spawn();
         master
@@ -284,6 +310,7 @@ impl Master {
         if let Some(config) = &self.config {
             cmd.arg("--config").arg(config);
         }
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         cmd
     }
 

@@ -17,5 +17,6 @@ mod operator;
 mod reload;
 mod reload_regression;
 mod transfer;
+mod untrusted;
 mod watch;
 mod workers;

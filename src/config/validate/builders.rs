@@ -6,6 +6,7 @@ use std::ops::Range;
 use super::super::model::BuilderDef;
 use super::super::raw::{RawBuilder, RawWorker};
 use super::Checker;
+use toml::Spanned;
 
 impl Checker<'_> {
     /// All builders, then the checks that look across builders.
@@ -73,6 +74,7 @@ impl Checker<'_> {
         }
         let workers = self.builder_workers(raw, known);
         let env = self.env(&format!("builder `{name}`"), &raw.env);
+        let pass_env = self.pass_env(name, &raw.pass_env);
         let steps = match &raw.step {
             Some(steps) if !steps.get_ref().is_empty() => {
                 let defs = steps.get_ref().iter().map(|s| self.step(name, s)).collect();
@@ -99,9 +101,30 @@ impl Checker<'_> {
                 .collect(),
             workers,
             env,
+            pass_env,
             steps,
             collapse: raw.collapse.as_ref().is_some_and(|c| *c.get_ref()),
         }
+    }
+
+    /// A builder's `pass_env`: valid variable names, no repeats.
+    fn pass_env(&mut self, builder: &str, raw: &[Spanned<String>]) -> Vec<String> {
+        for key in raw {
+            if !super::is_env_name(key.get_ref()) {
+                self.report(
+                    &key.span(),
+                    format!(
+                        "builder `{builder}`: pass_env entry `{}` is not a valid variable name \
+                         (letters, digits and '_', not starting with a digit)",
+                        key.get_ref()
+                    ),
+                );
+            }
+        }
+        self.duplicates(raw.iter(), |n| {
+            format!("builder `{builder}`: `{n}` is listed twice in pass_env")
+        });
+        raw.iter().map(|k| k.get_ref().clone()).collect()
     }
 
     /// A builder's `workers`: present, non-empty, known, no repeats.

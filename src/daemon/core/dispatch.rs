@@ -175,6 +175,7 @@ impl Core {
             step,
             builder: build.builder.clone(),
             name: def.name.clone(),
+            pass_env: build.def.pass_env.clone(),
             action: match &def.action {
                 StepAction::Shell(line) => WireAction::Shell(line.clone()),
                 StepAction::Command(argv) => WireAction::Command(argv.clone()),

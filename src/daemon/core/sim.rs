@@ -151,6 +151,7 @@ fn random_config(rng: &mut Rng, current: Option<&Config>) -> Arc<Config> {
             previous_names,
             workers: listed,
             env: BTreeMap::new(),
+            pass_env: Vec::new(),
             steps: (0..1 + rng.below(3))
                 .map(|i| StepDef {
                     name: format!("s{i}"),

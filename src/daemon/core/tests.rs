@@ -28,6 +28,7 @@ pub(super) fn config(workers: &[(&str, u32)], builders: &[(&str, &[&str], usize)
                 previous_names: vec![],
                 workers: workers.iter().map(|w| w.to_string()).collect(),
                 env: BTreeMap::new(),
+                pass_env: Vec::new(),
                 steps: (0..*steps)
                     .map(|i| StepDef {
                         name: format!("s{i}"),
