@@ -4,7 +4,7 @@
 //! crash never leaves a stale lock behind; the file holds the owner's pid
 //! only so that a second master can name it.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
 
@@ -44,7 +44,9 @@ impl StateLock {
             path: path.clone(),
             source,
         };
-        let mut file = OpenOptions::new()
+        // Never through a symlink planted in the state dir: its target
+        // would be truncated and overwritten with our pid.
+        let mut file = super::state_dir::private_file()
             .read(true)
             .write(true)
             .create(true)

@@ -17,6 +17,7 @@ pub mod local_workers;
 pub mod lock;
 pub mod logs;
 pub mod notify;
+pub mod state_dir;
 pub mod store;
 pub mod transfer;
 pub mod worker_link;
@@ -56,6 +57,9 @@ pub enum DaemonError {
     /// Another master holds the state dir.
     #[error(transparent)]
     Locked(#[from] lock::LockError),
+    /// The state dir is not safe to use.
+    #[error(transparent)]
+    StateDir(#[from] state_dir::StateDirError),
     /// A file system or socket operation failed.
     #[error("{what} {}: {source}", path.display())]
     Io {
@@ -109,24 +113,6 @@ impl Layout {
     }
 }
 
-/// The state dir holds the sockets, the database and the local workers'
-/// secrets: owner-only. One that already existed with more open
-/// permissions is narrowed to 0700, and the log says so.
-fn tighten_state_dir(dir: &Path) -> Result<(), DaemonError> {
-    use std::os::unix::fs::PermissionsExt;
-    let meta = std::fs::metadata(dir).map_err(io_err("cannot read", dir))?;
-    let mode = meta.permissions().mode() & 0o777;
-    if mode & 0o077 != 0 {
-        warn!(
-            "state dir {} had mode {mode:o}; narrowing it to 700",
-            dir.display()
-        );
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-            .map_err(io_err("cannot make owner-only", dir))?;
-    }
-    Ok(())
-}
-
 /// Load the config `bbmaster` was pointed at, or the embedded default.
 pub fn load_config(opts: &MasterOptions) -> Result<Config, ConfigError> {
     match &opts.config {
@@ -151,7 +137,7 @@ pub async fn run(opts: MasterOptions) -> Result<(), DaemonError> {
         .mode(0o700)
         .create(&layout.state_dir)
         .map_err(io_err("cannot create state dir", &layout.state_dir))?;
-    tighten_state_dir(&layout.state_dir)?;
+    state_dir::check(&layout.state_dir)?;
     let _lock = lock::StateLock::acquire(&layout.state_dir)?;
     let logs_dir = logs::logs_dir(&layout.state_dir);
     std::fs::create_dir_all(&logs_dir).map_err(io_err("cannot create", &logs_dir))?;
@@ -341,19 +327,5 @@ async fn forward_signals(tx: mpsc::Sender<actor::Command>) {
         if tx.send(cmd).await.is_err() {
             return;
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::os::unix::fs::PermissionsExt;
-
-    #[test]
-    fn an_open_state_dir_is_narrowed_to_its_owner() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-        super::tighten_state_dir(dir.path()).unwrap();
-        let mode = std::fs::metadata(dir.path()).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode, 0o700);
     }
 }

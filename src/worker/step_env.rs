@@ -23,10 +23,13 @@ pub const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 
 /// Whether `name` is inherited by the allow-list or by `pass_env`.
 fn passes(name: &str, pass_env: &[String]) -> bool {
-    INHERITED.iter().any(|allowed| match allowed.strip_suffix('*') {
-        Some(prefix) => name.starts_with(prefix),
-        None => name == *allowed,
-    }) || pass_env.iter().any(|p| p == name)
+    INHERITED
+        .iter()
+        .any(|allowed| match allowed.strip_suffix('*') {
+            Some(prefix) => name.starts_with(prefix),
+            None => name == *allowed,
+        })
+        || pass_env.iter().any(|p| p == name)
 }
 
 /// The complete environment of a step: the allowed part of `inherited`, then
@@ -41,7 +44,8 @@ pub fn step_environment(
         .into_iter()
         .filter(|(k, _)| k.to_str().is_some_and(|k| passes(k, pass_env)))
         .collect();
-    env.entry("PATH".into()).or_insert_with(|| DEFAULT_PATH.into());
+    env.entry("PATH".into())
+        .or_insert_with(|| DEFAULT_PATH.into());
     for (k, v) in assigned {
         env.insert(k.into(), v.into());
     }
@@ -53,7 +57,10 @@ mod tests {
     use super::*;
 
     fn vars(pairs: &[(&str, &str)]) -> Vec<(OsString, OsString)> {
-        pairs.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).into(), (*v).into()))
+            .collect()
     }
 
     fn names(env: &BTreeMap<OsString, OsString>) -> Vec<&str> {

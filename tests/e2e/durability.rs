@@ -568,7 +568,7 @@ workers = ["w1"]
 
 /// Start `bbmaster` on `state_dir` and expect it to fail quickly, with
 /// one line on stderr containing every one of `needles`.
-fn master_refuses(dir: &Path, state_dir: &Path, needles: &[&str]) {
+pub(crate) fn master_refuses(dir: &Path, state_dir: &Path, needles: &[&str]) {
     let config = dir.join("master.toml");
     fs::write(dir.join("w1.secret"), "w1-secret\n").unwrap();
     fs::write(&config, NO_LOCAL.replace("@DIR@", &dir.to_string_lossy())).unwrap();
