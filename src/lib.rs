@@ -13,4 +13,5 @@ pub mod daemon;
 pub mod man;
 pub mod paths;
 pub mod protocol;
+pub mod untrusted;
 pub mod worker;

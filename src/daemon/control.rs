@@ -17,6 +17,7 @@ use tracing::{debug, warn};
 use crate::daemon::actor::{Command, LinkCmd, Notice};
 use crate::daemon::follow;
 use crate::daemon::limits::Limits;
+use crate::daemon::lineage;
 use crate::daemon::worker_link::HANDSHAKE_TIMEOUT;
 use crate::protocol::{
     self, ClientRequest, ErrorReply, Hello, HelloReply, Reply, Request, Role, ServerMsg,
@@ -38,6 +39,9 @@ pub struct ControlContext {
     pub events: broadcast::Sender<Arc<crate::protocol::Event>>,
     /// The step logs.
     pub logs: PathBuf,
+    /// The worker socket: a peer descending from a worker of it is a build
+    /// step, and steps never get the master's authority.
+    pub worker_socket: PathBuf,
 }
 
 impl ControlContext {
@@ -63,7 +67,28 @@ pub async fn serve(stream: Stream, ctx: ControlContext) {
     let creds = stream.peer_creds().ok();
     let peer_uid = creds.as_ref().and_then(|c| c.euid());
     let peer_gid = creds.as_ref().and_then(|c| c.egid());
+    let peer_pid = creds.as_ref().and_then(|c| c.pid());
     let (mut rd, mut wr) = tokio::io::split(stream);
+    if let Some(step) = peer_pid
+        .and_then(|pid| lineage::worker_ancestor(pid, &ctx.worker_socket, true).map(|w| (pid, w)))
+    {
+        let (pid, worker) = step;
+        let name = worker.name.as_deref().unwrap_or("?");
+        warn!(
+            peer_pid = pid,
+            worker_pid = worker.pid,
+            worker = %crate::untrusted::Escaped(name),
+            "control connection from a build step refused"
+        );
+        let reason = format!(
+            "permission denied: process {pid} runs under worker {} (pid {}); \
+             build steps may not use the control socket",
+            crate::untrusted::Escaped(name),
+            worker.pid
+        );
+        let _ = protocol::write_msg(&mut wr, &HelloReply::Refused { reason }).await;
+        return;
+    }
     if !ctx.limits.allows(own_uid, peer_uid, peer_gid) {
         warn!(
             ?peer_uid,

@@ -12,6 +12,7 @@ pub mod control;
 pub mod core;
 pub mod follow;
 pub mod limits;
+pub mod lineage;
 pub mod listener;
 pub mod local_workers;
 pub mod lock;
@@ -207,6 +208,7 @@ pub async fn run(opts: MasterOptions) -> Result<(), DaemonError> {
         notices: notices.clone(),
         events,
         logs: logs_dir.clone(),
+        worker_socket: layout.worker_socket.clone(),
     };
     // Every connection task holds a clone of `open`: when all are gone,
     // `closed` yields None (mini-redis' shutdown-complete pattern), so the

@@ -73,16 +73,21 @@ struct Link {
 impl Guard {
     /// Start `exe --guard` as this worker's guard.
     pub fn spawn(exe: &Path) -> std::io::Result<Guard> {
-        let mut child = Command::new(exe)
-            // What `ps` shows; the flag alone makes it a guard.
-            .arg0("bbworker-guard")
-            // Hold no directory busy.
-            .current_dir("/")
-            .arg(GUARD_FLAG)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .process_group(0)
-            .spawn()?;
+        let mut child = super::reaper::spawn_own(
+            || {
+                Command::new(exe)
+                    // What `ps` shows; the flag alone makes it a guard.
+                    .arg0("bbworker-guard")
+                    // Hold no directory busy.
+                    .current_dir("/")
+                    .arg(GUARD_FLAG)
+                    .stdin(Stdio::piped())
+                    .stdout(Stdio::null())
+                    .process_group(0)
+                    .spawn()
+            },
+            |c| Some(c.id()),
+        )?;
         let stdin = child
             .stdin
             .take()

@@ -19,6 +19,7 @@ mod group;
 pub mod guard;
 mod keepalive;
 mod output;
+pub mod reaper;
 mod runner;
 mod sender;
 mod session;
@@ -168,6 +169,12 @@ pub async fn run(opts: WorkerOptions) -> Result<(), WorkerError> {
         error,
     })?;
     let mut signals = ShutdownSignals::install().map_err(WorkerError::Signals)?;
+    // What steps leave behind stays in our tree (so the master can tell it
+    // is build code), and is reaped here.
+    if let Err(e) = reaper::adopt_orphans() {
+        tracing::warn!("cannot become the subreaper of the steps' processes: {e}");
+    }
+    tokio::spawn(reaper::reap_forever());
     let guard = match &opts.guard_exe {
         Some(exe) => Guard::spawn(exe).map_err(|error| WorkerError::Guard {
             exe: exe.clone(),

@@ -117,6 +117,9 @@ async fn execute(
         None => debug!("step process id unknown; cannot clean up its group"),
     }
     output.finish(OUTPUT_DRAIN_LIMIT).await;
+    if let Some(pid) = pgid {
+        super::reaper::forget_own(pid);
+    }
     end
 }
 
@@ -173,7 +176,8 @@ fn spawn(a: &StepAssignment, workdir: &Path) -> Result<(PipeReader, Child), Stri
         .stderr(writer_err)
         .process_group(0)
         .kill_on_drop(true);
-    let spawned = cmd.spawn().map_err(|e| format!("{e}: `{program}`"));
+    let spawned = super::reaper::spawn_own(|| cmd.spawn(), Child::id)
+        .map_err(|e| format!("{e}: `{program}`"));
     // The Command holds our copies of the pipe's write end: drop them now,
     // or the reader never sees EOF.
     drop(cmd);

@@ -96,3 +96,93 @@ fn a_state_dir_of_another_user_is_refused() {
         "the master wrote into a foreign state dir"
     );
 }
+
+const STEP_ATTACK: &str = r#"
+[[worker]]
+name = "local-1"
+local = true
+
+[[builder]]
+name = "evil"
+workers = ["local-1"]
+
+  [[builder.step]]
+  name = "attack"
+  shell = """
+'@BBCTL@' --socket '@SOCK@' force-build evil; echo direct=$?
+(setsid sh -c "sleep 0.3; '@BBCTL@' --socket '@SOCK@' force-build evil 2>'@DIR@/escaped.err'; echo \\$? > '@DIR@/escaped.tmp'; mv '@DIR@/escaped.tmp' '@DIR@/escaped.code'" &)
+# Give it time to leave the step's process group, which dies with the step.
+sleep 0.5
+echo spawned
+"""
+"#;
+
+/// A step (of a local worker, same uid as the master) cannot use the
+/// control socket: not directly, and not from a process it detached with
+/// `setsid` and a double fork, which outlives the step itself.
+#[test]
+fn a_step_cannot_use_the_control_socket() {
+    let m = Master::start(
+        &STEP_ATTACK
+            .replace("@BBCTL@", crate::harness::BBCTL)
+            .replace("@SOCK@", "@DIR@/s/control.sock"),
+    );
+    assert_eq!(m.control_socket(), m.path().join("s").join("control.sock"));
+    let out = m.bbctl_code(&["force-build", "evil", "--follow"], 0);
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("direct=3"), "{stdout}");
+    assert!(
+        stdout.contains("build steps may not use the control socket"),
+        "{stdout}"
+    );
+    // The detached process outlives the step, then tries again.
+    let code_file = m.path().join("escaped.code");
+    crate::harness::wait_until(
+        "the detached process to finish",
+        std::time::Duration::from_secs(20),
+        || code_file.exists(),
+    );
+    let code = std::fs::read_to_string(&code_file).unwrap();
+    let err = std::fs::read_to_string(m.path().join("escaped.err")).unwrap();
+    assert_eq!(code.trim(), "3", "{err}");
+    assert!(
+        err.contains("build steps may not use the control socket"),
+        "{err}"
+    );
+    // The detached process was adopted by the worker (its subreaper), and
+    // reaped there when it ended: no zombie is left.
+    let pid_file = m.state_dir().join("local-workers").join("local-1.pid");
+    let wpid: i32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    crate::harness::wait_until(
+        "the worker to reap what the step left",
+        std::time::Duration::from_secs(10),
+        || zombie_children(wpid).is_empty(),
+    );
+    // Nothing the step asked for happened.
+    let builds = m.bbctl_json(&["builds"]);
+    assert_eq!(builds.as_array().unwrap().len(), 1, "{builds}");
+}
+
+/// Children of `pid` that have exited and were not reaped.
+fn zombie_children(pid: i32) -> Vec<i32> {
+    let mut zombies = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .flatten()
+    {
+        let list = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+        for child in list
+            .split_whitespace()
+            .filter_map(|p| p.parse::<i32>().ok())
+        {
+            if crate::harness::process_state(child) == Some('Z') {
+                zombies.push(child);
+            }
+        }
+    }
+    zombies
+}
