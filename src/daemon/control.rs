@@ -15,6 +15,8 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use tracing::{debug, warn};
 
 use crate::daemon::actor::{Command, LinkCmd, Notice};
+pub use crate::daemon::client_slots::ClientSlots;
+use crate::daemon::client_slots::IDLE_TIMEOUT;
 use crate::daemon::follow;
 use crate::daemon::limits::Limits;
 use crate::daemon::lineage;
@@ -22,15 +24,14 @@ use crate::daemon::worker_link::HANDSHAKE_TIMEOUT;
 use crate::protocol::{
     self, ClientRequest, ErrorReply, Hello, HelloReply, Reply, Request, Role, ServerMsg,
 };
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// What every client connection shares.
 #[derive(Clone)]
 pub struct ControlContext {
     /// Frame limits and who may connect.
     pub limits: Arc<Limits>,
-    /// Control connections open now (for `max_clients`).
-    pub clients: Arc<AtomicUsize>,
+    /// Control connections open now, per uid (for `max_clients`).
+    pub clients: Arc<ClientSlots>,
     /// The master loop.
     pub master: mpsc::Sender<Command>,
     /// Build notices, for streams.
@@ -105,17 +106,18 @@ pub async fn serve(stream: Stream, ctx: ControlContext) {
         return;
     }
     // One slot per connection, freed however the connection ends.
-    let open = ctx.clients.fetch_add(1, Ordering::SeqCst) + 1;
-    let _slot = ClientSlot(Arc::clone(&ctx.clients));
-    if open > ctx.limits.max_clients as usize {
-        warn!(open, "control connection refused: max_clients reached");
-        let reason = format!(
-            "too many connections: the master serves at most {} clients at once (max_clients)",
-            ctx.limits.max_clients
-        );
-        let _ = protocol::write_msg(&mut wr, &HelloReply::Refused { reason }).await;
-        return;
-    }
+    let _slot = match ctx
+        .clients
+        .take(peer_uid, own_uid, ctx.limits.max_clients as usize)
+    {
+        Ok(slot) => slot,
+        Err(no_slot) => {
+            warn!(?peer_uid, "control connection refused: {no_slot}");
+            let reason = no_slot.to_string();
+            let _ = protocol::write_msg(&mut wr, &HelloReply::Refused { reason }).await;
+            return;
+        }
+    };
     let hello = tokio::time::timeout(
         HANDSHAKE_TIMEOUT,
         protocol::read_msg::<_, Hello>(&mut rd, ctx.limits.max_handshake_frame),
@@ -147,7 +149,18 @@ pub async fn serve(stream: Stream, ctx: ControlContext) {
         return;
     }
     loop {
-        let req: ClientRequest = match protocol::read_msg(&mut rd, ctx.limits.max_frame).await {
+        let next = tokio::time::timeout(
+            IDLE_TIMEOUT,
+            protocol::read_msg::<_, ClientRequest>(&mut rd, ctx.limits.max_frame),
+        );
+        let req = match next.await {
+            Err(_idle) => {
+                debug!("control connection closed after {IDLE_TIMEOUT:?} without a request");
+                return;
+            }
+            Ok(read) => read,
+        };
+        let req: ClientRequest = match req {
             Ok(req) => req,
             Err(e) if e.is_disconnect() => return,
             Err(e) => {
@@ -285,15 +298,6 @@ async fn client_gone<R: tokio::io::AsyncRead + Unpin>(rd: &mut R) {
             // Bytes during a stream break the protocol; they are dropped.
             Ok(_) => {}
         }
-    }
-}
-
-/// Frees a `max_clients` slot when its connection ends.
-struct ClientSlot(Arc<AtomicUsize>);
-
-impl Drop for ClientSlot {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 

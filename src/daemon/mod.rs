@@ -8,6 +8,7 @@
 
 pub mod actor;
 pub mod args;
+pub mod client_slots;
 pub mod control;
 pub mod core;
 pub mod follow;
@@ -203,7 +204,7 @@ pub async fn run(opts: MasterOptions) -> Result<(), DaemonError> {
 
     let ctx = control::ControlContext {
         limits: Arc::clone(&limits),
-        clients: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+        clients: Arc::new(control::ClientSlots::default()),
         master: tx.clone(),
         notices: notices.clone(),
         events,

@@ -30,8 +30,8 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::harness::{
-    BBCTL, BBMASTER, EXIT_TIMEOUT, Master, STARTUP_TIMEOUT, code, command, describe, process_gone,
-    run_with_timeout, temp_dir, text, wait_child, wait_for_line_in, wait_until,
+    BBCTL, BBMASTER, Background, EXIT_TIMEOUT, Master, STARTUP_TIMEOUT, code, command, describe,
+    process_gone, run_with_timeout, temp_dir, text, wait_child, wait_for_line_in, wait_until,
 };
 
 /// How long the master may take to answer `bbctl status` after an attack.
@@ -685,9 +685,10 @@ fn an_idle_peer_is_closed_after_the_handshake_timeout_while_others_are_served() 
     assert_eq!(builds(&m).len(), 1);
 }
 
-/// 300 connections at once against `max_clients = 16`: exactly 16 are
-/// welcomed, the others refused with "too many connections" (`bbctl`
-/// too, exit 3); once they close, `bbctl status` works again.
+/// 300 connections at once against `max_clients = 16`, all of the owner's
+/// uid: exactly 16 are welcomed, plus the slots kept for the owner
+/// (`OWNER_RESERVE`), the others refused with "too many connections"
+/// (`bbctl` too, exit 3); once they close, `bbctl status` works again.
 #[test]
 fn connections_beyond_max_clients_are_refused_and_the_master_recovers() {
     let config = TWO_WORKERS.replace("[master]\n", "[master]\nmax_clients = 16\n");
@@ -717,7 +718,8 @@ fn connections_beyond_max_clients_are_refused_and_the_master_recovers() {
             Answer::Closed => panic!("{}: closed without a word", p.what),
         }
     }
-    assert_eq!((welcomed, refused), (16, 284));
+    let reserve = bbctl::daemon::client_slots::OWNER_RESERVE;
+    assert_eq!((welcomed, refused), (16 + reserve, 284 - reserve));
 
     let out = m.bbctl(&["status"]);
     assert_eq!(code(&out), 3, "{}", describe(&out));
@@ -1357,4 +1359,62 @@ fn peer_uid_check_refuses_users_not_allowed() {
     // Another group, same uid: no.
     let out = m.status_as(uid, if gid == 4242 { 4243 } else { 4242 });
     assert_ne!(code(&out), 0, "{}", describe(&out));
+}
+
+/// One allowed user cannot take every client slot: `nobody`, allowed by
+/// `allowed_uids`, holds at most half of `max_clients`, and the owner gets
+/// in while nobody holds its share.
+#[test]
+fn one_user_cannot_take_every_client_slot() {
+    let (uid, gid) = match other_user() {
+        Ok(ids) => ids,
+        Err(why) => {
+            println!("SKIPPED one_user_cannot_take_every_client_slot: {why}");
+            eprintln!("SKIPPED one_user_cannot_take_every_client_slot: {why}");
+            return;
+        }
+    };
+    let m = SideMaster::start(&format!("allowed_uids = [{uid}]\nmax_clients = 4"));
+    // Two streams held open by nobody: its share of four.
+    let exe = m.dir.path().join("bbctl");
+    m.status_as(uid, gid); // copies bbctl where nobody can run it
+    let holders: Vec<Background> = (0..2)
+        .map(|_| {
+            let mut cmd = command("setpriv");
+            cmd.arg(format!("--reuid={uid}"))
+                .arg(format!("--regid={gid}"))
+                .arg("--clear-groups")
+                .arg(&exe)
+                .arg("--socket")
+                .arg(&m.socket)
+                .arg("events");
+            Background::spawn(cmd)
+        })
+        .collect();
+    let mut last = String::new();
+    wait_until(
+        "nobody's share to be taken",
+        Duration::from_secs(10),
+        || {
+            let out = m.status_as(uid, gid);
+            last = describe(&out);
+            code(&out) == 3
+                && text(&out.stderr).contains(&format!("too many connections from uid {uid}"))
+        },
+    );
+    let own = run_with_timeout(
+        {
+            let mut c = command(BBCTL);
+            c.arg("--socket").arg(&m.socket).arg("status");
+            c
+        },
+        Duration::from_secs(10),
+    );
+    assert_eq!(code(&own), 0, "{}\nlast refusal: {last}", describe(&own));
+    for h in holders {
+        h.kill9();
+    }
+    wait_until("nobody to get in again", Duration::from_secs(10), || {
+        code(&m.status_as(uid, gid)) == 0
+    });
 }
