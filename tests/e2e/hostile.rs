@@ -1391,17 +1391,22 @@ fn one_user_cannot_take_every_client_slot() {
             Background::spawn(cmd)
         })
         .collect();
-    let mut last = String::new();
-    wait_until(
-        "nobody's share to be taken",
-        Duration::from_secs(10),
-        || {
-            let out = m.status_as(uid, gid);
-            last = describe(&out);
-            code(&out) == 3
-                && text(&out.stderr).contains(&format!("too many connections from uid {uid}"))
-        },
-    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let last = loop {
+        let out = m.status_as(uid, gid);
+        let refused = code(&out) == 3
+            && text(&out.stderr).contains(&format!("too many connections from uid {uid}"));
+        if refused {
+            break describe(&out);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "nobody still gets in while holding two streams: {}\n{}",
+            describe(&out),
+            m.stderr()
+        );
+        thread::sleep(Duration::from_millis(50));
+    };
     let own = run_with_timeout(
         {
             let mut c = command(BBCTL);
