@@ -1375,7 +1375,9 @@ fn one_user_cannot_take_every_client_slot() {
         }
     };
     let m = SideMaster::start(&format!("allowed_uids = [{uid}]\nmax_clients = 4"));
-    // Two streams held open by nobody: its share of four.
+    // Two streams held open by nobody: its share of four. Each retries
+    // until it holds a slot (a slot of a connection that just closed is
+    // freed a moment later, when the master notices).
     let exe = m.dir.path().join("bbctl");
     m.status_as(uid, gid); // copies bbctl where nobody can run it
     let holders: Vec<Background> = (0..2)
@@ -1384,10 +1386,14 @@ fn one_user_cannot_take_every_client_slot() {
             cmd.arg(format!("--reuid={uid}"))
                 .arg(format!("--regid={gid}"))
                 .arg("--clear-groups")
-                .arg(&exe)
-                .arg("--socket")
-                .arg(&m.socket)
-                .arg("events");
+                .arg("sh")
+                .arg("-c")
+                .arg(format!(
+                    "until '{}' --socket '{}' events; do sleep 0.05; done",
+                    exe.display(),
+                    m.socket.display()
+                ));
+            std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
             Background::spawn(cmd)
         })
         .collect();
@@ -1417,6 +1423,7 @@ fn one_user_cannot_take_every_client_slot() {
     );
     assert_eq!(code(&own), 0, "{}\nlast refusal: {last}", describe(&own));
     for h in holders {
+        let _ = nix::sys::signal::killpg(Pid::from_raw(h.pid() as i32), Signal::SIGKILL);
         h.kill9();
     }
     wait_until("nobody to get in again", Duration::from_secs(10), || {
