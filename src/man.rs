@@ -40,6 +40,7 @@ pub const CONFIG_KEYS: &[&str] = &[
     "builder.previous_names",
     "builder.workers",
     "builder.env",
+    "builder.pass_env",
     "builder.collapse",
     "builder.step",
     "builder.step.name",
