@@ -156,18 +156,12 @@ fn roff_escape(text: &str) -> String {
     }
 }
 
-/// EXIT STATUS, from [`crate::client::cli::EXIT_CODES`] (`  N  meaning`).
+/// EXIT STATUS, from [`crate::client::cli::EXIT_CODES`]: one `.TP` entry
+/// per code, its meaning whole (continuation lines joined).
 fn exit_status() -> String {
     let mut roff = String::from(".SH \"EXIT STATUS\"\n");
-    for line in crate::client::cli::EXIT_CODES.lines().skip(1) {
-        let line = line.trim();
-        let Some((code, meaning)) = line.split_once(char::is_whitespace) else {
-            continue;
-        };
-        roff.push_str(&format!(
-            ".TP\n.B {code}\n{}\n",
-            roff_escape(meaning.trim())
-        ));
+    for (code, meaning) in crate::client::cli::exit_codes() {
+        roff.push_str(&format!(".TP\n.B {code}\n{}\n", roff_escape(&meaning)));
     }
     roff
 }
@@ -425,6 +419,127 @@ mod tests {
             unlisted.is_empty() && gone.is_empty(),
             "CONFIG_KEYS is out of step with src/config/raw.rs: missing {unlisted:?}, not in raw.rs {gone:?}"
         );
+    }
+
+    /// Render a roff page as a reader sees it: `man -l` at 80 columns
+    /// (man-db; CI installs it with apt-get).
+    fn render_as_text(roff: &[u8]) -> String {
+        use std::io::Write;
+        use std::process::{Command, Stdio};
+        let mut child = Command::new("man")
+            .args(["-l", "-"])
+            .env("MANWIDTH", "80")
+            .env("MANPAGER", "cat")
+            .env("PAGER", "cat")
+            .env_remove("MAN_KEEP_FORMATTING")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("`man` (man-db) is needed to check the man pages: apt-get install man-db");
+        child.stdin.take().unwrap().write_all(roff).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "man -l failed: {}", String::from_utf8_lossy(&out.stderr));
+        // Strip any overstrike (bold/underline) that a formatter leaves.
+        let mut text = String::new();
+        for c in String::from_utf8_lossy(&out.stdout).chars() {
+            if c == '\u{8}' {
+                text.pop();
+            } else {
+                text.push(c);
+            }
+        }
+        text
+    }
+
+    /// The lines of section `name` of a rendered page, up to the next one.
+    fn section<'a>(text: &'a str, name: &str) -> Vec<&'a str> {
+        text.lines()
+            .skip_while(|l| l.trim_end() != name)
+            .skip(1)
+            .take_while(|l| l.is_empty() || l.starts_with(' '))
+            .collect()
+    }
+
+    /// Every bbctl page, rendered by `man`, lists each exit code on a line
+    /// of its own, followed by the start of its meaning; no other line
+    /// sits at the codes' indentation (a garbled `not`, `master,`).
+    #[test]
+    fn exit_status_reads_right_when_rendered() {
+        let codes = crate::client::cli::exit_codes();
+        for (name, roff) in super::render_all() {
+            if !name.starts_with("bbctl") {
+                continue;
+            }
+            let text = render_as_text(&roff);
+            let lines = section(&text, "EXIT STATUS");
+            assert!(!lines.is_empty(), "{name}: no EXIT STATUS section:\n{text}");
+            let tagged: Vec<&str> = lines
+                .iter()
+                .filter(|l| l.len() > 7 && l.starts_with("       ") && !l[7..].starts_with(' '))
+                .copied()
+                .collect();
+            assert_eq!(
+                tagged.len(),
+                codes.len(),
+                "{name}: one tagged line per exit code expected:\n{}",
+                lines.join("\n")
+            );
+            for ((code, meaning), line) in codes.iter().zip(&tagged) {
+                let mut words = line.split_whitespace();
+                assert_eq!(words.next(), Some(code.to_string().as_str()), "{name}: {line}");
+                let first: Vec<&str> = meaning.split_whitespace().take(2).collect();
+                let got: Vec<&str> = words.take(2).collect();
+                assert_eq!(got, first, "{name}: code {code} reads `{line}`");
+            }
+            // The meaning comes whole: every word of it is in the section.
+            // (Words hyphenated at a line's end are joined again.)
+            let flat = lines.join(" ");
+            let flat = flat.split_whitespace().collect::<Vec<_>>().join(" ");
+            let flat = flat.replace("\u{2010} ", "");
+            for (code, meaning) in &codes {
+                let last = meaning.split_whitespace().last().unwrap();
+                assert!(flat.contains(last), "{name}: code {code}'s meaning is cut: {flat}");
+            }
+        }
+    }
+
+    /// `docs/cli.md`'s exit-code table says exactly what `--help` and
+    /// `bbctl(1)` say (all three come from `EXIT_CODES`).
+    #[test]
+    fn docs_list_the_same_exit_codes_as_help() {
+        let doc = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/cli.md"),
+        )
+        .unwrap();
+        let rows: Vec<(u8, String)> = doc
+            .lines()
+            .filter_map(|l| {
+                let cells: Vec<&str> = l.trim().trim_matches('|').split('|').collect();
+                let code = cells.first()?.trim().parse::<u8>().ok()?;
+                Some((code, cells.get(1)?.trim().to_string()))
+            })
+            .collect();
+        assert_eq!(rows, crate::client::cli::exit_codes(), "docs/cli.md's exit-code table differs from cli::EXIT_CODES");
+    }
+
+    /// `bbworker(8)` and `bbworker --help` describe the worker, not the
+    /// whole suite (the crate's description).
+    #[test]
+    fn bbworker_describes_the_worker() {
+        use clap::CommandFactory;
+        let help = crate::worker::args::WorkerArgs::command()
+            .render_long_help()
+            .to_string();
+        assert!(help.starts_with("Connect to a bbmaster"), "{help}");
+        let (_, roff) = super::render_all()
+            .into_iter()
+            .find(|(n, _)| n == "bbworker.8")
+            .unwrap();
+        let text = render_as_text(&roff);
+        let name = section(&text, "NAME").join(" ");
+        assert!(name.contains("bbworker - Connect to a bbmaster"), "{name}");
+        assert!(!text.contains("whose reload never hurts"), "{text}");
     }
 
     #[test]

@@ -5,18 +5,49 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-/// Exit codes, as the long help and the README document them.
+/// Exit codes, as the long help, `bbctl(1)` and `docs/cli.md` document
+/// them (a test holds the three to the same words): one `  N    meaning`
+/// line per code, continuation lines indented further.
 pub const EXIT_CODES: &str = "\
 Exit codes:
   0    success
   1    the operation failed; with --wait, --follow or `wait`: the build did
-       not succeed; `check-config`: the file is invalid
-  2    usage error (bad arguments)
-  3    the master cannot be reached
-  4    not found: no such build, request, builder, worker or step
-  5    rejected: `reload` of an invalid config, a full queue, a draining
-       master, a request in the wrong state
-  130  interrupted by Ctrl-C while waiting (the build goes on)";
+       not succeed; `check-config`: the file is invalid; `events`: the
+       master went away
+  2    usage error (unknown command or option, missing or malformed
+       argument)
+  3    the master cannot be reached (the message names the socket tried),
+       refused the connection (too many clients: max_clients), or did not
+       come back within --reconnect-for while bbctl waited for a build
+  4    not found: no such build, request, builder, worker, step or artifact
+  5    rejected: the master refused (an invalid config for `reload`,
+       `cancel` of a finished request, `stop` of a finished build,
+       `force-build` to a draining master or a full queue, `shutdown
+       --cancel` when not draining)
+  130  interrupted by Ctrl-C while waiting (`force-build --wait/--follow`,
+       `wait`, `log --follow`): the build goes on; stderr says how to
+       re-attach";
+
+/// [`EXIT_CODES`] as (code, meaning) pairs, continuation lines joined: the
+/// one parser of that text, for the man pages and the docs test.
+pub fn exit_codes() -> Vec<(u8, String)> {
+    let mut codes: Vec<(u8, String)> = Vec::new();
+    for line in EXIT_CODES.lines().skip(1) {
+        let trimmed = line.trim();
+        let code = trimmed
+            .split_once(char::is_whitespace)
+            .and_then(|(c, rest)| Some((c.parse::<u8>().ok()?, rest.trim())));
+        match (code, codes.last_mut()) {
+            (Some((code, meaning)), _) => codes.push((code, meaning.to_string())),
+            (None, Some((_, meaning))) => {
+                meaning.push(' ');
+                meaning.push_str(trimmed);
+            }
+            (None, None) => {}
+        }
+    }
+    codes
+}
 
 /// Control a bbmaster build master: status, builds, logs, reload.
 #[derive(Debug, Parser)]

@@ -8,7 +8,7 @@ use clap::{ArgGroup, Parser};
 
 /// Connect to a bbmaster and run the build steps it assigns.
 #[derive(Debug, Parser)]
-#[command(name = "bbworker", version, about)]
+#[command(name = "bbworker", version)]
 #[command(group(ArgGroup::new("secret").required(true).args(["secret_file", "secret_stdin"])))]
 pub struct WorkerArgs {
     /// The master's worker socket.
