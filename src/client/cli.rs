@@ -81,6 +81,11 @@ pub struct GlobalOpts {
     /// (e.g. `30s`) before giving up with exit code 3; for boot scripts.
     #[arg(long, global = true, value_name = "DURATION", value_parser = parse_duration)]
     pub wait_for_master: Option<std::time::Duration>,
+    /// While waiting for a build (`--wait`, `--follow`, `wait`, `log
+    /// --follow`): if the master goes away (a restart), keep trying to
+    /// re-attach for this long, then exit 3; `0s`: do not re-attach.
+    #[arg(long, global = true, value_name = "DURATION", value_parser = parse_duration, default_value = "60s")]
+    pub reconnect_for: std::time::Duration,
 }
 
 /// When to colour output.
@@ -122,11 +127,16 @@ pub enum Command {
     /// Queue a build request for a builder.
     #[command(after_long_help = EXIT_CODES)]
     ForceBuild(ForceBuildArgs),
+    /// Queue a build again: a new request for the same builder with the
+    /// same properties, its reason `rebuild of build N`.
+    #[command(after_long_help = EXIT_CODES)]
+    Rebuild(RebuildArgs),
     /// List builds, newest first.
     Builds(BuildsArgs),
     /// Show one build with its steps.
     Build {
-        /// The build's id.
+        /// The build's id (`7` or `#7`).
+        #[arg(value_parser = crate::client::ids::parse_build)]
         id: u64,
     },
     /// Print a build's output.
@@ -134,7 +144,8 @@ pub enum Command {
     /// Wait for a request's build to finish; exit 0 only if it succeeded.
     #[command(after_long_help = EXIT_CODES)]
     Wait {
-        /// The request's id (as printed by force-build).
+        /// The request's id, as force-build prints it (`r8` or `8`).
+        #[arg(value_parser = crate::client::ids::parse_request)]
         request: u64,
         /// Stream the build's output as it runs.
         #[arg(long, short)]
@@ -173,25 +184,30 @@ pub enum Command {
     },
     /// Cancel a queued request (a running one has its build stopped).
     Cancel {
-        /// The request's id (as printed by force-build).
+        /// The request's id, as force-build prints it (`r8` or `8`).
+        #[arg(value_parser = crate::client::ids::parse_request)]
         request: u64,
     },
-    /// Stop a running build: its current step's whole process group is killed.
+    /// Stop a running build: its current step's whole process group is
+    /// killed. Takes a build id (a request's is refused: `cancel` takes it).
     Stop {
-        /// The build's id.
+        /// The build's id (`7` or `#7`).
+        #[arg(value_parser = crate::client::ids::parse_build)]
         build: u64,
     },
     /// List the files a build's `upload` steps stored: name, size, SHA-256.
     #[command(after_long_help = EXIT_CODES)]
     Artifacts {
-        /// The build's id.
+        /// The build's id (`7` or `#7`).
+        #[arg(value_parser = crate::client::ids::parse_build)]
         build: u64,
     },
     /// Fetch one artifact of a build; its checksum is verified, and a file
     /// is written whole or not at all.
     #[command(after_long_help = EXIT_CODES)]
     Artifact {
-        /// The build's id.
+        /// The build's id (`7` or `#7`).
+        #[arg(value_parser = crate::client::ids::parse_build)]
         build: u64,
         /// The artifact's name, as `bbctl artifacts` lists it.
         name: String,
@@ -261,6 +277,27 @@ pub struct ForceBuildArgs {
     pub cancel_on_interrupt: bool,
 }
 
+/// Arguments of `rebuild`.
+#[derive(Debug, Args)]
+pub struct RebuildArgs {
+    /// The build to run again (`7` or `#7`).
+    #[arg(value_parser = crate::client::ids::parse_build)]
+    pub build: u64,
+    /// Wait for the new build to finish; exit 0 only if it succeeded.
+    #[arg(long)]
+    pub wait: bool,
+    /// Stream the new build's output as it runs (implies --wait).
+    #[arg(long)]
+    pub follow: bool,
+    /// Higher runs first; equal priorities run oldest first.
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+    pub priority: i32,
+    /// With --wait/--follow: on Ctrl-C, cancel the request (or stop its
+    /// build) instead of detaching from it.
+    #[arg(long)]
+    pub cancel_on_interrupt: bool,
+}
+
 /// Arguments of `builds`.
 #[derive(Debug, Args)]
 pub struct BuildsArgs {
@@ -275,7 +312,8 @@ pub struct BuildsArgs {
 /// Arguments of `log`.
 #[derive(Debug, Args)]
 pub struct LogArgs {
-    /// The build's id [default: the latest build].
+    /// The build's id (`7` or `#7`) [default: the latest build].
+    #[arg(value_parser = crate::client::ids::parse_build)]
     pub build: Option<u64>,
     /// Only this step (name or index).
     pub step: Option<String>,

@@ -6,6 +6,7 @@
 pub mod cli;
 mod commands;
 pub mod connection;
+pub mod ids;
 pub mod render;
 mod watch;
 
@@ -46,6 +47,15 @@ pub enum CliError {
     /// Writing our own output failed.
     #[error("cannot write output: {0}")]
     Output(#[from] io::Error),
+    /// The master went away while bbctl waited for a build, and did not
+    /// come back within `--reconnect-for`.
+    #[error("the master went away and did not come back within {}: {source}", humantime::format_duration(*waited))]
+    MasterGone {
+        /// How long bbctl tried to re-attach.
+        waited: std::time::Duration,
+        /// The last error.
+        source: Box<CliError>,
+    },
 }
 
 impl CliError {
@@ -54,6 +64,7 @@ impl CliError {
         match self {
             CliError::Connection(ConnectionError::Unreachable { .. })
             | CliError::Connection(ConnectionError::Refused { .. }) => EXIT_UNREACHABLE,
+            CliError::MasterGone { .. } => EXIT_UNREACHABLE,
             CliError::Connection(_) | CliError::Output(_) => EXIT_FAILED,
             CliError::Server(e) => match e.kind {
                 ErrorKind::NotFound => EXIT_NOT_FOUND,

@@ -183,6 +183,25 @@ pub fn ago(then_ms: u64, now_ms: u64) -> String {
     format!("{short} ago")
 }
 
+/// How long something has been up: `up 1m`, `up 3h 02m`; `up 0s` at
+/// first.
+pub fn uptime(since_ms: u64, now_ms: u64) -> String {
+    let ago = ago(since_ms, now_ms);
+    match ago.strip_suffix(" ago") {
+        Some(span) => format!("up {span}"),
+        None => "up 0s".into(),
+    }
+}
+
+/// A worker's software as people want it: the version (`0.1.0`), not the
+/// package's name (`bbctl-suite 0.1.0`).
+pub fn version(software: &str) -> String {
+    match software.rsplit_once(' ') {
+        Some((_, v)) if v.starts_with(|c: char| c.is_ascii_digit()) => v.to_string(),
+        _ => software.to_string(),
+    }
+}
+
 /// The time of day (UTC) of a timestamp: `14:03:07.250Z`.
 pub fn clock(ms: u64) -> String {
     let day_ms = ms % 86_400_000;
@@ -200,14 +219,14 @@ pub fn event_line(e: &Event) -> String {
     let why = |r: &Option<String>| r.as_ref().map(|r| format!(": {r}")).unwrap_or_default();
     let what = match &e.kind {
         EventKind::BuildQueued { request, builder } => {
-            format!("request {request} queued for {builder}")
+            format!("request r{request} queued for {builder}")
         }
         EventKind::BuildStarted {
             build,
             request,
             builder,
             worker,
-        } => format!("build {build} of {builder} started on {worker} (request {request})"),
+        } => format!("build {build} of {builder} started on {worker} (request r{request})"),
         EventKind::StepStarted { build, step, name } => {
             format!("build {build} step {step} `{name}` started")
         }
@@ -226,21 +245,21 @@ pub fn event_line(e: &Event) -> String {
             result,
             reason,
         } => format!(
-            "build {build} finished: {result}{} (request {request})",
+            "build {build} finished: {result}{} (request r{request})",
             why(reason)
         ),
         EventKind::BuildRetried {
             build,
             request,
             reason,
-        } => format!("build {build} cut short, request {request} queued again: {reason}"),
+        } => format!("build {build} cut short, request r{request} queued again: {reason}"),
         EventKind::RequestSkipped {
             request,
             into,
             build,
-        } => format!("request {request} skipped: collapsed into request {into} (build {build})"),
+        } => format!("request r{request} skipped: collapsed into request r{into} (build {build})"),
         EventKind::RequestCancelled { request, reason } => {
-            format!("request {request} cancelled: {reason}")
+            format!("request r{request} cancelled: {reason}")
         }
         EventKind::WorkerConnected { worker } => format!("worker {worker} connected"),
         EventKind::WorkerLost { worker } => format!("worker {worker} lost"),
@@ -276,6 +295,10 @@ mod tests {
         assert_eq!(duration(7_380_000), "2h 03m");
         assert_eq!(ago(0, 61_000), "1m ago");
         assert_eq!(ago(10, 5), "just now");
+        assert_eq!(uptime(0, 61_000), "up 1m");
+        assert_eq!(uptime(0, 500), "up 0s");
+        assert_eq!(version("bbctl-suite 0.1.0"), "0.1.0");
+        assert_eq!(version("other"), "other");
     }
 
     #[test]
@@ -312,7 +335,7 @@ mod tests {
         };
         assert_eq!(
             event_line(&e),
-            "14:03:07.250Z gen 2  build 7 finished: failure: step `say` exited with code 1 (request 5)"
+            "14:03:07.250Z gen 2  build 7 finished: failure: step `say` exited with code 1 (request r5)"
         );
     }
 

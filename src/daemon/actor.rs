@@ -668,13 +668,13 @@ impl Master {
                         let effects = self.core.take_effects();
                         self.execute(effects);
                         Ok(Reply::Done {
-                            message: format!("request {request} cancelled"),
+                            message: format!("request r{request} cancelled"),
                         })
                     }
                     Err(CoreError::RequestNotLive(_)) => {
                         let info = self.request_info(request)?;
                         Err(ErrorReply::rejected(format!(
-                            "request {request} is already {}",
+                            "request r{request} is already {}",
                             info.state
                         )))
                     }
@@ -686,8 +686,13 @@ impl Master {
                     Ok(()) => {
                         let effects = self.core.take_effects();
                         self.execute(effects);
+                        // Say whose build it is: request and build ids differ.
+                        let of = self
+                            .build_detail(build)
+                            .map(|d| format!(" (request r{})", d.summary.request_id))
+                            .unwrap_or_default();
                         Ok(Reply::Done {
-                            message: format!("build {build} is stopping"),
+                            message: format!("build {build}{of} is stopping"),
                         })
                     }
                     Err(CoreError::BuildNotRunning(_)) => {
@@ -792,7 +797,7 @@ impl Master {
         self.store
             .request(request)
             .map_err(|e| ErrorReply::failed(e.to_string()))?
-            .ok_or_else(|| ErrorReply::not_found(format!("no request {request}")))
+            .ok_or_else(|| ErrorReply::not_found(format!("no request r{request}")))
     }
 
     fn snapshot(&self, target: &StreamTarget) -> Result<Snapshot, ErrorReply> {

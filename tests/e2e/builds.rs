@@ -143,7 +143,7 @@ workers = ["local-1"]
     let out = m.bbctl_code(&["force-build", "count", "--follow"], 0);
     assert_eq!(text(&out.stdout), "line 1\nline 2\nline 3\nline 4\n");
     let err = text(&out.stderr);
-    assert!(err.contains("request 1 queued for count"), "{err}");
+    assert!(err.contains("request r1 queued for count"), "{err}");
     assert!(err.contains("build 1 finished: success"), "{err}");
 
     // The stored log is the same bytes, per build and per step.

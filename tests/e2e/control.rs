@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::harness::{Master, process_gone, text, wait_for_line_in, wait_until};
+use crate::harness::{Master, describe, process_gone, text, wait_for_line_in, wait_until};
 
 /// `bbctl stop` of a build whose step runs `sleep 30` (plus a background
 /// grandchild in the same process group) ends the build as cancelled, the
@@ -31,7 +31,7 @@ workers = ["local-1"]
     );
     let mut waiter = m.bbctl_spawn(&["force-build", "sleepy", "--wait"]);
     let queued = waiter.wait_stderr("queued", Duration::from_secs(10));
-    assert_eq!(queued, "request 1 queued for sleepy");
+    assert_eq!(queued, "request r1 queued for sleepy");
 
     let sh: i32 = wait_for_line_in(&m.path().join("sh.pid"), Duration::from_secs(10))
         .parse()
@@ -49,7 +49,12 @@ workers = ["local-1"]
     );
 
     let out = m.bbctl_code(&["stop", "1"], 0);
-    assert!(!text(&out.stdout).is_empty(), "stop says what it did");
+    assert!(
+        text(&out.stderr).contains("build 1 (request r1) is stopping"),
+        "stop says what it did, and whose build it is: {}",
+        describe(&out)
+    );
+    assert!(text(&out.stdout).is_empty(), "a confirmation is not data");
 
     let out = waiter.finish(Duration::from_secs(15));
     assert_eq!(
@@ -143,7 +148,7 @@ workers = ["local-1"]
     let mut waiter = m.bbctl_spawn(&["force-build", "slow", "--wait"]);
     assert_eq!(
         waiter.wait_stderr("queued", Duration::from_secs(10)),
-        "request 2 queued for slow"
+        "request r2 queued for slow"
     );
     let status = m.bbctl_json(&["status"]);
     assert_eq!(status["builders"][0]["queued"], 1, "{status}");

@@ -758,6 +758,15 @@ impl LineReader {
         })
     }
 
+    /// Wait (bounded) for the process to exit by itself; its status, and
+    /// every stdout line it printed (from the first, `seen` included).
+    pub fn finish(mut self, timeout: Duration) -> (ExitStatus, Vec<String>) {
+        let status = wait_child(&mut self.child, timeout)
+            .unwrap_or_else(|| panic!("{} did not exit within {timeout:?}", self.what));
+        while let Some(_line) = self.next_line(Duration::from_secs(2)) {}
+        (status, std::mem::take(&mut self.seen))
+    }
+
     /// Kill the process; returns what it wrote on stderr.
     pub fn stop(mut self) -> String {
         let _ = self.child.kill();

@@ -6,6 +6,7 @@ mod harness;
 mod builds;
 mod chaos;
 mod cli;
+mod client;
 mod config;
 mod control;
 mod docs;

@@ -288,8 +288,12 @@ fn drain_the_master() {
     // One slot: this one waits in the queue.
     assert_eq!(m.force_build("quick"), 2);
 
-    let out = m.bbctl_ok(&["drain"]);
-    assert_eq!(out, "the master is draining (1 build(s) running)\n");
+    let out = m.bbctl_code(&["drain"], 0);
+    assert_eq!(text(&out.stdout), "", "a confirmation is not data");
+    assert_eq!(
+        text(&out.stderr),
+        "the master is draining (1 build(s) running)\n"
+    );
     let out = m.bbctl_code(&["force-build", "quick"], 5);
     assert_eq!(text(&out.stdout), "");
     assert!(text(&out.stderr).contains("draining"), "{}", describe(&out));
@@ -314,7 +318,7 @@ fn drain_the_master() {
     assert_eq!(named(&s["builders"], "quick")["queued"], 1, "{s}");
 
     fs::write(m.path().join("go"), "").unwrap();
-    let out = m.bbctl_ok(&["drain", "--wait", "--timeout", "10s"]);
+    let out = text(&m.bbctl_code(&["drain", "--wait", "--timeout", "10s"], 0).stderr);
     assert!(out.ends_with("drained: no build running\n"), "{out}");
     let s = m.bbctl_json(&["status"]);
     assert_eq!(s["draining"], true, "{s}");
@@ -356,7 +360,7 @@ workers = ["local-1", "local-2"]
 "#,
     );
     wait_connected(&m, "local-1");
-    let out = m.bbctl_ok(&["drain", "--worker", "local-1"]);
+    let out = text(&m.bbctl_code(&["drain", "--worker", "local-1"], 0).stderr);
     assert_eq!(
         out,
         "worker local-1 is draining (0 build(s) running on it)\n"
@@ -446,12 +450,12 @@ fn ctrl_c_while_waiting() {
     let mut waiter = m.bbctl_spawn(&["force-build", "hold", "--wait", "--cancel-on-interrupt"]);
     assert_eq!(
         waiter.wait_stderr("queued", Duration::from_secs(10)),
-        "request 1 queued for hold"
+        "request r1 queued for hold"
     );
     let out = interrupt(waiter);
     assert_eq!(out.status.code(), Some(130), "{}", describe(&out));
     assert!(
-        text(&out.stderr).contains("request 1 cancelled"),
+        text(&out.stderr).contains("request r1 cancelled"),
         "{}",
         describe(&out)
     );
@@ -462,12 +466,12 @@ fn ctrl_c_while_waiting() {
     let mut waiter = m.bbctl_spawn(&["force-build", "hold", "--wait"]);
     assert_eq!(
         waiter.wait_stderr("queued", Duration::from_secs(10)),
-        "request 2 queued for hold"
+        "request r2 queued for hold"
     );
     let out = interrupt(waiter);
     assert_eq!(out.status.code(), Some(130), "{}", describe(&out));
     assert!(
-        text(&out.stderr).contains("Re-attach with: bbctl wait 2\n"),
+        text(&out.stderr).contains("Re-attach with: bbctl wait r2\n"),
         "{}",
         describe(&out)
     );

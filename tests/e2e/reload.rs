@@ -170,7 +170,7 @@ fn waiter(m: &Master, args: &[&str]) -> (Background, u64) {
     let mut bg = m.bbctl_spawn(&all);
     let line = bg.wait_stderr("queued for", WAIT);
     let id = line
-        .strip_prefix("request ")
+        .strip_prefix("request r")
         .and_then(|rest| rest.split_whitespace().next())
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no request id in {line:?}"));

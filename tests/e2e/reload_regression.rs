@@ -174,13 +174,13 @@ workers = ["box"]
     );
     let mut worker = start_worker(&m, "box", &m.path().join("box.secret"));
     let mut running = m.bbctl_spawn(&["force-build", "b", "--wait"]);
-    running.wait_stderr("request 1 queued", Duration::from_secs(10));
+    running.wait_stderr("request r1 queued", Duration::from_secs(10));
     let started = m.path().join("started");
     wait_until("build 1 to start", Duration::from_secs(15), || {
         started.exists()
     });
     let mut queued = m.bbctl_spawn(&["force-build", "b", "--wait"]);
-    queued.wait_stderr("request 2 queued", Duration::from_secs(10));
+    queued.wait_stderr("request r2 queued", Duration::from_secs(10));
 
     m.write_config(keep);
     let r = m.bbctl_json(&["reload"]);
@@ -258,7 +258,7 @@ workers = ["local-2"]
 "#
     ));
     let mut running = m.bbctl_spawn(&["force-build", "long", "--wait"]);
-    running.wait_stderr("request 1 queued", Duration::from_secs(10));
+    running.wait_stderr("request r1 queued", Duration::from_secs(10));
     let started = m.path().join("started");
     wait_until("build 1 to start", Duration::from_secs(15), || {
         started.exists()

@@ -166,7 +166,7 @@ fn watch_on_a_pipe_prints_lines() {
     });
     let last = watch.seen.last().unwrap().clone();
     assert!(
-        last.ends_with("build 1 finished: success (request 1)"),
+        last.ends_with("build 1 finished: success (request r1)"),
         "{last}"
     );
     for line in &watch.seen {
@@ -182,18 +182,18 @@ fn watch_on_a_pipe_prints_lines() {
         .seen
         .iter()
         .map(|l| l[13..].trim_start_matches(" gen 1  "))
-        .filter(|w| w.contains("build 1") || w.contains("request 1"))
+        .filter(|w| w.contains("build 1") || w.contains("request r1"))
         .collect();
     assert_eq!(
         whats,
         [
-            "request 1 queued for hello",
-            "build 1 of hello started on local-1 (request 1)",
+            "request r1 queued for hello",
+            "build 1 of hello started on local-1 (request r1)",
             "build 1 step 0 `say` started",
             "build 1 step 0 finished: success",
             "build 1 step 1 `hold` started",
             "build 1 step 1 finished: success",
-            "build 1 finished: success (request 1)",
+            "build 1 finished: success (request r1)",
         ],
     );
     let err = watch.stop();

@@ -72,7 +72,7 @@ fn print_build(ctx: &Ctx, d: &BuildDetail) -> io::Result<()> {
     let mut out = io::stdout().lock();
     writeln!(
         out,
-        "build {} of {} (request {})",
+        "build {} of {} (request r{})",
         s.id, s.builder, s.request_id
     )?;
     writeln!(out, "  result:     {}", ctx.style.result(s.result))?;

@@ -30,6 +30,9 @@ pub struct Ctx {
     pub style: Style,
     socket: std::path::PathBuf,
     wait_for_master: Option<std::time::Duration>,
+    /// How long a waiting command tries to re-attach to a master that
+    /// went away (`--reconnect-for`).
+    pub reconnect_for: std::time::Duration,
     conn: Option<Connection>,
     /// Ctrl-C, caught from before a waiting command sends its request.
     interrupt: Option<tokio::signal::unix::Signal>,
@@ -75,6 +78,11 @@ impl Ctx {
         Ok(self.conn.as_mut().expect("just opened"))
     }
 
+    /// Forget a broken connection; the next [`Ctx::conn`] opens a new one.
+    pub fn drop_connection(&mut self) {
+        self.conn = None;
+    }
+
     /// Send a request; a master error becomes a [`CliError`].
     pub async fn call(&mut self, request: Request) -> Result<Reply, CliError> {
         Ok(self.conn().await?.call(request).await??)
@@ -110,6 +118,22 @@ pub fn print_json<T: Serialize>(value: &T) -> Result<(), CliError> {
     Ok(())
 }
 
+/// Print one object of a stream (JSON Lines: compact, on one line),
+/// stamped with the schema version like every object bbctl prints.
+pub fn print_json_line(mut value: serde_json::Value) -> io::Result<()> {
+    if let serde_json::Value::Object(map) = &mut value {
+        map.insert(
+            "schema".into(),
+            serde_json::json!(super::JSON_SCHEMA_VERSION),
+        );
+    }
+    let mut text = serde_json::to_vec(&value).map_err(io::Error::from)?;
+    text.push(b'\n');
+    let mut out = io::stdout().lock();
+    out.write_all(&text)?;
+    out.flush()
+}
+
 fn unexpected(reply: Reply) -> CliError {
     CliError::Connection(super::connection::ConnectionError::Unexpected(format!(
         "{reply:?}"
@@ -123,6 +147,7 @@ pub async fn run(cli: Cli) -> Result<u8, CliError> {
         style: Style::detect(cli.global.color),
         socket: socket_path(&cli.global),
         wait_for_master: cli.global.wait_for_master,
+        reconnect_for: cli.global.reconnect_for,
         conn: None,
         interrupt: None,
     };
@@ -152,6 +177,7 @@ pub async fn run(cli: Cli) -> Result<u8, CliError> {
         Command::Undrain { worker } => workers::drain(&mut ctx, worker, false, false, None).await,
         Command::Watch => crate::client::watch::watch(&mut ctx).await,
         Command::ForceBuild(args) => stream::force_build(&mut ctx, args).await,
+        Command::Rebuild(args) => stream::rebuild(&mut ctx, args).await,
         Command::Builds(args) => builds::builds(&mut ctx, args).await,
         Command::Build { id } => builds::build(&mut ctx, id).await,
         Command::Log(args) => stream::log(&mut ctx, args).await,
@@ -190,10 +216,12 @@ pub async fn run(cli: Cli) -> Result<u8, CliError> {
 async fn simple(ctx: &mut Ctx, request: Request) -> Result<u8, CliError> {
     match ctx.call(request).await? {
         Reply::Done { message } => {
+            // A confirmation, not data: stderr (`docs/cli.md`, "stdout
+            // holds data only"); with --json, the object on stdout.
             if ctx.json {
                 print_json(&serde_json::json!({ "ok": true, "message": message }))?;
             } else {
-                writeln!(io::stdout().lock(), "{message}")?;
+                eprintln!("{message}");
             }
             Ok(0)
         }

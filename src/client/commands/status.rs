@@ -6,7 +6,7 @@ use crossterm::style::Color;
 
 use super::{Ctx, print_json, unexpected};
 use crate::client::CliError;
-use crate::client::render::{Table, ago};
+use crate::client::render::{Table, uptime};
 use crate::protocol::{ReloadReport, Reply, Request, StatusFilter, StatusReply};
 
 /// `bbctl status`.
@@ -28,9 +28,9 @@ fn print_status(ctx: &Ctx, s: &StatusReply) -> io::Result<()> {
     let mut out = io::stdout().lock();
     writeln!(
         out,
-        "master pid {}, up since {}, config generation {} ({}, hash {})",
+        "master pid {}, {}, config generation {} ({}, hash {})",
         s.master_pid,
-        ago(s.started_at_ms, s.now_ms),
+        uptime(s.started_at_ms, s.now_ms),
         s.generation,
         s.config_origin,
         s.config_hash

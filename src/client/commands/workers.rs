@@ -43,7 +43,7 @@ pub async fn queue(ctx: &mut Ctx, builder: Option<String>) -> Result<u8, CliErro
             .map(|(k, v)| format!("{k}={v}"))
             .collect();
         table.row(vec![
-            q.request.to_string(),
+            crate::client::ids::request(q.request),
             q.builder.clone(),
             q.position.to_string(),
             q.priority.to_string(),
@@ -99,7 +99,10 @@ pub async fn workers(ctx: &mut Ctx) -> Result<u8, CliError> {
             running.join(" "),
             w.host.clone().unwrap_or_default(),
             w.pid.map(|p| p.to_string()).unwrap_or_default(),
-            w.software.clone().unwrap_or_default(),
+            w.software
+                .as_deref()
+                .map(crate::client::render::version)
+                .unwrap_or_default(),
         ]);
     }
     table.print(&mut io::stdout().lock(), &ctx.style)?;
@@ -148,7 +151,7 @@ pub async fn drain(
         other => return Err(unexpected(other)),
     };
     if !ctx.json {
-        writeln!(io::stdout().lock(), "{message}")?;
+        eprintln!("{message}");
     }
     let drained = if wait {
         let wait_all = wait_until_idle(ctx, worker.as_deref());
@@ -176,7 +179,7 @@ pub async fn drain(
         }))?;
     }
     if wait && !ctx.json {
-        writeln!(io::stdout().lock(), "drained: no build running")?;
+        eprintln!("drained: no build running");
     }
     Ok(0)
 }
