@@ -71,6 +71,11 @@ pub struct GlobalOpts {
     /// $XDG_STATE_HOME/bbmaster or ~/.local/state/bbmaster].
     #[arg(long, global = true, value_name = "DIR", env = "BBMASTER_STATE_DIR")]
     pub state_dir: Option<PathBuf>,
+    /// A master config file (`master.toml`) to find the master by: its
+    /// `control_socket`, else `<its state_dir>/control.sock`. BBMASTER_CONFIG
+    /// is the variable bbmaster reads too, so exporting it once serves both.
+    #[arg(long, global = true, value_name = "FILE", env = "BBMASTER_CONFIG")]
+    pub master_config: Option<PathBuf>,
     /// Print machine-readable JSON on stdout (see docs/json.md).
     #[arg(long, global = true)]
     pub json: bool,
@@ -86,6 +91,39 @@ pub struct GlobalOpts {
     /// re-attach for this long, then exit 3; `0s`: do not re-attach.
     #[arg(long, global = true, value_name = "DURATION", value_parser = parse_duration, default_value = "60s")]
     pub reconnect_for: std::time::Duration,
+}
+
+impl GlobalOpts {
+    /// Keep only the way of finding the master that wins (`docs/cli.md`,
+    /// "Finding the master"): a flag beats any variable; at the same
+    /// level, a socket beats a state dir, which beats a config file.
+    pub fn keep_winner(&mut self, matches: &clap::ArgMatches) {
+        let from_flag = |id: &str| {
+            matches.value_source(id) == Some(clap::parser::ValueSource::CommandLine)
+        };
+        let set = [
+            self.socket.is_some(),
+            self.state_dir.is_some(),
+            self.master_config.is_some(),
+        ];
+        let flags = [
+            from_flag("socket"),
+            from_flag("state_dir"),
+            from_flag("master_config"),
+        ];
+        let winner = (0..3)
+            .find(|&i| set[i] && flags[i])
+            .or_else(|| (0..3).find(|&i| set[i]));
+        if winner != Some(0) {
+            self.socket = None;
+        }
+        if winner != Some(1) {
+            self.state_dir = None;
+        }
+        if winner != Some(2) {
+            self.master_config = None;
+        }
+    }
 }
 
 /// When to colour output.

@@ -14,7 +14,7 @@ use std::io::{self, IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 
 use crate::protocol::{ErrorKind, ErrorReply};
 use connection::ConnectionError;
@@ -47,6 +47,14 @@ pub enum CliError {
     /// Writing our own output failed.
     #[error("cannot write output: {0}")]
     Output(#[from] io::Error),
+    /// The config file named to find the master by cannot be used.
+    #[error("cannot find the master through the config file {}: {why}", path.display())]
+    MasterConfig {
+        /// The file (`--master-config`, `BBMASTER_CONFIG`).
+        path: PathBuf,
+        /// What is wrong with it.
+        why: String,
+    },
     /// The master went away while bbctl waited for a build, and did not
     /// come back within `--reconnect-for`.
     #[error("the master went away and did not come back within {}: {source}", humantime::format_duration(*waited))]
@@ -65,6 +73,7 @@ impl CliError {
             CliError::Connection(ConnectionError::Unreachable { .. })
             | CliError::Connection(ConnectionError::Refused { .. }) => EXIT_UNREACHABLE,
             CliError::MasterGone { .. } => EXIT_UNREACHABLE,
+            CliError::MasterConfig { .. } => EXIT_USAGE,
             CliError::Connection(_) | CliError::Output(_) => EXIT_FAILED,
             CliError::Server(e) => match e.kind {
                 ErrorKind::NotFound => EXIT_NOT_FOUND,
@@ -87,14 +96,29 @@ impl CliError {
 
 /// Run `bbctl` with the process's arguments; returns the exit code.
 pub fn main() -> ExitCode {
-    let cli = match cli::Cli::try_parse() {
-        Ok(cli) => cli,
+    let parsed = cli::Cli::command()
+        .try_get_matches()
+        .and_then(|m| cli::Cli::from_arg_matches(&m).map(|cli| (cli, m)));
+    let mut cli = match parsed {
+        Ok((mut cli, matches)) => {
+            cli.global.keep_winner(&matches);
+            cli
+        }
         Err(e) => {
             let _ = e.print();
             return ExitCode::from(if e.use_stderr() { EXIT_USAGE } else { 0 });
         }
     };
     let color = cli.global.color;
+    if let Some(config) = cli.global.master_config.take() {
+        match socket_from_config(&config) {
+            Ok(socket) => cli.global.socket = Some(socket),
+            Err(e) => {
+                report(&e, color);
+                return ExitCode::from(e.exit_code());
+            }
+        }
+    }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -137,6 +161,24 @@ fn report(e: &CliError, color: cli::ColorChoice) {
             "hint: is bbmaster running? start it with `bbmaster`, or point bbctl at it with --socket, BBCTL_SOCKET or --state-dir"
         );
     }
+}
+
+/// The control socket a master config file gives: its `control_socket`,
+/// else `<its state_dir>/control.sock`, else the default state dir's (as
+/// `bbmaster --config FILE` without `--state-dir` would use).
+pub fn socket_from_config(path: &std::path::Path) -> Result<PathBuf, CliError> {
+    let config = crate::config::load_file(path).map_err(|e| CliError::MasterConfig {
+        path: path.to_path_buf(),
+        why: e.to_string().replace('\n', "; "),
+    })?;
+    let master = &config.master;
+    Ok(master.control_socket.clone().unwrap_or_else(|| {
+        let state_dir = master
+            .state_dir
+            .clone()
+            .unwrap_or_else(crate::paths::default_state_dir);
+        crate::paths::control_socket_in(&state_dir)
+    }))
 }
 
 /// The control socket to use: `--socket`, else `<--state-dir>/control.sock`,

@@ -240,3 +240,68 @@ fn a_lost_master_that_stays_away_is_exit_3() {
         describe(&out)
     );
 }
+
+/// A bbctl pointed at nothing: no variable of the caller leaks in, and the
+/// default state dir is an empty temp dir.
+fn bare_bbctl(m: &Master, args: &[&str]) -> std::process::Command {
+    let mut cmd = crate::harness::command(crate::harness::BBCTL);
+    cmd.env_remove("BBMASTER_STATE_DIR")
+        .env_remove("BBCTL_SOCKET")
+        .env_remove("BBMASTER_CONFIG")
+        .env("XDG_STATE_HOME", m.path().join("no-such-home"))
+        .args(args);
+    cmd
+}
+
+fn run(cmd: std::process::Command) -> std::process::Output {
+    crate::harness::run_with_timeout(cmd, crate::harness::BBCTL_TIMEOUT)
+}
+
+/// A master whose config sets `state_dir` is found through that config
+/// (`BBMASTER_CONFIG`, which bbmaster reads too, or `--master-config`),
+/// with no `--state-dir` on every call. A flag beats any variable; at the
+/// same level a socket beats a state dir, which beats a config.
+#[test]
+fn bbctl_finds_the_master_through_its_config() {
+    let m = Master::start(CONFIG);
+    let config = m.path().join("pointer.toml");
+    std::fs::write(
+        &config,
+        format!("[master]\nstate_dir = {:?}\n", m.state_dir().display().to_string()),
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+    let state = m.state_dir();
+    let state = state.to_str().unwrap();
+    let nowhere = m.path().join("nowhere.sock");
+    let nowhere = nowhere.to_str().unwrap();
+
+    // Nothing set: the default state dir, where no master runs.
+    assert_eq!(code(&run(bare_bbctl(&m, &["status"]))), 3);
+
+    let mut cmd = bare_bbctl(&m, &["status"]);
+    cmd.env("BBMASTER_CONFIG", config);
+    let out = run(cmd);
+    assert_eq!(code(&out), 0, "{}", describe(&out));
+    let out = run(bare_bbctl(&m, &["--master-config", config, "status"]));
+    assert_eq!(code(&out), 0, "{}", describe(&out));
+
+    // A flag beats a variable of any kind.
+    let mut cmd = bare_bbctl(&m, &["--state-dir", state, "status"]);
+    cmd.env("BBCTL_SOCKET", nowhere);
+    let out = run(cmd);
+    assert_eq!(code(&out), 0, "--state-dir beats BBCTL_SOCKET: {}", describe(&out));
+    let mut cmd = bare_bbctl(&m, &["--socket", nowhere, "status"]);
+    cmd.env("BBMASTER_STATE_DIR", state);
+    let out = run(cmd);
+    assert_eq!(code(&out), 3, "--socket beats BBMASTER_STATE_DIR: {}", describe(&out));
+    assert!(text(&out.stderr).contains("nowhere.sock"), "{}", describe(&out));
+    // Among variables: the socket beats the state dir beats the config.
+    let mut cmd = bare_bbctl(&m, &["status"]);
+    cmd.env("BBMASTER_STATE_DIR", state).env("BBMASTER_CONFIG", "/no/such.toml");
+    assert_eq!(code(&run(cmd)), 0);
+    // A config that cannot be read says so: exit 2.
+    let out = run(bare_bbctl(&m, &["--master-config", "/no/such.toml", "status"]));
+    assert_eq!(code(&out), 2, "{}", describe(&out));
+    assert!(text(&out.stderr).contains("/no/such.toml"), "{}", describe(&out));
+}

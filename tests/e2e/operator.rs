@@ -161,7 +161,7 @@ fn queue_lists_requests_in_run_order_and_they_run_so() {
         .skip(1)
         .map(|l| l.split_whitespace().next().unwrap())
         .collect();
-    assert_eq!(firsts, ["3", "1", "2", "4"], "{table}");
+    assert_eq!(firsts, ["r3", "r1", "r2", "r4"], "{table}");
 
     m.bbctl_code(&["undrain", "--worker", "local-1"], 0);
     for request in ["1", "2", "3", "4"] {
