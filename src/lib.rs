@@ -13,5 +13,6 @@ pub mod daemon;
 pub mod man;
 pub mod paths;
 pub mod protocol;
+pub mod suggest;
 pub mod untrusted;
 pub mod worker;

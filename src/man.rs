@@ -74,7 +74,7 @@ pub fn render_all() -> Vec<(String, Vec<u8>)> {
     extra.push_str(&exit_status());
     extra.push_str(&see_also(&["bbmaster(8)", "bbworker(8)", "master.toml(5)"]));
     pages.push(("bbctl.1".to_string(), render(bbctl.clone(), "1", &extra)));
-    for sub in bbctl.get_subcommands() {
+    for sub in bbctl.get_subcommands().filter(|s| !s.is_hide_set()) {
         let name = format!("bbctl-{}", sub.get_name());
         let sub = sub.clone().name(name.clone());
         let extra = format!("{}{}", exit_status(), see_also(&["bbctl(1)"]));

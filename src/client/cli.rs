@@ -281,11 +281,28 @@ pub enum Command {
         /// The config file.
         file: PathBuf,
     },
-    /// Print a shell completion script.
+    /// Print a shell completion script. In bash and fish it completes
+    /// builder and worker names from the running master.
     Completions {
         /// The shell.
         shell: clap_complete::Shell,
     },
+    /// Names from the running master, one per line, for completion
+    /// scripts; prints nothing when no master answers.
+    #[command(name = "__complete", hide = true)]
+    Complete {
+        /// What to list.
+        what: CompleteWhat,
+    },
+}
+
+/// What `bbctl __complete` lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CompleteWhat {
+    /// Builder names.
+    Builders,
+    /// Worker names.
+    Workers,
 }
 
 /// Arguments of `force-build`.

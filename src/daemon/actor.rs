@@ -404,7 +404,7 @@ impl Master {
             Some(name) => {
                 self.core
                     .set_worker_paused(&name, drain, now)
-                    .map_err(core_error)?;
+                    .map_err(|e| self.explain(e))?;
                 self.emit(if drain {
                     EventKind::WorkerDraining {
                         worker: name.clone(),
@@ -558,7 +558,7 @@ impl Master {
                 let tx = match self.links.values().find(|l| l.worker == worker) {
                     Some(l) => Ok(l.tx.clone()),
                     None if self.core.config().worker(&worker).is_none() => {
-                        Err(ErrorReply::not_found(format!("no worker named `{worker}`")))
+                        Err(self.explain(CoreError::UnknownWorker(worker.clone())))
                     }
                     None => Err(ErrorReply::failed(format!(
                         "worker `{worker}` is not connected"
@@ -613,7 +613,7 @@ impl Master {
                     && !name.ends_with('*')
                     && !self.core.has_builder(name)
                 {
-                    return Err(ErrorReply::not_found(format!("no builder named `{name}`")));
+                    return Err(self.explain(CoreError::UnknownBuilder(name.clone())));
                 }
                 Ok(Reply::Status(self.status(&filter, now)))
             }
@@ -626,7 +626,7 @@ impl Master {
                 let id = self
                     .core
                     .force_build_with_priority(&builder, reason, properties, priority, now)
-                    .map_err(core_error)?;
+                    .map_err(|e| self.explain(e))?;
                 // The id is told only once the request is on disk (see
                 // `flush`, which takes it back if the write fails).
                 let effects = self.core.take_effects();
@@ -637,7 +637,7 @@ impl Master {
                 if let Some(b) = &builder
                     && !self.core.has_builder(b)
                 {
-                    return Err(ErrorReply::not_found(format!("no builder named `{b}`")));
+                    return Err(self.explain(CoreError::UnknownBuilder(b.clone())));
                 }
                 Ok(Reply::Queue(self.core.queue_status(builder.as_deref())))
             }
@@ -653,7 +653,7 @@ impl Master {
                     && builds.is_empty()
                     && !self.core.has_builder(b)
                 {
-                    return Err(ErrorReply::not_found(format!("no builder named `{b}`")));
+                    return Err(self.explain(CoreError::UnknownBuilder(b.clone())));
                 }
                 Ok(Reply::Builds(builds))
             }
@@ -779,6 +779,26 @@ impl Master {
             self.local.sync(self.core.config());
         }
         Ok(report)
+    }
+
+    /// A core refusal as a client error; a name not found comes with the
+    /// closest names of that kind ("did you mean").
+    fn explain(&self, e: CoreError) -> ErrorReply {
+        let config = self.core.config();
+        let hint = match &e {
+            CoreError::UnknownBuilder(name) => crate::suggest::did_you_mean(
+                name,
+                config.builders.iter().map(|b| b.name.as_str()),
+            ),
+            CoreError::UnknownWorker(name) => crate::suggest::did_you_mean(
+                name,
+                config.workers.iter().map(|w| w.name.as_str()),
+            ),
+            _ => String::new(),
+        };
+        let mut reply = core_error(e);
+        reply.message.push_str(&hint);
+        reply
     }
 
     fn build_detail(&self, build: BuildId) -> Result<BuildDetail, ErrorReply> {

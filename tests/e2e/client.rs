@@ -305,3 +305,60 @@ fn bbctl_finds_the_master_through_its_config() {
     assert_eq!(code(&out), 2, "{}", describe(&out));
     assert!(text(&out.stderr).contains("/no/such.toml"), "{}", describe(&out));
 }
+
+/// A mistyped builder or worker name: the error suggests the closest
+/// names (exit 4 still).
+#[test]
+fn unknown_names_come_with_did_you_mean() {
+    let m = Master::start(CONFIG);
+    let out = m.bbctl_code(&["force-build", "quik"], 4);
+    assert!(
+        text(&out.stderr).contains("no builder named `quik` (did you mean `quick`?)"),
+        "{}",
+        describe(&out)
+    );
+    for args in [&["queue", "hodl"][..], &["status", "--builder", "hodl"], &["builds", "--builder", "hodl"]] {
+        let out = m.bbctl_code(args, 4);
+        assert!(text(&out.stderr).contains("did you mean `hold`?"), "{args:?}: {}", describe(&out));
+    }
+    let out = m.bbctl_code(&["ping", "local1"], 4);
+    assert!(text(&out.stderr).contains("did you mean `local-1`?"), "{}", describe(&out));
+    let out = m.bbctl_code(&["drain", "--worker", "lcoal-1"], 4);
+    assert!(text(&out.stderr).contains("did you mean `local-1`?"), "{}", describe(&out));
+    let out = m.bbctl_code(&["force-build", "zzzzzz"], 4);
+    assert!(!text(&out.stderr).contains("did you mean"), "{}", describe(&out));
+}
+
+/// Completion offers the running master's builder and worker names: the
+/// hidden `__complete` lists them, and bash's completion function uses it.
+#[test]
+fn completion_offers_names_from_the_master() {
+    let m = Master::start(CONFIG);
+    let out = m.bbctl_code(&["__complete", "builders"], 0);
+    assert_eq!(text(&out.stdout), "hold\nnowhere\nquick\n", "{}", describe(&out));
+    let out = m.bbctl_code(&["__complete", "workers"], 0);
+    assert!(text(&out.stdout).contains("local-1\n"), "{}", describe(&out));
+    // No master: nothing, quietly.
+    let out = run(bare_bbctl(&m, &["__complete", "builders"]));
+    assert_eq!((code(&out), text(&out.stdout), text(&out.stderr)), (0, String::new(), String::new()));
+
+    let script = m.path().join("bbctl.bash");
+    std::fs::write(&script, m.bbctl_code(&["completions", "bash"], 0).stdout).unwrap();
+    let bin_dir = std::path::Path::new(crate::harness::BBCTL).parent().unwrap();
+    let complete = |words: &str| {
+        let line = format!(
+            "source {}; COMP_WORDS=({words}); COMP_CWORD=$((${{#COMP_WORDS[@]}} - 1)); _bbctl_names; printf '%s\\n' \"${{COMPREPLY[@]}}\"",
+            script.display()
+        );
+        let mut cmd = std::process::Command::new("bash");
+        cmd.args(["--norc", "-c", &line])
+            .env("PATH", format!("{}:/usr/bin:/bin", bin_dir.display()))
+            .env("BBMASTER_STATE_DIR", m.state_dir());
+        let out = run(cmd);
+        assert_eq!(code(&out), 0, "{}", describe(&out));
+        text(&out.stdout)
+    };
+    assert_eq!(complete("bbctl force-build q"), "quick\n");
+    assert_eq!(complete("bbctl status --builder h"), "hold\n");
+    assert_eq!(complete("bbctl ping l"), "local-1\n");
+}

@@ -3,6 +3,7 @@
 
 mod artifacts;
 mod builds;
+mod complete;
 mod config;
 mod events;
 
@@ -198,12 +199,14 @@ pub async fn run(cli: Cli) -> Result<u8, CliError> {
             simple(&mut ctx, Request::Shutdown { mode }).await
         }
         Command::Reload { dry_run, config } => status::reload(&mut ctx, dry_run, config).await,
+        Command::Complete { what } => complete::names(&mut ctx, what).await,
         Command::CheckConfig { file } => config::check_config(&ctx, &file),
         Command::Completions { shell } => {
             // `generate` panics on a write error; render first, then write,
             // so that a closed pipe is an ordinary (ignored) error.
             let mut script = Vec::new();
             clap_complete::generate(shell, &mut Cli::command(), "bbctl", &mut script);
+            script.extend_from_slice(complete::dynamic_names(shell).as_bytes());
             let mut out = io::stdout().lock();
             out.write_all(&script)?;
             out.flush()?;
