@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 
 use super::commands::Ctx;
 use super::connection::ConnectionError;
-use super::render::{Style, ago, duration, event_line};
+use super::render::{Style, ago, clock, duration, event_line};
 use super::{CliError, commands};
 use crate::paths::now_ms;
 use crate::protocol::{BuildSummary, Event, Reply, Request, StatusReply};
@@ -41,28 +41,34 @@ pub async fn watch(ctx: &mut Ctx) -> Result<u8, CliError> {
         builds: Vec::new(),
         recent: Vec::new(),
         style: ctx.style,
+        gone_since: None,
     };
     view.refresh(ctx).await?;
     let _terminal = TerminalGuard::enter()?;
     let (keys, stop_keys) = spawn_key_reader();
-    let result = run(ctx, &mut view, &mut events, keys).await;
+    let result = run(ctx, &mut view, events, keys).await;
     stop_keys.store(true, Ordering::Relaxed);
     result
 }
 
+/// How often to look for a master that went away.
+const RECONNECT_EVERY: Duration = Duration::from_millis(250);
+
 async fn run(
     ctx: &mut Ctx,
     view: &mut View,
-    events: &mut mpsc::Receiver<Result<Event, ConnectionError>>,
+    mut events: mpsc::Receiver<Result<Event, ConnectionError>>,
     mut keys: mpsc::Receiver<TermEvent>,
 ) -> Result<u8, CliError> {
     let mut clock = tokio::time::interval(Duration::from_secs(1));
     let mut debounce = tokio::time::interval(Duration::from_millis(150));
+    let mut retry = tokio::time::interval(RECONNECT_EVERY);
     let mut dirty = false;
     view.draw()?;
     loop {
+        let gone = view.gone_since.is_some();
         tokio::select! {
-            event = events.recv() => match event {
+            event = events.recv(), if !gone => match event {
                 Some(Ok(event)) => {
                     view.recent.push(event);
                     if view.recent.len() > RECENT_EVENTS {
@@ -70,9 +76,29 @@ async fn run(
                     }
                     dirty = true;
                 }
-                Some(Err(e)) => return Err(e.into()),
-                None => return Ok(0),
+                // The master went away (a restart, say): wait for it,
+                // showing so, instead of exiting.
+                Some(Err(_)) | None => {
+                    ctx.drop_connection();
+                    view.gone_since = Some(now_ms());
+                    view.draw()?;
+                }
             },
+            _ = retry.tick(), if gone => {
+                let back = match ctx.open_connection().await {
+                    Ok(conn) => conn.subscribe().await.ok(),
+                    Err(_) => None,
+                };
+                if let Some(rx) = back {
+                    events = rx;
+                    view.gone_since = None;
+                    if view.refresh(ctx).await.is_err() {
+                        ctx.drop_connection();
+                        view.gone_since = Some(now_ms());
+                    }
+                    view.draw()?;
+                }
+            }
             key = keys.recv() => match key {
                 Some(TermEvent::Key(k)) if k.kind == KeyEventKind::Press => {
                     let ctrl_c = k.code == KeyCode::Char('c') && k.modifiers.contains(KeyModifiers::CONTROL);
@@ -84,9 +110,12 @@ async fn run(
                 Some(_) => {}
                 None => return Ok(0),
             },
-            _ = debounce.tick(), if dirty => {
+            _ = debounce.tick(), if dirty && !gone => {
                 dirty = false;
-                view.refresh(ctx).await?;
+                if view.refresh(ctx).await.is_err() {
+                    ctx.drop_connection();
+                    view.gone_since = Some(now_ms());
+                }
                 view.draw()?;
             }
             _ = clock.tick() => view.draw()?,
@@ -100,6 +129,8 @@ struct View {
     builds: Vec<BuildSummary>,
     recent: Vec<Event>,
     style: Style,
+    /// When the master went away, while waiting for it to come back.
+    gone_since: Option<u64>,
 }
 
 impl View {
@@ -126,6 +157,17 @@ impl View {
         let Some(s) = &self.status else {
             return vec!["waiting for the master...".into()];
         };
+        if let Some(since) = self.gone_since {
+            out.push(st.paint(
+                &format!(
+                    "bbctl watch — master gone since {} ({}), waiting for it to come back...   (q to quit)",
+                    clock(since),
+                    ago(since, now)
+                ),
+                Color::Red,
+            ));
+            out.push(String::new());
+        }
         let queued: u32 = s.builders.iter().map(|b| b.queued).sum();
         out.push(st.paint(
             &format!(

@@ -171,6 +171,9 @@ pub struct Master {
     notices: broadcast::Sender<Arc<Notice>>,
     events: broadcast::Sender<Arc<Event>>,
     config_path: Option<PathBuf>,
+    /// The `[master]` settings this process started with: restart-only
+    /// settings that differ from them still wait for a restart.
+    boot_master: crate::config::MasterSettings,
     local: LocalWorkers,
     logs: PathBuf,
     started_at_ms: u64,
@@ -213,6 +216,7 @@ impl Master {
         logs: PathBuf,
     ) -> Self {
         Master {
+            boot_master: core.config().master.clone(),
             core,
             store,
             links: HashMap::new(),
@@ -324,7 +328,8 @@ impl Master {
                 info!("draining for shutdown: {running} build(s) still running");
                 Ok(Reply::Done {
                     message: format!(
-                        "draining: no new builds start; the master exits after {running} running build(s) finish (`bbctl shutdown --cancel` to stop draining)"
+                        "draining: no new builds start; {} (`bbctl shutdown --cancel` to stop draining)",
+                        drain_exit_words(running)
                     ),
                 })
             }
@@ -759,7 +764,12 @@ impl Master {
         for warning in &config.warnings {
             warn!("{warning}");
         }
-        let report = self.core.reload(Arc::new(config), now_ms(), dry_run);
+        let master_settings = config.master.clone();
+        let mut report = self.core.reload(Arc::new(config), now_ms(), dry_run);
+        // Against what this process started with, not the last reload: a
+        // restart-only change waits for a restart until one happens.
+        report.needs_restart =
+            crate::daemon::core::restart_only_changes(&self.boot_master, &master_settings);
         if !dry_run {
             if report.generation_after != report.generation_before {
                 self.emit(EventKind::ReloadApplied {
@@ -1039,6 +1049,15 @@ fn core_error(e: CoreError) -> ErrorReply {
     }
 }
 
+/// When a `shutdown --drain` master exits, in words for 0, 1 or n builds.
+fn drain_exit_words(running: usize) -> String {
+    match running {
+        0 => "no build is running, so the master exits now".into(),
+        1 => "the master exits once the running build finishes".into(),
+        n => format!("the master exits once the {n} running builds finish"),
+    }
+}
+
 /// Compare secrets in time independent of where they differ.
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     let mut diff = (a.len() ^ b.len()) as u8 | u8::from(a.len() != b.len());
@@ -1069,6 +1088,25 @@ pub fn reload_summary(r: &ReloadReport) -> String {
             format!("; waiting for a restart: {}", r.needs_restart.join(", "))
         }
     )
+}
+
+#[cfg(test)]
+mod drain_words_tests {
+    #[test]
+    fn drain_exit_reads_right_for_0_1_n() {
+        assert_eq!(
+            super::drain_exit_words(0),
+            "no build is running, so the master exits now"
+        );
+        assert_eq!(
+            super::drain_exit_words(1),
+            "the master exits once the running build finishes"
+        );
+        assert_eq!(
+            super::drain_exit_words(3),
+            "the master exits once the 3 running builds finish"
+        );
+    }
 }
 
 #[cfg(test)]

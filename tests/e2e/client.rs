@@ -362,3 +362,25 @@ fn completion_offers_names_from_the_master() {
     assert_eq!(complete("bbctl status --builder h"), "hold\n");
     assert_eq!(complete("bbctl ping l"), "local-1\n");
 }
+
+/// A restart-only setting changed by a reload keeps being reported as
+/// waiting for a restart by later reloads and dry runs, until a restart.
+#[test]
+fn restart_only_settings_wait_for_a_restart_until_one_happens() {
+    let mut m = Master::start(CONFIG);
+    m.write_config(&format!("[master]\nkeepalive = \"7s\"\n{CONFIG}"));
+    let out = m.bbctl_ok(&["reload"]);
+    assert!(out.contains("waiting for a restart: master.keepalive"), "{out}");
+    for args in [&["reload", "--dry-run"][..], &["reload"]] {
+        let out = m.bbctl_ok(args);
+        assert!(out.contains("nothing changed"), "{args:?}: {out}");
+        assert!(out.contains("waiting for a restart: master.keepalive"), "{args:?}: {out}");
+        let v = m.bbctl_json(args);
+        assert_eq!(v["needs_restart"], serde_json::json!(["master.keepalive"]), "{v}");
+    }
+    m.signal(Signal::SIGTERM);
+    m.wait_exit(WAIT);
+    m.spawn();
+    let out = m.bbctl_ok(&["reload", "--dry-run"]);
+    assert!(!out.contains("waiting for a restart"), "{out}");
+}

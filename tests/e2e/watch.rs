@@ -151,6 +151,36 @@ fn watch_in_a_terminal() {
     );
 }
 
+/// A master that goes away under `bbctl watch` (a restart): the view says
+/// `master gone` and waits, then shows the new master's builds.
+#[test]
+fn watch_waits_for_a_restarted_master() {
+    let mut m = Master::start(HELLO);
+    let state_dir = m.state_dir();
+    let tmux = Tmux::start(&format!(
+        "env -u BBCTL_SOCKET NO_COLOR=1 BBMASTER_STATE_DIR='{}' '{BBCTL}' watch; echo EXITED $?; sleep 10",
+        state_dir.display()
+    ));
+    tmux.wait_screen("the BUILDER table with hello", |s| {
+        has_line(s, "hello ", &["local-1"])
+    });
+    m.signal(nix::sys::signal::Signal::SIGTERM);
+    m.wait_exit(SCREEN_TIMEOUT);
+    let screen = tmux.wait_screen("master gone", |s| s.contains("master gone") || s.contains("EXITED"));
+    assert!(screen.contains("waiting for it to come back"), "{screen}");
+    m.spawn();
+    fs::write(m.path().join("go"), "").unwrap();
+    assert_eq!(m.force_build("hello"), 1);
+    let screen = tmux.wait_screen("build #1 of the new master", |s| {
+        has_line(s, "#1 ", &["hello", "success"]) || s.contains("EXITED")
+    });
+    assert!(!screen.contains("master gone"), "{screen}");
+    assert!(!screen.contains("EXITED"), "{screen}");
+    tmux.send_keys("q");
+    let screen = tmux.wait_screen("EXITED", |s| s.contains("EXITED"));
+    assert!(has_line(&screen, "EXITED 0", &[]), "{screen}");
+}
+
 /// `bbctl watch | cat`: with stdout not a terminal it prints one line per
 /// event (`HH:MM:SS.mmmZ gen N  what`), no screen, up to the end of a
 /// forced build.

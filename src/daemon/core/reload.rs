@@ -9,7 +9,7 @@
 use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
 
-use crate::config::Config;
+use crate::config::{Config, MasterSettings};
 use crate::protocol::ReloadReport;
 
 use super::{BuilderState, Core, Record, WorkerState};
@@ -39,51 +39,8 @@ impl Core {
             config_hash: config.hash.clone(),
             ..ReloadReport::default()
         };
-        let old_master = &self.config.master;
         if is_reload {
-            let m = &config.master;
-            if m.state_dir != old_master.state_dir {
-                report.needs_restart.push("master.state_dir".into());
-            }
-            if m.control_socket != old_master.control_socket {
-                report.needs_restart.push("master.control_socket".into());
-            }
-            if m.worker_socket != old_master.worker_socket {
-                report.needs_restart.push("master.worker_socket".into());
-            }
-            let restart_only = [
-                ("master.keepalive", m.keepalive != old_master.keepalive),
-                (
-                    "master.max_handshake_frame",
-                    m.max_handshake_frame != old_master.max_handshake_frame,
-                ),
-                ("master.max_frame", m.max_frame != old_master.max_frame),
-                (
-                    "master.max_log_size",
-                    m.max_log_size != old_master.max_log_size,
-                ),
-                (
-                    "master.max_clients",
-                    m.max_clients != old_master.max_clients,
-                ),
-                (
-                    "master.allowed_uids",
-                    m.allowed_uids != old_master.allowed_uids,
-                ),
-                (
-                    "master.allowed_gid",
-                    m.allowed_gid != old_master.allowed_gid,
-                ),
-                (
-                    "master.transfer_dir",
-                    m.transfer_dir != old_master.transfer_dir,
-                ),
-            ];
-            for (key, changed) in restart_only {
-                if changed {
-                    report.needs_restart.push(key.into());
-                }
-            }
+            report.needs_restart = restart_only_changes(&self.config.master, &config.master);
         }
         let generation = self.generation + 1;
         self.apply_workers(&config, now_ms, &mut report);
@@ -292,4 +249,56 @@ impl Core {
             });
         }
     }
+}
+
+/// The settings that differ between `old` and `new` and take effect only
+/// at a restart, as `master.<key>`. The master compares a reloaded file
+/// with the settings it started with, so that they are reported as waiting
+/// for a restart until one happens (not only by the reload that changed
+/// them).
+pub fn restart_only_changes(old_master: &MasterSettings, m: &MasterSettings) -> Vec<String> {
+    let mut changes: Vec<String> = Vec::new();
+    if m.state_dir != old_master.state_dir {
+        changes.push("master.state_dir".into());
+    }
+    if m.control_socket != old_master.control_socket {
+        changes.push("master.control_socket".into());
+    }
+    if m.worker_socket != old_master.worker_socket {
+        changes.push("master.worker_socket".into());
+    }
+    let restart_only = [
+        ("master.keepalive", m.keepalive != old_master.keepalive),
+        (
+            "master.max_handshake_frame",
+            m.max_handshake_frame != old_master.max_handshake_frame,
+        ),
+        ("master.max_frame", m.max_frame != old_master.max_frame),
+        (
+            "master.max_log_size",
+            m.max_log_size != old_master.max_log_size,
+        ),
+        (
+            "master.max_clients",
+            m.max_clients != old_master.max_clients,
+        ),
+        (
+            "master.allowed_uids",
+            m.allowed_uids != old_master.allowed_uids,
+        ),
+        (
+            "master.allowed_gid",
+            m.allowed_gid != old_master.allowed_gid,
+        ),
+        (
+            "master.transfer_dir",
+            m.transfer_dir != old_master.transfer_dir,
+        ),
+    ];
+    for (key, changed) in restart_only {
+        if changed {
+            changes.push(key.into());
+        }
+    }
+    changes
 }
