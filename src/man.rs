@@ -179,9 +179,15 @@ fn see_also(pages: &[&str]) -> String {
 }
 
 const BBCTL_OUTPUT: &str = r#".SH OUTPUT
-Standard output holds data only: tables, build output, or with
+Standard output holds data only: tables, reports, build output, or with
 \fB\-\-json\fR machine\-readable JSON, whose shapes are documented in
 \fIdocs/json.md\fR; every JSON object carries \fB"schema": 1\fR.
+Streams (\fB\-\-wait\fR, \fB\-\-follow\fR, \fBwait\fR, \fBlog\fR,
+\fBevents\fR) are JSON Lines: one compact object per line.
+Confirmations (\fBrequest r8 queued for hello\fR), progress and banners
+go to standard error.
+Requests are written \fBr8\fR, builds \fB7\fR or \fB#7\fR, in output
+and in arguments alike.
 Errors go to standard error as a line starting with
 \fBbbctl: error:\fR, coloured only when standard error is a terminal and
 \fBNO_COLOR\fR is unset.
@@ -198,6 +204,13 @@ The master's control socket, as \fB\-\-socket\fR.
 .B BBMASTER_STATE_DIR
 The master's state dir, as \fB\-\-state\-dir\fR; bbctl uses its
 \fIcontrol.sock\fR.
+.TP
+.B BBMASTER_CONFIG
+A master config file, as \fB\-\-master\-config\fR: bbctl uses its
+\fBcontrol_socket\fR, else \fI<its state_dir>/control.sock\fR.
+bbmaster reads the same variable as its \fB\-\-config\fR.
+A flag beats any variable; among flags, and among variables, a socket
+beats a state dir, which beats a config file.
 .TP
 .B XDG_STATE_HOME
 The default state dir is \fI$XDG_STATE_HOME/bbmaster\fR, else
