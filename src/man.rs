@@ -452,7 +452,11 @@ mod tests {
             .expect("`man` (man-db) is needed to check the man pages: apt-get install man-db");
         child.stdin.take().unwrap().write_all(roff).unwrap();
         let out = child.wait_with_output().unwrap();
-        assert!(out.status.success(), "man -l failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "man -l failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         // Strip any overstrike (bold/underline) that a formatter leaves.
         let mut text = String::new();
         for c in String::from_utf8_lossy(&out.stdout).chars() {
@@ -500,7 +504,11 @@ mod tests {
             );
             for ((code, meaning), line) in codes.iter().zip(&tagged) {
                 let mut words = line.split_whitespace();
-                assert_eq!(words.next(), Some(code.to_string().as_str()), "{name}: {line}");
+                assert_eq!(
+                    words.next(),
+                    Some(code.to_string().as_str()),
+                    "{name}: {line}"
+                );
                 let first: Vec<&str> = meaning.split_whitespace().take(2).collect();
                 let got: Vec<&str> = words.take(2).collect();
                 assert_eq!(got, first, "{name}: code {code} reads `{line}`");
@@ -512,7 +520,10 @@ mod tests {
             let flat = flat.replace("\u{2010} ", "");
             for (code, meaning) in &codes {
                 let last = meaning.split_whitespace().last().unwrap();
-                assert!(flat.contains(last), "{name}: code {code}'s meaning is cut: {flat}");
+                assert!(
+                    flat.contains(last),
+                    "{name}: code {code}'s meaning is cut: {flat}"
+                );
             }
         }
     }
@@ -521,10 +532,9 @@ mod tests {
     /// `bbctl(1)` say (all three come from `EXIT_CODES`).
     #[test]
     fn docs_list_the_same_exit_codes_as_help() {
-        let doc = std::fs::read_to_string(
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/cli.md"),
-        )
-        .unwrap();
+        let doc =
+            std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/cli.md"))
+                .unwrap();
         let rows: Vec<(u8, String)> = doc
             .lines()
             .filter_map(|l| {
@@ -533,7 +543,11 @@ mod tests {
                 Some((code, cells.get(1)?.trim().to_string()))
             })
             .collect();
-        assert_eq!(rows, crate::client::cli::exit_codes(), "docs/cli.md's exit-code table differs from cli::EXIT_CODES");
+        assert_eq!(
+            rows,
+            crate::client::cli::exit_codes(),
+            "docs/cli.md's exit-code table differs from cli::EXIT_CODES"
+        );
     }
 
     /// `bbworker(8)` and `bbworker --help` describe the worker, not the

@@ -98,9 +98,8 @@ impl GlobalOpts {
     /// "Finding the master"): a flag beats any variable; at the same
     /// level, a socket beats a state dir, which beats a config file.
     pub fn keep_winner(&mut self, matches: &clap::ArgMatches) {
-        let from_flag = |id: &str| {
-            matches.value_source(id) == Some(clap::parser::ValueSource::CommandLine)
-        };
+        let from_flag =
+            |id: &str| matches.value_source(id) == Some(clap::parser::ValueSource::CommandLine);
         let set = [
             self.socket.is_some(),
             self.state_dir.is_some(),

@@ -796,14 +796,12 @@ impl Master {
     fn explain(&self, e: CoreError) -> ErrorReply {
         let config = self.core.config();
         let hint = match &e {
-            CoreError::UnknownBuilder(name) => crate::suggest::did_you_mean(
-                name,
-                config.builders.iter().map(|b| b.name.as_str()),
-            ),
-            CoreError::UnknownWorker(name) => crate::suggest::did_you_mean(
-                name,
-                config.workers.iter().map(|w| w.name.as_str()),
-            ),
+            CoreError::UnknownBuilder(name) => {
+                crate::suggest::did_you_mean(name, config.builders.iter().map(|b| b.name.as_str()))
+            }
+            CoreError::UnknownWorker(name) => {
+                crate::suggest::did_you_mean(name, config.workers.iter().map(|w| w.name.as_str()))
+            }
             _ => String::new(),
         };
         let mut reply = core_error(e);

@@ -132,7 +132,11 @@ fn request_and_build_ids_cannot_be_confused() {
         describe(&out)
     );
     let out = m.bbctl_code(&["queue"], 0);
-    assert!(text(&out.stdout).contains("nothing queued"), "{}", describe(&out));
+    assert!(
+        text(&out.stdout).contains("nothing queued"),
+        "{}",
+        describe(&out)
+    );
     let out = m.bbctl_code(&["stop", "#1"], 0);
     assert_eq!(text(&out.stdout), "");
     assert!(
@@ -181,7 +185,11 @@ fn rebuild_runs_the_same_build_again() {
     assert_eq!(b["request_reason"], "rebuild of build 1", "{b}");
     assert_eq!(b["result"], "success", "{b}");
     let out = m.bbctl_code(&["rebuild", "99"], 4);
-    assert!(text(&out.stderr).contains("no build 99"), "{}", describe(&out));
+    assert!(
+        text(&out.stderr).contains("no build 99"),
+        "{}",
+        describe(&out)
+    );
     m.bbctl_code(&["rebuild", "r1"], 2);
 }
 
@@ -217,7 +225,10 @@ fn waits_survive_a_master_restart() {
     let mut all = lines.join("\n");
     all.push('\n');
     let items = json_lines("wait --follow", all.as_bytes());
-    let starts = items.iter().filter(|v| v["type"] == "build_started").count();
+    let starts = items
+        .iter()
+        .filter(|v| v["type"] == "build_started")
+        .count();
     assert_eq!(starts, 1, "nothing printed twice: {items:?}");
     let holding = items.iter().filter(|v| v["text"] == "holding\n").count();
     assert_eq!(holding, 1, "nothing printed twice: {items:?}");
@@ -267,7 +278,10 @@ fn bbctl_finds_the_master_through_its_config() {
     let config = m.path().join("pointer.toml");
     std::fs::write(
         &config,
-        format!("[master]\nstate_dir = {:?}\n", m.state_dir().display().to_string()),
+        format!(
+            "[master]\nstate_dir = {:?}\n",
+            m.state_dir().display().to_string()
+        ),
     )
     .unwrap();
     let config = config.to_str().unwrap();
@@ -290,20 +304,42 @@ fn bbctl_finds_the_master_through_its_config() {
     let mut cmd = bare_bbctl(&m, &["--state-dir", state, "status"]);
     cmd.env("BBCTL_SOCKET", nowhere);
     let out = run(cmd);
-    assert_eq!(code(&out), 0, "--state-dir beats BBCTL_SOCKET: {}", describe(&out));
+    assert_eq!(
+        code(&out),
+        0,
+        "--state-dir beats BBCTL_SOCKET: {}",
+        describe(&out)
+    );
     let mut cmd = bare_bbctl(&m, &["--socket", nowhere, "status"]);
     cmd.env("BBMASTER_STATE_DIR", state);
     let out = run(cmd);
-    assert_eq!(code(&out), 3, "--socket beats BBMASTER_STATE_DIR: {}", describe(&out));
-    assert!(text(&out.stderr).contains("nowhere.sock"), "{}", describe(&out));
+    assert_eq!(
+        code(&out),
+        3,
+        "--socket beats BBMASTER_STATE_DIR: {}",
+        describe(&out)
+    );
+    assert!(
+        text(&out.stderr).contains("nowhere.sock"),
+        "{}",
+        describe(&out)
+    );
     // Among variables: the socket beats the state dir beats the config.
     let mut cmd = bare_bbctl(&m, &["status"]);
-    cmd.env("BBMASTER_STATE_DIR", state).env("BBMASTER_CONFIG", "/no/such.toml");
+    cmd.env("BBMASTER_STATE_DIR", state)
+        .env("BBMASTER_CONFIG", "/no/such.toml");
     assert_eq!(code(&run(cmd)), 0);
     // A config that cannot be read says so: exit 2.
-    let out = run(bare_bbctl(&m, &["--master-config", "/no/such.toml", "status"]));
+    let out = run(bare_bbctl(
+        &m,
+        &["--master-config", "/no/such.toml", "status"],
+    ));
     assert_eq!(code(&out), 2, "{}", describe(&out));
-    assert!(text(&out.stderr).contains("/no/such.toml"), "{}", describe(&out));
+    assert!(
+        text(&out.stderr).contains("/no/such.toml"),
+        "{}",
+        describe(&out)
+    );
 }
 
 /// A mistyped builder or worker name: the error suggests the closest
@@ -317,16 +353,36 @@ fn unknown_names_come_with_did_you_mean() {
         "{}",
         describe(&out)
     );
-    for args in [&["queue", "hodl"][..], &["status", "--builder", "hodl"], &["builds", "--builder", "hodl"]] {
+    for args in [
+        &["queue", "hodl"][..],
+        &["status", "--builder", "hodl"],
+        &["builds", "--builder", "hodl"],
+    ] {
         let out = m.bbctl_code(args, 4);
-        assert!(text(&out.stderr).contains("did you mean `hold`?"), "{args:?}: {}", describe(&out));
+        assert!(
+            text(&out.stderr).contains("did you mean `hold`?"),
+            "{args:?}: {}",
+            describe(&out)
+        );
     }
     let out = m.bbctl_code(&["ping", "local1"], 4);
-    assert!(text(&out.stderr).contains("did you mean `local-1`?"), "{}", describe(&out));
+    assert!(
+        text(&out.stderr).contains("did you mean `local-1`?"),
+        "{}",
+        describe(&out)
+    );
     let out = m.bbctl_code(&["drain", "--worker", "lcoal-1"], 4);
-    assert!(text(&out.stderr).contains("did you mean `local-1`?"), "{}", describe(&out));
+    assert!(
+        text(&out.stderr).contains("did you mean `local-1`?"),
+        "{}",
+        describe(&out)
+    );
     let out = m.bbctl_code(&["force-build", "zzzzzz"], 4);
-    assert!(!text(&out.stderr).contains("did you mean"), "{}", describe(&out));
+    assert!(
+        !text(&out.stderr).contains("did you mean"),
+        "{}",
+        describe(&out)
+    );
 }
 
 /// Completion offers the running master's builder and worker names: the
@@ -335,16 +391,30 @@ fn unknown_names_come_with_did_you_mean() {
 fn completion_offers_names_from_the_master() {
     let m = Master::start(CONFIG);
     let out = m.bbctl_code(&["__complete", "builders"], 0);
-    assert_eq!(text(&out.stdout), "hold\nnowhere\nquick\n", "{}", describe(&out));
+    assert_eq!(
+        text(&out.stdout),
+        "hold\nnowhere\nquick\n",
+        "{}",
+        describe(&out)
+    );
     let out = m.bbctl_code(&["__complete", "workers"], 0);
-    assert!(text(&out.stdout).contains("local-1\n"), "{}", describe(&out));
+    assert!(
+        text(&out.stdout).contains("local-1\n"),
+        "{}",
+        describe(&out)
+    );
     // No master: nothing, quietly.
     let out = run(bare_bbctl(&m, &["__complete", "builders"]));
-    assert_eq!((code(&out), text(&out.stdout), text(&out.stderr)), (0, String::new(), String::new()));
+    assert_eq!(
+        (code(&out), text(&out.stdout), text(&out.stderr)),
+        (0, String::new(), String::new())
+    );
 
     let script = m.path().join("bbctl.bash");
     std::fs::write(&script, m.bbctl_code(&["completions", "bash"], 0).stdout).unwrap();
-    let bin_dir = std::path::Path::new(crate::harness::BBCTL).parent().unwrap();
+    let bin_dir = std::path::Path::new(crate::harness::BBCTL)
+        .parent()
+        .unwrap();
     let complete = |words: &str| {
         let line = format!(
             "source {}; COMP_WORDS=({words}); COMP_CWORD=$((${{#COMP_WORDS[@]}} - 1)); _bbctl_names; printf '%s\\n' \"${{COMPREPLY[@]}}\"",
@@ -370,13 +440,23 @@ fn restart_only_settings_wait_for_a_restart_until_one_happens() {
     let mut m = Master::start(CONFIG);
     m.write_config(&format!("[master]\nkeepalive = \"7s\"\n{CONFIG}"));
     let out = m.bbctl_ok(&["reload"]);
-    assert!(out.contains("waiting for a restart: master.keepalive"), "{out}");
+    assert!(
+        out.contains("waiting for a restart: master.keepalive"),
+        "{out}"
+    );
     for args in [&["reload", "--dry-run"][..], &["reload"]] {
         let out = m.bbctl_ok(args);
         assert!(out.contains("nothing changed"), "{args:?}: {out}");
-        assert!(out.contains("waiting for a restart: master.keepalive"), "{args:?}: {out}");
+        assert!(
+            out.contains("waiting for a restart: master.keepalive"),
+            "{args:?}: {out}"
+        );
         let v = m.bbctl_json(args);
-        assert_eq!(v["needs_restart"], serde_json::json!(["master.keepalive"]), "{v}");
+        assert_eq!(
+            v["needs_restart"],
+            serde_json::json!(["master.keepalive"]),
+            "{v}"
+        );
     }
     m.signal(Signal::SIGTERM);
     m.wait_exit(WAIT);

@@ -318,7 +318,10 @@ fn drain_the_master() {
     assert_eq!(named(&s["builders"], "quick")["queued"], 1, "{s}");
 
     fs::write(m.path().join("go"), "").unwrap();
-    let out = text(&m.bbctl_code(&["drain", "--wait", "--timeout", "10s"], 0).stderr);
+    let out = text(
+        &m.bbctl_code(&["drain", "--wait", "--timeout", "10s"], 0)
+            .stderr,
+    );
     assert!(out.ends_with("drained: no build running\n"), "{out}");
     let s = m.bbctl_json(&["status"]);
     assert_eq!(s["draining"], true, "{s}");

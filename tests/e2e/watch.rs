@@ -166,7 +166,9 @@ fn watch_waits_for_a_restarted_master() {
     });
     m.signal(nix::sys::signal::Signal::SIGTERM);
     m.wait_exit(SCREEN_TIMEOUT);
-    let screen = tmux.wait_screen("master gone", |s| s.contains("master gone") || s.contains("EXITED"));
+    let screen = tmux.wait_screen("master gone", |s| {
+        s.contains("master gone") || s.contains("EXITED")
+    });
     assert!(screen.contains("waiting for it to come back"), "{screen}");
     m.spawn();
     fs::write(m.path().join("go"), "").unwrap();

@@ -16,11 +16,8 @@ const ANSWER_WITHIN: Duration = Duration::from_secs(2);
 /// `bbctl __complete WHAT`: the names, one per line; nothing (exit 0) when
 /// no master answers in time, so a completion never prints an error.
 pub async fn names(ctx: &mut Ctx, what: CompleteWhat) -> Result<u8, CliError> {
-    let asked = tokio::time::timeout(
-        ANSWER_WITHIN,
-        ctx.call(Request::Status(Default::default())),
-    )
-    .await;
+    let asked =
+        tokio::time::timeout(ANSWER_WITHIN, ctx.call(Request::Status(Default::default()))).await;
     let Ok(Ok(Reply::Status(status))) = asked else {
         return Ok(0);
     };

@@ -107,7 +107,11 @@ async fn queue_build(ctx: &mut Ctx, q: Queue) -> Result<u8, CliError> {
     };
     // Progress, not data: stderr (with --json, stdout has the object).
     if !ctx.json {
-        eprintln!("request {} queued for {}", ids::request(request_id), q.builder);
+        eprintln!(
+            "request {} queued for {}",
+            ids::request(request_id),
+            q.builder
+        );
     }
     if !q.wait && !q.follow {
         if ctx.json {
@@ -224,9 +228,7 @@ impl Printer {
                 self.outcome.build = Some(*build);
                 Some(format!("build {build}"))
             }
-            StreamItem::StepStarted { step, .. } => {
-                Some(format!("step {:?} {step}", self.current))
-            }
+            StreamItem::StepStarted { step, .. } => Some(format!("step {:?} {step}", self.current)),
             StreamItem::StepFinished { step, .. } => {
                 Some(format!("step end {:?} {step}", self.current))
             }
@@ -319,7 +321,10 @@ impl Printer {
                     .as_ref()
                     .map(|r| format!(": {r}"))
                     .unwrap_or_default();
-                eprintln!("{}", style.paint(&format!("── step {step} {result}{why}"), grey));
+                eprintln!(
+                    "{}",
+                    style.paint(&format!("── step {step} {result}{why}"), grey)
+                );
             }
             _ => {}
         }
