@@ -32,11 +32,13 @@ fn shutdown_and_restart_keep_history() {
     m.bbctl_code(&["force-build", "quick", "--wait"], 0);
 
     let out = m.bbctl_code(&["shutdown"], 0);
+    // A confirmation: on stderr (stdout holds data only).
     assert!(
-        text(&out.stdout).starts_with("the master is shutting down"),
+        text(&out.stderr).starts_with("the master is shutting down"),
         "{}",
         describe(&out)
     );
+    assert_eq!(text(&out.stdout), "", "{}", describe(&out));
     let status = m.wait_exit(EXIT_TIMEOUT);
     assert!(
         status.success(),
