@@ -82,6 +82,13 @@ pub struct GlobalOpts {
     /// When to use colour.
     #[arg(long, global = true, value_enum, default_value_t = ColorChoice::Auto)]
     pub color: ColorChoice,
+    /// Write build output to a terminal byte for byte. Without it, output
+    /// shown on a terminal keeps newlines, tabs and colours, and shows every
+    /// other control character or escape sequence escaped (`\x1b]0;...`),
+    /// so that a build cannot retitle the window, write the clipboard or
+    /// clear the screen. Output to a file or pipe is never changed.
+    #[arg(long, global = true)]
+    pub raw: bool,
     /// If the master is not up yet, keep trying to reach it for this long
     /// (e.g. `30s`) before giving up with exit code 3; for boot scripts.
     #[arg(long, global = true, value_name = "DURATION", value_parser = parse_duration)]

@@ -7,6 +7,7 @@ use crossterm::style::{Color, Stylize};
 
 use crate::client::cli::ColorChoice;
 use crate::protocol::{BuildResult, Event, EventKind};
+use crate::untrusted::{escape, escape_keeping_sgr};
 
 /// How to render for this run of `bbctl`.
 #[derive(Debug, Clone, Copy)]
@@ -84,9 +85,13 @@ impl Table {
         }
     }
 
-    /// Add a row (one cell per column).
+    /// Add a row (one cell per column). Cells are escaped for the
+    /// terminal (colours this program added stay): a newline or an escape
+    /// sequence in a field cannot forge a row or act on the screen, even
+    /// where a caller forgot to escape an untrusted field itself.
     pub fn row(&mut self, cells: Vec<String>) {
-        self.rows.push(cells);
+        self.rows
+            .push(cells.iter().map(|c| escape_keeping_sgr(c)).collect());
     }
 
     /// Print the table; nothing at all when it has no rows.
@@ -280,7 +285,8 @@ pub fn event_line(e: &Event) -> String {
         EventKind::Subscribed => "subscribed".into(),
         EventKind::Lagged { missed } => format!("missed {missed} event(s): fell behind"),
     };
-    format!("{} gen {}  {what}", clock(e.at_ms), e.generation)
+    // Reasons, names and errors come from outside: one line, no sequences.
+    format!("{} gen {}  {}", clock(e.at_ms), e.generation, escape(&what))
 }
 
 #[cfg(test)]

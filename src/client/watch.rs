@@ -204,7 +204,12 @@ impl View {
             out.push("(none running)".into());
         }
         for r in &s.running {
-            let step = format!("{}/{} {}", r.step + 1, r.steps, r.step_name);
+            let step = format!(
+                "{}/{} {}",
+                r.step + 1,
+                r.steps,
+                crate::untrusted::escape(&r.step_name)
+            );
             let waiting = if r.waiting_for_worker {
                 " (worker away)"
             } else {

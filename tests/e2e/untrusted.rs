@@ -186,3 +186,96 @@ fn zombie_children(pid: i32) -> Vec<i32> {
     }
     zombies
 }
+
+const NOISY: &str = r#"
+[[worker]]
+name = "local-1"
+local = true
+
+[[builder]]
+name = "noisy"
+workers = ["local-1"]
+
+  [[builder.step]]
+  name = "noise"
+  shell = "printf '\\033]0;pwned\\007\\033]52;c;SGVsbG8=\\007\\033[2J\\033[31mred\\033[0m\\n'"
+"#;
+
+/// `cmd` run with its stdout on a pseudo-terminal (`script`), as a person
+/// at a terminal would see it.
+fn on_a_terminal(m: &Master, args: &[&str]) -> Vec<u8> {
+    let mut line = format!(
+        "'{}' --socket '{}'",
+        crate::harness::BBCTL,
+        m.control_socket().display()
+    );
+    for a in args {
+        line.push_str(&format!(" '{a}'"));
+    }
+    let mut cmd = crate::harness::command("script");
+    cmd.args(["-qec", &line, "/dev/null"]);
+    let out = crate::harness::run_with_timeout(cmd, std::time::Duration::from_secs(30));
+    assert_eq!(
+        crate::harness::code(&out),
+        0,
+        "{}",
+        crate::harness::describe(&out)
+    );
+    out.stdout
+}
+
+fn has(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Step output reaches a terminal with its colours but without its other
+/// escape sequences (window title, OSC 52 clipboard, screen clear), which
+/// are shown escaped; `--raw` and a pipe get the bytes as written; a
+/// reason in a table is escaped wherever it is printed.
+#[test]
+fn untrusted_text_is_escaped_on_a_terminal() {
+    let m = Master::start(NOISY);
+    m.bbctl_code(
+        &[
+            "force-build",
+            "noisy",
+            "--wait",
+            "--reason",
+            "evil\x1b]0;x\x07\nforged row",
+        ],
+        0,
+    );
+    let shown = on_a_terminal(&m, &["log", "1"]);
+    assert!(has(&shown, b"\\x1b]0;pwned\\x07"), "{shown:?}");
+    assert!(has(&shown, b"\\x1b]52;c;SGVsbG8=\\x07"), "{shown:?}");
+    assert!(has(&shown, b"\\x1b[2J"), "{shown:?}");
+    assert!(has(&shown, b"\x1b[31mred\x1b[0m"), "{shown:?}");
+    assert!(
+        !has(&shown, b"\x1b]"),
+        "an OSC sequence got through: {shown:?}"
+    );
+    assert!(
+        !has(&shown, b"\x1b[2J"),
+        "a screen clear got through: {shown:?}"
+    );
+
+    let raw = on_a_terminal(&m, &["--raw", "log", "1"]);
+    assert!(has(&raw, b"\x1b]0;pwned\x07"), "{raw:?}");
+    let piped = m.bbctl_code(&["log", "1"], 0).stdout;
+    assert!(has(&piped, b"\x1b]52;c;SGVsbG8=\x07\x1b[2J"), "{piped:?}");
+
+    for args in [&["build", "1"][..]] {
+        let out = m.bbctl_code(args, 0).stdout;
+        assert!(!out.contains(&0x1b), "{args:?}: {}", text(&out));
+        assert!(
+            has(&out, b"evil\\x1b]0;x\\x07\\nforged row"),
+            "{args:?}: {}",
+            text(&out)
+        );
+        assert!(
+            !text(&out).lines().any(|l| l.starts_with("forged row")),
+            "{args:?}: a newline in the reason forged a line: {}",
+            text(&out)
+        );
+    }
+}

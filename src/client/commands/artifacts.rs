@@ -1,5 +1,6 @@
 //! `artifacts` and `artifact`: the files `upload` steps stored.
 
+use crate::untrusted::escape;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
@@ -28,7 +29,7 @@ pub async fn artifacts(ctx: &mut Ctx, build: u64) -> Result<u8, CliError> {
     }
     let mut table = Table::new(vec!["NAME", "SIZE", "SHA256"]);
     for a in &list {
-        table.row(vec![a.name.clone(), a.size.to_string(), a.sha256.clone()]);
+        table.row(vec![escape(&a.name), a.size.to_string(), escape(&a.sha256)]);
     }
     table.print(&mut out, &ctx.style)?;
     Ok(0)
@@ -102,7 +103,8 @@ pub async fn artifact(
             Some(i) if i.size == got && hex(&hasher.finalize()) == i.sha256 => Ok(()),
             Some(i) => Err(CliError::Server(ErrorReply::failed(format!(
                 "artifact {} arrived damaged ({got} of {} bytes, or a checksum mismatch)",
-                i.name, i.size
+                escape(&i.name),
+                i.size
             )))),
             None => Err(CliError::Server(ErrorReply::failed(
                 "the master sent no artifact",

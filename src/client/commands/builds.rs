@@ -8,6 +8,7 @@ use crate::client::cli::BuildsArgs;
 use crate::client::render::{Table, ago, duration};
 use crate::paths::now_ms;
 use crate::protocol::{BuildDetail, Reply, Request};
+use crate::untrusted::escape;
 
 /// `bbctl builds`.
 pub async fn builds(ctx: &mut Ctx, args: BuildsArgs) -> Result<u8, CliError> {
@@ -40,7 +41,7 @@ pub async fn builds(ctx: &mut Ctx, args: BuildsArgs) -> Result<u8, CliError> {
                     .unwrap_or(now)
                     .saturating_sub(b.started_at_ms),
             ),
-            b.reason.clone().unwrap_or_default(),
+            escape(b.reason.as_deref().unwrap_or_default()),
         ]);
     }
     let mut out = io::stdout().lock();
@@ -77,7 +78,7 @@ fn print_build(ctx: &Ctx, d: &BuildDetail) -> io::Result<()> {
     )?;
     writeln!(out, "  result:     {}", ctx.style.result(s.result))?;
     if let Some(reason) = &s.reason {
-        writeln!(out, "  reason:     {reason}")?;
+        writeln!(out, "  reason:     {}", escape(reason))?;
     }
     writeln!(out, "  worker:     {}", s.worker)?;
     writeln!(
@@ -96,10 +97,10 @@ fn print_build(ctx: &Ctx, d: &BuildDetail) -> io::Result<()> {
         )
     )?;
     if let Some(reason) = &d.request_reason {
-        writeln!(out, "  requested:  {reason}")?;
+        writeln!(out, "  requested:  {}", escape(reason))?;
     }
     for (k, v) in &d.properties {
-        writeln!(out, "  property:   {k}={v}")?;
+        writeln!(out, "  property:   {}={}", escape(k), escape(v))?;
     }
     writeln!(out)?;
     let mut table = Table::new(vec!["STEP", "NAME", "RESULT", "TOOK", "LOG", "REASON"]);
@@ -114,7 +115,7 @@ fn print_build(ctx: &Ctx, d: &BuildDetail) -> io::Result<()> {
                     .saturating_sub(step.started_at_ms),
             ),
             format!("{} B", step.log_bytes),
-            step.reason.clone().unwrap_or_default(),
+            escape(step.reason.as_deref().unwrap_or_default()),
         ]);
     }
     table.print(&mut out, &ctx.style)

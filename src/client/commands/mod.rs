@@ -34,6 +34,8 @@ pub struct Ctx {
     /// How long a waiting command tries to re-attach to a master that
     /// went away (`--reconnect-for`).
     pub reconnect_for: std::time::Duration,
+    /// Build output to a terminal unescaped (`--raw`).
+    pub raw: bool,
     conn: Option<Connection>,
     /// Ctrl-C, caught from before a waiting command sends its request.
     interrupt: Option<tokio::signal::unix::Signal>,
@@ -149,6 +151,7 @@ pub async fn run(cli: Cli) -> Result<u8, CliError> {
         socket: socket_path(&cli.global),
         wait_for_master: cli.global.wait_for_master,
         reconnect_for: cli.global.reconnect_for,
+        raw: cli.global.raw,
         conn: None,
         interrupt: None,
     };

@@ -22,6 +22,7 @@ use crate::protocol::{
     BuildId, BuildResult, Reply, Request, RequestId, StepIndex, StreamItem, StreamRequest,
     StreamTarget,
 };
+use crate::untrusted::{TerminalFilter, escape};
 
 /// Exit code after Ctrl-C, as shells report a SIGINT death.
 const EXIT_INTERRUPTED: u8 = 130;
@@ -212,6 +213,8 @@ struct Printer {
     seen_bytes: HashMap<(BuildId, StepIndex), u64>,
     /// The build the current connection is about.
     current: Option<BuildId>,
+    /// Escapes output on its way to a terminal (not with `--raw`).
+    filter: Option<TerminalFilter>,
 }
 
 impl Printer {
@@ -276,7 +279,18 @@ impl Printer {
         self.print(&item)
     }
 
-    fn print(&self, item: &StreamItem) -> io::Result<()> {
+    /// The stream is over (or left): write what the filter held back.
+    fn into_outcome(mut self) -> Outcome {
+        if let Some(rest) = self.filter.as_mut().map(TerminalFilter::finish)
+            && !rest.is_empty()
+        {
+            let mut out = io::stdout().lock();
+            let _ = out.write_all(&rest).and_then(|()| out.flush());
+        }
+        self.outcome
+    }
+
+    fn print(&mut self, item: &StreamItem) -> io::Result<()> {
         if self.json {
             let value = match item {
                 StreamItem::Output { step, data } => serde_json::json!({
@@ -291,7 +305,10 @@ impl Printer {
         match item {
             StreamItem::Output { data, .. } => {
                 let mut out = io::stdout().lock();
-                out.write_all(data)?;
+                match self.filter.as_mut() {
+                    Some(filter) => out.write_all(&filter.push(data))?,
+                    None => out.write_all(data)?,
+                }
                 out.flush()?;
             }
             // Always said (progress, on stderr): the build id, once known.
@@ -319,7 +336,7 @@ impl Printer {
             } if self.banners => {
                 let why = reason
                     .as_ref()
-                    .map(|r| format!(": {r}"))
+                    .map(|r| format!(": {}", escape(r)))
                     .unwrap_or_default();
                 eprintln!(
                     "{}",
@@ -347,6 +364,7 @@ async fn follow(
         banners: !ctx.json && io::stderr().is_terminal() && keep_following,
         style: Some(ctx.style),
         request,
+        filter: (!ctx.json && !ctx.raw && io::stdout().is_terminal()).then(TerminalFilter::default),
         ..Default::default()
     };
     // Listening for Ctrl-C started before the request was sent (see
@@ -380,11 +398,11 @@ async fn follow(
             result = attempt => result,
             _ = interrupted => {
                 printer.outcome.interrupted = true;
-                return Ok(printer.outcome);
+                return Ok(printer.into_outcome());
             }
         };
         match result {
-            Ok(Ok(Reply::StreamEnd)) => return Ok(printer.outcome),
+            Ok(Ok(Reply::StreamEnd)) => return Ok(printer.into_outcome()),
             Ok(Ok(other)) => return Err(unexpected(other)),
             Ok(Err(e)) => return Err(e.into()),
             Err(e) if keep_following && is_master_gone(&e) => {
@@ -417,7 +435,7 @@ async fn follow(
                         }
                     } => {
                         printer.outcome.interrupted = true;
-                        return Ok(printer.outcome);
+                        return Ok(printer.into_outcome());
                     }
                 }
             }
@@ -450,7 +468,7 @@ fn finish(ctx: &Ctx, request: Option<RequestId>, o: &Outcome) -> Result<(), CliE
     let reason = o
         .reason
         .as_ref()
-        .map(|r| format!(": {r}"))
+        .map(|r| format!(": {}", escape(r)))
         .unwrap_or_default();
     match (o.build, o.cancelled) {
         (_, true) => eprintln!("request cancelled before it started{reason}"),

@@ -1,6 +1,7 @@
 //! `queue`, `workers`, `ping`, `drain` and `undrain`: the queue and the
 //! workers as an operator sees them.
 
+use crate::untrusted::escape;
 use std::io::{self, Write};
 use std::time::Duration;
 
@@ -40,7 +41,7 @@ pub async fn queue(ctx: &mut Ctx, builder: Option<String>) -> Result<u8, CliErro
         let props: Vec<String> = q
             .properties
             .iter()
-            .map(|(k, v)| format!("{k}={v}"))
+            .map(|(k, v)| format!("{}={}", escape(k), escape(v)))
             .collect();
         table.row(vec![
             crate::client::ids::request(q.request),
@@ -50,7 +51,7 @@ pub async fn queue(ctx: &mut Ctx, builder: Option<String>) -> Result<u8, CliErro
             ago(q.submitted_at_ms, now),
             q.retries.to_string(),
             props.join(" "),
-            q.reason.clone().unwrap_or_default(),
+            escape(q.reason.as_deref().unwrap_or_default()),
         ]);
     }
     table.print(&mut out, &ctx.style)?;
@@ -97,11 +98,11 @@ pub async fn workers(ctx: &mut Ctx) -> Result<u8, CliError> {
             w.last_seen_ms.map(|t| ago(t, now)).unwrap_or_default(),
             format!("{}/{}", s.running_builds.len(), s.max_builds),
             running.join(" "),
-            w.host.clone().unwrap_or_default(),
+            escape(w.host.as_deref().unwrap_or_default()),
             w.pid.map(|p| p.to_string()).unwrap_or_default(),
             w.software
                 .as_deref()
-                .map(crate::client::render::version)
+                .map(|v| escape(&crate::client::render::version(v)))
                 .unwrap_or_default(),
         ]);
     }
