@@ -264,7 +264,8 @@ fn untrusted_text_is_escaped_on_a_terminal() {
     let piped = m.bbctl_code(&["log", "1"], 0).stdout;
     assert!(has(&piped, b"\x1b]52;c;SGVsbG8=\x07\x1b[2J"), "{piped:?}");
 
-    for args in [&["build", "1"][..]] {
+    {
+        let args = ["build", "1"];
         let out = m.bbctl_code(args, 0).stdout;
         assert!(!out.contains(&0x1b), "{args:?}: {}", text(&out));
         assert!(
