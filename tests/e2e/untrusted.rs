@@ -266,7 +266,7 @@ fn untrusted_text_is_escaped_on_a_terminal() {
 
     {
         let args = ["build", "1"];
-        let out = m.bbctl_code(args, 0).stdout;
+        let out = m.bbctl_code(&args, 0).stdout;
         assert!(!out.contains(&0x1b), "{args:?}: {}", text(&out));
         assert!(
             has(&out, b"evil\\x1b]0;x\\x07\\nforged row"),
