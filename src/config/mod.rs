@@ -12,6 +12,7 @@ pub use model::*;
 mod error;
 mod position;
 mod raw;
+mod schema;
 mod validate;
 
 #[cfg(test)]
@@ -19,13 +20,17 @@ mod tests;
 
 use std::path::Path;
 
+use serde::Deserialize;
+
 pub use error::{ConfigError, Problem};
 pub use validate::{DEFAULT_FILE_MODE, parse_mode, parse_size, relative_path_problem};
 
 /// The default config used when bbmaster gets no --config: one local worker
-/// `local-1` (max_builds = 2) and a builder `hello` with two steps (a shell
+/// `local-1` (max_builds = 2), a builder `hello` with two steps (a shell
 /// step `say` that echoes a greeting with $BB_BUILDER and $BB_BUILD_ID, and an
-/// argv step `think` = ["sleep", "1"] with a timeout). No state_dir.
+/// argv step `think` = ["sleep", "1"] with a timeout), and a builder `slow`
+/// whose one step prints a line a second for 45 s, so that the README's
+/// tour has a build to stop. No state_dir.
 pub const DEFAULT_CONFIG_TOML: &str = include_str!("default.toml");
 
 /// Origin string of [`embedded_default`], shown in messages and status.
@@ -46,26 +51,62 @@ pub fn embedded_default() -> Config {
 pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
     let origin = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-        problems: vec![Problem {
-            origin: origin.clone(),
-            line: 1,
-            column: 1,
-            message: format!("cannot read config file {}: {e}", path.display()),
-        }],
+        problems: vec![Problem::whole_file(
+            &origin,
+            format!("cannot read {}: {}", path.display(), io_reason(&e)),
+        )],
     })?;
     let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
     let base_dir = absolute.parent().unwrap_or(Path::new("."));
     parse_str(&text, &origin, base_dir)
 }
 
+/// An I/O error's reason without the `(os error N)` suffix.
+fn io_reason(e: &std::io::Error) -> String {
+    let shown = e.to_string();
+    match shown.find(" (os error ") {
+        Some(at) => shown[..at].to_owned(),
+        None => shown,
+    }
+}
+
 /// Parses and validates config text; `origin` names it in messages and
 /// `base_dir` anchors its relative paths.
+///
+/// Only a syntax error stops the checks: unknown keys and values of the
+/// wrong type (found by the schema walk) are reported along with every
+/// problem of validation.
 pub fn parse_str(text: &str, origin: &str, base_dir: &Path) -> Result<Config, ConfigError> {
-    let raw: raw::RawConfig = toml::from_str(text).map_err(|e| ConfigError {
+    let mut doc = toml::de::DeTable::parse(text).map_err(|e| ConfigError {
         problems: vec![toml_problem(&e, text, origin)],
     })?;
-    let checked = validate::check(raw, text, origin, base_dir)
-        .map_err(|problems| ConfigError { problems })?;
+    let walked = schema::walk(&mut doc, text, origin);
+    // The walk removed whatever serde would refuse; an error here means the
+    // schema and the raw structs disagree, and is still reported.
+    let raw = raw::RawConfig::deserialize(toml::de::Deserializer::from(doc)).map_err(|e| {
+        let mut problems = walked.problems.clone();
+        problems.push(toml_problem(&e, text, origin));
+        ConfigError { problems }
+    })?;
+    let mut checked = validate::check(
+        raw,
+        text,
+        origin,
+        base_dir,
+        walked.problems,
+        &walked.placeholders,
+    )
+    .map_err(|problems| ConfigError { problems })?;
+    if checked.builders.is_empty() {
+        checked.warnings.push(format!(
+            "{origin}: warning: no builders are defined, so nothing can be built"
+        ));
+    }
+    if checked.workers.is_empty() {
+        checked.warnings.push(format!(
+            "{origin}: warning: no workers are defined, so no build can run"
+        ));
+    }
     Ok(Config {
         master: checked.master,
         workers: checked.workers,
@@ -76,8 +117,8 @@ pub fn parse_str(text: &str, origin: &str, base_dir: &Path) -> Result<Config, Co
     })
 }
 
-/// One problem from a TOML syntax or serde error: its position (or 1:1 if
-/// it has none) and its core message on a single line, with the key path
+/// One problem from a TOML syntax or serde error: its position (1:1 if it
+/// has none: a syntax error always has one) and its core message on a single line, with the key path
 /// (`in `builder.env``) when the toml crate knows it.
 fn toml_problem(e: &toml::de::Error, text: &str, origin: &str) -> Problem {
     let (line, column) = e
@@ -108,12 +149,7 @@ fn toml_problem(e: &toml::de::Error, text: &str, origin: &str) -> Problem {
     if let Some(keys) = keys {
         message = format!("{message} ({keys})");
     }
-    Problem {
-        origin: origin.to_owned(),
-        line,
-        column,
-        message,
-    }
+    Problem::at(origin, line, column, message)
 }
 
 /// FNV-1a 64-bit of `text` as 16 lowercase hex digits: a short, stable,

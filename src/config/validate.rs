@@ -11,7 +11,7 @@ mod steps;
 pub use steps::{DEFAULT_FILE_MODE, parse_mode, relative_path_problem};
 mod workers;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
@@ -42,18 +42,23 @@ pub struct Checked {
     pub warnings: Vec<String>,
 }
 
-/// Checks `raw` in full; on failure returns every problem, sorted by position.
+/// Checks `raw` in full; on failure returns every problem, `earlier` ones
+/// (of the schema walk) included, sorted by position. Problems at
+/// `placeholders` (names the walk made up) are not reported again.
 pub fn check(
     raw: RawConfig,
     text: &str,
     origin: &str,
     base_dir: &Path,
+    earlier: Vec<Problem>,
+    placeholders: &HashSet<usize>,
 ) -> Result<Checked, Vec<Problem>> {
     let mut c = Checker {
         text,
         origin,
         base_dir,
-        problems: Vec::new(),
+        placeholders,
+        problems: earlier,
         warnings: Vec::new(),
     };
     let master = c.master(&raw.master);
@@ -67,7 +72,7 @@ pub fn check(
             warnings: c.warnings,
         })
     } else {
-        c.problems.sort_by_key(|p| (p.line, p.column));
+        c.problems.sort_by_key(|p| p.position);
         Err(c.problems)
     }
 }
@@ -77,6 +82,7 @@ struct Checker<'a> {
     text: &'a str,
     origin: &'a str,
     base_dir: &'a Path,
+    placeholders: &'a HashSet<usize>,
     problems: Vec<Problem>,
     warnings: Vec<String>,
 }
@@ -94,12 +100,8 @@ impl Checker<'_> {
     /// Records a problem at byte span `at`.
     fn report(&mut self, at: &Range<usize>, message: String) {
         let (line, column) = line_col(self.text, at.start);
-        self.problems.push(Problem {
-            origin: self.origin.to_owned(),
-            line,
-            column,
-            message,
-        });
+        self.problems
+            .push(Problem::at(self.origin, line, column, message));
     }
 
     /// The 1-based line of a span, for "first defined on line N".
@@ -209,6 +211,10 @@ impl Checker<'_> {
 
     /// Checks a name's length and characters; `kind` says what it names.
     fn name(&mut self, kind: &str, name: &Spanned<String>) {
+        if self.placeholders.contains(&name.span().start) {
+            // Missing or mistyped: reported by the schema walk.
+            return;
+        }
         let text = name.get_ref();
         let len = text.chars().count();
         if text.is_empty() {
@@ -237,6 +243,9 @@ impl Checker<'_> {
     ) {
         let mut first: HashMap<&str, Range<usize>> = HashMap::new();
         for name in names {
+            if self.placeholders.contains(&name.span().start) {
+                continue;
+            }
             match first.get(name.get_ref().as_str()) {
                 Some(at) => {
                     let line = self.line_of(at);

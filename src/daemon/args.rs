@@ -7,8 +7,8 @@ use clap::{Parser, ValueEnum};
 
 /// The build master: builders, queues, workers and build history.
 ///
-/// With no --config it runs the embedded default: one local worker and a
-/// builder `hello`. SIGHUP reloads the config (like `bbctl reload`);
+/// With no --config it runs the embedded default: one local worker and the
+/// builders `hello` and `slow`. SIGHUP reloads the config (like `bbctl reload`);
 /// SIGTERM and SIGINT stop the master at once, keeping the queue and the
 /// history: running steps go on with their workers (local ones included)
 /// and the next master on the same state dir re-adopts them. Under

@@ -42,7 +42,7 @@ pub fn check_config(ctx: &Ctx, file: &Path) -> Result<u8, CliError> {
                     .iter()
                     .map(|p| {
                         serde_json::json!({
-                            "file": p.origin, "line": p.line, "column": p.column, "message": p.message,
+                            "file": p.origin, "line": p.line(), "column": p.column(), "message": p.message,
                         })
                     })
                     .collect();

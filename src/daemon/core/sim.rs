@@ -662,7 +662,7 @@ impl Sim {
                     }
                     Err(e) => {
                         let first = &e.problems[0];
-                        if !broken || first.line == 0 || first.column == 0 {
+                        if !broken || first.position.is_none() {
                             self.fail(format!("config refused: {e}\n{text}"));
                         }
                         self.history.push(format!("reload refused: {first}"));
