@@ -83,6 +83,18 @@ fn embedded_default_parses() {
         StepAction::Command(vec!["sleep".into(), "1".into()])
     );
     assert!(hello.steps[1].timeout.is_some());
+    // `slow` gives the README's `bbctl stop` a build that is still running.
+    assert_eq!(config.builders.len(), 2);
+    let slow = config.builder("slow").expect("builder slow");
+    assert_eq!(slow.workers, ["local-1"]);
+    let StepAction::Shell(line) = &slow.steps[0].action else {
+        panic!("step `count` should be a shell step");
+    };
+    assert!(
+        line.contains("sleep 1") && line.contains("seq 1 45"),
+        "{line}"
+    );
+    assert!(slow.steps[0].timeout > Some(Duration::from_secs(45)));
 }
 
 #[test]
@@ -223,7 +235,7 @@ fn a_world_readable_secret_file_is_a_warning_not_an_error() {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
     let secret = dir.path().join("w.secret");
-    std::fs::write(&secret, "s3cret\n").unwrap();
+    std::fs::write(&secret, "a-secret-of-16-bytes-or-more\n").unwrap();
     std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).unwrap();
     let text = "[[worker]]\nname = \"w\"\nsecret_file = \"w.secret\"\n";
     let config = parse_str(text, "m.toml", dir.path()).unwrap();
@@ -239,6 +251,28 @@ fn a_world_readable_secret_file_is_a_warning_not_an_error() {
     let config = parse_str(text, "m.toml", dir.path()).unwrap();
     assert!(
         config.warnings.iter().all(|w| !w.contains("chmod")),
+        "{:?}",
+        config.warnings
+    );
+}
+
+/// A secret shorter than 16 bytes is valid but draws a warning that says
+/// how to make a better one.
+#[test]
+fn a_short_secret_is_a_warning() {
+    let text = "[[worker]]\nname = \"w\"\nsecret = \"change-me\"\n";
+    let config = parse_str(text, "m.toml", Path::new(".")).unwrap();
+    assert!(
+        config.warnings.iter().any(|w| w
+            .starts_with("m.toml:3:10: warning: worker `w`: the secret is only 9 bytes")
+            && w.contains("/dev/urandom")),
+        "{:?}",
+        config.warnings
+    );
+    let text = "[[worker]]\nname = \"w\"\nsecret = \"0123456789abcdef\"\n";
+    let config = parse_str(text, "m.toml", Path::new(".")).unwrap();
+    assert!(
+        config.warnings.iter().all(|w| !w.contains("secret")),
         "{:?}",
         config.warnings
     );

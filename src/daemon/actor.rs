@@ -765,7 +765,9 @@ impl Master {
             warn!("{warning}");
         }
         let master_settings = config.master.clone();
+        let warnings = config.warnings.clone();
         let mut report = self.core.reload(Arc::new(config), now_ms(), dry_run);
+        report.warnings = warnings;
         // Against what this process started with, not the last reload: a
         // restart-only change waits for a restart until one happens.
         report.needs_restart =

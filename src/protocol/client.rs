@@ -636,4 +636,9 @@ pub struct ReloadReport {
     pub builds_on_old_generations: Vec<BuildId>,
     /// Settings that changed but only take effect after a restart.
     pub needs_restart: Vec<String>,
+    /// Warnings about the new config (valid but risky or empty), each a
+    /// line `file[:line:column]: warning: ...`; `bbctl reload` prints them
+    /// on stderr.
+    #[serde(default)]
+    pub warnings: Vec<String>,
 }

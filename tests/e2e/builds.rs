@@ -1,7 +1,9 @@
 //! Building: force-build with --wait and --follow, results, logs,
 //! history, properties.
 
-use crate::harness::{Master, text};
+use std::time::Duration;
+
+use crate::harness::{Master, describe, text, wait_until};
 
 /// A config with a passing and a failing builder on one local worker.
 const PASS_FAIL: &str = r#"
@@ -60,6 +62,25 @@ fn default_config_builds_hello() {
     assert_eq!(b["result"], "success", "{b}");
     assert_eq!(b["generation"], 1, "{b}");
     assert_eq!(b["worker"], "local-1", "{b}");
+}
+
+/// The README's tour: the embedded default's `slow` builder runs long
+/// enough that `bbctl stop BUILD` stops it (the tour's `stop` used to find
+/// the build already finished).
+#[test]
+fn default_config_slow_build_can_be_stopped() {
+    let m = Master::start_default();
+    let mut waiter = m.bbctl_spawn(&["force-build", "slow", "--wait"]);
+    waiter.wait_stderr("queued", Duration::from_secs(10));
+    wait_until("the slow build to print", Duration::from_secs(20), || {
+        text(&m.bbctl(&["log", "1"]).stdout).contains("tick 1 of 45")
+    });
+    m.bbctl_code(&["stop", "1"], 0);
+    let out = waiter.finish(Duration::from_secs(15));
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    let detail = m.bbctl_json(&["build", "1"]);
+    assert_eq!(detail["builder"], "slow", "{detail}");
+    assert_eq!(detail["result"], "cancelled", "{detail}");
 }
 
 /// `--wait` exits 0 for a passing build and 1 for a failing one; the

@@ -45,7 +45,7 @@ fn check_config_good_and_bad() {
     let err = text(&out.stderr);
     let first = err.lines().next().unwrap_or_default();
     assert!(
-        first.starts_with(&format!("{bad_s}:4:1: ")) && first.contains("unknown field `bogus`"),
+        first.starts_with(&format!("{bad_s}:4:1: ")) && first.contains("unknown key `bogus`"),
         "{err}"
     );
     assert!(err.contains("is invalid (1 problem(s))"), "{err}");
@@ -165,4 +165,92 @@ fn reload_applies_good_edits_and_refuses_bad_ones() {
     let out = m.bbctl_code(&["reload"], 5);
     assert!(text(&out.stderr).contains("nobody"), "{}", describe(&out));
     assert_eq!(m.bbctl_json(&["status"])["generation"], 2);
+}
+
+/// A file with four problems (a type error, a value out of range, an
+/// unknown key, a bad worker limit) reports all four: only a syntax error
+/// stops the checks. The type error of a duration gets the hint that a
+/// badly written duration gets.
+#[test]
+fn check_config_reports_every_problem_at_once() {
+    let dir = temp_dir();
+    let file = dir.path().join("four.toml");
+    std::fs::write(
+        &file,
+        "[master]\nkeepalive = 30\nmax_retries = -1\nstate_dri = \"s\"\n\n\
+         [[worker]]\nname = \"w\"\nlocal = true\nmax_builds = 0\n",
+    )
+    .unwrap();
+    let f = file.to_str().unwrap();
+    let out = check_config(&[f]);
+    assert_eq!(code(&out), 1, "{}", describe(&out));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "{f}:2:13: master: `keepalive` must be a duration string, not the integer 30; write it like \"30s\""
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("{f}:4:1: master: unknown key `state_dri`")),
+        "{err}"
+    );
+    assert!(err.contains("is invalid (4 problem(s))"), "{err}");
+    let out = check_config(&["--json", f]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(v["problems"].as_array().map(Vec::len), Some(4), "{v}");
+}
+
+/// An empty (or all-comments) file is valid, but `check-config` and
+/// `reload` warn that it defines nothing (`--json`: `warnings`). A missing
+/// file is invalid with no made-up position.
+#[test]
+fn empty_and_missing_config_files() {
+    let dir = temp_dir();
+    let empty = dir.path().join("empty.toml");
+    std::fs::write(&empty, "# nothing here yet\n").unwrap();
+    let e = empty.to_str().unwrap();
+    let out = check_config(&[e]);
+    assert_eq!(code(&out), 0, "{}", describe(&out));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(&format!("{e}: warning: no builders are defined")),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("{e}: warning: no workers are defined")),
+        "{err}"
+    );
+    let out = check_config(&["--json", e]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(v["warnings"].as_array().map(Vec::len), Some(2), "{v}");
+
+    let missing = dir.path().join("nope.toml");
+    let m_s = missing.to_str().unwrap();
+    let out = check_config(&[m_s]);
+    assert_eq!(code(&out), 1, "{}", describe(&out));
+    let err = text(&out.stderr);
+    assert_eq!(
+        err.lines().next(),
+        Some(format!("cannot read {m_s}: No such file or directory").as_str()),
+        "{err}"
+    );
+    assert!(!err.contains(":1:1"), "{err}");
+    let out = check_config(&["--json", m_s]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(v["problems"][0]["line"], serde_json::Value::Null, "{v}");
+
+    let m = Master::start(ONE);
+    m.write_config("# emptied\n");
+    let out = m.bbctl_code(&["reload"], 0);
+    assert!(
+        text(&out.stderr).contains("warning: no builders are defined"),
+        "{}",
+        describe(&out)
+    );
+    m.write_config(ONE);
+    m.bbctl_code(&["reload"], 0);
+    m.write_config("");
+    let v = m.bbctl_json(&["reload", "--dry-run"]);
+    assert_eq!(v["warnings"].as_array().map(Vec::len), Some(2), "{v}");
 }

@@ -104,6 +104,43 @@ fn example_config_is_valid_and_shows_every_key() {
     );
 }
 
+/// The README's example config can be used as written: the README shows
+/// the command that makes `box-2.secret`, and with the secret it makes the
+/// example is valid without a warning (a secret of 16 bytes or more, not
+/// readable by others).
+#[test]
+fn readme_example_config_with_its_secret_command() {
+    let readme = std::fs::read_to_string(repo("README.md")).unwrap();
+    let command_line = readme
+        .lines()
+        .find(|l| l.contains("> box-2.secret"))
+        .expect("the README shows how to make box-2.secret");
+    let example = readme
+        .split("```toml\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("the README has a ```toml example");
+    assert!(
+        example.contains("secret_file = \"box-2.secret\""),
+        "{example}"
+    );
+
+    let dir = crate::harness::temp_dir();
+    let mut sh = command("sh");
+    sh.arg("-c").arg(command_line).current_dir(dir.path());
+    let out = run_with_timeout(sh, BBCTL_TIMEOUT);
+    assert_eq!(code(&out), 0, "{command_line}: {}", describe(&out));
+    let config = dir.path().join("master.toml");
+    std::fs::write(&config, example).unwrap();
+    let out = bbctl(&["check-config", config.to_str().unwrap()]);
+    assert_eq!(code(&out), 0, "{}", describe(&out));
+    assert!(
+        !text(&out.stderr).contains("warning"),
+        "the README's secret draws a warning: {}",
+        describe(&out)
+    );
+}
+
 /// The systemd units say what the docs promise: the master is a notify
 /// service reloaded by bbctl whose stop leaves workers alone; the worker
 /// template takes its name and secret file from the instance.

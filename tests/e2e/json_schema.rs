@@ -184,21 +184,21 @@ fn shapes() -> Vec<(&'static str, Value)> {
                 "workers_changed": ["string"], "workers_removed": ["string"],
                 "workers_draining": ["string"], "requests_moved": ["int"],
                 "requests_cancelled": ["int"], "builds_on_old_generations": ["int"],
-                "needs_restart": ["string"],
+                "needs_restart": ["string"], "warnings": ["string"],
             })),
         ),
         (
             "check-config",
             stamp(json!({
                 "valid": "bool", "file": "string", "workers": "int", "builders": "int",
-                "config_hash": "string", "problems": [],
+                "config_hash": "string", "warnings": ["string"], "problems": [],
             })),
         ),
         (
             "check-config:invalid",
             stamp(json!({
                 "valid": "bool", "file": "string",
-                "problems": [{ "file": "string", "line": "int", "column": "int", "message": "string" }],
+                "problems": [{ "file": "string", "line": "int|null", "column": "int|null", "message": "string" }],
             })),
         ),
         (
@@ -416,6 +416,27 @@ fn every_command_prints_its_documented_json() {
     assert_eq!(invalid.len(), 1, "{}", describe(&out));
     assert_shape(&invalid[0], "check-config:invalid");
     assert!(!invalid[0]["problems"].as_array().unwrap().is_empty());
+    // Warnings (here: an empty file defines nothing) are strings.
+    let empty = m.path().join("empty.toml");
+    std::fs::write(&empty, "").unwrap();
+    let warned = m.bbctl_json(&["check-config", empty.to_str().unwrap()]);
+    assert_shape(&warned, "check-config");
+    assert_eq!(
+        warned["warnings"].as_array().map(Vec::len),
+        Some(2),
+        "{warned}"
+    );
+    // An unreadable file: a problem without a position.
+    let gone = m.path().join("gone.toml");
+    let out = m.bbctl_code(&["--json", "check-config", gone.to_str().unwrap()], 1);
+    let unreadable = json_values(&out.stdout);
+    assert_shape(&unreadable[0], "check-config:invalid");
+    assert_eq!(
+        unreadable[0]["problems"][0]["line"],
+        Value::Null,
+        "{}",
+        describe(&out)
+    );
 }
 
 /// `bbctl events --json`: one object per line, each with `schema`,

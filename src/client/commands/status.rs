@@ -120,6 +120,9 @@ pub async fn reload(
         Reply::Reloaded(r) => r,
         other => return Err(unexpected(other)),
     };
+    for warning in &report.warnings {
+        eprintln!("{warning}");
+    }
     if ctx.json {
         let mut value = serde_json::to_value(&report).map_err(io::Error::from)?;
         value["dry_run"] = serde_json::Value::Bool(dry_run);

@@ -4,6 +4,9 @@ use super::super::model::{Secret, WorkerDef};
 use super::super::raw::RawWorker;
 use super::{Checker, MAX_BUILDS_LIMIT};
 
+/// Shortest secret that draws no warning.
+const MIN_SECRET_LEN: usize = 16;
+
 impl Checker<'_> {
     /// All workers, then duplicate names.
     pub(super) fn workers(&mut self, raw: &[RawWorker]) -> Vec<WorkerDef> {
@@ -60,6 +63,21 @@ impl Checker<'_> {
         }
     }
 
+    /// Warns of a secret shorter than [`MIN_SECRET_LEN`] bytes: valid, but
+    /// guessable.
+    fn short_secret(&mut self, name: &str, at: &std::ops::Range<usize>, secret: &str) {
+        if secret.len() < MIN_SECRET_LEN {
+            self.warn(
+                at,
+                format!(
+                    "worker `{name}`: the secret is only {} bytes; use {MIN_SECRET_LEN} or more \
+                     (`head -c 32 /dev/urandom | base64` makes one)",
+                    secret.len()
+                ),
+            );
+        }
+    }
+
     /// The secret of a non-local worker: exactly one of `secret`, `secret_file`.
     fn remote_secret(&mut self, raw: &RawWorker) -> Option<Secret> {
         let name = raw.name.get_ref();
@@ -84,6 +102,8 @@ impl Checker<'_> {
                         &secret.span(),
                         format!("worker `{name}`: `secret` must not be empty"),
                     );
+                } else {
+                    self.short_secret(name, &secret.span(), secret.get_ref());
                 }
                 Some(Secret(secret.get_ref().clone()))
             }
@@ -118,6 +138,8 @@ impl Checker<'_> {
                                 &file.span(),
                                 format!("worker `{name}`: secret_file {} is empty", path.display()),
                             );
+                        } else {
+                            self.short_secret(name, &file.span(), secret);
                         }
                         Some(Secret(secret.to_owned()))
                     }
