@@ -569,6 +569,76 @@ mod tests {
         assert!(!text.contains("whose reload never hurts"), "{text}");
     }
 
+
+    /// Every `Default:` of `master.toml(5)` says what
+    /// [`crate::config::defaults::DEFAULTS`] (the table the code's defaults
+    /// come from) says, and every key of the table has one.
+    #[test]
+    fn config_page_defaults_match_the_code() {
+        use crate::config::defaults::DEFAULTS;
+        let text = std::fs::read_to_string(man_dir().join(CONFIG_PAGE)).unwrap();
+        // (table.key, default as shown), from `.B key` entries.
+        let mut table = String::new();
+        let mut key: Option<String> = None;
+        let mut shown: Vec<(String, String)> = Vec::new();
+        let mut pending = String::new();
+        let flush = |key: &Option<String>, pending: &str, shown: &mut Vec<(String, String)>| {
+            if let (Some(key), Some((_, rest))) = (key, pending.split_once("Default: ")) {
+                let plain = rest
+                    .replace("\\fB", "")
+                    .replace("\\fI", "")
+                    .replace("\\fR", "")
+                    .replace("\\-", "-");
+                let value = plain.split_whitespace().collect::<Vec<_>>().join(" ");
+                let value = value.strip_suffix('.').unwrap_or(&value).to_string();
+                shown.push((key.clone(), value));
+            }
+        };
+        for line in text.lines() {
+            if line.starts_with(".SH") || line.starts_with(".SS") || line.starts_with(".TP") {
+                flush(&key, &pending, &mut shown);
+                pending.clear();
+                key = None;
+                if !line.starts_with(".TP") {
+                    let heading = line[3..].trim().trim_matches('"');
+                    table = if heading.starts_with('[') {
+                        heading.trim_matches(|c| c == '[' || c == ']').to_string()
+                    } else {
+                        String::new()
+                    };
+                }
+            } else if let Some(k) = line.strip_prefix(".B ") {
+                key = Some(format!("{table}.{}", k.trim()));
+            } else if key.is_some() {
+                pending.push(' ');
+                pending.push_str(line);
+            }
+        }
+        flush(&key, &pending, &mut shown);
+        let mut wrong = Vec::new();
+        for (key, value) in &shown {
+            match DEFAULTS.iter().find(|(k, _)| k == key) {
+                None => wrong.push(format!("{key}: the page says {value:?}, the code has none")),
+                Some((_, v)) if v != value => {
+                    wrong.push(format!("{key}: the page says {value:?}, the code {v:?}"))
+                }
+                Some(_) => {}
+            }
+        }
+        for (key, value) in DEFAULTS {
+            if !shown.iter().any(|(k, _)| k == key) {
+                wrong.push(format!(
+                    "{key}: no `Default:` on the page (the code: {value:?})"
+                ));
+            }
+        }
+        assert!(
+            wrong.is_empty(),
+            "man/{CONFIG_PAGE} and config::defaults::DEFAULTS disagree:\n{}",
+            wrong.join("\n")
+        );
+    }
+
     #[test]
     fn generated_pages_have_the_right_sections() {
         let pages = super::render_all();

@@ -9,6 +9,7 @@
 pub mod model;
 pub use model::*;
 
+pub mod defaults;
 mod error;
 mod position;
 mod raw;
@@ -23,7 +24,7 @@ use std::path::Path;
 use serde::Deserialize;
 
 pub use error::{ConfigError, Problem};
-pub use validate::{DEFAULT_FILE_MODE, parse_mode, parse_size, relative_path_problem};
+pub use validate::{parse_mode, parse_size, relative_path_problem};
 
 /// The default config used when bbmaster gets no --config: one local worker
 /// `local-1` (max_builds = 2), a builder `hello` with two steps (a shell

@@ -65,20 +65,23 @@ pub struct MasterSettings {
     pub transfer_dir: Option<PathBuf>,
 }
 
+/// Every value comes from [`super::defaults::DEFAULTS`], the table that
+/// `master.toml(5)` is checked against.
 impl Default for MasterSettings {
     fn default() -> Self {
+        use super::defaults as d;
         MasterSettings {
             state_dir: None,
             control_socket: None,
             worker_socket: None,
-            worker_grace: Duration::from_secs(60),
-            keepalive: Duration::from_secs(10),
-            max_retries: 3,
-            max_handshake_frame: 64 << 10,
-            max_frame: 16 << 20,
-            max_log_size: 256 << 20,
-            max_queued: 10_000,
-            max_clients: 256,
+            worker_grace: d::duration("master.worker_grace"),
+            keepalive: d::duration("master.keepalive"),
+            max_retries: d::count("master.max_retries"),
+            max_handshake_frame: d::size("master.max_handshake_frame") as usize,
+            max_frame: d::size("master.max_frame") as usize,
+            max_log_size: d::size("master.max_log_size"),
+            max_queued: d::count("master.max_queued"),
+            max_clients: d::count("master.max_clients"),
             allowed_uids: Vec::new(),
             allowed_gid: None,
             transfer_dir: None,

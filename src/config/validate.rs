@@ -8,7 +8,7 @@ mod limits;
 
 pub use limits::parse_size;
 mod steps;
-pub use steps::{DEFAULT_FILE_MODE, parse_mode, relative_path_problem};
+pub use steps::{parse_mode, relative_path_problem};
 mod workers;
 
 use std::collections::{BTreeMap, HashMap, HashSet};

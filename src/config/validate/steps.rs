@@ -9,9 +9,6 @@ use super::super::raw::{RawAction, RawDownload, RawStep, RawUpload};
 use super::Checker;
 use super::limits::parse_size;
 
-/// Mode of transferred files when the step gives none.
-pub const DEFAULT_FILE_MODE: u32 = 0o644;
-
 impl Checker<'_> {
     /// One step of builder `builder`.
     pub(super) fn step(&mut self, builder: &str, raw: &RawStep) -> StepDef {
@@ -182,8 +179,9 @@ impl Checker<'_> {
 
     /// An optional `mode` of a transfer table: octal permission bits.
     fn transfer_mode(&mut self, owner: &str, kind: &str, raw: &Option<Spanned<String>>) -> u32 {
+        let default = super::super::defaults::mode(&format!("builder.step.{kind}.mode"));
         let Some(raw) = raw else {
-            return DEFAULT_FILE_MODE;
+            return default;
         };
         match parse_mode(raw.get_ref()) {
             Some(mode) => mode,
@@ -195,7 +193,7 @@ impl Checker<'_> {
                         raw.get_ref()
                     ),
                 );
-                DEFAULT_FILE_MODE
+                default
             }
         }
     }

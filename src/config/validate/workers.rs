@@ -23,7 +23,7 @@ impl Checker<'_> {
         let name = raw.name.get_ref();
         let local = raw.local.as_ref().is_some_and(|l| *l.get_ref());
         let max_builds = match &raw.max_builds {
-            None => 1,
+            None => super::super::defaults::count("worker.max_builds"),
             Some(m) => match u32::try_from(*m.get_ref()) {
                 Ok(n) if (1..=MAX_BUILDS_LIMIT).contains(&i64::from(n)) => n,
                 _ => {

@@ -1,0 +1,200 @@
+//! The default of every optional key, written once.
+//!
+//! [`DEFAULTS`] is the one table both sides read: the model's defaults
+//! ([`super::MasterSettings::default`], a worker's `max_builds`, a transfer's
+//! `mode`) are parsed from it, and a test in `src/man.rs` holds every
+//! `Default:` line of `master.toml(5)` to it, so the page and the code
+//! cannot disagree. A test here checks what a parsed config really holds
+//! for each absent key against the same table.
+
+use std::time::Duration;
+
+/// One optional key's default: `(table.key, value)`, the value as the man
+/// page shows it: a TOML value as it would be written (`"60s"`, `3`,
+/// `false`), or words when the default is no value (`none`, `no limit`) or
+/// depends on the state dir.
+pub const DEFAULTS: &[(&str, &str)] = &[
+    (
+        "master.state_dir",
+        "$XDG_STATE_HOME/bbmaster, else ~/.local/state/bbmaster",
+    ),
+    ("master.control_socket", "<state_dir>/control.sock"),
+    ("master.worker_socket", "<state_dir>/worker.sock"),
+    ("master.worker_grace", "\"60s\""),
+    ("master.keepalive", "\"10s\""),
+    ("master.max_retries", "3"),
+    ("master.max_handshake_frame", "\"64KiB\""),
+    ("master.max_frame", "\"16MiB\""),
+    ("master.max_log_size", "\"256MiB\""),
+    ("master.max_queued", "10000"),
+    ("master.max_clients", "256"),
+    ("master.allowed_uids", "none"),
+    ("master.allowed_gid", "none"),
+    ("master.transfer_dir", "<state_dir>/files"),
+    ("worker.local", "false"),
+    ("worker.max_builds", "1"),
+    ("builder.previous_names", "[]"),
+    ("builder.env", "none"),
+    ("builder.collapse", "false"),
+    ("builder.step.timeout", "no limit"),
+    ("builder.step.env", "none"),
+    ("builder.step.upload.max_size", "no limit"),
+    ("builder.step.upload.mode", "\"0644\""),
+    ("builder.step.download.max_size", "no limit"),
+    ("builder.step.download.mode", "\"0644\""),
+];
+
+/// The default of `key` as [`DEFAULTS`] writes it.
+///
+/// Panics on a key the table lacks: a programming error a unit test
+/// catches, since every caller names a constant key.
+pub fn text(key: &str) -> &'static str {
+    DEFAULTS
+        .iter()
+        .find(|(k, _)| *k == key)
+        .map(|(_, v)| *v)
+        .unwrap_or_else(|| panic!("no default for `{key}` in config::defaults::DEFAULTS"))
+}
+
+/// A string default without its quotes.
+fn unquoted(key: &str) -> &'static str {
+    let v = text(key);
+    v.strip_prefix('"')
+        .and_then(|v| v.strip_suffix('"'))
+        .unwrap_or_else(|| panic!("the default of `{key}` is not a string: {v}"))
+}
+
+/// A duration default (`"60s"`).
+pub fn duration(key: &str) -> Duration {
+    humantime::parse_duration(unquoted(key))
+        .unwrap_or_else(|e| panic!("the default of `{key}` is not a duration: {e}"))
+}
+
+/// A size default (`"16MiB"`), in bytes.
+pub fn size(key: &str) -> u64 {
+    super::parse_size(unquoted(key))
+        .unwrap_or_else(|e| panic!("the default of `{key}` is not a size: {e}"))
+}
+
+/// An integer default (`3`).
+pub fn count(key: &str) -> u32 {
+    text(key)
+        .parse()
+        .unwrap_or_else(|e| panic!("the default of `{key}` is not a count: {e}"))
+}
+
+/// A permission-bits default (`"0644"`).
+pub fn mode(key: &str) -> u32 {
+    super::parse_mode(unquoted(key))
+        .unwrap_or_else(|| panic!("the default of `{key}` is not an octal mode"))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::{DEFAULTS, text};
+    use crate::config::{StepAction, parse_str};
+
+    /// A config that sets no optional key at all.
+    const BARE: &str = r#"
+[[worker]]
+name = "w"
+secret = "0123456789abcdef"
+
+[[builder]]
+name = "b"
+workers = ["w"]
+
+  [[builder.step]]
+  name = "s"
+  shell = "true"
+
+  [[builder.step]]
+  name = "up"
+  upload = { from = "out" }
+
+  [[builder.step]]
+  name = "down"
+  download = { from = "a", to = "b" }
+"#;
+
+    /// What a parsed config holds for every key left out equals the table.
+    #[test]
+    fn a_bare_config_gets_the_documented_defaults() {
+        let c = parse_str(BARE, "bare.toml", Path::new("/base")).expect("valid");
+        let m = &c.master;
+        let w = &c.workers[0];
+        let b = &c.builders[0];
+        let (StepAction::Upload(up), StepAction::Download(down)) =
+            (&b.steps[1].action, &b.steps[2].action)
+        else {
+            panic!("transfer steps expected");
+        };
+        let secs = |d: std::time::Duration| format!("\"{}s\"", d.as_secs());
+        let size = |n: u64| {
+            let shown = match n {
+                n if n % (1 << 20) == 0 => format!("{}MiB", n >> 20),
+                n => format!("{}KiB", n >> 10),
+            };
+            format!("\"{shown}\"")
+        };
+        let none_or = |absent: bool, words: &str| {
+            if absent {
+                words.to_owned()
+            } else {
+                "set".to_owned()
+            }
+        };
+        for (key, want) in DEFAULTS {
+            let got = match *key {
+                "master.state_dir" | "master.control_socket" | "master.worker_socket" => {
+                    // Resolved from the state dir at start (crate::paths).
+                    let absent = m.state_dir.is_none()
+                        && m.control_socket.is_none()
+                        && m.worker_socket.is_none();
+                    none_or(absent, want)
+                }
+                "master.transfer_dir" => none_or(m.transfer_dir.is_none(), want),
+                "master.worker_grace" => secs(m.worker_grace),
+                "master.keepalive" => secs(m.keepalive),
+                "master.max_retries" => m.max_retries.to_string(),
+                "master.max_handshake_frame" => size(m.max_handshake_frame as u64),
+                "master.max_frame" => size(m.max_frame as u64),
+                "master.max_log_size" => size(m.max_log_size),
+                "master.max_queued" => m.max_queued.to_string(),
+                "master.max_clients" => m.max_clients.to_string(),
+                "master.allowed_uids" => none_or(m.allowed_uids.is_empty(), "none"),
+                "master.allowed_gid" => none_or(m.allowed_gid.is_none(), "none"),
+                "worker.local" => w.local.to_string(),
+                "worker.max_builds" => w.max_builds.to_string(),
+                "builder.previous_names" => format!("{:?}", b.previous_names),
+                "builder.env" => none_or(b.env.is_empty(), "none"),
+                "builder.collapse" => b.collapse.to_string(),
+                "builder.step.timeout" => none_or(b.steps[0].timeout.is_none(), "no limit"),
+                "builder.step.env" => none_or(b.steps[0].env.is_empty(), "none"),
+                "builder.step.upload.max_size" => none_or(up.max_size.is_none(), "no limit"),
+                "builder.step.upload.mode" => format!("\"0{:o}\"", up.mode),
+                "builder.step.download.max_size" => none_or(down.max_size.is_none(), "no limit"),
+                "builder.step.download.mode" => format!("\"0{:o}\"", down.mode),
+                other => panic!("no check of the default of `{other}`: add one here"),
+            };
+            assert_eq!(&got, want, "the default of `{key}`");
+        }
+    }
+
+    /// Every key of the table is a real key of the config.
+    #[test]
+    fn every_default_names_a_config_key() {
+        for (key, _) in DEFAULTS {
+            assert!(
+                crate::man::CONFIG_KEYS.contains(key),
+                "`{key}` is no config key"
+            );
+            assert_eq!(
+                text(key),
+                DEFAULTS.iter().find(|(k, _)| k == key).unwrap().1
+            );
+        }
+    }
+}
