@@ -31,11 +31,15 @@ pub const DEFAULTS: &[(&str, &str)] = &[
     ("master.allowed_uids", "none"),
     ("master.allowed_gid", "none"),
     ("master.transfer_dir", "<state_dir>/files"),
+    ("master.keep_builds", "all"),
+    ("master.keep_logs", "forever"),
     ("worker.local", "false"),
     ("worker.max_builds", "1"),
     ("builder.previous_names", "[]"),
     ("builder.env", "none"),
     ("builder.collapse", "false"),
+    ("builder.keep_builds", "the master's keep_builds"),
+    ("builder.keep_logs", "the master's keep_logs"),
     ("builder.step.timeout", "no limit"),
     ("builder.step.env", "none"),
     ("builder.step.upload.max_size", "no limit"),
@@ -171,6 +175,11 @@ workers = ["w"]
                 "builder.previous_names" => format!("{:?}", b.previous_names),
                 "builder.env" => none_or(b.env.is_empty(), "none"),
                 "builder.collapse" => b.collapse.to_string(),
+                "master.keep_builds" => none_or(m.retention.default.builds.is_none(), "all"),
+                "master.keep_logs" => none_or(m.retention.default.logs.is_none(), "forever"),
+                "builder.keep_builds" | "builder.keep_logs" => {
+                    none_or(m.retention.builders.is_empty(), want)
+                }
                 "builder.step.timeout" => none_or(b.steps[0].timeout.is_none(), "no limit"),
                 "builder.step.env" => none_or(b.steps[0].env.is_empty(), "none"),
                 "builder.step.upload.max_size" => none_or(up.max_size.is_none(), "no limit"),

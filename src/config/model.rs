@@ -63,6 +63,49 @@ pub struct MasterSettings {
     /// Where `download` steps take their files from; default
     /// `<state_dir>/files`.
     pub transfer_dir: Option<PathBuf>,
+    /// How much history is kept (`keep_builds`, `keep_logs`, per builder
+    /// too); applied by the master's background pruning and `bbctl prune`.
+    pub retention: Retention,
+}
+
+/// How much of the history a builder keeps; `None` keeps everything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Keep {
+    /// Finished builds kept (the newest ones); older ones are deleted with
+    /// their steps, logs and artifacts.
+    pub builds: Option<u32>,
+    /// How long after it finished a build keeps its logs; the build itself
+    /// stays in the history.
+    pub logs: Option<Duration>,
+}
+
+/// The retention policy: `[master] keep_builds`/`keep_logs`, overridden
+/// per builder by the same keys in `[[builder]]`. It lives with the
+/// master's settings (not in [`BuilderDef`], which builds store as the
+/// definition they run with) because it is about the history, not a run.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Retention {
+    /// `[master]`'s keys: for every builder without its own.
+    pub default: Keep,
+    /// A builder's own keys, by builder name; unset ones fall back to
+    /// [`Retention::default`].
+    pub builders: BTreeMap<String, Keep>,
+}
+
+impl Retention {
+    /// What builder `name` keeps: its own keys over the master's.
+    pub fn for_builder(&self, name: &str) -> Keep {
+        let own = self.builders.get(name).copied().unwrap_or_default();
+        Keep {
+            builds: own.builds.or(self.default.builds),
+            logs: own.logs.or(self.default.logs),
+        }
+    }
+
+    /// Whether anything is ever pruned.
+    pub fn prunes(&self) -> bool {
+        self.default != Keep::default() || self.builders.values().any(|k| *k != Keep::default())
+    }
 }
 
 /// Every value comes from [`super::defaults::DEFAULTS`], the table that
@@ -85,6 +128,7 @@ impl Default for MasterSettings {
             allowed_uids: Vec::new(),
             allowed_gid: None,
             transfer_dir: None,
+            retention: Retention::default(),
         }
     }
 }

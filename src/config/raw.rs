@@ -60,6 +60,10 @@ pub struct RawMaster {
     pub allowed_gid: Option<Spanned<i64>>,
     /// `transfer_dir = "..."`: where `download` steps take files from.
     pub transfer_dir: Option<Spanned<String>>,
+    /// `keep_builds = 100`: finished builds kept per builder.
+    pub keep_builds: Option<Spanned<i64>>,
+    /// `keep_logs = "30d"`: how long finished builds keep their logs.
+    pub keep_logs: Option<Spanned<String>>,
 }
 
 /// One `[[worker]]`.
@@ -98,6 +102,10 @@ pub struct RawBuilder {
     /// `collapse = true`: queued requests identical to one that starts are
     /// merged into it.
     pub collapse: Option<Spanned<bool>>,
+    /// `keep_builds = 10`: this builder's own `[master] keep_builds`.
+    pub keep_builds: Option<Spanned<i64>>,
+    /// `keep_logs = "7d"`: this builder's own `[master] keep_logs`.
+    pub keep_logs: Option<Spanned<String>>,
     /// `[[builder.step]]` entries; optional for serde, required by validation.
     pub step: Option<Spanned<Vec<RawStep>>>,
 }

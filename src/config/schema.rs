@@ -87,6 +87,8 @@ const MASTER: &[Field] = &[
     f("allowed_uids", Kind::IntList),
     f("allowed_gid", Kind::Int),
     f("transfer_dir", TEXT),
+    f("keep_builds", Kind::Int),
+    f("keep_logs", DURATION),
 ];
 
 /// `[[worker]]`.
@@ -127,6 +129,8 @@ const BUILDER: &[Field] = &[
     f("workers", Kind::StrList),
     f("env", Kind::Env),
     f("collapse", Kind::Bool),
+    f("keep_builds", Kind::Int),
+    f("keep_logs", DURATION),
     f("step", Kind::Tables(STEP)),
 ];
 

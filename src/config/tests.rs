@@ -278,6 +278,55 @@ fn a_short_secret_is_a_warning() {
     );
 }
 
+/// `keep_builds`/`keep_logs` of `[master]` apply to every builder; a
+/// builder's own keys override them one by one.
+#[test]
+fn retention_keys_with_per_builder_overrides() {
+    let text = r#"
+[master]
+keep_builds = 100
+keep_logs = "30d"
+
+[[worker]]
+name = "w"
+local = true
+
+[[builder]]
+name = "a"
+workers = ["w"]
+keep_builds = 5
+  [[builder.step]]
+  name = "s"
+  shell = "true"
+
+[[builder]]
+name = "b"
+workers = ["w"]
+  [[builder.step]]
+  name = "s"
+  shell = "true"
+"#;
+    let config = parse_str(text, "r.toml", Path::new("/x")).expect("valid");
+    let r = &config.master.retention;
+    assert!(r.prunes());
+    let month = Some(Duration::from_secs(30 * 86_400));
+    assert_eq!(
+        r.for_builder("a"),
+        Keep {
+            builds: Some(5),
+            logs: month
+        }
+    );
+    assert_eq!(
+        r.for_builder("b"),
+        Keep {
+            builds: Some(100),
+            logs: month
+        }
+    );
+    assert!(!embedded_default().master.retention.prunes());
+}
+
 /// The transfer steps of issue 8, as the issue writes them.
 #[test]
 fn transfer_steps_of_the_issue_are_accepted() {

@@ -5,6 +5,7 @@
 
 mod builders;
 mod limits;
+mod retention;
 
 pub use limits::parse_size;
 mod steps;
@@ -61,9 +62,10 @@ pub fn check(
         problems: earlier,
         warnings: Vec::new(),
     };
-    let master = c.master(&raw.master);
+    let mut master = c.master(&raw.master);
     let workers = c.workers(&raw.worker);
     let builders = c.builders(&raw.builder, &raw.worker);
+    master.retention = c.retention(&raw.master, &raw.builder);
     if c.problems.is_empty() {
         Ok(Checked {
             master,
@@ -190,6 +192,8 @@ impl Checker<'_> {
             ),
             allowed_uids: self.uids(&raw.allowed_uids),
             transfer_dir: self.path("transfer_dir", &raw.transfer_dir),
+            // Filled in by `check` once the builders are read.
+            retention: Default::default(),
             allowed_gid: raw
                 .allowed_gid
                 .as_ref()
