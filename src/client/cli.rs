@@ -271,6 +271,16 @@ pub enum Command {
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
     },
+    /// Delete the finished builds and logs that `keep_builds` and
+    /// `keep_logs` (master.toml(5)) no longer keep, now; the master also
+    /// does it in the background. Running builds and the builds of queued
+    /// requests are never touched.
+    #[command(after_long_help = EXIT_CODES)]
+    Prune {
+        /// Report what would be deleted without deleting it.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Stop the master. Plain: exit at once, keeping queue and history;
     /// running steps go on with their workers and the next master on the
     /// same state dir re-adopts them.

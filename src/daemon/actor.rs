@@ -34,6 +34,11 @@ pub enum Command {
         /// Where the answer goes.
         reply: oneshot::Sender<Result<Reply, ErrorReply>>,
     },
+    /// The config in force, for the retention task's pruning policy.
+    Config {
+        /// Where the answer goes.
+        reply: oneshot::Sender<Arc<Config>>,
+    },
     /// A follower asks where a build stands (read from the store).
     Snapshot {
         /// Which build.
@@ -390,6 +395,8 @@ impl Master {
             draining: self.core.is_draining(),
             builders_total,
             queued_total,
+            // Filled in by the control connection from the retention task.
+            disk: None,
         }
     }
 
@@ -491,6 +498,9 @@ impl Master {
             }
             Command::Snapshot { target, reply } => {
                 let _ = reply.send(self.snapshot(&target));
+            }
+            Command::Config { reply } => {
+                let _ = reply.send(Arc::clone(self.core.config()));
             }
             Command::WorkerHello {
                 name,
@@ -722,6 +732,7 @@ impl Master {
             | Request::Events
             | Request::Artifact { .. }
             | Request::Reload { .. }
+            | Request::Prune { .. }
             | Request::Ping { .. } => Err(ErrorReply::rejected(
                 "this request is handled by the connection, not the master loop",
             )),

@@ -43,6 +43,8 @@ pub struct ControlContext {
     /// The worker socket: a peer descending from a worker of it is a build
     /// step, and steps never get the master's authority.
     pub worker_socket: PathBuf,
+    /// Pruning and disk figures, off the master loop.
+    pub retention: crate::daemon::retention::RetentionHandle,
 }
 
 impl ControlContext {
@@ -219,6 +221,24 @@ async fn answer<W: AsyncWrite + Unpin>(
     let gone = || ErrorReply::failed("the master is shutting down");
     match body {
         Request::Ping { worker } => Ok(ping(ctx, worker).await),
+        Request::Prune { dry_run } => Ok(ctx
+            .retention
+            .prune(dry_run)
+            .await
+            .map(Reply::Pruned)
+            .map_err(|e| ErrorReply::failed(e.to_string()))),
+        Request::Status(filter) => {
+            Ok(ctx
+                .call(Request::Status(filter))
+                .await
+                .map(|reply| match reply {
+                    Reply::Status(mut status) => {
+                        status.disk = ctx.retention.usage();
+                        Reply::Status(status)
+                    }
+                    other => other,
+                }))
+        }
         Request::Events => {
             events(wr, id, ctx).await?;
             // The stream ends only when the client leaves or the master stops.

@@ -19,6 +19,7 @@ pub mod local_workers;
 pub mod lock;
 pub mod logs;
 pub mod notify;
+pub mod retention;
 pub mod state_dir;
 pub mod store;
 pub mod transfer;
@@ -202,7 +203,17 @@ pub async fn run(opts: MasterOptions) -> Result<(), DaemonError> {
         "bbmaster started"
     );
 
+    let retention = retention::RetentionHandle::new(
+        retention::Places {
+            db: db.clone(),
+            logs: logs_dir.clone(),
+            artifacts: limits.dirs.artifacts.clone(),
+        },
+        tx.clone(),
+    );
+    let retention_task = tokio::spawn(retention.clone().run());
     let ctx = control::ControlContext {
+        retention,
         limits: Arc::clone(&limits),
         clients: Arc::new(control::ClientSlots::default()),
         master: tx.clone(),
@@ -271,6 +282,7 @@ pub async fn run(opts: MasterOptions) -> Result<(), DaemonError> {
     control_task.abort();
     worker_task.abort();
     signal_task.abort();
+    retention_task.abort();
     // Let the aborted accept loops drop their listeners (removing the socket files).
     let _ = control_task.await;
     let _ = worker_task.await;

@@ -113,6 +113,13 @@ pub enum Request {
         #[serde(default)]
         config: Option<std::path::PathBuf>,
     },
+    /// Delete the history that `keep_builds`/`keep_logs` no longer keep,
+    /// now (the master also does it in the background).
+    Prune {
+        /// Only report what would be deleted.
+        #[serde(default)]
+        dry_run: bool,
+    },
     /// Stop the master.
     Shutdown {
         /// How.
@@ -229,6 +236,35 @@ pub enum Reply {
     },
     /// Answer to [`Request::Artifacts`], by name.
     Artifacts(Vec<ArtifactInfo>),
+    /// Answer to [`Request::Prune`].
+    Pruned(PruneReport),
+}
+
+/// What a prune deleted (or, with dry-run, would delete).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct PruneReport {
+    /// Only reported; nothing was deleted.
+    pub dry_run: bool,
+    /// Builds deleted with their steps, logs and artifacts (`keep_builds`).
+    pub builds_deleted: Vec<BuildId>,
+    /// Builds whose logs were deleted, the builds kept (`keep_logs`).
+    pub logs_deleted: Vec<BuildId>,
+    /// Bytes of logs and artifacts freed on disk.
+    pub bytes_freed: u64,
+}
+
+/// The disk the master's state uses, as last measured (off the master
+/// loop, by the retention task).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiskUsage {
+    /// Step logs (`<state_dir>/logs`).
+    pub logs_bytes: u64,
+    /// Uploaded artifacts (`<state_dir>/artifacts`).
+    pub artifacts_bytes: u64,
+    /// The database with its WAL (`master.db*`).
+    pub db_bytes: u64,
+    /// When it was measured, in ms since the Unix epoch.
+    pub measured_at_ms: u64,
 }
 
 /// One stored artifact of a build.
@@ -389,6 +425,10 @@ pub struct StatusReply {
     /// Queued requests in all, before filtering.
     #[serde(default)]
     pub queued_total: u32,
+    /// Disk used by logs, artifacts and the database; `None` until first
+    /// measured (just after start).
+    #[serde(default)]
+    pub disk: Option<DiskUsage>,
 }
 
 /// One worker in `workers`: its status plus what its connection told us.

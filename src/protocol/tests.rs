@@ -204,6 +204,7 @@ fn client_messages_round_trip() {
             worker: None,
             drain: true,
         },
+        Request::Prune { dry_run: true },
         Request::Reload {
             dry_run: true,
             config: Some("/etc/bb/master.toml".into()),
@@ -259,6 +260,18 @@ fn client_messages_round_trip() {
             draining: false,
             builders_total: 1,
             queued_total: 1,
+            disk: Some(DiskUsage {
+                logs_bytes: 1,
+                artifacts_bytes: 2,
+                db_bytes: 3,
+                measured_at_ms: 4,
+            }),
+        }),
+        Reply::Pruned(PruneReport {
+            dry_run: true,
+            builds_deleted: vec![1],
+            logs_deleted: vec![2],
+            bytes_freed: 3,
         }),
         Reply::Queued { request_id: 1 },
         Reply::Builds(vec![summary()]),

@@ -8,6 +8,7 @@ mod config;
 mod events;
 
 pub use events::print_event;
+mod prune;
 mod status;
 mod stream;
 mod workers;
@@ -203,6 +204,7 @@ pub async fn run(cli: Cli) -> Result<u8, CliError> {
         }
         Command::Reload { dry_run, config } => status::reload(&mut ctx, dry_run, config).await,
         Command::Complete { what } => complete::names(&mut ctx, what).await,
+        Command::Prune { dry_run } => prune::prune(&mut ctx, dry_run).await,
         Command::CheckConfig { file } => config::check_config(&ctx, &file),
         Command::Completions { shell } => {
             // `generate` panics on a write error; render first, then write,

@@ -35,6 +35,7 @@ fn print_status(ctx: &Ctx, s: &StatusReply) -> io::Result<()> {
         s.config_origin,
         s.config_hash
     )?;
+    writeln!(out, "{}", super::prune::disk_line(s.disk.as_ref()))?;
     writeln!(out)?;
     if (s.builders.len() as u32) < s.builders_total {
         writeln!(
