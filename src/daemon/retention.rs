@@ -113,7 +113,8 @@ impl RetentionHandle {
         })
         .await
         .map_err(|_| RetentionError::Gone)??;
-        if !dry_run && !(report.builds_deleted.is_empty() && report.logs_deleted.is_empty()) {
+        let deleted = !(report.builds_deleted.is_empty() && report.logs_deleted.is_empty());
+        if !dry_run && deleted {
             info!(
                 builds = report.builds_deleted.len(),
                 logs = report.logs_deleted.len(),
