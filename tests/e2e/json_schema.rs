@@ -104,6 +104,10 @@ fn shapes() -> Vec<(&'static str, Value)> {
                     "started_at_ms": "int", "step_started_at_ms": "int", "generation": "int",
                     "waiting_for_worker": "bool",
                 }],
+                "disk": {
+                    "logs_bytes": "int", "artifacts_bytes": "int", "db_bytes": "int",
+                    "measured_at_ms": "int",
+                },
             })),
         ),
         (
@@ -185,6 +189,13 @@ fn shapes() -> Vec<(&'static str, Value)> {
                 "workers_draining": ["string"], "requests_moved": ["int"],
                 "requests_cancelled": ["int"], "builds_on_old_generations": ["int"],
                 "needs_restart": ["string"], "warnings": ["string"],
+            })),
+        ),
+        (
+            "prune",
+            stamp(json!({
+                "dry_run": "bool", "builds_deleted": ["int"], "logs_deleted": ["int"],
+                "bytes_freed": "int",
             })),
         ),
         (
@@ -405,6 +416,8 @@ fn every_command_prints_its_documented_json() {
     let report = m.bbctl_json(&["reload"]);
     assert_shape(&report, "reload");
     assert_eq!(report["builders_renamed"], json!([["fast", "quick"]]));
+
+    assert_shape(&m.bbctl_json(&["prune", "--dry-run"]), "prune");
 
     let config = m.config_path();
     let valid = m.bbctl_json(&["check-config", config.to_str().unwrap()]);
