@@ -115,3 +115,28 @@ fn prune_without_a_policy_keeps_everything() {
     assert_eq!(done["builds_deleted"], json!([]), "{done}");
     assert_eq!(build_ids(&m), [2, 1]);
 }
+
+/// The master prunes in the background (here: the pass at start), with no
+/// `bbctl prune`: a lower `keep_builds` written while the master is down
+/// holds as soon as it is back.
+#[test]
+fn the_master_prunes_in_the_background() {
+    let mut m = Master::start(&CONFIG.replace("keep_builds = 2\n", ""));
+    for _ in 0..3 {
+        m.bbctl_code(&["force-build", "fast", "--wait"], 0);
+    }
+    m.bbctl_code(&["shutdown"], 0);
+    m.wait_exit(Duration::from_secs(15));
+    m.write_config(
+        CONFIG
+            .replace("keep_builds = 2\n", "keep_builds = 1\n")
+            .as_str(),
+    );
+    m.spawn();
+    wait_until(
+        "the background pass to prune",
+        Duration::from_secs(20),
+        || build_ids(&m) == [3],
+    );
+    assert!(!m.state_dir().join("logs").join("1").exists());
+}
