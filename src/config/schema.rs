@@ -128,6 +128,7 @@ const BUILDER: &[Field] = &[
     f("previous_names", Kind::StrList),
     f("workers", Kind::StrList),
     f("env", Kind::Env),
+    f("pass_env", Kind::StrList),
     f("collapse", Kind::Bool),
     f("keep_builds", Kind::Int),
     f("keep_logs", DURATION),
