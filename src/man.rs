@@ -573,7 +573,6 @@ mod tests {
         assert!(!text.contains("whose reload never hurts"), "{text}");
     }
 
-
     /// Every `Default:` of `master.toml(5)` says what
     /// [`crate::config::defaults::DEFAULTS`] (the table the code's defaults
     /// come from) says, and every key of the table has one.

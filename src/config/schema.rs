@@ -367,17 +367,12 @@ fn unknown_key(owner: &str, key: &str, fields: &[Field]) -> String {
     } else {
         format!("{owner}: unknown key")
     };
-    let closest = fields
-        .iter()
-        .map(|f| (edit_distance(key, f.key), f.key))
-        .filter(|(d, k)| *d <= 2.max(k.len() / 4))
-        .min_by_key(|(d, _)| *d);
-    match closest {
-        Some((_, known)) => format!("{what} `{key}` (did you mean `{known}`?)"),
-        None => {
-            let known: Vec<String> = fields.iter().map(|f| format!("`{}`", f.key)).collect();
-            format!("{what} `{key}`; known keys: {}", known.join(", "))
-        }
+    let hint = crate::suggest::did_you_mean(key, fields.iter().map(|f| f.key));
+    if hint.is_empty() {
+        let known: Vec<String> = fields.iter().map(|f| format!("`{}`", f.key)).collect();
+        format!("{what} `{key}`; known keys: {}", known.join(", "))
+    } else {
+        format!("{what} `{key}`{hint}")
     }
 }
 
@@ -434,27 +429,9 @@ fn describe(value: &DeValue<'_>) -> String {
     }
 }
 
-/// Levenshtein distance, for "did you mean".
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut diag = row[0];
-        row[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let next = (diag + usize::from(ca != *cb))
-                .min(row[j] + 1)
-                .min(row[j + 1] + 1);
-            diag = row[j + 1];
-            row[j + 1] = next;
-        }
-    }
-    row[b.len()]
-}
-
 #[cfg(test)]
 mod tests {
-    use super::{Field, Kind, ROOT, edit_distance};
+    use super::{Field, Kind, ROOT};
 
     /// The schema knows exactly the keys of `crate::man::CONFIG_KEYS`,
     /// which another test holds to the raw structs: so serde never sees a
@@ -483,13 +460,5 @@ mod tests {
             .collect();
         listed.sort();
         assert_eq!(found, listed);
-    }
-
-    #[test]
-    fn edit_distances() {
-        assert_eq!(edit_distance("state_dri", "state_dir"), 2);
-        assert_eq!(edit_distance("timout", "timeout"), 1);
-        assert_eq!(edit_distance("", "abc"), 3);
-        assert_eq!(edit_distance("same", "same"), 0);
     }
 }
