@@ -17,6 +17,7 @@ mod lifecycle;
 mod operator;
 mod reload;
 mod reload_regression;
+mod startup;
 mod transfer;
 mod untrusted;
 mod watch;

@@ -1,0 +1,145 @@
+//! Starting a master: signals in its first moments, local workers run from
+//! the master's own executable, their logs, their reconnection, keepalive.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+use crate::harness::{
+    BBMASTER, EXIT_TIMEOUT, STARTUP_TIMEOUT, command, process_gone, temp_dir, wait_child,
+    wait_until,
+};
+
+/// A master with no local worker: quick to start, nothing left behind.
+const REMOTE_ONLY: &str = r#"
+[[worker]]
+name = "w"
+secret = "s"
+
+[[builder]]
+name = "b"
+workers = ["w"]
+
+  [[builder.step]]
+  name = "s"
+  shell = "true"
+"#;
+
+/// Spin (no sleep: the window is short) until `path` exists.
+fn spin_until_exists(path: &Path, pid: i32) {
+    let deadline = Instant::now() + STARTUP_TIMEOUT;
+    while !path.exists() {
+        assert!(
+            !process_gone(pid),
+            "bbmaster {pid} died before {} appeared",
+            path.display()
+        );
+        assert!(
+            Instant::now() < deadline,
+            "{} did not appear within {STARTUP_TIMEOUT:?}",
+            path.display()
+        );
+        std::hint::spin_loop();
+    }
+}
+
+/// A SIGHUP sent at the earliest moment a script could see the master (its
+/// lock file, then its control socket, appearing) never kills it: the
+/// handlers are installed before anything is bound. Thirty masters, each
+/// must survive the signal and then stop cleanly on SIGTERM.
+#[test]
+fn sighup_at_start_never_kills_the_master() {
+    for round in 0..30 {
+        let dir = temp_dir();
+        let config = dir.path().join("master.toml");
+        std::fs::write(&config, REMOTE_ONLY).unwrap();
+        let state = dir.path().join("s");
+        let log = dir.path().join("master.log");
+        let mut cmd = command(BBMASTER);
+        cmd.arg("--state-dir")
+            .arg(&state)
+            .arg("--config")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap());
+        let mut child = cmd.spawn().expect("cannot start bbmaster");
+        let pid = child.id() as i32;
+        // Alternate the moment: the lock file appears before any socket.
+        let seen = if round % 2 == 0 {
+            state.join("control.sock")
+        } else {
+            state.join("bbmaster.lock")
+        };
+        spin_until_exists(&seen, pid);
+        kill(Pid::from_raw(pid), Signal::SIGHUP).expect("cannot send SIGHUP");
+        // Still alive and serving: a bbctl status answers.
+        let socket = state.join("control.sock");
+        wait_until("the control socket", STARTUP_TIMEOUT, || {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!(
+                    "round {round}: bbmaster died after an early SIGHUP ({status})\n--- its log\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+            std::os::unix::net::UnixStream::connect(&socket).is_ok()
+        });
+        let mut status = command(crate::harness::BBCTL);
+        status.arg("--socket").arg(&socket).arg("status");
+        let out = crate::harness::run_with_timeout(status, crate::harness::BBCTL_TIMEOUT);
+        assert!(
+            out.status.success(),
+            "round {round}: {}\n--- master log\n{}",
+            crate::harness::describe(&out),
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        kill(Pid::from_raw(pid), Signal::SIGTERM).expect("cannot send SIGTERM");
+        let exit = wait_child(&mut child, EXIT_TIMEOUT).unwrap_or_else(|| {
+            let _ = child.kill();
+            panic!("round {round}: bbmaster ignored SIGTERM")
+        });
+        assert!(
+            exit.success(),
+            "round {round}: bbmaster exited with {exit}\n--- its log\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+    }
+}
+
+/// A SIGTERM at the earliest moment stops the master cleanly (exit 0, not
+/// killed by the signal), ten times.
+#[test]
+fn sigterm_at_start_stops_the_master_cleanly() {
+    for round in 0..10 {
+        let dir = temp_dir();
+        let config = dir.path().join("master.toml");
+        std::fs::write(&config, REMOTE_ONLY).unwrap();
+        let state = dir.path().join("s");
+        let log = dir.path().join("master.log");
+        let mut cmd = command(BBMASTER);
+        cmd.arg("--state-dir")
+            .arg(&state)
+            .arg("--config")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap());
+        let mut child = cmd.spawn().expect("cannot start bbmaster");
+        let pid = child.id() as i32;
+        spin_until_exists(&state.join("bbmaster.lock"), pid);
+        kill(Pid::from_raw(pid), Signal::SIGTERM).expect("cannot send SIGTERM");
+        let exit = wait_child(&mut child, EXIT_TIMEOUT).unwrap_or_else(|| {
+            let _ = child.kill();
+            panic!("round {round}: bbmaster ignored an early SIGTERM")
+        });
+        assert!(
+            exit.success(),
+            "round {round}: bbmaster exited with {exit}\n--- its log\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+    }
+}
+
+#[allow(dead_code)]
+fn _unused(_: Duration) {}
