@@ -62,6 +62,10 @@ impl Drop for LinkGone {
     }
 }
 
+/// A worker silent for this many keepalive intervals is lost (the same
+/// rule as the worker's for its master).
+const MISSED_INTERVALS: u32 = crate::worker::MISSED_INTERVALS;
+
 /// How long a refused worker waits for the refusal.
 const REFUSAL_DELAY: Duration = Duration::from_secs(1);
 
@@ -239,13 +243,16 @@ impl Link {
         let mut seq = 0u64;
         loop {
             tokio::select! {
+                // Checked on its own deadline, not at the next ping tick:
+                // a link silent for three intervals is lost then, not up
+                // to an interval later.
+                () = tokio::time::sleep_until(last_heard + self.keepalive * MISSED_INTERVALS) => {
+                    warn!(link = self.id, worker = %self.worker, "worker silent for {:?}; link lost", last_heard.elapsed());
+                    break;
+                }
                 _ = pings.tick() => {
                     // `bbctl ping`s that gave up long ago.
                     self.pings.retain(|_, (sent, _)| sent.elapsed() < Duration::from_secs(60));
-                    if last_heard.elapsed() > self.keepalive * 3 {
-                        warn!(link = self.id, worker = %self.worker, "worker silent for {:?}; link lost", last_heard.elapsed());
-                        break;
-                    }
                     seq += 1;
                     if write_bounded(self.keepalive, wr, &MasterToWorker::Ping { seq }).await.is_err() {
                         break;

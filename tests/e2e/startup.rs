@@ -8,8 +8,11 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
+use bbctl::protocol::frame::{decode, encode};
+use bbctl::protocol::{Hello, HelloReply, MasterToWorker, Role, WorkerToMaster};
+
 use crate::harness::{
-    BBMASTER, EXIT_TIMEOUT, STARTUP_TIMEOUT, command, process_gone, temp_dir, wait_child,
+    BBMASTER, EXIT_TIMEOUT, Master, STARTUP_TIMEOUT, command, process_gone, temp_dir, wait_child,
     wait_until,
 };
 
@@ -141,5 +144,79 @@ fn sigterm_at_start_stops_the_master_cleanly() {
     }
 }
 
-#[allow(dead_code)]
-fn _unused(_: Duration) {}
+/// A worker that answers one ping and then says nothing at all (a frozen
+/// process, a half-open link) is dropped three keepalive intervals after
+/// the master last heard from it, as docs/durability.md says: at
+/// `keepalive = "1s"`, about 3 s after its last word, not 4.
+#[test]
+fn a_silent_worker_is_dropped_after_three_intervals() {
+    use std::io::{Read, Write};
+    let m = Master::start(&format!("[master]\nkeepalive = \"1s\"\n{REMOTE_ONLY}"));
+    let mut s = std::os::unix::net::UnixStream::connect(m.worker_socket()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let hello = Hello::new(Role::Worker {
+        name: "w".into(),
+        secret: "s".into(),
+        running: vec![],
+        host: None,
+    });
+    s.write_all(&encode(&hello).unwrap()).unwrap();
+    let mut r = s.try_clone().unwrap();
+    let mut frame = || -> Option<Vec<u8>> {
+        let mut prefix = [0u8; 4];
+        r.read_exact(&mut prefix).ok()?;
+        let mut body = vec![0u8; u32::from_be_bytes(prefix) as usize];
+        r.read_exact(&mut body).ok()?;
+        Some(body)
+    };
+    let welcome = frame().expect("an answer to the hello");
+    assert!(
+        matches!(
+            decode::<HelloReply>(&welcome),
+            Ok(HelloReply::Welcome { .. })
+        ),
+        "not welcomed: {:?}",
+        decode::<HelloReply>(&welcome)
+    );
+    // Answer the first ping, then, half an interval later (a worker pings
+    // at its own phase), say a last word of our own and fall silent.
+    let first = frame().expect("a first ping");
+    let Ok(MasterToWorker::Ping { seq }) = decode::<MasterToWorker>(&first) else {
+        panic!("the first frame after the welcome is no ping");
+    };
+    let mut w = s.try_clone().unwrap();
+    w.write_all(&encode(&WorkerToMaster::Pong { seq }).unwrap())
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    w.write_all(&encode(&WorkerToMaster::Ping { seq: 1 }).unwrap())
+        .unwrap();
+    let welcomed = Instant::now();
+    let mut frame = || -> Option<Vec<u8>> {
+        let mut prefix = [0u8; 4];
+        s.read_exact(&mut prefix).ok()?;
+        let mut body = vec![0u8; u32::from_be_bytes(prefix) as usize];
+        s.read_exact(&mut body).ok()?;
+        Some(body)
+    };
+    let mut pings = 0;
+    while let Some(body) = frame() {
+        if matches!(
+            decode::<MasterToWorker>(&body),
+            Ok(MasterToWorker::Ping { .. })
+        ) {
+            pings += 1;
+        }
+        assert!(
+            welcomed.elapsed() < Duration::from_secs(10),
+            "the master never dropped a silent worker"
+        );
+    }
+    let dropped = welcomed.elapsed();
+    assert!(
+        dropped >= Duration::from_millis(2900) && dropped < Duration::from_millis(3300),
+        "a worker silent since its last ping was dropped after {dropped:?} ({pings} pings); want 3 s (three intervals)"
+    );
+    wait_until("the master's log of the lost link", STARTUP_TIMEOUT, || {
+        m.stderr().contains("link lost")
+    });
+}
