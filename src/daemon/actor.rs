@@ -22,7 +22,7 @@ use crate::paths::now_ms;
 use crate::protocol::{
     BuildDetail, BuildId, ErrorReply, Event, EventKind, MasterToWorker, ReloadReport, Reply,
     Request, RequestId, RequestInfo, RunningStep, ShutdownMode, StatusFilter, StatusReply, StepEnd,
-    StepIndex, StreamTarget, WorkerDetail,
+    StepIndex, StreamTarget, WorkerDetail, WorkerStatus,
 };
 
 /// A message for the master loop.
@@ -369,7 +369,7 @@ impl Master {
         if let Some(limit) = filter.limit {
             builders.truncate(limit as usize);
         }
-        let mut workers = self.core.worker_status();
+        let mut workers = self.worker_status();
         let mut running = self.core.running_status();
         if !filter.is_empty() {
             let shown: std::collections::HashSet<&str> =
@@ -443,10 +443,19 @@ impl Master {
         }
     }
 
+    /// The core's worker status, with why each local worker last failed to
+    /// start or exited (which only the shell knows).
+    fn worker_status(&self) -> Vec<WorkerStatus> {
+        let mut workers = self.core.worker_status();
+        for w in workers.iter_mut().filter(|w| w.local) {
+            w.last_error = self.local.last_error(&w.name);
+        }
+        workers
+    }
+
     /// Worker status joined with what each live link told us.
     fn worker_details(&self) -> Vec<WorkerDetail> {
-        self.core
-            .worker_status()
+        self.worker_status()
             .into_iter()
             .map(|status| {
                 let link = self.links.values().find(|l| l.worker == status.name);

@@ -242,6 +242,7 @@ fn client_messages_round_trip() {
                 max_builds: 2,
                 builders: vec!["b".into()],
                 running_builds: vec![1],
+                last_error: None,
             }],
             running: vec![RunningStatus {
                 build: 1,

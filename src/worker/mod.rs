@@ -14,6 +14,7 @@
 //! (build, step) key.
 
 pub mod args;
+pub mod cli;
 mod connection;
 mod group;
 pub mod guard;

@@ -220,3 +220,83 @@ fn a_silent_worker_is_dropped_after_three_intervals() {
         m.stderr().contains("link lost")
     });
 }
+
+/// The README's first command builds only `bbmaster`: a copy of it alone
+/// in a directory (no `bbworker` beside it) runs the embedded default's
+/// local worker from its own executable, and a build succeeds. The local
+/// worker's log goes to `<state_dir>/workers/local-1.log`, not to the
+/// master's stderr.
+#[test]
+fn the_master_alone_runs_its_local_worker() {
+    let m = Master::start_default_alone();
+    assert!(!m.path().join("bin/bbworker").exists());
+    m.bbctl_code(&["force-build", "hello", "--wait"], 0);
+    let s = m.bbctl_json(&["status"]);
+    let w = &s["workers"][0];
+    assert_eq!(w["name"], "local-1", "{s}");
+    assert_eq!(w["connected"], true, "{s}");
+    assert!(w["last_error"].is_null(), "{s}");
+    // The worker is the copied master, in worker mode.
+    let pid = m.bbctl_json(&["workers"])[0]["pid"]
+        .as_i64()
+        .expect("the local worker's pid") as i32;
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap();
+    assert_eq!(exe, m.path().join("bin/bbmaster"));
+    let log = m.state_dir().join("workers/local-1.log");
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(text.contains("connected to the master"), "{log:?}: {text}");
+    assert!(
+        !m.stderr().contains("connected to the master"),
+        "the local worker logged to the master's stderr:\n{}",
+        m.stderr()
+    );
+}
+
+/// A local worker that cannot start is shown offline with the reason, in
+/// `status --json` (`last_error`) and in the human `status`.
+#[test]
+fn an_offline_local_worker_says_why() {
+    let m = Master::start_with_env(
+        LOCAL_ONLY,
+        &[("BBMASTER_WORKER_EXE", "/nonexistent/bbworker")],
+    );
+    let mut why = String::new();
+    wait_until("a start error in status", STARTUP_TIMEOUT, || {
+        let s = m.bbctl_json(&["status"]);
+        why = s["workers"][0]["last_error"].as_str().unwrap_or("").into();
+        !why.is_empty()
+    });
+    assert!(
+        why.contains("/nonexistent/bbworker") && why.contains("No such file"),
+        "{why}"
+    );
+    let human = m.bbctl_ok(&["status"]);
+    assert!(human.contains(&format!("worker local-1: {why}")), "{human}");
+}
+
+/// A local worker that exits at once: the reason is what it last logged.
+#[test]
+fn a_local_worker_that_exits_says_why() {
+    let m = Master::start_with_env(LOCAL_ONLY, &[("BBMASTER_WORKER_EXE", "/bin/false")]);
+    let mut why = String::new();
+    wait_until("an exit reason in status", STARTUP_TIMEOUT, || {
+        let s = m.bbctl_json(&["status"]);
+        why = s["workers"][0]["last_error"].as_str().unwrap_or("").into();
+        !why.is_empty()
+    });
+    assert!(why.starts_with("exited (exit status: 1)"), "{why}");
+}
+
+const LOCAL_ONLY: &str = r#"
+[[worker]]
+name = "local-1"
+local = true
+
+[[builder]]
+name = "b"
+workers = ["local-1"]
+
+  [[builder.step]]
+  name = "s"
+  shell = "echo hi"
+"#;
