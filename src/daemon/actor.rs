@@ -20,9 +20,9 @@ use crate::daemon::logs;
 use crate::daemon::store::{Store, StoreError};
 use crate::paths::now_ms;
 use crate::protocol::{
-    BuildDetail, BuildId, ErrorReply, Event, EventKind, MasterToWorker, ReloadReport, Reply,
-    Request, RequestId, RequestInfo, RunningStep, ShutdownMode, StatusFilter, StatusReply, StepEnd,
-    StepIndex, StreamTarget, WorkerDetail, WorkerStatus,
+    BuildDetail, BuildId, ErrorReply, Event, EventKind, MasterToWorker, RefusalKind, ReloadReport,
+    Reply, Request, RequestId, RequestInfo, RunningStep, ShutdownMode, StatusFilter, StatusReply,
+    StepEnd, StepIndex, StreamTarget, WorkerDetail, WorkerStatus,
 };
 
 /// A message for the master loop.
@@ -55,8 +55,8 @@ pub enum Command {
         link: LinkId,
         /// How to reach its connection task.
         tx: mpsc::UnboundedSender<LinkCmd>,
-        /// `Err(reason)` refuses it.
-        reply: oneshot::Sender<Result<(), String>>,
+        /// `Err(refusal)` refuses it.
+        reply: oneshot::Sender<Result<(), Refusal>>,
     },
     /// A worker reported a step's end.
     StepEnded {
@@ -106,6 +106,26 @@ pub enum Command {
         /// Where the answer goes; `None` for signals.
         reply: Option<oneshot::Sender<Result<Reply, ErrorReply>>>,
     },
+}
+
+/// Why a worker's hello is refused: the kind for the worker, the words
+/// for people.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// What the worker is told it can do about it.
+    pub kind: RefusalKind,
+    /// The words.
+    pub reason: String,
+}
+
+impl Refusal {
+    /// A refusal of `kind`.
+    pub fn new(kind: RefusalKind, reason: impl Into<String>) -> Self {
+        Refusal {
+            kind,
+            reason: reason.into(),
+        }
+    }
 }
 
 /// What the master loop tells a worker connection task.
@@ -196,7 +216,7 @@ enum Deferred {
         Result<Reply, ErrorReply>,
     ),
     /// To a worker's hello.
-    Hello(oneshot::Sender<Result<(), String>>, Result<(), String>),
+    Hello(oneshot::Sender<Result<(), Refusal>>, Result<(), Refusal>),
     /// To a reload.
     Reload(
         oneshot::Sender<Result<ReloadReport, ErrorReply>>,
@@ -525,8 +545,6 @@ impl Master {
                     self.emit(EventKind::WorkerConnected {
                         worker: name.clone(),
                     });
-                } else if let Err(reason) = &answer {
-                    warn!(worker = %name, link, "worker refused: {reason}");
                 }
                 self.replies.push(Deferred::Hello(reply, answer));
                 let effects = self.core.take_effects();
@@ -601,9 +619,12 @@ impl Master {
         secret: &str,
         held: &[RunningStep],
         link: LinkId,
-    ) -> Result<(), String> {
+    ) -> Result<(), Refusal> {
         let Some(def) = self.core.config().worker(name) else {
-            return Err(format!("no worker named `{name}` in the master's config"));
+            return Err(Refusal::new(
+                RefusalKind::UnknownWorker,
+                format!("no worker named `{name}` in the master's config"),
+            ));
         };
         let expected = if def.local {
             self.local.secret(name)
@@ -612,11 +633,22 @@ impl Master {
         };
         let ok = expected.is_some_and(|e| constant_time_eq(e.as_bytes(), secret.as_bytes()));
         if !ok {
-            return Err(format!("wrong secret for worker `{name}`"));
+            return Err(Refusal::new(
+                RefusalKind::WrongSecret,
+                format!("wrong secret for worker `{name}`"),
+            ));
         }
         self.core
             .worker_connected(name, link, held, now_ms())
-            .map_err(|e| e.to_string())
+            .map_err(|e| {
+                let kind = match e {
+                    CoreError::WorkerAlreadyConnected(_) => RefusalKind::AlreadyConnected,
+                    CoreError::WorkerRemoved(_) => RefusalKind::Removed,
+                    CoreError::UnknownWorker(_) => RefusalKind::UnknownWorker,
+                    _ => RefusalKind::Other,
+                };
+                Refusal::new(kind, e.to_string())
+            })
     }
 
     fn client_request(&mut self, request: Request) -> Result<Reply, ErrorReply> {
@@ -893,7 +925,7 @@ impl Master {
                         let _ = tx.send(Err(ErrorReply::failed(why.clone())));
                     }
                     Deferred::Hello(tx, _) => {
-                        let _ = tx.send(Err(why.clone()));
+                        let _ = tx.send(Err(Refusal::new(RefusalKind::Other, why.clone())));
                     }
                     Deferred::Reload(tx, _) => {
                         let _ = tx.send(Err(ErrorReply::failed(why.clone())));

@@ -22,7 +22,8 @@ use crate::daemon::logs::StepLogWriter;
 use crate::daemon::transfer::Transfers;
 use crate::paths::now_ms;
 use crate::protocol::{
-    self, BuildId, FrameError, Hello, HelloReply, MasterToWorker, Role, StepIndex, WorkerToMaster,
+    self, BuildId, FrameError, Hello, HelloReply, MasterToWorker, RefusalKind, Role, StepIndex,
+    WorkerToMaster,
 };
 use interprocess::local_socket::traits::StreamCommon as _;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -142,12 +143,25 @@ pub async fn serve(
     }
     match reply_rx.await {
         Ok(Ok(())) => {}
-        Ok(Err(reason)) => {
+        Ok(Err(refusal)) => {
+            match refusal.kind {
+                RefusalKind::AlreadyConnected => warn!(
+                    link, worker = %name, ?pid,
+                    "worker refused: already connected (another process with this name, or its previous link not yet seen lost)"
+                ),
+                RefusalKind::WrongSecret | RefusalKind::UnknownWorker => warn!(
+                    link, worker = %name, ?pid,
+                    "worker authentication failed: {}", refusal.reason
+                ),
+                _ => warn!(link, worker = %name, ?pid, "worker refused: {}", refusal.reason),
+            }
             // A refused worker waits before it hears why: guessing secrets
-            // costs a second a try.
-            warn!(link, worker = %name, ?pid, "worker authentication failed: {reason}");
+            // costs a second a try, and a second worker of the same name
+            // cannot spin.
             tokio::time::sleep(REFUSAL_DELAY).await;
-            refuse(&mut wr, link, &reason).await;
+            let _ =
+                protocol::write_msg(&mut wr, &HelloReply::refused(refusal.kind, refusal.reason))
+                    .await;
             return;
         }
         Err(_) => return,
@@ -185,13 +199,7 @@ pub async fn serve(
 
 async fn refuse<W: AsyncWrite + Unpin>(wr: &mut W, link: LinkId, reason: &str) {
     warn!(link, "worker connection refused: {reason}");
-    let _ = protocol::write_msg(
-        wr,
-        &HelloReply::Refused {
-            reason: reason.to_string(),
-        },
-    )
-    .await;
+    let _ = protocol::write_msg(wr, &HelloReply::refused(RefusalKind::Other, reason)).await;
 }
 
 /// An authenticated worker connection.

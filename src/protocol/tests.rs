@@ -56,6 +56,7 @@ fn handshake_messages_round_trip() {
         keepalive_ms: Some(10_000),
     });
     round_trip(HelloReply::Refused {
+        kind: crate::protocol::RefusalKind::AlreadyConnected,
         reason: "no".into(),
     });
 }

@@ -15,8 +15,8 @@ use super::signals::ShutdownSignals;
 use super::steps::{StepKey, Steps};
 use super::{WorkerError, WorkerOptions};
 use crate::protocol::{
-    FrameError, Hello, HelloReply, MAX_HANDSHAKE_FRAME, PROTOCOL_VERSION, Role, RunningStep,
-    read_msg, write_msg,
+    FrameError, Hello, HelloReply, MAX_HANDSHAKE_FRAME, PROTOCOL_VERSION, RefusalKind, Role,
+    RunningStep, read_msg, write_msg,
 };
 
 /// How long a worker started with `--orphan-timeout` keeps trying to reach
@@ -145,6 +145,9 @@ pub(crate) async fn pause(
 enum AttemptError {
     /// Worth trying again later (no master yet, master restarting).
     Retry(String),
+    /// The master refused us for a reason that may pass (a worker of our
+    /// name is connected): try again, and say so louder than a retry.
+    Refused(String),
     /// Trying again would give the same answer.
     Fatal(WorkerError),
 }
@@ -167,7 +170,8 @@ pub(crate) async fn connect_with_retry(
                     return Ok(Connected::Link(link, listed));
                 }
                 Err(AttemptError::Fatal(e)) => return Err(e),
-                Err(AttemptError::Retry(reason)) => reason,
+                Err(AttemptError::Retry(reason)) => Err(reason),
+                Err(AttemptError::Refused(reason)) => Ok(reason),
             },
             name = signals.recv() => {
                 info!("{name} received while connecting");
@@ -178,19 +182,29 @@ pub(crate) async fn connect_with_retry(
         if let GiveUp::FirstConnection { started } = give_up {
             let waited = started.elapsed();
             if waited >= FIRST_CONNECT_WAIT {
-                return Err(WorkerError::Unreachable {
-                    socket: opts.master_socket.clone(),
-                    waited_s: waited.as_secs(),
-                    reason,
+                return Err(match reason {
+                    Ok(refusal) => WorkerError::Refused { reason: refusal },
+                    Err(reason) => WorkerError::Unreachable {
+                        socket: opts.master_socket.clone(),
+                        waited_s: waited.as_secs(),
+                        reason,
+                    },
                 });
             }
             delay = delay.min(FIRST_CONNECT_WAIT - waited);
         }
-        info!(
-            "cannot reach the master at {}: {reason}; retrying in {:.1} s",
-            opts.master_socket.display(),
-            delay.as_secs_f64()
-        );
+        match reason {
+            Ok(refusal) => warn!(
+                "the master refused this worker: {refusal} (is another worker running under the name `{}`?); trying again in {:.1} s",
+                opts.name,
+                delay.as_secs_f64()
+            ),
+            Err(reason) => info!(
+                "cannot reach the master at {}: {reason}; retrying in {:.1} s",
+                opts.master_socket.display(),
+                delay.as_secs_f64()
+            ),
+        }
         match pause(delay, give_up, signals, steps).await {
             Pause::Done => {}
             Pause::Signalled => return Ok(Connected::Signalled),
@@ -255,17 +269,22 @@ async fn attempt(opts: &WorkerOptions, running: &[RunningStep]) -> Result<Link, 
                 keepalive_ms,
             })
         }
-        HelloReply::Refused { reason } if refusal_is_transient(&reason) => {
-            Err(AttemptError::Retry(format!("refused: {reason}")))
+        HelloReply::Refused { reason, kind } if refusal_is_transient(kind, &reason) => {
+            Err(AttemptError::Refused(reason))
         }
-        HelloReply::Refused { reason } => Err(AttemptError::Fatal(WorkerError::Refused { reason })),
+        HelloReply::Refused { reason, .. } => {
+            Err(AttemptError::Fatal(WorkerError::Refused { reason }))
+        }
     }
 }
 
 /// A refusal because "this worker is already connected" comes from a master
-/// that still believes in our previous, dead link; it will notice soon.
-fn refusal_is_transient(reason: &str) -> bool {
-    reason.to_ascii_lowercase().contains(ALREADY_CONNECTED)
+/// that still believes in our previous, dead link (it will notice soon), or
+/// from a second worker of our name being connected (it may leave). Older
+/// masters send no kind: then the words tell.
+fn refusal_is_transient(kind: RefusalKind, reason: &str) -> bool {
+    kind == RefusalKind::AlreadyConnected
+        || (kind == RefusalKind::Other && reason.to_ascii_lowercase().contains(ALREADY_CONNECTED))
 }
 
 /// Open the socket; every failure to do so is worth a retry except a path
@@ -321,9 +340,14 @@ mod tests {
 
     #[test]
     fn only_already_connected_refusals_are_retried() {
+        assert!(refusal_is_transient(RefusalKind::AlreadyConnected, "w1"));
         assert!(refusal_is_transient(
+            RefusalKind::Other,
             "worker w1 is Already Connected (pid 42)"
         ));
-        assert!(!refusal_is_transient("bad secret for worker w1"));
+        assert!(!refusal_is_transient(
+            RefusalKind::WrongSecret,
+            "bad secret for worker w1"
+        ));
     }
 }
