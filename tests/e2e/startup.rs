@@ -300,3 +300,43 @@ workers = ["local-1"]
   name = "s"
   shell = "echo hi"
 "#;
+
+/// SIGTERM (like Ctrl-C) on a master with a local worker: one line says
+/// the worker keeps running for the next master and how to stop it; the
+/// worker's "cannot reach the master" retries go to its own log in the
+/// state dir, not to the master's stderr (the terminal it was started in).
+#[test]
+fn a_stopped_master_says_its_local_workers_keep_running() {
+    let mut m = Master::start(LOCAL_ONLY);
+    m.bbctl_code(&["force-build", "b", "--wait"], 0);
+    m.signal(Signal::SIGTERM);
+    assert!(m.wait_exit(EXIT_TIMEOUT).success(), "{}", m.stderr());
+    let said: Vec<String> = m
+        .stderr()
+        .lines()
+        .filter(|l| l.contains("keep running"))
+        .map(str::to_string)
+        .collect();
+    assert_eq!(said.len(), 1, "{}", m.stderr());
+    assert!(
+        said[0].contains("local-1")
+            && said[0].contains("re-adopt")
+            && said[0].contains(&format!(
+                "kill $(cat {}/local-workers/*.pid)",
+                m.state_dir().display()
+            )),
+        "{}",
+        said[0]
+    );
+    let log = m.state_dir().join("workers/local-1.log");
+    wait_until(
+        "the worker's retries in its own log",
+        STARTUP_TIMEOUT,
+        || std::fs::read_to_string(&log).is_ok_and(|t| t.contains("cannot reach the master")),
+    );
+    assert!(
+        !m.stderr().contains("cannot reach the master"),
+        "{}",
+        m.stderr()
+    );
+}
