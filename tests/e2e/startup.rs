@@ -340,3 +340,51 @@ fn a_stopped_master_says_its_local_workers_keep_running() {
         m.stderr()
     );
 }
+
+/// A master restarted while a local worker runs a build, with
+/// `worker_grace = "3s"`: the worker is back within a fraction of a second
+/// of the new master (its reconnect back-off was reset by the link that
+/// worked), so the build is re-adopted and succeeds once, not retried.
+/// The master stays down for 6.8 s on purpose: with a back-off that kept
+/// doubling while it was away, the worker's next try would come about
+/// 4.5 s after the new master started, past the grace period.
+#[test]
+fn a_quick_restart_re_adopts_the_local_workers_build() {
+    let config = format!(
+        "[master]\nworker_grace = \"3s\"\n{}",
+        LOCAL_ONLY.replace(
+            "shell = \"echo hi\"",
+            "shell = \"echo $$ > @DIR@/pid; while [ ! -e @DIR@/go ]; do sleep 0.05; done; echo done\""
+        )
+    );
+    let mut m = Master::start(&config);
+    m.force_build("b");
+    crate::harness::wait_for_line_in(&m.path().join("pid"), STARTUP_TIMEOUT);
+    m.signal(Signal::SIGTERM);
+    assert!(m.wait_exit(EXIT_TIMEOUT).success(), "{}", m.stderr());
+    std::thread::sleep(Duration::from_millis(6800));
+    m.spawn();
+    let started = Instant::now();
+    wait_until("the local worker back", Duration::from_secs(10), || {
+        m.bbctl_json(&["status"])["workers"][0]["connected"] == true
+    });
+    let back = started.elapsed();
+    std::fs::write(m.path().join("go"), "").unwrap();
+    wait_until("build 1 to finish", Duration::from_secs(20), || {
+        !m.bbctl_json(&["build", "1"])["result"].is_null()
+    });
+    let builds = m.bbctl_json(&["builds"]);
+    let results: Vec<&str> = builds
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["result"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(
+        results,
+        ["success"],
+        "worker back {back:?} after the restart; builds: {builds}\n{}",
+        m.stderr()
+    );
+    assert!(back < Duration::from_secs(2), "worker back after {back:?}");
+}
