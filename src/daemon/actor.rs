@@ -74,6 +74,13 @@ pub enum Command {
         /// The link that ended.
         link: LinkId,
     },
+    /// A worker link is being dropped for keepalive silence (sent just
+    /// before its [`Command::WorkerGone`]): a local worker is then frozen
+    /// or hung, and is killed and restarted.
+    WorkerSilent {
+        /// The silent link.
+        link: LinkId,
+    },
     /// Re-read the config (from `bbctl reload` or SIGHUP).
     Reload {
         /// Only report.
@@ -561,6 +568,17 @@ impl Master {
                 }
                 let effects = self.core.take_effects();
                 self.execute(effects);
+            }
+            Command::WorkerSilent { link } => {
+                if let Some(info) = self.links.get(&link)
+                    && self
+                        .core
+                        .config()
+                        .worker(&info.worker)
+                        .is_some_and(|def| def.local)
+                {
+                    self.local.kill_frozen(&info.worker);
+                }
             }
             Command::WorkerGone { link } => {
                 let known = self.links.remove(&link).is_some();

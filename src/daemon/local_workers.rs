@@ -201,6 +201,26 @@ impl LocalWorkers {
         }
     }
 
+    /// The local worker `name` fell silent on its link (stopped by SIGSTOP,
+    /// hung): kill its process group with SIGKILL. Its supervisor sees it
+    /// die and starts a new one; its guard sees it die and kills its
+    /// steps, whose builds the master retries after `worker_grace` as for
+    /// any lost worker.
+    pub fn kill_frozen(&mut self, name: &str) {
+        if !self.running.contains_key(name) {
+            return;
+        }
+        let pid_file = self.setup.keep.join(format!("{name}.pid"));
+        let Some(pid) = adoptable(&pid_file, name, &self.setup.worker_socket) else {
+            return;
+        };
+        warn!(worker = %name, pid, "local worker frozen (silent on its link); killing its process group to restart it");
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+
     /// Make every local worker exit (after the master said goodbye), and
     /// wait for them, bounded.
     pub async fn stop_all(&mut self) {

@@ -256,6 +256,7 @@ impl Link {
                 // to an interval later.
                 () = tokio::time::sleep_until(last_heard + self.keepalive * MISSED_INTERVALS) => {
                     warn!(link = self.id, worker = %self.worker, "worker silent for {:?}; link lost", last_heard.elapsed());
+                    let _ = self.master.send(Command::WorkerSilent { link: self.id }).await;
                     break;
                 }
                 _ = pings.tick() => {

@@ -388,3 +388,57 @@ fn a_quick_restart_re_adopts_the_local_workers_build() {
     );
     assert!(back < Duration::from_secs(2), "worker back after {back:?}");
 }
+
+/// A local worker frozen by SIGSTOP is noticed by keepalive like any
+/// worker, killed (its process group) and replaced by a new one, which
+/// then runs builds; its step does not live on (the guard kills it).
+#[test]
+fn a_frozen_local_worker_is_killed_and_restarted() {
+    let config = format!(
+        "[master]\nkeepalive = \"300ms\"\nworker_grace = \"1s\"\n{}",
+        LOCAL_ONLY.replace(
+            "shell = \"echo hi\"",
+            "shell = \"if [ -e @DIR@/pid ]; then echo again; else echo $$ > @DIR@/pid; sleep 60; fi\""
+        )
+    );
+    let m = Master::start(&config);
+    m.force_build("b");
+    let step: i32 = crate::harness::wait_for_line_in(&m.path().join("pid"), STARTUP_TIMEOUT)
+        .parse()
+        .unwrap();
+    let pid_file = m.state_dir().join("local-workers/local-1.pid");
+    let old: i32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    kill(Pid::from_raw(old), Signal::SIGSTOP).unwrap();
+    let frozen = Instant::now();
+    crate::harness::wait_gone(old, Duration::from_secs(5));
+    let noticed = frozen.elapsed();
+    wait_until(
+        "a new local worker connected",
+        Duration::from_secs(10),
+        || {
+            let s = m.bbctl_json(&["status"]);
+            s["workers"][0]["connected"] == true
+                && std::fs::read_to_string(&pid_file)
+                    .is_ok_and(|p| p.trim().parse::<i32>().is_ok_and(|p| p != old))
+        },
+    );
+    crate::harness::wait_gone(step, Duration::from_secs(5));
+    assert!(m.stderr().contains("local worker frozen"), "{}", m.stderr());
+    // The build was retried on the new worker, and ran there.
+    wait_until(
+        "the retried build to succeed",
+        Duration::from_secs(20),
+        || {
+            m.bbctl_json(&["builds"])
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|b| b["result"] == "success")
+        },
+    );
+    assert!(noticed < Duration::from_secs(3), "killed after {noticed:?}");
+}
