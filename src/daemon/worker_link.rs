@@ -256,7 +256,13 @@ impl Link {
                 // to an interval later.
                 () = tokio::time::sleep_until(last_heard + self.keepalive * MISSED_INTERVALS) => {
                     warn!(link = self.id, worker = %self.worker, "worker silent for {:?}; link lost", last_heard.elapsed());
-                    let _ = self.master.send(Command::WorkerSilent { link: self.id }).await;
+                    // A timer that fires an interval or more late means the
+                    // master itself was not running (stopped, starved): the
+                    // silence may be ours, so the worker is not called frozen.
+                    let late = last_heard.elapsed().saturating_sub(self.keepalive * MISSED_INTERVALS);
+                    if late < self.keepalive {
+                        let _ = self.master.send(Command::WorkerSilent { link: self.id }).await;
+                    }
                     break;
                 }
                 _ = pings.tick() => {

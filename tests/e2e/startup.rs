@@ -398,7 +398,7 @@ fn a_frozen_local_worker_is_killed_and_restarted() {
         "[master]\nkeepalive = \"300ms\"\nworker_grace = \"1s\"\n{}",
         LOCAL_ONLY.replace(
             "shell = \"echo hi\"",
-            "shell = \"if [ -e @DIR@/pid ]; then echo again; else echo $$ > @DIR@/pid; sleep 60; fi\""
+            "shell = \"if [ -e @DIR@/pid ]; then echo again; else echo started; echo $$ > @DIR@/pid; sleep 60; fi\""
         )
     );
     let m = Master::start(&config);
@@ -406,6 +406,11 @@ fn a_frozen_local_worker_is_killed_and_restarted() {
     let step: i32 = crate::harness::wait_for_line_in(&m.path().join("pid"), STARTUP_TIMEOUT)
         .parse()
         .unwrap();
+    // Output at the master means the worker registered the step with its
+    // guard (it does so before it reads any output).
+    wait_until("the step's output at the master", STARTUP_TIMEOUT, || {
+        m.bbctl(&["log", "1"]).stdout.starts_with(b"started")
+    });
     let pid_file = m.state_dir().join("local-workers/local-1.pid");
     let old: i32 = std::fs::read_to_string(&pid_file)
         .unwrap()
