@@ -479,7 +479,12 @@ async fn spawn(
         .process_group(0)
         .spawn()?;
     if let Some(mut stdin) = child.stdin.take() {
-        stdin.write_all(format!("{secret}\n").as_bytes()).await?;
+        match stdin.write_all(format!("{secret}\n").as_bytes()).await {
+            // It exited before reading its secret: its exit status and log
+            // say why, as for any other exit.
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+            other => other?,
+        }
     }
     Ok(child)
 }
