@@ -105,7 +105,14 @@ fn print_status(ctx: &Ctx, s: &StatusReply) -> io::Result<()> {
         .workers
         .iter()
         .filter(|w| !w.connected)
-        .filter_map(|w| Some(format!("worker {}: {}", w.name, w.last_error.as_ref()?)))
+        .filter_map(|w| {
+            let why = w.last_error.as_deref()?;
+            Some(format!(
+                "worker {}: {}",
+                w.name,
+                crate::untrusted::escape(why)
+            ))
+        })
         .collect();
     if s.workers.is_empty() {
         writeln!(out, "no workers")?;
