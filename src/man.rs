@@ -251,8 +251,9 @@ Set by systemd for a \fBType=notify\fR service: the master sends
 \fBREADY=1\fR there once its sockets take connections.
 .TP
 .B BBMASTER_WORKER_EXE
-The \fBbbworker\fR to start for local workers (default: the one next to
-\fBbbmaster\fR).
+The program to start for local workers. By default the master starts its
+own executable in worker mode (under the name \fBbbworker\fR), so no
+separate \fBbbworker\fR binary is needed beside it.
 .SH FILES
 .TP
 .I master.toml
@@ -263,6 +264,11 @@ The queue and the build history (SQLite).
 .TP
 .I <state dir>/logs/
 The output of every step.
+.TP
+.I <state dir>/workers/<name>.log
+The log of the local worker \fIname\fR (it outlives the master, so it
+never writes to the master's terminal); \fI<state dir>/workers/<name>/\fR
+is its work dir.
 .TP
 .I <state dir>/control.sock\fR, \fI<state dir>/worker.sock
 The sockets of \fBbbctl\fR and of workers (mode 0600).

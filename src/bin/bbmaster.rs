@@ -7,6 +7,17 @@ use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
+    // The master starts its local workers (and they their guards) from
+    // this very executable, under the worker's program name.
+    if bbctl::worker::cli::invoked_as_worker() {
+        return bbctl::worker::cli::main();
+    }
+    // First of all: a SIGHUP or SIGTERM from now on waits for its handler
+    // instead of killing the master (see `bbctl::daemon::signals`).
+    if let Err(e) = bbctl::daemon::signals::block_early() {
+        eprintln!("bbmaster: error: cannot block signals: {e}");
+        return ExitCode::FAILURE;
+    }
     let args = Args::parse();
     if args.print_default_config {
         print!("{}", bbctl::config::DEFAULT_CONFIG_TOML);

@@ -69,7 +69,7 @@ impl Connection {
                 wrote?;
                 Ok(Connection { rd, wr, next_id: 1 })
             }
-            Ok(HelloReply::Refused { reason }) => Err(ConnectionError::Refused {
+            Ok(HelloReply::Refused { reason, .. }) => Err(ConnectionError::Refused {
                 path: path.to_path_buf(),
                 reason,
             }),

@@ -20,9 +20,9 @@ use crate::daemon::logs;
 use crate::daemon::store::{Store, StoreError};
 use crate::paths::now_ms;
 use crate::protocol::{
-    BuildDetail, BuildId, ErrorReply, Event, EventKind, MasterToWorker, ReloadReport, Reply,
-    Request, RequestId, RequestInfo, RunningStep, ShutdownMode, StatusFilter, StatusReply, StepEnd,
-    StepIndex, StreamTarget, WorkerDetail,
+    BuildDetail, BuildId, ErrorReply, Event, EventKind, MasterToWorker, RefusalKind, ReloadReport,
+    Reply, Request, RequestId, RequestInfo, RunningStep, ShutdownMode, StatusFilter, StatusReply,
+    StepEnd, StepIndex, StreamTarget, WorkerDetail, WorkerStatus,
 };
 
 /// A message for the master loop.
@@ -60,8 +60,8 @@ pub enum Command {
         link: LinkId,
         /// How to reach its connection task.
         tx: mpsc::UnboundedSender<LinkCmd>,
-        /// `Err(reason)` refuses it.
-        reply: oneshot::Sender<Result<(), String>>,
+        /// `Err(refusal)` refuses it.
+        reply: oneshot::Sender<Result<(), Refusal>>,
     },
     /// A worker reported a step's end.
     StepEnded {
@@ -77,6 +77,13 @@ pub enum Command {
     /// A worker's connection ended.
     WorkerGone {
         /// The link that ended.
+        link: LinkId,
+    },
+    /// A worker link is being dropped for keepalive silence (sent just
+    /// before its [`Command::WorkerGone`]): a local worker is then frozen
+    /// or hung, and is killed and restarted.
+    WorkerSilent {
+        /// The silent link.
         link: LinkId,
     },
     /// Re-read the config (from `bbctl reload` or SIGHUP).
@@ -111,6 +118,26 @@ pub enum Command {
         /// Where the answer goes; `None` for signals.
         reply: Option<oneshot::Sender<Result<Reply, ErrorReply>>>,
     },
+}
+
+/// Why a worker's hello is refused: the kind for the worker, the words
+/// for people.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// What the worker is told it can do about it.
+    pub kind: RefusalKind,
+    /// The words.
+    pub reason: String,
+}
+
+impl Refusal {
+    /// A refusal of `kind`.
+    pub fn new(kind: RefusalKind, reason: impl Into<String>) -> Self {
+        Refusal {
+            kind,
+            reason: reason.into(),
+        }
+    }
 }
 
 /// What the master loop tells a worker connection task.
@@ -201,7 +228,7 @@ enum Deferred {
         Result<Reply, ErrorReply>,
     ),
     /// To a worker's hello.
-    Hello(oneshot::Sender<Result<(), String>>, Result<(), String>),
+    Hello(oneshot::Sender<Result<(), Refusal>>, Result<(), Refusal>),
     /// To a reload.
     Reload(
         oneshot::Sender<Result<ReloadReport, ErrorReply>>,
@@ -374,7 +401,7 @@ impl Master {
         if let Some(limit) = filter.limit {
             builders.truncate(limit as usize);
         }
-        let mut workers = self.core.worker_status();
+        let mut workers = self.worker_status();
         let mut running = self.core.running_status();
         if !filter.is_empty() {
             let shown: std::collections::HashSet<&str> =
@@ -450,10 +477,19 @@ impl Master {
         }
     }
 
+    /// The core's worker status, with why each local worker last failed to
+    /// start or exited (which only the shell knows).
+    fn worker_status(&self) -> Vec<WorkerStatus> {
+        let mut workers = self.core.worker_status();
+        for w in workers.iter_mut().filter(|w| w.local) {
+            w.last_error = self.local.last_error(&w.name);
+        }
+        workers
+    }
+
     /// Worker status joined with what each live link told us.
     fn worker_details(&self) -> Vec<WorkerDetail> {
-        self.core
-            .worker_status()
+        self.worker_status()
             .into_iter()
             .map(|status| {
                 let link = self.links.values().find(|l| l.worker == status.name);
@@ -526,8 +562,6 @@ impl Master {
                     self.emit(EventKind::WorkerConnected {
                         worker: name.clone(),
                     });
-                } else if let Err(reason) = &answer {
-                    warn!(worker = %name, link, "worker refused: {reason}");
                 }
                 self.replies.push(Deferred::Hello(reply, answer));
                 let effects = self.core.take_effects();
@@ -544,6 +578,17 @@ impl Master {
                 }
                 let effects = self.core.take_effects();
                 self.execute(effects);
+            }
+            Command::WorkerSilent { link } => {
+                if let Some(info) = self.links.get(&link)
+                    && self
+                        .core
+                        .config()
+                        .worker(&info.worker)
+                        .is_some_and(|def| def.local)
+                {
+                    self.local.kill_frozen(&info.worker);
+                }
             }
             Command::WorkerGone { link } => {
                 let known = self.links.remove(&link).is_some();
@@ -602,9 +647,12 @@ impl Master {
         secret: &str,
         held: &[RunningStep],
         link: LinkId,
-    ) -> Result<(), String> {
+    ) -> Result<(), Refusal> {
         let Some(def) = self.core.config().worker(name) else {
-            return Err(format!("no worker named `{name}` in the master's config"));
+            return Err(Refusal::new(
+                RefusalKind::UnknownWorker,
+                format!("no worker named `{name}` in the master's config"),
+            ));
         };
         let expected = if def.local {
             self.local.secret(name)
@@ -613,11 +661,22 @@ impl Master {
         };
         let ok = expected.is_some_and(|e| constant_time_eq(e.as_bytes(), secret.as_bytes()));
         if !ok {
-            return Err(format!("wrong secret for worker `{name}`"));
+            return Err(Refusal::new(
+                RefusalKind::WrongSecret,
+                format!("wrong secret for worker `{name}`"),
+            ));
         }
         self.core
             .worker_connected(name, link, held, now_ms())
-            .map_err(|e| e.to_string())
+            .map_err(|e| {
+                let kind = match e {
+                    CoreError::WorkerAlreadyConnected(_) => RefusalKind::AlreadyConnected,
+                    CoreError::WorkerRemoved(_) => RefusalKind::Removed,
+                    CoreError::UnknownWorker(_) => RefusalKind::UnknownWorker,
+                    _ => RefusalKind::Other,
+                };
+                Refusal::new(kind, e.to_string())
+            })
     }
 
     fn client_request(&mut self, request: Request) -> Result<Reply, ErrorReply> {
@@ -897,7 +956,7 @@ impl Master {
                         let _ = tx.send(Err(ErrorReply::failed(why.clone())));
                     }
                     Deferred::Hello(tx, _) => {
-                        let _ = tx.send(Err(why.clone()));
+                        let _ = tx.send(Err(Refusal::new(RefusalKind::Other, why.clone())));
                     }
                     Deferred::Reload(tx, _) => {
                         let _ = tx.send(Err(ErrorReply::failed(why.clone())));

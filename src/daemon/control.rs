@@ -89,7 +89,11 @@ pub async fn serve(stream: Stream, ctx: ControlContext) {
             crate::untrusted::Escaped(name),
             worker.pid
         );
-        let _ = protocol::write_msg(&mut wr, &HelloReply::Refused { reason }).await;
+        let _ = protocol::write_msg(
+            &mut wr,
+            &HelloReply::refused(protocol::RefusalKind::Other, reason),
+        )
+        .await;
         return;
     }
     if !ctx.limits.allows(own_uid, peer_uid, peer_gid) {
@@ -104,7 +108,11 @@ pub async fn serve(stream: Stream, ctx: ControlContext) {
                 .map(|u| u.to_string())
                 .unwrap_or_else(|| "unknown".into())
         );
-        let _ = protocol::write_msg(&mut wr, &HelloReply::Refused { reason }).await;
+        let _ = protocol::write_msg(
+            &mut wr,
+            &HelloReply::refused(protocol::RefusalKind::Other, reason),
+        )
+        .await;
         return;
     }
     // One slot per connection, freed however the connection ends.
@@ -116,7 +124,11 @@ pub async fn serve(stream: Stream, ctx: ControlContext) {
         Err(no_slot) => {
             warn!(?peer_uid, "control connection refused: {no_slot}");
             let reason = no_slot.to_string();
-            let _ = protocol::write_msg(&mut wr, &HelloReply::Refused { reason }).await;
+            let _ = protocol::write_msg(
+                &mut wr,
+                &HelloReply::refused(protocol::RefusalKind::Other, reason),
+            )
+            .await;
             return;
         }
     };
@@ -138,7 +150,11 @@ pub async fn serve(stream: Stream, ctx: ControlContext) {
     };
     if let Some(reason) = refusal {
         debug!("control connection refused: {reason}");
-        let _ = protocol::write_msg(&mut wr, &HelloReply::Refused { reason }).await;
+        let _ = protocol::write_msg(
+            &mut wr,
+            &HelloReply::refused(protocol::RefusalKind::Other, reason),
+        )
+        .await;
         return;
     }
     let welcome = HelloReply::Welcome {

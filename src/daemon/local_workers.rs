@@ -9,6 +9,13 @@
 //! a second worker of the same name. Its secret is made up once, kept in
 //! `<name>.secret` (mode 0600, so a restarted master can recognise it), and
 //! handed over on stdin, never on a command line visible in `ps`.
+//!
+//! A local worker is the master's own executable in worker mode (see
+//! [`LocalWorkers::default_exe`]). Its log (stdout and stderr, its guard's
+//! included) goes to `<state_dir>/workers/<name>.log`, never to the
+//! terminal the master was started from: it outlives the master, and its
+//! "cannot reach the master" lines would otherwise litter that terminal.
+//! Why it last failed to start or exited is kept for `bbctl status`.
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -36,6 +43,10 @@ const TERM_GRACE: Duration = Duration::from_secs(10);
 /// How often an adopted worker (not our child: it cannot be waited for) is
 /// checked for life.
 const ADOPTED_POLL: Duration = Duration::from_millis(500);
+
+/// A worker log larger than this when the worker (re)starts is moved to
+/// `<name>.log.old` (replacing the previous one) and begun afresh.
+const LOG_ROTATE_BYTES: u64 = 16 << 20;
 
 /// A local worker without a master for this long, and holding no step,
 /// exits: a master that never comes back leaves no process behind.
@@ -76,7 +87,11 @@ pub struct LocalWorkers {
     setup: LocalWorkerSetup,
     secrets: HashMap<String, Arc<str>>,
     running: HashMap<String, Running>,
+    problems: Problems,
 }
+
+/// Why each local worker last failed to start or exited, by name.
+type Problems = Arc<std::sync::Mutex<HashMap<String, String>>>;
 
 impl LocalWorkers {
     /// No workers yet; [`LocalWorkers::sync`] starts or adopts them.
@@ -85,18 +100,30 @@ impl LocalWorkers {
             setup,
             secrets: HashMap::new(),
             running: HashMap::new(),
+            problems: Problems::default(),
         }
     }
 
-    /// The `bbworker` next to the running executable; `BBMASTER_WORKER_EXE`
-    /// overrides it for unusual installs.
+    /// Why the local worker `name` last failed to start or exited, if it
+    /// did: shown by `bbctl status` while it is offline.
+    pub fn last_error(&self, name: &str) -> Option<String> {
+        self.problems
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .cloned()
+    }
+
+    /// The master's own executable, which runs as a worker when started
+    /// under the name `bbworker` (see [`crate::worker::cli`]): no sibling
+    /// binary to build, install or miss. `/proc/self/exe` names the binary
+    /// this master runs even if its file was replaced since (an upgrade in
+    /// place), so master and local workers are always the same version.
+    /// `BBMASTER_WORKER_EXE` overrides it (a separate `bbworker`, say).
     pub fn default_exe() -> PathBuf {
-        if let Some(exe) = std::env::var_os("BBMASTER_WORKER_EXE") {
-            return PathBuf::from(exe);
-        }
-        std::env::current_exe()
-            .map(|p| p.with_file_name("bbworker"))
-            .unwrap_or_else(|_| PathBuf::from("bbworker"))
+        std::env::var_os("BBMASTER_WORKER_EXE")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("/proc/self/exe"))
     }
 
     /// The secret of a local worker, if the config has one by that name.
@@ -149,6 +176,7 @@ impl LocalWorkers {
                 name.to_string(),
                 secret,
                 order_rx,
+                Arc::clone(&self.problems),
             ));
             self.running
                 .insert(name.to_string(), Running { order, task });
@@ -157,10 +185,40 @@ impl LocalWorkers {
 
     /// The master exits and leaves its local workers running, with their
     /// steps, for the next master to adopt.
+    /// Says so in one line, with how to stop them.
     pub fn detach(&mut self) {
+        let mut names: Vec<String> = self.running.keys().cloned().collect();
+        names.sort();
         for (_, r) in self.running.drain() {
             let _ = r.order.send(Order::Detach);
         }
+        if !names.is_empty() {
+            info!(
+                "local worker(s) {} keep running, with their builds, for the next master on this state dir to re-adopt (alone and idle for {ORPHAN_TIMEOUT} they exit; to stop them now: kill $(cat {}/*.pid), or next time stop with `bbctl shutdown --drain`)",
+                names.join(", "),
+                self.setup.keep.display()
+            );
+        }
+    }
+
+    /// The local worker `name` fell silent on its link (stopped by SIGSTOP,
+    /// hung): kill its process group with SIGKILL. Its supervisor sees it
+    /// die and starts a new one; its guard sees it die and kills its
+    /// steps, whose builds the master retries after `worker_grace` as for
+    /// any lost worker.
+    pub fn kill_frozen(&mut self, name: &str) {
+        if !self.running.contains_key(name) {
+            return;
+        }
+        let pid_file = self.setup.keep.join(format!("{name}.pid"));
+        let Some(pid) = adoptable(&pid_file, name, &self.setup.worker_socket) else {
+            return;
+        };
+        warn!(worker = %name, pid, "local worker frozen (silent on its link); killing its process group to restart it");
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
     }
 
     /// Make every local worker exit (after the master said goodbye), and
@@ -182,8 +240,17 @@ async fn supervise(
     name: String,
     secret: Arc<str>,
     mut order: watch::Receiver<Order>,
+    problems: Problems,
 ) {
+    let problem = |text: Option<String>| {
+        let mut map = problems.lock().unwrap_or_else(|e| e.into_inner());
+        match text {
+            Some(text) => map.insert(name.clone(), text),
+            None => map.remove(&name),
+        };
+    };
     let pid_file = setup.keep.join(format!("{name}.pid"));
+    let log = log_path(&setup, &name);
     let mut backoff = Duration::from_millis(200);
     loop {
         if let Some(pid) = adoptable(&pid_file, &name, &setup.worker_socket) {
@@ -194,10 +261,11 @@ async fn supervise(
             warn!(worker = %name, pid, "adopted local worker exited; starting a new one");
             continue;
         }
-        let mut child = match spawn(&setup, &name, &secret).await {
+        let mut child = match spawn(&setup, &name, &secret, &log).await {
             Ok(child) => child,
             Err(e) => {
                 warn!(worker = %name, "cannot start local worker {}: {e}", setup.exe.display());
+                problem(Some(format!("cannot start {}: {e}", setup.exe.display())));
                 if wait_or_order(backoff, &mut order).await {
                     return;
                 }
@@ -209,7 +277,8 @@ async fn supervise(
         if let Err(e) = std::fs::write(&pid_file, format!("{pid}\n")) {
             warn!(worker = %name, "cannot write {}: {e}", pid_file.display());
         }
-        info!(worker = %name, pid, "local worker started");
+        info!(worker = %name, pid, log = %log.display(), "local worker started");
+        problem(None);
         let started = tokio::time::Instant::now();
         let exited = loop {
             tokio::select! {
@@ -229,11 +298,15 @@ async fn supervise(
             }
         };
         let _ = std::fs::remove_file(&pid_file);
-        warn!(
-            worker = %name,
-            "local worker exited ({}); restarting",
-            exited.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string())
-        );
+        let how = exited
+            .map(|s| s.to_string())
+            .unwrap_or_else(|e| e.to_string());
+        let why = match last_line(&log) {
+            Some(line) => format!("exited ({how}): {line}"),
+            None => format!("exited ({how})"),
+        };
+        warn!(worker = %name, "local worker {why}; restarting (its log: {})", log.display());
+        problem(Some(why));
         if started.elapsed() > Duration::from_secs(10) {
             backoff = Duration::from_millis(200);
         }
@@ -340,14 +413,55 @@ fn adoptable(pid_file: &Path, name: &str, socket: &Path) -> Option<i32> {
     (is_worker && follows("--name", name.as_bytes()) && follows("--master", socket)).then_some(pid)
 }
 
+/// Where the local worker `name` logs: `<state_dir>/workers/<name>.log`.
+pub fn log_path(setup: &LocalWorkerSetup, name: &str) -> PathBuf {
+    setup.dir.join(format!("{name}.log"))
+}
+
+/// The worker's log, opened for appending (mode 0600); one grown past
+/// [`LOG_ROTATE_BYTES`] is first moved aside to `<name>.log.old`.
+fn open_log(path: &Path) -> std::io::Result<std::fs::File> {
+    if std::fs::metadata(path).is_ok_and(|m| m.len() > LOG_ROTATE_BYTES) {
+        let mut old = path.as_os_str().to_owned();
+        old.push(".old");
+        std::fs::rename(path, old)?;
+    }
+    std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .open(path)
+}
+
+/// The last non-empty line of a worker's log (read from its last 4 KiB),
+/// for saying why it exited.
+fn last_line(path: &Path) -> Option<String> {
+    use std::io::{Seek, SeekFrom};
+    let mut file = std::fs::File::open(path).ok()?;
+    let len = file.metadata().ok()?.len();
+    file.seek(SeekFrom::Start(len.saturating_sub(4096))).ok()?;
+    let mut tail = Vec::new();
+    file.read_to_end(&mut tail).ok()?;
+    String::from_utf8_lossy(&tail)
+        .lines()
+        .map(str::trim)
+        .rfind(|l| !l.is_empty())
+        .map(str::to_string)
+}
+
 async fn spawn(
     setup: &LocalWorkerSetup,
     name: &str,
     secret: &str,
+    log: &Path,
 ) -> std::io::Result<tokio::process::Child> {
     let dir = setup.dir.join(name);
     std::fs::create_dir_all(&dir)?;
+    let out = open_log(log)?;
+    let err = out.try_clone()?;
     let mut child = Command::new(&setup.exe)
+        // What `ps` shows, and what makes the master's executable a worker.
+        .arg0(crate::worker::cli::WORKER_ARGV0)
         .arg("--master")
         .arg(&setup.worker_socket)
         .arg("--name")
@@ -358,12 +472,19 @@ async fn spawn(
         .arg("--orphan-timeout")
         .arg(ORPHAN_TIMEOUT)
         .stdin(Stdio::piped())
+        .stdout(out)
+        .stderr(err)
         // Its own process group: a Ctrl-C meant for the master's terminal
         // does not reach it, and it outlives the master.
         .process_group(0)
         .spawn()?;
     if let Some(mut stdin) = child.stdin.take() {
-        stdin.write_all(format!("{secret}\n").as_bytes()).await?;
+        match stdin.write_all(format!("{secret}\n").as_bytes()).await {
+            // It exited before reading its secret: its exit status and log
+            // say why, as for any other exit.
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+            other => other?,
+        }
     }
     Ok(child)
 }

@@ -20,6 +20,7 @@ pub mod lock;
 pub mod logs;
 pub mod notify;
 pub mod retention;
+pub mod signals;
 pub mod state_dir;
 pub mod store;
 pub mod transfer;
@@ -31,13 +32,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use interprocess::local_socket::traits::tokio::Listener as _;
-use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{broadcast, mpsc};
 use tracing::{info, warn};
 
 use crate::config::{self, Config, ConfigError};
 use crate::paths;
-use crate::protocol::ShutdownMode;
 
 /// How `bbmaster` was asked to start.
 #[derive(Debug, Clone, Default)]
@@ -63,6 +62,9 @@ pub enum DaemonError {
     /// The state dir is not safe to use.
     #[error(transparent)]
     StateDir(#[from] state_dir::StateDirError),
+    /// The signal handlers cannot be installed.
+    #[error("cannot install the signal handlers: {0}")]
+    Signals(std::io::Error),
     /// A file system or socket operation failed.
     #[error("{what} {}: {source}", path.display())]
     Io {
@@ -126,6 +128,8 @@ pub fn load_config(opts: &MasterOptions) -> Result<Config, ConfigError> {
 
 /// Run a master until it is told to stop.
 pub async fn run(opts: MasterOptions) -> Result<(), DaemonError> {
+    // Before anything is bound or locked: see `signals`.
+    let signals = signals::MasterSignals::install().map_err(DaemonError::Signals)?;
     let config = Arc::new(load_config(&opts)?);
     let layout = Layout::resolve(&opts, &config);
     if layout.state_dir.exists() && !layout.state_dir.is_dir() {
@@ -275,7 +279,7 @@ pub async fn run(opts: MasterOptions) -> Result<(), DaemonError> {
         }
     });
     drop(open);
-    let signal_task = tokio::spawn(forward_signals(tx.clone()));
+    let signal_task = tokio::spawn(signals.forward(tx.clone()));
     drop(tx);
 
     let outcome = master.run(rx).await;
@@ -317,30 +321,5 @@ impl AcceptBackoff {
             self.delay_ms
         );
         tokio::time::sleep(std::time::Duration::from_millis(self.delay_ms)).await;
-    }
-}
-
-/// Turn signals into commands for the master loop.
-async fn forward_signals(tx: mpsc::Sender<actor::Command>) {
-    let (Ok(mut hup), Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::hangup()),
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        warn!("cannot install signal handlers");
-        return;
-    };
-    loop {
-        let cmd = tokio::select! {
-            _ = hup.recv() => {
-                info!("SIGHUP: reloading the config");
-                actor::Command::Reload { dry_run: false, config: None, reply: None }
-            }
-            _ = term.recv() => actor::Command::Shutdown { mode: ShutdownMode::Now, reply: None },
-            _ = int.recv() => actor::Command::Shutdown { mode: ShutdownMode::Now, reply: None },
-        };
-        if tx.send(cmd).await.is_err() {
-            return;
-        }
     }
 }

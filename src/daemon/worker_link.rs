@@ -22,7 +22,8 @@ use crate::daemon::logs::StepLogWriter;
 use crate::daemon::transfer::Transfers;
 use crate::paths::now_ms;
 use crate::protocol::{
-    self, BuildId, FrameError, Hello, HelloReply, MasterToWorker, Role, StepIndex, WorkerToMaster,
+    self, BuildId, FrameError, Hello, HelloReply, MasterToWorker, RefusalKind, Role, StepIndex,
+    WorkerToMaster,
 };
 use interprocess::local_socket::traits::StreamCommon as _;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -61,6 +62,10 @@ impl Drop for LinkGone {
         }
     }
 }
+
+/// A worker silent for this many keepalive intervals is lost (the same
+/// rule as the worker's for its master).
+const MISSED_INTERVALS: u32 = crate::worker::MISSED_INTERVALS;
 
 /// How long a refused worker waits for the refusal.
 const REFUSAL_DELAY: Duration = Duration::from_secs(1);
@@ -138,12 +143,25 @@ pub async fn serve(
     }
     match reply_rx.await {
         Ok(Ok(())) => {}
-        Ok(Err(reason)) => {
+        Ok(Err(refusal)) => {
+            match refusal.kind {
+                RefusalKind::AlreadyConnected => warn!(
+                    link, worker = %name, ?pid,
+                    "worker refused: already connected (another process with this name, or its previous link not yet seen lost)"
+                ),
+                RefusalKind::WrongSecret | RefusalKind::UnknownWorker => warn!(
+                    link, worker = %name, ?pid,
+                    "worker authentication failed: {}", refusal.reason
+                ),
+                _ => warn!(link, worker = %name, ?pid, "worker refused: {}", refusal.reason),
+            }
             // A refused worker waits before it hears why: guessing secrets
-            // costs a second a try.
-            warn!(link, worker = %name, ?pid, "worker authentication failed: {reason}");
+            // costs a second a try, and a second worker of the same name
+            // cannot spin.
             tokio::time::sleep(REFUSAL_DELAY).await;
-            refuse(&mut wr, link, &reason).await;
+            let _ =
+                protocol::write_msg(&mut wr, &HelloReply::refused(refusal.kind, refusal.reason))
+                    .await;
             return;
         }
         Err(_) => return,
@@ -181,13 +199,7 @@ pub async fn serve(
 
 async fn refuse<W: AsyncWrite + Unpin>(wr: &mut W, link: LinkId, reason: &str) {
     warn!(link, "worker connection refused: {reason}");
-    let _ = protocol::write_msg(
-        wr,
-        &HelloReply::Refused {
-            reason: reason.to_string(),
-        },
-    )
-    .await;
+    let _ = protocol::write_msg(wr, &HelloReply::refused(RefusalKind::Other, reason)).await;
 }
 
 /// An authenticated worker connection.
@@ -239,13 +251,23 @@ impl Link {
         let mut seq = 0u64;
         loop {
             tokio::select! {
+                // Checked on its own deadline, not at the next ping tick:
+                // a link silent for three intervals is lost then, not up
+                // to an interval later.
+                () = tokio::time::sleep_until(last_heard + self.keepalive * MISSED_INTERVALS) => {
+                    warn!(link = self.id, worker = %self.worker, "worker silent for {:?}; link lost", last_heard.elapsed());
+                    // A timer that fires an interval or more late means the
+                    // master itself was not running (stopped, starved): the
+                    // silence may be ours, so the worker is not called frozen.
+                    let late = last_heard.elapsed().saturating_sub(self.keepalive * MISSED_INTERVALS);
+                    if late < self.keepalive {
+                        let _ = self.master.send(Command::WorkerSilent { link: self.id }).await;
+                    }
+                    break;
+                }
                 _ = pings.tick() => {
                     // `bbctl ping`s that gave up long ago.
                     self.pings.retain(|_, (sent, _)| sent.elapsed() < Duration::from_secs(60));
-                    if last_heard.elapsed() > self.keepalive * 3 {
-                        warn!(link = self.id, worker = %self.worker, "worker silent for {:?}; link lost", last_heard.elapsed());
-                        break;
-                    }
                     seq += 1;
                     if write_bounded(self.keepalive, wr, &MasterToWorker::Ping { seq }).await.is_err() {
                         break;

@@ -566,6 +566,10 @@ pub struct WorkerStatus {
     pub builders: Vec<String>,
     /// Ids of the builds it runs.
     pub running_builds: Vec<BuildId>,
+    /// For a local worker: why it last failed to start or exited (shown
+    /// while it is offline); `None` otherwise.
+    #[serde(default)]
+    pub last_error: Option<String>,
 }
 
 /// One line of `builds`.

@@ -84,16 +84,56 @@ pub enum HelloReply {
     Refused {
         /// Why, in words meant for a person.
         reason: String,
+        /// Why, for a program: whether trying again can help. Absent from
+        /// older masters' refusals (then [`RefusalKind::Other`]).
+        #[serde(default)]
+        kind: RefusalKind,
     },
 }
 
+/// Why a [`Hello`] was refused, so that a worker can decide what to do
+/// without parsing words.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RefusalKind {
+    /// A worker of this name is connected already: another process with
+    /// the same name, or our own previous link that the master has not yet
+    /// seen die. Worth trying again, with back-off.
+    AlreadyConnected,
+    /// The secret does not match the worker's.
+    WrongSecret,
+    /// The master's config has no worker of this name.
+    UnknownWorker,
+    /// A reload removed the worker and it is draining.
+    Removed,
+    /// Anything else (a bad hello, the wrong socket, an older master).
+    #[default]
+    #[serde(other)]
+    Other,
+}
+
+impl HelloReply {
+    /// A refusal of `kind` with the words `reason`.
+    pub fn refused(kind: RefusalKind, reason: impl Into<String>) -> Self {
+        HelloReply::Refused {
+            reason: reason.into(),
+            kind,
+        }
+    }
+}
+
 impl Hello {
-    /// A hello from this build of the software.
+    /// A hello from this build of the software: from `bbworker` for a
+    /// worker, from `bbctl` for a client.
     pub fn new(role: Role) -> Self {
+        let program = match role {
+            Role::Worker { .. } => "bbworker",
+            Role::Client => "bbctl",
+        };
         Hello {
             magic: MAGIC.to_string(),
             version: PROTOCOL_VERSION,
-            software: software(),
+            software: software_of(program),
             role,
         }
     }
@@ -118,7 +158,13 @@ impl Hello {
     }
 }
 
-/// This program's name and version, as sent in the handshake.
+/// The master's name and version, as sent in its Welcome.
 pub fn software() -> String {
-    format!("bbctl-suite {}", env!("CARGO_PKG_VERSION"))
+    software_of("bbmaster")
+}
+
+/// `program` with this build's version (`bbworker 0.1.0`), as shown by
+/// `bbctl workers` and in handshake messages.
+pub fn software_of(program: &str) -> String {
+    format!("{program} {}", env!("CARGO_PKG_VERSION"))
 }

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 pub use client::*;
 pub use events::{Event, EventKind};
 pub use frame::{FrameError, MAX_FRAME, MAX_HANDSHAKE_FRAME, read_msg, write_msg};
-pub use handshake::{Hello, HelloReply, MAGIC, PROTOCOL_VERSION, Role};
+pub use handshake::{Hello, HelloReply, MAGIC, PROTOCOL_VERSION, RefusalKind, Role};
 pub use worker::*;
 
 /// A build request's id, given when `force-build` is accepted.

@@ -56,6 +56,7 @@ fn handshake_messages_round_trip() {
         keepalive_ms: Some(10_000),
     });
     round_trip(HelloReply::Refused {
+        kind: crate::protocol::RefusalKind::AlreadyConnected,
         reason: "no".into(),
     });
 }
@@ -243,6 +244,7 @@ fn client_messages_round_trip() {
                 max_builds: 2,
                 builders: vec!["b".into()],
                 running_builds: vec![1],
+                last_error: None,
             }],
             running: vec![RunningStatus {
                 build: 1,

@@ -15,8 +15,8 @@ use super::signals::ShutdownSignals;
 use super::steps::{StepKey, Steps};
 use super::{WorkerError, WorkerOptions};
 use crate::protocol::{
-    FrameError, Hello, HelloReply, MAX_HANDSHAKE_FRAME, PROTOCOL_VERSION, Role, RunningStep,
-    read_msg, write_msg,
+    FrameError, Hello, HelloReply, MAX_HANDSHAKE_FRAME, PROTOCOL_VERSION, RefusalKind, Role,
+    RunningStep, read_msg, write_msg,
 };
 
 /// How long a worker started with `--orphan-timeout` keeps trying to reach
@@ -29,6 +29,18 @@ pub const BACKOFF_MIN: Duration = Duration::from_millis(100);
 
 /// Longest delay between connection attempts.
 pub const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// After a link that worked is lost, attempts come at least this often for
+/// [`FAST_RECONNECT_FOR`]: the master is most likely restarting, and its
+/// builds wait for this worker only `worker_grace`.
+pub const FAST_RECONNECT_MAX: Duration = Duration::from_millis(250);
+
+/// How long after losing a link that worked attempts stay frequent; then
+/// the back-off doubles again up to [`BACKOFF_MAX`].
+pub const FAST_RECONNECT_FOR: Duration = Duration::from_secs(10);
+
+/// A link that lasted this long always resets the back-off when lost.
+pub const STABLE_SESSION: Duration = Duration::from_secs(10);
 
 /// A master that accepts but does not answer the Hello within this time is
 /// treated like one that cannot be reached.
@@ -48,28 +60,54 @@ pub(crate) struct Link {
     pub(crate) keepalive_ms: Option<u64>,
 }
 
-/// Exponential delays between connection attempts.
+/// Exponential delays between connection attempts, kept short for a while
+/// after a link that worked was lost.
 #[derive(Debug)]
 pub(crate) struct Backoff {
     next: Duration,
+    /// Until then, no delay exceeds [`FAST_RECONNECT_MAX`].
+    fast_until: Option<Instant>,
 }
 
 impl Backoff {
     /// Start at [`BACKOFF_MIN`].
     pub(crate) fn new() -> Self {
-        Backoff { next: BACKOFF_MIN }
+        Backoff {
+            next: BACKOFF_MIN,
+            fast_until: None,
+        }
     }
 
-    /// The delay to wait now; the following one doubles, up to the max.
-    pub(crate) fn next_delay(&mut self) -> Duration {
-        let delay = self.next;
-        self.next = (delay * 2).min(BACKOFF_MAX);
+    /// The delay to wait now (at `now`); the following one doubles, up to
+    /// [`FAST_RECONNECT_MAX`] within the fast window, else [`BACKOFF_MAX`].
+    pub(crate) fn next_delay(&mut self, now: Instant) -> Duration {
+        let cap = match self.fast_until {
+            Some(until) if now < until => FAST_RECONNECT_MAX,
+            _ => BACKOFF_MAX,
+        };
+        let delay = self.next.min(cap);
+        self.next = (delay * 2).min(cap);
         delay
     }
 
-    /// Back to the shortest delay, after a connection that worked.
-    pub(crate) fn reset(&mut self) {
+    /// Back to the shortest delay, with frequent attempts for
+    /// [`FAST_RECONNECT_FOR`] from `now`.
+    pub(crate) fn reset(&mut self, now: Instant) {
         self.next = BACKOFF_MIN;
+        self.fast_until = Some(now + FAST_RECONNECT_FOR);
+    }
+
+    /// A welcomed link that lasted `session` was lost at `now`. Reset, so
+    /// that the worker is back within a fraction of a second of a master
+    /// that restarted, however short the link was; but a link lost within
+    /// the fast window of the previous reset resets nothing unless it
+    /// lasted [`STABLE_SESSION`]: a master that welcomes and drops us at
+    /// once, again and again, meets the doubling back-off.
+    pub(crate) fn link_lost(&mut self, now: Instant, session: Duration) {
+        let in_window = self.fast_until.is_some_and(|until| now < until);
+        if session >= STABLE_SESSION || !in_window {
+            self.reset(now);
+        }
     }
 }
 
@@ -145,6 +183,9 @@ pub(crate) async fn pause(
 enum AttemptError {
     /// Worth trying again later (no master yet, master restarting).
     Retry(String),
+    /// The master refused us for a reason that may pass (a worker of our
+    /// name is connected): try again, and say so louder than a retry.
+    Refused(String),
     /// Trying again would give the same answer.
     Fatal(WorkerError),
 }
@@ -167,30 +208,41 @@ pub(crate) async fn connect_with_retry(
                     return Ok(Connected::Link(link, listed));
                 }
                 Err(AttemptError::Fatal(e)) => return Err(e),
-                Err(AttemptError::Retry(reason)) => reason,
+                Err(AttemptError::Retry(reason)) => Err(reason),
+                Err(AttemptError::Refused(reason)) => Ok(reason),
             },
             name = signals.recv() => {
                 info!("{name} received while connecting");
                 return Ok(Connected::Signalled);
             }
         };
-        let mut delay = backoff.next_delay();
+        let mut delay = backoff.next_delay(Instant::now());
         if let GiveUp::FirstConnection { started } = give_up {
             let waited = started.elapsed();
             if waited >= FIRST_CONNECT_WAIT {
-                return Err(WorkerError::Unreachable {
-                    socket: opts.master_socket.clone(),
-                    waited_s: waited.as_secs(),
-                    reason,
+                return Err(match reason {
+                    Ok(refusal) => WorkerError::Refused { reason: refusal },
+                    Err(reason) => WorkerError::Unreachable {
+                        socket: opts.master_socket.clone(),
+                        waited_s: waited.as_secs(),
+                        reason,
+                    },
                 });
             }
             delay = delay.min(FIRST_CONNECT_WAIT - waited);
         }
-        info!(
-            "cannot reach the master at {}: {reason}; retrying in {:.1} s",
-            opts.master_socket.display(),
-            delay.as_secs_f64()
-        );
+        match reason {
+            Ok(refusal) => warn!(
+                "the master refused this worker: {refusal} (is another worker running under the name `{}`?); trying again in {:.1} s",
+                opts.name,
+                delay.as_secs_f64()
+            ),
+            Err(reason) => info!(
+                "cannot reach the master at {}: {reason}; retrying in {:.1} s",
+                opts.master_socket.display(),
+                delay.as_secs_f64()
+            ),
+        }
         match pause(delay, give_up, signals, steps).await {
             Pause::Done => {}
             Pause::Signalled => return Ok(Connected::Signalled),
@@ -255,17 +307,22 @@ async fn attempt(opts: &WorkerOptions, running: &[RunningStep]) -> Result<Link, 
                 keepalive_ms,
             })
         }
-        HelloReply::Refused { reason } if refusal_is_transient(&reason) => {
-            Err(AttemptError::Retry(format!("refused: {reason}")))
+        HelloReply::Refused { reason, kind } if refusal_is_transient(kind, &reason) => {
+            Err(AttemptError::Refused(reason))
         }
-        HelloReply::Refused { reason } => Err(AttemptError::Fatal(WorkerError::Refused { reason })),
+        HelloReply::Refused { reason, .. } => {
+            Err(AttemptError::Fatal(WorkerError::Refused { reason }))
+        }
     }
 }
 
 /// A refusal because "this worker is already connected" comes from a master
-/// that still believes in our previous, dead link; it will notice soon.
-fn refusal_is_transient(reason: &str) -> bool {
-    reason.to_ascii_lowercase().contains(ALREADY_CONNECTED)
+/// that still believes in our previous, dead link (it will notice soon), or
+/// from a second worker of our name being connected (it may leave). Older
+/// masters send no kind: then the words tell.
+fn refusal_is_transient(kind: RefusalKind, reason: &str) -> bool {
+    kind == RefusalKind::AlreadyConnected
+        || (kind == RefusalKind::Other && reason.to_ascii_lowercase().contains(ALREADY_CONNECTED))
 }
 
 /// Open the socket; every failure to do so is worth a retry except a path
@@ -309,21 +366,65 @@ mod tests {
 
     #[test]
     fn backoff_doubles_up_to_the_max_and_resets() {
+        let t0 = Instant::now();
         let mut b = Backoff::new();
-        let delays: Vec<u128> = (0..10).map(|_| b.next_delay().as_millis()).collect();
+        let delays: Vec<u128> = (0..10).map(|_| b.next_delay(t0).as_millis()).collect();
         assert_eq!(
             delays,
             [100, 200, 400, 800, 1600, 3200, 5000, 5000, 5000, 5000]
         );
-        b.reset();
-        assert_eq!(b.next_delay(), BACKOFF_MIN);
+        b.reset(t0);
+        assert_eq!(b.next_delay(t0), BACKOFF_MIN);
+    }
+
+    #[test]
+    fn after_a_lost_link_attempts_stay_frequent_for_a_while() {
+        let t0 = Instant::now();
+        let mut b = Backoff::new();
+        for _ in 0..10 {
+            b.next_delay(t0);
+        }
+        b.reset(t0);
+        let soon = t0 + FAST_RECONNECT_FOR - Duration::from_millis(1);
+        let delays: Vec<u128> = (0..6).map(|_| b.next_delay(soon).as_millis()).collect();
+        assert_eq!(delays, [100, 200, 250, 250, 250, 250]);
+        let later = t0 + FAST_RECONNECT_FOR;
+        let delays: Vec<u128> = (0..6).map(|_| b.next_delay(later).as_millis()).collect();
+        assert_eq!(delays, [250, 500, 1000, 2000, 4000, 5000]);
+    }
+
+    #[test]
+    fn short_links_lost_again_and_again_meet_the_back_off() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let mut b = Backoff::new();
+        // A first short link: reset.
+        b.link_lost(t0, ms(50));
+        assert_eq!(b.next_delay(t0), ms(100));
+        assert_eq!(b.next_delay(t0), ms(200));
+        // Another one lost in the window: no reset; the window still caps.
+        b.link_lost(t0 + ms(400), ms(50));
+        assert_eq!(b.next_delay(t0 + ms(400)), ms(250));
+        // Past the window the delays double again.
+        let later = t0 + FAST_RECONNECT_FOR + ms(1);
+        assert_eq!(b.next_delay(later), ms(250));
+        assert_eq!(b.next_delay(later), ms(500));
+        // A long link resets even in a window.
+        b.reset(later);
+        b.link_lost(later + ms(1), STABLE_SESSION);
+        assert_eq!(b.next_delay(later + ms(1)), ms(100));
     }
 
     #[test]
     fn only_already_connected_refusals_are_retried() {
+        assert!(refusal_is_transient(RefusalKind::AlreadyConnected, "w1"));
         assert!(refusal_is_transient(
+            RefusalKind::Other,
             "worker w1 is Already Connected (pid 42)"
         ));
-        assert!(!refusal_is_transient("bad secret for worker w1"));
+        assert!(!refusal_is_transient(
+            RefusalKind::WrongSecret,
+            "bad secret for worker w1"
+        ));
     }
 }

@@ -77,7 +77,7 @@ impl Guard {
             || {
                 Command::new(exe)
                     // What `ps` shows; the flag alone makes it a guard.
-                    .arg0("bbworker-guard")
+                    .arg0(super::cli::GUARD_ARGV0)
                     // Hold no directory busy.
                     .current_dir("/")
                     .arg(GUARD_FLAG)

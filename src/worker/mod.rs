@@ -14,6 +14,7 @@
 //! (build, step) key.
 
 pub mod args;
+pub mod cli;
 mod connection;
 mod group;
 pub mod guard;
@@ -36,7 +37,10 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tracing::info;
 
-pub use connection::{BACKOFF_MAX, BACKOFF_MIN, FIRST_CONNECT_WAIT};
+pub use connection::{
+    BACKOFF_MAX, BACKOFF_MIN, FAST_RECONNECT_FOR, FAST_RECONNECT_MAX, FIRST_CONNECT_WAIT,
+    STABLE_SESSION,
+};
 pub use keepalive::{DEFAULT_KEEPALIVE, MISSED_INTERVALS};
 pub use output::CHUNK_SIZE;
 pub use runner::{OUTPUT_DRAIN_LIMIT, STOP_GRACE};
@@ -149,10 +153,6 @@ pub enum WorkerError {
     Signals(std::io::Error),
 }
 
-/// A session shorter than this does not reset the reconnect backoff, so a
-/// master that accepts and drops us at once is not hammered.
-const STABLE_SESSION: Duration = Duration::from_secs(10);
-
 /// Run a worker until the master says Goodbye, a shutdown signal arrives,
 /// or (with `orphan_timeout`) it has been alone and idle long enough: all
 /// `Ok`. Errors are the cases where trying again cannot help, or the
@@ -227,10 +227,8 @@ pub async fn run(opts: WorkerOptions) -> Result<(), WorkerError> {
             },
             None => GiveUp::Never,
         };
-        if connected.elapsed() >= STABLE_SESSION {
-            backoff.reset();
-        }
-        let delay = backoff.next_delay();
+        backoff.link_lost(Instant::now(), connected.elapsed());
+        let delay = backoff.next_delay(Instant::now());
         info!(
             held = steps.held().len(),
             "lost the connection to the master; reconnecting in {:.1} s",

@@ -4,7 +4,9 @@ use std::time::{Duration, Instant};
 
 use super::WorkerError;
 use super::fake_master::{FakeMaster, finished, step};
-use crate::protocol::{HelloReply, MasterToWorker, StepEnd, WorkerToMaster, write_msg};
+use crate::protocol::{
+    HelloReply, MasterToWorker, RefusalKind, StepEnd, WorkerToMaster, write_msg,
+};
 
 #[tokio::test]
 async fn runs_a_step_then_exits_on_goodbye() {
@@ -65,9 +67,7 @@ async fn refusal_is_an_error_with_the_reason() {
     let master = FakeMaster::new();
     let worker = master.spawn_worker();
     let mut conn = master.accept().await;
-    let refused = HelloReply::Refused {
-        reason: "bad secret for worker w1".to_string(),
-    };
+    let refused = HelloReply::refused(RefusalKind::WrongSecret, "bad secret for worker w1");
     write_msg(&mut conn.w, &refused).await.expect("refuse");
     let err = finished(worker).await.expect_err("refused");
     assert!(matches!(err, WorkerError::Refused { .. }));
@@ -96,9 +96,7 @@ async fn already_connected_refusal_is_retried() {
     let master = FakeMaster::new();
     let worker = master.spawn_worker();
     let mut conn = master.accept().await;
-    let refused = HelloReply::Refused {
-        reason: "worker w1 is already connected".to_string(),
-    };
+    let refused = HelloReply::refused(RefusalKind::AlreadyConnected, "worker w1 is here");
     write_msg(&mut conn.w, &refused).await.expect("refuse");
     drop(conn);
     let mut conn = master.welcome().await;

@@ -535,7 +535,22 @@ fn a_second_live_worker_with_the_same_name_is_refused() {
         &m.path().join("w1.secret"),
         &m.path().join("second"),
     );
-    second.wait_stderr("already connected", WAIT);
+    // It is told why, and says so (with a back-off, not a silent spin);
+    // the master's log says "already connected", not an authentication
+    // failure.
+    let told = second.wait_stderr("already connected", WAIT);
+    assert!(
+        told.contains("the master refused this worker") && told.contains("trying again in"),
+        "{told}"
+    );
+    wait_until("the master's log of the refusal", WAIT, || {
+        m.stderr().contains("worker refused: already connected")
+    });
+    assert!(
+        !m.stderr().contains("authentication failed"),
+        "{}",
+        m.stderr()
+    );
     assert!(connected(&m, "w1"));
 
     let out = m.bbctl_code(&["force-build", "b", "--follow"], 0);

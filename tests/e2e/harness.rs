@@ -61,8 +61,9 @@ pub fn command(exe: &str) -> Command {
     for var in STRAY_ENV {
         cmd.env_remove(var);
     }
+    // Local workers run from the master's own executable, as for users.
     cmd.env("NO_COLOR", "1")
-        .env("BBMASTER_WORKER_EXE", BBWORKER)
+        .env_remove("BBMASTER_WORKER_EXE")
         .stdin(Stdio::null());
     cmd
 }
@@ -220,6 +221,8 @@ pub fn processes_using(dir: &Path) -> Vec<(i32, String)> {
 pub struct Master {
     /// The temp dir: config, state dir (`s/`), markers, logs of the run.
     pub dir: TempDir,
+    /// The `bbmaster` executable to run.
+    exe: PathBuf,
     child: Option<Child>,
     config: Option<PathBuf>,
     starts: u32,
@@ -254,6 +257,18 @@ impl Master {
         Master::launch(dir, Some(path))
     }
 
+    /// Start a master on the embedded default from a copy of `bbmaster`
+    /// alone in `<dir>/bin/` (no `bbworker` beside it), as after
+    /// `cargo run --release --bin bbmaster` on a fresh clone.
+    pub fn start_default_alone() -> Master {
+        let dir = temp_dir();
+        let bin = dir.path().join("bin");
+        fs::create_dir(&bin).expect("cannot create bin/");
+        let exe = bin.join("bbmaster");
+        fs::copy(BBMASTER, &exe).expect("cannot copy bbmaster");
+        Master::launch_exe(dir, None, exe)
+    }
+
     /// Like [`Master::start`], with extra variables in the master's
     /// environment (which its local workers inherit).
     pub fn start_with_env(config: &str, env: &[(&str, &str)]) -> Master {
@@ -265,26 +280,32 @@ impl Master {
         )
         .expect("cannot write the config");
         let mut master = Master {
-            dir,
-            child: None,
-            config: Some(path),
-            starts: 0,
+            exe: PathBuf::from(BBMASTER),
             env: env
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            dir,
+            child: None,
+            config: Some(path),
+            starts: 0,
         };
         master.spawn();
         master
     }
 
     fn launch(dir: TempDir, config: Option<PathBuf>) -> Master {
+        Master::launch_exe(dir, config, PathBuf::from(BBMASTER))
+    }
+
+    fn launch_exe(dir: TempDir, config: Option<PathBuf>, exe: PathBuf) -> Master {
         let mut master = Master {
+            exe,
+            env: Vec::new(),
             dir,
             child: None,
             config,
             starts: 0,
-            env: Vec::new(),
         };
         master.spawn();
         master
@@ -305,7 +326,7 @@ impl Master {
 
     /// A `bbmaster` command line for this fixture's state dir and config.
     pub fn master_command(&self) -> Command {
-        let mut cmd = command(BBMASTER);
+        let mut cmd = command(&self.exe.to_string_lossy());
         cmd.arg("--state-dir").arg(self.state_dir());
         if let Some(config) = &self.config {
             cmd.arg("--config").arg(config);

@@ -204,7 +204,7 @@ impl Peer {
         match self.frame() {
             None => Answer::Closed,
             Some(body) => match decode::<HelloReply>(&body) {
-                Ok(HelloReply::Refused { reason }) => Answer::Refused(reason),
+                Ok(HelloReply::Refused { reason, .. }) => Answer::Refused(reason),
                 Ok(HelloReply::Welcome { .. }) => Answer::Welcome,
                 Err(e) => panic!(
                     "{}: the master sent a frame that is no HelloReply: {e}",

@@ -97,6 +97,7 @@ fn shapes() -> Vec<(&'static str, Value)> {
                 "workers": [{
                     "name": "string", "connected": "bool", "local": "bool", "draining": "bool",
                     "max_builds": "int", "builders": ["string"], "running_builds": ["int"],
+                    "last_error": "string|null",
                 }],
                 "running": [{
                     "build": "int", "request": "int", "builder": "string", "worker": "string",
@@ -163,7 +164,7 @@ fn shapes() -> Vec<(&'static str, Value)> {
             json!([stamp(json!({
                 "name": "string", "connected": "bool", "local": "bool", "draining": "bool",
                 "max_builds": "int", "builders": ["string"], "running_builds": ["int"],
-                "connected_since_ms": "int|null", "last_seen_ms": "int|null",
+                "last_error": "string|null", "connected_since_ms": "int|null", "last_seen_ms": "int|null",
                 "software": "string|null", "host": "string|null", "pid": "int|null",
             }))]),
         ),

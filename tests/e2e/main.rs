@@ -18,6 +18,7 @@ mod operator;
 mod reload;
 mod reload_regression;
 mod retention;
+mod startup;
 mod transfer;
 mod untrusted;
 mod watch;

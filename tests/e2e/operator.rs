@@ -204,7 +204,7 @@ fn workers_json_details() {
     assert_eq!(local["host"], host.trim(), "{workers}");
     assert_eq!(
         local["software"],
-        format!("bbctl-suite {}", env!("CARGO_PKG_VERSION")),
+        format!("bbworker {}", env!("CARGO_PKG_VERSION")),
         "{workers}"
     );
     let since = local["connected_since_ms"].as_u64().expect("a time");

@@ -101,10 +101,27 @@ fn print_status(ctx: &Ctx, s: &StatusReply) -> io::Result<()> {
             w.builders.join(", "),
         ]);
     }
+    // Why an offline local worker is not there (the table holds one line each).
+    let problems: Vec<String> = s
+        .workers
+        .iter()
+        .filter(|w| !w.connected)
+        .filter_map(|w| {
+            let why = w.last_error.as_deref()?;
+            Some(format!(
+                "worker {}: {}",
+                w.name,
+                crate::untrusted::escape(why)
+            ))
+        })
+        .collect();
     if s.workers.is_empty() {
         writeln!(out, "no workers")?;
     } else {
         workers.print(&mut out, style)?;
+    }
+    for line in problems {
+        writeln!(out, "{line}")?;
     }
     Ok(())
 }

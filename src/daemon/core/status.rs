@@ -74,6 +74,7 @@ impl Core {
                     .map(|b| b.def.name.clone())
                     .collect(),
                 running_builds: w.running.iter().copied().collect(),
+                last_error: None,
             })
             .collect()
     }
