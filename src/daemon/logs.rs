@@ -19,31 +19,129 @@ pub fn step_log_path(logs: &Path, build: BuildId, step: StepIndex) -> PathBuf {
     logs.join(build.to_string()).join(format!("{step}.log"))
 }
 
+/// Where a state dir keeps its space reserve: a file of
+/// [`RESERVE_SIZE`] bytes, given up when a log write finds the disk full so
+/// that the marker line and the build's end can still be written.
+pub fn reserve_path(logs: &Path) -> PathBuf {
+    logs.parent().unwrap_or(logs).join("space.reserve")
+}
+
+/// Size of the space reserve: room for a marker line and many store
+/// transactions.
+pub const RESERVE_SIZE: usize = 256 * 1024;
+
+/// Create the space reserve if it is missing (best effort: a disk with no
+/// room for it gets none, and the next log to open tries again).
+pub fn ensure_reserve(logs: &Path) {
+    let path = reserve_path(logs);
+    if path.exists() {
+        return;
+    }
+    let tmp = path.with_extension("reserve.tmp");
+    let made = File::create(&tmp)
+        .and_then(|mut f| {
+            f.write_all(&vec![0u8; RESERVE_SIZE])
+                .and_then(|()| f.sync_all())
+        })
+        .and_then(|()| std::fs::rename(&tmp, &path));
+    if let Err(e) = made {
+        let _ = std::fs::remove_file(&tmp);
+        tracing::debug!("cannot create the space reserve {}: {e}", path.display());
+    }
+}
+
+/// Give up the space reserve; true if there was one.
+pub fn release_reserve(logs: &Path) -> bool {
+    std::fs::remove_file(reserve_path(logs)).is_ok()
+}
+
+/// Words for a failed output write: "disk full" or "I/O error", then the
+/// operating system's message.
+pub fn write_failure(e: &io::Error) -> String {
+    if e.kind() == io::ErrorKind::StorageFull || e.raw_os_error() == Some(28) {
+        format!("disk full ({e})")
+    } else if e.kind() == io::ErrorKind::QuotaExceeded {
+        format!("disk quota exceeded ({e})")
+    } else {
+        format!("I/O error ({e})")
+    }
+}
+
+/// The line a log gets where its output was lost.
+pub fn lost_marker(reason: &str) -> String {
+    format!("\n[bbmaster: output lost from here: {reason}]\n")
+}
+
 /// An open step log being appended to.
 pub struct StepLogWriter {
     file: File,
+    path: PathBuf,
     written: u64,
     /// `max_log_size`: output past it is dropped, and the log says so once.
     cap: u64,
     truncated: bool,
+    /// Why output was lost (a write failed): nothing more is written, and
+    /// the step must not end as a success.
+    lost: Option<String>,
+    /// The lost marker is in the file.
+    marked: bool,
 }
 
 impl StepLogWriter {
     /// Open (creating it and its directory) the log of one step for
-    /// appending, keeping at most `cap` bytes of output.
+    /// appending, keeping at most `cap` bytes of output. The log of a
+    /// resumed step may exist: its length is what the master has.
     pub fn open(logs: &Path, build: BuildId, step: StepIndex, cap: u64) -> io::Result<Self> {
+        Self::open_with(logs, build, step, cap, false)
+    }
+
+    /// Create the log of a step just started: a file that exists already
+    /// belongs to another build (a reused id) and is never appended to.
+    pub fn create_new(logs: &Path, build: BuildId, step: StepIndex, cap: u64) -> io::Result<Self> {
+        Self::open_with(logs, build, step, cap, true)
+    }
+
+    fn open_with(
+        logs: &Path,
+        build: BuildId,
+        step: StepIndex,
+        cap: u64,
+        new: bool,
+    ) -> io::Result<Self> {
         let path = step_log_path(logs, build, step);
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
         }
-        let file = OpenOptions::new().create(true).append(true).open(&path)?;
+        let mut options = OpenOptions::new();
+        options.append(true);
+        if new {
+            options.create_new(true);
+        } else {
+            options.create(true);
+        }
+        let file = options.open(&path).map_err(|e| {
+            if e.kind() == io::ErrorKind::AlreadyExists {
+                io::Error::new(
+                    e.kind(),
+                    format!(
+                        "the log {} of this new build exists already (a build id used before); not appending to it",
+                        path.display()
+                    ),
+                )
+            } else {
+                e
+            }
+        })?;
         let written = file.metadata()?.len();
         Ok(StepLogWriter {
             file,
+            path,
             written,
             cap,
             // The marker goes past the cap, so a full log is known as such.
             truncated: written > cap,
+            lost: None,
+            marked: false,
         })
     }
 
@@ -52,11 +150,21 @@ impl StepLogWriter {
         self.truncated
     }
 
+    /// Why output was lost, if it was: a write failed.
+    pub fn lost(&self) -> Option<&str> {
+        self.lost.as_deref()
+    }
+
     /// Add a chunk of output that starts at byte `offset` of the step's
     /// output. Bytes the file already has are skipped, so a worker that
     /// resends after a reconnect never doubles the log; a chunk that would
-    /// leave a gap is refused.
+    /// leave a gap is refused. A failed write (disk full, I/O error) cuts
+    /// the file back to the bytes counted, marks the log and drops the rest
+    /// of the output: see [`StepLogWriter::lost`].
     pub fn append_at(&mut self, offset: u64, data: &[u8]) -> io::Result<()> {
+        if self.lost.is_some() {
+            return Ok(());
+        }
         let end = offset.checked_add(data.len() as u64).ok_or_else(|| {
             io::Error::new(io::ErrorKind::InvalidData, "output offset out of range")
         })?;
@@ -79,19 +187,93 @@ impl StepLogWriter {
         let fresh = &data[skip..];
         let room = self.cap.saturating_sub(self.written) as usize;
         if fresh.len() <= room {
-            self.file.write_all(fresh)?;
+            if let Err(e) = self.file.write_all(fresh) {
+                return Err(self.failed(&e));
+            }
             self.written = end;
             return Ok(());
         }
-        self.file.write_all(&fresh[..room])?;
         let marker = format!(
             "\n[bbmaster: output truncated at {} bytes (max_log_size)]\n",
             self.cap
         );
-        self.file.write_all(marker.as_bytes())?;
+        let cut = self
+            .file
+            .write_all(&fresh[..room])
+            .and_then(|()| self.file.write_all(marker.as_bytes()));
+        if let Err(e) = cut {
+            return Err(self.failed(&e));
+        }
         self.written = self.cap + marker.len() as u64;
         self.truncated = true;
         Ok(())
+    }
+
+    /// A write failed: put the file back to the bytes counted (a partial
+    /// write must not leave the count behind the file), remember why, and
+    /// mark the log. Returns the error to report.
+    fn failed(&mut self, e: &io::Error) -> io::Error {
+        let reason = write_failure(e);
+        if let Err(cut) = self.file.set_len(self.written) {
+            tracing::warn!(
+                "cannot cut {} back after a failed write: {cut}",
+                self.path.display()
+            );
+        }
+        self.lose(&reason);
+        io::Error::new(e.kind(), format!("output lost: {reason}"))
+    }
+
+    /// Record that output from here on is lost, for `reason`, and put the
+    /// marker line in the log (once). On a full disk the space reserve is
+    /// given up first; failing that, the log is cut back just enough for
+    /// the marker, which must be there.
+    pub fn lose(&mut self, reason: &str) {
+        if self.lost.is_none() {
+            self.lost = Some(reason.to_string());
+        }
+        if self.marked {
+            return;
+        }
+        let marker = lost_marker(reason);
+        let logs = self
+            .path
+            .parent()
+            .and_then(Path::parent)
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        let mut tries = 0;
+        loop {
+            match self.file.write_all(marker.as_bytes()) {
+                Ok(()) => {
+                    self.written += marker.len() as u64;
+                    self.marked = true;
+                    return;
+                }
+                Err(e) => {
+                    let _ = self.file.set_len(self.written);
+                    tries += 1;
+                    if tries == 1 && release_reserve(&logs) {
+                        tracing::warn!(
+                            "the disk under {} is full: gave up the space reserve",
+                            logs.display()
+                        );
+                        continue;
+                    }
+                    if tries <= 2 {
+                        // Room for the marker out of the output's last bytes.
+                        self.written = self.written.saturating_sub(2 * marker.len() as u64);
+                        let _ = self.file.set_len(self.written);
+                        continue;
+                    }
+                    tracing::error!(
+                        "cannot mark the log {} as cut short: {e}",
+                        self.path.display()
+                    );
+                    return;
+                }
+            }
+        }
     }
 
     /// Bytes in the file so far.

@@ -148,6 +148,7 @@ pub async fn run(opts: MasterOptions) -> Result<(), DaemonError> {
     let _lock = lock::StateLock::acquire(&layout.state_dir)?;
     let logs_dir = logs::logs_dir(&layout.state_dir);
     std::fs::create_dir_all(&logs_dir).map_err(io_err("cannot create", &logs_dir))?;
+    logs::ensure_reserve(&logs_dir);
 
     let db = layout.state_dir.join("master.db");
     let mut store = store::Store::open(&db)?;

@@ -18,11 +18,12 @@ use tracing::{debug, warn};
 use crate::daemon::actor::{Command, LinkCmd, LinkMeta, Notice};
 use crate::daemon::core::LinkId;
 use crate::daemon::limits::Limits;
-use crate::daemon::logs::StepLogWriter;
+use crate::daemon::logs::{self, StepLogWriter};
 use crate::daemon::transfer::Transfers;
 use crate::paths::now_ms;
 use crate::protocol::{
-    self, BuildId, FrameError, Hello, HelloReply, MasterToWorker, RefusalKind, Role, StepIndex,
+    self, BuildId, FrameError, Hello, HelloReply, MasterToWorker, RefusalKind, Role, StepEnd,
+    StepIndex,
     WorkerToMaster,
 };
 use interprocess::local_socket::traits::StreamCommon as _;
@@ -202,6 +203,64 @@ async fn refuse<W: AsyncWrite + Unpin>(wr: &mut W, link: LinkId, reason: &str) {
     let _ = protocol::write_msg(wr, &HelloReply::refused(RefusalKind::Other, reason)).await;
 }
 
+/// The log of one step given to a link.
+#[derive(Default)]
+struct StepLog {
+    /// Opened on the first output.
+    writer: Option<StepLogWriter>,
+    /// Started by this master (not resumed): its log must not exist yet.
+    new: bool,
+    /// Output lost before a writer could take it (the log cannot be
+    /// opened): the step cannot end as a success.
+    lost: Option<String>,
+}
+
+impl StepLog {
+    /// The open writer, opening the log on first use; `None` (and the
+    /// loss recorded) if it cannot be opened.
+    fn writer(
+        &mut self,
+        dir: &std::path::Path,
+        build: BuildId,
+        step: StepIndex,
+        cap: u64,
+    ) -> Option<&mut StepLogWriter> {
+        if self.writer.is_none() && self.lost.is_none() {
+            let opened = if self.new {
+                StepLogWriter::create_new(dir, build, step, cap)
+            } else {
+                StepLogWriter::open(dir, build, step, cap)
+            };
+            match opened {
+                Ok(w) => {
+                    // Room to record the end of a build whose log fills
+                    // the disk; made again here once space came back.
+                    logs::ensure_reserve(dir);
+                    self.writer = Some(w);
+                }
+                Err(e) => {
+                    warn!("cannot open the log of build {build} step {step}: {e}");
+                    self.lost = Some(if e.kind() == std::io::ErrorKind::AlreadyExists {
+                        e.to_string()
+                    } else {
+                        logs::write_failure(&e)
+                    });
+                }
+            }
+        }
+        self.writer.as_mut()
+    }
+
+    /// Why output was lost, if it was.
+    fn lost(&self) -> Option<String> {
+        self.lost.clone().or_else(|| {
+            self.writer
+                .as_ref()
+                .and_then(|w| w.lost().map(str::to_string))
+        })
+    }
+}
+
 /// An authenticated worker connection.
 struct Link {
     id: LinkId,
@@ -210,7 +269,7 @@ struct Link {
     notices: broadcast::Sender<Arc<Notice>>,
     logs: PathBuf,
     /// Steps given to this link and not yet ended, with their open logs.
-    open: HashMap<(BuildId, StepIndex), Option<StepLogWriter>>,
+    open: HashMap<(BuildId, StepIndex), StepLog>,
     /// Ping interval; a worker silent for three of them is lost.
     keepalive: Duration,
     /// When we last heard from the worker, for `bbctl workers`.
@@ -278,11 +337,11 @@ impl Link {
                         let mut follow = Vec::new();
                         match &msg {
                             MasterToWorker::StartStep(a) => {
-                                self.open.insert((a.build, a.step), None);
+                                self.open.insert((a.build, a.step), StepLog { new: true, ..StepLog::default() });
                                 follow = self.transfers.on_start(a.build, a.step, &a.action);
                             }
                             MasterToWorker::Resume { build, step, .. } => {
-                                self.open.insert((*build, *step), None);
+                                self.open.insert((*build, *step), StepLog::default());
                             }
                             _ => {}
                         }
@@ -428,27 +487,37 @@ impl Link {
                         "output for build {build} step {step}, which this worker was not given"
                     ));
                 };
-                if slot.is_none() {
-                    match StepLogWriter::open(&self.logs, build, step, self.limits.max_log_size) {
-                        Ok(w) => *slot = Some(w),
-                        Err(e) => warn!("cannot open log of build {build} step {step}: {e}"),
-                    }
-                }
-                if let Some(writer) = slot
+                if let Some(writer) = slot.writer(&self.logs, build, step, self.limits.max_log_size)
                     && let Err(e) = writer.append_at(offset, &data)
                 {
-                    warn!("cannot write log of build {build} step {step}: {e}");
+                    warn!("cannot write the log of build {build} step {step}: {e}");
                 }
                 let _ = self.notices.send(Arc::new(Notice::Output { build, step }));
                 Ok(())
             }
             WorkerToMaster::StepEnded { build, step, end } => {
-                if self.open.remove(&(build, step)).is_none() {
+                let Some(mut log) = self.open.remove(&(build, step)) else {
                     return Err(format!(
                         "end of build {build} step {step}, which this worker was not given"
                     ));
+                };
+                let mut end = self.transfers.on_step_end((build, step), end);
+                if let StepEnd::OutputLost { error } = &end {
+                    // Lost on the worker's side: the log says where.
+                    if let Some(writer) =
+                        log.writer(&self.logs, build, step, self.limits.max_log_size)
+                    {
+                        writer.lose(&format!("on the worker: {error}"));
+                    }
+                } else if let Some(error) = log.lost() {
+                    end = StepEnd::OutputLost {
+                        error: format!("cannot write the log on the master: {error}"),
+                    };
                 }
-                let end = self.transfers.on_step_end((build, step), end);
+                if let StepEnd::OutputLost { error } = &end {
+                    warn!(build, step, "the step's output was lost: {error}");
+                    let _ = self.notices.send(Arc::new(Notice::Output { build, step }));
+                }
                 let _ = self
                     .master
                     .send(Command::StepEnded {

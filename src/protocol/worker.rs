@@ -275,6 +275,14 @@ pub enum StepEnd {
         /// Why, in words.
         error: String,
     },
+    /// Output was lost on the way to the log (the worker's spool or the
+    /// master's log could not be written: disk full, I/O error). The step
+    /// may have run to its end, but its build cannot be a success with a
+    /// log shorter than what the step printed.
+    OutputLost {
+        /// Why, naming the cause ("disk full ...", "I/O error ...").
+        error: String,
+    },
 }
 
 /// A step a reconnecting worker still holds: running, or ended with its

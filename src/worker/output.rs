@@ -129,10 +129,14 @@ fn pump(
             return;
         }
         let written = spool.append(&buf[..n]);
+        let lost = spool.lost();
         progress.send_if_modified(|p| {
-            let grew = p.written != written;
+            let changed = p.written != written || (p.lost.is_none() && lost.is_some());
             p.written = written;
-            grew
+            if p.lost.is_none() {
+                p.lost = lost.map(str::to_string);
+            }
+            changed
         });
         drop(gate);
     }

@@ -120,7 +120,12 @@ async fn execute(
     if let Some(pid) = pgid {
         super::reaper::forget_own(pid);
     }
-    end
+    // A step whose output could not all be spooled cannot be a success.
+    let lost = progress.borrow().lost.clone();
+    match lost {
+        Some(error) => StepEnd::OutputLost { error },
+        None => end,
+    }
 }
 
 /// Refuse builder names that would escape `dir`, then create the work dir.

@@ -63,6 +63,21 @@ pub(crate) struct Progress {
     pub(crate) written: u64,
     /// Set once the process has ended and its output is all spooled.
     pub(crate) end: Option<StepEnd>,
+    /// Set when a spool write failed (disk full, I/O error): output from
+    /// `written` on is lost, and the step ends `output_lost`.
+    pub(crate) lost: Option<String>,
+}
+
+/// Words for a failed spool write, naming the cause.
+pub(crate) fn write_failure(e: &std::io::Error, path: &Path) -> String {
+    let cause = if e.kind() == ErrorKind::StorageFull || e.raw_os_error() == Some(28) {
+        "disk full"
+    } else if e.kind() == ErrorKind::QuotaExceeded {
+        "disk quota exceeded"
+    } else {
+        "I/O error"
+    };
+    format!("{cause} writing the spool {} ({e})", path.display())
 }
 
 /// The line appended once when the output goes past the cap.
@@ -79,8 +94,8 @@ pub(crate) struct SpoolWriter {
     limit: u64,
     /// The cap was reached and the notice written (or attempted).
     truncated: bool,
-    /// A write failed (disk full...): nothing more is written.
-    failed: bool,
+    /// A write failed (disk full...), and why: nothing more is written.
+    failed: Option<String>,
 }
 
 impl SpoolWriter {
@@ -98,15 +113,20 @@ impl SpoolWriter {
             written: 0,
             limit,
             truncated: false,
-            failed: false,
+            failed: None,
         })
+    }
+
+    /// Why output was lost, once a write failed.
+    pub(crate) fn lost(&self) -> Option<&str> {
+        self.failed.as_deref()
     }
 
     /// Append `data`, keeping to the cap; returns the bytes now in the file.
     /// Past the cap the notice is appended once and the rest dropped; after a
     /// write error everything is dropped (the step goes on regardless).
     pub(crate) fn append(&mut self, data: &[u8]) -> u64 {
-        if self.truncated || self.failed {
+        if self.truncated || self.failed.is_some() {
             return self.written;
         }
         let room = usize::try_from(self.limit - self.written).unwrap_or(usize::MAX);
@@ -147,10 +167,10 @@ impl SpoolWriter {
 
     fn fail(&mut self, e: &std::io::Error) -> bool {
         warn!(
-            "cannot write the step's output to {}: {e}; dropping the rest",
+            "cannot write the step's output to {}: {e}; dropping the rest (the step will end output_lost)",
             self.path.display()
         );
-        self.failed = true;
+        self.failed = Some(write_failure(e, &self.path));
         false
     }
 }

@@ -19,6 +19,7 @@ mod reload;
 mod reload_regression;
 mod retention;
 mod startup;
+mod storage;
 mod transfer;
 mod untrusted;
 mod watch;

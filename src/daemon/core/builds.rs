@@ -520,5 +520,8 @@ fn step_outcome(end: &StepEnd, stopping: Option<&str>) -> (StepResult, Option<St
             StepResult::Failure,
             Some(format!("transfer failed: {error}")),
         ),
+        StepEnd::OutputLost { error } => {
+            (StepResult::Exception, Some(format!("output lost: {error}")))
+        }
     }
 }

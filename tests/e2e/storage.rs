@@ -1,0 +1,166 @@
+//! Storage faults while output is written (docs/durability.md): a full
+//! disk under the master's state dir or under the worker's dir ends the
+//! build `exception` naming the cause, with a marker in the log, never
+//! `success` with a shorter log; when space returns new builds work. Also
+//! the start checks on the state dir (logs ahead of the database, a
+//! corrupt database) and leftover partial files.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::harness::{EXIT_TIMEOUT, Master, start_worker_in, wait_until};
+
+/// How long a build's end may take.
+const WAIT: Duration = Duration::from_secs(30);
+
+/// A master with one remote worker `w1` and two builders: `big` prints
+/// `big` bytes, `small` prints one line.
+fn config(big: u64) -> String {
+    format!(
+        r#"
+[master]
+max_log_size = "64MB"
+
+[[worker]]
+name = "w1"
+secret_file = "@DIR@/w1.secret"
+
+[[builder]]
+name = "big"
+workers = ["w1"]
+  [[builder.step]]
+  name = "s"
+  shell = "head -c {big} /dev/zero | tr '\\0' x; echo; echo done"
+
+[[builder]]
+name = "small"
+workers = ["w1"]
+  [[builder.step]]
+  name = "s"
+  shell = "echo small output"
+"#
+    )
+}
+
+/// Unmounts a tmpfs when dropped (lazily, so a leftover process cannot
+/// keep it busy).
+struct Tmpfs(PathBuf);
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// Mount a tmpfs of `size` on `dir` (created), or `None` (and a SKIPPED
+/// line) where that is not allowed (not root).
+pub fn mount_tmpfs(dir: &Path, size: &str, test: &str) -> Option<impl Drop> {
+    fs::create_dir_all(dir).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+        .arg(dir)
+        .stderr(std::process::Stdio::null())
+        .status();
+    if !mounted.is_ok_and(|s| s.success()) {
+        println!("SKIPPED {test}: cannot mount a tmpfs here (not root?)");
+        eprintln!("SKIPPED {test}: cannot mount a tmpfs here (not root?)");
+        return None;
+    }
+    Some(Tmpfs(dir.to_path_buf()))
+}
+
+/// Wait (bounded) until build `id` has a result; its `builds --json` entry.
+pub fn wait_finished(m: &Master, id: u64) -> Value {
+    let mut found = Value::Null;
+    wait_until(&format!("build {id} to finish"), WAIT, || {
+        let v = m.bbctl_json(&["builds", "--limit", "1000"]);
+        match v.as_array().unwrap().iter().find(|b| b["id"] == id) {
+            Some(b) if !b["result"].is_null() => {
+                found = b.clone();
+                true
+            }
+            _ => false,
+        }
+    });
+    found
+}
+
+/// Run `builder` to its end; its `builds --json` entry and its log.
+fn run(m: &Master, builder: &str) -> (Value, String) {
+    let id = m.force_build(builder);
+    let b = wait_finished(m, id);
+    let log = m.bbctl_ok(&["log", &id.to_string()]);
+    (b, log)
+}
+
+/// A step prints more than the master's state dir can hold: the build is
+/// `exception` naming "disk full", the log ends with the marker line, the
+/// master keeps running, and once space is freed a new build succeeds.
+#[test]
+fn a_full_disk_under_the_master_ends_the_build_as_exception_with_a_marker() {
+    let mut m = Master::start_with_files(&config(8_000_000), &[("w1.secret", "w1-secret\n")]);
+    m.bbctl_code(&["shutdown"], 0);
+    m.wait_exit(EXIT_TIMEOUT);
+    let state = m.state_dir();
+    let Some(_tmpfs) = mount_tmpfs(&state, "4m", "a_full_disk_under_the_master...") else {
+        return;
+    };
+    m.spawn();
+    let _worker = start_worker_in(&m, "w1", &m.path().join("w1.secret"), &m.path().join("w"));
+    let (b, log) = run(&m, "big");
+    assert_eq!(b["result"], "exception", "{b}");
+    let reason = b["reason"].as_str().unwrap_or("");
+    assert!(reason.contains("disk full"), "{b}");
+    assert!(
+        log.contains("[bbmaster: output lost from here: disk full"),
+        "no marker at the end of a {}-byte log: ...{}",
+        log.len(),
+        &log[log.len().saturating_sub(300)..]
+    );
+    assert!(!log.contains("done"), "the log has the step's end");
+
+    // The operator frees space; nothing else is needed.
+    fs::remove_dir_all(state.join("logs").join("1")).unwrap();
+    let (b, log) = run(&m, "small");
+    assert_eq!(b["result"], "success", "{b}");
+    assert_eq!(log, "small output\n");
+    m.bbctl_code(&["shutdown"], 0);
+    m.wait_exit(EXIT_TIMEOUT);
+}
+
+/// A step prints more than the worker's dir can hold: the build is
+/// `exception` naming "disk full" on the worker, the master's log has the
+/// marker, and the next build (the spool freed) succeeds.
+#[test]
+fn a_full_disk_under_the_worker_ends_the_build_as_exception_with_a_marker() {
+    let mut m = Master::start_with_files(&config(3_000_000), &[("w1.secret", "w1-secret\n")]);
+    let work = m.path().join("w");
+    let Some(_tmpfs) = mount_tmpfs(&work, "1m", "a_full_disk_under_the_worker...") else {
+        return;
+    };
+    let _worker = start_worker_in(&m, "w1", &m.path().join("w1.secret"), &work);
+    let (b, log) = run(&m, "big");
+    assert_eq!(b["result"], "exception", "{b}");
+    let reason = b["reason"].as_str().unwrap_or("");
+    assert!(
+        reason.contains("disk full") && reason.contains("spool"),
+        "{b}"
+    );
+    assert!(
+        log.contains("[bbmaster: output lost from here: on the worker: disk full"),
+        "no marker at the end of a {}-byte log: ...{}",
+        log.len(),
+        &log[log.len().saturating_sub(300)..]
+    );
+    let (b, log) = run(&m, "small");
+    assert_eq!(b["result"], "success", "{b}");
+    assert_eq!(log, "small output\n");
+    m.bbctl_code(&["shutdown"], 0);
+    m.wait_exit(EXIT_TIMEOUT);
+}
