@@ -324,6 +324,38 @@ mod tests {
     }
 
     #[test]
+    fn a_new_build_never_appends_to_an_existing_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut old = StepLogWriter::open(dir.path(), 4, 0, 1 << 20).unwrap();
+        old.append_at(0, b"old 4\n").unwrap();
+        let err = StepLogWriter::create_new(dir.path(), 4, 0, 1 << 20)
+            .err()
+            .expect("a new build's log opened over an existing one");
+        assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
+        assert!(err.to_string().contains("exists already"), "{err}");
+        let text = read_from(&step_log_path(dir.path(), 4, 0), 0, 100).unwrap();
+        assert_eq!(text, b"old 4\n");
+        assert!(StepLogWriter::create_new(dir.path(), 5, 0, 1 << 20).is_ok());
+    }
+
+    #[test]
+    fn a_lost_log_is_marked_once_and_takes_nothing_more() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = StepLogWriter::create_new(dir.path(), 6, 0, 1 << 20).unwrap();
+        w.append_at(0, b"abc").unwrap();
+        w.lose("disk full (test)");
+        w.lose("again");
+        w.append_at(3, b"def").unwrap();
+        assert_eq!(w.lost(), Some("disk full (test)"));
+        let text = read_from(&step_log_path(dir.path(), 6, 0), 0, 1000).unwrap();
+        assert_eq!(
+            String::from_utf8(text).unwrap(),
+            format!("abc{}", lost_marker("disk full (test)"))
+        );
+        assert_eq!(w.len(), log_len(&step_log_path(dir.path(), 6, 0)));
+    }
+
+    #[test]
     fn a_flood_is_cut_at_the_cap_and_marked_once() {
         let dir = tempfile::tempdir().unwrap();
         let mut w = StepLogWriter::open(dir.path(), 2, 0, 10).unwrap();

@@ -22,6 +22,7 @@ pub mod notify;
 pub mod retention;
 pub mod signals;
 pub mod state_dir;
+pub mod stale;
 pub mod store;
 pub mod transfer;
 pub mod worker_link;
@@ -65,6 +66,9 @@ pub enum DaemonError {
     /// The signal handlers cannot be installed.
     #[error("cannot install the signal handlers: {0}")]
     Signals(std::io::Error),
+    /// Logs or artifacts of builds the database does not know.
+    #[error(transparent)]
+    Stale(#[from] stale::CheckError),
     /// A file system or socket operation failed.
     #[error("{what} {}: {source}", path.display())]
     Io {
@@ -154,10 +158,12 @@ pub async fn run(opts: MasterOptions) -> Result<(), DaemonError> {
     let mut store = store::Store::open(&db)?;
     let restored = store.restore(paths::now_ms())?;
     let queued = restored.queued.len();
+    let known_builds = restored.next_build.saturating_sub(1);
     let core = core::Core::new(Arc::clone(&config), restored, paths::now_ms());
 
     let mut limits = limits::Limits::from_settings(&config.master);
     limits.dirs = transfer::Dirs::new(&layout.state_dir, config.master.transfer_dir.as_deref());
+    stale::check(&[&logs_dir, &limits.dirs.artifacts], known_builds, &db)?;
     limits
         .dirs
         .prepare()

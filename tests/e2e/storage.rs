@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::harness::{EXIT_TIMEOUT, Master, start_worker_in, wait_until};
+use crate::harness::{
+    EXIT_TIMEOUT, Master, code, describe, run_with_timeout, start_worker_in, text, wait_until,
+};
 
 /// How long a build's end may take.
 const WAIT: Duration = Duration::from_secs(30);
@@ -160,6 +162,83 @@ fn a_full_disk_under_the_worker_ends_the_build_as_exception_with_a_marker() {
     );
     let (b, log) = run(&m, "small");
     assert_eq!(b["result"], "success", "{b}");
+    assert_eq!(log, "small output\n");
+    m.bbctl_code(&["shutdown"], 0);
+    m.wait_exit(EXIT_TIMEOUT);
+}
+
+/// Start `m`'s master again and expect it to refuse at once, with one
+/// error line on stderr containing every one of `needles`.
+fn refuses(m: &Master, needles: &[&str]) {
+    let started = std::time::Instant::now();
+    let out = run_with_timeout(m.master_command(), Duration::from_secs(10));
+    assert_ne!(code(&out), 0, "bbmaster started anyway: {}", describe(&out));
+    assert!(started.elapsed() < Duration::from_secs(5), "slow refusal");
+    let err = text(&out.stderr);
+    let lines: Vec<&str> = err
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.contains(" WARN "))
+        .collect();
+    assert_eq!(lines.len(), 1, "not one error line on stderr: {err}");
+    for needle in needles {
+        assert!(lines[0].contains(needle), "{needle:?} not in {err}");
+    }
+}
+
+/// Remove the database and its WAL files.
+fn remove_db(state: &Path) {
+    for name in ["master.db", "master.db-wal", "master.db-shm"] {
+        let _ = fs::remove_file(state.join(name));
+    }
+}
+
+/// A database behind its logs (restored from an older backup, deleted,
+/// emptied) is refused at start with the way out; a build id whose log
+/// exists is never handed out again. Following the way out works.
+#[test]
+fn logs_ahead_of_the_database_are_refused_at_start() {
+    let mut m = Master::start_with_files(&config(10), &[("w1.secret", "w1-secret\n")]);
+    let _worker = start_worker_in(&m, "w1", &m.path().join("w1.secret"), &m.path().join("w"));
+    let state = m.state_dir();
+    assert_eq!(run(&m, "small").0["result"], "success");
+    m.bbctl_code(&["shutdown"], 0);
+    m.wait_exit(EXIT_TIMEOUT);
+    let backup = m.path().join("backup.db");
+    fs::copy(state.join("master.db"), &backup).unwrap();
+    m.spawn();
+    assert_eq!(run(&m, "small").0["result"], "success");
+    m.bbctl_code(&["shutdown"], 0);
+    m.wait_exit(EXIT_TIMEOUT);
+    let newest = fs::read(state.join("master.db")).unwrap();
+
+    // Restored from the older backup.
+    remove_db(&state);
+    fs::copy(&backup, state.join("master.db")).unwrap();
+    refuses(&m, &["holds build 2", "up to 1", "logs", "mv "]);
+    // Deleted.
+    remove_db(&state);
+    refuses(&m, &["holds build 2", "up to 0"]);
+    // Emptied.
+    remove_db(&state);
+    fs::write(state.join("master.db"), b"").unwrap();
+    refuses(&m, &["holds build 2", "up to 0"]);
+
+    // The right database back: it starts, and the next build is 3.
+    remove_db(&state);
+    fs::write(state.join("master.db"), &newest).unwrap();
+    m.spawn();
+    assert_eq!(m.force_build("small"), 3);
+    wait_finished(&m, 3);
+    m.bbctl_code(&["shutdown"], 0);
+    m.wait_exit(EXIT_TIMEOUT);
+
+    // The way out for a lost database: move the logs aside.
+    remove_db(&state);
+    refuses(&m, &["holds build 3"]);
+    fs::rename(state.join("logs"), state.join("logs.stale")).unwrap();
+    m.spawn();
+    let (b, log) = run(&m, "small");
+    assert_eq!(b["id"], 1, "{b}");
     assert_eq!(log, "small output\n");
     m.bbctl_code(&["shutdown"], 0);
     m.wait_exit(EXIT_TIMEOUT);
