@@ -34,6 +34,28 @@ pub struct StoreError {
     source: rusqlite::Error,
 }
 
+/// `PRAGMA quick_check` at start: a damaged page is found before the
+/// master serves, not by the first write that meets it (measured in
+/// docs/durability.md: well under a second for 100,000 builds).
+fn check_integrity(conn: &Connection) -> Result<(), rusqlite::Error> {
+    let mut stmt = conn.prepare("PRAGMA quick_check")?;
+    let problems: Vec<String> = stmt
+        .query_map([], |r| r.get::<_, String>(0))?
+        .collect::<Result<_, _>>()?;
+    if problems.len() == 1 && problems[0] == "ok" {
+        return Ok(());
+    }
+    let first = problems.first().map_or("no answer", String::as_str);
+    Err(rusqlite::Error::SqliteFailure(
+        rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CORRUPT),
+        Some(format!(
+            "corrupt: the integrity check found {} problem(s), first: {}; restore master.db from a backup",
+            problems.len(),
+            first.replace('\n', " ")
+        )),
+    ))
+}
+
 /// The open database.
 pub struct Store {
     conn: Connection,
@@ -56,6 +78,7 @@ impl Store {
             .map_err(wrap)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(wrap)?;
+        check_integrity(&conn).map_err(wrap)?;
         migrate(&mut conn).map_err(wrap)?;
         Ok(Store {
             conn,
@@ -720,7 +743,7 @@ fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
 mod tests {
     use super::*;
 
-    fn test_def() -> Arc<BuilderDef> {
+    pub(super) fn test_def() -> Arc<BuilderDef> {
         Arc::new(BuilderDef {
             name: "a".into(),
             previous_names: vec![],
@@ -1014,5 +1037,94 @@ mod tests {
         }
         let err = Store::open(&path).err().expect("refused").to_string();
         assert!(err.contains("newer"), "{err}");
+    }
+}
+
+/// Measures the start check (`cargo test --release --lib store::measure --
+/// --ignored --nocapture`); the figure is in docs/durability.md.
+#[cfg(test)]
+mod measure {
+    use super::*;
+    use crate::protocol::StepResult;
+
+    #[test]
+    #[ignore]
+    fn measure_the_integrity_checks_on_100000_builds() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("master.db");
+        let mut store = Store::open(&path).unwrap();
+        let def = tests::test_def();
+        for chunk in 0..100u64 {
+            let tx = store.conn.transaction().unwrap();
+            for i in 0..1000u64 {
+                let id = chunk * 1000 + i + 1;
+                let records = [
+                    Record::RequestQueued {
+                        request: id,
+                        builder: "a".into(),
+                        reason: None,
+                        properties: BTreeMap::new(),
+                        priority: 0,
+                        at_ms: id,
+                    },
+                    Record::BuildStarted {
+                        build: id,
+                        request: id,
+                        builder: "a".into(),
+                        worker: "w".into(),
+                        generation: 1,
+                        config_hash: "h".into(),
+                        definition: Arc::clone(&def),
+                        at_ms: id,
+                    },
+                    Record::StepStarted {
+                        build: id,
+                        step: 0,
+                        name: "s".into(),
+                        at_ms: id,
+                    },
+                    Record::StepFinished {
+                        build: id,
+                        step: 0,
+                        result: StepResult::Success,
+                        reason: None,
+                        at_ms: id,
+                    },
+                    Record::BuildFinished {
+                        build: id,
+                        request: id,
+                        result: BuildResult::Success,
+                        reason: None,
+                        at_ms: id,
+                    },
+                ];
+                for r in &records {
+                    write_record(&tx, r).unwrap();
+                }
+            }
+            tx.commit().unwrap();
+        }
+        drop(store);
+        let size = std::fs::metadata(&path).unwrap().len();
+        let conn = Connection::open(&path).unwrap();
+        for pragma in [
+            "quick_check",
+            "integrity_check",
+            "quick_check",
+            "integrity_check",
+        ] {
+            let started = std::time::Instant::now();
+            let answer: String = conn
+                .query_row(&format!("PRAGMA {pragma}"), [], |r| r.get(0))
+                .unwrap();
+            eprintln!(
+                "{pragma}: {answer} in {:?} ({} MB)",
+                started.elapsed(),
+                size >> 20
+            );
+        }
+        let started = std::time::Instant::now();
+        drop(Store::open(&path).unwrap());
+        eprintln!("Store::open: {:?}", started.elapsed());
     }
 }
