@@ -20,6 +20,7 @@ mod group;
 pub mod guard;
 mod keepalive;
 mod output;
+mod partials;
 pub mod reaper;
 mod runner;
 mod sender;
@@ -168,6 +169,9 @@ pub async fn run(opts: WorkerOptions) -> Result<(), WorkerError> {
         dir: spool::spool_dir(&opts.dir),
         error,
     })?;
+    // Download temp files an earlier worker process left (killed mid-way).
+    let sweep_dir = opts.dir.clone();
+    let _ = tokio::task::spawn_blocking(move || partials::sweep(&sweep_dir)).await;
     let mut signals = ShutdownSignals::install().map_err(WorkerError::Signals)?;
     // What steps leave behind stays in our tree (so the master can tell it
     // is build code), and is reaped here.

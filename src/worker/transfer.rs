@@ -161,6 +161,9 @@ pub(crate) async fn run_transfer(
     let end = match prepare_workdir(&ctx.dir, &a.builder).await {
         Err(error) => StepEnd::SpawnFailed { error },
         Ok(workdir) => {
+            // Download temp files left by a worker killed mid-way.
+            let sweep_dir = workdir.clone();
+            let _ = tokio::task::spawn_blocking(move || super::partials::sweep(&sweep_dir)).await;
             let link = match &*route.borrow() {
                 Route::Attached { link, .. } => Some(link.clone()),
                 _ => None,
@@ -302,7 +305,7 @@ pub(crate) fn resolve_upload(workdir: &Path, from: &str) -> Result<Vec<UploadFil
         for entry in entries {
             let entry = entry.map_err(|e| format!("{}: {e}", dir.display()))?;
             let name = entry.file_name().to_string_lossy().into_owned();
-            if !glob_match(last, &name) {
+            if !glob_match(last, &name) || super::partials::is_download_temp(&name) {
                 continue;
             }
             let shown = if dir_part.is_empty() {
@@ -355,6 +358,10 @@ fn walk(base: &Path, dir: &Path, prefix: &str, out: &mut Vec<UploadFile>) -> Res
     for entry in entries {
         let entry = entry.map_err(|e| format!("{}: {e}", dir.display()))?;
         let file_name = entry.file_name().to_string_lossy().into_owned();
+        if super::partials::is_download_temp(&file_name) {
+            // A download in progress (or a leftover): never an artifact.
+            continue;
+        }
         let name = format!("{prefix}{file_name}");
         let path = entry.path();
         let real = path

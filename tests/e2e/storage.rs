@@ -350,3 +350,46 @@ fn a_corrupt_page_anywhere_in_the_database_is_refused_or_harmless() {
     }
     eprintln!("{pages} pages: {refused} refused, {started} harmless");
 }
+
+/// Download temp files a killed worker left (`.partial-<name>-<pid>-...`)
+/// are swept at the worker's start and before each transfer step, and an
+/// upload of their directory succeeds.
+#[test]
+fn leftover_partial_files_never_fail_a_later_build() {
+    let m = Master::start_with_files(
+        r#"
+[[worker]]
+name = "w1"
+secret_file = "@DIR@/w1.secret"
+
+[[builder]]
+name = "up"
+workers = ["w1"]
+  [[builder.step]]
+  name = "make"
+  shell = "mkdir -p out && echo hi > out/a.txt"
+  [[builder.step]]
+  name = "publish"
+  upload = { from = "out" }
+"#,
+        &[("w1.secret", "w1-secret\n")],
+    );
+    let work = m.path().join("w");
+    let out = work.join("up/out");
+    fs::create_dir_all(out.join("sub")).unwrap();
+    let at_start = out.join("sub/.partial-a.bin-4000000-7-2");
+    fs::write(&at_start, b"half a file").unwrap();
+    let _worker = start_worker_in(&m, "w1", &m.path().join("w1.secret"), &work);
+    let (b, log) = run(&m, "up");
+    assert_eq!(b["result"], "success", "{b}\n{log}");
+    assert!(!at_start.exists(), "not swept at the worker's start");
+
+    // One left while the worker runs (another worker process on this dir).
+    let later = out.join(".partial-b.bin-4000001-8-2");
+    fs::write(&later, b"half a file").unwrap();
+    let (b, log) = run(&m, "up");
+    assert_eq!(b["result"], "success", "{b}\n{log}");
+    assert!(!later.exists(), "not swept before the transfer step");
+    let list = m.bbctl_json(&["artifacts", &b["id"].to_string()]);
+    assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
+}
