@@ -13,7 +13,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tracing::{error, info, warn};
 
-use crate::config::{self, Config};
+use crate::config::Config;
+use crate::daemon::config_read;
 use crate::daemon::core::{Core, CoreError, Effect, LinkId, Record};
 use crate::daemon::local_workers::LocalWorkers;
 use crate::daemon::logs;
@@ -92,6 +93,17 @@ pub enum Command {
         dry_run: bool,
         /// Read this file instead of the master's config file.
         config: Option<PathBuf>,
+        /// Where the answer goes; `None` for SIGHUP (the result is logged).
+        reply: Option<oneshot::Sender<Result<ReloadReport, ErrorReply>>>,
+    },
+    /// A reload's config, read off the loop (see `config_read`): apply it.
+    ReloadRead {
+        /// Only report.
+        dry_run: bool,
+        /// The file read (`None`: the embedded default).
+        path: Option<PathBuf>,
+        /// The config, or why it could not be had.
+        config: Result<Config, String>,
         /// Where the answer goes; `None` for SIGHUP (the result is logged).
         reply: Option<oneshot::Sender<Result<ReloadReport, ErrorReply>>>,
     },
@@ -215,6 +227,8 @@ pub struct Master {
     replies: Vec<Deferred>,
     /// Events of the batch, published after its commit.
     staged_events: Vec<Event>,
+    /// The loop's own queue, for work done off the loop (reload reads).
+    me: Option<mpsc::WeakSender<Command>>,
 }
 
 /// Most commands taken into one batch (one transaction).
@@ -261,7 +275,14 @@ impl Master {
             pending: Vec::new(),
             replies: Vec::new(),
             staged_events: Vec::new(),
+            me: None,
         }
+    }
+
+    /// Give the loop its own queue: work done off the loop (a reload's
+    /// file reads) comes back through it.
+    pub fn set_queue(&mut self, tx: &mpsc::Sender<Command>) {
+        self.me = Some(tx.downgrade());
     }
 
     /// Carry out the effects of the initial config, start local workers,
@@ -607,7 +628,38 @@ impl Master {
                 config,
                 reply,
             } => {
-                let answer = self.reload(dry_run, config);
+                // Files are read off the loop, in bounded time; the answer
+                // comes back as `ReloadRead`.
+                let path = config.or_else(|| self.config_path.clone());
+                match self.me.as_ref().and_then(mpsc::WeakSender::upgrade) {
+                    Some(me) => {
+                        tokio::spawn(async move {
+                            let config =
+                                config_read::load(path.as_deref(), config_read::READ_TIMEOUT).await;
+                            let read = Command::ReloadRead {
+                                dry_run,
+                                path,
+                                config,
+                                reply,
+                            };
+                            let _ = me.send(read).await;
+                        });
+                    }
+                    None => {
+                        let answer = Err(ErrorReply::failed("the master is shutting down"));
+                        if let Some(reply) = reply {
+                            self.replies.push(Deferred::Reload(reply, answer));
+                        }
+                    }
+                }
+            }
+            Command::ReloadRead {
+                dry_run,
+                path,
+                config,
+                reply,
+            } => {
+                let answer = self.reload(dry_run, path, config);
                 match (&answer, reply) {
                     (_, Some(reply)) => self.replies.push(Deferred::Reload(reply, answer)),
                     (Ok(report), None) => info!("reload applied: {}", reload_summary(report)),
@@ -800,11 +852,16 @@ impl Master {
 
     /// Validate the whole file, then apply it as one core event; an
     /// invalid file changes nothing.
-    fn reload(&mut self, dry_run: bool, path: Option<PathBuf>) -> Result<ReloadReport, ErrorReply> {
+    fn reload(
+        &mut self,
+        dry_run: bool,
+        path: Option<PathBuf>,
+        config: Result<Config, String>,
+    ) -> Result<ReloadReport, ErrorReply> {
         if !dry_run {
             crate::daemon::notify::reloading();
         }
-        let answer = self.reload_from(dry_run, path);
+        let answer = self.reload_from(dry_run, path, config);
         if !dry_run {
             crate::daemon::notify::ready();
         }
@@ -815,21 +872,16 @@ impl Master {
         &mut self,
         dry_run: bool,
         path: Option<PathBuf>,
+        config: Result<Config, String>,
     ) -> Result<ReloadReport, ErrorReply> {
-        let path = path.or_else(|| self.config_path.clone());
-        let config: Config = match &path {
-            Some(path) => match config::load_file(path) {
-                Ok(config) => config,
-                Err(e) => {
-                    if !dry_run {
-                        self.emit(EventKind::ReloadRejected {
-                            error: e.to_string(),
-                        });
-                    }
-                    return Err(ErrorReply::rejected(e.to_string()));
+        let config: Config = match config {
+            Ok(config) => config,
+            Err(e) => {
+                if !dry_run {
+                    self.emit(EventKind::ReloadRejected { error: e.clone() });
                 }
-            },
-            None => config::embedded_default(),
+                return Err(ErrorReply::rejected(e));
+            }
         };
         for warning in &config.warnings {
             warn!("{warning}");

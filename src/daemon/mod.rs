@@ -9,6 +9,7 @@
 pub mod actor;
 pub mod args;
 pub mod client_slots;
+pub mod config_read;
 pub mod control;
 pub mod core;
 pub mod follow;
@@ -196,7 +197,7 @@ pub async fn run(opts: MasterOptions) -> Result<(), DaemonError> {
         dir: layout.state_dir.join("workers"),
         keep: layout.state_dir.join("local-workers"),
     });
-    let master = actor::Master::new(
+    let mut master = actor::Master::new(
         core,
         store,
         notices.clone(),
@@ -205,6 +206,7 @@ pub async fn run(opts: MasterOptions) -> Result<(), DaemonError> {
         local,
         logs_dir.clone(),
     );
+    master.set_queue(&tx);
     info!(
         pid = std::process::id(),
         config = %config.origin,

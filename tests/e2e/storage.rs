@@ -393,3 +393,46 @@ workers = ["w1"]
     let list = m.bbctl_json(&["artifacts", &b["id"].to_string()]);
     assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
 }
+
+/// `bbctl reload --config FIFO`: the file is read off the master loop, so
+/// `status` keeps answering; the reload is refused after the bound, naming
+/// why; a second one still pending does not hold up SIGTERM.
+#[test]
+fn a_reload_from_a_fifo_does_not_freeze_the_master() {
+    let mut m =
+        Master::start(&config(10).replace("secret_file = \"@DIR@/w1.secret\"", "secret = \"s\""));
+    let fifo = m.path().join("config.fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let fifo_arg = fifo.to_string_lossy().into_owned();
+    let started = std::time::Instant::now();
+    let reload = m.bbctl_spawn(&["reload", "--config", &fifo_arg]);
+    for _ in 0..5 {
+        let asked = std::time::Instant::now();
+        m.bbctl_ok(&["status"]);
+        assert!(
+            asked.elapsed() < Duration::from_secs(2),
+            "status took {:?} during the reload",
+            asked.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let out = reload.finish(Duration::from_secs(20));
+    let took = started.elapsed();
+    assert_eq!(code(&out), 5, "{}", describe(&out));
+    assert!(
+        text(&out.stderr).contains("could not be read within"),
+        "{}",
+        describe(&out)
+    );
+    assert!(took < Duration::from_secs(10), "refused after {took:?}");
+    // The master goes on, on its config.
+    assert_eq!(m.force_build("small"), 1);
+
+    // SIGTERM while a reload waits on the FIFO: a prompt stop.
+    let _pending = m.bbctl_spawn(&["reload", "--config", &fifo_arg]);
+    std::thread::sleep(Duration::from_millis(300));
+    let asked = std::time::Instant::now();
+    m.signal(nix::sys::signal::Signal::SIGTERM);
+    m.wait_exit(Duration::from_secs(3));
+    assert!(asked.elapsed() < Duration::from_secs(3));
+}
