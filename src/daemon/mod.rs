@@ -245,7 +245,7 @@ pub async fn run(opts: MasterOptions) -> Result<(), DaemonError> {
         loop {
             match control.accept().await {
                 Ok(stream) => {
-                    backoff.reset();
+                    backoff.reset("control");
                     let ctx = ctx.clone();
                     let open = control_open.clone();
                     tokio::spawn(async move {
@@ -267,7 +267,7 @@ pub async fn run(opts: MasterOptions) -> Result<(), DaemonError> {
         loop {
             match workers.accept().await {
                 Ok(stream) => {
-                    backoff.reset();
+                    backoff.reset("worker");
                     let link = next_link.fetch_add(1, Ordering::Relaxed);
                     let open = worker_open.clone();
                     let serving = worker_link::serve(
@@ -312,23 +312,40 @@ pub async fn run(opts: MasterOptions) -> Result<(), DaemonError> {
 }
 
 /// Backs off after failed `accept`s (out of file descriptors, say), so a
-/// persistent error does not spin a core and flood the log.
+/// persistent error does not spin a core, and says so once per streak of
+/// failures rather than flooding the log.
 #[derive(Default)]
 struct AcceptBackoff {
     delay_ms: u64,
+    /// Failed accepts since the last one that worked.
+    failures: u64,
 }
 
 impl AcceptBackoff {
-    fn reset(&mut self) {
+    fn reset(&mut self, socket: &str) {
+        if self.failures > 0 {
+            info!(
+                "{socket} socket accepts connections again (after {} failed accepts)",
+                self.failures
+            );
+        }
         self.delay_ms = 0;
+        self.failures = 0;
     }
 
     async fn wait(&mut self, socket: &str, e: &std::io::Error) {
         self.delay_ms = (self.delay_ms * 2).clamp(10, 1000);
-        warn!(
-            "{socket} socket accept failed: {e}; retrying in {} ms",
-            self.delay_ms
-        );
+        self.failures += 1;
+        if self.failures == 1 {
+            let hint = if e.raw_os_error() == Some(24) || e.raw_os_error() == Some(23) {
+                " (out of file descriptors: raise the master's limit, `ulimit -n` or LimitNOFILE=)"
+            } else {
+                ""
+            };
+            warn!(
+                "{socket} socket accept failed: {e}{hint}; retrying with a backoff of up to 1 s, quietly until it works again"
+            );
+        }
         tokio::time::sleep(std::time::Duration::from_millis(self.delay_ms)).await;
     }
 }

@@ -436,3 +436,44 @@ fn a_reload_from_a_fifo_does_not_freeze_the_master() {
     m.wait_exit(Duration::from_secs(3));
     assert!(asked.elapsed() < Duration::from_secs(3));
 }
+
+/// The master out of file descriptors: `accept` fails while clients
+/// queue; the master says so once (not once a retry), and answers again
+/// once descriptors are back.
+#[test]
+fn fd_exhaustion_is_logged_once_and_survived() {
+    let m =
+        Master::start(&config(10).replace("secret_file = \"@DIR@/w1.secret\"", "secret = \"s\""));
+    let pid = m.pid().to_string();
+    let open = fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count();
+    let limit = |n: usize| {
+        let status = std::process::Command::new("prlimit")
+            .arg("--pid")
+            .arg(&pid)
+            .arg(format!("--nofile={n}:"))
+            .status();
+        status.is_ok_and(|s| s.success())
+    };
+    if !limit(open) {
+        println!("SKIPPED fd_exhaustion...: prlimit is not available");
+        return;
+    }
+    let clients: Vec<_> = (0..4)
+        .map(|_| std::os::unix::net::UnixStream::connect(m.control_socket()).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_secs(4));
+    let warned = m
+        .stderr()
+        .lines()
+        .filter(|l| l.contains("accept failed"))
+        .count();
+    assert!(limit(1024), "cannot raise the limit again");
+    drop(clients);
+    m.bbctl_ok(&["status"]);
+    let log = m.stderr();
+    assert_eq!(warned, 1, "not one warning for one streak:\n{log}");
+    assert!(log.contains("out of file descriptors"), "{log}");
+    wait_until("the master to say it accepts again", WAIT, || {
+        m.stderr().contains("accepts connections again")
+    });
+}
