@@ -487,10 +487,24 @@ impl Link {
                         "output for build {build} step {step}, which this worker was not given"
                     ));
                 };
+                let end = offset.saturating_add(data.len() as u64);
                 if let Some(writer) = slot.writer(&self.logs, build, step, self.limits.max_log_size)
-                    && let Err(e) = writer.append_at(offset, &data)
                 {
-                    warn!("cannot write the log of build {build} step {step}: {e}");
+                    match writer.append_at(offset, &data) {
+                        Err(e) => warn!("cannot write the log of build {build} step {step}: {e}"),
+                        // What the log holds (all of it, once past the
+                        // cap): the worker's spool need not keep it.
+                        Ok(()) if writer.lost().is_none() => {
+                            let kept = if writer.is_truncated() {
+                                end
+                            } else {
+                                writer.len()
+                            };
+                            self.outbox
+                                .push(MasterToWorker::OutputKept { build, step, kept });
+                        }
+                        Ok(()) => {}
+                    }
                 }
                 let _ = self.notices.send(Arc::new(Notice::Output { build, step }));
                 Ok(())

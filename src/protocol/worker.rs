@@ -41,6 +41,17 @@ pub enum MasterToWorker {
         /// The step's index within the build.
         step: StepIndex,
     },
+    /// The master has the step's output up to byte `kept` on its disk:
+    /// the worker's spool below it no longer waits to be sent (it counts
+    /// against `--spool-limit` no more, and its disk may be freed).
+    OutputKept {
+        /// The build the step belongs to.
+        build: BuildId,
+        /// The step's index within the build.
+        step: StepIndex,
+        /// Output bytes the master has kept.
+        kept: u64,
+    },
     /// Keepalive probe; answer with [`WorkerToMaster::Pong`].
     Ping {
         /// Echoed in the answer.

@@ -21,7 +21,7 @@ use tracing::{debug, info};
 use super::group::signal_group;
 use super::guard::Guard;
 use super::output::OutputPump;
-use super::spool::{Progress, SPOOL_DIR, SpoolWriter, spool_path};
+use super::spool::{Kept, Progress, SPOOL_DIR, SpoolWriter, spool_path};
 use super::step_env::step_environment;
 use super::stop::StopSignal;
 use crate::protocol::{StepAssignment, StepEnd, WireAction};
@@ -54,6 +54,7 @@ pub(crate) async fn run_step(
     ctx: &StepContext,
     progress: Arc<watch::Sender<Progress>>,
     stop: StopSignal,
+    kept: Kept,
 ) -> StepEnd {
     let (build, step) = (assignment.build, assignment.step);
     info!(
@@ -63,7 +64,7 @@ pub(crate) async fn run_step(
         name = %assignment.name,
         "starting step"
     );
-    let end = execute(assignment, ctx, &progress, stop).await;
+    let end = execute(assignment, ctx, &progress, stop, kept).await;
     info!(build, step, ?end, "step ended");
     progress.send_modify(|p| p.end = Some(end.clone()));
     end
@@ -75,18 +76,18 @@ async fn execute(
     ctx: &StepContext,
     progress: &Arc<watch::Sender<Progress>>,
     stop: StopSignal,
+    kept: Kept,
 ) -> StepEnd {
     let workdir = match prepare_workdir(&ctx.dir, &a.builder).await {
         Ok(path) => path,
         Err(error) => return StepEnd::SpawnFailed { error },
     };
     let spool_file = spool_path(&ctx.dir, a.build, a.step);
-    // No point keeping more than the master will: its `max_log_size`.
-    let limit = a
-        .max_output
-        .map_or(ctx.spool_limit, |m| m.min(ctx.spool_limit));
-    let spool = match SpoolWriter::create(&spool_file, limit) {
-        Ok(spool) => spool,
+    let spool = match SpoolWriter::create(&spool_file, ctx.spool_limit) {
+        // No point keeping more than the master will: its `max_log_size`.
+        Ok(spool) => spool
+            .with_total(a.max_output.unwrap_or(u64::MAX))
+            .with_kept(kept),
         Err(e) => {
             return StepEnd::SpawnFailed {
                 error: format!(

@@ -46,7 +46,10 @@ fn start(a: StepAssignment, dir: &Path) -> Running {
         guard: Guard::disabled(),
     };
     let spool = spool_path(dir, a.build, a.step);
-    let task = tokio::spawn(async move { run_step(&a, &ctx, Arc::new(tx), signal).await });
+    let task =
+        tokio::spawn(
+            async move { run_step(&a, &ctx, Arc::new(tx), signal, Default::default()).await },
+        );
     Running {
         progress,
         task,

@@ -192,6 +192,7 @@ fn handle(
                 debug!(build, step, "abandon for a step not held");
             }
         }
+        MasterToWorker::OutputKept { build, step, kept } => steps.output_kept((build, step), kept),
         MasterToWorker::Ping { seq } => queue(out_tx, WorkerToMaster::Pong { seq }),
         MasterToWorker::Pong { .. } => {}
         MasterToWorker::Goodbye { reason } => {

@@ -85,13 +85,41 @@ pub(crate) fn truncation_notice(limit: u64) -> String {
     format!("\n[bbworker: output truncated at {limit} bytes]\n")
 }
 
-/// Appends a step's output to its spool file, up to the cap. Blocking: it
+/// The line appended once when more output waits to be sent than
+/// `--spool-limit` allows (the master absent or not keeping up).
+pub(crate) fn backlog_notice(limit: u64) -> String {
+    format!(
+        "\n[bbworker: output dropped: more than {limit} bytes waited to be sent (--spool-limit)]\n"
+    )
+}
+
+/// How long the pipe reader waits for the master to take output before
+/// dropping what does not fit in `--spool-limit`: a connected master that
+/// reads keeps the backlog small, so this only runs out when it is gone
+/// or stuck.
+const BACKLOG_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Free the spool's disk below what the master kept in steps of this much.
+const PUNCH_STEP: u64 = 1 << 20;
+
+/// How far the master has the step's output on its disk (from `Resume`
+/// and `OutputKept`): the spool below it is never read again.
+pub(crate) type Kept = std::sync::Arc<std::sync::atomic::AtomicU64>;
+
+/// Appends a step's output to its spool file, up to the caps. Blocking: it
 /// lives on the pipe reader's thread.
 pub(crate) struct SpoolWriter {
     file: std::fs::File,
     path: PathBuf,
     written: u64,
+    /// `--spool-limit`: most bytes waiting to be sent (past `kept`).
     limit: u64,
+    /// The master's `max_log_size`: most bytes in all.
+    total: u64,
+    /// What the master has kept.
+    kept: Kept,
+    /// The spool's disk is freed below this.
+    punched: u64,
     /// The cap was reached and the notice written (or attempted).
     truncated: bool,
     /// A write failed (disk full...), and why: nothing more is written.
@@ -99,7 +127,8 @@ pub(crate) struct SpoolWriter {
 }
 
 impl SpoolWriter {
-    /// Create (or empty) the spool file at `path`, owner-only.
+    /// Create (or empty) the spool file at `path`, owner-only, keeping at
+    /// most `limit` bytes that wait to be sent.
     pub(crate) fn create(path: &Path, limit: u64) -> std::io::Result<Self> {
         let file = std::fs::OpenOptions::new()
             .write(true)
@@ -112,9 +141,68 @@ impl SpoolWriter {
             path: path.to_path_buf(),
             written: 0,
             limit,
+            total: u64::MAX,
+            kept: Kept::default(),
+            punched: 0,
             truncated: false,
             failed: None,
         })
+    }
+
+    /// Keep at most `total` bytes in all (the master would drop the rest).
+    pub(crate) fn with_total(mut self, total: u64) -> Self {
+        self.total = total;
+        self
+    }
+
+    /// Count bytes the master has kept (`kept`) as sent: they no longer
+    /// count against the limit, and their disk is freed.
+    pub(crate) fn with_kept(mut self, kept: Kept) -> Self {
+        self.kept = kept;
+        self
+    }
+
+    /// Bytes the master has kept, at most what was written.
+    fn kept(&self) -> u64 {
+        self.kept
+            .load(std::sync::atomic::Ordering::SeqCst)
+            .min(self.written)
+    }
+
+    /// Room for output waiting to be sent, waiting (bounded) for the
+    /// master to take some when there is none.
+    fn backlog_room(&self, want: u64) -> u64 {
+        let deadline = std::time::Instant::now() + BACKLOG_WAIT;
+        loop {
+            let room = self.limit.saturating_sub(self.written - self.kept());
+            if room >= want || std::time::Instant::now() >= deadline {
+                return room;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+
+    /// Give back the disk under output the master has kept.
+    fn punch(&mut self) {
+        let kept = self.kept() & !4095;
+        if kept < self.punched + PUNCH_STEP {
+            return;
+        }
+        use nix::fcntl::FallocateFlags as F;
+        let (from, len) = (self.punched, kept - self.punched);
+        match nix::fcntl::fallocate(
+            &self.file,
+            F::FALLOC_FL_PUNCH_HOLE | F::FALLOC_FL_KEEP_SIZE,
+            from as i64,
+            len as i64,
+        ) {
+            Ok(()) => self.punched = kept,
+            Err(e) => {
+                debug!("cannot free the sent part of {}: {e}", self.path.display());
+                // Not supported here: do not try again.
+                self.punched = u64::MAX / 2;
+            }
+        }
     }
 
     /// Why output was lost, once a write failed.
@@ -122,26 +210,40 @@ impl SpoolWriter {
         self.failed.as_deref()
     }
 
-    /// Append `data`, keeping to the cap; returns the bytes now in the file.
-    /// Past the cap the notice is appended once and the rest dropped; after a
-    /// write error everything is dropped (the step goes on regardless).
+    /// Append `data`, keeping to the caps; returns the bytes now in the
+    /// file. Past a cap the notice is appended once and the rest dropped;
+    /// after a write error everything is dropped (the step goes on
+    /// regardless, and ends `output_lost`).
     pub(crate) fn append(&mut self, data: &[u8]) -> u64 {
         if self.truncated || self.failed.is_some() {
             return self.written;
         }
-        let room = usize::try_from(self.limit - self.written).unwrap_or(usize::MAX);
-        let take = data.len().min(room);
+        self.punch();
+        let len = data.len() as u64;
+        let total_room = self.total.saturating_sub(self.written);
+        let backlog_room = self.backlog_room(len.min(total_room));
+        let take = len.min(total_room).min(backlog_room) as usize;
         if !self.write(&data[..take]) {
             return self.written;
         }
         if take < data.len() {
             self.truncated = true;
-            warn!(
-                "step output past {} bytes; dropping the rest ({})",
-                self.limit,
-                self.path.display()
-            );
-            self.write(truncation_notice(self.limit).as_bytes());
+            let notice = if (take as u64) == total_room {
+                warn!(
+                    "step output past {} bytes; dropping the rest ({})",
+                    self.total,
+                    self.path.display()
+                );
+                truncation_notice(self.total)
+            } else {
+                warn!(
+                    "more than {} bytes of step output wait to be sent; dropping the rest ({})",
+                    self.limit,
+                    self.path.display()
+                );
+                backlog_notice(self.limit)
+            };
+            self.write(notice.as_bytes());
         }
         self.written
     }
@@ -216,7 +318,9 @@ mod tests {
     fn cap_drops_the_rest_and_says_so_once() {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("s.out");
-        let mut w = SpoolWriter::create(&path, 10).expect("create");
+        let mut w = SpoolWriter::create(&path, 1 << 20)
+            .expect("create")
+            .with_total(10);
         assert_eq!(w.append(b"abcdef"), 6);
         let notice = truncation_notice(10);
         let capped = 10 + notice.len() as u64;
@@ -231,9 +335,46 @@ mod tests {
     fn output_exactly_at_the_cap_is_not_truncated() {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("s.out");
-        let mut w = SpoolWriter::create(&path, 4).expect("create");
+        let mut w = SpoolWriter::create(&path, 4).expect("create").with_total(4);
         assert_eq!(w.append(b"abcd"), 4);
         assert_eq!(std::fs::read(&path).expect("read"), b"abcd");
+    }
+
+    #[test]
+    fn the_limit_bounds_what_waits_not_what_was_taken() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("s.out");
+        let kept = Kept::default();
+        let mut w = SpoolWriter::create(&path, 1 << 20)
+            .expect("create")
+            .with_kept(kept.clone());
+        let chunk = vec![7u8; 64 * 1024];
+        for _ in 0..128 {
+            let written = w.append(&chunk);
+            // The master takes everything as it comes.
+            kept.store(written, std::sync::atomic::Ordering::SeqCst);
+        }
+        assert_eq!(
+            w.written,
+            8 << 20,
+            "output was dropped while the master kept up"
+        );
+        let meta = std::fs::metadata(&path).expect("stat");
+        assert_eq!(meta.len(), 8 << 20);
+        // Sent output's disk is given back (where the file system can).
+        if w.punched > 0 && w.punched < u64::MAX / 2 {
+            assert!(meta.blocks() * 512 <= 3 << 20, "{} blocks", meta.blocks());
+        }
+        // The master stops taking: at most the limit more, then the notice.
+        let before = w.written;
+        let started = std::time::Instant::now();
+        for _ in 0..20 {
+            w.append(&chunk);
+        }
+        assert!(started.elapsed() < BACKLOG_WAIT * 2);
+        let notice = backlog_notice(1 << 20);
+        assert_eq!(w.written, before + (1 << 20) + notice.len() as u64);
     }
 
     #[test]

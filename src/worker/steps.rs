@@ -19,7 +19,7 @@ use tracing::{debug, warn};
 
 use super::runner::{StepContext, run_step};
 use super::sender::{LinkTx, Route, send_step};
-use super::spool::{Progress, SpoolReader, spool_path};
+use super::spool::{Kept, Progress, SpoolReader, spool_path};
 use super::stop::{StopHandle, stop_pair};
 use super::transfer::{FromMaster, is_transfer, run_transfer};
 use crate::protocol::{BuildId, RunningStep, StepAssignment, StepIndex};
@@ -40,6 +40,8 @@ struct Held {
     settled: Arc<AtomicBool>,
     /// Transfer steps only: where the master's transfer messages go.
     inbox: Option<mpsc::UnboundedSender<FromMaster>>,
+    /// How much of the output the master has on its disk.
+    kept: Kept,
 }
 
 /// The held steps and the tasks that run them.
@@ -84,6 +86,8 @@ impl Steps {
         } else {
             (None, None)
         };
+        let kept = Kept::default();
+        let kept_in_task = kept.clone();
         self.held.insert(
             key,
             Held {
@@ -91,6 +95,7 @@ impl Steps {
                 route,
                 settled,
                 inbox,
+                kept,
             },
         );
         let ctx = Arc::clone(&self.ctx);
@@ -103,7 +108,7 @@ impl Steps {
                     Some((inbox, route)) => {
                         run_transfer(&assignment, &ctx, progress, signal, route, inbox).await
                     }
-                    None => run_step(&assignment, &ctx, progress, signal).await,
+                    None => run_step(&assignment, &ctx, progress, signal, kept_in_task).await,
                 }
             };
             let sender = async {
@@ -139,6 +144,14 @@ impl Steps {
         }
     }
 
+    /// The master has the step's output up to byte `kept` on its disk:
+    /// the spool below it need not wait to be sent (`--spool-limit`).
+    pub(crate) fn output_kept(&self, key: StepKey, kept: u64) {
+        if let Some(held) = self.held.get(&key) {
+            held.kept.fetch_max(kept, Ordering::SeqCst);
+        }
+    }
+
     /// Ask one step to stop; unknown steps are ignored.
     pub(crate) fn stop(&self, key: StepKey) {
         match self.held.get(&key) {
@@ -159,6 +172,7 @@ impl Steps {
         if matches!(*held.route.borrow(), Route::Forget) || held.settled.load(Ordering::SeqCst) {
             return false;
         }
+        held.kept.fetch_max(from, Ordering::SeqCst);
         held.route.send_replace(Route::Attached { link, from });
         true
     }

@@ -127,7 +127,7 @@ async fn orphan_timeout_exits_when_the_master_is_gone_and_no_step_is_held() {
 }
 
 #[tokio::test]
-async fn spool_cap_drops_the_rest_says_so_once_and_the_step_ends_normally() {
+async fn spool_cap_drops_what_the_master_does_not_take_says_so_once_and_the_step_ends_normally() {
     let master = FakeMaster::new();
     let mut opts = master.options();
     opts.spool_limit = 1000;
@@ -137,7 +137,10 @@ async fn spool_cap_drops_the_rest_says_so_once_and_the_step_ends_normally() {
         .await;
     let (out, end) = conn.until_end().await;
     assert_eq!(end, StepEnd::Exited { code: 0 });
-    let notice = b"\n[bbworker: output truncated at 1000 bytes]\n";
+    // This master never says it kept anything: past 1000 bytes waiting,
+    // the rest is dropped.
+    let notice =
+        b"\n[bbworker: output dropped: more than 1000 bytes waited to be sent (--spool-limit)]\n";
     assert_eq!(out.len(), 1000 + notice.len());
     assert!(out[..1000].iter().all(|&b| b == 0));
     assert_eq!(&out[1000..], notice);

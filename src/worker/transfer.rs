@@ -144,11 +144,8 @@ pub(crate) async fn run_transfer(
     let key = (a.build, a.step);
     info!(build = key.0, step = key.1, name = %a.name, "starting transfer step");
     let spool_file = spool_path(&ctx.dir, a.build, a.step);
-    let limit = a
-        .max_output
-        .map_or(ctx.spool_limit, |m| m.min(ctx.spool_limit));
-    let spool = match SpoolWriter::create(&spool_file, limit) {
-        Ok(s) => Some(s),
+    let spool = match SpoolWriter::create(&spool_file, ctx.spool_limit) {
+        Ok(s) => Some(s.with_total(a.max_output.unwrap_or(u64::MAX))),
         Err(e) => {
             warn!("cannot create the spool {}: {e}", spool_file.display());
             None

@@ -291,9 +291,13 @@ fn start_or_refuse(m: &Master) -> Result<std::process::Child, String> {
 fn a_corrupt_page_anywhere_in_the_database_is_refused_or_harmless() {
     let mut m = Master::start_with_files(&config(10), &[("w1.secret", "w1-secret\n")]);
     let worker = start_worker_in(&m, "w1", &m.path().join("w1.secret"), &m.path().join("w"));
-    for _ in 0..6 {
-        assert_eq!(run(&m, "small").0["result"], "success");
+    // Enough history that a start reading only what it needs (the queue,
+    // the running builds, the highest ids) would not touch every page.
+    let reason = "r".repeat(1500);
+    for _ in 0..40 {
+        m.bbctl_json(&["force-build", "small", "--reason", &reason]);
     }
+    wait_finished(&m, 40);
     let builds = m.bbctl_json(&["builds", "--limit", "1000"]);
     m.bbctl_code(&["shutdown"], 0);
     m.wait_exit(EXIT_TIMEOUT);
@@ -476,4 +480,32 @@ fn fd_exhaustion_is_logged_once_and_survived() {
     wait_until("the master to say it accepts again", WAIT, || {
         m.stderr().contains("accepts connections again")
     });
+}
+
+/// `bbworker --spool-limit` bounds what waits on the worker's disk to be
+/// sent, not a step's total output: with a connected master reading, a
+/// step prints 8 times the limit and the whole of it is in the log.
+#[test]
+fn the_spool_limit_bounds_the_backlog_not_the_output() {
+    let m = Master::start_with_files(&config(8 << 20), &[("w1.secret", "w1-secret\n")]);
+    let mut cmd = crate::harness::command(crate::harness::BBWORKER);
+    cmd.arg("--master")
+        .arg(m.worker_socket())
+        .arg("--name")
+        .arg("w1")
+        .arg("--secret-file")
+        .arg(m.path().join("w1.secret"))
+        .arg("--dir")
+        .arg(m.path().join("w"))
+        .arg("--spool-limit")
+        .arg("1M");
+    let _worker = crate::harness::Background::spawn(cmd);
+    let (b, log) = run(&m, "big");
+    assert_eq!(b["result"], "success", "{b}");
+    assert!(
+        !log.contains("bbworker: output"),
+        "the worker dropped output"
+    );
+    assert_eq!(log.len(), (8 << 20) + "\ndone\n".len(), "the log is cut");
+    assert!(log.ends_with("\ndone\n"));
 }
