@@ -299,6 +299,10 @@ fn a_corrupt_page_anywhere_in_the_database_is_refused_or_harmless() {
     }
     wait_finished(&m, 40);
     let builds = m.bbctl_json(&["builds", "--limit", "1000"]);
+    // Every build in full, its request's reason included.
+    let details: Vec<String> = (1..=40)
+        .map(|id| m.bbctl_ok(&["--json", "build", &id.to_string()]))
+        .collect();
     m.bbctl_code(&["shutdown"], 0);
     m.wait_exit(EXIT_TIMEOUT);
     drop(worker);
@@ -340,6 +344,16 @@ fn a_corrupt_page_anywhere_in_the_database_is_refused_or_harmless() {
             Ok(mut child) => {
                 let now = m.bbctl_json(&["builds", "--limit", "1000"]);
                 assert_eq!(now, builds, "page {n}: started with other data");
+                for (i, detail) in details.iter().enumerate() {
+                    let out = m.bbctl(&["--json", "build", &(i + 1).to_string()]);
+                    assert_eq!(
+                        text(&out.stdout),
+                        *detail,
+                        "page {n}: the master started, then build {} reads otherwise: {}",
+                        i + 1,
+                        describe(&out)
+                    );
+                }
                 let out = m.bbctl(&["force-build", "small"]);
                 assert_eq!(code(&out), 0, "page {n}: {}", describe(&out));
                 m.bbctl_code(&["shutdown"], 0);
