@@ -6,6 +6,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::protocol::{BuildId, StepIndex};
 
@@ -50,15 +51,53 @@ pub fn ensure_reserve(logs: &Path) {
     }
 }
 
-/// Give up the space reserve; true if there was one.
+/// Give up the space reserve; true if there was one. From then on, until
+/// the reserve can be made again (space came back), log writes are refused
+/// as "disk full": the room it freed is for the store's records and the
+/// logs' marker lines, not for more output.
 pub fn release_reserve(logs: &Path) -> bool {
+    RESERVE_GONE_AT.store(crate::paths::now_ms().max(1), Ordering::SeqCst);
     std::fs::remove_file(reserve_path(logs)).is_ok()
+}
+
+/// When the reserve was given up (ms), or 0 while it is in place.
+static RESERVE_GONE_AT: AtomicU64 = AtomicU64::new(0);
+
+/// `Err` while the reserve is given up and cannot be made again (tried at
+/// most once a second).
+fn space_back(logs: &Path) -> io::Result<()> {
+    let gone = RESERVE_GONE_AT.load(Ordering::SeqCst);
+    if gone == 0 {
+        return Ok(());
+    }
+    let now = crate::paths::now_ms();
+    if now.saturating_sub(gone) >= 1000 {
+        RESERVE_GONE_AT.store(now, Ordering::SeqCst);
+        ensure_reserve(logs);
+    }
+    if reserve_path(logs).exists() {
+        RESERVE_GONE_AT.store(0, Ordering::SeqCst);
+        tracing::info!(
+            "space came back under {}: writing logs again",
+            logs.display()
+        );
+        return Ok(());
+    }
+    Err(io::Error::new(
+        io::ErrorKind::StorageFull,
+        "the state dir's disk is full (its space reserve is in use)",
+    ))
+}
+
+/// Whether `e` says the disk is full.
+fn is_disk_full(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::StorageFull || e.raw_os_error() == Some(28)
 }
 
 /// Words for a failed output write: "disk full" or "I/O error", then the
 /// operating system's message.
 pub fn write_failure(e: &io::Error) -> String {
-    if e.kind() == io::ErrorKind::StorageFull || e.raw_os_error() == Some(28) {
+    if is_disk_full(e) {
         format!("disk full ({e})")
     } else if e.kind() == io::ErrorKind::QuotaExceeded {
         format!("disk quota exceeded ({e})")
@@ -183,6 +222,9 @@ impl StepLogWriter {
         if self.truncated {
             return Ok(());
         }
+        if let Err(e) = space_back(&self.logs()) {
+            return Err(self.failed(&e));
+        }
         let skip = (self.written - offset) as usize;
         let fresh = &data[skip..];
         let room = self.cap.saturating_sub(self.written) as usize;
@@ -224,6 +266,15 @@ impl StepLogWriter {
         io::Error::new(e.kind(), format!("output lost: {reason}"))
     }
 
+    /// The logs dir this log is in.
+    fn logs(&self) -> PathBuf {
+        self.path
+            .parent()
+            .and_then(Path::parent)
+            .map(Path::to_path_buf)
+            .unwrap_or_default()
+    }
+
     /// Record that output from here on is lost, for `reason`, and put the
     /// marker line in the log (once). On a full disk the space reserve is
     /// given up first; failing that, the log is cut back just enough for
@@ -236,12 +287,7 @@ impl StepLogWriter {
             return;
         }
         let marker = lost_marker(reason);
-        let logs = self
-            .path
-            .parent()
-            .and_then(Path::parent)
-            .map(Path::to_path_buf)
-            .unwrap_or_default();
+        let logs = self.logs();
         let mut tries = 0;
         loop {
             match self.file.write_all(marker.as_bytes()) {
