@@ -29,7 +29,7 @@ pub fn reserve_path(logs: &Path) -> PathBuf {
 
 /// Size of the space reserve: room for a marker line and many store
 /// transactions.
-pub const RESERVE_SIZE: usize = 256 * 1024;
+pub const RESERVE_SIZE: usize = 1024 * 1024;
 
 /// Create the space reserve if it is missing (best effort: a disk with no
 /// room for it gets none, and the next log to open tries again).
@@ -260,6 +260,14 @@ impl StepLogWriter {
             tracing::warn!(
                 "cannot cut {} back after a failed write: {cut}",
                 self.path.display()
+            );
+        }
+        if is_disk_full(e) && RESERVE_GONE_AT.load(Ordering::SeqCst) == 0 {
+            // Room for this build's end in the store, and the marker.
+            release_reserve(&self.logs());
+            tracing::warn!(
+                "the disk under {} is full: gave up the space reserve; logs are not written until space comes back",
+                self.logs().display()
             );
         }
         self.lose(&reason);

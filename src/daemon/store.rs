@@ -74,6 +74,12 @@ impl Store {
             .map_err(wrap)?;
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(wrap)?;
+        // A small WAL, checkpointed often and then reused from its start
+        // rather than grown: once it reached its size, commits need no new
+        // disk space, so a disk filled by logs still takes the records of
+        // builds ending (docs/durability.md).
+        conn.pragma_update(None, "wal_autocheckpoint", 100)
+            .map_err(wrap)?;
         conn.pragma_update(None, "foreign_keys", "ON")
             .map_err(wrap)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))

@@ -267,3 +267,147 @@ fn chaos_every_request_gets_exactly_one_final_result() {
     );
     drop(workers);
 }
+
+/// Chaos with full disks on both sides: the master's state dir and the
+/// workers' dirs are small tmpfs mounts (skipped with a message when the
+/// test cannot mount them, i.e. not as root), and builds printing more
+/// than fits run among small ones. Every request ends with exactly one
+/// result; a success has its whole log; anything else is an `exception`
+/// naming "disk full" whose log ends with the marker. Once the operator
+/// frees space, a whole batch succeeds with no restart.
+#[test]
+fn chaos_full_disks_on_both_sides_lose_nothing_silently() {
+    const DISKS: &str = r#"
+[[worker]]
+name = "w1"
+secret_file = "@DIR@/w.secret"
+max_builds = 3
+
+[[worker]]
+name = "w2"
+secret_file = "@DIR@/w.secret"
+max_builds = 3
+
+[[builder]]
+name = "c"
+workers = ["w1", "w2"]
+  [[builder.step]]
+  name = "s"
+  shell = "echo start $BB_BUILD_ID; sleep 0.0$((RANDOM%5)); echo end $BB_BUILD_ID"
+
+[[builder]]
+name = "big"
+workers = ["w1", "w2"]
+  [[builder.step]]
+  name = "s"
+  shell = "head -c 1500000 /dev/zero | tr '\\0' x; echo; echo end $BB_BUILD_ID"
+"#;
+    let mut m = Master::start_with_files(DISKS, &[("w.secret", "chaos\n")]);
+    m.bbctl_code(&["shutdown"], 0);
+    m.wait_exit(crate::harness::EXIT_TIMEOUT);
+    let Some(_master_disk) = crate::storage::mount_tmpfs(&m.state_dir(), "4m", "chaos_full_disks")
+    else {
+        return;
+    };
+    let work = m.path().join("work");
+    let Some(_worker_disk) = crate::storage::mount_tmpfs(&work, "2m", "chaos_full_disks") else {
+        return;
+    };
+    m.spawn();
+    let secret = m.path().join("w.secret");
+    let _workers: Vec<Background> = ["w1", "w2"]
+        .iter()
+        .map(|n| crate::harness::start_worker_in(&m, n, &secret, &work.join(n)))
+        .collect();
+
+    let mut requests = Vec::new();
+    for _ in 0..3 {
+        let runs: Vec<Background> = (0..12)
+            .map(|i| {
+                m.bbctl_spawn(&[
+                    "--json",
+                    "force-build",
+                    if i % 4 == 0 { "big" } else { "c" },
+                ])
+            })
+            .collect();
+        for run in runs {
+            let out = run.finish(BBCTL_TIMEOUT);
+            assert_eq!(code(&out), 0, "force-build: {}", describe(&out));
+            let v: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+            requests.push(v["request_id"].as_u64().expect("a request id"));
+        }
+        wait_until("the batch to be done", Duration::from_secs(60), || {
+            let s = m.bbctl_json(&["status"]);
+            s["builders"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|b| b["queued"] == 0 && b["running"] == 0)
+        });
+    }
+
+    let builds = m.bbctl_json(&["builds", "--limit", "1000"]);
+    let builds = builds.as_array().unwrap();
+    assert_eq!(builds.len(), requests.len(), "not one build per request");
+    let (mut ok, mut lost) = (0, Vec::new());
+    for b in builds {
+        let id = b["id"].as_u64().unwrap();
+        let log = m.bbctl_ok(&["log", &id.to_string()]);
+        match b["result"].as_str() {
+            Some("success") => {
+                assert!(
+                    log.starts_with(&format!("start {id}\n"))
+                        && log.ends_with(&format!("end {id}\n"))
+                        || log.len() == 1_500_000 + format!("\nend {id}\n").len(),
+                    "build {id} succeeded with a log of {} bytes",
+                    log.len()
+                );
+                ok += 1;
+            }
+            Some("exception") => {
+                let reason = b["reason"].as_str().unwrap_or("");
+                assert!(reason.contains("disk full"), "build {id}: {b}");
+                assert!(
+                    log.contains("[bbmaster: output lost from here: "),
+                    "build {id} has no marker: {b}"
+                );
+                lost.push(reason.to_string());
+            }
+            other => panic!("build {id} ended {other:?}: {b}"),
+        }
+    }
+    let on_worker = lost.iter().filter(|r| r.contains("spool")).count();
+    eprintln!(
+        "chaos with full disks: {} builds, {ok} successes, {} lost output ({on_worker} on a worker)",
+        builds.len(),
+        lost.len()
+    );
+    assert!(on_worker > 0, "no worker's disk filled: {lost:?}");
+
+    // The operator frees space under the master; the workers' spools are
+    // freed by themselves. A whole batch then succeeds.
+    for b in builds {
+        if b["result"] == "exception" {
+            let dir = m.state_dir().join("logs").join(b["id"].to_string());
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+    let first = m.force_build("c");
+    for _ in 1..6 {
+        m.force_build("c");
+    }
+    wait_until("the last batch to be done", Duration::from_secs(60), || {
+        let s = m.bbctl_json(&["status"]);
+        s["builders"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|b| b["queued"] == 0 && b["running"] == 0)
+    });
+    let after = m.bbctl_json(&["builds", "--builder", "c", "--limit", "6"]);
+    for b in after.as_array().unwrap() {
+        assert!(b["request_id"].as_u64().unwrap() >= first);
+        assert_eq!(b["result"], "success", "after space came back: {b}");
+    }
+}

@@ -62,7 +62,7 @@ impl Drop for Tmpfs {
 
 /// Mount a tmpfs of `size` on `dir` (created), or `None` (and a SKIPPED
 /// line) where that is not allowed (not root).
-pub fn mount_tmpfs(dir: &Path, size: &str, test: &str) -> Option<impl Drop> {
+pub fn mount_tmpfs(dir: &Path, size: &str, test: &str) -> Option<impl Drop + use<>> {
     fs::create_dir_all(dir).unwrap();
     let mounted = std::process::Command::new("mount")
         .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
