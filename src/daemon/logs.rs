@@ -27,15 +27,28 @@ pub fn reserve_path(logs: &Path) -> PathBuf {
     logs.parent().unwrap_or(logs).join("space.reserve")
 }
 
-/// Size of the space reserve: room for a marker line and many store
-/// transactions.
-pub const RESERVE_SIZE: usize = 1024 * 1024;
+/// Size of the space reserve: room for the marker lines of the logs open
+/// (a page each) and for the store's write-ahead log to reach its full
+/// size (about 100 pages) and the records of the builds ending.
+pub const RESERVE_SIZE: usize = 2 * 1024 * 1024;
+
+/// Free space the reserve leaves when it is made: room for the writes
+/// going on meanwhile.
+const RESERVE_MARGIN: u64 = 512 * 1024;
 
 /// Create the space reserve if it is missing (best effort: a disk with no
 /// room for it gets none, and the next log to open tries again).
 pub fn ensure_reserve(logs: &Path) {
     let path = reserve_path(logs);
     if path.exists() {
+        return;
+    }
+    // Only with room to spare: writing it into the last free bytes would
+    // take them from the store and the marker lines.
+    let free = nix::sys::statvfs::statvfs(logs.parent().unwrap_or(logs))
+        .map(|v| v.blocks_available() as u64 * v.fragment_size() as u64)
+        .unwrap_or(0);
+    if free < RESERVE_SIZE as u64 + RESERVE_MARGIN {
         return;
     }
     let tmp = path.with_extension("reserve.tmp");

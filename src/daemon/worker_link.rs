@@ -524,6 +524,11 @@ impl Link {
                         writer.lose(&format!("on the worker: {error}"));
                     }
                 } else if let Some(error) = log.lost() {
+                    // The marker again, in case there was no room for it
+                    // then (a no-op once it is in).
+                    if let Some(writer) = log.writer.as_mut() {
+                        writer.lose(&error);
+                    }
                     end = StepEnd::OutputLost {
                         error: format!("cannot write the log on the master: {error}"),
                     };

@@ -305,7 +305,7 @@ workers = ["w1", "w2"]
     let mut m = Master::start_with_files(DISKS, &[("w.secret", "chaos\n")]);
     m.bbctl_code(&["shutdown"], 0);
     m.wait_exit(crate::harness::EXIT_TIMEOUT);
-    let Some(_master_disk) = crate::storage::mount_tmpfs(&m.state_dir(), "4m", "chaos_full_disks")
+    let Some(_master_disk) = crate::storage::mount_tmpfs(&m.state_dir(), "5m", "chaos_full_disks")
     else {
         return;
     };

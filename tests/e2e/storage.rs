@@ -489,7 +489,13 @@ fn fd_exhaustion_is_logged_once_and_survived() {
     drop(clients);
     m.bbctl_ok(&["status"]);
     let log = m.stderr();
-    assert_eq!(warned, 1, "not one warning for one streak:\n{log}");
+    // One streak, one warning; a second only if a descriptor the master
+    // closed meanwhile let one accept through (the old code warned at
+    // every retry: about 8 times in 4 s).
+    assert!(
+        (1..=2).contains(&warned),
+        "{warned} warnings for one streak:\n{log}"
+    );
     assert!(log.contains("out of file descriptors"), "{log}");
     wait_until("the master to say it accepts again", WAIT, || {
         m.stderr().contains("accepts connections again")
