@@ -76,6 +76,29 @@ pub fn release_reserve(logs: &Path) -> bool {
 /// When the reserve was given up (ms), or 0 while it is in place.
 static RESERVE_GONE_AT: AtomicU64 = AtomicU64::new(0);
 
+/// Log writes stop when less than this is free: the last bytes of the
+/// disk are for the store, whatever the order in which writers hit it.
+const LOW_WATER: u64 = 512 * 1024;
+
+/// `Err` (disk full) when the state dir's disk has less than [`LOW_WATER`]
+/// free; unknown counts as enough (the write itself will tell).
+fn room_left(logs: &Path) -> io::Result<()> {
+    let Ok(v) = nix::sys::statvfs::statvfs(logs) else {
+        return Ok(());
+    };
+    let free = v.blocks_available() as u64 * v.fragment_size() as u64;
+    if free < LOW_WATER {
+        return Err(io::Error::new(
+            io::ErrorKind::StorageFull,
+            format!(
+                "the state dir's disk is full (less than {} KiB free)",
+                LOW_WATER / 1024
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// `Err` while the reserve is given up and cannot be made again (tried at
 /// most once a second).
 fn space_back(logs: &Path) -> io::Result<()> {
@@ -235,7 +258,7 @@ impl StepLogWriter {
         if self.truncated {
             return Ok(());
         }
-        if let Err(e) = space_back(&self.logs()) {
+        if let Err(e) = space_back(&self.logs()).and_then(|()| room_left(&self.logs())) {
             return Err(self.failed(&e));
         }
         let skip = (self.written - offset) as usize;
