@@ -103,7 +103,7 @@ pub enum Command {
         /// The file read (`None`: the embedded default).
         path: Option<PathBuf>,
         /// The config, or why it could not be had.
-        config: Result<Config, String>,
+        config: Result<Box<Config>, String>,
         /// Where the answer goes; `None` for SIGHUP (the result is logged).
         reply: Option<oneshot::Sender<Result<ReloadReport, ErrorReply>>>,
     },
@@ -635,7 +635,9 @@ impl Master {
                     Some(me) => {
                         tokio::spawn(async move {
                             let config =
-                                config_read::load(path.as_deref(), config_read::READ_TIMEOUT).await;
+                                config_read::load(path.as_deref(), config_read::READ_TIMEOUT)
+                                    .await
+                                    .map(Box::new);
                             let read = Command::ReloadRead {
                                 dry_run,
                                 path,
@@ -659,7 +661,7 @@ impl Master {
                 config,
                 reply,
             } => {
-                let answer = self.reload(dry_run, path, config);
+                let answer = self.reload(dry_run, path, config.map(|c| *c));
                 match (&answer, reply) {
                     (_, Some(reply)) => self.replies.push(Deferred::Reload(reply, answer)),
                     (Ok(report), None) => info!("reload applied: {}", reload_summary(report)),

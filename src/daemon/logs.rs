@@ -46,7 +46,7 @@ pub fn ensure_reserve(logs: &Path) {
     // Only with room to spare: writing it into the last free bytes would
     // take them from the store and the marker lines.
     let free = nix::sys::statvfs::statvfs(logs.parent().unwrap_or(logs))
-        .map(|v| v.blocks_available() as u64 * v.fragment_size() as u64)
+        .map(|v| v.blocks_available() * v.fragment_size())
         .unwrap_or(0);
     if free < RESERVE_SIZE as u64 + RESERVE_MARGIN {
         return;
@@ -86,7 +86,7 @@ fn room_left(logs: &Path) -> io::Result<()> {
     let Ok(v) = nix::sys::statvfs::statvfs(logs) else {
         return Ok(());
     };
-    let free = v.blocks_available() as u64 * v.fragment_size() as u64;
+    let free = v.blocks_available() * v.fragment_size();
     if free < LOW_WATER {
         return Err(io::Error::new(
             io::ErrorKind::StorageFull,
