@@ -259,7 +259,8 @@ fn client_messages_round_trip() {
                 generation: 4,
                 waiting_for_worker: false,
             }],
-            draining: false,
+            draining: true,
+            drain_mode: Some(crate::protocol::DrainMode::Maintenance),
             builders_total: 1,
             queued_total: 1,
             disk: Some(DiskUsage {
@@ -392,7 +393,10 @@ fn client_messages_round_trip() {
             build: 1,
         },
         EventKind::WorkerConnected { worker: "w".into() },
-        EventKind::WorkerLost { worker: "w".into() },
+        EventKind::WorkerLost {
+            worker: "w".into(),
+            reason: "removed by reload".into(),
+        },
         EventKind::WorkerDraining { worker: "w".into() },
         EventKind::ReloadApplied {
             generation_before: 1,
@@ -400,7 +404,10 @@ fn client_messages_round_trip() {
             config_hash: "h".into(),
         },
         EventKind::ReloadRejected { error: "e".into() },
-        EventKind::MasterDraining { draining: true },
+        EventKind::MasterDraining {
+            draining: true,
+            mode: crate::protocol::DrainMode::Shutdown,
+        },
         EventKind::WorkerUndrained { worker: "w".into() },
         EventKind::Subscribed,
         EventKind::Lagged { missed: 3 },

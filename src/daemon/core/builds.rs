@@ -72,7 +72,7 @@ impl Core {
         priority: i32,
         now_ms: u64,
     ) -> Result<RequestId, CoreError> {
-        if self.draining {
+        if self.shutdown {
             return Err(CoreError::Draining);
         }
         if !self.builders.contains_key(builder) {

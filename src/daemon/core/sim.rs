@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use super::*;
 use crate::config::{Secret, StepAction, StepDef};
-use crate::protocol::{MasterToWorker, RunningStep, StepEnd};
+use crate::protocol::{DrainMode, MasterToWorker, RunningStep, StepEnd};
 
 /// A small, fast, seedable PRNG (splitmix64): reproducible on every platform.
 struct Rng(u64);
@@ -290,6 +290,9 @@ impl Sim {
                         self.requests.get(&request)
                     ));
                 }
+                if self.core.is_draining() {
+                    self.fail(format!("build {build} started while the master drains"));
+                }
                 let config = self.core.config();
                 // Invariant 6: eligibility under the current generation.
                 let listed = config
@@ -460,9 +463,10 @@ impl Sim {
                 self.fail(format!("builder {name}'s queue is out of order: {keys:?}"));
             }
         }
-        // 3. A queued request with a free eligible worker is dispatched.
+        // 3. A queued request with a free eligible worker is dispatched,
+        // unless the master drains; then nothing starts.
         for (name, b) in &core.builders {
-            if b.queue.is_empty() {
+            if b.queue.is_empty() || core.is_draining() {
                 continue;
             }
             for w in &b.def.workers {
@@ -729,6 +733,16 @@ impl Sim {
                     "{} {name} -> {r:?}",
                     if paused { "drain" } else { "undrain" }
                 ));
+            }
+            98 => {
+                let mode = if self.rng.chance(50) {
+                    DrainMode::Maintenance
+                } else {
+                    DrainMode::Shutdown
+                };
+                let on = self.rng.chance(50);
+                self.history.push(format!("drain {mode:?} {on}"));
+                self.core.set_drain(mode, on, now);
             }
             _ => self.restart(),
         }

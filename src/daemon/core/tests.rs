@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use super::*;
 use crate::config::{Secret, StepAction, StepDef};
-use crate::protocol::{BuildResult, MasterToWorker, RunningStep, StepEnd};
+use crate::protocol::{BuildResult, DrainMode, MasterToWorker, RunningStep, StepEnd};
 
 /// Build a config: workers as (name, max_builds), builders as (name,
 /// workers, number of steps).
@@ -355,21 +355,50 @@ fn builds_running_at_a_restart_wait_for_their_worker() {
 }
 
 #[test]
-fn draining_refuses_requests_and_starts_nothing() {
+fn draining_for_shutdown_refuses_requests_and_starts_nothing() {
     let mut core = Core::new(
         config(&[("w", 1)], &[("b", &["w"], 1)]),
         Restored::default(),
         0,
     );
     force(&mut core, "b");
-    core.set_draining(true, 0);
+    core.set_drain(DrainMode::Shutdown, true, 0);
+    assert_eq!(core.drain_mode(), Some(DrainMode::Shutdown));
+    assert!(core.is_draining());
     assert_eq!(
         core.force_build("b", None, BTreeMap::new(), 0),
         Err(CoreError::Draining)
     );
     core.worker_connected("w", 1, &[], 0).unwrap();
     assert!(started_steps(&core.take_effects()).is_empty());
-    core.set_draining(false, 1);
+    core.set_drain(DrainMode::Shutdown, false, 1);
+    assert_eq!(core.drain_mode(), None);
+    assert!(!core.is_draining());
+    assert_eq!(started_steps(&core.take_effects()), vec![(1, 1, 0)]);
+}
+
+#[test]
+fn draining_for_maintenance_queues_requests_but_starts_nothing() {
+    let mut core = Core::new(
+        config(&[("w", 1)], &[("b", &["w"], 1)]),
+        Restored::default(),
+        0,
+    );
+    core.set_drain(DrainMode::Maintenance, true, 0);
+    assert_eq!(core.drain_mode(), Some(DrainMode::Maintenance));
+    assert!(core.is_draining());
+    assert_eq!(force(&mut core, "b"), 1, "a maintenance drain takes requests");
+    core.worker_connected("w", 1, &[], 0).unwrap();
+    assert!(started_steps(&core.take_effects()).is_empty());
+    assert_eq!(core.queue_of("b"), vec![1]);
+    // A shutdown drain on top, then cancelled: maintenance stays in force.
+    core.set_drain(DrainMode::Shutdown, true, 1);
+    assert_eq!(core.drain_mode(), Some(DrainMode::Shutdown));
+    core.set_drain(DrainMode::Shutdown, false, 2);
+    assert_eq!(core.drain_mode(), Some(DrainMode::Maintenance));
+    assert!(started_steps(&core.take_effects()).is_empty());
+    core.set_drain(DrainMode::Maintenance, false, 3);
+    assert_eq!(core.drain_mode(), None);
     assert_eq!(started_steps(&core.take_effects()), vec![(1, 1, 0)]);
 }
 
