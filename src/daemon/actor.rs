@@ -1038,7 +1038,15 @@ impl Master {
                     let _ = self.notices.send(Arc::new(Notice::Record(record)));
                 }
                 Effect::ToWorker { link, mut msg } => match self.links.get(&link) {
-                    Some(LinkInfo { tx, .. }) => {
+                    Some(LinkInfo { tx, worker, .. }) => {
+                        if let MasterToWorker::Abandon { build, step } = &msg {
+                            warn!(
+                                worker = %worker,
+                                build,
+                                step,
+                                "worker came back still running build {build} step {step}, which ended or was retried elsewhere meanwhile: told it to kill the step's process group now"
+                            );
+                        }
                         // The core does not read files: the shell tells a
                         // resuming worker how much output is already kept.
                         if let MasterToWorker::Resume {
