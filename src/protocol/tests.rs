@@ -561,3 +561,37 @@ proptest! {
         }
     }
 }
+
+/// `docs/protocol.md` spells a response's `result` the way the wire does:
+/// serde's `Result`, tagged `Ok` and `Err` (capitalised). A client written
+/// from the doc must match these keys exactly.
+#[test]
+fn a_response_result_is_tagged_ok_and_err_as_documented() {
+    let ok = ServerMsg::Response {
+        id: 1,
+        result: Ok(Reply::Done {
+            message: "m".into(),
+        }),
+    };
+    let err = ServerMsg::Response {
+        id: 2,
+        result: Err(ErrorReply::rejected("no")),
+    };
+    let as_value = |msg: &ServerMsg| -> serde_json::Value {
+        let frame = encode(msg).expect("encode");
+        decode(&frame[4..]).expect("decode as a generic value")
+    };
+    let ok = as_value(&ok);
+    assert_eq!(
+        ok["response"]["result"]["Ok"]["done"]["message"], "m",
+        "{ok}"
+    );
+    let err = as_value(&err);
+    assert_eq!(err["response"]["result"]["Err"]["kind"], "rejected", "{err}");
+    assert_eq!(err["response"]["result"]["Err"]["message"], "no", "{err}");
+    let doc = include_str!("../../docs/protocol.md");
+    assert!(
+        doc.contains("`{Ok: Reply}` or `{Err: {kind, message}}`"),
+        "docs/protocol.md must spell the result tags as the wire does"
+    );
+}
