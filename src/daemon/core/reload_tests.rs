@@ -477,3 +477,20 @@ fn each_restart_only_setting_is_reported_by_name() {
         assert_eq!(report.needs_restart, vec![key.to_string()], "{key}");
     }
 }
+
+/// A worker new in the file is reported added, may connect, and builds.
+#[test]
+fn an_added_worker_is_reported_and_may_connect() {
+    let mut core = busy_core();
+    let mut cfg = (**core.config()).clone();
+    let mut v = cfg.workers[0].clone();
+    v.name = "v".into();
+    cfg.workers.push(v);
+    cfg.builders[0].workers.push("v".into());
+    cfg.hash.push('+');
+    let report = core.reload(Arc::new(cfg), 1, false);
+    assert_eq!(report.workers_added, vec!["v"]);
+    assert!(report.workers_changed.is_empty() && report.workers_draining.is_empty());
+    core.worker_connected("v", 9, &[], 2).unwrap();
+    assert_eq!(core.running_build(3).unwrap().worker, "v");
+}
