@@ -587,7 +587,10 @@ fn a_response_result_is_tagged_ok_and_err_as_documented() {
         "{ok}"
     );
     let err = as_value(&err);
-    assert_eq!(err["response"]["result"]["Err"]["kind"], "rejected", "{err}");
+    assert_eq!(
+        err["response"]["result"]["Err"]["kind"], "rejected",
+        "{err}"
+    );
     assert_eq!(err["response"]["result"]["Err"]["message"], "no", "{err}");
     let doc = include_str!("../../docs/protocol.md");
     assert!(

@@ -168,8 +168,11 @@ async fn abandon_kills_the_step_group_at_once() {
     let master = FakeMaster::new();
     let worker = master.spawn_worker();
     let mut conn = master.welcome().await;
-    conn.send(step(1, "trap '' TERM; echo $$; while :; do sleep 0.05; done"))
-        .await;
+    conn.send(step(
+        1,
+        "trap '' TERM; echo $$; while :; do sleep 0.05; done",
+    ))
+    .await;
     let WorkerToMaster::Output { data, .. } = conn.recv().await else {
         panic!("expected the step's pid first");
     };

@@ -530,11 +530,10 @@ fn keepalive_notices_a_frozen_worker() {
 #[test]
 fn a_retry_false_build_ends_exception_and_its_step_is_killed_on_return() {
     let shell = format!("trap '' TERM; {}; sleep 300", record_pid("pid"));
-    let config = remote_config("keepalive = \"200ms\"\nworker_grace = \"1s\"", 1, &shell)
-        .replace(
-            "workers = [\"w1\"]\n",
-            "workers = [\"w1\"]\nretry = false\n",
-        );
+    let config = remote_config("keepalive = \"200ms\"\nworker_grace = \"1s\"", 1, &shell).replace(
+        "workers = [\"w1\"]\n",
+        "workers = [\"w1\"]\nretry = false\n",
+    );
     let m = master_with_w1(&config);
     let mut worker = w1(&m);
     assert_eq!(m.force_build("b"), 1);
@@ -545,7 +544,11 @@ fn a_retry_false_build_ends_exception_and_its_step_is_killed_on_return() {
     assert_eq!(b["result"], "exception", "{b}");
     let reason = b["reason"].as_str().unwrap_or("");
     assert!(reason.contains("retry = false"), "{b}");
-    assert_eq!(queue_of_b(&m), (0, 0), "a retry = false request is not queued again");
+    assert_eq!(
+        queue_of_b(&m),
+        (0, 0),
+        "a retry = false request is not queued again"
+    );
     assert!(!process_gone(pid), "the step of a frozen worker died");
 
     worker.signal(Signal::SIGCONT);

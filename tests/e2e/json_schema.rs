@@ -628,8 +628,7 @@ fn worker_and_drain_events_match_their_shapes() {
             .count()
             == 2
     });
-    let mut events =
-        crate::harness::LineReader::spawn(m.bbctl_command(&["--json", "events"]));
+    let mut events = crate::harness::LineReader::spawn(m.bbctl_command(&["--json", "events"]));
     crate::harness::await_subscription(&m, &mut events, "\"master_draining\"");
     m.bbctl_code(&["drain"], 0);
     let lines = events.read_until("a maintenance drain", Duration::from_secs(10), |l| {

@@ -304,7 +304,11 @@ fn drain_the_master() {
             && l.contains("\"mode\":\"maintenance\"")
     });
     // A maintenance drain queues requests instead of refusing them.
-    assert_eq!(m.force_build("quick"), 3, "a drained master queues requests");
+    assert_eq!(
+        m.force_build("quick"),
+        3,
+        "a drained master queues requests"
+    );
     let human = m.bbctl_ok(&["status"]);
     assert!(
         human.contains("draining for maintenance: requests are queued, no build starts"),

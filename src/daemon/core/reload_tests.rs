@@ -295,14 +295,15 @@ fn a_reload_records_the_next_generation_with_the_new_hash() {
     assert_eq!(report.config_hash, "new-hash");
     assert_eq!(core.generation(), 2);
     assert_eq!(core.config().hash, "new-hash");
-    assert!(core.take_effects().contains(&Effect::Record(
-        Record::GenerationApplied {
-            generation: 2,
-            config_hash: "new-hash".into(),
-            origin: "new.toml".into(),
-            at_ms: 7,
-        }
-    )));
+    assert!(
+        core.take_effects()
+            .contains(&Effect::Record(Record::GenerationApplied {
+                generation: 2,
+                config_hash: "new-hash".into(),
+                origin: "new.toml".into(),
+                at_ms: 7,
+            }))
+    );
 }
 
 /// A change to the file that touches no builder or worker (a `[master]`
@@ -316,7 +317,10 @@ fn a_master_setting_alone_is_a_new_generation() {
     let report = core.reload(Arc::new(cfg), 1, false);
     assert_eq!(report.generation_after, report.generation_before + 1);
     assert!(report.workers_changed.is_empty() && report.builders_changed.is_empty());
-    assert!(report.needs_restart.is_empty(), "max_retries applies at once");
+    assert!(
+        report.needs_restart.is_empty(),
+        "max_retries applies at once"
+    );
     let effects = core.take_effects();
     assert_eq!(effects.len(), 1, "only the generation record: {effects:?}");
     let report = core.reload(Arc::clone(core.config()), 2, false);
@@ -418,7 +422,11 @@ fn only_busy_workers_are_reported_draining() {
     cfg.hash.push('+');
     let report = core.reload(Arc::new(cfg), 1, false);
     assert_eq!(report.workers_changed, vec!["w"]);
-    assert_eq!(report.workers_draining, vec!["w"], "`local` is a credential");
+    assert_eq!(
+        report.workers_draining,
+        vec!["w"],
+        "`local` is a credential"
+    );
     assert!(
         !core
             .take_effects()
@@ -456,7 +464,9 @@ fn each_restart_only_setting_is_reported_by_name() {
         ("master.control_socket", |m| {
             m.control_socket = Some("/x".into())
         }),
-        ("master.worker_socket", |m| m.worker_socket = Some("/x".into())),
+        ("master.worker_socket", |m| {
+            m.worker_socket = Some("/x".into())
+        }),
         ("master.keepalive", |m| {
             m.keepalive = std::time::Duration::from_secs(99)
         }),
@@ -466,7 +476,9 @@ fn each_restart_only_setting_is_reported_by_name() {
         ("master.max_clients", |m| m.max_clients += 1),
         ("master.allowed_uids", |m| m.allowed_uids.push(4242)),
         ("master.allowed_gid", |m| m.allowed_gid = Some(4242)),
-        ("master.transfer_dir", |m| m.transfer_dir = Some("/x".into())),
+        ("master.transfer_dir", |m| {
+            m.transfer_dir = Some("/x".into())
+        }),
     ];
     for (key, edit) in edits {
         let mut core = busy_core();

@@ -357,7 +357,9 @@ impl Sim {
             Record::StepFinished { .. } => {}
             Record::BuildRetried { build, request, .. } => {
                 if self.running.get(&build).is_some_and(|r| !r.1.retry) {
-                    self.fail(format!("build {build} of a retry = false builder was retried"));
+                    self.fail(format!(
+                        "build {build} of a retry = false builder was retried"
+                    ));
                 }
                 if self.requests.get(&request) != Some(&ReqState::Running(build)) {
                     self.fail(format!(
@@ -375,7 +377,10 @@ impl Sim {
                 reason,
                 ..
             } => {
-                if reason.as_deref().is_some_and(|r| r.contains("retry = false")) {
+                if reason
+                    .as_deref()
+                    .is_some_and(|r| r.contains("retry = false"))
+                {
                     self.seen.not_retried += 1;
                 }
                 if self.requests.get(&request) != Some(&ReqState::Running(build)) {

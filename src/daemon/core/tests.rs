@@ -388,7 +388,11 @@ fn draining_for_maintenance_queues_requests_but_starts_nothing() {
     core.set_drain(DrainMode::Maintenance, true, 0);
     assert_eq!(core.drain_mode(), Some(DrainMode::Maintenance));
     assert!(core.is_draining());
-    assert_eq!(force(&mut core, "b"), 1, "a maintenance drain takes requests");
+    assert_eq!(
+        force(&mut core, "b"),
+        1,
+        "a maintenance drain takes requests"
+    );
     core.worker_connected("w", 1, &[], 0).unwrap();
     assert!(started_steps(&core.take_effects()).is_empty());
     assert_eq!(core.queue_of("b"), vec![1]);
@@ -668,7 +672,12 @@ fn retry_false_ends_a_build_whose_worker_stays_away_as_exception() {
     assert!(reason.contains("not run again (retry = false)"), "{reason}");
     assert!(effects.iter().any(|e| matches!(
         e,
-        Effect::Record(Record::StepFinished { build: 1, step: 0, result: BuildResult::Exception, .. })
+        Effect::Record(Record::StepFinished {
+            build: 1,
+            step: 0,
+            result: BuildResult::Exception,
+            ..
+        })
     )));
     assert!(core.live_request(1).is_none(), "the request ended with it");
     assert!(core.queue_of("b").is_empty());
@@ -676,7 +685,8 @@ fn retry_false_ends_a_build_whose_worker_stays_away_as_exception() {
     core.worker_connected("v", 2, &[], 62_000).unwrap();
     assert!(started_steps(&core.take_effects()).is_empty());
     // The first worker comes back still running the step: it must kill it.
-    core.worker_connected("w", 3, &[held(1, 0)], 63_000).unwrap();
+    core.worker_connected("w", 3, &[held(1, 0)], 63_000)
+        .unwrap();
     let effects = core.take_effects();
     assert!(
         effects.contains(&Effect::ToWorker {
@@ -714,7 +724,10 @@ fn retry_false_ends_a_build_whose_worker_is_removed_while_away() {
     let f = finished(&core.take_effects());
     assert_eq!(f.len(), 1);
     assert_eq!(f[0].1, BuildResult::Exception);
-    assert!(f[0].2.as_deref().unwrap().contains("retry = false"), "{f:?}");
+    assert!(
+        f[0].2.as_deref().unwrap().contains("retry = false"),
+        "{f:?}"
+    );
 }
 
 #[test]
@@ -735,7 +748,8 @@ fn a_worker_back_with_a_step_retried_elsewhere_is_told_to_abandon_it() {
     let effects = core.take_effects();
     assert_eq!(retried(&effects), vec![1]);
     assert_eq!(started_steps(&effects), vec![(2, 2, 0)], "build 2 on v");
-    core.worker_connected("w", 3, &[held(1, 0)], 62_000).unwrap();
+    core.worker_connected("w", 3, &[held(1, 0)], 62_000)
+        .unwrap();
     let effects = core.take_effects();
     assert_eq!(
         effects,
