@@ -20,9 +20,9 @@ use crate::daemon::logs;
 use crate::daemon::store::{Store, StoreError};
 use crate::paths::now_ms;
 use crate::protocol::{
-    BuildDetail, BuildId, DrainMode, ErrorReply, Event, EventKind, MasterToWorker, RefusalKind, ReloadReport,
-    Reply, Request, RequestId, RequestInfo, RunningStep, ShutdownMode, StatusFilter, StatusReply,
-    StepEnd, StepIndex, StreamTarget, WorkerDetail, WorkerStatus,
+    BuildDetail, BuildId, DrainMode, ErrorReply, Event, EventKind, MasterToWorker, RefusalKind,
+    ReloadReport, Reply, Request, RequestId, RequestInfo, RunningStep, ShutdownMode, StatusFilter,
+    StatusReply, StepEnd, StepIndex, StreamTarget, WorkerDetail, WorkerStatus,
 };
 
 /// A message for the master loop.
