@@ -46,6 +46,7 @@ pub const CONFIG_KEYS: &[&str] = &[
     "builder.collapse",
     "builder.keep_builds",
     "builder.keep_logs",
+    "builder.retry",
     "builder.step",
     "builder.step.name",
     "builder.step.shell",

@@ -22,8 +22,9 @@ Exit codes:
   4    not found: no such build, request, builder, worker, step or artifact
   5    rejected: the master refused (an invalid config for `reload`,
        `cancel` of a finished request, `stop` of a finished build,
-       `force-build` to a draining master or a full queue, `shutdown
-       --cancel` when not draining)
+       `force-build` to a master draining for shutdown or a full queue,
+       `undrain` during a drain for shutdown, `shutdown --cancel` when not
+       draining for shutdown)
   130  interrupted by Ctrl-C while waiting (`force-build --wait/--follow`,
        `wait`, `log --follow`): the build goes on; stderr says how to
        re-attach";
@@ -207,8 +208,9 @@ pub enum Command {
         /// The worker.
         worker: String,
     },
-    /// Start no new builds (on the whole master, or on one worker); running
-    /// builds finish. Shown as `draining` in status.
+    /// For maintenance: start no new builds (on the whole master, or on one
+    /// worker) while running builds finish; requests are still accepted and
+    /// queued. Shown as `draining` in status.
     Drain {
         /// Drain this worker only.
         #[arg(long, value_name = "NAME")]

@@ -6,7 +6,7 @@ use std::io::{self, IsTerminal, Write};
 use crossterm::style::{Color, Stylize};
 
 use crate::client::cli::ColorChoice;
-use crate::protocol::{BuildResult, Event, EventKind};
+use crate::protocol::{BuildResult, DrainMode, Event, EventKind};
 use crate::untrusted::{escape, escape_keeping_sgr};
 
 /// How to render for this run of `bbctl`.
@@ -267,7 +267,10 @@ pub fn event_line(e: &Event) -> String {
             format!("request r{request} cancelled: {reason}")
         }
         EventKind::WorkerConnected { worker } => format!("worker {worker} connected"),
-        EventKind::WorkerLost { worker } => format!("worker {worker} lost"),
+        EventKind::WorkerLost { worker, reason } if reason.is_empty() => {
+            format!("worker {worker} left")
+        }
+        EventKind::WorkerLost { worker, reason } => format!("worker {worker} left: {reason}"),
         EventKind::WorkerDraining { worker } => format!("worker {worker} draining"),
         EventKind::ReloadApplied {
             generation_before,
@@ -279,8 +282,18 @@ pub fn event_line(e: &Event) -> String {
         EventKind::ReloadRejected { error } => {
             format!("reload rejected: {}", error.replace('\n', "; "))
         }
-        EventKind::MasterDraining { draining: true } => "master draining for shutdown".into(),
-        EventKind::MasterDraining { draining: false } => "master no longer draining".into(),
+        EventKind::MasterDraining {
+            draining: true,
+            mode: DrainMode::Maintenance,
+        } => "master draining for maintenance: requests queue, no build starts".into(),
+        EventKind::MasterDraining {
+            draining: true,
+            mode: DrainMode::Shutdown,
+        } => "master draining for shutdown: no new requests, exits when builds finish".into(),
+        EventKind::MasterDraining {
+            draining: false,
+            mode,
+        } => format!("master no longer draining for {}", mode.as_str()),
         EventKind::WorkerUndrained { worker } => format!("worker {worker} takes builds again"),
         EventKind::Subscribed => "subscribed".into(),
         EventKind::Lagged { missed } => format!("missed {missed} event(s): fell behind"),

@@ -39,6 +39,7 @@ pub const DEFAULTS: &[(&str, &str)] = &[
     ("builder.env", "none"),
     ("builder.pass_env", "[]"),
     ("builder.collapse", "false"),
+    ("builder.retry", "true"),
     ("builder.keep_builds", "the master's keep_builds"),
     ("builder.keep_logs", "the master's keep_logs"),
     ("builder.step.timeout", "no limit"),
@@ -177,6 +178,7 @@ workers = ["w"]
                 "builder.env" => none_or(b.env.is_empty(), "none"),
                 "builder.pass_env" => format!("{:?}", b.pass_env),
                 "builder.collapse" => b.collapse.to_string(),
+                "builder.retry" => b.retry.to_string(),
                 "master.keep_builds" => none_or(m.retention.default.builds.is_none(), "all"),
                 "master.keep_logs" => none_or(m.retention.default.logs.is_none(), "forever"),
                 "builder.keep_builds" | "builder.keep_logs" => {

@@ -160,7 +160,7 @@ impl std::fmt::Debug for Secret {
 /// A `[[builder]]` entry. Serializable because every build keeps the
 /// definition it started with in the store, to finish with it after a
 /// master restart whatever the config says by then.
-#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct BuilderDef {
     /// Unique builder name, matched across reloads.
     pub name: String,
@@ -180,6 +180,31 @@ pub struct BuilderDef {
     /// are merged into it (they end as `skipped`, pointing to it).
     #[serde(default)]
     pub collapse: bool,
+    /// Whether a build cut short by its worker's absence is run again
+    /// (`retry`, up to `max_retries`). `false` for builds that must never
+    /// run twice (deploys): such a build ends as `exception` instead.
+    /// Definitions stored before this key existed read as `true`.
+    #[serde(default = "retry_default")]
+    pub retry: bool,
+}
+
+fn retry_default() -> bool {
+    true
+}
+
+impl Default for BuilderDef {
+    fn default() -> Self {
+        BuilderDef {
+            name: String::new(),
+            previous_names: Vec::new(),
+            workers: Vec::new(),
+            env: BTreeMap::new(),
+            pass_env: Vec::new(),
+            steps: Vec::new(),
+            collapse: false,
+            retry: true,
+        }
+    }
 }
 
 /// A `[[builder.step]]` entry.

@@ -106,6 +106,9 @@ pub struct RawBuilder {
     pub keep_builds: Option<Spanned<i64>>,
     /// `keep_logs = "7d"`: this builder's own `[master] keep_logs`.
     pub keep_logs: Option<Spanned<String>>,
+    /// `retry = false`: a build whose worker is lost ends as `exception`
+    /// instead of being run again.
+    pub retry: Option<Spanned<bool>>,
     /// `[[builder.step]]` entries; optional for serde, required by validation.
     pub step: Option<Spanned<Vec<RawStep>>>,
 }

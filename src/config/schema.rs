@@ -130,6 +130,7 @@ const BUILDER: &[Field] = &[
     f("env", Kind::Env),
     f("pass_env", Kind::StrList),
     f("collapse", Kind::Bool),
+    f("retry", Kind::Bool),
     f("keep_builds", Kind::Int),
     f("keep_logs", DURATION),
     f("step", Kind::Tables(STEP)),

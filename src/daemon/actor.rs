@@ -21,9 +21,9 @@ use crate::daemon::logs;
 use crate::daemon::store::{Store, StoreError};
 use crate::paths::now_ms;
 use crate::protocol::{
-    BuildDetail, BuildId, ErrorReply, Event, EventKind, MasterToWorker, RefusalKind, ReloadReport,
-    Reply, Request, RequestId, RequestInfo, RunningStep, ShutdownMode, StatusFilter, StatusReply,
-    StepEnd, StepIndex, StreamTarget, WorkerDetail, WorkerStatus,
+    BuildDetail, BuildId, DrainMode, ErrorReply, Event, EventKind, MasterToWorker, RefusalKind,
+    ReloadReport, Reply, Request, RequestId, RequestInfo, RunningStep, ShutdownMode, StatusFilter,
+    StatusReply, StepEnd, StepIndex, StreamTarget, WorkerDetail, WorkerStatus,
 };
 
 /// A message for the master loop.
@@ -374,8 +374,11 @@ impl Master {
                 message: "the master is shutting down; running steps stay with their workers for the next master".into(),
             }),
             ShutdownMode::Drain => {
-                self.core.set_draining(true, now_ms());
-                self.emit(EventKind::MasterDraining { draining: true });
+                self.core.set_drain(DrainMode::Shutdown, true, now_ms());
+                self.emit(EventKind::MasterDraining {
+                    draining: true,
+                    mode: DrainMode::Shutdown,
+                });
                 *exit_after_drain = true;
                 let running = self.core.running_builds().count();
                 info!("draining for shutdown: {running} build(s) still running");
@@ -389,14 +392,20 @@ impl Master {
             ShutdownMode::Cancel => {
                 let was = std::mem::replace(exit_after_drain, false);
                 if was {
-                    self.core.set_draining(false, now_ms());
+                    self.core.set_drain(DrainMode::Shutdown, false, now_ms());
+                    self.emit(EventKind::MasterDraining {
+                        draining: false,
+                        mode: DrainMode::Shutdown,
+                    });
                     let effects = self.core.take_effects();
                     self.execute(effects);
-                }
-                if was {
-                    self.emit(EventKind::MasterDraining { draining: false });
+                    let message = if self.core.is_draining() {
+                        "drain for shutdown cancelled; the master goes on, still draining for maintenance (`bbctl undrain` to start builds)"
+                    } else {
+                        "drain cancelled; the master goes on"
+                    };
                     Ok(Reply::Done {
-                        message: "drain cancelled; the master goes on".into(),
+                        message: message.into(),
                     })
                 } else {
                     Err(ErrorReply::rejected("the master is not draining"))
@@ -441,6 +450,7 @@ impl Master {
             workers,
             running,
             draining: self.core.is_draining(),
+            drain_mode: self.core.drain_mode(),
             builders_total,
             queued_total,
             // Filled in by the control connection from the retention task.
@@ -484,16 +494,34 @@ impl Master {
                 })
             }
             None => {
-                self.core.set_draining(drain, now);
-                self.emit(EventKind::MasterDraining { draining: drain });
+                // `undrain` ends a maintenance drain only: a drain for
+                // shutdown is ended by `shutdown --cancel`, so that the
+                // master never stays set to exit while it starts builds.
+                if !drain && self.core.drain_mode() == Some(DrainMode::Shutdown) {
+                    return Err(ErrorReply::rejected(
+                        "the master is draining for shutdown; `bbctl shutdown --cancel` stops that",
+                    ));
+                }
+                self.core.set_drain(DrainMode::Maintenance, drain, now);
+                self.emit(EventKind::MasterDraining {
+                    draining: drain,
+                    mode: DrainMode::Maintenance,
+                });
                 let effects = self.core.take_effects();
                 self.execute(effects);
-                Ok(Reply::Done {
-                    message: format!(
-                        "the master is {verb} ({} build(s) running)",
-                        self.core.running_builds().count()
-                    ),
-                })
+                let running = self.core.running_builds().count();
+                let message = if drain && self.core.drain_mode() == Some(DrainMode::Shutdown) {
+                    format!(
+                        "the master is draining for maintenance and for shutdown ({running} build(s) running)"
+                    )
+                } else if drain {
+                    format!(
+                        "the master is draining for maintenance ({running} build(s) running): requests are queued, none starts until `bbctl undrain`"
+                    )
+                } else {
+                    format!("the master is no longer draining ({running} build(s) running)")
+                };
+                Ok(Reply::Done { message })
             }
         }
     }
@@ -617,7 +645,10 @@ impl Master {
                     && known
                 {
                     info!(worker = %name, link, "worker disconnected");
-                    self.emit(EventKind::WorkerLost { worker: name });
+                    self.emit(EventKind::WorkerLost {
+                        worker: name,
+                        reason: "connection lost".into(),
+                    });
                 }
                 self.core.worker_lost(link, now_ms());
                 let effects = self.core.take_effects();
@@ -978,10 +1009,24 @@ impl Master {
     /// Hold the effects of one core event for the batch's `flush`.
     fn execute(&mut self, effects: Vec<Effect>) {
         for effect in &effects {
-            if let Effect::Record(record) = effect
-                && let Some(kind) = event_of(record)
-            {
-                self.emit(kind);
+            match effect {
+                Effect::Record(record) => {
+                    if let Some(kind) = event_of(record) {
+                        self.emit(kind);
+                    }
+                }
+                // A link the master closes is a worker leaving: say so
+                // here, as its `WorkerGone` will find the link forgotten.
+                Effect::CloseLink { link, reason } => {
+                    if let Some(info) = self.links.get(link) {
+                        let worker = info.worker.clone();
+                        self.emit(EventKind::WorkerLost {
+                            worker,
+                            reason: reason.clone(),
+                        });
+                    }
+                }
+                Effect::ToWorker { .. } => {}
             }
         }
         self.pending.extend(effects);
@@ -1047,7 +1092,15 @@ impl Master {
                     let _ = self.notices.send(Arc::new(Notice::Record(record)));
                 }
                 Effect::ToWorker { link, mut msg } => match self.links.get(&link) {
-                    Some(LinkInfo { tx, .. }) => {
+                    Some(LinkInfo { tx, worker, .. }) => {
+                        if let MasterToWorker::Abandon { build, step } = &msg {
+                            warn!(
+                                worker = %worker,
+                                build,
+                                step,
+                                "worker came back still running build {build} step {step}, which ended or was retried elsewhere meanwhile: told it to kill the step's process group now"
+                            );
+                        }
                         // The core does not read files: the shell tells a
                         // resuming worker how much output is already kept.
                         if let MasterToWorker::Resume {

@@ -175,6 +175,7 @@ impl Store {
                             pass_env: Vec::new(),
                             steps: vec![],
                             collapse: false,
+                            retry: true,
                         }),
                         generation: row.get::<_, i64>(4)? as u64,
                         step: row.get::<_, Option<u32>>(6)?.unwrap_or(0),
@@ -763,6 +764,7 @@ mod tests {
                 env: BTreeMap::new(),
             }],
             collapse: false,
+            retry: true,
         })
     }
 

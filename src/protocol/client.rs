@@ -416,9 +416,13 @@ pub struct StatusReply {
     /// Every running build with its current step.
     #[serde(default)]
     pub running: Vec<RunningStatus>,
-    /// Draining for shutdown: no new requests, no new builds.
+    /// The master is draining (for maintenance or shutdown): no build starts.
     #[serde(default)]
     pub draining: bool,
+    /// Which drain, while draining: `maintenance` (`bbctl drain`: requests
+    /// are still queued) or `shutdown` (`shutdown --drain`: they are refused).
+    #[serde(default)]
+    pub drain_mode: Option<super::DrainMode>,
     /// Builders in all, before filtering.
     #[serde(default)]
     pub builders_total: u32,

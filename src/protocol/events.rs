@@ -9,6 +9,29 @@ use serde::{Deserialize, Serialize};
 
 use super::{BuildId, BuildResult, RequestId, StepIndex};
 
+/// Why the whole master starts no new builds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DrainMode {
+    /// `bbctl drain`: requests are still accepted and queued; none starts
+    /// until `bbctl undrain`. The master stays up.
+    #[default]
+    Maintenance,
+    /// `bbctl shutdown --drain`: no new requests, no new builds; the master
+    /// exits once the running builds have finished.
+    Shutdown,
+}
+
+impl DrainMode {
+    /// The mode as `bbctl` prints it and JSON spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DrainMode::Maintenance => "maintenance",
+            DrainMode::Shutdown => "shutdown",
+        }
+    }
+}
+
 /// One thing that happened on the master.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Event {
@@ -104,10 +127,15 @@ pub enum EventKind {
         /// The worker.
         worker: String,
     },
-    /// A worker's link ended.
+    /// A worker left: its link broke, or the master closed it (removed by
+    /// a reload, credentials changed, drained). Every worker that leaves
+    /// gets exactly one of these, so a consumer can track who is there.
     WorkerLost {
         /// The worker.
         worker: String,
+        /// Why, in words: `connection lost`, `removed by reload`, ...
+        #[serde(default)]
+        reason: String,
     },
     /// A worker takes no new builds and will be disconnected once idle.
     WorkerDraining {
@@ -128,10 +156,14 @@ pub enum EventKind {
         /// Why (file:line:column and reason).
         error: String,
     },
-    /// The master started or stopped draining for shutdown.
+    /// The master started or stopped draining, for maintenance (`bbctl
+    /// drain`) or for shutdown (`bbctl shutdown --drain`).
     MasterDraining {
         /// Draining now?
         draining: bool,
+        /// Which drain started or ended.
+        #[serde(default)]
+        mode: DrainMode,
     },
     /// A worker drained with `bbctl drain --worker` takes builds again.
     WorkerUndrained {

@@ -17,7 +17,7 @@ mod tests;
 use serde::{Deserialize, Serialize};
 
 pub use client::*;
-pub use events::{Event, EventKind};
+pub use events::{DrainMode, Event, EventKind};
 pub use frame::{FrameError, MAX_FRAME, MAX_HANDSHAKE_FRAME, read_msg, write_msg};
 pub use handshake::{Hello, HelloReply, MAGIC, PROTOCOL_VERSION, RefusalKind, Role};
 pub use worker::*;

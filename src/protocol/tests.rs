@@ -259,7 +259,8 @@ fn client_messages_round_trip() {
                 generation: 4,
                 waiting_for_worker: false,
             }],
-            draining: false,
+            draining: true,
+            drain_mode: Some(crate::protocol::DrainMode::Maintenance),
             builders_total: 1,
             queued_total: 1,
             disk: Some(DiskUsage {
@@ -392,7 +393,10 @@ fn client_messages_round_trip() {
             build: 1,
         },
         EventKind::WorkerConnected { worker: "w".into() },
-        EventKind::WorkerLost { worker: "w".into() },
+        EventKind::WorkerLost {
+            worker: "w".into(),
+            reason: "removed by reload".into(),
+        },
         EventKind::WorkerDraining { worker: "w".into() },
         EventKind::ReloadApplied {
             generation_before: 1,
@@ -400,7 +404,10 @@ fn client_messages_round_trip() {
             config_hash: "h".into(),
         },
         EventKind::ReloadRejected { error: "e".into() },
-        EventKind::MasterDraining { draining: true },
+        EventKind::MasterDraining {
+            draining: true,
+            mode: crate::protocol::DrainMode::Shutdown,
+        },
         EventKind::WorkerUndrained { worker: "w".into() },
         EventKind::Subscribed,
         EventKind::Lagged { missed: 3 },
@@ -553,4 +560,41 @@ proptest! {
             Err(e) => prop_assert!(false, "unexpected error {:?}", e),
         }
     }
+}
+
+/// `docs/protocol.md` spells a response's `result` the way the wire does:
+/// serde's `Result`, tagged `Ok` and `Err` (capitalised). A client written
+/// from the doc must match these keys exactly.
+#[test]
+fn a_response_result_is_tagged_ok_and_err_as_documented() {
+    let ok = ServerMsg::Response {
+        id: 1,
+        result: Ok(Reply::Done {
+            message: "m".into(),
+        }),
+    };
+    let err = ServerMsg::Response {
+        id: 2,
+        result: Err(ErrorReply::rejected("no")),
+    };
+    let as_value = |msg: &ServerMsg| -> serde_json::Value {
+        let frame = encode(msg).expect("encode");
+        decode(&frame[4..]).expect("decode as a generic value")
+    };
+    let ok = as_value(&ok);
+    assert_eq!(
+        ok["response"]["result"]["Ok"]["done"]["message"], "m",
+        "{ok}"
+    );
+    let err = as_value(&err);
+    assert_eq!(
+        err["response"]["result"]["Err"]["kind"], "rejected",
+        "{err}"
+    );
+    assert_eq!(err["response"]["result"]["Err"]["message"], "no", "{err}");
+    let doc = include_str!("../../docs/protocol.md");
+    assert!(
+        doc.contains("`{Ok: Reply}` or `{Err: {kind, message}}`"),
+        "docs/protocol.md must spell the result tags as the wire does"
+    );
 }

@@ -160,6 +160,45 @@ async fn abandon_stops_and_forgets_a_held_step_without_a_report() {
     finished(worker).await.expect("Ok after Goodbye");
 }
 
+/// A step the master abandons (its build ended or was retried elsewhere
+/// while the worker was away) is killed at once: a step that ignores
+/// SIGTERM is gone well before the stop grace period would end.
+#[tokio::test]
+async fn abandon_kills_the_step_group_at_once() {
+    let master = FakeMaster::new();
+    let worker = master.spawn_worker();
+    let mut conn = master.welcome().await;
+    conn.send(step(
+        1,
+        "trap '' TERM; echo $$; while :; do sleep 0.05; done",
+    ))
+    .await;
+    let WorkerToMaster::Output { data, .. } = conn.recv().await else {
+        panic!("expected the step's pid first");
+    };
+    let pgid: i32 = String::from_utf8_lossy(&data)
+        .trim()
+        .parse()
+        .expect("a pid");
+    drop(conn);
+
+    let mut conn = master.welcome_with(&[(1, 0)], None).await;
+    let abandoned = Instant::now();
+    conn.send(MasterToWorker::Abandon { build: 1, step: 0 })
+        .await;
+    eventually("the abandoned step's group is gone", || {
+        live_members(pgid).is_empty()
+    })
+    .await;
+    let took = abandoned.elapsed();
+    assert!(
+        took < crate::worker::runner::STOP_GRACE / 2,
+        "an abandoned step that ignores SIGTERM took {took:?} to die: it got the stop grace period"
+    );
+    conn.goodbye().await;
+    finished(worker).await.expect("Ok after Goodbye");
+}
+
 #[tokio::test]
 async fn a_silent_master_is_dropped_after_three_keepalive_intervals() {
     let master = FakeMaster::new();

@@ -211,13 +211,14 @@ async fn supervise(
         after_ms = timeout => StepEnd::TimedOut { after_ms },
         () = stop.stopped() => StepEnd::Stopped,
     };
-    terminate(child, pgid).await;
+    terminate(child, pgid, stop).await;
     end
 }
 
-/// SIGTERM to the group, a grace period, then SIGKILL; the main process is
-/// reaped in every case.
-async fn terminate(child: &mut Child, pgid: Option<u32>) {
+/// SIGTERM to the group, a grace period, then SIGKILL; SIGKILL at once when
+/// a kill is asked for (before or during the grace period). The main
+/// process is reaped in every case.
+async fn terminate(child: &mut Child, pgid: Option<u32>, mut stop: StopSignal) {
     let Some(pgid) = pgid else {
         // Cannot happen for a child we have not waited on; be safe anyway.
         if let Err(e) = child.start_kill() {
@@ -227,11 +228,15 @@ async fn terminate(child: &mut Child, pgid: Option<u32>) {
         return;
     };
     signal_group(pgid, Signal::SIGTERM);
-    if tokio::time::timeout(STOP_GRACE, child.wait())
-        .await
-        .is_err()
-    {
-        info!(pgid, "step ignored SIGTERM; sending SIGKILL");
+    let grace = tokio::select! {
+        exited = tokio::time::timeout(STOP_GRACE, child.wait()) => exited.is_ok(),
+        () = stop.killed() => {
+            info!(pgid, "the step is to be killed now; sending SIGKILL");
+            false
+        }
+    };
+    if !grace {
+        info!(pgid, "sending SIGKILL to the step's process group");
         signal_group(pgid, Signal::SIGKILL);
         if let Err(e) = child.wait().await {
             debug!(pgid, "cannot reap the step's process: {e}");

@@ -186,8 +186,12 @@ fn handle(
         }
         MasterToWorker::Abandon { build, step } => {
             waiting.remove(&(build, step));
-            if steps.abandon((build, step)) {
-                info!(build, step, "the master abandoned a step; stopping it");
+            if steps.kill_abandoned((build, step)) {
+                warn!(
+                    build,
+                    step,
+                    "the master abandoned this step (its build ended or was retried elsewhere while this worker was away): killing its process group now"
+                );
             } else {
                 debug!(build, step, "abandon for a step not held");
             }

@@ -177,6 +177,18 @@ impl Steps {
         true
     }
 
+    /// The master's `Abandon`: kill the step's process group at once if it
+    /// runs (no grace period: the master has given up on it, and its build
+    /// ended or runs again elsewhere, so its side effects must end now),
+    /// and forget it without a report. False if the step is not held.
+    pub(crate) fn kill_abandoned(&self, key: StepKey) -> bool {
+        let Some(held) = self.held.get(&key) else {
+            return false;
+        };
+        held.stop.kill();
+        self.abandon(key)
+    }
+
     /// Stop the step if it runs and forget it without a report. False if
     /// the step is not held.
     pub(crate) fn abandon(&self, key: StepKey) -> bool {

@@ -520,6 +520,58 @@ fn keepalive_notices_a_frozen_worker() {
     drop(worker);
 }
 
+/// A builder with `retry = false` (a deploy: must never run twice): its
+/// remote worker is frozen by SIGSTOP past `worker_grace`, so the build ends
+/// `exception` (reason: `retry = false`) and its request is not queued
+/// again. Thawed (SIGCONT), the worker reconnects still running the step;
+/// the master tells it to kill the step's process group at once: the step
+/// ignores SIGTERM, and it is gone well before the 3 s stop grace would
+/// end. Both logs say so, and no second build ever starts.
+#[test]
+fn a_retry_false_build_ends_exception_and_its_step_is_killed_on_return() {
+    let shell = format!("trap '' TERM; {}; sleep 300", record_pid("pid"));
+    let config = remote_config("keepalive = \"200ms\"\nworker_grace = \"1s\"", 1, &shell).replace(
+        "workers = [\"w1\"]\n",
+        "workers = [\"w1\"]\nretry = false\n",
+    );
+    let m = master_with_w1(&config);
+    let mut worker = w1(&m);
+    assert_eq!(m.force_build("b"), 1);
+    let pid = wait_pid(&m, "pid");
+
+    worker.signal(Signal::SIGSTOP);
+    let b = wait_finished(&m, 1, WAIT);
+    assert_eq!(b["result"], "exception", "{b}");
+    let reason = b["reason"].as_str().unwrap_or("");
+    assert!(reason.contains("retry = false"), "{b}");
+    assert_eq!(
+        queue_of_b(&m),
+        (0, 0),
+        "a retry = false request is not queued again"
+    );
+    assert!(!process_gone(pid), "the step of a frozen worker died");
+
+    worker.signal(Signal::SIGCONT);
+    wait_until("the thawed worker to reconnect", WAIT, || {
+        connected(&m, "w1")
+    });
+    let back = Instant::now();
+    wait_gone(pid, WAIT);
+    let took = back.elapsed();
+    assert!(
+        took < Duration::from_millis(2500),
+        "the abandoned step (it ignores SIGTERM) took {took:?} to die: not killed at once"
+    );
+    worker.wait_stderr("killing its process group now", WAIT);
+    wait_until("the master to log the kill", WAIT, || {
+        m.stderr()
+            .contains("told it to kill the step's process group now")
+    });
+    assert_eq!(builds(&m), [(1, 1, "exception".to_string())]);
+    assert_eq!(queue_of_b(&m), (0, 0));
+    drop(worker);
+}
+
 /// A second live `bbworker` with the name and secret of a connected one is
 /// refused ("already connected") and does not take over: the first stays
 /// connected and builds still run on it (in its work dir).

@@ -89,7 +89,8 @@ fn shapes() -> Vec<(&'static str, Value)> {
             stamp(json!({
                 "master_pid": "int", "started_at_ms": "int", "now_ms": "int",
                 "generation": "int", "config_hash": "string", "config_origin": "string",
-                "draining": "bool", "builders_total": "int", "queued_total": "int",
+                "draining": "bool", "drain_mode": "string|null",
+                "builders_total": "int", "queued_total": "int",
                 "builders": [{
                     "name": "string", "state": "string", "queued": "int", "running": "int",
                     "running_builds": ["int"], "workers": ["string"],
@@ -236,6 +237,15 @@ fn shapes() -> Vec<(&'static str, Value)> {
         (
             "events:build_finished",
             json!({ "build": "int", "request": "int", "result": "string", "reason": "string|null" }),
+        ),
+        ("events:worker_connected", json!({ "worker": "string" })),
+        (
+            "events:worker_lost",
+            json!({ "worker": "string", "reason": "string" }),
+        ),
+        (
+            "events:master_draining",
+            json!({ "draining": "bool", "mode": "string" }),
         ),
     ]
 }
@@ -598,4 +608,53 @@ fn docs_json_md_names_every_key() {
         doc.contains("\"schema\": 1"),
         "docs/json.md must show \"schema\": 1"
     );
+}
+
+/// The worker and drain events: `drain`/`undrain` give `master_draining`
+/// with `mode: maintenance`; a reload that removes an idle local worker
+/// gives `worker_lost` for it with `reason: removed by reload` (before,
+/// only `reload_applied` said anything), and the local worker that stays
+/// is untouched.
+#[test]
+fn worker_and_drain_events_match_their_shapes() {
+    let two = format!("{CONFIG}\n[[worker]]\nname = \"local-2\"\nlocal = true\n");
+    let m = Master::start(&two);
+    wait_until("local-2 to connect", Duration::from_secs(10), || {
+        m.bbctl_json(&["status"])["workers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|w| w["connected"] == true)
+            .count()
+            == 2
+    });
+    let mut events = crate::harness::LineReader::spawn(m.bbctl_command(&["--json", "events"]));
+    crate::harness::await_subscription(&m, &mut events, "\"master_draining\"");
+    m.bbctl_code(&["drain"], 0);
+    let lines = events.read_until("a maintenance drain", Duration::from_secs(10), |l| {
+        l.contains("\"draining\":true")
+    });
+    let drained: Value = serde_json::from_str(lines.last().unwrap()).unwrap();
+    assert_shape(&drained, "events");
+    assert_shape(&drained, "events:master_draining");
+    assert_eq!(drained["mode"], "maintenance", "{drained}");
+    m.bbctl_code(&["undrain"], 0);
+
+    m.write_config(CONFIG);
+    m.bbctl_code(&["reload"], 0);
+    let lines = events.read_until("local-2 leaving", Duration::from_secs(10), |l| {
+        l.contains("\"worker_lost\"")
+    });
+    let lost: Value = serde_json::from_str(lines.last().unwrap()).unwrap();
+    assert_shape(&lost, "events");
+    assert_shape(&lost, "events:worker_lost");
+    assert_eq!(lost["worker"], "local-2", "{lost}");
+    assert_eq!(lost["reason"], "removed by reload", "{lost}");
+    let left: Vec<String> = events
+        .seen
+        .iter()
+        .filter(|l| l.contains("\"worker_lost\""))
+        .cloned()
+        .collect();
+    assert_eq!(left.len(), 1, "one event per worker that leaves: {left:?}");
 }

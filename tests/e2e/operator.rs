@@ -275,14 +275,18 @@ fn ping_workers() {
     );
 }
 
-/// `drain` of the master: new requests are refused (exit 5), the running
-/// build goes on and a queued request does not start; `drain --wait
-/// --timeout 300ms` gives up (exit 1) while the build runs, and once it is
-/// released `drain --wait --timeout 10s` exits 0; `status` says
-/// `draining: true` until `undrain`, after which the queued request runs.
+/// `drain` of the master is for maintenance: new requests are still
+/// accepted and queued (exit 0), the running build goes on and nothing
+/// queued starts; `drain --wait --timeout 300ms` gives up (exit 1) while
+/// the build runs, and once it is released `drain --wait --timeout 10s`
+/// exits 0; `status` says `draining: true`, `drain_mode: maintenance`
+/// (and the human status says so) until `undrain`, after which the queued
+/// requests run. The events name the drain: `mode: maintenance`.
 #[test]
 fn drain_the_master() {
     let m = Master::start(ONE_WORKER);
+    let mut events = LineReader::spawn(m.bbctl_command(&["--json", "events"]));
+    await_subscription(&m, &mut events, "\"master_draining\"");
     assert_eq!(m.force_build("hold"), 1);
     wait_started(&m, 1);
     // One slot: this one waits in the queue.
@@ -292,11 +296,24 @@ fn drain_the_master() {
     assert_eq!(text(&out.stdout), "", "a confirmation is not data");
     assert_eq!(
         text(&out.stderr),
-        "the master is draining (1 build(s) running)\n"
+        "the master is draining for maintenance (1 build(s) running): requests are queued, none starts until `bbctl undrain`\n"
     );
-    let out = m.bbctl_code(&["force-build", "quick"], 5);
-    assert_eq!(text(&out.stdout), "");
-    assert!(text(&out.stderr).contains("draining"), "{}", describe(&out));
+    events.read_until("the drain's event", 10 * SECOND, |l| {
+        l.contains("\"master_draining\"")
+            && l.contains("\"draining\":true")
+            && l.contains("\"mode\":\"maintenance\"")
+    });
+    // A maintenance drain queues requests instead of refusing them.
+    assert_eq!(
+        m.force_build("quick"),
+        3,
+        "a drained master queues requests"
+    );
+    let human = m.bbctl_ok(&["status"]);
+    assert!(
+        human.contains("draining for maintenance: requests are queued, no build starts"),
+        "{human}"
+    );
 
     let started = Instant::now();
     let out = m.bbctl_code(&["drain", "--wait", "--timeout", "300ms"], 1);
@@ -308,6 +325,7 @@ fn drain_the_master() {
     );
     let s = m.bbctl_json(&["status"]);
     assert_eq!(s["draining"], true, "{s}");
+    assert_eq!(s["drain_mode"], "maintenance", "{s}");
     let running: Vec<_> = s["running"]
         .as_array()
         .unwrap()
@@ -315,7 +333,7 @@ fn drain_the_master() {
         .map(|r| r["build"].as_u64().unwrap())
         .collect();
     assert_eq!(running, vec![1], "the held build goes on: {s}");
-    assert_eq!(named(&s["builders"], "quick")["queued"], 1, "{s}");
+    assert_eq!(named(&s["builders"], "quick")["queued"], 2, "{s}");
 
     fs::write(m.path().join("go"), "").unwrap();
     let out = text(
@@ -326,16 +344,73 @@ fn drain_the_master() {
     let s = m.bbctl_json(&["status"]);
     assert_eq!(s["draining"], true, "{s}");
     assert_eq!(s["running"], json!([]), "{s}");
-    assert_eq!(named(&s["builders"], "quick")["queued"], 1, "{s}");
+    assert_eq!(named(&s["builders"], "quick")["queued"], 2, "{s}");
     assert_eq!(requests_by_build(&m), vec![1], "nothing new started");
     let detail = m.bbctl_json(&["build", "1"]);
     assert_eq!(detail["result"], "success", "{detail}");
 
     m.bbctl_code(&["undrain"], 0);
-    assert_eq!(m.bbctl_json(&["status"])["draining"], false);
+    let s = m.bbctl_json(&["status"]);
+    assert_eq!(s["draining"], false, "{s}");
+    assert_eq!(s["drain_mode"], Value::Null, "{s}");
+    assert!(!m.bbctl_ok(&["status"]).contains("draining for"));
+    m.bbctl_code(&["wait", "3"], 0);
+    assert_eq!(requests_by_build(&m), vec![1, 2, 3]);
+    assert_eq!(m.force_build("quick"), 4, "requests are taken again");
+    events.read_until("the undrain's event", 10 * SECOND, |l| {
+        l.contains("\"master_draining\"")
+            && l.contains("\"draining\":false")
+            && l.contains("\"mode\":\"maintenance\"")
+    });
+}
+
+/// `shutdown --drain` is a drain for shutdown: `status` says so (JSON and
+/// human), new requests are refused (exit 5), `undrain` does not end it
+/// (exit 5: `shutdown --cancel` does), and its event says `mode:
+/// shutdown`. A maintenance drain under it survives `shutdown --cancel`.
+#[test]
+fn drain_for_shutdown_is_told_apart_from_maintenance() {
+    let m = Master::start(ONE_WORKER);
+    let mut events = LineReader::spawn(m.bbctl_command(&["--json", "events"]));
+    await_subscription(&m, &mut events, "\"master_draining\"");
+    assert_eq!(m.force_build("hold"), 1);
+    wait_started(&m, 1);
+    m.bbctl_code(&["drain"], 0);
+    m.bbctl_code(&["shutdown", "--drain"], 0);
+    events.read_until("the shutdown drain's event", 10 * SECOND, |l| {
+        l.contains("\"master_draining\"")
+            && l.contains("\"draining\":true")
+            && l.contains("\"mode\":\"shutdown\"")
+    });
+    let s = m.bbctl_json(&["status"]);
+    assert_eq!(s["draining"], true, "{s}");
+    assert_eq!(s["drain_mode"], "shutdown", "{s}");
+    let human = m.bbctl_ok(&["status"]);
+    assert!(human.contains("draining for shutdown"), "{human}");
+    let out = m.bbctl_code(&["force-build", "quick"], 5);
+    assert!(
+        text(&out.stderr).contains("draining for shutdown"),
+        "{}",
+        describe(&out)
+    );
+    let out = m.bbctl_code(&["undrain"], 5);
+    assert!(
+        text(&out.stderr).contains("shutdown --cancel"),
+        "{}",
+        describe(&out)
+    );
+    let out = m.bbctl_code(&["shutdown", "--cancel"], 0);
+    assert!(
+        text(&out.stderr).contains("still draining for maintenance"),
+        "{}",
+        describe(&out)
+    );
+    let s = m.bbctl_json(&["status"]);
+    assert_eq!(s["drain_mode"], "maintenance", "{s}");
+    assert_eq!(m.force_build("quick"), 2, "maintenance queues again");
+    m.bbctl_code(&["undrain"], 0);
+    fs::write(m.path().join("go"), "").unwrap();
     m.bbctl_code(&["wait", "2"], 0);
-    assert_eq!(requests_by_build(&m), vec![1, 2]);
-    assert_eq!(m.force_build("quick"), 3, "requests are taken again");
 }
 
 /// `drain --worker local-1`: status shows that worker draining (and the

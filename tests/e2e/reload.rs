@@ -15,8 +15,8 @@ use nix::unistd::Pid;
 use serde_json::{Value, json};
 
 use crate::harness::{
-    BBCTL_TIMEOUT, Background, Master, code, describe, run_with_timeout, start_worker, text,
-    wait_until,
+    BBCTL_TIMEOUT, Background, LineReader, Master, await_subscription, code, describe,
+    run_with_timeout, start_worker, text, wait_until,
 };
 
 /// How long a test waits for anything to happen.
@@ -620,6 +620,8 @@ fn removed_worker_drains_then_is_disconnected() {
     );
     let mut worker = start_worker(&m, "box", &m.path().join("box.secret"));
     wait_connected(&m, "box");
+    let mut events = LineReader::spawn(m.bbctl_command(&["--json", "events"]));
+    await_subscription(&m, &mut events, "\"master_draining\"");
     let (b1, _) = waiter(&m, &["b"]);
     wait_started(&m, 1);
 
@@ -652,6 +654,14 @@ fn removed_worker_drains_then_is_disconnected() {
     worker.wait_stderr("removed by reload", WAIT);
     let out = worker.finish(WAIT);
     assert_eq!(code(&out), 0, "{}", describe(&out));
+    // An events consumer learns that box left, and why: once.
+    let lines = events.read_until("box leaving", WAIT, |l| l.contains("\"worker_lost\""));
+    let lost: Value = serde_json::from_str(lines.last().unwrap()).unwrap();
+    assert_eq!(
+        (&lost["worker"], &lost["reason"]),
+        (&json!("box"), &json!("removed by reload")),
+        "{lost}"
+    );
     let s = wait_status(&m, "box to leave status", |s| {
         entry(s, "workers", "box").is_none()
     });
@@ -684,6 +694,8 @@ fn changed_secret_drains_then_requires_the_new_one() {
     );
     let mut worker = start_worker(&m, "box", &m.path().join("box.secret"));
     wait_connected(&m, "box");
+    let mut events = LineReader::spawn(m.bbctl_command(&["--json", "events"]));
+    await_subscription(&m, &mut events, "\"master_draining\"");
     let (b1, _) = waiter(&m, &["b"]);
     wait_started(&m, 1);
 
@@ -706,6 +718,24 @@ fn changed_secret_drains_then_requires_the_new_one() {
     worker.wait_stderr("credentials changed by reload", WAIT);
     let out = worker.finish(WAIT);
     assert_eq!(code(&out), 0, "{}", describe(&out));
+    // `worker_draining` at the reload, then `worker_lost` with the reason
+    // when the master closes the link.
+    let lines = events.read_until("box leaving", WAIT, |l| l.contains("\"worker_lost\""));
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("\"worker_draining\"") && l.contains("\"box\"")),
+        "{lines:?}"
+    );
+    let lost: Value = serde_json::from_str(lines.last().unwrap()).unwrap();
+    assert_eq!(
+        (&lost["worker"], &lost["reason"]),
+        (
+            &json!("box"),
+            &json!("credentials changed by reload; authenticate again")
+        ),
+        "{lost}"
+    );
 
     let old = start_worker(&m, "box", &m.path().join("box.secret"));
     let out = old.finish(WAIT);

@@ -7,7 +7,7 @@ use crossterm::style::Color;
 use super::{Ctx, print_json, unexpected};
 use crate::client::CliError;
 use crate::client::render::{Table, uptime};
-use crate::protocol::{ReloadReport, Reply, Request, StatusFilter, StatusReply};
+use crate::protocol::{DrainMode, ReloadReport, Reply, Request, StatusFilter, StatusReply};
 
 /// `bbctl status`.
 pub async fn status(ctx: &mut Ctx, filter: StatusFilter) -> Result<u8, CliError> {
@@ -23,6 +23,22 @@ pub async fn status(ctx: &mut Ctx, filter: StatusFilter) -> Result<u8, CliError>
     Ok(0)
 }
 
+/// The line under the master's that says it is draining, and which drain.
+fn drain_line(s: &StatusReply) -> Option<String> {
+    Some(match (s.draining, s.drain_mode) {
+        (false, _) => return None,
+        (true, Some(DrainMode::Maintenance)) => {
+            "draining for maintenance: requests are queued, no build starts (`bbctl undrain` to resume)"
+                .to_string()
+        }
+        (true, Some(DrainMode::Shutdown)) => {
+            "draining for shutdown: no new requests, no build starts; the master exits once the running builds finish (`bbctl shutdown --cancel` to stay)"
+                .to_string()
+        }
+        (true, None) => "draining: no build starts".to_string(),
+    })
+}
+
 fn print_status(ctx: &Ctx, s: &StatusReply) -> io::Result<()> {
     let style = &ctx.style;
     let mut out = io::stdout().lock();
@@ -36,6 +52,9 @@ fn print_status(ctx: &Ctx, s: &StatusReply) -> io::Result<()> {
         s.config_hash
     )?;
     writeln!(out, "{}", super::prune::disk_line(s.disk.as_ref()))?;
+    if let Some(line) = drain_line(s) {
+        writeln!(out, "{}", style.paint(&line, Color::DarkYellow))?;
+    }
     writeln!(out)?;
     if (s.builders.len() as u32) < s.builders_total {
         writeln!(
@@ -86,7 +105,8 @@ fn print_status(ctx: &Ctx, s: &StatusReply) -> io::Result<()> {
         let state = match (w.connected, w.draining) {
             (true, false) => style.paint("connected", Color::Green),
             (true, true) => style.paint("draining", Color::DarkYellow),
-            (false, _) => style.paint("offline", Color::Red),
+            (false, false) => style.paint("offline", Color::Red),
+            (false, true) => style.paint("offline, draining", Color::Red),
         };
         let kind = if w.local { " (local)" } else { "" };
         workers.row(vec![

@@ -104,6 +104,7 @@ impl Checker<'_> {
             pass_env,
             steps,
             collapse: raw.collapse.as_ref().is_some_and(|c| *c.get_ref()),
+            retry: raw.retry.as_ref().is_none_or(|r| *r.get_ref()),
         }
     }
 

@@ -72,7 +72,7 @@ impl Core {
         priority: i32,
         now_ms: u64,
     ) -> Result<RequestId, CoreError> {
-        if self.draining {
+        if self.shutdown {
             return Err(CoreError::Draining);
         }
         if !self.builders.contains_key(builder) {
@@ -311,16 +311,21 @@ impl Core {
     }
 
     /// End a build whose worker is gone for good: `retry` and its request
-    /// queued again in order, or, past `max_retries`, `exception`.
+    /// queued again in order, or `exception` past `max_retries`, when its
+    /// builder is gone, or when its definition says `retry = false` (a
+    /// build that must never run twice).
     pub(super) fn retry_build(&mut self, id: BuildId, reason: String, now_ms: u64) {
         let Some(build) = self.builds.get(&id) else {
             return;
         };
         let (request, step, builder) = (build.request, build.step, build.builder.clone());
+        let may_retry = build.def.retry;
         let retries = self.requests.get(&request).map_or(0, |r| r.retries);
         let max = self.config.master.max_retries;
-        if retries >= max || !self.builders.contains_key(&builder) {
-            let why = if retries >= max {
+        if !may_retry || retries >= max || !self.builders.contains_key(&builder) {
+            let why = if !may_retry {
+                format!("{reason}; not run again (retry = false)")
+            } else if retries >= max {
                 format!("{reason}; gave up after {retries} retries (max_retries = {max})")
             } else {
                 format!("{reason}; builder `{builder}` no longer exists")

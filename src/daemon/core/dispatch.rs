@@ -11,7 +11,7 @@ impl Core {
     /// Start every queued request that has a free eligible worker, oldest
     /// request first across all builders, so no builder starves another.
     pub(super) fn dispatch(&mut self, now_ms: u64) {
-        if self.draining {
+        if self.is_draining() {
             return;
         }
         loop {

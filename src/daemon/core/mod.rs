@@ -28,7 +28,7 @@ pub use effects::{Effect, Record};
 pub use reload::restart_only_changes;
 
 use crate::config::{BuilderDef, Config, WorkerDef};
-use crate::protocol::{BuildId, RequestId, StepIndex};
+use crate::protocol::{BuildId, DrainMode, RequestId, StepIndex};
 
 /// A worker connection, numbered by the shell; a reconnecting worker gets a
 /// new one, so messages from a dead link can never be taken for the new one's.
@@ -86,9 +86,10 @@ pub enum CoreError {
     /// A worker that a reload removed tries to come back.
     #[error("worker `{0}` was removed from the config and is draining")]
     WorkerRemoved(String),
-    /// The master is draining for shutdown.
+    /// The master is draining for shutdown (a drain for maintenance still
+    /// takes requests).
     #[error(
-        "the master is draining and takes no new requests (`bbctl undrain` or `bbctl shutdown --cancel` to resume)"
+        "the master is draining for shutdown and takes no new requests (`bbctl shutdown --cancel` to resume)"
     )]
     Draining,
     /// A link reported on a step it was not given.
@@ -223,8 +224,10 @@ pub struct Core {
     links: HashMap<LinkId, String>,
     next_request: RequestId,
     next_build: BuildId,
+    /// Draining for maintenance (`bbctl drain`): requests queue, no build starts.
+    maintenance: bool,
     /// Draining for shutdown: no new requests, no new builds.
-    draining: bool,
+    shutdown: bool,
     effects: Vec<Effect>,
 }
 
@@ -247,7 +250,8 @@ impl Core {
             links: HashMap::new(),
             next_request: restored.next_request.max(1),
             next_build: restored.next_build.max(1),
-            draining: false,
+            maintenance: false,
+            shutdown: false,
             effects: Vec::new(),
         };
         // Queued requests go back under the builders they were queued for;
@@ -338,18 +342,34 @@ impl Core {
         self.builds.values()
     }
 
-    /// True while draining for shutdown.
+    /// True while draining, for either reason: no build starts.
     pub fn is_draining(&self) -> bool {
-        self.draining
+        self.maintenance || self.shutdown
     }
 
-    /// Start or stop draining for shutdown: while draining, no request is
-    /// accepted and no build starts; running builds finish.
-    pub fn set_draining(&mut self, draining: bool, now_ms: u64) {
-        self.draining = draining;
-        if !draining {
-            self.dispatch(now_ms);
+    /// Which drain is in force: shutdown wins over maintenance, as it is
+    /// the one that also refuses requests.
+    pub fn drain_mode(&self) -> Option<DrainMode> {
+        if self.shutdown {
+            Some(DrainMode::Shutdown)
+        } else if self.maintenance {
+            Some(DrainMode::Maintenance)
+        } else {
+            None
         }
+    }
+
+    /// Start or stop one kind of drain. While either is in force no build
+    /// starts and running builds finish; a drain for shutdown also refuses
+    /// new requests, one for maintenance queues them. The two are
+    /// independent: cancelling a shutdown drain leaves a maintenance drain
+    /// in force.
+    pub fn set_drain(&mut self, mode: DrainMode, on: bool, now_ms: u64) {
+        match mode {
+            DrainMode::Maintenance => self.maintenance = on,
+            DrainMode::Shutdown => self.shutdown = on,
+        }
+        self.dispatch(now_ms);
     }
 
     /// Put a queued request in its builder's queue at its place: higher

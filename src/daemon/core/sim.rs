@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use super::*;
 use crate::config::{Secret, StepAction, StepDef};
-use crate::protocol::{MasterToWorker, RunningStep, StepEnd};
+use crate::protocol::{DrainMode, MasterToWorker, RunningStep, StepEnd};
 
 /// A small, fast, seedable PRNG (splitmix64): reproducible on every platform.
 struct Rng(u64);
@@ -82,6 +82,9 @@ struct Sim {
     workers: BTreeMap<String, SimWorker>,
     next_link: LinkId,
     history: Vec<String>,
+    /// Requests that started a build under `retry = false`: they must
+    /// never start another.
+    once: BTreeSet<RequestId>,
     now: u64,
     /// How often the interesting things happened, so that a run that
     /// exercised nothing cannot pass quietly.
@@ -98,6 +101,8 @@ struct Seen {
     retries: u64,
     resumed: u64,
     collapsed: u64,
+    /// Builds of `retry = false` builders ended by a lost worker.
+    not_retried: u64,
 }
 
 fn random_config(rng: &mut Rng, current: Option<&Config>) -> Arc<Config> {
@@ -161,6 +166,7 @@ fn random_config(rng: &mut Rng, current: Option<&Config>) -> Arc<Config> {
                 })
                 .collect(),
             collapse: rng.chance(25),
+            retry: !rng.chance(25),
         });
     }
     // A builder's previous name must not be another builder's current name.
@@ -193,6 +199,7 @@ impl Sim {
             workers: BTreeMap::new(),
             next_link: 1,
             history: Vec::new(),
+            once: BTreeSet::new(),
             now: 0,
             seen: Seen::default(),
         };
@@ -290,6 +297,9 @@ impl Sim {
                         self.requests.get(&request)
                     ));
                 }
+                if self.core.is_draining() {
+                    self.fail(format!("build {build} started while the master drains"));
+                }
                 let config = self.core.config();
                 // Invariant 6: eligibility under the current generation.
                 let listed = config
@@ -306,6 +316,15 @@ impl Sim {
                 }
                 let rb = self.core.running_build(build).expect("started build runs");
                 let def = Arc::clone(&rb.def);
+                // A request that ran under `retry = false` never runs twice.
+                if self.once.contains(&request) {
+                    self.fail(format!(
+                        "request {request} of a retry = false builder started a second build {build}"
+                    ));
+                }
+                if !def.retry {
+                    self.once.insert(request);
+                }
                 self.running.insert(build, (worker, def, 0));
                 self.requests.insert(request, ReqState::Running(build));
             }
@@ -337,6 +356,11 @@ impl Sim {
             Record::GenerationApplied { .. } => self.seen.reloads_applied += 1,
             Record::StepFinished { .. } => {}
             Record::BuildRetried { build, request, .. } => {
+                if self.running.get(&build).is_some_and(|r| !r.1.retry) {
+                    self.fail(format!(
+                        "build {build} of a retry = false builder was retried"
+                    ));
+                }
                 if self.requests.get(&request) != Some(&ReqState::Running(build)) {
                     self.fail(format!(
                         "build {build} retried for request {request} in state {:?}",
@@ -347,7 +371,18 @@ impl Sim {
                 self.requests.insert(request, ReqState::Queued);
                 self.seen.retries += 1;
             }
-            Record::BuildFinished { build, request, .. } => {
+            Record::BuildFinished {
+                build,
+                request,
+                reason,
+                ..
+            } => {
+                if reason
+                    .as_deref()
+                    .is_some_and(|r| r.contains("retry = false"))
+                {
+                    self.seen.not_retried += 1;
+                }
                 if self.requests.get(&request) != Some(&ReqState::Running(build)) {
                     self.fail(format!(
                         "build {build} finished for request {request} in state {:?} (twice?)",
@@ -460,9 +495,10 @@ impl Sim {
                 self.fail(format!("builder {name}'s queue is out of order: {keys:?}"));
             }
         }
-        // 3. A queued request with a free eligible worker is dispatched.
+        // 3. A queued request with a free eligible worker is dispatched,
+        // unless the master drains; then nothing starts.
         for (name, b) in &core.builders {
-            if b.queue.is_empty() {
+            if b.queue.is_empty() || core.is_draining() {
                 continue;
             }
             for w in &b.def.workers {
@@ -730,6 +766,16 @@ impl Sim {
                     if paused { "drain" } else { "undrain" }
                 ));
             }
+            98 => {
+                let mode = if self.rng.chance(50) {
+                    DrainMode::Maintenance
+                } else {
+                    DrainMode::Shutdown
+                };
+                let on = self.rng.chance(50);
+                self.history.push(format!("drain {mode:?} {on}"));
+                self.core.set_drain(mode, on, now);
+            }
             _ => self.restart(),
         }
         self.absorb();
@@ -823,6 +869,9 @@ fn to_toml(config: &Config) -> String {
         out.push_str(&format!("workers = [{}]\n", list(&b.workers)));
         if b.collapse {
             out.push_str("collapse = true\n");
+        }
+        if !b.retry {
+            out.push_str("retry = false\n");
         }
         for step in &b.steps {
             let StepAction::Shell(line) = &step.action else {
@@ -936,6 +985,7 @@ fn simulated_histories_keep_the_invariants() {
         total.retries += seen.retries;
         total.resumed += seen.resumed;
         total.collapsed += seen.collapsed;
+        total.not_retried += seen.not_retried;
     }
     println!("{seeds} seeds x {events} events: {total:?}");
     // The histories must have exercised what the invariants are about.
@@ -947,6 +997,7 @@ fn simulated_histories_keep_the_invariants() {
         assert!(total.reloads_applied > seeds * 5, "{total:?}");
         assert!(total.retries > seeds / 5, "{total:?}");
         assert!(total.resumed > seeds / 5, "{total:?}");
+        assert!(total.not_retried > seeds / 20, "{total:?}");
     }
 }
 

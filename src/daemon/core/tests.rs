@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use super::*;
 use crate::config::{Secret, StepAction, StepDef};
-use crate::protocol::{BuildResult, MasterToWorker, RunningStep, StepEnd};
+use crate::protocol::{BuildResult, DrainMode, MasterToWorker, RunningStep, StepEnd};
 
 /// Build a config: workers as (name, max_builds), builders as (name,
 /// workers, number of steps).
@@ -38,6 +38,7 @@ pub(super) fn config(workers: &[(&str, u32)], builders: &[(&str, &[&str], usize)
                     })
                     .collect(),
                 collapse: false,
+                retry: true,
             })
             .collect(),
         origin: "test".into(),
@@ -355,21 +356,54 @@ fn builds_running_at_a_restart_wait_for_their_worker() {
 }
 
 #[test]
-fn draining_refuses_requests_and_starts_nothing() {
+fn draining_for_shutdown_refuses_requests_and_starts_nothing() {
     let mut core = Core::new(
         config(&[("w", 1)], &[("b", &["w"], 1)]),
         Restored::default(),
         0,
     );
     force(&mut core, "b");
-    core.set_draining(true, 0);
+    core.set_drain(DrainMode::Shutdown, true, 0);
+    assert_eq!(core.drain_mode(), Some(DrainMode::Shutdown));
+    assert!(core.is_draining());
     assert_eq!(
         core.force_build("b", None, BTreeMap::new(), 0),
         Err(CoreError::Draining)
     );
     core.worker_connected("w", 1, &[], 0).unwrap();
     assert!(started_steps(&core.take_effects()).is_empty());
-    core.set_draining(false, 1);
+    core.set_drain(DrainMode::Shutdown, false, 1);
+    assert_eq!(core.drain_mode(), None);
+    assert!(!core.is_draining());
+    assert_eq!(started_steps(&core.take_effects()), vec![(1, 1, 0)]);
+}
+
+#[test]
+fn draining_for_maintenance_queues_requests_but_starts_nothing() {
+    let mut core = Core::new(
+        config(&[("w", 1)], &[("b", &["w"], 1)]),
+        Restored::default(),
+        0,
+    );
+    core.set_drain(DrainMode::Maintenance, true, 0);
+    assert_eq!(core.drain_mode(), Some(DrainMode::Maintenance));
+    assert!(core.is_draining());
+    assert_eq!(
+        force(&mut core, "b"),
+        1,
+        "a maintenance drain takes requests"
+    );
+    core.worker_connected("w", 1, &[], 0).unwrap();
+    assert!(started_steps(&core.take_effects()).is_empty());
+    assert_eq!(core.queue_of("b"), vec![1]);
+    // A shutdown drain on top, then cancelled: maintenance stays in force.
+    core.set_drain(DrainMode::Shutdown, true, 1);
+    assert_eq!(core.drain_mode(), Some(DrainMode::Shutdown));
+    core.set_drain(DrainMode::Shutdown, false, 2);
+    assert_eq!(core.drain_mode(), Some(DrainMode::Maintenance));
+    assert!(started_steps(&core.take_effects()).is_empty());
+    core.set_drain(DrainMode::Maintenance, false, 3);
+    assert_eq!(core.drain_mode(), None);
     assert_eq!(started_steps(&core.take_effects()), vec![(1, 1, 0)]);
 }
 
@@ -596,4 +630,142 @@ fn a_full_queue_and_bad_property_values_are_refused() {
         core.force_build("b", None, many, 0),
         Err(CoreError::TooManyProperties(MAX_PROPERTIES + 1))
     );
+}
+
+/// [`orphaned_core`] with `retry = false` on builder `b`.
+fn orphaned_once_core() -> Core {
+    let mut cfg = (*config(&[("w", 1), ("v", 1)], &[("b", &["w", "v"], 2)])).clone();
+    cfg.builders[0].retry = false;
+    let mut core = Core::new(Arc::new(cfg), Restored::default(), 0);
+    core.worker_connected("w", 1, &[], 0).unwrap();
+    force(&mut core, "b");
+    core.take_effects();
+    core.worker_lost(1, 1_000);
+    assert!(core.take_effects().is_empty());
+    core
+}
+
+fn retried(effects: &[Effect]) -> Vec<u64> {
+    effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Record(Record::BuildRetried { build, .. }) => Some(*build),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn retry_false_ends_a_build_whose_worker_stays_away_as_exception() {
+    let mut core = orphaned_once_core();
+    core.tick(60_999);
+    assert!(core.running_build(1).is_some(), "it still waits for w");
+    core.tick(61_000);
+    let effects = core.take_effects();
+    assert!(retried(&effects).is_empty(), "retried: {effects:?}");
+    let f = finished(&effects);
+    assert_eq!(f.len(), 1, "{effects:?}");
+    assert_eq!(f[0].0, 1);
+    assert_eq!(f[0].1, BuildResult::Exception);
+    let reason = f[0].2.as_deref().unwrap();
+    assert!(reason.contains("did not come back within 1m"), "{reason}");
+    assert!(reason.contains("not run again (retry = false)"), "{reason}");
+    assert!(effects.iter().any(|e| matches!(
+        e,
+        Effect::Record(Record::StepFinished {
+            build: 1,
+            step: 0,
+            result: BuildResult::Exception,
+            ..
+        })
+    )));
+    assert!(core.live_request(1).is_none(), "the request ended with it");
+    assert!(core.queue_of("b").is_empty());
+    // Another worker free: nothing starts, the request is not run again.
+    core.worker_connected("v", 2, &[], 62_000).unwrap();
+    assert!(started_steps(&core.take_effects()).is_empty());
+    // The first worker comes back still running the step: it must kill it.
+    core.worker_connected("w", 3, &[held(1, 0)], 63_000)
+        .unwrap();
+    let effects = core.take_effects();
+    assert!(
+        effects.contains(&Effect::ToWorker {
+            link: 3,
+            msg: MasterToWorker::Abandon { build: 1, step: 0 }
+        }),
+        "{effects:?}"
+    );
+    assert!(started_steps(&effects).is_empty());
+}
+
+#[test]
+fn retry_false_ends_a_build_whose_worker_comes_back_without_it() {
+    let mut core = orphaned_once_core();
+    core.worker_connected("w", 2, &[], 2_000).unwrap();
+    let effects = core.take_effects();
+    assert!(retried(&effects).is_empty(), "retried: {effects:?}");
+    let f = finished(&effects);
+    assert_eq!(f.len(), 1, "{effects:?}");
+    assert_eq!(f[0].1, BuildResult::Exception);
+    assert!(
+        f[0].2.as_deref().unwrap().contains("retry = false"),
+        "{f:?}"
+    );
+    assert!(started_steps(&effects).is_empty(), "never run again");
+    assert!(core.live_request(1).is_none());
+}
+
+#[test]
+fn retry_false_ends_a_build_whose_worker_is_removed_while_away() {
+    let mut core = orphaned_once_core();
+    let mut cfg = (*config(&[("v", 1)], &[("b", &["v"], 2)])).clone();
+    cfg.builders[0].retry = false;
+    core.reload(Arc::new(cfg), 2_000, false);
+    let f = finished(&core.take_effects());
+    assert_eq!(f.len(), 1);
+    assert_eq!(f[0].1, BuildResult::Exception);
+    assert!(
+        f[0].2.as_deref().unwrap().contains("retry = false"),
+        "{f:?}"
+    );
+}
+
+#[test]
+fn a_worker_back_with_a_step_retried_elsewhere_is_told_to_abandon_it() {
+    // Default retry = true: the build is retried on `v` after the grace
+    // period; `w` then comes back still running the old step.
+    let mut core = Core::new(
+        config(&[("w", 1), ("v", 1)], &[("b", &["w", "v"], 1)]),
+        Restored::default(),
+        0,
+    );
+    core.worker_connected("w", 1, &[], 0).unwrap();
+    force(&mut core, "b");
+    core.take_effects();
+    core.worker_lost(1, 1_000);
+    core.worker_connected("v", 2, &[], 1_000).unwrap();
+    core.tick(61_000);
+    let effects = core.take_effects();
+    assert_eq!(retried(&effects), vec![1]);
+    assert_eq!(started_steps(&effects), vec![(2, 2, 0)], "build 2 on v");
+    core.worker_connected("w", 3, &[held(1, 0)], 62_000)
+        .unwrap();
+    let effects = core.take_effects();
+    assert_eq!(
+        effects,
+        vec![Effect::ToWorker {
+            link: 3,
+            msg: MasterToWorker::Abandon { build: 1, step: 0 }
+        }],
+        "only the abandon: build 2 runs on"
+    );
+    assert!(core.running_build(2).is_some());
+}
+
+#[test]
+fn retry_is_true_unless_the_builder_says_false() {
+    assert!(BuilderDef::default().retry);
+    let stored = r#"{"name":"b","previous_names":[],"workers":["w"],"env":{},"steps":[]}"#;
+    let def: BuilderDef = serde_json::from_str(stored).unwrap();
+    assert!(def.retry, "a definition stored before the key is retried");
 }
