@@ -37,6 +37,7 @@ pub const CONFIG_KEYS: &[&str] = &[
     "worker.max_builds",
     "worker.secret",
     "worker.secret_file",
+    "worker.user",
     "builder",
     "builder.name",
     "builder.previous_names",

@@ -145,6 +145,9 @@ pub struct WorkerDef {
     /// The shared secret a remote worker proves; `None` for local workers,
     /// whose secret the master makes up at start.
     pub secret: Option<Secret>,
+    /// For a local worker: the user it and its steps run as (the master
+    /// must run as root); `None` runs it as the master's own user.
+    pub user: Option<String>,
 }
 
 /// A worker secret; its `Debug` never shows the value, so logs stay clean.

@@ -80,6 +80,8 @@ pub struct RawWorker {
     pub secret: Option<Spanned<String>>,
     /// A file holding the secret, read at load time.
     pub secret_file: Option<Spanned<String>>,
+    /// The user a local worker (and its steps) runs as.
+    pub user: Option<Spanned<String>>,
 }
 
 /// One `[[builder]]`.

@@ -98,6 +98,7 @@ const WORKER: &[Field] = &[
     f("max_builds", Kind::Int),
     f("secret", TEXT),
     f("secret_file", TEXT),
+    f("user", TEXT),
 ];
 
 /// `upload = { ... }`.

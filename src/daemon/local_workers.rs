@@ -59,8 +59,12 @@ pub struct LocalWorkerSetup {
     pub exe: PathBuf,
     /// The socket it connects to.
     pub worker_socket: PathBuf,
-    /// Parent of the workers' work dirs (`<state_dir>/workers`).
+    /// Where the workers' logs go (`<state_dir>/workers`).
     pub dir: PathBuf,
+    /// Parent of the workers' work dirs, outside the state dir
+    /// (`<state_dir>.work`, see [`work_root`]): a step's `..` never leads
+    /// into the master's files.
+    pub work: PathBuf,
     /// Where secrets and pid files live (`<state_dir>/local-workers`).
     pub keep: PathBuf,
 }
@@ -170,10 +174,16 @@ impl LocalWorkers {
                     }
                 },
             };
+            let user = config
+                .workers
+                .iter()
+                .find(|w| w.name == name)
+                .and_then(|w| w.user.clone());
             let (order, order_rx) = watch::channel(Order::Supervise);
             let task = tokio::spawn(supervise(
                 self.setup.clone(),
                 name.to_string(),
+                user,
                 secret,
                 order_rx,
                 Arc::clone(&self.problems),
@@ -238,6 +248,7 @@ impl LocalWorkers {
 async fn supervise(
     setup: LocalWorkerSetup,
     name: String,
+    user: Option<String>,
     secret: Arc<str>,
     mut order: watch::Receiver<Order>,
     problems: Problems,
@@ -261,7 +272,7 @@ async fn supervise(
             warn!(worker = %name, pid, "adopted local worker exited; starting a new one");
             continue;
         }
-        let mut child = match spawn(&setup, &name, &secret, &log).await {
+        let mut child = match spawn(&setup, &name, user.as_deref(), &secret, &log).await {
             Ok(child) => child,
             Err(e) => {
                 warn!(worker = %name, "cannot start local worker {}: {e}", setup.exe.display());
@@ -449,18 +460,154 @@ fn last_line(path: &Path) -> Option<String> {
         .map(str::to_string)
 }
 
+/// Who the local workers run as, checked at start: a `user` needs a root
+/// master and a worker socket that user can reach; a local worker without
+/// one shares the master's uid, which the master says in one warning line.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Separation {
+    /// Local workers running as the master's own user.
+    pub shared: Vec<String>,
+    /// Whether any local worker runs as a user of its own (the worker
+    /// socket is then opened to every user: its secrets still decide).
+    pub separate: bool,
+}
+
+/// Check the local workers' `user`s against how this master runs.
+pub fn separation(
+    config: &Config,
+    state_dir: &Path,
+    worker_socket: &Path,
+) -> Result<Separation, String> {
+    let mut found = Separation::default();
+    for w in config.workers.iter().filter(|w| w.local) {
+        let Some(user) = &w.user else {
+            found.shared.push(w.name.clone());
+            continue;
+        };
+        found.separate = true;
+        let own = nix::unistd::geteuid();
+        if !own.is_root() {
+            return Err(format!(
+                "local worker `{}` is to run as user `{user}`, which needs a master running as \
+                 root (this one runs as uid {own}); remove `user` or start the master as root",
+                w.name
+            ));
+        }
+        if worker_socket.starts_with(state_dir) {
+            return Err(format!(
+                "local worker `{}` runs as user `{user}`, who cannot reach the worker socket \
+                 {} inside the owner-only state dir; set [master] worker_socket to a path \
+                 outside it (e.g. \"/run/bbmaster/worker.sock\")",
+                w.name,
+                worker_socket.display()
+            ));
+        }
+    }
+    Ok(found)
+}
+
+/// Where local workers' work dirs live: beside the state dir, never in it
+/// (`/var/lib/bbmaster` → `/var/lib/bbmaster.work/<name>`).
+pub fn work_root(state_dir: &Path) -> PathBuf {
+    let mut name = state_dir
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_else(|| "bbmaster".into());
+    name.push(".work");
+    state_dir.with_file_name(name)
+}
+
+/// Who a local worker runs as, resolved when it starts.
+struct RunAs {
+    uid: nix::unistd::Uid,
+    gid: nix::unistd::Gid,
+    name: String,
+    home: PathBuf,
+}
+
+/// The user `user` as the master may run a worker: refused unless the
+/// master is root (only root can start a process as someone else).
+fn run_as(user: &str) -> std::io::Result<RunAs> {
+    let own = nix::unistd::geteuid();
+    if !own.is_root() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            format!(
+                "it is configured to run as user `{user}`, which needs a master running as root \
+                 (this one runs as uid {own})"
+            ),
+        ));
+    }
+    let found = nix::unistd::User::from_name(user)
+        .map_err(std::io::Error::from)?
+        .ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("there is no user `{user}`"),
+            )
+        })?;
+    Ok(RunAs {
+        uid: found.uid,
+        gid: found.gid,
+        name: found.name,
+        home: found.dir,
+    })
+}
+
+/// The environment a local worker starts with: the allow-list steps get
+/// (see [`crate::worker::step_environment`]) plus `RUST_LOG`, never the
+/// master's whole environment, which may hold credentials its steps could
+/// otherwise read from the worker's `/proc/<pid>/environ`.
+fn worker_environment(user: Option<&RunAs>) -> Vec<(std::ffi::OsString, std::ffi::OsString)> {
+    let inherited = std::env::vars_os();
+    let mut env: Vec<_> = crate::worker::step_environment(inherited, &["RUST_LOG".into()], &[])
+        .into_iter()
+        .collect();
+    if let Some(user) = user {
+        env.retain(|(k, _)| !matches!(k.to_str(), Some("HOME" | "USER" | "LOGNAME")));
+        env.push(("HOME".into(), user.home.clone().into_os_string()));
+        env.push(("USER".into(), user.name.clone().into()));
+        env.push(("LOGNAME".into(), user.name.clone().into()));
+    }
+    env
+}
+
 async fn spawn(
     setup: &LocalWorkerSetup,
     name: &str,
+    user: Option<&str>,
     secret: &str,
     log: &Path,
 ) -> std::io::Result<tokio::process::Child> {
-    let dir = setup.dir.join(name);
-    std::fs::create_dir_all(&dir)?;
+    let run_as = user.map(run_as).transpose()?;
+    let dir = setup.work.join(name);
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dir)?;
+    if let Some(user) = &run_as {
+        // Its work dir is its own; the parent only needs to be traversable.
+        std::os::unix::fs::chown(&dir, Some(user.uid.as_raw()), Some(user.gid.as_raw()))?;
+        std::fs::set_permissions(
+            &setup.work,
+            <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o711),
+        )?;
+    }
+    if let Some(logs) = log.parent() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(logs)?;
+    }
     let out = open_log(log)?;
     let err = out.try_clone()?;
-    let mut child = Command::new(&setup.exe)
-        // What `ps` shows, and what makes the master's executable a worker.
+    let mut cmd = Command::new(&setup.exe);
+    cmd.env_clear().envs(worker_environment(run_as.as_ref()));
+    if let Some(user) = &run_as {
+        // std drops the supplementary groups when it sets the uid as root.
+        cmd.uid(user.uid.as_raw()).gid(user.gid.as_raw());
+    }
+    let mut child = cmd
         .arg0(crate::worker::cli::WORKER_ARGV0)
         .arg("--master")
         .arg(&setup.worker_socket)

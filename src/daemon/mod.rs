@@ -61,6 +61,9 @@ pub enum DaemonError {
     /// Another master holds the state dir.
     #[error(transparent)]
     Locked(#[from] lock::LockError),
+    /// The local workers cannot run as configured.
+    #[error("{0}")]
+    LocalWorkers(String),
     /// The state dir is not safe to use.
     #[error(transparent)]
     StateDir(#[from] state_dir::StateDirError),
@@ -179,7 +182,21 @@ pub async fn run(opts: MasterOptions) -> Result<(), DaemonError> {
             &layout.control_socket,
         ))?;
     }
-    let workers = listener::bind(&layout.worker_socket, 0o600)
+    let separation = local_workers::separation(&config, &layout.state_dir, &layout.worker_socket)
+        .map_err(DaemonError::LocalWorkers)?;
+    if !separation.shared.is_empty() {
+        warn!(
+            "local worker(s) {} run as this master's own user (uid {}): their build steps can \
+             read and change the state dir (database, logs, secrets); give them `user = \"...\"` \
+             (master as root) or use workers under another user (docs/security.md)",
+            separation.shared.join(", "),
+            nix::unistd::geteuid()
+        );
+    }
+    // Workers prove themselves with their secrets; when a local worker runs
+    // as a user of its own, that user must be able to connect.
+    let worker_socket_mode = if separation.separate { 0o666 } else { 0o600 };
+    let workers = listener::bind(&layout.worker_socket, worker_socket_mode)
         .await
         .map_err(io_err("cannot listen on", &layout.worker_socket))?;
     for warning in &config.warnings {
@@ -195,6 +212,7 @@ pub async fn run(opts: MasterOptions) -> Result<(), DaemonError> {
         exe: local_workers::LocalWorkers::default_exe(),
         worker_socket: layout.worker_socket.clone(),
         dir: layout.state_dir.join("workers"),
+        work: local_workers::work_root(&layout.state_dir),
         keep: layout.state_dir.join("local-workers"),
     });
     let mut master = actor::Master::new(

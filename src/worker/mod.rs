@@ -47,7 +47,7 @@ pub use output::CHUNK_SIZE;
 pub use runner::{OUTPUT_DRAIN_LIMIT, STOP_GRACE};
 pub use session::{OUTGOING_QUEUE, RESUME_WAIT};
 pub use spool::DEFAULT_SPOOL_LIMIT;
-pub use step_env::{DEFAULT_PATH, INHERITED};
+pub use step_env::{DEFAULT_PATH, INHERITED, step_environment};
 pub use stop::{StopHandle, StopSignal, stop_pair};
 
 use crate::protocol::FrameError;

@@ -269,6 +269,30 @@ impl Master {
         Master::launch_exe(dir, None, exe)
     }
 
+    /// Start a master on `config` from a copy of `bbmaster` in `<dir>/bin/`,
+    /// with the temp dir opened to other users (0755): for local workers
+    /// that run as another user, who must reach the program and their
+    /// work dirs.
+    pub fn start_copied_for_others(config: &str) -> Master {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = temp_dir();
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755))
+            .expect("cannot open the temp dir");
+        let bin = dir.path().join("bin");
+        fs::create_dir(&bin).expect("cannot create bin/");
+        let exe = bin.join("bbmaster");
+        fs::copy(BBMASTER, &exe).expect("cannot copy bbmaster");
+        fs::set_permissions(&exe, fs::Permissions::from_mode(0o755))
+            .expect("cannot make bbmaster executable by others");
+        let path = dir.path().join("master.toml");
+        fs::write(
+            &path,
+            config.replace("@DIR@", &dir.path().to_string_lossy()),
+        )
+        .expect("cannot write the config");
+        Master::launch_exe(dir, Some(path), exe)
+    }
+
     /// Like [`Master::start`], with extra variables in the master's
     /// environment (which its local workers inherit).
     pub fn start_with_env(config: &str, env: &[(&str, &str)]) -> Master {

@@ -280,3 +280,60 @@ fn untrusted_text_is_escaped_on_a_terminal() {
         );
     }
 }
+
+const SEPARATE_USER: &str = r#"
+[master]
+worker_socket = "@DIR@/worker.sock"
+
+[[worker]]
+name = "local-1"
+local = true
+user = "nobody"
+
+[[builder]]
+name = "probe"
+workers = ["local-1"]
+
+  [[builder.step]]
+  name = "probe"
+  shell = """
+echo uid=$(id -u) home=$HOME
+cat '@DIR@/s/master.db' > /dev/null 2>&1 && echo READ-DB || echo no-db
+ls '@DIR@/s' > /dev/null 2>&1 && echo LIST-STATE || echo no-state
+cat '@DIR@/s/local-workers/local-1.secret' > /dev/null 2>&1 && echo READ-SECRET || echo no-secret
+pwd
+"""
+"#;
+
+/// A local worker with `user = "nobody"` (master as root) runs its steps
+/// as that user, in a work dir outside the state dir, and they can read
+/// nothing of the master's: not the database, not the state dir, not the
+/// worker's own secret.
+#[test]
+fn a_local_worker_runs_as_its_own_user() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: needs root to run a local worker as another user");
+        return;
+    }
+    let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
+    // The worker socket sits outside the owner-only state dir, in the
+    // temp dir opened to others.
+    let m = Master::start_copied_for_others(SEPARATE_USER);
+    let out = m.bbctl_code(&["force-build", "probe", "--wait", "--follow"], 0);
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains(&format!("uid={}", nobody.uid)),
+        "{stdout}\n{}",
+        m.stderr()
+    );
+    for leak in ["READ-DB", "LIST-STATE", "READ-SECRET"] {
+        assert!(!stdout.contains(leak), "{leak}:\n{stdout}");
+    }
+    let work = m.path().join("s.work").join("local-1").join("probe");
+    assert!(stdout.contains(&work.display().to_string()), "{stdout}");
+    assert!(
+        !m.stderr().contains("run as this master's own user"),
+        "a separated worker was warned about: {}",
+        m.stderr()
+    );
+}

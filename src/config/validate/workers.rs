@@ -55,11 +55,55 @@ impl Checker<'_> {
         } else {
             self.remote_secret(raw)
         };
+        let user = self.worker_user(raw, local);
         WorkerDef {
             name: name.clone(),
             local,
             max_builds,
             secret,
+            user,
+        }
+    }
+
+    /// A local worker's `user`: an existing user; refused on a remote
+    /// worker, whose user is whoever runs `bbworker`.
+    fn worker_user(&mut self, raw: &RawWorker, local: bool) -> Option<String> {
+        let name = raw.name.get_ref();
+        let user = raw.user.as_ref()?;
+        if !local {
+            self.report(
+                &user.span(),
+                format!(
+                    "worker `{name}`: `user` applies to local workers only \
+                     (a remote worker runs as whoever starts bbworker)"
+                ),
+            );
+            return None;
+        }
+        match nix::unistd::User::from_name(user.get_ref()) {
+            Ok(Some(_)) => Some(user.get_ref().clone()),
+            Ok(None) => {
+                self.report(
+                    &user.span(),
+                    format!(
+                        "worker `{name}`: there is no user `{}` on this machine \
+                         (create it, e.g. `useradd --system {}`)",
+                        user.get_ref(),
+                        user.get_ref()
+                    ),
+                );
+                None
+            }
+            Err(e) => {
+                self.report(
+                    &user.span(),
+                    format!(
+                        "worker `{name}`: cannot look up user `{}`: {e}",
+                        user.get_ref()
+                    ),
+                );
+                None
+            }
         }
     }
 

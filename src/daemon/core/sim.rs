@@ -114,6 +114,7 @@ fn random_config(rng: &mut Rng, current: Option<&Config>) -> Arc<Config> {
                 local: false,
                 max_builds: 1 + rng.below(3) as u32,
                 secret: Some(Secret(if rng.chance(10) { "new" } else { "s" }.into())),
+                user: None,
             });
         }
     }
@@ -123,6 +124,7 @@ fn random_config(rng: &mut Rng, current: Option<&Config>) -> Arc<Config> {
             local: false,
             max_builds: 1,
             secret: Some(Secret("s".into())),
+            user: None,
         });
     }
     let names: Vec<String> = workers.iter().map(|w| w.name.clone()).collect();

@@ -19,6 +19,7 @@ pub(super) fn config(workers: &[(&str, u32)], builders: &[(&str, &[&str], usize)
                 local: false,
                 max_builds: *max,
                 secret: Some(Secret("s".into())),
+                user: None,
             })
             .collect(),
         builders: builders
