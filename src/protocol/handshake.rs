@@ -13,7 +13,7 @@ use super::RunningStep;
 pub const MAGIC: &str = "bbp";
 
 /// The wire protocol version; peers must agree exactly.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// The opening frame of every connection.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

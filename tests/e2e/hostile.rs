@@ -504,14 +504,18 @@ fn control_socket_bad_bytes_get_a_refusal_or_a_close() {
 
     // Wrong protocol version: refused naming both versions.
     let mut hello = Hello::new(Role::Client);
-    hello.version = 2;
+    hello.version = bbctl::protocol::PROTOCOL_VERSION + 1;
     hello.software = "bbctl-suite 9.9.9".into();
-    let mut p = Peer::connect(&sock, "a hello of protocol version 2");
+    let mut p = Peer::connect(&sock, "a hello of the next protocol version");
     p.send_msg(&hello);
     let reason = p.expect_refusal("protocol version mismatch");
+    let (theirs, ours) = (
+        bbctl::protocol::PROTOCOL_VERSION + 1,
+        bbctl::protocol::PROTOCOL_VERSION,
+    );
     assert!(
-        reason.contains("bbctl-suite 9.9.9 speaks version 2")
-            && reason.contains("speaks version 1"),
+        reason.contains(&format!("bbctl-suite 9.9.9 speaks version {theirs}"))
+            && reason.contains(&format!("speaks version {ours}")),
         "the refusal does not name both versions: {reason}"
     );
     assert_serves(&m, "a wrong protocol version");
