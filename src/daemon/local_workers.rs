@@ -179,11 +179,17 @@ impl LocalWorkers {
                 .iter()
                 .find(|w| w.name == name)
                 .and_then(|w| w.user.clone());
+            let pass_env: Vec<String> = config
+                .builders
+                .iter()
+                .flat_map(|b| b.pass_env.iter().cloned())
+                .collect();
             let (order, order_rx) = watch::channel(Order::Supervise);
             let task = tokio::spawn(supervise(
                 self.setup.clone(),
                 name.to_string(),
                 user,
+                pass_env,
                 secret,
                 order_rx,
                 Arc::clone(&self.problems),
@@ -249,6 +255,7 @@ async fn supervise(
     setup: LocalWorkerSetup,
     name: String,
     user: Option<String>,
+    pass_env: Vec<String>,
     secret: Arc<str>,
     mut order: watch::Receiver<Order>,
     problems: Problems,
@@ -272,7 +279,8 @@ async fn supervise(
             warn!(worker = %name, pid, "adopted local worker exited; starting a new one");
             continue;
         }
-        let mut child = match spawn(&setup, &name, user.as_deref(), &secret, &log).await {
+        let mut child = match spawn(&setup, &name, user.as_deref(), &pass_env, &secret, &log).await
+        {
             Ok(child) => child,
             Err(e) => {
                 warn!(worker = %name, "cannot start local worker {}: {e}", setup.exe.display());
@@ -467,9 +475,6 @@ fn last_line(path: &Path) -> Option<String> {
 pub struct Separation {
     /// Local workers running as the master's own user.
     pub shared: Vec<String>,
-    /// Whether any local worker runs as a user of its own (the worker
-    /// socket is then opened to every user: its secrets still decide).
-    pub separate: bool,
 }
 
 /// Check the local workers' `user`s against how this master runs.
@@ -484,7 +489,6 @@ pub fn separation(
             found.shared.push(w.name.clone());
             continue;
         };
-        found.separate = true;
         let own = nix::unistd::geteuid();
         if !own.is_root() {
             return Err(format!(
@@ -555,12 +559,19 @@ fn run_as(user: &str) -> std::io::Result<RunAs> {
 }
 
 /// The environment a local worker starts with: the allow-list steps get
-/// (see [`crate::worker::step_environment`]) plus `RUST_LOG`, never the
-/// master's whole environment, which may hold credentials its steps could
-/// otherwise read from the worker's `/proc/<pid>/environ`.
-fn worker_environment(user: Option<&RunAs>) -> Vec<(std::ffi::OsString, std::ffi::OsString)> {
+/// (see [`crate::worker::step_environment`]), the variables some builder
+/// names in `pass_env` (read from the master's environment when the worker
+/// starts) and `RUST_LOG`; never the master's whole environment, which may
+/// hold credentials its steps could otherwise read from the worker's
+/// `/proc/<pid>/environ`.
+fn worker_environment(
+    user: Option<&RunAs>,
+    pass_env: &[String],
+) -> Vec<(std::ffi::OsString, std::ffi::OsString)> {
     let inherited = std::env::vars_os();
-    let mut env: Vec<_> = crate::worker::step_environment(inherited, &["RUST_LOG".into()], &[])
+    let mut names = pass_env.to_vec();
+    names.push("RUST_LOG".into());
+    let mut env: Vec<_> = crate::worker::step_environment(inherited, &names, &[])
         .into_iter()
         .collect();
     if let Some(user) = user {
@@ -576,6 +587,7 @@ async fn spawn(
     setup: &LocalWorkerSetup,
     name: &str,
     user: Option<&str>,
+    pass_env: &[String],
     secret: &str,
     log: &Path,
 ) -> std::io::Result<tokio::process::Child> {
@@ -602,7 +614,8 @@ async fn spawn(
     let out = open_log(log)?;
     let err = out.try_clone()?;
     let mut cmd = Command::new(&setup.exe);
-    cmd.env_clear().envs(worker_environment(run_as.as_ref()));
+    cmd.env_clear()
+        .envs(worker_environment(run_as.as_ref(), pass_env));
     if let Some(user) = &run_as {
         // std drops the supplementary groups when it sets the uid as root.
         cmd.uid(user.uid.as_raw()).gid(user.gid.as_raw());

@@ -193,9 +193,16 @@ pub async fn run(opts: MasterOptions) -> Result<(), DaemonError> {
             nix::unistd::geteuid()
         );
     }
-    // Workers prove themselves with their secrets; when a local worker runs
-    // as a user of its own, that user must be able to connect.
-    let worker_socket_mode = if separation.separate { 0o666 } else { 0o600 };
+    // A worker socket moved out of the owner-only state dir is there to be
+    // reached by workers of other users (a local worker's `user`, a
+    // bbworker run by a user of its own): open it to all; workers prove
+    // themselves with their secrets, and build steps are refused by their
+    // ancestry. In the state dir it stays owner-only.
+    let worker_socket_mode = if layout.worker_socket.starts_with(&layout.state_dir) {
+        0o600
+    } else {
+        0o666
+    };
     let workers = listener::bind(&layout.worker_socket, worker_socket_mode)
         .await
         .map_err(io_err("cannot listen on", &layout.worker_socket))?;

@@ -23,8 +23,7 @@ use crate::daemon::transfer::Transfers;
 use crate::paths::now_ms;
 use crate::protocol::{
     self, BuildId, FrameError, Hello, HelloReply, MasterToWorker, RefusalKind, Role, StepEnd,
-    StepIndex,
-    WorkerToMaster,
+    StepIndex, WorkerToMaster,
 };
 use interprocess::local_socket::traits::StreamCommon as _;
 use std::sync::atomic::{AtomicU64, Ordering};

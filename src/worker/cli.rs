@@ -110,10 +110,27 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
 fn secret_from_file(path: &Path) -> anyhow::Result<String> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read the secret file {}", path.display()))?;
+    if let Some(warning) = open_secret_file(path) {
+        tracing::warn!("{warning}");
+    }
     non_empty(
         text.trim_end(),
         &format!("the secret file {}", path.display()),
     )
+}
+
+/// A warning when the secret file can be read by others than its owner:
+/// whoever reads it can pose as this worker.
+fn open_secret_file(path: &Path) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o777;
+    (mode & 0o044 != 0).then(|| {
+        format!(
+            "the secret file {} is readable by {} (mode {mode:o}); `chmod 600` it: whoever reads it can pose as this worker",
+            path.display(),
+            if mode & 0o004 != 0 { "every user" } else { "its group" }
+        )
+    })
 }
 
 /// The secret from the first line of stdin, so that it never appears on a
@@ -143,4 +160,37 @@ fn init_logging() {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::open_secret_file;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn a_secret_file_others_can_read_is_warned_about() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.secret");
+        std::fs::write(&path, "0123456789abcdef\n").unwrap();
+        for (mode, warned) in [
+            (0o600, None),
+            (0o400, None),
+            (0o640, Some("its group")),
+            (0o644, Some("every user")),
+            (0o604, Some("every user")),
+        ] {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+            let warning = open_secret_file(&path);
+            match warned {
+                None => assert_eq!(warning, None, "mode {mode:o}"),
+                Some(who) => {
+                    let w = warning.unwrap_or_default();
+                    assert!(
+                        w.contains(who) && w.contains("chmod 600"),
+                        "mode {mode:o}: {w}"
+                    );
+                }
+            }
+        }
+    }
 }

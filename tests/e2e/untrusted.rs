@@ -51,6 +51,17 @@ fn steps_start_from_a_clean_environment() {
     ] {
         assert!(names.contains(&wanted), "{wanted} missing:\n{stdout}");
     }
+    // Nor can a step read them from its worker's /proc/<pid>/environ.
+    let pid = std::fs::read_to_string(m.state_dir().join("local-workers/local-1.pid")).unwrap();
+    let environ = std::fs::read(format!("/proc/{}/environ", pid.trim())).unwrap();
+    assert!(
+        !has(&environ, b"MASTER_ONLY_TOKEN") && !has(&environ, b"AWS_SECRET_ACCESS_KEY"),
+        "the local worker inherited the master's secrets"
+    );
+    assert!(
+        has(&environ, b"BB_TEST_OPTED_IN=z"),
+        "pass_env did not reach the worker"
+    );
     for name in &names {
         let allowed = bbctl::worker::INHERITED.iter().any(|a| {
             a.strip_suffix('*')
@@ -336,4 +347,27 @@ fn a_local_worker_runs_as_its_own_user() {
         "a separated worker was warned about: {}",
         m.stderr()
     );
+    // Outside the state dir, the worker socket is open to the worker's user.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(m.path().join("worker.sock"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o666);
+}
+
+/// The default setup (a local worker of the master's own user) is warned
+/// about at start, in one line that says what it means.
+#[test]
+fn a_shared_uid_is_warned_about_at_start() {
+    let m = Master::start_default();
+    let warned: Vec<String> = m
+        .stderr()
+        .lines()
+        .filter(|l| l.contains("run as this master's own user"))
+        .map(str::to_string)
+        .collect();
+    assert_eq!(warned.len(), 1, "{}", m.stderr());
+    assert!(warned[0].contains("local-1"), "{}", warned[0]);
+    assert!(warned[0].contains("user = "), "{}", warned[0]);
 }

@@ -167,11 +167,18 @@ impl Checker<'_> {
                     Ok(text) => {
                         use std::os::unix::fs::PermissionsExt;
                         let mode = std::fs::metadata(&path).map(|m| m.permissions().mode());
-                        if mode.is_ok_and(|m| m & 0o004 != 0) {
+                        if let Ok(m) = mode.map(|m| m & 0o777)
+                            && m & 0o044 != 0
+                        {
+                            let who = if m & 0o004 != 0 {
+                                "every user"
+                            } else {
+                                "its group"
+                            };
                             self.warn(
                                 &file.span(),
                                 format!(
-                                    "worker `{name}`: secret_file {} is readable by every user; `chmod 600` it",
+                                    "worker `{name}`: secret_file {} is readable by {who} (mode {m:o}); `chmod 600` it",
                                     path.display()
                                 ),
                             );
