@@ -173,15 +173,6 @@ pub async fn run(opts: MasterOptions) -> Result<(), DaemonError> {
         .prepare()
         .map_err(io_err("cannot prepare", &limits.dirs.artifacts))?;
     let limits = Arc::new(limits);
-    let control = listener::bind(&layout.control_socket, limits.control_socket_mode())
-        .await
-        .map_err(io_err("cannot listen on", &layout.control_socket))?;
-    if let Some(gid) = limits.allowed_gid {
-        std::os::unix::fs::chown(&layout.control_socket, None, Some(gid)).map_err(io_err(
-            "cannot give the control socket to its group:",
-            &layout.control_socket,
-        ))?;
-    }
     let separation = local_workers::separation(&config, &layout.state_dir, &layout.worker_socket)
         .map_err(DaemonError::LocalWorkers)?;
     if !separation.shared.is_empty() {
@@ -206,6 +197,17 @@ pub async fn run(opts: MasterOptions) -> Result<(), DaemonError> {
     let workers = listener::bind(&layout.worker_socket, worker_socket_mode)
         .await
         .map_err(io_err("cannot listen on", &layout.worker_socket))?;
+    // The control socket last: a client (or a test) that reaches it finds
+    // the worker socket bound too.
+    let control = listener::bind(&layout.control_socket, limits.control_socket_mode())
+        .await
+        .map_err(io_err("cannot listen on", &layout.control_socket))?;
+    if let Some(gid) = limits.allowed_gid {
+        std::os::unix::fs::chown(&layout.control_socket, None, Some(gid)).map_err(io_err(
+            "cannot give the control socket to its group:",
+            &layout.control_socket,
+        ))?;
+    }
     for warning in &config.warnings {
         warn!("{warning}");
     }
