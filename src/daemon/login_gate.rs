@@ -88,14 +88,16 @@ mod tests {
         let gate = std::sync::Arc::new(LoginGate::new(4.0, refill));
         let start = Instant::now();
         for _ in 0..4 {
-            drop(gate.admit().await);
+            let _spent = gate.admit().await;
         }
         assert!(start.elapsed() < refill);
         // The burst is spent: six parallel failures take six refills.
         let tasks: Vec<_> = (0..6)
             .map(|_| {
                 let gate = std::sync::Arc::clone(&gate);
-                tokio::spawn(async move { drop(gate.admit().await) })
+                tokio::spawn(async move {
+                    let _spent = gate.admit().await;
+                })
             })
             .collect();
         for t in tasks {

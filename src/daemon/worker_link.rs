@@ -386,8 +386,9 @@ impl Link {
                                 // The master gave up on this step (its worker
                                 // did not end it in time): anything more the
                                 // worker says about it closes the link.
-                                if self.open.remove(&(*build, *step)).is_some() {
-                                    self.transfers.on_step_end((*build, *step), crate::protocol::StepEnd::Stopped);
+                                let key = (*build, *step);
+                                if self.open.remove(&key).is_some() {
+                                    self.transfers.on_step_end(key, StepEnd::Stopped);
                                 }
                             }
                             _ => {}

@@ -153,7 +153,7 @@ fn worker(m: &Master, name: &str) -> Background {
 fn chaos_every_request_gets_exactly_one_final_result() {
     let started = Instant::now();
     let mut rng = Rng(0x2545_f491_4f6c_dd1d);
-    let mut m = Master::start_with_files(CONFIG, &[("w.secret", "chaos\n")]);
+    let mut m = Master::start_with_files(CONFIG, &[("w.secret", "chaos-secret-0123456789\n")]);
     let mut workers: Vec<Option<Background>> =
         WORKERS.iter().map(|n| Some(worker(&m, n))).collect();
     let mut requests = Vec::new();

@@ -119,7 +119,14 @@ fn random_config(rng: &mut Rng, current: Option<&Config>) -> Arc<Config> {
                 name: name.to_string(),
                 local: false,
                 max_builds: 1 + rng.below(3) as u32,
-                secret: Some(Secret(if rng.chance(10) { "new" } else { "s" }.into())),
+                secret: Some(Secret(
+                    if rng.chance(10) {
+                        "new-0123456789abcdef"
+                    } else {
+                        "s-0123456789abcdef"
+                    }
+                    .into(),
+                )),
                 user: None,
             });
         }
@@ -129,7 +136,7 @@ fn random_config(rng: &mut Rng, current: Option<&Config>) -> Arc<Config> {
             name: "w0".into(),
             local: false,
             max_builds: 1,
-            secret: Some(Secret("s".into())),
+            secret: Some(Secret("s-0123456789abcdef".into())),
             user: None,
         });
     }
@@ -240,7 +247,8 @@ impl Sim {
                             w.steps.insert((a.build, a.step));
                         }
                         MasterToWorker::Abandon { build, step } => {
-                            if w.steps.remove(&(build, step)) {
+                            let held = w.steps.remove(&(build, step));
+                            if held {
                                 w.abandoned.insert((build, step));
                             }
                         }
