@@ -1198,7 +1198,7 @@ impl SideMaster {
         let socket = dir.path().join("c.sock");
         let config = format!(
             "[master]\ncontrol_socket = \"{}\"\n{master_keys}\n\n\
-             [[worker]]\nname = \"w\"\nsecret = \"s\"\n\n\
+             [[worker]]\nname = \"w\"\nsecret = \"s-0123456789abcdef\"\n\n\
              [[builder]]\nname = \"b\"\nworkers = [\"w\"]\n  [[builder.step]]\n  name = \"s\"\n  shell = \"true\"\n",
             socket.display()
         );
