@@ -20,7 +20,7 @@ use crate::harness::{
 const REMOTE_ONLY: &str = r#"
 [[worker]]
 name = "w"
-secret = "s"
+secret = "s-0123456789abcdef"
 
 [[builder]]
 name = "b"
