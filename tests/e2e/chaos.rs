@@ -302,7 +302,7 @@ workers = ["w1", "w2"]
   name = "s"
   shell = "head -c 1500000 /dev/zero | tr '\\0' x; echo; echo end $BB_BUILD_ID"
 "#;
-    let mut m = Master::start_with_files(DISKS, &[("w.secret", "chaos\n")]);
+    let mut m = Master::start_with_files(DISKS, &[("w.secret", "chaos-secret-0123456789\n")]);
     m.bbctl_code(&["shutdown"], 0);
     m.wait_exit(crate::harness::EXIT_TIMEOUT);
     let Some(_master_disk) = crate::storage::mount_tmpfs(&m.state_dir(), "5m", "chaos_full_disks")
