@@ -411,7 +411,22 @@ fn a_gap_in_output_closes_the_link() {
             data: b"x".to_vec(),
         });
     }
-    w.expect_goodbye("gap");
+    // What came before the gap is acknowledged (`output_kept`), then the
+    // goodbye.
+    loop {
+        match w.next_to_worker() {
+            Some(MasterToWorker::OutputKept { kept, .. }) => assert_eq!(kept, 6),
+            Some(MasterToWorker::Goodbye { reason }) => {
+                assert!(
+                    reason.contains("gap"),
+                    "goodbye {reason:?} does not say gap"
+                );
+                break;
+            }
+            other => panic!("expected output_kept then a goodbye, got {other:?}"),
+        }
+    }
+    w.expect_closed();
     assert_serves(&m, "a gap in output");
     let log = m.stderr();
     let lines = log.lines().filter(|l| l.contains("gap")).count();
