@@ -48,6 +48,26 @@ pub fn escape(s: &str) -> String {
     Escaped(s).to_string()
 }
 
+/// `s` escaped and cut to at most `max` bytes (at a character boundary),
+/// with a marker saying how long it was: for untrusted text the master
+/// keeps or logs (a worker's error strings, host and software names), so
+/// that neither its size nor its characters can hurt.
+pub fn capped(s: &str, max: usize) -> String {
+    let escaped = escape(s);
+    if escaped.len() <= max {
+        return escaped;
+    }
+    let mut cut = max;
+    while !escaped.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!(
+        "{}... [truncated: {} bytes in all]",
+        &escaped[..cut],
+        s.len()
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -64,6 +84,16 @@ mod tests {
         assert_eq!(escape("evil\u{202e}txt.exe"), "evil\\u{202e}txt.exe");
         assert_eq!(escape("\u{9b}2J"), "\\x9b2J");
         assert_eq!(escape("tab\there\x7f"), "tab\\there\\x7f");
+    }
+
+    #[test]
+    fn capped_text_is_escaped_and_short() {
+        assert_eq!(capped("short", 10), "short");
+        let long = "é".repeat(100);
+        let c = capped(&long, 11);
+        assert!(c.starts_with("ééééé..."), "{c}");
+        assert!(c.ends_with("[truncated: 200 bytes in all]"), "{c}");
+        assert_eq!(capped("a\nb", 100), "a\\nb");
     }
 
     #[test]

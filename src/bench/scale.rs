@@ -34,7 +34,9 @@ pub(super) struct Fixture {
 fn big_config(builders: usize, workers: usize, v2: bool) -> String {
     let mut text = String::with_capacity(builders * 120);
     for j in 0..workers {
-        text += &format!("[[worker]]\nname = \"r{j:03}\"\nsecret = \"s\"\nmax_builds = 1\n\n");
+        text += &format!(
+            "[[worker]]\nname = \"r{j:03}\"\nsecret = \"s-0123456789abcdef\"\nmax_builds = 1\n\n"
+        );
     }
     for i in 0..builders {
         let argv = if v2 && i % 10 == 0 {

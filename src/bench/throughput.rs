@@ -105,7 +105,7 @@ pub fn throughput(ctx: &Ctx, report: &mut Report) -> Result<()> {
     let path = dir.join("master.toml");
     harness::write(
         &path,
-        "[[worker]]\nname = \"r\"\nsecret = \"s\"\n\n[[builder]]\nname = \"Q\"\nworkers = [\"r\"]\n  [[builder.step]]\n  name = \"s\"\n  command = [\"true\"]\n",
+        "[[worker]]\nname = \"r\"\nsecret = \"s-0123456789abcdef\"\n\n[[builder]]\nname = \"Q\"\nworkers = [\"r\"]\n  [[builder.step]]\n  name = \"s\"\n  command = [\"true\"]\n",
     )?;
     let master = Master::start(&ctx.bins, &dir, Some(&path))?;
     let per = s.submit_per_client;
@@ -139,7 +139,7 @@ fn drain(ctx: &Ctx, report: &mut Report, baseline: Option<f64>) -> Result<()> {
     let s = &ctx.sizes;
     let n = s.throughput_builds;
     let released = format!(
-        "[[worker]]\nname = \"r\"\nsecret = \"s\"\n\n{}",
+        "[[worker]]\nname = \"r\"\nsecret = \"s-0123456789abcdef\"\n\n{}",
         local_config(2, 2, &[("T", &["true"])])
     );
     let held = released.replace("workers = [\"w1\", \"w2\"]", "workers = [\"r\"]");

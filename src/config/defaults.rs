@@ -33,6 +33,11 @@ pub const DEFAULTS: &[(&str, &str)] = &[
     ("master.transfer_dir", "<state_dir>/files"),
     ("master.keep_builds", "all"),
     ("master.keep_logs", "forever"),
+    ("master.max_upload_size", "\"1GiB\""),
+    ("master.max_artifact_bytes_per_build", "\"10GiB\""),
+    ("master.max_artifacts_per_build", "10000"),
+    ("master.min_free_space", "\"1GiB\""),
+    ("master.deadline_grace", "\"30s\""),
     ("worker.local", "false"),
     ("worker.max_builds", "1"),
     ("builder.previous_names", "[]"),
@@ -140,6 +145,7 @@ workers = ["w"]
         let secs = |d: std::time::Duration| format!("\"{}s\"", d.as_secs());
         let size = |n: u64| {
             let shown = match n {
+                n if n % (1 << 30) == 0 => format!("{}GiB", n >> 30),
                 n if n % (1 << 20) == 0 => format!("{}MiB", n >> 20),
                 n => format!("{}KiB", n >> 10),
             };
@@ -179,6 +185,15 @@ workers = ["w"]
                 "builder.pass_env" => format!("{:?}", b.pass_env),
                 "builder.collapse" => b.collapse.to_string(),
                 "builder.retry" => b.retry.to_string(),
+                "master.max_upload_size" => size(m.worker_limits.max_upload_size),
+                "master.max_artifact_bytes_per_build" => {
+                    size(m.worker_limits.max_artifact_bytes_per_build)
+                }
+                "master.max_artifacts_per_build" => {
+                    m.worker_limits.max_artifacts_per_build.to_string()
+                }
+                "master.min_free_space" => size(m.worker_limits.min_free_space),
+                "master.deadline_grace" => secs(m.worker_limits.deadline_grace),
                 "master.keep_builds" => none_or(m.retention.default.builds.is_none(), "all"),
                 "master.keep_logs" => none_or(m.retention.default.logs.is_none(), "forever"),
                 "builder.keep_builds" | "builder.keep_logs" => {

@@ -66,6 +66,8 @@ pub struct MasterSettings {
     /// How much history is kept (`keep_builds`, `keep_logs`, per builder
     /// too); applied by the master's background pruning and `bbctl prune`.
     pub retention: Retention,
+    /// What a worker may cost the master: uploads, free space, deadlines.
+    pub worker_limits: WorkerLimits,
 }
 
 /// How much of the history a builder keeps; `None` keeps everything.
@@ -129,6 +131,41 @@ impl Default for MasterSettings {
             allowed_gid: None,
             transfer_dir: None,
             retention: Retention::default(),
+            worker_limits: WorkerLimits::default(),
+        }
+    }
+}
+
+/// The limits that bound a worker, however compromised: it cannot fill the
+/// master's disk beyond them nor keep a build running past the master's
+/// own deadlines (see `docs/security.md`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerLimits {
+    /// Largest uploaded file, whatever the step's `max_size` says.
+    pub max_upload_size: u64,
+    /// Bytes of artifacts one build may store, over all its steps.
+    pub max_artifact_bytes_per_build: u64,
+    /// Artifacts (files) one build may store, over all its steps.
+    pub max_artifacts_per_build: u32,
+    /// Free space the artifacts' file system keeps: an upload that would
+    /// leave less is refused.
+    pub min_free_space: u64,
+    /// How long past a step's timeout, or past `bbctl stop`, the master
+    /// waits for the worker to report the step's end before it ends the
+    /// build itself and abandons the step.
+    pub deadline_grace: Duration,
+}
+
+/// Every value comes from [`super::defaults::DEFAULTS`].
+impl Default for WorkerLimits {
+    fn default() -> Self {
+        use super::defaults as d;
+        WorkerLimits {
+            max_upload_size: d::size("master.max_upload_size"),
+            max_artifact_bytes_per_build: d::size("master.max_artifact_bytes_per_build"),
+            max_artifacts_per_build: d::count("master.max_artifacts_per_build"),
+            min_free_space: d::size("master.min_free_space"),
+            deadline_grace: d::duration("master.deadline_grace"),
         }
     }
 }

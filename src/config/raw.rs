@@ -64,6 +64,17 @@ pub struct RawMaster {
     pub keep_builds: Option<Spanned<i64>>,
     /// `keep_logs = "30d"`: how long finished builds keep their logs.
     pub keep_logs: Option<Spanned<String>>,
+    /// `max_upload_size = "1GiB"`: largest uploaded file, for every step.
+    pub max_upload_size: Option<Spanned<String>>,
+    /// `max_artifact_bytes_per_build = "10GiB"`: artifact bytes per build.
+    pub max_artifact_bytes_per_build: Option<Spanned<String>>,
+    /// `max_artifacts_per_build = 10000`: artifact files per build.
+    pub max_artifacts_per_build: Option<Spanned<i64>>,
+    /// `min_free_space = "1GiB"`: free space uploads never eat into.
+    pub min_free_space: Option<Spanned<String>>,
+    /// `deadline_grace = "30s"`: how long past a timeout or a stop the
+    /// master waits for the worker before ending the build itself.
+    pub deadline_grace: Option<Spanned<String>>,
 }
 
 /// One `[[worker]]`.

@@ -89,6 +89,11 @@ const MASTER: &[Field] = &[
     f("transfer_dir", TEXT),
     f("keep_builds", Kind::Int),
     f("keep_logs", DURATION),
+    f("max_upload_size", SIZE),
+    f("max_artifact_bytes_per_build", SIZE),
+    f("max_artifacts_per_build", Kind::Int),
+    f("min_free_space", SIZE),
+    f("deadline_grace", DURATION),
 ];
 
 /// `[[worker]]`.

@@ -36,7 +36,7 @@ fn example_is_accepted() {
     let remote = &config.workers[1];
     assert!(!remote.local);
     assert_eq!(remote.max_builds, 1);
-    assert_eq!(remote.secret, Some(Secret("change-me".into())));
+    assert_eq!(remote.secret, Some(Secret("change-me-0123456789".into())));
 
     assert_eq!(config.builders.len(), 1);
     let hello = config.builder("hello").expect("builder hello");
@@ -101,14 +101,18 @@ fn embedded_default_parses() {
 fn secret_file_is_read_trimmed_and_relative_to_the_file() {
     let dir = tempfile::tempdir().expect("temp dir");
     std::fs::create_dir(dir.path().join("secrets")).expect("mkdir");
-    std::fs::write(dir.path().join("secrets/box"), "s3cret \n").expect("write secret");
+    std::fs::write(dir.path().join("secrets/box"), "s3cret-0123456789abcdef \n")
+        .expect("write secret");
     let config_path = dir.path().join("master.toml");
     let text = "[master]\nstate_dir = \"state\"\n\n[[worker]]\nname = \"box\"\nsecret_file = \"secrets/box\"\n";
     std::fs::write(&config_path, text).expect("write config");
 
     let config = load_file(&config_path).expect("config loads");
     assert_eq!(config.origin, config_path.display().to_string());
-    assert_eq!(config.workers[0].secret, Some(Secret("s3cret".into())));
+    assert_eq!(
+        config.workers[0].secret,
+        Some(Secret("s3cret-0123456789abcdef".into()))
+    );
     assert_eq!(config.master.state_dir, Some(dir.path().join("state")));
 }
 
@@ -174,8 +178,7 @@ fn hash_is_fnv1a_64_of_the_text() {
 
 #[test]
 fn error_display_has_one_problem_per_line_and_no_trailing_newline() {
-    let text =
-        "[[worker]]\nname = \"a b\"\n\n[[worker]]\nname = \"c\"\nmax_builds = 0\nsecret = \"x\"\n";
+    let text = "[[worker]]\nname = \"a b\"\n\n[[worker]]\nname = \"c\"\nmax_builds = 0\nsecret = \"0123456789abcdef\"\n";
     let err = parse_str(text, "m.toml", Path::new(".")).expect_err("must fail");
     assert_eq!(err.problems.len(), 3);
     let shown = err.to_string();
@@ -256,18 +259,17 @@ fn a_world_readable_secret_file_is_a_warning_not_an_error() {
     );
 }
 
-/// A secret shorter than 16 bytes is valid but draws a warning that says
-/// how to make a better one.
+/// A secret shorter than 16 bytes is refused (issue 20), with a message
+/// that says how to make a better one.
 #[test]
-fn a_short_secret_is_a_warning() {
+fn a_short_secret_is_refused() {
     let text = "[[worker]]\nname = \"w\"\nsecret = \"change-me\"\n";
-    let config = parse_str(text, "m.toml", Path::new(".")).unwrap();
+    let err = parse_str(text, "m.toml", Path::new(".")).expect_err("a 9-byte secret");
+    let shown = err.to_string();
     assert!(
-        config.warnings.iter().any(|w| w
-            .starts_with("m.toml:3:10: warning: worker `w`: the secret is only 9 bytes")
-            && w.contains("/dev/urandom")),
-        "{:?}",
-        config.warnings
+        shown.starts_with("m.toml:3:10: worker `w`: the secret is only 9 bytes")
+            && shown.contains("/dev/urandom"),
+        "{shown}"
     );
     let text = "[[worker]]\nname = \"w\"\nsecret = \"0123456789abcdef\"\n";
     let config = parse_str(text, "m.toml", Path::new(".")).unwrap();

@@ -194,6 +194,7 @@ impl Checker<'_> {
             transfer_dir: self.path("transfer_dir", &raw.transfer_dir),
             // Filled in by `check` once the builders are read.
             retention: Default::default(),
+            worker_limits: self.worker_limits(raw),
             allowed_gid: raw
                 .allowed_gid
                 .as_ref()

@@ -24,7 +24,27 @@ pub struct Limits {
     pub keepalive: Duration,
     /// Artifacts and transfer dirs (set by the master at start).
     pub dirs: crate::daemon::transfer::Dirs,
+    /// Upload quotas, free-space floor and deadlines against a worker.
+    pub worker: crate::config::WorkerLimits,
+    /// Failed worker logins, slowed for the whole master.
+    pub login_gate: std::sync::Arc<crate::daemon::login_gate::LoginGate>,
 }
+
+/// Largest frame a worker may send after its handshake, whatever
+/// `max_frame` says: its biggest messages are output and file chunks of at
+/// most 60 KiB (`CHUNK_SIZE`, `FILE_CHUNK`) plus a small envelope.
+pub const MAX_WORKER_FRAME: usize = 128 << 10;
+
+/// Bytes of frames a worker link reads ahead of the link task: a worker
+/// that floods us while we are busy costs at most this much memory.
+pub const WORKER_QUEUE_BYTES: usize = 1 << 20;
+
+/// Longest error or reason string a worker may send; longer ones are cut
+/// (with a marker) before they reach the core, the store or the log.
+pub const MAX_WORKER_TEXT: usize = 4 << 10;
+
+/// Longest host or software string a worker may announce.
+pub const MAX_WORKER_LABEL: usize = 256;
 
 impl Limits {
     /// The limits a config asks for.
@@ -38,6 +58,8 @@ impl Limits {
             allowed_gid: m.allowed_gid,
             keepalive: m.keepalive,
             dirs: Default::default(),
+            worker: m.worker_limits.clone(),
+            login_gate: Default::default(),
         }
     }
 

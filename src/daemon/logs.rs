@@ -243,7 +243,8 @@ impl StepLogWriter {
         let end = offset.checked_add(data.len() as u64).ok_or_else(|| {
             io::Error::new(io::ErrorKind::InvalidData, "output offset out of range")
         })?;
-        if end <= self.written {
+        if end <= self.written || self.truncated {
+            // Already kept, or past max_log_size: dropped, never a gap.
             return Ok(());
         }
         if offset > self.written {
@@ -254,9 +255,6 @@ impl StepLogWriter {
                     self.written
                 ),
             ));
-        }
-        if self.truncated {
-            return Ok(());
         }
         if let Err(e) = space_back(&self.logs()).and_then(|()| room_left(&self.logs())) {
             return Err(self.failed(&e));

@@ -27,7 +27,9 @@ use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
 
+use crate::config::WorkerLimits;
 use crate::daemon::actor::Command;
+use crate::daemon::quota::{Usage, build_usage, check_upload, free_space};
 use crate::paths::now_ms;
 use crate::protocol::transfer::{
     FILE_CHUNK, Incoming, PARTIAL_PREFIX, Window, check_artifact_name, hex, resolve_inside,
@@ -36,6 +38,7 @@ use crate::protocol::{
     ArtifactInfo, BuildId, FileBegin, FileChunk, FileEnd, MasterToWorker, StepEnd, StepIndex,
     WireAction,
 };
+use crate::untrusted::Escaped;
 
 /// Identifies a step.
 type StepKey = (BuildId, StepIndex);
@@ -106,6 +109,8 @@ struct Receiving {
 /// An upload step given to this link.
 struct Upload {
     max_size: Option<u64>,
+    /// The build's artifacts so far, this step's begun files included.
+    usage: Usage,
     mode: u32,
     current: Option<Receiving>,
 }
@@ -122,6 +127,7 @@ struct Download {
 /// The transfers of one link.
 pub struct Transfers {
     dirs: Dirs,
+    limits: WorkerLimits,
     master: mpsc::Sender<Command>,
     uploads: HashMap<StepKey, Upload>,
     downloads: HashMap<StepKey, Download>,
@@ -136,10 +142,11 @@ pub struct Transfers {
 
 impl Transfers {
     /// No transfer yet.
-    pub fn new(dirs: Dirs, master: mpsc::Sender<Command>) -> Self {
+    pub fn new(dirs: Dirs, master: mpsc::Sender<Command>, limits: WorkerLimits) -> Self {
         let (stored_tx, stored_rx) = mpsc::unbounded_channel();
         Transfers {
             dirs,
+            limits,
             master,
             uploads: HashMap::new(),
             downloads: HashMap::new(),
@@ -180,6 +187,7 @@ impl Transfers {
                     key,
                     Upload {
                         max_size: *max_size,
+                        usage: build_usage(&self.dirs.artifacts.join(build.to_string())),
                         mode: *mode,
                         current: None,
                     },
@@ -254,7 +262,12 @@ impl Transfers {
     /// Give up on a step's transfer: forget its state (deleting any
     /// partial file), remember why, and tell the worker.
     fn refuse(&mut self, key: StepKey, reason: String) -> Vec<MasterToWorker> {
-        warn!(build = key.0, step = key.1, "transfer failed: {reason}");
+        warn!(
+            build = key.0,
+            step = key.1,
+            "transfer failed: {}",
+            Escaped(&reason)
+        );
         if let Some(upload) = self.uploads.get_mut(&key) {
             upload.current = None;
         }
@@ -363,6 +376,9 @@ impl Transfers {
             return Err("a file began before the previous one ended".into());
         }
         check_artifact_name(&b.name)?;
+        let free = free_space(&dirs.artifacts)
+            .map_err(|e| format!("cannot tell the free space of the artifacts dir: {e}"))?;
+        check_upload(&self.limits, b.build, upload.usage, &b.name, b.size, free)?;
         let incoming =
             Incoming::begin(b.size, upload.max_size).map_err(|e| format!("{}: {e}", b.name))?;
         let dir = dirs.artifacts.join(b.build.to_string());
@@ -384,6 +400,8 @@ impl Transfers {
             .mode(0o600)
             .open(&temp)
             .map_err(|e| format!("cannot create {}: {e}", temp.display()))?;
+        upload.usage.files += 1;
+        upload.usage.bytes += b.size;
         upload.current = Some(Receiving {
             name: b.name.clone(),
             incoming,
@@ -430,6 +448,11 @@ impl Transfers {
         let key = (e.build, e.step);
         if self.failed.contains_key(&key) {
             return Vec::new();
+        }
+        if e.sha256.len() != 64 || !e.sha256.bytes().all(|c| c.is_ascii_hexdigit()) {
+            // Never echoed: it would carry whatever the worker put there
+            // into the step's reason.
+            return self.refuse(key, "the file's sha256 is not 64 hex digits".into());
         }
         let Some(upload) = self.uploads.get_mut(&key) else {
             return self.refuse(key, "not an upload step".into());
@@ -523,7 +546,7 @@ impl Transfers {
             let _ = std::fs::remove_file(dirs.artifact(build, &name));
             return Err(format!("cannot record artifact {name}: {e}"));
         }
-        info!(build, artifact = %name, size, "artifact stored");
+        info!(build, artifact = %Escaped(&name), size, "artifact stored");
         Ok(size)
     }
 
@@ -626,7 +649,7 @@ mod tests {
         let dirs = Dirs::new(dir, None);
         dirs.prepare().unwrap();
         let (tx, rx) = mpsc::channel(8);
-        (Transfers::new(dirs, tx), rx)
+        (Transfers::new(dirs, tx, WorkerLimits::default()), rx)
     }
 
     /// Answer artifact records like the master loop does.

@@ -17,7 +17,9 @@ use tracing::{debug, warn};
 
 use crate::daemon::actor::{Command, LinkCmd, LinkMeta, Notice};
 use crate::daemon::core::LinkId;
-use crate::daemon::limits::Limits;
+use crate::daemon::limits::{
+    Limits, MAX_WORKER_FRAME, MAX_WORKER_LABEL, MAX_WORKER_TEXT, WORKER_QUEUE_BYTES,
+};
 use crate::daemon::logs::{self, StepLogWriter};
 use crate::daemon::transfer::Transfers;
 use crate::paths::now_ms;
@@ -25,6 +27,7 @@ use crate::protocol::{
     self, BuildId, FrameError, Hello, HelloReply, MasterToWorker, RefusalKind, Role, StepEnd,
     StepIndex, WorkerToMaster,
 };
+use crate::untrusted::{Escaped, capped};
 use interprocess::local_socket::traits::StreamCommon as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -101,6 +104,11 @@ pub async fn serve(
             return;
         }
     };
+    // Everything the hello says is the peer's word: short and escaped
+    // before it reaches a message, the log or `bbctl workers`.
+    let mut hello = hello;
+    hello.software = capped(&hello.software, MAX_WORKER_LABEL);
+    hello.magic = capped(&hello.magic, MAX_WORKER_LABEL);
     if let Err(reason) = hello.check() {
         refuse(&mut wr, link, &reason).await;
         return;
@@ -121,6 +129,10 @@ pub async fn serve(
         .await;
         return;
     };
+    let host = host.map(|h| capped(&h, MAX_WORKER_LABEL));
+    // Secret guessing is slowed for the whole master: every attempt takes
+    // a token of the shared gate before its secret is looked at.
+    let admitted = limits.login_gate.admit().await;
     let (tx, mut cmds) = mpsc::unbounded_channel();
     let (reply_tx, reply_rx) = oneshot::channel();
     let last_seen = Arc::new(AtomicU64::new(now_ms()));
@@ -142,18 +154,28 @@ pub async fn serve(
         return;
     }
     match reply_rx.await {
-        Ok(Ok(())) => {}
+        Ok(Ok(())) => admitted.succeeded(),
         Ok(Err(refusal)) => {
+            let name = Escaped(&name);
+            let reason = Escaped(&refusal.reason);
             match refusal.kind {
-                RefusalKind::AlreadyConnected => warn!(
-                    link, worker = %name, ?pid,
-                    "worker refused: already connected (another process with this name, or its previous link not yet seen lost)"
-                ),
                 RefusalKind::WrongSecret | RefusalKind::UnknownWorker => warn!(
                     link, worker = %name, ?pid,
-                    "worker authentication failed: {}", refusal.reason
+                    "worker authentication failed: {reason}"
                 ),
-                _ => warn!(link, worker = %name, ?pid, "worker refused: {}", refusal.reason),
+                // The secret was right: its token of the login gate goes
+                // back; a failed login's stays spent.
+                RefusalKind::AlreadyConnected => {
+                    admitted.succeeded();
+                    warn!(
+                        link, worker = %name, ?pid,
+                        "worker refused: already connected (another process with this name, or its previous link not yet seen lost)"
+                    )
+                }
+                _ => {
+                    admitted.succeeded();
+                    warn!(link, worker = %name, ?pid, "worker refused: {reason}")
+                }
             }
             // A refused worker waits before it hears why: guessing secrets
             // costs a second a try, and a second worker of the same name
@@ -189,7 +211,7 @@ pub async fn serve(
             keepalive,
             last_seen,
             pings: HashMap::new(),
-            transfers: Transfers::new(limits.dirs.clone(), master.clone()),
+            transfers: Transfers::new(limits.dirs.clone(), master.clone(), limits.worker.clone()),
             outbox: Vec::new(),
             limits: Arc::clone(&limits),
         };
@@ -198,7 +220,7 @@ pub async fn serve(
 }
 
 async fn refuse<W: AsyncWrite + Unpin>(wr: &mut W, link: LinkId, reason: &str) {
-    warn!(link, "worker connection refused: {reason}");
+    warn!(link, "worker connection refused: {}", Escaped(reason));
     let _ = protocol::write_msg(wr, &HelloReply::refused(RefusalKind::Other, reason)).await;
 }
 
@@ -289,16 +311,34 @@ impl Link {
         R: AsyncRead + Unpin + Send + 'static,
         W: AsyncWrite + Unpin,
     {
-        // Frames are read in their own task: reading is not cancel-safe, and
-        // the bounded channel pushes back on a worker that floods us.
-        let (frames_tx, mut frames) = mpsc::channel::<Result<WorkerToMaster, FrameError>>(64);
-        let max_frame = self.limits.max_frame;
+        // Frames are read in their own task: reading is not cancel-safe.
+        // What it reads ahead is bounded in bytes, not frames: each frame
+        // holds permits for its size until the link task takes it,
+        // so a worker that floods us is pushed back after
+        // WORKER_QUEUE_BYTES, whatever the size of its frames.
+        let (frames_tx, mut frames) = mpsc::unbounded_channel::<(
+            Result<WorkerToMaster, FrameError>,
+            Option<tokio::sync::OwnedSemaphorePermit>,
+        )>();
+        let max_frame = self.limits.max_frame.min(MAX_WORKER_FRAME);
+        let budget = Arc::new(tokio::sync::Semaphore::new(WORKER_QUEUE_BYTES));
         let reader = tokio::spawn(async move {
             let mut rd = rd;
             loop {
-                let msg = protocol::read_msg(&mut rd, max_frame).await;
+                let (msg, permit) = match protocol::frame::read_frame(&mut rd, max_frame).await {
+                    Ok(body) => {
+                        // A frame's envelope counts too, so that empty
+                        // frames are not free.
+                        let cost = (body.len() + 64).min(WORKER_QUEUE_BYTES) as u32;
+                        let Ok(permit) = Arc::clone(&budget).acquire_many_owned(cost).await else {
+                            return;
+                        };
+                        (protocol::frame::decode(&body), Some(permit))
+                    }
+                    Err(e) => (Err(e), None),
+                };
                 let stop = msg.is_err();
-                if frames_tx.send(msg).await.is_err() || stop {
+                if frames_tx.send((msg, permit)).is_err() || stop {
                     return;
                 }
             }
@@ -342,6 +382,15 @@ impl Link {
                             MasterToWorker::Resume { build, step, .. } => {
                                 self.open.insert((*build, *step), StepLog::default());
                             }
+                            MasterToWorker::Abandon { build, step } => {
+                                // The master gave up on this step (its worker
+                                // did not end it in time): anything more the
+                                // worker says about it closes the link.
+                                let key = (*build, *step);
+                                if self.open.remove(&key).is_some() {
+                                    self.transfers.on_step_end(key, StepEnd::Stopped);
+                                }
+                            }
                             _ => {}
                         }
                         if let Err(e) = write_bounded(self.keepalive, wr, &msg).await {
@@ -376,7 +425,7 @@ impl Link {
                         break;
                     }
                 }
-                frame = frames.recv() => match frame {
+                frame = frames.recv() => match frame.map(|(msg, _permit)| msg) {
                     Some(Ok(WorkerToMaster::Pong { seq })) => {
                         last_heard = tokio::time::Instant::now();
                         self.last_seen.store(now_ms(), Ordering::Relaxed);
@@ -395,7 +444,7 @@ impl Link {
                         last_heard = tokio::time::Instant::now();
                         self.last_seen.store(now_ms(), Ordering::Relaxed);
                         if let Err(reason) = self.on_message(msg).await {
-                            warn!(link = self.id, worker = %self.worker, "{reason}; closing the link");
+                            warn!(link = self.id, worker = %self.worker, "{}; closing the link", Escaped(&reason));
                             let _ = write_bounded(self.keepalive, wr, &MasterToWorker::Goodbye { reason }).await;
                             break;
                         }
@@ -406,7 +455,7 @@ impl Link {
                     }
                     Some(Err(e)) => {
                         if !e.is_disconnect() {
-                            warn!(link = self.id, worker = %self.worker, "protocol error: {e}");
+                            warn!(link = self.id, worker = %self.worker, "protocol error: {}", Escaped(&capped(&e.to_string(), MAX_WORKER_TEXT)));
                             let _ = write_bounded(self.keepalive, wr, &MasterToWorker::Goodbye { reason: format!("protocol error: {e}") }).await;
                         }
                         break;
@@ -490,6 +539,14 @@ impl Link {
                 if let Some(writer) = slot.writer(&self.logs, build, step, self.limits.max_log_size)
                 {
                     match writer.append_at(offset, &data) {
+                        // A gap (or an absurd offset) is the worker's fault:
+                        // one reason to close the link, not a warning a frame.
+                        Err(e)
+                            if e.kind() == std::io::ErrorKind::InvalidData
+                                && writer.lost().is_none() =>
+                        {
+                            return Err(format!("build {build} step {step}: {e}"));
+                        }
                         Err(e) => warn!("cannot write the log of build {build} step {step}: {e}"),
                         // What the log holds (all of it, once past the
                         // cap): the worker's spool need not keep it.
@@ -514,7 +571,7 @@ impl Link {
                         "end of build {build} step {step}, which this worker was not given"
                     ));
                 };
-                let mut end = self.transfers.on_step_end((build, step), end);
+                let mut end = sanitize_end(self.transfers.on_step_end((build, step), end));
                 if let StepEnd::OutputLost { error } = &end {
                     // Lost on the worker's side: the log says where.
                     if let Some(writer) =
@@ -548,5 +605,22 @@ impl Link {
                 Ok(())
             }
         }
+    }
+}
+
+/// A step end with its error text capped and escaped: a worker's strings
+/// reach the core, the store and every `bbctl build` after this.
+fn sanitize_end(end: StepEnd) -> StepEnd {
+    match end {
+        StepEnd::SpawnFailed { error } => StepEnd::SpawnFailed {
+            error: capped(&error, MAX_WORKER_TEXT),
+        },
+        StepEnd::TransferFailed { error } => StepEnd::TransferFailed {
+            error: capped(&error, MAX_WORKER_TEXT),
+        },
+        StepEnd::OutputLost { error } => StepEnd::OutputLost {
+            error: capped(&error, MAX_WORKER_TEXT),
+        },
+        other => other,
     }
 }

@@ -175,6 +175,14 @@ pub fn check_artifact_name(name: &str) -> Result<(), String> {
     if name.is_empty() || name.len() > MAX_NAME {
         return Err(format!("artifact name must be 1 to {MAX_NAME} bytes long"));
     }
+    if name.chars().any(crate::untrusted::is_unsafe) {
+        // A newline forges lines in the master's log, an escape sequence
+        // acts on a terminal, a bidi override disguises the name.
+        return Err(format!(
+            "artifact name `{}` contains a control character or a bidirectional override",
+            crate::untrusted::Escaped(name)
+        ));
+    }
     if name.contains('\0') || name.contains('\\') {
         return Err(format!(
             "artifact name {name:?} contains a NUL or a backslash"
@@ -357,6 +365,10 @@ mod tests {
             "a//b",
             ".partial-x",
             "a\\b",
+            "a\nINFO forged",
+            "\x1b]0;title\x07",
+            "evil\u{202e}txt.exe",
+            "tab\tname",
         ] {
             assert!(check_artifact_name(bad).is_err(), "{bad:?}");
         }

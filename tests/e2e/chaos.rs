@@ -153,7 +153,7 @@ fn worker(m: &Master, name: &str) -> Background {
 fn chaos_every_request_gets_exactly_one_final_result() {
     let started = Instant::now();
     let mut rng = Rng(0x2545_f491_4f6c_dd1d);
-    let mut m = Master::start_with_files(CONFIG, &[("w.secret", "chaos\n")]);
+    let mut m = Master::start_with_files(CONFIG, &[("w.secret", "chaos-secret-0123456789\n")]);
     let mut workers: Vec<Option<Background>> =
         WORKERS.iter().map(|n| Some(worker(&m, n))).collect();
     let mut requests = Vec::new();
@@ -302,7 +302,7 @@ workers = ["w1", "w2"]
   name = "s"
   shell = "head -c 1500000 /dev/zero | tr '\\0' x; echo; echo end $BB_BUILD_ID"
 "#;
-    let mut m = Master::start_with_files(DISKS, &[("w.secret", "chaos\n")]);
+    let mut m = Master::start_with_files(DISKS, &[("w.secret", "chaos-secret-0123456789\n")]);
     m.bbctl_code(&["shutdown"], 0);
     m.wait_exit(crate::harness::EXIT_TIMEOUT);
     let Some(_master_disk) = crate::storage::mount_tmpfs(&m.state_dir(), "5m", "chaos_full_disks")

@@ -19,7 +19,7 @@ max_builds = 2
 
 [[worker]]
 name = "away"
-secret = "never-connects"
+secret = "never-connects-0123456789"
 
 [[builder]]
 name = "nowhere"

@@ -46,7 +46,7 @@ workers = ["w1"]
 
 /// A master on `config` with the secret of `w1` written.
 fn master_with_w1(config: &str) -> Master {
-    Master::start_with_files(config, &[("w1.secret", "w1-secret\n")])
+    Master::start_with_files(config, &[("w1.secret", "w1-secret-0123456789\n")])
 }
 
 /// Start the remote worker `w1` of `m`.
@@ -637,7 +637,7 @@ workers = ["w1"]
 /// one line on stderr containing every one of `needles`.
 pub(crate) fn master_refuses(dir: &Path, state_dir: &Path, needles: &[&str]) {
     let config = dir.join("master.toml");
-    fs::write(dir.join("w1.secret"), "w1-secret\n").unwrap();
+    fs::write(dir.join("w1.secret"), "w1-secret-0123456789\n").unwrap();
     fs::write(&config, NO_LOCAL.replace("@DIR@", &dir.to_string_lossy())).unwrap();
     let mut cmd = command(BBMASTER);
     cmd.arg("--state-dir")
@@ -731,7 +731,7 @@ fn a_full_disk_at_run_time_fails_the_request_and_stops_the_master() {
         r#"
 [[worker]]
 name = "r"
-secret = "s"
+secret = "s-0123456789abcdef"
 
 [[builder]]
 name = "b"

@@ -86,14 +86,14 @@ workers = ["evil"]
 // A raw peer: bytes in, frames out, every wait bounded.
 
 /// One raw connection to a master socket.
-struct Peer {
-    stream: UnixStream,
+pub(crate) struct Peer {
+    pub(crate) stream: UnixStream,
     what: String,
 }
 
 /// What came back from the master.
 #[derive(Debug)]
-enum Answer {
+pub(crate) enum Answer {
     /// A `HelloReply::Refused`, with its reason.
     Refused(String),
     /// A `HelloReply::Welcome`.
@@ -103,7 +103,7 @@ enum Answer {
 }
 
 impl Peer {
-    fn connect(path: &Path, what: &str) -> Peer {
+    pub(crate) fn connect(path: &Path, what: &str) -> Peer {
         let stream = UnixStream::connect(path)
             .unwrap_or_else(|e| panic!("{what}: cannot connect to {}: {e}", path.display()));
         stream.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
@@ -117,7 +117,7 @@ impl Peer {
     }
 
     /// A control client past the handshake.
-    fn client(m: &Master, what: &str) -> Peer {
+    pub(crate) fn client(m: &Master, what: &str) -> Peer {
         let mut p = Peer::connect(&m.control_socket(), what);
         p.send_msg(&Hello::new(Role::Client));
         match p.answer() {
@@ -127,7 +127,7 @@ impl Peer {
     }
 
     /// Worker `name` past the handshake (the secret must be right).
-    fn worker(m: &Master, name: &str, secret: &str, what: &str) -> Peer {
+    pub(crate) fn worker(m: &Master, name: &str, secret: &str, what: &str) -> Peer {
         let mut p = Peer::connect(&m.worker_socket(), what);
         p.send_msg(&worker_hello(name, secret));
         match p.answer() {
@@ -137,21 +137,21 @@ impl Peer {
     }
 
     /// Send bytes; the master may already have hung up, which is fine.
-    fn send(&mut self, bytes: &[u8]) {
+    pub(crate) fn send(&mut self, bytes: &[u8]) {
         let _ = self.stream.write_all(bytes);
     }
 
-    fn send_msg<T: Serialize>(&mut self, msg: &T) {
+    pub(crate) fn send_msg<T: Serialize>(&mut self, msg: &T) {
         self.send(&encode(msg).expect("encode"));
     }
 
     /// Close our side for writing: the master sees end of file.
-    fn shut_write(&self) {
+    pub(crate) fn shut_write(&self) {
         let _ = self.stream.shutdown(Shutdown::Write);
     }
 
     /// The next frame body, or `None` once the master closed the connection.
-    fn frame(&mut self) -> Option<Vec<u8>> {
+    pub(crate) fn frame(&mut self) -> Option<Vec<u8>> {
         let mut prefix = [0u8; 4];
         if !self.fill(&mut prefix, true) {
             return None;
@@ -172,7 +172,7 @@ impl Peer {
     }
 
     /// Fill `buf`; false on a close before the first byte (if allowed).
-    fn fill(&mut self, buf: &mut [u8], may_close: bool) -> bool {
+    pub(crate) fn fill(&mut self, buf: &mut [u8], may_close: bool) -> bool {
         let mut got = 0;
         while got < buf.len() {
             match self.stream.read(&mut buf[got..]) {
@@ -200,7 +200,7 @@ impl Peer {
     }
 
     /// The master's answer to a hello (or to garbage sent instead of one).
-    fn answer(&mut self) -> Answer {
+    pub(crate) fn answer(&mut self) -> Answer {
         match self.frame() {
             None => Answer::Closed,
             Some(body) => match decode::<HelloReply>(&body) {
@@ -215,7 +215,7 @@ impl Peer {
     }
 
     /// Expect a refusal whose reason contains `needle`, then the close.
-    fn expect_refusal(&mut self, needle: &str) -> String {
+    pub(crate) fn expect_refusal(&mut self, needle: &str) -> String {
         match self.answer() {
             Answer::Refused(reason) => {
                 assert!(
@@ -234,7 +234,7 @@ impl Peer {
     }
 
     /// Expect a refusal containing `needle` or a clean close.
-    fn expect_refusal_or_close(&mut self, needle: &str) {
+    pub(crate) fn expect_refusal_or_close(&mut self, needle: &str) {
         match self.answer() {
             Answer::Closed => {}
             Answer::Refused(reason) => {
@@ -250,7 +250,7 @@ impl Peer {
     }
 
     /// The master must close the connection: no further frame.
-    fn expect_closed(&mut self) {
+    pub(crate) fn expect_closed(&mut self) {
         if let Some(body) = self.frame() {
             panic!(
                 "{}: expected the close, got another frame of {} bytes",
@@ -261,7 +261,7 @@ impl Peer {
     }
 
     /// The next response on a client connection.
-    fn response(&mut self) -> ServerMsg {
+    pub(crate) fn response(&mut self) -> ServerMsg {
         let body = self
             .frame()
             .unwrap_or_else(|| panic!("{}: closed instead of answering", self.what));
@@ -269,7 +269,7 @@ impl Peer {
     }
 
     /// Expect an error response (`rejected`) containing `needle`, then the close.
-    fn expect_error_then_close(&mut self, needle: &str) {
+    pub(crate) fn expect_error_then_close(&mut self, needle: &str) {
         match self.response() {
             ServerMsg::Response { result: Err(e), .. } => {
                 assert_eq!(e.kind, ReplyKind::Rejected, "{}: {e:?}", self.what);
@@ -286,13 +286,13 @@ impl Peer {
     }
 
     /// Send one request and return its answer.
-    fn call(&mut self, id: u64, body: Request) -> ServerMsg {
+    pub(crate) fn call(&mut self, id: u64, body: Request) -> ServerMsg {
         self.send_msg(&ClientRequest { id, body });
         self.response()
     }
 
     /// On a worker link: the next message other than a keepalive ping.
-    fn next_to_worker(&mut self) -> Option<MasterToWorker> {
+    pub(crate) fn next_to_worker(&mut self) -> Option<MasterToWorker> {
         loop {
             let body = self.frame()?;
             match decode::<MasterToWorker>(&body) {
@@ -305,7 +305,7 @@ impl Peer {
 
     /// On a worker link: expect a goodbye whose reason contains `needle`,
     /// then the close.
-    fn expect_goodbye(&mut self, needle: &str) -> String {
+    pub(crate) fn expect_goodbye(&mut self, needle: &str) -> String {
         match self.next_to_worker() {
             Some(MasterToWorker::Goodbye { reason }) => {
                 assert!(
@@ -321,7 +321,7 @@ impl Peer {
     }
 }
 
-fn worker_hello(name: &str, secret: &str) -> Hello {
+pub(crate) fn worker_hello(name: &str, secret: &str) -> Hello {
     Hello::new(Role::Worker {
         name: name.into(),
         secret: secret.into(),
@@ -340,7 +340,7 @@ fn raw_msgpack(value: &Value) -> Vec<u8> {
 }
 
 /// A length prefix announcing `len` bytes, followed by `body`.
-fn prefixed(len: u32, body: &[u8]) -> Vec<u8> {
+pub(crate) fn prefixed(len: u32, body: &[u8]) -> Vec<u8> {
     let mut frame = len.to_be_bytes().to_vec();
     frame.extend_from_slice(body);
     frame
@@ -360,7 +360,7 @@ fn noise(seed: u64, len: usize) -> Vec<u8> {
 }
 
 /// The resident memory of `pid`, in KiB.
-fn rss_kb(pid: u32) -> u64 {
+pub(crate) fn rss_kb(pid: u32) -> u64 {
     let status = fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc/PID/status");
     status
         .lines()
@@ -370,7 +370,7 @@ fn rss_kb(pid: u32) -> u64 {
 }
 
 /// The master is still running and answers `bbctl status` promptly.
-fn assert_serves(m: &Master, after: &str) {
+pub(crate) fn assert_serves(m: &Master, after: &str) {
     assert!(
         !process_gone(m.pid() as i32),
         "the master exited after {after}\n--- its stderr\n{}",
@@ -395,7 +395,7 @@ fn assert_serves(m: &Master, after: &str) {
 }
 
 /// The builds the master knows, newest first.
-fn builds(m: &Master) -> Vec<Value> {
+pub(crate) fn builds(m: &Master) -> Vec<Value> {
     m.bbctl_json(&["builds"])
         .as_array()
         .cloned()
@@ -760,7 +760,7 @@ fn sockets_are_owner_only_in_an_owner_only_state_dir() {
 // ---------------------------------------------------------------------------
 // The worker socket.
 
-fn worker_connected(m: &Master, name: &str) -> Option<bool> {
+pub(crate) fn worker_connected(m: &Master, name: &str) -> Option<bool> {
     let s = m.bbctl_json(&["status"]);
     s["workers"]
         .as_array()?
@@ -1202,7 +1202,7 @@ impl SideMaster {
         let socket = dir.path().join("c.sock");
         let config = format!(
             "[master]\ncontrol_socket = \"{}\"\n{master_keys}\n\n\
-             [[worker]]\nname = \"w\"\nsecret = \"s\"\n\n\
+             [[worker]]\nname = \"w\"\nsecret = \"s-0123456789abcdef\"\n\n\
              [[builder]]\nname = \"b\"\nworkers = [\"w\"]\n  [[builder.step]]\n  name = \"s\"\n  shell = \"true\"\n",
             socket.display()
         );

@@ -95,7 +95,7 @@ workers = ["ghost"]
 /// the order they were asked for.
 #[test]
 fn queued_requests_survive_kill_9() {
-    let mut m = Master::start_with_files(GHOST, &[("ghost.secret", "boo\n")]);
+    let mut m = Master::start_with_files(GHOST, &[("ghost.secret", "boo-ghost-secret-0123\n")]);
     let ids: Vec<u64> = (0..3).map(|_| m.force_build("later")).collect();
     assert_eq!(ids, [1, 2, 3]);
     let s = m.bbctl_json(&["status"]);

@@ -12,6 +12,7 @@ mod control;
 mod docs;
 mod durability;
 mod hostile;
+mod hostile_worker;
 mod json_schema;
 mod lifecycle;
 mod operator;

@@ -179,7 +179,7 @@ fn queue_lists_requests_in_run_order_and_they_run_so() {
 fn workers_json_details() {
     let m = Master::start_with_files(
         &format!("{ONE_WORKER}\n[[worker]]\nname = \"box\"\nsecret_file = \"@DIR@/box.secret\"\n"),
-        &[("box.secret", "s3cret\n")],
+        &[("box.secret", "s3cret-0123456789abcdef\n")],
     );
     wait_connected(&m, "local-1");
     let status = m.bbctl_json(&["status"]);
@@ -246,7 +246,7 @@ fn workers_json_details() {
 fn ping_workers() {
     let m = Master::start_with_files(
         &format!("{ONE_WORKER}\n[[worker]]\nname = \"box\"\nsecret_file = \"@DIR@/box.secret\"\n"),
-        &[("box.secret", "s3cret\n")],
+        &[("box.secret", "s3cret-0123456789abcdef\n")],
     );
     wait_connected(&m, "local-1");
     let out = m.bbctl_ok(&["ping", "local-1"]);

@@ -552,7 +552,7 @@ fn wait_connected(m: &Master, name: &str) {
 fn worker_max_builds_applies_to_new_builds() {
     let m = Master::start_with_files(
         &box_config(1, "box.secret", &["box"]),
-        &[("box.secret", "one\n")],
+        &[("box.secret", "secret-one-0123456789\n")],
     );
     let worker = start_worker(&m, "box", &m.path().join("box.secret"));
     wait_connected(&m, "box");
@@ -616,7 +616,7 @@ fn worker_max_builds_applies_to_new_builds() {
 fn removed_worker_drains_then_is_disconnected() {
     let m = Master::start_with_files(
         &box_config(2, "box.secret", &["box"]),
-        &[("box.secret", "one\n")],
+        &[("box.secret", "secret-one-0123456789\n")],
     );
     let mut worker = start_worker(&m, "box", &m.path().join("box.secret"));
     wait_connected(&m, "box");
@@ -690,7 +690,10 @@ fn removed_worker_drains_then_is_disconnected() {
 fn changed_secret_drains_then_requires_the_new_one() {
     let m = Master::start_with_files(
         &box_config(1, "box.secret", &["box"]),
-        &[("box.secret", "one\n"), ("box2.secret", "two\n")],
+        &[
+            ("box.secret", "secret-one-0123456789\n"),
+            ("box2.secret", "secret-two-0123456789\n"),
+        ],
     );
     let mut worker = start_worker(&m, "box", &m.path().join("box.secret"));
     wait_connected(&m, "box");

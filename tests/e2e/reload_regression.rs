@@ -170,7 +170,7 @@ workers = ["box"]
   timeout = "30s"
 "#
         ),
-        &[("box.secret", "one\n")],
+        &[("box.secret", "secret-one-0123456789\n")],
     );
     let mut worker = start_worker(&m, "box", &m.path().join("box.secret"));
     let mut running = m.bbctl_spawn(&["force-build", "b", "--wait"]);

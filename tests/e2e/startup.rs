@@ -20,7 +20,7 @@ use crate::harness::{
 const REMOTE_ONLY: &str = r#"
 [[worker]]
 name = "w"
-secret = "s"
+secret = "s-0123456789abcdef"
 
 [[builder]]
 name = "b"
@@ -156,7 +156,7 @@ fn a_silent_worker_is_dropped_after_three_intervals() {
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let hello = Hello::new(Role::Worker {
         name: "w".into(),
-        secret: "s".into(),
+        secret: "s-0123456789abcdef".into(),
         running: vec![],
         host: None,
     });

@@ -106,7 +106,10 @@ fn run(m: &Master, builder: &str) -> (Value, String) {
 /// master keeps running, and once space is freed a new build succeeds.
 #[test]
 fn a_full_disk_under_the_master_ends_the_build_as_exception_with_a_marker() {
-    let mut m = Master::start_with_files(&config(8_000_000), &[("w1.secret", "w1-secret\n")]);
+    let mut m = Master::start_with_files(
+        &config(8_000_000),
+        &[("w1.secret", "w1-secret-0123456789\n")],
+    );
     m.bbctl_code(&["shutdown"], 0);
     m.wait_exit(EXIT_TIMEOUT);
     let state = m.state_dir();
@@ -141,7 +144,10 @@ fn a_full_disk_under_the_master_ends_the_build_as_exception_with_a_marker() {
 /// marker, and the next build (the spool freed) succeeds.
 #[test]
 fn a_full_disk_under_the_worker_ends_the_build_as_exception_with_a_marker() {
-    let mut m = Master::start_with_files(&config(3_000_000), &[("w1.secret", "w1-secret\n")]);
+    let mut m = Master::start_with_files(
+        &config(3_000_000),
+        &[("w1.secret", "w1-secret-0123456789\n")],
+    );
     let work = m.path().join("w");
     let Some(_tmpfs) = mount_tmpfs(&work, "1m", "a_full_disk_under_the_worker...") else {
         return;
@@ -197,7 +203,7 @@ fn remove_db(state: &Path) {
 /// exists is never handed out again. Following the way out works.
 #[test]
 fn logs_ahead_of_the_database_are_refused_at_start() {
-    let mut m = Master::start_with_files(&config(10), &[("w1.secret", "w1-secret\n")]);
+    let mut m = Master::start_with_files(&config(10), &[("w1.secret", "w1-secret-0123456789\n")]);
     let _worker = start_worker_in(&m, "w1", &m.path().join("w1.secret"), &m.path().join("w"));
     let state = m.state_dir();
     assert_eq!(run(&m, "small").0["result"], "success");
@@ -289,7 +295,7 @@ fn start_or_refuse(m: &Master) -> Result<std::process::Child, String> {
 /// stops.
 #[test]
 fn a_corrupt_page_anywhere_in_the_database_is_refused_or_harmless() {
-    let mut m = Master::start_with_files(&config(10), &[("w1.secret", "w1-secret\n")]);
+    let mut m = Master::start_with_files(&config(10), &[("w1.secret", "w1-secret-0123456789\n")]);
     let worker = start_worker_in(&m, "w1", &m.path().join("w1.secret"), &m.path().join("w"));
     // Enough history that a start reading only what it needs (the queue,
     // the running builds, the highest ids) would not touch every page.
@@ -390,7 +396,7 @@ workers = ["w1"]
   name = "publish"
   upload = { from = "out" }
 "#,
-        &[("w1.secret", "w1-secret\n")],
+        &[("w1.secret", "w1-secret-0123456789\n")],
     );
     let work = m.path().join("w");
     let out = work.join("up/out");
@@ -417,8 +423,10 @@ workers = ["w1"]
 /// why; a second one still pending does not hold up SIGTERM.
 #[test]
 fn a_reload_from_a_fifo_does_not_freeze_the_master() {
-    let mut m =
-        Master::start(&config(10).replace("secret_file = \"@DIR@/w1.secret\"", "secret = \"s\""));
+    let mut m = Master::start(&config(10).replace(
+        "secret_file = \"@DIR@/w1.secret\"",
+        "secret = \"s-0123456789abcdef\"",
+    ));
     let fifo = m.path().join("config.fifo");
     nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
     let fifo_arg = fifo.to_string_lossy().into_owned();
@@ -460,8 +468,10 @@ fn a_reload_from_a_fifo_does_not_freeze_the_master() {
 /// once descriptors are back.
 #[test]
 fn fd_exhaustion_is_logged_once_and_survived() {
-    let m =
-        Master::start(&config(10).replace("secret_file = \"@DIR@/w1.secret\"", "secret = \"s\""));
+    let m = Master::start(&config(10).replace(
+        "secret_file = \"@DIR@/w1.secret\"",
+        "secret = \"s-0123456789abcdef\"",
+    ));
     let pid = m.pid().to_string();
     let open = fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count();
     let limit = |n: usize| {
@@ -507,7 +517,7 @@ fn fd_exhaustion_is_logged_once_and_survived() {
 /// step prints 8 times the limit and the whole of it is in the log.
 #[test]
 fn the_spool_limit_bounds_the_backlog_not_the_output() {
-    let m = Master::start_with_files(&config(8 << 20), &[("w1.secret", "w1-secret\n")]);
+    let m = Master::start_with_files(&config(8 << 20), &[("w1.secret", "w1-secret-0123456789\n")]);
     let mut cmd = crate::harness::command(crate::harness::BBWORKER);
     cmd.arg("--master")
         .arg(m.worker_socket())

@@ -41,7 +41,7 @@ workers = ["w1"]
 }
 
 fn master(config: &str) -> Master {
-    let m = Master::start_with_files(config, &[("w1.secret", "w1-secret\n")]);
+    let m = Master::start_with_files(config, &[("w1.secret", "w1-secret-0123456789\n")]);
     fs::create_dir_all(m.path().join("files")).unwrap();
     m
 }
@@ -278,7 +278,7 @@ fn path_escapes_are_refused() {
         &bad,
         r#"[[worker]]
 name = "w"
-secret = "s"
+secret = "s-0123456789abcdef"
 
 [[builder]]
 name = "b"

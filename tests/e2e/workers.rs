@@ -27,7 +27,10 @@ workers = ["box"]
 fn remote_worker_with_secret_file() {
     let m = Master::start_with_files(
         REMOTE,
-        &[("box.secret", "s3cret-one\n"), ("wrong.secret", "not-it\n")],
+        &[
+            ("box.secret", "s3cret-one-0123456789\n"),
+            ("wrong.secret", "not-it-0123456789abcdef\n"),
+        ],
     );
 
     let wrong = start_worker(&m, "box", &m.path().join("wrong.secret"));

@@ -97,6 +97,49 @@ impl Checker<'_> {
         }
     }
 
+    /// The limits that bound a worker (uploads, free space, deadlines).
+    pub(super) fn worker_limits(
+        &mut self,
+        raw: &super::super::raw::RawMaster,
+    ) -> crate::config::WorkerLimits {
+        let d = crate::config::WorkerLimits::default();
+        crate::config::WorkerLimits {
+            max_upload_size: self.size(
+                "max_upload_size",
+                &raw.max_upload_size,
+                1,
+                1 << 50,
+                d.max_upload_size,
+            ),
+            max_artifact_bytes_per_build: self.size(
+                "max_artifact_bytes_per_build",
+                &raw.max_artifact_bytes_per_build,
+                1,
+                1 << 50,
+                d.max_artifact_bytes_per_build,
+            ),
+            max_artifacts_per_build: self.count(
+                "max_artifacts_per_build",
+                &raw.max_artifacts_per_build,
+                1,
+                10_000_000,
+                d.max_artifacts_per_build,
+            ),
+            min_free_space: self.size(
+                "min_free_space",
+                &raw.min_free_space,
+                0,
+                1 << 50,
+                d.min_free_space,
+            ),
+            deadline_grace: raw
+                .deadline_grace
+                .as_ref()
+                .and_then(|g| self.duration("master", "deadline_grace", g))
+                .unwrap_or(d.deadline_grace),
+        }
+    }
+
     /// `allowed_uids`: user ids besides the master's own that may use the
     /// control socket.
     pub(super) fn uids(&mut self, raw: &Option<Spanned<Vec<Spanned<i64>>>>) -> Vec<u32> {

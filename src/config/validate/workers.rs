@@ -107,11 +107,11 @@ impl Checker<'_> {
         }
     }
 
-    /// Warns of a secret shorter than [`MIN_SECRET_LEN`] bytes: valid, but
-    /// guessable.
+    /// Refuses a secret shorter than [`MIN_SECRET_LEN`] bytes: guessable
+    /// (issue 20; failed logins are slowed, but a short secret still falls).
     fn short_secret(&mut self, name: &str, at: &std::ops::Range<usize>, secret: &str) {
         if secret.len() < MIN_SECRET_LEN {
-            self.warn(
+            self.report(
                 at,
                 format!(
                     "worker `{name}`: the secret is only {} bytes; use {MIN_SECRET_LEN} or more \

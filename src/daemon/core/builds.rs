@@ -169,10 +169,13 @@ impl Core {
         build.stopping = Some(reason.to_string());
         let step = build.step;
         match build.link {
-            Some(link) => self.effects.push(super::Effect::ToWorker {
-                link,
-                msg: MasterToWorker::StopStep { build: id, step },
-            }),
+            Some(link) => {
+                self.note_stop(id, now_ms);
+                self.effects.push(super::Effect::ToWorker {
+                    link,
+                    msg: MasterToWorker::StopStep { build: id, step },
+                });
+            }
             None => {
                 // Its worker is away: end it now. If the worker comes back
                 // still holding the step, it is told to abandon it.
@@ -219,6 +222,8 @@ impl Core {
                 Some(b) if b.worker == name && b.link.is_none() && b.step == h.step => {
                     b.link = Some(link);
                     b.orphaned_until = None;
+                    let stopping = b.stopping.is_some();
+                    self.note_resumed(h.build, h.step, now_ms);
                     self.effects.push(Effect::ToWorker {
                         link,
                         msg: MasterToWorker::Resume {
@@ -227,6 +232,17 @@ impl Core {
                             offset: 0,
                         },
                     });
+                    if stopping {
+                        // The stop may have been lost with the old link:
+                        // ask again (the master's deadline counts from now).
+                        self.effects.push(Effect::ToWorker {
+                            link,
+                            msg: MasterToWorker::StopStep {
+                                build: h.build,
+                                step: h.step,
+                            },
+                        });
+                    }
                 }
                 _ => self.effects.push(Effect::ToWorker {
                     link,
@@ -282,8 +298,10 @@ impl Core {
     }
 
     /// Time passes: builds whose worker stayed away past the grace period
-    /// are retried.
+    /// are retried; builds whose worker let the master's own deadline pass
+    /// end (see `deadlines.rs`).
     pub fn tick(&mut self, now_ms: u64) {
+        self.enforce_deadlines(now_ms);
         let expired: Vec<(BuildId, String)> = self
             .builds
             .values()
@@ -307,7 +325,11 @@ impl Core {
     /// When the next orphaned build gives up on its worker, if any: the
     /// shell's timer need not wake before.
     pub fn next_deadline(&self) -> Option<u64> {
-        self.builds.values().filter_map(|b| b.orphaned_until).min()
+        let orphaned = self.builds.values().filter_map(|b| b.orphaned_until).min();
+        match (orphaned, self.next_master_deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// End a build whose worker is gone for good: `retry` and its request
@@ -449,7 +471,7 @@ impl Core {
     /// End a build from outside its step (stopped while its worker is
     /// away, given up after retries): its current step and the build end
     /// together, with the same result and reason.
-    fn end_build_at_step(
+    pub(super) fn end_build_at_step(
         &mut self,
         id: BuildId,
         step: StepIndex,

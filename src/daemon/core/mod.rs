@@ -8,6 +8,7 @@
 //! random histories and checks the invariants of DESIGN.md section 4.
 
 mod builds;
+mod deadlines;
 mod dispatch;
 mod effects;
 mod reload;
@@ -228,6 +229,8 @@ pub struct Core {
     maintenance: bool,
     /// Draining for shutdown: no new requests, no new builds.
     shutdown: bool,
+    /// Stops and resumes, for the master's own deadlines.
+    deadlines: deadlines::Deadlines,
     effects: Vec<Effect>,
 }
 
@@ -252,6 +255,7 @@ impl Core {
             next_build: restored.next_build.max(1),
             maintenance: false,
             shutdown: false,
+            deadlines: Default::default(),
             effects: Vec::new(),
         };
         // Queued requests go back under the builders they were queued for;

@@ -294,6 +294,25 @@ pub fn restart_only_changes(old_master: &MasterSettings, m: &MasterSettings) -> 
             "master.transfer_dir",
             m.transfer_dir != old_master.transfer_dir,
         ),
+        // The upload limits are handed to each worker link at start.
+        (
+            "master.max_upload_size",
+            m.worker_limits.max_upload_size != old_master.worker_limits.max_upload_size,
+        ),
+        (
+            "master.max_artifact_bytes_per_build",
+            m.worker_limits.max_artifact_bytes_per_build
+                != old_master.worker_limits.max_artifact_bytes_per_build,
+        ),
+        (
+            "master.max_artifacts_per_build",
+            m.worker_limits.max_artifacts_per_build
+                != old_master.worker_limits.max_artifacts_per_build,
+        ),
+        (
+            "master.min_free_space",
+            m.worker_limits.min_free_space != old_master.worker_limits.min_free_space,
+        ),
     ];
     for (key, changed) in restart_only {
         if changed {

@@ -60,6 +60,8 @@ enum ReqState {
 struct SimWorker {
     link: Option<LinkId>,
     steps: BTreeSet<(BuildId, StepIndex)>,
+    /// Steps the master abandoned; a hostile worker may go on reporting them.
+    abandoned: BTreeSet<(BuildId, StepIndex)>,
 }
 
 /// A bug planted on purpose, to show the simulator catches it.
@@ -67,6 +69,8 @@ struct SimWorker {
 enum Fault {
     /// Every applied reload loses the queues.
     ReloadDropsQueue,
+    /// The shell never ticks the core: no deadline is enforced.
+    NoTicks,
 }
 
 struct Sim {
@@ -103,6 +107,8 @@ struct Seen {
     collapsed: u64,
     /// Builds of `retry = false` builders ended by a lost worker.
     not_retried: u64,
+    /// Builds the master ended itself because the worker let a deadline pass.
+    overdue: u64,
 }
 
 fn random_config(rng: &mut Rng, current: Option<&Config>) -> Arc<Config> {
@@ -113,7 +119,14 @@ fn random_config(rng: &mut Rng, current: Option<&Config>) -> Arc<Config> {
                 name: name.to_string(),
                 local: false,
                 max_builds: 1 + rng.below(3) as u32,
-                secret: Some(Secret(if rng.chance(10) { "new" } else { "s" }.into())),
+                secret: Some(Secret(
+                    if rng.chance(10) {
+                        "new-0123456789abcdef"
+                    } else {
+                        "s-0123456789abcdef"
+                    }
+                    .into(),
+                )),
                 user: None,
             });
         }
@@ -123,7 +136,7 @@ fn random_config(rng: &mut Rng, current: Option<&Config>) -> Arc<Config> {
             name: "w0".into(),
             local: false,
             max_builds: 1,
-            secret: Some(Secret("s".into())),
+            secret: Some(Secret("s-0123456789abcdef".into())),
             user: None,
         });
     }
@@ -163,7 +176,9 @@ fn random_config(rng: &mut Rng, current: Option<&Config>) -> Arc<Config> {
                 .map(|i| StepDef {
                     name: format!("s{i}"),
                     action: StepAction::Shell(format!("v{}", rng.below(2))),
-                    timeout: None,
+                    timeout: rng
+                        .chance(30)
+                        .then(|| std::time::Duration::from_millis(1000 + rng.below(60_000) as u64)),
                     env: BTreeMap::new(),
                 })
                 .collect(),
@@ -232,7 +247,10 @@ impl Sim {
                             w.steps.insert((a.build, a.step));
                         }
                         MasterToWorker::Abandon { build, step } => {
-                            w.steps.remove(&(build, step));
+                            let held = w.steps.remove(&(build, step));
+                            if held {
+                                w.abandoned.insert((build, step));
+                            }
                         }
                         MasterToWorker::Resume { build, step, .. }
                             if !w.steps.contains(&(build, step)) =>
@@ -376,7 +394,7 @@ impl Sim {
             Record::BuildFinished {
                 build,
                 request,
-                reason,
+                ref reason,
                 ..
             } => {
                 if reason
@@ -384,6 +402,12 @@ impl Sim {
                     .is_some_and(|r| r.contains("retry = false"))
                 {
                     self.seen.not_retried += 1;
+                }
+                if reason
+                    .as_deref()
+                    .is_some_and(|r| r.contains("so the master ended the build"))
+                {
+                    self.seen.overdue += 1;
                 }
                 if self.requests.get(&request) != Some(&ReqState::Running(build)) {
                     self.fail(format!(
@@ -461,6 +485,16 @@ impl Sim {
             }
         }
         for (id, rb) in &core.builds {
+            // The master's own deadlines: a step out on a link never runs
+            // past its timeout or a stop plus the grace.
+            if let Some((at, _)) = core.master_deadline(rb)
+                && at <= self.now
+            {
+                self.fail(format!(
+                    "build {id} step {} runs past the master's deadline ({at} <= {})",
+                    rb.step, self.now
+                ));
+            }
             match (rb.link, rb.orphaned_until) {
                 (Some(_), None) => {
                     if !out.contains(&(*id, rb.step)) {
@@ -532,7 +566,9 @@ impl Sim {
         let span = if self.rng.chance(5) { 90_000 } else { 1000 };
         self.now += 1 + self.rng.below(span) as u64;
         let now = self.now;
-        self.core.tick(now);
+        if self.fault != Some(Fault::NoTicks) {
+            self.core.tick(now);
+        }
         self.absorb();
         let roll = self.rng.below(100);
         match roll {
@@ -732,7 +768,31 @@ impl Sim {
                     self.fail("a dry run changed the state".into());
                 }
             }
-            92..96 => {
+            92..94 => {
+                // A hostile worker goes on reporting a step the master
+                // abandoned: refused, and nothing changes.
+                let Some((name, link, (build, step))) = self
+                    .workers
+                    .iter()
+                    .find_map(|(n, w)| Some((n.clone(), w.link?, *w.abandoned.iter().next()?)))
+                else {
+                    return self.step();
+                };
+                self.history.push(format!(
+                    "{name} reports abandoned build {build} step {step}"
+                ));
+                if self
+                    .core
+                    .step_ended(link, build, step, StepEnd::Exited { code: 0 }, now)
+                    .is_ok()
+                {
+                    self.fail("a report on an abandoned step was accepted".into());
+                }
+                if !self.core.take_effects().is_empty() {
+                    self.fail("a report on an abandoned step had effects".into());
+                }
+            }
+            94..96 => {
                 // A crafted report: a step this link was not given.
                 let Some((name, link)) = self
                     .workers
@@ -883,6 +943,9 @@ fn to_toml(config: &Config) -> String {
                 "  [[builder.step]]\n  name = {:?}\n  shell = {line:?}\n",
                 step.name
             ));
+            if let Some(t) = step.timeout {
+                out.push_str(&format!("  timeout = \"{}ms\"\n", t.as_millis()));
+            }
         }
         out.push('\n');
     }
@@ -988,6 +1051,7 @@ fn simulated_histories_keep_the_invariants() {
         total.resumed += seen.resumed;
         total.collapsed += seen.collapsed;
         total.not_retried += seen.not_retried;
+        total.overdue += seen.overdue;
     }
     println!("{seeds} seeds x {events} events: {total:?}");
     // The histories must have exercised what the invariants are about.
@@ -1000,6 +1064,7 @@ fn simulated_histories_keep_the_invariants() {
         assert!(total.retries > seeds / 5, "{total:?}");
         assert!(total.resumed > seeds / 5, "{total:?}");
         assert!(total.not_retried > seeds / 20, "{total:?}");
+        assert!(total.overdue > seeds / 5, "{total:?}");
     }
 }
 
@@ -1017,4 +1082,22 @@ fn the_simulator_catches_a_reload_that_drops_the_queue() {
         .is_err()
     });
     assert!(caught, "a reload that drops queued requests went unnoticed");
+}
+
+#[test]
+fn the_simulator_catches_a_master_that_never_enforces_its_deadlines() {
+    let caught = (0..50).any(|seed| {
+        let r = std::panic::catch_unwind(|| {
+            let mut sim = Sim::new(seed);
+            sim.fault = Some(Fault::NoTicks);
+            for _ in 0..200 {
+                sim.step();
+            }
+        });
+        r.is_err_and(|p| {
+            p.downcast_ref::<String>()
+                .is_some_and(|m| m.contains("past the master's deadline"))
+        })
+    });
+    assert!(caught, "a master that ignores its deadlines went unnoticed");
 }
