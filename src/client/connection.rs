@@ -43,6 +43,9 @@ pub enum ConnectionError {
     Unexpected(String),
 }
 
+/// How long the master has to answer our hello.
+pub const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// An open, welcomed control connection.
 pub struct Connection {
     rd: ReadHalf<Stream>,
@@ -63,8 +66,29 @@ impl Connection {
         // A master that refuses us (too many clients, wrong user) may say
         // so and close before reading our hello: read its answer even if
         // writing the hello failed.
-        let wrote = protocol::write_msg(&mut wr, &Hello::new(Role::Client)).await;
-        match protocol::read_msg(&mut rd, MAX_HANDSHAKE_FRAME).await {
+        let handshake = async {
+            let wrote = protocol::write_msg(&mut wr, &Hello::new(Role::Client)).await;
+            (
+                wrote,
+                protocol::read_msg(&mut rd, MAX_HANDSHAKE_FRAME).await,
+            )
+        };
+        // The kernel accepts a connection for a master that cannot (out of
+        // file descriptors) or does not (stopped) take it: without a bound
+        // we would wait forever.
+        let (wrote, answer) = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake)
+            .await
+            .map_err(|_| {
+                unreachable(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!(
+                        "it took the connection but did not answer within {} s \
+                         (out of file descriptors, or stopped? see its log)",
+                        HANDSHAKE_TIMEOUT.as_secs()
+                    ),
+                ))
+            })?;
+        match answer {
             Ok(HelloReply::Welcome { .. }) => {
                 wrote?;
                 Ok(Connection { rd, wr, next_id: 1 })

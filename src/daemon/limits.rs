@@ -28,6 +28,10 @@ pub struct Limits {
     pub worker: crate::config::WorkerLimits,
     /// Failed worker logins, slowed for the whole master.
     pub login_gate: std::sync::Arc<crate::daemon::login_gate::LoginGate>,
+    /// The worker socket: a peer that descends from a worker of it is a
+    /// build step, which may neither use the control socket nor pose as a
+    /// worker (see [`crate::daemon::lineage`]).
+    pub worker_socket: std::path::PathBuf,
 }
 
 /// Largest frame a worker may send after its handshake, whatever
@@ -60,6 +64,7 @@ impl Limits {
             dirs: Default::default(),
             worker: m.worker_limits.clone(),
             login_gate: Default::default(),
+            worker_socket: Default::default(),
         }
     }
 

@@ -169,6 +169,7 @@ pub async fn run(opts: MasterOptions) -> Result<(), DaemonError> {
 
     let mut limits = limits::Limits::from_settings(&config.master);
     limits.dirs = transfer::Dirs::new(&layout.state_dir, config.master.transfer_dir.as_deref());
+    limits.worker_socket = layout.worker_socket.clone();
     stale::check(&[&logs_dir, &limits.dirs.artifacts], known_builds, &db)?;
     limits
         .dirs

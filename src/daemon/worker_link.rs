@@ -130,6 +130,32 @@ pub async fn serve(
         return;
     };
     let host = host.map(|h| capped(&h, MAX_WORKER_LABEL));
+    // A build step that found a worker's secret (a local worker of the
+    // master's own user keeps it in the state dir) may not pose as one.
+    if let Some(worker) = pid
+        .and_then(|pid| crate::daemon::lineage::worker_ancestor(pid, &limits.worker_socket, false))
+    {
+        warn!(
+            link,
+            ?pid,
+            worker_pid = worker.pid,
+            name = %Escaped(&name),
+            "worker connection from a build step refused"
+        );
+        refuse(
+            &mut wr,
+            link,
+            &format!(
+                "permission denied: process {} runs under worker {} (pid {}); \
+                 build steps may not connect as workers",
+                pid.unwrap_or(0),
+                Escaped(worker.name.as_deref().unwrap_or("?")),
+                worker.pid
+            ),
+        )
+        .await;
+        return;
+    }
     // Secret guessing is slowed for the whole master: every attempt takes
     // a token of the shared gate before its secret is looked at.
     let admitted = limits.login_gate.admit().await;

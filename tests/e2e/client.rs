@@ -464,3 +464,24 @@ fn restart_only_settings_wait_for_a_restart_until_one_happens() {
     let out = m.bbctl_ok(&["reload", "--dry-run"]);
     assert!(!out.contains("waiting for a restart"), "{out}");
 }
+
+/// A master that takes connections but never answers (stopped, or out of
+/// file descriptors) does not hang bbctl: it exits 3 within its handshake
+/// bound, saying why; once the master runs again, bbctl works.
+#[test]
+fn a_master_that_never_answers_is_exit_3_not_a_hang() {
+    let m = Master::start(CONFIG);
+    m.signal(Signal::SIGSTOP);
+    let started = std::time::Instant::now();
+    let out = m.bbctl(&["status"]);
+    let took = started.elapsed();
+    m.signal(Signal::SIGCONT);
+    assert_eq!(code(&out), 3, "{}", describe(&out));
+    assert!(
+        text(&out.stderr).contains("did not answer within 5 s"),
+        "{}",
+        describe(&out)
+    );
+    assert!(took < Duration::from_secs(15), "took {took:?}");
+    m.bbctl_code(&["status"], 0);
+}

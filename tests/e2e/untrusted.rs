@@ -371,3 +371,48 @@ fn a_shared_uid_is_warned_about_at_start() {
     assert!(warned[0].contains("local-1"), "{}", warned[0]);
     assert!(warned[0].contains("user = "), "{}", warned[0]);
 }
+
+const POSE_AS_WORKER: &str = r#"
+[[worker]]
+name = "local-1"
+local = true
+
+[[worker]]
+name = "box"
+secret_file = "@DIR@/box.secret"
+
+[[builder]]
+name = "evil"
+workers = ["local-1"]
+
+  [[builder.step]]
+  name = "pose"
+  shell = "timeout 20 '@BBWORKER@' --master '@DIR@/s/worker.sock' --name box --secret-file '@DIR@/box.secret' --dir '@DIR@/evil-w' --orphan-timeout 3s; echo worker-exit=$?"
+"#;
+
+/// A step that holds a worker's secret (a shared uid can read it) still
+/// cannot connect as that worker: the worker socket refuses peers that
+/// descend from a worker too.
+#[test]
+fn a_step_cannot_pose_as_a_worker() {
+    let m = Master::start_with_files(
+        &POSE_AS_WORKER.replace("@BBWORKER@", crate::harness::BBWORKER),
+        &[("box.secret", "box-secret-0123456789\n")],
+    );
+    let out = m.bbctl_code(&["force-build", "evil", "--follow"], 0);
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("build steps may not connect as workers"),
+        "{stdout}\n{}",
+        m.stderr()
+    );
+    assert!(!stdout.contains("worker-exit=0"), "{stdout}");
+    let s = m.bbctl_json(&["status"]);
+    let boxed = s["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["name"] == "box")
+        .unwrap();
+    assert_eq!(boxed["connected"], false, "{s}");
+}
