@@ -259,7 +259,7 @@ fn shape(id: &str) -> Value {
 }
 
 /// Check `value` against `shape`; problems are pushed as `path: what`.
-fn check(value: &Value, shape: &Value, path: &str, problems: &mut Vec<String>) {
+pub(crate) fn check(value: &Value, shape: &Value, path: &str, problems: &mut Vec<String>) {
     match shape {
         Value::String(types) => {
             let ok = types.split('|').any(|t| match t {

@@ -10,6 +10,7 @@ mod client;
 mod config;
 mod control;
 mod docs;
+mod docs_agree;
 mod durability;
 mod hostile;
 mod hostile_worker;
