@@ -1047,7 +1047,7 @@ const RELOAD_ROWS: &[(&str, &[&str])] = &[
         &["docs_agree::reload_row_history_settings"],
     ),
     (
-        "`[master]` settings that need a restart (`state_dir`, `control_socket`, `worker_socket`, `transfer_dir`, `keepalive`, `max_handshake_frame`, `max_frame`, `max_log_size`, `max_clients`, `allowed_uids`, `allowed_gid`)",
+        "`[master]` settings that need a restart (`state_dir`, `control_socket`, `worker_socket`, `transfer_dir`, `keepalive`, `max_handshake_frame`, `max_frame`, `max_log_size`, `max_clients`, `allowed_uids`, `allowed_gid`, `max_upload_size`, `max_artifact_bytes_per_build`, `max_artifacts_per_build`, `min_free_space`)",
         &[
             "reload::restart_settings_wait_and_the_rest_applies",
             "docs_agree::reload_row_master_settings",
@@ -1212,6 +1212,11 @@ fn changed_master_value(key: &str) -> Option<&'static str> {
         "allowed_gid" => "4242",
         "keep_builds" => "5",
         "keep_logs" => "\"30d\"",
+        "max_upload_size" => "\"2MiB\"",
+        "max_artifact_bytes_per_build" => "\"20MiB\"",
+        "max_artifacts_per_build" => "50",
+        "min_free_space" => "\"512MiB\"",
+        "deadline_grace" => "\"45s\"",
         _ => return None,
     })
 }
