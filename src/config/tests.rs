@@ -370,3 +370,27 @@ workers = ["w"]
     );
     assert_eq!(config.master.transfer_dir, None);
 }
+
+/// Other users allowed in, but the control socket left in the owner-only
+/// state dir: a warning with the way out; none once the socket is moved.
+#[test]
+fn allowed_users_with_an_unreachable_socket_are_warned_about() {
+    let base = "[[worker]]\nname = \"w\"\nlocal = true\n\n[[builder]]\nname = \"b\"\nworkers = [\"w\"]\n  [[builder.step]]\n  name = \"s\"\n  shell = \"true\"\n";
+    for (master, warned) in [
+        ("[master]\nallowed_uids = [1234]\n", true),
+        ("[master]\nallowed_gid = 1234\n", true),
+        ("[master]\nallowed_uids = []\n", false),
+        (
+            "[master]\nallowed_uids = [1234]\ncontrol_socket = \"/run/bbmaster/control.sock\"\n",
+            false,
+        ),
+    ] {
+        let config =
+            parse_str(&format!("{master}{base}"), "m.toml", Path::new(".")).expect("valid");
+        let found = config
+            .warnings
+            .iter()
+            .any(|w| w.contains("where they cannot reach it") && w.contains("control_socket"));
+        assert_eq!(found, warned, "{master}: {:?}", config.warnings);
+    }
+}

@@ -140,6 +140,7 @@ impl Checker<'_> {
                 }
             },
         };
+        self.others_need_a_reachable_socket(raw);
         MasterSettings {
             state_dir: self.path("state_dir", &raw.state_dir),
             control_socket: self.path("control_socket", &raw.control_socket),
@@ -212,6 +213,27 @@ impl Checker<'_> {
                     }
                 }),
         }
+    }
+
+    /// `allowed_uids`/`allowed_gid` let other users in, but the default
+    /// control socket lies in the owner-only state dir, where they cannot
+    /// reach it: say so, with the way out.
+    fn others_need_a_reachable_socket(&mut self, raw: &RawMaster) {
+        if raw.control_socket.is_some() {
+            return;
+        }
+        let at = match (&raw.allowed_uids, &raw.allowed_gid) {
+            (Some(uids), _) if !uids.get_ref().is_empty() => uids.span(),
+            (_, Some(gid)) => gid.span(),
+            _ => return,
+        };
+        self.warn(
+            &at,
+            "master: `allowed_uids`/`allowed_gid` let other users use the control socket, but \
+             it lies in the owner-only state dir by default, where they cannot reach it; set \
+             `control_socket` outside it (e.g. \"/run/bbmaster/control.sock\")"
+                .to_string(),
+        );
     }
 
     /// Checks a name's length and characters; `kind` says what it names.

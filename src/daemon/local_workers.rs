@@ -19,7 +19,7 @@
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
@@ -293,7 +293,7 @@ async fn supervise(
             }
         };
         let pid = child.id().unwrap_or(0);
-        if let Err(e) = std::fs::write(&pid_file, format!("{pid}\n")) {
+        if let Err(e) = write_private(&pid_file, format!("{pid}\n").as_bytes()) {
             warn!(worker = %name, "cannot write {}: {e}", pid_file.display());
         }
         info!(worker = %name, pid, log = %log.display(), "local worker started");
@@ -445,10 +445,9 @@ fn open_log(path: &Path) -> std::io::Result<std::fs::File> {
         old.push(".old");
         std::fs::rename(path, old)?;
     }
-    std::fs::OpenOptions::new()
+    crate::daemon::state_dir::private_file()
         .append(true)
         .create(true)
-        .mode(0o600)
         .open(path)
 }
 
@@ -666,15 +665,21 @@ fn load_or_make_secret(keep: &Path, name: &str) -> std::io::Result<String> {
     let mut bytes = [0u8; 32];
     std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
     let secret: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    let mut file = std::fs::OpenOptions::new()
+    write_private(&path, secret.as_bytes())?;
+    Ok(secret)
+}
+
+/// Write a file of the master's own (a pid, a secret) in the state dir,
+/// mode 0600, never through a symlink planted at its name, and on disk
+/// before we go on.
+fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    let mut file = crate::daemon::state_dir::private_file()
         .write(true)
         .create(true)
         .truncate(true)
-        .mode(0o600)
-        .open(&path)?;
-    file.write_all(secret.as_bytes())?;
-    file.sync_all()?;
-    Ok(secret)
+        .open(path)?;
+    file.write_all(contents)?;
+    file.sync_all()
 }
 
 #[cfg(test)]
@@ -696,6 +701,20 @@ mod tests {
             .mode();
         assert_eq!(mode & 0o777, 0o600);
         assert_ne!(load_or_make_secret(&keep, "v").unwrap(), a);
+    }
+
+    #[test]
+    fn files_of_the_master_are_never_written_through_a_planted_symlink() {
+        let dir = tempfile::tempdir().unwrap();
+        let precious = dir.path().join("precious");
+        std::fs::write(&precious, "keep me").unwrap();
+        let pid_file = dir.path().join("w.pid");
+        std::os::unix::fs::symlink(&precious, &pid_file).unwrap();
+        assert!(write_private(&pid_file, b"42\n").is_err());
+        let log = dir.path().join("w.log");
+        std::os::unix::fs::symlink(&precious, &log).unwrap();
+        assert!(open_log(&log).is_err());
+        assert_eq!(std::fs::read_to_string(&precious).unwrap(), "keep me");
     }
 
     #[test]

@@ -69,7 +69,9 @@ impl Store {
             path: path.to_path_buf(),
             source,
         };
-        let mut conn = Connection::open(path).map_err(wrap)?;
+        // Never through a symlink planted at the database's name.
+        let flags = rusqlite::OpenFlags::default() | rusqlite::OpenFlags::SQLITE_OPEN_NOFOLLOW;
+        let mut conn = Connection::open_with_flags(path, flags).map_err(wrap)?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(wrap)?;
         conn.pragma_update(None, "synchronous", "FULL")
@@ -748,6 +750,17 @@ fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_database_is_never_opened_through_a_symlink() {
+        let dir = tempfile::tempdir().unwrap();
+        let precious = dir.path().join("precious");
+        std::fs::write(&precious, "keep me").unwrap();
+        let db = dir.path().join("master.db");
+        std::os::unix::fs::symlink(&precious, &db).unwrap();
+        assert!(super::Store::open(&db).is_err());
+        assert_eq!(std::fs::read_to_string(&precious).unwrap(), "keep me");
+    }
+
     use super::*;
 
     pub(super) fn test_def() -> Arc<BuilderDef> {
