@@ -58,7 +58,7 @@ pub fn upload(ctx: &Ctx, report: &mut Report) -> Result<()> {
         let took_ms = step["finished_at_ms"].as_u64().unwrap_or(0)
             - step["started_at_ms"].as_u64().unwrap_or(0);
         // The same file, copied with cp on the same disk, right after.
-        let source = dir.join("workers/local-1/up/big.bin");
+        let source = crate::daemon::local_workers::work_root(&dir).join("local-1/up/big.bin");
         let copy = dir.join("cp-copy.bin");
         let (cp_took, cp_out) = run_timed(Command::new("cp").arg(&source).arg(&copy))?;
         if !cp_out.status.success() {
