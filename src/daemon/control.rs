@@ -84,10 +84,8 @@ pub async fn serve(stream: Stream, ctx: ControlContext) {
             "control connection from a build step refused"
         );
         let reason = format!(
-            "permission denied: process {pid} runs under worker {} (pid {}); \
-             build steps may not use the control socket",
-            crate::untrusted::Escaped(name),
-            worker.pid
+            "permission denied: process {pid} {}; build steps may not use the control socket",
+            worker.describe()
         );
         let _ = protocol::write_msg(
             &mut wr,

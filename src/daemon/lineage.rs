@@ -33,18 +33,47 @@ pub struct WorkerAncestor {
 /// How far up the tree to look; deeper trees are not real.
 const MAX_DEPTH: usize = 4096;
 
+impl WorkerAncestor {
+    /// What the peer is, for a refusal: "runs under worker W (pid P)".
+    pub fn describe(&self) -> String {
+        match &self.name {
+            Some(name) => format!(
+                "runs under worker {} (pid {})",
+                crate::untrusted::Escaped(name),
+                self.pid
+            ),
+            None => format!(
+                "descends from this master (pid {}), left behind by a build step whose worker died",
+                self.pid
+            ),
+        }
+    }
+}
+
 /// The nearest ancestor of `pid` (or `pid` itself when `include_self`) that
-/// is a worker connected to `worker_socket`, by its command line.
+/// is a worker connected to `worker_socket`, by its command line; or this
+/// master itself, when `pid` descends from it other than as a direct child
+/// looked at with `include_self` false (a local worker). The master is the
+/// child subreaper of its local workers: when a step kills its worker, what
+/// the step detached is reparented to the master, never to init.
 pub fn worker_ancestor(
     pid: i32,
     worker_socket: &Path,
     include_self: bool,
 ) -> Option<WorkerAncestor> {
     let socket = std::fs::canonicalize(worker_socket).ok()?;
+    let me = std::process::id() as i32;
     let mut current = if include_self { pid } else { parent_of(pid)? };
-    for _ in 0..MAX_DEPTH {
+    for depth in 0..MAX_DEPTH {
         if current <= 1 {
             return None;
+        }
+        if current == me {
+            let local_worker = !include_self && depth == 0;
+            return (!local_worker).then_some(WorkerAncestor {
+                pid: me,
+                name: None,
+            });
         }
         if let Some(name) = serves(current, &socket) {
             return Some(WorkerAncestor { pid: current, name });
@@ -164,15 +193,22 @@ mod tests {
         );
         assert_eq!(worker_ancestor(wpid, &socket, false), None);
         assert!(worker_ancestor(wpid, &socket, true).is_some());
-        // Another socket's worker is not ours.
+        // Another socket's worker is not ours, but this test process plays
+        // the master here: what descends from it, deeper than a direct
+        // child, is what a step left behind.
         let other = dir.path().join("other.sock");
         let _other = std::os::unix::net::UnixListener::bind(&other).unwrap();
-        assert_eq!(worker_ancestor(step, &other, false), None);
-        // This test process is nobody's step.
+        let me = std::process::id() as i32;
         assert_eq!(
-            worker_ancestor(std::process::id() as i32, &socket, true),
-            None
+            worker_ancestor(step, &other, false),
+            Some(WorkerAncestor {
+                pid: me,
+                name: None
+            })
         );
+        // A process outside the master's tree (our own parent) is nobody's step.
+        let outside = nix::unistd::getppid().as_raw();
+        assert_eq!(worker_ancestor(outside, &socket, true), None);
         let _ = nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(step),
             nix::sys::signal::Signal::SIGKILL,

@@ -301,7 +301,10 @@ async fn supervise(
         let started = tokio::time::Instant::now();
         let exited = loop {
             tokio::select! {
-                status = child.wait() => break status,
+                status = child.wait() => {
+                    crate::worker::reaper::forget_own(pid);
+                    break status;
+                }
                 changed = order.changed() => {
                     let current = *order.borrow();
                     match (changed, current) {
@@ -619,8 +622,7 @@ async fn spawn(
         // std drops the supplementary groups when it sets the uid as root.
         cmd.uid(user.uid.as_raw()).gid(user.gid.as_raw());
     }
-    let mut child = cmd
-        .arg0(crate::worker::cli::WORKER_ARGV0)
+    cmd.arg0(crate::worker::cli::WORKER_ARGV0)
         .arg("--master")
         .arg(&setup.worker_socket)
         .arg("--name")
@@ -635,8 +637,9 @@ async fn spawn(
         .stderr(err)
         // Its own process group: a Ctrl-C meant for the master's terminal
         // does not reach it, and it outlives the master.
-        .process_group(0)
-        .spawn()?;
+        .process_group(0);
+    // Registered as ours: the master's orphan reaper must leave it to us.
+    let mut child = crate::worker::reaper::spawn_own(|| cmd.spawn(), |c| c.id())?;
     if let Some(mut stdin) = child.stdin.take() {
         match stdin.write_all(format!("{secret}\n").as_bytes()).await {
             // It exited before reading its secret: its exit status and log

@@ -140,6 +140,13 @@ pub fn load_config(opts: &MasterOptions) -> Result<Config, ConfigError> {
 pub async fn run(opts: MasterOptions) -> Result<(), DaemonError> {
     // Before anything is bound or locked: see `signals`.
     let signals = signals::MasterSignals::install().map_err(DaemonError::Signals)?;
+    // What a step detaches and leaves behind when it kills its local worker
+    // is reparented to the master, not to init, so the control socket still
+    // knows it for build code (see `lineage`); the master reaps it.
+    if let Err(e) = crate::worker::reaper::adopt_orphans() {
+        warn!("cannot become the subreaper of the local workers' processes: {e}");
+    }
+    tokio::spawn(crate::worker::reaper::reap_forever());
     let config = Arc::new(load_config(&opts)?);
     let layout = Layout::resolve(&opts, &config);
     if layout.state_dir.exists() && !layout.state_dir.is_dir() {

@@ -146,11 +146,9 @@ pub async fn serve(
             &mut wr,
             link,
             &format!(
-                "permission denied: process {} runs under worker {} (pid {}); \
-                 build steps may not connect as workers",
+                "permission denied: process {} {}; build steps may not connect as workers",
                 pid.unwrap_or(0),
-                Escaped(worker.name.as_deref().unwrap_or("?")),
-                worker.pid
+                worker.describe()
             ),
         )
         .await;

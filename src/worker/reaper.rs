@@ -1,4 +1,5 @@
-//! The worker adopts what its steps leave behind.
+//! The worker adopts what its steps leave behind (and the master what its
+//! local workers leave behind, when a step kills its own worker).
 //!
 //! A step may fork and let its parent exit (a daemon, `setsid cmd &`). By
 //! default the kernel hands such an orphan to init, and it leaves the
@@ -7,8 +8,10 @@
 //! control socket). So the worker makes itself a child subreaper
 //! (`PR_SET_CHILD_SUBREAPER`): orphans of its steps become its children.
 //!
-//! Children it adopts must be reaped, or they stay zombies. The worker's
-//! own children (steps, the guard) are waited for by whoever spawned them
+//! Children it adopts must be reaped, or they stay zombies. The process's
+//! own children (steps and the guard in a worker, local workers in the
+//! master: every spawn site goes through [`spawn_own`]) are waited for by
+//! whoever spawned them
 //! (tokio or std); reaping one of those here would steal its exit status.
 //! So the pids of own children are registered as they are spawned, under
 //! the same lock the reaper holds while it looks: the reaper only ever

@@ -416,3 +416,44 @@ fn a_step_cannot_pose_as_a_worker() {
         .unwrap();
     assert_eq!(boxed["connected"], false, "{s}");
 }
+
+const KILL_THE_WORKER: &str = r#"
+[[worker]]
+name = "local-1"
+local = true
+
+[[builder]]
+name = "evil"
+workers = ["local-1"]
+retry = false
+
+  [[builder.step]]
+  name = "attack"
+  shell = """
+(setsid sh -c "sleep 1; '@BBCTL@' --socket '@DIR@/s/control.sock' force-build evil 2>'@DIR@/orphan.err'; echo \\$? > '@DIR@/orphan.tmp'; mv '@DIR@/orphan.tmp' '@DIR@/orphan.code'" &)
+sleep 0.3
+kill -9 $PPID
+sleep 30
+"""
+"#;
+
+/// A step that detaches a process and then kills its own worker does not
+/// free that process from the ancestry rule: it is reparented to the
+/// master (their subreaper), and still refused the control socket.
+#[test]
+fn a_step_that_kills_its_worker_leaves_nothing_with_authority() {
+    let m = Master::start(&KILL_THE_WORKER.replace("@BBCTL@", crate::harness::BBCTL));
+    m.bbctl_code(&["force-build", "evil"], 0);
+    let code_file = m.path().join("orphan.code");
+    crate::harness::wait_until(
+        "the orphaned process to try the control socket",
+        std::time::Duration::from_secs(20),
+        || code_file.exists(),
+    );
+    let code = std::fs::read_to_string(&code_file).unwrap();
+    let err = std::fs::read_to_string(m.path().join("orphan.err")).unwrap();
+    assert_eq!(code.trim(), "3", "{err}\n{}", m.stderr());
+    assert!(err.contains("descends from this master"), "{err}");
+    let builds = m.bbctl_json(&["builds"]);
+    assert_eq!(builds.as_array().unwrap().len(), 1, "{builds}");
+}
