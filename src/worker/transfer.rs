@@ -32,10 +32,10 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
+use super::key::StepKey;
 use super::runner::{StepContext, prepare_workdir};
 use super::sender::{LinkTx, Outgoing, Route};
 use super::spool::{Progress, SpoolWriter, spool_path};
-use super::steps::StepKey;
 use super::stop::StopSignal;
 use crate::protocol::transfer::{
     FILE_CHUNK, Incoming, PARTIAL_PREFIX, Window, glob_match, hex, is_glob, resolve_inside,
