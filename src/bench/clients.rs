@@ -8,8 +8,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, anyhow};
 
 use super::Ctx;
-use super::latency::{local_config, sample, start_local};
+use super::latency::{local_config, start_local};
 use super::report::{Report, Row, Target};
+use super::sampling::sample;
 use super::stats::{median, ms};
 
 /// `clients` loops of `bbctl status --json` for `clients_secs`, while one

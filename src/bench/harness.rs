@@ -17,9 +17,9 @@ use serde_json::Value;
 /// The product's executables.
 #[derive(Debug, Clone)]
 pub struct Bins {
-    /// `bbmaster`.
+    /// `bbmaster`, the master under measurement.
     pub bbmaster: PathBuf,
-    /// `bbctl`.
+    /// `bbctl`, the client every measured request goes through.
     pub bbctl: PathBuf,
 }
 

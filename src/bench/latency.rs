@@ -9,6 +9,7 @@ use anyhow::{Context, Result, anyhow};
 
 use super::harness::{self, Master, kb_to_mb, proc_kb, run_timed};
 use super::report::{Report, Row, Target};
+use super::sampling::{bbctl_version_ms, sample};
 use super::stats::{median, ms};
 use super::{Ctx, scale};
 
@@ -44,18 +45,6 @@ pub(super) fn start_local(ctx: &Ctx, config: &str, workers: usize) -> Result<Mas
     let master = Master::start(&ctx.bins, &dir, Some(&path))?;
     master.wait_local_workers(workers, Duration::from_secs(30))?;
     Ok(master)
-}
-
-/// Time `f` `warmup + repeats` times, keeping the last `repeats`.
-pub(super) fn sample<T>(
-    warmup: usize,
-    repeats: usize,
-    mut f: impl FnMut() -> Result<T>,
-) -> Result<Vec<T>> {
-    for _ in 0..warmup {
-        f()?;
-    }
-    (0..repeats).map(|_| f()).collect()
 }
 
 /// Wall time of spawning `argv` and waiting for it, in ms.
@@ -192,14 +181,6 @@ pub fn status(ctx: &Ctx, report: &mut Report) -> Result<()> {
     );
     drop(master);
     scale::status_big(ctx, report, baseline)
-}
-
-/// The median wall time of `bbctl --version`: a process start and no work.
-pub(super) fn bbctl_version_ms(ctx: &Ctx) -> Result<Option<f64>> {
-    let v = sample(ctx.sizes.warmup, ctx.sizes.repeats, || {
-        Ok(run_timed(Command::new(&ctx.bins.bbctl).arg("--version"))?.0)
-    })?;
-    Ok(median(&ms(&v)))
 }
 
 /// Master RSS idle on the embedded default config; `bbctl status` peak RSS.

@@ -14,6 +14,7 @@ pub mod stats;
 mod clients;
 mod latency;
 mod readopt;
+mod sampling;
 mod scale;
 mod throughput;
 mod upload;

@@ -13,8 +13,8 @@ use anyhow::{Context, Result, anyhow, bail};
 
 use super::Ctx;
 use super::harness::{self, Master, kb_to_mb};
-use super::latency::{bbctl_version_ms, sample};
 use super::report::{Report, Row, Target};
+use super::sampling::{bbctl_version_ms, sample};
 use super::stats::ms;
 use crate::config::{self, Config};
 use crate::daemon::core::{Core, LiveRequest, Record, Restored};

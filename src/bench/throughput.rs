@@ -9,8 +9,9 @@ use anyhow::{Context, Result, anyhow};
 
 use super::Ctx;
 use super::harness::{self, Master, kb_to_mb, proc_kb, run_timed};
-use super::latency::{local_config, sample, start_local};
+use super::latency::{local_config, start_local};
 use super::report::{Report, Row, Target};
+use super::sampling::sample;
 use super::stats::median;
 
 /// Spawn `sh -c true` `n` times from `parallel` threads; runs per second.

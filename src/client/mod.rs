@@ -8,7 +8,6 @@ mod commands;
 pub mod connection;
 pub mod ids;
 pub mod render;
-mod watch;
 
 use std::io::{self, IsTerminal, Write};
 use std::path::PathBuf;

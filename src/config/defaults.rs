@@ -2,7 +2,7 @@
 //!
 //! [`DEFAULTS`] is the one table both sides read: the model's defaults
 //! ([`super::MasterSettings::default`], a worker's `max_builds`, a transfer's
-//! `mode`) are parsed from it, and a test in `src/man.rs` holds every
+//! `mode`) are parsed from it, and a test in `src/man_tests.rs` holds every
 //! `Default:` line of `master.toml(5)` to it, so the page and the code
 //! cannot disagree. A test here checks what a parsed config really holds
 //! for each absent key against the same table.

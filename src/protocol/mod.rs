@@ -9,6 +9,7 @@ pub mod events;
 pub mod frame;
 pub mod handshake;
 pub mod transfer;
+pub mod views;
 pub mod worker;
 
 #[cfg(test)]
@@ -20,6 +21,7 @@ pub use client::*;
 pub use events::{DrainMode, Event, EventKind};
 pub use frame::{FrameError, MAX_FRAME, MAX_HANDSHAKE_FRAME, read_msg, write_msg};
 pub use handshake::{Hello, HelloReply, MAGIC, PROTOCOL_VERSION, RefusalKind, Role};
+pub use views::*;
 pub use worker::*;
 
 /// A build request's id, given when `force-build` is accepted.

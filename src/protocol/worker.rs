@@ -9,7 +9,9 @@ use serde::{Deserialize, Serialize};
 
 use super::{BuildId, StepIndex};
 
-/// Master to worker.
+/// Every frame a master sends its worker after the handshake: step
+/// assignments, stops, resumes and abandons, keepalives, goodbye, and the
+/// master's side of transfers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum MasterToWorker {
@@ -198,7 +200,8 @@ pub enum WireAction {
     },
 }
 
-/// Worker to master.
+/// Every frame a worker sends its master after the handshake: output,
+/// step ends, keepalives and the worker's side of transfers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum WorkerToMaster {

@@ -25,9 +25,7 @@ use super::{WorkerOptions, run};
 /// worker: `bbmaster` starts its local workers as itself under this name.
 pub const WORKER_ARGV0: &str = "bbworker";
 
-/// The program name of a worker's guard process (see
-/// [`crate::worker::guard`]); it too enters the worker's main.
-pub const GUARD_ARGV0: &str = "bbworker-guard";
+pub use super::guard::GUARD_ARGV0;
 
 /// True when this process was started under a worker's program name
 /// (`argv[0]` is `bbworker` or `bbworker-guard`, as a path or not): the

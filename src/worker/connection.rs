@@ -11,8 +11,9 @@ use tokio::io::{ReadHalf, WriteHalf};
 use tokio::time::Instant;
 use tracing::{info, warn};
 
+use super::key::StepKey;
 use super::signals::ShutdownSignals;
-use super::steps::{StepKey, Steps};
+use super::steps::Steps;
 use super::{WorkerError, WorkerOptions};
 use crate::protocol::{
     FrameError, Hello, HelloReply, MAX_HANDSHAKE_FRAME, PROTOCOL_VERSION, RefusalKind, Role,

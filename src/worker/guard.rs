@@ -58,6 +58,10 @@ use super::group::signal_group;
 /// the clap definition, so it appears in neither `--help` nor the man page.
 pub const GUARD_FLAG: &str = "--guard";
 
+/// The program name of a worker's guard process; it too enters the worker's
+/// main (see [`crate::worker::cli`]).
+pub const GUARD_ARGV0: &str = "bbworker-guard";
+
 /// The worker's end of the guard: registers and unregisters step groups.
 pub struct Guard {
     inner: Mutex<Option<Link>>,
@@ -77,7 +81,7 @@ impl Guard {
             || {
                 Command::new(exe)
                     // What `ps` shows; the flag alone makes it a guard.
-                    .arg0(super::cli::GUARD_ARGV0)
+                    .arg0(GUARD_ARGV0)
                     // Hold no directory busy.
                     .current_dir("/")
                     .arg(GUARD_FLAG)

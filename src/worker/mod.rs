@@ -19,6 +19,7 @@ mod connection;
 mod group;
 pub mod guard;
 mod keepalive;
+mod key;
 mod output;
 mod partials;
 pub mod reaper;

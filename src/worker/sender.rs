@@ -14,9 +14,9 @@
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, error};
 
+use super::key::StepKey;
 use super::output::CHUNK_SIZE;
 use super::spool::{Progress, SpoolReader};
-use super::steps::StepKey;
 use crate::protocol::WorkerToMaster;
 
 /// One frame for the link's writer, with an optional receipt.

@@ -19,9 +19,10 @@ use tracing::{debug, info, warn};
 
 use super::connection::Link;
 use super::keepalive::{Keepalive, MISSED_INTERVALS, Tick};
+use super::key::StepKey;
 use super::sender::{LinkTx, Outgoing};
 use super::signals::ShutdownSignals;
-use super::steps::{STOP_ALL_LIMIT, StepKey, Steps};
+use super::steps::{STOP_ALL_LIMIT, Steps};
 use crate::protocol::{MAX_FRAME, MasterToWorker, StepEnd, WorkerToMaster, read_msg, write_msg};
 
 /// Frames queued for the master before step senders have to wait.

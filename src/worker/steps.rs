@@ -17,15 +17,13 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tracing::{debug, warn};
 
+use super::key::StepKey;
 use super::runner::{StepContext, run_step};
 use super::sender::{LinkTx, Route, send_step};
 use super::spool::{Kept, Progress, SpoolReader, spool_path};
 use super::stop::{StopHandle, stop_pair};
 use super::transfer::{FromMaster, is_transfer, run_transfer};
-use crate::protocol::{BuildId, RunningStep, StepAssignment, StepIndex};
-
-/// Identifies a step.
-pub(crate) type StepKey = (BuildId, StepIndex);
+use crate::protocol::{RunningStep, StepAssignment};
 
 /// How long stopping every step may take before we abandon the stragglers.
 /// A stopped step needs at most the stop grace plus the output drain limit.

@@ -7,10 +7,10 @@ mod complete;
 mod config;
 mod events;
 
-pub use events::print_event;
 mod prune;
 mod status;
 mod stream;
+mod watch;
 mod workers;
 
 use std::io::{self, Write};
@@ -180,7 +180,7 @@ pub async fn run(cli: Cli) -> Result<u8, CliError> {
             timeout,
         } => workers::drain(&mut ctx, worker, true, wait, timeout).await,
         Command::Undrain { worker } => workers::drain(&mut ctx, worker, false, false, None).await,
-        Command::Watch => crate::client::watch::watch(&mut ctx).await,
+        Command::Watch => watch::watch(&mut ctx).await,
         Command::ForceBuild(args) => stream::force_build(&mut ctx, args).await,
         Command::Rebuild(args) => stream::rebuild(&mut ctx, args).await,
         Command::Builds(args) => builds::builds(&mut ctx, args).await,

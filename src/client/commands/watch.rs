@@ -16,10 +16,11 @@ use crossterm::style::Color;
 use crossterm::{cursor, execute, queue, terminal};
 use tokio::sync::mpsc;
 
-use super::commands::Ctx;
-use super::connection::ConnectionError;
-use super::render::{Style, ago, clock, duration, event_line};
-use super::{CliError, commands};
+use super::Ctx;
+use super::events::print_event;
+use crate::client::CliError;
+use crate::client::connection::ConnectionError;
+use crate::client::render::{Style, ago, clock, duration, event_line};
 use crate::paths::now_ms;
 use crate::protocol::{BuildSummary, Event, Reply, Request, StatusReply};
 
@@ -32,7 +33,7 @@ pub async fn watch(ctx: &mut Ctx) -> Result<u8, CliError> {
     if !io::stdout().is_terminal() {
         // Not a terminal: one line per event, like `bbctl events`.
         while let Some(event) = events.recv().await {
-            commands::print_event(&event?, ctx.json)?;
+            print_event(&event?, ctx.json)?;
         }
         return Ok(0);
     }

@@ -1,0 +1,320 @@
+//! What the master shows a client: the status, worker, build, step and
+//! reload views carried by [`super::Reply`]. Kept apart from the requests
+//! and replies themselves ([`super::client`]), which only name them.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::{BuildId, BuildResult, RequestId, StepIndex, StepResult};
+
+/// The disk the master's state uses, as last measured (off the master
+/// loop, by the retention task).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiskUsage {
+    /// Step logs (`<state_dir>/logs`).
+    pub logs_bytes: u64,
+    /// Uploaded artifacts (`<state_dir>/artifacts`).
+    pub artifacts_bytes: u64,
+    /// The database with its WAL (`master.db*`).
+    pub db_bytes: u64,
+    /// When it was measured, in ms since the Unix epoch.
+    pub measured_at_ms: u64,
+}
+
+/// Answer to `status`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusReply {
+    /// The master's process id.
+    pub master_pid: u32,
+    /// When the master started, in ms since the Unix epoch.
+    pub started_at_ms: u64,
+    /// The master's clock now, in ms since the Unix epoch.
+    pub now_ms: u64,
+    /// The config generation in force.
+    pub generation: u64,
+    /// The hash of the config in force.
+    pub config_hash: String,
+    /// Where the config in force came from.
+    pub config_origin: String,
+    /// Every builder.
+    pub builders: Vec<BuilderStatus>,
+    /// Every configured worker.
+    pub workers: Vec<WorkerStatus>,
+    /// Every running build with its current step.
+    #[serde(default)]
+    pub running: Vec<RunningStatus>,
+    /// The master is draining (for maintenance or shutdown): no build starts.
+    #[serde(default)]
+    pub draining: bool,
+    /// Which drain, while draining: `maintenance` (`bbctl drain`: requests
+    /// are still queued) or `shutdown` (`shutdown --drain`: they are refused).
+    #[serde(default)]
+    pub drain_mode: Option<super::DrainMode>,
+    /// Builders in all, before filtering.
+    #[serde(default)]
+    pub builders_total: u32,
+    /// Queued requests in all, before filtering.
+    #[serde(default)]
+    pub queued_total: u32,
+    /// Disk used by logs, artifacts and the database; `None` until first
+    /// measured (just after start).
+    #[serde(default)]
+    pub disk: Option<DiskUsage>,
+}
+
+/// One worker in `workers`: its status plus what its connection told us.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkerDetail {
+    /// What `status` says of it.
+    #[serde(flatten)]
+    pub status: WorkerStatus,
+    /// When its current connection was made, ms since the Unix epoch.
+    pub connected_since_ms: Option<u64>,
+    /// When the master last heard from it.
+    pub last_seen_ms: Option<u64>,
+    /// Its program and version.
+    pub software: Option<String>,
+    /// Its host name.
+    pub host: Option<String>,
+    /// Its process id (local socket peer).
+    pub pid: Option<i32>,
+}
+
+/// One queued request in `queue`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QueuedStatus {
+    /// The request.
+    pub request: RequestId,
+    /// Its builder.
+    pub builder: String,
+    /// Its place in the builder's queue, from 1.
+    pub position: u32,
+    /// Its priority (higher runs first).
+    pub priority: i32,
+    /// When it was accepted, ms since the Unix epoch.
+    pub submitted_at_ms: u64,
+    /// Why it was asked for.
+    pub reason: Option<String>,
+    /// Its properties.
+    pub properties: BTreeMap<String, String>,
+    /// How many of its builds were cut short and retried.
+    pub retries: u32,
+}
+
+/// Which builders `status` shows: filtered on the master, so a master with
+/// thousands of builders answers a narrow question quickly. Workers and
+/// running builds follow the builders shown.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct StatusFilter {
+    /// A builder name, or a prefix ending in `*`.
+    #[serde(default)]
+    pub builder: Option<String>,
+    /// Only builders in this state: `idle`, `waiting`, `building`, `removed`.
+    #[serde(default)]
+    pub state: Option<String>,
+    /// At most this many builders.
+    #[serde(default)]
+    pub limit: Option<u32>,
+}
+
+impl StatusFilter {
+    /// Does a builder (by name and state) pass the filter?
+    pub fn admits(&self, name: &str, state: &str) -> bool {
+        let name_ok = match self.builder.as_deref() {
+            None => true,
+            Some(p) => match p.strip_suffix('*') {
+                Some(prefix) => name.starts_with(prefix),
+                None => name == p,
+            },
+        };
+        name_ok && self.state.as_deref().is_none_or(|s| s == state)
+    }
+
+    /// Nothing filtered out.
+    pub fn is_empty(&self) -> bool {
+        *self == StatusFilter::default()
+    }
+}
+
+/// One running build in `status`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunningStatus {
+    /// The build.
+    pub build: BuildId,
+    /// Its request.
+    pub request: RequestId,
+    /// Its builder.
+    pub builder: String,
+    /// Its worker.
+    pub worker: String,
+    /// The current step's index.
+    pub step: StepIndex,
+    /// The current step's name.
+    pub step_name: String,
+    /// How many steps the build has.
+    pub steps: u32,
+    /// When the build started, ms since the Unix epoch.
+    pub started_at_ms: u64,
+    /// When the current step started.
+    pub step_started_at_ms: u64,
+    /// The generation it runs under.
+    pub generation: u64,
+    /// Its worker is away; the build waits for it (grace period).
+    pub waiting_for_worker: bool,
+}
+
+/// One builder in `status`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BuilderStatus {
+    /// The builder's name.
+    pub name: String,
+    /// `building`, `waiting` (queued but no worker free), or `idle`.
+    pub state: String,
+    /// Queued requests.
+    pub queued: u32,
+    /// Running builds.
+    pub running: u32,
+    /// Ids of the running builds.
+    pub running_builds: Vec<BuildId>,
+    /// Workers this builder may use.
+    pub workers: Vec<String>,
+}
+
+/// One worker in `status`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkerStatus {
+    /// The worker's name.
+    pub name: String,
+    /// Whether it is connected and authenticated.
+    pub connected: bool,
+    /// Started by the master itself.
+    pub local: bool,
+    /// Taking no new builds (removed or re-keyed by a reload).
+    pub draining: bool,
+    /// Its build slots.
+    pub max_builds: u32,
+    /// Builders it serves (the worker-builder mapping).
+    pub builders: Vec<String>,
+    /// Ids of the builds it runs.
+    pub running_builds: Vec<BuildId>,
+    /// For a local worker: why it last failed to start or exited (shown
+    /// while it is offline); `None` otherwise.
+    #[serde(default)]
+    pub last_error: Option<String>,
+}
+
+/// One line of `builds`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BuildSummary {
+    /// The build.
+    pub id: BuildId,
+    /// The request it serves.
+    pub request_id: RequestId,
+    /// Its builder.
+    pub builder: String,
+    /// The worker it ran on.
+    pub worker: String,
+    /// The config generation it started under.
+    pub generation: u64,
+    /// The hash of that config.
+    pub config_hash: String,
+    /// `None` while running.
+    pub result: Option<BuildResult>,
+    /// Why it ended so, in words.
+    pub reason: Option<String>,
+    /// Start time, ms since the Unix epoch.
+    pub started_at_ms: u64,
+    /// End time, ms since the Unix epoch; `None` while running.
+    pub finished_at_ms: Option<u64>,
+}
+
+/// Answer to `build ID`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BuildDetail {
+    /// The build's summary.
+    #[serde(flatten)]
+    pub summary: BuildSummary,
+    /// The request's reason.
+    pub request_reason: Option<String>,
+    /// The request's properties.
+    pub properties: BTreeMap<String, String>,
+    /// The steps started so far.
+    pub steps: Vec<StepDetail>,
+}
+
+/// One step of a build.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepDetail {
+    /// The step's index.
+    pub index: StepIndex,
+    /// The step's name.
+    pub name: String,
+    /// Start time, ms since the Unix epoch.
+    pub started_at_ms: u64,
+    /// End time; `None` while running.
+    pub finished_at_ms: Option<u64>,
+    /// How it ended; `None` while running.
+    pub result: Option<StepResult>,
+    /// Why, in words.
+    pub reason: Option<String>,
+    /// Bytes of output kept.
+    pub log_bytes: u64,
+}
+
+/// Answer to `RequestInfo`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RequestInfo {
+    /// The request.
+    pub id: RequestId,
+    /// Its builder.
+    pub builder: String,
+    /// `queued`, `running`, `finished` or `cancelled`.
+    pub state: String,
+    /// Its build, once started.
+    pub build: Option<BuildId>,
+    /// Its result, once finished.
+    pub result: Option<BuildResult>,
+    /// Why it ended so.
+    pub reason: Option<String>,
+}
+
+/// What a reload did (or, with dry-run, would do).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ReloadReport {
+    /// Generation before the reload.
+    pub generation_before: u64,
+    /// Generation after (equal to before when nothing changed).
+    pub generation_after: u64,
+    /// The new config's hash.
+    pub config_hash: String,
+    /// Builders that did not exist before.
+    pub builders_added: Vec<String>,
+    /// Builders whose definition changed.
+    pub builders_changed: Vec<String>,
+    /// Builders that are gone.
+    pub builders_removed: Vec<String>,
+    /// Builders renamed, as (old, new).
+    pub builders_renamed: Vec<(String, String)>,
+    /// Workers that did not exist before.
+    pub workers_added: Vec<String>,
+    /// Workers whose definition changed.
+    pub workers_changed: Vec<String>,
+    /// Workers that are gone.
+    pub workers_removed: Vec<String>,
+    /// Workers still finishing builds before they are disconnected.
+    pub workers_draining: Vec<String>,
+    /// Queued requests moved to a renamed builder.
+    pub requests_moved: Vec<RequestId>,
+    /// Queued requests cancelled because their builder is gone.
+    pub requests_cancelled: Vec<RequestId>,
+    /// Builds still running under an older generation.
+    pub builds_on_old_generations: Vec<BuildId>,
+    /// Settings that changed but only take effect after a restart.
+    pub needs_restart: Vec<String>,
+    /// Warnings about the new config (valid but risky or empty), each a
+    /// line `file[:line:column]: warning: ...`; `bbctl reload` prints them
+    /// on stderr.
+    #[serde(default)]
+    pub warnings: Vec<String>,
+}
