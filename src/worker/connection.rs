@@ -47,10 +47,6 @@ pub const STABLE_SESSION: Duration = Duration::from_secs(10);
 /// treated like one that cannot be reached.
 const HANDSHAKE_LIMIT: Duration = Duration::from_secs(10);
 
-/// The words of a refusal that only means the master has not noticed our
-/// previous link die yet: worth retrying, unlike every other refusal.
-const ALREADY_CONNECTED: &str = "already connected";
-
 /// An authenticated connection, split for the reader and writer tasks.
 pub(crate) struct Link {
     /// Frames from the master.
@@ -308,7 +304,7 @@ async fn attempt(opts: &WorkerOptions, running: &[RunningStep]) -> Result<Link, 
                 keepalive_ms,
             })
         }
-        HelloReply::Refused { reason, kind } if refusal_is_transient(kind, &reason) => {
+        HelloReply::Refused { reason, kind } if refusal_is_transient(kind) => {
             Err(AttemptError::Refused(reason))
         }
         HelloReply::Refused { reason, .. } => {
@@ -319,11 +315,12 @@ async fn attempt(opts: &WorkerOptions, running: &[RunningStep]) -> Result<Link, 
 
 /// A refusal because "this worker is already connected" comes from a master
 /// that still believes in our previous, dead link (it will notice soon), or
-/// from a second worker of our name being connected (it may leave). Older
-/// masters send no kind: then the words tell.
-fn refusal_is_transient(kind: RefusalKind, reason: &str) -> bool {
+/// from a second worker of our name being connected (it may leave): worth
+/// retrying, unlike every other refusal. Decided by the refusal's kind,
+/// never by its words (a master too old to send kinds speaks protocol
+/// version 1 and is refused at the handshake anyway).
+fn refusal_is_transient(kind: RefusalKind) -> bool {
     kind == RefusalKind::AlreadyConnected
-        || (kind == RefusalKind::Other && reason.to_ascii_lowercase().contains(ALREADY_CONNECTED))
 }
 
 /// Open the socket; every failure to do so is worth a retry except a path
@@ -418,14 +415,15 @@ mod tests {
 
     #[test]
     fn only_already_connected_refusals_are_retried() {
-        assert!(refusal_is_transient(RefusalKind::AlreadyConnected, "w1"));
-        assert!(refusal_is_transient(
+        assert!(refusal_is_transient(RefusalKind::AlreadyConnected));
+        // The words do not decide: only the kind does.
+        for kind in [
             RefusalKind::Other,
-            "worker w1 is Already Connected (pid 42)"
-        ));
-        assert!(!refusal_is_transient(
             RefusalKind::WrongSecret,
-            "bad secret for worker w1"
-        ));
+            RefusalKind::UnknownWorker,
+            RefusalKind::Removed,
+        ] {
+            assert!(!refusal_is_transient(kind), "{kind:?}");
+        }
     }
 }
