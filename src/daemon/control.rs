@@ -11,13 +11,12 @@ use std::sync::Arc;
 use interprocess::local_socket::tokio::Stream;
 use interprocess::local_socket::traits::StreamCommon as _;
 use tokio::io::AsyncWrite;
-use tokio::sync::{broadcast, mpsc, oneshot};
 use tracing::{debug, warn};
 
-use crate::daemon::actor::{Command, LinkCmd, Notice};
 pub use crate::daemon::client_slots::ClientSlots;
 use crate::daemon::client_slots::IDLE_TIMEOUT;
 use crate::daemon::follow;
+use crate::daemon::handle::MasterHandle;
 use crate::daemon::limits::Limits;
 use crate::daemon::lineage;
 use crate::daemon::worker_link::HANDSHAKE_TIMEOUT;
@@ -32,36 +31,13 @@ pub struct ControlContext {
     pub limits: Arc<Limits>,
     /// Control connections open now, per uid (for `max_clients`).
     pub clients: Arc<ClientSlots>,
-    /// The master loop.
-    pub master: mpsc::Sender<Command>,
-    /// Build notices, for streams.
-    pub notices: broadcast::Sender<Arc<Notice>>,
-    /// The master's events, for `bbctl events` and `watch`.
-    pub events: broadcast::Sender<Arc<crate::protocol::Event>>,
+    /// The front door of the master loop.
+    pub master: MasterHandle,
     /// The step logs.
     pub logs: PathBuf,
     /// The worker socket: a peer descending from a worker of it is a build
     /// step, and steps never get the master's authority.
     pub worker_socket: PathBuf,
-    /// Pruning and disk figures, off the master loop.
-    pub retention: crate::daemon::retention::RetentionHandle,
-}
-
-impl ControlContext {
-    /// Ask the master loop and wait for its answer.
-    pub async fn call(&self, request: Request) -> Result<Reply, ErrorReply> {
-        let gone = || ErrorReply::failed("the master is shutting down");
-        let (reply, rx) = oneshot::channel();
-        if self
-            .master
-            .send(Command::Client { request, reply })
-            .await
-            .is_err()
-        {
-            return Err(gone());
-        }
-        rx.await.unwrap_or_else(|_| Err(gone()))
-    }
 }
 
 /// Serve one control connection until the client leaves.
@@ -232,94 +208,52 @@ async fn answer<W: AsyncWrite + Unpin>(
     wr: &mut W,
     ctx: &ControlContext,
 ) -> Result<Result<Reply, ErrorReply>, protocol::FrameError> {
-    let gone = || ErrorReply::failed("the master is shutting down");
-    match body {
-        Request::Ping { worker } => Ok(ping(ctx, worker).await),
-        Request::Prune { dry_run } => Ok(ctx
-            .retention
-            .prune(dry_run)
-            .await
-            .map(Reply::Pruned)
-            .map_err(|e| ErrorReply::failed(e.to_string()))),
-        Request::Status(filter) => {
-            Ok(ctx
-                .call(Request::Status(filter))
-                .await
-                .map(|reply| match reply {
-                    Reply::Status(mut status) => {
-                        status.disk = ctx.retention.usage();
-                        Reply::Status(status)
-                    }
-                    other => other,
-                }))
-        }
+    let master = &ctx.master;
+    Ok(match body {
+        Request::Ping { worker } => master.ping(worker).await,
+        Request::Prune { dry_run } => master.prune(dry_run).await.map(Reply::Pruned),
+        Request::Status(filter) => master.status(filter).await,
         Request::Events => {
-            events(wr, id, ctx).await?;
+            events(wr, id, master).await?;
             // The stream ends only when the client leaves or the master stops.
-            Ok(Err(gone()))
+            Err(ErrorReply::failed("the master is shutting down"))
         }
         Request::Artifact { build, name } => {
-            crate::daemon::transfer::send_artifact(wr, id, build, &name, ctx).await
+            return crate::daemon::transfer::send_artifact(
+                wr,
+                id,
+                build,
+                &name,
+                master,
+                &ctx.limits.dirs,
+            )
+            .await;
         }
-        Request::Stream(req) => {
-            follow::stream(wr, id, req, &ctx.master, &ctx.notices, &ctx.logs).await
-        }
-        Request::Shutdown { mode } => {
-            let (reply, rx) = oneshot::channel();
-            let cmd = Command::Shutdown {
-                mode,
-                reply: Some(reply),
-            };
-            if ctx.master.send(cmd).await.is_err() {
-                return Ok(Err(gone()));
-            }
-            Ok(rx.await.unwrap_or_else(|_| Err(gone())))
-        }
+        Request::Stream(req) => return follow::stream(wr, id, req, master, &ctx.logs).await,
+        Request::Shutdown { mode } => master.shutdown(mode).await,
         Request::Reload { dry_run, config } => {
-            let (reply, rx) = oneshot::channel();
-            let cmd = Command::Reload {
-                dry_run,
-                config,
-                reply: Some(reply),
-            };
-            if ctx.master.send(cmd).await.is_err() {
-                return Ok(Err(gone()));
-            }
-            Ok(rx
-                .await
-                .unwrap_or_else(|_| Err(gone()))
-                .map(Reply::Reloaded))
+            master.reload(dry_run, config).await.map(Reply::Reloaded)
         }
-        request => Ok(ctx.call(request).await),
-    }
-}
-
-/// Time a round trip through a worker's link: master to worker and back.
-async fn ping(ctx: &ControlContext, worker: String) -> Result<Reply, ErrorReply> {
-    let gone = || ErrorReply::failed("the master is shutting down");
-    let (reply, rx) = oneshot::channel();
-    let cmd = Command::LinkOf {
-        worker: worker.clone(),
-        reply,
-    };
-    ctx.master.send(cmd).await.map_err(|_| gone())?;
-    let link = rx.await.map_err(|_| gone())??;
-    let (pong_tx, pong) = oneshot::channel();
-    link.send(LinkCmd::Ping(pong_tx))
-        .map_err(|_| ErrorReply::failed(format!("worker `{worker}` just disconnected")))?;
-    match tokio::time::timeout(PING_TIMEOUT, pong).await {
-        Ok(Ok(rtt)) => Ok(Reply::Pong {
-            worker,
-            round_trip_us: rtt.as_micros() as u64,
-        }),
-        Ok(Err(_)) => Err(ErrorReply::failed(format!(
-            "worker `{worker}` disconnected before answering"
-        ))),
-        Err(_) => Err(ErrorReply::failed(format!(
-            "no answer from worker `{worker}` within {} s",
-            PING_TIMEOUT.as_secs()
-        ))),
-    }
+        Request::ForceBuild {
+            builder,
+            reason,
+            properties,
+            priority,
+        } => {
+            master
+                .force_build(builder, reason, properties, priority)
+                .await
+        }
+        Request::Cancel { request } => master.cancel(request).await,
+        Request::Stop { build } => master.stop(build).await,
+        Request::Queue { builder } => master.queue(builder).await,
+        Request::Workers => master.workers().await,
+        Request::Drain { worker, drain } => master.drain(worker, drain).await,
+        Request::Builds { builder, limit } => master.builds(builder, limit).await,
+        Request::Build { build } => master.build(build).await,
+        Request::RequestInfo { request } => master.request_info(request).await,
+        Request::Artifacts { build } => master.artifacts(build).await,
+    })
 }
 
 /// Returns once the client has closed its end (or the socket failed).
@@ -335,18 +269,15 @@ async fn client_gone<R: tokio::io::AsyncRead + Unpin>(rd: &mut R) {
     }
 }
 
-/// How long `bbctl ping` waits for the worker's answer.
-const PING_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
-
 /// Stream events to the client until it goes away; a client that falls
 /// behind is told how many it missed and carries on.
 async fn events<W: AsyncWrite + Unpin>(
     wr: &mut W,
     id: u64,
-    ctx: &ControlContext,
+    master: &MasterHandle,
 ) -> Result<(), protocol::FrameError> {
     use tokio::sync::broadcast::error::RecvError;
-    let mut rx = ctx.events.subscribe();
+    let mut rx = master.subscribe_events();
     let hello = crate::protocol::Event {
         at_ms: crate::paths::now_ms(),
         generation: 0,

@@ -13,6 +13,7 @@ pub mod config_read;
 pub mod control;
 pub mod core;
 pub mod follow;
+pub mod handle;
 pub mod limits;
 pub mod lineage;
 pub mod listener;
@@ -20,6 +21,7 @@ pub mod local_workers;
 pub mod lock;
 pub mod login_gate;
 pub mod logs;
+pub mod messages;
 pub mod notify;
 pub mod quota;
 pub mod retention;
@@ -262,13 +264,12 @@ pub async fn run(opts: MasterOptions) -> Result<(), DaemonError> {
         tx.clone(),
     );
     let retention_task = tokio::spawn(retention.clone().run());
+    let front =
+        handle::MasterHandle::new(tx.clone(), notices.clone(), events).with_retention(retention);
     let ctx = control::ControlContext {
-        retention,
         limits: Arc::clone(&limits),
         clients: Arc::new(control::ClientSlots::default()),
-        master: tx.clone(),
-        notices: notices.clone(),
-        events,
+        master: front.clone(),
         logs: logs_dir.clone(),
         worker_socket: layout.worker_socket.clone(),
     };
@@ -294,9 +295,8 @@ pub async fn run(opts: MasterOptions) -> Result<(), DaemonError> {
             }
         }
     });
-    let worker_tx = tx.clone();
+    let worker_front = front.clone();
     let link_limits = Arc::clone(&limits);
-    let worker_notices = notices.clone();
     let worker_open = open.clone();
     let worker_task = tokio::spawn(async move {
         let next_link = AtomicU64::new(1);
@@ -310,8 +310,7 @@ pub async fn run(opts: MasterOptions) -> Result<(), DaemonError> {
                     let serving = worker_link::serve(
                         stream,
                         link,
-                        worker_tx.clone(),
-                        worker_notices.clone(),
+                        worker_front.clone(),
                         logs_dir.clone(),
                         Arc::clone(&link_limits),
                     );
@@ -325,7 +324,7 @@ pub async fn run(opts: MasterOptions) -> Result<(), DaemonError> {
         }
     });
     drop(open);
-    let signal_task = tokio::spawn(signals.forward(tx.clone()));
+    let signal_task = tokio::spawn(signals.forward(front));
     drop(tx);
 
     let outcome = master.run(rx).await;

@@ -24,11 +24,11 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use crate::config::WorkerLimits;
-use crate::daemon::actor::Command;
+use crate::daemon::handle::MasterHandle;
 use crate::daemon::quota::{Usage, build_usage, check_upload, free_space};
 use crate::paths::now_ms;
 use crate::protocol::transfer::{
@@ -128,7 +128,7 @@ struct Download {
 pub struct Transfers {
     dirs: Dirs,
     limits: WorkerLimits,
-    master: mpsc::Sender<Command>,
+    master: MasterHandle,
     uploads: HashMap<StepKey, Upload>,
     downloads: HashMap<StepKey, Download>,
     /// Steps whose transfer failed on our side, with the reason.
@@ -142,7 +142,7 @@ pub struct Transfers {
 
 impl Transfers {
     /// No transfer yet.
-    pub fn new(dirs: Dirs, master: mpsc::Sender<Command>, limits: WorkerLimits) -> Self {
+    pub fn new(dirs: Dirs, master: MasterHandle, limits: WorkerLimits) -> Self {
         let (stored_tx, stored_rx) = mpsc::unbounded_channel();
         Transfers {
             dirs,
@@ -474,7 +474,7 @@ impl Transfers {
     /// Verify, fsync, place and record one uploaded file; its size.
     async fn store_file(
         dirs: &Dirs,
-        master: &mpsc::Sender<Command>,
+        master: &MasterHandle,
         build: BuildId,
         r: Receiving,
         sha256: &str,
@@ -522,26 +522,13 @@ impl Transfers {
         .await
         .map_err(|e| format!("storing {name} failed: {e}"))?;
         placed?;
-        let (reply, answer) = oneshot::channel();
         let info = ArtifactInfo {
             name: name.clone(),
             size,
             sha256,
             created_at_ms: now_ms(),
         };
-        let recorded = match master
-            .send(Command::Artifact {
-                build,
-                artifact: info,
-                reply,
-            })
-            .await
-        {
-            Ok(()) => answer
-                .await
-                .unwrap_or_else(|_| Err("the master is shutting down".into())),
-            Err(_) => Err("the master is shutting down".into()),
-        };
+        let recorded = master.record_artifact(build, info).await;
         if let Err(e) = recorded {
             let _ = std::fs::remove_file(dirs.artifact(build, &name));
             return Err(format!("cannot record artifact {name}: {e}"));
@@ -586,11 +573,12 @@ pub async fn send_artifact<W: tokio::io::AsyncWrite + Unpin>(
     id: u64,
     build: BuildId,
     name: &str,
-    ctx: &crate::daemon::control::ControlContext,
+    master: &MasterHandle,
+    dirs: &Dirs,
 ) -> Result<Result<crate::protocol::Reply, crate::protocol::ErrorReply>, crate::protocol::FrameError>
 {
-    use crate::protocol::{ErrorReply, Reply, Request, ServerMsg, StreamItem, write_msg};
-    let list = match ctx.call(Request::Artifacts { build }).await {
+    use crate::protocol::{ErrorReply, Reply, ServerMsg, StreamItem, write_msg};
+    let list = match master.artifacts(build).await {
         Ok(Reply::Artifacts(list)) => list,
         Ok(_) => return Ok(Err(ErrorReply::failed("unexpected answer"))),
         Err(e) => return Ok(Err(e)),
@@ -600,7 +588,7 @@ pub async fn send_artifact<W: tokio::io::AsyncWrite + Unpin>(
             "build {build} has no artifact named `{name}`"
         ))));
     };
-    let path = ctx.limits.dirs.artifact(build, name);
+    let path = dirs.artifact(build, name);
     let mut file = match std::fs::File::open(&path) {
         Ok(f) => f,
         Err(e) => {
@@ -643,13 +631,19 @@ impl Drop for Partial {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::daemon::messages::Command;
     use crate::protocol::transfer::sha256_hex;
 
     fn transfers(dir: &Path) -> (Transfers, mpsc::Receiver<Command>) {
         let dirs = Dirs::new(dir, None);
         dirs.prepare().unwrap();
         let (tx, rx) = mpsc::channel(8);
-        (Transfers::new(dirs, tx, WorkerLimits::default()), rx)
+        let master = MasterHandle::new(
+            tx,
+            tokio::sync::broadcast::channel(1).0,
+            tokio::sync::broadcast::channel(1).0,
+        );
+        (Transfers::new(dirs, master, WorkerLimits::default()), rx)
     }
 
     /// Answer artifact records like the master loop does.

@@ -1,0 +1,344 @@
+//! The master's front door: [`MasterHandle`], one async method per thing a
+//! client, a worker link or a signal may ask of the master loop.
+//!
+//! Every adapter (the control socket, worker links, transfers, followers,
+//! signals, and the ones to come) talks to the loop through this handle and
+//! never builds a [`Command`] or a reply channel by hand. Adding a way in
+//! means calling these methods, not learning the loop (see
+//! docs/architecture.md).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+use crate::config::Config;
+use crate::daemon::core::LinkId;
+use crate::daemon::messages::{Command, LinkCmd, LinkMeta, Notice, Refusal, Snapshot};
+use crate::protocol::{
+    ArtifactInfo, BuildId, ErrorReply, Event, PruneReport, ReloadReport, Reply, Request, RequestId,
+    RunningStep, ShutdownMode, StatusFilter, StepEnd, StepIndex, StreamTarget,
+};
+
+/// What a caller hears when the master loop is gone.
+const GONE: &str = "the master is shutting down";
+
+/// How long `ping` waits for the worker's answer.
+pub const PING_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+fn gone() -> ErrorReply {
+    ErrorReply::failed(GONE)
+}
+
+/// A cloneable way in to the master loop (see the module comment).
+#[derive(Clone)]
+pub struct MasterHandle {
+    tx: mpsc::Sender<Command>,
+    notices: broadcast::Sender<Arc<Notice>>,
+    events: broadcast::Sender<Arc<Event>>,
+    retention: Option<crate::daemon::retention::RetentionHandle>,
+}
+
+impl MasterHandle {
+    /// A handle on the loop that reads `tx`, with its broadcast channels.
+    pub fn new(
+        tx: mpsc::Sender<Command>,
+        notices: broadcast::Sender<Arc<Notice>>,
+        events: broadcast::Sender<Arc<Event>>,
+    ) -> Self {
+        MasterHandle {
+            tx,
+            notices,
+            events,
+            retention: None,
+        }
+    }
+
+    /// The same handle, also answering `prune` and the disk figures of
+    /// `status` from the retention task.
+    pub fn with_retention(mut self, retention: crate::daemon::retention::RetentionHandle) -> Self {
+        self.retention = Some(retention);
+        self
+    }
+
+    /// Send `cmd` and wait for the answer on `rx`; `None` if the loop is gone.
+    async fn round_trip<T>(&self, cmd: Command, rx: oneshot::Receiver<T>) -> Option<T> {
+        self.tx.send(cmd).await.ok()?;
+        rx.await.ok()
+    }
+
+    /// A client request answered by the loop itself.
+    async fn client(&self, request: Request) -> Result<Reply, ErrorReply> {
+        let (reply, rx) = oneshot::channel();
+        self.round_trip(Command::Client { request, reply }, rx)
+            .await
+            .unwrap_or_else(|| Err(gone()))
+    }
+
+    /// `bbctl force-build`: queue a request; answered once it is on disk.
+    pub async fn force_build(
+        &self,
+        builder: String,
+        reason: Option<String>,
+        properties: std::collections::BTreeMap<String, String>,
+        priority: i32,
+    ) -> Result<Reply, ErrorReply> {
+        self.client(Request::ForceBuild {
+            builder,
+            reason,
+            properties,
+            priority,
+        })
+        .await
+    }
+
+    /// `bbctl cancel`: cancel a queued request.
+    pub async fn cancel(&self, request: RequestId) -> Result<Reply, ErrorReply> {
+        self.client(Request::Cancel { request }).await
+    }
+
+    /// `bbctl stop`: stop a running build.
+    pub async fn stop(&self, build: BuildId) -> Result<Reply, ErrorReply> {
+        self.client(Request::Stop { build }).await
+    }
+
+    /// `bbctl status`, with the disk figures of the retention task.
+    pub async fn status(&self, filter: StatusFilter) -> Result<Reply, ErrorReply> {
+        let reply = self.client(Request::Status(filter)).await?;
+        Ok(match reply {
+            Reply::Status(mut status) => {
+                status.disk = self.retention.as_ref().and_then(|r| r.usage());
+                Reply::Status(status)
+            }
+            other => other,
+        })
+    }
+
+    /// `bbctl queue`.
+    pub async fn queue(&self, builder: Option<String>) -> Result<Reply, ErrorReply> {
+        self.client(Request::Queue { builder }).await
+    }
+
+    /// `bbctl workers`.
+    pub async fn workers(&self) -> Result<Reply, ErrorReply> {
+        self.client(Request::Workers).await
+    }
+
+    /// `bbctl drain` / `undrain`, for the master or one worker.
+    pub async fn drain(&self, worker: Option<String>, drain: bool) -> Result<Reply, ErrorReply> {
+        self.client(Request::Drain { worker, drain }).await
+    }
+
+    /// `bbctl builds`: the history.
+    pub async fn builds(&self, builder: Option<String>, limit: u32) -> Result<Reply, ErrorReply> {
+        self.client(Request::Builds { builder, limit }).await
+    }
+
+    /// `bbctl build`: one build in detail.
+    pub async fn build(&self, build: BuildId) -> Result<Reply, ErrorReply> {
+        self.client(Request::Build { build }).await
+    }
+
+    /// `bbctl request`: one request.
+    pub async fn request_info(&self, request: RequestId) -> Result<Reply, ErrorReply> {
+        self.client(Request::RequestInfo { request }).await
+    }
+
+    /// `bbctl artifacts`: a build's uploaded files.
+    pub async fn artifacts(&self, build: BuildId) -> Result<Reply, ErrorReply> {
+        self.client(Request::Artifacts { build }).await
+    }
+
+    /// `bbctl reload` (or its dry run), from `config` or the master's file.
+    pub async fn reload(
+        &self,
+        dry_run: bool,
+        config: Option<PathBuf>,
+    ) -> Result<ReloadReport, ErrorReply> {
+        let (reply, rx) = oneshot::channel();
+        let cmd = Command::Reload {
+            dry_run,
+            config,
+            reply: Some(reply),
+        };
+        self.round_trip(cmd, rx)
+            .await
+            .unwrap_or_else(|| Err(gone()))
+    }
+
+    /// `bbctl shutdown` in one of its modes.
+    pub async fn shutdown(&self, mode: ShutdownMode) -> Result<Reply, ErrorReply> {
+        let (reply, rx) = oneshot::channel();
+        let cmd = Command::Shutdown {
+            mode,
+            reply: Some(reply),
+        };
+        self.round_trip(cmd, rx)
+            .await
+            .unwrap_or_else(|| Err(gone()))
+    }
+
+    /// A reload nobody waits for (SIGHUP: the result is logged); false
+    /// when the loop is gone.
+    pub async fn reload_unanswered(&self) -> bool {
+        let cmd = Command::Reload {
+            dry_run: false,
+            config: None,
+            reply: None,
+        };
+        self.tx.send(cmd).await.is_ok()
+    }
+
+    /// A plain shutdown nobody waits for (SIGTERM, SIGINT); false when the
+    /// loop is gone.
+    pub async fn shutdown_unanswered(&self) -> bool {
+        let cmd = Command::Shutdown {
+            mode: ShutdownMode::Now,
+            reply: None,
+        };
+        self.tx.send(cmd).await.is_ok()
+    }
+
+    /// `bbctl ping`: time a round trip master -> worker -> master.
+    pub async fn ping(&self, worker: String) -> Result<Reply, ErrorReply> {
+        let (reply, rx) = oneshot::channel();
+        let cmd = Command::LinkOf {
+            worker: worker.clone(),
+            reply,
+        };
+        let link = self.round_trip(cmd, rx).await.ok_or_else(gone)??;
+        let (pong_tx, pong) = oneshot::channel();
+        link.send(LinkCmd::Ping(pong_tx))
+            .map_err(|_| ErrorReply::failed(format!("worker `{worker}` just disconnected")))?;
+        match tokio::time::timeout(PING_TIMEOUT, pong).await {
+            Ok(Ok(rtt)) => Ok(Reply::Pong {
+                worker,
+                round_trip_us: rtt.as_micros() as u64,
+            }),
+            Ok(Err(_)) => Err(ErrorReply::failed(format!(
+                "worker `{worker}` disconnected before answering"
+            ))),
+            Err(_) => Err(ErrorReply::failed(format!(
+                "no answer from worker `{worker}` within {} s",
+                PING_TIMEOUT.as_secs()
+            ))),
+        }
+    }
+
+    /// `bbctl prune` (or its dry run), off the master loop.
+    pub async fn prune(&self, dry_run: bool) -> Result<PruneReport, ErrorReply> {
+        let Some(retention) = &self.retention else {
+            return Err(ErrorReply::failed("pruning is not available here"));
+        };
+        retention
+            .prune(dry_run)
+            .await
+            .map_err(|e| ErrorReply::failed(e.to_string()))
+    }
+
+    /// Where a build (or a request's build) stands, for a follower.
+    pub async fn snapshot(&self, target: StreamTarget) -> Result<Snapshot, ErrorReply> {
+        let (reply, rx) = oneshot::channel();
+        self.round_trip(Command::Snapshot { target, reply }, rx)
+            .await
+            .unwrap_or_else(|| Err(gone()))
+    }
+
+    /// The config in force; `None` when the loop is gone.
+    pub async fn config(&self) -> Option<Arc<Config>> {
+        let (reply, rx) = oneshot::channel();
+        self.round_trip(Command::Config { reply }, rx).await
+    }
+
+    /// The master's events, from now on (`bbctl events`, `watch`).
+    pub fn subscribe_events(&self) -> broadcast::Receiver<Arc<Event>> {
+        self.events.subscribe()
+    }
+
+    /// Build notices (records written, logs grown), from now on.
+    pub fn subscribe_notices(&self) -> broadcast::Receiver<Arc<Notice>> {
+        self.notices.subscribe()
+    }
+
+    /// Tell followers that a step's log grew (no one listening is fine).
+    pub fn log_grew(&self, build: BuildId, step: StepIndex) {
+        let _ = self.notices.send(Arc::new(Notice::Output { build, step }));
+    }
+
+    /// Record an uploaded file; `Err(reason)` if it could not be.
+    pub async fn record_artifact(
+        &self,
+        build: BuildId,
+        artifact: ArtifactInfo,
+    ) -> Result<(), String> {
+        let (reply, rx) = oneshot::channel();
+        let cmd = Command::Artifact {
+            build,
+            artifact,
+            reply,
+        };
+        self.round_trip(cmd, rx)
+            .await
+            .unwrap_or_else(|| Err(GONE.into()))
+    }
+
+    /// A worker finished its handshake: attach it (or say why not).
+    /// `None` when the loop is gone.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn worker_hello(
+        &self,
+        name: String,
+        secret: String,
+        held: Vec<RunningStep>,
+        meta: LinkMeta,
+        link: LinkId,
+        tx: mpsc::UnboundedSender<LinkCmd>,
+    ) -> Option<Result<(), Refusal>> {
+        let (reply, rx) = oneshot::channel();
+        let cmd = Command::WorkerHello {
+            name,
+            secret,
+            held,
+            meta,
+            link,
+            tx,
+            reply,
+        };
+        self.round_trip(cmd, rx).await
+    }
+
+    /// A worker reported a step's end; false when the loop is gone.
+    pub async fn step_ended(
+        &self,
+        link: LinkId,
+        build: BuildId,
+        step: StepIndex,
+        end: StepEnd,
+    ) -> bool {
+        let cmd = Command::StepEnded {
+            link,
+            build,
+            step,
+            end,
+        };
+        self.tx.send(cmd).await.is_ok()
+    }
+
+    /// A worker link went silent (keepalive): a local worker is killed and
+    /// restarted.
+    pub async fn worker_silent(&self, link: LinkId) {
+        let _ = self.tx.send(Command::WorkerSilent { link }).await;
+    }
+
+    /// A worker link ended. Callable from `Drop`: sent at once if the
+    /// queue has room, else from a task.
+    pub fn worker_gone(&self, link: LinkId) {
+        let gone = Command::WorkerGone { link };
+        if let Err(mpsc::error::TrySendError::Full(gone)) = self.tx.try_send(gone) {
+            let tx = self.tx.clone();
+            tokio::spawn(async move {
+                let _ = tx.send(gone).await;
+            });
+        }
+    }
+}
