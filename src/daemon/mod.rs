@@ -14,6 +14,7 @@ pub mod control;
 pub mod core;
 pub mod follow;
 pub mod handle;
+pub mod handlers;
 pub mod limits;
 pub mod lineage;
 pub mod listener;
