@@ -13,13 +13,14 @@ use interprocess::local_socket::traits::StreamCommon as _;
 use tokio::io::AsyncWrite;
 use tracing::{debug, warn};
 
+use crate::daemon::auth::{Ask, Principal};
 pub use crate::daemon::client_slots::ClientSlots;
 use crate::daemon::client_slots::IDLE_TIMEOUT;
 use crate::daemon::follow;
 use crate::daemon::handle::MasterHandle;
+use crate::daemon::limits::HANDSHAKE_TIMEOUT;
 use crate::daemon::limits::Limits;
 use crate::daemon::lineage;
-use crate::daemon::worker_link::HANDSHAKE_TIMEOUT;
 use crate::protocol::{
     self, ClientRequest, ErrorReply, Hello, HelloReply, Reply, Request, Role, ServerMsg,
 };
@@ -48,45 +49,34 @@ pub async fn serve(stream: Stream, ctx: ControlContext) {
     let peer_gid = creds.as_ref().and_then(|c| c.egid());
     let peer_pid = creds.as_ref().and_then(|c| c.pid());
     let (mut rd, mut wr) = tokio::io::split(stream);
-    if let Some(step) = peer_pid
-        .and_then(|pid| lineage::worker_ancestor(pid, &ctx.worker_socket, true).map(|w| (pid, w)))
-    {
-        let (pid, worker) = step;
-        let name = worker.name.as_deref().unwrap_or("?");
-        warn!(
-            peer_pid = pid,
-            worker_pid = worker.pid,
-            worker = %crate::untrusted::Escaped(name),
-            "control connection from a build step refused"
-        );
-        let reason = format!(
-            "permission denied: process {pid} {}; build steps may not use the control socket",
-            worker.describe()
-        );
-        let _ = protocol::write_msg(
-            &mut wr,
-            &HelloReply::refused(protocol::RefusalKind::Other, reason),
-        )
-        .await;
-        return;
-    }
-    if !ctx.limits.allows(own_uid, peer_uid, peer_gid) {
-        warn!(
-            ?peer_uid,
-            ?peer_gid,
-            "control connection from a user not allowed refused"
-        );
-        let reason = format!(
-            "permission denied: uid {} may not use this master (it serves uid {own_uid}; see `allowed_uids`/`allowed_gid`)",
-            peer_uid
-                .map(|u| u.to_string())
-                .unwrap_or_else(|| "unknown".into())
-        );
-        let _ = protocol::write_msg(
-            &mut wr,
-            &HelloReply::refused(protocol::RefusalKind::Other, reason),
-        )
-        .await;
+    let under_worker =
+        peer_pid.and_then(|pid| lineage::worker_ancestor(pid, &ctx.worker_socket, true));
+    let who = Principal::LocalUser {
+        uid: peer_uid,
+        gid: peer_gid,
+        pid: peer_pid,
+        under_worker,
+    };
+    if let Err(refusal) = ctx.master.authorize(&who, Ask::Connect) {
+        match &who {
+            Principal::LocalUser {
+                pid: Some(pid),
+                under_worker: Some(worker),
+                ..
+            } => warn!(
+                peer_pid = pid,
+                worker_pid = worker.pid,
+                worker = %crate::untrusted::Escaped(worker.name.as_deref().unwrap_or("?")),
+                "control connection from a build step refused"
+            ),
+            _ => warn!(
+                ?peer_uid,
+                ?peer_gid,
+                "control connection from a user not allowed refused"
+            ),
+        }
+        let _ =
+            protocol::write_msg(&mut wr, &HelloReply::refused(refusal.kind, refusal.reason)).await;
         return;
     }
     // One slot per connection, freed however the connection ends.
@@ -169,7 +159,7 @@ pub async fn serve(stream: Stream, ctx: ControlContext) {
         // that leaves meanwhile, so its task and its `max_clients` slot
         // are freed at once (a client sends nothing while it streams).
         let streaming = matches!(req.body, Request::Stream(_) | Request::Events);
-        let answering = answer(req.id, req.body, &mut wr, &ctx);
+        let answering = answer(req.id, req.body, &mut wr, &ctx, &who);
         let answered = if streaming {
             tokio::select! {
                 r = answering => r,
@@ -207,17 +197,18 @@ async fn answer<W: AsyncWrite + Unpin>(
     body: Request,
     wr: &mut W,
     ctx: &ControlContext,
+    who: &Principal,
 ) -> Result<Result<Reply, ErrorReply>, protocol::FrameError> {
     let master = &ctx.master;
     Ok(match body {
-        Request::Ping { worker } => master.ping(worker).await,
-        Request::Prune { dry_run } => master.prune(dry_run).await.map(Reply::Pruned),
-        Request::Status(filter) => master.status(filter).await,
-        Request::Events => {
-            events(wr, id, master).await?;
+        Request::Ping { worker } => master.ping(who, worker).await,
+        Request::Prune { dry_run } => master.prune(who, dry_run).await.map(Reply::Pruned),
+        Request::Status(filter) => master.status(who, filter).await,
+        Request::Events => match events(wr, id, master, who).await? {
+            Err(refused) => Err(refused),
             // The stream ends only when the client leaves or the master stops.
-            Err(ErrorReply::failed("the master is shutting down"))
-        }
+            Ok(()) => Err(ErrorReply::failed("the master is shutting down")),
+        },
         Request::Artifact { build, name } => {
             return crate::daemon::transfer::send_artifact(
                 wr,
@@ -225,15 +216,17 @@ async fn answer<W: AsyncWrite + Unpin>(
                 build,
                 &name,
                 master,
+                who,
                 &ctx.limits.dirs,
             )
             .await;
         }
-        Request::Stream(req) => return follow::stream(wr, id, req, master, &ctx.logs).await,
-        Request::Shutdown { mode } => master.shutdown(mode).await,
-        Request::Reload { dry_run, config } => {
-            master.reload(dry_run, config).await.map(Reply::Reloaded)
-        }
+        Request::Stream(req) => return follow::stream(wr, id, req, master, who, &ctx.logs).await,
+        Request::Shutdown { mode } => master.shutdown(who, mode).await,
+        Request::Reload { dry_run, config } => master
+            .reload(who, dry_run, config)
+            .await
+            .map(Reply::Reloaded),
         Request::ForceBuild {
             builder,
             reason,
@@ -241,18 +234,18 @@ async fn answer<W: AsyncWrite + Unpin>(
             priority,
         } => {
             master
-                .force_build(builder, reason, properties, priority)
+                .force_build(who, builder, reason, properties, priority)
                 .await
         }
-        Request::Cancel { request } => master.cancel(request).await,
-        Request::Stop { build } => master.stop(build).await,
-        Request::Queue { builder } => master.queue(builder).await,
-        Request::Workers => master.workers().await,
-        Request::Drain { worker, drain } => master.drain(worker, drain).await,
-        Request::Builds { builder, limit } => master.builds(builder, limit).await,
-        Request::Build { build } => master.build(build).await,
-        Request::RequestInfo { request } => master.request_info(request).await,
-        Request::Artifacts { build } => master.artifacts(build).await,
+        Request::Cancel { request } => master.cancel(who, request).await,
+        Request::Stop { build } => master.stop(who, build).await,
+        Request::Queue { builder } => master.queue(who, builder).await,
+        Request::Workers => master.workers(who).await,
+        Request::Drain { worker, drain } => master.drain(who, worker, drain).await,
+        Request::Builds { builder, limit } => master.builds(who, builder, limit).await,
+        Request::Build { build } => master.build(who, build).await,
+        Request::RequestInfo { request } => master.request_info(who, request).await,
+        Request::Artifacts { build } => master.artifacts(who, build).await,
     })
 }
 
@@ -275,9 +268,13 @@ async fn events<W: AsyncWrite + Unpin>(
     wr: &mut W,
     id: u64,
     master: &MasterHandle,
-) -> Result<(), protocol::FrameError> {
+    who: &Principal,
+) -> Result<Result<(), ErrorReply>, protocol::FrameError> {
     use tokio::sync::broadcast::error::RecvError;
-    let mut rx = master.subscribe_events();
+    let mut rx = match master.subscribe_events(who) {
+        Ok(rx) => rx,
+        Err(e) => return Ok(Err(e)),
+    };
     let hello = crate::protocol::Event {
         at_ms: crate::paths::now_ms(),
         generation: 0,
@@ -292,7 +289,7 @@ async fn events<W: AsyncWrite + Unpin>(
                 generation: 0,
                 kind: crate::protocol::EventKind::Lagged { missed },
             },
-            Err(RecvError::Closed) => return Ok(()),
+            Err(RecvError::Closed) => return Ok(Ok(())),
         };
         protocol::write_msg(wr, &ServerMsg::Event { id, event }).await?;
     }

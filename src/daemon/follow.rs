@@ -12,13 +12,14 @@ use std::path::Path;
 use tokio::io::AsyncWrite;
 use tokio::sync::broadcast;
 
+use crate::daemon::auth::Principal;
 use crate::daemon::core::Record;
 use crate::daemon::handle::MasterHandle;
 use crate::daemon::logs;
 use crate::daemon::messages::{Notice, Snapshot};
 use crate::protocol::{
-    self, BuildDetail, BuildId, ErrorReply, FrameError, Reply, RequestId, ServerMsg, StepDetail,
-    StepIndex, StreamItem, StreamRequest, StreamTarget,
+    self, BuildDetail, BuildId, ErrorReply, FrameError, Reply, Request, RequestId, ServerMsg,
+    StepDetail, StepIndex, StreamItem, StreamRequest, StreamTarget,
 };
 
 /// Largest piece of output sent in one item.
@@ -53,8 +54,12 @@ pub async fn stream<W: AsyncWrite + Unpin>(
     id: u64,
     req: StreamRequest,
     master: &MasterHandle,
+    who: &Principal,
     logs: &Path,
 ) -> Result<Result<Reply, ErrorReply>, FrameError> {
+    if let Err(refused) = master.may_follow(who, &Request::Stream(req.clone())) {
+        return Ok(Err(refused));
+    }
     let mut rx = master.subscribe_notices();
     let mut target = req.target.clone();
     let mut f = Follower {

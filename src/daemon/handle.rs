@@ -13,6 +13,7 @@ use std::sync::Arc;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::config::Config;
+use crate::daemon::auth::{self, Ask, Policy, Principal};
 use crate::daemon::core::LinkId;
 use crate::daemon::messages::{Command, LinkCmd, LinkMeta, Notice, Refusal, Snapshot};
 use crate::protocol::{
@@ -37,6 +38,8 @@ pub struct MasterHandle {
     notices: broadcast::Sender<Arc<Notice>>,
     events: broadcast::Sender<Arc<Event>>,
     retention: Option<crate::daemon::retention::RetentionHandle>,
+    /// Who may ask what (see [`crate::daemon::auth`]).
+    policy: Arc<Policy>,
 }
 
 impl MasterHandle {
@@ -51,7 +54,31 @@ impl MasterHandle {
             notices,
             events,
             retention: None,
+            policy: Arc::new(Policy {
+                own_uid: nix::unistd::geteuid().as_raw(),
+                allowed_uids: Vec::new(),
+                allowed_gid: None,
+            }),
         }
+    }
+
+    /// The same handle, deciding by `policy` (the default admits the
+    /// master's own user only).
+    pub fn with_policy(mut self, policy: Policy) -> Self {
+        self.policy = Arc::new(policy);
+        self
+    }
+
+    /// May `who` do `what`? Every client method asks this first; an
+    /// adapter also asks it when a connection opens (`Ask::Connect`).
+    pub fn authorize(&self, who: &Principal, what: Ask<'_>) -> Result<(), Refusal> {
+        auth::authorize(&self.policy, who, what)
+    }
+
+    /// [`Self::authorize`] for one client request, as a client error.
+    fn check(&self, who: &Principal, request: &Request) -> Result<(), ErrorReply> {
+        self.authorize(who, Ask::Request(request))
+            .map_err(|refusal| ErrorReply::rejected(refusal.reason))
     }
 
     /// The same handle, also answering `prune` and the disk figures of
@@ -68,7 +95,8 @@ impl MasterHandle {
     }
 
     /// A client request answered by the loop itself.
-    async fn client(&self, request: Request) -> Result<Reply, ErrorReply> {
+    async fn client(&self, who: &Principal, request: Request) -> Result<Reply, ErrorReply> {
+        self.check(who, &request)?;
         let (reply, rx) = oneshot::channel();
         self.round_trip(Command::Client { request, reply }, rx)
             .await
@@ -78,33 +106,37 @@ impl MasterHandle {
     /// `bbctl force-build`: queue a request; answered once it is on disk.
     pub async fn force_build(
         &self,
+        who: &Principal,
         builder: String,
         reason: Option<String>,
         properties: std::collections::BTreeMap<String, String>,
         priority: i32,
     ) -> Result<Reply, ErrorReply> {
-        self.client(Request::ForceBuild {
-            builder,
-            reason,
-            properties,
-            priority,
-        })
+        self.client(
+            who,
+            Request::ForceBuild {
+                builder,
+                reason,
+                properties,
+                priority,
+            },
+        )
         .await
     }
 
     /// `bbctl cancel`: cancel a queued request.
-    pub async fn cancel(&self, request: RequestId) -> Result<Reply, ErrorReply> {
-        self.client(Request::Cancel { request }).await
+    pub async fn cancel(&self, who: &Principal, request: RequestId) -> Result<Reply, ErrorReply> {
+        self.client(who, Request::Cancel { request }).await
     }
 
     /// `bbctl stop`: stop a running build.
-    pub async fn stop(&self, build: BuildId) -> Result<Reply, ErrorReply> {
-        self.client(Request::Stop { build }).await
+    pub async fn stop(&self, who: &Principal, build: BuildId) -> Result<Reply, ErrorReply> {
+        self.client(who, Request::Stop { build }).await
     }
 
     /// `bbctl status`, with the disk figures of the retention task.
-    pub async fn status(&self, filter: StatusFilter) -> Result<Reply, ErrorReply> {
-        let reply = self.client(Request::Status(filter)).await?;
+    pub async fn status(&self, who: &Principal, filter: StatusFilter) -> Result<Reply, ErrorReply> {
+        let reply = self.client(who, Request::Status(filter)).await?;
         Ok(match reply {
             Reply::Status(mut status) => {
                 status.disk = self.retention.as_ref().and_then(|r| r.usage());
@@ -115,46 +147,72 @@ impl MasterHandle {
     }
 
     /// `bbctl queue`.
-    pub async fn queue(&self, builder: Option<String>) -> Result<Reply, ErrorReply> {
-        self.client(Request::Queue { builder }).await
+    pub async fn queue(
+        &self,
+        who: &Principal,
+        builder: Option<String>,
+    ) -> Result<Reply, ErrorReply> {
+        self.client(who, Request::Queue { builder }).await
     }
 
     /// `bbctl workers`.
-    pub async fn workers(&self) -> Result<Reply, ErrorReply> {
-        self.client(Request::Workers).await
+    pub async fn workers(&self, who: &Principal) -> Result<Reply, ErrorReply> {
+        self.client(who, Request::Workers).await
     }
 
     /// `bbctl drain` / `undrain`, for the master or one worker.
-    pub async fn drain(&self, worker: Option<String>, drain: bool) -> Result<Reply, ErrorReply> {
-        self.client(Request::Drain { worker, drain }).await
+    pub async fn drain(
+        &self,
+        who: &Principal,
+        worker: Option<String>,
+        drain: bool,
+    ) -> Result<Reply, ErrorReply> {
+        self.client(who, Request::Drain { worker, drain }).await
     }
 
     /// `bbctl builds`: the history.
-    pub async fn builds(&self, builder: Option<String>, limit: u32) -> Result<Reply, ErrorReply> {
-        self.client(Request::Builds { builder, limit }).await
+    pub async fn builds(
+        &self,
+        who: &Principal,
+        builder: Option<String>,
+        limit: u32,
+    ) -> Result<Reply, ErrorReply> {
+        self.client(who, Request::Builds { builder, limit }).await
     }
 
     /// `bbctl build`: one build in detail.
-    pub async fn build(&self, build: BuildId) -> Result<Reply, ErrorReply> {
-        self.client(Request::Build { build }).await
+    pub async fn build(&self, who: &Principal, build: BuildId) -> Result<Reply, ErrorReply> {
+        self.client(who, Request::Build { build }).await
     }
 
     /// `bbctl request`: one request.
-    pub async fn request_info(&self, request: RequestId) -> Result<Reply, ErrorReply> {
-        self.client(Request::RequestInfo { request }).await
+    pub async fn request_info(
+        &self,
+        who: &Principal,
+        request: RequestId,
+    ) -> Result<Reply, ErrorReply> {
+        self.client(who, Request::RequestInfo { request }).await
     }
 
     /// `bbctl artifacts`: a build's uploaded files.
-    pub async fn artifacts(&self, build: BuildId) -> Result<Reply, ErrorReply> {
-        self.client(Request::Artifacts { build }).await
+    pub async fn artifacts(&self, who: &Principal, build: BuildId) -> Result<Reply, ErrorReply> {
+        self.client(who, Request::Artifacts { build }).await
     }
 
     /// `bbctl reload` (or its dry run), from `config` or the master's file.
     pub async fn reload(
         &self,
+        who: &Principal,
         dry_run: bool,
         config: Option<PathBuf>,
     ) -> Result<ReloadReport, ErrorReply> {
+        self.check(
+            who,
+            &Request::Reload {
+                dry_run,
+                config: config.clone(),
+            },
+        )?;
         let (reply, rx) = oneshot::channel();
         let cmd = Command::Reload {
             dry_run,
@@ -167,7 +225,8 @@ impl MasterHandle {
     }
 
     /// `bbctl shutdown` in one of its modes.
-    pub async fn shutdown(&self, mode: ShutdownMode) -> Result<Reply, ErrorReply> {
+    pub async fn shutdown(&self, who: &Principal, mode: ShutdownMode) -> Result<Reply, ErrorReply> {
+        self.check(who, &Request::Shutdown { mode })?;
         let (reply, rx) = oneshot::channel();
         let cmd = Command::Shutdown {
             mode,
@@ -200,7 +259,13 @@ impl MasterHandle {
     }
 
     /// `bbctl ping`: time a round trip master -> worker -> master.
-    pub async fn ping(&self, worker: String) -> Result<Reply, ErrorReply> {
+    pub async fn ping(&self, who: &Principal, worker: String) -> Result<Reply, ErrorReply> {
+        self.check(
+            who,
+            &Request::Ping {
+                worker: worker.clone(),
+            },
+        )?;
         let (reply, rx) = oneshot::channel();
         let cmd = Command::LinkOf {
             worker: worker.clone(),
@@ -226,7 +291,8 @@ impl MasterHandle {
     }
 
     /// `bbctl prune` (or its dry run), off the master loop.
-    pub async fn prune(&self, dry_run: bool) -> Result<PruneReport, ErrorReply> {
+    pub async fn prune(&self, who: &Principal, dry_run: bool) -> Result<PruneReport, ErrorReply> {
+        self.check(who, &Request::Prune { dry_run })?;
         let Some(retention) = &self.retention else {
             return Err(ErrorReply::failed("pruning is not available here"));
         };
@@ -234,6 +300,12 @@ impl MasterHandle {
             .prune(dry_run)
             .await
             .map_err(|e| ErrorReply::failed(e.to_string()))
+    }
+
+    /// May `who` follow builds (`log`, `force-build --follow`)? Asked once
+    /// per stream, before its first [`Self::snapshot`].
+    pub fn may_follow(&self, who: &Principal, request: &Request) -> Result<(), ErrorReply> {
+        self.check(who, request)
     }
 
     /// Where a build (or a request's build) stands, for a follower.
@@ -251,8 +323,12 @@ impl MasterHandle {
     }
 
     /// The master's events, from now on (`bbctl events`, `watch`).
-    pub fn subscribe_events(&self) -> broadcast::Receiver<Arc<Event>> {
-        self.events.subscribe()
+    pub fn subscribe_events(
+        &self,
+        who: &Principal,
+    ) -> Result<broadcast::Receiver<Arc<Event>>, ErrorReply> {
+        self.check(who, &Request::Events)?;
+        Ok(self.events.subscribe())
     }
 
     /// Build notices (records written, logs grown), from now on.

@@ -8,6 +8,7 @@
 
 pub mod actor;
 pub mod args;
+pub mod auth;
 pub mod client_slots;
 pub mod config_read;
 pub mod control;
@@ -265,8 +266,9 @@ pub async fn run(opts: MasterOptions) -> Result<(), DaemonError> {
         tx.clone(),
     );
     let retention_task = tokio::spawn(retention.clone().run());
-    let front =
-        handle::MasterHandle::new(tx.clone(), notices.clone(), events).with_retention(retention);
+    let front = handle::MasterHandle::new(tx.clone(), notices.clone(), events)
+        .with_retention(retention)
+        .with_policy(auth::Policy::new(&limits, nix::unistd::geteuid().as_raw()));
     let ctx = control::ControlContext {
         limits: Arc::clone(&limits),
         clients: Arc::new(control::ClientSlots::default()),

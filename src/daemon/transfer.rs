@@ -574,11 +574,12 @@ pub async fn send_artifact<W: tokio::io::AsyncWrite + Unpin>(
     build: BuildId,
     name: &str,
     master: &MasterHandle,
+    who: &crate::daemon::auth::Principal,
     dirs: &Dirs,
 ) -> Result<Result<crate::protocol::Reply, crate::protocol::ErrorReply>, crate::protocol::FrameError>
 {
     use crate::protocol::{ErrorReply, Reply, ServerMsg, StreamItem, write_msg};
-    let list = match master.artifacts(build).await {
+    let list = match master.artifacts(who, build).await {
         Ok(Reply::Artifacts(list)) => list,
         Ok(_) => return Ok(Err(ErrorReply::failed("unexpected answer"))),
         Err(e) => return Ok(Err(e)),

@@ -68,8 +68,7 @@ const MISSED_INTERVALS: u32 = crate::worker::MISSED_INTERVALS;
 /// How long a refused worker waits for the refusal.
 const REFUSAL_DELAY: Duration = Duration::from_secs(1);
 
-/// How long a peer has to finish the handshake.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+pub use crate::daemon::limits::HANDSHAKE_TIMEOUT;
 
 /// Serve one connection on the worker socket until it ends.
 pub async fn serve(
