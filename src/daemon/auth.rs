@@ -8,7 +8,7 @@
 //! user, `allowed_uids` and `allowed_gid` may connect; a build step (a
 //! process under a worker of this master) never may, whatever its uid.
 
-use crate::daemon::limits::Limits;
+use crate::config::MasterSettings;
 use crate::daemon::lineage::WorkerAncestor;
 use crate::daemon::messages::Refusal;
 use crate::protocol::{RefusalKind, Request};
@@ -67,12 +67,13 @@ pub struct Policy {
 }
 
 impl Policy {
-    /// The policy of a master running as `own_uid` with these limits.
-    pub fn new(limits: &Limits, own_uid: u32) -> Self {
+    /// The policy of a master running as `own_uid` with these settings
+    /// (read once at start, like the other limits).
+    pub fn from_settings(settings: &MasterSettings, own_uid: u32) -> Self {
         Policy {
             own_uid,
-            allowed_uids: limits.allowed_uids.clone(),
-            allowed_gid: limits.allowed_gid,
+            allowed_uids: settings.allowed_uids.clone(),
+            allowed_gid: settings.allowed_gid,
         }
     }
 
@@ -152,8 +153,7 @@ mod tests {
     /// The rules `Limits::allows` had, moved here with their asserts.
     #[test]
     fn only_the_owner_by_default() {
-        let l = Limits::from_settings(&crate::config::MasterSettings::default());
-        let p = Policy::new(&l, 1000);
+        let p = Policy::from_settings(&MasterSettings::default(), 1000);
         assert!(p.admits(Some(1000), Some(1000)));
         assert!(!p.admits(Some(1001), Some(1000)));
         assert!(!p.admits(None, None));
@@ -161,16 +161,16 @@ mod tests {
 
     #[test]
     fn listed_users_and_a_group_may_be_let_in() {
-        let mut m = crate::config::MasterSettings {
+        let mut m = MasterSettings {
             allowed_uids: vec![1001],
-            ..crate::config::MasterSettings::default()
+            ..MasterSettings::default()
         };
-        let p = Policy::new(&Limits::from_settings(&m), 1000);
+        let p = Policy::from_settings(&m, 1000);
         assert!(p.admits(Some(1001), Some(5)));
         assert!(!p.admits(Some(1002), Some(5)));
         m.allowed_uids.clear();
         m.allowed_gid = Some(50);
-        let p = Policy::new(&Limits::from_settings(&m), 1000);
+        let p = Policy::from_settings(&m, 1000);
         assert!(p.admits(Some(1002), Some(50)));
         assert!(!p.admits(Some(1002), Some(51)));
     }

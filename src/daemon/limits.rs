@@ -23,7 +23,7 @@ pub struct Limits {
     /// Ping interval on worker links.
     pub keepalive: Duration,
     /// Artifacts and transfer dirs (set by the master at start).
-    pub dirs: crate::daemon::transfer::Dirs,
+    pub dirs: crate::daemon::dirs::Dirs,
     /// Upload quotas, free-space floor and deadlines against a worker.
     pub worker: crate::config::WorkerLimits,
     /// Failed worker logins, slowed for the whole master.

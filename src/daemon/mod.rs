@@ -13,6 +13,7 @@ pub mod client_slots;
 pub mod config_read;
 pub mod control;
 pub mod core;
+pub mod dirs;
 pub mod follow;
 pub mod handle;
 pub mod handlers;
@@ -268,7 +269,10 @@ pub async fn run(opts: MasterOptions) -> Result<(), DaemonError> {
     let retention_task = tokio::spawn(retention.clone().run());
     let front = handle::MasterHandle::new(tx.clone(), notices.clone(), events)
         .with_retention(retention)
-        .with_policy(auth::Policy::new(&limits, nix::unistd::geteuid().as_raw()));
+        .with_policy(auth::Policy::from_settings(
+            &config.master,
+            nix::unistd::geteuid().as_raw(),
+        ));
     let ctx = control::ControlContext {
         limits: Arc::clone(&limits),
         clients: Arc::new(control::ClientSlots::default()),

@@ -105,7 +105,7 @@ impl Master {
             Request::Cancel { request } => self.cancel(request, now),
             Request::Stop { build } => self.stop(build, now),
             Request::Artifacts { build } => {
-                crate::daemon::transfer::list_artifacts(&self.store, build).map(Reply::Artifacts)
+                queries::list_artifacts(&self.store, build).map(Reply::Artifacts)
             }
             Request::Stream(_)
             | Request::Shutdown { .. }

@@ -93,3 +93,19 @@ impl Master {
         Ok(Snapshot { request, build })
     }
 }
+
+/// `bbctl artifacts BUILD`: the build's artifacts, or not found.
+pub(in crate::daemon) fn list_artifacts(
+    store: &crate::daemon::store::Store,
+    build: BuildId,
+) -> Result<Vec<ArtifactInfo>, crate::protocol::ErrorReply> {
+    use crate::protocol::ErrorReply;
+    match store.build(build) {
+        Ok(Some(_)) => {}
+        Ok(None) => return Err(ErrorReply::not_found(format!("no build {build}"))),
+        Err(e) => return Err(ErrorReply::failed(e.to_string())),
+    }
+    store
+        .artifacts(build)
+        .map_err(|e| ErrorReply::failed(e.to_string()))
+}
