@@ -135,7 +135,12 @@ pub async fn serve(stream: Stream, ctx: ControlContext) {
             IDLE_TIMEOUT,
             protocol::read_msg::<_, ClientRequest>(&mut rd, ctx.limits.max_frame),
         );
-        let req = match next.await {
+        // At shutdown an idle connection is closed: told, not cut at exit.
+        let next = tokio::select! {
+            read = next => read,
+            () = ctx.master.shutting_down() => return,
+        };
+        let req = match next {
             Err(_idle) => {
                 debug!("control connection closed after {IDLE_TIMEOUT:?} without a request");
                 return;
@@ -164,6 +169,10 @@ pub async fn serve(stream: Stream, ctx: ControlContext) {
             tokio::select! {
                 r = answering => r,
                 () = client_gone(&mut rd) => return,
+                // A stream that would follow forever ends at shutdown by
+                // closing, as a master that went away looks to bbctl (so
+                // `--reconnect-for` waits for the next one).
+                () = ctx.master.shutting_down() => return,
             }
         } else {
             answering.await

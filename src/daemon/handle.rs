@@ -10,7 +10,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use crate::config::Config;
 use crate::daemon::auth::{self, Ask, Policy, Principal};
@@ -40,6 +40,8 @@ pub struct MasterHandle {
     retention: Option<crate::daemon::retention::RetentionHandle>,
     /// Who may ask what (see [`crate::daemon::auth`]).
     policy: Arc<Policy>,
+    /// Becomes true once the master loop has ended (see [`Self::shutting_down`]).
+    stopping: watch::Receiver<bool>,
 }
 
 impl MasterHandle {
@@ -59,6 +61,25 @@ impl MasterHandle {
                 allowed_uids: Vec::new(),
                 allowed_gid: None,
             }),
+            stopping: watch::channel(false).1,
+        }
+    }
+
+    /// The same handle, told of shutdown through `stopping` (the master
+    /// sets it to true when its loop has ended).
+    pub fn with_shutdown(mut self, stopping: watch::Receiver<bool>) -> Self {
+        self.stopping = stopping;
+        self
+    }
+
+    /// Resolves once the master is shutting down (its loop has ended).
+    /// Connection tasks wait on it beside their own work, so that they end
+    /// because they were told (mini-redis's explicit shutdown), not when the
+    /// process exits. Never resolves for a handle not told of shutdown.
+    pub async fn shutting_down(&self) {
+        let mut stopping = self.stopping.clone();
+        if stopping.wait_for(|stopping| *stopping).await.is_err() {
+            std::future::pending::<()>().await;
         }
     }
 
@@ -416,5 +437,60 @@ impl MasterHandle {
                 let _ = tx.send(gone).await;
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn handle() -> MasterHandle {
+        MasterHandle::new(
+            mpsc::channel(1).0,
+            broadcast::channel(1).0,
+            broadcast::channel(1).0,
+        )
+    }
+
+    #[tokio::test]
+    async fn shutting_down_resolves_once_told_and_only_then() {
+        let (tx, rx) = watch::channel(false);
+        let h = handle().with_shutdown(rx);
+        let wait = std::time::Duration::from_millis(50);
+        assert!(tokio::time::timeout(wait, h.shutting_down()).await.is_err());
+        tx.send(true).unwrap();
+        drop(tx);
+        tokio::time::timeout(wait, h.shutting_down())
+            .await
+            .expect("told: resolves, even after the sender is gone");
+        // A handle never told of shutdown waits forever.
+        assert!(
+            tokio::time::timeout(wait, handle().shutting_down())
+                .await
+                .is_err()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_caller_refused_by_the_policy_never_reaches_the_loop() {
+        let (tx, mut rx) = mpsc::channel(1);
+        let h = MasterHandle::new(tx, broadcast::channel(1).0, broadcast::channel(1).0)
+            .with_policy(Policy {
+                own_uid: 1000,
+                allowed_uids: vec![],
+                allowed_gid: None,
+            });
+        let stranger = Principal::LocalUser {
+            uid: Some(1001),
+            gid: None,
+            pid: None,
+            under_worker: None,
+        };
+        let e = h.workers(&stranger).await.unwrap_err();
+        assert!(
+            e.message.starts_with("permission denied: uid 1001"),
+            "{e:?}"
+        );
+        assert!(rx.try_recv().is_err(), "nothing was sent to the loop");
     }
 }

@@ -267,12 +267,15 @@ pub async fn run(opts: MasterOptions) -> Result<(), DaemonError> {
         tx.clone(),
     );
     let retention_task = tokio::spawn(retention.clone().run());
+    // Set once the loop has ended: every control connection listens.
+    let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
     let front = handle::MasterHandle::new(tx.clone(), notices.clone(), events)
         .with_retention(retention)
         .with_policy(auth::Policy::from_settings(
             &config.master,
             nix::unistd::geteuid().as_raw(),
-        ));
+        ))
+        .with_shutdown(stopping);
     let ctx = control::ControlContext {
         limits: Arc::clone(&limits),
         clients: Arc::new(control::ClientSlots::default()),
@@ -335,6 +338,7 @@ pub async fn run(opts: MasterOptions) -> Result<(), DaemonError> {
     drop(tx);
 
     let outcome = master.run(rx).await;
+    let _ = stopping_tx.send(true);
     control_task.abort();
     worker_task.abort();
     signal_task.abort();
@@ -342,8 +346,9 @@ pub async fn run(opts: MasterOptions) -> Result<(), DaemonError> {
     // Let the aborted accept loops drop their listeners (removing the socket files).
     let _ = control_task.await;
     let _ = worker_task.await;
-    // Give connections a moment to write their last answers and goodbyes;
-    // streams that would follow forever are cut at the bound.
+    // Give connections a moment to write their last answers and goodbyes.
+    // Control connections were told (`stopping`) and close now; worker
+    // links still end at this bound or when the process exits.
     let _ = tokio::time::timeout(std::time::Duration::from_secs(1), closed.recv()).await;
     match outcome {
         Ok(()) => {
