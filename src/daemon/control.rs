@@ -11,16 +11,16 @@ use std::sync::Arc;
 use interprocess::local_socket::tokio::Stream;
 use interprocess::local_socket::traits::StreamCommon as _;
 use tokio::io::AsyncWrite;
-use tokio::sync::{broadcast, mpsc, oneshot};
 use tracing::{debug, warn};
 
-use crate::daemon::actor::{Command, LinkCmd, Notice};
+use crate::daemon::auth::{Ask, Principal};
 pub use crate::daemon::client_slots::ClientSlots;
 use crate::daemon::client_slots::IDLE_TIMEOUT;
 use crate::daemon::follow;
+use crate::daemon::handle::MasterHandle;
+use crate::daemon::limits::HANDSHAKE_TIMEOUT;
 use crate::daemon::limits::Limits;
 use crate::daemon::lineage;
-use crate::daemon::worker_link::HANDSHAKE_TIMEOUT;
 use crate::protocol::{
     self, ClientRequest, ErrorReply, Hello, HelloReply, Reply, Request, Role, ServerMsg,
 };
@@ -32,36 +32,13 @@ pub struct ControlContext {
     pub limits: Arc<Limits>,
     /// Control connections open now, per uid (for `max_clients`).
     pub clients: Arc<ClientSlots>,
-    /// The master loop.
-    pub master: mpsc::Sender<Command>,
-    /// Build notices, for streams.
-    pub notices: broadcast::Sender<Arc<Notice>>,
-    /// The master's events, for `bbctl events` and `watch`.
-    pub events: broadcast::Sender<Arc<crate::protocol::Event>>,
+    /// The front door of the master loop.
+    pub master: MasterHandle,
     /// The step logs.
     pub logs: PathBuf,
     /// The worker socket: a peer descending from a worker of it is a build
     /// step, and steps never get the master's authority.
     pub worker_socket: PathBuf,
-    /// Pruning and disk figures, off the master loop.
-    pub retention: crate::daemon::retention::RetentionHandle,
-}
-
-impl ControlContext {
-    /// Ask the master loop and wait for its answer.
-    pub async fn call(&self, request: Request) -> Result<Reply, ErrorReply> {
-        let gone = || ErrorReply::failed("the master is shutting down");
-        let (reply, rx) = oneshot::channel();
-        if self
-            .master
-            .send(Command::Client { request, reply })
-            .await
-            .is_err()
-        {
-            return Err(gone());
-        }
-        rx.await.unwrap_or_else(|_| Err(gone()))
-    }
 }
 
 /// Serve one control connection until the client leaves.
@@ -72,45 +49,34 @@ pub async fn serve(stream: Stream, ctx: ControlContext) {
     let peer_gid = creds.as_ref().and_then(|c| c.egid());
     let peer_pid = creds.as_ref().and_then(|c| c.pid());
     let (mut rd, mut wr) = tokio::io::split(stream);
-    if let Some(step) = peer_pid
-        .and_then(|pid| lineage::worker_ancestor(pid, &ctx.worker_socket, true).map(|w| (pid, w)))
-    {
-        let (pid, worker) = step;
-        let name = worker.name.as_deref().unwrap_or("?");
-        warn!(
-            peer_pid = pid,
-            worker_pid = worker.pid,
-            worker = %crate::untrusted::Escaped(name),
-            "control connection from a build step refused"
-        );
-        let reason = format!(
-            "permission denied: process {pid} {}; build steps may not use the control socket",
-            worker.describe()
-        );
-        let _ = protocol::write_msg(
-            &mut wr,
-            &HelloReply::refused(protocol::RefusalKind::Other, reason),
-        )
-        .await;
-        return;
-    }
-    if !ctx.limits.allows(own_uid, peer_uid, peer_gid) {
-        warn!(
-            ?peer_uid,
-            ?peer_gid,
-            "control connection from a user not allowed refused"
-        );
-        let reason = format!(
-            "permission denied: uid {} may not use this master (it serves uid {own_uid}; see `allowed_uids`/`allowed_gid`)",
-            peer_uid
-                .map(|u| u.to_string())
-                .unwrap_or_else(|| "unknown".into())
-        );
-        let _ = protocol::write_msg(
-            &mut wr,
-            &HelloReply::refused(protocol::RefusalKind::Other, reason),
-        )
-        .await;
+    let under_worker =
+        peer_pid.and_then(|pid| lineage::worker_ancestor(pid, &ctx.worker_socket, true));
+    let who = Principal::LocalUser {
+        uid: peer_uid,
+        gid: peer_gid,
+        pid: peer_pid,
+        under_worker,
+    };
+    if let Err(refusal) = ctx.master.authorize(&who, Ask::Connect) {
+        match &who {
+            Principal::LocalUser {
+                pid: Some(pid),
+                under_worker: Some(worker),
+                ..
+            } => warn!(
+                peer_pid = pid,
+                worker_pid = worker.pid,
+                worker = %crate::untrusted::Escaped(worker.name.as_deref().unwrap_or("?")),
+                "control connection from a build step refused"
+            ),
+            _ => warn!(
+                ?peer_uid,
+                ?peer_gid,
+                "control connection from a user not allowed refused"
+            ),
+        }
+        let _ =
+            protocol::write_msg(&mut wr, &HelloReply::refused(refusal.kind, refusal.reason)).await;
         return;
     }
     // One slot per connection, freed however the connection ends.
@@ -169,7 +135,12 @@ pub async fn serve(stream: Stream, ctx: ControlContext) {
             IDLE_TIMEOUT,
             protocol::read_msg::<_, ClientRequest>(&mut rd, ctx.limits.max_frame),
         );
-        let req = match next.await {
+        // At shutdown an idle connection is closed: told, not cut at exit.
+        let next = tokio::select! {
+            read = next => read,
+            () = ctx.master.shutting_down() => return,
+        };
+        let req = match next {
             Err(_idle) => {
                 debug!("control connection closed after {IDLE_TIMEOUT:?} without a request");
                 return;
@@ -193,11 +164,15 @@ pub async fn serve(stream: Stream, ctx: ControlContext) {
         // that leaves meanwhile, so its task and its `max_clients` slot
         // are freed at once (a client sends nothing while it streams).
         let streaming = matches!(req.body, Request::Stream(_) | Request::Events);
-        let answering = answer(req.id, req.body, &mut wr, &ctx);
+        let answering = answer(req.id, req.body, &mut wr, &ctx, &who);
         let answered = if streaming {
             tokio::select! {
                 r = answering => r,
                 () = client_gone(&mut rd) => return,
+                // A stream that would follow forever ends at shutdown by
+                // closing, as a master that went away looks to bbctl (so
+                // `--reconnect-for` waits for the next one).
+                () = ctx.master.shutting_down() => return,
             }
         } else {
             answering.await
@@ -231,95 +206,56 @@ async fn answer<W: AsyncWrite + Unpin>(
     body: Request,
     wr: &mut W,
     ctx: &ControlContext,
+    who: &Principal,
 ) -> Result<Result<Reply, ErrorReply>, protocol::FrameError> {
-    let gone = || ErrorReply::failed("the master is shutting down");
-    match body {
-        Request::Ping { worker } => Ok(ping(ctx, worker).await),
-        Request::Prune { dry_run } => Ok(ctx
-            .retention
-            .prune(dry_run)
-            .await
-            .map(Reply::Pruned)
-            .map_err(|e| ErrorReply::failed(e.to_string()))),
-        Request::Status(filter) => {
-            Ok(ctx
-                .call(Request::Status(filter))
-                .await
-                .map(|reply| match reply {
-                    Reply::Status(mut status) => {
-                        status.disk = ctx.retention.usage();
-                        Reply::Status(status)
-                    }
-                    other => other,
-                }))
-        }
-        Request::Events => {
-            events(wr, id, ctx).await?;
+    let master = &ctx.master;
+    Ok(match body {
+        Request::Ping { worker } => master.ping(who, worker).await,
+        Request::Prune { dry_run } => master.prune(who, dry_run).await.map(Reply::Pruned),
+        Request::Status(filter) => master.status(who, filter).await,
+        Request::Events => match events(wr, id, master, who).await? {
+            Err(refused) => Err(refused),
             // The stream ends only when the client leaves or the master stops.
-            Ok(Err(gone()))
-        }
+            Ok(()) => Err(ErrorReply::failed("the master is shutting down")),
+        },
         Request::Artifact { build, name } => {
-            crate::daemon::transfer::send_artifact(wr, id, build, &name, ctx).await
+            return crate::daemon::transfer::send_artifact(
+                wr,
+                id,
+                build,
+                &name,
+                master,
+                who,
+                &ctx.limits.dirs,
+            )
+            .await;
         }
-        Request::Stream(req) => {
-            follow::stream(wr, id, req, &ctx.master, &ctx.notices, &ctx.logs).await
-        }
-        Request::Shutdown { mode } => {
-            let (reply, rx) = oneshot::channel();
-            let cmd = Command::Shutdown {
-                mode,
-                reply: Some(reply),
-            };
-            if ctx.master.send(cmd).await.is_err() {
-                return Ok(Err(gone()));
-            }
-            Ok(rx.await.unwrap_or_else(|_| Err(gone())))
-        }
-        Request::Reload { dry_run, config } => {
-            let (reply, rx) = oneshot::channel();
-            let cmd = Command::Reload {
-                dry_run,
-                config,
-                reply: Some(reply),
-            };
-            if ctx.master.send(cmd).await.is_err() {
-                return Ok(Err(gone()));
-            }
-            Ok(rx
+        Request::Stream(req) => return follow::stream(wr, id, req, master, who, &ctx.logs).await,
+        Request::Shutdown { mode } => master.shutdown(who, mode).await,
+        Request::Reload { dry_run, config } => master
+            .reload(who, dry_run, config)
+            .await
+            .map(Reply::Reloaded),
+        Request::ForceBuild {
+            builder,
+            reason,
+            properties,
+            priority,
+        } => {
+            master
+                .force_build(who, builder, reason, properties, priority)
                 .await
-                .unwrap_or_else(|_| Err(gone()))
-                .map(Reply::Reloaded))
         }
-        request => Ok(ctx.call(request).await),
-    }
-}
-
-/// Time a round trip through a worker's link: master to worker and back.
-async fn ping(ctx: &ControlContext, worker: String) -> Result<Reply, ErrorReply> {
-    let gone = || ErrorReply::failed("the master is shutting down");
-    let (reply, rx) = oneshot::channel();
-    let cmd = Command::LinkOf {
-        worker: worker.clone(),
-        reply,
-    };
-    ctx.master.send(cmd).await.map_err(|_| gone())?;
-    let link = rx.await.map_err(|_| gone())??;
-    let (pong_tx, pong) = oneshot::channel();
-    link.send(LinkCmd::Ping(pong_tx))
-        .map_err(|_| ErrorReply::failed(format!("worker `{worker}` just disconnected")))?;
-    match tokio::time::timeout(PING_TIMEOUT, pong).await {
-        Ok(Ok(rtt)) => Ok(Reply::Pong {
-            worker,
-            round_trip_us: rtt.as_micros() as u64,
-        }),
-        Ok(Err(_)) => Err(ErrorReply::failed(format!(
-            "worker `{worker}` disconnected before answering"
-        ))),
-        Err(_) => Err(ErrorReply::failed(format!(
-            "no answer from worker `{worker}` within {} s",
-            PING_TIMEOUT.as_secs()
-        ))),
-    }
+        Request::Cancel { request } => master.cancel(who, request).await,
+        Request::Stop { build } => master.stop(who, build).await,
+        Request::Queue { builder } => master.queue(who, builder).await,
+        Request::Workers => master.workers(who).await,
+        Request::Drain { worker, drain } => master.drain(who, worker, drain).await,
+        Request::Builds { builder, limit } => master.builds(who, builder, limit).await,
+        Request::Build { build } => master.build(who, build).await,
+        Request::RequestInfo { request } => master.request_info(who, request).await,
+        Request::Artifacts { build } => master.artifacts(who, build).await,
+    })
 }
 
 /// Returns once the client has closed its end (or the socket failed).
@@ -335,18 +271,19 @@ async fn client_gone<R: tokio::io::AsyncRead + Unpin>(rd: &mut R) {
     }
 }
 
-/// How long `bbctl ping` waits for the worker's answer.
-const PING_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
-
 /// Stream events to the client until it goes away; a client that falls
 /// behind is told how many it missed and carries on.
 async fn events<W: AsyncWrite + Unpin>(
     wr: &mut W,
     id: u64,
-    ctx: &ControlContext,
-) -> Result<(), protocol::FrameError> {
+    master: &MasterHandle,
+    who: &Principal,
+) -> Result<Result<(), ErrorReply>, protocol::FrameError> {
     use tokio::sync::broadcast::error::RecvError;
-    let mut rx = ctx.events.subscribe();
+    let mut rx = match master.subscribe_events(who) {
+        Ok(rx) => rx,
+        Err(e) => return Ok(Err(e)),
+    };
     let hello = crate::protocol::Event {
         at_ms: crate::paths::now_ms(),
         generation: 0,
@@ -361,7 +298,7 @@ async fn events<W: AsyncWrite + Unpin>(
                 generation: 0,
                 kind: crate::protocol::EventKind::Lagged { missed },
             },
-            Err(RecvError::Closed) => return Ok(()),
+            Err(RecvError::Closed) => return Ok(Ok(())),
         };
         protocol::write_msg(wr, &ServerMsg::Event { id, event }).await?;
     }

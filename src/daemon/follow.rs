@@ -8,17 +8,18 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::Arc;
 
 use tokio::io::AsyncWrite;
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::broadcast;
 
-use crate::daemon::actor::{Command, Notice, Snapshot};
+use crate::daemon::auth::Principal;
 use crate::daemon::core::Record;
+use crate::daemon::handle::MasterHandle;
 use crate::daemon::logs;
+use crate::daemon::messages::{Notice, Snapshot};
 use crate::protocol::{
-    self, BuildDetail, BuildId, ErrorReply, FrameError, Reply, RequestId, ServerMsg, StepDetail,
-    StepIndex, StreamItem, StreamRequest, StreamTarget,
+    self, BuildDetail, BuildId, ErrorReply, FrameError, Reply, Request, RequestId, ServerMsg,
+    StepDetail, StepIndex, StreamItem, StreamRequest, StreamTarget,
 };
 
 /// Largest piece of output sent in one item.
@@ -52,11 +53,14 @@ pub async fn stream<W: AsyncWrite + Unpin>(
     wr: &mut W,
     id: u64,
     req: StreamRequest,
-    master: &mpsc::Sender<Command>,
-    notices: &broadcast::Sender<Arc<Notice>>,
+    master: &MasterHandle,
+    who: &Principal,
     logs: &Path,
 ) -> Result<Result<Reply, ErrorReply>, FrameError> {
-    let mut rx = notices.subscribe();
+    if let Err(refused) = master.may_follow(who, &Request::Stream(req.clone())) {
+        return Ok(Err(refused));
+    }
+    let mut rx = master.subscribe_notices();
     let mut target = req.target.clone();
     let mut f = Follower {
         wr,
@@ -70,7 +74,7 @@ pub async fn stream<W: AsyncWrite + Unpin>(
         steps: BTreeMap::new(),
     };
     loop {
-        let snap = match snapshot(master, &target).await {
+        let snap = match master.snapshot(target.clone()).await {
             Ok(s) => s,
             Err(e) => return Ok(Err(e)),
         };
@@ -109,20 +113,6 @@ pub async fn stream<W: AsyncWrite + Unpin>(
             }
         }
     }
-}
-
-async fn snapshot(
-    master: &mpsc::Sender<Command>,
-    target: &StreamTarget,
-) -> Result<Snapshot, ErrorReply> {
-    let (reply, rx) = oneshot::channel();
-    let cmd = Command::Snapshot {
-        target: target.clone(),
-        reply,
-    };
-    let gone = || ErrorReply::failed("the master is shutting down");
-    master.send(cmd).await.map_err(|_| gone())?;
-    rx.await.map_err(|_| gone())?
 }
 
 fn concerns(record: &Record, request: Option<RequestId>, build: Option<BuildId>) -> bool {

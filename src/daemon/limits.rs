@@ -23,7 +23,7 @@ pub struct Limits {
     /// Ping interval on worker links.
     pub keepalive: Duration,
     /// Artifacts and transfer dirs (set by the master at start).
-    pub dirs: crate::daemon::transfer::Dirs,
+    pub dirs: crate::daemon::dirs::Dirs,
     /// Upload quotas, free-space floor and deadlines against a worker.
     pub worker: crate::config::WorkerLimits,
     /// Failed worker logins, slowed for the whole master.
@@ -33,6 +33,9 @@ pub struct Limits {
     /// worker (see [`crate::daemon::lineage`]).
     pub worker_socket: std::path::PathBuf,
 }
+
+/// How long a peer (worker or client) has to finish the handshake.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Largest frame a worker may send after its handshake, whatever
 /// `max_frame` says: its biggest messages are output and file chunks of at
@@ -68,16 +71,6 @@ impl Limits {
         }
     }
 
-    /// May a peer with these credentials use the control socket? The
-    /// master's own user always may.
-    pub fn allows(&self, own_uid: u32, peer_uid: Option<u32>, peer_gid: Option<u32>) -> bool {
-        match peer_uid {
-            Some(uid) if uid == own_uid || self.allowed_uids.contains(&uid) => true,
-            Some(_) => self.allowed_gid.is_some() && self.allowed_gid == peer_gid,
-            None => false,
-        }
-    }
-
     /// The control socket's mode: owner only, unless other users or a
     /// group were let in (their peer credentials are still checked).
     pub fn control_socket_mode(&self) -> u32 {
@@ -96,29 +89,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_the_owner_by_default() {
+    fn the_socket_is_owner_only_by_default() {
+        // Who may connect is decided in `auth.rs` (its tests).
         let l = Limits::from_settings(&MasterSettings::default());
-        assert!(l.allows(1000, Some(1000), Some(1000)));
-        assert!(!l.allows(1000, Some(1001), Some(1000)));
-        assert!(!l.allows(1000, None, None));
         assert_eq!(l.control_socket_mode(), 0o600);
     }
 
     #[test]
-    fn listed_users_and_a_group_may_be_let_in() {
+    fn the_socket_opens_for_listed_users_and_a_group() {
         let mut m = MasterSettings {
             allowed_uids: vec![1001],
             ..MasterSettings::default()
         };
         let l = Limits::from_settings(&m);
-        assert!(l.allows(1000, Some(1001), Some(5)));
-        assert!(!l.allows(1000, Some(1002), Some(5)));
         assert_eq!(l.control_socket_mode(), 0o666);
         m.allowed_uids.clear();
         m.allowed_gid = Some(50);
         let l = Limits::from_settings(&m);
-        assert!(l.allows(1000, Some(1002), Some(50)));
-        assert!(!l.allows(1000, Some(1002), Some(51)));
         assert_eq!(l.control_socket_mode(), 0o660);
     }
 }

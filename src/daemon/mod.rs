@@ -8,11 +8,15 @@
 
 pub mod actor;
 pub mod args;
+pub mod auth;
 pub mod client_slots;
 pub mod config_read;
 pub mod control;
 pub mod core;
+pub mod dirs;
 pub mod follow;
+pub mod handle;
+pub mod handlers;
 pub mod limits;
 pub mod lineage;
 pub mod listener;
@@ -20,6 +24,7 @@ pub mod local_workers;
 pub mod lock;
 pub mod login_gate;
 pub mod logs;
+pub mod messages;
 pub mod notify;
 pub mod quota;
 pub mod retention;
@@ -262,13 +267,19 @@ pub async fn run(opts: MasterOptions) -> Result<(), DaemonError> {
         tx.clone(),
     );
     let retention_task = tokio::spawn(retention.clone().run());
+    // Set once the loop has ended: every control connection listens.
+    let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
+    let front = handle::MasterHandle::new(tx.clone(), notices.clone(), events)
+        .with_retention(retention)
+        .with_policy(auth::Policy::from_settings(
+            &config.master,
+            nix::unistd::geteuid().as_raw(),
+        ))
+        .with_shutdown(stopping);
     let ctx = control::ControlContext {
-        retention,
         limits: Arc::clone(&limits),
         clients: Arc::new(control::ClientSlots::default()),
-        master: tx.clone(),
-        notices: notices.clone(),
-        events,
+        master: front.clone(),
         logs: logs_dir.clone(),
         worker_socket: layout.worker_socket.clone(),
     };
@@ -294,9 +305,8 @@ pub async fn run(opts: MasterOptions) -> Result<(), DaemonError> {
             }
         }
     });
-    let worker_tx = tx.clone();
+    let worker_front = front.clone();
     let link_limits = Arc::clone(&limits);
-    let worker_notices = notices.clone();
     let worker_open = open.clone();
     let worker_task = tokio::spawn(async move {
         let next_link = AtomicU64::new(1);
@@ -310,8 +320,7 @@ pub async fn run(opts: MasterOptions) -> Result<(), DaemonError> {
                     let serving = worker_link::serve(
                         stream,
                         link,
-                        worker_tx.clone(),
-                        worker_notices.clone(),
+                        worker_front.clone(),
                         logs_dir.clone(),
                         Arc::clone(&link_limits),
                     );
@@ -325,10 +334,11 @@ pub async fn run(opts: MasterOptions) -> Result<(), DaemonError> {
         }
     });
     drop(open);
-    let signal_task = tokio::spawn(signals.forward(tx.clone()));
+    let signal_task = tokio::spawn(signals.forward(front));
     drop(tx);
 
     let outcome = master.run(rx).await;
+    let _ = stopping_tx.send(true);
     control_task.abort();
     worker_task.abort();
     signal_task.abort();
@@ -336,8 +346,9 @@ pub async fn run(opts: MasterOptions) -> Result<(), DaemonError> {
     // Let the aborted accept loops drop their listeners (removing the socket files).
     let _ = control_task.await;
     let _ = worker_task.await;
-    // Give connections a moment to write their last answers and goodbyes;
-    // streams that would follow forever are cut at the bound.
+    // Give connections a moment to write their last answers and goodbyes.
+    // Control connections were told (`stopping`) and close now; worker
+    // links still end at this bound or when the process exits.
     let _ = tokio::time::timeout(std::time::Duration::from_secs(1), closed.recv()).await;
     match outcome {
         Ok(()) => {

@@ -21,7 +21,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
 
 use crate::config::Retention;
-use crate::daemon::actor::Command;
+use crate::daemon::messages::Command;
 use crate::paths::now_ms;
 use crate::protocol::{BuildId, DiskUsage, PruneReport};
 

@@ -11,11 +11,9 @@
 
 use nix::sys::signal::{SigSet, Signal};
 use tokio::signal::unix::{SignalKind, signal};
-use tokio::sync::mpsc;
 use tracing::info;
 
-use crate::daemon::actor::Command;
-use crate::protocol::ShutdownMode;
+use crate::daemon::handle::MasterHandle;
 
 /// The signals the master handles.
 fn handled() -> SigSet {
@@ -56,23 +54,23 @@ impl MasterSignals {
     }
 
     /// Turn signals into commands for the master loop, until it is gone.
-    pub async fn forward(mut self, tx: mpsc::Sender<Command>) {
+    pub async fn forward(mut self, master: MasterHandle) {
         loop {
-            let cmd = tokio::select! {
+            let sent = tokio::select! {
                 _ = self.hup.recv() => {
                     info!("SIGHUP: reloading the config");
-                    Command::Reload { dry_run: false, config: None, reply: None }
+                    master.reload_unanswered().await
                 }
                 _ = self.term.recv() => {
                     info!("SIGTERM: shutting down");
-                    Command::Shutdown { mode: ShutdownMode::Now, reply: None }
+                    master.shutdown_unanswered().await
                 }
                 _ = self.int.recv() => {
                     info!("SIGINT: shutting down");
-                    Command::Shutdown { mode: ShutdownMode::Now, reply: None }
+                    master.shutdown_unanswered().await
                 }
             };
-            if tx.send(cmd).await.is_err() {
+            if !sent {
                 return;
             }
         }

@@ -24,11 +24,11 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use crate::config::WorkerLimits;
-use crate::daemon::actor::Command;
+use crate::daemon::handle::MasterHandle;
 use crate::daemon::quota::{Usage, build_usage, check_upload, free_space};
 use crate::paths::now_ms;
 use crate::protocol::transfer::{
@@ -46,57 +46,7 @@ type StepKey = (BuildId, StepIndex);
 /// Chunks sent per turn of the link loop before it looks at other work.
 const CHUNKS_PER_TURN: usize = 16;
 
-/// Where transferred files live.
-#[derive(Debug, Clone, Default)]
-pub struct Dirs {
-    /// `<state_dir>/artifacts`: uploads, one directory per build.
-    pub artifacts: PathBuf,
-    /// `[master] transfer_dir` (default `<state_dir>/files`): downloads.
-    pub transfer: PathBuf,
-}
-
-impl Dirs {
-    /// The directories of a master on `state_dir`.
-    pub fn new(state_dir: &Path, transfer_dir: Option<&Path>) -> Self {
-        Dirs {
-            artifacts: state_dir.join("artifacts"),
-            transfer: transfer_dir.map_or_else(|| state_dir.join("files"), Path::to_path_buf),
-        }
-    }
-
-    /// Create both directories and delete partial files a previous master
-    /// left behind (it died mid-transfer: those files are not artifacts).
-    pub fn prepare(&self) -> std::io::Result<()> {
-        std::fs::create_dir_all(&self.artifacts)?;
-        std::fs::create_dir_all(&self.transfer)?;
-        for build in std::fs::read_dir(&self.artifacts)?.flatten() {
-            let Ok(entries) = std::fs::read_dir(build.path()) else {
-                continue;
-            };
-            for entry in entries.flatten() {
-                if entry
-                    .file_name()
-                    .to_string_lossy()
-                    .starts_with(PARTIAL_PREFIX)
-                {
-                    info!(
-                        "removing a partial upload left by a previous master: {}",
-                        entry.path().display()
-                    );
-                    if let Err(e) = std::fs::remove_file(entry.path()) {
-                        warn!("cannot remove {}: {e}", entry.path().display());
-                    }
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Where a build's artifact `name` is.
-    pub fn artifact(&self, build: BuildId, name: &str) -> PathBuf {
-        self.artifacts.join(build.to_string()).join(name)
-    }
-}
+pub use crate::daemon::dirs::Dirs;
 
 /// A file being received; its temp file goes when this is dropped.
 struct Receiving {
@@ -128,7 +78,7 @@ struct Download {
 pub struct Transfers {
     dirs: Dirs,
     limits: WorkerLimits,
-    master: mpsc::Sender<Command>,
+    master: MasterHandle,
     uploads: HashMap<StepKey, Upload>,
     downloads: HashMap<StepKey, Download>,
     /// Steps whose transfer failed on our side, with the reason.
@@ -142,7 +92,7 @@ pub struct Transfers {
 
 impl Transfers {
     /// No transfer yet.
-    pub fn new(dirs: Dirs, master: mpsc::Sender<Command>, limits: WorkerLimits) -> Self {
+    pub fn new(dirs: Dirs, master: MasterHandle, limits: WorkerLimits) -> Self {
         let (stored_tx, stored_rx) = mpsc::unbounded_channel();
         Transfers {
             dirs,
@@ -474,7 +424,7 @@ impl Transfers {
     /// Verify, fsync, place and record one uploaded file; its size.
     async fn store_file(
         dirs: &Dirs,
-        master: &mpsc::Sender<Command>,
+        master: &MasterHandle,
         build: BuildId,
         r: Receiving,
         sha256: &str,
@@ -522,26 +472,13 @@ impl Transfers {
         .await
         .map_err(|e| format!("storing {name} failed: {e}"))?;
         placed?;
-        let (reply, answer) = oneshot::channel();
         let info = ArtifactInfo {
             name: name.clone(),
             size,
             sha256,
             created_at_ms: now_ms(),
         };
-        let recorded = match master
-            .send(Command::Artifact {
-                build,
-                artifact: info,
-                reply,
-            })
-            .await
-        {
-            Ok(()) => answer
-                .await
-                .unwrap_or_else(|_| Err("the master is shutting down".into())),
-            Err(_) => Err("the master is shutting down".into()),
-        };
+        let recorded = master.record_artifact(build, info).await;
         if let Err(e) = recorded {
             let _ = std::fs::remove_file(dirs.artifact(build, &name));
             return Err(format!("cannot record artifact {name}: {e}"));
@@ -562,22 +499,6 @@ impl Transfers {
     }
 }
 
-/// `bbctl artifacts BUILD`: the build's artifacts, or not found.
-pub fn list_artifacts(
-    store: &crate::daemon::store::Store,
-    build: BuildId,
-) -> Result<Vec<ArtifactInfo>, crate::protocol::ErrorReply> {
-    use crate::protocol::ErrorReply;
-    match store.build(build) {
-        Ok(Some(_)) => {}
-        Ok(None) => return Err(ErrorReply::not_found(format!("no build {build}"))),
-        Err(e) => return Err(ErrorReply::failed(e.to_string())),
-    }
-    store
-        .artifacts(build)
-        .map_err(|e| ErrorReply::failed(e.to_string()))
-}
-
 /// `bbctl artifact BUILD NAME`: stream the file as `artifact_begin` and
 /// `artifact_data` items; the final answer is `stream_end` (or an error
 /// before any item). The file is read in chunks: the socket paces us.
@@ -586,11 +507,13 @@ pub async fn send_artifact<W: tokio::io::AsyncWrite + Unpin>(
     id: u64,
     build: BuildId,
     name: &str,
-    ctx: &crate::daemon::control::ControlContext,
+    master: &MasterHandle,
+    who: &crate::daemon::auth::Principal,
+    dirs: &Dirs,
 ) -> Result<Result<crate::protocol::Reply, crate::protocol::ErrorReply>, crate::protocol::FrameError>
 {
-    use crate::protocol::{ErrorReply, Reply, Request, ServerMsg, StreamItem, write_msg};
-    let list = match ctx.call(Request::Artifacts { build }).await {
+    use crate::protocol::{ErrorReply, Reply, ServerMsg, StreamItem, write_msg};
+    let list = match master.artifacts(who, build).await {
         Ok(Reply::Artifacts(list)) => list,
         Ok(_) => return Ok(Err(ErrorReply::failed("unexpected answer"))),
         Err(e) => return Ok(Err(e)),
@@ -600,7 +523,7 @@ pub async fn send_artifact<W: tokio::io::AsyncWrite + Unpin>(
             "build {build} has no artifact named `{name}`"
         ))));
     };
-    let path = ctx.limits.dirs.artifact(build, name);
+    let path = dirs.artifact(build, name);
     let mut file = match std::fs::File::open(&path) {
         Ok(f) => f,
         Err(e) => {
@@ -641,241 +564,5 @@ impl Drop for Partial {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::protocol::transfer::sha256_hex;
-
-    fn transfers(dir: &Path) -> (Transfers, mpsc::Receiver<Command>) {
-        let dirs = Dirs::new(dir, None);
-        dirs.prepare().unwrap();
-        let (tx, rx) = mpsc::channel(8);
-        (Transfers::new(dirs, tx, WorkerLimits::default()), rx)
-    }
-
-    /// Answer artifact records like the master loop does.
-    fn recorder(mut rx: mpsc::Receiver<Command>) -> tokio::task::JoinHandle<Vec<ArtifactInfo>> {
-        tokio::spawn(async move {
-            let mut seen = Vec::new();
-            while let Some(cmd) = rx.recv().await {
-                if let Command::Artifact {
-                    artifact, reply, ..
-                } = cmd
-                {
-                    seen.push(artifact);
-                    let _ = reply.send(Ok(()));
-                }
-            }
-            seen
-        })
-    }
-
-    fn upload_action(max: Option<u64>) -> WireAction {
-        WireAction::Upload {
-            from: "x".into(),
-            max_size: max,
-            mode: 0o640,
-        }
-    }
-
-    fn partials(dir: &Path) -> Vec<String> {
-        std::fs::read_dir(dir.join("artifacts/1"))
-            .map(|rd| {
-                rd.flatten()
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .filter(|n| n.starts_with(PARTIAL_PREFIX))
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-
-    #[tokio::test]
-    async fn an_upload_is_verified_stored_and_acked() {
-        let dir = tempfile::tempdir().unwrap();
-        let (mut t, rx) = transfers(dir.path());
-        let seen = recorder(rx);
-        t.on_start(1, 0, &upload_action(None));
-        let data = vec![5u8; 100_000];
-        assert!(
-            t.on_begin(FileBegin {
-                build: 1,
-                step: 0,
-                name: "sub/a.bin".into(),
-                size: data.len() as u64,
-                mode: 0o777,
-            })
-            .is_empty()
-        );
-        for (i, piece) in data.chunks(FILE_CHUNK).enumerate() {
-            let out = t.on_chunk(FileChunk {
-                build: 1,
-                step: 0,
-                offset: (i * FILE_CHUNK) as u64,
-                data: piece.to_vec(),
-            });
-            assert!(out.is_empty(), "{out:?}");
-        }
-        assert!(
-            t.on_end(FileEnd {
-                build: 1,
-                step: 0,
-                sha256: sha256_hex(&data),
-            })
-            .is_empty(),
-            "the ack comes once the file is stored"
-        );
-        let out = t.next_stored().await;
-        assert_eq!(
-            out,
-            vec![MasterToWorker::FileAck {
-                build: 1,
-                step: 0,
-                received: 100_000
-            }]
-        );
-        let stored = dir.path().join("artifacts/1/sub/a.bin");
-        assert_eq!(std::fs::read(&stored).unwrap(), data);
-        let mode = std::fs::metadata(&stored).unwrap().permissions().mode();
-        assert_eq!(mode & 0o777, 0o640, "the configured mode, not the worker's");
-        assert!(partials(dir.path()).is_empty());
-        assert_eq!(
-            t.on_step_end((1, 0), StepEnd::Exited { code: 0 }),
-            StepEnd::Exited { code: 0 }
-        );
-        drop(t);
-        assert_eq!(seen.await.unwrap()[0].name, "sub/a.bin");
-    }
-
-    #[tokio::test]
-    async fn too_big_or_corrupt_uploads_leave_nothing_and_fail_the_step() {
-        let dir = tempfile::tempdir().unwrap();
-        let (mut t, rx) = transfers(dir.path());
-        let _seen = recorder(rx);
-        t.on_start(1, 0, &upload_action(Some(10)));
-        // Announced too big: refused at once.
-        let out = t.on_begin(FileBegin {
-            build: 1,
-            step: 0,
-            name: "big".into(),
-            size: 11,
-            mode: 0o644,
-        });
-        assert!(
-            matches!(&out[..], [MasterToWorker::FileRefused { reason, .. }] if reason.contains("max_size"))
-        );
-        // Later frames of the refused step are ignored; the end is a failure.
-        assert!(
-            t.on_chunk(FileChunk {
-                build: 1,
-                step: 0,
-                offset: 0,
-                data: vec![0; 11]
-            })
-            .is_empty()
-        );
-        assert!(matches!(
-            t.on_step_end((1, 0), StepEnd::Exited { code: 0 }),
-            StepEnd::TransferFailed { error } if error.contains("max_size")
-        ));
-        // A wrong hash: the partial file goes, nothing is stored.
-        t.on_start(1, 1, &upload_action(Some(10)));
-        t.on_begin(FileBegin {
-            build: 1,
-            step: 1,
-            name: "c".into(),
-            size: 3,
-            mode: 0o644,
-        });
-        t.on_chunk(FileChunk {
-            build: 1,
-            step: 1,
-            offset: 0,
-            data: b"abc".to_vec(),
-        });
-        assert_eq!(partials(dir.path()).len(), 1);
-        assert!(
-            t.on_end(FileEnd {
-                build: 1,
-                step: 1,
-                sha256: sha256_hex(b"abd"),
-            })
-            .is_empty()
-        );
-        let out = t.next_stored().await;
-        assert!(
-            matches!(&out[..], [MasterToWorker::FileRefused { reason, .. }] if reason.contains("mismatch"))
-        );
-        assert!(partials(dir.path()).is_empty());
-        assert!(!dir.path().join("artifacts/1/c").exists());
-        // A link that goes away mid-file deletes its partial file.
-        t.on_start(1, 2, &upload_action(None));
-        t.on_begin(FileBegin {
-            build: 1,
-            step: 2,
-            name: "d".into(),
-            size: 3,
-            mode: 0o644,
-        });
-        t.on_chunk(FileChunk {
-            build: 1,
-            step: 2,
-            offset: 0,
-            data: b"ab".to_vec(),
-        });
-        assert_eq!(partials(dir.path()).len(), 1);
-        drop(t);
-        assert!(partials(dir.path()).is_empty());
-    }
-
-    #[tokio::test]
-    async fn a_download_streams_within_the_window() {
-        let dir = tempfile::tempdir().unwrap();
-        let (mut t, _rx) = transfers(dir.path());
-        let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
-        std::fs::write(dir.path().join("files/in.bin"), &data).unwrap();
-        let action = WireAction::Download {
-            from: "in.bin".into(),
-            to: "x".into(),
-            max_size: None,
-            mode: 0o644,
-        };
-        let first = t.on_start(1, 0, &action);
-        assert!(matches!(&first[..], [MasterToWorker::FileBegin(b)] if b.size == 3_000_000));
-        let mut got = Vec::new();
-        let mut sha = None;
-        while sha.is_none() {
-            let mut unacked = 0u64;
-            while t.can_send() {
-                for msg in t.pump() {
-                    match msg {
-                        MasterToWorker::FileChunk(c) => {
-                            assert_eq!(c.offset, got.len() as u64);
-                            unacked += c.data.len() as u64;
-                            got.extend_from_slice(&c.data);
-                        }
-                        MasterToWorker::FileEnd(e) => sha = Some(e.sha256),
-                        other => panic!("{other:?}"),
-                    }
-                }
-            }
-            assert!(unacked <= crate::protocol::transfer::WINDOW + FILE_CHUNK as u64);
-            t.on_ack((1, 0), got.len() as u64);
-        }
-        assert_eq!(got, data);
-        assert_eq!(sha.unwrap(), sha256_hex(&data));
-        // Sources outside the transfer dir are refused with a reason.
-        std::os::unix::fs::symlink("/etc/passwd", dir.path().join("files/out")).unwrap();
-        let out = t.on_start(
-            1,
-            1,
-            &WireAction::Download {
-                from: "out".into(),
-                to: "x".into(),
-                max_size: None,
-                mode: 0o644,
-            },
-        );
-        assert!(
-            matches!(&out[..], [MasterToWorker::FileRefused { reason, .. }] if reason.contains("outside the transfer dir"))
-        );
-    }
-}
+#[path = "transfer_tests.rs"]
+mod tests;

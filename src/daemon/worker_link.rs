@@ -12,15 +12,16 @@ use std::time::Duration;
 
 use interprocess::local_socket::tokio::Stream;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
 
-use crate::daemon::actor::{Command, LinkCmd, LinkMeta, Notice};
 use crate::daemon::core::LinkId;
+use crate::daemon::handle::MasterHandle;
 use crate::daemon::limits::{
     Limits, MAX_WORKER_FRAME, MAX_WORKER_LABEL, MAX_WORKER_TEXT, WORKER_QUEUE_BYTES,
 };
 use crate::daemon::logs::{self, StepLogWriter};
+use crate::daemon::messages::{LinkCmd, LinkMeta};
 use crate::daemon::transfer::Transfers;
 use crate::paths::now_ms;
 use crate::protocol::{
@@ -51,18 +52,12 @@ async fn write_bounded<W: AsyncWrite + Unpin>(
 /// Tells the master loop a link is gone when dropped.
 struct LinkGone {
     link: LinkId,
-    master: mpsc::Sender<Command>,
+    master: MasterHandle,
 }
 
 impl Drop for LinkGone {
     fn drop(&mut self) {
-        let gone = Command::WorkerGone { link: self.link };
-        if let Err(mpsc::error::TrySendError::Full(gone)) = self.master.try_send(gone) {
-            let master = self.master.clone();
-            tokio::spawn(async move {
-                let _ = master.send(gone).await;
-            });
-        }
+        self.master.worker_gone(self.link);
     }
 }
 
@@ -73,15 +68,13 @@ const MISSED_INTERVALS: u32 = crate::worker::MISSED_INTERVALS;
 /// How long a refused worker waits for the refusal.
 const REFUSAL_DELAY: Duration = Duration::from_secs(1);
 
-/// How long a peer has to finish the handshake.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+pub use crate::daemon::limits::HANDSHAKE_TIMEOUT;
 
 /// Serve one connection on the worker socket until it ends.
 pub async fn serve(
     stream: Stream,
     link: LinkId,
-    master: mpsc::Sender<Command>,
-    notices: broadcast::Sender<Arc<Notice>>,
+    master: MasterHandle,
     logs: PathBuf,
     limits: Arc<Limits>,
 ) {
@@ -158,28 +151,19 @@ pub async fn serve(
     // a token of the shared gate before its secret is looked at.
     let admitted = limits.login_gate.admit().await;
     let (tx, mut cmds) = mpsc::unbounded_channel();
-    let (reply_tx, reply_rx) = oneshot::channel();
     let last_seen = Arc::new(AtomicU64::new(now_ms()));
-    let hello_cmd = Command::WorkerHello {
-        name: name.clone(),
-        secret,
-        held,
-        meta: LinkMeta {
-            software,
-            host,
-            pid,
-            last_seen_ms: Arc::clone(&last_seen),
-        },
-        link,
-        tx,
-        reply: reply_tx,
+    let meta = LinkMeta {
+        software,
+        host,
+        pid,
+        last_seen_ms: Arc::clone(&last_seen),
     };
-    if master.send(hello_cmd).await.is_err() {
-        return;
-    }
-    match reply_rx.await {
-        Ok(Ok(())) => admitted.succeeded(),
-        Ok(Err(refusal)) => {
+    let answer = master
+        .worker_hello(name.clone(), secret, held, meta, link, tx)
+        .await;
+    match answer {
+        Some(Ok(())) => admitted.succeeded(),
+        Some(Err(refusal)) => {
             let name = Escaped(&name);
             let reason = Escaped(&refusal.reason);
             match refusal.kind {
@@ -210,7 +194,7 @@ pub async fn serve(
                     .await;
             return;
         }
-        Err(_) => return,
+        None => return,
     }
     // From here the master counts this link as live: however this task
     // ends, even by a panic, the master hears that the link is gone.
@@ -229,7 +213,6 @@ pub async fn serve(
             id: link,
             worker: name,
             master: master.clone(),
-            notices,
             logs,
             open: HashMap::new(),
             keepalive,
@@ -310,8 +293,7 @@ impl StepLog {
 struct Link {
     id: LinkId,
     worker: String,
-    master: mpsc::Sender<Command>,
-    notices: broadcast::Sender<Arc<Notice>>,
+    master: MasterHandle,
     logs: PathBuf,
     /// Steps given to this link and not yet ended, with their open logs.
     open: HashMap<(BuildId, StepIndex), StepLog>,
@@ -383,7 +365,7 @@ impl Link {
                     // silence may be ours, so the worker is not called frozen.
                     let late = last_heard.elapsed().saturating_sub(self.keepalive * MISSED_INTERVALS);
                     if late < self.keepalive {
-                        let _ = self.master.send(Command::WorkerSilent { link: self.id }).await;
+                        self.master.worker_silent(self.id).await;
                     }
                     break;
                 }
@@ -586,7 +568,7 @@ impl Link {
                         Ok(()) => {}
                     }
                 }
-                let _ = self.notices.send(Arc::new(Notice::Output { build, step }));
+                self.master.log_grew(build, step);
                 Ok(())
             }
             WorkerToMaster::StepEnded { build, step, end } => {
@@ -615,17 +597,9 @@ impl Link {
                 }
                 if let StepEnd::OutputLost { error } = &end {
                     warn!(build, step, "the step's output was lost: {error}");
-                    let _ = self.notices.send(Arc::new(Notice::Output { build, step }));
+                    self.master.log_grew(build, step);
                 }
-                let _ = self
-                    .master
-                    .send(Command::StepEnded {
-                        link: self.id,
-                        build,
-                        step,
-                        end,
-                    })
-                    .await;
+                self.master.step_ended(self.id, build, step, end).await;
                 Ok(())
             }
         }

@@ -1,0 +1,240 @@
+//! Who is asking ([`Principal`]) and whether they may ([`authorize`]): the
+//! one place that decides, for every adapter of the front door.
+//!
+//! Adapters find out who is on the other end (peer credentials, process
+//! ancestry, a worker's name, later an IRC account or an HTTP token) and
+//! describe it as a [`Principal`]; this module holds no I/O. Today's rules
+//! are the control socket's policy (docs/security.md): the master's own
+//! user, `allowed_uids` and `allowed_gid` may connect; a build step (a
+//! process under a worker of this master) never may, whatever its uid.
+
+use crate::config::MasterSettings;
+use crate::daemon::lineage::WorkerAncestor;
+use crate::daemon::messages::Refusal;
+use crate::protocol::{RefusalKind, Request};
+
+/// Who is asking the master something.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Principal {
+    /// A process on this machine, on a local socket.
+    LocalUser {
+        /// Its effective uid (`None`: the socket did not say).
+        uid: Option<u32>,
+        /// Its effective gid.
+        gid: Option<u32>,
+        /// Its process id.
+        pid: Option<i32>,
+        /// The worker of this master it runs under, if any: then it is a
+        /// build step.
+        under_worker: Option<WorkerAncestor>,
+    },
+    /// A worker, by the name it authenticated with.
+    Worker {
+        /// The worker's name.
+        name: String,
+    },
+    /// An IRC account (no adapter yet: refused).
+    IrcAccount {
+        /// The account name.
+        account: String,
+    },
+    /// The holder of an HTTP token (no adapter yet: refused).
+    HttpToken {
+        /// The token's name (never the secret).
+        name: String,
+    },
+}
+
+/// What is asked: to open a connection, or one request on it.
+#[derive(Debug, Clone, Copy)]
+pub enum Ask<'a> {
+    /// Opening a control connection (before its handshake).
+    Connect,
+    /// One client request.
+    Request(&'a Request),
+}
+
+/// The policy the rules read: who besides the master's own user may use
+/// the control socket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Policy {
+    /// The master's own effective uid: always allowed.
+    pub own_uid: u32,
+    /// Other uids allowed (`allowed_uids`).
+    pub allowed_uids: Vec<u32>,
+    /// A group allowed (`allowed_gid`).
+    pub allowed_gid: Option<u32>,
+}
+
+impl Policy {
+    /// The policy of a master running as `own_uid` with these settings
+    /// (read once at start, like the other limits).
+    pub fn from_settings(settings: &MasterSettings, own_uid: u32) -> Self {
+        Policy {
+            own_uid,
+            allowed_uids: settings.allowed_uids.clone(),
+            allowed_gid: settings.allowed_gid,
+        }
+    }
+
+    /// May a local user with these credentials use the control socket?
+    fn admits(&self, uid: Option<u32>, gid: Option<u32>) -> bool {
+        match uid {
+            Some(uid) if uid == self.own_uid || self.allowed_uids.contains(&uid) => true,
+            Some(_) => self.allowed_gid.is_some() && self.allowed_gid == gid,
+            None => false,
+        }
+    }
+}
+
+/// May `who` do `what`? The one decision; `Err` says why not, in words
+/// for the asker.
+pub fn authorize(policy: &Policy, who: &Principal, what: Ask<'_>) -> Result<(), Refusal> {
+    let _ = what; // Every rule today is about who asks, not what.
+    let deny = |reason: String| Err(Refusal::new(RefusalKind::Other, reason));
+    match who {
+        // Rule 1: build steps run untrusted code and never get the
+        // master's authority, even as the master's own user.
+        Principal::LocalUser {
+            pid,
+            under_worker: Some(worker),
+            ..
+        } => deny(format!(
+            "permission denied: process {} {}; build steps may not use the control socket",
+            pid.map(|p| p.to_string()).unwrap_or_else(|| "?".into()),
+            worker.describe()
+        )),
+        // Rule 2: the master's own user, `allowed_uids`, `allowed_gid`.
+        Principal::LocalUser { uid, gid, .. } => {
+            if policy.admits(*uid, *gid) {
+                Ok(())
+            } else {
+                deny(format!(
+                    "permission denied: uid {} may not use this master (it serves uid {}; see `allowed_uids`/`allowed_gid`)",
+                    uid.map(|u| u.to_string())
+                        .unwrap_or_else(|| "unknown".into()),
+                    policy.own_uid
+                ))
+            }
+        }
+        // Rule 3: workers speak the worker protocol, not client requests.
+        Principal::Worker { name } => deny(format!(
+            "permission denied: worker `{}` may not make client requests",
+            crate::untrusted::Escaped(name)
+        )),
+        // Rule 4: no adapter grants these yet.
+        Principal::IrcAccount { .. } | Principal::HttpToken { .. } => {
+            deny("permission denied: no rule admits this kind of caller yet".into())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> Policy {
+        Policy {
+            own_uid: 1000,
+            allowed_uids: vec![1001],
+            allowed_gid: Some(50),
+        }
+    }
+
+    fn user(uid: Option<u32>, gid: Option<u32>) -> Principal {
+        Principal::LocalUser {
+            uid,
+            gid,
+            pid: Some(42),
+            under_worker: None,
+        }
+    }
+
+    /// The rules `Limits::allows` had, moved here with their asserts.
+    #[test]
+    fn only_the_owner_by_default() {
+        let p = Policy::from_settings(&MasterSettings::default(), 1000);
+        assert!(p.admits(Some(1000), Some(1000)));
+        assert!(!p.admits(Some(1001), Some(1000)));
+        assert!(!p.admits(None, None));
+    }
+
+    #[test]
+    fn listed_users_and_a_group_may_be_let_in() {
+        let mut m = MasterSettings {
+            allowed_uids: vec![1001],
+            ..MasterSettings::default()
+        };
+        let p = Policy::from_settings(&m, 1000);
+        assert!(p.admits(Some(1001), Some(5)));
+        assert!(!p.admits(Some(1002), Some(5)));
+        m.allowed_uids.clear();
+        m.allowed_gid = Some(50);
+        let p = Policy::from_settings(&m, 1000);
+        assert!(p.admits(Some(1002), Some(50)));
+        assert!(!p.admits(Some(1002), Some(51)));
+    }
+
+    #[test]
+    fn the_own_user_listed_users_and_the_group_may_connect() {
+        let p = policy();
+        assert!(authorize(&p, &user(Some(1000), Some(1)), Ask::Connect).is_ok());
+        assert!(authorize(&p, &user(Some(1001), Some(1)), Ask::Connect).is_ok());
+        assert!(authorize(&p, &user(Some(7), Some(50)), Ask::Connect).is_ok());
+        let ask = Request::Workers;
+        assert!(authorize(&p, &user(Some(1000), None), Ask::Request(&ask)).is_ok());
+    }
+
+    #[test]
+    fn other_users_and_unknown_peers_are_refused_with_the_reason() {
+        let p = policy();
+        let e = authorize(&p, &user(Some(7), Some(51)), Ask::Connect).unwrap_err();
+        assert_eq!(e.kind, RefusalKind::Other);
+        assert_eq!(
+            e.reason,
+            "permission denied: uid 7 may not use this master (it serves uid 1000; see `allowed_uids`/`allowed_gid`)"
+        );
+        let e = authorize(&p, &user(None, None), Ask::Connect).unwrap_err();
+        assert!(e.reason.contains("uid unknown"), "{}", e.reason);
+        let owner_only = Policy {
+            own_uid: 1000,
+            allowed_uids: vec![],
+            allowed_gid: None,
+        };
+        assert!(authorize(&owner_only, &user(Some(1001), Some(50)), Ask::Connect).is_err());
+    }
+
+    #[test]
+    fn a_build_step_is_refused_even_as_the_own_user() {
+        let step = Principal::LocalUser {
+            uid: Some(1000),
+            gid: Some(1000),
+            pid: Some(42),
+            under_worker: Some(WorkerAncestor {
+                pid: 7,
+                name: Some("w1".into()),
+            }),
+        };
+        let e = authorize(&policy(), &step, Ask::Connect).unwrap_err();
+        assert_eq!(
+            e.reason,
+            "permission denied: process 42 runs under worker w1 (pid 7); \
+             build steps may not use the control socket"
+        );
+    }
+
+    #[test]
+    fn workers_and_callers_without_an_adapter_are_refused() {
+        let p = policy();
+        let ask = Request::Workers;
+        for who in [
+            Principal::Worker { name: "w1".into() },
+            Principal::IrcAccount {
+                account: "nick".into(),
+            },
+            Principal::HttpToken { name: "ci".into() },
+        ] {
+            assert!(authorize(&p, &who, Ask::Request(&ask)).is_err(), "{who:?}");
+        }
+    }
+}

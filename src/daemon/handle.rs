@@ -1,0 +1,496 @@
+//! The master's front door: [`MasterHandle`], one async method per thing a
+//! client, a worker link or a signal may ask of the master loop.
+//!
+//! Every adapter (the control socket, worker links, transfers, followers,
+//! signals, and the ones to come) talks to the loop through this handle and
+//! never builds a [`Command`] or a reply channel by hand. Adding a way in
+//! means calling these methods, not learning the loop (see
+//! docs/architecture.md).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+
+use crate::config::Config;
+use crate::daemon::auth::{self, Ask, Policy, Principal};
+use crate::daemon::core::LinkId;
+use crate::daemon::messages::{Command, LinkCmd, LinkMeta, Notice, Refusal, Snapshot};
+use crate::protocol::{
+    ArtifactInfo, BuildId, ErrorReply, Event, PruneReport, ReloadReport, Reply, Request, RequestId,
+    RunningStep, ShutdownMode, StatusFilter, StepEnd, StepIndex, StreamTarget,
+};
+
+/// What a caller hears when the master loop is gone.
+const GONE: &str = "the master is shutting down";
+
+/// How long `ping` waits for the worker's answer.
+pub const PING_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+fn gone() -> ErrorReply {
+    ErrorReply::failed(GONE)
+}
+
+/// A cloneable way in to the master loop (see the module comment).
+#[derive(Clone)]
+pub struct MasterHandle {
+    tx: mpsc::Sender<Command>,
+    notices: broadcast::Sender<Arc<Notice>>,
+    events: broadcast::Sender<Arc<Event>>,
+    retention: Option<crate::daemon::retention::RetentionHandle>,
+    /// Who may ask what (see [`crate::daemon::auth`]).
+    policy: Arc<Policy>,
+    /// Becomes true once the master loop has ended (see [`Self::shutting_down`]).
+    stopping: watch::Receiver<bool>,
+}
+
+impl MasterHandle {
+    /// A handle on the loop that reads `tx`, with its broadcast channels.
+    pub fn new(
+        tx: mpsc::Sender<Command>,
+        notices: broadcast::Sender<Arc<Notice>>,
+        events: broadcast::Sender<Arc<Event>>,
+    ) -> Self {
+        MasterHandle {
+            tx,
+            notices,
+            events,
+            retention: None,
+            policy: Arc::new(Policy {
+                own_uid: nix::unistd::geteuid().as_raw(),
+                allowed_uids: Vec::new(),
+                allowed_gid: None,
+            }),
+            stopping: watch::channel(false).1,
+        }
+    }
+
+    /// The same handle, told of shutdown through `stopping` (the master
+    /// sets it to true when its loop has ended).
+    pub fn with_shutdown(mut self, stopping: watch::Receiver<bool>) -> Self {
+        self.stopping = stopping;
+        self
+    }
+
+    /// Resolves once the master is shutting down (its loop has ended).
+    /// Connection tasks wait on it beside their own work, so that they end
+    /// because they were told (mini-redis's explicit shutdown), not when the
+    /// process exits. Never resolves for a handle not told of shutdown.
+    pub async fn shutting_down(&self) {
+        let mut stopping = self.stopping.clone();
+        if stopping.wait_for(|stopping| *stopping).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+
+    /// The same handle, deciding by `policy` (the default admits the
+    /// master's own user only).
+    pub fn with_policy(mut self, policy: Policy) -> Self {
+        self.policy = Arc::new(policy);
+        self
+    }
+
+    /// May `who` do `what`? Every client method asks this first; an
+    /// adapter also asks it when a connection opens (`Ask::Connect`).
+    pub fn authorize(&self, who: &Principal, what: Ask<'_>) -> Result<(), Refusal> {
+        auth::authorize(&self.policy, who, what)
+    }
+
+    /// [`Self::authorize`] for one client request, as a client error.
+    fn check(&self, who: &Principal, request: &Request) -> Result<(), ErrorReply> {
+        self.authorize(who, Ask::Request(request))
+            .map_err(|refusal| ErrorReply::rejected(refusal.reason))
+    }
+
+    /// The same handle, also answering `prune` and the disk figures of
+    /// `status` from the retention task.
+    pub fn with_retention(mut self, retention: crate::daemon::retention::RetentionHandle) -> Self {
+        self.retention = Some(retention);
+        self
+    }
+
+    /// Send `cmd` and wait for the answer on `rx`; `None` if the loop is gone.
+    async fn round_trip<T>(&self, cmd: Command, rx: oneshot::Receiver<T>) -> Option<T> {
+        self.tx.send(cmd).await.ok()?;
+        rx.await.ok()
+    }
+
+    /// A client request answered by the loop itself.
+    async fn client(&self, who: &Principal, request: Request) -> Result<Reply, ErrorReply> {
+        self.check(who, &request)?;
+        let (reply, rx) = oneshot::channel();
+        self.round_trip(Command::Client { request, reply }, rx)
+            .await
+            .unwrap_or_else(|| Err(gone()))
+    }
+
+    /// `bbctl force-build`: queue a request; answered once it is on disk.
+    pub async fn force_build(
+        &self,
+        who: &Principal,
+        builder: String,
+        reason: Option<String>,
+        properties: std::collections::BTreeMap<String, String>,
+        priority: i32,
+    ) -> Result<Reply, ErrorReply> {
+        self.client(
+            who,
+            Request::ForceBuild {
+                builder,
+                reason,
+                properties,
+                priority,
+            },
+        )
+        .await
+    }
+
+    /// `bbctl cancel`: cancel a queued request.
+    pub async fn cancel(&self, who: &Principal, request: RequestId) -> Result<Reply, ErrorReply> {
+        self.client(who, Request::Cancel { request }).await
+    }
+
+    /// `bbctl stop`: stop a running build.
+    pub async fn stop(&self, who: &Principal, build: BuildId) -> Result<Reply, ErrorReply> {
+        self.client(who, Request::Stop { build }).await
+    }
+
+    /// `bbctl status`, with the disk figures of the retention task.
+    pub async fn status(&self, who: &Principal, filter: StatusFilter) -> Result<Reply, ErrorReply> {
+        let reply = self.client(who, Request::Status(filter)).await?;
+        Ok(match reply {
+            Reply::Status(mut status) => {
+                status.disk = self.retention.as_ref().and_then(|r| r.usage());
+                Reply::Status(status)
+            }
+            other => other,
+        })
+    }
+
+    /// `bbctl queue`.
+    pub async fn queue(
+        &self,
+        who: &Principal,
+        builder: Option<String>,
+    ) -> Result<Reply, ErrorReply> {
+        self.client(who, Request::Queue { builder }).await
+    }
+
+    /// `bbctl workers`.
+    pub async fn workers(&self, who: &Principal) -> Result<Reply, ErrorReply> {
+        self.client(who, Request::Workers).await
+    }
+
+    /// `bbctl drain` / `undrain`, for the master or one worker.
+    pub async fn drain(
+        &self,
+        who: &Principal,
+        worker: Option<String>,
+        drain: bool,
+    ) -> Result<Reply, ErrorReply> {
+        self.client(who, Request::Drain { worker, drain }).await
+    }
+
+    /// `bbctl builds`: the history.
+    pub async fn builds(
+        &self,
+        who: &Principal,
+        builder: Option<String>,
+        limit: u32,
+    ) -> Result<Reply, ErrorReply> {
+        self.client(who, Request::Builds { builder, limit }).await
+    }
+
+    /// `bbctl build`: one build in detail.
+    pub async fn build(&self, who: &Principal, build: BuildId) -> Result<Reply, ErrorReply> {
+        self.client(who, Request::Build { build }).await
+    }
+
+    /// `bbctl request`: one request.
+    pub async fn request_info(
+        &self,
+        who: &Principal,
+        request: RequestId,
+    ) -> Result<Reply, ErrorReply> {
+        self.client(who, Request::RequestInfo { request }).await
+    }
+
+    /// `bbctl artifacts`: a build's uploaded files.
+    pub async fn artifacts(&self, who: &Principal, build: BuildId) -> Result<Reply, ErrorReply> {
+        self.client(who, Request::Artifacts { build }).await
+    }
+
+    /// `bbctl reload` (or its dry run), from `config` or the master's file.
+    pub async fn reload(
+        &self,
+        who: &Principal,
+        dry_run: bool,
+        config: Option<PathBuf>,
+    ) -> Result<ReloadReport, ErrorReply> {
+        self.check(
+            who,
+            &Request::Reload {
+                dry_run,
+                config: config.clone(),
+            },
+        )?;
+        let (reply, rx) = oneshot::channel();
+        let cmd = Command::Reload {
+            dry_run,
+            config,
+            reply: Some(reply),
+        };
+        self.round_trip(cmd, rx)
+            .await
+            .unwrap_or_else(|| Err(gone()))
+    }
+
+    /// `bbctl shutdown` in one of its modes.
+    pub async fn shutdown(&self, who: &Principal, mode: ShutdownMode) -> Result<Reply, ErrorReply> {
+        self.check(who, &Request::Shutdown { mode })?;
+        let (reply, rx) = oneshot::channel();
+        let cmd = Command::Shutdown {
+            mode,
+            reply: Some(reply),
+        };
+        self.round_trip(cmd, rx)
+            .await
+            .unwrap_or_else(|| Err(gone()))
+    }
+
+    /// A reload nobody waits for (SIGHUP: the result is logged); false
+    /// when the loop is gone.
+    pub async fn reload_unanswered(&self) -> bool {
+        let cmd = Command::Reload {
+            dry_run: false,
+            config: None,
+            reply: None,
+        };
+        self.tx.send(cmd).await.is_ok()
+    }
+
+    /// A plain shutdown nobody waits for (SIGTERM, SIGINT); false when the
+    /// loop is gone.
+    pub async fn shutdown_unanswered(&self) -> bool {
+        let cmd = Command::Shutdown {
+            mode: ShutdownMode::Now,
+            reply: None,
+        };
+        self.tx.send(cmd).await.is_ok()
+    }
+
+    /// `bbctl ping`: time a round trip master -> worker -> master.
+    pub async fn ping(&self, who: &Principal, worker: String) -> Result<Reply, ErrorReply> {
+        self.check(
+            who,
+            &Request::Ping {
+                worker: worker.clone(),
+            },
+        )?;
+        let (reply, rx) = oneshot::channel();
+        let cmd = Command::LinkOf {
+            worker: worker.clone(),
+            reply,
+        };
+        let link = self.round_trip(cmd, rx).await.ok_or_else(gone)??;
+        let (pong_tx, pong) = oneshot::channel();
+        link.send(LinkCmd::Ping(pong_tx))
+            .map_err(|_| ErrorReply::failed(format!("worker `{worker}` just disconnected")))?;
+        match tokio::time::timeout(PING_TIMEOUT, pong).await {
+            Ok(Ok(rtt)) => Ok(Reply::Pong {
+                worker,
+                round_trip_us: rtt.as_micros() as u64,
+            }),
+            Ok(Err(_)) => Err(ErrorReply::failed(format!(
+                "worker `{worker}` disconnected before answering"
+            ))),
+            Err(_) => Err(ErrorReply::failed(format!(
+                "no answer from worker `{worker}` within {} s",
+                PING_TIMEOUT.as_secs()
+            ))),
+        }
+    }
+
+    /// `bbctl prune` (or its dry run), off the master loop.
+    pub async fn prune(&self, who: &Principal, dry_run: bool) -> Result<PruneReport, ErrorReply> {
+        self.check(who, &Request::Prune { dry_run })?;
+        let Some(retention) = &self.retention else {
+            return Err(ErrorReply::failed("pruning is not available here"));
+        };
+        retention
+            .prune(dry_run)
+            .await
+            .map_err(|e| ErrorReply::failed(e.to_string()))
+    }
+
+    /// May `who` follow builds (`log`, `force-build --follow`)? Asked once
+    /// per stream, before its first [`Self::snapshot`].
+    pub fn may_follow(&self, who: &Principal, request: &Request) -> Result<(), ErrorReply> {
+        self.check(who, request)
+    }
+
+    /// Where a build (or a request's build) stands, for a follower.
+    pub async fn snapshot(&self, target: StreamTarget) -> Result<Snapshot, ErrorReply> {
+        let (reply, rx) = oneshot::channel();
+        self.round_trip(Command::Snapshot { target, reply }, rx)
+            .await
+            .unwrap_or_else(|| Err(gone()))
+    }
+
+    /// The config in force; `None` when the loop is gone.
+    pub async fn config(&self) -> Option<Arc<Config>> {
+        let (reply, rx) = oneshot::channel();
+        self.round_trip(Command::Config { reply }, rx).await
+    }
+
+    /// The master's events, from now on (`bbctl events`, `watch`).
+    pub fn subscribe_events(
+        &self,
+        who: &Principal,
+    ) -> Result<broadcast::Receiver<Arc<Event>>, ErrorReply> {
+        self.check(who, &Request::Events)?;
+        Ok(self.events.subscribe())
+    }
+
+    /// Build notices (records written, logs grown), from now on.
+    pub fn subscribe_notices(&self) -> broadcast::Receiver<Arc<Notice>> {
+        self.notices.subscribe()
+    }
+
+    /// Tell followers that a step's log grew (no one listening is fine).
+    pub fn log_grew(&self, build: BuildId, step: StepIndex) {
+        let _ = self.notices.send(Arc::new(Notice::Output { build, step }));
+    }
+
+    /// Record an uploaded file; `Err(reason)` if it could not be.
+    pub async fn record_artifact(
+        &self,
+        build: BuildId,
+        artifact: ArtifactInfo,
+    ) -> Result<(), String> {
+        let (reply, rx) = oneshot::channel();
+        let cmd = Command::Artifact {
+            build,
+            artifact,
+            reply,
+        };
+        self.round_trip(cmd, rx)
+            .await
+            .unwrap_or_else(|| Err(GONE.into()))
+    }
+
+    /// A worker finished its handshake: attach it (or say why not).
+    /// `None` when the loop is gone.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn worker_hello(
+        &self,
+        name: String,
+        secret: String,
+        held: Vec<RunningStep>,
+        meta: LinkMeta,
+        link: LinkId,
+        tx: mpsc::UnboundedSender<LinkCmd>,
+    ) -> Option<Result<(), Refusal>> {
+        let (reply, rx) = oneshot::channel();
+        let cmd = Command::WorkerHello {
+            name,
+            secret,
+            held,
+            meta,
+            link,
+            tx,
+            reply,
+        };
+        self.round_trip(cmd, rx).await
+    }
+
+    /// A worker reported a step's end; false when the loop is gone.
+    pub async fn step_ended(
+        &self,
+        link: LinkId,
+        build: BuildId,
+        step: StepIndex,
+        end: StepEnd,
+    ) -> bool {
+        let cmd = Command::StepEnded {
+            link,
+            build,
+            step,
+            end,
+        };
+        self.tx.send(cmd).await.is_ok()
+    }
+
+    /// A worker link went silent (keepalive): a local worker is killed and
+    /// restarted.
+    pub async fn worker_silent(&self, link: LinkId) {
+        let _ = self.tx.send(Command::WorkerSilent { link }).await;
+    }
+
+    /// A worker link ended. Callable from `Drop`: sent at once if the
+    /// queue has room, else from a task.
+    pub fn worker_gone(&self, link: LinkId) {
+        let gone = Command::WorkerGone { link };
+        if let Err(mpsc::error::TrySendError::Full(gone)) = self.tx.try_send(gone) {
+            let tx = self.tx.clone();
+            tokio::spawn(async move {
+                let _ = tx.send(gone).await;
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn handle() -> MasterHandle {
+        MasterHandle::new(
+            mpsc::channel(1).0,
+            broadcast::channel(1).0,
+            broadcast::channel(1).0,
+        )
+    }
+
+    #[tokio::test]
+    async fn shutting_down_resolves_once_told_and_only_then() {
+        let (tx, rx) = watch::channel(false);
+        let h = handle().with_shutdown(rx);
+        let wait = std::time::Duration::from_millis(50);
+        assert!(tokio::time::timeout(wait, h.shutting_down()).await.is_err());
+        tx.send(true).unwrap();
+        drop(tx);
+        tokio::time::timeout(wait, h.shutting_down())
+            .await
+            .expect("told: resolves, even after the sender is gone");
+        // A handle never told of shutdown waits forever.
+        assert!(
+            tokio::time::timeout(wait, handle().shutting_down())
+                .await
+                .is_err()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_caller_refused_by_the_policy_never_reaches_the_loop() {
+        let (tx, mut rx) = mpsc::channel(1);
+        let h = MasterHandle::new(tx, broadcast::channel(1).0, broadcast::channel(1).0)
+            .with_policy(Policy {
+                own_uid: 1000,
+                allowed_uids: vec![],
+                allowed_gid: None,
+            });
+        let stranger = Principal::LocalUser {
+            uid: Some(1001),
+            gid: None,
+            pid: None,
+            under_worker: None,
+        };
+        let e = h.workers(&stranger).await.unwrap_err();
+        assert!(
+            e.message.starts_with("permission denied: uid 1001"),
+            "{e:?}"
+        );
+        assert!(rx.try_recv().is_err(), "nothing was sent to the loop");
+    }
+}

@@ -1,0 +1,161 @@
+//! Worker links as the loop sees them: a hello (authentication), a step's
+//! end, silence, a link lost, and finding a worker's link for `ping`.
+
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+
+use crate::daemon::actor::{LinkInfo, Master};
+use crate::daemon::core::{CoreError, LinkId};
+use crate::daemon::messages::{LinkCmd, LinkMeta, Refusal};
+use crate::paths::now_ms;
+use crate::protocol::{
+    BuildId, ErrorReply, EventKind, RefusalKind, RunningStep, StepEnd, StepIndex,
+};
+
+impl Master {
+    /// A worker's hello: attach it and remember its link, or refuse it.
+    pub(in crate::daemon) fn worker_hello(
+        &mut self,
+        name: String,
+        secret: &str,
+        held: &[RunningStep],
+        meta: LinkMeta,
+        link: LinkId,
+        tx: mpsc::UnboundedSender<LinkCmd>,
+    ) -> Result<(), Refusal> {
+        let answer = self.attach_worker(&name, secret, held, link);
+        if answer.is_ok() {
+            self.links.insert(
+                link,
+                LinkInfo {
+                    tx,
+                    worker: name.clone(),
+                    meta,
+                    connected_at_ms: now_ms(),
+                },
+            );
+            info!(worker = %name, link, "worker connected");
+            self.emit(EventKind::WorkerConnected { worker: name });
+        }
+        answer
+    }
+
+    /// A worker reported a step's end.
+    pub(in crate::daemon) fn step_ended(
+        &mut self,
+        link: LinkId,
+        build: BuildId,
+        step: StepIndex,
+        end: StepEnd,
+    ) {
+        if let Err(e) = self.core.step_ended(link, build, step, end, now_ms()) {
+            warn!("ignored a step report: {e}");
+        }
+    }
+
+    /// A link dropped for keepalive silence: a local worker is then frozen
+    /// or hung, and is killed and restarted.
+    pub(in crate::daemon) fn worker_silent(&mut self, link: LinkId) {
+        if let Some(info) = self.links.get(&link)
+            && self
+                .core
+                .config()
+                .worker(&info.worker)
+                .is_some_and(|def| def.local)
+        {
+            self.local.kill_frozen(&info.worker);
+        }
+    }
+
+    /// A worker's connection ended.
+    pub(in crate::daemon) fn worker_gone(&mut self, link: LinkId) {
+        let known = self.links.remove(&link).is_some();
+        if let Some(name) = self.core.link_worker(link).map(str::to_string)
+            && known
+        {
+            info!(worker = %name, link, "worker disconnected");
+            self.emit(EventKind::WorkerLost {
+                worker: name,
+                reason: "connection lost".into(),
+            });
+        }
+        self.core.worker_lost(link, now_ms());
+    }
+
+    /// The connection task of a worker, for `bbctl ping`.
+    pub(in crate::daemon) fn link_of(
+        &self,
+        worker: &str,
+    ) -> Result<mpsc::UnboundedSender<LinkCmd>, ErrorReply> {
+        match self.links.values().find(|l| l.worker == worker) {
+            Some(l) => Ok(l.tx.clone()),
+            None if self.core.config().worker(worker).is_none() => {
+                Err(self.explain(CoreError::UnknownWorker(worker.to_string())))
+            }
+            None => Err(ErrorReply::failed(format!(
+                "worker `{worker}` is not connected"
+            ))),
+        }
+    }
+
+    pub(in crate::daemon) fn attach_worker(
+        &mut self,
+        name: &str,
+        secret: &str,
+        held: &[RunningStep],
+        link: LinkId,
+    ) -> Result<(), Refusal> {
+        let Some(def) = self.core.config().worker(name) else {
+            return Err(Refusal::new(
+                RefusalKind::UnknownWorker,
+                format!("no worker named `{name}` in the master's config"),
+            ));
+        };
+        let expected = if def.local {
+            self.local.secret(name)
+        } else {
+            def.secret.as_ref().map(|s| s.0.clone())
+        };
+        let ok = expected.is_some_and(|e| constant_time_eq(e.as_bytes(), secret.as_bytes()));
+        if !ok {
+            return Err(Refusal::new(
+                RefusalKind::WrongSecret,
+                format!("wrong secret for worker `{name}`"),
+            ));
+        }
+        self.core
+            .worker_connected(name, link, held, now_ms())
+            .map_err(|e| {
+                let kind = match e {
+                    CoreError::WorkerAlreadyConnected(_) => RefusalKind::AlreadyConnected,
+                    CoreError::WorkerRemoved(_) => RefusalKind::Removed,
+                    CoreError::UnknownWorker(_) => RefusalKind::UnknownWorker,
+                    _ => RefusalKind::Other,
+                };
+                Refusal::new(kind, e.to_string())
+            })
+    }
+}
+
+/// Compare secrets in time independent of where they differ.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = (a.len() ^ b.len()) as u8 | u8::from(a.len() != b.len());
+    for (x, y) in a.iter().zip(b.iter()) {
+        diff |= x ^ y;
+    }
+    diff == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::constant_time_eq;
+
+    #[test]
+    fn constant_time_eq_compares() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"ab"));
+        assert!(!constant_time_eq(b"", b"a"));
+        assert!(constant_time_eq(b"", b""));
+    }
+}

@@ -1,0 +1,400 @@
+//! Unit tests of the SQLite store (store.rs), in a file of their own to keep it short.
+
+#[test]
+fn the_database_is_never_opened_through_a_symlink() {
+    let dir = tempfile::tempdir().unwrap();
+    let precious = dir.path().join("precious");
+    std::fs::write(&precious, "keep me").unwrap();
+    let db = dir.path().join("master.db");
+    std::os::unix::fs::symlink(&precious, &db).unwrap();
+    assert!(super::Store::open(&db).is_err());
+    assert_eq!(std::fs::read_to_string(&precious).unwrap(), "keep me");
+}
+
+use super::*;
+
+pub(super) fn test_def() -> Arc<BuilderDef> {
+    Arc::new(BuilderDef {
+        name: "a".into(),
+        previous_names: vec![],
+        workers: vec!["w".into()],
+        env: BTreeMap::new(),
+        pass_env: Vec::new(),
+        steps: vec![crate::config::StepDef {
+            name: "s".into(),
+            action: crate::config::StepAction::Shell("true".into()),
+            timeout: None,
+            env: BTreeMap::new(),
+        }],
+        collapse: false,
+        retry: true,
+    })
+}
+
+fn queued(request: u64, builder: &str) -> Record {
+    Record::RequestQueued {
+        request,
+        builder: builder.into(),
+        reason: None,
+        properties: BTreeMap::from([("K".to_string(), "v".to_string())]),
+        priority: 0,
+        at_ms: 1,
+    }
+}
+
+#[test]
+fn queued_requests_survive_reopen_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("master.db");
+    {
+        let mut store = Store::open(&path).unwrap();
+        store
+            .apply(&[&queued(1, "a"), &queued(2, "b"), &queued(3, "a")])
+            .unwrap();
+        store
+            .apply(&[&Record::RequestCancelled {
+                request: 2,
+                reason: "r".into(),
+                at_ms: 2,
+            }])
+            .unwrap();
+    }
+    let mut store = Store::open(&path).unwrap();
+    let restored = store.restore(5).unwrap();
+    let ids: Vec<u64> = restored.queued.iter().map(|r| r.id).collect();
+    assert_eq!(ids, vec![1, 3]);
+    assert_eq!(restored.queued[0].properties["K"], "v");
+    assert_eq!(restored.next_request, 4);
+    assert_eq!(restored.next_build, 1);
+}
+
+fn start_build_1(store: &mut Store) {
+    store
+        .apply(&[
+            &queued(1, "a"),
+            &Record::BuildStarted {
+                build: 1,
+                request: 1,
+                builder: "a".into(),
+                worker: "w".into(),
+                generation: 1,
+                config_hash: "h".into(),
+                definition: test_def(),
+                at_ms: 2,
+            },
+            &Record::StepStarted {
+                build: 1,
+                step: 0,
+                name: "s".into(),
+                at_ms: 2,
+            },
+        ])
+        .unwrap();
+}
+
+#[test]
+fn a_build_running_at_a_crash_comes_back_with_its_definition() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("master.db");
+    start_build_1(&mut Store::open(&path).unwrap());
+    let mut store = Store::open(&path).unwrap();
+    let restored = store.restore(9).unwrap();
+    assert!(restored.queued.is_empty());
+    assert_eq!(restored.running.len(), 1);
+    let b = &restored.running[0];
+    assert_eq!((b.id, b.request.id, b.step), (1, 1, 0));
+    assert_eq!(b.worker, "w");
+    assert_eq!(*b.def, *test_def());
+    assert_eq!(store.build(1).unwrap().unwrap().summary.result, None);
+}
+
+#[test]
+fn a_retried_build_requeues_its_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("master.db");
+    let mut store = Store::open(&path).unwrap();
+    start_build_1(&mut store);
+    store
+        .apply(&[&Record::BuildRetried {
+            build: 1,
+            request: 1,
+            reason: "gone".into(),
+            at_ms: 3,
+        }])
+        .unwrap();
+    let restored = store.restore(9).unwrap();
+    assert_eq!(restored.queued.len(), 1);
+    assert_eq!(restored.queued[0].retries, 1);
+    assert!(restored.running.is_empty());
+    let b = store.build(1).unwrap().unwrap();
+    assert_eq!(b.summary.result, Some(BuildResult::Retry));
+}
+
+#[test]
+fn a_version_1_database_migrates_and_its_running_build_is_retried() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("master.db");
+    {
+        // A database as schema version 1 wrote it, with a running build.
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(
+                "CREATE TABLE requests (id INTEGER PRIMARY KEY, builder TEXT NOT NULL, reason TEXT,
+                     properties TEXT NOT NULL, submitted_at INTEGER NOT NULL, state TEXT NOT NULL,
+                     result TEXT, finish_reason TEXT, finished_at INTEGER);
+                 CREATE INDEX requests_state ON requests(state, id);
+                 CREATE TABLE builds (id INTEGER PRIMARY KEY, request_id INTEGER NOT NULL REFERENCES requests(id),
+                     builder TEXT NOT NULL, worker TEXT NOT NULL, generation INTEGER NOT NULL,
+                     config_hash TEXT NOT NULL, started_at INTEGER NOT NULL, finished_at INTEGER,
+                     result TEXT, reason TEXT);
+                 CREATE INDEX builds_builder ON builds(builder, id);
+                 CREATE INDEX builds_request ON builds(request_id);
+                 CREATE TABLE steps (build_id INTEGER NOT NULL REFERENCES builds(id), idx INTEGER NOT NULL,
+                     name TEXT NOT NULL, started_at INTEGER NOT NULL, finished_at INTEGER, result TEXT,
+                     reason TEXT, PRIMARY KEY (build_id, idx));
+                 CREATE TABLE generations (generation INTEGER PRIMARY KEY, config_hash TEXT NOT NULL,
+                     origin TEXT NOT NULL, applied_at INTEGER NOT NULL);
+                 INSERT INTO requests VALUES (1, 'a', NULL, '{}', 1, 'running', NULL, NULL, NULL);
+                 INSERT INTO requests VALUES (2, 'a', NULL, '{}', 1, 'queued', NULL, NULL, NULL);
+                 INSERT INTO builds VALUES (1, 1, 'a', 'w', 1, 'h', 2, NULL, NULL, NULL);
+                 INSERT INTO steps VALUES (1, 0, 's', 2, NULL, NULL, NULL);
+                 INSERT INTO generations VALUES (1, 'h', 'test', 1);
+                 PRAGMA user_version = 1;",
+            )
+            .unwrap();
+    }
+    let mut store = Store::open(&path).unwrap();
+    let version: i64 = store
+        .conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, SCHEMA_VERSION);
+    let restored = store.restore(9).unwrap();
+    let ids: Vec<u64> = restored.queued.iter().map(|r| r.id).collect();
+    assert_eq!(
+        ids,
+        vec![1, 2],
+        "the cut-short request first, then the rest"
+    );
+    assert!(restored.running.is_empty());
+    assert_eq!(
+        (restored.generation, restored.config_hash.as_str()),
+        (1, "h")
+    );
+    let b = store.build(1).unwrap().unwrap();
+    assert_eq!(b.summary.result, Some(BuildResult::Retry));
+    assert_eq!(b.steps[0].result, Some(BuildResult::Retry));
+    assert_eq!(restored.queued[0].retries, 1);
+}
+
+#[test]
+fn a_version_3_database_migrates_and_records_artifacts() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("master.db");
+    {
+        // A database as schema version 3 left it: no artifacts table.
+        let mut store = Store::open(&path).unwrap();
+        start_build_1(&mut store);
+        store
+            .conn
+            .execute_batch("DROP TABLE artifacts; PRAGMA user_version = 3;")
+            .unwrap();
+    }
+    let mut store = Store::open(&path).unwrap();
+    let version: i64 = store
+        .conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, 4);
+    assert!(store.artifacts(1).unwrap().is_empty());
+    let a = crate::protocol::ArtifactInfo {
+        name: "out/b.tar.gz".into(),
+        size: 1 << 33,
+        sha256: "ab".repeat(32),
+        created_at_ms: 7,
+    };
+    let first = crate::protocol::ArtifactInfo {
+        name: "a.bin".into(),
+        ..a.clone()
+    };
+    store.add_artifact(1, &a).unwrap();
+    store.add_artifact(1, &first).unwrap();
+    assert!(store.add_artifact(1, &a).is_err(), "a name is stored once");
+    assert!(store.add_artifact(9, &a).is_err(), "only for known builds");
+    drop(store);
+    let store = Store::open(&path).unwrap();
+    assert_eq!(store.artifacts(1).unwrap(), vec![first, a]);
+}
+
+#[test]
+fn rename_moves_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(&dir.path().join("m.db")).unwrap();
+    store
+        .apply(&[
+            &queued(1, "old"),
+            &Record::BuildStarted {
+                build: 1,
+                request: 1,
+                builder: "old".into(),
+                worker: "w".into(),
+                generation: 1,
+                config_hash: "h".into(),
+                definition: test_def(),
+                at_ms: 2,
+            },
+            &Record::BuilderRenamed {
+                from: "old".into(),
+                to: "new".into(),
+            },
+        ])
+        .unwrap();
+    assert_eq!(store.builds(Some("new"), 10).unwrap().len(), 1);
+    assert!(store.builds(Some("old"), 10).unwrap().is_empty());
+}
+
+#[test]
+fn a_full_database_fails_the_write_and_keeps_what_it_had() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m.db");
+    let mut store = Store::open(&path).unwrap();
+    store.apply(&[&queued(1, "a")]).unwrap();
+    // Cap the file at its current size: the next write has no room.
+    let pages: i64 = store
+        .conn
+        .query_row("PRAGMA page_count", [], |r| r.get(0))
+        .unwrap();
+    store
+        .conn
+        .pragma_update(None, "max_page_count", pages)
+        .unwrap();
+    let big = "x".repeat(64 * 1024);
+    let err = store
+        .apply(&[&Record::RequestQueued {
+            request: 2,
+            builder: "a".into(),
+            reason: Some(big),
+            properties: BTreeMap::new(),
+            priority: 0,
+            at_ms: 1,
+        }])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("full"), "{err}");
+    assert!(err.contains("m.db"), "the error names the database: {err}");
+    let restored = store.restore(2).unwrap();
+    let ids: Vec<u64> = restored.queued.iter().map(|r| r.id).collect();
+    assert_eq!(ids, vec![1], "all or nothing");
+}
+
+#[test]
+fn a_corrupt_database_is_refused_with_its_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m.db");
+    std::fs::write(&path, vec![0x42u8; 8192]).unwrap();
+    let err = Store::open(&path).err().expect("refused").to_string();
+    assert!(
+        err.contains("m.db") && err.contains("not a database"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_newer_schema_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m.db");
+    {
+        let conn = Connection::open(&path).unwrap();
+        conn.pragma_update(None, "user_version", 99).unwrap();
+    }
+    let err = Store::open(&path).err().expect("refused").to_string();
+    assert!(err.contains("newer"), "{err}");
+}
+
+/// Measures the start check (`cargo test --release --lib store::tests::measure --
+/// --ignored --nocapture`); the figure is in docs/durability.md.
+#[cfg(test)]
+mod measure {
+    use super::*;
+    use crate::protocol::StepResult;
+
+    #[test]
+    #[ignore]
+    fn measure_the_integrity_checks_on_100000_builds() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("master.db");
+        let mut store = Store::open(&path).unwrap();
+        let def = super::test_def();
+        for chunk in 0..100u64 {
+            let tx = store.conn.transaction().unwrap();
+            for i in 0..1000u64 {
+                let id = chunk * 1000 + i + 1;
+                let records = [
+                    Record::RequestQueued {
+                        request: id,
+                        builder: "a".into(),
+                        reason: None,
+                        properties: BTreeMap::new(),
+                        priority: 0,
+                        at_ms: id,
+                    },
+                    Record::BuildStarted {
+                        build: id,
+                        request: id,
+                        builder: "a".into(),
+                        worker: "w".into(),
+                        generation: 1,
+                        config_hash: "h".into(),
+                        definition: Arc::clone(&def),
+                        at_ms: id,
+                    },
+                    Record::StepStarted {
+                        build: id,
+                        step: 0,
+                        name: "s".into(),
+                        at_ms: id,
+                    },
+                    Record::StepFinished {
+                        build: id,
+                        step: 0,
+                        result: StepResult::Success,
+                        reason: None,
+                        at_ms: id,
+                    },
+                    Record::BuildFinished {
+                        build: id,
+                        request: id,
+                        result: BuildResult::Success,
+                        reason: None,
+                        at_ms: id,
+                    },
+                ];
+                for r in &records {
+                    write_record(&tx, r).unwrap();
+                }
+            }
+            tx.commit().unwrap();
+        }
+        drop(store);
+        let size = std::fs::metadata(&path).unwrap().len();
+        let conn = Connection::open(&path).unwrap();
+        for pragma in [
+            "quick_check",
+            "integrity_check",
+            "quick_check",
+            "integrity_check",
+        ] {
+            let started = std::time::Instant::now();
+            let answer: String = conn
+                .query_row(&format!("PRAGMA {pragma}"), [], |r| r.get(0))
+                .unwrap();
+            eprintln!(
+                "{pragma}: {answer} in {:?} ({} MB)",
+                started.elapsed(),
+                size >> 20
+            );
+        }
+        let started = std::time::Instant::now();
+        drop(Store::open(&path).unwrap());
+        eprintln!("Store::open: {:?}", started.elapsed());
+    }
+}
