@@ -141,7 +141,7 @@ impl Master {
         let log = fs::File::create(self.stderr_path()).expect("cannot create the master's log");
         let mut cmd = self.master_command();
         cmd.stdout(Stdio::null()).stderr(log);
-        let child = cmd.spawn().expect("cannot start bbmaster");
+        let child = spawn_copied_exe(&mut cmd);
         self.child = Some(child);
         self.wait_ready();
     }
@@ -354,6 +354,23 @@ impl Drop for Master {
                 "processes outlived the master and its workers by {EXIT_TIMEOUT:?} (now killed): {left:?}\n--- bbmaster stderr\n{}",
                 self.stderr()
             );
+        }
+    }
+}
+
+/// Start `cmd`, retrying (bounded) while the kernel says "Text file busy":
+/// a binary just copied into a temp dir (`start_default_alone`) can still
+/// be open for writing in a child that another test thread forked in the
+/// instant before that child's exec closed the descriptor.
+fn spawn_copied_exe(cmd: &mut Command) -> std::process::Child {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match cmd.spawn() {
+            Ok(child) => return child,
+            Err(e) if e.raw_os_error() == Some(nix::libc::ETXTBSY) && Instant::now() < deadline => {
+                thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => panic!("cannot start bbmaster: {e}"),
         }
     }
 }
