@@ -5,7 +5,7 @@
 //! [`Core::take_effects`] and carries out in order. Because the core has a
 //! single owner, a reload is one event between two others and can never
 //! interleave with dispatch. The simulator in `sim` drives this type with
-//! random histories and checks the invariants of DESIGN.md section 4.
+//! random histories and checks the invariants of `docs/architecture.md` ("The invariants").
 
 mod builds;
 mod deadlines;

@@ -1,5 +1,4 @@
-//! Applying a new validated config as one atomic event (DESIGN.md section 3,
-//! `docs/reload.md`).
+//! Applying a new validated config as one atomic event (`docs/reload.md`).
 //!
 //! The new config is compared with the *state* (builders that have queues,
 //! workers that have links), not with the old file, so that restored queues

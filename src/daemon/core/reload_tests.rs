@@ -1,4 +1,4 @@
-//! The reload contract of DESIGN.md section 3 (`docs/reload.md`), row by row.
+//! The reload contract (`docs/reload.md`), row by row.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -1,7 +1,7 @@
 //! The seeded simulator: random histories of forces, cancels, stops, worker
 //! connects and losses, step ends, reloads with random config edits, dry
 //! runs, crafted reports and master restarts, with the invariants of
-//! DESIGN.md section 4 checked after every event.
+//! `docs/architecture.md` ("The invariants") checked after every event.
 //!
 //! - `cargo test --lib sim` runs `SIM_SEEDS` seeds (default 2,000) of
 //!   `SIM_EVENTS` events (default 200) each.
