@@ -749,5 +749,4 @@ fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
 }
 
 #[cfg(test)]
-#[path = "store_tests.rs"]
 mod tests;

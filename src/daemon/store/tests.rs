@@ -1,4 +1,4 @@
-//! Unit tests of the SQLite store (store.rs), in a file of their own to keep it short.
+//! Unit tests of the SQLite store, in a file of their own to keep the store's files short.
 
 #[test]
 fn the_database_is_never_opened_through_a_symlink() {
