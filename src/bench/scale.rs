@@ -18,7 +18,7 @@ use super::sampling::{bbctl_version_ms, sample};
 use super::stats::ms;
 use crate::config::{self, Config};
 use crate::daemon::core::{Core, LiveRequest, Record, Restored};
-use crate::daemon::store::Store;
+use crate::daemon::store::{SqliteStore, Store};
 
 /// A state dir holding the scale database, and the two versions of its
 /// config (the second changes the step of every tenth builder).
@@ -78,7 +78,7 @@ impl Fixture {
         let parsed = parse(&text_a, &dir)?;
         let defs: Vec<Arc<_>> = parsed.builders.iter().cloned().map(Arc::new).collect();
         let mut store =
-            Store::open(&dir.join("master.db")).context("cannot create the database")?;
+            SqliteStore::open(&dir.join("master.db")).context("cannot create the database")?;
         let at = now_ms()?;
         let batch = 2_000;
         let mut id = 0u64;

@@ -18,7 +18,7 @@ use crate::daemon::core::{Core, Effect, LinkId, Record};
 use crate::daemon::local_workers::LocalWorkers;
 use crate::daemon::logs;
 use crate::daemon::messages::{Command, LinkCmd, LinkMeta, Notice, Refusal};
-use crate::daemon::store::{Store, StoreError};
+use crate::daemon::store::{SqliteStore, Store, StoreError};
 use crate::paths::now_ms;
 use crate::protocol::{
     ErrorReply, Event, EventKind, MasterToWorker, RefusalKind, ReloadReport, Reply,
@@ -35,7 +35,7 @@ pub(super) struct LinkInfo {
 /// The master loop's state.
 pub struct Master {
     pub(super) core: Core,
-    pub(super) store: Store,
+    pub(super) store: SqliteStore,
     pub(super) links: HashMap<LinkId, LinkInfo>,
     pub(super) notices: broadcast::Sender<Arc<Notice>>,
     pub(super) events: broadcast::Sender<Arc<Event>>,
@@ -79,7 +79,7 @@ impl Master {
     /// Put together a master loop from its parts.
     pub fn new(
         core: Core,
-        store: Store,
+        store: SqliteStore,
         notices: broadcast::Sender<Arc<Notice>>,
         events: broadcast::Sender<Arc<Event>>,
         config_path: Option<PathBuf>,

@@ -45,6 +45,7 @@ use tokio::sync::{broadcast, mpsc};
 use tracing::{info, warn};
 
 use crate::config::{self, Config, ConfigError};
+use crate::daemon::store::Store as _;
 use crate::paths;
 
 /// How `bbmaster` was asked to start.
@@ -173,7 +174,7 @@ pub async fn run(opts: MasterOptions) -> Result<(), DaemonError> {
     logs::ensure_reserve(&logs_dir);
 
     let db = layout.state_dir.join("master.db");
-    let mut store = store::Store::open(&db)?;
+    let mut store = store::SqliteStore::open(&db)?;
     let restored = store.restore(paths::now_ms())?;
     let queued = restored.queued.len();
     let known_builds = restored.next_build.saturating_sub(1);

@@ -331,7 +331,7 @@ mod tests {
             logs: dir.path().join("logs"),
             artifacts: dir.path().join("artifacts"),
         };
-        drop(crate::daemon::store::Store::open(&places.db).unwrap());
+        drop(crate::daemon::store::SqliteStore::open(&places.db).unwrap());
         let conn = open(&places.db).unwrap();
         for id in 1..=6_i64 {
             let state = match id {

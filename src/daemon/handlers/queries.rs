@@ -5,6 +5,7 @@ use crate::daemon::actor::Master;
 use crate::daemon::core::CoreError;
 use crate::daemon::logs;
 use crate::daemon::messages::Snapshot;
+use crate::daemon::store::Store;
 use crate::protocol::{
     ArtifactInfo, BuildDetail, BuildId, ErrorReply, Reply, RequestId, RequestInfo, StreamTarget,
 };
@@ -96,7 +97,7 @@ impl Master {
 
 /// `bbctl artifacts BUILD`: the build's artifacts, or not found.
 pub(in crate::daemon) fn list_artifacts(
-    store: &crate::daemon::store::Store,
+    store: &impl Store,
     build: BuildId,
 ) -> Result<Vec<ArtifactInfo>, crate::protocol::ErrorReply> {
     use crate::protocol::ErrorReply;

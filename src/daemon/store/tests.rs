@@ -7,11 +7,19 @@ fn the_database_is_never_opened_through_a_symlink() {
     std::fs::write(&precious, "keep me").unwrap();
     let db = dir.path().join("master.db");
     std::os::unix::fs::symlink(&precious, &db).unwrap();
-    assert!(super::Store::open(&db).is_err());
+    assert!(super::SqliteStore::open(&db).is_err());
     assert_eq!(std::fs::read_to_string(&precious).unwrap(), "keep me");
 }
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use rusqlite::Connection;
+
+use super::writes::write_record;
 use super::*;
+use crate::config::BuilderDef;
+use crate::protocol::BuildResult;
 
 pub(super) fn test_def() -> Arc<BuilderDef> {
     Arc::new(BuilderDef {
@@ -47,7 +55,7 @@ fn queued_requests_survive_reopen_in_order() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("master.db");
     {
-        let mut store = Store::open(&path).unwrap();
+        let mut store = SqliteStore::open(&path).unwrap();
         store
             .apply(&[&queued(1, "a"), &queued(2, "b"), &queued(3, "a")])
             .unwrap();
@@ -59,7 +67,7 @@ fn queued_requests_survive_reopen_in_order() {
             }])
             .unwrap();
     }
-    let mut store = Store::open(&path).unwrap();
+    let mut store = SqliteStore::open(&path).unwrap();
     let restored = store.restore(5).unwrap();
     let ids: Vec<u64> = restored.queued.iter().map(|r| r.id).collect();
     assert_eq!(ids, vec![1, 3]);
@@ -68,7 +76,7 @@ fn queued_requests_survive_reopen_in_order() {
     assert_eq!(restored.next_build, 1);
 }
 
-fn start_build_1(store: &mut Store) {
+fn start_build_1(store: &mut SqliteStore) {
     store
         .apply(&[
             &queued(1, "a"),
@@ -96,8 +104,8 @@ fn start_build_1(store: &mut Store) {
 fn a_build_running_at_a_crash_comes_back_with_its_definition() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("master.db");
-    start_build_1(&mut Store::open(&path).unwrap());
-    let mut store = Store::open(&path).unwrap();
+    start_build_1(&mut SqliteStore::open(&path).unwrap());
+    let mut store = SqliteStore::open(&path).unwrap();
     let restored = store.restore(9).unwrap();
     assert!(restored.queued.is_empty());
     assert_eq!(restored.running.len(), 1);
@@ -112,7 +120,7 @@ fn a_build_running_at_a_crash_comes_back_with_its_definition() {
 fn a_retried_build_requeues_its_request() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("master.db");
-    let mut store = Store::open(&path).unwrap();
+    let mut store = SqliteStore::open(&path).unwrap();
     start_build_1(&mut store);
     store
         .apply(&[&Record::BuildRetried {
@@ -162,7 +170,7 @@ fn a_version_1_database_migrates_and_its_running_build_is_retried() {
             )
             .unwrap();
     }
-    let mut store = Store::open(&path).unwrap();
+    let mut store = SqliteStore::open(&path).unwrap();
     let version: i64 = store
         .conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
@@ -192,14 +200,14 @@ fn a_version_3_database_migrates_and_records_artifacts() {
     let path = dir.path().join("master.db");
     {
         // A database as schema version 3 left it: no artifacts table.
-        let mut store = Store::open(&path).unwrap();
+        let mut store = SqliteStore::open(&path).unwrap();
         start_build_1(&mut store);
         store
             .conn
             .execute_batch("DROP TABLE artifacts; PRAGMA user_version = 3;")
             .unwrap();
     }
-    let mut store = Store::open(&path).unwrap();
+    let mut store = SqliteStore::open(&path).unwrap();
     let version: i64 = store
         .conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
@@ -221,14 +229,14 @@ fn a_version_3_database_migrates_and_records_artifacts() {
     assert!(store.add_artifact(1, &a).is_err(), "a name is stored once");
     assert!(store.add_artifact(9, &a).is_err(), "only for known builds");
     drop(store);
-    let store = Store::open(&path).unwrap();
+    let store = SqliteStore::open(&path).unwrap();
     assert_eq!(store.artifacts(1).unwrap(), vec![first, a]);
 }
 
 #[test]
 fn rename_moves_history() {
     let dir = tempfile::tempdir().unwrap();
-    let mut store = Store::open(&dir.path().join("m.db")).unwrap();
+    let mut store = SqliteStore::open(&dir.path().join("m.db")).unwrap();
     store
         .apply(&[
             &queued(1, "old"),
@@ -256,7 +264,7 @@ fn rename_moves_history() {
 fn a_full_database_fails_the_write_and_keeps_what_it_had() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("m.db");
-    let mut store = Store::open(&path).unwrap();
+    let mut store = SqliteStore::open(&path).unwrap();
     store.apply(&[&queued(1, "a")]).unwrap();
     // Cap the file at its current size: the next write has no room.
     let pages: i64 = store
@@ -291,7 +299,7 @@ fn a_corrupt_database_is_refused_with_its_path() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("m.db");
     std::fs::write(&path, vec![0x42u8; 8192]).unwrap();
-    let err = Store::open(&path).err().expect("refused").to_string();
+    let err = SqliteStore::open(&path).err().expect("refused").to_string();
     assert!(
         err.contains("m.db") && err.contains("not a database"),
         "{err}"
@@ -306,7 +314,7 @@ fn a_newer_schema_is_refused() {
         let conn = Connection::open(&path).unwrap();
         conn.pragma_update(None, "user_version", 99).unwrap();
     }
-    let err = Store::open(&path).err().expect("refused").to_string();
+    let err = SqliteStore::open(&path).err().expect("refused").to_string();
     assert!(err.contains("newer"), "{err}");
 }
 
@@ -322,7 +330,7 @@ mod measure {
     fn measure_the_integrity_checks_on_100000_builds() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("master.db");
-        let mut store = Store::open(&path).unwrap();
+        let mut store = SqliteStore::open(&path).unwrap();
         let def = super::test_def();
         for chunk in 0..100u64 {
             let tx = store.conn.transaction().unwrap();
@@ -394,7 +402,7 @@ mod measure {
             );
         }
         let started = std::time::Instant::now();
-        drop(Store::open(&path).unwrap());
-        eprintln!("Store::open: {:?}", started.elapsed());
+        drop(SqliteStore::open(&path).unwrap());
+        eprintln!("SqliteStore::open: {:?}", started.elapsed());
     }
 }

@@ -1,0 +1,154 @@
+//! The questions the handlers ask of the history: builds, one build with
+//! its steps, one request, a build's artifacts, the latest build.
+
+use std::collections::BTreeMap;
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::protocol::{
+    ArtifactInfo, BuildDetail, BuildId, BuildResult, BuildSummary, RequestId, RequestInfo,
+    StepDetail,
+};
+
+/// Most builds one `builds` answer lists, whatever the client asks: the
+/// answer is read in the master loop and must stay small.
+pub const MAX_LIST: u32 = 10_000;
+
+/// Builds, newest first, at most `limit` (capped at [`MAX_LIST`]).
+/// Two statements, so that a builder's history is read through its
+/// index rather than by scanning every build.
+pub(super) fn builds(
+    conn: &Connection,
+    builder: Option<&str>,
+    limit: u32,
+) -> rusqlite::Result<Vec<BuildSummary>> {
+    let limit = limit.min(MAX_LIST) as i64;
+    match builder {
+        Some(builder) => {
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {SUMMARY_COLUMNS} FROM builds
+                 WHERE builder = ?1 ORDER BY id DESC LIMIT ?2"
+            ))?;
+            stmt.query_map(params![builder, limit], summary_from_row)
+                .and_then(|rows| rows.collect())
+        }
+        None => {
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {SUMMARY_COLUMNS} FROM builds ORDER BY id DESC LIMIT ?1"
+            ))?;
+            stmt.query_map(params![limit], summary_from_row)
+                .and_then(|rows| rows.collect())
+        }
+    }
+}
+
+/// One build with its steps; `None` if there is no such build.
+pub(super) fn build(conn: &Connection, id: BuildId) -> rusqlite::Result<Option<BuildDetail>> {
+    let summary = conn
+        .query_row(
+            &format!("SELECT {SUMMARY_COLUMNS} FROM builds WHERE id = ?1"),
+            params![id as i64],
+            summary_from_row,
+        )
+        .optional()?;
+    let Some(summary) = summary else {
+        return Ok(None);
+    };
+    let (request_reason, props): (Option<String>, String) = conn.query_row(
+        "SELECT reason, properties FROM requests WHERE id = ?1",
+        params![summary.request_id as i64],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    let mut stmt = conn.prepare_cached(
+        "SELECT idx, name, started_at, finished_at, result, reason
+         FROM steps WHERE build_id = ?1 ORDER BY idx",
+    )?;
+    let steps = stmt
+        .query_map(params![id as i64], |r| {
+            Ok(StepDetail {
+                index: r.get(0)?,
+                name: r.get(1)?,
+                started_at_ms: r.get::<_, i64>(2)? as u64,
+                finished_at_ms: r.get::<_, Option<i64>>(3)?.map(|v| v as u64),
+                result: result_column(r.get(4)?),
+                reason: r.get(5)?,
+                log_bytes: 0,
+            })
+        })
+        .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())?;
+    Ok(Some(BuildDetail {
+        summary,
+        request_reason,
+        properties: serde_json::from_str::<BTreeMap<String, String>>(&props).unwrap_or_default(),
+        steps,
+    }))
+}
+
+/// One request; `None` if there is no such request.
+pub(super) fn request(conn: &Connection, id: RequestId) -> rusqlite::Result<Option<RequestInfo>> {
+    conn.query_row(
+        "SELECT r.id, r.builder, r.state, r.result, r.finish_reason,
+                COALESCE((SELECT MAX(b.id) FROM builds b WHERE b.request_id = r.id),
+                         r.collapsed_into_build)
+         FROM requests r WHERE r.id = ?1",
+        params![id as i64],
+        |r| {
+            Ok(RequestInfo {
+                id: r.get::<_, i64>(0)? as u64,
+                builder: r.get(1)?,
+                state: r.get(2)?,
+                result: result_column(r.get(3)?),
+                reason: r.get(4)?,
+                build: r.get::<_, Option<i64>>(5)?.map(|v| v as u64),
+            })
+        },
+    )
+    .optional()
+}
+
+/// A build's artifacts, by name.
+pub(super) fn artifacts(conn: &Connection, build: BuildId) -> rusqlite::Result<Vec<ArtifactInfo>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT name, size, sha256, created_at FROM artifacts
+         WHERE build_id = ?1 ORDER BY name",
+    )?;
+    stmt.query_map([build as i64], |r| {
+        Ok(ArtifactInfo {
+            name: r.get(0)?,
+            size: r.get::<_, i64>(1)? as u64,
+            sha256: r.get(2)?,
+            created_at_ms: r.get::<_, i64>(3)? as u64,
+        })
+    })?
+    .collect()
+}
+
+/// The most recently started build.
+pub(super) fn latest_build(conn: &Connection) -> rusqlite::Result<Option<BuildId>> {
+    conn.query_row("SELECT MAX(id) FROM builds", [], |r| {
+        r.get::<_, Option<i64>>(0)
+    })
+    .map(|v| v.map(|v| v as u64))
+}
+
+const SUMMARY_COLUMNS: &str = "id, request_id, builder, worker, generation, config_hash, \
+     result, reason, started_at, finished_at";
+
+fn summary_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<BuildSummary> {
+    Ok(BuildSummary {
+        id: r.get::<_, i64>(0)? as u64,
+        request_id: r.get::<_, i64>(1)? as u64,
+        builder: r.get(2)?,
+        worker: r.get(3)?,
+        generation: r.get::<_, i64>(4)? as u64,
+        config_hash: r.get(5)?,
+        result: result_column(r.get(6)?),
+        reason: r.get(7)?,
+        started_at_ms: r.get::<_, i64>(8)? as u64,
+        finished_at_ms: r.get::<_, Option<i64>>(9)?.map(|v| v as u64),
+    })
+}
+
+fn result_column(word: Option<String>) -> Option<BuildResult> {
+    word.as_deref().and_then(BuildResult::parse)
+}

@@ -1,0 +1,202 @@
+//! Writes: the core's [`Record`]s, all records of one core event in one
+//! transaction, and the artifacts an upload stored.
+
+use rusqlite::{Connection, params};
+
+use crate::daemon::core::Record;
+use crate::protocol::{ArtifactInfo, BuildId};
+
+/// Write the records of one core event, all or nothing.
+pub(super) fn apply(conn: &mut Connection, records: &[&Record]) -> rusqlite::Result<()> {
+    if records.is_empty() {
+        return Ok(());
+    }
+    let tx = conn.transaction()?;
+    for record in records {
+        write_record(&tx, record)?;
+    }
+    tx.commit()
+}
+
+/// Record an artifact stored under the build's artifacts dir.
+pub(super) fn add_artifact(
+    conn: &Connection,
+    build: BuildId,
+    a: &ArtifactInfo,
+) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT INTO artifacts (build_id, name, size, sha256, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![
+            build as i64,
+            a.name,
+            a.size as i64,
+            a.sha256,
+            a.created_at_ms as i64
+        ],
+    )
+    .map(|_| ())
+}
+
+/// One record, inside the caller's transaction.
+pub(super) fn write_record(
+    tx: &rusqlite::Transaction<'_>,
+    record: &Record,
+) -> rusqlite::Result<()> {
+    match record {
+        Record::RequestQueued {
+            request,
+            builder,
+            reason,
+            properties,
+            priority,
+            at_ms,
+        } => {
+            let props = serde_json::to_string(properties).unwrap_or_else(|_| "{}".into());
+            tx.execute(
+                "INSERT INTO requests (id, builder, reason, properties, submitted_at, state, priority)
+                 VALUES (?1, ?2, ?3, ?4, ?5, 'queued', ?6)",
+                params![*request as i64, builder, reason, props, *at_ms as i64, priority],
+            )?;
+        }
+        Record::RequestCancelled {
+            request,
+            reason,
+            at_ms,
+        } => {
+            tx.execute(
+                "UPDATE requests SET state = 'cancelled', result = 'cancelled',
+                     finish_reason = ?2, finished_at = ?3 WHERE id = ?1",
+                params![*request as i64, reason, *at_ms as i64],
+            )?;
+        }
+        Record::BuildStarted {
+            build,
+            request,
+            builder,
+            worker,
+            generation,
+            config_hash,
+            definition,
+            at_ms,
+        } => {
+            let definition = serde_json::to_string(&**definition)
+                .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+            tx.execute(
+                "INSERT INTO builds (id, request_id, builder, worker, generation, config_hash,
+                                     started_at, definition)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![
+                    *build as i64,
+                    *request as i64,
+                    builder,
+                    worker,
+                    *generation as i64,
+                    config_hash,
+                    *at_ms as i64,
+                    definition
+                ],
+            )?;
+            tx.execute(
+                "UPDATE requests SET state = 'running' WHERE id = ?1",
+                params![*request as i64],
+            )?;
+        }
+        Record::StepStarted {
+            build,
+            step,
+            name,
+            at_ms,
+        } => {
+            tx.execute(
+                "INSERT INTO steps (build_id, idx, name, started_at) VALUES (?1, ?2, ?3, ?4)",
+                params![*build as i64, step, name, *at_ms as i64],
+            )?;
+        }
+        Record::StepFinished {
+            build,
+            step,
+            result,
+            reason,
+            at_ms,
+        } => {
+            tx.execute(
+                "UPDATE steps SET finished_at = ?3, result = ?4, reason = ?5
+                 WHERE build_id = ?1 AND idx = ?2",
+                params![*build as i64, step, *at_ms as i64, result.as_str(), reason],
+            )?;
+        }
+        Record::BuildFinished {
+            build,
+            request,
+            result,
+            reason,
+            at_ms,
+        } => {
+            tx.execute(
+                "UPDATE builds SET finished_at = ?2, result = ?3, reason = ?4 WHERE id = ?1",
+                params![*build as i64, *at_ms as i64, result.as_str(), reason],
+            )?;
+            tx.execute(
+                "UPDATE requests SET state = 'finished', result = ?2, finish_reason = ?3,
+                     finished_at = ?4 WHERE id = ?1",
+                params![*request as i64, result.as_str(), reason, *at_ms as i64],
+            )?;
+        }
+        Record::BuildRetried {
+            build,
+            request,
+            reason,
+            at_ms,
+        } => {
+            tx.execute(
+                "UPDATE builds SET finished_at = ?2, result = 'retry', reason = ?3 WHERE id = ?1",
+                params![*build as i64, *at_ms as i64, reason],
+            )?;
+            tx.execute(
+                "UPDATE requests SET state = 'queued', retries = retries + 1 WHERE id = ?1",
+                params![*request as i64],
+            )?;
+        }
+        Record::RequestCollapsed {
+            request,
+            into,
+            build,
+            at_ms,
+        } => {
+            tx.execute(
+                "UPDATE requests SET state = 'skipped', result = 'skipped', finish_reason = ?2,
+                     finished_at = ?3, collapsed_into_build = ?4 WHERE id = ?1",
+                params![
+                    *request as i64,
+                    format!("collapsed into request {into} (build {build})"),
+                    *at_ms as i64,
+                    *build as i64
+                ],
+            )?;
+        }
+        Record::BuilderRenamed { from, to } => {
+            tx.execute(
+                "UPDATE builds SET builder = ?2 WHERE builder = ?1",
+                params![from, to],
+            )?;
+            tx.execute(
+                "UPDATE requests SET builder = ?2 WHERE builder = ?1",
+                params![from, to],
+            )?;
+        }
+        Record::GenerationApplied {
+            generation,
+            config_hash,
+            origin,
+            at_ms,
+        } => {
+            tx.execute(
+                "INSERT OR REPLACE INTO generations (generation, config_hash, origin, applied_at)
+                 VALUES (?1, ?2, ?3, ?4)",
+                params![*generation as i64, config_hash, origin, *at_ms as i64],
+            )?;
+        }
+    }
+    Ok(())
+}
