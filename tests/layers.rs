@@ -10,19 +10,16 @@
 //! code (comments and strings skipped; test modules count), resolves
 //! each to the file that defines the named module, and follows `pub use`
 //! re-exports of a `mod.rs` to the file that really defines the item. It
-//! then looks for strongly connected groups of files. A directory's `mod.rs`
-//! is its front: its arrows to its own children (declaring, re-exporting,
+//! then looks for strongly connected groups of files. A module's file
+//! (`mod.rs`, or `name.rs` beside `name/`) is its front: its arrows to its own children (declaring, re-exporting,
 //! driving them) are not counted, so children may use what it defines.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-/// Circles made only of files under these paths are tolerated for now.
-///
-/// - TODO: src/config/ was outside the `layout` work: the config defaults
-///   parse their values with the validator's parsers while the validator
-///   reads the defaults. A leaf for the unit parsers would break it.
-const ALLOWED_CIRCLE_DIRS: &[&str] = &["src/config/"];
+/// Circles made only of files under these paths are tolerated (none now:
+/// the config's unit parsers moved to the leaf `src/config/units.rs`).
+const ALLOWED_CIRCLE_DIRS: &[&str] = &[];
 
 /// One source file of the library and the module it is.
 struct File {
@@ -511,12 +508,12 @@ fn resolve(
     }
 }
 
-/// Whether `from` is the `mod.rs` (or `lib.rs`) of a directory holding
-/// `to`: a directory's front declares, re-exports and drives its children,
+/// Whether `from` is the file of a module that holds `to` (its `mod.rs`,
+/// `lib.rs`, or a `name.rs` beside a `name/` directory: Rust does not care
+/// which): a module's front declares, re-exports and drives its children,
 /// so those arrows are not imports; its children may use what it defines.
 fn front_of(from: &File, to: &File) -> bool {
-    let front = from.path.ends_with("/mod.rs") || from.path == "src/lib.rs";
-    front && to.module.len() > from.module.len() && to.module.starts_with(&from.module)
+    to.module.len() > from.module.len() && to.module.starts_with(&from.module)
 }
 
 /// Strongly connected components (Tarjan).

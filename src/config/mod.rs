@@ -14,6 +14,7 @@ mod error;
 mod position;
 mod raw;
 mod schema;
+mod units;
 mod validate;
 
 #[cfg(test)]
@@ -24,7 +25,8 @@ use std::path::Path;
 use serde::Deserialize;
 
 pub use error::{ConfigError, Problem};
-pub use validate::{parse_mode, parse_size, relative_path_problem};
+pub use units::{parse_mode, parse_size};
+pub use validate::relative_path_problem;
 
 /// The default config used when bbmaster gets no --config: one local worker
 /// `local-1` (max_builds = 2), a builder `hello` with two steps (a shell

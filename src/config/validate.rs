@@ -7,9 +7,8 @@ mod builders;
 mod limits;
 mod retention;
 
-pub use limits::parse_size;
 mod steps;
-pub use steps::{parse_mode, relative_path_problem};
+pub use steps::relative_path_problem;
 mod workers;
 
 use std::collections::{BTreeMap, HashMap, HashSet};

@@ -4,32 +4,7 @@
 use toml::Spanned;
 
 use super::Checker;
-
-/// Parse a size: a whole number with an optional unit `B`, `KiB`, `MiB`,
-/// `GiB` (powers of 1024) or `KB`, `MB`, `GB` (powers of 1000).
-pub fn parse_size(text: &str) -> Result<u64, String> {
-    let t = text.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (digits, unit) = t.split_at(split);
-    if digits.is_empty() {
-        return Err("expected a number".into());
-    }
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| "the number is too large".to_string())?;
-    let factor: u64 = match unit.trim() {
-        "" | "B" => 1,
-        "KiB" | "K" => 1 << 10,
-        "MiB" | "M" => 1 << 20,
-        "GiB" | "G" => 1 << 30,
-        "KB" => 1000,
-        "MB" => 1_000_000,
-        "GB" => 1_000_000_000,
-        other => return Err(format!("unknown unit {other:?}")),
-    };
-    n.checked_mul(factor)
-        .ok_or_else(|| "the size is too large".to_string())
-}
+use crate::config::units::parse_size;
 
 impl Checker<'_> {
     /// A size setting between `min` and `max` bytes, or `default`.

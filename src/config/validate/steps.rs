@@ -7,7 +7,7 @@ use toml::Spanned;
 use super::super::model::{DownloadSpec, StepAction, StepDef, UploadSpec};
 use super::super::raw::{RawAction, RawDownload, RawStep, RawUpload};
 use super::Checker;
-use super::limits::parse_size;
+use crate::config::units::{parse_mode, parse_size};
 
 impl Checker<'_> {
     /// One step of builder `builder`.
@@ -252,17 +252,6 @@ pub fn relative_path_problem(path: &str) -> Option<&'static str> {
     } else {
         None
     }
-}
-
-/// Octal permission bits (`"0644"`, `"644"`, `"0o644"`), at most `0777`.
-pub fn parse_mode(text: &str) -> Option<u32> {
-    let t = text.trim();
-    let digits = t.strip_prefix("0o").unwrap_or(t);
-    if digits.is_empty() || digits.len() > 4 || !digits.bytes().all(|b| (b'0'..=b'7').contains(&b))
-    {
-        return None;
-    }
-    u32::from_str_radix(digits, 8).ok().filter(|m| *m <= 0o777)
 }
 
 #[cfg(test)]
