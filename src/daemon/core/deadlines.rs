@@ -8,7 +8,7 @@
 //! for a timeout, `cancelled` for a stop, the reason saying the worker did
 //! not end the step), tells the worker to abandon the step, and frees the
 //! worker's slot. The link then treats anything more the worker says about
-//! that step as a protocol error and closes (see `worker_link.rs`); a late
+//! that step as a protocol error and closes (see `worker_link/link.rs`); a late
 //! report that reaches the core anyway is refused as not the link's step.
 
 use std::collections::BTreeMap;

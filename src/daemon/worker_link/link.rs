@@ -1,36 +1,29 @@
-//! One worker connection: handshake, then steps out and output in.
-//!
-//! Output is written to the step's log file right here, without passing
-//! through the master loop, and only for steps this link was given: a
-//! worker cannot write into another worker's build. A step's end is passed
-//! to the master loop after all of its output is on disk.
+//! An authenticated worker link: keepalive both ways, steps out, output
+//! written to the steps' logs and ends passed on once it is all on disk,
+//! and the file transfers of its steps.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use interprocess::local_socket::tokio::Stream;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
 
 use crate::daemon::core::LinkId;
 use crate::daemon::handle::MasterHandle;
-use crate::daemon::limits::{
-    Limits, MAX_WORKER_FRAME, MAX_WORKER_LABEL, MAX_WORKER_TEXT, WORKER_QUEUE_BYTES,
-};
-use crate::daemon::logs::{self, StepLogWriter};
-use crate::daemon::messages::{LinkCmd, LinkMeta};
+use crate::daemon::limits::{Limits, MAX_WORKER_FRAME, MAX_WORKER_TEXT, WORKER_QUEUE_BYTES};
+use crate::daemon::messages::LinkCmd;
 use crate::daemon::transfer::Transfers;
 use crate::paths::now_ms;
 use crate::protocol::{
-    self, BuildId, FrameError, Hello, HelloReply, MasterToWorker, RefusalKind, Role, StepEnd,
-    StepIndex, WorkerToMaster,
+    self, BuildId, FrameError, MasterToWorker, StepEnd, StepIndex, WorkerToMaster,
 };
 use crate::untrusted::{Escaped, capped};
-use interprocess::local_socket::traits::StreamCommon as _;
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::step_log::StepLog;
 
 /// Write one message, giving up after three keepalive intervals: a worker
 /// that stops reading (stopped process, hung host) must not hold the link
@@ -40,7 +33,7 @@ async fn write_bounded<W: AsyncWrite + Unpin>(
     wr: &mut W,
     msg: &MasterToWorker,
 ) -> Result<(), FrameError> {
-    match tokio::time::timeout(keepalive * 3, protocol::write_msg(wr, msg)).await {
+    match tokio::time::timeout(keepalive * MISSED_INTERVALS, protocol::write_msg(wr, msg)).await {
         Ok(written) => written,
         Err(_) => Err(FrameError::Io(std::io::Error::new(
             std::io::ErrorKind::TimedOut,
@@ -49,271 +42,39 @@ async fn write_bounded<W: AsyncWrite + Unpin>(
     }
 }
 
-/// Tells the master loop a link is gone when dropped.
-struct LinkGone {
-    link: LinkId,
-    master: MasterHandle,
-}
-
-impl Drop for LinkGone {
-    fn drop(&mut self) {
-        self.master.worker_gone(self.link);
-    }
-}
-
 /// A worker silent for this many keepalive intervals is lost (the same
 /// rule as the worker's for its master).
 const MISSED_INTERVALS: u32 = crate::worker::MISSED_INTERVALS;
 
-/// How long a refused worker waits for the refusal.
-const REFUSAL_DELAY: Duration = Duration::from_secs(1);
-
-pub use crate::daemon::limits::HANDSHAKE_TIMEOUT;
-
-/// Serve one connection on the worker socket until it ends.
-pub async fn serve(
-    stream: Stream,
-    link: LinkId,
-    master: MasterHandle,
-    logs: PathBuf,
-    limits: Arc<Limits>,
-) {
-    let keepalive = limits.keepalive;
-    let pid = stream.peer_creds().ok().and_then(|c| c.pid());
-    let (mut rd, mut wr) = tokio::io::split(stream);
-    let hello: Hello = match tokio::time::timeout(
-        HANDSHAKE_TIMEOUT,
-        protocol::read_msg(&mut rd, limits.max_handshake_frame),
-    )
-    .await
-    {
-        Ok(Ok(hello)) => hello,
-        Ok(Err(e)) => {
-            refuse(&mut wr, link, &format!("bad handshake: {e}")).await;
-            return;
-        }
-        Err(_) => {
-            refuse(&mut wr, link, "handshake not finished in time").await;
-            return;
-        }
-    };
-    // Everything the hello says is the peer's word: short and escaped
-    // before it reaches a message, the log or `bbctl workers`.
-    let mut hello = hello;
-    hello.software = capped(&hello.software, MAX_WORKER_LABEL);
-    hello.magic = capped(&hello.magic, MAX_WORKER_LABEL);
-    if let Err(reason) = hello.check() {
-        refuse(&mut wr, link, &reason).await;
-        return;
-    }
-    let software = hello.software.clone();
-    let Role::Worker {
-        name,
-        secret,
-        running: held,
-        host,
-    } = hello.role
-    else {
-        refuse(
-            &mut wr,
-            link,
-            "this is the worker socket; bbctl connects to the control socket",
-        )
-        .await;
-        return;
-    };
-    let host = host.map(|h| capped(&h, MAX_WORKER_LABEL));
-    // A build step that found a worker's secret (a local worker of the
-    // master's own user keeps it in the state dir) may not pose as one.
-    if let Some(worker) = pid
-        .and_then(|pid| crate::daemon::lineage::worker_ancestor(pid, &limits.worker_socket, false))
-    {
-        warn!(
-            link,
-            ?pid,
-            worker_pid = worker.pid,
-            name = %Escaped(&name),
-            "worker connection from a build step refused"
-        );
-        refuse(
-            &mut wr,
-            link,
-            &format!(
-                "permission denied: process {} {}; build steps may not connect as workers",
-                pid.unwrap_or(0),
-                worker.describe()
-            ),
-        )
-        .await;
-        return;
-    }
-    // Secret guessing is slowed for the whole master: every attempt takes
-    // a token of the shared gate before its secret is looked at.
-    let admitted = limits.login_gate.admit().await;
-    let (tx, mut cmds) = mpsc::unbounded_channel();
-    let last_seen = Arc::new(AtomicU64::new(now_ms()));
-    let meta = LinkMeta {
-        software,
-        host,
-        pid,
-        last_seen_ms: Arc::clone(&last_seen),
-    };
-    let answer = master
-        .worker_hello(name.clone(), secret, held, meta, link, tx)
-        .await;
-    match answer {
-        Some(Ok(())) => admitted.succeeded(),
-        Some(Err(refusal)) => {
-            let name = Escaped(&name);
-            let reason = Escaped(&refusal.reason);
-            match refusal.kind {
-                RefusalKind::WrongSecret | RefusalKind::UnknownWorker => warn!(
-                    link, worker = %name, ?pid,
-                    "worker authentication failed: {reason}"
-                ),
-                // The secret was right: its token of the login gate goes
-                // back; a failed login's stays spent.
-                RefusalKind::AlreadyConnected => {
-                    admitted.succeeded();
-                    warn!(
-                        link, worker = %name, ?pid,
-                        "worker refused: already connected (another process with this name, or its previous link not yet seen lost)"
-                    )
-                }
-                _ => {
-                    admitted.succeeded();
-                    warn!(link, worker = %name, ?pid, "worker refused: {reason}")
-                }
-            }
-            // A refused worker waits before it hears why: guessing secrets
-            // costs a second a try, and a second worker of the same name
-            // cannot spin.
-            tokio::time::sleep(REFUSAL_DELAY).await;
-            let _ =
-                protocol::write_msg(&mut wr, &HelloReply::refused(refusal.kind, refusal.reason))
-                    .await;
-            return;
-        }
-        None => return,
-    }
-    // From here the master counts this link as live: however this task
-    // ends, even by a panic, the master hears that the link is gone.
-    let _gone = LinkGone {
-        link,
-        master: master.clone(),
-    };
-    let welcome = HelloReply::Welcome {
-        version: protocol::PROTOCOL_VERSION,
-        software: protocol::handshake::software(),
-        master_pid: std::process::id(),
-        keepalive_ms: Some(keepalive.as_millis() as u64),
-    };
-    if protocol::write_msg(&mut wr, &welcome).await.is_ok() {
-        let mut link_state = Link {
-            id: link,
-            worker: name,
-            master: master.clone(),
-            logs,
-            open: HashMap::new(),
-            keepalive,
-            last_seen,
-            pings: HashMap::new(),
-            transfers: Transfers::new(limits.dirs.clone(), master.clone(), limits.worker.clone()),
-            outbox: Vec::new(),
-            limits: Arc::clone(&limits),
-        };
-        link_state.run(rd, &mut wr, &mut cmds).await;
-    }
-}
-
-async fn refuse<W: AsyncWrite + Unpin>(wr: &mut W, link: LinkId, reason: &str) {
-    warn!(link, "worker connection refused: {}", Escaped(reason));
-    let _ = protocol::write_msg(wr, &HelloReply::refused(RefusalKind::Other, reason)).await;
-}
-
-/// The log of one step given to a link.
-#[derive(Default)]
-struct StepLog {
-    /// Opened on the first output.
-    writer: Option<StepLogWriter>,
-    /// Started by this master (not resumed): its log must not exist yet.
-    new: bool,
-    /// Output lost before a writer could take it (the log cannot be
-    /// opened): the step cannot end as a success.
-    lost: Option<String>,
-}
-
-impl StepLog {
-    /// The open writer, opening the log on first use; `None` (and the
-    /// loss recorded) if it cannot be opened.
-    fn writer(
-        &mut self,
-        dir: &std::path::Path,
-        build: BuildId,
-        step: StepIndex,
-        cap: u64,
-    ) -> Option<&mut StepLogWriter> {
-        if self.writer.is_none() && self.lost.is_none() {
-            let opened = if self.new {
-                StepLogWriter::create_new(dir, build, step, cap)
-            } else {
-                StepLogWriter::open(dir, build, step, cap)
-            };
-            match opened {
-                Ok(w) => {
-                    // Room to record the end of a build whose log fills
-                    // the disk; made again here once space came back.
-                    logs::ensure_reserve(dir);
-                    self.writer = Some(w);
-                }
-                Err(e) => {
-                    warn!("cannot open the log of build {build} step {step}: {e}");
-                    self.lost = Some(if e.kind() == std::io::ErrorKind::AlreadyExists {
-                        e.to_string()
-                    } else {
-                        logs::write_failure(&e)
-                    });
-                }
-            }
-        }
-        self.writer.as_mut()
-    }
-
-    /// Why output was lost, if it was.
-    fn lost(&self) -> Option<String> {
-        self.lost.clone().or_else(|| {
-            self.writer
-                .as_ref()
-                .and_then(|w| w.lost().map(str::to_string))
-        })
-    }
-}
-
 /// An authenticated worker connection.
-struct Link {
-    id: LinkId,
-    worker: String,
-    master: MasterHandle,
-    logs: PathBuf,
+pub(super) struct Link {
+    pub(super) id: LinkId,
+    pub(super) worker: String,
+    pub(super) master: MasterHandle,
+    pub(super) logs: PathBuf,
     /// Steps given to this link and not yet ended, with their open logs.
-    open: HashMap<(BuildId, StepIndex), StepLog>,
+    pub(super) open: HashMap<(BuildId, StepIndex), StepLog>,
     /// Ping interval; a worker silent for three of them is lost.
-    keepalive: Duration,
+    pub(super) keepalive: Duration,
     /// When we last heard from the worker, for `bbctl workers`.
-    last_seen: Arc<AtomicU64>,
+    pub(super) last_seen: Arc<AtomicU64>,
     /// Frame and log limits.
-    limits: Arc<Limits>,
+    pub(super) limits: Arc<Limits>,
     /// `bbctl ping`s waiting for their pong, by sequence number.
-    pings: HashMap<u64, (tokio::time::Instant, oneshot::Sender<Duration>)>,
+    pub(super) pings: HashMap<u64, (tokio::time::Instant, oneshot::Sender<Duration>)>,
     /// Uploads and downloads of this link's steps (their file I/O).
-    transfers: Transfers,
+    pub(super) transfers: Transfers,
     /// Frames `on_message` wants sent (transfer acks and refusals).
-    outbox: Vec<MasterToWorker>,
+    pub(super) outbox: Vec<MasterToWorker>,
 }
 
 impl Link {
-    async fn run<R, W>(&mut self, rd: R, wr: &mut W, cmds: &mut mpsc::UnboundedReceiver<LinkCmd>)
-    where
+    pub(super) async fn run<R, W>(
+        &mut self,
+        rd: R,
+        wr: &mut W,
+        cmds: &mut mpsc::UnboundedReceiver<LinkCmd>,
+    ) where
         R: AsyncRead + Unpin + Send + 'static,
         W: AsyncWrite + Unpin,
     {
