@@ -49,6 +49,24 @@ fn spin_until_exists(path: &Path, pid: i32) {
     }
 }
 
+/// Start `bbmaster` on `REMOTE_ONLY` in a new temp dir (state in `s/`,
+/// stderr in `master.log`) without waiting for anything: for tests that
+/// act in the very first moments of its life.
+fn launch_raw() -> (tempfile::TempDir, std::process::Child) {
+    let dir = temp_dir();
+    let config = dir.path().join("master.toml");
+    std::fs::write(&config, REMOTE_ONLY).unwrap();
+    let mut cmd = command(BBMASTER);
+    cmd.arg("--state-dir")
+        .arg(dir.path().join("s"))
+        .arg("--config")
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("master.log")).unwrap());
+    let child = cmd.spawn().expect("cannot start bbmaster");
+    (dir, child)
+}
+
 /// A SIGHUP sent at the earliest moment a script could see the master (its
 /// lock file, then its control socket, appearing) never kills it: the
 /// handlers are installed before anything is bound. Thirty masters, each
@@ -56,19 +74,8 @@ fn spin_until_exists(path: &Path, pid: i32) {
 #[test]
 fn sighup_at_start_never_kills_the_master() {
     for round in 0..30 {
-        let dir = temp_dir();
-        let config = dir.path().join("master.toml");
-        std::fs::write(&config, REMOTE_ONLY).unwrap();
-        let state = dir.path().join("s");
-        let log = dir.path().join("master.log");
-        let mut cmd = command(BBMASTER);
-        cmd.arg("--state-dir")
-            .arg(&state)
-            .arg("--config")
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap());
-        let mut child = cmd.spawn().expect("cannot start bbmaster");
+        let (dir, mut child) = launch_raw();
+        let (state, log) = (dir.path().join("s"), dir.path().join("master.log"));
         let pid = child.id() as i32;
         // Alternate the moment: the lock file appears before any socket.
         let seen = if round % 2 == 0 {
@@ -116,19 +123,8 @@ fn sighup_at_start_never_kills_the_master() {
 #[test]
 fn sigterm_at_start_stops_the_master_cleanly() {
     for round in 0..10 {
-        let dir = temp_dir();
-        let config = dir.path().join("master.toml");
-        std::fs::write(&config, REMOTE_ONLY).unwrap();
-        let state = dir.path().join("s");
-        let log = dir.path().join("master.log");
-        let mut cmd = command(BBMASTER);
-        cmd.arg("--state-dir")
-            .arg(&state)
-            .arg("--config")
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap());
-        let mut child = cmd.spawn().expect("cannot start bbmaster");
+        let (dir, mut child) = launch_raw();
+        let (state, log) = (dir.path().join("s"), dir.path().join("master.log"));
         let pid = child.id() as i32;
         spin_until_exists(&state.join("bbmaster.lock"), pid);
         kill(Pid::from_raw(pid), Signal::SIGTERM).expect("cannot send SIGTERM");
