@@ -97,6 +97,11 @@ impl Connection {
                 path: path.to_path_buf(),
                 reason,
             }),
+            // Only workers are challenged: this is the worker socket.
+            Ok(HelloReply::Challenge { .. }) => Err(ConnectionError::Refused {
+                path: path.to_path_buf(),
+                reason: "this is a worker socket, not the control socket".into(),
+            }),
             Err(e) => Err(wrote.err().unwrap_or(e).into()),
         }
     }

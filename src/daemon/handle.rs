@@ -16,6 +16,7 @@ use crate::config::Config;
 use crate::daemon::auth::{self, Ask, Policy, Principal};
 use crate::daemon::core::LinkId;
 use crate::daemon::messages::{Command, LinkCmd, LinkMeta, Notice, Refusal, Snapshot};
+use crate::protocol::proof::Proof;
 use crate::protocol::{
     ArtifactInfo, BuildId, ErrorReply, Event, PruneReport, ReloadReport, Reply, Request, RequestId,
     RunningStep, ShutdownMode, StatusFilter, StepEnd, StepIndex, StreamTarget,
@@ -385,7 +386,7 @@ impl MasterHandle {
     pub async fn worker_hello(
         &self,
         name: String,
-        secret: String,
+        proof: Proof,
         held: Vec<RunningStep>,
         meta: LinkMeta,
         link: LinkId,
@@ -394,7 +395,7 @@ impl MasterHandle {
         let (reply, rx) = oneshot::channel();
         let cmd = Command::WorkerHello {
             name,
-            secret,
+            proof,
             held,
             meta,
             link,

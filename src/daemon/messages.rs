@@ -15,6 +15,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::config::Config;
 use crate::daemon::core::{LinkId, Record};
+use crate::protocol::proof::Proof;
 use crate::protocol::{
     BuildDetail, BuildId, ErrorReply, MasterToWorker, RefusalKind, ReloadReport, Reply, Request,
     RequestInfo, RunningStep, ShutdownMode, StepEnd, StepIndex, StreamTarget,
@@ -45,8 +46,8 @@ pub enum Command {
     WorkerHello {
         /// The name it claims.
         name: String,
-        /// The secret it offers.
-        secret: String,
+        /// Its proof of the secret, checked by the loop.
+        proof: Proof,
         /// The steps it still holds from an earlier link.
         held: Vec<RunningStep>,
         /// What the connection says about the worker.

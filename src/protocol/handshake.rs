@@ -1,8 +1,12 @@
 //! The first exchange on every connection: who are you, which protocol.
 //!
-//! A peer sends [`Hello`] before anything else; the master answers
-//! [`HelloReply::Welcome`] or [`HelloReply::Refused`] and closes. Both sides
-//! read these frames with the small [`super::MAX_HANDSHAKE_FRAME`] limit.
+//! A peer sends [`Hello`] before anything else. To a client the master
+//! answers [`HelloReply::Welcome`] or [`HelloReply::Refused`] (and closes).
+//! A worker is first sent [`HelloReply::Challenge`], a fresh nonce, and
+//! answers with a [`WorkerProof`] of its secret (see [`super::proof`]); the
+//! secret itself never crosses the wire. Then comes the Welcome or the
+//! Refused. Both sides read these frames with the small
+//! [`super::MAX_HANDSHAKE_FRAME`] limit.
 
 use serde::{Deserialize, Serialize};
 
@@ -13,7 +17,7 @@ use super::RunningStep;
 pub const MAGIC: &str = "bbp";
 
 /// The wire protocol version; peers must agree exactly.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// The opening frame of every connection.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -34,12 +38,10 @@ pub struct Hello {
 pub enum Role {
     /// `bbctl` or another control client.
     Client,
-    /// A worker, proving who it is.
+    /// A worker; it proves who it is in the next frame ([`WorkerProof`]).
     Worker {
         /// The worker's configured name.
         name: String,
-        /// The worker's secret.
-        secret: String,
         /// Steps the worker is still running from an earlier connection.
         #[serde(default)]
         running: Vec<RunningStep>,
@@ -53,11 +55,15 @@ impl std::fmt::Debug for Role {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Role::Client => f.write_str("Client"),
-            Role::Worker { name, running, .. } => f
+            Role::Worker {
+                name,
+                running,
+                host,
+            } => f
                 .debug_struct("Worker")
                 .field("name", name)
-                .field("secret", &"***")
                 .field("running", running)
+                .field("host", host)
                 .finish(),
         }
     }
@@ -79,6 +85,14 @@ pub enum HelloReply {
         /// for three intervals is lost.
         #[serde(default)]
         keepalive_ms: Option<u64>,
+    },
+    /// To a worker's hello: prove your secret over this nonce (answer
+    /// with a [`WorkerProof`]).
+    Challenge {
+        /// [`super::proof::NONCE_LEN`] random bytes, new for every
+        /// connection.
+        #[serde(with = "serde_bytes")]
+        nonce: Vec<u8>,
     },
     /// Not accepted; the connection closes after this frame.
     Refused {
@@ -106,10 +120,32 @@ pub enum RefusalKind {
     UnknownWorker,
     /// A reload removed the worker and it is draining.
     Removed,
+    /// The peers speak different protocol versions (or one is not ours).
+    Version,
+    /// The master is at a limit (connections not yet authenticated):
+    /// worth trying again later.
+    Busy,
+    /// The worker's TLS client certificate does not name it.
+    Certificate,
     /// Anything else (a bad hello, the wrong socket, an older master).
     #[default]
     #[serde(other)]
     Other,
+}
+
+/// A worker's answer to [`HelloReply::Challenge`].
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkerProof {
+    /// HMAC-SHA256 of the challenge under the worker's secret
+    /// ([`super::proof::prove`]).
+    #[serde(with = "serde_bytes")]
+    pub mac: Vec<u8>,
+}
+
+impl std::fmt::Debug for WorkerProof {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WorkerProof { .. }")
+    }
 }
 
 impl HelloReply {
@@ -138,7 +174,8 @@ impl Hello {
         }
     }
 
-    /// Check magic and version; the error text is what the peer is told.
+    /// Check magic and version; the error text is what the peer is told
+    /// (refused with [`RefusalKind::Version`]).
     pub fn check(&self) -> Result<(), String> {
         if self.magic != MAGIC {
             return Err(format!(

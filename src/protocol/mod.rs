@@ -8,6 +8,7 @@ pub mod client;
 pub mod events;
 pub mod frame;
 pub mod handshake;
+pub mod proof;
 pub mod transfer;
 pub mod views;
 pub mod worker;
@@ -20,7 +21,7 @@ use serde::{Deserialize, Serialize};
 pub use client::*;
 pub use events::{DrainMode, Event, EventKind};
 pub use frame::{FrameError, MAX_FRAME, MAX_HANDSHAKE_FRAME, read_msg, write_msg};
-pub use handshake::{Hello, HelloReply, MAGIC, PROTOCOL_VERSION, RefusalKind, Role};
+pub use handshake::{Hello, HelloReply, MAGIC, PROTOCOL_VERSION, RefusalKind, Role, WorkerProof};
 pub use views::*;
 pub use worker::*;
 

@@ -45,10 +45,13 @@ fn handshake_messages_round_trip() {
     round_trip(Hello::new(Role::Client));
     round_trip(Hello::new(Role::Worker {
         name: "w".into(),
-        secret: "s".into(),
         running: vec![RunningStep { build: 1, step: 0 }],
         host: Some("box".into()),
     }));
+    round_trip(HelloReply::Challenge {
+        nonce: vec![7; crate::protocol::proof::NONCE_LEN],
+    });
+    round_trip(WorkerProof { mac: vec![1, 2, 3] });
     round_trip(HelloReply::Welcome {
         version: PROTOCOL_VERSION,
         software: "x".into(),
@@ -504,14 +507,17 @@ fn wrong_version_and_magic_are_named() {
 }
 
 #[test]
-fn worker_secret_is_hidden_from_debug() {
-    let role = Role::Worker {
-        name: "w".into(),
-        secret: "hunter2".into(),
-        running: vec![],
-        host: None,
+fn a_workers_proof_is_hidden_from_debug() {
+    let answer = WorkerProof {
+        mac: b"hunter2".to_vec(),
     };
-    assert!(!format!("{role:?}").contains("hunter2"));
+    assert!(!format!("{answer:?}").contains("104"));
+    let checked = crate::protocol::proof::Proof {
+        nonce: vec![1],
+        binding: vec![],
+        mac: b"hunter2".to_vec(),
+    };
+    assert!(!format!("{checked:?}").contains("104"));
 }
 
 proptest! {

@@ -17,7 +17,7 @@ use super::steps::Steps;
 use super::{WorkerError, WorkerOptions};
 use crate::protocol::{
     FrameError, Hello, HelloReply, MAX_HANDSHAKE_FRAME, PROTOCOL_VERSION, RefusalKind, Role,
-    RunningStep, read_msg, write_msg,
+    RunningStep, WorkerProof, proof, read_msg, write_msg,
 };
 
 /// How long a worker started with `--orphan-timeout` keeps trying to reach
@@ -262,13 +262,19 @@ async fn attempt(opts: &WorkerOptions, running: &[RunningStep]) -> Result<Link, 
     let (mut reader, mut writer) = tokio::io::split(stream);
     let hello = Hello::new(Role::Worker {
         name: opts.name.clone(),
-        secret: opts.secret.clone(),
         running: running.to_vec(),
         host: host_name(),
     });
     let exchange = async {
         write_msg(&mut writer, &hello).await?;
-        read_msg::<_, HelloReply>(&mut reader, MAX_HANDSHAKE_FRAME).await
+        match read_msg::<_, HelloReply>(&mut reader, MAX_HANDSHAKE_FRAME).await? {
+            HelloReply::Challenge { nonce } => {
+                let mac = proof::prove(&opts.secret, &nonce, &opts.name, &[]);
+                write_msg(&mut writer, &WorkerProof { mac }).await?;
+                read_msg::<_, HelloReply>(&mut reader, MAX_HANDSHAKE_FRAME).await
+            }
+            other => Ok(other),
+        }
     };
     let reply = match tokio::time::timeout(HANDSHAKE_LIMIT, exchange).await {
         Ok(Ok(reply)) => reply,
@@ -310,17 +316,21 @@ async fn attempt(opts: &WorkerOptions, running: &[RunningStep]) -> Result<Link, 
         HelloReply::Refused { reason, .. } => {
             Err(AttemptError::Fatal(WorkerError::Refused { reason }))
         }
+        HelloReply::Challenge { .. } => Err(AttemptError::Fatal(WorkerError::Refused {
+            reason: "the master challenged us twice (not a bbmaster of this version?)".into(),
+        })),
     }
 }
 
 /// A refusal because "this worker is already connected" comes from a master
 /// that still believes in our previous, dead link (it will notice soon), or
 /// from a second worker of our name being connected (it may leave): worth
-/// retrying, unlike every other refusal. Decided by the refusal's kind,
+/// retrying, like a master at its limit of connections still in their
+/// handshake (busy), unlike every other refusal. Decided by the refusal's kind,
 /// never by its words (a master too old to send kinds speaks protocol
 /// version 1 and is refused at the handshake anyway).
 fn refusal_is_transient(kind: RefusalKind) -> bool {
-    kind == RefusalKind::AlreadyConnected
+    matches!(kind, RefusalKind::AlreadyConnected | RefusalKind::Busy)
 }
 
 /// Open the socket; every failure to do so is worth a retry except a path
@@ -414,14 +424,17 @@ mod tests {
     }
 
     #[test]
-    fn only_already_connected_refusals_are_retried() {
+    fn only_already_connected_and_busy_refusals_are_retried() {
         assert!(refusal_is_transient(RefusalKind::AlreadyConnected));
+        assert!(refusal_is_transient(RefusalKind::Busy));
         // The words do not decide: only the kind does.
         for kind in [
             RefusalKind::Other,
             RefusalKind::WrongSecret,
             RefusalKind::UnknownWorker,
             RefusalKind::Removed,
+            RefusalKind::Version,
+            RefusalKind::Certificate,
         ] {
             assert!(!refusal_is_transient(kind), "{kind:?}");
         }

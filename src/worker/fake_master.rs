@@ -13,8 +13,8 @@ use super::test_util::BOUND;
 use super::{WorkerError, WorkerOptions, run};
 use crate::protocol::{
     FrameError, Hello, HelloReply, MAX_FRAME, MAX_HANDSHAKE_FRAME, MasterToWorker,
-    PROTOCOL_VERSION, Role, RunningStep, StepAssignment, StepEnd, WireAction, WorkerToMaster,
-    read_msg, write_msg,
+    PROTOCOL_VERSION, Role, RunningStep, StepAssignment, StepEnd, WireAction, WorkerProof,
+    WorkerToMaster, proof, read_msg, write_msg,
 };
 
 /// A listening fake master in a short temp dir (socket paths are limited
@@ -30,6 +30,8 @@ pub(crate) struct Conn {
     pub(crate) r: OwnedReadHalf,
     pub(crate) w: OwnedWriteHalf,
     pub(crate) hello: Hello,
+    /// The worker's answer to our challenge.
+    pub(crate) proof: proof::Proof,
 }
 
 impl FakeMaster {
@@ -74,9 +76,24 @@ impl FakeMaster {
             .await
             .expect("worker connects in time")
             .expect("accept");
-        let (mut r, w) = stream.into_split();
+        let (mut r, mut w) = stream.into_split();
         let hello: Hello = read_msg(&mut r, MAX_HANDSHAKE_FRAME).await.expect("hello");
-        Conn { r, w, hello }
+        let nonce = proof::nonce().to_vec();
+        write_msg(
+            &mut w,
+            &HelloReply::Challenge {
+                nonce: nonce.clone(),
+            },
+        )
+        .await
+        .expect("challenge");
+        let answer: WorkerProof = read_msg(&mut r, MAX_HANDSHAKE_FRAME).await.expect("proof");
+        let proof = proof::Proof {
+            nonce,
+            binding: Vec::new(),
+            mac: answer.mac,
+        };
+        Conn { r, w, hello, proof }
     }
 
     /// Accept, check the Hello lists no step, welcome.
@@ -96,11 +113,14 @@ impl FakeMaster {
         match &conn.hello.role {
             Role::Worker {
                 name,
-                secret,
                 running: listed,
                 ..
             } => {
-                assert_eq!((name.as_str(), secret.as_str()), ("w1", "s3cret"));
+                assert_eq!(name, "w1");
+                assert!(
+                    conn.proof.verify("s3cret", "w1"),
+                    "the worker proved its secret"
+                );
                 let expected: Vec<RunningStep> = running
                     .iter()
                     .map(|&(build, step)| RunningStep { build, step })

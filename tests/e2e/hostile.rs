@@ -20,9 +20,10 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use bbctl::protocol::frame::{decode, encode};
+use bbctl::protocol::proof;
 use bbctl::protocol::{
     ClientRequest, ErrorKind as ReplyKind, Hello, HelloReply, MasterToWorker, Request, Role,
-    ServerMsg, StepEnd, WorkerToMaster,
+    ServerMsg, StepEnd, WorkerProof, WorkerToMaster,
 };
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -89,6 +90,9 @@ workers = ["evil"]
 pub(crate) struct Peer {
     pub(crate) stream: UnixStream,
     what: String,
+    /// The worker name and secret of a worker hello sent, to answer the
+    /// master's challenge with.
+    login: Option<(String, String)>,
 }
 
 /// What came back from the master.
@@ -113,6 +117,7 @@ impl Peer {
         Peer {
             stream,
             what: what.to_string(),
+            login: None,
         }
     }
 
@@ -129,7 +134,7 @@ impl Peer {
     /// Worker `name` past the handshake (the secret must be right).
     pub(crate) fn worker(m: &Master, name: &str, secret: &str, what: &str) -> Peer {
         let mut p = Peer::connect(&m.worker_socket(), what);
-        p.send_msg(&worker_hello(name, secret));
+        p.send_worker_hello(name, secret);
         match p.answer() {
             Answer::Welcome => p,
             other => panic!("{what}: worker `{name}` was not welcomed: {other:?}"),
@@ -143,6 +148,20 @@ impl Peer {
 
     pub(crate) fn send_msg<T: Serialize>(&mut self, msg: &T) {
         self.send(&encode(msg).expect("encode"));
+    }
+
+    /// Say hello as worker `name`; [`Peer::answer`] then proves `secret`
+    /// when the master challenges.
+    pub(crate) fn send_worker_hello(&mut self, name: &str, secret: &str) {
+        self.send_hello_proving(&worker_hello(name), secret);
+    }
+
+    /// Send `hello` (a worker's); [`Peer::answer`] then proves `secret`.
+    pub(crate) fn send_hello_proving(&mut self, hello: &Hello, secret: &str) {
+        if let Role::Worker { name, .. } = &hello.role {
+            self.login = Some((name.clone(), secret.to_string()));
+        }
+        self.send_msg(hello);
     }
 
     /// Close our side for writing: the master sees end of file.
@@ -206,6 +225,14 @@ impl Peer {
             Some(body) => match decode::<HelloReply>(&body) {
                 Ok(HelloReply::Refused { reason, .. }) => Answer::Refused(reason),
                 Ok(HelloReply::Welcome { .. }) => Answer::Welcome,
+                Ok(HelloReply::Challenge { nonce }) => {
+                    let (name, secret) = self.login.clone().unwrap_or_else(|| {
+                        panic!("{}: challenged, but no worker hello was sent", self.what)
+                    });
+                    let mac = proof::prove(&secret, &nonce, &name, &[]);
+                    self.send_msg(&WorkerProof { mac });
+                    self.answer()
+                }
                 Err(e) => panic!(
                     "{}: the master sent a frame that is no HelloReply: {e}",
                     self.what
@@ -321,10 +348,9 @@ impl Peer {
     }
 }
 
-pub(crate) fn worker_hello(name: &str, secret: &str) -> Hello {
+pub(crate) fn worker_hello(name: &str) -> Hello {
     Hello::new(Role::Worker {
         name: name.into(),
-        secret: secret.into(),
         running: vec![],
         host: Some("hostile-test".into()),
     })
@@ -465,7 +491,7 @@ fn control_socket_bad_bytes_get_a_refusal_or_a_close() {
         ),
         (
             "a worker's hello",
-            encode(&worker_hello("evil", "evil-but-correct")).unwrap(),
+            encode(&worker_hello("evil")).unwrap(),
             "workers connect to the worker socket",
         ),
     ];
@@ -795,10 +821,10 @@ fn worker_socket_refuses_clients_garbage_and_wrong_secrets() {
             "frame of 4294967295 bytes is over the limit of 65536",
         ),
         (
-            "a worker hello of version 3",
+            "a worker hello of version 99",
             {
-                let mut h = worker_hello("evil", "evil-but-correct");
-                h.version = 3;
+                let mut h = worker_hello("evil");
+                h.version = 99;
                 encode(&h).unwrap()
             },
             "protocol version mismatch",
@@ -821,7 +847,7 @@ fn worker_socket_refuses_clients_garbage_and_wrong_secrets() {
     .into_iter()
     .map(|(name, secret, needle)| {
         let mut p = Peer::connect(&sock, &format!("worker {name} with secret {secret:?}"));
-        p.send_msg(&worker_hello(name, secret));
+        p.send_worker_hello(name, secret);
         thread::spawn(move || {
             p.expect_refusal(needle);
             started.elapsed()

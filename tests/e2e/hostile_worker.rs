@@ -14,7 +14,7 @@ use bbctl::protocol::{
 use serde_json::Value;
 
 use crate::harness::{Master, process_gone, wait_until};
-use crate::hostile::{Answer, Peer, assert_serves, builds, rss_kb, worker_connected, worker_hello};
+use crate::hostile::{Answer, Peer, assert_serves, builds, rss_kb, worker_connected};
 
 /// `evil` is a remote worker whose secret the test knows; every builder
 /// but `quick` runs on it. Deadlines and upload limits are small so that
@@ -328,7 +328,7 @@ fn a_workers_strings_are_capped_and_escaped() {
 
     // Before authentication: a name that would forge a log line.
     let mut p = Peer::connect(&m.worker_socket(), "a forging worker name");
-    p.send_msg(&worker_hello("x\nERROR forged by a worker name", "wrong"));
+    p.send_worker_hello("x\nERROR forged by a worker name", "wrong");
     match p.answer() {
         Answer::Refused(_) | Answer::Closed => {}
         Answer::Welcome => panic!("a wrong secret was welcomed"),
@@ -339,12 +339,14 @@ fn a_workers_strings_are_capped_and_escaped() {
         worker_connected(&m, "evil") == Some(false)
     });
     let mut w = Peer::connect(&m.worker_socket(), "a worker with a long host name");
-    w.send_msg(&Hello::new(Role::Worker {
-        name: "evil".into(),
-        secret: "evil-but-correct".into(),
-        running: vec![],
-        host: Some(format!("host\n\x1b[2J{}", "h".repeat(20_000))),
-    }));
+    w.send_hello_proving(
+        &Hello::new(Role::Worker {
+            name: "evil".into(),
+            running: vec![],
+            host: Some(format!("host\n\x1b[2J{}", "h".repeat(20_000))),
+        }),
+        "evil-but-correct",
+    );
     assert!(matches!(w.answer(), Answer::Welcome));
     let workers = m.bbctl_json(&["workers"]);
     let host = workers
@@ -511,7 +513,7 @@ fn parallel_secret_guessing_is_slowed_globally() {
             p.stream
                 .set_read_timeout(Some(Duration::from_secs(30)))
                 .unwrap();
-            p.send_msg(&worker_hello("evil", &format!("guess-{i:012}")));
+            p.send_worker_hello("evil", &format!("guess-{i:012}"));
             thread::spawn(move || {
                 p.expect_refusal("wrong secret");
                 started.elapsed()

@@ -152,7 +152,6 @@ fn a_silent_worker_is_dropped_after_three_intervals() {
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let hello = Hello::new(Role::Worker {
         name: "w".into(),
-        secret: "s-0123456789abcdef".into(),
         running: vec![],
         host: None,
     });
@@ -165,6 +164,13 @@ fn a_silent_worker_is_dropped_after_three_intervals() {
         r.read_exact(&mut body).ok()?;
         Some(body)
     };
+    let challenge = frame().expect("a challenge");
+    let Ok(HelloReply::Challenge { nonce }) = decode::<HelloReply>(&challenge) else {
+        panic!("no challenge: {:?}", decode::<HelloReply>(&challenge));
+    };
+    let mac = bbctl::protocol::proof::prove("s-0123456789abcdef", &nonce, "w", &[]);
+    s.write_all(&encode(&bbctl::protocol::WorkerProof { mac }).unwrap())
+        .unwrap();
     let welcome = frame().expect("an answer to the hello");
     assert!(
         matches!(

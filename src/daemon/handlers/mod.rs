@@ -42,14 +42,14 @@ impl Master {
             }
             Command::WorkerHello {
                 name,
-                secret,
+                proof,
                 held,
                 meta,
                 link,
                 tx,
                 reply,
             } => {
-                let answer = self.worker_hello(name, &secret, &held, meta, link, tx);
+                let answer = self.worker_hello(name, &proof, &held, meta, link, tx);
                 self.replies.push(Deferred::Hello(reply, answer));
             }
             Command::StepEnded {

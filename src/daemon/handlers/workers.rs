@@ -8,6 +8,7 @@ use crate::daemon::actor::{LinkInfo, Master};
 use crate::daemon::core::{CoreError, LinkId};
 use crate::daemon::messages::{LinkCmd, LinkMeta, Refusal};
 use crate::paths::now_ms;
+use crate::protocol::proof::Proof;
 use crate::protocol::{
     BuildId, ErrorReply, EventKind, RefusalKind, RunningStep, StepEnd, StepIndex,
 };
@@ -17,13 +18,13 @@ impl Master {
     pub(in crate::daemon) fn worker_hello(
         &mut self,
         name: String,
-        secret: &str,
+        proof: &Proof,
         held: &[RunningStep],
         meta: LinkMeta,
         link: LinkId,
         tx: mpsc::UnboundedSender<LinkCmd>,
     ) -> Result<(), Refusal> {
-        let answer = self.attach_worker(&name, secret, held, link);
+        let answer = self.attach_worker(&name, proof, held, link);
         if answer.is_ok() {
             self.links.insert(
                 link,
@@ -101,7 +102,7 @@ impl Master {
     pub(in crate::daemon) fn attach_worker(
         &mut self,
         name: &str,
-        secret: &str,
+        proof: &Proof,
         held: &[RunningStep],
         link: LinkId,
     ) -> Result<(), Refusal> {
@@ -116,7 +117,7 @@ impl Master {
         } else {
             def.secret.as_ref().map(|s| s.0.clone())
         };
-        let ok = expected.is_some_and(|e| constant_time_eq(e.as_bytes(), secret.as_bytes()));
+        let ok = expected.is_some_and(|secret| proof.verify(&secret, name));
         if !ok {
             return Err(Refusal::new(
                 RefusalKind::WrongSecret,
@@ -134,28 +135,5 @@ impl Master {
                 };
                 Refusal::new(kind, e.to_string())
             })
-    }
-}
-
-/// Compare secrets in time independent of where they differ.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    let mut diff = (a.len() ^ b.len()) as u8 | u8::from(a.len() != b.len());
-    for (x, y) in a.iter().zip(b.iter()) {
-        diff |= x ^ y;
-    }
-    diff == 0
-}
-
-#[cfg(test)]
-mod tests {
-    use super::constant_time_eq;
-
-    #[test]
-    fn constant_time_eq_compares() {
-        assert!(constant_time_eq(b"abc", b"abc"));
-        assert!(!constant_time_eq(b"abc", b"abd"));
-        assert!(!constant_time_eq(b"abc", b"ab"));
-        assert!(!constant_time_eq(b"", b"a"));
-        assert!(constant_time_eq(b"", b""));
     }
 }

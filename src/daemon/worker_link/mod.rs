@@ -29,7 +29,8 @@ use crate::daemon::limits::{Limits, MAX_WORKER_LABEL};
 use crate::daemon::messages::LinkMeta;
 use crate::daemon::transfer::Transfers;
 use crate::paths::now_ms;
-use crate::protocol::{self, Hello, HelloReply, RefusalKind, Role};
+use crate::protocol::proof::Proof;
+use crate::protocol::{self, Hello, HelloReply, RefusalKind, Role, WorkerProof};
 use crate::untrusted::{Escaped, capped};
 use interprocess::local_socket::traits::StreamCommon as _;
 use std::sync::atomic::AtomicU64;
@@ -64,19 +65,33 @@ pub async fn serve(
     let keepalive = limits.keepalive;
     let pid = stream.peer_creds().ok().and_then(|c| c.pid());
     let (mut rd, mut wr) = tokio::io::split(stream);
-    let hello: Hello = match tokio::time::timeout(
-        HANDSHAKE_TIMEOUT,
+    // The whole handshake (hello, challenge, proof) has one deadline.
+    let deadline = tokio::time::Instant::now() + HANDSHAKE_TIMEOUT;
+    let hello: Hello = match tokio::time::timeout_at(
+        deadline,
         protocol::read_msg(&mut rd, limits.max_handshake_frame),
     )
     .await
     {
         Ok(Ok(hello)) => hello,
         Ok(Err(e)) => {
-            refuse(&mut wr, link, &format!("bad handshake: {e}")).await;
+            refuse(
+                &mut wr,
+                link,
+                RefusalKind::Other,
+                &format!("bad handshake: {e}"),
+            )
+            .await;
             return;
         }
         Err(_) => {
-            refuse(&mut wr, link, "handshake not finished in time").await;
+            refuse(
+                &mut wr,
+                link,
+                RefusalKind::Other,
+                "handshake not finished in time",
+            )
+            .await;
             return;
         }
     };
@@ -86,13 +101,12 @@ pub async fn serve(
     hello.software = capped(&hello.software, MAX_WORKER_LABEL);
     hello.magic = capped(&hello.magic, MAX_WORKER_LABEL);
     if let Err(reason) = hello.check() {
-        refuse(&mut wr, link, &reason).await;
+        refuse(&mut wr, link, RefusalKind::Version, &reason).await;
         return;
     }
     let software = hello.software.clone();
     let Role::Worker {
         name,
-        secret,
         running: held,
         host,
     } = hello.role
@@ -100,6 +114,7 @@ pub async fn serve(
         refuse(
             &mut wr,
             link,
+            RefusalKind::Other,
             "this is the worker socket; bbctl connects to the control socket",
         )
         .await;
@@ -121,6 +136,7 @@ pub async fn serve(
         refuse(
             &mut wr,
             link,
+            RefusalKind::Other,
             &format!(
                 "permission denied: process {} {}; build steps may not connect as workers",
                 pid.unwrap_or(0),
@@ -130,6 +146,48 @@ pub async fn serve(
         .await;
         return;
     }
+    // The worker proves its secret over a fresh nonce; the secret itself
+    // never crosses the wire (see protocol::proof).
+    let nonce = protocol::proof::nonce().to_vec();
+    let challenge = HelloReply::Challenge {
+        nonce: nonce.clone(),
+    };
+    if protocol::write_msg(&mut wr, &challenge).await.is_err() {
+        return;
+    }
+    let answer: WorkerProof = match tokio::time::timeout_at(
+        deadline,
+        protocol::read_msg(&mut rd, limits.max_handshake_frame),
+    )
+    .await
+    {
+        Ok(Ok(answer)) => answer,
+        Ok(Err(e)) => {
+            refuse(
+                &mut wr,
+                link,
+                RefusalKind::Other,
+                &format!("bad handshake: {e}"),
+            )
+            .await;
+            return;
+        }
+        Err(_) => {
+            refuse(
+                &mut wr,
+                link,
+                RefusalKind::Other,
+                "handshake not finished in time",
+            )
+            .await;
+            return;
+        }
+    };
+    let proof = Proof {
+        nonce,
+        binding: Vec::new(),
+        mac: answer.mac,
+    };
     // Secret guessing is slowed for the whole master: every attempt takes
     // a token of the shared gate before its secret is looked at.
     let admitted = limits.login_gate.admit().await;
@@ -142,7 +200,7 @@ pub async fn serve(
         last_seen_ms: Arc::clone(&last_seen),
     };
     let answer = master
-        .worker_hello(name.clone(), secret, held, meta, link, tx)
+        .worker_hello(name.clone(), proof, held, meta, link, tx)
         .await;
     match answer {
         Some(Ok(())) => admitted.succeeded(),
@@ -209,7 +267,7 @@ pub async fn serve(
     }
 }
 
-async fn refuse<W: AsyncWrite + Unpin>(wr: &mut W, link: LinkId, reason: &str) {
+async fn refuse<W: AsyncWrite + Unpin>(wr: &mut W, link: LinkId, kind: RefusalKind, reason: &str) {
     warn!(link, "worker connection refused: {}", Escaped(reason));
-    let _ = protocol::write_msg(wr, &HelloReply::refused(RefusalKind::Other, reason)).await;
+    let _ = protocol::write_msg(wr, &HelloReply::refused(kind, reason)).await;
 }
