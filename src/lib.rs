@@ -11,6 +11,7 @@ pub mod client;
 pub mod config;
 pub mod daemon;
 pub mod man;
+pub mod net;
 pub mod paths;
 pub mod protocol;
 pub mod suggest;
