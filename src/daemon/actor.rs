@@ -173,6 +173,9 @@ impl Master {
         info!("shutting down");
         crate::daemon::notify::stopping();
         self.local.detach();
+        if let Err(e) = self.store.checkpoint() {
+            warn!("could not fold the write-ahead log into the database at exit: {e}");
+        }
         Ok(())
     }
 

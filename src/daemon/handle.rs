@@ -15,6 +15,7 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use crate::config::Config;
 use crate::daemon::auth::{self, Ask, Policy, Principal};
 use crate::daemon::core::LinkId;
+use crate::daemon::history::History;
 use crate::daemon::messages::{Command, LinkCmd, LinkMeta, Notice, Refusal, Snapshot};
 use crate::protocol::proof::Proof;
 use crate::protocol::{
@@ -39,6 +40,8 @@ pub struct MasterHandle {
     notices: broadcast::Sender<Arc<Notice>>,
     events: broadcast::Sender<Arc<Event>>,
     retention: Option<crate::daemon::retention::RetentionHandle>,
+    /// The history's reads, answered off the loop.
+    history: Option<History>,
     /// Who may ask what (see [`crate::daemon::auth`]).
     policy: Arc<Policy>,
     /// Becomes true once the master loop has ended (see [`Self::shutting_down`]).
@@ -57,6 +60,7 @@ impl MasterHandle {
             notices,
             events,
             retention: None,
+            history: None,
             policy: Arc::new(Policy {
                 own_uid: nix::unistd::geteuid().as_raw(),
                 allowed_uids: Vec::new(),
@@ -108,6 +112,20 @@ impl MasterHandle {
     pub fn with_retention(mut self, retention: crate::daemon::retention::RetentionHandle) -> Self {
         self.retention = Some(retention);
         self
+    }
+
+    /// The same handle, answering `builds`, `build`, `request`,
+    /// `artifacts` and followers' snapshots from `history`, off the loop.
+    pub fn with_history(mut self, history: History) -> Self {
+        self.history = Some(history);
+        self
+    }
+
+    /// The history, or why there is none (a handle built without one).
+    fn history(&self) -> Result<&History, ErrorReply> {
+        self.history
+            .as_ref()
+            .ok_or_else(|| ErrorReply::failed("the history is not available here"))
     }
 
     /// Send `cmd` and wait for the answer on `rx`; `None` if the loop is gone.
@@ -192,33 +210,54 @@ impl MasterHandle {
         self.client(who, Request::Drain { worker, drain }).await
     }
 
-    /// `bbctl builds`: the history.
+    /// `bbctl builds`: the history, read off the loop. Only when a
+    /// builder's history is empty is the loop asked (cheaply) whether the
+    /// builder exists at all: a name that never built nor exists is a typo.
     pub async fn builds(
         &self,
         who: &Principal,
         builder: Option<String>,
         limit: u32,
     ) -> Result<Reply, ErrorReply> {
-        self.client(who, Request::Builds { builder, limit }).await
+        self.check(
+            who,
+            &Request::Builds {
+                builder: builder.clone(),
+                limit,
+            },
+        )?;
+        let builds = self.history()?.builds(builder.clone(), limit).await?;
+        if let Some(name) = builder
+            && builds.is_empty()
+        {
+            let (reply, rx) = oneshot::channel();
+            self.round_trip(Command::KnownBuilder { name, reply }, rx)
+                .await
+                .unwrap_or_else(|| Err(gone()))?;
+        }
+        Ok(Reply::Builds(builds))
     }
 
-    /// `bbctl build`: one build in detail.
+    /// `bbctl build`: one build in detail, read off the loop.
     pub async fn build(&self, who: &Principal, build: BuildId) -> Result<Reply, ErrorReply> {
-        self.client(who, Request::Build { build }).await
+        self.check(who, &Request::Build { build })?;
+        self.history()?.build(build).await.map(Reply::Build)
     }
 
-    /// `bbctl request`: one request.
+    /// `bbctl request`: one request, read off the loop.
     pub async fn request_info(
         &self,
         who: &Principal,
         request: RequestId,
     ) -> Result<Reply, ErrorReply> {
-        self.client(who, Request::RequestInfo { request }).await
+        self.check(who, &Request::RequestInfo { request })?;
+        self.history()?.request(request).await.map(Reply::Request)
     }
 
-    /// `bbctl artifacts`: a build's uploaded files.
+    /// `bbctl artifacts`: a build's uploaded files, read off the loop.
     pub async fn artifacts(&self, who: &Principal, build: BuildId) -> Result<Reply, ErrorReply> {
-        self.client(who, Request::Artifacts { build }).await
+        self.check(who, &Request::Artifacts { build })?;
+        self.history()?.artifacts(build).await.map(Reply::Artifacts)
     }
 
     /// `bbctl reload` (or its dry run), from `config` or the master's file.
@@ -330,12 +369,10 @@ impl MasterHandle {
         self.check(who, request)
     }
 
-    /// Where a build (or a request's build) stands, for a follower.
+    /// Where a build (or a request's build) stands, for a follower; read
+    /// off the loop.
     pub async fn snapshot(&self, target: StreamTarget) -> Result<Snapshot, ErrorReply> {
-        let (reply, rx) = oneshot::channel();
-        self.round_trip(Command::Snapshot { target, reply }, rx)
-            .await
-            .unwrap_or_else(|| Err(gone()))
+        self.history()?.snapshot(target).await
     }
 
     /// The config in force; `None` when the loop is gone.
@@ -442,56 +479,5 @@ impl MasterHandle {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn handle() -> MasterHandle {
-        MasterHandle::new(
-            mpsc::channel(1).0,
-            broadcast::channel(1).0,
-            broadcast::channel(1).0,
-        )
-    }
-
-    #[tokio::test]
-    async fn shutting_down_resolves_once_told_and_only_then() {
-        let (tx, rx) = watch::channel(false);
-        let h = handle().with_shutdown(rx);
-        let wait = std::time::Duration::from_millis(50);
-        assert!(tokio::time::timeout(wait, h.shutting_down()).await.is_err());
-        tx.send(true).unwrap();
-        drop(tx);
-        tokio::time::timeout(wait, h.shutting_down())
-            .await
-            .expect("told: resolves, even after the sender is gone");
-        // A handle never told of shutdown waits forever.
-        assert!(
-            tokio::time::timeout(wait, handle().shutting_down())
-                .await
-                .is_err()
-        );
-    }
-
-    #[tokio::test]
-    async fn a_caller_refused_by_the_policy_never_reaches_the_loop() {
-        let (tx, mut rx) = mpsc::channel(1);
-        let h = MasterHandle::new(tx, broadcast::channel(1).0, broadcast::channel(1).0)
-            .with_policy(Policy {
-                own_uid: 1000,
-                allowed_uids: vec![],
-                allowed_gid: None,
-            });
-        let stranger = Principal::LocalUser {
-            uid: Some(1001),
-            gid: None,
-            pid: None,
-            under_worker: None,
-        };
-        let e = h.workers(&stranger).await.unwrap_err();
-        assert!(
-            e.message.starts_with("permission denied: uid 1001"),
-            "{e:?}"
-        );
-        assert!(rx.try_recv().is_err(), "nothing was sent to the loop");
-    }
-}
+#[path = "handle_tests.rs"]
+mod tests;

@@ -18,7 +18,7 @@ use crate::daemon::core::{LinkId, Record};
 use crate::protocol::proof::Proof;
 use crate::protocol::{
     BuildDetail, BuildId, ErrorReply, MasterToWorker, RefusalKind, ReloadReport, Reply, Request,
-    RequestInfo, RunningStep, ShutdownMode, StepEnd, StepIndex, StreamTarget,
+    RequestInfo, RunningStep, ShutdownMode, StepEnd, StepIndex,
 };
 
 /// A message for the master loop.
@@ -35,12 +35,13 @@ pub enum Command {
         /// Where the answer goes.
         reply: oneshot::Sender<Arc<Config>>,
     },
-    /// A follower asks where a build stands (read from the store).
-    Snapshot {
-        /// Which build.
-        target: StreamTarget,
-        /// Where the answer goes.
-        reply: oneshot::Sender<Result<Snapshot, ErrorReply>>,
+    /// Does this builder exist in the config in force? `bbctl builds`
+    /// asks when a builder's history is empty, to tell a typo.
+    KnownBuilder {
+        /// The name asked for.
+        name: String,
+        /// `Err` (not found, with the closest names) if it does not exist.
+        reply: oneshot::Sender<Result<(), ErrorReply>>,
     },
     /// A worker finished the handshake and wants to be attached.
     WorkerHello {

@@ -17,6 +17,7 @@ pub mod dirs;
 pub mod follow;
 pub mod handle;
 pub mod handlers;
+pub mod history;
 pub mod limits;
 pub mod lineage;
 pub mod listener;
@@ -176,6 +177,8 @@ pub async fn run(opts: MasterOptions) -> Result<(), DaemonError> {
     let db = layout.state_dir.join("master.db");
     let mut store = store::SqliteStore::open(&db)?;
     let restored = store.restore(paths::now_ms())?;
+    // History reads, off the loop, on read-only connections of their own.
+    let reader = Arc::new(store::SqliteReader::open(&db)?);
     let queued = restored.queued.len();
     let known_builds = restored.next_build.saturating_sub(1);
     let core = core::Core::new(Arc::clone(&config), restored, paths::now_ms());
@@ -272,6 +275,7 @@ pub async fn run(opts: MasterOptions) -> Result<(), DaemonError> {
     let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
     let front = handle::MasterHandle::new(tx.clone(), notices.clone(), events)
         .with_retention(retention)
+        .with_history(history::History::new(reader, logs_dir.clone()))
         .with_policy(auth::Policy::from_settings(
             &config.master,
             nix::unistd::geteuid().as_raw(),

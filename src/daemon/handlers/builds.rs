@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use crate::daemon::actor::Master;
 use crate::daemon::core::CoreError;
 use crate::daemon::handlers::core_error;
+use crate::daemon::store::Store;
 use crate::protocol::{BuildId, ErrorReply, Reply, RequestId};
 
 impl Master {
@@ -40,7 +41,11 @@ impl Master {
                 message: format!("request r{request} cancelled"),
             }),
             Err(CoreError::RequestNotLive(_)) => {
-                let info = self.request_info(request)?;
+                let info = self
+                    .store
+                    .request(request)
+                    .map_err(|e| ErrorReply::failed(e.to_string()))?
+                    .ok_or_else(|| ErrorReply::not_found(format!("no request r{request}")))?;
                 Err(ErrorReply::rejected(format!(
                     "request r{request} is already {}",
                     info.state
@@ -59,23 +64,23 @@ impl Master {
         match self.core.stop_build(build, "stopped by `bbctl stop`", now) {
             Ok(()) => {
                 // Say whose build it is: request and build ids differ.
-                let of = self
-                    .build_detail(build)
-                    .map(|d| format!(" (request r{})", d.summary.request_id))
-                    .unwrap_or_default();
+                let of = match self.store.build_summary(build) {
+                    Ok(Some(b)) => format!(" (request r{})", b.request_id),
+                    _ => String::new(),
+                };
                 Ok(Reply::Done {
                     message: format!("build {build}{of} is stopping"),
                 })
             }
             Err(CoreError::BuildNotRunning(_)) => {
-                let detail = self.build_detail(build)?;
+                let summary = self
+                    .store
+                    .build_summary(build)
+                    .map_err(|e| ErrorReply::failed(e.to_string()))?
+                    .ok_or_else(|| ErrorReply::not_found(format!("no build {build}")))?;
                 Err(ErrorReply::rejected(format!(
                     "build {build} already finished ({})",
-                    detail
-                        .summary
-                        .result
-                        .map(|r| r.as_str())
-                        .unwrap_or("unknown")
+                    summary.result.map(|r| r.as_str()).unwrap_or("unknown")
                 )))
             }
             Err(e) => Err(core_error(e)),

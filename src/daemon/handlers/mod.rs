@@ -3,7 +3,9 @@
 //! client [`Request`] to the method that answers it, in the file of its
 //! kind.
 //!
-//! Handlers run inside the master loop, on its one copy of the core. They
+//! Handlers run inside the master loop, on its one copy of the core and
+//! its one writing connection; reads of the history are not among them
+//! (the front door answers those off the loop, `daemon/history.rs`). They
 //! never carry out the core's effects themselves: the loop collects them
 //! after every command (`Master::absorb`), so none can slip into the next
 //! batch.
@@ -34,8 +36,8 @@ impl Master {
                 let answer = self.client_request(request);
                 self.replies.push(Deferred::Client(reply, answer));
             }
-            Command::Snapshot { target, reply } => {
-                let _ = reply.send(self.snapshot(&target));
+            Command::KnownBuilder { name, reply } => {
+                let _ = reply.send(self.known_builder(name));
             }
             Command::Config { reply } => {
                 let _ = reply.send(Arc::clone(self.core.config()));
@@ -99,15 +101,14 @@ impl Master {
             Request::Queue { builder } => self.queue(builder),
             Request::Workers => Ok(Reply::Workers(self.worker_details())),
             Request::Drain { worker, drain } => self.drain(worker, drain, now),
-            Request::Builds { builder, limit } => self.builds(builder, limit),
-            Request::Build { build } => self.build_detail(build).map(Reply::Build),
-            Request::RequestInfo { request } => self.request_info(request).map(Reply::Request),
             Request::Cancel { request } => self.cancel(request, now),
             Request::Stop { build } => self.stop(build, now),
-            Request::Artifacts { build } => {
-                queries::list_artifacts(&self.store, build).map(Reply::Artifacts)
-            }
-            Request::Stream(_)
+            // Reads of the history are answered off the loop (history.rs).
+            Request::Builds { .. }
+            | Request::Build { .. }
+            | Request::RequestInfo { .. }
+            | Request::Artifacts { .. }
+            | Request::Stream(_)
             | Request::Shutdown { .. }
             | Request::Events
             | Request::Artifact { .. }

@@ -9,9 +9,12 @@
 //! This file holds the [`Store`] trait (what the master loop needs from
 //! storage) and [`SqliteStore`], which opens the database and implements
 //! it; the SQL lives in `schema.rs` (schema and migrations), `writes.rs`,
-//! `restore.rs` and `queries.rs`.
+//! `restore.rs` and `queries.rs`. History reads do not go through the
+//! loop's connection: `reader.rs` answers them on read-only connections
+//! of their own, off the loop.
 
 mod queries;
+mod reader;
 mod restore;
 mod schema;
 mod writes;
@@ -21,15 +24,17 @@ use std::path::{Path, PathBuf};
 use rusqlite::Connection;
 
 use crate::daemon::core::{Record, Restored};
-use crate::protocol::{ArtifactInfo, BuildDetail, BuildId, BuildSummary, RequestId, RequestInfo};
+use crate::protocol::{ArtifactInfo, BuildId, BuildSummary, RequestId, RequestInfo};
 
 pub use queries::MAX_LIST;
+pub use reader::{HistoryReader, ReadError, SqliteReader};
 pub use schema::SCHEMA_VERSION;
 
 /// What the master loop needs from storage, once it is open (opening and
 /// migrating are each implementation's constructor): write a batch of
-/// records in one transaction, read back the state at start, and answer the
-/// handlers' questions about the history.
+/// records in one transaction and read back the state at start. Questions
+/// about the history are not asked here but of a [`HistoryReader`], off
+/// the loop.
 ///
 /// [`SqliteStore`] implements it today; this is the seam a PostgreSQL store
 /// will fill later. The master loop still names [`SqliteStore`]: nothing is
@@ -48,24 +53,24 @@ pub trait Store {
     /// `retry` and its request is queued again.
     fn restore(&mut self, now_ms: u64) -> Result<Restored, Self::Error>;
 
-    /// Builds, newest first, at most `limit` (capped at [`MAX_LIST`]),
-    /// of one builder or of all.
-    fn builds(&self, builder: Option<&str>, limit: u32) -> Result<Vec<BuildSummary>, Self::Error>;
-
-    /// One build with its steps; `None` if there is no such build.
-    fn build(&self, id: BuildId) -> Result<Option<BuildDetail>, Self::Error>;
-
-    /// One request; `None` if there is no such request.
-    fn request(&self, id: RequestId) -> Result<Option<RequestInfo>, Self::Error>;
+    /// At a clean stop: leave the database whole in its own file (for
+    /// SQLite, fold the write-ahead log into it), so that a copy of the
+    /// file alone is a full backup.
+    fn checkpoint(&mut self) -> Result<(), Self::Error>;
 
     /// Record an artifact stored under the build's artifacts dir.
     fn add_artifact(&mut self, build: BuildId, a: &ArtifactInfo) -> Result<(), Self::Error>;
 
-    /// A build's artifacts, by name.
-    fn artifacts(&self, build: BuildId) -> Result<Vec<ArtifactInfo>, Self::Error>;
+    /// One request; `None` if there is no such request. A lookup of one
+    /// row by its key, for the loop's own answers (`cancel` of a request
+    /// no longer queued says what it became); history queries go to a
+    /// [`HistoryReader`].
+    fn request(&self, id: RequestId) -> Result<Option<RequestInfo>, Self::Error>;
 
-    /// The most recently started build.
-    fn latest_build(&self) -> Result<Option<BuildId>, Self::Error>;
+    /// One build without its steps; `None` if there is no such build. A
+    /// lookup of one row by its key, for the loop's own answers (`stop`
+    /// names the build's request, or says how it finished).
+    fn build_summary(&self, id: BuildId) -> Result<Option<BuildSummary>, Self::Error>;
 }
 
 /// A storage failure, naming the database file.
@@ -134,28 +139,34 @@ impl Store for SqliteStore {
         restore::restore(&mut self.conn, now_ms).map_err(|e| self.err(e))
     }
 
-    fn builds(&self, builder: Option<&str>, limit: u32) -> Result<Vec<BuildSummary>, StoreError> {
-        queries::builds(&self.conn, builder, limit).map_err(|e| self.err(e))
-    }
-
-    fn build(&self, id: BuildId) -> Result<Option<BuildDetail>, StoreError> {
-        queries::build(&self.conn, id).map_err(|e| self.err(e))
-    }
-
-    fn request(&self, id: RequestId) -> Result<Option<RequestInfo>, StoreError> {
-        queries::request(&self.conn, id).map_err(|e| self.err(e))
+    /// SQLite folds the WAL in by itself when its last connection closes,
+    /// but the history readers may outlive this one, and a read-only
+    /// connection never does: so the writer does it, and empties the WAL.
+    fn checkpoint(&mut self) -> Result<(), StoreError> {
+        // The first column says whether a reader kept it from finishing.
+        let busy: i64 = self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))
+            .map_err(|e| self.err(e))?;
+        if busy != 0 {
+            return Err(self.err(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY),
+                Some("a reader kept the checkpoint from finishing".into()),
+            )));
+        }
+        Ok(())
     }
 
     fn add_artifact(&mut self, build: BuildId, a: &ArtifactInfo) -> Result<(), StoreError> {
         writes::add_artifact(&self.conn, build, a).map_err(|e| self.err(e))
     }
 
-    fn artifacts(&self, build: BuildId) -> Result<Vec<ArtifactInfo>, StoreError> {
-        queries::artifacts(&self.conn, build).map_err(|e| self.err(e))
+    fn request(&self, id: RequestId) -> Result<Option<RequestInfo>, StoreError> {
+        queries::request(&self.conn, id).map_err(|e| self.err(e))
     }
 
-    fn latest_build(&self) -> Result<Option<BuildId>, StoreError> {
-        queries::latest_build(&self.conn).map_err(|e| self.err(e))
+    fn build_summary(&self, id: BuildId) -> Result<Option<BuildSummary>, StoreError> {
+        queries::build_summary(&self.conn, id).map_err(|e| self.err(e))
     }
 }
 

@@ -1,5 +1,6 @@
-//! The questions the handlers ask of the history: builds, one build with
-//! its steps, one request, a build's artifacts, the latest build.
+//! The questions asked of the history: builds, one build with its steps,
+//! one request, a build's artifacts, the latest build. Each takes the
+//! connection to ask on: the readers' read-only ones (`reader.rs`).
 
 use std::collections::BTreeMap;
 
@@ -11,7 +12,8 @@ use crate::protocol::{
 };
 
 /// Most builds one `builds` answer lists, whatever the client asks: the
-/// answer is read in the master loop and must stay small.
+/// answer is held whole in memory and sent as one frame, so it stays
+/// bounded.
 pub const MAX_LIST: u32 = 10_000;
 
 /// Builds, newest first, at most `limit` (capped at [`MAX_LIST`]).
@@ -42,16 +44,22 @@ pub(super) fn builds(
     }
 }
 
+/// One build without its steps; `None` if there is no such build.
+pub(super) fn build_summary(
+    conn: &Connection,
+    id: BuildId,
+) -> rusqlite::Result<Option<BuildSummary>> {
+    conn.query_row(
+        &format!("SELECT {SUMMARY_COLUMNS} FROM builds WHERE id = ?1"),
+        params![id as i64],
+        summary_from_row,
+    )
+    .optional()
+}
+
 /// One build with its steps; `None` if there is no such build.
 pub(super) fn build(conn: &Connection, id: BuildId) -> rusqlite::Result<Option<BuildDetail>> {
-    let summary = conn
-        .query_row(
-            &format!("SELECT {SUMMARY_COLUMNS} FROM builds WHERE id = ?1"),
-            params![id as i64],
-            summary_from_row,
-        )
-        .optional()?;
-    let Some(summary) = summary else {
+    let Some(summary) = build_summary(conn, id)? else {
         return Ok(None);
     };
     let (request_reason, props): (Option<String>, String) = conn.query_row(

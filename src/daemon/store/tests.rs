@@ -39,6 +39,11 @@ pub(super) fn test_def() -> Arc<BuilderDef> {
     })
 }
 
+/// The read side of the database at `path` (its writer opened first).
+fn reader(path: &std::path::Path) -> SqliteReader {
+    SqliteReader::open(path).unwrap()
+}
+
 fn queued(request: u64, builder: &str) -> Record {
     Record::RequestQueued {
         request,
@@ -113,7 +118,10 @@ fn a_build_running_at_a_crash_comes_back_with_its_definition() {
     assert_eq!((b.id, b.request.id, b.step), (1, 1, 0));
     assert_eq!(b.worker, "w");
     assert_eq!(*b.def, *test_def());
-    assert_eq!(store.build(1).unwrap().unwrap().summary.result, None);
+    assert_eq!(
+        reader(&path).build(1).unwrap().unwrap().summary.result,
+        None
+    );
 }
 
 #[test]
@@ -134,7 +142,7 @@ fn a_retried_build_requeues_its_request() {
     assert_eq!(restored.queued.len(), 1);
     assert_eq!(restored.queued[0].retries, 1);
     assert!(restored.running.is_empty());
-    let b = store.build(1).unwrap().unwrap();
+    let b = reader(&path).build(1).unwrap().unwrap();
     assert_eq!(b.summary.result, Some(BuildResult::Retry));
 }
 
@@ -188,7 +196,7 @@ fn a_version_1_database_migrates_and_its_running_build_is_retried() {
         (restored.generation, restored.config_hash.as_str()),
         (1, "h")
     );
-    let b = store.build(1).unwrap().unwrap();
+    let b = reader(&path).build(1).unwrap().unwrap();
     assert_eq!(b.summary.result, Some(BuildResult::Retry));
     assert_eq!(b.steps[0].result, Some(BuildResult::Retry));
     assert_eq!(restored.queued[0].retries, 1);
@@ -213,7 +221,7 @@ fn a_version_3_database_migrates_and_records_artifacts() {
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
     assert_eq!(version, 4);
-    assert!(store.artifacts(1).unwrap().is_empty());
+    assert!(reader(&path).artifacts(1).unwrap().is_empty());
     let a = crate::protocol::ArtifactInfo {
         name: "out/b.tar.gz".into(),
         size: 1 << 33,
@@ -229,14 +237,15 @@ fn a_version_3_database_migrates_and_records_artifacts() {
     assert!(store.add_artifact(1, &a).is_err(), "a name is stored once");
     assert!(store.add_artifact(9, &a).is_err(), "only for known builds");
     drop(store);
-    let store = SqliteStore::open(&path).unwrap();
-    assert_eq!(store.artifacts(1).unwrap(), vec![first, a]);
+    let _store = SqliteStore::open(&path).unwrap();
+    assert_eq!(reader(&path).artifacts(1).unwrap(), vec![first, a]);
 }
 
 #[test]
 fn rename_moves_history() {
     let dir = tempfile::tempdir().unwrap();
-    let mut store = SqliteStore::open(&dir.path().join("m.db")).unwrap();
+    let path = dir.path().join("m.db");
+    let mut store = SqliteStore::open(&path).unwrap();
     store
         .apply(&[
             &queued(1, "old"),
@@ -256,8 +265,9 @@ fn rename_moves_history() {
             },
         ])
         .unwrap();
-    assert_eq!(store.builds(Some("new"), 10).unwrap().len(), 1);
-    assert!(store.builds(Some("old"), 10).unwrap().is_empty());
+    let reader = reader(&path);
+    assert_eq!(reader.builds(Some("new"), 10).unwrap().len(), 1);
+    assert!(reader.builds(Some("old"), 10).unwrap().is_empty());
 }
 
 #[test]
@@ -405,4 +415,74 @@ mod measure {
         drop(SqliteStore::open(&path).unwrap());
         eprintln!("SqliteStore::open: {:?}", started.elapsed());
     }
+}
+
+#[test]
+fn history_reads_go_on_while_the_writer_holds_a_write_transaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("master.db");
+    let store = SqliteStore::open(&path).unwrap();
+    let reader = reader(&path);
+    {
+        let mut store = store;
+        store.apply(&[&queued(1, "a")]).unwrap();
+        // The writer is in the middle of a transaction, as the loop is
+        // during a batch's commit: request 2 written, not committed.
+        store
+            .conn
+            .execute_batch(
+                "BEGIN IMMEDIATE;
+                 INSERT INTO requests (id, builder, properties, submitted_at, state, priority)
+                 VALUES (2, 'a', '{}', 1, 'queued', 0);",
+            )
+            .unwrap();
+        let started = std::time::Instant::now();
+        assert_eq!(reader.request(1).unwrap().unwrap().state, "queued");
+        assert!(
+            reader.request(2).unwrap().is_none(),
+            "a reader of its own sees only what is committed"
+        );
+        assert_eq!(reader.builds(None, 10).unwrap(), vec![]);
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(1),
+            "the reads did not wait for the writer"
+        );
+        store.conn.execute_batch("COMMIT").unwrap();
+        // A read after the commit sees it (a client told of a request
+        // finds it).
+        assert_eq!(reader.request(2).unwrap().unwrap().builder, "a");
+    }
+    // The reader is read-only.
+    assert!(
+        reader.conns[0]
+            .lock()
+            .unwrap()
+            .execute("DELETE FROM requests", [])
+            .is_err()
+    );
+}
+
+#[test]
+fn a_checkpoint_leaves_the_database_whole_in_its_file_while_readers_are_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("master.db");
+    let mut store = SqliteStore::open(&path).unwrap();
+    let reader = reader(&path);
+    store.apply(&[&queued(1, "a")]).unwrap();
+    assert!(reader.request(1).unwrap().is_some());
+    store.checkpoint().unwrap();
+    drop(store);
+    let wal = dir.path().join("master.db-wal");
+    assert_eq!(std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0), 0);
+    // The file alone, copied away, holds the request.
+    let copy = dir.path().join("copy.db");
+    std::fs::copy(&path, &copy).unwrap();
+    assert!(
+        SqliteReader::open(&copy)
+            .unwrap()
+            .request(1)
+            .unwrap()
+            .is_some()
+    );
+    drop(reader);
 }
