@@ -152,6 +152,6 @@ impl HistoryReader for SqliteReader {
     }
 
     fn latest_build(&self) -> Result<Option<BuildId>, ReadError> {
-        self.with(|c| queries::latest_build(c))
+        self.with(queries::latest_build)
     }
 }
