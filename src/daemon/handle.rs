@@ -357,8 +357,9 @@ impl MasterHandle {
         let Some(retention) = &self.retention else {
             return Err(ErrorReply::failed("pruning is not available here"));
         };
+        let config = self.config().await.ok_or_else(gone)?;
         retention
-            .prune(dry_run)
+            .prune(&config.master.retention, dry_run)
             .await
             .map_err(|e| ErrorReply::failed(e.to_string()))
     }

@@ -1,5 +1,5 @@
 //! The messages between the adapters (control socket, worker links,
-//! transfers, followers, signals, retention) and the master loop.
+//! transfers, followers, signals) and the master loop.
 //!
 //! A leaf module: it imports only the core's ids and records, the protocol
 //! and the config, never the loop or an adapter, so that adapters and the
@@ -30,7 +30,7 @@ pub enum Command {
         /// Where the answer goes.
         reply: oneshot::Sender<Result<Reply, ErrorReply>>,
     },
-    /// The config in force, for the retention task's pruning policy.
+    /// The config in force (`MasterHandle::config`: the retention task's policy).
     Config {
         /// Where the answer goes.
         reply: oneshot::Sender<Arc<Config>>,

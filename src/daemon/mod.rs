@@ -262,25 +262,29 @@ pub async fn run(opts: MasterOptions) -> Result<(), DaemonError> {
         "bbmaster started"
     );
 
-    let retention = retention::RetentionHandle::new(
-        retention::Places {
-            db: db.clone(),
-            logs: logs_dir.clone(),
-            artifacts: limits.dirs.artifacts.clone(),
-        },
-        tx.clone(),
-    );
-    let retention_task = tokio::spawn(retention.clone().run());
+    let retention = retention::RetentionHandle::new(retention::Places {
+        db: db.clone(),
+        logs: logs_dir.clone(),
+        artifacts: limits.dirs.artifacts.clone(),
+    });
     // Set once the loop has ended: every control connection listens.
     let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
     let front = handle::MasterHandle::new(tx.clone(), notices.clone(), events)
-        .with_retention(retention)
+        .with_retention(retention.clone())
         .with_history(history::History::new(reader, logs_dir.clone()))
         .with_policy(auth::Policy::from_settings(
             &config.master,
             nix::unistd::geteuid().as_raw(),
         ))
         .with_shutdown(stopping);
+    // Retention asks the front door for the policy in force, like any adapter.
+    let retention_task = tokio::spawn({
+        let front = front.clone();
+        retention.run(move || {
+            let front = front.clone();
+            async move { front.config().await }
+        })
+    });
     let ctx = control::ControlContext {
         limits: Arc::clone(&limits),
         clients: Arc::new(control::ClientSlots::default()),

@@ -2,8 +2,10 @@
 //! `keep_builds`/`keep_logs` no longer keep, and measuring the disk the
 //! state dir uses, all off the master loop.
 //!
-//! A pass asks the master loop only for the config in force (an `Arc`
-//! clone); the reading, deleting and measuring run on a blocking thread
+//! A pass is given the retention policy in force (the background loop asks
+//! the front door for the config, an `Arc` clone, before each pass; `bbctl
+//! prune` comes through the front door, which does the same); the
+//! reading, deleting and measuring run on a blocking thread
 //! with a database connection of their own, in small transactions, so the
 //! loop never waits on them for more than a commit. Only finished builds
 //! whose request is over (not queued again, not running) are ever
@@ -17,11 +19,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rusqlite::{Connection, params};
-use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
 
-use crate::config::Retention;
-use crate::daemon::messages::Command;
+use crate::config::{Config, Retention};
 use crate::paths::now_ms;
 use crate::protocol::{BuildId, DiskUsage, PruneReport};
 
@@ -72,19 +72,17 @@ pub struct RetentionHandle {
 
 struct Inner {
     places: Places,
-    master: mpsc::Sender<Command>,
     usage: Mutex<Option<DiskUsage>>,
     /// One pass at a time (background or `bbctl prune`).
     pass: tokio::sync::Mutex<()>,
 }
 
 impl RetentionHandle {
-    /// A handle for the master whose loop listens on `master`.
-    pub fn new(places: Places, master: mpsc::Sender<Command>) -> Self {
+    /// A handle on the history kept at `places`.
+    pub fn new(places: Places) -> Self {
         RetentionHandle {
             inner: Arc::new(Inner {
                 places,
-                master,
                 usage: Mutex::new(None),
                 pass: tokio::sync::Mutex::new(()),
             }),
@@ -96,20 +94,18 @@ impl RetentionHandle {
         *self.inner.usage.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Prune now by the policy in force (`dry_run`: only report), then
-    /// measure the disk again.
-    pub async fn prune(&self, dry_run: bool) -> Result<PruneReport, RetentionError> {
+    /// Prune now by `policy`, the one in force (`dry_run`: only report),
+    /// then measure the disk again.
+    pub async fn prune(
+        &self,
+        policy: &Retention,
+        dry_run: bool,
+    ) -> Result<PruneReport, RetentionError> {
         let _one = self.inner.pass.lock().await;
-        let (reply, rx) = oneshot::channel();
-        self.inner
-            .master
-            .send(Command::Config { reply })
-            .await
-            .map_err(|_| RetentionError::Gone)?;
-        let config = rx.await.map_err(|_| RetentionError::Gone)?;
         let places = self.inner.places.clone();
+        let policy = policy.clone();
         let report = tokio::task::spawn_blocking(move || {
-            prune_blocking(&places, &config.master.retention, now_ms(), dry_run)
+            prune_blocking(&places, &policy, now_ms(), dry_run)
         })
         .await
         .map_err(|_| RetentionError::Gone)??;
@@ -136,12 +132,21 @@ impl RetentionHandle {
 
     /// The background loop: measure at once and every
     /// [`MEASURE_INTERVAL`]; prune at once and every [`PRUNE_EVERY`]
-    /// measures. Runs until aborted.
-    pub async fn run(self) {
+    /// measures, by the policy of the config `config_in_force` gives (the
+    /// front door's `MasterHandle::config`; `None`: the master is
+    /// stopping). Runs until aborted or the master stops.
+    pub async fn run<F, Fut>(self, config_in_force: F)
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Option<Arc<Config>>>,
+    {
         let mut tick: u32 = 0;
         loop {
             if tick.is_multiple_of(PRUNE_EVERY) {
-                match self.prune(false).await {
+                let Some(config) = config_in_force().await else {
+                    return;
+                };
+                match self.prune(&config.master.retention, false).await {
                     Ok(_) => {}
                     Err(RetentionError::Gone) => return,
                     Err(e) => warn!("pruning the history failed: {e}"),
