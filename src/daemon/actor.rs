@@ -21,7 +21,8 @@ use crate::daemon::messages::{Command, LinkCmd, LinkMeta, Notice, Refusal};
 use crate::daemon::store::{SqliteStore, Store, StoreError};
 use crate::paths::now_ms;
 use crate::protocol::{
-    ErrorReply, Event, EventKind, MasterToWorker, RefusalKind, ReloadReport, Reply,
+    ArtifactInfo, BuildId, ErrorReply, Event, EventKind, MasterToWorker, RefusalKind, ReloadReport,
+    Reply,
 };
 
 /// A live worker link, as the master loop knows it.
@@ -52,8 +53,18 @@ pub struct Master {
     pub(super) replies: Vec<Deferred>,
     /// Events of the batch, published after its commit.
     pub(super) staged_events: Vec<Event>,
+    /// Uploaded files to record in the batch's transaction, and who waits
+    /// to hear whether they were.
+    pub(super) artifacts: Vec<PendingArtifact>,
     /// The loop's own queue, for work done off the loop (reload reads).
     pub(super) me: Option<mpsc::WeakSender<Command>>,
+}
+
+/// An uploaded file to record with the batch, and where its answer goes.
+pub(super) struct PendingArtifact {
+    pub(super) build: BuildId,
+    pub(super) artifact: ArtifactInfo,
+    pub(super) reply: oneshot::Sender<Result<(), String>>,
 }
 
 /// Most commands taken into one batch (one transaction).
@@ -100,6 +111,7 @@ impl Master {
             pending: Vec::new(),
             replies: Vec::new(),
             staged_events: Vec::new(),
+            artifacts: Vec::new(),
             me: None,
         }
     }
@@ -249,8 +261,8 @@ impl Master {
         self.pending.extend(effects);
     }
 
-    /// Write the batch's records in one transaction, then tell workers and
-    /// followers, then answer. If the write fails (disk full, read-only,
+    /// Write the batch's records, and the artifacts uploads stored, in one
+    /// transaction, then tell workers and followers, then answer. If the write fails (disk full, read-only,
     /// I/O error), nothing of the batch is told to anyone: every answer
     /// becomes the error, and the master stops, as a plain shutdown would.
     /// The disk is the truth; the next master starts from it, re-adopting
@@ -259,31 +271,24 @@ impl Master {
         let effects = std::mem::take(&mut self.pending);
         let replies = std::mem::take(&mut self.replies);
         let events = std::mem::take(&mut self.staged_events);
+        let artifacts = std::mem::take(&mut self.artifacts);
         let records: Vec<&Record> = effects.iter().filter_map(record_of).collect();
-        if let Err(e) = self.store.apply(&records) {
-            error!(
-                "could not record {} change(s): {e}; stopping",
-                records.len()
-            );
-            let why = format!("the master could not record this and is stopping: {e}");
-            for deferred in replies {
-                match deferred {
-                    Deferred::Client(tx, _) => {
-                        let _ = tx.send(Err(ErrorReply::failed(why.clone())));
-                    }
-                    Deferred::Hello(tx, _) => {
-                        let _ = tx.send(Err(Refusal::new(RefusalKind::Other, why.clone())));
-                    }
-                    Deferred::Reload(tx, _) => {
-                        let _ = tx.send(Err(ErrorReply::failed(why.clone())));
-                    }
-                }
+        let files: Vec<_> = artifacts.iter().map(|a| (a.build, &a.artifact)).collect();
+        let outcomes = match self.store.apply_batch(&records, &files) {
+            Ok(outcomes) => outcomes,
+            Err(e) => {
+                let changes = records.len() + files.len();
+                drop(files);
+                Self::refuse_all(replies, artifacts, changes, &e);
+                return Err(e);
             }
-            return Err(e);
-        }
+        };
         self.send(effects);
         for event in events {
             let _ = self.events.send(Arc::new(event));
+        }
+        for (pending, outcome) in artifacts.into_iter().zip(outcomes) {
+            let _ = pending.reply.send(outcome.map_err(|e| e.to_string()));
         }
         for deferred in replies {
             match deferred {
@@ -299,6 +304,33 @@ impl Master {
             }
         }
         Ok(())
+    }
+
+    /// The batch could not be written: everyone waiting hears why.
+    fn refuse_all(
+        replies: Vec<Deferred>,
+        artifacts: Vec<PendingArtifact>,
+        changes: usize,
+        e: &StoreError,
+    ) {
+        error!("could not record {changes} change(s): {e}; stopping");
+        let why = format!("the master could not record this and is stopping: {e}");
+        for pending in artifacts {
+            let _ = pending.reply.send(Err(why.clone()));
+        }
+        for deferred in replies {
+            match deferred {
+                Deferred::Client(tx, _) => {
+                    let _ = tx.send(Err(ErrorReply::failed(why.clone())));
+                }
+                Deferred::Hello(tx, _) => {
+                    let _ = tx.send(Err(Refusal::new(RefusalKind::Other, why.clone())));
+                }
+                Deferred::Reload(tx, _) => {
+                    let _ = tx.send(Err(ErrorReply::failed(why.clone())));
+                }
+            }
+        }
     }
 
     /// Tell followers and workers, after the records are written.

@@ -80,9 +80,7 @@ impl Master {
                 build,
                 artifact,
                 reply,
-            } => {
-                let _ = reply.send(self.record_artifact(build, &artifact));
-            }
+            } => self.record_artifact(build, artifact, reply),
             Command::Shutdown { .. } => {}
         }
     }

@@ -1,11 +1,12 @@
 //! The loop's part of the history: whether a builder exists (for
 //! `bbctl builds`, whose history is read off the loop), and recording an
-//! uploaded file. The history itself is read off the loop
+//! uploaded file with the batch. The history itself is read off the loop
 //! (`daemon/history.rs`), never here.
 
-use crate::daemon::actor::Master;
+use tokio::sync::oneshot;
+
+use crate::daemon::actor::{Master, PendingArtifact};
 use crate::daemon::core::CoreError;
-use crate::daemon::store::Store;
 use crate::protocol::{ArtifactInfo, BuildId, ErrorReply};
 
 impl Master {
@@ -19,14 +20,19 @@ impl Master {
         }
     }
 
-    /// A worker link stored an uploaded file: record it.
+    /// A worker link stored an uploaded file: record it in the batch's
+    /// transaction, like the core's records; it hears back after the
+    /// commit (see `Master::flush`).
     pub(in crate::daemon) fn record_artifact(
         &mut self,
         build: BuildId,
-        artifact: &ArtifactInfo,
-    ) -> Result<(), String> {
-        self.store
-            .add_artifact(build, artifact)
-            .map_err(|e| e.to_string())
+        artifact: ArtifactInfo,
+        reply: oneshot::Sender<Result<(), String>>,
+    ) {
+        self.artifacts.push(PendingArtifact {
+            build,
+            artifact,
+            reply,
+        });
     }
 }

@@ -43,9 +43,21 @@ pub trait Store {
     /// A storage failure, naming where the data lives.
     type Error: std::error::Error + Send + Sync + 'static;
 
-    /// Write the records of one core event, all or nothing, before any
-    /// client hears of them.
-    fn apply(&mut self, records: &[&Record]) -> Result<(), Self::Error>;
+    /// Write a batch in one transaction before anyone hears of it: the
+    /// core's records, all or nothing (`Err`: nothing of the batch is
+    /// written), and the artifacts uploads stored, each kept or refused
+    /// on its own (the inner results, in order).
+    #[allow(clippy::type_complexity)]
+    fn apply_batch(
+        &mut self,
+        records: &[&Record],
+        artifacts: &[(BuildId, &ArtifactInfo)],
+    ) -> Result<Vec<Result<(), Self::Error>>, Self::Error>;
+
+    /// Write records alone, all or nothing.
+    fn apply(&mut self, records: &[&Record]) -> Result<(), Self::Error> {
+        self.apply_batch(records, &[]).map(|_| ())
+    }
 
     /// Read back what a restart needs: queued requests in their original
     /// order, and the builds that were running, with the definition they
@@ -57,9 +69,6 @@ pub trait Store {
     /// SQLite, fold the write-ahead log into it), so that a copy of the
     /// file alone is a full backup.
     fn checkpoint(&mut self) -> Result<(), Self::Error>;
-
-    /// Record an artifact stored under the build's artifacts dir.
-    fn add_artifact(&mut self, build: BuildId, a: &ArtifactInfo) -> Result<(), Self::Error>;
 
     /// One request; `None` if there is no such request. A lookup of one
     /// row by its key, for the loop's own answers (`cancel` of a request
@@ -131,8 +140,17 @@ impl SqliteStore {
 impl Store for SqliteStore {
     type Error = StoreError;
 
-    fn apply(&mut self, records: &[&Record]) -> Result<(), StoreError> {
-        writes::apply(&mut self.conn, records).map_err(|e| self.err(e))
+    fn apply_batch(
+        &mut self,
+        records: &[&Record],
+        artifacts: &[(BuildId, &ArtifactInfo)],
+    ) -> Result<Vec<Result<(), StoreError>>, StoreError> {
+        let outcomes =
+            writes::apply(&mut self.conn, records, artifacts).map_err(|e| self.err(e))?;
+        Ok(outcomes
+            .into_iter()
+            .map(|o| o.map_err(|e| self.err(e)))
+            .collect())
     }
 
     fn restore(&mut self, now_ms: u64) -> Result<Restored, StoreError> {
@@ -155,10 +173,6 @@ impl Store for SqliteStore {
             )));
         }
         Ok(())
-    }
-
-    fn add_artifact(&mut self, build: BuildId, a: &ArtifactInfo) -> Result<(), StoreError> {
-        writes::add_artifact(&self.conn, build, a).map_err(|e| self.err(e))
     }
 
     fn request(&self, id: RequestId) -> Result<Option<RequestInfo>, StoreError> {

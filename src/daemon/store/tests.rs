@@ -232,10 +232,20 @@ fn a_version_3_database_migrates_and_records_artifacts() {
         name: "a.bin".into(),
         ..a.clone()
     };
-    store.add_artifact(1, &a).unwrap();
-    store.add_artifact(1, &first).unwrap();
-    assert!(store.add_artifact(1, &a).is_err(), "a name is stored once");
-    assert!(store.add_artifact(9, &a).is_err(), "only for known builds");
+    // In one batch with a record: each artifact kept or refused alone.
+    let outcomes = store
+        .apply_batch(
+            &[&queued(5, "x")],
+            &[(1, &a), (1, &first), (1, &a), (9, &a)],
+        )
+        .unwrap();
+    assert!(outcomes[0].is_ok() && outcomes[1].is_ok());
+    assert!(outcomes[2].is_err(), "a name is stored once");
+    assert!(outcomes[3].is_err(), "only for known builds");
+    assert!(
+        reader(&path).request(5).unwrap().is_some(),
+        "the batch's record is written beside them"
+    );
     drop(store);
     let _store = SqliteStore::open(&path).unwrap();
     assert_eq!(reader(&path).artifacts(1).unwrap(), vec![first, a]);

@@ -1,29 +1,43 @@
-//! Writes: the core's [`Record`]s, all records of one core event in one
-//! transaction, and the artifacts an upload stored.
+//! Writes: a batch of the core's [`Record`]s and of the artifacts that
+//! uploads stored, all in one transaction (the loop's group commit).
 
 use rusqlite::{Connection, params};
 
 use crate::daemon::core::Record;
 use crate::protocol::{ArtifactInfo, BuildId};
 
-/// Write the records of one core event, all or nothing.
-pub(super) fn apply(conn: &mut Connection, records: &[&Record]) -> rusqlite::Result<()> {
-    if records.is_empty() {
-        return Ok(());
+/// Write a batch in one transaction: the records all or nothing (an
+/// error fails the whole batch), then each artifact under a savepoint of
+/// its own, so that one the database refuses (a name stored twice, a
+/// build it does not know) is left out alone and its outcome says why.
+pub(super) fn apply(
+    conn: &mut Connection,
+    records: &[&Record],
+    artifacts: &[(BuildId, &ArtifactInfo)],
+) -> rusqlite::Result<Vec<rusqlite::Result<()>>> {
+    if records.is_empty() && artifacts.is_empty() {
+        return Ok(Vec::new());
     }
-    let tx = conn.transaction()?;
+    let mut tx = conn.transaction()?;
     for record in records {
         write_record(&tx, record)?;
     }
-    tx.commit()
+    let mut outcomes = Vec::with_capacity(artifacts.len());
+    for (build, artifact) in artifacts {
+        // Dropped without commit, a savepoint rolls back to its start.
+        let savepoint = tx.savepoint()?;
+        let outcome = add_artifact(&savepoint, *build, artifact);
+        if outcome.is_ok() {
+            savepoint.commit()?;
+        }
+        outcomes.push(outcome);
+    }
+    tx.commit()?;
+    Ok(outcomes)
 }
 
 /// Record an artifact stored under the build's artifacts dir.
-pub(super) fn add_artifact(
-    conn: &Connection,
-    build: BuildId,
-    a: &ArtifactInfo,
-) -> rusqlite::Result<()> {
+fn add_artifact(conn: &Connection, build: BuildId, a: &ArtifactInfo) -> rusqlite::Result<()> {
     conn.execute(
         "INSERT INTO artifacts (build_id, name, size, sha256, created_at)
          VALUES (?1, ?2, ?3, ?4, ?5)",
