@@ -648,3 +648,39 @@ fn the_checker_finds_a_circle_through_a_reexport() {
         ["src/w/a.rs", "src/w/b.rs", "src/w/key.rs", "src/w/a.rs"]
     );
 }
+
+/// The core speaks its own language (docs/architecture.md, "The one idea"):
+/// what it asks of a worker is a `WorkerCmd`, which the worker link says in
+/// the wire's words. So a new protocol version leaves the core and its
+/// simulator untouched: no file of `src/daemon/core/` names a worker
+/// message of the protocol.
+#[test]
+fn the_core_names_no_worker_wire_message() {
+    const WIRE: &[&str] = &[
+        "MasterToWorker",
+        "WorkerToMaster",
+        "StepAssignment",
+        "WireAction",
+    ];
+    let mut bad = Vec::new();
+    for f in load(&main_src()) {
+        if !f.path.starts_with("src/daemon/core/") {
+            continue;
+        }
+        for (line, _) in code_lines(&f.text) {
+            for word in WIRE {
+                let named = line
+                    .split(|c: char| !is_ident(c))
+                    .any(|ident| ident == *word);
+                if named {
+                    bad.push(format!("{}: names {word}: {}", f.path, line.trim()));
+                }
+            }
+        }
+    }
+    assert!(
+        bad.is_empty(),
+        "the core must not speak the wire (use WorkerCmd; the worker link maps it):\n{}",
+        bad.join("\n")
+    );
+}

@@ -16,13 +16,10 @@ use tracing::{error, info, warn};
 
 use crate::daemon::core::{Core, Effect, LinkId, Record};
 use crate::daemon::local_workers::LocalWorkers;
-use crate::daemon::logs;
 use crate::daemon::messages::{Command, LinkCmd, LinkMeta, Notice, Refusal};
 use crate::daemon::store::{SqliteStore, Store, StoreError};
 use crate::paths::now_ms;
-use crate::protocol::{
-    ErrorReply, Event, EventKind, MasterToWorker, RefusalKind, ReloadReport, Reply,
-};
+use crate::protocol::{ErrorReply, Event, EventKind, RefusalKind, ReloadReport, Reply};
 
 /// A live worker link, as the master loop knows it.
 pub(super) struct LinkInfo {
@@ -305,28 +302,9 @@ impl Master {
                 Effect::Record(record) => {
                     let _ = self.notices.send(Arc::new(Notice::Record(record)));
                 }
-                Effect::ToWorker { link, mut msg } => match self.links.get(&link) {
-                    Some(LinkInfo { tx, worker, .. }) => {
-                        if let MasterToWorker::Abandon { build, step } = &msg {
-                            warn!(
-                                worker = %worker,
-                                build,
-                                step,
-                                "worker came back still running build {build} step {step}, which ended or was retried elsewhere meanwhile: told it to kill the step's process group now"
-                            );
-                        }
-                        // The core does not read files: the shell tells a
-                        // resuming worker how much output is already kept.
-                        if let MasterToWorker::Resume {
-                            build,
-                            step,
-                            offset,
-                        } = &mut msg
-                        {
-                            *offset =
-                                logs::log_len(&logs::step_log_path(&self.logs, *build, *step));
-                        }
-                        let _ = tx.send(LinkCmd::Send(msg));
+                Effect::ToWorker { link, cmd } => match self.links.get(&link) {
+                    Some(LinkInfo { tx, .. }) => {
+                        let _ = tx.send(LinkCmd::Send(cmd));
                     }
                     None => warn!(link, "message for a link that is gone"),
                 },

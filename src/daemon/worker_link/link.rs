@@ -1,6 +1,10 @@
 //! An authenticated worker link: keepalive both ways, steps out, output
 //! written to the steps' logs and ends passed on once it is all on disk,
 //! and the file transfers of its steps.
+//!
+//! The core asks in its own words ([`WorkerCmd`]); this link says it in the
+//! wire's ([`MasterToWorker`]) and fills in what only it knows: how much
+//! of a resumed step's output its log already holds.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -11,14 +15,17 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
 
-use crate::daemon::core::LinkId;
+use crate::config::StepAction;
+use crate::daemon::core::{LinkId, StepStart, WorkerCmd};
 use crate::daemon::handle::MasterHandle;
 use crate::daemon::limits::{Limits, MAX_WORKER_FRAME, MAX_WORKER_TEXT, WORKER_QUEUE_BYTES};
+use crate::daemon::logs;
 use crate::daemon::messages::LinkCmd;
 use crate::daemon::transfer::Transfers;
 use crate::paths::now_ms;
 use crate::protocol::{
-    self, BuildId, FrameError, MasterToWorker, StepEnd, StepIndex, WorkerToMaster,
+    self, BuildId, FrameError, MasterToWorker, StepAssignment, StepEnd, StepIndex, WireAction,
+    WorkerToMaster,
 };
 use crate::untrusted::{Escaped, capped};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -139,27 +146,8 @@ impl Link {
                     }
                 }
                 cmd = cmds.recv() => match cmd {
-                    Some(LinkCmd::Send(msg)) => {
-                        let mut follow = Vec::new();
-                        match &msg {
-                            MasterToWorker::StartStep(a) => {
-                                self.open.insert((a.build, a.step), StepLog { new: true, ..StepLog::default() });
-                                follow = self.transfers.on_start(a.build, a.step, &a.action);
-                            }
-                            MasterToWorker::Resume { build, step, .. } => {
-                                self.open.insert((*build, *step), StepLog::default());
-                            }
-                            MasterToWorker::Abandon { build, step } => {
-                                // The master gave up on this step (its worker
-                                // did not end it in time): anything more the
-                                // worker says about it closes the link.
-                                let key = (*build, *step);
-                                if self.open.remove(&key).is_some() {
-                                    self.transfers.on_step_end(key, StepEnd::Stopped);
-                                }
-                            }
-                            _ => {}
-                        }
+                    Some(LinkCmd::Send(cmd)) => {
+                        let (msg, follow) = self.wire(cmd);
                         if let Err(e) = write_bounded(self.keepalive, wr, &msg).await {
                             debug!(link = self.id, "write to worker failed: {e}");
                             break;
@@ -232,6 +220,57 @@ impl Link {
             }
         }
         reader.abort();
+    }
+
+    /// What the core asked, in the wire's words, and the frames that
+    /// follow it (a download's first ones); the link's own books (which
+    /// steps it was given, their transfers) are kept here.
+    fn wire(&mut self, cmd: WorkerCmd) -> (MasterToWorker, Vec<MasterToWorker>) {
+        match cmd {
+            WorkerCmd::Start(start) => {
+                let a = assignment(*start);
+                self.open.insert(
+                    (a.build, a.step),
+                    StepLog {
+                        new: true,
+                        ..StepLog::default()
+                    },
+                );
+                let follow = self.transfers.on_start(a.build, a.step, &a.action);
+                (MasterToWorker::StartStep(a), follow)
+            }
+            WorkerCmd::Stop { build, step } => (MasterToWorker::StopStep { build, step }, vec![]),
+            WorkerCmd::Resume { build, step } => {
+                // The output the master already keeps: the worker resends
+                // from there, so the log is neither doubled nor gapped.
+                let offset = logs::log_len(&logs::step_log_path(&self.logs, build, step));
+                self.open.insert((build, step), StepLog::default());
+                (
+                    MasterToWorker::Resume {
+                        build,
+                        step,
+                        offset,
+                    },
+                    vec![],
+                )
+            }
+            WorkerCmd::Abandon { build, step } => {
+                warn!(
+                    worker = %self.worker,
+                    build,
+                    step,
+                    "worker came back still running build {build} step {step}, which ended or was retried elsewhere meanwhile: told it to kill the step's process group now"
+                );
+                // The master gave up on this step (its worker did not end
+                // it in time): anything more the worker says about it
+                // closes the link.
+                let key = (build, step);
+                if self.open.remove(&key).is_some() {
+                    self.transfers.on_step_end(key, StepEnd::Stopped);
+                }
+                (MasterToWorker::Abandon { build, step }, vec![])
+            }
+        }
     }
 
     /// Write `msgs` in order.
@@ -367,6 +406,35 @@ impl Link {
     }
 }
 
+/// A step's start as the wire says it.
+fn assignment(start: StepStart) -> StepAssignment {
+    StepAssignment {
+        build: start.build,
+        step: start.step,
+        builder: start.builder,
+        name: start.name,
+        action: match start.action {
+            StepAction::Shell(line) => WireAction::Shell(line),
+            StepAction::Command(argv) => WireAction::Command(argv),
+            StepAction::Upload(u) => WireAction::Upload {
+                from: u.from,
+                max_size: u.max_size,
+                mode: u.mode,
+            },
+            StepAction::Download(d) => WireAction::Download {
+                from: d.from,
+                to: d.to,
+                max_size: d.max_size,
+                mode: d.mode,
+            },
+        },
+        env: start.env,
+        pass_env: start.pass_env,
+        timeout_ms: start.timeout.map(|t| t.as_millis() as u64),
+        max_output: start.max_output,
+    }
+}
+
 /// A step end with its error text capped and escaped: a worker's strings
 /// reach the core, the store and every `bbctl build` after this.
 fn sanitize_end(end: StepEnd) -> StepEnd {
@@ -381,5 +449,84 @@ fn sanitize_end(end: StepEnd) -> StepEnd {
             error: capped(&error, MAX_WORKER_TEXT),
         },
         other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{DownloadSpec, UploadSpec};
+
+    fn start(action: StepAction) -> StepStart {
+        StepStart {
+            build: 7,
+            step: 2,
+            builder: "b".into(),
+            name: "s".into(),
+            action,
+            env: vec![("BB_BUILD_ID".into(), "7".into())],
+            pass_env: vec!["HOME".into()],
+            timeout: Some(Duration::from_millis(1500)),
+            max_output: Some(1 << 20),
+        }
+    }
+
+    /// Every field of the core's step start reaches the wire as it was.
+    #[test]
+    fn a_step_start_is_said_on_the_wire_field_for_field() {
+        let a = assignment(start(StepAction::Shell("make".into())));
+        assert_eq!(
+            a,
+            StepAssignment {
+                build: 7,
+                step: 2,
+                builder: "b".into(),
+                name: "s".into(),
+                action: WireAction::Shell("make".into()),
+                env: vec![("BB_BUILD_ID".into(), "7".into())],
+                pass_env: vec!["HOME".into()],
+                timeout_ms: Some(1500),
+                max_output: Some(1 << 20),
+            }
+        );
+        let mut none = start(StepAction::Command(vec!["true".into()]));
+        none.timeout = None;
+        none.max_output = None;
+        let a = assignment(none);
+        assert_eq!(a.action, WireAction::Command(vec!["true".into()]));
+        assert_eq!((a.timeout_ms, a.max_output), (None, None));
+    }
+
+    /// Transfers keep their limits and modes on the way to the wire.
+    #[test]
+    fn transfer_steps_keep_their_limits_and_modes() {
+        let up = assignment(start(StepAction::Upload(UploadSpec {
+            from: "out/*.tar".into(),
+            max_size: Some(10),
+            mode: 0o640,
+        })));
+        assert_eq!(
+            up.action,
+            WireAction::Upload {
+                from: "out/*.tar".into(),
+                max_size: Some(10),
+                mode: 0o640
+            }
+        );
+        let down = assignment(start(StepAction::Download(DownloadSpec {
+            from: "in.bin".into(),
+            to: "x/in.bin".into(),
+            max_size: None,
+            mode: 0o600,
+        })));
+        assert_eq!(
+            down.action,
+            WireAction::Download {
+                from: "in.bin".into(),
+                to: "x/in.bin".into(),
+                max_size: None,
+                mode: 0o600
+            }
+        );
     }
 }
