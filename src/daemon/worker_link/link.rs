@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
 
@@ -121,8 +121,27 @@ impl Link {
         pings.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_heard = tokio::time::Instant::now();
         let mut seq = 0u64;
+        let master = self.master.clone();
+        let shutting_down = master.shutting_down();
+        tokio::pin!(shutting_down);
         loop {
             tokio::select! {
+                // The master is going away: what its loop queued for this
+                // link goes out first (a step just started, a drain's
+                // goodbye), then the link closes, without a goodbye of its
+                // own: Goodbye tells a worker to stop its steps and exit,
+                // while a master that merely stops leaves them running for
+                // the next one, which the worker reconnects to.
+                () = &mut shutting_down => {
+                    while let Ok(cmd) = cmds.try_recv() {
+                        if !self.on_cmd(cmd, wr, &mut seq).await {
+                            break;
+                        }
+                    }
+                    debug!(link = self.id, worker = %self.worker, "the master is shutting down; closing the link");
+                    let _ = tokio::time::timeout(self.keepalive, wr.shutdown()).await;
+                    break;
+                }
                 // Checked on its own deadline, not at the next ping tick:
                 // a link silent for three intervals is lost then, not up
                 // to an interval later.
@@ -146,26 +165,10 @@ impl Link {
                     }
                 }
                 cmd = cmds.recv() => match cmd {
-                    Some(LinkCmd::Send(cmd)) => {
-                        let (msg, follow) = self.wire(cmd);
-                        if let Err(e) = write_bounded(self.keepalive, wr, &msg).await {
-                            debug!(link = self.id, "write to worker failed: {e}");
+                    Some(cmd) => {
+                        if !self.on_cmd(cmd, wr, &mut seq).await {
                             break;
                         }
-                        if self.write_all(wr, follow).await.is_err() {
-                            break;
-                        }
-                    }
-                    Some(LinkCmd::Ping(reply)) => {
-                        seq += 1;
-                        self.pings.insert(seq, (tokio::time::Instant::now(), reply));
-                        if write_bounded(self.keepalive, wr, &MasterToWorker::Ping { seq }).await.is_err() {
-                            break;
-                        }
-                    }
-                    Some(LinkCmd::Close(reason)) => {
-                        let _ = write_bounded(self.keepalive, wr, &MasterToWorker::Goodbye { reason }).await;
-                        break;
                     }
                     None => break,
                 },
@@ -220,6 +223,39 @@ impl Link {
             }
         }
         reader.abort();
+    }
+
+    /// Carry out one command of the master loop; false once the link is
+    /// to close (told to, or the worker cannot be written to).
+    async fn on_cmd<W: AsyncWrite + Unpin>(
+        &mut self,
+        cmd: LinkCmd,
+        wr: &mut W,
+        seq: &mut u64,
+    ) -> bool {
+        match cmd {
+            LinkCmd::Send(cmd) => {
+                let (msg, follow) = self.wire(cmd);
+                if let Err(e) = write_bounded(self.keepalive, wr, &msg).await {
+                    debug!(link = self.id, "write to worker failed: {e}");
+                    return false;
+                }
+                self.write_all(wr, follow).await.is_ok()
+            }
+            LinkCmd::Ping(reply) => {
+                *seq += 1;
+                self.pings
+                    .insert(*seq, (tokio::time::Instant::now(), reply));
+                write_bounded(self.keepalive, wr, &MasterToWorker::Ping { seq: *seq })
+                    .await
+                    .is_ok()
+            }
+            LinkCmd::Close(reason) => {
+                let _ =
+                    write_bounded(self.keepalive, wr, &MasterToWorker::Goodbye { reason }).await;
+                false
+            }
+        }
     }
 
     /// What the core asked, in the wire's words, and the frames that
@@ -456,6 +492,83 @@ fn sanitize_end(end: StepEnd) -> StepEnd {
 mod tests {
     use super::*;
     use crate::config::{DownloadSpec, UploadSpec};
+    use crate::daemon::transfer::Transfers;
+
+    /// A link on one end of an in-memory pipe, its master told of shutdown
+    /// through the returned sender; the other end is the worker's.
+    fn link_on_pipe(
+        logs: &std::path::Path,
+    ) -> (
+        Link,
+        tokio::sync::watch::Sender<bool>,
+        tokio::io::DuplexStream,
+        tokio::io::DuplexStream,
+    ) {
+        let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
+        let master = MasterHandle::new(
+            mpsc::channel(8).0,
+            tokio::sync::broadcast::channel(1).0,
+            tokio::sync::broadcast::channel(1).0,
+        )
+        .with_shutdown(stopping);
+        let limits = Arc::new(Limits::from_settings(&Default::default()));
+        let link = Link {
+            id: 1,
+            worker: "w".into(),
+            master: master.clone(),
+            logs: logs.to_path_buf(),
+            open: HashMap::new(),
+            keepalive: Duration::from_secs(60),
+            last_seen: Arc::new(AtomicU64::new(0)),
+            limits: Arc::clone(&limits),
+            pings: HashMap::new(),
+            transfers: Transfers::new(limits.dirs.clone(), master, limits.worker.clone()),
+            outbox: Vec::new(),
+        };
+        let (ours, theirs) = tokio::io::duplex(1 << 16);
+        (link, stopping_tx, ours, theirs)
+    }
+
+    /// Told that the master shuts down, a link writes what the loop had
+    /// queued for it, then closes at once without a Goodbye (which would
+    /// make the worker stop its steps and exit), even while its command
+    /// channel is still open (a `bbctl ping` holds a sender).
+    #[tokio::test]
+    async fn a_link_closes_when_the_master_shuts_down() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut link, stopping, ours, mut theirs) = link_on_pipe(dir.path());
+        let (rd, mut wr) = tokio::io::split(ours);
+        let (cmd_tx, mut cmds) = mpsc::unbounded_channel();
+        cmd_tx
+            .send(LinkCmd::Send(WorkerCmd::Stop { build: 1, step: 0 }))
+            .unwrap();
+        stopping.send(true).unwrap();
+        tokio::time::timeout(Duration::from_secs(5), link.run(rd, &mut wr, &mut cmds))
+            .await
+            .expect("the link ends because it was told, not after keepalive silence");
+        drop(wr);
+        let mut seen = Vec::new();
+        loop {
+            match protocol::frame::read_frame(&mut theirs, MAX_WORKER_FRAME).await {
+                Ok(body) => seen.push(protocol::frame::decode::<MasterToWorker>(&body).unwrap()),
+                Err(e) => {
+                    assert!(e.is_disconnect(), "{e}");
+                    break;
+                }
+            }
+        }
+        assert!(
+            seen.contains(&MasterToWorker::StopStep { build: 1, step: 0 }),
+            "{seen:?}"
+        );
+        assert!(
+            !seen
+                .iter()
+                .any(|m| matches!(m, MasterToWorker::Goodbye { .. })),
+            "{seen:?}"
+        );
+        drop(cmd_tx);
+    }
 
     fn start(action: StepAction) -> StepStart {
         StepStart {
