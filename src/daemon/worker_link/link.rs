@@ -492,7 +492,6 @@ fn sanitize_end(end: StepEnd) -> StepEnd {
 mod tests {
     use super::*;
     use crate::config::{DownloadSpec, UploadSpec};
-    use crate::daemon::transfer::Transfers;
 
     /// A link on one end of an in-memory pipe, its master told of shutdown
     /// through the returned sender; the other end is the worker's.
