@@ -684,3 +684,45 @@ fn the_core_names_no_worker_wire_message() {
         bad.join("\n")
     );
 }
+
+/// The layers that would be crates of their own in a workspace (see
+/// docs/architecture.md, "Why one crate") import only the layers below
+/// them, so a wrong import fails here as it would fail to compile there:
+/// the protocol is the bottom, and the core (decisions, no I/O) sees only
+/// itself, the config's model and the protocol.
+#[test]
+fn the_pure_layers_import_only_the_layers_below() {
+    const RULES: &[(&str, &[&str])] = &[
+        ("src/protocol/", &["src/protocol/", "src/untrusted"]),
+        (
+            "src/daemon/core/",
+            &[
+                "src/daemon/core/",
+                "src/config/",
+                "src/protocol/",
+                "src/untrusted",
+            ],
+        ),
+    ];
+    let graph = Graph::build(load(&main_src()));
+    let mut bad = Vec::new();
+    for (i, f) in graph.files.iter().enumerate() {
+        let Some((layer, may)) = RULES.iter().find(|(dir, _)| f.path.starts_with(dir)) else {
+            continue;
+        };
+        for &j in &graph.edges[i] {
+            let to = &graph.files[j].path;
+            if !may.iter().any(|m| to.starts_with(m)) {
+                bad.push(format!(
+                    "{} -> {to} (files of {layer} may import only {may:?})",
+                    f.path
+                ));
+            }
+        }
+    }
+    assert!(
+        bad.is_empty(),
+        "imports against the layers:\n{}",
+        bad.join("\n")
+    );
+}
