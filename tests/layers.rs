@@ -648,3 +648,81 @@ fn the_checker_finds_a_circle_through_a_reexport() {
         ["src/w/a.rs", "src/w/b.rs", "src/w/key.rs", "src/w/a.rs"]
     );
 }
+
+/// The core speaks its own language (docs/architecture.md, "The one idea"):
+/// what it asks of a worker is a `WorkerCmd`, which the worker link says in
+/// the wire's words. So a new protocol version leaves the core and its
+/// simulator untouched: no file of `src/daemon/core/` names a worker
+/// message of the protocol.
+#[test]
+fn the_core_names_no_worker_wire_message() {
+    const WIRE: &[&str] = &[
+        "MasterToWorker",
+        "WorkerToMaster",
+        "StepAssignment",
+        "WireAction",
+    ];
+    let mut bad = Vec::new();
+    for f in load(&main_src()) {
+        if !f.path.starts_with("src/daemon/core/") {
+            continue;
+        }
+        for (line, _) in code_lines(&f.text) {
+            for word in WIRE {
+                let named = line
+                    .split(|c: char| !is_ident(c))
+                    .any(|ident| ident == *word);
+                if named {
+                    bad.push(format!("{}: names {word}: {}", f.path, line.trim()));
+                }
+            }
+        }
+    }
+    assert!(
+        bad.is_empty(),
+        "the core must not speak the wire (use WorkerCmd; the worker link maps it):\n{}",
+        bad.join("\n")
+    );
+}
+
+/// The layers that would be crates of their own in a workspace (see
+/// docs/architecture.md, "Why one crate") import only the layers below
+/// them, so a wrong import fails here as it would fail to compile there:
+/// the protocol is the bottom, and the core (decisions, no I/O) sees only
+/// itself, the config's model and the protocol.
+#[test]
+fn the_pure_layers_import_only_the_layers_below() {
+    const RULES: &[(&str, &[&str])] = &[
+        ("src/protocol/", &["src/protocol/", "src/untrusted"]),
+        (
+            "src/daemon/core/",
+            &[
+                "src/daemon/core/",
+                "src/config/",
+                "src/protocol/",
+                "src/untrusted",
+            ],
+        ),
+    ];
+    let graph = Graph::build(load(&main_src()));
+    let mut bad = Vec::new();
+    for (i, f) in graph.files.iter().enumerate() {
+        let Some((layer, may)) = RULES.iter().find(|(dir, _)| f.path.starts_with(dir)) else {
+            continue;
+        };
+        for &j in &graph.edges[i] {
+            let to = &graph.files[j].path;
+            if !may.iter().any(|m| to.starts_with(m)) {
+                bad.push(format!(
+                    "{} -> {to} (files of {layer} may import only {may:?})",
+                    f.path
+                ));
+            }
+        }
+    }
+    assert!(
+        bad.is_empty(),
+        "imports against the layers:\n{}",
+        bad.join("\n")
+    );
+}

@@ -16,13 +16,11 @@ use tracing::{error, info, warn};
 
 use crate::daemon::core::{Core, Effect, LinkId, Record};
 use crate::daemon::local_workers::LocalWorkers;
-use crate::daemon::logs;
 use crate::daemon::messages::{Command, LinkCmd, LinkMeta, Notice, Refusal};
 use crate::daemon::store::{SqliteStore, Store, StoreError};
 use crate::paths::now_ms;
 use crate::protocol::{
-    ArtifactInfo, BuildId, ErrorReply, Event, EventKind, MasterToWorker, RefusalKind, ReloadReport,
-    Reply,
+    ArtifactInfo, BuildId, ErrorReply, Event, EventKind, RefusalKind, ReloadReport, Reply,
 };
 
 /// A live worker link, as the master loop knows it.
@@ -45,7 +43,6 @@ pub struct Master {
     /// settings that differ from them still wait for a restart.
     pub(super) boot_master: crate::config::MasterSettings,
     pub(super) local: LocalWorkers,
-    pub(super) logs: PathBuf,
     pub(super) started_at_ms: u64,
     /// Effects of the commands of the current batch, carried out at `flush`.
     pub(super) pending: Vec<Effect>,
@@ -95,7 +92,6 @@ impl Master {
         events: broadcast::Sender<Arc<Event>>,
         config_path: Option<PathBuf>,
         local: LocalWorkers,
-        logs: PathBuf,
     ) -> Self {
         Master {
             boot_master: core.config().master.clone(),
@@ -106,7 +102,6 @@ impl Master {
             events,
             config_path,
             local,
-            logs,
             started_at_ms: now_ms(),
             pending: Vec::new(),
             replies: Vec::new(),
@@ -340,28 +335,9 @@ impl Master {
                 Effect::Record(record) => {
                     let _ = self.notices.send(Arc::new(Notice::Record(record)));
                 }
-                Effect::ToWorker { link, mut msg } => match self.links.get(&link) {
-                    Some(LinkInfo { tx, worker, .. }) => {
-                        if let MasterToWorker::Abandon { build, step } = &msg {
-                            warn!(
-                                worker = %worker,
-                                build,
-                                step,
-                                "worker came back still running build {build} step {step}, which ended or was retried elsewhere meanwhile: told it to kill the step's process group now"
-                            );
-                        }
-                        // The core does not read files: the shell tells a
-                        // resuming worker how much output is already kept.
-                        if let MasterToWorker::Resume {
-                            build,
-                            step,
-                            offset,
-                        } = &mut msg
-                        {
-                            *offset =
-                                logs::log_len(&logs::step_log_path(&self.logs, *build, *step));
-                        }
-                        let _ = tx.send(LinkCmd::Send(msg));
+                Effect::ToWorker { link, cmd } => match self.links.get(&link) {
+                    Some(LinkInfo { tx, .. }) => {
+                        let _ = tx.send(LinkCmd::Send(cmd));
                     }
                     None => warn!(link, "message for a link that is gone"),
                 },

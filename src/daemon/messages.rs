@@ -14,11 +14,11 @@ use std::sync::atomic::AtomicU64;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::config::Config;
-use crate::daemon::core::{LinkId, Record};
+use crate::daemon::core::{LinkId, Record, WorkerCmd};
 use crate::protocol::proof::Proof;
 use crate::protocol::{
-    BuildDetail, BuildId, ErrorReply, MasterToWorker, RefusalKind, ReloadReport, Reply, Request,
-    RequestInfo, RunningStep, ShutdownMode, StepEnd, StepIndex,
+    BuildDetail, BuildId, ErrorReply, RefusalKind, ReloadReport, Reply, Request, RequestInfo,
+    RunningStep, ShutdownMode, StepEnd, StepIndex,
 };
 
 /// A message for the master loop.
@@ -151,8 +151,8 @@ impl Refusal {
 /// What the master loop tells a worker connection task.
 #[derive(Debug)]
 pub enum LinkCmd {
-    /// Send this message.
-    Send(MasterToWorker),
+    /// Do this (the link says it in the wire's words).
+    Send(WorkerCmd),
     /// Say goodbye with this reason and close.
     Close(String),
     /// Ping the worker and report the round trip.

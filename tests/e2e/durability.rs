@@ -166,6 +166,13 @@ fn running_build_survives(how: MasterStop) {
             assert!(status.success(), "bbmaster: {status}\n{}", m.stderr());
         }
     }
+    // A clean stop tells every connection, the worker's link included: it
+    // closes at once, not at the master's one-second bound for laggards.
+    assert!(
+        !m.stderr().contains("connections still open"),
+        "a connection outlived the master loop:\n{}",
+        m.stderr()
+    );
     assert!(!process_gone(pid), "the step died with the master");
     // The step writes and ends while no master listens.
     release(&m, "go");
@@ -190,9 +197,10 @@ fn remote_worker_build_survives_master_kill_9() {
     running_build_survives(MasterStop::Kill9);
 }
 
-/// Plain `bbctl shutdown` exits at once and leaves the running step to its
-/// remote worker; the next master re-adopts the build and it ends
-/// `success` with its whole log exactly once.
+/// Plain `bbctl shutdown` exits at once (the worker's link closes because
+/// it was told, not at the master's bound) and leaves the running step to
+/// its remote worker, which reconnects; the next master re-adopts the build
+/// and it ends `success` with its whole log exactly once.
 #[test]
 fn plain_shutdown_leaves_running_steps_to_the_next_master() {
     running_build_survives(MasterStop::Shutdown);

@@ -3,10 +3,10 @@
 use std::collections::BTreeMap;
 
 use crate::protocol::{
-    BuildId, BuildResult, MasterToWorker, RequestId, RunningStep, StepEnd, StepIndex, StepResult,
+    BuildId, BuildResult, RequestId, RunningStep, StepEnd, StepIndex, StepResult,
 };
 
-use super::{Core, CoreError, Effect, LinkId, LiveRequest, Record};
+use super::{Core, CoreError, Effect, LinkId, LiveRequest, Record, WorkerCmd};
 
 /// Most properties one request may carry.
 pub const MAX_PROPERTIES: usize = 64;
@@ -173,7 +173,7 @@ impl Core {
                 self.note_stop(id, now_ms);
                 self.effects.push(super::Effect::ToWorker {
                     link,
-                    msg: MasterToWorker::StopStep { build: id, step },
+                    cmd: WorkerCmd::Stop { build: id, step },
                 });
             }
             None => {
@@ -226,10 +226,9 @@ impl Core {
                     self.note_resumed(h.build, h.step, now_ms);
                     self.effects.push(Effect::ToWorker {
                         link,
-                        msg: MasterToWorker::Resume {
+                        cmd: WorkerCmd::Resume {
                             build: h.build,
                             step: h.step,
-                            offset: 0,
                         },
                     });
                     if stopping {
@@ -237,7 +236,7 @@ impl Core {
                         // ask again (the master's deadline counts from now).
                         self.effects.push(Effect::ToWorker {
                             link,
-                            msg: MasterToWorker::StopStep {
+                            cmd: WorkerCmd::Stop {
                                 build: h.build,
                                 step: h.step,
                             },
@@ -246,7 +245,7 @@ impl Core {
                 }
                 _ => self.effects.push(Effect::ToWorker {
                     link,
-                    msg: MasterToWorker::Abandon {
+                    cmd: WorkerCmd::Abandon {
                         build: h.build,
                         step: h.step,
                     },

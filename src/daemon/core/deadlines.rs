@@ -13,9 +13,9 @@
 
 use std::collections::BTreeMap;
 
-use crate::protocol::{BuildId, BuildResult, MasterToWorker, StepIndex};
+use crate::protocol::{BuildId, BuildResult, StepIndex};
 
-use super::{Core, Effect, RunningBuild};
+use super::{Core, Effect, RunningBuild, WorkerCmd};
 
 /// What the core remembers for deadlines beyond the running builds.
 #[derive(Debug, Clone, Default)]
@@ -137,7 +137,7 @@ impl Core {
             };
             self.effects.push(Effect::ToWorker {
                 link,
-                msg: MasterToWorker::Abandon { build: id, step },
+                cmd: WorkerCmd::Abandon { build: id, step },
             });
             self.end_build_at_step(id, step, result, reason, now_ms);
             self.deadlines.stops.remove(&id);
@@ -176,7 +176,7 @@ mod tests {
                 e,
                 Effect::ToWorker {
                     link: 1,
-                    msg: MasterToWorker::Abandon { build: 1, step: 0 }
+                    cmd: WorkerCmd::Abandon { build: 1, step: 0 }
                 }
             )
         });
@@ -253,7 +253,7 @@ mod tests {
                 e,
                 Effect::ToWorker {
                     link: 2,
-                    msg: MasterToWorker::StopStep { build: 1, step: 0 }
+                    cmd: WorkerCmd::Stop { build: 1, step: 0 }
                 }
             )),
             "the stop is asked again on the new link: {effects:?}"

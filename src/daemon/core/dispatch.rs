@@ -2,10 +2,9 @@
 
 use std::sync::Arc;
 
-use crate::config::StepAction;
-use crate::protocol::{BuildId, MasterToWorker, StepAssignment, StepIndex, WireAction};
+use crate::protocol::{BuildId, StepIndex};
 
-use super::{Core, Effect, Record, RunningBuild};
+use super::{Core, Effect, Record, RunningBuild, StepStart, WorkerCmd};
 
 impl Core {
     /// Start every queued request that has a free eligible worker, oldest
@@ -170,29 +169,15 @@ impl Core {
                 env.push((format!("BB_PROP_{k}"), v.clone()));
             }
         }
-        let assignment = StepAssignment {
+        let start = StepStart {
             build: id,
             step,
             builder: build.builder.clone(),
             name: def.name.clone(),
             pass_env: build.def.pass_env.clone(),
-            action: match &def.action {
-                StepAction::Shell(line) => WireAction::Shell(line.clone()),
-                StepAction::Command(argv) => WireAction::Command(argv.clone()),
-                StepAction::Upload(u) => WireAction::Upload {
-                    from: u.from.clone(),
-                    max_size: u.max_size,
-                    mode: u.mode,
-                },
-                StepAction::Download(d) => WireAction::Download {
-                    from: d.from.clone(),
-                    to: d.to.clone(),
-                    max_size: d.max_size,
-                    mode: d.mode,
-                },
-            },
+            action: def.action.clone(),
             env,
-            timeout_ms: def.timeout.map(|t| t.as_millis() as u64),
+            timeout: def.timeout,
             max_output: Some(self.config.master.max_log_size),
         };
         let (link, name) = (build.link, def.name.clone());
@@ -207,7 +192,7 @@ impl Core {
         if let Some(link) = link {
             self.effects.push(Effect::ToWorker {
                 link,
-                msg: MasterToWorker::StartStep(assignment),
+                cmd: WorkerCmd::Start(Box::new(start)),
             });
         }
     }

@@ -3,13 +3,19 @@
 //! The core never writes, sends or waits; it pushes [`Effect`]s, and the
 //! shell carries them out in order. Every [`Record`] is both a database
 //! write and a notice for clients following builds.
+//!
+//! What the core asks of a worker is a [`WorkerCmd`], in the core's own
+//! words: the worker link turns it into the wire's messages and fills in
+//! what only it knows (how much of a resumed step's log it already has), so
+//! a new protocol version leaves the core and the simulator untouched.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
-use crate::config::BuilderDef;
+use crate::config::{BuilderDef, StepAction};
 
-use crate::protocol::{BuildId, BuildResult, MasterToWorker, RequestId, StepIndex, StepResult};
+use crate::protocol::{BuildId, BuildResult, RequestId, StepIndex, StepResult};
 
 use super::LinkId;
 
@@ -18,12 +24,12 @@ use super::LinkId;
 pub enum Effect {
     /// Write this to the store, then tell followers.
     Record(Record),
-    /// Send this to the worker on that link.
+    /// Tell the worker on that link to do this.
     ToWorker {
         /// The worker's connection.
         link: LinkId,
-        /// The message.
-        msg: MasterToWorker,
+        /// What it is to do.
+        cmd: WorkerCmd,
     },
     /// Say goodbye to the worker on that link and close it.
     CloseLink {
@@ -32,6 +38,60 @@ pub enum Effect {
         /// Why, sent to the worker and logged.
         reason: String,
     },
+}
+
+/// What the core asks of a worker about one step.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WorkerCmd {
+    /// Run this step now.
+    Start(Box<StepStart>),
+    /// Stop this step (the worker ends it and reports how).
+    Stop {
+        /// The build the step belongs to.
+        build: BuildId,
+        /// The step's index within the build.
+        step: StepIndex,
+    },
+    /// After a reconnect: the master takes back this step, which the
+    /// worker said it holds; its output continues where the master's log
+    /// ends (the link knows where that is).
+    Resume {
+        /// The build the step belongs to.
+        build: BuildId,
+        /// The step's index within the build.
+        step: StepIndex,
+    },
+    /// After a reconnect: the master no longer wants this step (its build
+    /// ended meanwhile); the worker kills it and forgets it.
+    Abandon {
+        /// The build the step belongs to.
+        build: BuildId,
+        /// The step's index within the build.
+        step: StepIndex,
+    },
+}
+
+/// Everything a worker needs to run one step, as the core decided it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepStart {
+    /// The build the step belongs to.
+    pub build: BuildId,
+    /// The step's index within the build.
+    pub step: StepIndex,
+    /// The builder's name (the step runs in the worker's dir of that name).
+    pub builder: String,
+    /// The step's name.
+    pub name: String,
+    /// What to run, as the build's definition says.
+    pub action: StepAction,
+    /// The complete environment additions (builder env, step env, BB_* vars).
+    pub env: Vec<(String, String)>,
+    /// The worker's own variables the step may see (the builder's `pass_env`).
+    pub pass_env: Vec<String>,
+    /// The step's timeout, if it has one.
+    pub timeout: Option<Duration>,
+    /// The most output the master keeps of it (`max_log_size`).
+    pub max_output: Option<u64>,
 }
 
 /// A durable fact about requests and builds.

@@ -25,7 +25,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 
 pub use builds::{MAX_PROPERTIES, MAX_PROPERTY_VALUE, valid_property_name};
-pub use effects::{Effect, Record};
+pub use effects::{Effect, Record, StepStart, WorkerCmd};
 pub use reload::restart_only_changes;
 
 use crate::config::{BuilderDef, Config, WorkerDef};

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use super::tests::config;
 use super::*;
 use crate::config::{Secret, StepDef};
-use crate::protocol::{BuildResult, MasterToWorker, StepEnd};
+use crate::protocol::{BuildResult, StepEnd};
 
 const OK: StepEnd = StepEnd::Exited { code: 0 };
 
@@ -99,7 +99,7 @@ fn an_added_builder_dispatches_at_once() {
     let effects = core.take_effects();
     assert!(effects.iter().any(|e| matches!(
         e,
-        Effect::ToWorker { msg: MasterToWorker::StartStep(a), .. } if a.builder == "c"
+        Effect::ToWorker { cmd: WorkerCmd::Start(a), .. } if a.builder == "c"
     )));
 }
 

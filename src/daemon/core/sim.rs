@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use super::*;
 use crate::config::{Secret, StepAction, StepDef};
-use crate::protocol::{DrainMode, MasterToWorker, RunningStep, StepEnd};
+use crate::protocol::{DrainMode, RunningStep, StepEnd};
 
 /// A small, fast, seedable PRNG (splitmix64): reproducible on every platform.
 struct Rng(u64);
@@ -237,22 +237,22 @@ impl Sim {
         for effect in self.core.take_effects() {
             match effect {
                 Effect::Record(r) => self.record(r),
-                Effect::ToWorker { link, msg } => {
+                Effect::ToWorker { link, cmd } => {
                     let Some(name) = self.worker_on(link) else {
                         self.fail(format!("message to link {link}, which is not current"));
                     };
                     let w = self.workers.get_mut(&name).expect("worker_on found it");
-                    match msg {
-                        MasterToWorker::StartStep(a) => {
+                    match cmd {
+                        WorkerCmd::Start(a) => {
                             w.steps.insert((a.build, a.step));
                         }
-                        MasterToWorker::Abandon { build, step } => {
+                        WorkerCmd::Abandon { build, step } => {
                             let held = w.steps.remove(&(build, step));
                             if held {
                                 w.abandoned.insert((build, step));
                             }
                         }
-                        MasterToWorker::Resume { build, step, .. }
+                        WorkerCmd::Resume { build, step, .. }
                             if !w.steps.contains(&(build, step)) =>
                         {
                             self.fail(format!(
@@ -626,7 +626,7 @@ impl Sim {
                             matches!(
                                 e,
                                 Effect::ToWorker {
-                                    msg: MasterToWorker::Resume { .. },
+                                    cmd: WorkerCmd::Resume { .. },
                                     ..
                                 }
                             )

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use super::*;
 use crate::config::{Secret, StepAction, StepDef};
-use crate::protocol::{BuildResult, DrainMode, MasterToWorker, RunningStep, StepEnd};
+use crate::protocol::{BuildResult, DrainMode, RunningStep, StepEnd};
 
 /// Build a config: workers as (name, max_builds), builders as (name,
 /// workers, number of steps).
@@ -54,7 +54,7 @@ fn started_steps(effects: &[Effect]) -> Vec<(LinkId, u64, u32)> {
         .filter_map(|e| match e {
             Effect::ToWorker {
                 link,
-                msg: MasterToWorker::StartStep(a),
+                cmd: WorkerCmd::Start(a),
             } => Some((*link, a.build, a.step)),
             _ => None,
         })
@@ -174,7 +174,7 @@ fn stop_cancels_a_build() {
     let effects = core.take_effects();
     assert!(effects.contains(&Effect::ToWorker {
         link: 1,
-        msg: MasterToWorker::StopStep { build: 1, step: 0 }
+        cmd: WorkerCmd::Stop { build: 1, step: 0 }
     }));
     core.step_ended(1, 1, 0, StepEnd::Stopped, 1).unwrap();
     let effects = core.take_effects();
@@ -214,11 +214,7 @@ fn a_worker_that_comes_back_in_time_resumes_its_build() {
     let effects = core.take_effects();
     assert!(effects.contains(&Effect::ToWorker {
         link: 2,
-        msg: MasterToWorker::Resume {
-            build: 1,
-            step: 0,
-            offset: 0
-        }
+        cmd: WorkerCmd::Resume { build: 1, step: 0 }
     }));
     assert!(finished(&effects).is_empty());
     // The step's end now comes on the new link and the build goes on.
@@ -282,7 +278,7 @@ fn a_worker_back_without_the_step_gets_the_build_retried() {
     assert!(
         effects.contains(&Effect::ToWorker {
             link: 2,
-            msg: MasterToWorker::Abandon { build: 7, step: 0 }
+            cmd: WorkerCmd::Abandon { build: 7, step: 0 }
         }),
         "a step the master does not know is abandoned"
     );
@@ -304,7 +300,7 @@ fn stopping_a_build_whose_worker_is_away_ends_it_now() {
     core.worker_connected("w", 2, &[held(1, 0)], 3_000).unwrap();
     assert!(core.take_effects().contains(&Effect::ToWorker {
         link: 2,
-        msg: MasterToWorker::Abandon { build: 1, step: 0 }
+        cmd: WorkerCmd::Abandon { build: 1, step: 0 }
     }));
 }
 
@@ -343,7 +339,7 @@ fn builds_running_at_a_restart_wait_for_their_worker() {
     assert!(core.take_effects().iter().any(|e| matches!(
         e,
         Effect::ToWorker {
-            msg: MasterToWorker::Resume {
+            cmd: WorkerCmd::Resume {
                 build: 4,
                 step: 1,
                 ..
@@ -509,7 +505,7 @@ fn properties_and_builder_env_reach_the_step() {
         .into_iter()
         .find_map(|e| match e {
             Effect::ToWorker {
-                msg: MasterToWorker::StartStep(a),
+                cmd: WorkerCmd::Start(a),
                 ..
             } => Some(a),
             _ => None,
@@ -692,7 +688,7 @@ fn retry_false_ends_a_build_whose_worker_stays_away_as_exception() {
     assert!(
         effects.contains(&Effect::ToWorker {
             link: 3,
-            msg: MasterToWorker::Abandon { build: 1, step: 0 }
+            cmd: WorkerCmd::Abandon { build: 1, step: 0 }
         }),
         "{effects:?}"
     );
@@ -756,7 +752,7 @@ fn a_worker_back_with_a_step_retried_elsewhere_is_told_to_abandon_it() {
         effects,
         vec![Effect::ToWorker {
             link: 3,
-            msg: MasterToWorker::Abandon { build: 1, step: 0 }
+            cmd: WorkerCmd::Abandon { build: 1, step: 0 }
         }],
         "only the abandon: build 2 runs on"
     );

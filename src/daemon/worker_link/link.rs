@@ -1,24 +1,31 @@
 //! An authenticated worker link: keepalive both ways, steps out, output
 //! written to the steps' logs and ends passed on once it is all on disk,
 //! and the file transfers of its steps.
+//!
+//! The core asks in its own words ([`WorkerCmd`]); this link says it in the
+//! wire's ([`MasterToWorker`]) and fills in what only it knows: how much
+//! of a resumed step's output its log already holds.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
 
-use crate::daemon::core::LinkId;
+use crate::config::StepAction;
+use crate::daemon::core::{LinkId, StepStart, WorkerCmd};
 use crate::daemon::handle::MasterHandle;
 use crate::daemon::limits::{Limits, MAX_WORKER_FRAME, MAX_WORKER_TEXT, WORKER_QUEUE_BYTES};
+use crate::daemon::logs;
 use crate::daemon::messages::LinkCmd;
 use crate::daemon::transfer::Transfers;
 use crate::paths::now_ms;
 use crate::protocol::{
-    self, BuildId, FrameError, MasterToWorker, StepEnd, StepIndex, WorkerToMaster,
+    self, BuildId, FrameError, MasterToWorker, StepAssignment, StepEnd, StepIndex, WireAction,
+    WorkerToMaster,
 };
 use crate::untrusted::{Escaped, capped};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -114,8 +121,27 @@ impl Link {
         pings.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_heard = tokio::time::Instant::now();
         let mut seq = 0u64;
+        let master = self.master.clone();
+        let shutting_down = master.shutting_down();
+        tokio::pin!(shutting_down);
         loop {
             tokio::select! {
+                // The master is going away: what its loop queued for this
+                // link goes out first (a step just started, a drain's
+                // goodbye), then the link closes, without a goodbye of its
+                // own: Goodbye tells a worker to stop its steps and exit,
+                // while a master that merely stops leaves them running for
+                // the next one, which the worker reconnects to.
+                () = &mut shutting_down => {
+                    while let Ok(cmd) = cmds.try_recv() {
+                        if !self.on_cmd(cmd, wr, &mut seq).await {
+                            break;
+                        }
+                    }
+                    debug!(link = self.id, worker = %self.worker, "the master is shutting down; closing the link");
+                    let _ = tokio::time::timeout(self.keepalive, wr.shutdown()).await;
+                    break;
+                }
                 // Checked on its own deadline, not at the next ping tick:
                 // a link silent for three intervals is lost then, not up
                 // to an interval later.
@@ -139,45 +165,10 @@ impl Link {
                     }
                 }
                 cmd = cmds.recv() => match cmd {
-                    Some(LinkCmd::Send(msg)) => {
-                        let mut follow = Vec::new();
-                        match &msg {
-                            MasterToWorker::StartStep(a) => {
-                                self.open.insert((a.build, a.step), StepLog { new: true, ..StepLog::default() });
-                                follow = self.transfers.on_start(a.build, a.step, &a.action);
-                            }
-                            MasterToWorker::Resume { build, step, .. } => {
-                                self.open.insert((*build, *step), StepLog::default());
-                            }
-                            MasterToWorker::Abandon { build, step } => {
-                                // The master gave up on this step (its worker
-                                // did not end it in time): anything more the
-                                // worker says about it closes the link.
-                                let key = (*build, *step);
-                                if self.open.remove(&key).is_some() {
-                                    self.transfers.on_step_end(key, StepEnd::Stopped);
-                                }
-                            }
-                            _ => {}
-                        }
-                        if let Err(e) = write_bounded(self.keepalive, wr, &msg).await {
-                            debug!(link = self.id, "write to worker failed: {e}");
+                    Some(cmd) => {
+                        if !self.on_cmd(cmd, wr, &mut seq).await {
                             break;
                         }
-                        if self.write_all(wr, follow).await.is_err() {
-                            break;
-                        }
-                    }
-                    Some(LinkCmd::Ping(reply)) => {
-                        seq += 1;
-                        self.pings.insert(seq, (tokio::time::Instant::now(), reply));
-                        if write_bounded(self.keepalive, wr, &MasterToWorker::Ping { seq }).await.is_err() {
-                            break;
-                        }
-                    }
-                    Some(LinkCmd::Close(reason)) => {
-                        let _ = write_bounded(self.keepalive, wr, &MasterToWorker::Goodbye { reason }).await;
-                        break;
                     }
                     None => break,
                 },
@@ -232,6 +223,90 @@ impl Link {
             }
         }
         reader.abort();
+    }
+
+    /// Carry out one command of the master loop; false once the link is
+    /// to close (told to, or the worker cannot be written to).
+    async fn on_cmd<W: AsyncWrite + Unpin>(
+        &mut self,
+        cmd: LinkCmd,
+        wr: &mut W,
+        seq: &mut u64,
+    ) -> bool {
+        match cmd {
+            LinkCmd::Send(cmd) => {
+                let (msg, follow) = self.wire(cmd);
+                if let Err(e) = write_bounded(self.keepalive, wr, &msg).await {
+                    debug!(link = self.id, "write to worker failed: {e}");
+                    return false;
+                }
+                self.write_all(wr, follow).await.is_ok()
+            }
+            LinkCmd::Ping(reply) => {
+                *seq += 1;
+                self.pings
+                    .insert(*seq, (tokio::time::Instant::now(), reply));
+                write_bounded(self.keepalive, wr, &MasterToWorker::Ping { seq: *seq })
+                    .await
+                    .is_ok()
+            }
+            LinkCmd::Close(reason) => {
+                let _ =
+                    write_bounded(self.keepalive, wr, &MasterToWorker::Goodbye { reason }).await;
+                false
+            }
+        }
+    }
+
+    /// What the core asked, in the wire's words, and the frames that
+    /// follow it (a download's first ones); the link's own books (which
+    /// steps it was given, their transfers) are kept here.
+    fn wire(&mut self, cmd: WorkerCmd) -> (MasterToWorker, Vec<MasterToWorker>) {
+        match cmd {
+            WorkerCmd::Start(start) => {
+                let a = assignment(*start);
+                self.open.insert(
+                    (a.build, a.step),
+                    StepLog {
+                        new: true,
+                        ..StepLog::default()
+                    },
+                );
+                let follow = self.transfers.on_start(a.build, a.step, &a.action);
+                (MasterToWorker::StartStep(a), follow)
+            }
+            WorkerCmd::Stop { build, step } => (MasterToWorker::StopStep { build, step }, vec![]),
+            WorkerCmd::Resume { build, step } => {
+                // The output the master already keeps: the worker resends
+                // from there, so the log is neither doubled nor gapped.
+                let offset = logs::log_len(&logs::step_log_path(&self.logs, build, step));
+                self.open.insert((build, step), StepLog::default());
+                (
+                    MasterToWorker::Resume {
+                        build,
+                        step,
+                        offset,
+                    },
+                    vec![],
+                )
+            }
+            WorkerCmd::Abandon { build, step } => {
+                warn!(
+                    worker = %self.worker,
+                    build,
+                    step,
+                    "worker came back still running build {build} step {step}, which ended or was retried elsewhere meanwhile: told it to kill the step's process group now"
+                );
+                // The master gave up on this step (its worker did not end
+                // it in time): anything more the worker says about it
+                // closes the link.
+                let key = (build, step);
+                if self.open.remove(&key).is_some() {
+                    self.transfers.on_step_end(key, StepEnd::Stopped);
+                }
+                (MasterToWorker::Abandon { build, step }, vec![])
+            }
+        }
     }
 
     /// Write `msgs` in order.
@@ -367,6 +442,35 @@ impl Link {
     }
 }
 
+/// A step's start as the wire says it.
+fn assignment(start: StepStart) -> StepAssignment {
+    StepAssignment {
+        build: start.build,
+        step: start.step,
+        builder: start.builder,
+        name: start.name,
+        action: match start.action {
+            StepAction::Shell(line) => WireAction::Shell(line),
+            StepAction::Command(argv) => WireAction::Command(argv),
+            StepAction::Upload(u) => WireAction::Upload {
+                from: u.from,
+                max_size: u.max_size,
+                mode: u.mode,
+            },
+            StepAction::Download(d) => WireAction::Download {
+                from: d.from,
+                to: d.to,
+                max_size: d.max_size,
+                mode: d.mode,
+            },
+        },
+        env: start.env,
+        pass_env: start.pass_env,
+        timeout_ms: start.timeout.map(|t| t.as_millis() as u64),
+        max_output: start.max_output,
+    }
+}
+
 /// A step end with its error text capped and escaped: a worker's strings
 /// reach the core, the store and every `bbctl build` after this.
 fn sanitize_end(end: StepEnd) -> StepEnd {
@@ -381,5 +485,160 @@ fn sanitize_end(end: StepEnd) -> StepEnd {
             error: capped(&error, MAX_WORKER_TEXT),
         },
         other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{DownloadSpec, UploadSpec};
+
+    /// A link on one end of an in-memory pipe, its master told of shutdown
+    /// through the returned sender; the other end is the worker's.
+    fn link_on_pipe(
+        logs: &std::path::Path,
+    ) -> (
+        Link,
+        tokio::sync::watch::Sender<bool>,
+        tokio::io::DuplexStream,
+        tokio::io::DuplexStream,
+    ) {
+        let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
+        let master = MasterHandle::new(
+            mpsc::channel(8).0,
+            tokio::sync::broadcast::channel(1).0,
+            tokio::sync::broadcast::channel(1).0,
+        )
+        .with_shutdown(stopping);
+        let limits = Arc::new(Limits::from_settings(&Default::default()));
+        let link = Link {
+            id: 1,
+            worker: "w".into(),
+            master: master.clone(),
+            logs: logs.to_path_buf(),
+            open: HashMap::new(),
+            keepalive: Duration::from_secs(60),
+            last_seen: Arc::new(AtomicU64::new(0)),
+            limits: Arc::clone(&limits),
+            pings: HashMap::new(),
+            transfers: Transfers::new(limits.dirs.clone(), master, limits.worker.clone()),
+            outbox: Vec::new(),
+        };
+        let (ours, theirs) = tokio::io::duplex(1 << 16);
+        (link, stopping_tx, ours, theirs)
+    }
+
+    /// Told that the master shuts down, a link writes what the loop had
+    /// queued for it, then closes at once without a Goodbye (which would
+    /// make the worker stop its steps and exit), even while its command
+    /// channel is still open (a `bbctl ping` holds a sender).
+    #[tokio::test]
+    async fn a_link_closes_when_the_master_shuts_down() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut link, stopping, ours, mut theirs) = link_on_pipe(dir.path());
+        let (rd, mut wr) = tokio::io::split(ours);
+        let (cmd_tx, mut cmds) = mpsc::unbounded_channel();
+        cmd_tx
+            .send(LinkCmd::Send(WorkerCmd::Stop { build: 1, step: 0 }))
+            .unwrap();
+        stopping.send(true).unwrap();
+        tokio::time::timeout(Duration::from_secs(5), link.run(rd, &mut wr, &mut cmds))
+            .await
+            .expect("the link ends because it was told, not after keepalive silence");
+        drop(wr);
+        let mut seen = Vec::new();
+        loop {
+            match protocol::frame::read_frame(&mut theirs, MAX_WORKER_FRAME).await {
+                Ok(body) => seen.push(protocol::frame::decode::<MasterToWorker>(&body).unwrap()),
+                Err(e) => {
+                    assert!(e.is_disconnect(), "{e}");
+                    break;
+                }
+            }
+        }
+        assert!(
+            seen.contains(&MasterToWorker::StopStep { build: 1, step: 0 }),
+            "{seen:?}"
+        );
+        assert!(
+            !seen
+                .iter()
+                .any(|m| matches!(m, MasterToWorker::Goodbye { .. })),
+            "{seen:?}"
+        );
+        drop(cmd_tx);
+    }
+
+    fn start(action: StepAction) -> StepStart {
+        StepStart {
+            build: 7,
+            step: 2,
+            builder: "b".into(),
+            name: "s".into(),
+            action,
+            env: vec![("BB_BUILD_ID".into(), "7".into())],
+            pass_env: vec!["HOME".into()],
+            timeout: Some(Duration::from_millis(1500)),
+            max_output: Some(1 << 20),
+        }
+    }
+
+    /// Every field of the core's step start reaches the wire as it was.
+    #[test]
+    fn a_step_start_is_said_on_the_wire_field_for_field() {
+        let a = assignment(start(StepAction::Shell("make".into())));
+        assert_eq!(
+            a,
+            StepAssignment {
+                build: 7,
+                step: 2,
+                builder: "b".into(),
+                name: "s".into(),
+                action: WireAction::Shell("make".into()),
+                env: vec![("BB_BUILD_ID".into(), "7".into())],
+                pass_env: vec!["HOME".into()],
+                timeout_ms: Some(1500),
+                max_output: Some(1 << 20),
+            }
+        );
+        let mut none = start(StepAction::Command(vec!["true".into()]));
+        none.timeout = None;
+        none.max_output = None;
+        let a = assignment(none);
+        assert_eq!(a.action, WireAction::Command(vec!["true".into()]));
+        assert_eq!((a.timeout_ms, a.max_output), (None, None));
+    }
+
+    /// Transfers keep their limits and modes on the way to the wire.
+    #[test]
+    fn transfer_steps_keep_their_limits_and_modes() {
+        let up = assignment(start(StepAction::Upload(UploadSpec {
+            from: "out/*.tar".into(),
+            max_size: Some(10),
+            mode: 0o640,
+        })));
+        assert_eq!(
+            up.action,
+            WireAction::Upload {
+                from: "out/*.tar".into(),
+                max_size: Some(10),
+                mode: 0o640
+            }
+        );
+        let down = assignment(start(StepAction::Download(DownloadSpec {
+            from: "in.bin".into(),
+            to: "x/in.bin".into(),
+            max_size: None,
+            mode: 0o600,
+        })));
+        assert_eq!(
+            down.action,
+            WireAction::Download {
+                from: "in.bin".into(),
+                to: "x/in.bin".into(),
+                max_size: None,
+                mode: 0o600
+            }
+        );
     }
 }

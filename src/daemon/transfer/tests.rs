@@ -1,8 +1,12 @@
-//! Unit tests of the master side of uploads and downloads (transfer.rs), in a file of their own to keep it short.
+//! Unit tests of the master side of uploads and downloads (transfer/).
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
 
 use super::*;
 use crate::daemon::messages::Command;
-use crate::protocol::transfer::sha256_hex;
+use crate::protocol::transfer::{FILE_CHUNK, PARTIAL_PREFIX, sha256_hex};
+use crate::protocol::{ArtifactInfo, FileBegin, FileChunk, FileEnd};
 
 fn transfers(dir: &Path) -> (Transfers, mpsc::Receiver<Command>) {
     let dirs = Dirs::new(dir, None);
