@@ -6,14 +6,47 @@ use std::time::Duration;
 
 use clap::{ArgGroup, Parser};
 
+use super::address::MasterAddr;
+use super::tls::{TlsOptions, Verify};
+
 /// Connect to a bbmaster and run the build steps it assigns.
 #[derive(Debug, Parser)]
 #[command(name = "bbworker", version)]
 #[command(group(ArgGroup::new("secret").required(true).args(["secret_file", "secret_stdin"])))]
 pub struct WorkerArgs {
-    /// The master's worker socket.
-    #[arg(long = "master", value_name = "SOCKET")]
-    pub master: PathBuf,
+    /// Where the master is: `tls://HOST:PORT` (TLS 1.3; HOST a name, an
+    /// IPv4 address or `[IPv6]`), `tcp://HOST:PORT` (plain TCP, for a
+    /// master with `allow_plaintext = true` on loopback or a VPN), or the
+    /// path of its Unix worker socket (also `unix:PATH`).
+    #[arg(long = "master", value_name = "URL", value_parser = parse_master)]
+    pub master: MasterAddr,
+
+    /// Trust the master's certificate iff its SHA-256 fingerprint is this
+    /// one (as `bbctl status` shows it: `sha256:` and 64 hex digits). Name
+    /// and expiry are not checked: it is a pin, like SSH's known hosts.
+    #[arg(long, value_name = "sha256:HEX", value_parser = parse_pin, conflicts_with = "ca")]
+    pub fingerprint: Option<[u8; 32]>,
+
+    /// Verify the master's certificate against the CAs in this PEM file
+    /// (and its name against the URL's host, or `--tls-name`). Without
+    /// `--ca` or `--fingerprint`, the system's trusted CAs are used.
+    #[arg(long, value_name = "FILE")]
+    pub ca: Option<PathBuf>,
+
+    /// The name the master's certificate must carry, when it is not the
+    /// host of `--master` (e.g. connecting by IP address).
+    #[arg(long, value_name = "NAME")]
+    pub tls_name: Option<String>,
+
+    /// Present this certificate (PEM, chain first) to a master that
+    /// requires client certificates (`client_ca`); its name must be this
+    /// worker's name.
+    #[arg(long, value_name = "FILE", requires = "client_key")]
+    pub client_cert: Option<PathBuf>,
+
+    /// The private key of `--client-cert` (PEM).
+    #[arg(long, value_name = "FILE", requires = "client_cert")]
+    pub client_key: Option<PathBuf>,
 
     /// This worker's name, as configured on the master.
     #[arg(long, value_name = "NAME")]
@@ -41,6 +74,33 @@ pub struct WorkerArgs {
     /// sent (e.g. `1G`, `512M`, `65536`); the rest is dropped with a note.
     #[arg(long, value_name = "SIZE", default_value = "1G", value_parser = parse_size)]
     pub spool_limit: u64,
+}
+
+impl WorkerArgs {
+    /// The TLS options given.
+    pub fn tls_options(&self) -> TlsOptions {
+        let verify = match (&self.fingerprint, &self.ca) {
+            (Some(pin), _) => Verify::Fingerprint(*pin),
+            (None, Some(ca)) => Verify::Ca(ca.clone()),
+            (None, None) => Verify::SystemRoots,
+        };
+        TlsOptions {
+            verify,
+            server_name: self.tls_name.clone(),
+            client_cert: self.client_cert.clone().zip(self.client_key.clone()),
+        }
+    }
+}
+
+/// `--master`: a URL or a socket path.
+fn parse_master(text: &str) -> Result<MasterAddr, String> {
+    text.parse()
+        .map_err(|e: super::address::AddrError| e.to_string())
+}
+
+/// `--fingerprint`, as pasted.
+fn parse_pin(text: &str) -> Result<[u8; 32], String> {
+    crate::net::parse_fingerprint(text)
 }
 
 /// A humantime duration: `300s`, `5m`, `1h 30m`.
@@ -98,5 +158,66 @@ mod tests {
             "300s",
         ]));
         assert_eq!(args.orphan_timeout, Some(Duration::from_secs(300)));
+        assert_eq!(args.master, MasterAddr::Unix("m".into()));
+        assert_eq!(args.tls_options(), TlsOptions::default());
+    }
+
+    fn try_parse(extra: &[&str]) -> Result<WorkerArgs, String> {
+        let base = ["bbworker", "--name", "n", "--dir", "d", "--secret-stdin"];
+        WorkerArgs::try_parse_from(base.iter().chain(extra)).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn tls_options_from_the_command_line() {
+        let fp = crate::net::fingerprint(b"cert");
+        let args = try_parse(&["--master", "tls://m.example:9989", "--fingerprint", &fp]).unwrap();
+        let pin = crate::net::parse_fingerprint(&fp).unwrap();
+        assert_eq!(args.tls_options().verify, Verify::Fingerprint(pin));
+        let args = try_parse(&[
+            "--master",
+            "tls://10.0.0.1:9989",
+            "--ca",
+            "ca.pem",
+            "--tls-name",
+            "m.example",
+            "--client-cert",
+            "c.pem",
+            "--client-key",
+            "k.pem",
+        ])
+        .unwrap();
+        let tls = args.tls_options();
+        assert_eq!(tls.verify, Verify::Ca("ca.pem".into()));
+        assert_eq!(tls.server_name.as_deref(), Some("m.example"));
+        assert_eq!(tls.client_cert, Some(("c.pem".into(), "k.pem".into())));
+    }
+
+    #[test]
+    fn conflicting_or_bad_tls_options_are_refused() {
+        let fp = crate::net::fingerprint(b"cert");
+        let cases: &[(&[&str], &str)] = &[
+            (
+                &["--master", "tls://m:1", "--fingerprint", &fp, "--ca", "x"],
+                "cannot be used with",
+            ),
+            (
+                &["--master", "tls://m:1", "--client-cert", "c"],
+                "--client-key",
+            ),
+            (
+                &["--master", "tls://m:1", "--client-key", "k"],
+                "--client-cert",
+            ),
+            (
+                &["--master", "tls://m:1", "--fingerprint", "sha256:12"],
+                "64 hex digits",
+            ),
+            (&["--master", "tls://m"], "no port"),
+            (&["--master", "http://m:1"], "unknown scheme"),
+        ];
+        for (extra, expected) in cases {
+            let e = try_parse(extra).map(|_| ()).unwrap_err();
+            assert!(e.contains(expected), "{extra:?}: {e}");
+        }
     }
 }

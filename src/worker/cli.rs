@@ -79,8 +79,10 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
         Some(path) => secret_from_file(path)?,
         None => secret_from_stdin()?,
     };
+    let tls = cli.tls_options();
     let opts = WorkerOptions {
-        master_socket: cli.master,
+        master: cli.master,
+        tls,
         name: cli.name,
         secret,
         dir: cli.dir,

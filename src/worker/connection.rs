@@ -1,20 +1,20 @@
-//! Reaching the master: connect to its Unix socket, say Hello (listing the
-//! steps still held), read the answer, and retry with backoff while it
-//! cannot be reached.
+//! Reaching the master: connect (see [`super::dial`]), say Hello (listing
+//! the steps still held), prove our secret, read the answer, and retry
+//! with a jittered exponential backoff while it cannot be reached.
 
-use std::path::Path;
 use std::time::Duration;
 
-use interprocess::local_socket::GenericFilePath;
-use interprocess::local_socket::tokio::{Stream, prelude::*};
 use tokio::io::{ReadHalf, WriteHalf};
 use tokio::time::Instant;
 use tracing::{info, warn};
 
+use super::address::MasterAddr;
+use super::dial::{Dialer, tls_io_error};
 use super::key::StepKey;
 use super::signals::ShutdownSignals;
 use super::steps::Steps;
 use super::{WorkerError, WorkerOptions};
+use crate::net::BoxConn;
 use crate::protocol::{
     FrameError, Hello, HelloReply, MAX_HANDSHAKE_FRAME, PROTOCOL_VERSION, RefusalKind, Role,
     RunningStep, WorkerProof, proof, read_msg, write_msg,
@@ -28,8 +28,13 @@ pub const FIRST_CONNECT_WAIT: Duration = Duration::from_secs(10);
 /// First delay between connection attempts.
 pub const BACKOFF_MIN: Duration = Duration::from_millis(100);
 
-/// Longest delay between connection attempts.
+/// Longest delay between connection attempts to a master on this host
+/// (its Unix socket): polling a local socket costs nothing.
 pub const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// Longest delay between connection attempts over the network: a master
+/// that stays away for long is not hammered by all its remote workers.
+pub const BACKOFF_MAX_REMOTE: Duration = Duration::from_secs(60);
 
 /// After a link that worked is lost, attempts come at least this often for
 /// [`FAST_RECONNECT_FOR`]: the master is most likely restarting, and its
@@ -50,41 +55,94 @@ const HANDSHAKE_LIMIT: Duration = Duration::from_secs(10);
 /// An authenticated connection, split for the reader and writer tasks.
 pub(crate) struct Link {
     /// Frames from the master.
-    pub(crate) reader: ReadHalf<Stream>,
+    pub(crate) reader: ReadHalf<BoxConn>,
     /// Frames to the master.
-    pub(crate) writer: WriteHalf<Stream>,
+    pub(crate) writer: WriteHalf<BoxConn>,
     /// The keepalive interval from the Welcome.
     pub(crate) keepalive_ms: Option<u64>,
 }
 
+/// A random number for the jitter, uniform over all `u64`s; injected so
+/// that tests are deterministic.
+pub(crate) type Random = Box<dyn FnMut() -> u64 + Send>;
+
+/// The system's random numbers (`getrandom`), or the clock if that fails.
+fn system_random() -> u64 {
+    use ring::rand::SecureRandom as _;
+    let mut bytes = [0u8; 8];
+    match ring::rand::SystemRandom::new().fill(&mut bytes) {
+        Ok(()) => u64::from_le_bytes(bytes),
+        Err(_) => {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_nanos() as u64;
+            nanos ^ (u64::from(std::process::id()) << 32)
+        }
+    }
+}
+
 /// Exponential delays between connection attempts, kept short for a while
-/// after a link that worked was lost.
-#[derive(Debug)]
+/// after a link that worked was lost, with "equal jitter": each delay is
+/// drawn between half and all of its exponential value, so that workers
+/// cut off together (a master restart, a network outage) do not all come
+/// back in the same instant, yet none comes back much sooner than planned.
 pub(crate) struct Backoff {
+    /// The next delay before jitter.
     next: Duration,
+    /// The longest delay before jitter.
+    max: Duration,
     /// Until then, no delay exceeds [`FAST_RECONNECT_MAX`].
     fast_until: Option<Instant>,
+    random: Random,
+}
+
+impl std::fmt::Debug for Backoff {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Backoff")
+            .field("next", &self.next)
+            .field("max", &self.max)
+            .field("fast_until", &self.fast_until)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Backoff {
-    /// Start at [`BACKOFF_MIN`].
-    pub(crate) fn new() -> Self {
+    /// Start at [`BACKOFF_MIN`], never above `max` ([`BACKOFF_MAX`] on the
+    /// Unix socket, [`BACKOFF_MAX_REMOTE`] over the network).
+    pub(crate) fn new(max: Duration) -> Self {
+        Self::with_random(max, Box::new(system_random))
+    }
+
+    /// The same, drawing the jitter from `random`.
+    pub(crate) fn with_random(max: Duration, random: Random) -> Self {
         Backoff {
             next: BACKOFF_MIN,
+            max,
             fast_until: None,
+            random,
         }
     }
 
-    /// The delay to wait now (at `now`); the following one doubles, up to
-    /// [`FAST_RECONNECT_MAX`] within the fast window, else [`BACKOFF_MAX`].
+    /// The longest delay for a master at `addr`.
+    pub(crate) fn max_for(addr: &MasterAddr) -> Duration {
+        match addr {
+            MasterAddr::Unix(_) => BACKOFF_MAX,
+            MasterAddr::Tcp(_) | MasterAddr::Tls(_) => BACKOFF_MAX_REMOTE,
+        }
+    }
+
+    /// The delay to wait now (at `now`): between half and all of the
+    /// exponential value, which doubles for the following one, up to
+    /// [`FAST_RECONNECT_MAX`] within the fast window, else the maximum.
     pub(crate) fn next_delay(&mut self, now: Instant) -> Duration {
         let cap = match self.fast_until {
-            Some(until) if now < until => FAST_RECONNECT_MAX,
-            _ => BACKOFF_MAX,
+            Some(until) if now < until => FAST_RECONNECT_MAX.min(self.max),
+            _ => self.max,
         };
         let delay = self.next.min(cap);
         self.next = (delay * 2).min(cap);
-        delay
+        jitter(delay, (self.random)())
     }
 
     /// Back to the shortest delay, with frequent attempts for
@@ -106,6 +164,15 @@ impl Backoff {
             self.reset(now);
         }
     }
+}
+
+/// Between half of `delay` and all of it, as `random` falls between 0
+/// and `u64::MAX`.
+fn jitter(delay: Duration, random: u64) -> Duration {
+    let total = delay.as_nanos();
+    let half = total / 2;
+    let extra = (total - half) * u128::from(random) / u128::from(u64::MAX);
+    Duration::from_nanos(u64::try_from(half + extra).unwrap_or(u64::MAX))
 }
 
 /// When to stop trying to connect.
@@ -177,7 +244,7 @@ pub(crate) async fn pause(
 }
 
 /// Why one connection attempt failed.
-enum AttemptError {
+pub(crate) enum AttemptError {
     /// Worth trying again later (no master yet, master restarting).
     Retry(String),
     /// The master refused us for a reason that may pass (a worker of our
@@ -191,6 +258,7 @@ enum AttemptError {
 /// arrives, or `give_up` says so. Every Hello lists the steps then held.
 pub(crate) async fn connect_with_retry(
     opts: &WorkerOptions,
+    dialer: &Dialer,
     steps: &mut Steps,
     backoff: &mut Backoff,
     signals: &mut ShutdownSignals,
@@ -199,7 +267,7 @@ pub(crate) async fn connect_with_retry(
     loop {
         let running = steps.held();
         let reason = tokio::select! {
-            attempt = attempt(opts, &running) => match attempt {
+            attempt = attempt(opts, dialer, &running) => match attempt {
                 Ok(link) => {
                     let listed = running.iter().map(|s| (s.build, s.step)).collect();
                     return Ok(Connected::Link(link, listed));
@@ -220,7 +288,7 @@ pub(crate) async fn connect_with_retry(
                 return Err(match reason {
                     Ok(refusal) => WorkerError::Refused { reason: refusal },
                     Err(reason) => WorkerError::Unreachable {
-                        socket: opts.master_socket.clone(),
+                        master: dialer.addr().to_string(),
                         waited_s: waited.as_secs(),
                         reason,
                     },
@@ -236,7 +304,7 @@ pub(crate) async fn connect_with_retry(
             ),
             Err(reason) => info!(
                 "cannot reach the master at {}: {reason}; retrying in {:.1} s",
-                opts.master_socket.display(),
+                dialer.addr(),
                 delay.as_secs_f64()
             ),
         }
@@ -257,19 +325,24 @@ fn host_name() -> Option<String> {
 }
 
 /// One connection attempt, handshake included.
-async fn attempt(opts: &WorkerOptions, running: &[RunningStep]) -> Result<Link, AttemptError> {
-    let stream = connect(&opts.master_socket).await?;
-    let (mut reader, mut writer) = tokio::io::split(stream);
+async fn attempt(
+    opts: &WorkerOptions,
+    dialer: &Dialer,
+    running: &[RunningStep],
+) -> Result<Link, AttemptError> {
+    let dialed = dialer.dial().await?;
+    let (mut reader, mut writer) = tokio::io::split(dialed.conn);
     let hello = Hello::new(Role::Worker {
         name: opts.name.clone(),
         running: running.to_vec(),
         host: host_name(),
     });
+    let binding = dialed.binding;
     let exchange = async {
         write_msg(&mut writer, &hello).await?;
         match read_msg::<_, HelloReply>(&mut reader, MAX_HANDSHAKE_FRAME).await? {
             HelloReply::Challenge { nonce } => {
-                let mac = proof::prove(&opts.secret, &nonce, &opts.name, &[]);
+                let mac = proof::prove(&opts.secret, &nonce, &opts.name, &binding);
                 write_msg(&mut writer, &WorkerProof { mac }).await?;
                 read_msg::<_, HelloReply>(&mut reader, MAX_HANDSHAKE_FRAME).await
             }
@@ -278,7 +351,7 @@ async fn attempt(opts: &WorkerOptions, running: &[RunningStep]) -> Result<Link, 
     };
     let reply = match tokio::time::timeout(HANDSHAKE_LIMIT, exchange).await {
         Ok(Ok(reply)) => reply,
-        Ok(Err(e)) => return Err(handshake_error(&opts.master_socket, e)),
+        Ok(Err(e)) => return Err(handshake_error(dialer.addr(), e)),
         Err(_) => {
             return Err(AttemptError::Retry(format!(
                 "no answer to our hello within {} s",
@@ -301,8 +374,9 @@ async fn attempt(opts: &WorkerOptions, running: &[RunningStep]) -> Result<Link, 
                 master_pid,
                 worker = %opts.name,
                 held = running.len(),
+                transport = ?dialer.addr().transport(),
                 "connected to the master at {}",
-                opts.master_socket.display()
+                dialer.addr()
             );
             Ok(Link {
                 reader,
@@ -333,36 +407,21 @@ fn refusal_is_transient(kind: RefusalKind) -> bool {
     matches!(kind, RefusalKind::AlreadyConnected | RefusalKind::Busy)
 }
 
-/// Open the socket; every failure to do so is worth a retry except a path
-/// that can never name a socket.
-async fn connect(socket: &Path) -> Result<Stream, AttemptError> {
-    let name = socket.to_fs_name::<GenericFilePath>().map_err(|error| {
-        AttemptError::Fatal(WorkerError::SocketName {
-            socket: socket.to_path_buf(),
-            error,
-        })
-    })?;
-    Stream::connect(name).await.map_err(|error| {
-        if error.kind() == std::io::ErrorKind::InvalidInput {
-            // Too long for sun_path, for instance: no retry can fix that.
-            AttemptError::Fatal(WorkerError::SocketName {
-                socket: socket.to_path_buf(),
-                error,
-            })
-        } else {
-            AttemptError::Retry(error.to_string())
-        }
-    })
-}
-
 /// A master that hangs up during the handshake may be restarting: retry.
-/// One that sends garbage is not speaking our protocol: give up.
-fn handshake_error(socket: &Path, e: FrameError) -> AttemptError {
+/// One that sends garbage is not speaking our protocol: give up. Under
+/// TLS 1.3 a master that rejects our client certificate says so only
+/// now, at the first read: that is fatal too.
+fn handshake_error(addr: &MasterAddr, e: FrameError) -> AttemptError {
+    if let FrameError::Io(io) = &e
+        && super::tls::rustls_error(io).is_some()
+    {
+        return tls_io_error(addr, io, "handshake");
+    }
     if e.is_disconnect() {
         AttemptError::Retry(format!("connection closed during the handshake: {e}"))
     } else {
         AttemptError::Fatal(WorkerError::Handshake {
-            socket: socket.to_path_buf(),
+            master: addr.to_string(),
             error: e,
         })
     }
@@ -372,10 +431,59 @@ fn handshake_error(socket: &Path, e: FrameError) -> AttemptError {
 mod tests {
     use super::*;
 
+    /// A back-off whose jitter always picks the full delay.
+    fn exact(max: Duration) -> Backoff {
+        Backoff::with_random(max, Box::new(|| u64::MAX))
+    }
+
+    #[test]
+    fn jitter_stays_between_half_and_all_of_the_delay() {
+        let ms = Duration::from_millis;
+        assert_eq!(jitter(ms(1000), 0), ms(500));
+        assert_eq!(jitter(ms(1000), u64::MAX), ms(1000));
+        let mid = jitter(ms(1000), u64::MAX / 2);
+        assert!(mid.abs_diff(ms(750)) < ms(1), "{mid:?}");
+        assert_eq!(jitter(Duration::ZERO, 12345), Duration::ZERO);
+        // A cheap deterministic sequence: every delay in its band, and
+        // not all the same.
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+        let random = Box::new(move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        });
+        let t0 = Instant::now();
+        let mut b = Backoff::with_random(BACKOFF_MAX_REMOTE, random);
+        let mut seen = Vec::new();
+        let mut planned = BACKOFF_MIN;
+        for _ in 0..20 {
+            let d = b.next_delay(t0);
+            assert!(d >= planned / 2 && d <= planned, "{d:?} for {planned:?}");
+            seen.push(d);
+            planned = (planned * 2).min(BACKOFF_MAX_REMOTE);
+        }
+        assert!(seen.windows(2).any(|w| w[0] * 2 != w[1]), "{seen:?}");
+        assert!(seen.iter().all(|d| *d <= BACKOFF_MAX_REMOTE));
+        assert!(seen.last().unwrap() >= &(BACKOFF_MAX_REMOTE / 2));
+    }
+
+    #[test]
+    fn remote_masters_get_the_longer_cap() {
+        let t0 = Instant::now();
+        let addr: MasterAddr = "tls://m.example:9989".parse().unwrap();
+        let mut b = exact(Backoff::max_for(&addr));
+        let last = (0..20).map(|_| b.next_delay(t0)).last().unwrap();
+        assert_eq!(last, BACKOFF_MAX_REMOTE);
+        assert_eq!(BACKOFF_MAX_REMOTE, Duration::from_secs(60));
+        let local: MasterAddr = "/run/bbmaster/worker.sock".parse().unwrap();
+        assert_eq!(Backoff::max_for(&local), BACKOFF_MAX);
+    }
+
     #[test]
     fn backoff_doubles_up_to_the_max_and_resets() {
         let t0 = Instant::now();
-        let mut b = Backoff::new();
+        let mut b = exact(BACKOFF_MAX);
         let delays: Vec<u128> = (0..10).map(|_| b.next_delay(t0).as_millis()).collect();
         assert_eq!(
             delays,
@@ -388,7 +496,7 @@ mod tests {
     #[test]
     fn after_a_lost_link_attempts_stay_frequent_for_a_while() {
         let t0 = Instant::now();
-        let mut b = Backoff::new();
+        let mut b = exact(BACKOFF_MAX);
         for _ in 0..10 {
             b.next_delay(t0);
         }
@@ -405,7 +513,7 @@ mod tests {
     fn short_links_lost_again_and_again_meet_the_back_off() {
         let t0 = Instant::now();
         let ms = Duration::from_millis;
-        let mut b = Backoff::new();
+        let mut b = exact(BACKOFF_MAX);
         // A first short link: reset.
         b.link_lost(t0, ms(50));
         assert_eq!(b.next_delay(t0), ms(100));

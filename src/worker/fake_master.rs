@@ -1,57 +1,236 @@
 //! A fake master speaking the worker protocol by hand, for the worker's
-//! tests.
+//! tests: on a Unix socket (as the local workers use), plain TCP, or TLS
+//! (with a certificate made here, optionally requiring client
+//! certificates), computing the channel binding on its side as the real
+//! master does.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tempfile::TempDir;
-use tokio::net::UnixListener;
-use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{ReadHalf, WriteHalf};
+use tokio::net::{TcpListener, UnixListener};
 use tokio::task::JoinHandle;
 
+use super::address::{Host, HostPort, MasterAddr};
 use super::spool::DEFAULT_SPOOL_LIMIT;
 use super::test_util::BOUND;
+use super::tls::TlsOptions;
 use super::{WorkerError, WorkerOptions, run};
+use crate::net::BoxConn;
 use crate::protocol::{
     FrameError, Hello, HelloReply, MAX_FRAME, MAX_HANDSHAKE_FRAME, MasterToWorker,
     PROTOCOL_VERSION, Role, RunningStep, StepAssignment, StepEnd, WireAction, WorkerProof,
     WorkerToMaster, proof, read_msg, write_msg,
 };
 
+/// A server certificate and its key, and the CA that signed it (if any).
+pub(crate) struct ServerCert {
+    /// The chain to present (leaf first).
+    pub(crate) chain: Vec<CertificateDer<'static>>,
+    /// The leaf's key.
+    pub(crate) key: PrivateKeyDer<'static>,
+}
+
+/// A test CA that signs server and client certificates.
+pub(crate) struct TestCa {
+    cert: rcgen::Certificate,
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+}
+
+/// A number no other CA of this process has: CAs with the same name
+/// would look like one issuer (and fail on signatures, not on trust).
+fn unique() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+impl TestCa {
+    pub(crate) fn new() -> Self {
+        let key = rcgen::KeyPair::generate().expect("ca key");
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("ca params");
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.distinguished_name.push(
+            rcgen::DnType::CommonName,
+            format!("bbworker test CA {}", unique()),
+        );
+        let cert = params.self_signed(&key).expect("ca cert");
+        let issuer = rcgen::Issuer::new(params, key);
+        TestCa { cert, issuer }
+    }
+
+    /// The CA certificate in PEM, for `--ca` or the master's `client_ca`.
+    pub(crate) fn pem(&self) -> String {
+        self.cert.pem()
+    }
+
+    pub(crate) fn der(&self) -> CertificateDer<'static> {
+        self.cert.der().clone()
+    }
+
+    /// A leaf for `names` (DNS names or IP addresses), signed by this CA.
+    pub(crate) fn issue(&self, names: &[&str]) -> ServerCert {
+        let key = rcgen::KeyPair::generate().expect("leaf key");
+        let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+        let mut params = rcgen::CertificateParams::new(names.clone()).expect("leaf params");
+        if let Some(first) = names.first() {
+            params
+                .distinguished_name
+                .push(rcgen::DnType::CommonName, first.as_str());
+        }
+        let cert = params.signed_by(&key, &self.issuer).expect("leaf cert");
+        ServerCert {
+            chain: vec![cert.der().clone()],
+            key: PrivateKeyDer::try_from(key.serialize_der()).expect("key der"),
+        }
+    }
+
+    /// The same leaf as PEM files in `dir`: (certificate, key).
+    pub(crate) fn issue_files(&self, names: &[&str], dir: &std::path::Path) -> (PathBuf, PathBuf) {
+        let key = rcgen::KeyPair::generate().expect("leaf key");
+        let params =
+            rcgen::CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+                .expect("leaf params");
+        let cert = params.signed_by(&key, &self.issuer).expect("leaf cert");
+        let stem = names.first().copied().unwrap_or("leaf");
+        let cert_path = dir.join(format!("{stem}.crt"));
+        let key_path = dir.join(format!("{stem}.key"));
+        std::fs::write(&cert_path, cert.pem()).expect("write cert");
+        std::fs::write(&key_path, key.serialize_pem()).expect("write key");
+        (cert_path, key_path)
+    }
+}
+
+impl ServerCert {
+    /// A self-signed certificate, as a master makes for itself.
+    pub(crate) fn self_signed(names: &[&str]) -> Self {
+        let (cert, key) = super::tls::tests::self_signed(names);
+        ServerCert {
+            chain: vec![cert],
+            key,
+        }
+    }
+
+    /// The fingerprint `bbctl status` would show.
+    pub(crate) fn fingerprint(&self) -> String {
+        crate::net::fingerprint(&self.chain[0])
+    }
+}
+
+/// What the fake master listens on.
+enum Listener {
+    Unix(UnixListener),
+    Tcp(TcpListener),
+    Tls(TcpListener, tokio_rustls::TlsAcceptor),
+}
+
 /// A listening fake master in a short temp dir (socket paths are limited
 /// to 107 bytes).
 pub(crate) struct FakeMaster {
     pub(crate) dir: TempDir,
-    pub(crate) socket: PathBuf,
-    listener: Option<UnixListener>,
+    addr: MasterAddr,
+    listener: Option<Listener>,
 }
 
 /// One accepted worker connection, handshake read.
 pub(crate) struct Conn {
-    pub(crate) r: OwnedReadHalf,
-    pub(crate) w: OwnedWriteHalf,
+    pub(crate) r: ReadHalf<BoxConn>,
+    pub(crate) w: WriteHalf<BoxConn>,
     pub(crate) hello: Hello,
-    /// The worker's answer to our challenge.
+    /// The worker's answer to our challenge, with the binding of this
+    /// session as the master computes it.
     pub(crate) proof: proof::Proof,
+}
+
+fn temp_dir() -> TempDir {
+    tempfile::Builder::new()
+        .prefix("bbw")
+        .tempdir_in("/tmp")
+        .expect("temp dir")
+}
+
+/// A loopback listener on an ephemeral port, and its address.
+fn tcp_listener() -> (TcpListener, HostPort) {
+    let std = std::net::TcpListener::bind("127.0.0.1:0").expect("bind tcp");
+    std.set_nonblocking(true).expect("nonblocking");
+    let port = std.local_addr().expect("addr").port();
+    let hp = HostPort {
+        host: Host::Ip([127, 0, 0, 1].into()),
+        port,
+    };
+    (TcpListener::from_std(std).expect("tokio listener"), hp)
 }
 
 impl FakeMaster {
     pub(crate) fn new() -> Self {
-        let dir = tempfile::Builder::new()
-            .prefix("bbw")
-            .tempdir_in("/tmp")
-            .expect("temp dir");
+        let dir = temp_dir();
         let socket = dir.path().join("m.sock");
         let listener = UnixListener::bind(&socket).expect("bind");
         FakeMaster {
+            addr: MasterAddr::Unix(socket),
             dir,
-            socket,
-            listener: Some(listener),
+            listener: Some(Listener::Unix(listener)),
         }
+    }
+
+    /// A master speaking plain TCP on loopback (`allow_plaintext`).
+    pub(crate) fn tcp() -> Self {
+        let dir = temp_dir();
+        let (listener, hp) = tcp_listener();
+        FakeMaster {
+            dir,
+            addr: MasterAddr::Tcp(hp),
+            listener: Some(Listener::Tcp(listener)),
+        }
+    }
+
+    /// A master speaking TLS 1.3 on loopback with `cert`; with
+    /// `client_ca`, it requires a client certificate signed by it.
+    pub(crate) fn tls(cert: ServerCert, client_ca: Option<&TestCa>) -> Self {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .expect("tls 1.3");
+        let builder = match client_ca {
+            None => builder.with_no_client_auth(),
+            Some(ca) => {
+                let mut roots = rustls::RootCertStore::empty();
+                roots.add(ca.der()).expect("client ca");
+                let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                    Arc::new(roots),
+                    provider,
+                )
+                .build()
+                .expect("client verifier");
+                builder.with_client_cert_verifier(verifier)
+            }
+        };
+        let config = builder
+            .with_single_cert(cert.chain, cert.key)
+            .expect("server cert");
+        let dir = temp_dir();
+        let (listener, hp) = tcp_listener();
+        FakeMaster {
+            dir,
+            addr: MasterAddr::Tls(hp),
+            listener: Some(Listener::Tls(
+                listener,
+                tokio_rustls::TlsAcceptor::from(Arc::new(config)),
+            )),
+        }
+    }
+
+    /// Where workers reach this master.
+    pub(crate) fn addr(&self) -> &MasterAddr {
+        &self.addr
     }
 
     pub(crate) fn options(&self) -> WorkerOptions {
         WorkerOptions {
-            master_socket: self.socket.clone(),
+            master: self.addr.clone(),
+            tls: TlsOptions::default(),
             name: "w1".to_string(),
             secret: "s3cret".to_string(),
             dir: self.dir.path().join("work"),
@@ -70,13 +249,38 @@ impl FakeMaster {
         self.listener = None;
     }
 
-    pub(crate) async fn accept(&self) -> Conn {
+    /// Accept one connection and finish its transport's handshake: the
+    /// stream and this session's channel binding. For TLS, the error is
+    /// the server side's view of a failed handshake.
+    pub(crate) async fn accept_transport(&self) -> Result<(BoxConn, Vec<u8>), std::io::Error> {
         let listener = self.listener.as_ref().expect("listening");
-        let (stream, _) = tokio::time::timeout(BOUND, listener.accept())
+        let accepted = async {
+            match listener {
+                Listener::Unix(l) => {
+                    let (s, _) = l.accept().await?;
+                    Ok((Box::new(s) as BoxConn, Vec::new()))
+                }
+                Listener::Tcp(l) => {
+                    let (s, _) = l.accept().await?;
+                    Ok((Box::new(s) as BoxConn, Vec::new()))
+                }
+                Listener::Tls(l, acceptor) => {
+                    let (s, _) = l.accept().await?;
+                    let tls = acceptor.accept(s).await?;
+                    let binding = crate::net::channel_binding(tls.get_ref().1)
+                        .map_err(std::io::Error::other)?;
+                    Ok((Box::new(tls) as BoxConn, binding))
+                }
+            }
+        };
+        tokio::time::timeout(BOUND, accepted)
             .await
             .expect("worker connects in time")
-            .expect("accept");
-        let (mut r, mut w) = stream.into_split();
+    }
+
+    pub(crate) async fn accept(&self) -> Conn {
+        let (stream, binding) = self.accept_transport().await.expect("accept");
+        let (mut r, mut w) = tokio::io::split(stream);
         let hello: Hello = read_msg(&mut r, MAX_HANDSHAKE_FRAME).await.expect("hello");
         let nonce = proof::nonce().to_vec();
         write_msg(
@@ -90,7 +294,7 @@ impl FakeMaster {
         let answer: WorkerProof = read_msg(&mut r, MAX_HANDSHAKE_FRAME).await.expect("proof");
         let proof = proof::Proof {
             nonce,
-            binding: Vec::new(),
+            binding,
             mac: answer.mac,
         };
         Conn { r, w, hello, proof }

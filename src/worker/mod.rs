@@ -13,9 +13,11 @@
 //! The worker holds no per-builder state: a step is known only by its
 //! (build, step) key.
 
+pub mod address;
 pub mod args;
 pub mod cli;
 mod connection;
+mod dial;
 mod group;
 pub mod guard;
 mod keepalive;
@@ -31,6 +33,7 @@ mod spool;
 mod step_env;
 mod steps;
 mod stop;
+pub mod tls;
 mod transfer;
 
 use std::path::PathBuf;
@@ -40,9 +43,10 @@ use tokio::time::Instant;
 use tracing::info;
 
 pub use connection::{
-    BACKOFF_MAX, BACKOFF_MIN, FAST_RECONNECT_FOR, FAST_RECONNECT_MAX, FIRST_CONNECT_WAIT,
-    STABLE_SESSION,
+    BACKOFF_MAX, BACKOFF_MAX_REMOTE, BACKOFF_MIN, FAST_RECONNECT_FOR, FAST_RECONNECT_MAX,
+    FIRST_CONNECT_WAIT, STABLE_SESSION,
 };
+pub use dial::{CONNECT_TIMEOUT, TLS_HANDSHAKE_TIMEOUT};
 pub use keepalive::{DEFAULT_KEEPALIVE, MISSED_INTERVALS};
 pub use output::CHUNK_SIZE;
 pub use runner::{OUTPUT_DRAIN_LIMIT, STOP_GRACE};
@@ -52,18 +56,24 @@ pub use step_env::{DEFAULT_PATH, INHERITED, step_environment};
 pub use stop::{StopHandle, StopSignal, stop_pair};
 
 use crate::protocol::FrameError;
+use address::MasterAddr;
 use connection::{Backoff, Connected, GiveUp, Pause, connect_with_retry, pause};
+use dial::Dialer;
 use guard::Guard;
 use runner::StepContext;
 use session::{SessionEnd, serve};
 use signals::ShutdownSignals;
 use steps::{STOP_ALL_LIMIT, Steps};
+use tls::{TlsOptions, TlsSetupError};
 
 /// Options of one worker process, as given on `bbworker`'s command line.
 #[derive(Clone)]
 pub struct WorkerOptions {
-    /// The master's worker socket.
-    pub master_socket: PathBuf,
+    /// Where the master is: its Unix socket, or a TCP/TLS address.
+    pub master: MasterAddr,
+    /// How to verify the master over TLS, and our client certificate
+    /// (the default for Unix and TCP).
+    pub tls: TlsOptions,
     /// This worker's name, as configured on the master.
     pub name: String,
     /// This worker's secret, as configured on the master.
@@ -87,7 +97,8 @@ pub struct WorkerOptions {
 impl std::fmt::Debug for WorkerOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WorkerOptions")
-            .field("master_socket", &self.master_socket)
+            .field("master", &self.master)
+            .field("tls", &self.tls)
             .field("name", &self.name)
             .field("secret", &"***")
             .field("dir", &self.dir)
@@ -109,10 +120,10 @@ pub enum WorkerError {
         reason: String,
     },
     /// With `--orphan-timeout`, the master never came up.
-    #[error("cannot reach the master at {} (tried for {waited_s} s): {reason}", socket.display())]
+    #[error("cannot reach the master at {master} (tried for {waited_s} s): {reason}")]
     Unreachable {
-        /// The socket we tried.
-        socket: PathBuf,
+        /// The address we tried.
+        master: String,
         /// How long we tried, in seconds.
         waited_s: u64,
         /// The last failure.
@@ -127,13 +138,29 @@ pub enum WorkerError {
         error: std::io::Error,
     },
     /// The peer answered the Hello with something that is not our protocol.
-    #[error("handshake with the master at {} failed: {error}", socket.display())]
+    #[error("handshake with the master at {master} failed: {error}")]
     Handshake {
-        /// The socket we connected to.
-        socket: PathBuf,
+        /// The address we connected to.
+        master: String,
         /// What went wrong.
         error: FrameError,
     },
+    /// TLS with the master failed in a way a retry cannot fix: a
+    /// certificate we do not trust (or not the pinned one), or ours
+    /// refused by the master.
+    #[error("TLS with the master at {master} failed: {reason}")]
+    Tls {
+        /// The address we connected to.
+        master: String,
+        /// What failed, and what to check.
+        reason: String,
+    },
+    /// The TLS client cannot be set up (a CA or certificate file).
+    #[error(transparent)]
+    TlsSetup(#[from] TlsSetupError),
+    /// Options that do not go together.
+    #[error("{0}")]
+    Options(String),
     /// The guard process cannot be started.
     #[error("cannot start the guard process ({}): {error}", exe.display())]
     Guard {
@@ -160,6 +187,8 @@ pub enum WorkerError {
 /// `Ok`. Errors are the cases where trying again cannot help, or the
 /// master never came up.
 pub async fn run(opts: WorkerOptions) -> Result<(), WorkerError> {
+    // TLS files are read first: a typo there is one error at start.
+    let dialer = Dialer::new(&opts.master, &opts.tls)?;
     tokio::fs::create_dir_all(&opts.dir)
         .await
         .map_err(|error| WorkerError::WorkDir {
@@ -192,7 +221,7 @@ pub async fn run(opts: WorkerOptions) -> Result<(), WorkerError> {
         spool_limit: opts.spool_limit,
         guard,
     });
-    let mut backoff = Backoff::new();
+    let mut backoff = Backoff::new(Backoff::max_for(&opts.master));
     let mut give_up = match opts.orphan_timeout {
         Some(_) => GiveUp::FirstConnection {
             started: Instant::now(),
@@ -200,7 +229,14 @@ pub async fn run(opts: WorkerOptions) -> Result<(), WorkerError> {
         None => GiveUp::Never,
     };
     loop {
-        let connected = connect_with_retry(&opts, &mut steps, &mut backoff, &mut signals, give_up);
+        let connected = connect_with_retry(
+            &opts,
+            &dialer,
+            &mut steps,
+            &mut backoff,
+            &mut signals,
+            give_up,
+        );
         let connected = match connected.await {
             Ok(connected) => connected,
             Err(e) => {
@@ -277,6 +313,8 @@ fn orphaned(opts: &WorkerOptions) {
 
 #[cfg(test)]
 mod fake_master;
+#[cfg(test)]
+mod remote_tests;
 #[cfg(test)]
 mod resume_tests;
 #[cfg(test)]

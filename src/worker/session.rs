@@ -11,7 +11,6 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use interprocess::local_socket::tokio::Stream;
 use tokio::io::{AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -23,6 +22,7 @@ use super::key::StepKey;
 use super::sender::{LinkTx, Outgoing};
 use super::signals::ShutdownSignals;
 use super::steps::{STOP_ALL_LIMIT, Steps};
+use crate::net::BoxConn;
 use crate::protocol::{MAX_FRAME, MasterToWorker, StepEnd, WorkerToMaster, read_msg, write_msg};
 
 /// Frames queued for the master before step senders have to wait.
@@ -55,12 +55,13 @@ pub(crate) async fn serve(
     signals: &mut ShutdownSignals,
     listed: Vec<StepKey>,
 ) -> SessionEnd {
-    let (out_tx, out_rx) = mpsc::channel(OUTGOING_QUEUE);
-    let mut writer = tokio::spawn(write_loop(link.writer, out_rx));
-    let (in_tx, mut in_rx) = mpsc::channel(16);
-    let reader = tokio::spawn(read_loop(link.reader, in_tx));
     let welcomed = Instant::now();
     let mut keepalive = Keepalive::new(link.keepalive_ms, welcomed);
+    let (out_tx, out_rx) = mpsc::channel(OUTGOING_QUEUE);
+    let write_limit = keepalive.interval() * MISSED_INTERVALS;
+    let mut writer = tokio::spawn(write_loop(link.writer, out_rx, write_limit));
+    let (in_tx, mut in_rx) = mpsc::channel(16);
+    let reader = tokio::spawn(read_loop(link.reader, in_tx));
     let mut waiting: HashSet<StepKey> = listed.into_iter().collect();
     let resume_deadline = welcomed + RESUME_WAIT;
     let mut writer_done = false;
@@ -226,7 +227,7 @@ fn queue(out_tx: &LinkTx, msg: WorkerToMaster) {
 }
 
 /// Feed the master's messages to the session until the link ends.
-async fn read_loop(mut reader: ReadHalf<Stream>, tx: mpsc::Sender<MasterToWorker>) {
+async fn read_loop(mut reader: ReadHalf<BoxConn>, tx: mpsc::Sender<MasterToWorker>) {
     loop {
         match read_msg::<_, MasterToWorker>(&mut reader, MAX_FRAME).await {
             Ok(msg) => {
@@ -249,16 +250,33 @@ async fn read_loop(mut reader: ReadHalf<Stream>, tx: mpsc::Sender<MasterToWorker
 
 /// Write queued frames in order, confirming those that ask for it once
 /// written and flushed; stop at the first failure, which drops the queue
-/// so that senders notice the link is gone.
-async fn write_loop(mut writer: WriteHalf<Stream>, mut rx: mpsc::Receiver<Outgoing>) {
+/// so that senders notice the link is gone. A frame that cannot be
+/// written within `limit` (the keepalive window: a peer that stopped
+/// reading, a path that died without a FIN, while the master may still be
+/// heard from) is a failure too: the session then sees the link lost.
+pub(crate) async fn write_loop(
+    mut writer: WriteHalf<BoxConn>,
+    mut rx: mpsc::Receiver<Outgoing>,
+    limit: Duration,
+) {
     while let Some(Outgoing { msg, written }) = rx.recv().await {
-        if let Err(e) = write_msg(&mut writer, &msg).await {
-            if e.is_disconnect() {
-                info!("the connection to the master is gone");
-            } else {
-                warn!("cannot send to the master: {e}");
+        match tokio::time::timeout(limit, write_msg(&mut writer, &msg)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                if e.is_disconnect() {
+                    info!("the connection to the master is gone");
+                } else {
+                    warn!("cannot send to the master: {e}");
+                }
+                return;
             }
-            return;
+            Err(_) => {
+                warn!(
+                    "a frame could not be sent to the master within {} ms (the keepalive window); dropping the link",
+                    limit.as_millis()
+                );
+                return;
+            }
         }
         if let Some(done) = written {
             // The sender may have moved on (re-attached): nothing to do.
