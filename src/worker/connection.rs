@@ -9,7 +9,7 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 use super::address::MasterAddr;
-use super::dial::{Dialer, tls_io_error};
+use super::dial::{AttemptError, Dialer, tls_io_error};
 use super::key::StepKey;
 use super::signals::ShutdownSignals;
 use super::steps::Steps;
@@ -241,17 +241,6 @@ pub(crate) async fn pause(
             }
         }
     }
-}
-
-/// Why one connection attempt failed.
-pub(crate) enum AttemptError {
-    /// Worth trying again later (no master yet, master restarting).
-    Retry(String),
-    /// The master refused us for a reason that may pass (a worker of our
-    /// name is connected): try again, and say so louder than a retry.
-    Refused(String),
-    /// Trying again would give the same answer.
-    Fatal(WorkerError),
 }
 
 /// Connect until it works, a fatal error happens, a shutdown signal

@@ -21,7 +21,6 @@ use tokio::net::TcpStream;
 
 use super::WorkerError;
 use super::address::{Host, HostPort, MasterAddr};
-use super::connection::AttemptError;
 use super::tls::{self, TlsFailure, TlsOptions};
 use crate::net::BoxConn;
 
@@ -46,6 +45,17 @@ const TCP_KEEPALIVE_RETRIES: u32 = 3;
 /// (`TCP_USER_TIMEOUT`), so a write into a dead path fails in the kernel
 /// too, not only through the application's write deadline.
 const TCP_USER_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Why one connection attempt (dial and handshake) failed.
+pub(crate) enum AttemptError {
+    /// Worth trying again later (no master yet, master restarting).
+    Retry(String),
+    /// The master refused us for a reason that may pass (a worker of our
+    /// name is connected): try again, and say so louder than a retry.
+    Refused(String),
+    /// Trying again would give the same answer.
+    Fatal(WorkerError),
+}
 
 /// A connection, ready for the handshake.
 pub(crate) struct Dialed {
