@@ -38,6 +38,17 @@ pub const DEFAULTS: &[(&str, &str)] = &[
     ("master.max_artifacts_per_build", "10000"),
     ("master.min_free_space", "\"1GiB\""),
     ("master.deadline_grace", "\"30s\""),
+    ("master.worker_listen", "[]"),
+    (
+        "master.tls_cert",
+        "a self-signed certificate in <state_dir>/tls",
+    ),
+    (
+        "master.tls_key",
+        "a self-signed certificate in <state_dir>/tls",
+    ),
+    ("master.allow_plaintext", "false"),
+    ("master.client_ca", "none"),
     ("worker.local", "false"),
     ("worker.max_builds", "1"),
     ("builder.previous_names", "[]"),
@@ -194,6 +205,10 @@ workers = ["w"]
                 }
                 "master.min_free_space" => size(m.worker_limits.min_free_space),
                 "master.deadline_grace" => secs(m.worker_limits.deadline_grace),
+                "master.worker_listen" => format!("{:?}", m.worker_listen),
+                "master.tls_cert" | "master.tls_key" => none_or(m.tls_identity.is_none(), want),
+                "master.allow_plaintext" => m.allow_plaintext.to_string(),
+                "master.client_ca" => none_or(m.client_ca.is_none(), "none"),
                 "master.keep_builds" => none_or(m.retention.default.builds.is_none(), "all"),
                 "master.keep_logs" => none_or(m.retention.default.logs.is_none(), "forever"),
                 "builder.keep_builds" | "builder.keep_logs" => {

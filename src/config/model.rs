@@ -68,6 +68,67 @@ pub struct MasterSettings {
     pub retention: Retention,
     /// What a worker may cost the master: uploads, free space, deadlines.
     pub worker_limits: WorkerLimits,
+    /// TCP addresses remote workers connect to (TLS unless
+    /// `allow_plaintext`); empty: the Unix socket only.
+    pub worker_listen: Vec<std::net::SocketAddr>,
+    /// `tls_cert` and `tls_key`, read and checked; `None`: a self-signed
+    /// certificate the master makes in `<state_dir>/tls`.
+    pub tls_identity: Option<TlsIdentity>,
+    /// The listeners speak plain TCP (a VPN, tests on loopback).
+    pub allow_plaintext: bool,
+    /// Workers must show a certificate of this CA naming them.
+    pub client_ca: Option<ClientCa>,
+}
+
+/// The listeners' certificate chain and key as read from `tls_cert` and
+/// `tls_key`: kept in the config so that a reload that changes the files
+/// is a change, and so that a bad file is a config error, not a late one.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TlsIdentity {
+    /// Where the chain was read (for messages).
+    pub cert_file: PathBuf,
+    /// Where the key was read (for messages).
+    pub key_file: PathBuf,
+    /// The chain, leaf first.
+    pub chain: Vec<rustls::pki_types::CertificateDer<'static>>,
+    /// The private key (never shown by `Debug`).
+    pub key: TlsKey,
+}
+
+/// A private key, compared by value and never printed.
+pub struct TlsKey(pub rustls::pki_types::PrivateKeyDer<'static>);
+
+impl Clone for TlsKey {
+    fn clone(&self) -> Self {
+        TlsKey(self.0.clone_key())
+    }
+}
+
+impl PartialEq for TlsKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.secret_der() == other.0.secret_der()
+    }
+}
+
+impl Eq for TlsKey {}
+
+impl std::fmt::Debug for TlsIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsIdentity")
+            .field("cert_file", &self.cert_file)
+            .field("key_file", &self.key_file)
+            .field("chain", &self.chain.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// `client_ca`: the CA certificates worker certificates must chain to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientCa {
+    /// Where they were read.
+    pub file: PathBuf,
+    /// The CA certificates.
+    pub certs: Vec<rustls::pki_types::CertificateDer<'static>>,
 }
 
 /// How much of the history a builder keeps; `None` keeps everything.
@@ -132,6 +193,10 @@ impl Default for MasterSettings {
             transfer_dir: None,
             retention: Retention::default(),
             worker_limits: WorkerLimits::default(),
+            worker_listen: Vec::new(),
+            tls_identity: None,
+            allow_plaintext: false,
+            client_ca: None,
         }
     }
 }

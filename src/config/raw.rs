@@ -75,6 +75,16 @@ pub struct RawMaster {
     /// `deadline_grace = "30s"`: how long past a timeout or a stop the
     /// master waits for the worker before ending the build itself.
     pub deadline_grace: Option<Spanned<String>>,
+    /// `worker_listen = ["0.0.0.0:9989"]`: TCP addresses for remote workers.
+    pub worker_listen: Option<Spanned<Vec<Spanned<String>>>>,
+    /// `tls_cert = "..."`: the listeners' certificate chain (PEM).
+    pub tls_cert: Option<Spanned<String>>,
+    /// `tls_key = "..."`: its private key (PEM).
+    pub tls_key: Option<Spanned<String>>,
+    /// `allow_plaintext = true`: plain TCP instead of TLS.
+    pub allow_plaintext: Option<Spanned<bool>>,
+    /// `client_ca = "..."`: require client certificates signed by this CA.
+    pub client_ca: Option<Spanned<String>>,
 }
 
 /// One `[[worker]]`.

@@ -94,6 +94,11 @@ const MASTER: &[Field] = &[
     f("max_artifacts_per_build", Kind::Int),
     f("min_free_space", SIZE),
     f("deadline_grace", DURATION),
+    f("worker_listen", Kind::StrList),
+    f("tls_cert", TEXT),
+    f("tls_key", TEXT),
+    f("allow_plaintext", Kind::Bool),
+    f("client_ca", TEXT),
 ];
 
 /// `[[worker]]`.

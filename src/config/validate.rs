@@ -8,6 +8,7 @@ mod limits;
 mod retention;
 
 mod steps;
+mod tls;
 pub use steps::relative_path_problem;
 mod workers;
 
@@ -195,6 +196,10 @@ impl Checker<'_> {
             // Filled in by `check` once the builders are read.
             retention: Default::default(),
             worker_limits: self.worker_limits(raw),
+            worker_listen: self.worker_listen(raw),
+            tls_identity: self.tls_identity(raw),
+            allow_plaintext: raw.allow_plaintext.as_ref().is_some_and(|p| *p.get_ref()),
+            client_ca: self.client_ca(raw),
             allowed_gid: raw
                 .allowed_gid
                 .as_ref()

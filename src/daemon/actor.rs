@@ -55,6 +55,9 @@ pub struct Master {
     pub(super) artifacts: Vec<PendingArtifact>,
     /// The loop's own queue, for work done off the loop (reload reads).
     pub(super) me: Option<mpsc::WeakSender<Command>>,
+    /// The config in force, for the shell's parts that follow reloads
+    /// (the worker listeners).
+    pub(super) config_tx: tokio::sync::watch::Sender<Arc<crate::config::Config>>,
 }
 
 /// An uploaded file to record with the batch, and where its answer goes.
@@ -93,6 +96,7 @@ impl Master {
         config_path: Option<PathBuf>,
         local: LocalWorkers,
     ) -> Self {
+        let config_tx = tokio::sync::watch::Sender::new(Arc::clone(core.config()));
         Master {
             boot_master: core.config().master.clone(),
             core,
@@ -108,7 +112,14 @@ impl Master {
             staged_events: Vec::new(),
             artifacts: Vec::new(),
             me: None,
+            config_tx,
         }
+    }
+
+    /// The config in force, updated after every reload applied (even one
+    /// that changed only files the config reads, such as certificates).
+    pub fn config_watch(&self) -> tokio::sync::watch::Receiver<Arc<crate::config::Config>> {
+        self.config_tx.subscribe()
     }
 
     /// Give the loop its own queue: work done off the loop (a reload's

@@ -46,6 +46,8 @@ pub struct MasterHandle {
     policy: Arc<Policy>,
     /// Becomes true once the master loop has ended (see [`Self::shutting_down`]).
     stopping: watch::Receiver<bool>,
+    /// What the TCP listeners for remote workers are, for `status`.
+    listeners: Option<Arc<std::sync::RwLock<Option<crate::protocol::TlsStatus>>>>,
 }
 
 impl MasterHandle {
@@ -61,6 +63,7 @@ impl MasterHandle {
             events,
             retention: None,
             history: None,
+            listeners: None,
             policy: Arc::new(Policy {
                 own_uid: nix::unistd::geteuid().as_raw(),
                 allowed_uids: Vec::new(),
@@ -105,6 +108,15 @@ impl MasterHandle {
     fn check(&self, who: &Principal, request: &Request) -> Result<(), ErrorReply> {
         self.authorize(who, Ask::Request(request))
             .map_err(|refusal| ErrorReply::rejected(refusal.reason))
+    }
+
+    /// The same handle, also showing the worker listeners in `status`.
+    pub fn with_listeners(
+        mut self,
+        listeners: Arc<std::sync::RwLock<Option<crate::protocol::TlsStatus>>>,
+    ) -> Self {
+        self.listeners = Some(listeners);
+        self
     }
 
     /// The same handle, also answering `prune` and the disk figures of
@@ -180,6 +192,10 @@ impl MasterHandle {
         Ok(match reply {
             Reply::Status(mut status) => {
                 status.disk = self.retention.as_ref().and_then(|r| r.usage());
+                status.tls = self
+                    .listeners
+                    .as_ref()
+                    .and_then(|l| l.read().unwrap_or_else(|e| e.into_inner()).clone());
                 Reply::Status(status)
             }
             other => other,
@@ -332,7 +348,7 @@ impl MasterHandle {
             worker: worker.clone(),
             reply,
         };
-        let link = self.round_trip(cmd, rx).await.ok_or_else(gone)??;
+        let (_, link) = self.round_trip(cmd, rx).await.ok_or_else(gone)??;
         let (pong_tx, pong) = oneshot::channel();
         link.send(LinkCmd::Ping(pong_tx))
             .map_err(|_| ErrorReply::failed(format!("worker `{worker}` just disconnected")))?;
@@ -429,6 +445,7 @@ impl MasterHandle {
         meta: LinkMeta,
         link: LinkId,
         tx: mpsc::UnboundedSender<LinkCmd>,
+        replaces: Option<LinkId>,
     ) -> Option<Result<(), Refusal>> {
         let (reply, rx) = oneshot::channel();
         let cmd = Command::WorkerHello {
@@ -438,9 +455,22 @@ impl MasterHandle {
             meta,
             link,
             tx,
+            replaces,
             reply,
         };
         self.round_trip(cmd, rx).await
+    }
+
+    /// The current link of worker `name` and a way to reach it (for
+    /// pinging it when a second connection claims the name); `None` when
+    /// it has none or the loop is gone.
+    pub async fn link_of(&self, worker: &str) -> Option<(LinkId, mpsc::UnboundedSender<LinkCmd>)> {
+        let (reply, rx) = oneshot::channel();
+        let cmd = Command::LinkOf {
+            worker: worker.to_string(),
+            reply,
+        };
+        self.round_trip(cmd, rx).await?.ok()
     }
 
     /// A worker reported a step's end; false when the loop is gone.

@@ -37,6 +37,12 @@ pub struct Limits {
 /// How long a peer (worker or client) has to finish the handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Worker connections (of every listener) that have not authenticated
+/// yet, at most: one more is closed at once, so a flood of connections
+/// that never finish their handshake costs bounded memory and never
+/// starves the control socket.
+pub const MAX_UNAUTHENTICATED: usize = 256;
+
 /// Largest frame a worker may send after its handshake, whatever
 /// `max_frame` says: its biggest messages are output and file chunks of at
 /// most 60 KiB (`CHUNK_SIZE`, `FILE_CHUNK`) plus a small envelope.

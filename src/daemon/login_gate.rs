@@ -78,9 +78,84 @@ impl LoginGate {
     }
 }
 
+/// The first delay after a failed proof from an address; it doubles with
+/// each further failure, up to [`MAX_ADDRESS_DELAY`].
+pub const ADDRESS_DELAY: Duration = Duration::from_secs(1);
+
+/// The longest an address is kept waiting after failed proofs.
+pub const MAX_ADDRESS_DELAY: Duration = Duration::from_secs(60);
+
+/// Addresses remembered at once; beyond it the ones whose delay is over
+/// are forgotten first, and a new one is not remembered (the shared
+/// [`LoginGate`] still slows it).
+const MAX_ADDRESSES: usize = 4096;
+
+/// Failed proofs slowed per source address (TCP listeners): an address
+/// that guessed wrong is turned away at once until its delay is over, so
+/// one guessing address cannot spend the shared [`LoginGate`]'s tokens
+/// that every other worker needs.
+#[derive(Debug, Default)]
+pub struct AddressGate {
+    state: Mutex<std::collections::HashMap<std::net::IpAddr, (u32, Instant)>>,
+}
+
+impl AddressGate {
+    /// How long `ip` must still wait before it may try again; `None`: now.
+    pub fn wait_for(&self, ip: std::net::IpAddr) -> Option<Duration> {
+        let st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let (_, until) = st.get(&ip)?;
+        let left = until.saturating_duration_since(Instant::now());
+        (!left.is_zero()).then_some(left)
+    }
+
+    /// `ip` failed a proof: its delay starts (or doubles).
+    pub fn failed(&self, ip: std::net::IpAddr) {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        if st.len() >= MAX_ADDRESSES && !st.contains_key(&ip) {
+            st.retain(|_, (_, until)| *until > now);
+            if st.len() >= MAX_ADDRESSES {
+                return;
+            }
+        }
+        let entry = st.entry(ip).or_insert((0, now));
+        entry.0 = entry.0.saturating_add(1);
+        let delay = ADDRESS_DELAY
+            .saturating_mul(1u32 << (entry.0 - 1).min(16))
+            .min(MAX_ADDRESS_DELAY);
+        entry.1 = now + delay;
+    }
+
+    /// `ip` proved a secret: forgiven.
+    pub fn succeeded(&self, ip: std::net::IpAddr) {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        st.remove(&ip);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failing_address_waits_longer_each_time_and_others_do_not() {
+        let gate = AddressGate::default();
+        let bad: std::net::IpAddr = "192.0.2.1".parse().unwrap();
+        let good: std::net::IpAddr = "192.0.2.2".parse().unwrap();
+        assert_eq!(gate.wait_for(bad), None);
+        gate.failed(bad);
+        let first = gate.wait_for(bad).unwrap();
+        assert!(first <= ADDRESS_DELAY && first > ADDRESS_DELAY / 2);
+        gate.failed(bad);
+        assert!(gate.wait_for(bad).unwrap() > ADDRESS_DELAY);
+        assert_eq!(gate.wait_for(good), None);
+        for _ in 0..40 {
+            gate.failed(bad);
+        }
+        assert!(gate.wait_for(bad).unwrap() <= MAX_ADDRESS_DELAY);
+        gate.succeeded(bad);
+        assert_eq!(gate.wait_for(bad), None);
+    }
 
     #[tokio::test]
     async fn failures_are_slowed_for_everyone_and_successes_are_not() {

@@ -57,6 +57,10 @@ pub enum Command {
         link: LinkId,
         /// How to reach its connection task.
         tx: mpsc::UnboundedSender<LinkCmd>,
+        /// The worker's current link, found silent to a ping: dropped
+        /// (its builds follow the worker-lost rules) before this one is
+        /// attached, in the same step, if it is still the worker's link.
+        replaces: Option<LinkId>,
         /// `Err(refusal)` refuses it.
         reply: oneshot::Sender<Result<(), Refusal>>,
     },
@@ -107,8 +111,8 @@ pub enum Command {
     LinkOf {
         /// The worker.
         worker: String,
-        /// Its link's command channel, or why there is none.
-        reply: oneshot::Sender<Result<mpsc::UnboundedSender<LinkCmd>, ErrorReply>>,
+        /// Its link and the link's command channel, or why there is none.
+        reply: oneshot::Sender<Result<(LinkId, mpsc::UnboundedSender<LinkCmd>), ErrorReply>>,
     },
     /// A worker link stored an uploaded file: record it.
     Artifact {
@@ -168,6 +172,15 @@ pub struct LinkMeta {
     pub host: Option<String>,
     /// Its process id, from the socket's peer credentials.
     pub pid: Option<i32>,
+    /// Unix socket, TCP or TLS.
+    pub transport: crate::net::Transport,
+    /// Its address (TCP and TLS).
+    pub peer: Option<std::net::SocketAddr>,
+    /// The TLS version of the link.
+    pub tls_version: Option<String>,
+    /// The last keepalive round trip in microseconds; `u64::MAX` until one
+    /// is measured.
+    pub ping_rtt_us: Arc<AtomicU64>,
     /// When the connection task last heard from it (ms since the epoch).
     pub last_seen_ms: Arc<AtomicU64>,
 }

@@ -21,27 +21,27 @@ pub mod history;
 pub mod limits;
 pub mod lineage;
 pub mod listener;
+pub mod listeners;
 pub mod local_workers;
 pub mod lock;
 pub mod login_gate;
 pub mod logs;
 pub mod messages;
 pub mod notify;
+pub mod peer;
 pub mod quota;
 pub mod retention;
 pub mod signals;
 pub mod stale;
 pub mod state_dir;
 pub mod store;
+pub mod tls;
 pub mod transfer;
 pub mod worker_link;
 
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-
-use interprocess::local_socket::traits::tokio::Listener as _;
 use tokio::sync::{broadcast, mpsc};
 use tracing::{info, warn};
 
@@ -79,6 +79,9 @@ pub enum DaemonError {
     /// The signal handlers cannot be installed.
     #[error("cannot install the signal handlers: {0}")]
     Signals(std::io::Error),
+    /// The TCP listeners for remote workers cannot start.
+    #[error(transparent)]
+    Listen(#[from] listeners::set::ListenError),
     /// Logs or artifacts of builds the database does not know.
     #[error(transparent)]
     Stale(#[from] stale::CheckError),
@@ -203,6 +206,38 @@ pub async fn run(opts: MasterOptions) -> Result<(), DaemonError> {
             nix::unistd::geteuid()
         );
     }
+    // The loop's channels and the front door come first: the listeners
+    // bound below serve connections through them.
+    let (notices, _) = broadcast::channel(1024);
+    let (events, _) = broadcast::channel(4096);
+    let (tx, rx) = mpsc::channel(256);
+    let retention = retention::RetentionHandle::new(retention::Places {
+        db: db.clone(),
+        logs: logs_dir.clone(),
+        artifacts: limits.dirs.artifacts.clone(),
+    });
+    // Set once the loop has ended: every control connection listens.
+    let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
+    let tls_status = listeners::set::SharedStatus::default();
+    let front = handle::MasterHandle::new(tx.clone(), notices.clone(), events.clone())
+        .with_retention(retention.clone())
+        .with_history(history::History::new(reader, logs_dir.clone()))
+        .with_policy(auth::Policy::from_settings(
+            &config.master,
+            nix::unistd::geteuid().as_raw(),
+        ))
+        .with_shutdown(stopping)
+        .with_listeners(Arc::clone(&tls_status));
+    // Every connection task holds a clone of `open`: when all are gone,
+    // `closed` yields None (mini-redis' shutdown-complete pattern), so the
+    // master can let the last answers (say, to `bbctl shutdown`) be written.
+    let (open, mut closed) = mpsc::channel::<()>(1);
+    let door = Arc::new(listeners::WorkerDoor::new(
+        front.clone(),
+        logs_dir.clone(),
+        Arc::clone(&limits),
+    ));
+
     // A worker socket moved out of the owner-only state dir is there to be
     // reached by workers of other users (a local worker's `user`, a
     // bbworker run by a user of its own): open it to all; workers prove
@@ -216,8 +251,17 @@ pub async fn run(opts: MasterOptions) -> Result<(), DaemonError> {
     let workers = listener::bind(&layout.worker_socket, worker_socket_mode)
         .await
         .map_err(io_err("cannot listen on", &layout.worker_socket))?;
+    // The TCP listeners (`worker_listen`) next, also before the control
+    // socket, so that `bbctl status` shows them as soon as it answers.
+    let mut tcp = listeners::set::TcpListeners::new(
+        Arc::clone(&door),
+        open.clone(),
+        Arc::clone(&tls_status),
+        layout.state_dir.clone(),
+    );
+    tcp.apply(&config.master)?;
     // The control socket last: a client (or a test) that reaches it finds
-    // the worker socket bound too.
+    // the worker sockets bound too.
     let control = listener::bind(&layout.control_socket, limits.control_socket_mode())
         .await
         .map_err(io_err("cannot listen on", &layout.control_socket))?;
@@ -230,12 +274,9 @@ pub async fn run(opts: MasterOptions) -> Result<(), DaemonError> {
     for warning in &config.warnings {
         warn!("{warning}");
     }
-    // Both sockets take connections from here on: tell systemd (Type=notify).
+    // Every socket takes connections from here on: tell systemd (Type=notify).
     notify::ready();
 
-    let (notices, _) = broadcast::channel(1024);
-    let (events, _) = broadcast::channel(4096);
-    let (tx, rx) = mpsc::channel(256);
     let local = local_workers::LocalWorkers::new(local_workers::LocalWorkerSetup {
         exe: local_workers::LocalWorkers::default_exe(),
         worker_socket: layout.worker_socket.clone(),
@@ -247,7 +288,7 @@ pub async fn run(opts: MasterOptions) -> Result<(), DaemonError> {
         core,
         store,
         notices.clone(),
-        events.clone(),
+        events,
         opts.config.clone(),
         local,
     );
@@ -261,21 +302,6 @@ pub async fn run(opts: MasterOptions) -> Result<(), DaemonError> {
         "bbmaster started"
     );
 
-    let retention = retention::RetentionHandle::new(retention::Places {
-        db: db.clone(),
-        logs: logs_dir.clone(),
-        artifacts: limits.dirs.artifacts.clone(),
-    });
-    // Set once the loop has ended: every control connection listens.
-    let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
-    let front = handle::MasterHandle::new(tx.clone(), notices.clone(), events)
-        .with_retention(retention.clone())
-        .with_history(history::History::new(reader, logs_dir.clone()))
-        .with_policy(auth::Policy::from_settings(
-            &config.master,
-            nix::unistd::geteuid().as_raw(),
-        ))
-        .with_shutdown(stopping);
     // Retention asks the front door for the policy in force, like any adapter.
     let retention_task = tokio::spawn({
         let front = front.clone();
@@ -291,54 +317,27 @@ pub async fn run(opts: MasterOptions) -> Result<(), DaemonError> {
         logs: logs_dir.clone(),
         worker_socket: layout.worker_socket.clone(),
     };
-    // Every connection task holds a clone of `open`: when all are gone,
-    // `closed` yields None (mini-redis' shutdown-complete pattern), so the
-    // master can let the last answers (say, to `bbctl shutdown`) be written.
-    let (open, mut closed) = mpsc::channel::<()>(1);
-    let control_open = open.clone();
-    let control_task = tokio::spawn(async move {
-        let mut backoff = AcceptBackoff::default();
-        loop {
-            match control.accept().await {
-                Ok(stream) => {
-                    backoff.reset("control");
-                    let ctx = ctx.clone();
-                    let open = control_open.clone();
-                    tokio::spawn(async move {
-                        control::serve(stream, ctx).await;
-                        drop(open);
-                    });
-                }
-                Err(e) => backoff.wait("control", &e).await,
-            }
-        }
-    });
-    let worker_front = front.clone();
-    let link_limits = Arc::clone(&limits);
-    let worker_open = open.clone();
-    let worker_task = tokio::spawn(async move {
-        let next_link = AtomicU64::new(1);
-        let mut backoff = AcceptBackoff::default();
-        loop {
-            match workers.accept().await {
-                Ok(stream) => {
-                    backoff.reset("worker");
-                    let link = next_link.fetch_add(1, Ordering::Relaxed);
-                    let open = worker_open.clone();
-                    let serving = worker_link::serve(
-                        stream,
-                        link,
-                        worker_front.clone(),
-                        logs_dir.clone(),
-                        Arc::clone(&link_limits),
-                    );
-                    tokio::spawn(async move {
-                        serving.await;
-                        drop(open);
-                    });
-                }
-                Err(e) => backoff.wait("worker", &e).await,
-            }
+    let control_task = tokio::spawn(listeners::accept_loop(
+        "control".into(),
+        control,
+        open.clone(),
+        move |stream| control::serve(stream, ctx.clone()),
+    ));
+    let worker_door = Arc::clone(&door);
+    let worker_task = tokio::spawn(listeners::accept_loop(
+        "worker".into(),
+        workers,
+        open.clone(),
+        move |stream| Arc::clone(&worker_door).serve_unix(stream),
+    ));
+    drop(door);
+    // The TCP listeners follow reloads: addresses opened and closed,
+    // certificates replaced for new connections.
+    let mut configs = master.config_watch();
+    let tcp_task = tokio::spawn(async move {
+        while configs.changed().await.is_ok() {
+            let config = Arc::clone(&configs.borrow_and_update());
+            tcp.reload(&config.master);
         }
     });
     drop(open);
@@ -349,11 +348,13 @@ pub async fn run(opts: MasterOptions) -> Result<(), DaemonError> {
     let _ = stopping_tx.send(true);
     control_task.abort();
     worker_task.abort();
+    tcp_task.abort();
     signal_task.abort();
     retention_task.abort();
     // Let the aborted accept loops drop their listeners (removing the socket files).
     let _ = control_task.await;
     let _ = worker_task.await;
+    let _ = tcp_task.await;
     // Give connections a moment to write their last answers and goodbyes.
     // Every connection was told (`stopping`) and closes now: control
     // connections and streams at once, worker links once they have written
@@ -371,44 +372,5 @@ pub async fn run(opts: MasterOptions) -> Result<(), DaemonError> {
             Ok(())
         }
         Err(e) => Err(DaemonError::Store(e)),
-    }
-}
-
-/// Backs off after failed `accept`s (out of file descriptors, say), so a
-/// persistent error does not spin a core, and says so once per streak of
-/// failures rather than flooding the log.
-#[derive(Default)]
-struct AcceptBackoff {
-    delay_ms: u64,
-    /// Failed accepts since the last one that worked.
-    failures: u64,
-}
-
-impl AcceptBackoff {
-    fn reset(&mut self, socket: &str) {
-        if self.failures > 0 {
-            info!(
-                "{socket} socket accepts connections again (after {} failed accepts)",
-                self.failures
-            );
-        }
-        self.delay_ms = 0;
-        self.failures = 0;
-    }
-
-    async fn wait(&mut self, socket: &str, e: &std::io::Error) {
-        self.delay_ms = (self.delay_ms * 2).clamp(10, 1000);
-        self.failures += 1;
-        if self.failures == 1 {
-            let hint = if e.raw_os_error() == Some(24) || e.raw_os_error() == Some(23) {
-                " (out of file descriptors: raise the master's limit, `ulimit -n` or LimitNOFILE=)"
-            } else {
-                ""
-            };
-            warn!(
-                "{socket} socket accept failed: {e}{hint}; retrying with a backoff of up to 1 s, quietly until it works again"
-            );
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(self.delay_ms)).await;
     }
 }

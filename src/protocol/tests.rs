@@ -272,6 +272,11 @@ fn client_messages_round_trip() {
                 db_bytes: 3,
                 measured_at_ms: 4,
             }),
+            tls: Some(crate::protocol::TlsStatus {
+                fingerprint: Some("sha256:00".into()),
+                listen: vec!["127.0.0.1:9989".into()],
+                plaintext: false,
+            }),
         }),
         Reply::Pruned(PruneReport {
             dry_run: true,

@@ -61,6 +61,22 @@ pub struct StatusReply {
     /// measured (just after start).
     #[serde(default)]
     pub disk: Option<DiskUsage>,
+    /// The TCP listeners for remote workers; `None` without
+    /// `worker_listen`.
+    #[serde(default)]
+    pub tls: Option<TlsStatus>,
+}
+
+/// The master's TCP listeners for remote workers, in `status`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TlsStatus {
+    /// The SHA-256 fingerprint of the certificate (`sha256:...`), as
+    /// `bbworker --fingerprint` takes it; `None` with `allow_plaintext`.
+    pub fingerprint: Option<String>,
+    /// The addresses listened on, as bound (a port 0 shows its real port).
+    pub listen: Vec<String>,
+    /// Plain TCP (`allow_plaintext = true`), not TLS.
+    pub plaintext: bool,
 }
 
 /// One worker in `workers`: its status plus what its connection told us.
@@ -79,6 +95,18 @@ pub struct WorkerDetail {
     pub host: Option<String>,
     /// Its process id (local socket peer).
     pub pid: Option<i32>,
+    /// How it is connected: `unix`, `tcp` or `tls`; `None` when offline.
+    #[serde(default)]
+    pub transport: Option<crate::net::Transport>,
+    /// Its address (TCP and TLS).
+    #[serde(default)]
+    pub peer: Option<String>,
+    /// The TLS version of its link ("TLSv1.3").
+    #[serde(default)]
+    pub tls_version: Option<String>,
+    /// The last keepalive round trip, in ms; `None` until measured.
+    #[serde(default)]
+    pub ping_rtt_ms: Option<f64>,
 }
 
 /// One queued request in `queue`.

@@ -49,9 +49,10 @@ impl Master {
                 meta,
                 link,
                 tx,
+                replaces,
                 reply,
             } => {
-                let answer = self.worker_hello(name, &proof, &held, meta, link, tx);
+                let answer = self.worker_hello(name, &proof, &held, meta, link, tx, replaces);
                 self.replies.push(Deferred::Hello(reply, answer));
             }
             Command::StepEnded {

@@ -112,6 +112,7 @@ impl Master {
         report.needs_restart =
             crate::daemon::core::restart_only_changes(&self.boot_master, &master_settings);
         if !dry_run {
+            self.config_tx.send_replace(Arc::clone(self.core.config()));
             if report.generation_after != report.generation_before {
                 self.emit(EventKind::ReloadApplied {
                     generation_before: report.generation_before,

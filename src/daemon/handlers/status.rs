@@ -69,6 +69,8 @@ impl Master {
             queued_total,
             // Filled in by the control connection from the retention task.
             disk: None,
+            // Filled in by the handle from the listeners.
+            tls: None,
         }
     }
 
@@ -94,6 +96,13 @@ impl Master {
                     software: link.map(|l| l.meta.software.clone()),
                     host: link.and_then(|l| l.meta.host.clone()),
                     pid: link.and_then(|l| l.meta.pid),
+                    transport: link.map(|l| l.meta.transport),
+                    peer: link.and_then(|l| l.meta.peer.map(|a| a.to_string())),
+                    tls_version: link.and_then(|l| l.meta.tls_version.clone()),
+                    ping_rtt_ms: link
+                        .map(|l| l.meta.ping_rtt_us.load(Ordering::Relaxed))
+                        .filter(|us| *us != u64::MAX)
+                        .map(|us| us as f64 / 1000.0),
                     status,
                 }
             })

@@ -23,8 +23,9 @@ impl Master {
         meta: LinkMeta,
         link: LinkId,
         tx: mpsc::UnboundedSender<LinkCmd>,
+        replaces: Option<LinkId>,
     ) -> Result<(), Refusal> {
-        let answer = self.attach_worker(&name, proof, held, link);
+        let answer = self.attach_worker(&name, proof, held, link, replaces);
         if answer.is_ok() {
             self.links.insert(
                 link,
@@ -87,9 +88,9 @@ impl Master {
     pub(in crate::daemon) fn link_of(
         &self,
         worker: &str,
-    ) -> Result<mpsc::UnboundedSender<LinkCmd>, ErrorReply> {
-        match self.links.values().find(|l| l.worker == worker) {
-            Some(l) => Ok(l.tx.clone()),
+    ) -> Result<(LinkId, mpsc::UnboundedSender<LinkCmd>), ErrorReply> {
+        match self.links.iter().find(|(_, l)| l.worker == worker) {
+            Some((id, l)) => Ok((*id, l.tx.clone())),
             None if self.core.config().worker(worker).is_none() => {
                 Err(self.explain(CoreError::UnknownWorker(worker.to_string())))
             }
@@ -105,6 +106,7 @@ impl Master {
         proof: &Proof,
         held: &[RunningStep],
         link: LinkId,
+        replaces: Option<LinkId>,
     ) -> Result<(), Refusal> {
         let Some(def) = self.core.config().worker(name) else {
             return Err(Refusal::new(
@@ -123,6 +125,24 @@ impl Master {
                 RefusalKind::WrongSecret,
                 format!("wrong secret for worker `{name}`"),
             ));
+        }
+        // One worker, one link: the old link did not answer a ping, so it
+        // goes (its builds wait for the worker as after any lost link, and
+        // the new link's `running` list takes them back just below).
+        if let Some(old) = replaces
+            && self.links.get(&old).is_some_and(|l| l.worker == name)
+        {
+            if let Some(info) = self.links.remove(&old) {
+                let _ = info.tx.send(LinkCmd::Close(
+                    "replaced by a new connection of this worker".into(),
+                ));
+            }
+            warn!(worker = %name, old, link, "worker's old link silent to a ping: replaced by the new one");
+            self.emit(EventKind::WorkerLost {
+                worker: name.to_string(),
+                reason: "replaced by a new connection (the old link did not answer a ping)".into(),
+            });
+            self.core.worker_lost(old, now_ms());
         }
         self.core
             .worker_connected(name, link, held, now_ms())

@@ -73,6 +73,8 @@ pub(super) struct Link {
     pub(super) transfers: Transfers,
     /// Frames `on_message` wants sent (transfer acks and refusals).
     pub(super) outbox: Vec<MasterToWorker>,
+    /// The last keepalive round trip (µs), for `bbctl workers`.
+    pub(super) rtt_us: Arc<AtomicU64>,
 }
 
 impl Link {
@@ -124,6 +126,8 @@ impl Link {
         let master = self.master.clone();
         let shutting_down = master.shutting_down();
         tokio::pin!(shutting_down);
+        // The keepalive ping in flight, timed for `rtt_us`.
+        let mut timed: Option<(u64, tokio::time::Instant)> = None;
         loop {
             tokio::select! {
                 // The master is going away: what its loop queued for this
@@ -160,6 +164,7 @@ impl Link {
                     // `bbctl ping`s that gave up long ago.
                     self.pings.retain(|_, (sent, _)| sent.elapsed() < Duration::from_secs(60));
                     seq += 1;
+                    timed = Some((seq, tokio::time::Instant::now()));
                     if write_bounded(self.keepalive, wr, &MasterToWorker::Ping { seq }).await.is_err() {
                         break;
                     }
@@ -189,6 +194,9 @@ impl Link {
                         self.last_seen.store(now_ms(), Ordering::Relaxed);
                         if let Some((sent, reply)) = self.pings.remove(&seq) {
                             let _ = reply.send(sent.elapsed());
+                        }
+                        if let Some((_, sent)) = timed.take_if(|(s, _)| *s == seq) {
+                            self.rtt_us.store(sent.elapsed().as_micros() as u64, Ordering::Relaxed);
                         }
                     }
                     Some(Ok(WorkerToMaster::Ping { seq })) => {

@@ -1,4 +1,6 @@
-//! One worker connection: handshake, then steps out and output in.
+//! One worker connection, of any transport (the listeners in
+//! `daemon/listeners` hand it over with what they know of the peer):
+//! handshake, then steps out and output in.
 //!
 //! Output is written to the step's log file right here, without passing
 //! through the master loop, and only for steps this link was given: a
@@ -18,21 +20,21 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use interprocess::local_socket::tokio::Stream;
 use tokio::io::AsyncWrite;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tracing::warn;
 
 use crate::daemon::core::LinkId;
 use crate::daemon::handle::MasterHandle;
 use crate::daemon::limits::{Limits, MAX_WORKER_LABEL};
-use crate::daemon::messages::LinkMeta;
+use crate::daemon::messages::{LinkCmd, LinkMeta};
+use crate::daemon::peer::PeerInfo;
 use crate::daemon::transfer::Transfers;
+use crate::net::BoxConn;
 use crate::paths::now_ms;
 use crate::protocol::proof::Proof;
 use crate::protocol::{self, Hello, HelloReply, RefusalKind, Role, WorkerProof};
 use crate::untrusted::{Escaped, capped};
-use interprocess::local_socket::traits::StreamCommon as _;
 use std::sync::atomic::AtomicU64;
 
 use link::Link;
@@ -54,44 +56,43 @@ const REFUSAL_DELAY: Duration = Duration::from_secs(1);
 
 pub use crate::daemon::limits::HANDSHAKE_TIMEOUT;
 
-/// Serve one connection on the worker socket until it ends.
-pub async fn serve(
-    stream: Stream,
-    link: LinkId,
-    master: MasterHandle,
-    logs: PathBuf,
-    limits: Arc<Limits>,
-) {
-    let keepalive = limits.keepalive;
-    let pid = stream.peer_creds().ok().and_then(|c| c.pid());
-    let (mut rd, mut wr) = tokio::io::split(stream);
-    // The whole handshake (hello, challenge, proof) has one deadline.
-    let deadline = tokio::time::Instant::now() + HANDSHAKE_TIMEOUT;
-    let hello: Hello = match tokio::time::timeout_at(
+/// What a worker connection task is given besides its connection.
+pub struct LinkContext {
+    /// The link's id.
+    pub link: LinkId,
+    /// The front door of the master loop.
+    pub master: MasterHandle,
+    /// The step logs.
+    pub logs: PathBuf,
+    /// Frame, log and transfer limits.
+    pub limits: Arc<Limits>,
+    /// When the whole handshake (TLS included, which the listener did)
+    /// must be done.
+    pub deadline: tokio::time::Instant,
+}
+
+/// How long the old link of a worker has to answer a ping when a second
+/// connection proves itself under its name: twice the keepalive, at most
+/// this.
+const OLD_LINK_PING: Duration = Duration::from_secs(5);
+
+/// Serve one worker connection, of any transport, until it ends.
+pub async fn serve(conn: BoxConn, mut peer: PeerInfo, ctx: LinkContext) {
+    let LinkContext {
+        link,
+        master,
+        logs,
+        limits,
         deadline,
-        protocol::read_msg(&mut rd, limits.max_handshake_frame),
-    )
-    .await
-    {
-        Ok(Ok(hello)) => hello,
-        Ok(Err(e)) => {
-            refuse(
-                &mut wr,
-                link,
-                RefusalKind::Other,
-                &format!("bad handshake: {e}"),
-            )
-            .await;
-            return;
-        }
-        Err(_) => {
-            refuse(
-                &mut wr,
-                link,
-                RefusalKind::Other,
-                "handshake not finished in time",
-            )
-            .await;
+    } = ctx;
+    let keepalive = limits.keepalive;
+    let pid = peer.pid;
+    let (mut rd, mut wr) = tokio::io::split(conn);
+    // The whole handshake (hello, challenge, proof) has one deadline.
+    let hello: Hello = match read_in_time(&mut rd, deadline, limits.max_handshake_frame).await {
+        Ok(hello) => hello,
+        Err(reason) => {
+            refuse(&mut wr, link, RefusalKind::Other, &reason).await;
             return;
         }
     };
@@ -146,6 +147,19 @@ pub async fn serve(
         .await;
         return;
     }
+    // With `client_ca`, the certificate rustls verified must name the
+    // worker it claims to be.
+    if let Err(reason) = peer.check_client_name(&name) {
+        peer.failed_proof();
+        warn!(link, peer = ?peer.addr, worker = %Escaped(&name), "worker refused: {}", Escaped(&reason));
+        tokio::time::sleep(REFUSAL_DELAY).await;
+        let _ = protocol::write_msg(
+            &mut wr,
+            &HelloReply::refused(RefusalKind::Certificate, reason),
+        )
+        .await;
+        return;
+    }
     // The worker proves its secret over a fresh nonce; the secret itself
     // never crosses the wire (see protocol::proof).
     let nonce = protocol::proof::nonce().to_vec();
@@ -155,37 +169,17 @@ pub async fn serve(
     if protocol::write_msg(&mut wr, &challenge).await.is_err() {
         return;
     }
-    let answer: WorkerProof = match tokio::time::timeout_at(
-        deadline,
-        protocol::read_msg(&mut rd, limits.max_handshake_frame),
-    )
-    .await
-    {
-        Ok(Ok(answer)) => answer,
-        Ok(Err(e)) => {
-            refuse(
-                &mut wr,
-                link,
-                RefusalKind::Other,
-                &format!("bad handshake: {e}"),
-            )
-            .await;
-            return;
-        }
-        Err(_) => {
-            refuse(
-                &mut wr,
-                link,
-                RefusalKind::Other,
-                "handshake not finished in time",
-            )
-            .await;
-            return;
-        }
-    };
+    let answer: WorkerProof =
+        match read_in_time(&mut rd, deadline, limits.max_handshake_frame).await {
+            Ok(answer) => answer,
+            Err(reason) => {
+                refuse(&mut wr, link, RefusalKind::Other, &reason).await;
+                return;
+            }
+        };
     let proof = Proof {
         nonce,
-        binding: Vec::new(),
+        binding: std::mem::take(&mut peer.binding),
         mac: answer.mac,
     };
     // Secret guessing is slowed for the whole master: every attempt takes
@@ -193,37 +187,73 @@ pub async fn serve(
     let admitted = limits.login_gate.admit().await;
     let (tx, mut cmds) = mpsc::unbounded_channel();
     let last_seen = Arc::new(AtomicU64::new(now_ms()));
+    let rtt_us = Arc::new(AtomicU64::new(u64::MAX));
     let meta = LinkMeta {
         software,
         host,
         pid,
+        transport: peer.transport,
+        peer: peer.addr,
+        tls_version: peer.tls_version.clone(),
+        ping_rtt_us: Arc::clone(&rtt_us),
         last_seen_ms: Arc::clone(&last_seen),
     };
-    let answer = master
-        .worker_hello(name.clone(), proof, held, meta, link, tx)
-        .await;
+    let hello = |replaces| {
+        master.worker_hello(
+            name.clone(),
+            proof.clone(),
+            held.clone(),
+            meta.clone(),
+            link,
+            tx.clone(),
+            replaces,
+        )
+    };
+    let mut answer = hello(None).await;
+    if let Some(Err(refusal)) = &answer
+        && refusal.kind == RefusalKind::AlreadyConnected
+        && let Some((old, old_tx)) = master.link_of(&name).await
+    {
+        // One worker, one link: the old link keeps the name if it still
+        // answers; a silent one (a half-open connection, a frozen
+        // process) gives way to this one.
+        let (pong_tx, pong) = oneshot::channel();
+        let bound = (keepalive * 2).min(OLD_LINK_PING);
+        let alive = old_tx.send(LinkCmd::Ping(pong_tx)).is_ok()
+            && matches!(tokio::time::timeout(bound, pong).await, Ok(Ok(_)));
+        if !alive {
+            answer = hello(Some(old)).await;
+        }
+    }
     match answer {
-        Some(Ok(())) => admitted.succeeded(),
+        Some(Ok(())) => {
+            admitted.succeeded();
+            peer.proved();
+        }
         Some(Err(refusal)) => {
             let name = Escaped(&name);
             let reason = Escaped(&refusal.reason);
+            let from = peer.addr;
             match refusal.kind {
-                RefusalKind::WrongSecret | RefusalKind::UnknownWorker => warn!(
-                    link, worker = %name, ?pid,
-                    "worker authentication failed: {reason}"
-                ),
+                RefusalKind::WrongSecret | RefusalKind::UnknownWorker => {
+                    peer.failed_proof();
+                    warn!(
+                        link, worker = %name, ?pid, peer = ?from,
+                        "worker authentication failed: {reason}"
+                    )
+                }
                 // The secret was right: its token of the login gate goes
                 // back; a failed login's stays spent.
                 RefusalKind::AlreadyConnected => {
                     admitted.succeeded();
                     warn!(
-                        link, worker = %name, ?pid,
-                        "worker refused: already connected (another process with this name, or its previous link not yet seen lost)"
+                        link, worker = %name, ?pid, peer = ?from,
+                        "worker refused: already connected (another process with this name, whose link answers pings)"
                     )
                 }
                 _ => {
                     admitted.succeeded();
-                    warn!(link, worker = %name, ?pid, "worker refused: {reason}")
+                    warn!(link, worker = %name, ?pid, peer = ?from, "worker refused: {reason}")
                 }
             }
             // A refused worker waits before it hears why: guessing secrets
@@ -237,6 +267,9 @@ pub async fn serve(
         }
         None => return,
     }
+    // Authenticated: the slot among connections not yet authenticated
+    // is free for another.
+    drop(peer.slot.take());
     // From here the master counts this link as live: however this task
     // ends, even by a panic, the master hears that the link is gone.
     let _gone = LinkGone {
@@ -262,8 +295,27 @@ pub async fn serve(
             transfers: Transfers::new(limits.dirs.clone(), master.clone(), limits.worker.clone()),
             outbox: Vec::new(),
             limits: Arc::clone(&limits),
+            rtt_us,
         };
         link_state.run(rd, &mut wr, &mut cmds).await;
+    }
+}
+
+/// One handshake message, by the handshake's deadline; `Err` is the
+/// refusal's reason.
+async fn read_in_time<T, R>(
+    rd: &mut R,
+    deadline: tokio::time::Instant,
+    max_frame: usize,
+) -> Result<T, String>
+where
+    T: serde::de::DeserializeOwned,
+    R: tokio::io::AsyncRead + Unpin,
+{
+    match tokio::time::timeout_at(deadline, protocol::read_msg(rd, max_frame)).await {
+        Ok(Ok(msg)) => Ok(msg),
+        Ok(Err(e)) => Err(format!("bad handshake: {e}")),
+        Err(_) => Err("handshake not finished in time".into()),
     }
 }
 
