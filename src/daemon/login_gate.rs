@@ -80,7 +80,7 @@ impl LoginGate {
 
 /// The first delay after a failed proof from an address; it doubles with
 /// each further failure, up to [`MAX_ADDRESS_DELAY`].
-pub const ADDRESS_DELAY: Duration = Duration::from_secs(1);
+pub const ADDRESS_DELAY: Duration = Duration::from_secs(2);
 
 /// The longest an address is kept waiting after failed proofs.
 pub const MAX_ADDRESS_DELAY: Duration = Duration::from_secs(60);

@@ -22,6 +22,7 @@ mod reload_regression;
 mod retention;
 mod startup;
 mod storage;
+mod tls_master;
 mod transfer;
 mod untrusted;
 mod watch;
