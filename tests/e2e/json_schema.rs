@@ -20,6 +20,9 @@ use crate::harness::{Master, describe, text, wait_until};
 
 /// A config with a fast builder, a failing one and a slow one.
 const CONFIG: &str = r#"
+[master]
+worker_listen = ["127.0.0.1:0"]
+
 [[worker]]
 name = "local-1"
 local = true
@@ -110,6 +113,7 @@ fn shapes() -> Vec<(&'static str, Value)> {
                     "logs_bytes": "int", "artifacts_bytes": "int", "db_bytes": "int",
                     "measured_at_ms": "int",
                 },
+                "tls": { "fingerprint": "string|null", "listen": ["string"], "plaintext": "bool" },
             })),
         ),
         (
@@ -167,6 +171,8 @@ fn shapes() -> Vec<(&'static str, Value)> {
                 "max_builds": "int", "builders": ["string"], "running_builds": ["int"],
                 "last_error": "string|null", "connected_since_ms": "int|null", "last_seen_ms": "int|null",
                 "software": "string|null", "host": "string|null", "pid": "int|null",
+                "transport": "string|null", "peer": "string|null", "tls_version": "string|null",
+                "ping_rtt_ms": "float|null",
             }))]),
         ),
         (

@@ -52,6 +52,20 @@ fn print_status(ctx: &Ctx, s: &StatusReply) -> io::Result<()> {
         s.config_hash
     )?;
     writeln!(out, "{}", super::prune::disk_line(s.disk.as_ref()))?;
+    if let Some(tls) = &s.tls {
+        let listen = tls.listen.join(", ");
+        match &tls.fingerprint {
+            Some(fp) => writeln!(out, "workers over TLS on {listen}, certificate {fp}")?,
+            None => writeln!(
+                out,
+                "{}",
+                style.paint(
+                    &format!("workers over plain TCP on {listen} (allow_plaintext: not encrypted)"),
+                    Color::DarkYellow
+                )
+            )?,
+        }
+    }
     if let Some(line) = drain_line(s) {
         writeln!(out, "{}", style.paint(&line, Color::DarkYellow))?;
     }

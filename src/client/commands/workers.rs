@@ -79,6 +79,9 @@ pub async fn workers(ctx: &mut Ctx) -> Result<u8, CliError> {
         "HOST",
         "PID",
         "VERSION",
+        "LINK",
+        "PEER",
+        "RTT",
     ]);
     for w in &workers {
         let s = &w.status;
@@ -104,10 +107,27 @@ pub async fn workers(ctx: &mut Ctx) -> Result<u8, CliError> {
                 .as_deref()
                 .map(|v| escape(&crate::client::render::version(v)))
                 .unwrap_or_default(),
+            link_label(w),
+            w.peer.clone().unwrap_or_default(),
+            w.ping_rtt_ms
+                .map(|ms| format!("{ms:.1} ms"))
+                .unwrap_or_default(),
         ]);
     }
     table.print(&mut io::stdout().lock(), &ctx.style)?;
     Ok(0)
+}
+
+/// How a worker is linked: `unix`, `tcp`, or `tls` with its version.
+fn link_label(w: &crate::protocol::WorkerDetail) -> String {
+    use crate::net::Transport;
+    match (w.transport, &w.tls_version) {
+        (None, _) => String::new(),
+        (Some(Transport::Unix), _) => "unix".into(),
+        (Some(Transport::Tcp), _) => "tcp".into(),
+        (Some(Transport::Tls), Some(v)) => format!("tls ({})", escape(v)),
+        (Some(Transport::Tls), None) => "tls".into(),
+    }
 }
 
 /// `bbctl ping WORKER`.
