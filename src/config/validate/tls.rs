@@ -76,29 +76,10 @@ impl Checker<'_> {
         };
         let cert_file = self.path("tls_cert", &raw.tls_cert)?;
         let key_file = self.path("tls_key", &raw.tls_key)?;
-        let chain = self.pem_certs("tls_cert", cert, &cert_file)?;
-        let bytes = self.read_pem("tls_key", key, &key_file)?;
-        let key_der = match PrivateKeyDer::from_pem_slice(&bytes) {
-            Ok(k) => k,
-            Err(rustls::pki_types::pem::Error::NoItemsFound) => {
-                self.report(
-                    &key.span(),
-                    format!(
-                        "master: `tls_key` {} holds no PEM private key \
-                         (\"-----BEGIN PRIVATE KEY-----\")",
-                        key_file.display()
-                    ),
-                );
-                return None;
-            }
-            Err(e) => {
-                self.report(
-                    &key.span(),
-                    format!("master: `tls_key` {}: invalid PEM: {e}", key_file.display()),
-                );
-                return None;
-            }
-        };
+        // Both files are looked at, so that one pass reports both.
+        let chain = self.pem_certs("tls_cert", cert, &cert_file);
+        let key_der = self.pem_key(key, &key_file);
+        let (chain, key_der) = (chain?, key_der?);
         self.loose_key_file(key, &key_file);
         let provider = rustls::crypto::ring::default_provider();
         if let Err(e) =
@@ -152,6 +133,36 @@ impl Checker<'_> {
             }
         }
         Some(ClientCa { file, certs })
+    }
+
+    /// The private key of `tls_key`.
+    fn pem_key(
+        &mut self,
+        key: &Spanned<String>,
+        key_file: &Path,
+    ) -> Option<PrivateKeyDer<'static>> {
+        let bytes = self.read_pem("tls_key", key, key_file)?;
+        match PrivateKeyDer::from_pem_slice(&bytes) {
+            Ok(k) => Some(k),
+            Err(rustls::pki_types::pem::Error::NoItemsFound) => {
+                self.report(
+                    &key.span(),
+                    format!(
+                        "master: `tls_key` {} holds no PEM private key \
+                         (\"-----BEGIN PRIVATE KEY-----\")",
+                        key_file.display()
+                    ),
+                );
+                None
+            }
+            Err(e) => {
+                self.report(
+                    &key.span(),
+                    format!("master: `tls_key` {}: invalid PEM: {e}", key_file.display()),
+                );
+                None
+            }
+        }
     }
 
     /// A file's bytes, or a problem naming the key and the file.
