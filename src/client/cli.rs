@@ -203,6 +203,14 @@ pub enum Command {
     },
     /// List workers: connection, version, host, running builds, last seen.
     Workers,
+    /// Print the `bbworker` command line that connects worker NAME to this
+    /// master over TCP (TLS unless the master allows plaintext), on one
+    /// line: address, certificate fingerprint, name, and the secret read
+    /// from a file, never given on the command line.
+    WorkerCommand {
+        /// The worker, as configured on the master.
+        name: String,
+    },
     /// Time a round trip from the master through a worker and back.
     Ping {
         /// The worker.

@@ -78,6 +78,9 @@ pub struct MasterSettings {
     pub allow_plaintext: bool,
     /// Workers must show a certificate of this CA naming them.
     pub client_ca: Option<ClientCa>,
+    /// Where each remote worker's `secret_file` is, by worker name: for
+    /// `bbctl worker-command`, which names the file (never the secret).
+    pub worker_secret_files: BTreeMap<String, PathBuf>,
 }
 
 /// The listeners' certificate chain and key as read from `tls_cert` and
@@ -197,6 +200,7 @@ impl Default for MasterSettings {
             tls_identity: None,
             allow_plaintext: false,
             client_ca: None,
+            worker_secret_files: BTreeMap::new(),
         }
     }
 }

@@ -64,6 +64,14 @@ pub fn check(
     };
     let mut master = c.master(&raw.master);
     let workers = c.workers(&raw.worker);
+    master.worker_secret_files = raw
+        .worker
+        .iter()
+        .filter_map(|w| {
+            let file = w.secret_file.as_ref()?;
+            Some((w.name.get_ref().clone(), base_dir.join(file.get_ref())))
+        })
+        .collect();
     let builders = c.builders(&raw.builder, &raw.worker);
     master.retention = c.retention(&raw.master, &raw.builder);
     if c.problems.is_empty() {
@@ -200,6 +208,7 @@ impl Checker<'_> {
             tls_identity: self.tls_identity(raw),
             allow_plaintext: raw.allow_plaintext.as_ref().is_some_and(|p| *p.get_ref()),
             client_ca: self.client_ca(raw),
+            worker_secret_files: BTreeMap::new(),
             allowed_gid: raw
                 .allowed_gid
                 .as_ref()

@@ -107,6 +107,11 @@ pub struct WorkerDetail {
     /// The last keepalive round trip, in ms; `None` until measured.
     #[serde(default)]
     pub ping_rtt_ms: Option<f64>,
+    /// Where the master reads its secret (`secret_file`), for
+    /// `bbctl worker-command`; `None` for an inline `secret` or a local
+    /// worker.
+    #[serde(default)]
+    pub secret_file: Option<String>,
 }
 
 /// One queued request in `queue`.

@@ -1225,6 +1225,28 @@ fn changed_master_value(key: &str) -> Option<&'static str> {
         "max_artifacts_per_build" => "50",
         "min_free_space" => "\"512MiB\"",
         "deadline_grace" => "\"45s\"",
+        "worker_listen" => "[\"127.0.0.1:0\"]",
+        "allow_plaintext" => "true",
+        // A matching pair kept beside the config error corpus.
+        "tls_key" => concat!(
+            "\"",
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/config-corpus/tls-key.pem.txt\"\ntls_cert = \"",
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/config-corpus/tls-cert.pem.txt\""
+        ),
+        "tls_cert" => concat!(
+            "\"",
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/config-corpus/tls-cert.pem.txt\"\ntls_key = \"",
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/config-corpus/tls-key.pem.txt\""
+        ),
+        "client_ca" => concat!(
+            "\"",
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/config-corpus/tls-cert.pem.txt\""
+        ),
         _ => return None,
     })
 }

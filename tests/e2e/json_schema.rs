@@ -172,7 +172,7 @@ fn shapes() -> Vec<(&'static str, Value)> {
                 "last_error": "string|null", "connected_since_ms": "int|null", "last_seen_ms": "int|null",
                 "software": "string|null", "host": "string|null", "pid": "int|null",
                 "transport": "string|null", "peer": "string|null", "tls_version": "string|null",
-                "ping_rtt_ms": "float|null",
+                "ping_rtt_ms": "float|null", "secret_file": "string|null",
             }))]),
         ),
         (

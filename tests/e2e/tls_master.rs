@@ -360,6 +360,70 @@ fn a_worker_is_welcomed_over_tls_on_ipv4_and_ipv6_and_the_fingerprint_is_the_ser
 }
 
 #[test]
+fn worker_command_prints_the_line_for_a_second_host() {
+    let m = Master::start(&config(r#"worker_listen = ["127.0.0.1:0"]"#));
+    let addr = listen_addr(&m);
+    let fp = tls_status(&m)["fingerprint"].as_str().unwrap().to_string();
+    let out = m.bbctl_code(&["worker-command", "remote-1"], 0);
+    let line = crate::harness::text(&out.stdout);
+    assert_eq!(
+        line.trim_end(),
+        format!(
+            "bbworker --master tls://127.0.0.1:{} --fingerprint {fp} --name remote-1 \
+             --secret-file /etc/bbworker/remote-1.secret --dir /var/lib/bbworker/remote-1",
+            addr.port()
+        )
+    );
+    assert_eq!(line.lines().count(), 1, "{line}");
+    assert!(
+        crate::harness::text(&out.stderr).contains("inline `secret`"),
+        "{}",
+        crate::harness::describe(&out)
+    );
+    assert!(!line.contains(SECRET), "{line}");
+    m.bbctl_code(&["worker-command", "nobody"], 1);
+}
+
+#[test]
+fn reload_opens_and_closes_listeners_but_keeps_their_links() {
+    let m = Master::start(&config(r#"worker_listen = ["127.0.0.1:0"]"#));
+    let first = listen_addr(&m);
+    let mut w = Remote::tls(first, None).unwrap();
+    w.login("remote-1", SECRET).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let answering = w.answer_pings(Arc::clone(&stop));
+    m.write_config(&config(r#"worker_listen = ["127.0.0.1:0", "[::1]:0"]"#));
+    m.bbctl_ok(&["reload"]);
+    wait_until(
+        "the added address listened on",
+        Duration::from_secs(10),
+        || tls_status(&m)["listen"].as_array().unwrap().len() == 2,
+    );
+    let second: SocketAddr = tls_status(&m)["listen"][1]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(second.is_ipv6());
+    // Removing the first address closes its listener, not its link.
+    m.write_config(&config(r#"worker_listen = ["[::1]:0"]"#));
+    m.bbctl_ok(&["reload"]);
+    wait_until(
+        "the removed address closed",
+        Duration::from_secs(10),
+        || tls_status(&m)["listen"].as_array().unwrap().len() == 1,
+    );
+    assert!(
+        TcpStream::connect_timeout(&first, Duration::from_secs(2)).is_err(),
+        "{first} still takes connections"
+    );
+    assert_eq!(worker_json(&m)["transport"], "tls");
+    assert!(worker_json(&m)["connected"].as_bool().unwrap());
+    stop.store(true, Ordering::Relaxed);
+    answering.join().unwrap();
+}
+
+#[test]
 fn a_restarted_master_serves_the_same_self_signed_certificate() {
     let mut m = Master::start(&config(r#"worker_listen = ["127.0.0.1:0"]"#));
     let first = tls_status(&m)["fingerprint"].clone();

@@ -174,6 +174,7 @@ pub async fn run(cli: Cli) -> Result<u8, CliError> {
         Command::Queue { builder } => workers::queue(&mut ctx, builder).await,
         Command::Workers => workers::workers(&mut ctx).await,
         Command::Ping { worker } => workers::ping(&mut ctx, worker).await,
+        Command::WorkerCommand { name } => workers::worker_command(&mut ctx, name).await,
         Command::Drain {
             worker,
             wait,

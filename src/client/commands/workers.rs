@@ -236,3 +236,117 @@ async fn wait_until_idle(ctx: &mut Ctx, worker: Option<&str>) -> Result<(), CliE
         }
     }
 }
+
+/// `bbctl worker-command NAME`: the `bbworker` line for a second host.
+pub async fn worker_command(ctx: &mut Ctx, name: String) -> Result<u8, CliError> {
+    let status = match ctx
+        .call(Request::Status(crate::protocol::StatusFilter::default()))
+        .await?
+    {
+        Reply::Status(s) => s,
+        other => return Err(unexpected(other)),
+    };
+    let workers = match ctx.call(Request::Workers).await? {
+        Reply::Workers(w) => w,
+        other => return Err(unexpected(other)),
+    };
+    let failed = |text: String| CliError::Server(ErrorReply::failed(text));
+    let Some(worker) = workers.iter().find(|w| w.status.name == name) else {
+        let names: Vec<&str> = workers.iter().map(|w| w.status.name.as_str()).collect();
+        return Err(failed(format!(
+            "no worker named `{}` in the master's config (workers: {})",
+            escape(&name),
+            names.join(", ")
+        )));
+    };
+    if worker.status.local {
+        return Err(failed(format!(
+            "worker `{name}` is local: the master starts it itself"
+        )));
+    }
+    let Some(tls) = &status.tls else {
+        return Err(failed(
+            "the master listens for no remote workers: set `[master] worker_listen` \
+             (e.g. [\"0.0.0.0:9989\"]) and reload"
+                .into(),
+        ));
+    };
+    let Some(addr) = tls
+        .listen
+        .first()
+        .and_then(|a| a.parse::<std::net::SocketAddr>().ok())
+    else {
+        return Err(failed("the master shows no listen address".into()));
+    };
+    let line = command_line(
+        &addr,
+        tls.fingerprint.as_deref(),
+        &name,
+        worker.secret_file.as_deref(),
+    );
+    if worker.secret_file.is_none() {
+        eprintln!(
+            "note: worker `{name}` has an inline `secret` in the master's config: put it in the \
+             file named above on the worker's host (mode 0600), or use `secret_file`"
+        );
+    }
+    if ctx.json {
+        print_json(&serde_json::json!({ "command": line }))?;
+    } else {
+        writeln!(io::stdout().lock(), "{line}")?;
+    }
+    Ok(0)
+}
+
+/// The one line: `tls://` with the fingerprint, or `tcp://` without; a
+/// wildcard address is replaced by this host's name.
+fn command_line(
+    addr: &std::net::SocketAddr,
+    fingerprint: Option<&str>,
+    name: &str,
+    secret_file: Option<&str>,
+) -> String {
+    let host = if addr.ip().is_unspecified() {
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .ok()
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "localhost".into())
+    } else if addr.is_ipv6() {
+        format!("[{}]", addr.ip())
+    } else {
+        addr.ip().to_string()
+    };
+    let default_secret = format!("/etc/bbworker/{name}.secret");
+    let mut line = match fingerprint {
+        Some(fp) => format!(
+            "bbworker --master tls://{host}:{} --fingerprint {fp}",
+            addr.port()
+        ),
+        None => format!("bbworker --master tcp://{host}:{}", addr.port()),
+    };
+    line.push_str(&format!(
+        " --name {name} --secret-file {} --dir /var/lib/bbworker/{name}",
+        secret_file.unwrap_or(&default_secret)
+    ));
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::command_line;
+
+    #[test]
+    fn the_command_line_names_address_fingerprint_name_and_secret_file() {
+        let v6 = "[::1]:9989".parse().unwrap();
+        assert_eq!(
+            command_line(&v6, Some("sha256:ab"), "box-2", Some("/etc/box-2.secret")),
+            "bbworker --master tls://[::1]:9989 --fingerprint sha256:ab --name box-2 \
+             --secret-file /etc/box-2.secret --dir /var/lib/bbworker/box-2"
+        );
+        let v4 = "192.0.2.1:1".parse().unwrap();
+        assert!(command_line(&v4, None, "w", None).starts_with(
+            "bbworker --master tcp://192.0.2.1:1 --name w --secret-file /etc/bbworker/w.secret"
+        ));
+    }
+}

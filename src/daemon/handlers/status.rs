@@ -96,6 +96,13 @@ impl Master {
                     software: link.map(|l| l.meta.software.clone()),
                     host: link.and_then(|l| l.meta.host.clone()),
                     pid: link.and_then(|l| l.meta.pid),
+                    secret_file: self
+                        .core
+                        .config()
+                        .master
+                        .worker_secret_files
+                        .get(&status.name)
+                        .map(|p| p.display().to_string()),
                     transport: link.map(|l| l.meta.transport),
                     peer: link.and_then(|l| l.meta.peer.map(|a| a.to_string())),
                     tls_version: link.and_then(|l| l.meta.tls_version.clone()),
