@@ -452,7 +452,7 @@ impl MasterHandle {
             name,
             proof,
             held,
-            meta,
+            meta: Box::new(meta),
             link,
             tx,
             replaces,

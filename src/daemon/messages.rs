@@ -52,7 +52,7 @@ pub enum Command {
         /// The steps it still holds from an earlier link.
         held: Vec<RunningStep>,
         /// What the connection says about the worker.
-        meta: LinkMeta,
+        meta: Box<LinkMeta>,
         /// Its new link id.
         link: LinkId,
         /// How to reach its connection task.

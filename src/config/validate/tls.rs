@@ -6,7 +6,7 @@
 //! and in a reload), never a failure of the first worker's handshake.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -184,7 +184,7 @@ impl Checker<'_> {
         &mut self,
         key: &str,
         at: &Spanned<String>,
-        path: &PathBuf,
+        path: &Path,
     ) -> Option<Vec<CertificateDer<'static>>> {
         let bytes = self.read_pem(key, at, path)?;
         let certs: Result<Vec<_>, _> = CertificateDer::pem_slice_iter(&bytes).collect();

@@ -52,7 +52,7 @@ impl Master {
                 replaces,
                 reply,
             } => {
-                let answer = self.worker_hello(name, &proof, &held, meta, link, tx, replaces);
+                let answer = self.worker_hello(name, &proof, &held, *meta, link, tx, replaces);
                 self.replies.push(Deferred::Hello(reply, answer));
             }
             Command::StepEnded {

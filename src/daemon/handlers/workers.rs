@@ -15,6 +15,7 @@ use crate::protocol::{
 
 impl Master {
     /// A worker's hello: attach it and remember its link, or refuse it.
+    #[allow(clippy::too_many_arguments)]
     pub(in crate::daemon) fn worker_hello(
         &mut self,
         name: String,

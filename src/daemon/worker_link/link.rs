@@ -531,6 +531,7 @@ mod tests {
             pings: HashMap::new(),
             transfers: Transfers::new(limits.dirs.clone(), master, limits.worker.clone()),
             outbox: Vec::new(),
+            rtt_us: Arc::new(AtomicU64::new(u64::MAX)),
         };
         let (ours, theirs) = tokio::io::duplex(1 << 16);
         (link, stopping_tx, ours, theirs)
