@@ -97,7 +97,7 @@ pub struct WorkerDetail {
     pub pid: Option<i32>,
     /// How it is connected: `unix`, `tcp` or `tls`; `None` when offline.
     #[serde(default)]
-    pub transport: Option<crate::net::Transport>,
+    pub transport: Option<String>,
     /// Its address (TCP and TLS).
     #[serde(default)]
     pub peer: Option<String>,

@@ -120,13 +120,10 @@ pub async fn workers(ctx: &mut Ctx) -> Result<u8, CliError> {
 
 /// How a worker is linked: `unix`, `tcp`, or `tls` with its version.
 fn link_label(w: &crate::protocol::WorkerDetail) -> String {
-    use crate::net::Transport;
-    match (w.transport, &w.tls_version) {
+    match (w.transport.as_deref(), &w.tls_version) {
         (None, _) => String::new(),
-        (Some(Transport::Unix), _) => "unix".into(),
-        (Some(Transport::Tcp), _) => "tcp".into(),
-        (Some(Transport::Tls), Some(v)) => format!("tls ({})", escape(v)),
-        (Some(Transport::Tls), None) => "tls".into(),
+        (Some("tls"), Some(v)) => format!("tls ({})", escape(v)),
+        (Some(other), _) => escape(other),
     }
 }
 

@@ -103,7 +103,14 @@ impl Master {
                         .worker_secret_files
                         .get(&status.name)
                         .map(|p| p.display().to_string()),
-                    transport: link.map(|l| l.meta.transport),
+                    transport: link.map(|l| {
+                        match l.meta.transport {
+                            crate::net::Transport::Unix => "unix",
+                            crate::net::Transport::Tcp => "tcp",
+                            crate::net::Transport::Tls => "tls",
+                        }
+                        .to_string()
+                    }),
                     peer: link.and_then(|l| l.meta.peer.map(|a| a.to_string())),
                     tls_version: link.and_then(|l| l.meta.tls_version.clone()),
                     ping_rtt_ms: link
