@@ -1,0 +1,186 @@
+//! Random configs for the simulator, the `master.toml` text they come from,
+//! broken variants of it, and a one-line description for the history.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use super::*;
+use crate::config::{Secret, StepAction, StepDef};
+
+pub(super) fn random_config(rng: &mut Rng, current: Option<&Config>) -> Arc<Config> {
+    let mut workers: Vec<WorkerDef> = Vec::new();
+    for name in WORKERS {
+        if rng.chance(80) {
+            workers.push(WorkerDef {
+                name: name.to_string(),
+                local: false,
+                max_builds: 1 + rng.below(3) as u32,
+                secret: Some(Secret(
+                    if rng.chance(10) {
+                        "new-0123456789abcdef"
+                    } else {
+                        "s-0123456789abcdef"
+                    }
+                    .into(),
+                )),
+                user: None,
+            });
+        }
+    }
+    if workers.is_empty() {
+        workers.push(WorkerDef {
+            name: "w0".into(),
+            local: false,
+            max_builds: 1,
+            secret: Some(Secret("s-0123456789abcdef".into())),
+            user: None,
+        });
+    }
+    let names: Vec<String> = workers.iter().map(|w| w.name.clone()).collect();
+    let mut builders: Vec<BuilderDef> = Vec::new();
+    let mut taken: BTreeSet<String> = BTreeSet::new();
+    for name in BUILDERS {
+        if !rng.chance(70) || taken.contains(name) {
+            continue;
+        }
+        let mut listed: Vec<String> = names.iter().filter(|_| rng.chance(60)).cloned().collect();
+        if listed.is_empty() {
+            listed.push(names[rng.below(names.len())].clone());
+        }
+        // Sometimes a rename: this builder was one of the current ones.
+        let mut previous_names = Vec::new();
+        if let Some(cur) = current
+            && rng.chance(15)
+            && let Some(old) = rng.pick(&cur.builders)
+            && old.name != name
+            && !taken.contains(&old.name)
+            && !BUILDERS
+                .iter()
+                .any(|b| *b == old.name && builders.iter().any(|x| x.name == *b))
+        {
+            previous_names.push(old.name.clone());
+            taken.insert(old.name.clone());
+        }
+        taken.insert(name.to_string());
+        builders.push(BuilderDef {
+            name: name.to_string(),
+            previous_names,
+            workers: listed,
+            env: BTreeMap::new(),
+            pass_env: Vec::new(),
+            steps: (0..1 + rng.below(3))
+                .map(|i| StepDef {
+                    name: format!("s{i}"),
+                    action: StepAction::Shell(format!("v{}", rng.below(2))),
+                    timeout: rng
+                        .chance(30)
+                        .then(|| std::time::Duration::from_millis(1000 + rng.below(60_000) as u64)),
+                    env: BTreeMap::new(),
+                })
+                .collect(),
+            collapse: rng.chance(25),
+            retry: !rng.chance(25),
+        });
+    }
+    // A builder's previous name must not be another builder's current name.
+    let current_names: BTreeSet<String> = builders.iter().map(|b| b.name.clone()).collect();
+    for b in &mut builders {
+        b.previous_names.retain(|p| !current_names.contains(p));
+    }
+    let hash = format!("{:x}", rng.next());
+    Arc::new(Config {
+        master: Default::default(),
+        workers,
+        builders,
+        origin: "sim".into(),
+        hash,
+        warnings: vec![],
+    })
+}
+
+/// The config as a `master.toml` would say it.
+pub(super) fn to_toml(config: &Config) -> String {
+    let list = |v: &[String]| {
+        v.iter()
+            .map(|s| format!("{s:?}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut out = String::new();
+    for w in &config.workers {
+        let secret = w.secret.as_ref().map(|s| s.0.as_str()).unwrap_or("s");
+        out.push_str(&format!(
+            "[[worker]]\nname = {:?}\nmax_builds = {}\nsecret = {secret:?}\n\n",
+            w.name, w.max_builds
+        ));
+    }
+    for b in &config.builders {
+        out.push_str(&format!("[[builder]]\nname = {:?}\n", b.name));
+        if !b.previous_names.is_empty() {
+            out.push_str(&format!("previous_names = [{}]\n", list(&b.previous_names)));
+        }
+        out.push_str(&format!("workers = [{}]\n", list(&b.workers)));
+        if b.collapse {
+            out.push_str("collapse = true\n");
+        }
+        if !b.retry {
+            out.push_str("retry = false\n");
+        }
+        for step in &b.steps {
+            let StepAction::Shell(line) = &step.action else {
+                unreachable!("the simulator only makes shell steps")
+            };
+            out.push_str(&format!(
+                "  [[builder.step]]\n  name = {:?}\n  shell = {line:?}\n",
+                step.name
+            ));
+            if let Some(t) = step.timeout {
+                out.push_str(&format!("  timeout = \"{}ms\"\n", t.as_millis()));
+            }
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// Break a config in one of the ways people do.
+pub(super) fn corrupt(rng: &mut Rng, text: &str) -> String {
+    match rng.below(4) {
+        0 => format!(
+            "{text}[[builder]]\nname = \"x\"\nworkers = [\"nobody\"]\n  [[builder.step]]\n  name = \"s\"\n  shell = \"true\"\n"
+        ),
+        1 => format!("{text}[[worker]]\nname = \"w9\"\nmax_builds = 0\nsecret = \"s\"\n"),
+        2 => format!("{text}[[worker]]\nnmae = \"typo\"\n"),
+        _ => format!("{text}[[builder]\nname = \"unclosed\n"),
+    }
+}
+
+pub(super) fn describe(config: &Config) -> String {
+    let workers: Vec<String> = config
+        .workers
+        .iter()
+        .map(|w| format!("{}:{}", w.name, w.max_builds))
+        .collect();
+    let builders: Vec<String> = config
+        .builders
+        .iter()
+        .map(|b| {
+            let renamed = if b.previous_names.is_empty() {
+                String::new()
+            } else {
+                format!("(was {})", b.previous_names.join(","))
+            };
+            format!(
+                "{}{renamed}[{}]x{}",
+                b.name,
+                b.workers.join(","),
+                b.steps.len()
+            )
+        })
+        .collect();
+    format!(
+        "workers {} builders {}",
+        workers.join(" "),
+        builders.join(" ")
+    )
+}

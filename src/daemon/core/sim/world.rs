@@ -1,0 +1,293 @@
+//! The simulated world, kept from the core's records alone: a new world,
+//! the core's effects carried out the way the shell would (each checked),
+//! the records turned into what the store would hold, and master restarts
+//! on what the store kept.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use super::configs::random_config;
+use super::*;
+
+impl Sim {
+    pub(super) fn new(seed: u64) -> Self {
+        let mut rng = Rng(seed);
+        let config = random_config(&mut rng, None);
+        let core = Core::new(config, Restored::default(), 0);
+        let mut sim = Sim {
+            fault: None,
+            rng,
+            core,
+            requests: BTreeMap::new(),
+            running: BTreeMap::new(),
+            workers: BTreeMap::new(),
+            next_link: 1,
+            history: Vec::new(),
+            once: BTreeSet::new(),
+            now: 0,
+            seen: Seen::default(),
+        };
+        sim.absorb();
+        sim
+    }
+
+    pub(super) fn fail(&self, what: String) -> ! {
+        panic!(
+            "invariant broken: {what}\nafter event {} of history:\n  {}",
+            self.history.len(),
+            self.history.join("\n  ")
+        );
+    }
+
+    /// Carry out the core's effects the way the shell would, checking each.
+    pub(super) fn absorb(&mut self) {
+        for effect in self.core.take_effects() {
+            match effect {
+                Effect::Record(r) => self.record(r),
+                Effect::ToWorker { link, cmd } => {
+                    let Some(name) = self.worker_on(link) else {
+                        self.fail(format!("message to link {link}, which is not current"));
+                    };
+                    let w = self.workers.get_mut(&name).expect("worker_on found it");
+                    match cmd {
+                        WorkerCmd::Start(a) => {
+                            w.steps.insert((a.build, a.step));
+                        }
+                        WorkerCmd::Abandon { build, step } => {
+                            let held = w.steps.remove(&(build, step));
+                            if held {
+                                w.abandoned.insert((build, step));
+                            }
+                        }
+                        WorkerCmd::Resume { build, step, .. }
+                            if !w.steps.contains(&(build, step)) =>
+                        {
+                            self.fail(format!(
+                                "resume of build {build} step {step}, which {name} does not hold"
+                            ));
+                        }
+                        _ => {}
+                    }
+                }
+                Effect::CloseLink { link, .. } => {
+                    let Some(name) = self.worker_on(link) else {
+                        self.fail(format!("close of link {link}, which is not current"));
+                    };
+                    if !self.workers[&name].steps.is_empty() {
+                        self.fail(format!("link {link} of {name} closed while it runs steps"));
+                    }
+                    self.workers.remove(&name);
+                    // The shell then reports the link gone: a no-op now.
+                    self.core.worker_lost(link, self.now);
+                    if !self.core.take_effects().is_empty() {
+                        self.fail("losing a closed link had effects".into());
+                    }
+                }
+            }
+        }
+    }
+
+    pub(super) fn worker_on(&self, link: LinkId) -> Option<String> {
+        self.workers
+            .iter()
+            .find(|(_, w)| w.link == Some(link))
+            .map(|(n, _)| n.clone())
+    }
+
+    pub(super) fn record(&mut self, r: Record) {
+        match r {
+            Record::RequestQueued { request, .. } => {
+                if self.requests.insert(request, ReqState::Queued).is_some() {
+                    self.fail(format!("request {request} queued twice"));
+                }
+            }
+            Record::RequestCancelled { request, .. } => {
+                if self.requests.get(&request) != Some(&ReqState::Queued) {
+                    self.fail(format!(
+                        "request {request} cancelled from state {:?}",
+                        self.requests.get(&request)
+                    ));
+                }
+                self.requests.insert(request, ReqState::Cancelled);
+                self.seen.cancelled += 1;
+            }
+            Record::BuildStarted {
+                build,
+                request,
+                builder,
+                worker,
+                ..
+            } => {
+                if self.requests.get(&request) != Some(&ReqState::Queued) {
+                    self.fail(format!(
+                        "build {build} started for request {request} in state {:?} (twice?)",
+                        self.requests.get(&request)
+                    ));
+                }
+                if self.core.is_draining() {
+                    self.fail(format!("build {build} started while the master drains"));
+                }
+                let config = self.core.config();
+                // Invariant 6: eligibility under the current generation.
+                let listed = config
+                    .builder(&builder)
+                    .is_some_and(|b| b.workers.contains(&worker));
+                if !listed {
+                    self.fail(format!("build {build} started on unlisted worker {worker}"));
+                }
+                // Invariant 5: the limit in force when the build starts.
+                let max = config.worker(&worker).map(|w| w.max_builds).unwrap_or(0);
+                let busy = self.running.values().filter(|r| r.0 == worker).count() as u32;
+                if busy >= max {
+                    self.fail(format!("{worker} got build {build} with {busy}/{max} busy"));
+                }
+                let rb = self.core.running_build(build).expect("started build runs");
+                let def = Arc::clone(&rb.def);
+                // A request that ran under `retry = false` never runs twice.
+                if self.once.contains(&request) {
+                    self.fail(format!(
+                        "request {request} of a retry = false builder started a second build {build}"
+                    ));
+                }
+                if !def.retry {
+                    self.once.insert(request);
+                }
+                self.running.insert(build, (worker, def, 0));
+                self.requests.insert(request, ReqState::Running(build));
+            }
+            Record::StepStarted { build, step, .. } => {
+                let Some(last) = self.running.get(&build).map(|e| e.2) else {
+                    self.fail(format!("step of build {build}, which is not running"));
+                };
+                if step != 0 && step != last + 1 {
+                    self.fail(format!("build {build} jumped from step {last} to {step}"));
+                }
+                if let Some(entry) = self.running.get_mut(&build) {
+                    entry.2 = step;
+                }
+            }
+            Record::RequestCollapsed { request, into, .. } => {
+                if self.requests.get(&request) != Some(&ReqState::Queued)
+                    || !matches!(self.requests.get(&into), Some(ReqState::Running(_)))
+                {
+                    self.fail(format!(
+                        "request {request} collapsed from {:?} into {into} in {:?}",
+                        self.requests.get(&request),
+                        self.requests.get(&into)
+                    ));
+                }
+                self.requests.insert(request, ReqState::Finished);
+                self.seen.collapsed += 1;
+            }
+            Record::BuilderRenamed { .. } => self.seen.renames += 1,
+            Record::GenerationApplied { .. } => self.seen.reloads_applied += 1,
+            Record::StepFinished { .. } => {}
+            Record::BuildRetried { build, request, .. } => {
+                if self.running.get(&build).is_some_and(|r| !r.1.retry) {
+                    self.fail(format!(
+                        "build {build} of a retry = false builder was retried"
+                    ));
+                }
+                if self.requests.get(&request) != Some(&ReqState::Running(build)) {
+                    self.fail(format!(
+                        "build {build} retried for request {request} in state {:?}",
+                        self.requests.get(&request)
+                    ));
+                }
+                self.running.remove(&build);
+                self.requests.insert(request, ReqState::Queued);
+                self.seen.retries += 1;
+            }
+            Record::BuildFinished {
+                build,
+                request,
+                ref reason,
+                ..
+            } => {
+                if reason
+                    .as_deref()
+                    .is_some_and(|r| r.contains("retry = false"))
+                {
+                    self.seen.not_retried += 1;
+                }
+                if reason
+                    .as_deref()
+                    .is_some_and(|r| r.contains("so the master ended the build"))
+                {
+                    self.seen.overdue += 1;
+                }
+                if self.requests.get(&request) != Some(&ReqState::Running(build)) {
+                    self.fail(format!(
+                        "build {build} finished for request {request} in state {:?} (twice?)",
+                        self.requests.get(&request)
+                    ));
+                }
+                self.running.remove(&build);
+                self.requests.insert(request, ReqState::Finished);
+                self.seen.builds_finished += 1;
+            }
+        }
+    }
+
+    /// The master dies and comes back on what the store kept: queued
+    /// requests, and running builds that wait for their workers. Worker
+    /// processes live on with their steps; only the links are gone.
+    pub(super) fn restart(&mut self) {
+        self.history.push("master restart".into());
+        self.seen.restarts += 1;
+        let mut queued = Vec::new();
+        let mut running = Vec::new();
+        for (id, state) in &self.requests {
+            let Some(req) = self.core.requests.get(id) else {
+                continue;
+            };
+            match state {
+                ReqState::Queued => queued.push(LiveRequest {
+                    build: None,
+                    ..req.clone()
+                }),
+                ReqState::Running(build) => {
+                    let rb = &self.core.builds[build];
+                    let (worker, def, step) = &self.running[build];
+                    running.push(RestoredBuild {
+                        id: *build,
+                        request: req.clone(),
+                        worker: worker.clone(),
+                        def: Arc::clone(def),
+                        generation: rb.generation,
+                        step: *step,
+                        started_at_ms: rb.started_at_ms,
+                    });
+                }
+                _ => {}
+            }
+        }
+        let restored = Restored {
+            generation: self.core.generation(),
+            config_hash: self.core.config().hash.clone(),
+            queued,
+            running,
+            next_request: self.core.next_request,
+            next_build: self.core.next_build,
+        };
+        for w in self.workers.values_mut() {
+            w.link = None;
+        }
+        self.core = Core::new(Arc::clone(self.core.config()), restored, self.now);
+        // The restored core holds new Arcs of the same definitions.
+        let changed = self.running.iter().find(|(id, entry)| {
+            self.core
+                .builds
+                .get(id)
+                .is_some_and(|rb| *rb.def != *entry.1)
+        });
+        if let Some((id, _)) = changed {
+            self.fail(format!("build {id} came back with another definition"));
+        }
+        for (id, entry) in self.running.iter_mut() {
+            if let Some(rb) = self.core.builds.get(id) {
+                entry.1 = Arc::clone(&rb.def);
+            }
+        }
+    }
+}
