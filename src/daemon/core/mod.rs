@@ -15,8 +15,6 @@ mod reload;
 mod status;
 
 #[cfg(test)]
-mod reload_tests;
-#[cfg(test)]
 mod sim;
 #[cfg(test)]
 mod tests;
