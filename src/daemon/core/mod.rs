@@ -11,8 +11,10 @@ mod builds;
 mod deadlines;
 mod dispatch;
 mod effects;
+mod links;
 mod reload;
 mod status;
+mod step_ends;
 
 #[cfg(test)]
 mod sim;
