@@ -87,14 +87,14 @@ impl Sim {
         }
     }
 
-    pub(super) fn worker_on(&self, link: LinkId) -> Option<String> {
+    fn worker_on(&self, link: LinkId) -> Option<String> {
         self.workers
             .iter()
             .find(|(_, w)| w.link == Some(link))
             .map(|(n, _)| n.clone())
     }
 
-    pub(super) fn record(&mut self, r: Record) {
+    fn record(&mut self, r: Record) {
         match r {
             Record::RequestQueued { request, .. } => {
                 if self.requests.insert(request, ReqState::Queued).is_some() {
