@@ -15,8 +15,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
 
-use crate::config::StepAction;
-use crate::daemon::core::{LinkId, StepStart, WorkerCmd};
+use crate::daemon::core::{LinkId, WorkerCmd};
 use crate::daemon::handle::MasterHandle;
 use crate::daemon::limits::{Limits, MAX_WORKER_FRAME, MAX_WORKER_TEXT, WORKER_QUEUE_BYTES};
 use crate::daemon::logs;
@@ -24,13 +23,13 @@ use crate::daemon::messages::LinkCmd;
 use crate::daemon::transfer::Transfers;
 use crate::paths::now_ms;
 use crate::protocol::{
-    self, BuildId, FrameError, MasterToWorker, StepAssignment, StepEnd, StepIndex, WireAction,
-    WorkerToMaster,
+    self, BuildId, FrameError, MasterToWorker, StepEnd, StepIndex, WorkerToMaster,
 };
 use crate::untrusted::{Escaped, capped};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::step_log::StepLog;
+use super::wire::assignment;
 
 /// Write one message, giving up after three keepalive intervals: a worker
 /// that stops reading (stopped process, hung host) must not hold the link
@@ -450,35 +449,6 @@ impl Link {
     }
 }
 
-/// A step's start as the wire says it.
-fn assignment(start: StepStart) -> StepAssignment {
-    StepAssignment {
-        build: start.build,
-        step: start.step,
-        builder: start.builder,
-        name: start.name,
-        action: match start.action {
-            StepAction::Shell(line) => WireAction::Shell(line),
-            StepAction::Command(argv) => WireAction::Command(argv),
-            StepAction::Upload(u) => WireAction::Upload {
-                from: u.from,
-                max_size: u.max_size,
-                mode: u.mode,
-            },
-            StepAction::Download(d) => WireAction::Download {
-                from: d.from,
-                to: d.to,
-                max_size: d.max_size,
-                mode: d.mode,
-            },
-        },
-        env: start.env,
-        pass_env: start.pass_env,
-        timeout_ms: start.timeout.map(|t| t.as_millis() as u64),
-        max_output: start.max_output,
-    }
-}
-
 /// A step end with its error text capped and escaped: a worker's strings
 /// reach the core, the store and every `bbctl build` after this.
 fn sanitize_end(end: StepEnd) -> StepEnd {
@@ -497,157 +467,4 @@ fn sanitize_end(end: StepEnd) -> StepEnd {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::config::{DownloadSpec, UploadSpec};
-
-    /// A link on one end of an in-memory pipe, its master told of shutdown
-    /// through the returned sender; the other end is the worker's.
-    fn link_on_pipe(
-        logs: &std::path::Path,
-    ) -> (
-        Link,
-        tokio::sync::watch::Sender<bool>,
-        tokio::io::DuplexStream,
-        tokio::io::DuplexStream,
-    ) {
-        let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
-        let master = MasterHandle::new(
-            mpsc::channel(8).0,
-            tokio::sync::broadcast::channel(1).0,
-            tokio::sync::broadcast::channel(1).0,
-        )
-        .with_shutdown(stopping);
-        let limits = Arc::new(Limits::from_settings(&Default::default()));
-        let link = Link {
-            id: 1,
-            worker: "w".into(),
-            master: master.clone(),
-            logs: logs.to_path_buf(),
-            open: HashMap::new(),
-            keepalive: Duration::from_secs(60),
-            last_seen: Arc::new(AtomicU64::new(0)),
-            limits: Arc::clone(&limits),
-            pings: HashMap::new(),
-            transfers: Transfers::new(limits.dirs.clone(), master, limits.worker.clone()),
-            outbox: Vec::new(),
-            rtt_us: Arc::new(AtomicU64::new(u64::MAX)),
-        };
-        let (ours, theirs) = tokio::io::duplex(1 << 16);
-        (link, stopping_tx, ours, theirs)
-    }
-
-    /// Told that the master shuts down, a link writes what the loop had
-    /// queued for it, then closes at once without a Goodbye (which would
-    /// make the worker stop its steps and exit), even while its command
-    /// channel is still open (a `bbctl ping` holds a sender).
-    #[tokio::test]
-    async fn a_link_closes_when_the_master_shuts_down() {
-        let dir = tempfile::tempdir().unwrap();
-        let (mut link, stopping, ours, mut theirs) = link_on_pipe(dir.path());
-        let (rd, mut wr) = tokio::io::split(ours);
-        let (cmd_tx, mut cmds) = mpsc::unbounded_channel();
-        cmd_tx
-            .send(LinkCmd::Send(WorkerCmd::Stop { build: 1, step: 0 }))
-            .unwrap();
-        stopping.send(true).unwrap();
-        tokio::time::timeout(Duration::from_secs(5), link.run(rd, &mut wr, &mut cmds))
-            .await
-            .expect("the link ends because it was told, not after keepalive silence");
-        drop(wr);
-        let mut seen = Vec::new();
-        loop {
-            match protocol::frame::read_frame(&mut theirs, MAX_WORKER_FRAME).await {
-                Ok(body) => seen.push(protocol::frame::decode::<MasterToWorker>(&body).unwrap()),
-                Err(e) => {
-                    assert!(e.is_disconnect(), "{e}");
-                    break;
-                }
-            }
-        }
-        assert!(
-            seen.contains(&MasterToWorker::StopStep { build: 1, step: 0 }),
-            "{seen:?}"
-        );
-        assert!(
-            !seen
-                .iter()
-                .any(|m| matches!(m, MasterToWorker::Goodbye { .. })),
-            "{seen:?}"
-        );
-        drop(cmd_tx);
-    }
-
-    fn start(action: StepAction) -> StepStart {
-        StepStart {
-            build: 7,
-            step: 2,
-            builder: "b".into(),
-            name: "s".into(),
-            action,
-            env: vec![("BB_BUILD_ID".into(), "7".into())],
-            pass_env: vec!["HOME".into()],
-            timeout: Some(Duration::from_millis(1500)),
-            max_output: Some(1 << 20),
-        }
-    }
-
-    /// Every field of the core's step start reaches the wire as it was.
-    #[test]
-    fn a_step_start_is_said_on_the_wire_field_for_field() {
-        let a = assignment(start(StepAction::Shell("make".into())));
-        assert_eq!(
-            a,
-            StepAssignment {
-                build: 7,
-                step: 2,
-                builder: "b".into(),
-                name: "s".into(),
-                action: WireAction::Shell("make".into()),
-                env: vec![("BB_BUILD_ID".into(), "7".into())],
-                pass_env: vec!["HOME".into()],
-                timeout_ms: Some(1500),
-                max_output: Some(1 << 20),
-            }
-        );
-        let mut none = start(StepAction::Command(vec!["true".into()]));
-        none.timeout = None;
-        none.max_output = None;
-        let a = assignment(none);
-        assert_eq!(a.action, WireAction::Command(vec!["true".into()]));
-        assert_eq!((a.timeout_ms, a.max_output), (None, None));
-    }
-
-    /// Transfers keep their limits and modes on the way to the wire.
-    #[test]
-    fn transfer_steps_keep_their_limits_and_modes() {
-        let up = assignment(start(StepAction::Upload(UploadSpec {
-            from: "out/*.tar".into(),
-            max_size: Some(10),
-            mode: 0o640,
-        })));
-        assert_eq!(
-            up.action,
-            WireAction::Upload {
-                from: "out/*.tar".into(),
-                max_size: Some(10),
-                mode: 0o640
-            }
-        );
-        let down = assignment(start(StepAction::Download(DownloadSpec {
-            from: "in.bin".into(),
-            to: "x/in.bin".into(),
-            max_size: None,
-            mode: 0o600,
-        })));
-        assert_eq!(
-            down.action,
-            WireAction::Download {
-                from: "in.bin".into(),
-                to: "x/in.bin".into(),
-                max_size: None,
-                mode: 0o600
-            }
-        );
-    }
-}
+mod tests;

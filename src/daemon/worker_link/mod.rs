@@ -14,6 +14,7 @@
 
 mod link;
 mod step_log;
+mod wire;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
