@@ -167,3 +167,109 @@ fn write_pair(dir: &Path, name: &str, (cert, der, key): (String, Vec<u8>, String
         fingerprint: bbctl::net::fingerprint(&der),
     }
 }
+
+/// The fixtures are what they claim: rustls's own verification (the one
+/// `bbworker --ca` and `client_ca` use) accepts the good ones and fails
+/// each bad one for its own reason, so that a TLS test refused for another
+/// reason cannot pass by accident.
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use rustls::client::WebPkiServerVerifier;
+    use rustls::client::danger::ServerCertVerifier;
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+    use rustls::server::WebPkiClientVerifier;
+    use rustls::{CertificateError, Error, RootCertStore};
+
+    use super::*;
+
+    fn der(path: &Path) -> CertificateDer<'static> {
+        CertificateDer::from_pem_file(path).expect("not a PEM certificate")
+    }
+
+    fn roots(ca: &Path) -> Arc<RootCertStore> {
+        let mut roots = RootCertStore::empty();
+        roots.add(der(ca)).expect("cannot add the CA");
+        Arc::new(roots)
+    }
+
+    fn verify(certs: &Certs, pair: &CertFiles, name: &str) -> Result<(), Error> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let verifier = WebPkiServerVerifier::builder_with_provider(roots(&certs.ca_cert), provider)
+            .build()
+            .expect("a verifier");
+        let name = ServerName::try_from(name.to_string()).expect("a server name");
+        verifier
+            .verify_server_cert(&der(&pair.cert), &[], &name, &[], UnixTime::now())
+            .map(|_| ())
+    }
+
+    #[test]
+    fn certificate_fixtures_fail_verification_each_for_its_reason() {
+        let dir = crate::harness::temp_dir();
+        let certs = Certs::make(dir.path());
+        for name in LOOPBACK_NAMES {
+            verify(&certs, &certs.server, name).unwrap_or_else(|e| panic!("{name}: {e}"));
+        }
+        let err = |pair: &CertFiles| verify(&certs, pair, "127.0.0.1").unwrap_err();
+        assert!(
+            matches!(
+                err(&certs.wrong_name),
+                Error::InvalidCertificate(CertificateError::NotValidForNameContext { .. })
+            ),
+            "{}",
+            err(&certs.wrong_name)
+        );
+        assert!(
+            matches!(
+                err(&certs.expired),
+                Error::InvalidCertificate(CertificateError::ExpiredContext { .. })
+            ),
+            "{}",
+            err(&certs.expired)
+        );
+        assert!(
+            matches!(
+                err(&certs.foreign),
+                Error::InvalidCertificate(CertificateError::UnknownIssuer)
+            ),
+            "{}",
+            err(&certs.foreign)
+        );
+
+        // Fingerprints are of the certificate's DER, all different.
+        assert_eq!(
+            certs.server.fingerprint,
+            bbctl::net::fingerprint(&der(&certs.server.cert))
+        );
+        assert_ne!(certs.server.fingerprint, certs.foreign.fingerprint);
+
+        // Keys load, and match a signing algorithm rustls has.
+        for pair in [&certs.server, &certs.expired] {
+            let key = PrivateKeyDer::from_pem_file(&pair.key).expect("not a PEM key");
+            rustls::crypto::ring::sign::any_supported_type(&key).expect("an unusable key");
+        }
+
+        // A client certificate verifies against the CA (and not another).
+        let client = certs.client("w1");
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let verifier =
+            WebPkiClientVerifier::builder_with_provider(roots(&certs.ca_cert), provider.clone())
+                .build()
+                .expect("a client verifier");
+        verifier
+            .verify_client_cert(&der(&client.cert), &[], UnixTime::now())
+            .expect("the client certificate does not verify");
+        let foreign =
+            WebPkiClientVerifier::builder_with_provider(roots(&certs.foreign_ca_cert), provider)
+                .build()
+                .expect("a client verifier");
+        assert!(
+            foreign
+                .verify_client_cert(&der(&client.cert), &[], UnixTime::now())
+                .is_err()
+        );
+    }
+}

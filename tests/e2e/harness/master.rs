@@ -185,16 +185,19 @@ impl Master {
     /// restart, check the master is back on that address with the same
     /// certificate (kept across restarts).
     fn learn_tls(&mut self) {
-        let mut got = None;
-        wait_until(
-            "the TLS listener in `bbctl status`",
-            STARTUP_TIMEOUT,
-            || {
-                got = self.tls_status();
-                got.is_some()
-            },
-        );
-        let (addr, fingerprint) = got.expect("waited for");
+        let deadline = Instant::now() + STARTUP_TIMEOUT;
+        let (addr, fingerprint) = loop {
+            if let Some(got) = self.tls_status() {
+                break got;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no TLS listener in `bbctl status` within {STARTUP_TIMEOUT:?}: {}\n--- its stderr\n{}",
+                self.bbctl_json(&["status"])["tls"],
+                self.stderr()
+            );
+            thread::sleep(Duration::from_millis(20));
+        };
         match &self.tls {
             None => {
                 let path = self.config_path();
