@@ -17,7 +17,7 @@ use serde_json::Value;
 
 use crate::harness::{
     BBWORKER, Background, CertFiles, Certs, Master, Proxy, Transport, code, command, describe,
-    start_worker_with, temp_dir, text, tls_worker_args, wait_until,
+    start_worker_with, temp_dir, text, tls_worker_args, wait_until, worker_command,
 };
 
 /// How long a connection, a build or an exit may take.
@@ -28,6 +28,9 @@ const PROMPT: Duration = Duration::from_secs(5);
 /// missed intervals, plus slack for a loaded machine.
 const KEEPALIVE: Duration = Duration::from_secs(1);
 const NOTICE: Duration = Duration::from_secs(5);
+
+/// What a worker logs once the master welcomed it, and only then.
+const CONNECTED: &str = "connected to the master";
 
 const W1_SECRET: &str = "w1-secret-0123456789\n";
 const W2_SECRET: &str = "w2-secret-9876543210\n";
@@ -295,6 +298,7 @@ fn a_worker_refuses_a_master_it_cannot_verify() {
             1,
             "{what}: the worker tried again ({took:?}):\n{stderr}"
         );
+        assert!(!stderr.contains(CONNECTED), "{what}:\n{stderr}");
         eprintln!("{what}: {took:?}: {}", errors[0]);
         assert!(!connected(&m, "w1"));
 
@@ -304,6 +308,46 @@ fn a_worker_refuses_a_master_it_cannot_verify() {
         assert_eq!(build_log(&m, "b"), "still here\n", "{what}");
         drop(w);
     }
+}
+
+/// A worker with a wrong secret over TLS (its proof fails; the secret
+/// itself never crosses the link) is refused: it exits non-zero with one
+/// line saying so, after one connection, never connected; the master logs
+/// the failed authentication and serves the right `w1` on.
+#[test]
+fn a_wrong_secret_over_tls_is_refused_once() {
+    let m = start_master("worker_listen = [\"127.0.0.1:0\"]", "echo right");
+    let (addr, fingerprint) = tls_of(&m);
+    let proxy = Proxy::start(addr);
+    fs::write(m.path().join("wrong.secret"), "not-the-secret-of-w1\n").unwrap();
+    let out = Background::spawn(worker_command(
+        &tls_worker_args(proxy.addr(), &fingerprint),
+        "w1",
+        &m.path().join("wrong.secret"),
+        &m.path().join("w-wrong"),
+        &[],
+    ))
+    .finish(WAIT);
+    let stderr = text(&out.stderr);
+    assert_ne!(code(&out), 0, "{}", describe(&out));
+    let errors = error_lines(&stderr);
+    assert_eq!(errors.len(), 1, "not one error line:\n{stderr}");
+    assert!(errors[0].contains("refused"), "{}", errors[0]);
+    assert!(!stderr.contains(CONNECTED), "{stderr}");
+    assert_eq!(proxy.accepted(), 1, "the worker tried again:\n{stderr}");
+    eprintln!("a wrong secret: {}", errors[0]);
+    wait_until("the master to log the failed authentication", WAIT, || {
+        m.stderr().contains("authentication failed")
+    });
+    assert!(
+        !m.stderr().contains("not-the-secret"),
+        "the secret was logged"
+    );
+
+    let w = tls_worker(&m, "w1", addr, &os(&["--fingerprint", &fingerprint]));
+    wait_connected(&m, "w1");
+    assert_eq!(build_log(&m, "b"), "right\n");
+    drop(w);
 }
 
 /// With no `tls_cert`, the master makes a self-signed certificate under
@@ -407,6 +451,7 @@ fn mutual_tls_the_client_certificate_must_name_the_worker() {
     let errors = error_lines(&stderr);
     assert_eq!(errors.len(), 1, "not one error line:\n{stderr}");
     assert!(errors[0].contains("certificate"), "{}", errors[0]);
+    assert!(!stderr.contains(CONNECTED), "{stderr}");
     eprintln!(
         "w2 with w1's certificate: {:?}: {}",
         started.elapsed(),
@@ -418,13 +463,23 @@ fn mutual_tls_the_client_certificate_must_name_the_worker() {
     });
 
     // w2 with no client certificate at all: the handshake is refused
-    // (under TLS 1.3 the worker learns it on its first read); it must say
-    // so and never count as connected.
-    let mut bare = tls_worker(&m, "w2", addr, &path_arg("--ca", &certs.ca_cert));
-    let line = bare.wait_stderr("certificate", WAIT);
-    eprintln!("w2 with no certificate: {line}");
+    // (under TLS 1.3 the worker learns it on its first read, after its
+    // side of the handshake is done); it must say so, give up, and never
+    // say it is connected.
+    let out = tls_worker(&m, "w2", addr, &path_arg("--ca", &certs.ca_cert)).finish(WAIT);
+    let stderr = text(&out.stderr);
+    assert_ne!(
+        code(&out),
+        0,
+        "w2 without a certificate: {}",
+        describe(&out)
+    );
+    let errors = error_lines(&stderr);
+    assert_eq!(errors.len(), 1, "not one error line:\n{stderr}");
+    assert!(errors[0].contains("certificate"), "{}", errors[0]);
+    assert!(!stderr.contains(CONNECTED), "{stderr}");
+    eprintln!("w2 with no certificate: {}", errors[0]);
     assert!(!connected(&m, "w2"));
-    drop(bare);
 
     assert!(connected(&m, "w1"));
     assert_eq!(build_log(&m, "b"), "mutual\n");
