@@ -666,18 +666,30 @@ impl Faulty {
 }
 
 /// The link dropped (both sides reset) mid-build, and new connections
-/// refused for a while: the worker retries, comes back, and the build's
-/// output resumes where it stopped.
+/// refused for a while: the worker retries with a backoff (not a tight
+/// loop), comes back, and the build's output resumes where it stopped.
 #[test]
 fn a_link_dropped_mid_build_resumes_and_loses_nothing() {
     let f = Faulty::start(STREAM);
     f.start_build(5);
     f.proxy.refuse_new(true);
     f.proxy.drop_all();
+    let dropped = Instant::now();
     wait_until("the master to notice the dropped link", NOTICE, || {
         !connected(&f.m, "w1")
     });
-    wait_until("the worker to try again", WAIT, || f.proxy.refused() >= 1);
+    // It tries again, soon (the master may be restarting) but with a
+    // growing, jittered delay: five attempts take at least 50 + 100 +
+    // 125 + 125 + 125 ms, where a tight loop would take a few.
+    wait_until("the worker to try again, five times", WAIT, || {
+        f.proxy.refused() >= 5
+    });
+    let took = dropped.elapsed();
+    assert!(
+        took >= Duration::from_millis(400),
+        "five attempts within {took:?}: a tight loop"
+    );
+    eprintln!("dropped link: five refused attempts within {took:?}");
     f.proxy.refuse_new(false);
     wait_connected(&f.m, "w1");
     let before = f.lines();
