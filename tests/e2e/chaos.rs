@@ -8,7 +8,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::harness::{BBCTL_TIMEOUT, Background, Master, code, describe, start_worker, wait_until};
+use crate::harness::{
+    BBCTL_TIMEOUT, Background, Master, Transport, code, describe, over_unix_and_tls, start_worker,
+    wait_until,
+};
 
 const CONFIG: &str = r#"
 [master]
@@ -149,11 +152,14 @@ fn worker(m: &Master, name: &str) -> Background {
 /// recorded `retry`; no request is missing and no build belongs to an
 /// unknown request; every successful build's log is exactly
 /// `start N\nend N\n`.
-#[test]
-fn chaos_every_request_gets_exactly_one_final_result() {
+fn every_request_gets_exactly_one_final_result(transport: Transport) {
     let started = Instant::now();
     let mut rng = Rng(0x2545_f491_4f6c_dd1d);
-    let mut m = Master::start_with_files(CONFIG, &[("w.secret", "chaos-secret-0123456789\n")]);
+    let mut m = Master::start_over(
+        transport,
+        CONFIG,
+        &[("w.secret", "chaos-secret-0123456789\n")],
+    );
     let mut workers: Vec<Option<Background>> =
         WORKERS.iter().map(|n| Some(worker(&m, n))).collect();
     let mut requests = Vec::new();
@@ -255,7 +261,7 @@ fn chaos_every_request_gets_exactly_one_final_result() {
     }
     let total: usize = by_request.values().map(Vec::len).sum();
     eprintln!(
-        "chaos: {} requests, {total} builds, {retries} retries, {} successes, other final results {others:?}; \
+        "chaos over {transport:?}: {} requests, {total} builds, {retries} retries, {} successes, other final results {others:?}; \
          {worker_kills} worker kills, {master_kills} master kills ({idle_strikes} of them with no build running); {:.1} s; retried because {retry_reasons:?}",
         requests.len(),
         successes.len(),
@@ -267,6 +273,9 @@ fn chaos_every_request_gets_exactly_one_final_result() {
     );
     drop(workers);
 }
+over_unix_and_tls!(every_request_gets_exactly_one_final_result =>
+    chaos_every_request_gets_exactly_one_final_result,
+    chaos_every_request_gets_exactly_one_final_result_over_tls);
 
 /// Chaos with full disks on both sides: the master's state dir and the
 /// workers' dirs are small tmpfs mounts (skipped with a message when the

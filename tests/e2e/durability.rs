@@ -11,9 +11,9 @@ use nix::sys::signal::Signal;
 use serde_json::Value;
 
 use crate::harness::{
-    BBMASTER, EXIT_TIMEOUT, Master, code, command, describe, process_gone, processes_using,
-    run_with_timeout, start_worker, start_worker_in, temp_dir, text, wait_for_line_in, wait_gone,
-    wait_until,
+    BBMASTER, EXIT_TIMEOUT, Master, Transport, code, command, describe, over_unix_and_tls,
+    process_gone, processes_using, run_with_timeout, start_worker, start_worker_in, temp_dir, text,
+    wait_for_line_in, wait_gone, wait_until,
 };
 
 /// How long a step's marker, a build's end or a process's exit may take.
@@ -44,9 +44,14 @@ workers = ["w1"]
     )
 }
 
-/// A master on `config` with the secret of `w1` written.
-fn master_with_w1(config: &str) -> Master {
-    Master::start_with_files(config, &[("w1.secret", "w1-secret-0123456789\n")])
+/// A master on `config` with the secret of `w1` written, serving remote
+/// workers over `transport`.
+fn master_with_w1(transport: Transport, config: &str) -> Master {
+    Master::start_over(
+        transport,
+        config,
+        &[("w1.secret", "w1-secret-0123456789\n")],
+    )
 }
 
 /// Start the remote worker `w1` of `m`.
@@ -139,12 +144,15 @@ enum MasterStop {
 /// created and the step ends while no master runs; the restarted master
 /// re-adopts the build, which ends `success` with exactly the whole log,
 /// once.
-fn running_build_survives(how: MasterStop) {
+fn running_build_survives(how: MasterStop, transport: Transport) {
     let shell = format!(
         "echo before; {}; while [ ! -e @DIR@/go ]; do sleep 0.02; done; echo after; touch @DIR@/done",
         record_pid("pid")
     );
-    let mut m = master_with_w1(&remote_config("worker_grace = \"60s\"", 1, &shell));
+    let mut m = master_with_w1(
+        transport,
+        &remote_config("worker_grace = \"60s\"", 1, &shell),
+    );
     let worker = w1(&m);
     assert_eq!(m.force_build("b"), 1);
     let pid = wait_pid(&m, "pid");
@@ -192,25 +200,29 @@ fn running_build_survives(how: MasterStop) {
 /// A remote worker's build survives a `kill -9` of the master: the step
 /// goes on, writes and ends while no master runs, and the restarted master
 /// re-adopts it: one build, `success`, with its whole log exactly once.
-#[test]
-fn remote_worker_build_survives_master_kill_9() {
-    running_build_survives(MasterStop::Kill9);
+fn build_survives_master_kill_9(transport: Transport) {
+    running_build_survives(MasterStop::Kill9, transport);
 }
+over_unix_and_tls!(build_survives_master_kill_9 =>
+    remote_worker_build_survives_master_kill_9,
+    remote_worker_build_survives_master_kill_9_over_tls);
 
 /// Plain `bbctl shutdown` exits at once (the worker's link closes because
 /// it was told, not at the master's bound) and leaves the running step to
 /// its remote worker, which reconnects; the next master re-adopts the build
 /// and it ends `success` with its whole log exactly once.
-#[test]
-fn plain_shutdown_leaves_running_steps_to_the_next_master() {
-    running_build_survives(MasterStop::Shutdown);
+fn shutdown_leaves_running_steps(transport: Transport) {
+    running_build_survives(MasterStop::Shutdown, transport);
 }
+over_unix_and_tls!(shutdown_leaves_running_steps =>
+    plain_shutdown_leaves_running_steps_to_the_next_master,
+    plain_shutdown_leaves_running_steps_to_the_next_master_over_tls);
 
 /// `SIGTERM` to the master behaves like plain `bbctl shutdown`: the
 /// running step goes on and the next master re-adopts its build.
 #[test]
 fn sigterm_leaves_running_steps_to_the_next_master() {
-    running_build_survives(MasterStop::Sigterm);
+    running_build_survives(MasterStop::Sigterm, Transport::Unix);
 }
 
 /// Build 1 records its pid and waits for the marker `go`; every other
@@ -228,9 +240,8 @@ fn first_build_waits() -> String {
 /// `success`, the master says goodbye to its worker and exits by itself;
 /// the queued request is still queued after a restart, and runs once a
 /// worker comes.
-#[test]
-fn drain_finishes_running_builds_starts_none_and_exits() {
-    let mut m = master_with_w1(&remote_config("", 1, &first_build_waits()));
+fn drain_finishes_running_builds(transport: Transport) {
+    let mut m = master_with_w1(transport, &remote_config("", 1, &first_build_waits()));
     let worker = w1(&m);
     assert_eq!(m.force_build("b"), 1);
     wait_pid(&m, "pid");
@@ -271,13 +282,16 @@ fn drain_finishes_running_builds_starts_none_and_exits() {
     assert_eq!(m.bbctl_ok(&["log", "2"]), "ok 2\n");
     drop(worker);
 }
+over_unix_and_tls!(drain_finishes_running_builds =>
+    drain_finishes_running_builds_starts_none_and_exits,
+    drain_finishes_running_builds_starts_none_and_exits_over_tls);
 
 /// `shutdown --cancel` with no drain in progress is refused (exit 5);
 /// during a drain it stops the drain: the master goes on, accepts requests
 /// again, and the queued request runs after the running build.
 #[test]
 fn shutdown_cancel_stops_a_drain() {
-    let m = master_with_w1(&remote_config("", 1, &first_build_waits()));
+    let m = master_with_w1(Transport::Unix, &remote_config("", 1, &first_build_waits()));
     let worker = w1(&m);
     let out = m.bbctl_code(&["shutdown", "--cancel"], 5);
     assert!(
@@ -319,7 +333,10 @@ fn step_with_grandchild() -> String {
 /// its guard kills the step and the step's background grandchild.
 #[test]
 fn kill_9_of_a_remote_worker_leaves_no_step_process() {
-    let m = master_with_w1(&remote_config("", 1, &step_with_grandchild()));
+    let m = master_with_w1(
+        Transport::Unix,
+        &remote_config("", 1, &step_with_grandchild()),
+    );
     let worker = w1(&m);
     m.force_build("b");
     let gc = wait_pid(&m, "gc");
@@ -390,13 +407,15 @@ workers = ["local-1"]
 /// before), its step is gone, and its request is queued again; when the
 /// worker comes back, the request runs again as a new build of the same
 /// request and succeeds.
-#[test]
-fn a_lost_worker_build_is_retried_after_the_grace_period() {
+fn lost_worker_build_retried_after_grace(transport: Transport) {
     let shell = format!(
         "{}; if [ $BB_BUILD_ID = 1 ]; then sleep 300; fi; echo run $BB_BUILD_ID",
         record_pid("pid-$BB_BUILD_ID")
     );
-    let m = master_with_w1(&remote_config("worker_grace = \"1s\"", 1, &shell));
+    let m = master_with_w1(
+        transport,
+        &remote_config("worker_grace = \"1s\"", 1, &shell),
+    );
     let worker = w1(&m);
     assert_eq!(m.force_build("b"), 1);
     let pid = wait_pid(&m, "pid-1");
@@ -431,6 +450,9 @@ fn a_lost_worker_build_is_retried_after_the_grace_period() {
     assert_eq!(queue_of_b(&m), (0, 0));
     drop(worker);
 }
+over_unix_and_tls!(lost_worker_build_retried_after_grace =>
+    a_lost_worker_build_is_retried_after_the_grace_period,
+    a_lost_worker_build_is_retried_after_the_grace_period_over_tls);
 
 /// With `max_retries = 1`, a request whose builds are cut short twice in a
 /// row is given up: the first build ends `retry`, the second `exception`
@@ -439,11 +461,10 @@ fn a_lost_worker_build_is_retried_after_the_grace_period() {
 #[test]
 fn retries_are_capped_by_max_retries() {
     let shell = format!("{}; sleep 300", record_pid("pid-$BB_BUILD_ID"));
-    let m = master_with_w1(&remote_config(
-        "worker_grace = \"1s\"\nmax_retries = 1",
-        1,
-        &shell,
-    ));
+    let m = master_with_w1(
+        Transport::Unix,
+        &remote_config("worker_grace = \"1s\"\nmax_retries = 1", 1, &shell),
+    );
     let worker = w1(&m);
     assert_eq!(m.force_build("b"), 1);
     let pid = wait_pid(&m, "pid-1");
@@ -485,17 +506,15 @@ fn retries_are_capped_by_max_retries() {
 /// 1 s grace, its build ends `retry`; once thawed (SIGCONT) it reconnects,
 /// is told to abandon the step it still holds (its process goes), and the
 /// retried request runs on it and succeeds.
-#[test]
-fn keepalive_notices_a_frozen_worker() {
+fn keepalive_notices_frozen_worker(transport: Transport) {
     let shell = format!(
         "{}; if [ $BB_BUILD_ID = 1 ]; then sleep 300; fi; echo run $BB_BUILD_ID",
         record_pid("pid-$BB_BUILD_ID")
     );
-    let m = master_with_w1(&remote_config(
-        "keepalive = \"200ms\"\nworker_grace = \"1s\"",
-        1,
-        &shell,
-    ));
+    let m = master_with_w1(
+        transport,
+        &remote_config("keepalive = \"200ms\"\nworker_grace = \"1s\"", 1, &shell),
+    );
     let worker = w1(&m);
     assert_eq!(m.force_build("b"), 1);
     let pid = wait_pid(&m, "pid-1");
@@ -527,6 +546,9 @@ fn keepalive_notices_a_frozen_worker() {
     eprintln!("keepalive: frozen worker marked disconnected after {noticed:?}");
     drop(worker);
 }
+over_unix_and_tls!(keepalive_notices_frozen_worker =>
+    keepalive_notices_a_frozen_worker,
+    keepalive_notices_a_frozen_worker_over_tls);
 
 /// A builder with `retry = false` (a deploy: must never run twice): its
 /// remote worker is frozen by SIGSTOP past `worker_grace`, so the build ends
@@ -535,14 +557,13 @@ fn keepalive_notices_a_frozen_worker() {
 /// the master tells it to kill the step's process group at once: the step
 /// ignores SIGTERM, and it is gone well before the 3 s stop grace would
 /// end. Both logs say so, and no second build ever starts.
-#[test]
-fn a_retry_false_build_ends_exception_and_its_step_is_killed_on_return() {
+fn retry_false_build_killed_on_return(transport: Transport) {
     let shell = format!("trap '' TERM; {}; sleep 300", record_pid("pid"));
     let config = remote_config("keepalive = \"200ms\"\nworker_grace = \"1s\"", 1, &shell).replace(
         "workers = [\"w1\"]\n",
         "workers = [\"w1\"]\nretry = false\n",
     );
-    let m = master_with_w1(&config);
+    let m = master_with_w1(transport, &config);
     let mut worker = w1(&m);
     assert_eq!(m.force_build("b"), 1);
     let pid = wait_pid(&m, "pid");
@@ -579,13 +600,15 @@ fn a_retry_false_build_ends_exception_and_its_step_is_killed_on_return() {
     assert_eq!(queue_of_b(&m), (0, 0));
     drop(worker);
 }
+over_unix_and_tls!(retry_false_build_killed_on_return =>
+    a_retry_false_build_ends_exception_and_its_step_is_killed_on_return,
+    a_retry_false_build_ends_exception_and_its_step_is_killed_on_return_over_tls);
 
 /// A second live `bbworker` with the name and secret of a connected one is
 /// refused ("already connected") and does not take over: the first stays
 /// connected and builds still run on it (in its work dir).
-#[test]
-fn a_second_live_worker_with_the_same_name_is_refused() {
-    let m = master_with_w1(&remote_config("", 1, "pwd"));
+fn second_live_worker_refused(transport: Transport) {
+    let m = master_with_w1(transport, &remote_config("", 1, "pwd"));
     let first = w1(&m);
     wait_until("w1 to connect", WAIT, || connected(&m, "w1"));
 
@@ -624,6 +647,9 @@ fn a_second_live_worker_with_the_same_name_is_refused() {
     second.kill9();
     drop(first);
 }
+over_unix_and_tls!(second_live_worker_refused =>
+    a_second_live_worker_with_the_same_name_is_refused,
+    a_second_live_worker_with_the_same_name_is_refused_over_tls);
 
 /// A config with a remote worker only, so that a master that fails to
 /// start leaves no local worker behind.
@@ -804,7 +830,10 @@ workers = ["r"]
 #[test]
 fn a_drain_ends_when_the_last_build_ends_on_the_grace_timer() {
     let shell = format!("{}; sleep 300", record_pid("pid-$BB_BUILD_ID"));
-    let mut m = master_with_w1(&remote_config("worker_grace = \"1s\"", 1, &shell));
+    let mut m = master_with_w1(
+        Transport::Unix,
+        &remote_config("worker_grace = \"1s\"", 1, &shell),
+    );
     let worker = w1(&m);
     assert_eq!(m.force_build("b"), 1);
     let pid = wait_pid(&m, "pid-1");

@@ -11,7 +11,8 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::harness::{
-    BBCTL, Background, Master, code, command, run_with_timeout, start_worker, text, wait_until,
+    BBCTL, Background, Master, Transport, code, command, over_unix_and_tls, run_with_timeout,
+    start_worker, text, wait_until,
 };
 
 /// How long a build with small files may take.
@@ -40,8 +41,14 @@ workers = ["w1"]
     )
 }
 
-fn master(config: &str) -> Master {
-    let m = Master::start_with_files(config, &[("w1.secret", "w1-secret-0123456789\n")]);
+/// A master on `config` serving remote workers over `transport`, with
+/// `w1`'s secret and the transfer dir in place.
+fn master(transport: Transport, config: &str) -> Master {
+    let m = Master::start_over(
+        transport,
+        config,
+        &[("w1.secret", "w1-secret-0123456789\n")],
+    );
     fs::create_dir_all(m.path().join("files")).unwrap();
     m
 }
@@ -135,8 +142,7 @@ fn peak_rss_kib(pid: u32) -> u64 {
 /// Download a binary file, make small, empty, text and 50 more files,
 /// upload them all (as a directory) and fetch them back with bbctl: every
 /// checksum matches the worker's files and `bbctl artifacts` agrees.
-#[test]
-fn upload_and_download_small_empty_binary_and_many_files() {
+fn small_empty_binary_and_many_files(transport: Transport) {
     let steps = r#"
   [[builder.step]]
   name = "fetch-input"
@@ -150,7 +156,7 @@ fn upload_and_download_small_empty_binary_and_many_files() {
   name = "publish"
   upload = { from = "out", max_size = "1GiB", mode = "0644" }
 "#;
-    let m = master(&config("60s", steps));
+    let m = master(transport, &config("60s", steps));
     let data = binary(3 << 20);
     fs::create_dir_all(m.path().join("files/inputs")).unwrap();
     fs::write(m.path().join("files/inputs/data.bin"), &data).unwrap();
@@ -216,11 +222,13 @@ fn upload_and_download_small_empty_binary_and_many_files() {
         "the step log says what was uploaded"
     );
 }
+over_unix_and_tls!(small_empty_binary_and_many_files =>
+    upload_and_download_small_empty_binary_and_many_files,
+    upload_and_download_small_empty_binary_and_many_files_over_tls);
 
 /// 200 MiB each way, streamed: the master's and the worker's peak RSS stay
 /// under 64 MiB, and the checksums match.
-#[test]
-fn large_files_are_streamed_with_bounded_memory() {
+fn large_files_streamed(transport: Transport) {
     let steps = r#"
   [[builder.step]]
   name = "fetch-input"
@@ -234,7 +242,7 @@ fn large_files_are_streamed_with_bounded_memory() {
   name = "publish"
   upload = { from = "big.out" }
 "#;
-    let m = master(&config("60s", steps));
+    let m = master(transport, &config("60s", steps));
     {
         use std::io::Write;
         let mut f = fs::File::create(m.path().join("files/big.in")).unwrap();
@@ -266,6 +274,9 @@ fn large_files_are_streamed_with_bounded_memory() {
         "worker peak RSS {worker_kib} KiB"
     );
 }
+over_unix_and_tls!(large_files_streamed =>
+    large_files_are_streamed_with_bounded_memory,
+    large_files_are_streamed_with_bounded_memory_over_tls);
 
 /// `..` and absolute paths are refused at config time with file:line:column;
 /// symlinks pointing out of the work dir or the transfer dir fail the step
@@ -313,7 +324,7 @@ workers = ["w"]
   name = "publish"
   upload = { from = "out/*.txt" }
 "#;
-    let m = master(&config("60s", steps));
+    let m = master(Transport::Unix, &config("60s", steps));
     let _w = w1(&m);
     m.force_build("b");
     let b = wait_finished(&m, 1, WAIT);
@@ -363,7 +374,7 @@ fn max_size_exceeded_leaves_no_partial_and_keeps_earlier_artifacts() {
   name = "second"
   upload = { from = "big.bin", max_size = "4KiB" }
 "#;
-    let m = master(&config("60s", steps));
+    let m = master(Transport::Unix, &config("60s", steps));
     let _w = w1(&m);
     m.force_build("b");
     let b = wait_finished(&m, 1, WAIT);
@@ -406,9 +417,8 @@ fn wait_partial(m: &Master) {
 
 /// `kill -9` of the worker mid-upload: the partial file is deleted at
 /// once, and the build follows the lost-worker rule (retry after grace).
-#[test]
-fn worker_killed_mid_transfer_leaves_no_partial_file() {
-    let m = master(&config("1s", BIG_UPLOAD));
+fn worker_killed_mid_transfer(transport: Transport) {
+    let m = master(transport, &config("1s", BIG_UPLOAD));
     let w = w1(&m);
     m.force_build("b");
     wait_partial(&m);
@@ -424,13 +434,15 @@ fn worker_killed_mid_transfer_leaves_no_partial_file() {
             .is_empty()
     );
 }
+over_unix_and_tls!(worker_killed_mid_transfer =>
+    worker_killed_mid_transfer_leaves_no_partial_file,
+    worker_killed_mid_transfer_leaves_no_partial_file_over_tls);
 
 /// The master killed mid-upload: the next master deletes the partial file
 /// at start; the worker reports the step failed when it is resumed, and
 /// the build ends `failure` saying the transfer was cut.
-#[test]
-fn master_restarted_mid_transfer_fails_the_step_cleanly() {
-    let mut m = master(&config("60s", BIG_UPLOAD));
+fn master_restarted_mid_transfer(transport: Transport) {
+    let mut m = master(transport, &config("60s", BIG_UPLOAD));
     let _w = w1(&m);
     m.force_build("b");
     wait_partial(&m);
@@ -446,3 +458,6 @@ fn master_restarted_mid_transfer_fails_the_step_cleanly() {
     assert!(!artifacts_dir(&m, 1).join("big.bin").exists());
     eprintln!("build ended {:?} after the restart", started.elapsed());
 }
+over_unix_and_tls!(master_restarted_mid_transfer =>
+    master_restarted_mid_transfer_fails_the_step_cleanly,
+    master_restarted_mid_transfer_fails_the_step_cleanly_over_tls);

@@ -1,6 +1,7 @@
 //! Setting up what a test runs: temp dirs, commands with a clean
 //! environment, remote workers started against a master.
 
+use std::ffi::OsString;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
@@ -59,14 +60,44 @@ pub fn start_worker_in(
     secret_file: &Path,
     work_dir: &Path,
 ) -> Background {
+    start_worker_with(&master.worker_args(), name, secret_file, work_dir, &[])
+}
+
+/// A remote `bbworker` named `name` reaching its master with `master_args`
+/// (`--master ...` and what goes with it: see [`Master::worker_args`],
+/// [`tls_worker_args`]), plus `extra` arguments.
+pub fn start_worker_with(
+    master_args: &[OsString],
+    name: &str,
+    secret_file: &Path,
+    work_dir: &Path,
+    extra: &[OsString],
+) -> Background {
+    Background::spawn(worker_command(
+        master_args,
+        name,
+        secret_file,
+        work_dir,
+        extra,
+    ))
+}
+
+/// The command line of [`start_worker_with`], not started.
+pub fn worker_command(
+    master_args: &[OsString],
+    name: &str,
+    secret_file: &Path,
+    work_dir: &Path,
+    extra: &[OsString],
+) -> Command {
     let mut cmd = command(BBWORKER);
-    cmd.arg("--master")
-        .arg(master.worker_socket())
+    cmd.args(master_args)
         .arg("--name")
         .arg(name)
         .arg("--secret-file")
         .arg(secret_file)
         .arg("--dir")
-        .arg(work_dir);
-    Background::spawn(cmd)
+        .arg(work_dir)
+        .args(extra);
+    cmd
 }

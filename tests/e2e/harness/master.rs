@@ -1,7 +1,9 @@
 //! [`Master`]: a real `bbmaster` in its own temp dir, driven with the real
 //! `bbctl`, stopped (with its local workers) when dropped.
 
+use std::ffi::OsString;
 use std::fs;
+use std::net::SocketAddr;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
@@ -25,6 +27,11 @@ pub struct Master {
     config: Option<PathBuf>,
     starts: u32,
     env: Vec<(String, String)>,
+    /// How remote workers reach this master.
+    transport: Transport,
+    /// Over TLS: the listener's address and the certificate's fingerprint,
+    /// as `bbctl status` showed them at the first start.
+    tls: Option<(SocketAddr, String)>,
 }
 
 impl Master {
@@ -42,6 +49,12 @@ impl Master {
     /// Like [`Master::start`], after writing `files` (name, contents) into
     /// the temp dir: secret files, say.
     pub fn start_with_files(config: &str, files: &[(&str, &str)]) -> Master {
+        Master::start_over(Transport::Unix, config, files)
+    }
+
+    /// Like [`Master::start_with_files`], serving remote workers over
+    /// `transport` ([`start_worker`] then dials it that way).
+    pub fn start_over(transport: Transport, config: &str, files: &[(&str, &str)]) -> Master {
         let dir = temp_dir();
         for (name, contents) in files {
             fs::write(dir.path().join(name), contents).expect("cannot write a file");
@@ -49,10 +62,23 @@ impl Master {
         let path = dir.path().join("master.toml");
         fs::write(
             &path,
-            config.replace("@DIR@", &dir.path().to_string_lossy()),
+            transport
+                .config(config)
+                .replace("@DIR@", &dir.path().to_string_lossy()),
         )
         .expect("cannot write the config");
-        Master::launch(dir, Some(path))
+        let mut master = Master {
+            exe: PathBuf::from(BBMASTER),
+            env: Vec::new(),
+            dir,
+            child: None,
+            config: Some(path),
+            starts: 0,
+            transport,
+            tls: None,
+        };
+        master.spawn();
+        master
     }
 
     /// Start a master on the embedded default from a copy of `bbmaster`
@@ -111,6 +137,8 @@ impl Master {
             child: None,
             config: Some(path),
             starts: 0,
+            transport: Transport::Unix,
+            tls: None,
         };
         master.spawn();
         master
@@ -128,6 +156,8 @@ impl Master {
             child: None,
             config,
             starts: 0,
+            transport: Transport::Unix,
+            tls: None,
         };
         master.spawn();
         master
@@ -144,6 +174,92 @@ impl Master {
         let child = spawn_copied_exe(&mut cmd);
         self.child = Some(child);
         self.wait_ready();
+        if self.transport == Transport::Tls {
+            self.learn_tls();
+        }
+    }
+
+    /// Over TLS: read the listener's address and the fingerprint from
+    /// `bbctl status --json`. At the first start, pin the port in the
+    /// config file (so a restart listens where the workers dial); at a
+    /// restart, check the master is back on that address with the same
+    /// certificate (kept across restarts).
+    fn learn_tls(&mut self) {
+        let deadline = Instant::now() + STARTUP_TIMEOUT;
+        let (addr, fingerprint) = loop {
+            if let Some(got) = self.tls_status() {
+                break got;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no TLS listener in `bbctl status` within {STARTUP_TIMEOUT:?}: {}\n--- its stderr\n{}",
+                self.bbctl_json(&["status"])["tls"],
+                self.stderr()
+            );
+            thread::sleep(Duration::from_millis(20));
+        };
+        match &self.tls {
+            None => {
+                let path = self.config_path();
+                let text = fs::read_to_string(&path).expect("cannot read the config");
+                let pinned = text.replace(
+                    &format!("\"{TLS_LISTEN_ANY_PORT}\""),
+                    &format!("\"{addr}\""),
+                );
+                fs::write(&path, pinned).expect("cannot write the config");
+                self.tls = Some((addr, fingerprint));
+            }
+            Some((was_addr, was_fingerprint)) => {
+                assert_eq!(
+                    (&addr, &fingerprint),
+                    (was_addr, was_fingerprint),
+                    "the restarted master listens elsewhere or with another certificate\n{}",
+                    self.stderr()
+                );
+            }
+        }
+    }
+
+    /// `tls.listen[0]` and `tls.fingerprint` of `bbctl status --json`, if
+    /// the master shows a TLS listener.
+    pub fn tls_status(&self) -> Option<(SocketAddr, String)> {
+        let status = self.bbctl_json(&["status"]);
+        let tls = &status["tls"];
+        let addr = tls["listen"][0].as_str()?;
+        let addr: SocketAddr = addr
+            .parse()
+            .unwrap_or_else(|e| panic!("status shows the listener as {addr:?}: {e}\n{status}"));
+        let fingerprint = tls["fingerprint"].as_str()?.to_string();
+        Some((addr, fingerprint))
+    }
+
+    /// How remote workers reach this master.
+    pub fn transport(&self) -> Transport {
+        self.transport
+    }
+
+    /// The TLS listener's address (a master started over TLS).
+    pub fn tls_addr(&self) -> SocketAddr {
+        self.tls.as_ref().expect("this master does not serve TLS").0
+    }
+
+    /// The fingerprint of the master's certificate (a master started over
+    /// TLS).
+    pub fn tls_fingerprint(&self) -> String {
+        self.tls
+            .as_ref()
+            .expect("this master does not serve TLS")
+            .1
+            .clone()
+    }
+
+    /// The `bbworker` arguments that reach this master over its transport:
+    /// `--master SOCKET`, or `--master tls://ADDR --fingerprint FP`.
+    pub fn worker_args(&self) -> Vec<OsString> {
+        match self.transport {
+            Transport::Unix => vec!["--master".into(), self.worker_socket().into()],
+            Transport::Tls => tls_worker_args(self.tls_addr(), &self.tls_fingerprint()),
+        }
     }
 
     /// A `bbmaster` command line for this fixture's state dir and config.
@@ -209,8 +325,18 @@ impl Master {
     }
 
     /// Replace the config file's text (`@DIR@` expanded, as for `start`).
+    /// Over TLS, the listener's line is added, with the port pinned.
     pub fn write_config(&self, config: &str) {
-        let text = config.replace("@DIR@", &self.path().to_string_lossy());
+        let mut text = self
+            .transport
+            .config(config)
+            .replace("@DIR@", &self.path().to_string_lossy());
+        if let Some((addr, _)) = &self.tls {
+            text = text.replace(
+                &format!("\"{TLS_LISTEN_ANY_PORT}\""),
+                &format!("\"{addr}\""),
+            );
+        }
         fs::write(self.config_path(), text).expect("cannot write the config");
     }
 

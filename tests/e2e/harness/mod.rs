@@ -7,14 +7,20 @@
 
 #![allow(dead_code)]
 
+mod certs;
 mod fixtures;
 mod master;
 mod process;
+mod proxy;
+mod transport;
 mod wait;
 
+pub use certs::*;
 pub use fixtures::*;
 pub use master::*;
 pub use process::*;
+pub use proxy::*;
+pub use transport::*;
 pub use wait::*;
 
 use std::time::Duration;
