@@ -15,6 +15,7 @@
 
 pub mod address;
 pub mod args;
+mod backoff;
 pub mod cli;
 mod connection;
 mod dial;
@@ -42,10 +43,11 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tracing::info;
 
-pub use connection::{
+pub use backoff::{
     BACKOFF_MAX, BACKOFF_MAX_REMOTE, BACKOFF_MIN, FAST_RECONNECT_FOR, FAST_RECONNECT_MAX,
-    FIRST_CONNECT_WAIT, STABLE_SESSION,
+    STABLE_SESSION,
 };
+pub use connection::FIRST_CONNECT_WAIT;
 pub use dial::{CONNECT_TIMEOUT, TLS_HANDSHAKE_TIMEOUT};
 pub use keepalive::{DEFAULT_KEEPALIVE, MISSED_INTERVALS};
 pub use output::CHUNK_SIZE;
@@ -57,7 +59,8 @@ pub use stop::{StopHandle, StopSignal, stop_pair};
 
 use crate::protocol::FrameError;
 use address::MasterAddr;
-use connection::{Backoff, Connected, GiveUp, Pause, connect_with_retry, pause};
+use backoff::Backoff;
+use connection::{Connected, GiveUp, Pause, connect_with_retry, pause};
 use dial::Dialer;
 use guard::Guard;
 use runner::StepContext;
