@@ -1,6 +1,6 @@
 //! The master loop: the single owner of the core and the store.
 //!
-//! Adapters reach it through the `MasterHandle` (handle.rs), which sends [`Command`]s here; each command is one core event, handled
+//! Adapters reach it through the `MasterHandle` (handle/), which sends [`Command`]s here; each command is one core event, handled
 //! by its handler in `handlers/`. After every command the loop itself takes
 //! the core's effects ([`Master::absorb`]): they are written to the store in
 //! one transaction per batch, and only then are workers told and clients

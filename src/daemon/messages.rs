@@ -5,7 +5,7 @@
 //! and the config, never the loop or an adapter, so that adapters and the
 //! loop both depend on it and not on each other (see docs/architecture.md).
 //! Adapters do not build these by hand: they call the `MasterHandle`
-//! (handle.rs), the front door.
+//! (handle/), the front door.
 
 use std::path::PathBuf;
 use std::sync::Arc;

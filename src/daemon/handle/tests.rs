@@ -1,4 +1,4 @@
-//! Unit tests of the front door (handle.rs), in a file of their own to keep it short.
+//! Unit tests of the front door, in a file of their own to keep it short.
 
 use super::*;
 
