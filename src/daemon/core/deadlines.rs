@@ -265,4 +265,36 @@ mod tests {
         core.step_ended(2, 1, 0, StepEnd::Stopped, 49_999).unwrap();
         assert_eq!(core.next_deadline(), None);
     }
+
+    #[test]
+    fn the_earlier_of_a_timeout_and_a_stop_counts() {
+        // Timeout deadline 40 s (10 s + grace), stop deadline 50 s.
+        let mut core = running(Some(Duration::from_secs(10)));
+        core.stop_build(1, "stop", 20_000).unwrap();
+        core.take_effects();
+        assert_eq!(core.next_deadline(), Some(40_000));
+        core.tick(40_000);
+        let (finished, abandoned) = ends(&mut core);
+        assert!(abandoned);
+        assert_eq!(finished.len(), 1, "ended at the timeout's deadline");
+
+        // Stop deadline 35 s, timeout deadline 40 s.
+        let mut core = running(Some(Duration::from_secs(10)));
+        core.stop_build(1, "stop", 5_000).unwrap();
+        core.take_effects();
+        assert_eq!(core.next_deadline(), Some(35_000));
+    }
+
+    #[test]
+    fn at_a_tie_the_stop_is_the_reason() {
+        // Both deadlines at 40 s: the person's stop is what the build ends by.
+        let mut core = running(Some(Duration::from_secs(10)));
+        core.stop_build(1, "stopped by alice", 10_000).unwrap();
+        core.take_effects();
+        core.tick(40_000);
+        let (finished, _) = ends(&mut core);
+        assert_eq!(finished[0].0, BuildResult::Cancelled);
+        let reason = finished[0].1.as_deref().unwrap();
+        assert!(reason.starts_with("stopped by alice"), "{reason}");
+    }
 }
