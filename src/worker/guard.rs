@@ -36,11 +36,16 @@
 //!   pipe, not its parent pid, so it works whoever started the worker (a
 //!   shell, the master, `setsid`).
 //!
-//! Known limits: a worker killed between a step's spawn and its `add` line
-//! (microseconds) leaks that step; and a group id is unregistered just
-//! after its leader is reaped, so in that instant the id could in theory be
-//! reused. If the guard itself dies, the worker logs it once and goes on
-//! without one.
+//! - **No step code runs unregistered.** A step's process exists before its
+//!   `add` line can be written, and on a loaded machine the worker may only
+//!   get to write it tens of milliseconds after the step's `exec`. So each
+//!   step starts held at a gate ([`super::gate`]) that the worker opens
+//!   after the `add`; a worker killed in between closes the gate, and the
+//!   step exits without running anything.
+//!
+//! Known limits: a group id is unregistered just after its leader is
+//! reaped, so in that instant the id could in theory be reused. If the
+//! guard itself dies, the worker logs it once and goes on without one.
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, Write};

@@ -19,6 +19,7 @@ mod backoff;
 pub mod cli;
 mod connection;
 mod dial;
+mod gate;
 mod group;
 pub mod guard;
 mod keepalive;

@@ -7,17 +7,19 @@
 //! watch channel that the step's sender follows. That is what lets a step
 //! outlive the connection it was started on, and be tested on its own.
 
+use std::ffi::OsStr;
 use std::io::PipeReader;
 use std::path::{Path, PathBuf};
-use std::process::{ExitStatus, Stdio};
+use std::process::ExitStatus;
 use std::sync::Arc;
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 use tokio::sync::watch;
 use tracing::{debug, info};
 
+use super::gate::{self, Gate};
 use super::group::signal_group;
 use super::guard::Guard;
 use super::output::OutputPump;
@@ -97,15 +99,22 @@ async fn execute(
             };
         }
     };
-    let (pipe, mut child) = match spawn(a, &workdir) {
+    let Spawned {
+        output: pipe,
+        mut child,
+        gate,
+    } = match spawn(a, &workdir) {
         Ok(spawned) => spawned,
         Err(error) => return StepEnd::SpawnFailed { error },
     };
-    // With process_group(0) the child's pid is its group's id.
+    // With process_group(0) the child's pid is its group's id. The step
+    // runs none of its code before the gate opens: once the guard knows
+    // its group, a worker killed at any point leaves nothing behind.
     let pgid = child.id();
     if let Some(pgid) = pgid {
         ctx.guard.add(pgid);
     }
+    gate.open();
     let output = OutputPump::start(pipe, spool, Arc::clone(progress), a.build, a.step);
     let end = supervise(&mut child, pgid, a.timeout_ms, stop).await;
     // Whatever the way the main process ended, nothing of the step may
@@ -149,21 +158,30 @@ pub(crate) async fn prepare_workdir(dir: &Path, builder: &str) -> Result<PathBuf
     Ok(path)
 }
 
-/// Start the step's process with stdout and stderr on one pipe.
-fn spawn(a: &StepAssignment, workdir: &Path) -> Result<(PipeReader, Child), String> {
+/// A step's process, started and held at its gate.
+struct Spawned {
+    /// Its stdout and stderr.
+    output: PipeReader,
+    child: Child,
+    /// Opened once the guard knows the process's group.
+    gate: Gate,
+}
+
+/// Start the step's process, behind its gate (see [`super::gate`]), with
+/// stdout and stderr on one pipe.
+fn spawn(a: &StepAssignment, workdir: &Path) -> Result<Spawned, String> {
+    let env = step_environment(std::env::vars_os(), &a.pass_env, &a.env);
     let (mut cmd, program) = match &a.action {
-        WireAction::Shell(line) => {
-            let mut cmd = Command::new("/bin/sh");
-            cmd.arg("-c").arg(line);
-            (cmd, "/bin/sh")
-        }
+        WireAction::Shell(line) => (gate::shell_command(line), "/bin/sh"),
         WireAction::Command(argv) => {
-            let (first, rest) = argv
-                .split_first()
+            let first = argv
+                .first()
                 .ok_or_else(|| "the step's command is empty".to_string())?;
-            let mut cmd = Command::new(first);
-            cmd.args(rest);
-            (cmd, first.as_str())
+            // The shell behind the gate would find no program only once
+            // started; say so now, as a spawn of the program itself would.
+            let path = env.get(OsStr::new("PATH")).cloned().unwrap_or_default();
+            gate::check_program(first, &path, workdir).map_err(|e| format!("{e}: `{first}`"))?;
+            (gate::argv_command(argv), first.as_str())
         }
         WireAction::Upload { .. } | WireAction::Download { .. } => {
             return Err("a transfer step has no process to run".to_string());
@@ -174,20 +192,27 @@ fn spawn(a: &StepAssignment, workdir: &Path) -> Result<(PipeReader, Child), Stri
     let writer_err = writer
         .try_clone()
         .map_err(|e| format!("cannot duplicate the output pipe: {e}"))?;
+    let (gate_reader, gate) =
+        Gate::new().map_err(|e| format!("cannot create the start gate's pipe: {e}"))?;
     cmd.current_dir(workdir)
         .env_clear()
-        .envs(step_environment(std::env::vars_os(), &a.pass_env, &a.env))
-        .stdin(Stdio::null())
+        .envs(env)
+        .stdin(gate_reader)
         .stdout(writer)
         .stderr(writer_err)
         .process_group(0)
         .kill_on_drop(true);
     let spawned = super::reaper::spawn_own(|| cmd.spawn(), Child::id)
         .map_err(|e| format!("{e}: `{program}`"));
-    // The Command holds our copies of the pipe's write end: drop them now,
-    // or the reader never sees EOF.
+    // The Command holds our copies of the pipes' other ends: drop them
+    // now, or the reader never sees EOF (and the step never sees the gate
+    // close if we die).
     drop(cmd);
-    Ok((reader, spawned?))
+    Ok(Spawned {
+        output: reader,
+        child: spawned?,
+        gate,
+    })
 }
 
 /// Wait for the process, its timeout or a stop, whichever comes first.

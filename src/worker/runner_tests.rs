@@ -7,8 +7,9 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
-use super::{StepContext, run_step};
+use super::{Spawned, StepContext, prepare_workdir, run_step, spawn};
 use crate::protocol::{StepAssignment, StepEnd, WireAction};
+use crate::worker::gate::GATE_CLOSED_EXIT;
 use crate::worker::guard::Guard;
 use crate::worker::spool::{DEFAULT_SPOOL_LIMIT, Progress, prepare_spool_dir, spool_path};
 use crate::worker::stop::{StopHandle, StopSignal, stop_pair};
@@ -158,6 +159,81 @@ async fn missing_program_is_a_clear_spawn_failure() {
         error,
         "No such file or directory (os error 2): `nosuchcmd-bbworker-test`"
     );
+}
+
+#[tokio::test]
+async fn a_program_that_is_not_executable_is_a_spawn_failure() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let workdir = dir.path().join("b1");
+    std::fs::create_dir(&workdir).expect("work dir");
+    std::fs::write(workdir.join("plain"), "echo should not run\n").expect("file");
+    let mut a = shell("");
+    a.action = WireAction::Command(vec!["./plain".into()]);
+    let (out, end) = start(a, dir.path()).finish().await;
+    assert!(out.is_empty());
+    assert_eq!(
+        end,
+        StepEnd::SpawnFailed {
+            error: "Permission denied (os error 13): `./plain`".to_string()
+        }
+    );
+}
+
+/// The gate puts the command's stdin on /dev/null, and the program's exit
+/// status is the step's.
+#[tokio::test]
+async fn argv_form_has_null_stdin_and_its_own_status() {
+    let mut a = shell("");
+    a.action = WireAction::Command(vec![
+        "sh".into(),
+        "-c".into(),
+        "cat; echo eof; exit 4".into(),
+    ]);
+    let (out, end) = run(a).await;
+    assert_eq!(String::from_utf8_lossy(&out), "eof\n");
+    assert_eq!(end, StepEnd::Exited { code: 4 });
+}
+
+/// The gate's prefix shares the script's first line: the shell's error
+/// messages give the step's own line numbers.
+#[tokio::test]
+async fn shell_errors_keep_the_steps_line_numbers() {
+    let (out, end) = run(shell("nosuchcmd-bb-one\ntrue\nnosuchcmd-bb-three")).await;
+    let out = String::from_utf8_lossy(&out);
+    assert!(out.contains(" 1: nosuchcmd-bb-one: not found"), "{out}");
+    assert!(out.contains(" 3: nosuchcmd-bb-three: not found"), "{out}");
+    assert_eq!(end, StepEnd::Exited { code: 127 });
+}
+
+/// A worker killed between a step's spawn and the guard's `add` closes the
+/// step's gate unopened (here: dropped). The step's process must then exit
+/// having run none of the step: nobody would ever kill what it started.
+/// Shell and command steps alike.
+#[tokio::test]
+async fn a_step_whose_gate_closes_unopened_runs_none_of_its_code() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut argv = shell("");
+    argv.action = WireAction::Command(vec!["touch".into(), "ran-argv".into()]);
+    for (a, marker) in [(shell("touch ran-shell"), "ran-shell"), (argv, "ran-argv")] {
+        let workdir = prepare_workdir(dir.path(), &a.builder)
+            .await
+            .expect("work dir");
+        let Spawned {
+            output,
+            mut child,
+            gate,
+        } = spawn(&a, &workdir).expect("spawn");
+        let pid = child.id().expect("pid");
+        drop(gate);
+        let status = tokio::time::timeout(BOUND, child.wait())
+            .await
+            .expect("the step exits in time")
+            .expect("wait");
+        crate::worker::reaper::forget_own(pid);
+        drop(output);
+        assert!(!workdir.join(marker).exists(), "{marker}: the step ran");
+        assert_eq!(status.code(), Some(GATE_CLOSED_EXIT), "{marker}");
+    }
 }
 
 #[tokio::test]
