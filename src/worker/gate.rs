@@ -29,7 +29,8 @@
 //!   group) id, its own `argv[0]` and the exit status. The program is looked
 //!   up first ([`check_program`]), as `execvp` would, so that a missing or
 //!   non-executable program is still a spawn failure with the same message,
-//!   not an exit status from the shell.
+//!   not an exit status from the shell. The shell's own `PWD` is taken out
+//!   of the program's environment again (or set back to the step's).
 
 use std::ffi::OsStr;
 use std::io::{PipeReader, PipeWriter, Write};
@@ -53,8 +54,14 @@ pub(crate) const GATE_CLOSED_EXIT: i32 = 125;
 const SHELL_PREFIX: &str = "read -r _ || exit 125; exec </dev/null; ";
 
 /// The same, then the program of a command step (`$0`, its arguments in
-/// `$@`) in place of the shell.
-const COMMAND_SCRIPT: &str = "read -r _ || exit 125; exec \"$0\" \"$@\" </dev/null";
+/// `$@`) in place of the shell. The shell exports a `PWD` of its own; the
+/// program must get the step's environment, not the shell's.
+const COMMAND_SCRIPT: &str = "read -r _ || exit 125; unset PWD; exec \"$0\" \"$@\" </dev/null";
+
+/// [`COMMAND_SCRIPT`] for a step whose environment sets `PWD` (in `$0`;
+/// the shell would replace it with the real directory): the program is
+/// `$1`.
+const COMMAND_SCRIPT_PWD: &str = "read -r _ || exit 125; export PWD=\"$0\"; exec \"$@\" </dev/null";
 
 /// The worker's end of a step's gate: [`Gate::open`] lets the step run;
 /// dropping it unopened (or dying) makes the step exit unrun.
@@ -86,10 +93,15 @@ pub(crate) fn shell_command(line: &str) -> Command {
     cmd
 }
 
-/// `/bin/sh -c` running `argv` behind the gate (`argv` is not empty).
-pub(crate) fn argv_command(argv: &[String]) -> Command {
+/// `/bin/sh -c` running `argv` behind the gate (`argv` is not empty), with
+/// `pwd` the step environment's `PWD` if it has one.
+pub(crate) fn argv_command(argv: &[String], pwd: Option<&OsStr>) -> Command {
     let mut cmd = Command::new("/bin/sh");
-    cmd.arg("-c").arg(COMMAND_SCRIPT).args(argv);
+    match pwd {
+        Some(pwd) => cmd.arg("-c").arg(COMMAND_SCRIPT_PWD).arg(pwd),
+        None => cmd.arg("-c").arg(COMMAND_SCRIPT),
+    };
+    cmd.args(argv);
     cmd
 }
 
@@ -136,9 +148,10 @@ mod tests {
 
     #[test]
     fn both_scripts_exit_with_the_documented_status() {
-        let exit = format!("read -r _ || exit {GATE_CLOSED_EXIT}; exec ");
+        let exit = format!("read -r _ || exit {GATE_CLOSED_EXIT}; ");
         assert!(SHELL_PREFIX.starts_with(&exit));
         assert!(COMMAND_SCRIPT.starts_with(&exit));
+        assert!(COMMAND_SCRIPT_PWD.starts_with(&exit));
         assert!(!SHELL_PREFIX.contains('\n'), "line numbers would shift");
     }
 

@@ -181,7 +181,8 @@ fn spawn(a: &StepAssignment, workdir: &Path) -> Result<Spawned, String> {
             // started; say so now, as a spawn of the program itself would.
             let path = env.get(OsStr::new("PATH")).cloned().unwrap_or_default();
             gate::check_program(first, &path, workdir).map_err(|e| format!("{e}: `{first}`"))?;
-            (gate::argv_command(argv), first.as_str())
+            let pwd = env.get(OsStr::new("PWD")).map(|p| p.as_os_str());
+            (gate::argv_command(argv, pwd), first.as_str())
         }
         WireAction::Upload { .. } | WireAction::Download { .. } => {
             return Err("a transfer step has no process to run".to_string());

@@ -194,6 +194,30 @@ async fn argv_form_has_null_stdin_and_its_own_status() {
     assert_eq!(end, StepEnd::Exited { code: 4 });
 }
 
+/// The gate's shell adds nothing to a command's environment (it exports
+/// a `PWD` of its own), and a `PWD` the step sets reaches it unchanged.
+#[tokio::test]
+async fn argv_form_gets_exactly_the_steps_environment() {
+    let mut a = shell("");
+    a.action = WireAction::Command(vec!["env".into()]);
+    let (out, _) = run(a.clone()).await;
+    let mut names: Vec<String> = String::from_utf8_lossy(&out)
+        .lines()
+        .filter_map(|l| l.split_once('=').map(|(k, _)| k.to_string()))
+        .collect();
+    names.sort();
+    let env = crate::worker::step_env::step_environment(std::env::vars_os(), &[], &[]);
+    let want: Vec<String> = env
+        .keys()
+        .map(|k| k.to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, want);
+    a.env = vec![("PWD".to_string(), "/not/the/dir".to_string())];
+    let (out, _) = run(a).await;
+    let out = String::from_utf8_lossy(&out);
+    assert!(out.lines().any(|l| l == "PWD=/not/the/dir"), "{out}");
+}
+
 /// The gate's prefix shares the script's first line: the shell's error
 /// messages give the step's own line numbers.
 #[tokio::test]
