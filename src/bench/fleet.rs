@@ -39,8 +39,10 @@ struct Shared {
     connected: AtomicUsize,
     /// Steps held over all workers.
     held: AtomicUsize,
-    /// Refusals worth a retry (`busy`, `already_connected`) so far.
-    retried_refusals: AtomicUsize,
+    /// Dials that ended before the master's welcome (closed at once by a
+    /// master at its cap of unauthenticated connections, refused as
+    /// `busy` or `already_connected`, no listener yet) and were retried.
+    failed_dials: AtomicUsize,
     /// The first failure that ended a task (a refusal that will not pass).
     fatal: Mutex<Option<String>>,
 }
@@ -79,7 +81,7 @@ impl Fleet {
             secret: secret.to_string(),
             connected: AtomicUsize::new(0),
             held: AtomicUsize::new(0),
-            retried_refusals: AtomicUsize::new(0),
+            failed_dials: AtomicUsize::new(0),
             fatal: Mutex::new(None),
         });
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -115,10 +117,9 @@ impl Fleet {
         self.shared.held.load(Ordering::SeqCst)
     }
 
-    /// Refusals that were retried (`busy`: the cap on connections not yet
-    /// authenticated; `already_connected`).
-    pub(super) fn retried_refusals(&self) -> usize {
-        self.shared.retried_refusals.load(Ordering::SeqCst)
+    /// Dials that ended before the welcome and were retried.
+    pub(super) fn failed_dials(&self) -> usize {
+        self.shared.failed_dials.load(Ordering::SeqCst)
     }
 
     /// Fails with the first refusal that ended a worker's task, if any.
@@ -203,8 +204,14 @@ impl Task {
     async fn session(&mut self) -> End {
         let link = match tokio::time::timeout(ATTEMPT_LIMIT, self.dial()).await {
             Ok(Ok(link)) => link,
-            Ok(Err(end)) => return end,
-            Err(_) => return End::Retry,
+            Ok(Err(end)) => {
+                self.shared.failed_dials.fetch_add(1, Ordering::SeqCst);
+                return end;
+            }
+            Err(_) => {
+                self.shared.failed_dials.fetch_add(1, Ordering::SeqCst);
+                return End::Retry;
+            }
         };
         let (mut rd, mut wr) = link;
         let _linked = Linked::new(&self.shared);
@@ -288,10 +295,7 @@ impl Task {
             HelloReply::Refused {
                 kind: RefusalKind::Busy | RefusalKind::AlreadyConnected,
                 ..
-            } => {
-                sh.retried_refusals.fetch_add(1, Ordering::SeqCst);
-                Err(End::Retry)
-            }
+            } => Err(End::Retry),
             HelloReply::Refused { reason, kind } => {
                 Err(End::Fatal(format!("refused ({kind:?}): {reason}")))
             }

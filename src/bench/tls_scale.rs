@@ -129,6 +129,8 @@ pub fn scale(ctx: &Ctx, report: &mut Report) -> Result<()> {
     )
     .context("the generator's workers did not all connect")?;
     let cold = start.elapsed();
+    let cold_dials = fleet.failed_dials();
+    eprintln!("   dials retried while connecting the first time: {cold_dials}");
     let seen_now = seen(&master)?;
     if seen_now.connected != n {
         bail!(
@@ -229,8 +231,8 @@ pub fn scale(ctx: &Ctx, report: &mut Report) -> Result<()> {
         }
     }
     eprintln!(
-        "   refusals retried by the generator (busy, already connected): {}",
-        fleet.retried_refusals()
+        "   dials retried in {rounds} storm(s) (no listener yet, closed or refused before the welcome): {}",
+        fleet.failed_dials() - cold_dials
     );
     report.push(Row::measured(
         "tls-scale",
