@@ -255,3 +255,24 @@ pub fn scale(ctx: &Ctx, report: &mut Report) -> Result<()> {
     drop(fleet);
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bench::remote;
+
+    #[test]
+    fn the_configs_are_valid() {
+        let dir = std::path::Path::new("/");
+        let fleet = crate::config::parse_str(&config(9989, 3), "fleet.toml", dir).unwrap();
+        assert_eq!(fleet.workers.len(), 3);
+        assert_eq!(fleet.builders[0].workers.len(), 3);
+        let pair = remote::config(
+            "max_log_size = \"2G\"",
+            &[("D", &remote::command_step(&["date", "+%s%N"]))],
+        );
+        let pair = crate::config::parse_str(&pair, "pair.toml", dir).unwrap();
+        let names: Vec<&str> = pair.builders.iter().map(|b| b.name.as_str()).collect();
+        assert_eq!(names, ["D-unix", "D-tls"]);
+    }
+}
