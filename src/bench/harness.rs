@@ -21,6 +21,8 @@ pub struct Bins {
     pub bbmaster: PathBuf,
     /// `bbctl`, the client every measured request goes through.
     pub bbctl: PathBuf,
+    /// `bbworker`, started by hand for the remote-worker scenarios.
+    pub bbworker: PathBuf,
 }
 
 impl Bins {
@@ -60,10 +62,10 @@ impl Bins {
                 )
             }
         };
-        find("bbworker")?;
         Ok(Bins {
             bbmaster: find("bbmaster")?,
             bbctl: find("bbctl")?,
+            bbworker: find("bbworker")?,
         })
     }
 }

@@ -89,17 +89,7 @@ pub fn dispatch(ctx: &Ctx, report: &mut Report) -> Result<()> {
         .target(Target::median_below(5.0)),
     );
 
-    let to_step = sample(s.warmup, s.repeats, || {
-        let t0 = epoch_ns()?;
-        let (_, out) = master.ctl_timed(&["force-build", "D", "--wait", "--json"])?;
-        let build = harness::last_json(&out.stdout)?["build_id"]
-            .as_u64()
-            .ok_or_else(|| anyhow!("force-build --wait --json printed no build_id"))?;
-        let log = master.dir.join(format!("logs/{build}/0.log"));
-        let text = std::fs::read_to_string(&log)
-            .with_context(|| format!("cannot read {}", log.display()))?;
-        Ok((parse_ns(&text)?.saturating_sub(t0)) as f64 / 1e6)
-    })?;
+    let to_step = sample(s.warmup, s.repeats, || to_step_ms(&master, "D"))?;
     let date_baseline = sample(s.warmup, s.repeats, || {
         let t0 = epoch_ns()?;
         let (_, out) = run_timed(Command::new("date").arg("+%s%N"))?;
@@ -136,6 +126,21 @@ pub fn dispatch(ctx: &Ctx, report: &mut Report) -> Result<()> {
         .target(Target::median_below(5.0)),
     );
     Ok(())
+}
+
+/// `force-build BUILDER --wait` of a builder whose one step is `date
+/// +%s%N`: ms from just before `bbctl` is spawned to when the step's
+/// process ran (the time it printed into its log).
+pub(super) fn to_step_ms(master: &Master, builder: &str) -> Result<f64> {
+    let t0 = epoch_ns()?;
+    let (_, out) = master.ctl_timed(&["force-build", builder, "--wait", "--json"])?;
+    let build = harness::last_json(&out.stdout)?["build_id"]
+        .as_u64()
+        .ok_or_else(|| anyhow!("force-build --wait --json printed no build_id"))?;
+    let log = master.dir.join(format!("logs/{build}/0.log"));
+    let text =
+        std::fs::read_to_string(&log).with_context(|| format!("cannot read {}", log.display()))?;
+    Ok((parse_ns(&text)?.saturating_sub(t0)) as f64 / 1e6)
 }
 
 /// From the master's database: per build of `builder`, ms from request

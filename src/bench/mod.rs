@@ -12,11 +12,15 @@ pub mod report;
 pub mod stats;
 
 mod clients;
+mod fleet;
 mod latency;
 mod readopt;
+mod remote;
 mod sampling;
 mod scale;
 mod throughput;
+mod tls;
+mod tls_scale;
 mod upload;
 
 use std::cell::OnceCell;
@@ -58,6 +62,12 @@ pub struct Sizes {
     pub clients_secs: f64,
     /// Requests per client in the concurrent force-build rate.
     pub submit_per_client: usize,
+    /// Bytes of step output and of the uploaded file over TLS.
+    pub tls_bytes: u64,
+    /// Workers of the TLS connection generator.
+    pub tls_workers: usize,
+    /// Builds held running by generator workers across a master restart.
+    pub tls_builds: usize,
 }
 
 impl Sizes {
@@ -79,6 +89,9 @@ impl Sizes {
                 clients: 8,
                 clients_secs: 1.5,
                 submit_per_client: 50,
+                tls_bytes: 16 << 20,
+                tls_workers: 50,
+                tls_builds: 5,
             }
         } else {
             Sizes {
@@ -96,6 +109,9 @@ impl Sizes {
                 clients: 50,
                 clients_secs: 10.0,
                 submit_per_client: 500,
+                tls_bytes: 1 << 30,
+                tls_workers: 1_000,
+                tls_builds: 100,
             }
         }
     }
@@ -162,6 +178,22 @@ const SCENARIOS: &[Scenario] = &[
     Scenario {
         name: "clients",
         run: clients::many_clients,
+    },
+    Scenario {
+        name: "tls-dispatch",
+        run: tls::dispatch,
+    },
+    Scenario {
+        name: "tls-log",
+        run: tls::log,
+    },
+    Scenario {
+        name: "tls-upload",
+        run: tls::upload,
+    },
+    Scenario {
+        name: "tls-scale",
+        run: tls_scale::scale,
     },
 ];
 

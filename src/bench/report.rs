@@ -14,6 +14,9 @@ pub enum Figure {
     P99,
     /// The median divided by the baseline.
     Ratio,
+    /// The median minus the baseline (same unit): for a figure that must
+    /// stay within a fixed amount of its baseline.
+    Excess,
 }
 
 /// A target: a figure and the bound it must stay within.
@@ -73,12 +76,22 @@ impl Target {
         }
     }
 
+    /// median - baseline must not exceed `limit` (in the row's unit).
+    pub fn excess_below(limit: f64) -> Self {
+        Target {
+            figure: Figure::Excess,
+            limit,
+            at_most: true,
+        }
+    }
+
     fn describe(&self, unit: &str) -> String {
         let op = if self.at_most { "<=" } else { ">=" };
         match self.figure {
             Figure::Median => format!("median {op} {} {unit}", num(self.limit)),
             Figure::P99 => format!("p99 {op} {} {unit}", num(self.limit)),
             Figure::Ratio => format!("ratio {op} {}", num(self.limit)),
+            Figure::Excess => format!("median - baseline {op} {} {unit}", num(self.limit)),
         }
     }
 }
@@ -182,6 +195,7 @@ impl Row {
             Figure::Median => s.median,
             Figure::P99 => s.p99,
             Figure::Ratio => self.ratio()?,
+            Figure::Excess => s.median - self.baseline?,
         };
         Some(if target.at_most {
             value <= target.limit
@@ -321,6 +335,23 @@ mod tests {
         let row = Row::measured("s", "m", "ms", &[1.0, 2.0, 30.0]).target(Target::p99_below(20.0));
         assert_eq!(row.met(), Some(false));
         assert_eq!(Row::not_available("s", "m", "why").met(), None);
+    }
+
+    #[test]
+    fn excess_over_the_baseline() {
+        let within = Row::measured("s", "m", "ms", &[3.0, 3.5, 4.0])
+            .baseline(Some(2.6))
+            .target(Target::excess_below(1.0));
+        assert_eq!(within.met(), Some(true));
+        let beyond = within.clone().baseline(Some(2.4));
+        assert_eq!(beyond.met(), Some(false));
+        let alone = Row::measured("s", "m", "ms", &[3.0]).target(Target::excess_below(1.0));
+        assert_eq!(alone.met(), None, "no baseline, no verdict");
+        assert!(
+            within
+                .cells()
+                .contains(&"median - baseline <= 1.00 ms".to_string())
+        );
     }
 
     #[test]
