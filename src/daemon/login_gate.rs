@@ -6,7 +6,10 @@
 //! and a successful one gives it back. The bucket holds [`BURST`] tokens and
 //! refills at one per [`REFILL`], so failed attempts, however parallel, run
 //! at that rate once the burst is spent; workers that know their secret
-//! (restarts, reconnects) never drain it.
+//! (restarts, reconnects) never drain it. A token given back wakes one
+//! waiting attempt at once, so that a reconnect storm (every worker back
+//! after a master restart) goes through at the loop's pace, not at the
+//! refill's.
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -25,6 +28,8 @@ pub struct LoginGate {
     burst: f64,
     refill: Duration,
     state: Mutex<(f64, Instant)>,
+    /// Wakes one waiting attempt when a success gives its token back.
+    returned: tokio::sync::Notify,
 }
 
 impl Default for LoginGate {
@@ -45,6 +50,8 @@ impl Admitted<'_> {
     pub fn succeeded(self) {
         let mut st = self.gate.state.lock().unwrap_or_else(|e| e.into_inner());
         st.0 = (st.0 + 1.0).min(self.gate.burst);
+        drop(st);
+        self.gate.returned.notify_one();
     }
 }
 
@@ -55,6 +62,7 @@ impl LoginGate {
             burst,
             refill,
             state: Mutex::new((burst, Instant::now())),
+            returned: tokio::sync::Notify::new(),
         }
     }
 
@@ -73,7 +81,12 @@ impl LoginGate {
                 }
                 self.refill.mul_f64(1.0 - st.0)
             };
-            tokio::time::sleep(wait).await;
+            // A token comes back by the refill or by a success, whichever
+            // is first; either way, look again.
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = self.returned.notified() => {}
+            }
         }
     }
 }
@@ -185,5 +198,36 @@ mod tests {
         let at = Instant::now();
         gate.admit().await.succeeded();
         assert!(at.elapsed() < refill / 2);
+    }
+
+    #[tokio::test]
+    async fn a_token_given_back_lets_a_waiting_attempt_in_at_once() {
+        // A refill so slow that only a returned token can explain an
+        // admission within the test's bound.
+        let gate = std::sync::Arc::new(LoginGate::new(2.0, Duration::from_secs(600)));
+        let first = gate.admit().await;
+        let second = gate.admit().await;
+        let waiting: Vec<_> = (0..3)
+            .map(|_| {
+                let gate = std::sync::Arc::clone(&gate);
+                tokio::spawn(async move { gate.admit().await.succeeded() })
+            })
+            .collect();
+        // Let them all find the bucket empty and wait (a current-thread
+        // runtime: they run only when this task yields).
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        assert!(waiting.iter().all(|w| !w.is_finished()));
+        // Successes give back two tokens; each waiting attempt that gets
+        // one succeeds too and passes it on.
+        first.succeeded();
+        second.succeeded();
+        for w in waiting {
+            tokio::time::timeout(Duration::from_secs(5), w)
+                .await
+                .expect("a waiting attempt was let in when a token came back")
+                .unwrap();
+        }
     }
 }
