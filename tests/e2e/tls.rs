@@ -19,6 +19,7 @@ use crate::harness::{
     BBWORKER, Background, CertFiles, Certs, Master, Proxy, Transport, code, command, describe,
     start_worker_with, temp_dir, text, tls_worker_args, wait_until, worker_command,
 };
+use crate::storage::wait_finished;
 
 /// How long a connection, a build or an exit may take.
 const WAIT: Duration = Duration::from_secs(20);
@@ -150,22 +151,6 @@ fn build_log(m: &Master, builder: &str) -> String {
         &m.bbctl_code(&["force-build", builder, "--follow"], 0)
             .stdout,
     )
-}
-
-/// Wait (bounded) until build `id` has a result; its `builds --json` entry.
-fn wait_finished(m: &Master, id: u64) -> Value {
-    let mut found = Value::Null;
-    wait_until(&format!("build {id} to finish"), WAIT, || {
-        let v = m.bbctl_json(&["builds", "--limit", "100"]);
-        match v.as_array().unwrap().iter().find(|b| b["id"] == id) {
-            Some(b) if !b["result"].is_null() => {
-                found = b.clone();
-                true
-            }
-            _ => false,
-        }
-    });
-    found
 }
 
 /// The lines of `stderr` that are the worker's fatal error.
