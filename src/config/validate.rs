@@ -7,6 +7,7 @@ mod builders;
 mod limits;
 mod retention;
 
+mod files;
 mod steps;
 mod tls;
 pub use steps::relative_path_problem;

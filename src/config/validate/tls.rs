@@ -167,7 +167,7 @@ impl Checker<'_> {
 
     /// A file's bytes, or a problem naming the key and the file.
     fn read_pem(&mut self, key: &str, at: &Spanned<String>, path: &Path) -> Option<Vec<u8>> {
-        match std::fs::read(path) {
+        match super::files::read_small_file(path) {
             Ok(bytes) => Some(bytes),
             Err(e) => {
                 self.report(

@@ -153,7 +153,14 @@ impl Checker<'_> {
             }
             (None, Some(file)) => {
                 let path = self.base_dir.join(file.get_ref());
-                match std::fs::read_to_string(&path) {
+                match super::files::read_small_file(&path).and_then(|bytes| {
+                    String::from_utf8(bytes).map_err(|_| {
+                        std::io::Error::new(
+                            std::io::ErrorKind::InvalidData,
+                            "stream did not contain valid UTF-8",
+                        )
+                    })
+                }) {
                     Err(e) => {
                         self.report(
                             &file.span(),
