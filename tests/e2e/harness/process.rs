@@ -136,6 +136,18 @@ pub fn processes_using(dir: &Path) -> Vec<(i32, String)> {
     found
 }
 
+/// Start `cmd` with stdout and stderr piped; panics naming the command
+/// if it cannot start. Returns the command's description too.
+pub fn spawn_piped(mut cmd: Command) -> (String, Child) {
+    let what = format!("{cmd:?}");
+    let child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
+    (what, child)
+}
+
 /// A process started in the background whose stderr lines can be awaited.
 pub struct Background {
     child: Option<Child>,
@@ -147,13 +159,8 @@ pub struct Background {
 
 impl Background {
     /// Start `cmd` with stdout and stderr captured.
-    pub fn spawn(mut cmd: Command) -> Background {
-        let what = format!("{cmd:?}");
-        let mut child = cmd
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
+    pub fn spawn(cmd: Command) -> Background {
+        let (what, mut child) = spawn_piped(cmd);
         let mut out = child.stdout.take().expect("piped");
         let stdout = thread::spawn(move || {
             let mut buf = Vec::new();

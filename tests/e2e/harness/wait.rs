@@ -4,7 +4,7 @@
 use std::fs;
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus};
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -53,13 +53,8 @@ pub struct LineReader {
 
 impl LineReader {
     /// Start `cmd` with stdout read line by line and stderr kept.
-    pub fn spawn(mut cmd: Command) -> LineReader {
-        let what = format!("{cmd:?}");
-        let mut child = cmd
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
+    pub fn spawn(cmd: Command) -> LineReader {
+        let (what, mut child) = spawn_piped(cmd);
         let out = child.stdout.take().expect("piped");
         let (tx, lines) = mpsc::channel();
         thread::spawn(move || {
