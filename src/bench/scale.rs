@@ -100,6 +100,7 @@ impl Fixture {
                 reason: None,
                 properties: BTreeMap::new(),
                 priority: 0,
+                source: None,
                 at_ms: at,
             })
             .collect();
@@ -138,6 +139,7 @@ fn finished_build(id: u64, def: &Arc<crate::config::BuilderDef>, at: u64) -> [Re
             reason: None,
             properties: BTreeMap::new(),
             priority: 0,
+            source: None,
             at_ms: at,
         },
         Record::BuildStarted {

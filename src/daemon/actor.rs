@@ -20,7 +20,7 @@ use crate::daemon::messages::{Command, LinkCmd, LinkMeta, Notice, Refusal};
 use crate::daemon::store::{SqliteStore, Store, StoreError};
 use crate::paths::now_ms;
 use crate::protocol::{
-    ArtifactInfo, BuildId, ErrorReply, Event, EventKind, RefusalKind, ReloadReport, Reply,
+    ArtifactInfo, BuildId, ChangeId, ErrorReply, Event, EventKind, RefusalKind, ReloadReport, Reply,
 };
 
 /// A live worker link, as the master loop knows it.
@@ -83,6 +83,11 @@ pub(super) enum Deferred {
     Reload(
         oneshot::Sender<Result<ReloadReport, ErrorReply>>,
         Result<ReloadReport, ErrorReply>,
+    ),
+    /// To a batch of changes.
+    Changes(
+        oneshot::Sender<Result<Vec<ChangeId>, ErrorReply>>,
+        Result<Vec<ChangeId>, ErrorReply>,
     ),
 }
 
@@ -307,6 +312,9 @@ impl Master {
                 Deferred::Reload(tx, answer) => {
                     let _ = tx.send(answer);
                 }
+                Deferred::Changes(tx, answer) => {
+                    let _ = tx.send(answer);
+                }
             }
         }
         Ok(())
@@ -333,6 +341,9 @@ impl Master {
                     let _ = tx.send(Err(Refusal::new(RefusalKind::Other, why.clone())));
                 }
                 Deferred::Reload(tx, _) => {
+                    let _ = tx.send(Err(ErrorReply::failed(why.clone())));
+                }
+                Deferred::Changes(tx, _) => {
                     let _ = tx.send(Err(ErrorReply::failed(why.clone())));
                 }
             }
@@ -441,7 +452,11 @@ fn event_of(record: &Record) -> Option<EventKind> {
             into: *into,
             build: *build,
         },
-        Record::BuilderRenamed { .. } | Record::GenerationApplied { .. } => return None,
+        Record::BuilderRenamed { .. }
+        | Record::GenerationApplied { .. }
+        | Record::ChangeAdded(_)
+        | Record::PollerCursor(_)
+        | Record::SchedulerState { .. } => return None,
     })
 }
 

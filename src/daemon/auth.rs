@@ -43,6 +43,12 @@ pub enum Principal {
         /// The token's name (never the secret).
         name: String,
     },
+    /// A change source inside the master (a poller), by its configured
+    /// name: it may add changes and read its cursors, nothing else.
+    ChangeSource {
+        /// The source's name (`[[poller]] name`).
+        name: String,
+    },
 }
 
 /// What is asked: to open a connection, or one request on it.
@@ -52,6 +58,9 @@ pub enum Ask<'a> {
     Connect,
     /// One client request.
     Request(&'a Request),
+    /// Adding changes (`sendchange`, a poller's batch) and reading a
+    /// poller's cursors.
+    AddChanges,
 }
 
 /// The policy the rules read: who besides the master's own user may use
@@ -90,7 +99,6 @@ impl Policy {
 /// May `who` do `what`? The one decision; `Err` says why not, in words
 /// for the asker.
 pub fn authorize(policy: &Policy, who: &Principal, what: Ask<'_>) -> Result<(), Refusal> {
-    let _ = what; // Every rule today is about who asks, not what.
     let deny = |reason: String| Err(Refusal::new(RefusalKind::Other, reason));
     match who {
         // Rule 1: build steps run untrusted code and never get the
@@ -122,7 +130,15 @@ pub fn authorize(policy: &Policy, who: &Principal, what: Ask<'_>) -> Result<(), 
             "permission denied: worker `{}` may not make client requests",
             crate::untrusted::Escaped(name)
         )),
-        // Rule 4: no adapter grants these yet.
+        // Rule 4: a change source adds changes and nothing else.
+        Principal::ChangeSource { name } => match what {
+            Ask::AddChanges => Ok(()),
+            _ => deny(format!(
+                "permission denied: change source `{}` may only add changes",
+                crate::untrusted::Escaped(name)
+            )),
+        },
+        // Rule 5: no adapter grants these yet.
         Principal::IrcAccount { .. } | Principal::HttpToken { .. } => {
             deny("permission denied: no rule admits this kind of caller yet".into())
         }
@@ -235,6 +251,24 @@ mod tests {
             Principal::HttpToken { name: "ci".into() },
         ] {
             assert!(authorize(&p, &who, Ask::Request(&ask)).is_err(), "{who:?}");
+            assert!(authorize(&p, &who, Ask::AddChanges).is_err(), "{who:?}");
         }
+    }
+
+    #[test]
+    fn change_sources_only_add_changes_and_users_send_them_like_forcing() {
+        let p = policy();
+        let poller = Principal::ChangeSource {
+            name: "origin".into(),
+        };
+        assert!(authorize(&p, &poller, Ask::AddChanges).is_ok());
+        let e = authorize(&p, &poller, Ask::Request(&Request::Workers)).unwrap_err();
+        assert_eq!(
+            e.reason,
+            "permission denied: change source `origin` may only add changes"
+        );
+        assert!(authorize(&p, &poller, Ask::Connect).is_err());
+        assert!(authorize(&p, &user(Some(1000), None), Ask::AddChanges).is_ok());
+        assert!(authorize(&p, &user(Some(7), Some(51)), Ask::AddChanges).is_err());
     }
 }

@@ -241,11 +241,23 @@ async fn answer<W: AsyncWrite + Unpin>(
             reason,
             properties,
             priority,
+            source,
         } => {
             master
-                .force_build(who, builder, reason, properties, priority)
+                .force_build(who, builder, reason, properties, priority, source)
                 .await
         }
+        Request::SendChange { change } => master
+            .add_changes(
+                who,
+                crate::protocol::ChangeBatch {
+                    changes: vec![change],
+                    cursor: None,
+                },
+            )
+            .await
+            .map(|change_ids| Reply::ChangesAdded { change_ids }),
+        Request::Changes { limit } => master.changes(who, limit).await,
         Request::Cancel { request } => master.cancel(who, request).await,
         Request::Stop { build } => master.stop(who, build).await,
         Request::Queue { builder } => master.queue(who, builder).await,

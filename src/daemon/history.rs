@@ -16,8 +16,8 @@ use crate::daemon::logs;
 use crate::daemon::messages::Snapshot;
 use crate::daemon::store::{HistoryReader, ReadError};
 use crate::protocol::{
-    ArtifactInfo, BuildDetail, BuildId, BuildSummary, ErrorReply, RequestId, RequestInfo,
-    StreamTarget,
+    ArtifactInfo, BuildDetail, BuildId, BuildSummary, ChangeInfo, ErrorReply, RequestId,
+    RequestInfo, StreamTarget,
 };
 
 /// The history, for the front door: a reader and where step logs live
@@ -79,6 +79,21 @@ impl History {
             h.reader.artifacts(build).map_err(failed)
         })
         .await
+    }
+
+    /// A poller's cursors: the last revision seen, by branch.
+    pub async fn poller_cursors(
+        &self,
+        poller: String,
+    ) -> Result<std::collections::BTreeMap<String, String>, ErrorReply> {
+        self.ask(move |h| h.reader.poller_cursors(&poller).map_err(failed))
+            .await
+    }
+
+    /// Changes, newest first, with the requests and builds of each.
+    pub async fn changes(&self, limit: u32) -> Result<Vec<ChangeInfo>, ErrorReply> {
+        self.ask(move |h| h.reader.changes(limit).map_err(failed))
+            .await
     }
 
     /// Where a build (or a request's build, or the latest) stands, for a

@@ -20,9 +20,17 @@ use crate::protocol::{
     BuildDetail, BuildId, ErrorReply, RefusalKind, ReloadReport, Reply, Request, RequestInfo,
     RunningStep, ShutdownMode, StepEnd, StepIndex,
 };
+use crate::protocol::{ChangeBatch, ChangeId};
 
 /// A message for the master loop.
 pub enum Command {
+    /// Changes from a source (`sendchange`, a poller), with its cursor.
+    AddChanges {
+        /// The changes and the cursor.
+        batch: ChangeBatch,
+        /// The stored ids, once the batch is on disk.
+        reply: oneshot::Sender<Result<Vec<ChangeId>, ErrorReply>>,
+    },
     /// A client request other than a stream or shutdown.
     Client {
         /// The request.

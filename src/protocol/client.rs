@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::change::{ChangeId, ChangeInfo, NewChange, SourceStamp};
 use super::views::{
     BuildDetail, BuildSummary, QueuedStatus, ReloadReport, RequestInfo, StatusFilter, StatusReply,
     WorkerDetail,
@@ -41,6 +42,20 @@ pub enum Request {
         /// Higher runs first; equal priorities run oldest first.
         #[serde(default)]
         priority: i32,
+        /// What to build (`bbctl rebuild` of a build that had one).
+        #[serde(default)]
+        source: Option<SourceStamp>,
+    },
+    /// Store a change (`bbctl sendchange`): schedulers that take it may
+    /// start builds.
+    SendChange {
+        /// The change.
+        change: NewChange,
+    },
+    /// Stored changes, newest first, with the builds each started.
+    Changes {
+        /// At most this many.
+        limit: u32,
     },
     /// Queued requests in the order they will run.
     Queue {
@@ -242,6 +257,13 @@ pub enum Reply {
     Artifacts(Vec<ArtifactInfo>),
     /// Answer to [`Request::Prune`].
     Pruned(PruneReport),
+    /// Answer to [`Request::SendChange`]: the stored changes' ids.
+    ChangesAdded {
+        /// The ids, in the order sent.
+        change_ids: Vec<ChangeId>,
+    },
+    /// Answer to [`Request::Changes`].
+    Changes(Vec<ChangeInfo>),
 }
 
 /// What a prune deleted (or, with dry-run, would delete).

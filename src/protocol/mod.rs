@@ -4,6 +4,7 @@
 //! the two conversations in [`client`] and [`worker`]. See
 //! `docs/protocol.md` for the description a reimplementer needs.
 
+pub mod change;
 pub mod client;
 pub mod events;
 pub mod frame;
@@ -18,6 +19,9 @@ mod tests;
 
 use serde::{Deserialize, Serialize};
 
+pub use change::{
+    Change, ChangeBatch, ChangeId, ChangeInfo, ChangeRequest, NewChange, PollerCursor, SourceStamp,
+};
 pub use client::*;
 pub use events::{DrainMode, Event, EventKind};
 pub use frame::{FrameError, MAX_FRAME, MAX_HANDSHAKE_FRAME, read_msg, write_msg};

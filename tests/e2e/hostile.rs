@@ -629,6 +629,7 @@ fn frames_over_max_frame_after_the_handshake_close_the_connection() {
             reason: Some("r".repeat(reason_len)),
             properties: BTreeMap::new(),
             priority: 0,
+            source: None,
         },
     };
     let probe = encode(&request(60_000)).unwrap().len() - 4;
@@ -1184,6 +1185,7 @@ fn properties_are_passed_literally_and_bad_ones_rejected() {
                 reason: None,
                 properties,
                 priority: 0,
+                source: None,
             },
         );
         match answer {

@@ -54,6 +54,7 @@ struct Queue {
     reason: Option<String>,
     properties: BTreeMap<String, String>,
     priority: i32,
+    source: Option<crate::protocol::SourceStamp>,
     wait: bool,
     follow: bool,
     cancel_on_interrupt: bool,
@@ -66,6 +67,7 @@ pub async fn force_build(ctx: &mut Ctx, args: ForceBuildArgs) -> Result<u8, CliE
         reason: args.reason,
         properties: args.properties.into_iter().collect(),
         priority: args.priority,
+        source: None,
         wait: args.wait,
         follow: args.follow,
         cancel_on_interrupt: args.cancel_on_interrupt,
@@ -85,6 +87,7 @@ pub async fn rebuild(ctx: &mut Ctx, args: RebuildArgs) -> Result<u8, CliError> {
         reason: Some(format!("rebuild of build {}", args.build)),
         properties: detail.properties,
         priority: args.priority,
+        source: None,
         wait: args.wait,
         follow: args.follow,
         cancel_on_interrupt: args.cancel_on_interrupt,
@@ -101,6 +104,7 @@ async fn queue_build(ctx: &mut Ctx, q: Queue) -> Result<u8, CliError> {
         reason: q.reason,
         properties: q.properties,
         priority: q.priority,
+        source: q.source,
     };
     let request_id = match ctx.call(request).await? {
         Reply::Queued { request_id } => request_id,

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::protocol::{BuildId, BuildResult, RequestId};
+use crate::protocol::{BuildId, BuildResult, RequestId, SourceStamp};
 
 use super::{Core, CoreError, LiveRequest, Record, WorkerCmd};
 
@@ -61,9 +61,8 @@ impl Core {
         self.force_build_with_priority(builder, reason, properties, 0, now_ms)
     }
 
-    /// Accept a build request; higher priorities run first, then oldest
-    /// first. The [`Record::RequestQueued`] effect must be stored before
-    /// the id is told to anyone.
+    /// Accept a build request without a source stamp; see
+    /// [`Core::force_build_with_source`].
     pub fn force_build_with_priority(
         &mut self,
         builder: &str,
@@ -72,8 +71,27 @@ impl Core {
         priority: i32,
         now_ms: u64,
     ) -> Result<RequestId, CoreError> {
+        self.force_build_with_source(builder, reason, properties, priority, None, now_ms)
+    }
+
+    /// Accept a build request; higher priorities run first, then oldest
+    /// first. The [`Record::RequestQueued`] effect must be stored before
+    /// the id is told to anyone. A `source` (a rebuild of a build that had
+    /// one) may name only changes that exist.
+    pub fn force_build_with_source(
+        &mut self,
+        builder: &str,
+        reason: Option<String>,
+        properties: BTreeMap<String, String>,
+        priority: i32,
+        source: Option<SourceStamp>,
+        now_ms: u64,
+    ) -> Result<RequestId, CoreError> {
         if self.shutdown {
             return Err(CoreError::Draining);
+        }
+        if let Some(source) = &source {
+            self.check_source(source)?;
         }
         if !self.builders.contains_key(builder) {
             if let Some(b) = self
@@ -101,6 +119,22 @@ impl Core {
                 max,
             });
         }
+        let id = self.queue_request(builder, reason, properties, priority, source, now_ms);
+        self.dispatch(now_ms);
+        Ok(id)
+    }
+
+    /// Queue a request already checked (by a client's force, or a
+    /// scheduler's firing) and record it; the caller dispatches.
+    pub(super) fn queue_request(
+        &mut self,
+        builder: &str,
+        reason: Option<String>,
+        properties: BTreeMap<String, String>,
+        priority: i32,
+        source: Option<SourceStamp>,
+        now_ms: u64,
+    ) -> RequestId {
         let id = self.next_request;
         self.next_request += 1;
         self.record(Record::RequestQueued {
@@ -109,6 +143,7 @@ impl Core {
             reason: reason.clone(),
             properties: properties.clone(),
             priority,
+            source: source.clone(),
             at_ms: now_ms,
         });
         self.requests.insert(
@@ -122,11 +157,11 @@ impl Core {
                 retries: 0,
                 priority,
                 submitted_at_ms: now_ms,
+                source,
             },
         );
         self.enqueue(builder, id);
-        self.dispatch(now_ms);
-        Ok(id)
+        id
     }
 
     /// Cancel a queued request; a running one has its build stopped.

@@ -108,8 +108,10 @@ impl Core {
     }
 
     /// With `collapse = true`, queued requests of the builder with the same
-    /// properties as the one starting are merged into it: they end as
-    /// `skipped`, pointing to the request and build that ran for them.
+    /// properties (and the same source stamp: a newer revision is never
+    /// merged into an older one) as the one starting are merged into it:
+    /// they end as `skipped`, pointing to the request and build that ran
+    /// for them.
     fn collapse_into(&mut self, builder: &str, into: u64, build: BuildId, now_ms: u64) {
         let Some(state) = self.builders.get(builder) else {
             return;
@@ -117,14 +119,22 @@ impl Core {
         if !state.def.collapse {
             return;
         }
-        let Some(props) = self.requests.get(&into).map(|r| r.properties.clone()) else {
+        let Some((props, source)) = self
+            .requests
+            .get(&into)
+            .map(|r| (r.properties.clone(), r.source.clone()))
+        else {
             return;
         };
         let same: Vec<u64> = state
             .queue
             .iter()
             .copied()
-            .filter(|r| self.requests.get(r).is_some_and(|q| q.properties == props))
+            .filter(|r| {
+                self.requests
+                    .get(r)
+                    .is_some_and(|q| q.properties == props && q.source == source)
+            })
             .collect();
         if same.is_empty() {
             return;
@@ -167,6 +177,14 @@ impl Core {
         if let Some(req) = self.requests.get(&build.request) {
             for (k, v) in &req.properties {
                 env.push((format!("BB_PROP_{k}"), v.clone()));
+            }
+            if let Some(source) = &req.source {
+                env.push(("BB_REPOSITORY".into(), source.repository.clone()));
+                env.push(("BB_BRANCH".into(), source.branch.clone()));
+                if let Some(rev) = &source.revision {
+                    env.push(("BB_REVISION".into(), rev.clone()));
+                }
+                env.push(("BB_CHANGES".into(), source.changes_csv()));
             }
         }
         let start = StepStart {

@@ -15,7 +15,9 @@ use std::time::Duration;
 
 use crate::config::{BuilderDef, StepAction};
 
-use crate::protocol::{BuildId, BuildResult, RequestId, StepIndex, StepResult};
+use crate::protocol::{
+    BuildId, BuildResult, Change, PollerCursor, RequestId, SourceStamp, StepIndex, StepResult,
+};
 
 use super::LinkId;
 
@@ -109,6 +111,8 @@ pub enum Record {
         properties: BTreeMap<String, String>,
         /// Its priority (higher runs first).
         priority: i32,
+        /// What it builds, if it came from changes (or a rebuild of such a build).
+        source: Option<SourceStamp>,
         /// When, ms since the Unix epoch.
         at_ms: u64,
     },
@@ -219,5 +223,23 @@ pub enum Record {
         origin: String,
         /// When.
         at_ms: u64,
+    },
+    /// A change was accepted; it must be on disk before its source hears its id.
+    ChangeAdded(Box<Change>),
+    /// A poller's position on one branch (a `None` revision forgets it),
+    /// in the same batch as the changes it found.
+    PollerCursor(PollerCursor),
+    /// A scheduler's durable state (pending changes, timers, last firing),
+    /// written in the same batch as what changed it; `state: None` forgets
+    /// it (the scheduler was removed or renamed). The state is the kind's
+    /// own JSON: the store keeps it without reading it.
+    SchedulerState {
+        /// The scheduler's name.
+        name: String,
+        /// Its kind (`branch`, ...), so that a restart reads the state
+        /// back only into a scheduler of the same kind.
+        kind: String,
+        /// The kind's state as JSON; `None` deletes it.
+        state: Option<String>,
     },
 }

@@ -8,6 +8,7 @@
 //! random histories and checks the invariants of `docs/architecture.md` ("The invariants").
 
 mod builds;
+mod changes;
 mod deadlines;
 mod dispatch;
 mod effects;
@@ -29,7 +30,7 @@ pub use effects::{Effect, Record, StepStart, WorkerCmd};
 pub use reload::restart_only_changes;
 
 use crate::config::{BuilderDef, Config, WorkerDef};
-use crate::protocol::{BuildId, DrainMode, RequestId, StepIndex};
+use crate::protocol::{BuildId, ChangeId, DrainMode, RequestId, SourceStamp, StepIndex};
 
 /// A worker connection, numbered by the shell; a reconnecting worker gets a
 /// new one, so messages from a dead link can never be taken for the new one's.
@@ -93,6 +94,20 @@ pub enum CoreError {
         "the master is draining for shutdown and takes no new requests (`bbctl shutdown --cancel` to resume)"
     )]
     Draining,
+    /// A change that cannot be stored as it is.
+    #[error("change {index} of the batch: {why}")]
+    BadChange {
+        /// Its place in the batch, from 1.
+        index: usize,
+        /// What is wrong.
+        why: String,
+    },
+    /// Too many changes in one batch.
+    #[error("too many changes in one batch: {0} (at most {max})", max = crate::protocol::change::MAX_BATCH_CHANGES)]
+    TooManyChanges(usize),
+    /// A source stamp that names what cannot be.
+    #[error("invalid source stamp: {0}")]
+    BadSource(String),
     /// A link reported on a step it was not given.
     #[error("link {link} reported on build {build} step {step}, which it does not run")]
     NotYourStep {
@@ -124,6 +139,8 @@ pub struct LiveRequest {
     pub priority: i32,
     /// When it was accepted (ms since the Unix epoch).
     pub submitted_at_ms: u64,
+    /// What it builds, when it came from changes (or a rebuild of such a build).
+    pub source: Option<SourceStamp>,
 }
 
 /// A build that is running.
@@ -211,6 +228,19 @@ pub struct Restored {
     pub next_request: RequestId,
     /// The next build id to give.
     pub next_build: BuildId,
+    /// The next change id to give.
+    pub next_change: ChangeId,
+    /// The schedulers' durable state, by scheduler name.
+    pub schedulers: BTreeMap<String, SavedScheduler>,
+}
+
+/// A scheduler's state as the store kept it ([`Record::SchedulerState`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SavedScheduler {
+    /// The kind that wrote it.
+    pub kind: String,
+    /// The kind's state, as JSON.
+    pub state: String,
 }
 
 /// The master's whole scheduling state.
@@ -225,6 +255,7 @@ pub struct Core {
     links: HashMap<LinkId, String>,
     next_request: RequestId,
     next_build: BuildId,
+    next_change: ChangeId,
     /// Draining for maintenance (`bbctl drain`): requests queue, no build starts.
     maintenance: bool,
     /// Draining for shutdown: no new requests, no new builds.
@@ -253,6 +284,7 @@ impl Core {
             links: HashMap::new(),
             next_request: restored.next_request.max(1),
             next_build: restored.next_build.max(1),
+            next_change: restored.next_change.max(1),
             maintenance: false,
             shutdown: false,
             deadlines: Default::default(),

@@ -22,8 +22,8 @@ use crate::daemon::auth::{self, Ask, Policy, Principal};
 use crate::daemon::history::History;
 use crate::daemon::messages::{Command, LinkCmd, Notice, Refusal, Snapshot};
 use crate::protocol::{
-    BuildId, ErrorReply, Event, PruneReport, ReloadReport, Reply, Request, RequestId, ShutdownMode,
-    StatusFilter, StreamTarget,
+    BuildId, ChangeBatch, ChangeId, ErrorReply, Event, PruneReport, ReloadReport, Reply, Request,
+    RequestId, ShutdownMode, SourceStamp, StatusFilter, StreamTarget,
 };
 
 /// What a caller hears when the master loop is gone.
@@ -166,6 +166,7 @@ impl MasterHandle {
         reason: Option<String>,
         properties: std::collections::BTreeMap<String, String>,
         priority: i32,
+        source: Option<SourceStamp>,
     ) -> Result<Reply, ErrorReply> {
         self.client(
             who,
@@ -174,9 +175,46 @@ impl MasterHandle {
                 reason,
                 properties,
                 priority,
+                source,
             },
         )
         .await
+    }
+
+    /// Store changes (`bbctl sendchange`, a poller's batch with its
+    /// cursor) and let the schedulers see them; answered with the ids once
+    /// the batch is on disk. Who may: `Ask::AddChanges` (local users as
+    /// for force-build; a poller as `Principal::ChangeSource`).
+    pub async fn add_changes(
+        &self,
+        who: &Principal,
+        batch: ChangeBatch,
+    ) -> Result<Vec<ChangeId>, ErrorReply> {
+        self.authorize(who, Ask::AddChanges)
+            .map_err(|refusal| ErrorReply::rejected(refusal.reason))?;
+        let (reply, rx) = oneshot::channel();
+        self.round_trip(Command::AddChanges { batch, reply }, rx)
+            .await
+            .unwrap_or_else(|| Err(gone()))
+    }
+
+    /// A poller's stored cursors (the last revision seen, by branch), read
+    /// from the store off the loop: where a (re)started poller resumes.
+    pub async fn poller_cursors(
+        &self,
+        who: &Principal,
+        poller: &str,
+    ) -> Result<std::collections::BTreeMap<String, String>, ErrorReply> {
+        self.authorize(who, Ask::AddChanges)
+            .map_err(|refusal| ErrorReply::rejected(refusal.reason))?;
+        self.history()?.poller_cursors(poller.to_string()).await
+    }
+
+    /// `bbctl changes`: stored changes, newest first, with the builds each
+    /// started; read off the loop.
+    pub async fn changes(&self, who: &Principal, limit: u32) -> Result<Reply, ErrorReply> {
+        self.check(who, &Request::Changes { limit })?;
+        self.history()?.changes(limit).await.map(Reply::Changes)
     }
 
     /// `bbctl cancel`: cancel a queued request.

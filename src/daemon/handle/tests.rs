@@ -69,6 +69,7 @@ async fn history_reads_are_answered_without_the_loop() {
             reason: None,
             properties: Default::default(),
             priority: 0,
+            source: None,
             at_ms: 1,
         }])
         .unwrap();

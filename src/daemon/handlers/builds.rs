@@ -6,7 +6,7 @@ use crate::daemon::actor::Master;
 use crate::daemon::core::CoreError;
 use crate::daemon::handlers::core_error;
 use crate::daemon::store::Store;
-use crate::protocol::{BuildId, ErrorReply, Reply, RequestId};
+use crate::protocol::{BuildId, ErrorReply, Reply, RequestId, SourceStamp};
 
 impl Master {
     /// `bbctl force-build`: queue a request. Its id is told only once the
@@ -18,11 +18,12 @@ impl Master {
         reason: Option<String>,
         properties: BTreeMap<String, String>,
         priority: i32,
+        source: Option<SourceStamp>,
         now: u64,
     ) -> Result<Reply, ErrorReply> {
         let id = self
             .core
-            .force_build_with_priority(builder, reason, properties, priority, now)
+            .force_build_with_source(builder, reason, properties, priority, source, now)
             .map_err(|e| self.explain(e))?;
         Ok(Reply::Queued { request_id: id })
     }

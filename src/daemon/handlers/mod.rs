@@ -11,6 +11,7 @@
 //! batch.
 
 mod builds;
+mod changes;
 mod drain;
 mod queries;
 mod reload;
@@ -36,6 +37,7 @@ impl Master {
                 let answer = self.client_request(request);
                 self.replies.push(Deferred::Client(reply, answer));
             }
+            Command::AddChanges { batch, reply } => self.add_changes(batch, reply, now_ms()),
             Command::KnownBuilder { name, reply } => {
                 let _ = reply.send(self.known_builder(name));
             }
@@ -96,7 +98,8 @@ impl Master {
                 reason,
                 properties,
                 priority,
-            } => self.force_build(&builder, reason, properties, priority, now),
+                source,
+            } => self.force_build(&builder, reason, properties, priority, source, now),
             Request::Queue { builder } => self.queue(builder),
             Request::Workers => Ok(Reply::Workers(self.worker_details())),
             Request::Drain { worker, drain } => self.drain(worker, drain, now),
@@ -113,6 +116,8 @@ impl Master {
             | Request::Artifact { .. }
             | Request::Reload { .. }
             | Request::Prune { .. }
+            | Request::SendChange { .. }
+            | Request::Changes { .. }
             | Request::Ping { .. } => Err(ErrorReply::rejected(
                 "this request is handled by the connection, not the master loop",
             )),

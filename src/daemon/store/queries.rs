@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::protocol::{
-    ArtifactInfo, BuildDetail, BuildId, BuildResult, BuildSummary, RequestId, RequestInfo,
-    StepDetail,
+    ArtifactInfo, BuildDetail, BuildId, BuildResult, BuildSummary, Change, ChangeInfo,
+    ChangeRequest, NewChange, RequestId, RequestInfo, StepDetail,
 };
 
 /// Most builds one `builds` answer lists, whatever the client asks: the
@@ -137,6 +137,80 @@ pub(super) fn latest_build(conn: &Connection) -> rusqlite::Result<Option<BuildId
         r.get::<_, Option<i64>>(0)
     })
     .map(|v| v.map(|v| v as u64))
+}
+
+/// A poller's cursors: the last revision seen per branch.
+pub(super) fn poller_cursors(
+    conn: &Connection,
+    poller: &str,
+) -> rusqlite::Result<BTreeMap<String, String>> {
+    let mut stmt =
+        conn.prepare_cached("SELECT branch, revision FROM poller_cursors WHERE poller = ?1")?;
+    stmt.query_map([poller], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect()
+}
+
+/// Changes, newest first, at most `limit` (capped at [`MAX_LIST`]), each
+/// with the requests that build it and their builds.
+pub(super) fn changes(conn: &Connection, limit: u32) -> rusqlite::Result<Vec<ChangeInfo>> {
+    let limit = limit.min(MAX_LIST) as i64;
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, repository, branch, revision, files, author, comments, when_ms,
+                properties, category, added_at
+         FROM changes ORDER BY id DESC LIMIT ?1",
+    )?;
+    let changes = stmt
+        .query_map([limit], |r| {
+            let files: String = r.get(4)?;
+            let props: String = r.get(8)?;
+            Ok(Change {
+                id: r.get::<_, i64>(0)? as u64,
+                new: NewChange {
+                    repository: r.get(1)?,
+                    branch: r.get(2)?,
+                    revision: r.get(3)?,
+                    files: serde_json::from_str(&files).unwrap_or_default(),
+                    author: r.get(5)?,
+                    comments: r.get(6)?,
+                    when_ms: r.get::<_, Option<i64>>(7)?.map(|v| v as u64),
+                    properties: serde_json::from_str(&props).unwrap_or_default(),
+                    category: r.get(9)?,
+                },
+                at_ms: r.get::<_, i64>(10)? as u64,
+            })
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let mut reqs = conn.prepare_cached(
+        "SELECT rc.request_id, r.builder FROM request_changes rc
+         JOIN requests r ON r.id = rc.request_id
+         WHERE rc.change_id = ?1 ORDER BY rc.request_id",
+    )?;
+    let mut builds =
+        conn.prepare_cached("SELECT id FROM builds WHERE request_id = ?1 ORDER BY id")?;
+    let mut out = Vec::with_capacity(changes.len());
+    for change in changes {
+        let requests = reqs
+            .query_map([change.id as i64], |r| {
+                Ok((r.get::<_, i64>(0)? as u64, r.get::<_, String>(1)?))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        let mut with_builds = Vec::with_capacity(requests.len());
+        for (request_id, builder) in requests {
+            let ids = builds
+                .query_map([request_id as i64], |r| Ok(r.get::<_, i64>(0)? as u64))?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            with_builds.push(ChangeRequest {
+                request_id,
+                builder,
+                builds: ids,
+            });
+        }
+        out.push(ChangeInfo {
+            change,
+            requests: with_builds,
+        });
+    }
+    Ok(out)
 }
 
 const SUMMARY_COLUMNS: &str = "id, request_id, builder, worker, generation, config_hash, \

@@ -9,6 +9,7 @@
 //! slow history query cannot stall dispatch (docs/architecture.md, "The
 //! store"). The SQL is the one of `queries.rs`.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -16,7 +17,9 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags};
 
 use super::queries;
-use crate::protocol::{ArtifactInfo, BuildDetail, BuildId, BuildSummary, RequestId, RequestInfo};
+use crate::protocol::{
+    ArtifactInfo, BuildDetail, BuildId, BuildSummary, ChangeInfo, RequestId, RequestInfo,
+};
 
 /// Read connections a [`SqliteReader`] keeps: two, so that one slow
 /// query does not hold up a follower's snapshot.
@@ -60,6 +63,13 @@ pub trait HistoryReader: Send + Sync {
 
     /// The most recently started build.
     fn latest_build(&self) -> Result<Option<BuildId>, ReadError>;
+
+    /// A poller's cursors: the last revision seen, by branch.
+    fn poller_cursors(&self, poller: &str) -> Result<BTreeMap<String, String>, ReadError>;
+
+    /// Changes, newest first, at most `limit` (capped at
+    /// [`super::MAX_LIST`]), with the requests and builds of each.
+    fn changes(&self, limit: u32) -> Result<Vec<ChangeInfo>, ReadError>;
 }
 
 /// Read-only connections to `master.db`, each behind a lock: the
@@ -153,5 +163,13 @@ impl HistoryReader for SqliteReader {
 
     fn latest_build(&self) -> Result<Option<BuildId>, ReadError> {
         self.with(queries::latest_build)
+    }
+
+    fn poller_cursors(&self, poller: &str) -> Result<BTreeMap<String, String>, ReadError> {
+        self.with(|c| queries::poller_cursors(c, poller))
+    }
+
+    fn changes(&self, limit: u32) -> Result<Vec<ChangeInfo>, ReadError> {
+        self.with(|c| queries::changes(c, limit))
     }
 }

@@ -8,7 +8,8 @@ use std::sync::Arc;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::config::BuilderDef;
-use crate::daemon::core::{LiveRequest, Restored, RestoredBuild};
+use crate::daemon::core::{LiveRequest, Restored, RestoredBuild, SavedScheduler};
+use crate::protocol::SourceStamp;
 
 /// Read back what a restart needs: queued requests in their original
 /// order, and the builds that were running, with the definition they
@@ -29,7 +30,7 @@ pub(super) fn restore(conn: &mut Connection, now_ms: u64) -> rusqlite::Result<Re
         "SELECT b.id, b.request_id, b.builder, b.worker, b.generation, b.definition,
                     (SELECT MAX(idx) FROM steps s WHERE s.build_id = b.id),
                     r.reason, r.properties, r.retries, b.started_at, r.priority,
-                    r.submitted_at
+                    r.submitted_at, r.source
              FROM builds b JOIN requests r ON r.id = b.request_id
              WHERE b.finished_at IS NULL ORDER BY b.id",
     )?;
@@ -49,6 +50,7 @@ pub(super) fn restore(conn: &mut Connection, now_ms: u64) -> rusqlite::Result<Re
                         retries: row.get(9)?,
                         priority: row.get(11)?,
                         submitted_at_ms: row.get::<_, i64>(12)? as u64,
+                        source: source_of(row.get(13)?),
                     },
                     worker: row.get(3)?,
                     def: Arc::new(BuilderDef {
@@ -92,7 +94,7 @@ pub(super) fn restore(conn: &mut Connection, now_ms: u64) -> rusqlite::Result<Re
     }
 
     let mut stmt = conn.prepare(
-        "SELECT id, builder, reason, properties, retries, priority, submitted_at
+        "SELECT id, builder, reason, properties, retries, priority, submitted_at, source
              FROM requests WHERE state = 'queued' ORDER BY priority DESC, id",
     )?;
     let queued = stmt
@@ -107,6 +109,7 @@ pub(super) fn restore(conn: &mut Connection, now_ms: u64) -> rusqlite::Result<Re
                 retries: row.get(4)?,
                 priority: row.get(5)?,
                 submitted_at_ms: row.get::<_, i64>(6)? as u64,
+                source: source_of(row.get(7)?),
             })
         })?
         .collect::<Result<Vec<_>, _>>()?;
@@ -129,8 +132,31 @@ pub(super) fn restore(conn: &mut Connection, now_ms: u64) -> rusqlite::Result<Re
         generation: max("SELECT MAX(generation) FROM generations")?,
         next_request: max("SELECT MAX(id) FROM requests")? + 1,
         next_build: max("SELECT MAX(id) FROM builds")? + 1,
+        next_change: max("SELECT MAX(id) FROM changes")? + 1,
+        schedulers: schedulers(conn)?,
         queued,
     })
+}
+
+/// A request's source stamp as stored (JSON); an unreadable one is
+/// dropped rather than stopping the start (the request still runs).
+fn source_of(json: Option<String>) -> Option<SourceStamp> {
+    json.and_then(|j| serde_json::from_str(&j).ok())
+}
+
+/// The schedulers' saved state, by name.
+fn schedulers(conn: &Connection) -> rusqlite::Result<BTreeMap<String, SavedScheduler>> {
+    let mut stmt = conn.prepare("SELECT name, kind, state FROM scheduler_state")?;
+    let rows = stmt.query_map([], |row| {
+        Ok((
+            row.get::<_, String>(0)?,
+            SavedScheduler {
+                kind: row.get(1)?,
+                state: row.get(2)?,
+            },
+        ))
+    })?;
+    rows.collect()
 }
 
 /// End running builds that cannot be resumed (chosen by `which`, a

@@ -5,7 +5,7 @@
 use rusqlite::Connection;
 
 /// The schema version this program writes; see [`migrate`].
-pub const SCHEMA_VERSION: i64 = 4;
+pub const SCHEMA_VERSION: i64 = 5;
 
 /// `PRAGMA quick_check` at start: a damaged page is found before the
 /// master serves, not by the first write that meets it (measured in
@@ -125,6 +125,46 @@ pub(super) fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
                  PRIMARY KEY (build_id, name)
              );
              PRAGMA user_version = 4;",
+        )?;
+        tx.commit()?;
+    }
+    if version < 5 {
+        // Version 5: changes, the source stamp of requests (and which
+        // changes each request builds), pollers' cursors, schedulers' state.
+        let tx = conn.transaction()?;
+        tx.execute_batch(
+            "CREATE TABLE changes (
+                 id INTEGER PRIMARY KEY,
+                 repository TEXT NOT NULL,
+                 branch TEXT NOT NULL,
+                 revision TEXT NOT NULL,
+                 files TEXT NOT NULL,
+                 author TEXT,
+                 comments TEXT,
+                 when_ms INTEGER,
+                 properties TEXT NOT NULL,
+                 category TEXT,
+                 added_at INTEGER NOT NULL
+             );
+             ALTER TABLE requests ADD COLUMN source TEXT;
+             CREATE TABLE request_changes (
+                 request_id INTEGER NOT NULL REFERENCES requests(id),
+                 change_id INTEGER NOT NULL,
+                 PRIMARY KEY (change_id, request_id)
+             );
+             CREATE INDEX request_changes_request ON request_changes(request_id);
+             CREATE TABLE poller_cursors (
+                 poller TEXT NOT NULL,
+                 branch TEXT NOT NULL,
+                 revision TEXT NOT NULL,
+                 PRIMARY KEY (poller, branch)
+             );
+             CREATE TABLE scheduler_state (
+                 name TEXT PRIMARY KEY,
+                 kind TEXT NOT NULL,
+                 state TEXT NOT NULL
+             );
+             PRAGMA user_version = 5;",
         )?;
         tx.commit()?;
     }

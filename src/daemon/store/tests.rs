@@ -51,6 +51,7 @@ fn queued(request: u64, builder: &str) -> Record {
         reason: None,
         properties: BTreeMap::from([("K".to_string(), "v".to_string())]),
         priority: 0,
+        source: None,
         at_ms: 1,
     }
 }
@@ -212,7 +213,11 @@ fn a_version_3_database_migrates_and_records_artifacts() {
         start_build_1(&mut store);
         store
             .conn
-            .execute_batch("DROP TABLE artifacts; PRAGMA user_version = 3;")
+            .execute_batch(
+                "DROP TABLE artifacts; DROP TABLE changes; DROP TABLE request_changes;
+                 DROP TABLE poller_cursors; DROP TABLE scheduler_state;
+                 ALTER TABLE requests DROP COLUMN source; PRAGMA user_version = 3;",
+            )
             .unwrap();
     }
     let mut store = SqliteStore::open(&path).unwrap();
@@ -220,7 +225,7 @@ fn a_version_3_database_migrates_and_records_artifacts() {
         .conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 4);
+    assert_eq!(version, SCHEMA_VERSION);
     assert!(reader(&path).artifacts(1).unwrap().is_empty());
     let a = crate::protocol::ArtifactInfo {
         name: "out/b.tar.gz".into(),
@@ -249,6 +254,116 @@ fn a_version_3_database_migrates_and_records_artifacts() {
     drop(store);
     let _store = SqliteStore::open(&path).unwrap();
     assert_eq!(reader(&path).artifacts(1).unwrap(), vec![first, a]);
+}
+
+#[test]
+fn a_version_4_database_migrates_its_queue_keeps_no_source_and_changes_are_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("master.db");
+    {
+        // A database as schema version 4 left it: no changes, no sources.
+        let mut store = SqliteStore::open(&path).unwrap();
+        store.apply(&[&queued(1, "a")]).unwrap();
+        store
+            .conn
+            .execute_batch(
+                "DROP TABLE changes; DROP TABLE request_changes; DROP TABLE poller_cursors;
+                 DROP TABLE scheduler_state; ALTER TABLE requests DROP COLUMN source;
+                 PRAGMA user_version = 4;",
+            )
+            .unwrap();
+    }
+    let mut store = SqliteStore::open(&path).unwrap();
+    let restored = store.restore(5).unwrap();
+    assert_eq!(restored.queued.len(), 1);
+    assert_eq!(restored.queued[0].source, None);
+    assert_eq!(restored.next_change, 1);
+    assert!(restored.schedulers.is_empty());
+
+    let change = crate::protocol::Change {
+        id: 1,
+        new: crate::protocol::NewChange {
+            repository: "https://example.org/app.git".into(),
+            branch: "main".into(),
+            revision: "abc123".into(),
+            files: vec!["src/a.rs".into(), "README".into()],
+            author: Some("ann".into()),
+            comments: Some("fix".into()),
+            when_ms: Some(3),
+            properties: BTreeMap::from([("k".to_string(), "v".to_string())]),
+            category: Some("cat".into()),
+        },
+        at_ms: 4,
+    };
+    let source = crate::protocol::SourceStamp {
+        repository: change.new.repository.clone(),
+        branch: "main".into(),
+        revision: Some("abc123".into()),
+        changes: vec![1],
+    };
+    let mut with_source = queued(2, "a");
+    if let Record::RequestQueued { source: s, .. } = &mut with_source {
+        *s = Some(source.clone());
+    }
+    store
+        .apply(&[
+            &Record::ChangeAdded(Box::new(change.clone())),
+            &Record::PollerCursor(crate::protocol::PollerCursor {
+                poller: "p".into(),
+                branch: "main".into(),
+                revision: Some("abc123".into()),
+            }),
+            &Record::PollerCursor(crate::protocol::PollerCursor {
+                poller: "p".into(),
+                branch: "old".into(),
+                revision: Some("def".into()),
+            }),
+            &Record::SchedulerState {
+                name: "s".into(),
+                kind: "branch".into(),
+                state: Some("{}".into()),
+            },
+            &with_source,
+        ])
+        .unwrap();
+    store
+        .apply(&[
+            &Record::PollerCursor(crate::protocol::PollerCursor {
+                poller: "p".into(),
+                branch: "old".into(),
+                revision: None,
+            }),
+            &Record::SchedulerState {
+                name: "gone".into(),
+                kind: "branch".into(),
+                state: None,
+            },
+        ])
+        .unwrap();
+    let r = reader(&path);
+    assert_eq!(
+        r.poller_cursors("p").unwrap(),
+        BTreeMap::from([("main".to_string(), "abc123".to_string())])
+    );
+    assert!(r.poller_cursors("q").unwrap().is_empty());
+    let listed = r.changes(10).unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].change, change);
+    assert_eq!(listed[0].requests.len(), 1);
+    assert_eq!(listed[0].requests[0].request_id, 2);
+    assert!(listed[0].requests[0].builds.is_empty());
+    drop(store);
+    let mut store = SqliteStore::open(&path).unwrap();
+    let restored = store.restore(6).unwrap();
+    assert_eq!(restored.next_change, 2);
+    assert_eq!(restored.queued[1].source, Some(source));
+    assert_eq!(
+        restored.schedulers["s"],
+        crate::daemon::core::SavedScheduler {
+            kind: "branch".into(),
+            state: "{}".into()
+        }
+    );
 }
 
 #[test]
@@ -303,6 +418,7 @@ fn a_full_database_fails_the_write_and_keeps_what_it_had() {
             reason: Some(big),
             properties: BTreeMap::new(),
             priority: 0,
+            source: None,
             at_ms: 1,
         }])
         .unwrap_err()
@@ -363,6 +479,7 @@ mod measure {
                         reason: None,
                         properties: BTreeMap::new(),
                         priority: 0,
+                        source: None,
                         at_ms: id,
                     },
                     Record::BuildStarted {

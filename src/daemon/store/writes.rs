@@ -64,15 +64,78 @@ pub(super) fn write_record(
             reason,
             properties,
             priority,
+            source,
             at_ms,
         } => {
             let props = serde_json::to_string(properties).unwrap_or_else(|_| "{}".into());
+            let source_json = source
+                .as_ref()
+                .map(serde_json::to_string)
+                .transpose()
+                .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
             tx.execute(
-                "INSERT INTO requests (id, builder, reason, properties, submitted_at, state, priority)
-                 VALUES (?1, ?2, ?3, ?4, ?5, 'queued', ?6)",
-                params![*request as i64, builder, reason, props, *at_ms as i64, priority],
+                "INSERT INTO requests (id, builder, reason, properties, submitted_at, state, priority, source)
+                 VALUES (?1, ?2, ?3, ?4, ?5, 'queued', ?6, ?7)",
+                params![*request as i64, builder, reason, props, *at_ms as i64, priority, source_json],
             )?;
+            if let Some(source) = source {
+                let mut stmt = tx.prepare_cached(
+                    "INSERT OR IGNORE INTO request_changes (request_id, change_id) VALUES (?1, ?2)",
+                )?;
+                for change in &source.changes {
+                    stmt.execute(params![*request as i64, *change as i64])?;
+                }
+            }
         }
+        Record::ChangeAdded(change) => {
+            let c = &change.new;
+            let files = serde_json::to_string(&c.files).unwrap_or_else(|_| "[]".into());
+            let props = serde_json::to_string(&c.properties).unwrap_or_else(|_| "{}".into());
+            tx.prepare_cached(
+                "INSERT INTO changes (id, repository, branch, revision, files, author, comments,
+                                      when_ms, properties, category, added_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            )?
+            .execute(params![
+                change.id as i64,
+                c.repository,
+                c.branch,
+                c.revision,
+                files,
+                c.author,
+                c.comments,
+                c.when_ms.map(|w| w as i64),
+                props,
+                c.category,
+                change.at_ms as i64
+            ])?;
+        }
+        Record::PollerCursor(cursor) => match &cursor.revision {
+            Some(rev) => {
+                tx.execute(
+                    "INSERT OR REPLACE INTO poller_cursors (poller, branch, revision)
+                     VALUES (?1, ?2, ?3)",
+                    params![cursor.poller, cursor.branch, rev],
+                )?;
+            }
+            None => {
+                tx.execute(
+                    "DELETE FROM poller_cursors WHERE poller = ?1 AND branch = ?2",
+                    params![cursor.poller, cursor.branch],
+                )?;
+            }
+        },
+        Record::SchedulerState { name, kind, state } => match state {
+            Some(state) => {
+                tx.execute(
+                    "INSERT OR REPLACE INTO scheduler_state (name, kind, state) VALUES (?1, ?2, ?3)",
+                    params![name, kind, state],
+                )?;
+            }
+            None => {
+                tx.execute("DELETE FROM scheduler_state WHERE name = ?1", params![name])?;
+            }
+        },
         Record::RequestCancelled {
             request,
             reason,

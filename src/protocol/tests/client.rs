@@ -22,7 +22,23 @@ fn client_messages_round_trip() {
             reason: Some("r".into()),
             properties: props.clone(),
             priority: -3,
+            source: Some(crate::protocol::SourceStamp {
+                repository: "r".into(),
+                branch: "main".into(),
+                revision: Some("abc".into()),
+                changes: vec![1, 2],
+            }),
         },
+        Request::SendChange {
+            change: crate::protocol::NewChange {
+                repository: "r".into(),
+                branch: "main".into(),
+                revision: "abc".into(),
+                files: vec!["src/a.rs".into()],
+                ..Default::default()
+            },
+        },
+        Request::Changes { limit: 3 },
         Request::Builds {
             builder: None,
             limit: 5,

@@ -102,6 +102,8 @@ struct Sim {
     /// How often the interesting things happened, so that a run that
     /// exercised nothing cannot pass quietly.
     seen: Seen,
+    /// The schedulers' state as the store would keep it.
+    saved_schedulers: BTreeMap<String, super::SavedScheduler>,
 }
 
 #[derive(Debug, Default, Clone, Copy)]

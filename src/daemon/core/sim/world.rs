@@ -26,6 +26,7 @@ impl Sim {
             once: BTreeSet::new(),
             now: 0,
             seen: Seen::default(),
+            saved_schedulers: BTreeMap::new(),
         };
         sim.absorb();
         sim
@@ -181,6 +182,16 @@ impl Sim {
             }
             Record::BuilderRenamed { .. } => self.seen.renames += 1,
             Record::GenerationApplied { .. } => self.seen.reloads_applied += 1,
+            Record::ChangeAdded(_) | Record::PollerCursor(_) => {}
+            Record::SchedulerState { name, kind, state } => match state {
+                Some(state) => {
+                    self.saved_schedulers
+                        .insert(name, super::super::SavedScheduler { kind, state });
+                }
+                None => {
+                    self.saved_schedulers.remove(&name);
+                }
+            },
             Record::StepFinished { .. } => {}
             Record::BuildRetried { build, request, .. } => {
                 if self.running.get(&build).is_some_and(|r| !r.1.retry) {
@@ -269,6 +280,8 @@ impl Sim {
             running,
             next_request: self.core.next_request,
             next_build: self.core.next_build,
+            next_change: self.core.next_change,
+            schedulers: self.saved_schedulers.clone(),
         };
         for w in self.workers.values_mut() {
             w.link = None;

@@ -6,6 +6,7 @@
 //! contract of `docs/reload.md` row by row in `reload_builders.rs`,
 //! `reload_workers.rs` and `reload_generations.rs`.
 
+mod changes;
 mod dispatch;
 mod reload_builders;
 mod reload_generations;

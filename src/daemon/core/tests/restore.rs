@@ -83,6 +83,7 @@ fn restored_requests_keep_their_order_and_ids_continue() {
         ],
         next_request: 10,
         next_build: 5,
+        ..Restored::default()
     };
     let mut core = Core::new(config(&[("w", 1)], &[("b", &["w"], 1)]), restored, 0);
     assert_eq!(core.generation(), 5, "a different file is a new generation");
@@ -109,6 +110,7 @@ fn restored_requests_of_a_vanished_builder_are_cancelled() {
         }],
         next_request: 2,
         next_build: 1,
+        ..Restored::default()
     };
     let mut core = Core::new(config(&[("w", 1)], &[("b", &["w"], 1)]), restored, 0);
     let effects = core.take_effects();
