@@ -350,4 +350,30 @@ pub struct ReloadReport {
     /// on stderr.
     #[serde(default)]
     pub warnings: Vec<String>,
+    /// Schedulers that did not exist before.
+    #[serde(default)]
+    pub schedulers_added: Vec<String>,
+    /// Schedulers whose definition changed (they keep their state).
+    #[serde(default)]
+    pub schedulers_changed: Vec<String>,
+    /// Schedulers that are gone.
+    #[serde(default)]
+    pub schedulers_removed: Vec<String>,
+    /// Schedulers renamed, as (old, new): their state moved.
+    #[serde(default)]
+    pub schedulers_renamed: Vec<(String, String)>,
+    /// Changes that were waiting in a scheduler that no longer takes them
+    /// (removed, changed kind, or a filter that no longer matches): no
+    /// build will be started for them by that scheduler.
+    #[serde(default)]
+    pub changes_dropped: Vec<DroppedChanges>,
+}
+
+/// Changes a reload dropped from one scheduler.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct DroppedChanges {
+    /// The scheduler (its name before the reload).
+    pub scheduler: String,
+    /// The changes, by id.
+    pub changes: Vec<crate::protocol::ChangeId>,
 }
