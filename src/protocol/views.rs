@@ -260,6 +260,10 @@ pub struct BuildSummary {
     pub started_at_ms: u64,
     /// End time, ms since the Unix epoch; `None` while running.
     pub finished_at_ms: Option<u64>,
+    /// What it builds (repository, branch, revision, changes), when its
+    /// request came from changes or a rebuild of such a build.
+    #[serde(default)]
+    pub source: Option<crate::protocol::SourceStamp>,
 }
 
 /// Answer to `build ID`.
