@@ -383,6 +383,13 @@ fn every_command_prints_its_documented_json() {
     assert_eq!(detail["properties"]["X"], "1");
     assert!(!detail["steps"].as_array().unwrap().is_empty());
 
+    let out = m.bbctl_code(&["--json", "log", &first.to_string()], 0);
+    check_stream_items(&json_values(&out.stdout));
+    let out = m.bbctl_code(&["--json", "log", "--follow"], 1);
+    let mut values = json_values(&out.stdout);
+    assert_shape(&values.pop().unwrap(), "outcome");
+    check_stream_items(&values);
+
     // A change on main starts a build of `fast` that carries its source.
     let sent = m.bbctl_json(&[
         "sendchange", "--repository", "repo", "--branch", "main", "--revision", "abc123",
@@ -405,13 +412,6 @@ fn every_command_prints_its_documented_json() {
     assert_shape(&detail["source"], "build:source");
     assert_eq!(detail["source"]["revision"], "abc123");
     assert_eq!(detail["source"]["changes"], json!([change]));
-
-    let out = m.bbctl_code(&["--json", "log", &first.to_string()], 0);
-    check_stream_items(&json_values(&out.stdout));
-    let out = m.bbctl_code(&["--json", "log", "--follow"], 1);
-    let mut values = json_values(&out.stdout);
-    assert_shape(&values.pop().unwrap(), "outcome");
-    check_stream_items(&values);
 
     let out = m.bbctl_code(&["--json", "force-build", "publish", "--wait"], 0);
     let published = json_values(&out.stdout).pop().unwrap()["build_id"]
