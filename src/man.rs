@@ -73,6 +73,15 @@ pub const CONFIG_KEYS: &[&str] = &[
     "builder.step.download.to",
     "builder.step.download.max_size",
     "builder.step.download.mode",
+    "scheduler",
+    "scheduler.name",
+    "scheduler.previous_names",
+    "scheduler.kind",
+    "scheduler.builders",
+    "scheduler.repository",
+    "scheduler.branches",
+    "scheduler.files",
+    "scheduler.tree_stable",
 ];
 
 /// The hand-written page of the config file, checked in under `man/`.

@@ -111,6 +111,7 @@ fn config_keys_match_the_raw_structs() {
         "RawStep" => Some("builder.step"),
         "RawUpload" => Some("builder.step.upload"),
         "RawDownload" => Some("builder.step.download"),
+        "RawScheduler" => Some("scheduler"),
         _ => None,
     };
     let mut found = BTreeSet::new();

@@ -173,9 +173,21 @@ pub enum Command {
     #[command(after_long_help = EXIT_CODES)]
     ForceBuild(ForceBuildArgs),
     /// Queue a build again: a new request for the same builder with the
-    /// same properties, its reason `rebuild of build N`.
+    /// same properties and source stamp (repository, branch, revision,
+    /// changes), its reason `rebuild of build N`.
     #[command(after_long_help = EXIT_CODES)]
     Rebuild(RebuildArgs),
+    /// Store a change (a commit somewhere) as a change source would; the
+    /// schedulers that take it may start builds. Answers with the change's
+    /// id once it is stored.
+    #[command(after_long_help = EXIT_CODES)]
+    Sendchange(SendchangeArgs),
+    /// List stored changes, newest first, with the builds each started.
+    Changes {
+        /// At most this many changes.
+        #[arg(long, short = 'n', default_value_t = 20)]
+        limit: u32,
+    },
     /// List builds, newest first.
     Builds(BuildsArgs),
     /// Show one build with its steps.
@@ -379,6 +391,37 @@ pub struct RebuildArgs {
     pub cancel_on_interrupt: bool,
 }
 
+/// Arguments of `sendchange`.
+#[derive(Debug, Args)]
+pub struct SendchangeArgs {
+    /// The repository (URL or path), as schedulers' `repository` names it.
+    #[arg(long)]
+    pub repository: String,
+    /// The branch.
+    #[arg(long)]
+    pub branch: String,
+    /// The revision (a commit id).
+    #[arg(long)]
+    pub revision: String,
+    /// A file the change touches, relative to the repository's root.
+    /// Repeatable; schedulers' `files` decide from them whether the change
+    /// is important.
+    #[arg(long = "file", short = 'f', value_name = "FILE")]
+    pub files: Vec<String>,
+    /// Who wrote it.
+    #[arg(long)]
+    pub author: Option<String>,
+    /// Its message.
+    #[arg(long)]
+    pub comments: Option<String>,
+    /// A category, for filters.
+    #[arg(long)]
+    pub category: Option<String>,
+    /// A property K=V of the change. Repeatable.
+    #[arg(long = "property", short = 'p', value_name = "K=V", value_parser = parse_pair)]
+    pub properties: Vec<(String, String)>,
+}
+
 /// Arguments of `builds`.
 #[derive(Debug, Args)]
 pub struct BuildsArgs {
@@ -406,6 +449,16 @@ pub struct LogArgs {
 fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     humantime::parse_duration(s)
         .map_err(|e| format!("`{s}` is not a duration like 500ms, 30s or 2m: {e}"))
+}
+
+fn parse_pair(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| format!("`{s}` is not K=V"))?;
+    if k.is_empty() {
+        return Err(format!("`{s}` has an empty name"));
+    }
+    Ok((k.to_string(), v.to_string()))
 }
 
 fn parse_property(s: &str) -> Result<(String, String), String> {

@@ -64,6 +64,9 @@ pub const DEFAULTS: &[(&str, &str)] = &[
     ("builder.step.upload.mode", "\"0644\""),
     ("builder.step.download.max_size", "no limit"),
     ("builder.step.download.mode", "\"0644\""),
+    ("scheduler.branches", "every branch"),
+    ("scheduler.files", "every change is important"),
+    ("scheduler.tree_stable", "\"0s\" (at once)"),
 ];
 
 /// The default of `key` as [`DEFAULTS`] writes it.
@@ -139,6 +142,11 @@ workers = ["w"]
   [[builder.step]]
   name = "down"
   download = { from = "a", to = "b" }
+
+[[scheduler]]
+name = "s"
+kind = "branch"
+builders = ["b"]
 "#;
 
     /// What a parsed config holds for every key left out equals the table.
@@ -153,6 +161,7 @@ workers = ["w"]
         else {
             panic!("transfer steps expected");
         };
+        let crate::config::SchedulerKind::Branch(branch) = &c.schedulers[0].kind;
         let secs = |d: std::time::Duration| format!("\"{}s\"", d.as_secs());
         let size = |n: u64| {
             let shown = match n {
@@ -220,6 +229,9 @@ workers = ["w"]
                 "builder.step.upload.mode" => format!("\"0{:o}\"", up.mode),
                 "builder.step.download.max_size" => none_or(down.max_size.is_none(), "no limit"),
                 "builder.step.download.mode" => format!("\"0{:o}\"", down.mode),
+                "scheduler.branches" => none_or(branch.branches.is_empty(), want),
+                "scheduler.files" => none_or(branch.files.is_empty(), want),
+                "scheduler.tree_stable" => format!("{} (at once)", secs(branch.tree_stable)),
                 other => panic!("no check of the default of `{other}`: add one here"),
             };
             assert_eq!(&got, want, "the default of `{key}`");

@@ -114,6 +114,7 @@ pub fn parse_str(text: &str, origin: &str, base_dir: &Path) -> Result<Config, Co
         master: checked.master,
         workers: checked.workers,
         builders: checked.builders,
+        schedulers: checked.schedulers,
         origin: origin.to_owned(),
         hash: fnv1a_hex(text),
         warnings: checked.warnings,

@@ -26,6 +26,33 @@ pub struct RawConfig {
     /// `[[builder]]` entries in file order.
     #[serde(default)]
     pub builder: Vec<RawBuilder>,
+    /// `[[scheduler]]` entries in file order.
+    #[serde(default)]
+    pub scheduler: Vec<RawScheduler>,
+}
+
+/// One `[[scheduler]]`: the keys of every kind (validation says which
+/// kind takes which).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawScheduler {
+    /// Required; checked for allowed characters and uniqueness.
+    pub name: Spanned<String>,
+    /// Old names whose state moves to this scheduler.
+    #[serde(default)]
+    pub previous_names: Vec<Spanned<String>>,
+    /// `kind = "branch"`; required.
+    pub kind: Option<Spanned<String>>,
+    /// The builders it starts; required, not empty.
+    pub builders: Option<Spanned<Vec<Spanned<String>>>>,
+    /// `branch`: only changes of this repository.
+    pub repository: Option<Spanned<String>>,
+    /// `branch`: branch globs.
+    pub branches: Option<Spanned<Vec<Spanned<String>>>>,
+    /// `branch`: file globs deciding which changes are important.
+    pub files: Option<Spanned<Vec<Spanned<String>>>>,
+    /// `branch`: `tree_stable = "30s"`.
+    pub tree_stable: Option<Spanned<String>>,
 }
 
 /// `[master]`: paths, kept as written until resolved against the base dir.

@@ -147,11 +147,25 @@ const BUILDER: &[Field] = &[
     f("step", Kind::Tables(STEP)),
 ];
 
+/// `[[scheduler]]`: the keys of every kind (validation says which kind
+/// takes which).
+const SCHEDULER: &[Field] = &[
+    f("name", TEXT),
+    f("previous_names", Kind::StrList),
+    f("kind", TEXT),
+    f("builders", Kind::StrList),
+    f("repository", TEXT),
+    f("branches", Kind::StrList),
+    f("files", Kind::StrList),
+    f("tree_stable", DURATION),
+];
+
 /// The whole file.
 pub(super) const ROOT: &[Field] = &[
     f("master", Kind::Table(MASTER)),
     f("worker", Kind::Tables(WORKER)),
     f("builder", Kind::Tables(BUILDER)),
+    f("scheduler", Kind::Tables(SCHEDULER)),
 ];
 
 /// What the walk found: problems, and where placeholder names stand.

@@ -6,6 +6,7 @@
 mod builders;
 mod limits;
 mod retention;
+mod schedulers;
 
 mod files;
 mod steps;
@@ -20,7 +21,7 @@ use std::path::{Path, PathBuf};
 use toml::Spanned;
 
 use super::error::Problem;
-use super::model::{BuilderDef, MasterSettings, WorkerDef};
+use super::model::{BuilderDef, MasterSettings, SchedulerDef, WorkerDef};
 use super::position::line_col;
 use super::raw::{RawConfig, RawEnv, RawMaster};
 
@@ -40,6 +41,8 @@ pub struct Checked {
     pub workers: Vec<WorkerDef>,
     /// Builders in file order.
     pub builders: Vec<BuilderDef>,
+    /// Schedulers in file order.
+    pub schedulers: Vec<SchedulerDef>,
     /// Risky choices worth a warning.
     pub warnings: Vec<String>,
 }
@@ -74,12 +77,14 @@ pub fn check(
         })
         .collect();
     let builders = c.builders(&raw.builder, &raw.worker);
+    let schedulers = c.schedulers(&raw.scheduler, &raw.builder);
     master.retention = c.retention(&raw.master, &raw.builder);
     if c.problems.is_empty() {
         Ok(Checked {
             master,
             workers,
             builders,
+            schedulers,
             warnings: c.warnings,
         })
     } else {

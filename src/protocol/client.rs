@@ -217,6 +217,8 @@ pub enum ServerMsg {
 }
 
 /// A successful answer.
+// Built, written and dropped at once, like the frames that carry it.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Reply {

@@ -260,6 +260,10 @@ pub struct BuildSummary {
     pub started_at_ms: u64,
     /// End time, ms since the Unix epoch; `None` while running.
     pub finished_at_ms: Option<u64>,
+    /// What it builds (repository, branch, revision, changes), when its
+    /// request came from changes or a rebuild of such a build.
+    #[serde(default)]
+    pub source: Option<crate::protocol::SourceStamp>,
 }
 
 /// Answer to `build ID`.
@@ -350,4 +354,30 @@ pub struct ReloadReport {
     /// on stderr.
     #[serde(default)]
     pub warnings: Vec<String>,
+    /// Schedulers that did not exist before.
+    #[serde(default)]
+    pub schedulers_added: Vec<String>,
+    /// Schedulers whose definition changed (they keep their state).
+    #[serde(default)]
+    pub schedulers_changed: Vec<String>,
+    /// Schedulers that are gone.
+    #[serde(default)]
+    pub schedulers_removed: Vec<String>,
+    /// Schedulers renamed, as (old, new): their state moved.
+    #[serde(default)]
+    pub schedulers_renamed: Vec<(String, String)>,
+    /// Changes that were waiting in a scheduler that no longer takes them
+    /// (removed, changed kind, or a filter that no longer matches): no
+    /// build will be started for them by that scheduler.
+    #[serde(default)]
+    pub changes_dropped: Vec<DroppedChanges>,
+}
+
+/// Changes a reload dropped from one scheduler.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct DroppedChanges {
+    /// The scheduler (its name before the reload).
+    pub scheduler: String,
+    /// The changes, by id.
+    pub changes: Vec<crate::protocol::ChangeId>,
 }

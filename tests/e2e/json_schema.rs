@@ -58,6 +58,12 @@ workers = ["local-1"]
   [[builder.step]]
   name = "upload"
   upload = { from = "a.txt" }
+
+[[scheduler]]
+name = "on-main"
+kind = "branch"
+builders = ["fast"]
+branches = ["main"]
 "#;
 
 /// The documented shapes, by the id of their section in `docs/json.md`
@@ -77,6 +83,7 @@ fn shapes() -> Vec<(&'static str, Value)> {
         "id": "int", "request_id": "int", "builder": "string", "worker": "string",
         "generation": "int", "config_hash": "string", "result": "string|null",
         "reason": "string|null", "started_at_ms": "int", "finished_at_ms": "int|null",
+        "source": "object|null",
     });
     let mut build_detail = build_summary.clone();
     build_detail["request_reason"] = json!("string|null");
@@ -156,6 +163,24 @@ fn shapes() -> Vec<(&'static str, Value)> {
             json!({ "type": "string", "build": "int", "result": "string", "reason": "string|null" }),
         ),
         ("done", stamp(json!({ "ok": "bool", "message": "string" }))),
+        ("sendchange", stamp(json!({ "change_id": "int" }))),
+        (
+            "changes",
+            json!([stamp(json!({
+                "id": "int", "repository": "string", "branch": "string", "revision": "string",
+                "files": ["string"], "author": "string|null", "comments": "string|null",
+                "when_ms": "int|null", "properties": { "*": "string" }, "category": "string|null",
+                "at_ms": "int",
+                "requests": [{ "request_id": "int", "builder": "string", "builds": ["int"] }],
+            }))]),
+        ),
+        (
+            "build:source",
+            json!({
+                "repository": "string", "branch": "string", "revision": "string|null",
+                "changes": ["int"],
+            }),
+        ),
         (
             "queue",
             json!([stamp(json!({
@@ -197,6 +222,9 @@ fn shapes() -> Vec<(&'static str, Value)> {
                 "workers_draining": ["string"], "requests_moved": ["int"],
                 "requests_cancelled": ["int"], "builds_on_old_generations": ["int"],
                 "needs_restart": ["string"], "warnings": ["string"],
+                "schedulers_added": ["string"], "schedulers_changed": ["string"],
+                "schedulers_removed": ["string"], "schedulers_renamed": [["string"]],
+                "changes_dropped": [{ "scheduler": "string", "changes": ["int"] }],
             })),
         ),
         (
@@ -250,6 +278,7 @@ pub(crate) fn check(value: &Value, shape: &Value, path: &str, problems: &mut Vec
             let ok = types.split('|').any(|t| match t {
                 "string" => value.is_string(),
                 "int" => value.is_u64() || value.is_i64(),
+                "object" => value.is_object(),
                 "float" => value.is_number(),
                 "bool" => value.is_boolean(),
                 "null" => value.is_null(),
@@ -361,6 +390,29 @@ fn every_command_prints_its_documented_json() {
     assert_shape(&values.pop().unwrap(), "outcome");
     check_stream_items(&values);
 
+    // A change on main starts a build of `fast` that carries its source.
+    let sent = m.bbctl_json(&[
+        "sendchange", "--repository", "repo", "--branch", "main", "--revision", "abc123",
+        "--file", "src/a.rs", "--author", "ann", "--comments", "fix", "-p", "k=v",
+    ]);
+    assert_shape(&sent, "sendchange");
+    let change = sent["change_id"].as_u64().unwrap();
+    let mut changes = Value::Null;
+    wait_until("the change's build", Duration::from_secs(10), || {
+        changes = m.bbctl_json(&["changes"]);
+        changes[0]["requests"][0]["builds"]
+            .as_array()
+            .is_some_and(|b| !b.is_empty())
+    });
+    assert_shape(&changes, "changes");
+    assert_eq!(changes[0]["id"], change);
+    assert_eq!(changes[0]["files"], json!(["src/a.rs"]));
+    let built = changes[0]["requests"][0]["builds"][0].as_u64().unwrap();
+    let detail = m.bbctl_json(&["build", &built.to_string()]);
+    assert_shape(&detail["source"], "build:source");
+    assert_eq!(detail["source"]["revision"], "abc123");
+    assert_eq!(detail["source"]["changes"], json!([change]));
+
     let out = m.bbctl_code(&["--json", "force-build", "publish", "--wait"], 0);
     let published = json_values(&out.stdout).pop().unwrap()["build_id"]
         .as_u64()
@@ -404,14 +456,21 @@ fn every_command_prints_its_documented_json() {
     let report = m.bbctl_json(&["reload", "--dry-run"]);
     assert_shape(&report, "reload");
     assert_eq!(report["dry_run"], true);
-    let renamed = CONFIG.replace(
-        "name = \"fast\"",
-        "name = \"quick\"\nprevious_names = [\"fast\"]",
-    );
+    let renamed = CONFIG
+        .replace(
+            "name = \"fast\"",
+            "name = \"quick\"\nprevious_names = [\"fast\"]",
+        )
+        .replace("builders = [\"fast\"]", "builders = [\"quick\"]")
+        .replace(
+            "name = \"on-main\"",
+            "name = \"main-only\"\nprevious_names = [\"on-main\"]",
+        );
     m.write_config(&renamed);
     let report = m.bbctl_json(&["reload"]);
     assert_shape(&report, "reload");
     assert_eq!(report["builders_renamed"], json!([["fast", "quick"]]));
+    assert_eq!(report["schedulers_renamed"], json!([["on-main", "main-only"]]));
 
     assert_shape(&m.bbctl_json(&["prune", "--dry-run"]), "prune");
 

@@ -26,7 +26,7 @@ pub async fn builds(ctx: &mut Ctx, args: BuildsArgs) -> Result<u8, CliError> {
     }
     let now = now_ms();
     let mut table = Table::new(vec![
-        "ID", "BUILDER", "RESULT", "WORKER", "GEN", "STARTED", "TOOK", "REASON",
+        "ID", "BUILDER", "RESULT", "WORKER", "GEN", "STARTED", "TOOK", "SOURCE", "REASON",
     ]);
     for b in &builds {
         table.row(vec![
@@ -41,6 +41,7 @@ pub async fn builds(ctx: &mut Ctx, args: BuildsArgs) -> Result<u8, CliError> {
                     .unwrap_or(now)
                     .saturating_sub(b.started_at_ms),
             ),
+            b.source.as_ref().map(super::changes::stamp).unwrap_or_default(),
             escape(b.reason.as_deref().unwrap_or_default()),
         ]);
     }
@@ -98,6 +99,16 @@ fn print_build(ctx: &Ctx, d: &BuildDetail) -> io::Result<()> {
     )?;
     if let Some(reason) = &d.request_reason {
         writeln!(out, "  requested:  {}", escape(reason))?;
+    }
+    if let Some(src) = &s.source {
+        writeln!(out, "  repository: {}", escape(&src.repository))?;
+        writeln!(out, "  branch:     {}", escape(&src.branch))?;
+        if let Some(rev) = &src.revision {
+            writeln!(out, "  revision:   {}", escape(rev))?;
+        }
+        if !src.changes.is_empty() {
+            writeln!(out, "  changes:    {}", src.changes_csv())?;
+        }
     }
     for (k, v) in &d.properties {
         writeln!(out, "  property:   {}={}", escape(k), escape(v))?;

@@ -3,6 +3,7 @@
 
 mod artifacts;
 mod builds;
+mod changes;
 mod complete;
 mod config;
 mod events;
@@ -185,6 +186,8 @@ pub async fn run(cli: Cli) -> Result<u8, CliError> {
         Command::ForceBuild(args) => stream::force_build(&mut ctx, args).await,
         Command::Rebuild(args) => stream::rebuild(&mut ctx, args).await,
         Command::Builds(args) => builds::builds(&mut ctx, args).await,
+        Command::Sendchange(args) => changes::sendchange(&mut ctx, args).await,
+        Command::Changes { limit } => changes::changes(&mut ctx, limit).await,
         Command::Build { id } => builds::build(&mut ctx, id).await,
         Command::Log(args) => stream::log(&mut ctx, args).await,
         Command::Cancel { request } => simple(&mut ctx, Request::Cancel { request }).await,

@@ -216,7 +216,19 @@ fn print_reload(r: &ReloadReport, dry_run: bool) -> io::Result<()> {
             .collect::<Vec<_>>()
             .join(", ")
     };
-    let lines: [(&str, String); 12] = [
+    let renamed = |v: &[(String, String)]| {
+        v.iter()
+            .map(|(a, b)| format!("{a} -> {b}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let dropped = r
+        .changes_dropped
+        .iter()
+        .map(|d| format!("{} by {}", ids(&d.changes), d.scheduler))
+        .collect::<Vec<_>>()
+        .join("; ");
+    let lines: [(&str, String); 17] = [
         ("builders added", names(&r.builders_added)),
         ("builders changed", names(&r.builders_changed)),
         ("builders removed", names(&r.builders_removed)),
@@ -239,6 +251,11 @@ fn print_reload(r: &ReloadReport, dry_run: bool) -> io::Result<()> {
             ids(&r.builds_on_old_generations),
         ),
         ("waiting for a restart", names(&r.needs_restart)),
+        ("schedulers added", names(&r.schedulers_added)),
+        ("schedulers changed", names(&r.schedulers_changed)),
+        ("schedulers removed", names(&r.schedulers_removed)),
+        ("schedulers renamed", renamed(&r.schedulers_renamed)),
+        ("changes dropped", dropped),
     ];
     for (label, value) in lines {
         if !value.is_empty() {

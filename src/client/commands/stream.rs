@@ -76,7 +76,7 @@ pub async fn force_build(ctx: &mut Ctx, args: ForceBuildArgs) -> Result<u8, CliE
 }
 
 /// `bbctl rebuild BUILD`: a new request for the same builder with the
-/// same properties, its reason `rebuild of build N`.
+/// same properties and source stamp, its reason `rebuild of build N`.
 pub async fn rebuild(ctx: &mut Ctx, args: RebuildArgs) -> Result<u8, CliError> {
     let detail = match ctx.call(Request::Build { build: args.build }).await? {
         Reply::Build(b) => b,
@@ -87,7 +87,7 @@ pub async fn rebuild(ctx: &mut Ctx, args: RebuildArgs) -> Result<u8, CliError> {
         reason: Some(format!("rebuild of build {}", args.build)),
         properties: detail.properties,
         priority: args.priority,
-        source: None,
+        source: detail.summary.source,
         wait: args.wait,
         follow: args.follow,
         cancel_on_interrupt: args.cancel_on_interrupt,

@@ -83,9 +83,4 @@ impl Core {
         }
         Ok(())
     }
-
-    /// The schedulers see new changes (in `schedulers/`).
-    fn changes_arrived(&mut self, changes: &[Change], now_ms: u64) {
-        let _ = (changes, now_ms);
-    }
 }

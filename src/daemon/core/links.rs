@@ -114,9 +114,12 @@ impl Core {
 
     /// Time passes: builds whose worker stayed away past the grace period
     /// are retried; builds whose worker let the master's own deadline pass
-    /// end (see `deadlines.rs`).
+    /// end (see `deadlines.rs`); schedulers whose timer ran out fire.
     pub fn tick(&mut self, now_ms: u64) {
         self.enforce_deadlines(now_ms);
+        if self.run_schedulers(now_ms) {
+            self.dispatch(now_ms);
+        }
         let expired: Vec<(BuildId, String)> = self
             .builds
             .values()
@@ -137,14 +140,19 @@ impl Core {
         self.dispatch(now_ms);
     }
 
-    /// When the next orphaned build gives up on its worker, if any: the
+    /// When the next orphaned build gives up on its worker, a master
+    /// deadline passes, or a scheduler's timer runs out, if any: the
     /// shell's timer need not wake before.
     pub fn next_deadline(&self) -> Option<u64> {
         let orphaned = self.builds.values().filter_map(|b| b.orphaned_until).min();
-        match (orphaned, self.next_master_deadline()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [
+            orphaned,
+            self.next_master_deadline(),
+            self.next_scheduler_deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// End a build whose worker is gone for good: `retry` and its request

@@ -14,6 +14,7 @@ mod dispatch;
 mod effects;
 mod links;
 mod reload;
+mod schedulers;
 mod status;
 mod step_ends;
 
@@ -262,6 +263,8 @@ pub struct Core {
     shutdown: bool,
     /// Stops and resumes, for the master's own deadlines.
     deadlines: deadlines::Deadlines,
+    /// The schedulers and their state.
+    schedulers: schedulers::Schedulers,
     effects: Vec<Effect>,
 }
 
@@ -273,6 +276,7 @@ impl Core {
             config: Arc::new(Config {
                 builders: vec![],
                 workers: vec![],
+                schedulers: vec![],
                 hash: restored.config_hash.clone(),
                 ..(*config).clone()
             }),
@@ -288,6 +292,7 @@ impl Core {
             maintenance: false,
             shutdown: false,
             deadlines: Default::default(),
+            schedulers: schedulers::Schedulers::restored(restored.schedulers.clone()),
             effects: Vec::new(),
         };
         // Queued requests go back under the builders they were queued for;

@@ -44,6 +44,7 @@ impl Core {
         let generation = self.generation + 1;
         self.apply_workers(&config, now_ms, &mut report);
         self.apply_builders(&config, generation, now_ms, &mut report);
+        self.apply_schedulers(&config, now_ms, &mut report);
 
         let changed = if !is_reload {
             // A start: a new generation unless the file is the one last applied.
@@ -56,6 +57,10 @@ impl Core {
                 && report.workers_added.is_empty()
                 && report.workers_changed.is_empty()
                 && report.workers_removed.is_empty()
+                && report.schedulers_added.is_empty()
+                && report.schedulers_changed.is_empty()
+                && report.schedulers_removed.is_empty()
+                && report.schedulers_renamed.is_empty()
                 && self.config.hash == config.hash)
         };
         self.config = config;

@@ -135,7 +135,7 @@ impl Master {
 /// One line saying what a reload did, for the log.
 pub fn reload_summary(r: &ReloadReport) -> String {
     format!(
-        "generation {} -> {}; builders +{} ~{} -{} renamed {}; workers +{} ~{} -{}; {} request(s) cancelled; {} build(s) on older generations{}",
+        "generation {} -> {}; builders +{} ~{} -{} renamed {}; workers +{} ~{} -{}; {} request(s) cancelled; {} build(s) on older generations{}{}",
         r.generation_before,
         r.generation_after,
         r.builders_added.len(),
@@ -151,6 +151,27 @@ pub fn reload_summary(r: &ReloadReport) -> String {
             String::new()
         } else {
             format!("; waiting for a restart: {}", r.needs_restart.join(", "))
-        }
+        },
+        scheduler_summary(r)
+    )
+}
+
+/// The schedulers' part of [`reload_summary`]: nothing when none changed.
+fn scheduler_summary(r: &ReloadReport) -> String {
+    let dropped: usize = r.changes_dropped.iter().map(|d| d.changes.len()).sum();
+    if r.schedulers_added.is_empty()
+        && r.schedulers_changed.is_empty()
+        && r.schedulers_removed.is_empty()
+        && r.schedulers_renamed.is_empty()
+        && dropped == 0
+    {
+        return String::new();
+    }
+    format!(
+        "; schedulers +{} ~{} -{} renamed {}; {dropped} pending change(s) dropped",
+        r.schedulers_added.len(),
+        r.schedulers_changed.len(),
+        r.schedulers_removed.len(),
+        r.schedulers_renamed.len(),
     )
 }

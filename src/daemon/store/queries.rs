@@ -214,7 +214,8 @@ pub(super) fn changes(conn: &Connection, limit: u32) -> rusqlite::Result<Vec<Cha
 }
 
 const SUMMARY_COLUMNS: &str = "id, request_id, builder, worker, generation, config_hash, \
-     result, reason, started_at, finished_at";
+     result, reason, started_at, finished_at, \
+     (SELECT source FROM requests WHERE requests.id = builds.request_id)";
 
 fn summary_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<BuildSummary> {
     Ok(BuildSummary {
@@ -228,6 +229,9 @@ fn summary_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<BuildSummary> {
         reason: r.get(7)?,
         started_at_ms: r.get::<_, i64>(8)? as u64,
         finished_at_ms: r.get::<_, Option<i64>>(9)?.map(|v| v as u64),
+        source: r
+            .get::<_, Option<String>>(10)?
+            .and_then(|j| serde_json::from_str(&j).ok()),
     })
 }
 

@@ -44,5 +44,6 @@ fn summary() -> BuildSummary {
         reason: Some("step `say` exited with code 1".into()),
         started_at_ms: 1,
         finished_at_ms: Some(2),
+        source: None,
     }
 }

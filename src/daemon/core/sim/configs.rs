@@ -92,6 +92,7 @@ pub(super) fn random_config(rng: &mut Rng, current: Option<&Config>) -> Arc<Conf
         master: Default::default(),
         workers,
         builders,
+        schedulers: vec![],
         origin: "sim".into(),
         hash,
         warnings: vec![],

@@ -13,6 +13,7 @@ mod reload_generations;
 mod reload_workers;
 mod requests;
 mod restore;
+mod schedulers;
 mod workers;
 
 use std::collections::BTreeMap;
@@ -57,6 +58,7 @@ pub(super) fn config(workers: &[(&str, u32)], builders: &[(&str, &[&str], usize)
                 retry: true,
             })
             .collect(),
+        schedulers: vec![],
         origin: "test".into(),
         warnings: vec![],
         hash: format!("{workers:?}{builders:?}"),
