@@ -169,3 +169,68 @@ fn a_killed_master_builds_a_pending_change_exactly_once() {
     assert_eq!(m.bbctl_json(&["queue"]), json!([]));
     assert_eq!(builds(&m).len(), 2);
 }
+
+/// The scheduler rows of `docs/reload.md`, with one change pending in
+/// each scheduler (timers of 3 s): an unchanged one and a changed one (its
+/// `tree_stable` raised to an hour) keep the change and the time their
+/// timer had left; a renamed one carries it; a removed one lists it as
+/// dropped; an added one does not take it. After the 3 s, exactly the
+/// three that kept it build it.
+#[test]
+fn a_reload_keeps_moves_and_drops_pending_changes_by_the_scheduler_rows() {
+    let schedulers = |names: &[(&str, &str, &str)]| -> String {
+        let mut text = CONFIG.split("[[scheduler]]").next().unwrap().to_string();
+        for (name, previous, tree_stable) in names {
+            text += &format!(
+                "[[scheduler]]\nname = \"{name}\"\nkind = \"branch\"\nbuilders = [\"test\"]\n\
+                 previous_names = [{previous}]\ntree_stable = \"{tree_stable}\"\n\n"
+            );
+        }
+        text
+    };
+    let m = Master::start(&schedulers(&[
+        ("same", "", "3s"),
+        ("changed", "", "3s"),
+        ("old", "", "3s"),
+        ("gone", "", "3s"),
+    ]));
+    let change = sendchange(&m, "main", "ffff6666", "src/a.rs");
+    m.write_config(&schedulers(&[
+        ("same", "", "3s"),
+        ("changed", "", "1h"),
+        ("new", "\"old\"", "3s"),
+        ("added", "", "0s"),
+    ]));
+    let report = m.bbctl_json(&["reload"]);
+    assert_eq!(report["schedulers_changed"], json!(["changed"]), "{report}");
+    assert_eq!(report["schedulers_renamed"], json!([["old", "new"]]));
+    assert_eq!(report["schedulers_removed"], json!(["gone"]));
+    assert_eq!(report["schedulers_added"], json!(["added"]));
+    assert_eq!(
+        report["changes_dropped"],
+        json!([{ "scheduler": "gone", "changes": [change] }])
+    );
+    let text = m.bbctl_ok(&["reload", "--dry-run"]);
+    assert!(!text.contains("changes dropped"), "{text}");
+    for id in 1..=3 {
+        wait_finished(&m, id);
+    }
+    let mut reasons: Vec<String> = (1..=3)
+        .map(|id| {
+            let b = m.bbctl_json(&["build", &id.to_string()]);
+            assert_eq!(b["source"]["changes"], json!([change]), "{b}");
+            b["request_reason"].as_str().unwrap().to_string()
+        })
+        .collect();
+    reasons.sort();
+    assert_eq!(
+        reasons,
+        [
+            "scheduler changed: 1 change on main",
+            "scheduler new: 1 change on main",
+            "scheduler same: 1 change on main",
+        ]
+    );
+    let changes = m.bbctl_json(&["changes"]);
+    assert_eq!(changes[0]["requests"].as_array().map(Vec::len), Some(3));
+}
