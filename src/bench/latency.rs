@@ -53,14 +53,14 @@ pub(super) fn spawn_ms(argv: &[&str]) -> Result<f64> {
     Ok(took.as_secs_f64() * 1e3)
 }
 
-fn epoch_ns() -> Result<u128> {
+pub(super) fn epoch_ns() -> Result<u128> {
     Ok(SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .context("the clock is before 1970")?
         .as_nanos())
 }
 
-fn parse_ns(text: &str) -> Result<u128> {
+pub(super) fn parse_ns(text: &str) -> Result<u128> {
     text.trim()
         .parse()
         .with_context(|| format!("`{}` is not a time in ns", text.trim()))

@@ -11,6 +11,7 @@ pub mod harness;
 pub mod report;
 pub mod stats;
 
+mod changes;
 mod clients;
 mod fleet;
 mod latency;
@@ -194,6 +195,10 @@ const SCENARIOS: &[Scenario] = &[
     Scenario {
         name: "tls-scale",
         run: tls_scale::scale,
+    },
+    Scenario {
+        name: "sendchange",
+        run: changes::sendchange,
     },
 ];
 

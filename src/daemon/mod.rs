@@ -185,6 +185,13 @@ pub async fn run(opts: MasterOptions) -> Result<(), DaemonError> {
     let queued = restored.queued.len();
     let known_builds = restored.next_build.saturating_sub(1);
     let core = core::Core::new(Arc::clone(&config), restored, paths::now_ms());
+    for d in core.dropped_at_start() {
+        warn!(
+            scheduler = %d.scheduler,
+            changes = ?d.changes,
+            "pending changes dropped at start: the scheduler no longer takes them (removed or changed while the master was down)"
+        );
+    }
 
     let mut limits = limits::Limits::from_settings(&config.master);
     limits.dirs = transfer::Dirs::new(&layout.state_dir, config.master.transfer_dir.as_deref());

@@ -1035,6 +1035,26 @@ const RELOAD_ROWS: &[(&str, &[&str])] = &[
     ),
     ("worker added", &["docs_agree::reload_row_worker_added"]),
     (
+        "scheduler unchanged",
+        &["changes::a_reload_keeps_moves_and_drops_pending_changes_by_the_scheduler_rows"],
+    ),
+    (
+        "scheduler changed (`builders`, filter, `tree_stable`, ...)",
+        &["changes::a_reload_keeps_moves_and_drops_pending_changes_by_the_scheduler_rows"],
+    ),
+    (
+        "scheduler added",
+        &["changes::a_reload_keeps_moves_and_drops_pending_changes_by_the_scheduler_rows"],
+    ),
+    (
+        "scheduler renamed (`previous_names = [\"old\"]`)",
+        &["changes::a_reload_keeps_moves_and_drops_pending_changes_by_the_scheduler_rows"],
+    ),
+    (
+        "scheduler removed",
+        &["changes::a_reload_keeps_moves_and_drops_pending_changes_by_the_scheduler_rows"],
+    ),
+    (
         "worker changed: `max_builds`",
         &["reload::worker_max_builds_applies_to_new_builds"],
     ),

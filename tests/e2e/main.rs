@@ -4,6 +4,7 @@
 mod harness;
 
 mod builds;
+mod changes;
 mod chaos;
 mod cli;
 mod client;

@@ -265,6 +265,9 @@ pub struct Core {
     deadlines: deadlines::Deadlines,
     /// The schedulers and their state.
     schedulers: schedulers::Schedulers,
+    /// Pending changes the start dropped (a scheduler removed or narrowed
+    /// while the master was down), for the shell to log.
+    dropped_at_start: Vec<crate::protocol::DroppedChanges>,
     effects: Vec<Effect>,
 }
 
@@ -293,6 +296,7 @@ impl Core {
             shutdown: false,
             deadlines: Default::default(),
             schedulers: schedulers::Schedulers::restored(restored.schedulers.clone()),
+            dropped_at_start: Vec::new(),
             effects: Vec::new(),
         };
         // Queued requests go back under the builders they were queued for;
@@ -314,7 +318,8 @@ impl Core {
             core.enqueue(&builder, id);
         }
         // Start from the config but keep the restored queues.
-        core.apply_config(Arc::clone(&config), now_ms, false);
+        let report = core.apply_config(Arc::clone(&config), now_ms, false);
+        core.dropped_at_start = report.changes_dropped;
         // Builds that were running wait for their worker to come back
         // within the grace period; a worker the config no longer has
         // cannot, so those are retried at once.
@@ -356,6 +361,13 @@ impl Core {
     /// The config in force.
     pub fn config(&self) -> &Arc<Config> {
         &self.config
+    }
+
+    /// Pending changes that schedulers let go at the start because the
+    /// config changed while the master was down (removed schedulers,
+    /// narrowed filters): the shell logs them, as a reload reports them.
+    pub fn dropped_at_start(&self) -> &[crate::protocol::DroppedChanges] {
+        &self.dropped_at_start
     }
 
     /// The config generation in force.

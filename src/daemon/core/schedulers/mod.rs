@@ -130,6 +130,17 @@ impl KindState {
         })
     }
 
+    /// The pending changes of a saved state, whatever scheduler (if any)
+    /// takes it now: for listing what a start drops.
+    fn pending_of_saved(saved: &SavedScheduler) -> Vec<ChangeId> {
+        match saved.kind.as_str() {
+            "branch" => serde_json::from_str::<branch::Branch>(&saved.state)
+                .map(|b| b.pending_changes())
+                .unwrap_or_default(),
+            _ => Vec::new(),
+        }
+    }
+
     fn get(&self) -> &dyn Kind {
         match self {
             KindState::Branch(s) => s,
@@ -325,7 +336,14 @@ impl Core {
                     .chain(def.previous_names.iter())
                     .find_map(|n| saved.remove(n).map(|st| (n.clone(), st)));
                 let state = match &found {
-                    Some((_, st)) => KindState::restore(def, st),
+                    Some((_, st)) => {
+                        let state = KindState::restore(def, st);
+                        if state.is_none() {
+                            // Another kind, or unreadable: starts afresh.
+                            drop_changes(report, &def.name, KindState::pending_of_saved(st));
+                        }
+                        state
+                    }
                     None => None,
                 };
                 let renamed = found.as_ref().is_some_and(|(n, _)| *n != def.name);
@@ -349,6 +367,7 @@ impl Core {
                     if !dropped.is_empty() {
                         s.dirty = true;
                     }
+                    drop_changes(report, &def.name, dropped);
                 }
                 s
             };
@@ -360,7 +379,10 @@ impl Core {
             self.schedulers.forget.push(name);
         }
         // Saved states no scheduler took (removed while the master was down).
-        self.schedulers.forget.extend(saved.into_keys());
+        for (name, st) in saved {
+            drop_changes(report, &name, KindState::pending_of_saved(&st));
+            self.schedulers.forget.push(name);
+        }
         if self.run_schedulers(now_ms) {
             // The caller dispatches.
         }

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use super::*;
-use crate::config::{Secret, StepAction, StepDef};
+use crate::config::{BranchFilter, SchedulerDef, SchedulerKind, Secret, StepAction, StepDef};
 
 pub(super) fn random_config(rng: &mut Rng, current: Option<&Config>) -> Arc<Config> {
     let mut workers: Vec<WorkerDef> = Vec::new();
@@ -87,16 +87,88 @@ pub(super) fn random_config(rng: &mut Rng, current: Option<&Config>) -> Arc<Conf
     for b in &mut builders {
         b.previous_names.retain(|p| !current_names.contains(p));
     }
+    let schedulers = random_schedulers(rng, current, &builders);
     let hash = format!("{:x}", rng.next());
     Arc::new(Config {
         master: Default::default(),
         workers,
         builders,
-        schedulers: vec![],
+        schedulers,
         origin: "sim".into(),
         hash,
         warnings: vec![],
     })
+}
+
+/// Branch schedulers over the builders: filters on repository, branch and
+/// files, tree-stable timers from 0 to a minute, and now and then a
+/// rename of a current scheduler.
+fn random_schedulers(
+    rng: &mut Rng,
+    current: Option<&Config>,
+    builders: &[BuilderDef],
+) -> Vec<SchedulerDef> {
+    let mut out: Vec<SchedulerDef> = Vec::new();
+    if builders.is_empty() {
+        return out;
+    }
+    let mut claimed: BTreeSet<String> = BTreeSet::new();
+    for name in SCHEDULERS {
+        if !rng.chance(60) {
+            continue;
+        }
+        let mut listed: Vec<String> = builders
+            .iter()
+            .filter(|_| rng.chance(40))
+            .map(|b| b.name.clone())
+            .collect();
+        if listed.is_empty() {
+            listed.push(builders[rng.below(builders.len())].name.clone());
+        }
+        let mut previous_names = Vec::new();
+        if let Some(cur) = current
+            && rng.chance(15)
+            && let Some(old) = rng.pick(&cur.schedulers)
+            && old.name != name
+            && !claimed.contains(&old.name)
+        {
+            previous_names.push(old.name.clone());
+            claimed.insert(old.name.clone());
+        }
+        let branches = match rng.below(3) {
+            0 => vec![],
+            1 => vec!["main".to_string()],
+            _ => vec!["main".to_string(), "rel/*".to_string()],
+        };
+        let files = if rng.chance(50) {
+            vec![]
+        } else {
+            vec!["src/**".to_string()]
+        };
+        let tree_stable = std::time::Duration::from_millis(match rng.below(4) {
+            0 => 0,
+            1 => 500,
+            2 => 5_000,
+            _ => 60_000,
+        });
+        out.push(SchedulerDef {
+            name: name.to_string(),
+            previous_names,
+            builders: listed,
+            kind: SchedulerKind::Branch(BranchFilter {
+                repository: rng.chance(30).then(|| "repo".to_string()),
+                branches,
+                files,
+                tree_stable,
+            }),
+        });
+    }
+    // A previous name must not be any scheduler's current name.
+    let names: BTreeSet<String> = out.iter().map(|s| s.name.clone()).collect();
+    for s in &mut out {
+        s.previous_names.retain(|p| !names.contains(p));
+    }
+    out
 }
 
 /// The config as a `master.toml` would say it.
@@ -141,6 +213,28 @@ pub(super) fn to_toml(config: &Config) -> String {
         }
         out.push('\n');
     }
+    for s in &config.schedulers {
+        let SchedulerKind::Branch(f) = &s.kind;
+        out.push_str(&format!(
+            "[[scheduler]]\nname = {:?}\nkind = \"branch\"\nbuilders = [{}]\ntree_stable = \"{}ms\"\n",
+            s.name,
+            list(&s.builders),
+            f.tree_stable.as_millis()
+        ));
+        if !s.previous_names.is_empty() {
+            out.push_str(&format!("previous_names = [{}]\n", list(&s.previous_names)));
+        }
+        if let Some(r) = &f.repository {
+            out.push_str(&format!("repository = {r:?}\n"));
+        }
+        if !f.branches.is_empty() {
+            out.push_str(&format!("branches = [{}]\n", list(&f.branches)));
+        }
+        if !f.files.is_empty() {
+            out.push_str(&format!("files = [{}]\n", list(&f.files)));
+        }
+        out.push('\n');
+    }
     out
 }
 
@@ -179,9 +273,31 @@ pub(super) fn describe(config: &Config) -> String {
             )
         })
         .collect();
+    let schedulers: Vec<String> = config
+        .schedulers
+        .iter()
+        .map(|s| {
+            let SchedulerKind::Branch(f) = &s.kind;
+            let renamed = if s.previous_names.is_empty() {
+                String::new()
+            } else {
+                format!("(was {})", s.previous_names.join(","))
+            };
+            format!(
+                "{}{renamed}[{}]{:?}{:?}{:?}/{}ms",
+                s.name,
+                s.builders.join(","),
+                f.repository,
+                f.branches,
+                f.files,
+                f.tree_stable.as_millis()
+            )
+        })
+        .collect();
     format!(
-        "workers {} builders {}",
+        "workers {} builders {} schedulers {}",
         workers.join(" "),
-        builders.join(" ")
+        builders.join(" "),
+        schedulers.join(" ")
     )
 }

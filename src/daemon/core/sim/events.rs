@@ -22,7 +22,38 @@ impl Sim {
         self.absorb();
         let roll = self.rng.below(100);
         match roll {
-            0..20 => {
+            14..20 => {
+                let n = 1 + self.rng.below(3);
+                let changes: Vec<crate::protocol::NewChange> = (0..n)
+                    .map(|_| crate::protocol::NewChange {
+                        repository: if self.rng.chance(80) { "repo" } else { "other" }.into(),
+                        branch: ["main", "dev", "rel/1"][self.rng.below(3)].into(),
+                        revision: format!("{:x}", self.rng.next()),
+                        files: match self.rng.below(3) {
+                            0 => vec!["src/a.rs".into()],
+                            1 => vec!["docs/x.md".into()],
+                            _ => vec![],
+                        },
+                        ..Default::default()
+                    })
+                    .collect();
+                let what: Vec<String> = changes
+                    .iter()
+                    .map(|c| format!("{}:{}:{:?}", c.repository, c.branch, c.files))
+                    .collect();
+                let r = self.core.add_changes(
+                    crate::protocol::ChangeBatch {
+                        changes,
+                        cursor: None,
+                    },
+                    now,
+                );
+                self.history.push(format!("changes {what:?} -> {r:?}"));
+                if let Err(e) = r {
+                    self.fail(format!("valid changes were refused: {e}"));
+                }
+            }
+            0..14 => {
                 let builder = BUILDERS[self.rng.below(BUILDERS.len())];
                 let priority = if self.rng.chance(20) {
                     self.rng.below(3) as i32 - 1
@@ -173,11 +204,15 @@ impl Sim {
                         if broken {
                             self.fail(format!("a corrupted config was accepted:\n{text}"));
                         }
-                        if parsed.builders != config.builders || parsed.workers != config.workers {
+                        if parsed.builders != config.builders
+                            || parsed.workers != config.workers
+                            || parsed.schedulers != config.schedulers
+                        {
                             self.fail(format!("the parser changed the config:\n{text}"));
                         }
                         self.history.push(format!("reload {}", describe(&config)));
-                        self.core.reload(Arc::new(parsed), now, false);
+                        let report = self.core.reload(Arc::new(parsed), now, false);
+                        self.reloaded(&report);
                         if self.fault == Some(Fault::ReloadDropsQueue) {
                             for b in self.core.builders.values_mut() {
                                 b.queue.clear();

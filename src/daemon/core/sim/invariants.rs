@@ -2,7 +2,7 @@
 //! after every event: nothing lost, no step stuck or past a deadline,
 //! queues in order, free workers used, worker slots counted right.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use super::*;
@@ -144,6 +144,33 @@ impl Sim {
                     ws.running.len()
                 ));
             }
+        }
+        // 8. Changes: every important change a scheduler took is built by
+        // it exactly once (checked as records arrive), or still waits in
+        // it, or was listed as dropped by a reload; and no scheduler's
+        // timer is overdue (the shell ticks at every deadline).
+        let mut pending: BTreeMap<&str, BTreeSet<ChangeId>> = BTreeMap::new();
+        for ((name, c), owed) in &self.owed {
+            if !owed.important || owed.built.is_some() {
+                continue;
+            }
+            let waiting = pending
+                .entry(name.as_str())
+                .or_insert_with(|| core.scheduler_pending(name).into_iter().collect());
+            if !waiting.contains(c) {
+                self.fail(format!(
+                    "important change {c} was lost by scheduler {name}: not built, not pending, not dropped"
+                ));
+            }
+        }
+        if self.fault != Some(Fault::NoTicks)
+            && let Some(due) = core.next_scheduler_deadline()
+            && due <= self.now
+        {
+            self.fail(format!(
+                "a scheduler's timer is overdue ({due} <= {})",
+                self.now
+            ));
         }
     }
 }

@@ -1,7 +1,12 @@
-//! The seeded simulator: random histories of forces, cancels, stops, worker
-//! connects and losses, step ends, reloads with random config edits, dry
-//! runs, crafted reports and master restarts, with the invariants of
-//! `docs/architecture.md` ("The invariants") checked after every event.
+//! The seeded simulator: random histories of forces, changes (through
+//! branch schedulers with tree-stable timers), cancels, stops, worker
+//! connects and losses, step ends, reloads with random config edits
+//! (schedulers added, changed, renamed, removed), dry runs, crafted
+//! reports and master restarts, with the invariants of
+//! `docs/architecture.md` ("The invariants") checked after every event;
+//! among them: every important change is built exactly once by each
+//! scheduler that takes it (or listed as dropped by the reload that made
+//! the scheduler let it go), across reloads and restarts.
 //!
 //! - `cargo test --lib sim` runs `SIM_SEEDS` seeds (default 2,000) of
 //!   `SIM_EVENTS` events (default 200) each.
@@ -25,6 +30,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use super::*;
+use crate::protocol::ChangeId;
 
 /// A small, fast, seedable PRNG (splitmix64): reproducible on every platform.
 struct Rng(u64);
@@ -54,6 +60,16 @@ impl Rng {
 
 const WORKERS: [&str; 4] = ["w0", "w1", "w2", "w3"];
 const BUILDERS: [&str; 6] = ["b0", "b1", "b2", "b3", "b4", "b5"];
+const SCHEDULERS: [&str; 3] = ["s0", "s1", "s2"];
+
+/// What a scheduler owes a change it took, as the records say.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Owed {
+    /// Important: it must be built (or listed as dropped by a reload).
+    important: bool,
+    /// The firing that built it: (when, the source's changes).
+    built: Option<(u64, Vec<ChangeId>)>,
+}
 
 /// What the store would hold, rebuilt from records alone.
 #[derive(Debug, Clone, PartialEq)]
@@ -80,6 +96,8 @@ enum Fault {
     ReloadDropsQueue,
     /// The shell never ticks the core: no deadline is enforced.
     NoTicks,
+    /// A restart forgets the schedulers' saved state.
+    SchedulersForgotten,
 }
 
 struct Sim {
@@ -104,6 +122,8 @@ struct Sim {
     seen: Seen,
     /// The schedulers' state as the store would keep it.
     saved_schedulers: BTreeMap<String, super::SavedScheduler>,
+    /// Per (scheduler, change): what the scheduler owes the change.
+    owed: BTreeMap<(String, ChangeId), Owed>,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -120,6 +140,14 @@ struct Seen {
     not_retried: u64,
     /// Builds the master ended itself because the worker let a deadline pass.
     overdue: u64,
+    /// Changes stored.
+    changes: u64,
+    /// (scheduler, important change) pairs built.
+    changes_built: u64,
+    /// Pending changes a reload listed as dropped.
+    changes_dropped: u64,
+    /// Scheduler renames applied by reloads.
+    scheduler_renames: u64,
 }
 
 fn env_u64(name: &str) -> Option<u64> {
@@ -180,6 +208,10 @@ fn simulated_histories_keep_the_invariants() {
         total.collapsed += seen.collapsed;
         total.not_retried += seen.not_retried;
         total.overdue += seen.overdue;
+        total.changes += seen.changes;
+        total.changes_built += seen.changes_built;
+        total.changes_dropped += seen.changes_dropped;
+        total.scheduler_renames += seen.scheduler_renames;
     }
     println!("{seeds} seeds x {events} events: {total:?}");
     // The histories must have exercised what the invariants are about.
@@ -193,6 +225,10 @@ fn simulated_histories_keep_the_invariants() {
         assert!(total.resumed > seeds / 5, "{total:?}");
         assert!(total.not_retried > seeds / 20, "{total:?}");
         assert!(total.overdue > seeds / 5, "{total:?}");
+        assert!(total.changes > seeds * 5, "{total:?}");
+        assert!(total.changes_built > seeds * 3, "{total:?}");
+        assert!(total.changes_dropped > seeds / 20, "{total:?}");
+        assert!(total.scheduler_renames > seeds / 20, "{total:?}");
     }
 }
 
@@ -210,6 +246,27 @@ fn the_simulator_catches_a_reload_that_drops_the_queue() {
         .is_err()
     });
     assert!(caught, "a reload that drops queued requests went unnoticed");
+}
+
+#[test]
+fn the_simulator_catches_a_restart_that_forgets_pending_changes() {
+    let caught = (0..50).any(|seed| {
+        let r = std::panic::catch_unwind(|| {
+            let mut sim = Sim::new(seed);
+            sim.fault = Some(Fault::SchedulersForgotten);
+            for _ in 0..200 {
+                sim.step();
+            }
+        });
+        r.is_err_and(|p| {
+            p.downcast_ref::<String>()
+                .is_some_and(|m| m.contains("was lost by scheduler"))
+        })
+    });
+    assert!(
+        caught,
+        "a restart that loses pending changes went unnoticed"
+    );
 }
 
 #[test]

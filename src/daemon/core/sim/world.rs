@@ -27,6 +27,7 @@ impl Sim {
             now: 0,
             seen: Seen::default(),
             saved_schedulers: BTreeMap::new(),
+            owed: BTreeMap::new(),
         };
         sim.absorb();
         sim
@@ -97,9 +98,23 @@ impl Sim {
 
     fn record(&mut self, r: Record) {
         match r {
-            Record::RequestQueued { request, .. } => {
+            Record::RequestQueued {
+                request,
+                ref reason,
+                ref source,
+                at_ms,
+                ..
+            } => {
                 if self.requests.insert(request, ReqState::Queued).is_some() {
                     self.fail(format!("request {request} queued twice"));
+                }
+                let scheduler = reason
+                    .as_deref()
+                    .and_then(|r| r.strip_prefix("scheduler "))
+                    .and_then(|r| r.split_once(':'))
+                    .map(|(name, _)| name.to_string());
+                if let (Some(name), Some(source)) = (scheduler, source) {
+                    self.firing(&name, at_ms, &source.changes);
                 }
             }
             Record::RequestCancelled { request, .. } => {
@@ -182,7 +197,8 @@ impl Sim {
             }
             Record::BuilderRenamed { .. } => self.seen.renames += 1,
             Record::GenerationApplied { .. } => self.seen.reloads_applied += 1,
-            Record::ChangeAdded(_) | Record::PollerCursor(_) => {}
+            Record::ChangeAdded(change) => self.change_added(&change),
+            Record::PollerCursor(_) => {}
             Record::SchedulerState { name, kind, state } => match state {
                 Some(state) => {
                     self.saved_schedulers
@@ -240,6 +256,91 @@ impl Sim {
         }
     }
 
+    /// A change was stored: each scheduler whose filter takes it owes it
+    /// a build if it is important.
+    fn change_added(&mut self, change: &crate::protocol::Change) {
+        use crate::config::SchedulerKind;
+        use crate::daemon::core::schedulers::glob_match;
+        self.seen.changes += 1;
+        let c = &change.new;
+        for s in &self.core.config().schedulers.clone() {
+            let SchedulerKind::Branch(f) = &s.kind;
+            let takes = f.repository.as_deref().is_none_or(|r| r == c.repository)
+                && (f.branches.is_empty() || f.branches.iter().any(|g| glob_match(g, &c.branch)));
+            if !takes {
+                continue;
+            }
+            let important = f.files.is_empty()
+                || c.files.is_empty()
+                || c.files
+                    .iter()
+                    .any(|file| f.files.iter().any(|g| glob_match(g, file)));
+            self.owed.insert(
+                (s.name.clone(), change.id),
+                Owed {
+                    important,
+                    built: None,
+                },
+            );
+        }
+    }
+
+    /// A scheduler fired for `changes` at `at_ms` (one request per
+    /// builder: the same firing is seen once per request).
+    fn firing(&mut self, scheduler: &str, at_ms: u64, changes: &[ChangeId]) {
+        let this = (at_ms, changes.to_vec());
+        for c in changes {
+            let Some(owed) = self.owed.get_mut(&(scheduler.to_string(), *c)) else {
+                self.fail(format!(
+                    "scheduler {scheduler} built change {c}, which it never took"
+                ));
+            };
+            match &owed.built {
+                Some(first) if *first != this => {
+                    let first = first.clone();
+                    self.fail(format!(
+                        "scheduler {scheduler} built change {c} twice: at {} with {:?}, at {at_ms} with {changes:?}",
+                        first.0, first.1
+                    ));
+                }
+                Some(_) => {}
+                None => {
+                    if owed.important {
+                        self.seen.changes_built += 1;
+                    }
+                    owed.built = Some(this.clone());
+                }
+            }
+        }
+    }
+
+    /// A reload's report: renamed schedulers carry what they owe; removed
+    /// ones and dropped changes owe nothing any more.
+    pub(super) fn reloaded(&mut self, report: &crate::protocol::ReloadReport) {
+        for (old, new) in &report.schedulers_renamed {
+            self.seen.scheduler_renames += 1;
+            let moved: Vec<((String, ChangeId), Owed)> = self
+                .owed
+                .iter()
+                .filter(|((s, _), _)| s == old)
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            for ((_, c), owed) in moved {
+                self.owed.remove(&(old.clone(), c));
+                self.owed.insert((new.clone(), c), owed);
+            }
+        }
+        for d in &report.changes_dropped {
+            for c in &d.changes {
+                self.seen.changes_dropped += 1;
+                self.owed.remove(&(d.scheduler.clone(), *c));
+            }
+        }
+        for name in &report.schedulers_removed {
+            self.owed.retain(|(s, _), _| s != name);
+        }
+    }
+
     /// The master dies and comes back on what the store kept: queued
     /// requests, and running builds that wait for their workers. Worker
     /// processes live on with their steps; only the links are gone.
@@ -281,7 +382,11 @@ impl Sim {
             next_request: self.core.next_request,
             next_build: self.core.next_build,
             next_change: self.core.next_change,
-            schedulers: self.saved_schedulers.clone(),
+            schedulers: if self.fault == Some(Fault::SchedulersForgotten) {
+                BTreeMap::new()
+            } else {
+                self.saved_schedulers.clone()
+            },
         };
         for w in self.workers.values_mut() {
             w.link = None;

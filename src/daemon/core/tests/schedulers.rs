@@ -310,3 +310,54 @@ fn a_filter_narrowed_by_reload_drops_the_branches_it_no_longer_takes() {
     assert_eq!(report.changes_dropped[0].changes, vec![1]);
     assert_eq!(core.scheduler_pending("s"), vec![1]);
 }
+
+#[test]
+fn a_start_on_a_config_changed_while_down_says_which_pending_changes_it_drops() {
+    let cfg = with_schedulers(vec![
+        branch_def("gone", &["test"], stable(30)),
+        branch_def("narrowed", &["test"], stable(30)),
+    ]);
+    let mut core = Core::new(Arc::clone(&cfg), Restored::default(), 0);
+    core.take_effects();
+    send(
+        &mut core,
+        vec![change("main", "a", &[]), change("dev", "b", &[])],
+        1_000,
+    );
+    let states = saved(&core.take_effects());
+    let restored = Restored {
+        next_change: 3,
+        schedulers: states
+            .into_iter()
+            .map(|(name, state)| {
+                (
+                    name,
+                    SavedScheduler {
+                        kind: "branch".into(),
+                        state: state.unwrap(),
+                    },
+                )
+            })
+            .collect(),
+        ..Restored::default()
+    };
+    let narrowed = BranchFilter {
+        branches: vec!["main".into()],
+        ..stable(30)
+    };
+    let core = Core::new(
+        with_schedulers(vec![branch_def("narrowed", &["test"], narrowed)]),
+        restored,
+        2_000,
+    );
+    let dropped: Vec<(String, Vec<u64>)> = core
+        .dropped_at_start()
+        .iter()
+        .map(|d| (d.scheduler.clone(), d.changes.clone()))
+        .collect();
+    assert_eq!(
+        dropped,
+        vec![("narrowed".into(), vec![2]), ("gone".into(), vec![1, 2])]
+    );
+    assert_eq!(core.scheduler_pending("narrowed"), vec![1]);
+}
