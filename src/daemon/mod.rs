@@ -29,6 +29,7 @@ pub mod logs;
 pub mod messages;
 pub mod notify;
 pub mod peer;
+pub mod pollers;
 pub mod quota;
 pub mod retention;
 pub mod signals;
