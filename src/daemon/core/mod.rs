@@ -12,6 +12,7 @@ mod changes;
 mod deadlines;
 mod dispatch;
 mod effects;
+mod force_params;
 mod links;
 mod reload;
 mod schedulers;
@@ -28,6 +29,7 @@ use std::sync::Arc;
 
 pub use builds::{MAX_PROPERTIES, MAX_PROPERTY_VALUE, valid_property_name};
 pub use effects::{Effect, Record, StepStart, WorkerCmd};
+pub use force_params::{ForcePropertyError, check_force};
 pub use reload::restart_only_changes;
 
 use crate::config::{BuilderDef, Config, WorkerDef};
@@ -109,6 +111,9 @@ pub enum CoreError {
     /// A source stamp that names what cannot be.
     #[error("invalid source stamp: {0}")]
     BadSource(String),
+    /// A force's properties do not fit its builder's `force_properties`.
+    #[error(transparent)]
+    ForceProperty(#[from] ForcePropertyError),
     /// A link reported on a step it was not given.
     #[error("link {link} reported on build {build} step {step}, which it does not run")]
     NotYourStep {
