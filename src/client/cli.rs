@@ -23,7 +23,6 @@ Exit codes:
   5    rejected: the master refused (an invalid config for `reload`,
        `cancel` of a finished request, `stop` of a finished build,
        `force-build` to a master draining for shutdown or a full queue,
-       or with properties its builder's `force_properties` refuse,
        `undrain` during a drain for shutdown, `shutdown --cancel` when not
        draining for shutdown)
   130  interrupted by Ctrl-C while waiting (`force-build --wait/--follow`,

@@ -83,8 +83,7 @@ pub struct RawForceProperty {
     /// Required; the property's name.
     pub name: Spanned<String>,
     /// `type = "string" | "int" | "bool" | "choice"`.
-    #[serde(rename = "type")]
-    pub kind: Option<Spanned<String>>,
+    pub r#type: Option<Spanned<String>>,
     /// The value when a force does not set it (a string, integer or boolean).
     pub default: Option<Spanned<toml::Value>>,
     /// For `choice`: the allowed values.

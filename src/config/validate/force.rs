@@ -86,7 +86,7 @@ impl Checker<'_> {
 
     /// `type` (default `"string"`) and, for `choice`, its `choices`.
     fn force_kind(&mut self, owner: &str, raw: &RawForceProperty) -> ForceKind {
-        let kind = match &raw.kind {
+        let kind = match &raw.r#type {
             None => ForceKind::String,
             Some(k) => match k.get_ref().as_str() {
                 "string" => ForceKind::String,
@@ -110,7 +110,7 @@ impl Checker<'_> {
         };
         match (kind, &raw.choices) {
             (ForceKind::Choice(_), None) => {
-                let at = raw.kind.as_ref().map_or(raw.name.span(), |k| k.span());
+                let at = raw.r#type.as_ref().map_or(raw.name.span(), |k| k.span());
                 self.report(
                     &at,
                     format!("{owner}: a `choice` property needs `choices = [\"...\", ...]`"),

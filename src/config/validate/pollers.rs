@@ -3,15 +3,10 @@
 use std::path::Path;
 use std::time::Duration;
 
+use super::super::defaults;
 use super::super::model::PollerDef;
 use super::super::raw::RawPoller;
 use super::Checker;
-
-/// `interval` when the poller sets none.
-pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(60);
-
-/// `timeout` (of one git command) when the poller sets none.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5 * 60);
 
 /// Shortest `interval`: below it a poller is a load, not a watch.
 pub const MIN_INTERVAL: Duration = Duration::from_secs(1);
@@ -88,12 +83,12 @@ impl Checker<'_> {
                 }
                 Some(d)
             })
-            .unwrap_or(DEFAULT_INTERVAL);
+            .unwrap_or_else(|| defaults::duration("poller.interval"));
         let timeout = raw
             .timeout
             .as_ref()
             .and_then(|t| self.duration(&owner, "timeout", t))
-            .unwrap_or(DEFAULT_TIMEOUT);
+            .unwrap_or_else(|| defaults::duration("poller.timeout"));
         PollerDef {
             name: name.clone(),
             repository,
