@@ -14,6 +14,7 @@ pub mod stats;
 mod clients;
 mod fleet;
 mod latency;
+mod pollers;
 mod readopt;
 mod remote;
 mod sampling;
@@ -194,6 +195,10 @@ const SCENARIOS: &[Scenario] = &[
     Scenario {
         name: "tls-scale",
         run: tls_scale::scale,
+    },
+    Scenario {
+        name: "pollers",
+        run: pollers::pollers,
     },
 ];
 
