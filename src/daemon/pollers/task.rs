@@ -349,7 +349,7 @@ pub async fn run<S: ChangeSink>(
                     s.last_error = None;
                     s.changes += p.changes as u64;
                     if let Some(cursors) = &poller.cursors {
-                        s.refs = cursors.len();
+                        s.refs = cursors.len() as u64;
                     }
                     if !p.skipped.is_empty() {
                         s.last_warning = Some(format!(
