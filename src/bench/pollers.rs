@@ -16,7 +16,12 @@ use super::report::{Report, Row, Target};
 /// `git ARGS` in `dir` with no user or system config.
 fn git(dir: &Path, args: &[&str]) -> Result<()> {
     let out = Command::new("git")
-        .args(["-c", "user.name=bench", "-c", "user.email=bench@example.org"])
+        .args([
+            "-c",
+            "user.name=bench",
+            "-c",
+            "user.email=bench@example.org",
+        ])
         .args(["-c", "init.defaultBranch=main"])
         .args(args)
         .current_dir(dir)
@@ -72,7 +77,13 @@ pub fn pollers(ctx: &Ctx, report: &mut Report) -> Result<()> {
         let repo = dir.join(format!("r{i}.git"));
         git(
             &dir,
-            &["clone", "-q", "--bare", "src", repo.to_str().context("path")?],
+            &[
+                "clone",
+                "-q",
+                "--bare",
+                "src",
+                repo.to_str().context("path")?,
+            ],
         )?;
         config.push_str(&format!(
             "[[poller]]\nname = \"p{i}\"\nrepository = \"{}\"\nbranches = [\"main\"]\ninterval = \"{interval}\"\n\n",

@@ -263,10 +263,9 @@ impl Walker<'_> {
             (Kind::Str(_), DeValue::String(_))
             | (Kind::Int, DeValue::Integer(_))
             | (Kind::Bool, DeValue::Boolean(_))
-            | (
-                Kind::Scalar,
-                DeValue::String(_) | DeValue::Integer(_) | DeValue::Boolean(_),
-            ) => true,
+            | (Kind::Scalar, DeValue::String(_) | DeValue::Integer(_) | DeValue::Boolean(_)) => {
+                true
+            }
             (Kind::StrList | Kind::IntList, DeValue::Array(items)) => {
                 self.list(owner, key, field.kind, items);
                 true

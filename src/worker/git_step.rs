@@ -79,7 +79,10 @@ pub fn git_env(repository: &str, mode: GitMode, submodules: bool) -> Vec<(String
     [
         ("BB_GIT_REPOSITORY", repository),
         ("BB_GIT_MODE", mode),
-        ("BB_GIT_SUBMODULES", if submodules { "true" } else { "false" }),
+        (
+            "BB_GIT_SUBMODULES",
+            if submodules { "true" } else { "false" },
+        ),
         ("GIT_CONFIG_NOSYSTEM", "1"),
         ("GIT_CONFIG_GLOBAL", "/dev/null"),
         ("GIT_TERMINAL_PROMPT", "0"),

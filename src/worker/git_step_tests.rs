@@ -48,7 +48,16 @@ fn commit(src: &Path, file: &str, text: &str, branch: &str) -> String {
     std::fs::write(src.join(file), text).unwrap();
     git(src, &["add", file]);
     git(src, &["commit", "-q", "-m", &format!("{file}: {text}")]);
-    git(src, &["push", "-q", "-f", "origin", &format!("HEAD:refs/heads/{branch}")]);
+    git(
+        src,
+        &[
+            "push",
+            "-q",
+            "-f",
+            "origin",
+            &format!("HEAD:refs/heads/{branch}"),
+        ],
+    );
     git(src, &["rev-parse", "HEAD"])
 }
 
@@ -98,17 +107,28 @@ async fn checks_out_the_revision_then_the_branch_head() {
     let work = workers.join("b");
 
     let (end, out) = run(
-        step(&repo, GitMode::Incremental, &[("BB_REVISION", &first), ("BB_BRANCH", "main")]),
+        step(
+            &repo,
+            GitMode::Incremental,
+            &[("BB_REVISION", &first), ("BB_BRANCH", "main")],
+        ),
         &workers,
     )
     .await;
     assert_eq!(end, StepEnd::Exited { code: 0 }, "{out}");
     assert_eq!(git(&work, &["rev-parse", "HEAD"]), first);
     assert_eq!(std::fs::read_to_string(work.join("a.txt")).unwrap(), "one");
-    assert!(out.contains("+ git fetch"), "the commands are logged: {out}");
+    assert!(
+        out.contains("+ git fetch"),
+        "the commands are logged: {out}"
+    );
 
     // A force without a revision: the branch's head; then the default branch.
-    let (end, out) = run(step(&repo, GitMode::Incremental, &[("BB_BRANCH", "main")]), &workers).await;
+    let (end, out) = run(
+        step(&repo, GitMode::Incremental, &[("BB_BRANCH", "main")]),
+        &workers,
+    )
+    .await;
     assert_eq!(end, StepEnd::Exited { code: 0 }, "{out}");
     assert_eq!(git(&work, &["rev-parse", "HEAD"]), second);
     let third = commit(&src, "b.txt", "x", "main");
@@ -125,7 +145,11 @@ async fn a_revision_gone_is_a_clear_failure() {
     let gone = "0123456789abcdef0123456789abcdef01234567";
     let workers = tmp.path().join("workers");
     let (end, out) = run(
-        step(&repo, GitMode::Incremental, &[("BB_REVISION", gone), ("BB_BRANCH", "main")]),
+        step(
+            &repo,
+            GitMode::Incremental,
+            &[("BB_REVISION", gone), ("BB_BRANCH", "main")],
+        ),
         &workers,
     )
     .await;
@@ -155,7 +179,10 @@ async fn full_mode_cleans_incremental_keeps_and_hooks_never_run() {
 
     let (end, out) = run(step(&repo, GitMode::Incremental, &[]), &workers).await;
     assert_eq!(end, StepEnd::Exited { code: 0 }, "{out}");
-    assert!(work.join("build.out").exists(), "incremental keeps untracked files");
+    assert!(
+        work.join("build.out").exists(),
+        "incremental keeps untracked files"
+    );
     assert_eq!(std::fs::read_to_string(work.join("a.txt")).unwrap(), "one");
     assert!(!work.join("hook-ran").exists(), "no hook ran");
     let (end, out) = run(step(&repo, GitMode::Full, &[]), &workers).await;

@@ -102,7 +102,10 @@ workers = ["local-1"]
     let log = m.bbctl_ok(&["log", &b["id"].to_string(), "checkout"]);
     assert_eq!(b["result"], "success", "{b}\n{log}");
     assert!(log.contains("+ git fetch"), "{log}");
-    assert!(log.contains(&format!("git step: checked out {head}")), "{log}");
+    assert!(
+        log.contains(&format!("git step: checked out {head}")),
+        "{log}"
+    );
     let show = m.bbctl_ok(&["log", &b["id"].to_string(), "show"]);
     assert_eq!(show, format!("two{head}\n"));
 }

@@ -7,8 +7,8 @@ use crossterm::style::Color;
 use super::{Ctx, print_json, unexpected};
 use crate::client::CliError;
 use crate::client::render::{Table, uptime};
-use crate::untrusted::Escaped;
 use crate::protocol::{DrainMode, ReloadReport, Reply, Request, StatusFilter, StatusReply};
+use crate::untrusted::Escaped;
 
 /// `bbctl status`.
 pub async fn status(ctx: &mut Ctx, filter: StatusFilter) -> Result<u8, CliError> {

@@ -12,7 +12,10 @@ impl Checker<'_> {
         builder: &str,
         raw: &[RawForceProperty],
     ) -> Vec<ForceProperty> {
-        let props = raw.iter().map(|p| self.force_property(builder, p)).collect();
+        let props = raw
+            .iter()
+            .map(|p| self.force_property(builder, p))
+            .collect();
         self.duplicates(raw.iter().map(|p| &p.name), |n| {
             format!("builder `{builder}`: force property `{n}` is declared twice")
         });
@@ -94,16 +97,17 @@ impl Checker<'_> {
                 "bool" => ForceKind::Bool,
                 "choice" => ForceKind::Choice(Vec::new()),
                 other => {
-                    let hint = crate::suggest::did_you_mean(
-                        other,
-                        ["string", "int", "bool", "choice"].into_iter(),
-                    );
+                    let hint =
+                        crate::suggest::did_you_mean(other, ["string", "int", "bool", "choice"]);
                     let hint = if hint.is_empty() {
                         "; use \"string\", \"int\", \"bool\" or \"choice\"".to_owned()
                     } else {
                         hint
                     };
-                    self.report(&k.span(), format!("{owner}: unknown `type` {other:?}{hint}"));
+                    self.report(
+                        &k.span(),
+                        format!("{owner}: unknown `type` {other:?}{hint}"),
+                    );
                     ForceKind::String
                 }
             },

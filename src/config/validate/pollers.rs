@@ -45,7 +45,9 @@ impl Checker<'_> {
                 if list.get_ref().is_empty() && !tags {
                     self.report(
                         &list.span(),
-                        format!("{owner}: `branches` is empty and `tags` is off: it watches nothing"),
+                        format!(
+                            "{owner}: `branches` is empty and `tags` is off: it watches nothing"
+                        ),
                     );
                 }
                 for b in list.get_ref() {

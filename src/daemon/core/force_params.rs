@@ -26,7 +26,9 @@ pub enum ForcePropertyError {
         hint: String,
     },
     /// A required property not given.
-    #[error("builder `{builder}` needs force property `{name}` ({kind}): add `--property {name}=...`")]
+    #[error(
+        "builder `{builder}` needs force property `{name}` ({kind}): add `--property {name}=...`"
+    )]
     Missing {
         /// The builder.
         builder: String,
@@ -179,14 +181,16 @@ mod tests {
         let got = check_force(&def(), props(&[("arch", "arm"), ("jobs", " 8")])).unwrap();
         assert_eq!(got, props(&[("arch", "arm"), ("jobs", "8")]));
         let got = check_force(&def(), props(&[("arch", "x86"), ("debug", "true")])).unwrap();
-        assert_eq!(got, props(&[("arch", "x86"), ("debug", "true"), ("jobs", "4")]));
+        assert_eq!(
+            got,
+            props(&[("arch", "x86"), ("debug", "true"), ("jobs", "4")])
+        );
     }
 
     #[test]
     fn each_wrong_property_is_named_with_why() {
-        let err = |pairs: &[(&str, &str)]| {
-            check_force(&def(), props(pairs)).unwrap_err().to_string()
-        };
+        let err =
+            |pairs: &[(&str, &str)]| check_force(&def(), props(pairs)).unwrap_err().to_string();
         assert_eq!(
             err(&[("jobs", "8")]),
             "builder `b` needs force property `arch` (choice of \"x86\", \"arm\"): add `--property arch=...`"

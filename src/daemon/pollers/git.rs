@@ -115,7 +115,11 @@ impl Git {
             .args(args)
             .current_dir(dir)
             .env_clear()
-            .envs(PASSED.iter().filter_map(|k| Some((*k, std::env::var_os(k)?))))
+            .envs(
+                PASSED
+                    .iter()
+                    .filter_map(|k| Some((*k, std::env::var_os(k)?))),
+            )
             .env("GIT_CONFIG_NOSYSTEM", "1")
             .env("GIT_CONFIG_GLOBAL", "/dev/null")
             .env("GIT_TERMINAL_PROMPT", "0")
@@ -128,12 +132,13 @@ impl Git {
             .stderr(Stdio::piped())
             .process_group(0)
             .kill_on_drop(true);
-        let mut child = crate::worker::reaper::spawn_own(|| cmd.spawn(), |c| c.id()).map_err(
-            |source| GitError::Spawn {
-                args: shown.clone(),
-                source,
-            },
-        )?;
+        let mut child =
+            crate::worker::reaper::spawn_own(|| cmd.spawn(), |c| c.id()).map_err(|source| {
+                GitError::Spawn {
+                    args: shown.clone(),
+                    source,
+                }
+            })?;
         let mut guard = GroupGuard(child.id());
         let mut stdout = child.stdout.take().expect("piped");
         let mut stderr = child.stderr.take().expect("piped");
@@ -160,7 +165,12 @@ impl Git {
                     after: self.timeout,
                 });
             }
-            Ok(Err(source)) => return Err(GitError::Io { args: shown, source }),
+            Ok(Err(source)) => {
+                return Err(GitError::Io {
+                    args: shown,
+                    source,
+                });
+            }
             Ok(Ok(done)) => done,
         };
         if !status.success() {

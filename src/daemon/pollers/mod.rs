@@ -83,9 +83,11 @@ impl<S: ChangeSink> PollerSet<S> {
                     let (tx, rx) = watch::channel(def.clone());
                     let poller = Poller::new(self.sink.clone(), self.root.clone());
                     let task = tokio::spawn(task::run(rx, poller, self.status.clone()));
-                    self.status.update(&def.name, |s| s.repository = def.repository.clone());
+                    self.status
+                        .update(&def.name, |s| s.repository = def.repository.clone());
                     info!(poller = %def.name, repository = %def.repository, "poller started");
-                    self.running.insert(def.name.clone(), Running { defs: tx, task });
+                    self.running
+                        .insert(def.name.clone(), Running { defs: tx, task });
                 }
             }
         }

@@ -177,10 +177,7 @@ impl<S: ChangeSink> Poller<S> {
                 Moved::Deleted => None,
             };
             let batch = ChangeBatch {
-                changes: commits
-                    .into_iter()
-                    .map(|c| change(def, &name, c))
-                    .collect(),
+                changes: commits.into_iter().map(|c| change(def, &name, c)).collect(),
                 cursor: Some(PollerCursor {
                     poller: def.name.clone(),
                     branch: name.clone(),
@@ -204,7 +201,12 @@ impl<S: ChangeSink> Poller<S> {
     }
 
     /// The bare mirror exists and fetches from `def.repository`.
-    async fn prepare(&mut self, def: &PollerDef, git: &Git, mirror: &Path) -> Result<(), PollError> {
+    async fn prepare(
+        &mut self,
+        def: &PollerDef,
+        git: &Git,
+        mirror: &Path,
+    ) -> Result<(), PollError> {
         if !mirror.join("HEAD").exists() {
             std::fs::DirBuilder::new()
                 .recursive(true)
@@ -280,7 +282,12 @@ impl<S: ChangeSink> Poller<S> {
         }
         let mut count = vec!["rev-list", "--count"];
         count.extend(range.iter().map(String::as_str));
-        let total: usize = git.run(&count).await?.trim().parse().unwrap_or(commits.len());
+        let total: usize = git
+            .run(&count)
+            .await?
+            .trim()
+            .parse()
+            .unwrap_or(commits.len());
         commits.drain(..commits.len() - limit);
         Ok((commits, total.saturating_sub(limit)))
     }
@@ -388,8 +395,8 @@ pub fn start_delay(name: &str, interval: Duration) -> Duration {
     if spread == 0 {
         return Duration::ZERO;
     }
-    let hash = name
-        .bytes()
-        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+    let hash = name.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    });
     Duration::from_millis(hash % spread)
 }

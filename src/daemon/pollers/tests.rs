@@ -54,7 +54,10 @@ impl Memory {
             .flat_map(|b| b.changes.iter())
             .map(|c| {
                 let msg = c.comments.clone().unwrap_or_default();
-                (c.branch.clone(), msg.lines().next().unwrap_or("").to_owned())
+                (
+                    c.branch.clone(),
+                    msg.lines().next().unwrap_or("").to_owned(),
+                )
             })
             .collect()
     }
@@ -136,7 +139,11 @@ async fn baseline_then_commits_force_push_deletion_and_tags() {
     assert_eq!(polled.changes, 0);
     assert_eq!(polled.moved, 1);
     assert!(sink.changes().is_empty());
-    assert_eq!(sink.cursors.lock().unwrap().len(), 1, "only `main` is watched");
+    assert_eq!(
+        sink.cursors.lock().unwrap().len(),
+        1,
+        "only `main` is watched"
+    );
 
     // Nothing new: no fetch, nothing stored.
     let polled = poller.poll(&w.def).await.unwrap();
@@ -150,15 +157,24 @@ async fn baseline_then_commits_force_push_deletion_and_tags() {
     poller.poll(&w.def).await.unwrap();
     assert_eq!(
         sink.changes(),
-        [("main".into(), "new one".into()), ("main".into(), "new two".into())]
+        [
+            ("main".into(), "new one".into()),
+            ("main".into(), "new two".into())
+        ]
     );
     {
         let batches = sink.batches.lock().unwrap();
         let last = batches.last().unwrap();
         assert_eq!(last.changes[1].revision, head);
         assert_eq!(last.changes[1].files, ["src/c.rs"]);
-        assert_eq!(last.changes[1].author.as_deref(), Some("Ann <ann@example.org>"));
-        assert_eq!(last.cursor.as_ref().unwrap().revision.as_deref(), Some(head.as_str()));
+        assert_eq!(
+            last.changes[1].author.as_deref(),
+            Some("Ann <ann@example.org>")
+        );
+        assert_eq!(
+            last.cursor.as_ref().unwrap().revision.as_deref(),
+            Some(head.as_str())
+        );
     }
 
     // A force push back to the old commit plus one new one: only the new one.
@@ -166,7 +182,10 @@ async fn baseline_then_commits_force_push_deletion_and_tags() {
     w.commit("d.txt", "rewritten");
     w.push("HEAD:refs/heads/main");
     poller.poll(&w.def).await.unwrap();
-    assert_eq!(sink.changes().last().unwrap(), &("main".into(), "rewritten".into()));
+    assert_eq!(
+        sink.changes().last().unwrap(),
+        &("main".into(), "rewritten".into())
+    );
     assert_eq!(sink.changes().len(), 3);
 
     // A new release branch: its own commit only (main's history is known).
@@ -230,7 +249,10 @@ async fn many_commits_are_bounded() {
     let mut poller = Poller::new(sink.clone(), w.root.clone());
     poller.poll(&w.def).await.unwrap();
     for i in 0..MAX_COMMITS + 3 {
-        git(&w.src, &["commit", "-q", "--allow-empty", "-m", &format!("c{i}")]);
+        git(
+            &w.src,
+            &["commit", "-q", "--allow-empty", "-m", &format!("c{i}")],
+        );
     }
     w.push("HEAD:refs/heads/main");
     let polled = poller.poll(&w.def).await.unwrap();
@@ -253,16 +275,27 @@ async fn a_hanging_git_is_killed_at_its_timeout() {
     let started = std::time::Instant::now();
     let err = poller.poll(&w.def).await.unwrap_err();
     assert!(started.elapsed() < Duration::from_secs(10));
-    assert!(err.to_string().contains("took longer than 500ms; killed"), "{err}");
+    assert!(
+        err.to_string().contains("took longer than 500ms; killed"),
+        "{err}"
+    );
     // ssh (here: sleep) went with git.
-    let left = Command::new("pgrep").args(["-f", &marker]).output().unwrap();
+    let left = Command::new("pgrep")
+        .args(["-f", &marker])
+        .output()
+        .unwrap();
     let mut alive = !left.stdout.is_empty();
     for _ in 0..50 {
         if !alive {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
-        alive = !Command::new("pgrep").args(["-f", &marker]).output().unwrap().stdout.is_empty();
+        alive = !Command::new("pgrep")
+            .args(["-f", &marker])
+            .output()
+            .unwrap()
+            .stdout
+            .is_empty();
     }
     assert!(!alive, "the command's process group was killed");
 }
