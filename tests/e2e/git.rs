@@ -160,3 +160,186 @@ force_properties = [
     let out = m.bbctl_code(&["force-build", "b", "-p", "arch=arm", "--follow"], 0);
     assert_eq!(text(&out.stdout), "arm 4\n");
 }
+
+/// The stored changes as (branch, revision, first line of comments), by id.
+fn stored_changes(m: &Master) -> Vec<(String, String, String)> {
+    let conn = rusqlite::Connection::open_with_flags(
+        m.state_dir().join("master.db"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .unwrap();
+    let mut q = conn
+        .prepare("SELECT branch, revision, comments FROM changes ORDER BY id")
+        .unwrap();
+    q.query_map([], |r| {
+        let comments: Option<String> = r.get(2)?;
+        Ok((
+            r.get(0)?,
+            r.get(1)?,
+            comments
+                .unwrap_or_default()
+                .lines()
+                .next()
+                .unwrap_or("")
+                .to_owned(),
+        ))
+    })
+    .unwrap()
+    .map(Result::unwrap)
+    .collect()
+}
+
+/// The stored cursors of poller `app`: branch to revision.
+fn cursors(m: &Master) -> Vec<(String, String)> {
+    let conn = rusqlite::Connection::open_with_flags(
+        m.state_dir().join("master.db"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .unwrap();
+    let mut q = conn
+        .prepare("SELECT branch, revision FROM poller_cursors WHERE poller = 'app' ORDER BY branch")
+        .unwrap();
+    q.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}
+
+/// The poller `app` of `status --json`.
+fn poller(m: &Master) -> serde_json::Value {
+    let status = m.bbctl_json(&["status"]);
+    status["pollers"]
+        .as_array()
+        .and_then(|p| p.iter().find(|p| p["name"] == "app"))
+        .cloned()
+        .unwrap_or_else(|| panic!("no poller `app` in status: {status}"))
+}
+
+/// Wait (bounded) until the stored changes number `n`; they.
+fn wait_changes(m: &Master, n: usize) -> Vec<(String, String, String)> {
+    let mut found = Vec::new();
+    crate::harness::wait_until(&format!("{n} changes stored"), WAIT, || {
+        found = stored_changes(m);
+        found.len() >= n
+    });
+    assert_eq!(found.len(), n, "{found:?}\n{}", m.stderr());
+    found
+}
+
+const WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+const POLLER: &str = r#"
+[[poller]]
+name = "app"
+repository = "@DIR@/origin.git"
+branches = ["main", "release/*"]
+tags = true
+interval = "1s"
+"#;
+
+/// The git poller end to end: a baseline first (no old commit becomes a
+/// change), then new commits, a force push (only the replacement commit),
+/// a new branch, a tag, a deleted branch (its cursor goes), commits pushed
+/// while the master is down (each stored once after the restart), and a
+/// reload that leaves the poller running (its counters are not reset).
+#[test]
+fn the_poller_sees_commits_force_pushes_branches_and_tags() {
+    let dir = crate::harness::temp_dir();
+    let repo = Repo::new(dir.path());
+    repo.commit("a.txt", "old one");
+    let base = repo.commit("a.txt", "old two");
+    repo.push("HEAD:refs/heads/main");
+    let config = local_worker_config(&format!(
+        "{}\n[[builder]]\nname = \"b\"\nworkers = [\"local-1\"]\n  [[builder.step]]\n  name = \"s\"\n  shell = \"true\"\n",
+        POLLER.replace("@DIR@/origin.git", &repo.bare)
+    ));
+    let mut m = Master::start(&config);
+
+    crate::harness::wait_until("the baseline", WAIT, || {
+        !poller(&m)["last_poll_ms"].is_null() && poller(&m)["refs"] == 1
+    });
+    assert!(stored_changes(&m).is_empty(), "a baseline stores no change");
+    assert_eq!(cursors(&m), [("main".to_string(), base.clone())]);
+    assert!(m.state_dir().join("pollers/app.git/HEAD").exists());
+
+    let one = repo.commit("b.txt", "new one");
+    let two = repo.commit("c.txt", "new two");
+    repo.push("HEAD:refs/heads/main");
+    let changes = wait_changes(&m, 2);
+    assert_eq!(
+        changes,
+        [
+            ("main".into(), one, "new one".into()),
+            ("main".into(), two.clone(), "new two".into())
+        ]
+    );
+
+    // A force push onto `base` with one new commit: that commit only.
+    git(&repo.src, &["reset", "-q", "--hard", &base]);
+    let rewritten = repo.commit("d.txt", "rewritten");
+    repo.push("HEAD:refs/heads/main");
+    assert_eq!(
+        wait_changes(&m, 3)[2],
+        ("main".into(), rewritten.clone(), "rewritten".into())
+    );
+
+    // A release branch with its own commit, and a tag on it.
+    git(&repo.src, &["checkout", "-q", "-b", "rel"]);
+    let fix = repo.commit("e.txt", "release fix");
+    repo.push("HEAD:refs/heads/release/1");
+    git(&repo.src, &["tag", "v1"]);
+    repo.push("refs/tags/v1");
+    let changes = wait_changes(&m, 5);
+    let mut last_two = changes[3..].to_vec();
+    last_two.sort();
+    assert_eq!(
+        last_two,
+        [
+            ("refs/tags/v1".into(), fix.clone(), "release fix".into()),
+            ("release/1".into(), fix.clone(), "release fix".into()),
+        ]
+    );
+
+    // The branch deleted: its cursor goes, no change.
+    git(
+        &repo.src,
+        &["push", "-q", "origin", ":refs/heads/release/1"],
+    );
+    crate::harness::wait_until("the deleted branch's cursor to go", WAIT, || {
+        !cursors(&m).iter().any(|(b, _)| b == "release/1")
+    });
+    assert_eq!(stored_changes(&m).len(), 5);
+
+    // A reload that does not touch the poller: the same task goes on.
+    let before = poller(&m)["changes"].clone();
+    assert_eq!(before, 5);
+    m.write_config(&format!("{config}\n# a comment\n"));
+    m.bbctl_ok(&["reload"]);
+    assert_eq!(
+        poller(&m)["changes"],
+        before,
+        "the poller was not restarted"
+    );
+
+    // Commits pushed while the master is down: stored once after a restart.
+    m.kill9();
+    git(&repo.src, &["checkout", "-q", "main"]);
+    let down = repo.commit("f.txt", "while down");
+    repo.push("HEAD:refs/heads/main");
+    m.spawn();
+    let changes = wait_changes(&m, 6);
+    assert_eq!(
+        changes[5],
+        ("main".into(), down.clone(), "while down".into())
+    );
+    crate::harness::wait_until("a few more polls", WAIT, || {
+        poller(&m)["last_poll_ms"].as_u64().is_some()
+    });
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    assert_eq!(stored_changes(&m).len(), 6, "nothing stored twice");
+    assert!(
+        cursors(&m).contains(&("main".to_string(), down)),
+        "{:?}",
+        cursors(&m)
+    );
+}

@@ -5,54 +5,11 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 
+use crate::daemon::auth::Principal;
+use crate::daemon::handle::MasterHandle;
 use crate::protocol::ErrorReply;
 
-// Until the foundation of issue 15 lands, the contract's shapes live here.
-/// A change's id.
-pub type ChangeId = u64;
-
-/// A change as a source reports it (the contract's `NewChange`).
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct NewChange {
-    /// The repository, as the poller is configured.
-    pub repository: String,
-    /// The branch (`refs/tags/NAME` for a tag).
-    pub branch: String,
-    /// The commit.
-    pub revision: String,
-    /// Files it changed.
-    pub files: Vec<String>,
-    /// `Name <email>`.
-    pub author: Option<String>,
-    /// The commit message.
-    pub comments: Option<String>,
-    /// The commit's time, ms since the epoch.
-    pub when_ms: Option<u64>,
-    /// Free-form properties.
-    pub properties: BTreeMap<String, String>,
-    /// A category.
-    pub category: Option<String>,
-}
-
-/// A poller's last revision of one branch (`None`: the branch is gone).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PollerCursor {
-    /// The poller's name.
-    pub poller: String,
-    /// The branch.
-    pub branch: String,
-    /// Its last revision.
-    pub revision: Option<String>,
-}
-
-/// Changes stored in one transaction with the cursor that follows them.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct ChangeBatch {
-    /// The changes, oldest first.
-    pub changes: Vec<NewChange>,
-    /// The cursor they move.
-    pub cursor: Option<PollerCursor>,
-}
+pub use crate::protocol::{ChangeBatch, ChangeId, NewChange, PollerCursor};
 
 /// What a poller needs of the master.
 pub trait ChangeSink: Clone + Send + Sync + 'static {
@@ -69,4 +26,30 @@ pub trait ChangeSink: Clone + Send + Sync + 'static {
         &self,
         batch: ChangeBatch,
     ) -> impl Future<Output = Result<Vec<ChangeId>, ErrorReply>> + Send;
+}
+
+/// The master's front door as a poller's sink: each call made as
+/// `Principal::ChangeSource` named after the poller, which may add
+/// changes and read cursors and nothing else.
+#[derive(Clone)]
+pub struct HandleSink(pub MasterHandle);
+
+impl ChangeSink for HandleSink {
+    async fn poller_cursors(&self, poller: &str) -> Result<BTreeMap<String, String>, ErrorReply> {
+        let who = Principal::ChangeSource {
+            name: poller.to_owned(),
+        };
+        self.0.poller_cursors(&who, poller).await
+    }
+
+    async fn add_changes(&self, batch: ChangeBatch) -> Result<Vec<ChangeId>, ErrorReply> {
+        let who = Principal::ChangeSource {
+            name: batch
+                .cursor
+                .as_ref()
+                .map(|c| c.poller.clone())
+                .unwrap_or_default(),
+        };
+        self.0.add_changes(&who, batch).await
+    }
 }
