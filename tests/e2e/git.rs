@@ -343,3 +343,63 @@ fn the_poller_sees_commits_force_pushes_branches_and_tags() {
         cursors(&m)
     );
 }
+
+/// The whole chain: a push seen by the poller becomes a change, a branch
+/// scheduler starts a build with it, and the build's `git` step checks out
+/// exactly that revision, also after a force push replaced the branch's
+/// history.
+#[test]
+fn a_push_builds_the_pushed_revision() {
+    let dir = crate::harness::temp_dir();
+    let repo = Repo::new(dir.path());
+    repo.commit("a.txt", "one");
+    repo.push("HEAD:refs/heads/main");
+    let m = Master::start(&local_worker_config(&format!(
+        r#"
+[[poller]]
+name = "app"
+repository = "{}"
+branches = ["main"]
+interval = "1s"
+
+[[scheduler]]
+name = "on-main"
+kind = "branch"
+builders = ["app"]
+branches = ["main"]
+tree_stable = "0s"
+
+[[builder]]
+name = "app"
+workers = ["local-1"]
+
+  [[builder.step]]
+  name = "checkout"
+  git = {{ repository = "{}" }}
+
+  [[builder.step]]
+  name = "show"
+  shell = "echo $BB_BRANCH $BB_REVISION; git rev-parse HEAD; cat a.txt"
+"#,
+        repo.bare, repo.bare
+    )));
+    crate::harness::wait_until("the baseline", WAIT, || {
+        !poller(&m)["last_poll_ms"].is_null() && poller(&m)["refs"] == 1
+    });
+    let keep = git(&repo.src, &["rev-parse", "HEAD"]);
+    let two = repo.commit("a.txt", "two");
+    repo.push("HEAD:refs/heads/main");
+    let b = wait_finished(&m, 1);
+    let show = m.bbctl_ok(&["log", "1", "show"]);
+    assert_eq!(b["result"], "success", "{b}\n{show}");
+    assert_eq!(show, format!("main {two}\n{two}\ntwo"));
+
+    // A force push: the replacement is built, checked out by its id.
+    git(&repo.src, &["reset", "-q", "--hard", &keep]);
+    let three = repo.commit("a.txt", "three");
+    repo.push("HEAD:refs/heads/main");
+    let b = wait_finished(&m, 2);
+    let show = m.bbctl_ok(&["log", "2", "show"]);
+    assert_eq!(b["result"], "success", "{b}\n{show}");
+    assert_eq!(show, format!("main {three}\n{three}\nthree"));
+}
