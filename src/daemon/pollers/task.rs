@@ -299,9 +299,9 @@ impl<S: ChangeSink> Poller<S> {
     }
 }
 
-/// A commit of ref `name` as a change.
+/// A commit of ref `name` as a change, fitted to what the master stores.
 fn change(def: &PollerDef, name: &str, c: Commit) -> NewChange {
-    NewChange {
+    fit(NewChange {
         repository: def.repository.clone(),
         branch: name.to_owned(),
         revision: c.revision,
@@ -310,7 +310,47 @@ fn change(def: &PollerDef, name: &str, c: Commit) -> NewChange {
         comments: Some(c.comments),
         when_ms: Some(c.when_ms),
         ..NewChange::default()
+    })
+}
+
+/// A repository's content is not ours: a commit message of a megabyte, a
+/// commit touching 50,000 files or a NUL byte in an author must not make
+/// the master refuse the batch, or the poller would be stuck on that ref
+/// for ever. What does not fit is cut, and the change says so in its
+/// properties (`truncated`).
+pub fn fit(mut c: NewChange) -> NewChange {
+    use crate::protocol::change::{MAX_CHANGE_COMMENTS, MAX_CHANGE_FIELD, MAX_CHANGE_FILES};
+    let mut cut = Vec::new();
+    let clean = |text: &mut String, max: usize, what: &str, cut: &mut Vec<String>| {
+        if text.contains('\0') {
+            *text = text.replace('\0', "\u{fffd}");
+        }
+        if text.len() > max {
+            let mut end = max;
+            while !text.is_char_boundary(end) {
+                end -= 1;
+            }
+            text.truncate(end);
+            cut.push(what.to_owned());
+        }
+    };
+    if let Some(a) = c.author.as_mut() {
+        clean(a, MAX_CHANGE_FIELD, "author", &mut cut);
     }
+    if let Some(m) = c.comments.as_mut() {
+        clean(m, MAX_CHANGE_COMMENTS, "comments", &mut cut);
+    }
+    let before = c.files.len();
+    c.files
+        .retain(|f| !f.contains('\0') && f.len() <= MAX_CHANGE_FIELD && !f.is_empty());
+    c.files.truncate(MAX_CHANGE_FILES);
+    if c.files.len() < before {
+        cut.push(format!("files ({} of {before} kept)", c.files.len()));
+    }
+    if !cut.is_empty() {
+        c.properties.insert("truncated".into(), cut.join(", "));
+    }
+    c
 }
 
 /// Run poller `def` until its sender is dropped (the poller was removed or
@@ -399,4 +439,38 @@ pub fn start_delay(name: &str, interval: Duration) -> Duration {
         (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
     });
     Duration::from_millis(hash % spread)
+}
+
+#[cfg(test)]
+mod fit_tests {
+    use super::fit;
+    use crate::protocol::NewChange;
+    use crate::protocol::change::{MAX_CHANGE_COMMENTS, MAX_CHANGE_FILES};
+
+    #[test]
+    fn what_the_master_would_refuse_is_cut_and_said() {
+        let c = fit(NewChange {
+            repository: "/r".into(),
+            branch: "main".into(),
+            revision: "abc".into(),
+            author: Some("A\0B".into()),
+            comments: Some("é".repeat(MAX_CHANGE_COMMENTS)),
+            files: (0..MAX_CHANGE_FILES + 5).map(|i| format!("f{i}")).collect(),
+            ..NewChange::default()
+        });
+        assert_eq!(c.problem(), None);
+        assert_eq!(c.author.as_deref(), Some("A\u{fffd}B"));
+        assert_eq!(c.files.len(), MAX_CHANGE_FILES);
+        assert_eq!(
+            c.properties["truncated"],
+            format!("comments, files ({MAX_CHANGE_FILES} of {} kept)", MAX_CHANGE_FILES + 5)
+        );
+        let plain = NewChange {
+            repository: "/r".into(),
+            branch: "main".into(),
+            revision: "abc".into(),
+            ..NewChange::default()
+        };
+        assert_eq!(fit(plain.clone()), plain);
+    }
 }
