@@ -29,6 +29,9 @@ pub struct RawConfig {
     /// `[[scheduler]]` entries in file order.
     #[serde(default)]
     pub scheduler: Vec<RawScheduler>,
+    /// `[[poller]]` entries in file order.
+    #[serde(default)]
+    pub poller: Vec<RawPoller>,
 }
 
 /// One `[[scheduler]]`: the keys of every kind (validation says which
@@ -53,9 +56,6 @@ pub struct RawScheduler {
     pub files: Option<Spanned<Vec<Spanned<String>>>>,
     /// `branch`: `tree_stable = "30s"`.
     pub tree_stable: Option<Spanned<String>>,
-    /// `[[poller]]` entries in file order.
-    #[serde(default)]
-    pub poller: Vec<RawPoller>,
 }
 
 /// One `[[poller]]`: a git repository watched for commits.
