@@ -392,8 +392,21 @@ fn every_command_prints_its_documented_json() {
 
     // A change on main starts a build of `fast` that carries its source.
     let sent = m.bbctl_json(&[
-        "sendchange", "--repository", "repo", "--branch", "main", "--revision", "abc123",
-        "--file", "src/a.rs", "--author", "ann", "--comments", "fix", "-p", "k=v",
+        "sendchange",
+        "--repository",
+        "repo",
+        "--branch",
+        "main",
+        "--revision",
+        "abc123",
+        "--file",
+        "src/a.rs",
+        "--author",
+        "ann",
+        "--comments",
+        "fix",
+        "-p",
+        "k=v",
     ]);
     assert_shape(&sent, "sendchange");
     let change = sent["change_id"].as_u64().unwrap();
@@ -470,7 +483,10 @@ fn every_command_prints_its_documented_json() {
     let report = m.bbctl_json(&["reload"]);
     assert_shape(&report, "reload");
     assert_eq!(report["builders_renamed"], json!([["fast", "quick"]]));
-    assert_eq!(report["schedulers_renamed"], json!([["on-main", "main-only"]]));
+    assert_eq!(
+        report["schedulers_renamed"],
+        json!([["on-main", "main-only"]])
+    );
 
     assert_shape(&m.bbctl_json(&["prune", "--dry-run"]), "prune");
 

@@ -41,7 +41,10 @@ pub async fn builds(ctx: &mut Ctx, args: BuildsArgs) -> Result<u8, CliError> {
                     .unwrap_or(now)
                     .saturating_sub(b.started_at_ms),
             ),
-            b.source.as_ref().map(super::changes::stamp).unwrap_or_default(),
+            b.source
+                .as_ref()
+                .map(super::changes::stamp)
+                .unwrap_or_default(),
             escape(b.reason.as_deref().unwrap_or_default()),
         ]);
     }

@@ -55,7 +55,14 @@ pub async fn changes(ctx: &mut Ctx, limit: u32) -> Result<u8, CliError> {
     }
     let now = now_ms();
     let mut table = Table::new(vec![
-        "ID", "BRANCH", "REVISION", "AUTHOR", "FILES", "STORED", "BUILDS", "REPOSITORY",
+        "ID",
+        "BRANCH",
+        "REVISION",
+        "AUTHOR",
+        "FILES",
+        "STORED",
+        "BUILDS",
+        "REPOSITORY",
     ]);
     for c in &changes {
         let new = &c.change.new;

@@ -31,6 +31,8 @@ pub use builds::{MAX_PROPERTIES, MAX_PROPERTY_VALUE, valid_property_name};
 pub use effects::{Effect, Record, StepStart, WorkerCmd};
 pub use force_params::{ForcePropertyError, check_force};
 pub use reload::restart_only_changes;
+/// Branch and file globs, shared with the git pollers' `branches`.
+pub(crate) use schedulers::glob_match;
 
 use crate::config::{BuilderDef, Config, WorkerDef};
 use crate::protocol::{BuildId, ChangeId, DrainMode, RequestId, SourceStamp, StepIndex};

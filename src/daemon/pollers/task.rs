@@ -463,7 +463,10 @@ mod fit_tests {
         assert_eq!(c.files.len(), MAX_CHANGE_FILES);
         assert_eq!(
             c.properties["truncated"],
-            format!("comments, files ({MAX_CHANGE_FILES} of {} kept)", MAX_CHANGE_FILES + 5)
+            format!(
+                "comments, files ({MAX_CHANGE_FILES} of {} kept)",
+                MAX_CHANGE_FILES + 5
+            )
         );
         let plain = NewChange {
             repository: "/r".into(),
