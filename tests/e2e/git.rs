@@ -207,12 +207,16 @@ fn cursors(m: &Master) -> Vec<(String, String)> {
 
 /// The poller `app` of `status --json`.
 fn poller(m: &Master) -> serde_json::Value {
+    poller_named(m, "app").unwrap_or_else(|| panic!("no poller `app` in status"))
+}
+
+/// Poller `name` of `status --json`, if it runs.
+fn poller_named(m: &Master, name: &str) -> Option<serde_json::Value> {
     let status = m.bbctl_json(&["status"]);
     status["pollers"]
         .as_array()
-        .and_then(|p| p.iter().find(|p| p["name"] == "app"))
+        .and_then(|p| p.iter().find(|p| p["name"] == name))
         .cloned()
-        .unwrap_or_else(|| panic!("no poller `app` in status: {status}"))
 }
 
 /// Wait (bounded) until the stored changes number `n`; they.
@@ -402,4 +406,76 @@ workers = ["local-1"]
     let show = m.bbctl_ok(&["log", "2", "show"]);
     assert_eq!(b["result"], "success", "{b}\n{show}");
     assert_eq!(show, format!("main {three}\n{three}\nthree"));
+}
+
+/// A reload changes what a running poller watches without restarting it
+/// (its counters go on), starts an added poller and stops a removed one;
+/// a force is checked against the reloaded `force_properties`.
+#[test]
+fn pollers_and_force_properties_follow_a_reload() {
+    let dir = crate::harness::temp_dir();
+    let repo = Repo::new(dir.path());
+    repo.commit("a.txt", "one");
+    repo.push("HEAD:refs/heads/main");
+    let config = |branches: &str, other: bool, choices: &str| {
+        let mut c = local_worker_config(&format!(
+            r#"
+[[poller]]
+name = "app"
+repository = "{bare}"
+branches = {branches}
+interval = "1s"
+
+[[builder]]
+name = "b"
+workers = ["local-1"]
+force_properties = [{{ name = "mode", type = "choice", choices = {choices} }}]
+
+  [[builder.step]]
+  name = "s"
+  shell = "echo $BB_PROP_mode"
+"#,
+            bare = repo.bare
+        ));
+        if other {
+            c.push_str(&format!(
+                "\n[[poller]]\nname = \"other\"\nrepository = \"{}\"\ninterval = \"1s\"\n",
+                repo.bare
+            ));
+        }
+        c
+    };
+    let m = Master::start(&config(r#"["main"]"#, false, r#"["a", "b"]"#));
+    crate::harness::wait_until("the baseline", WAIT, || {
+        !poller(&m)["last_poll_ms"].is_null() && poller(&m)["refs"] == 1
+    });
+    repo.commit("b.txt", "on main");
+    repo.push("HEAD:refs/heads/main");
+    wait_changes(&m, 1);
+    git(&repo.src, &["checkout", "-q", "-b", "dev"]);
+    let dev = repo.commit("c.txt", "on dev");
+    repo.push("HEAD:refs/heads/dev");
+    let out = m.bbctl(&["force-build", "b", "-p", "mode=c"]);
+    assert_eq!(code(&out), 5, "{out:?}");
+
+    m.write_config(&config(r#"["main", "dev"]"#, true, r#"["a", "b", "c"]"#));
+    m.bbctl_ok(&["reload"]);
+    let changes = wait_changes(&m, 2);
+    assert_eq!(changes[1], ("dev".into(), dev, "on dev".into()));
+    assert_eq!(poller(&m)["changes"], 2, "the same task goes on counting");
+    crate::harness::wait_until("the added poller's baseline", WAIT, || {
+        poller_named(&m, "other").is_some_and(|p| p["refs"] == 2)
+    });
+    assert_eq!(poller_named(&m, "other").unwrap()["changes"], 0);
+    let out = m.bbctl_code(&["force-build", "b", "-p", "mode=c", "--follow"], 0);
+    assert_eq!(text(&out.stdout), "c\n");
+
+    m.write_config(&config(r#"["main", "dev"]"#, false, r#"["a", "b", "c"]"#));
+    m.bbctl_ok(&["reload"]);
+    assert!(
+        poller_named(&m, "other").is_none(),
+        "a removed poller stops"
+    );
+    assert_eq!(poller(&m)["changes"], 2);
+    assert_eq!(stored_changes(&m).len(), 2);
 }

@@ -14,7 +14,7 @@ use super::{Core, CoreError};
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ForcePropertyError {
     /// A property the builder does not declare.
-    #[error("builder `{builder}` takes no force property `{name}`; it takes {}{hint}", list(.declared))]
+    #[error("builder `{builder}` takes no force property `{name}`; it takes {}", list(.declared))]
     Unknown {
         /// The builder.
         builder: String,
@@ -22,8 +22,8 @@ pub enum ForcePropertyError {
         name: String,
         /// What it declares, with their types.
         declared: Vec<String>,
-        /// " (did you mean ...)" or nothing.
-        hint: String,
+        /// The names it declares (for a "did you mean").
+        names: Vec<String>,
     },
     /// A required property not given.
     #[error(
@@ -88,10 +88,11 @@ pub fn check_force(
                     .iter()
                     .map(|p| format!("`{}` ({})", p.name, kind_of(p)))
                     .collect(),
-                hint: crate::suggest::did_you_mean(
-                    name,
-                    def.force_properties.iter().map(|p| p.name.as_str()),
-                ),
+                names: def
+                    .force_properties
+                    .iter()
+                    .map(|p| p.name.clone())
+                    .collect(),
             });
         };
         *value = declared
@@ -210,7 +211,7 @@ mod tests {
         assert_eq!(
             err(&[("arch", "arm"), ("job", "1")]),
             "builder `b` takes no force property `job`; it takes `jobs` (int), `debug` (bool), \
-             `arch` (choice of \"x86\", \"arm\"), `note` (string) (did you mean `jobs`?)"
+             `arch` (choice of \"x86\", \"arm\"), `note` (string)"
         );
     }
 
