@@ -17,8 +17,9 @@ use crate::protocol::GitMode;
 /// The script. `$BB_GIT_*` are its parameters; `$BB_REVISION` and
 /// `$BB_BRANCH` come from the build's source stamp, when it has one. It
 /// exits 3 when the revision is not in the repository (gone after a force
-/// push or a branch deletion, or never there), 127 without a `git`
-/// command, 1 on any other failure, each after a line saying why.
+/// push or a branch deletion, or never there), 1 when the repository
+/// cannot be reached or on any other failure, 127 without a `git`
+/// command, each after a line saying why.
 pub const SCRIPT: &str = r#"set -u
 say() { printf '%s\n' "$*"; }
 fail() { say "git step: $1"; exit "$2"; }
@@ -47,8 +48,12 @@ if [ -n "$rev" ]; then
     # Servers that allow it give a commit by its id, even off every branch.
     run fetch --no-recurse-submodules origin "$rev" >/dev/null 2>&1
   fi
-  g cat-file -e "$rev^{commit}" 2>/dev/null ||
+  if ! g cat-file -e "$rev^{commit}" 2>/dev/null; then
+    # Gone, unless the repository could not be reached at all.
+    g ls-remote origin HEAD >/dev/null 2>&1 ||
+      fail "cannot reach $shown (see above) to fetch revision $rev" 1
     fail "revision $rev is not in $shown${branch:+ (branch $branch)}: it is gone (a force push or a deleted branch?) or was never there" 3
+  fi
   target=$rev
 else
   [ "$fetched" = 0 ] || fail "cannot fetch ${branch:-the default branch} of $shown" 1

@@ -189,3 +189,21 @@ async fn full_mode_cleans_incremental_keeps_and_hooks_never_run() {
     assert_eq!(end, StepEnd::Exited { code: 0 }, "{out}");
     assert!(!work.join("build.out").exists(), "full removes them: {out}");
 }
+
+#[tokio::test]
+async fn an_unreachable_repository_is_not_a_revision_gone() {
+    let tmp = tempfile::tempdir().unwrap();
+    let missing = tmp.path().join("nowhere.git").display().to_string();
+    let workers = tmp.path().join("workers");
+    let (end, out) = run(
+        step(
+            &missing,
+            GitMode::Incremental,
+            &[("BB_REVISION", "0123456789abcdef0123456789abcdef01234567")],
+        ),
+        &workers,
+    )
+    .await;
+    assert_eq!(end, StepEnd::Exited { code: 1 }, "{out}");
+    assert!(out.contains(&format!("cannot reach {missing}")), "{out}");
+}
