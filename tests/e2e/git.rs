@@ -350,19 +350,20 @@ fn the_poller_sees_commits_force_pushes_branches_and_tags() {
 
 /// The whole chain: a push seen by the poller becomes a change, a branch
 /// scheduler starts a build with it, and the build's `git` step checks out
-/// exactly that revision, also after a force push replaced the branch's
-/// history.
+/// exactly that revision: not the branch's head when the branch moved on
+/// while the build waited, and the replacement after a force push.
 #[test]
 fn a_push_builds_the_pushed_revision() {
     let dir = crate::harness::temp_dir();
     let repo = Repo::new(dir.path());
     repo.commit("a.txt", "one");
     repo.push("HEAD:refs/heads/main");
+    let go = dir.path().join("go");
     let m = Master::start(&local_worker_config(&format!(
         r#"
 [[poller]]
 name = "app"
-repository = "{}"
+repository = "{bare}"
 branches = ["main"]
 interval = "1s"
 
@@ -378,14 +379,20 @@ name = "app"
 workers = ["local-1"]
 
   [[builder.step]]
+  name = "wait"
+  shell = "while [ ! -f {go} ]; do sleep 0.05; done"
+  timeout = "60s"
+
+  [[builder.step]]
   name = "checkout"
-  git = {{ repository = "{}" }}
+  git = {{ repository = "{bare}" }}
 
   [[builder.step]]
   name = "show"
   shell = "echo $BB_BRANCH $BB_REVISION; git rev-parse HEAD; cat a.txt"
 "#,
-        repo.bare, repo.bare
+        bare = repo.bare,
+        go = go.display()
     )));
     crate::harness::wait_until("the baseline", WAIT, || {
         !poller(&m)["last_poll_ms"].is_null() && poller(&m)["refs"] == 1
@@ -393,19 +400,30 @@ workers = ["local-1"]
     let keep = git(&repo.src, &["rev-parse", "HEAD"]);
     let two = repo.commit("a.txt", "two");
     repo.push("HEAD:refs/heads/main");
-    let b = wait_finished(&m, 1);
-    let show = m.bbctl_ok(&["log", "1", "show"]);
-    assert_eq!(b["result"], "success", "{b}\n{show}");
-    assert_eq!(show, format!("main {two}\n{two}\ntwo"));
+    crate::harness::wait_until("build 1 to wait", WAIT, || {
+        let status = m.bbctl_json(&["status"]);
+        status["running"][0]["step_name"] == "wait"
+    });
+    // The branch moves on while build 1 waits: it still builds `two`.
+    let three = repo.commit("a.txt", "three");
+    repo.push("HEAD:refs/heads/main");
+    wait_changes(&m, 2);
+    std::fs::write(&go, "").unwrap();
+    for (id, rev, text) in [(1, &two, "two"), (2, &three, "three")] {
+        let b = wait_finished(&m, id);
+        let show = m.bbctl_ok(&["log", &id.to_string(), "show"]);
+        assert_eq!(b["result"], "success", "{b}\n{show}");
+        assert_eq!(show, format!("main {rev}\n{rev}\n{text}"), "build {id}");
+    }
 
     // A force push: the replacement is built, checked out by its id.
     git(&repo.src, &["reset", "-q", "--hard", &keep]);
-    let three = repo.commit("a.txt", "three");
+    let four = repo.commit("a.txt", "four");
     repo.push("HEAD:refs/heads/main");
-    let b = wait_finished(&m, 2);
-    let show = m.bbctl_ok(&["log", "2", "show"]);
+    let b = wait_finished(&m, 3);
+    let show = m.bbctl_ok(&["log", "3", "show"]);
     assert_eq!(b["result"], "success", "{b}\n{show}");
-    assert_eq!(show, format!("main {three}\n{three}\nthree"));
+    assert_eq!(show, format!("main {four}\n{four}\nfour"));
 }
 
 /// A reload changes what a running poller watches without restarting it
