@@ -82,6 +82,23 @@ pub const CONFIG_KEYS: &[&str] = &[
     "scheduler.branches",
     "scheduler.files",
     "scheduler.tree_stable",
+    "builder.step.git",
+    "builder.step.git.repository",
+    "builder.step.git.mode",
+    "builder.step.git.submodules",
+    "builder.force_properties",
+    "builder.force_properties.name",
+    "builder.force_properties.type",
+    "builder.force_properties.default",
+    "builder.force_properties.choices",
+    "builder.force_properties.required",
+    "poller",
+    "poller.name",
+    "poller.repository",
+    "poller.branches",
+    "poller.tags",
+    "poller.interval",
+    "poller.timeout",
 ];
 
 /// The hand-written page of the config file, checked in under `man/`.

@@ -112,6 +112,9 @@ fn config_keys_match_the_raw_structs() {
         "RawUpload" => Some("builder.step.upload"),
         "RawDownload" => Some("builder.step.download"),
         "RawScheduler" => Some("scheduler"),
+        "RawGit" => Some("builder.step.git"),
+        "RawForceProperty" => Some("builder.force_properties"),
+        "RawPoller" => Some("poller"),
         _ => None,
     };
     let mut found = BTreeSet::new();
@@ -133,7 +136,7 @@ fn config_keys_match_the_raw_structs() {
             current,
             line.strip_prefix("pub ").and_then(|r| r.split_once(':')),
         ) {
-            let field = field.trim();
+            let field = field.trim().trim_start_matches("r#");
             found.insert(if table.is_empty() {
                 field.to_string()
             } else {

@@ -15,6 +15,7 @@ mod changes;
 mod clients;
 mod fleet;
 mod latency;
+mod pollers;
 mod readopt;
 mod remote;
 mod sampling;
@@ -199,6 +200,10 @@ const SCENARIOS: &[Scenario] = &[
     Scenario {
         name: "sendchange",
         run: changes::sendchange,
+    },
+    Scenario {
+        name: "pollers",
+        run: pollers::pollers,
     },
 ];
 

@@ -67,6 +67,16 @@ pub const DEFAULTS: &[(&str, &str)] = &[
     ("scheduler.branches", "every branch"),
     ("scheduler.files", "every change is important"),
     ("scheduler.tree_stable", "\"0s\" (at once)"),
+    ("builder.step.git.mode", "\"incremental\""),
+    ("builder.step.git.submodules", "false"),
+    ("builder.force_properties", "[]"),
+    ("builder.force_properties.type", "\"string\""),
+    ("builder.force_properties.default", "none"),
+    ("builder.force_properties.required", "false"),
+    ("poller.branches", "[\"**\"]"),
+    ("poller.tags", "false"),
+    ("poller.interval", "\"1m\""),
+    ("poller.timeout", "\"5m\""),
 ];
 
 /// The default of `key` as [`DEFAULTS`] writes it.
@@ -143,6 +153,23 @@ workers = ["w"]
   name = "down"
   download = { from = "a", to = "b" }
 
+  [[builder.step]]
+  name = "co"
+  git = { repository = "/r.git" }
+
+[[builder]]
+name = "forced"
+workers = ["w"]
+force_properties = [{ name = "p" }]
+
+  [[builder.step]]
+  name = "s"
+  shell = "true"
+
+[[poller]]
+name = "p"
+repository = "/r.git"
+
 [[scheduler]]
 name = "s"
 kind = "branch"
@@ -156,12 +183,15 @@ builders = ["b"]
         let m = &c.master;
         let w = &c.workers[0];
         let b = &c.builders[0];
-        let (StepAction::Upload(up), StepAction::Download(down)) =
-            (&b.steps[1].action, &b.steps[2].action)
+        let (StepAction::Upload(up), StepAction::Download(down), StepAction::Git(git)) =
+            (&b.steps[1].action, &b.steps[2].action, &b.steps[3].action)
         else {
-            panic!("transfer steps expected");
+            panic!("transfer and git steps expected");
         };
         let crate::config::SchedulerKind::Branch(branch) = &c.schedulers[0].kind;
+        let fp = &c.builders[1].force_properties[0];
+        let p = &c.pollers[0];
+        let human = |d: std::time::Duration| format!("\"{}\"", humantime::format_duration(d));
         let secs = |d: std::time::Duration| format!("\"{}s\"", d.as_secs());
         let size = |n: u64| {
             let shown = match n {
@@ -232,6 +262,16 @@ builders = ["b"]
                 "scheduler.branches" => none_or(branch.branches.is_empty(), want),
                 "scheduler.files" => none_or(branch.files.is_empty(), want),
                 "scheduler.tree_stable" => format!("{} (at once)", secs(branch.tree_stable)),
+                "builder.step.git.mode" => format!("\"{:?}\"", git.mode).to_lowercase(),
+                "builder.step.git.submodules" => git.submodules.to_string(),
+                "builder.force_properties" => format!("{:?}", b.force_properties),
+                "builder.force_properties.type" => format!("\"{}\"", fp.kind.name()),
+                "builder.force_properties.default" => none_or(fp.default.is_none(), "none"),
+                "builder.force_properties.required" => fp.required.to_string(),
+                "poller.branches" => format!("{:?}", p.branches),
+                "poller.tags" => p.tags.to_string(),
+                "poller.interval" => human(p.interval),
+                "poller.timeout" => human(p.timeout),
                 other => panic!("no check of the default of `{other}`: add one here"),
             };
             assert_eq!(&got, want, "the default of `{key}`");

@@ -115,6 +115,7 @@ pub fn parse_str(text: &str, origin: &str, base_dir: &Path) -> Result<Config, Co
         workers: checked.workers,
         builders: checked.builders,
         schedulers: checked.schedulers,
+        pollers: checked.pollers,
         origin: origin.to_owned(),
         hash: fnv1a_hex(text),
         warnings: checked.warnings,

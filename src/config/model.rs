@@ -20,6 +20,9 @@ pub struct Config {
     pub builders: Vec<BuilderDef>,
     /// Schedulers in file order: what starts builds from changes and clocks.
     pub schedulers: Vec<SchedulerDef>,
+    /// `[[poller]]` entries in file order: git repositories the master
+    /// watches for new commits (`docs/pollers.md`).
+    pub pollers: Vec<PollerDef>,
     /// Where the config came from, for messages (a path or `<embedded default>`).
     pub origin: String,
     /// A short stable hash of the file's text, recorded with every build.
@@ -297,6 +300,10 @@ pub struct BuilderDef {
     /// Definitions stored before this key existed read as `true`.
     #[serde(default = "retry_default")]
     pub retry: bool,
+    /// The properties `bbctl force-build` may set, with their types and
+    /// defaults; empty: any property (as before this key existed).
+    #[serde(default)]
+    pub force_properties: Vec<ForceProperty>,
 }
 
 fn retry_default() -> bool {
@@ -314,6 +321,7 @@ impl Default for BuilderDef {
             steps: Vec::new(),
             collapse: false,
             retry: true,
+            force_properties: Vec::new(),
         }
     }
 }
@@ -342,6 +350,126 @@ pub enum StepAction {
     Upload(UploadSpec),
     /// `download = {...}`: a file of the transfer dir to the worker.
     Download(DownloadSpec),
+    /// `git = {...}`: check the build's revision out into the work dir.
+    Git(GitSpec),
+}
+
+/// A `git` step: which repository, and how much of the old checkout stays.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct GitSpec {
+    /// A URL or a path the worker's `git` can fetch from.
+    pub repository: String,
+    /// Whether untracked files of earlier builds stay.
+    pub mode: GitMode,
+    /// Also check out the submodules (recursively).
+    pub submodules: bool,
+}
+
+/// How a `git` step treats the checkout an earlier build left.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GitMode {
+    /// Fetch into the existing clone and check out: tracked files are
+    /// reset, untracked and ignored files (build outputs) stay.
+    Incremental,
+    /// As incremental, then `git clean -ffdx`: the tree is exactly the
+    /// revision's, as a fresh clone would be (the objects are reused).
+    Full,
+}
+
+/// How long a `git` step may take when its step sets no `timeout`: a
+/// fetch that hangs (a dead server, a prompt nobody answers) must end.
+pub const GIT_STEP_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+
+/// One property a force may set (`[[builder.force_properties]]`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ForceProperty {
+    /// The property's name (an environment variable name).
+    pub name: String,
+    /// What values it takes.
+    pub kind: ForceKind,
+    /// The value given when the force does not set it, in its normal
+    /// text form (`"3"`, `"true"`); `None`: no default.
+    pub default: Option<String>,
+    /// A force must set it (only meaningful without a default).
+    pub required: bool,
+}
+
+/// The type of a force property.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ForceKind {
+    /// Any text.
+    String,
+    /// A whole number (i64), stored in its decimal form.
+    Int,
+    /// `true` or `false`.
+    Bool,
+    /// One of these values.
+    Choice(Vec<String>),
+}
+
+impl ForceKind {
+    /// The type's name as the config writes it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ForceKind::String => "string",
+            ForceKind::Int => "int",
+            ForceKind::Bool => "bool",
+            ForceKind::Choice(_) => "choice",
+        }
+    }
+
+    /// `value` in its normal form if it is one of this type's values, or
+    /// why not.
+    pub fn normalize(&self, value: &str) -> Result<String, String> {
+        match self {
+            ForceKind::String => Ok(value.to_owned()),
+            ForceKind::Int => value
+                .trim()
+                .parse::<i64>()
+                .map(|n| n.to_string())
+                .map_err(|_| format!("{value:?} is not a whole number")),
+            ForceKind::Bool => match value.trim() {
+                "true" => Ok("true".into()),
+                "false" => Ok("false".into()),
+                _ => Err(format!("{value:?} is not `true` or `false`")),
+            },
+            ForceKind::Choice(choices) => {
+                if choices.iter().any(|c| c == value) {
+                    Ok(value.to_owned())
+                } else {
+                    Err(format!(
+                        "{value:?} is not one of {}",
+                        choices
+                            .iter()
+                            .map(|c| format!("{c:?}"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ))
+                }
+            }
+        }
+    }
+}
+
+/// A `[[poller]]` entry: a git repository the master polls for commits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PollerDef {
+    /// Unique name: the key of its durable cursors and of its mirror dir.
+    pub name: String,
+    /// A URL or a path the master's `git` can fetch from.
+    pub repository: String,
+    /// Branch name globs (`main`, `release/*`); `*` stays within one
+    /// `/`-separated part, `**` crosses them.
+    pub branches: Vec<String>,
+    /// Also watch tags (a new or moved tag is a change on branch
+    /// `refs/tags/NAME`).
+    pub tags: bool,
+    /// Time between the end of one poll and the start of the next.
+    pub interval: Duration,
+    /// How long one git command may run before it is killed.
+    pub timeout: Duration,
 }
 
 /// An `upload` step: which worker files, how big at most, stored how.

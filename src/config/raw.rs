@@ -29,6 +29,9 @@ pub struct RawConfig {
     /// `[[scheduler]]` entries in file order.
     #[serde(default)]
     pub scheduler: Vec<RawScheduler>,
+    /// `[[poller]]` entries in file order.
+    #[serde(default)]
+    pub poller: Vec<RawPoller>,
 }
 
 /// One `[[scheduler]]`: the keys of every kind (validation says which
@@ -53,6 +56,40 @@ pub struct RawScheduler {
     pub files: Option<Spanned<Vec<Spanned<String>>>>,
     /// `branch`: `tree_stable = "30s"`.
     pub tree_stable: Option<Spanned<String>>,
+}
+
+/// One `[[poller]]`: a git repository watched for commits.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPoller {
+    /// Required; the key of the poller's durable cursors.
+    pub name: Spanned<String>,
+    /// `repository = "URL or path"`.
+    pub repository: Option<Spanned<String>>,
+    /// `branches = ["main", "release/*"]`.
+    pub branches: Option<Spanned<Vec<Spanned<String>>>>,
+    /// `tags = true`: also watch tags.
+    pub tags: Option<Spanned<bool>>,
+    /// `interval = "1m"`.
+    pub interval: Option<Spanned<String>>,
+    /// `timeout = "5m"`: one git command's limit.
+    pub timeout: Option<Spanned<String>>,
+}
+
+/// One entry of `force_properties`: a property a force may set.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawForceProperty {
+    /// Required; the property's name.
+    pub name: Spanned<String>,
+    /// `type = "string" | "int" | "bool" | "choice"`.
+    pub r#type: Option<Spanned<String>>,
+    /// The value when a force does not set it (a string, integer or boolean).
+    pub default: Option<Spanned<toml::Value>>,
+    /// For `choice`: the allowed values.
+    pub choices: Option<Spanned<Vec<Spanned<String>>>>,
+    /// `required = true`: a force must set it.
+    pub required: Option<Spanned<bool>>,
 }
 
 /// `[master]`: paths, kept as written until resolved against the base dir.
@@ -161,6 +198,10 @@ pub struct RawBuilder {
     pub retry: Option<Spanned<bool>>,
     /// `[[builder.step]]` entries; optional for serde, required by validation.
     pub step: Option<Spanned<Vec<RawStep>>>,
+    /// `force_properties = [{ name = "...", type = "..." }]` or
+    /// `[[builder.force_properties]]`: what a force may set.
+    #[serde(default)]
+    pub force_properties: Vec<RawForceProperty>,
 }
 
 /// One `[[builder.step]]`.
@@ -185,6 +226,20 @@ pub struct RawStep {
     pub upload: Option<Spanned<RawUpload>>,
     /// `download = { from = "inputs/data.bin", to = "data.bin" }`.
     pub download: Option<Spanned<RawDownload>>,
+    /// `git = { repository = "...", mode = "incremental", submodules = false }`.
+    pub git: Option<Spanned<RawGit>>,
+}
+
+/// `git = { ... }`: check out the build's revision.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGit {
+    /// A URL or path; required.
+    pub repository: Option<Spanned<String>>,
+    /// `"incremental"` (default) or `"full"`.
+    pub mode: Option<Spanned<String>>,
+    /// `submodules = true`: check them out too.
+    pub submodules: Option<Spanned<bool>>,
 }
 
 /// `upload = { ... }`: worker files to the build's artifacts.
@@ -225,11 +280,13 @@ pub enum RawAction<'a> {
     Upload(&'a Spanned<RawUpload>),
     /// `download = { ... }`.
     Download(&'a Spanned<RawDownload>),
+    /// `git = { ... }`.
+    Git(&'a Spanned<RawGit>),
 }
 
 impl<'a> RawAction<'a> {
     /// Every action key, in the order messages list them.
-    pub const KEYS: [&'static str; 4] = ["shell", "command", "upload", "download"];
+    pub const KEYS: [&'static str; 5] = ["shell", "command", "upload", "download", "git"];
 
     /// The actions a step sets, in file order.
     pub fn present(raw: &'a RawStep) -> Vec<Self> {
@@ -238,6 +295,7 @@ impl<'a> RawAction<'a> {
         present.extend(raw.command.as_ref().map(Self::Command));
         present.extend(raw.upload.as_ref().map(Self::Upload));
         present.extend(raw.download.as_ref().map(Self::Download));
+        present.extend(raw.git.as_ref().map(Self::Git));
         present.sort_by_key(|a| a.span().start);
         present
     }
@@ -249,6 +307,7 @@ impl<'a> RawAction<'a> {
             Self::Command(_) => "command",
             Self::Upload(_) => "upload",
             Self::Download(_) => "download",
+            Self::Git(_) => "git",
         }
     }
 
@@ -259,6 +318,7 @@ impl<'a> RawAction<'a> {
             Self::Command(v) => v.span(),
             Self::Upload(v) => v.span(),
             Self::Download(v) => v.span(),
+            Self::Git(v) => v.span(),
         }
     }
 }

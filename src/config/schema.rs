@@ -41,6 +41,8 @@ pub(super) enum Kind {
     Int,
     /// `true` or `false`.
     Bool,
+    /// A string, an integer or a boolean (a force property's `default`).
+    Scalar,
     /// An array of strings.
     StrList,
     /// An array of integers.
@@ -122,6 +124,32 @@ const DOWNLOAD: &[Field] = &[
     f("mode", MODE),
 ];
 
+/// `git = { ... }`.
+const GIT: &[Field] = &[
+    f("repository", TEXT),
+    f("mode", TEXT),
+    f("submodules", Kind::Bool),
+];
+
+/// `force_properties = [{ ... }]`.
+const FORCE_PROPERTY: &[Field] = &[
+    f("name", TEXT),
+    f("type", TEXT),
+    f("default", Kind::Scalar),
+    f("choices", Kind::StrList),
+    f("required", Kind::Bool),
+];
+
+/// `[[poller]]`.
+const POLLER: &[Field] = &[
+    f("name", TEXT),
+    f("repository", TEXT),
+    f("branches", Kind::StrList),
+    f("tags", Kind::Bool),
+    f("interval", DURATION),
+    f("timeout", DURATION),
+];
+
 /// `[[builder.step]]`.
 const STEP: &[Field] = &[
     f("name", TEXT),
@@ -131,6 +159,7 @@ const STEP: &[Field] = &[
     f("env", Kind::Env),
     f("upload", Kind::Table(UPLOAD)),
     f("download", Kind::Table(DOWNLOAD)),
+    f("git", Kind::Table(GIT)),
 ];
 
 /// `[[builder]]`.
@@ -145,6 +174,7 @@ const BUILDER: &[Field] = &[
     f("keep_builds", Kind::Int),
     f("keep_logs", DURATION),
     f("step", Kind::Tables(STEP)),
+    f("force_properties", Kind::Tables(FORCE_PROPERTY)),
 ];
 
 /// `[[scheduler]]`: the keys of every kind (validation says which kind
@@ -166,6 +196,7 @@ pub(super) const ROOT: &[Field] = &[
     f("worker", Kind::Tables(WORKER)),
     f("builder", Kind::Tables(BUILDER)),
     f("scheduler", Kind::Tables(SCHEDULER)),
+    f("poller", Kind::Tables(POLLER)),
 ];
 
 /// What the walk found: problems, and where placeholder names stand.
@@ -231,7 +262,10 @@ impl Walker<'_> {
         let fits = match (field.kind, value.get_mut()) {
             (Kind::Str(_), DeValue::String(_))
             | (Kind::Int, DeValue::Integer(_))
-            | (Kind::Bool, DeValue::Boolean(_)) => true,
+            | (Kind::Bool, DeValue::Boolean(_))
+            | (Kind::Scalar, DeValue::String(_) | DeValue::Integer(_) | DeValue::Boolean(_)) => {
+                true
+            }
             (Kind::StrList | Kind::IntList, DeValue::Array(items)) => {
                 self.list(owner, key, field.kind, items);
                 true
@@ -411,6 +445,7 @@ fn expected(kind: Kind, key: &str) -> String {
         Kind::Str(Hint::Mode) => "an octal string".into(),
         Kind::Int => "an integer".into(),
         Kind::Bool => "true or false".into(),
+        Kind::Scalar => "a string, an integer or true/false".into(),
         Kind::StrList => "an array of strings".into(),
         Kind::IntList => "an array of integers".into(),
         Kind::Env => "a table of strings".into(),

@@ -9,6 +9,8 @@ mod retention;
 mod schedulers;
 
 mod files;
+mod force;
+mod pollers;
 mod steps;
 mod tls;
 pub use steps::relative_path_problem;
@@ -21,7 +23,7 @@ use std::path::{Path, PathBuf};
 use toml::Spanned;
 
 use super::error::Problem;
-use super::model::{BuilderDef, MasterSettings, SchedulerDef, WorkerDef};
+use super::model::{BuilderDef, MasterSettings, PollerDef, SchedulerDef, WorkerDef};
 use super::position::line_col;
 use super::raw::{RawConfig, RawEnv, RawMaster};
 
@@ -43,6 +45,8 @@ pub struct Checked {
     pub builders: Vec<BuilderDef>,
     /// Schedulers in file order.
     pub schedulers: Vec<SchedulerDef>,
+    /// Pollers in file order.
+    pub pollers: Vec<PollerDef>,
     /// Risky choices worth a warning.
     pub warnings: Vec<String>,
 }
@@ -79,12 +83,14 @@ pub fn check(
     let builders = c.builders(&raw.builder, &raw.worker);
     let schedulers = c.schedulers(&raw.scheduler, &raw.builder);
     master.retention = c.retention(&raw.master, &raw.builder);
+    let pollers = c.pollers(&raw.poller);
     if c.problems.is_empty() {
         Ok(Checked {
             master,
             workers,
             builders,
             schedulers,
+            pollers,
             warnings: c.warnings,
         })
     } else {

@@ -29,6 +29,7 @@ pub mod logs;
 pub mod messages;
 pub mod notify;
 pub mod peer;
+pub mod pollers;
 pub mod quota;
 pub mod retention;
 pub mod signals;
@@ -226,6 +227,7 @@ pub async fn run(opts: MasterOptions) -> Result<(), DaemonError> {
     // Set once the loop has ended: every control connection listens.
     let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
     let tls_status = listeners::set::SharedStatus::default();
+    let poller_status = pollers::status::SharedStatus::default();
     let front = handle::MasterHandle::new(tx.clone(), notices.clone(), events.clone())
         .with_retention(retention.clone())
         .with_history(history::History::new(reader, logs_dir.clone()))
@@ -234,7 +236,8 @@ pub async fn run(opts: MasterOptions) -> Result<(), DaemonError> {
             nix::unistd::geteuid().as_raw(),
         ))
         .with_shutdown(stopping)
-        .with_listeners(Arc::clone(&tls_status));
+        .with_listeners(Arc::clone(&tls_status))
+        .with_pollers(poller_status.map());
     // Every connection task holds a clone of `open`: when all are gone,
     // `closed` yields None (mini-redis' shutdown-complete pattern), so the
     // master can let the last answers (say, to `bbctl shutdown`) be written.
@@ -347,6 +350,21 @@ pub async fn run(opts: MasterOptions) -> Result<(), DaemonError> {
             tcp.reload(&config.master);
         }
     });
+    // The git pollers follow reloads too: one task each, an unchanged
+    // poller untouched (docs/pollers.md).
+    let mut poller_set = pollers::PollerSet::new(
+        pollers::sink::HandleSink(front.clone()),
+        layout.state_dir.join("pollers"),
+        poller_status,
+    );
+    poller_set.apply(&config.pollers);
+    let mut poller_configs = master.config_watch();
+    let poller_task = tokio::spawn(async move {
+        while poller_configs.changed().await.is_ok() {
+            let config = Arc::clone(&poller_configs.borrow_and_update());
+            poller_set.apply(&config.pollers);
+        }
+    });
     drop(open);
     let signal_task = tokio::spawn(signals.forward(front));
     drop(tx);
@@ -356,6 +374,7 @@ pub async fn run(opts: MasterOptions) -> Result<(), DaemonError> {
     control_task.abort();
     worker_task.abort();
     tcp_task.abort();
+    poller_task.abort();
     signal_task.abort();
     retention_task.abort();
     // Let the aborted accept loops drop their listeners (removing the socket files).

@@ -65,6 +65,30 @@ pub struct StatusReply {
     /// `worker_listen`.
     #[serde(default)]
     pub tls: Option<TlsStatus>,
+    /// The git pollers (`[[poller]]`), by name.
+    #[serde(default)]
+    pub pollers: Vec<PollerView>,
+}
+
+/// One git poller in `status`: how its last poll went.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PollerView {
+    /// Its name.
+    pub name: String,
+    /// The repository it polls.
+    pub repository: String,
+    /// When its last poll started, ms since the Unix epoch; `None`: none yet.
+    pub last_poll_ms: Option<u64>,
+    /// How long that poll took, in ms.
+    pub last_duration_ms: Option<u64>,
+    /// Why that poll failed; `None`: it did not.
+    pub last_error: Option<String>,
+    /// The last time a push brought more commits than one poll takes.
+    pub last_warning: Option<String>,
+    /// Branches and tags it has a cursor for.
+    pub refs: u64,
+    /// Changes it stored since the master started.
+    pub changes: u64,
 }
 
 /// The master's TCP listeners for remote workers, in `status`.

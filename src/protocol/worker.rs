@@ -198,6 +198,17 @@ pub enum WireAction {
         /// Permission bits of the written file.
         mode: u32,
     },
+    /// Check the build's revision (`BB_REVISION`, else the head of
+    /// `BB_BRANCH`, else the remote's default branch) out into the step's
+    /// work dir with the `git` command line (protocol version 4).
+    Git {
+        /// A URL or a path the worker's `git` can fetch from.
+        repository: String,
+        /// What happens to files an earlier build left.
+        mode: GitMode,
+        /// Also check out the submodules, recursively.
+        submodules: bool,
+    },
 }
 
 /// Every frame a worker sends its master after the handshake: output,
@@ -255,6 +266,16 @@ pub enum WorkerToMaster {
         /// Bytes of the current file received and written.
         received: u64,
     },
+}
+
+/// How a `git` step treats the checkout an earlier build left.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GitMode {
+    /// Fetch and check out; untracked and ignored files stay.
+    Incremental,
+    /// Fetch, check out, then remove every untracked and ignored file.
+    Full,
 }
 
 /// How a step's process ended, as seen by the worker.

@@ -20,6 +20,7 @@ pub mod cli;
 mod connection;
 mod dial;
 mod gate;
+mod git_step;
 mod group;
 pub mod guard;
 mod keepalive;

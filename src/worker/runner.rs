@@ -20,6 +20,7 @@ use tokio::sync::watch;
 use tracing::{debug, info};
 
 use super::gate::{self, Gate};
+use super::git_step;
 use super::group::signal_group;
 use super::guard::Guard;
 use super::output::OutputPump;
@@ -170,7 +171,7 @@ struct Spawned {
 /// Start the step's process, behind its gate (see [`super::gate`]), with
 /// stdout and stderr on one pipe.
 fn spawn(a: &StepAssignment, workdir: &Path) -> Result<Spawned, String> {
-    let env = step_environment(std::env::vars_os(), &a.pass_env, &a.env);
+    let mut env = step_environment(std::env::vars_os(), &a.pass_env, &a.env);
     let (mut cmd, program) = match &a.action {
         WireAction::Shell(line) => (gate::shell_command(line), "/bin/sh"),
         WireAction::Command(argv) => {
@@ -183,6 +184,18 @@ fn spawn(a: &StepAssignment, workdir: &Path) -> Result<Spawned, String> {
             gate::check_program(first, &path, workdir).map_err(|e| format!("{e}: `{first}`"))?;
             let pwd = env.get(OsStr::new("PWD")).map(|p| p.as_os_str());
             (gate::argv_command(argv, pwd), first.as_str())
+        }
+        WireAction::Git {
+            repository,
+            mode,
+            submodules,
+        } => {
+            for (k, v) in git_step::git_env(repository, *mode, *submodules) {
+                env.insert(k.into(), v.into());
+            }
+            env.entry("GIT_SSH_COMMAND".into())
+                .or_insert_with(|| git_step::SSH_COMMAND.into());
+            (gate::shell_command(git_step::SCRIPT), "/bin/sh")
         }
         WireAction::Upload { .. } | WireAction::Download { .. } => {
             return Err("a transfer step has no process to run".to_string());

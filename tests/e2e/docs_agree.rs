@@ -1081,6 +1081,25 @@ const RELOAD_ROWS: &[(&str, &[&str])] = &[
             "docs_agree::reload_row_master_settings",
         ],
     ),
+    (
+        "poller unchanged",
+        &["git::the_poller_sees_commits_force_pushes_branches_and_tags"],
+    ),
+    (
+        "poller changed (`branches`, `tags`, `interval`, `timeout`, `repository`)",
+        &["git::pollers_and_force_properties_follow_a_reload"],
+    ),
+    (
+        "poller added / removed",
+        &["git::pollers_and_force_properties_follow_a_reload"],
+    ),
+    (
+        "git step or `force_properties` changed",
+        &[
+            "git::pollers_and_force_properties_follow_a_reload",
+            "reload::changed_builder_running_keeps_v1_queued_get_v2",
+        ],
+    ),
 ];
 
 /// The rows of the reload table: (first cell, second cell).

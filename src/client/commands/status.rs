@@ -8,6 +8,7 @@ use super::{Ctx, print_json, unexpected};
 use crate::client::CliError;
 use crate::client::render::{Table, uptime};
 use crate::protocol::{DrainMode, ReloadReport, Reply, Request, StatusFilter, StatusReply};
+use crate::untrusted::Escaped;
 
 /// `bbctl status`.
 pub async fn status(ctx: &mut Ctx, filter: StatusFilter) -> Result<u8, CliError> {
@@ -68,6 +69,28 @@ fn print_status(ctx: &Ctx, s: &StatusReply) -> io::Result<()> {
     }
     if let Some(line) = drain_line(s) {
         writeln!(out, "{}", style.paint(&line, Color::DarkYellow))?;
+    }
+    for p in &s.pollers {
+        let when = match p.last_poll_ms {
+            Some(at) => format!("last poll {}", crate::client::render::ago(at, s.now_ms)),
+            None => "not polled yet".to_string(),
+        };
+        let line = format!(
+            "poller {} ({}): {when}, {} refs, {} changes since start",
+            Escaped(&p.name),
+            Escaped(&p.repository),
+            p.refs,
+            p.changes
+        );
+        writeln!(out, "{line}")?;
+        if let Some(e) = &p.last_error {
+            let e = format!("  last poll failed: {}", Escaped(e));
+            writeln!(out, "{}", style.paint(&e, Color::Red))?;
+        }
+        if let Some(w) = &p.last_warning {
+            let w = format!("  {}", Escaped(w));
+            writeln!(out, "{}", style.paint(&w, Color::DarkYellow))?;
+        }
     }
     writeln!(out)?;
     if (s.builders.len() as u32) < s.builders_total {

@@ -105,6 +105,7 @@ impl Checker<'_> {
             steps,
             collapse: raw.collapse.as_ref().is_some_and(|c| *c.get_ref()),
             retry: raw.retry.as_ref().is_none_or(|r| *r.get_ref()),
+            force_properties: self.force_properties(name, &raw.force_properties),
         }
     }
 

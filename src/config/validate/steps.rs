@@ -4,8 +4,10 @@ use std::time::Duration;
 
 use toml::Spanned;
 
-use super::super::model::{DownloadSpec, StepAction, StepDef, UploadSpec};
-use super::super::raw::{RawAction, RawDownload, RawStep, RawUpload};
+use super::super::model::{
+    DownloadSpec, GIT_STEP_TIMEOUT, GitMode, GitSpec, StepAction, StepDef, UploadSpec,
+};
+use super::super::raw::{RawAction, RawDownload, RawGit, RawStep, RawUpload};
 use super::Checker;
 use crate::config::units::{parse_mode, parse_size};
 
@@ -18,7 +20,9 @@ impl Checker<'_> {
         let timeout = raw
             .timeout
             .as_ref()
-            .and_then(|t| self.duration(&owner, "timeout", t));
+            .and_then(|t| self.duration(&owner, "timeout", t))
+            // A fetch that hangs must end even when nobody set a limit.
+            .or(matches!(action, StepAction::Git(_)).then_some(GIT_STEP_TIMEOUT));
         let env = self.env(&owner, &raw.env);
         StepDef {
             name: raw.name.get_ref().clone(),
@@ -71,7 +75,63 @@ impl Checker<'_> {
             }
             [RawAction::Upload(upload)] => StepAction::Upload(self.upload(owner, upload)),
             [RawAction::Download(download)] => StepAction::Download(self.download(owner, download)),
+            [RawAction::Git(git)] => StepAction::Git(self.git(owner, git)),
         }
+    }
+
+    /// `git = { repository, mode, submodules }`.
+    fn git(&mut self, owner: &str, raw: &Spanned<RawGit>) -> GitSpec {
+        let table = raw.get_ref();
+        let repository = match &table.repository {
+            None => {
+                self.report(&raw.span(), format!("{owner}: `git` needs `repository`"));
+                String::new()
+            }
+            Some(r) => {
+                self.repository(owner, "git.repository", r);
+                r.get_ref().clone()
+            }
+        };
+        let mode = match &table.mode {
+            None => GitMode::Incremental,
+            Some(m) => match m.get_ref().as_str() {
+                "incremental" => GitMode::Incremental,
+                "full" => GitMode::Full,
+                other => {
+                    self.report(
+                        &m.span(),
+                        format!(
+                            "{owner}: bad `git.mode` {other:?}; use \"incremental\" (keep \
+                             untracked files) or \"full\" (a clean tree)"
+                        ),
+                    );
+                    GitMode::Incremental
+                }
+            },
+        };
+        GitSpec {
+            repository,
+            mode,
+            submodules: table.submodules.as_ref().is_some_and(|s| *s.get_ref()),
+        }
+    }
+
+    /// A repository git is given: a URL or a path, never something git
+    /// would read as an option, nor a transport that runs commands.
+    pub(super) fn repository(&mut self, owner: &str, key: &str, raw: &Spanned<String>) {
+        let text = raw.get_ref();
+        let why = if text.trim().is_empty() {
+            "must not be empty"
+        } else if text.starts_with('-') {
+            "starts with `-`, which git would take for an option"
+        } else if text.contains('\0') || text.contains('\n') {
+            "contains a NUL byte or a line break"
+        } else if text.starts_with("ext::") || text.starts_with("fd::") {
+            "uses a transport that runs commands (`ext::`, `fd::`); these are refused"
+        } else {
+            return;
+        };
+        self.report(&raw.span(), format!("{owner}: `{key}` {text:?} {why}"));
     }
 
     /// `upload = { from, max_size, mode }`.

@@ -12,6 +12,7 @@ mod changes;
 mod deadlines;
 mod dispatch;
 mod effects;
+mod force_params;
 mod links;
 mod reload;
 mod schedulers;
@@ -28,7 +29,10 @@ use std::sync::Arc;
 
 pub use builds::{MAX_PROPERTIES, MAX_PROPERTY_VALUE, valid_property_name};
 pub use effects::{Effect, Record, StepStart, WorkerCmd};
+pub use force_params::{ForcePropertyError, check_force};
 pub use reload::restart_only_changes;
+/// Branch and file globs, shared with the git pollers' `branches`.
+pub(crate) use schedulers::glob_match;
 
 use crate::config::{BuilderDef, Config, WorkerDef};
 use crate::protocol::{BuildId, ChangeId, DrainMode, RequestId, SourceStamp, StepIndex};
@@ -109,6 +113,9 @@ pub enum CoreError {
     /// A source stamp that names what cannot be.
     #[error("invalid source stamp: {0}")]
     BadSource(String),
+    /// A force's properties do not fit its builder's `force_properties`.
+    #[error(transparent)]
+    ForceProperty(#[from] ForcePropertyError),
     /// A link reported on a step it was not given.
     #[error("link {link} reported on build {build} step {step}, which it does not run")]
     NotYourStep {

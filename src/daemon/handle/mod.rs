@@ -26,6 +26,10 @@ use crate::protocol::{
     RequestId, ShutdownMode, SourceStamp, StatusFilter, StreamTarget,
 };
 
+/// The git pollers' status by name, as their tasks publish it.
+pub type PollerMap =
+    Arc<std::sync::RwLock<std::collections::BTreeMap<String, crate::protocol::PollerView>>>;
+
 /// What a caller hears when the master loop is gone.
 const GONE: &str = "the master is shutting down";
 
@@ -51,6 +55,8 @@ pub struct MasterHandle {
     stopping: watch::Receiver<bool>,
     /// What the TCP listeners for remote workers are, for `status`.
     listeners: Option<Arc<std::sync::RwLock<Option<crate::protocol::TlsStatus>>>>,
+    /// How the git pollers' last polls went, for `status`.
+    pollers: Option<PollerMap>,
 }
 
 impl MasterHandle {
@@ -67,6 +73,7 @@ impl MasterHandle {
             retention: None,
             history: None,
             listeners: None,
+            pollers: None,
             policy: Arc::new(Policy {
                 own_uid: nix::unistd::geteuid().as_raw(),
                 allowed_uids: Vec::new(),
@@ -111,6 +118,12 @@ impl MasterHandle {
     fn check(&self, who: &Principal, request: &Request) -> Result<(), ErrorReply> {
         self.authorize(who, Ask::Request(request))
             .map_err(|refusal| ErrorReply::rejected(refusal.reason))
+    }
+
+    /// The same handle, also showing the git pollers in `status`.
+    pub fn with_pollers(mut self, pollers: PollerMap) -> Self {
+        self.pollers = Some(pollers);
+        self
     }
 
     /// The same handle, also showing the worker listeners in `status`.
@@ -237,6 +250,14 @@ impl MasterHandle {
                     .listeners
                     .as_ref()
                     .and_then(|l| l.read().unwrap_or_else(|e| e.into_inner()).clone());
+                if let Some(pollers) = &self.pollers {
+                    status.pollers = pollers
+                        .read()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .values()
+                        .cloned()
+                        .collect();
+                }
                 Reply::Status(status)
             }
             other => other,

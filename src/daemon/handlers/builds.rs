@@ -21,6 +21,10 @@ impl Master {
         source: Option<SourceStamp>,
         now: u64,
     ) -> Result<Reply, ErrorReply> {
+        let properties = self
+            .core
+            .force_properties(builder, properties)
+            .map_err(|e| self.explain(e))?;
         let id = self
             .core
             .force_build_with_source(builder, reason, properties, priority, source, now)

@@ -135,6 +135,11 @@ impl Master {
             CoreError::UnknownWorker(name) => {
                 crate::suggest::did_you_mean(name, config.workers.iter().map(|w| w.name.as_str()))
             }
+            CoreError::ForceProperty(crate::daemon::core::ForcePropertyError::Unknown {
+                name,
+                names,
+                ..
+            }) => crate::suggest::did_you_mean(name, names.iter().map(String::as_str)),
             _ => String::new(),
         };
         let mut reply = core_error(e);

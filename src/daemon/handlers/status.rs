@@ -71,6 +71,7 @@ impl Master {
             disk: None,
             // Filled in by the handle from the listeners.
             tls: None,
+            pollers: Vec::new(),
         }
     }
 

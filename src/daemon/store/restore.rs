@@ -62,6 +62,7 @@ pub(super) fn restore(conn: &mut Connection, now_ms: u64) -> rusqlite::Result<Re
                         steps: vec![],
                         collapse: false,
                         retry: true,
+                        force_properties: Vec::new(),
                     }),
                     generation: row.get::<_, i64>(4)? as u64,
                     step: row.get::<_, Option<u32>>(6)?.unwrap_or(0),

@@ -36,6 +36,7 @@ pub(super) fn test_def() -> Arc<BuilderDef> {
         }],
         collapse: false,
         retry: true,
+        force_properties: Vec::new(),
     })
 }
 

@@ -2,9 +2,9 @@
 //! as a `StepAssignment`. What only the link knows (a resumed step's log
 //! offset) is filled in by the link itself (`Link::wire`).
 
-use crate::config::StepAction;
+use crate::config::{GitMode, StepAction};
 use crate::daemon::core::StepStart;
-use crate::protocol::{StepAssignment, WireAction};
+use crate::protocol::{self, StepAssignment, WireAction};
 
 /// A step's start as the wire says it.
 pub(super) fn assignment(start: StepStart) -> StepAssignment {
@@ -26,6 +26,14 @@ pub(super) fn assignment(start: StepStart) -> StepAssignment {
                 to: d.to,
                 max_size: d.max_size,
                 mode: d.mode,
+            },
+            StepAction::Git(g) => WireAction::Git {
+                repository: g.repository,
+                mode: match g.mode {
+                    GitMode::Incremental => protocol::GitMode::Incremental,
+                    GitMode::Full => protocol::GitMode::Full,
+                },
+                submodules: g.submodules,
             },
         },
         env: start.env,

@@ -138,6 +138,16 @@ fn client_messages_round_trip() {
                 listen: vec!["127.0.0.1:9989".into()],
                 plaintext: false,
             }),
+            pollers: vec![crate::protocol::PollerView {
+                name: "app".into(),
+                repository: "/srv/app.git".into(),
+                last_poll_ms: Some(7),
+                last_duration_ms: Some(8),
+                last_error: Some("boom".into()),
+                last_warning: None,
+                refs: 2,
+                changes: 3,
+            }],
         }),
         Reply::Pruned(PruneReport {
             dry_run: true,

@@ -80,6 +80,7 @@ pub(super) fn random_config(rng: &mut Rng, current: Option<&Config>) -> Arc<Conf
                 .collect(),
             collapse: rng.chance(25),
             retry: !rng.chance(25),
+            force_properties: Vec::new(),
         });
     }
     // A builder's previous name must not be another builder's current name.
@@ -94,6 +95,7 @@ pub(super) fn random_config(rng: &mut Rng, current: Option<&Config>) -> Arc<Conf
         workers,
         builders,
         schedulers,
+        pollers: vec![],
         origin: "sim".into(),
         hash,
         warnings: vec![],

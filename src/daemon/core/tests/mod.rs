@@ -56,9 +56,11 @@ pub(super) fn config(workers: &[(&str, u32)], builders: &[(&str, &[&str], usize)
                     .collect(),
                 collapse: false,
                 retry: true,
+                force_properties: Vec::new(),
             })
             .collect(),
         schedulers: vec![],
+        pollers: vec![],
         origin: "test".into(),
         warnings: vec![],
         hash: format!("{workers:?}{builders:?}"),
