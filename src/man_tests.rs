@@ -104,21 +104,23 @@ fn config_page_documents_every_key() {
 fn config_keys_match_the_raw_structs() {
     let source = include_str!("config/raw.rs");
     let table_of = |name: &str| match name {
-        "RawConfig" => Some(""),
-        "RawMaster" => Some("master"),
-        "RawWorker" => Some("worker"),
-        "RawBuilder" => Some("builder"),
-        "RawStep" => Some("builder.step"),
-        "RawUpload" => Some("builder.step.upload"),
-        "RawDownload" => Some("builder.step.download"),
-        "RawScheduler" => Some("scheduler"),
-        "RawGit" => Some("builder.step.git"),
-        "RawForceProperty" => Some("builder.force_properties"),
-        "RawPoller" => Some("poller"),
+        "RawConfig" => Some(&[""][..]),
+        "RawMaster" => Some(&["master"][..]),
+        "RawWorker" => Some(&["worker"][..]),
+        "RawBuilder" => Some(&["builder"][..]),
+        "RawStep" => Some(&["builder.step"][..]),
+        "RawUpload" => Some(&["builder.step.upload"][..]),
+        "RawDownload" => Some(&["builder.step.download"][..]),
+        "RawLock" => Some(&["lock"][..]),
+        "RawLockClaim" => Some(&["builder.locks", "builder.step.locks"][..]),
+        "RawScheduler" => Some(&["scheduler"][..]),
+        "RawGit" => Some(&["builder.step.git"][..]),
+        "RawForceProperty" => Some(&["builder.force_properties"][..]),
+        "RawPoller" => Some(&["poller"][..]),
         _ => None,
     };
     let mut found = BTreeSet::new();
-    let mut current: Option<&str> = None;
+    let mut current: Option<&[&str]> = None;
     for line in source.lines() {
         let line = line.trim();
         if let Some(rest) = line.strip_prefix("pub struct ") {
@@ -132,16 +134,18 @@ fn config_keys_match_the_raw_structs() {
             current = None;
             continue;
         }
-        if let (Some(table), Some((field, _))) = (
+        if let (Some(tables), Some((field, _))) = (
             current,
             line.strip_prefix("pub ").and_then(|r| r.split_once(':')),
         ) {
             let field = field.trim().trim_start_matches("r#");
-            found.insert(if table.is_empty() {
-                field.to_string()
-            } else {
-                format!("{table}.{field}")
-            });
+            for table in tables {
+                found.insert(if table.is_empty() {
+                    field.to_string()
+                } else {
+                    format!("{table}.{field}")
+                });
+            }
         }
     }
     let listed: BTreeSet<String> = CONFIG_KEYS.iter().map(|k| k.to_string()).collect();

@@ -30,6 +30,9 @@ pub struct Config {
     /// Risky but valid choices (a secret in a world-readable file), for
     /// `check-config` and the master's log.
     pub warnings: Vec<String>,
+    /// `[[lock]]` entries in file order: the shared resources builds and
+    /// steps take (`docs/locks.md`).
+    pub locks: Vec<LockDef>,
 }
 
 /// The `[master]` table.
@@ -259,6 +262,8 @@ pub struct WorkerDef {
     /// For a local worker: the user it and its steps run as (the master
     /// must run as root); `None` runs it as the master's own user.
     pub user: Option<String>,
+    /// `tags = ["linux", "arm64"]`: what builders' `worker_tags` match.
+    pub tags: Vec<String>,
 }
 
 /// A worker secret; its `Debug` never shows the value, so logs stay clean.
@@ -304,6 +309,19 @@ pub struct BuilderDef {
     /// defaults; empty: any property (as before this key existed).
     #[serde(default)]
     pub force_properties: Vec<ForceProperty>,
+    /// Locks a build takes before its first step and holds to its end.
+    #[serde(default)]
+    pub locks: Vec<LockClaim>,
+    /// Tags an eligible worker must all carry (with `workers` too, a
+    /// worker must be listed *and* carry them).
+    #[serde(default)]
+    pub worker_tags: Vec<String>,
+    /// How the worker of a new build is picked among eligible free ones.
+    #[serde(default)]
+    pub worker_choice: WorkerChoice,
+    /// At most this many builds of this builder run at once.
+    #[serde(default)]
+    pub max_running: Option<u32>,
 }
 
 fn retry_default() -> bool {
@@ -322,6 +340,10 @@ impl Default for BuilderDef {
             collapse: false,
             retry: true,
             force_properties: Vec::new(),
+            locks: Vec::new(),
+            worker_tags: Vec::new(),
+            worker_choice: WorkerChoice::default(),
+            max_running: None,
         }
     }
 }
@@ -337,6 +359,9 @@ pub struct StepDef {
     pub timeout: Option<Duration>,
     /// Environment for this step only, layered over the builder's.
     pub env: BTreeMap<String, String>,
+    /// Locks taken just before this step starts and released when it ends.
+    #[serde(default)]
+    pub locks: Vec<LockClaim>,
 }
 
 /// How a step runs its command.
@@ -497,7 +522,83 @@ pub struct DownloadSpec {
     pub mode: u32,
 }
 
+/// A `[[lock]]`: a shared resource with a capacity (`docs/locks.md`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LockDef {
+    /// Unique lock name, matched across reloads.
+    pub name: String,
+    /// One lock for the whole master, or one per worker.
+    pub scope: LockScope,
+    /// Capacity: the sum of counting weights it admits at once (an
+    /// exclusive claim takes it whole); per worker for `scope = "worker"`.
+    pub max: u32,
+    /// `worker_max = { box-2 = 2 }`: per-worker capacities of a
+    /// worker-scoped lock, over `max`.
+    pub worker_max: BTreeMap<String, u32>,
+}
+
+impl LockDef {
+    /// The capacity of this lock's instance on `worker` (`None`: the
+    /// master-wide instance).
+    pub fn max_on(&self, worker: Option<&str>) -> u32 {
+        worker
+            .and_then(|w| self.worker_max.get(w).copied())
+            .unwrap_or(self.max)
+    }
+}
+
+/// Where a lock's capacity applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LockScope {
+    /// One lock shared by all workers.
+    #[default]
+    Master,
+    /// One lock per worker, each with capacity `max`.
+    Worker,
+}
+
+/// How a claim takes a lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LockAccess {
+    /// Alone: no other holder at all.
+    Exclusive,
+    /// Shared, `weight` of the lock's `max`.
+    Counting,
+}
+
+/// `locks = [{ name = "rig", access = "exclusive" }]` on a builder or a step.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LockClaim {
+    /// The lock's name.
+    pub name: String,
+    /// Exclusive or counting.
+    pub access: LockAccess,
+    /// How much of `max` a counting claim takes (1 unless set; 0 for
+    /// exclusive claims, which take the whole lock).
+    pub weight: u32,
+}
+
+/// `worker_choice`: which of the eligible free workers gets a new build.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WorkerChoice {
+    /// The one running fewest builds; ties go to the earlier in the list.
+    #[default]
+    LeastBusy,
+    /// One picked from the request id (deterministic: no random state).
+    Random,
+    /// The first free one in list order.
+    InOrder,
+}
+
 impl Config {
+    /// Look a lock up by name.
+    pub fn lock(&self, name: &str) -> Option<&LockDef> {
+        self.locks.iter().find(|l| l.name == name)
+    }
+
     /// Look a builder up by its current name.
     pub fn builder(&self, name: &str) -> Option<&BuilderDef> {
         self.builders.iter().find(|b| b.name == name)

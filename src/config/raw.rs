@@ -32,6 +32,9 @@ pub struct RawConfig {
     /// `[[poller]]` entries in file order.
     #[serde(default)]
     pub poller: Vec<RawPoller>,
+    /// `[[lock]]` entries in file order.
+    #[serde(default)]
+    pub lock: Vec<RawLock>,
 }
 
 /// One `[[scheduler]]`: the keys of every kind (validation says which
@@ -167,6 +170,9 @@ pub struct RawWorker {
     pub secret_file: Option<Spanned<String>>,
     /// The user a local worker (and its steps) runs as.
     pub user: Option<Spanned<String>>,
+    /// `tags = ["linux"]`: matched by builders' `worker_tags`.
+    #[serde(default)]
+    pub tags: Vec<Spanned<String>>,
 }
 
 /// One `[[builder]]`.
@@ -202,6 +208,15 @@ pub struct RawBuilder {
     /// `[[builder.force_properties]]`: what a force may set.
     #[serde(default)]
     pub force_properties: Vec<RawForceProperty>,
+    /// `locks = [{ name = "rig", access = "exclusive" }]`: held for the whole build.
+    #[serde(default)]
+    pub locks: Vec<Spanned<RawLockClaim>>,
+    /// `worker_tags = ["linux"]`: an eligible worker carries all of them.
+    pub worker_tags: Option<Spanned<Vec<Spanned<String>>>>,
+    /// `worker_choice = "least_busy"`, `"random"` or `"in_order"`.
+    pub worker_choice: Option<Spanned<String>>,
+    /// `max_running = 2`: builds of this builder at once.
+    pub max_running: Option<Spanned<i64>>,
 }
 
 /// One `[[builder.step]]`.
@@ -228,6 +243,9 @@ pub struct RawStep {
     pub download: Option<Spanned<RawDownload>>,
     /// `git = { repository = "...", mode = "incremental", submodules = false }`.
     pub git: Option<Spanned<RawGit>>,
+    /// `locks = [...]`: held around this step only.
+    #[serde(default)]
+    pub locks: Vec<Spanned<RawLockClaim>>,
 }
 
 /// `git = { ... }`: check out the build's revision.
@@ -240,6 +258,33 @@ pub struct RawGit {
     pub mode: Option<Spanned<String>>,
     /// `submodules = true`: check them out too.
     pub submodules: Option<Spanned<bool>>,
+}
+
+/// One `[[lock]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLock {
+    /// Required; checked for allowed characters and uniqueness.
+    pub name: Spanned<String>,
+    /// `scope = "master"` (default) or `"worker"`.
+    pub scope: Option<Spanned<String>>,
+    /// `max = 1` (default): the capacity.
+    pub max: Option<Spanned<i64>>,
+    /// `worker_max = { box-2 = 2 }`: per-worker capacities (worker scope).
+    #[serde(default)]
+    pub worker_max: BTreeMap<Spanned<String>, Spanned<i64>>,
+}
+
+/// One entry of a builder's or a step's `locks`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLockClaim {
+    /// The lock's name; optional for serde so absence gets our own message.
+    pub name: Option<Spanned<String>>,
+    /// `"exclusive"` or `"counting"`; required.
+    pub access: Option<Spanned<String>>,
+    /// `weight = 2`: for counting claims only (default 1).
+    pub weight: Option<Spanned<i64>>,
 }
 
 /// `upload = { ... }`: worker files to the build's artifacts.

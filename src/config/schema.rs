@@ -49,6 +49,8 @@ pub(super) enum Kind {
     IntList,
     /// A table of string values (`env`).
     Env,
+    /// A table of integer values (`worker_max = { box-2 = 2 }`).
+    IntMap,
     /// One table (`[master]`, `upload = { ... }`).
     Table(&'static [Field]),
     /// An array of tables (`[[worker]]`); entries are named by their `name`.
@@ -111,6 +113,22 @@ const WORKER: &[Field] = &[
     f("secret", TEXT),
     f("secret_file", TEXT),
     f("user", TEXT),
+    f("tags", Kind::StrList),
+];
+
+/// One entry of `locks = [...]`, on a builder or a step.
+const LOCK_CLAIM: &[Field] = &[
+    f("name", TEXT),
+    f("access", TEXT),
+    f("weight", Kind::Int),
+];
+
+/// `[[lock]]`.
+const LOCK: &[Field] = &[
+    f("name", TEXT),
+    f("scope", TEXT),
+    f("max", Kind::Int),
+    f("worker_max", Kind::IntMap),
 ];
 
 /// `upload = { ... }`.
@@ -160,6 +178,7 @@ const STEP: &[Field] = &[
     f("upload", Kind::Table(UPLOAD)),
     f("download", Kind::Table(DOWNLOAD)),
     f("git", Kind::Table(GIT)),
+    f("locks", Kind::Tables(LOCK_CLAIM)),
 ];
 
 /// `[[builder]]`.
@@ -175,6 +194,10 @@ const BUILDER: &[Field] = &[
     f("keep_logs", DURATION),
     f("step", Kind::Tables(STEP)),
     f("force_properties", Kind::Tables(FORCE_PROPERTY)),
+    f("locks", Kind::Tables(LOCK_CLAIM)),
+    f("worker_tags", Kind::StrList),
+    f("worker_choice", TEXT),
+    f("max_running", Kind::Int),
 ];
 
 /// `[[scheduler]]`: the keys of every kind (validation says which kind
@@ -197,6 +220,7 @@ pub(super) const ROOT: &[Field] = &[
     f("builder", Kind::Tables(BUILDER)),
     f("scheduler", Kind::Tables(SCHEDULER)),
     f("poller", Kind::Tables(POLLER)),
+    f("lock", Kind::Tables(LOCK)),
 ];
 
 /// What the walk found: problems, and where placeholder names stand.
@@ -272,6 +296,10 @@ impl Walker<'_> {
             }
             (Kind::Env, DeValue::Table(env)) => {
                 self.env(owner, env);
+                true
+            }
+            (Kind::IntMap, DeValue::Table(map)) => {
+                self.int_map(owner, key, map);
                 true
             }
             (Kind::Table(fields), DeValue::Table(inner)) => {
@@ -371,6 +399,28 @@ impl Walker<'_> {
         }
     }
 
+    /// A table of integers: every value must be one; others go.
+    fn int_map(&mut self, owner: &str, key: &str, map: &mut DeTable<'_>) {
+        let keys: Vec<Spanned<DeString<'_>>> = map.keys().cloned().collect();
+        for k in keys {
+            let name = k.get_ref().as_ref();
+            let Some(value) = map.get(name) else {
+                continue;
+            };
+            if value.get_ref().is_integer() {
+                continue;
+            }
+            let message = format!(
+                "{}`{key}` entry `{name}` must be an integer, not {}",
+                prefix(owner),
+                describe(value.get_ref())
+            );
+            let span = value.span();
+            self.report(&span, message);
+            map.remove(name);
+        }
+    }
+
     /// The entries of an array of tables, each named by its `name`.
     fn entries(
         &mut self,
@@ -449,6 +499,7 @@ fn expected(kind: Kind, key: &str) -> String {
         Kind::StrList => "an array of strings".into(),
         Kind::IntList => "an array of integers".into(),
         Kind::Env => "a table of strings".into(),
+        Kind::IntMap => "a table of integers".into(),
         Kind::Table(_) => format!("a table (`[{key}]` or `{key} = {{ ... }}`)"),
         Kind::Tables(_) => format!("an array of tables (`[[{key}]]`)"),
     }

@@ -5,6 +5,7 @@
 
 mod builders;
 mod limits;
+mod locks;
 mod retention;
 mod schedulers;
 
@@ -23,7 +24,7 @@ use std::path::{Path, PathBuf};
 use toml::Spanned;
 
 use super::error::Problem;
-use super::model::{BuilderDef, MasterSettings, PollerDef, SchedulerDef, WorkerDef};
+use super::model::{BuilderDef, LockDef, MasterSettings, PollerDef, SchedulerDef, WorkerDef};
 use super::position::line_col;
 use super::raw::{RawConfig, RawEnv, RawMaster};
 
@@ -49,6 +50,8 @@ pub struct Checked {
     pub pollers: Vec<PollerDef>,
     /// Risky choices worth a warning.
     pub warnings: Vec<String>,
+    /// Locks in file order.
+    pub locks: Vec<LockDef>,
 }
 
 /// Checks `raw` in full; on failure returns every problem, `earlier` ones
@@ -69,6 +72,7 @@ pub fn check(
         placeholders,
         problems: earlier,
         warnings: Vec::new(),
+        locks: Vec::new(),
     };
     let mut master = c.master(&raw.master);
     let workers = c.workers(&raw.worker);
@@ -80,8 +84,10 @@ pub fn check(
             Some((w.name.get_ref().clone(), base_dir.join(file.get_ref())))
         })
         .collect();
+    c.locks = c.locks(&raw.lock, &raw.worker);
     let builders = c.builders(&raw.builder, &raw.worker);
     let schedulers = c.schedulers(&raw.scheduler, &raw.builder);
+    c.build_and_step_locks(&raw.builder);
     master.retention = c.retention(&raw.master, &raw.builder);
     let pollers = c.pollers(&raw.poller);
     if c.problems.is_empty() {
@@ -92,6 +98,7 @@ pub fn check(
             schedulers,
             pollers,
             warnings: c.warnings,
+            locks: c.locks,
         })
     } else {
         c.problems.sort_by_key(|p| p.position);
@@ -107,6 +114,8 @@ struct Checker<'a> {
     placeholders: &'a HashSet<usize>,
     problems: Vec<Problem>,
     warnings: Vec<String>,
+    /// The `[[lock]]`s, read before the builders that claim them.
+    locks: Vec<LockDef>,
 }
 
 impl Checker<'_> {

@@ -19,7 +19,10 @@ impl Checker<'_> {
             .iter()
             .map(|w| w.name.get_ref().as_str())
             .collect();
-        let builders = raw.iter().map(|b| self.builder(b, &known)).collect();
+        let builders = raw
+            .iter()
+            .map(|b| self.builder(b, &known, raw_workers))
+            .collect();
         self.duplicates(raw.iter().map(|b| &b.name), |n| {
             format!("duplicate builder name `{n}`")
         });
@@ -66,7 +69,7 @@ impl Checker<'_> {
     }
 
     /// One builder on its own; `known` are the defined worker names.
-    fn builder(&mut self, raw: &RawBuilder, known: &[&str]) -> BuilderDef {
+    fn builder(&mut self, raw: &RawBuilder, known: &[&str], raw_workers: &[RawWorker]) -> BuilderDef {
         self.name("builder", &raw.name);
         let name = raw.name.get_ref();
         for old in &raw.previous_names {
@@ -106,6 +109,13 @@ impl Checker<'_> {
             collapse: raw.collapse.as_ref().is_some_and(|c| *c.get_ref()),
             retry: raw.retry.as_ref().is_none_or(|r| *r.get_ref()),
             force_properties: self.force_properties(name, &raw.force_properties),
+            locks: {
+                let locks = self.locks.clone();
+                self.claims(&format!("builder `{name}`"), &raw.locks, &locks)
+            },
+            worker_tags: self.worker_tags(raw, raw_workers),
+            worker_choice: self.worker_choice(name, raw),
+            max_running: self.max_running(name, raw),
         }
     }
 
@@ -133,10 +143,15 @@ impl Checker<'_> {
     fn builder_workers(&mut self, raw: &RawBuilder, known: &[&str]) -> Vec<String> {
         let name = raw.name.get_ref();
         let Some(list) = &raw.workers else {
-            self.report(
-                &raw.name.span(),
-                format!("builder `{name}` needs `workers`, the list of workers that may run it"),
-            );
+            if raw.worker_tags.is_none() {
+                self.report(
+                    &raw.name.span(),
+                    format!(
+                        "builder `{name}` needs `workers` (the list of workers that may run it) \
+                         or `worker_tags` (the tags they must carry)"
+                    ),
+                );
+            }
             return Vec::new();
         };
         if list.get_ref().is_empty() {

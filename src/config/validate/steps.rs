@@ -24,11 +24,14 @@ impl Checker<'_> {
             // A fetch that hangs must end even when nobody set a limit.
             .or(matches!(action, StepAction::Git(_)).then_some(GIT_STEP_TIMEOUT));
         let env = self.env(&owner, &raw.env);
+        let locks = self.locks.clone();
+        let locks = self.claims(&owner, &raw.locks, &locks);
         StepDef {
             name: raw.name.get_ref().clone(),
             action,
             timeout,
             env,
+            locks,
         }
     }
 

@@ -56,12 +56,19 @@ impl Checker<'_> {
             self.remote_secret(raw)
         };
         let user = self.worker_user(raw, local);
+        for tag in &raw.tags {
+            self.name("tag", tag);
+        }
+        self.duplicates(raw.tags.iter(), |t| {
+            format!("worker `{name}` lists tag `{t}` twice")
+        });
         WorkerDef {
             name: name.clone(),
             local,
             max_builds,
             secret,
             user,
+            tags: raw.tags.iter().map(|t| t.get_ref().clone()).collect(),
         }
     }
 

@@ -2,7 +2,6 @@
 //! database (queued requests, running builds with their definitions, the
 //! next ids), ending as `retry` the running builds that cannot be resumed.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use rusqlite::{Connection, OptionalExtension, params};
@@ -53,17 +52,7 @@ pub(super) fn restore(conn: &mut Connection, now_ms: u64) -> rusqlite::Result<Re
                         source: source_of(row.get(13)?),
                     },
                     worker: row.get(3)?,
-                    def: Arc::new(BuilderDef {
-                        name: String::new(),
-                        previous_names: vec![],
-                        workers: vec![],
-                        env: BTreeMap::new(),
-                        pass_env: Vec::new(),
-                        steps: vec![],
-                        collapse: false,
-                        retry: true,
-                        force_properties: Vec::new(),
-                    }),
+                    def: Arc::new(BuilderDef::default()),
                     generation: row.get::<_, i64>(4)? as u64,
                     step: row.get::<_, Option<u32>>(6)?.unwrap_or(0),
                     started_at_ms: row.get::<_, i64>(10)? as u64,

@@ -33,10 +33,12 @@ pub(super) fn test_def() -> Arc<BuilderDef> {
             action: crate::config::StepAction::Shell("true".into()),
             timeout: None,
             env: BTreeMap::new(),
+            locks: Vec::new(),
         }],
         collapse: false,
         retry: true,
         force_properties: Vec::new(),
+        ..BuilderDef::default()
     })
 }
 

@@ -24,6 +24,7 @@ pub(super) fn random_config(rng: &mut Rng, current: Option<&Config>) -> Arc<Conf
                     .into(),
                 )),
                 user: None,
+                tags: Vec::new(),
             });
         }
     }
@@ -34,6 +35,7 @@ pub(super) fn random_config(rng: &mut Rng, current: Option<&Config>) -> Arc<Conf
             max_builds: 1,
             secret: Some(Secret("s-0123456789abcdef".into())),
             user: None,
+            tags: Vec::new(),
         });
     }
     let names: Vec<String> = workers.iter().map(|w| w.name.clone()).collect();
@@ -76,11 +78,13 @@ pub(super) fn random_config(rng: &mut Rng, current: Option<&Config>) -> Arc<Conf
                         .chance(30)
                         .then(|| std::time::Duration::from_millis(1000 + rng.below(60_000) as u64)),
                     env: BTreeMap::new(),
+                    locks: Vec::new(),
                 })
                 .collect(),
             collapse: rng.chance(25),
             retry: !rng.chance(25),
             force_properties: Vec::new(),
+            ..BuilderDef::default()
         });
     }
     // A builder's previous name must not be another builder's current name.
@@ -99,6 +103,7 @@ pub(super) fn random_config(rng: &mut Rng, current: Option<&Config>) -> Arc<Conf
         origin: "sim".into(),
         hash,
         warnings: vec![],
+        locks: vec![],
     })
 }
 

@@ -36,6 +36,7 @@ pub(super) fn config(workers: &[(&str, u32)], builders: &[(&str, &[&str], usize)
                 max_builds: *max,
                 secret: Some(Secret("s".into())),
                 user: None,
+                tags: Vec::new(),
             })
             .collect(),
         builders: builders
@@ -52,17 +53,20 @@ pub(super) fn config(workers: &[(&str, u32)], builders: &[(&str, &[&str], usize)
                         action: StepAction::Shell(format!("step {i}")),
                         timeout: None,
                         env: BTreeMap::new(),
+                        locks: Vec::new(),
                     })
                     .collect(),
                 collapse: false,
                 retry: true,
                 force_properties: Vec::new(),
+                ..BuilderDef::default()
             })
             .collect(),
         schedulers: vec![],
         pollers: vec![],
         origin: "test".into(),
         warnings: vec![],
+        locks: vec![],
         hash: format!("{workers:?}{builders:?}"),
     })
 }
