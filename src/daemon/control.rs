@@ -262,6 +262,7 @@ async fn answer<W: AsyncWrite + Unpin>(
         Request::Stop { build } => master.stop(who, build).await,
         Request::Queue { builder } => master.queue(who, builder).await,
         Request::Workers => master.workers(who).await,
+        Request::Locks => master.locks(who).await,
         Request::Drain { worker, drain } => master.drain(who, worker, drain).await,
         Request::Builds { builder, limit } => master.builds(who, builder, limit).await,
         Request::Build { build } => master.build(who, build).await,

@@ -145,6 +145,8 @@ pub enum Request {
         #[serde(default)]
         mode: ShutdownMode,
     },
+    /// Every lock with its holders and waiters (`bbctl locks`).
+    Locks,
 }
 
 /// How the master stops.
@@ -266,6 +268,8 @@ pub enum Reply {
     },
     /// Answer to [`Request::Changes`].
     Changes(Vec<ChangeInfo>),
+    /// Answer to [`Request::Locks`].
+    Locks(Vec<super::views::LockView>),
 }
 
 /// What a prune deleted (or, with dry-run, would delete).

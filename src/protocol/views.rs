@@ -68,6 +68,9 @@ pub struct StatusReply {
     /// The git pollers (`[[poller]]`), by name.
     #[serde(default)]
     pub pollers: Vec<PollerView>,
+    /// Requests and builds waiting for a lock, longest wait first.
+    #[serde(default)]
+    pub lock_waits: Vec<LockWaiterView>,
 }
 
 /// One git poller in `status`: how its last poll went.
@@ -219,6 +222,10 @@ pub struct RunningStatus {
     pub generation: u64,
     /// Its worker is away; the build waits for it (grace period).
     pub waiting_for_worker: bool,
+    /// Between steps, waiting for the next step's locks:
+    /// `waiting for lock rig (held by build 12)`.
+    #[serde(default)]
+    pub waiting_for_lock: Option<String>,
 }
 
 /// One builder in `status`.
@@ -395,6 +402,11 @@ pub struct ReloadReport {
     /// build will be started for them by that scheduler.
     #[serde(default)]
     pub changes_dropped: Vec<DroppedChanges>,
+    /// Requests and builds that were waiting for a lock the new config
+    /// removed (`request r5 (lock rig)`): they now start as soon as
+    /// nothing else blocks them.
+    #[serde(default)]
+    pub lock_waiters_released: Vec<String>,
 }
 
 /// Changes a reload dropped from one scheduler.
@@ -404,4 +416,64 @@ pub struct DroppedChanges {
     pub scheduler: String,
     /// The changes, by id.
     pub changes: Vec<crate::protocol::ChangeId>,
+}
+
+/// One lock instance in `bbctl locks`: a `[[lock]]` (or, for
+/// `scope = "worker"`, the lock on one worker) with its holders and waiters.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockView {
+    /// The lock's name.
+    pub name: String,
+    /// `master` or `worker`.
+    pub scope: String,
+    /// For a worker-scoped lock, the worker; `None` for a master-wide lock.
+    pub worker: Option<String>,
+    /// Its capacity now (0 for a lock a reload removed that is still held).
+    pub max: u32,
+    /// False for a lock a reload removed that lives on until released.
+    pub configured: bool,
+    /// Who holds it, oldest first.
+    pub holders: Vec<LockHolderView>,
+    /// Who waits for it, longest wait first.
+    pub waiters: Vec<LockWaiterView>,
+}
+
+/// One hold of a lock.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockHolderView {
+    /// The build holding it.
+    pub build: BuildId,
+    /// Its builder.
+    pub builder: String,
+    /// For a step lock, the step's name; `None` for a build lock.
+    pub step: Option<String>,
+    /// `exclusive` or `counting`.
+    pub access: String,
+    /// The weight of a counting hold (0 for exclusive).
+    pub weight: u32,
+    /// Since when it is held (ms since the Unix epoch).
+    pub since_ms: u64,
+}
+
+/// A request or build waiting for a lock.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockWaiterView {
+    /// The lock it waits for.
+    pub lock: String,
+    /// For a worker-scoped lock, the worker.
+    pub worker: Option<String>,
+    /// The queued request waiting for its build locks, if that is what waits.
+    pub request: Option<RequestId>,
+    /// The running build waiting for a step's locks, if that is what waits.
+    pub build: Option<BuildId>,
+    /// Its builder.
+    pub builder: String,
+    /// The builds holding the lock (empty: free, an earlier waiter first).
+    pub held_by: Vec<BuildId>,
+    /// Since when it waits (ms since the Unix epoch).
+    pub since_ms: u64,
+    /// How long it has waited, as of the master's clock when asked (ms).
+    pub waited_ms: u64,
+    /// `waiting for lock rig (held by build 12)`.
+    pub waiting: String,
 }

@@ -183,11 +183,15 @@ impl Core {
             state.queue.retain(|r| *r != id);
         }
         self.requests.remove(&id);
+        self.lock_waits.remove(&super::LockWaiter::Request(id));
         self.record(Record::RequestCancelled {
             request: id,
             reason: reason.to_string(),
             at_ms: now_ms,
         });
+        // It held nothing, but it may have kept later claims from a lock
+        // (first in, first out) or been its builder's head.
+        self.dispatch(now_ms);
         Ok(())
     }
 
@@ -203,6 +207,12 @@ impl Core {
         }
         build.stopping = Some(reason.to_string());
         let step = build.step;
+        if build.pending_step.is_some() {
+            // Waiting between steps for a lock: no step is out to stop.
+            self.finish_build(id, BuildResult::Cancelled, Some(reason.to_string()), now_ms);
+            self.dispatch(now_ms);
+            return Ok(());
+        }
         match build.link {
             Some(link) => {
                 self.note_stop(id, now_ms);

@@ -54,6 +54,10 @@ impl Core {
     /// when the step has no timeout and no stop was asked for.
     pub(super) fn master_deadline(&self, b: &RunningBuild) -> Option<(u64, Overdue)> {
         b.link?;
+        if b.pending_step.is_some() {
+            // Between steps, waiting for a lock: no step is out.
+            return None;
+        }
         let grace = self.config.master.worker_limits.deadline_grace.as_millis() as u64;
         let resumed = match self.deadlines.resumed.get(&b.id) {
             Some((step, at)) if *step == b.step => *at,

@@ -1,48 +1,168 @@
-//! Matching queued requests with free workers, and starting steps.
+//! Matching queued requests with free workers (tags, `worker_choice`,
+//! `max_running`, build locks), starting steps (step locks). The lock
+//! algorithm is described in `locks.rs`.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use crate::protocol::{BuildId, StepIndex};
+use crate::config::WorkerChoice;
+use crate::protocol::{BuildId, RequestId, StepIndex};
 
-use super::{Core, Effect, Record, RunningBuild, StepStart, WorkerCmd};
+use super::locks::{Blocked, Holder};
+use super::{
+    Core, Effect, LockWait, LockWaiter, Record, RunningBuild, StepStart, WorkerCmd, WorkerState,
+};
 
 impl Core {
-    /// Start every queued request that has a free eligible worker, oldest
-    /// request first across all builders, so no builder starves another.
+    /// One dispatch pass: builds waiting between steps take their step
+    /// locks (oldest wait first), then every queued request that has a
+    /// free eligible worker and its build locks starts, in run order
+    /// across all builders (priority, then age), so no builder starves
+    /// another. Repeats until nothing more starts.
     pub(super) fn dispatch(&mut self, now_ms: u64) {
-        if self.is_draining() {
+        if self.restoring {
             return;
         }
+        let mut waits: BTreeMap<LockWaiter, Blocked> = BTreeMap::new();
         loop {
-            let mut heads: Vec<(std::cmp::Reverse<i32>, u64, String)> = self
-                .builders
-                .iter()
-                .filter_map(|(name, b)| {
-                    let r = *b.queue.front()?;
-                    let priority = self.requests.get(&r).map_or(0, |q| q.priority);
-                    Some((std::cmp::Reverse(priority), r, name.clone()))
-                })
-                .collect();
-            heads.sort_unstable();
+            waits.clear();
+            let mut reserved = BTreeSet::new();
             let mut started = false;
-            for (_, _, builder) in heads {
-                if let Some(worker) = self.pick_worker(&builder) {
-                    self.start_build(&builder, &worker, now_ms);
-                    started = true;
+            let mut pending: Vec<(u64, BuildId)> = self
+                .builds
+                .values()
+                .filter(|b| b.link.is_some() && b.stopping.is_none())
+                .filter_map(|b| b.pending_step.map(|(_, seq)| (seq, b.id)))
+                .collect();
+            pending.sort_unstable();
+            for (_, id) in pending {
+                let Some(b) = self.builds.get(&id) else {
+                    continue;
+                };
+                let Some((step, _)) = b.pending_step else {
+                    continue;
+                };
+                let claims = &b.def.steps[step as usize].locks;
+                let wants = self.locks.resolve(claims, &b.worker);
+                match self.locks.try_acquire(
+                    Holder::Step(id, step),
+                    &[wants],
+                    &mut reserved,
+                    now_ms,
+                ) {
+                    Ok(_) => {
+                        if let Some(b) = self.builds.get_mut(&id) {
+                            b.pending_step = None;
+                        }
+                        self.start_step(id, step, now_ms);
+                        started = true;
+                    }
+                    Err(blocked) => {
+                        if let Some(blocked) = blocked {
+                            waits.insert(LockWaiter::Step(id), blocked);
+                        }
+                    }
+                }
+            }
+            if !self.is_draining() {
+                let mut heads: Vec<(std::cmp::Reverse<i32>, u64, String)> = self
+                    .builders
+                    .iter()
+                    .filter_map(|(name, b)| {
+                        let r = *b.queue.front()?;
+                        let priority = self.requests.get(&r).map_or(0, |q| q.priority);
+                        Some((std::cmp::Reverse(priority), r, name.clone()))
+                    })
+                    .collect();
+                heads.sort_unstable();
+                for (_, request, builder) in heads {
+                    if self.at_max_running(&builder) {
+                        continue;
+                    }
+                    let candidates = self.candidates(&builder, request);
+                    if candidates.is_empty() {
+                        continue;
+                    }
+                    let Some(def) = self.builders.get(&builder).map(|b| Arc::clone(&b.def)) else {
+                        continue;
+                    };
+                    let options: Vec<_> = candidates
+                        .iter()
+                        .map(|w| self.locks.resolve(&def.locks, w))
+                        .collect();
+                    match self.locks.try_acquire(
+                        Holder::Build(self.next_build),
+                        &options,
+                        &mut reserved,
+                        now_ms,
+                    ) {
+                        Ok(i) => {
+                            self.start_build(&builder, &candidates[i], now_ms);
+                            started = true;
+                        }
+                        Err(blocked) => {
+                            if let Some(blocked) = blocked {
+                                waits.insert(LockWaiter::Request(request), blocked);
+                            }
+                        }
+                    }
                 }
             }
             if !started {
-                return;
+                break;
             }
         }
+        let old = std::mem::take(&mut self.lock_waits);
+        self.lock_waits = waits
+            .into_iter()
+            .map(|(who, blocked)| {
+                let since_ms = old.get(&who).map_or(now_ms, |w| w.since_ms);
+                (
+                    who,
+                    LockWait {
+                        lock: blocked.instance.0,
+                        worker: blocked.instance.1,
+                        held_by: blocked.held_by,
+                        since_ms,
+                    },
+                )
+            })
+            .collect();
     }
 
-    /// The eligible worker with the most free room: listed by the builder's
-    /// current definition, connected, not draining, under `max_builds`.
-    fn pick_worker(&self, builder: &str) -> Option<String> {
-        let def = &self.builders.get(builder)?.def;
-        def.workers
-            .iter()
+    /// Whether a builder runs `max_running` builds already.
+    fn at_max_running(&self, builder: &str) -> bool {
+        let Some(max) = self.builders.get(builder).and_then(|b| b.def.max_running) else {
+            return false;
+        };
+        self.builds.values().filter(|b| b.builder == builder).count() >= max as usize
+    }
+
+    /// Whether a worker may run builds of `def`: listed (if the builder
+    /// lists workers) and carrying every one of its `worker_tags`.
+    pub(super) fn eligible(def: &crate::config::BuilderDef, w: &WorkerState) -> bool {
+        (def.workers.is_empty() || def.workers.contains(&w.def.name))
+            && def.worker_tags.iter().all(|t| w.def.tags.contains(t))
+    }
+
+    /// The eligible free workers for the head request of `builder`, in the
+    /// order its `worker_choice` prefers them: connected, not draining or
+    /// paused, under `max_builds`. The list order is the builder's
+    /// `workers`, or the config's worker order when it names only tags.
+    /// `least_busy`: fewest running builds first, ties in list order;
+    /// `in_order`: list order; `random`: list order rotated by a number
+    /// drawn from the request id (the same request always draws the same).
+    fn candidates(&self, builder: &str, request: RequestId) -> Vec<String> {
+        let Some(def) = self.builders.get(builder).map(|b| &b.def) else {
+            return Vec::new();
+        };
+        let order: Vec<&String> = if def.workers.is_empty() {
+            self.config.workers.iter().map(|w| &w.name).collect()
+        } else {
+            def.workers.iter().collect()
+        };
+        let mut free: Vec<&WorkerState> = order
+            .into_iter()
             .filter_map(|name| self.workers.get(name))
             .filter(|w| {
                 w.link.is_some()
@@ -50,9 +170,61 @@ impl Core {
                     && !w.paused
                     && !w.removed
                     && (w.running.len() as u32) < w.def.max_builds
+                    && Self::eligible(def, w)
             })
-            .min_by_key(|w| w.running.len())
-            .map(|w| w.def.name.clone())
+            .collect();
+        match def.worker_choice {
+            WorkerChoice::LeastBusy => free.sort_by_key(|w| w.running.len()),
+            WorkerChoice::InOrder => {}
+            WorkerChoice::Random => {
+                if !free.is_empty() {
+                    let n = free.len();
+                    free.rotate_left((super::locks::spread(request) % n as u64) as usize);
+                }
+            }
+        }
+        free.into_iter().map(|w| w.def.name.clone()).collect()
+    }
+
+    /// Start step `step` of a running build now if it claims no lock;
+    /// otherwise it waits for its locks, which the next dispatch pass
+    /// grants in turn (the caller runs one).
+    pub(super) fn begin_step(&mut self, id: BuildId, step: StepIndex, now_ms: u64) {
+        let seq = self.next_wait;
+        let Some(build) = self.builds.get_mut(&id) else {
+            return;
+        };
+        if build.def.steps[step as usize].locks.is_empty() {
+            self.start_step(id, step, now_ms);
+        } else {
+            build.pending_step = Some((step, seq));
+            self.next_wait += 1;
+        }
+    }
+
+    /// Take back the locks of a build re-adopted at a master restart (its
+    /// build locks and its current step's), whatever the capacities: they
+    /// were granted before.
+    pub(super) fn reclaim_locks(&mut self, id: BuildId, now_ms: u64) {
+        let Some(b) = self.builds.get(&id) else {
+            return;
+        };
+        let build = self.locks.resolve(&b.def.locks, &b.worker);
+        let step = b
+            .def
+            .steps
+            .get(b.step as usize)
+            .map(|s| self.locks.resolve(&s.locks, &b.worker))
+            .unwrap_or_default();
+        let at = b.started_at_ms.min(now_ms);
+        self.locks.take(Holder::Build(id), &build, at);
+        self.locks.take(Holder::Step(id, b.step), &step, at);
+    }
+
+    /// Release every lock of a build that leaves the running set.
+    pub(super) fn release_locks(&mut self, id: BuildId) {
+        self.locks.release_build(id);
+        self.lock_waits.remove(&LockWaiter::Step(id));
     }
 
     fn start_build(&mut self, builder: &str, worker_name: &str, now_ms: u64) {
@@ -68,10 +240,10 @@ impl Core {
         let worker = self
             .workers
             .get_mut(worker_name)
-            .expect("pick_worker returned a known worker");
+            .expect("candidates returned a known worker");
         let link = worker
             .link
-            .expect("pick_worker returned a connected worker");
+            .expect("candidates returned a connected worker");
         worker.running.insert(id);
         if let Some(req) = self.requests.get_mut(&request_id) {
             req.build = Some(id);
@@ -91,6 +263,7 @@ impl Core {
                 stopping: None,
                 started_at_ms: now_ms,
                 step_started_at_ms: now_ms,
+                pending_step: None,
             },
         );
         self.record(Record::BuildStarted {
@@ -103,8 +276,9 @@ impl Core {
             definition: def,
             at_ms: now_ms,
         });
+        self.lock_waits.remove(&LockWaiter::Request(request_id));
         self.collapse_into(builder, request_id, id, now_ms);
-        self.start_step(id, 0, now_ms);
+        self.begin_step(id, 0, now_ms);
     }
 
     /// With `collapse = true`, queued requests of the builder with the same

@@ -68,6 +68,14 @@ impl Core {
                 }),
             }
         }
+        // A build that was waiting between steps for a lock has no step
+        // out: it takes the new link and goes on waiting.
+        for b in self.builds.values_mut() {
+            if b.worker == name && b.link.is_none() && b.pending_step.is_some() {
+                b.link = Some(link);
+                b.orphaned_until = None;
+            }
+        }
         let lost: Vec<BuildId> = self
             .builds
             .values()
@@ -188,6 +196,7 @@ impl Core {
         let Some(build) = self.builds.remove(&id) else {
             return;
         };
+        self.release_locks(id);
         if let Some(worker) = self.workers.get_mut(&build.worker) {
             worker.running.remove(&id);
         }

@@ -14,6 +14,7 @@ mod dispatch;
 mod effects;
 mod force_params;
 mod links;
+mod locks;
 mod reload;
 mod schedulers;
 mod status;
@@ -179,6 +180,56 @@ pub struct RunningBuild {
     pub started_at_ms: u64,
     /// When its current step started.
     pub step_started_at_ms: u64,
+    /// Waiting between steps for the next step's locks: that step, and
+    /// the order it began to wait in (earlier waits are served first).
+    pub pending_step: Option<(StepIndex, u64)>,
+}
+
+/// Who waits for a lock: a queued request (build locks) or a running
+/// build between steps (step locks).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum LockWaiter {
+    /// A queued request that could start but for its builder's locks.
+    Request(RequestId),
+    /// A running build waiting for its next step's locks.
+    Step(BuildId),
+}
+
+/// What a waiter waits for, as the last dispatch pass found it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LockWait {
+    /// The lock refusing it.
+    pub lock: String,
+    /// For a worker-scoped lock, the worker (the first one tried).
+    pub worker: Option<String>,
+    /// The builds holding it; empty when it is free but an earlier waiter
+    /// comes first.
+    pub held_by: Vec<BuildId>,
+    /// Since when it waits (ms).
+    pub since_ms: u64,
+}
+
+impl LockWait {
+    /// `waiting for lock rig (held by build 12)`, as status shows it.
+    pub fn describe(&self) -> String {
+        let on = self
+            .worker
+            .as_ref()
+            .map(|w| format!(" on worker {w}"))
+            .unwrap_or_default();
+        let by = match self.held_by.as_slice() {
+            [] => "free, an earlier waiter comes first".to_string(),
+            [one] => format!("held by build {one}"),
+            many => format!(
+                "held by builds {}",
+                many.iter()
+                    .map(u64::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        };
+        format!("waiting for lock {}{on} ({by})", self.lock)
+    }
 }
 
 /// A builder of the current config and its queue.
@@ -276,6 +327,15 @@ pub struct Core {
     /// while the master was down), for the shell to log.
     dropped_at_start: Vec<crate::protocol::DroppedChanges>,
     effects: Vec<Effect>,
+    /// The locks in force and their holders (`locks.rs`).
+    locks: locks::LockTable,
+    /// Who waits for which lock, as the last dispatch pass found it.
+    lock_waits: BTreeMap<LockWaiter, LockWait>,
+    /// The order of step waits (see [`RunningBuild::pending_step`]).
+    next_wait: u64,
+    /// True while [`Core::new`] restores: no dispatch before re-adopted
+    /// builds have re-claimed their locks.
+    restoring: bool,
 }
 
 impl Core {
@@ -305,6 +365,10 @@ impl Core {
             schedulers: schedulers::Schedulers::restored(restored.schedulers.clone()),
             dropped_at_start: Vec::new(),
             effects: Vec::new(),
+            locks: Default::default(),
+            lock_waits: BTreeMap::new(),
+            next_wait: 0,
+            restoring: true,
         };
         // Queued requests go back under the builders they were queued for;
         // builders the config does not have are filled in so that the
@@ -348,11 +412,13 @@ impl Core {
                     stopping: None,
                     started_at_ms: b.started_at_ms,
                     step_started_at_ms: b.started_at_ms,
+                    pending_step: None,
                 },
             );
             match core.workers.get_mut(&b.worker) {
                 Some(w) if !w.removed => {
                     w.running.insert(b.id);
+                    core.reclaim_locks(b.id, now_ms);
                 }
                 _ => core.retry_build(
                     b.id,
@@ -361,6 +427,7 @@ impl Core {
                 ),
             }
         }
+        core.restoring = false;
         core.dispatch(now_ms);
         core
     }

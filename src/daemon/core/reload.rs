@@ -42,6 +42,19 @@ impl Core {
             report.needs_restart = restart_only_changes(&self.config.master, &config.master);
         }
         let generation = self.generation + 1;
+        // Waiters for a lock the new config removes: said in the report;
+        // nothing is left to wait for, so they start once nothing else
+        // blocks them (`locks.rs`).
+        report.lock_waiters_released = self
+            .lock_waits
+            .iter()
+            .filter(|(_, w)| config.lock(&w.lock).is_none())
+            .map(|(who, w)| match who {
+                super::LockWaiter::Request(r) => format!("request r{r} (lock {})", w.lock),
+                super::LockWaiter::Step(b) => format!("build {b} (lock {})", w.lock),
+            })
+            .collect();
+        self.locks.set_defs(&config.locks);
         self.apply_workers(&config, now_ms, &mut report);
         self.apply_builders(&config, generation, now_ms, &mut report);
         self.apply_schedulers(&config, now_ms, &mut report);

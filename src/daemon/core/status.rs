@@ -1,8 +1,12 @@
 //! Read-only views of the core for `status` and for the invariant checks.
 
-use crate::protocol::{BuilderStatus, QueuedStatus, RunningStatus, WorkerStatus};
+use crate::config::{LockAccess, LockScope};
+use crate::protocol::{
+    BuilderStatus, LockHolderView, LockView, LockWaiterView, QueuedStatus, RunningStatus,
+    WorkerStatus,
+};
 
-use super::Core;
+use super::{Core, LockWait, LockWaiter};
 
 impl Core {
     /// Every builder with its queue and running builds. Builders removed by
@@ -95,6 +99,11 @@ impl Core {
                 step_started_at_ms: b.step_started_at_ms,
                 generation: b.generation,
                 waiting_for_worker: b.link.is_none(),
+                waiting_for_lock: self
+                    .lock_waits
+                    .get(&LockWaiter::Step(b.id))
+                    .filter(|_| b.pending_step.is_some())
+                    .map(LockWait::describe),
             })
             .collect()
     }
@@ -133,5 +142,104 @@ impl Core {
             .get(builder)
             .map(|b| b.queue.iter().copied().collect())
             .unwrap_or_default()
+    }
+
+    /// Every request and build waiting for a lock, longest wait first,
+    /// as of `now_ms` (for `waited_ms`).
+    pub fn lock_waiters(&self, now_ms: u64) -> Vec<LockWaiterView> {
+        let mut out: Vec<LockWaiterView> = self
+            .lock_waits
+            .iter()
+            .filter_map(|(who, w)| {
+                let (request, build, builder) = match who {
+                    LockWaiter::Request(r) => {
+                        let q = self.requests.get(r).filter(|q| q.build.is_none())?;
+                        (Some(*r), None, q.builder.clone())
+                    }
+                    LockWaiter::Step(b) => {
+                        let b = self.builds.get(b).filter(|b| b.pending_step.is_some())?;
+                        (None, Some(b.id), b.builder.clone())
+                    }
+                };
+                Some(LockWaiterView {
+                    lock: w.lock.clone(),
+                    worker: w.worker.clone(),
+                    request,
+                    build,
+                    builder,
+                    held_by: w.held_by.clone(),
+                    since_ms: w.since_ms,
+                    waited_ms: now_ms.saturating_sub(w.since_ms),
+                    waiting: w.describe(),
+                })
+            })
+            .collect();
+        out.sort_by_key(|w| (w.since_ms, w.request, w.build));
+        out
+    }
+
+    /// Every lock instance that is configured (master-wide), held or
+    /// waited for, with holders and waiters, for `bbctl locks`.
+    pub fn lock_status(&self, now_ms: u64) -> Vec<LockView> {
+        let mut instances: std::collections::BTreeSet<(String, Option<String>)> = self
+            .locks
+            .defs()
+            .filter(|d| d.scope == LockScope::Master)
+            .map(|d| (d.name.clone(), None))
+            .collect();
+        instances.extend(self.locks.held().map(|(i, _)| i.clone()));
+        instances.extend(
+            self.lock_waits
+                .values()
+                .map(|w| (w.lock.clone(), w.worker.clone())),
+        );
+        let waiters = self.lock_waiters(now_ms);
+        instances
+            .into_iter()
+            .map(|instance| {
+                let def = self.locks.def(&instance.0);
+                let holders = self
+                    .locks
+                    .holders(&instance)
+                    .filter_map(|h| {
+                        let b = self.builds.get(&h.holder.build())?;
+                        let step = match h.holder {
+                            super::locks::Holder::Step(_, s) => {
+                                b.def.steps.get(s as usize).map(|s| s.name.clone())
+                            }
+                            super::locks::Holder::Build(_) => None,
+                        };
+                        Some(LockHolderView {
+                            build: b.id,
+                            builder: b.builder.clone(),
+                            step,
+                            access: match h.access {
+                                LockAccess::Exclusive => "exclusive".into(),
+                                LockAccess::Counting => "counting".into(),
+                            },
+                            weight: h.weight,
+                            since_ms: h.since_ms,
+                        })
+                    })
+                    .collect();
+                LockView {
+                    scope: if instance.1.is_some() {
+                        "worker".into()
+                    } else {
+                        "master".into()
+                    },
+                    max: self.locks.capacity(&instance),
+                    configured: def.is_some(),
+                    holders,
+                    waiters: waiters
+                        .iter()
+                        .filter(|w| w.lock == instance.0 && w.worker == instance.1)
+                        .cloned()
+                        .collect(),
+                    name: instance.0,
+                    worker: instance.1,
+                }
+            })
+            .collect()
     }
 }

@@ -29,6 +29,9 @@ impl Core {
         let last = step as usize + 1 >= build.def.steps.len();
         let stopping = build.stopping.clone();
         let (result, why) = step_outcome(&end, stopping.as_deref());
+        // The step's own locks go with it, whatever comes next.
+        self.locks
+            .release(|h| h == super::locks::Holder::Step(build_id, step));
         self.record(Record::StepFinished {
             build: build_id,
             step,
@@ -37,7 +40,10 @@ impl Core {
             at_ms: now_ms,
         });
         match (result, stopping) {
-            (StepResult::Success, None) if !last => self.start_step(build_id, step + 1, now_ms),
+            (StepResult::Success, None) if !last => {
+                self.begin_step(build_id, step + 1, now_ms);
+                self.dispatch(now_ms);
+            }
             (StepResult::Success, None) => {
                 self.finish_build(build_id, BuildResult::Success, None, now_ms);
                 self.dispatch(now_ms);
@@ -88,6 +94,7 @@ impl Core {
         let Some(build) = self.builds.remove(&id) else {
             return;
         };
+        self.release_locks(id);
         self.requests.remove(&build.request);
         self.record(Record::BuildFinished {
             build: id,

@@ -273,6 +273,11 @@ impl MasterHandle {
         self.client(who, Request::Queue { builder }).await
     }
 
+    /// `bbctl locks`: every lock with its holders and waiters.
+    pub async fn locks(&self, who: &Principal) -> Result<Reply, ErrorReply> {
+        self.client(who, Request::Locks).await
+    }
+
     /// `bbctl workers`.
     pub async fn workers(&self, who: &Principal) -> Result<Reply, ErrorReply> {
         self.client(who, Request::Workers).await

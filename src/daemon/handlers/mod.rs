@@ -102,6 +102,7 @@ impl Master {
             } => self.force_build(&builder, reason, properties, priority, source, now),
             Request::Queue { builder } => self.queue(builder),
             Request::Workers => Ok(Reply::Workers(self.worker_details())),
+            Request::Locks => Ok(Reply::Locks(self.core.lock_status(now))),
             Request::Drain { worker, drain } => self.drain(worker, drain, now),
             Request::Cancel { request } => self.cancel(request, now),
             Request::Stop { build } => self.stop(build, now),
