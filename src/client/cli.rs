@@ -215,6 +215,9 @@ pub enum Command {
     },
     /// List workers: connection, version, host, running builds, last seen.
     Workers,
+    /// List locks: each lock (per worker for worker-scoped ones), its
+    /// capacity, who holds it and who waits for it, and for how long.
+    Locks,
     /// Print the `bbworker` command line that connects worker NAME to this
     /// master over TCP (TLS unless the master allows plaintext), on one
     /// line: address, certificate fingerprint, name, and the secret read

@@ -7,6 +7,7 @@ mod changes;
 mod complete;
 mod config;
 mod events;
+mod locks;
 
 mod prune;
 mod status;
@@ -174,6 +175,7 @@ pub async fn run(cli: Cli) -> Result<u8, CliError> {
         Command::Wait { request, follow } => stream::wait(&mut ctx, request, follow).await,
         Command::Queue { builder } => workers::queue(&mut ctx, builder).await,
         Command::Workers => workers::workers(&mut ctx).await,
+        Command::Locks => locks::locks(&mut ctx).await,
         Command::Ping { worker } => workers::ping(&mut ctx, worker).await,
         Command::WorkerCommand { name } => workers::worker_command(&mut ctx, name).await,
         Command::Drain {

@@ -180,6 +180,12 @@ fn print_status(ctx: &Ctx, s: &StatusReply) -> io::Result<()> {
     for line in problems {
         writeln!(out, "{line}")?;
     }
+    if !s.lock_waits.is_empty() {
+        writeln!(out)?;
+        for w in &s.lock_waits {
+            writeln!(out, "{}", super::locks::waiter_line(w, s.now_ms))?;
+        }
+    }
     Ok(())
 }
 
@@ -251,7 +257,7 @@ fn print_reload(r: &ReloadReport, dry_run: bool) -> io::Result<()> {
         .map(|d| format!("{} by {}", ids(&d.changes), d.scheduler))
         .collect::<Vec<_>>()
         .join("; ");
-    let lines: [(&str, String); 17] = [
+    let lines: [(&str, String); 18] = [
         ("builders added", names(&r.builders_added)),
         ("builders changed", names(&r.builders_changed)),
         ("builders removed", names(&r.builders_removed)),
@@ -279,6 +285,10 @@ fn print_reload(r: &ReloadReport, dry_run: bool) -> io::Result<()> {
         ("schedulers removed", names(&r.schedulers_removed)),
         ("schedulers renamed", renamed(&r.schedulers_renamed)),
         ("changes dropped", dropped),
+        (
+            "no longer waiting for a removed lock",
+            names(&r.lock_waiters_released),
+        ),
     ];
     for (label, value) in lines {
         if !value.is_empty() {

@@ -225,6 +225,9 @@ impl View {
                 duration(now.saturating_sub(r.started_at_ms))
             ));
         }
+        for w in &s.lock_waits {
+            out.push(super::locks::waiter_line(w, now));
+        }
         out.push(String::new());
         out.push(format!(
             "{:<18} {:<10} {:>5}  {:<16}  BUILDERS",

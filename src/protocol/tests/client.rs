@@ -122,6 +122,7 @@ fn client_messages_round_trip() {
                 step_started_at_ms: 6,
                 generation: 4,
                 waiting_for_worker: false,
+                waiting_for_lock: None,
             }],
             draining: true,
             drain_mode: Some(crate::protocol::DrainMode::Maintenance),
@@ -148,6 +149,7 @@ fn client_messages_round_trip() {
                 refs: 2,
                 changes: 3,
             }],
+            lock_waits: vec![],
         }),
         Reply::Pruned(PruneReport {
             dry_run: true,

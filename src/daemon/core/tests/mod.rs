@@ -8,6 +8,8 @@
 
 mod changes;
 mod dispatch;
+mod lock_model;
+mod locks;
 mod reload_builders;
 mod reload_generations;
 mod reload_workers;
