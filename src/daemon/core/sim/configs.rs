@@ -5,7 +5,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use super::*;
-use crate::config::{BranchFilter, SchedulerDef, SchedulerKind, Secret, StepAction, StepDef};
+use crate::config::{
+    BranchFilter, LockAccess, LockClaim, LockDef, LockScope, SchedulerDef, SchedulerKind, Secret,
+    StepAction, StepDef, WorkerChoice,
+};
 
 pub(super) fn random_config(rng: &mut Rng, current: Option<&Config>) -> Arc<Config> {
     let mut workers: Vec<WorkerDef> = Vec::new();
@@ -24,7 +27,11 @@ pub(super) fn random_config(rng: &mut Rng, current: Option<&Config>) -> Arc<Conf
                     .into(),
                 )),
                 user: None,
-                tags: Vec::new(),
+                tags: ["a", "b"]
+                    .iter()
+                    .filter(|_| rng.chance(40))
+                    .map(|t| t.to_string())
+                    .collect(),
             });
         }
     }
@@ -39,6 +46,49 @@ pub(super) fn random_config(rng: &mut Rng, current: Option<&Config>) -> Arc<Conf
         });
     }
     let names: Vec<String> = workers.iter().map(|w| w.name.clone()).collect();
+    // Locks: each is taken by builds or by steps (never both, as
+    // validation demands), master- or worker-scoped, small capacities.
+    let mut locks: Vec<LockDef> = Vec::new();
+    let mut for_steps: BTreeSet<String> = BTreeSet::new();
+    for name in ["l0", "l1", "l2"] {
+        if !rng.chance(60) {
+            continue;
+        }
+        let scope = if rng.chance(35) {
+            LockScope::Worker
+        } else {
+            LockScope::Master
+        };
+        let mut worker_max = BTreeMap::new();
+        if scope == LockScope::Worker && rng.chance(30) {
+            worker_max.insert(names[rng.below(names.len())].clone(), 1 + rng.below(3) as u32);
+        }
+        if rng.chance(40) {
+            for_steps.insert(name.to_string());
+        }
+        locks.push(LockDef {
+            name: name.to_string(),
+            scope,
+            max: 1 + rng.below(3) as u32,
+            worker_max,
+        });
+    }
+    let claim = |rng: &mut Rng, l: &LockDef| {
+        let smallest = l.worker_max.values().copied().chain([l.max]).min().unwrap_or(1);
+        if rng.chance(40) {
+            LockClaim {
+                name: l.name.clone(),
+                access: LockAccess::Exclusive,
+                weight: 0,
+            }
+        } else {
+            LockClaim {
+                name: l.name.clone(),
+                access: LockAccess::Counting,
+                weight: 1 + rng.below(smallest as usize) as u32,
+            }
+        }
+    };
     let mut builders: Vec<BuilderDef> = Vec::new();
     let mut taken: BTreeSet<String> = BTreeSet::new();
     for name in BUILDERS {
@@ -49,6 +99,25 @@ pub(super) fn random_config(rng: &mut Rng, current: Option<&Config>) -> Arc<Conf
         if listed.is_empty() {
             listed.push(names[rng.below(names.len())].clone());
         }
+        // Sometimes tags: those of one listed worker (so one is eligible),
+        // and sometimes no list at all (any worker with the tags).
+        let mut worker_tags = Vec::new();
+        if rng.chance(30) {
+            let one = &listed[rng.below(listed.len())];
+            let tags = &workers.iter().find(|w| w.name == *one).expect("listed").tags;
+            worker_tags = tags.iter().filter(|_| rng.chance(70)).cloned().collect();
+            if rng.chance(40) {
+                listed.clear();
+            }
+        }
+        if listed.is_empty() && worker_tags.is_empty() {
+            listed.push(names[rng.below(names.len())].clone());
+        }
+        let build_locks: Vec<LockClaim> = locks
+            .iter()
+            .filter(|l| !for_steps.contains(&l.name))
+            .filter_map(|l| rng.chance(50).then(|| claim(rng, l)))
+            .collect();
         // Sometimes a rename: this builder was one of the current ones.
         let mut previous_names = Vec::new();
         if let Some(cur) = current
@@ -78,12 +147,24 @@ pub(super) fn random_config(rng: &mut Rng, current: Option<&Config>) -> Arc<Conf
                         .chance(30)
                         .then(|| std::time::Duration::from_millis(1000 + rng.below(60_000) as u64)),
                     env: BTreeMap::new(),
-                    locks: Vec::new(),
+                    locks: locks
+                        .iter()
+                        .filter(|l| for_steps.contains(&l.name))
+                        .filter_map(|l| rng.chance(40).then(|| claim(rng, l)))
+                        .collect(),
                 })
                 .collect(),
             collapse: rng.chance(25),
             retry: !rng.chance(25),
             force_properties: Vec::new(),
+            locks: build_locks,
+            worker_tags,
+            worker_choice: match rng.below(3) {
+                0 => WorkerChoice::LeastBusy,
+                1 => WorkerChoice::InOrder,
+                _ => WorkerChoice::Random,
+            },
+            max_running: rng.chance(25).then(|| 1 + rng.below(2) as u32),
             ..BuilderDef::default()
         });
     }
@@ -103,7 +184,7 @@ pub(super) fn random_config(rng: &mut Rng, current: Option<&Config>) -> Arc<Conf
         origin: "sim".into(),
         hash,
         warnings: vec![],
-        locks: vec![],
+        locks,
     })
 }
 
@@ -186,20 +267,68 @@ pub(super) fn to_toml(config: &Config) -> String {
             .collect::<Vec<_>>()
             .join(", ")
     };
+    let claims = |v: &[LockClaim]| {
+        v.iter()
+            .map(|c| match c.access {
+                LockAccess::Exclusive => {
+                    format!("{{ name = {:?}, access = \"exclusive\" }}", c.name)
+                }
+                LockAccess::Counting => format!(
+                    "{{ name = {:?}, access = \"counting\", weight = {} }}",
+                    c.name, c.weight
+                ),
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     let mut out = String::new();
     for w in &config.workers {
         let secret = w.secret.as_ref().map(|s| s.0.as_str()).unwrap_or("s");
         out.push_str(&format!(
-            "[[worker]]\nname = {:?}\nmax_builds = {}\nsecret = {secret:?}\n\n",
-            w.name, w.max_builds
+            "[[worker]]\nname = {:?}\nmax_builds = {}\nsecret = {secret:?}\ntags = [{}]\n\n",
+            w.name,
+            w.max_builds,
+            list(&w.tags)
         ));
+    }
+    for l in &config.locks {
+        let scope = match l.scope {
+            LockScope::Master => "master",
+            LockScope::Worker => "worker",
+        };
+        out.push_str(&format!(
+            "[[lock]]\nname = {:?}\nscope = {scope:?}\nmax = {}\n",
+            l.name, l.max
+        ));
+        if !l.worker_max.is_empty() {
+            let m: Vec<String> = l.worker_max.iter().map(|(w, n)| format!("{w} = {n}")).collect();
+            out.push_str(&format!("worker_max = {{ {} }}\n", m.join(", ")));
+        }
+        out.push('\n');
     }
     for b in &config.builders {
         out.push_str(&format!("[[builder]]\nname = {:?}\n", b.name));
         if !b.previous_names.is_empty() {
             out.push_str(&format!("previous_names = [{}]\n", list(&b.previous_names)));
         }
-        out.push_str(&format!("workers = [{}]\n", list(&b.workers)));
+        if !b.workers.is_empty() {
+            out.push_str(&format!("workers = [{}]\n", list(&b.workers)));
+        }
+        if !b.worker_tags.is_empty() || b.workers.is_empty() {
+            out.push_str(&format!("worker_tags = [{}]\n", list(&b.worker_tags)));
+        }
+        let choice = match b.worker_choice {
+            WorkerChoice::LeastBusy => "least_busy",
+            WorkerChoice::InOrder => "in_order",
+            WorkerChoice::Random => "random",
+        };
+        out.push_str(&format!("worker_choice = {choice:?}\n"));
+        if let Some(m) = b.max_running {
+            out.push_str(&format!("max_running = {m}\n"));
+        }
+        if !b.locks.is_empty() {
+            out.push_str(&format!("locks = [{}]\n", claims(&b.locks)));
+        }
         if b.collapse {
             out.push_str("collapse = true\n");
         }
@@ -216,6 +345,9 @@ pub(super) fn to_toml(config: &Config) -> String {
             ));
             if let Some(t) = step.timeout {
                 out.push_str(&format!("  timeout = \"{}ms\"\n", t.as_millis()));
+            }
+            if !step.locks.is_empty() {
+                out.push_str(&format!("  locks = [{}]\n", claims(&step.locks)));
             }
         }
         out.push('\n');
@@ -261,7 +393,12 @@ pub(super) fn describe(config: &Config) -> String {
     let workers: Vec<String> = config
         .workers
         .iter()
-        .map(|w| format!("{}:{}", w.name, w.max_builds))
+        .map(|w| format!("{}:{}{:?}", w.name, w.max_builds, w.tags))
+        .collect();
+    let locks: Vec<String> = config
+        .locks
+        .iter()
+        .map(|l| format!("{}:{:?}:{}{:?}", l.name, l.scope, l.max, l.worker_max))
         .collect();
     let builders: Vec<String> = config
         .builders
@@ -272,11 +409,30 @@ pub(super) fn describe(config: &Config) -> String {
             } else {
                 format!("(was {})", b.previous_names.join(","))
             };
+            let tags = if b.worker_tags.is_empty() {
+                String::new()
+            } else {
+                format!("tags{:?}", b.worker_tags)
+            };
+            let locks: Vec<String> = b
+                .locks
+                .iter()
+                .map(|c| format!("{}:{:?}{}", c.name, c.access, c.weight))
+                .collect();
+            let step_locks: Vec<String> = b
+                .steps
+                .iter()
+                .enumerate()
+                .flat_map(|(i, s)| s.locks.iter().map(move |c| format!("s{i}:{}:{:?}{}", c.name, c.access, c.weight)))
+                .collect();
             format!(
-                "{}{renamed}[{}]x{}",
+                "{}{renamed}[{}]{tags}x{}{}{}{}",
                 b.name,
                 b.workers.join(","),
-                b.steps.len()
+                b.steps.len(),
+                if locks.is_empty() { String::new() } else { format!(" locks{locks:?}") },
+                if step_locks.is_empty() { String::new() } else { format!(" steplocks{step_locks:?}") },
+                b.max_running.map(|m| format!(" max_running={m}")).unwrap_or_default(),
             )
         })
         .collect();
@@ -302,8 +458,9 @@ pub(super) fn describe(config: &Config) -> String {
         })
         .collect();
     format!(
-        "workers {} builders {} schedulers {}",
+        "workers {} locks {} builders {} schedulers {}",
         workers.join(" "),
+        locks.join(" "),
         builders.join(" "),
         schedulers.join(" ")
     )

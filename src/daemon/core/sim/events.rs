@@ -20,6 +20,9 @@ impl Sim {
             self.core.tick(now);
         }
         self.absorb();
+        // What the event changes is checked against this (a tick's own
+        // starts are checked at their records, in `world.rs`).
+        self.before = Some(self.snapshot());
         let roll = self.rng.below(100);
         match roll {
             14..20 => {
@@ -207,6 +210,7 @@ impl Sim {
                         if parsed.builders != config.builders
                             || parsed.workers != config.workers
                             || parsed.schedulers != config.schedulers
+                            || parsed.locks != config.locks
                         {
                             self.fail(format!("the parser changed the config:\n{text}"));
                         }
@@ -323,9 +327,21 @@ impl Sim {
                 self.history.push(format!("drain {mode:?} {on}"));
                 self.core.set_drain(mode, on, now);
             }
-            _ => self.restart(),
+            _ => {
+                self.restart();
+                self.before = None;
+            }
         }
         self.absorb();
+        if self.fault == Some(Fault::LocksLeak) {
+            self.leak_locks();
+        }
         self.check();
+        if self.core.lock_waits.keys().any(|w| matches!(w, LockWaiter::Request(_))) {
+            self.seen.lock_waits += 1;
+        }
+        if self.core.lock_waits.keys().any(|w| matches!(w, LockWaiter::Step(_))) {
+            self.seen.step_waits += 1;
+        }
     }
 }

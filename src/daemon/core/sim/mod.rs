@@ -98,6 +98,8 @@ enum Fault {
     NoTicks,
     /// A restart forgets the schedulers' saved state.
     SchedulersForgotten,
+    /// Builds that end keep their locks.
+    LocksLeak,
 }
 
 struct Sim {
@@ -124,6 +126,9 @@ struct Sim {
     saved_schedulers: BTreeMap<String, super::SavedScheduler>,
     /// Per (scheduler, change): what the scheduler owes the change.
     owed: BTreeMap<(String, ChangeId), Owed>,
+    /// The state before the current event (`None` after a restart, whose
+    /// re-claims are not grants).
+    before: Option<invariants::Before>,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -148,6 +153,10 @@ struct Seen {
     changes_dropped: u64,
     /// Scheduler renames applied by reloads.
     scheduler_renames: u64,
+    /// Events after which a request waited for a build lock.
+    lock_waits: u64,
+    /// Events after which a build waited between steps for a step lock.
+    step_waits: u64,
 }
 
 fn env_u64(name: &str) -> Option<u64> {
@@ -212,6 +221,8 @@ fn simulated_histories_keep_the_invariants() {
         total.changes_built += seen.changes_built;
         total.changes_dropped += seen.changes_dropped;
         total.scheduler_renames += seen.scheduler_renames;
+        total.lock_waits += seen.lock_waits;
+        total.step_waits += seen.step_waits;
     }
     println!("{seeds} seeds x {events} events: {total:?}");
     // The histories must have exercised what the invariants are about.
@@ -229,6 +240,8 @@ fn simulated_histories_keep_the_invariants() {
         assert!(total.changes_built > seeds * 3, "{total:?}");
         assert!(total.changes_dropped > seeds / 20, "{total:?}");
         assert!(total.scheduler_renames > seeds / 20, "{total:?}");
+        assert!(total.lock_waits > seeds, "{total:?}");
+        assert!(total.step_waits > seeds / 5, "{total:?}");
     }
 }
 
@@ -285,4 +298,22 @@ fn the_simulator_catches_a_master_that_never_enforces_its_deadlines() {
         })
     });
     assert!(caught, "a master that ignores its deadlines went unnoticed");
+}
+
+#[test]
+fn the_simulator_catches_locks_kept_by_ended_builds() {
+    let caught = (0..50).any(|seed| {
+        let r = std::panic::catch_unwind(|| {
+            let mut sim = Sim::new(seed);
+            sim.fault = Some(Fault::LocksLeak);
+            for _ in 0..200 {
+                sim.step();
+            }
+        });
+        r.is_err_and(|p| {
+            p.downcast_ref::<String>()
+                .is_some_and(|m| m.contains("which has ended"))
+        })
+    });
+    assert!(caught, "locks kept by ended builds went unnoticed");
 }

@@ -28,6 +28,7 @@ impl Sim {
             seen: Seen::default(),
             saved_schedulers: BTreeMap::new(),
             owed: BTreeMap::new(),
+            before: None,
         };
         sim.absorb();
         sim
@@ -144,12 +145,16 @@ impl Sim {
                     self.fail(format!("build {build} started while the master drains"));
                 }
                 let config = self.core.config();
-                // Invariant 6: eligibility under the current generation.
-                let listed = config
-                    .builder(&builder)
-                    .is_some_and(|b| b.workers.contains(&worker));
+                // Invariant 6: eligibility under the current generation:
+                // listed (when the builder lists workers) and carrying
+                // every one of the builder's worker_tags.
+                let tags = config.worker(&worker).map(|w| w.tags.clone()).unwrap_or_default();
+                let listed = config.builder(&builder).is_some_and(|b| {
+                    (b.workers.is_empty() || b.workers.contains(&worker))
+                        && b.worker_tags.iter().all(|t| tags.contains(t))
+                });
                 if !listed {
-                    self.fail(format!("build {build} started on unlisted worker {worker}"));
+                    self.fail(format!("build {build} started on ineligible worker {worker}"));
                 }
                 // Invariant 5: the limit in force when the build starts.
                 let max = config.worker(&worker).map(|w| w.max_builds).unwrap_or(0);
