@@ -77,6 +77,17 @@ pub const DEFAULTS: &[(&str, &str)] = &[
     ("poller.tags", "false"),
     ("poller.interval", "\"1m\""),
     ("poller.timeout", "\"5m\""),
+    ("worker.tags", "[]"),
+    ("builder.worker_tags", "[]"),
+    ("builder.worker_choice", "\"least_busy\""),
+    ("builder.max_running", "no limit"),
+    ("builder.locks", "[]"),
+    ("builder.locks.weight", "1"),
+    ("builder.step.locks", "[]"),
+    ("builder.step.locks.weight", "1"),
+    ("lock.scope", "\"master\""),
+    ("lock.max", "1"),
+    ("lock.worker_max", "none"),
 ];
 
 /// The default of `key` as [`DEFAULTS`] writes it.
