@@ -42,9 +42,14 @@ workers = ["local-1"]
   name = "fail"
   shell = "echo oops; exit 3"
 
+[[lock]]
+name = "nap"
+max = 2
+
 [[builder]]
 name = "slow"
 workers = ["local-1"]
+locks = [{ name = "nap", access = "counting" }]
   [[builder.step]]
   name = "nap"
   command = ["sleep", "30"]
@@ -114,8 +119,9 @@ fn shapes() -> Vec<(&'static str, Value)> {
                     "build": "int", "request": "int", "builder": "string", "worker": "string",
                     "step": "int", "step_name": "string", "steps": "int",
                     "started_at_ms": "int", "step_started_at_ms": "int", "generation": "int",
-                    "waiting_for_worker": "bool",
+                    "waiting_for_worker": "bool", "waiting_for_lock": "string|null",
                 }],
+                "lock_waits": [],
                 "disk": {
                     "logs_bytes": "int", "artifacts_bytes": "int", "db_bytes": "int",
                     "measured_at_ms": "int",
@@ -201,6 +207,22 @@ fn shapes() -> Vec<(&'static str, Value)> {
             }))]),
         ),
         (
+            "locks",
+            json!([stamp(json!({
+                "name": "string", "scope": "string", "worker": "string|null", "max": "int",
+                "configured": "bool",
+                "holders": [{
+                    "build": "int", "builder": "string", "step": "string|null",
+                    "access": "string", "weight": "int", "since_ms": "int",
+                }],
+                "waiters": [{
+                    "lock": "string", "worker": "string|null", "request": "int|null",
+                    "build": "int|null", "builder": "string", "held_by": ["int"],
+                    "since_ms": "int", "waited_ms": "int", "waiting": "string",
+                }],
+            }))]),
+        ),
+        (
             "ping",
             stamp(json!({ "worker": "string", "round_trip_us": "int", "round_trip_ms": "float" })),
         ),
@@ -225,6 +247,7 @@ fn shapes() -> Vec<(&'static str, Value)> {
                 "schedulers_added": ["string"], "schedulers_changed": ["string"],
                 "schedulers_removed": ["string"], "schedulers_renamed": [["string"]],
                 "changes_dropped": [{ "scheduler": "string", "changes": ["int"] }],
+                "lock_waiters_released": ["string"],
             })),
         ),
         (
@@ -449,6 +472,13 @@ fn every_command_prints_its_documented_json() {
         "{status}"
     );
 
+    let locks = m.bbctl_json(&["locks"]);
+    assert_eq!(
+        locks[0]["holders"].as_array().map(Vec::len),
+        Some(2),
+        "{locks}"
+    );
+    assert_shape(&locks, "locks");
     let queue = m.bbctl_json(&["queue"]);
     assert!(queue.as_array().is_some_and(|q| !q.is_empty()), "{queue}");
     assert_shape(&queue, "queue");

@@ -18,6 +18,7 @@ mod hostile;
 mod hostile_worker;
 mod json_schema;
 mod lifecycle;
+mod locks;
 mod operator;
 mod proxy;
 mod reload;

@@ -1,0 +1,244 @@
+//! Locks end to end (`docs/locks.md`): builders sharing an exclusive lock
+//! never overlap, a reload lowering `max` keeps the holders and blocks new
+//! claims, and a `kill -9` of the master leaves the holder its lock.
+
+use std::fs;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::harness::{Master, wait_until};
+
+/// How long a step's marker or a build's end may take.
+const WAIT: Duration = Duration::from_secs(30);
+
+/// A step that records its start and end times (ns), fails if another
+/// holder's step runs (a directory only one can create), and waits for
+/// `@DIR@/go` or `@DIR@/go-<build>`.
+const PROBE: &str = "echo start $(date +%s%N); mkdir @DIR@/probe || { echo OVERLAP; exit 1; }; \
+touch @DIR@/started-$BB_BUILD_ID; \
+while [ ! -e @DIR@/go ] && [ ! -e @DIR@/go-$BB_BUILD_ID ]; do sleep 0.02; done; \
+rmdir @DIR@/probe; echo end $(date +%s%N)";
+
+/// Two local workers with one slot each, lock `rig` (exclusive for both
+/// builders `a` and `b`).
+fn rig_config() -> String {
+    format!(
+        r#"
+[[worker]]
+name = "l1"
+local = true
+
+[[worker]]
+name = "l2"
+local = true
+
+[[lock]]
+name = "rig"
+
+[[builder]]
+name = "a"
+workers = ["l1", "l2"]
+locks = [{{ name = "rig", access = "exclusive" }}]
+  [[builder.step]]
+  name = "probe"
+  shell = "{PROBE}"
+
+[[builder]]
+name = "b"
+workers = ["l1", "l2"]
+locks = [{{ name = "rig", access = "exclusive" }}]
+  [[builder.step]]
+  name = "probe"
+  shell = "{PROBE}"
+"#
+    )
+}
+
+fn wait_file(m: &Master, name: &str) {
+    let path = m.path().join(name);
+    wait_until(&format!("{name} to exist"), WAIT, || path.exists());
+}
+
+fn touch(m: &Master, name: &str) {
+    fs::write(m.path().join(name), "").unwrap();
+}
+
+/// The result of build `id`, once it has one.
+fn wait_result(m: &Master, id: u64) -> String {
+    let mut result = String::new();
+    wait_until(&format!("build {id} to finish"), WAIT, || {
+        let v = m.bbctl_json(&["build", &id.to_string()]);
+        match v["result"].as_str() {
+            Some(r) => {
+                result = r.to_string();
+                true
+            }
+            None => false,
+        }
+    });
+    result
+}
+
+/// `bbctl locks --json`'s entry for `name` (master-wide).
+fn lock(m: &Master, name: &str) -> Value {
+    let all = m.bbctl_json(&["locks"]);
+    all.as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["name"] == name && l["worker"].is_null())
+        .unwrap_or_else(|| panic!("no lock {name} in {all}"))
+        .clone()
+}
+
+fn ids(v: &Value, key: &str) -> Vec<u64> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|x| x[key].as_u64())
+        .collect()
+}
+
+/// (start, end) in ns from a probe step's log.
+fn span(m: &Master, build: u64) -> (u128, u128) {
+    let log = m.bbctl_ok(&["log", &build.to_string()]);
+    let at = |word: &str| -> u128 {
+        log.lines()
+            .find_map(|l| l.strip_prefix(word))
+            .and_then(|t| t.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no `{word}` time in build {build}'s log:\n{log}"))
+    };
+    (at("start "), at("end "))
+}
+
+#[test]
+fn builders_sharing_an_exclusive_lock_never_overlap() {
+    let m = Master::start(&rig_config());
+    for b in ["a", "b", "a", "b"] {
+        m.force_build(b);
+    }
+    wait_file(&m, "started-1");
+    let rig = lock(&m, "rig");
+    assert_eq!(ids(&rig["holders"], "build"), vec![1], "{rig}");
+    // r2 and r3 could run on the free worker but for the lock; r4 is
+    // behind r2 in b's queue.
+    assert_eq!(ids(&rig["waiters"], "request"), vec![2, 3], "{rig}");
+    assert_eq!(rig["waiters"][0]["held_by"], serde_json::json!([1]), "{rig}");
+    let status = m.bbctl_ok(&["status"]);
+    assert!(
+        status.contains("r2 (b) waiting for lock rig (held by build 1)"),
+        "{status}"
+    );
+    assert!(!m.path().join("started-2").exists());
+    touch(&m, "go");
+    for id in 1..=4 {
+        assert_eq!(wait_result(&m, id), "success", "build {id}");
+    }
+    let mut spans: Vec<(u128, u128)> = (1..=4).map(|b| span(&m, b)).collect();
+    spans.sort();
+    for w in spans.windows(2) {
+        assert!(w[0].1 <= w[1].0, "two holders overlapped: {spans:?}");
+    }
+    // Both workers were used: the lock, not a lack of workers, kept them apart.
+    let builds = m.bbctl_json(&["builds"]);
+    let workers: std::collections::BTreeSet<&str> = builds
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|b| b["worker"].as_str())
+        .collect();
+    assert_eq!(workers.len(), 2, "{builds}");
+}
+
+fn cpu_config(max: u32) -> String {
+    format!(
+        r#"
+[[worker]]
+name = "l1"
+local = true
+max_builds = 3
+
+[[lock]]
+name = "cpu"
+max = {max}
+
+[[builder]]
+name = "c"
+workers = ["l1"]
+locks = [{{ name = "cpu", access = "counting" }}]
+  [[builder.step]]
+  name = "wait"
+  shell = "touch @DIR@/started-$BB_BUILD_ID; while [ ! -e @DIR@/go-$BB_BUILD_ID ]; do sleep 0.02; done"
+"#
+    )
+}
+
+#[test]
+fn a_reload_lowering_max_keeps_the_holders_and_blocks_new_claims() {
+    let m = Master::start(&cpu_config(2));
+    for _ in 0..3 {
+        m.force_build("c");
+    }
+    wait_file(&m, "started-1");
+    wait_file(&m, "started-2");
+    let cpu = lock(&m, "cpu");
+    assert_eq!(ids(&cpu["holders"], "build"), vec![1, 2], "{cpu}");
+    assert_eq!(ids(&cpu["waiters"], "request"), vec![3], "{cpu}");
+
+    m.write_config(&cpu_config(1));
+    let report = m.bbctl_json(&["reload"]);
+    assert_eq!(report["generation_after"], 2, "{report}");
+    let cpu = lock(&m, "cpu");
+    assert_eq!(cpu["max"], 1, "{cpu}");
+    assert_eq!(ids(&cpu["holders"], "build"), vec![1, 2], "reload never preempts: {cpu}");
+
+    // One holder ends: still at the new max, so r3 keeps waiting.
+    touch(&m, "go-1");
+    assert_eq!(wait_result(&m, 1), "success");
+    let cpu = lock(&m, "cpu");
+    assert_eq!(ids(&cpu["holders"], "build"), vec![2], "{cpu}");
+    assert_eq!(ids(&cpu["waiters"], "request"), vec![3], "{cpu}");
+    assert!(!m.path().join("started-3").exists());
+
+    touch(&m, "go-2");
+    assert_eq!(wait_result(&m, 2), "success");
+    wait_file(&m, "started-3");
+    assert_eq!(ids(&lock(&m, "cpu")["holders"], "build"), vec![3]);
+    touch(&m, "go-3");
+    assert_eq!(wait_result(&m, 3), "success");
+}
+
+#[test]
+fn a_killed_master_restarts_with_the_holder_keeping_its_lock() {
+    let mut m = Master::start(&rig_config());
+    m.force_build("a");
+    wait_file(&m, "started-1");
+    m.force_build("b");
+    wait_until("r2 to wait for rig", WAIT, || {
+        ids(&lock(&m, "rig")["waiters"], "request") == vec![2]
+    });
+    m.kill9();
+    m.spawn();
+    // Both local workers are back and build 1 is re-adopted.
+    wait_until("both workers and build 1 back", WAIT, || {
+        let s = m.bbctl_json(&["status"]);
+        let connected = s["workers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|w| w["connected"] == true);
+        let adopted = s["running"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["build"] == 1 && r["waiting_for_worker"] == false);
+        connected && adopted
+    });
+    let rig = lock(&m, "rig");
+    assert_eq!(ids(&rig["holders"], "build"), vec![1], "{rig}");
+    assert_eq!(ids(&rig["waiters"], "request"), vec![2], "{rig}");
+    assert!(!m.path().join("started-2").exists(), "a second holder started");
+    touch(&m, "go");
+    assert_eq!(wait_result(&m, 1), "success");
+    assert_eq!(wait_result(&m, 2), "success", "the probe saw no overlap");
+}
