@@ -163,6 +163,7 @@ workers = ["w"]
   [[builder.step]]
   name = "down"
   download = { from = "a", to = "b" }
+  locks = [{ name = "l", access = "counting" }]
 
   [[builder.step]]
   name = "co"
@@ -185,6 +186,9 @@ repository = "/r.git"
 name = "s"
 kind = "branch"
 builders = ["b"]
+
+[[lock]]
+name = "l"
 "#;
 
     /// What a parsed config holds for every key left out equals the table.
@@ -283,6 +287,24 @@ builders = ["b"]
                 "poller.tags" => p.tags.to_string(),
                 "poller.interval" => human(p.interval),
                 "poller.timeout" => human(p.timeout),
+                "worker.tags" => format!("{:?}", w.tags),
+                "builder.worker_tags" => format!("{:?}", b.worker_tags),
+                "builder.worker_choice" => {
+                    assert_eq!(b.worker_choice, crate::config::WorkerChoice::LeastBusy);
+                    "\"least_busy\"".to_string()
+                }
+                "builder.max_running" => none_or(b.max_running.is_none(), "no limit"),
+                "builder.locks" => format!("{:?}", b.locks),
+                "builder.step.locks" => format!("{:?}", b.steps[0].locks),
+                "builder.locks.weight" | "builder.step.locks.weight" => {
+                    b.steps[2].locks[0].weight.to_string()
+                }
+                "lock.scope" => {
+                    assert_eq!(c.locks[0].scope, crate::config::LockScope::Master);
+                    "\"master\"".to_string()
+                }
+                "lock.max" => c.locks[0].max.to_string(),
+                "lock.worker_max" => none_or(c.locks[0].worker_max.is_empty(), "none"),
                 other => panic!("no check of the default of `{other}`: add one here"),
             };
             assert_eq!(&got, want, "the default of `{key}`");
