@@ -117,11 +117,7 @@ const WORKER: &[Field] = &[
 ];
 
 /// One entry of `locks = [...]`, on a builder or a step.
-const LOCK_CLAIM: &[Field] = &[
-    f("name", TEXT),
-    f("access", TEXT),
-    f("weight", Kind::Int),
-];
+const LOCK_CLAIM: &[Field] = &[f("name", TEXT), f("access", TEXT), f("weight", Kind::Int)];
 
 /// `[[lock]]`.
 const LOCK: &[Field] = &[

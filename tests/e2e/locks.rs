@@ -124,7 +124,11 @@ fn builders_sharing_an_exclusive_lock_never_overlap() {
     // r2 could run on the free l2 but for the lock (r3 waits for l1, r4
     // is behind r2 in b's queue).
     assert_eq!(ids(&rig["waiters"], "request"), vec![2], "{rig}");
-    assert_eq!(rig["waiters"][0]["held_by"], serde_json::json!([1]), "{rig}");
+    assert_eq!(
+        rig["waiters"][0]["held_by"],
+        serde_json::json!([1]),
+        "{rig}"
+    );
     let status = m.bbctl_ok(&["status"]);
     assert!(
         status.contains("r2 (b) waiting for lock rig (held by build 1)"),
@@ -191,7 +195,11 @@ fn a_reload_lowering_max_keeps_the_holders_and_blocks_new_claims() {
     assert_eq!(report["generation_after"], 2, "{report}");
     let cpu = lock(&m, "cpu");
     assert_eq!(cpu["max"], 1, "{cpu}");
-    assert_eq!(ids(&cpu["holders"], "build"), vec![1, 2], "reload never preempts: {cpu}");
+    assert_eq!(
+        ids(&cpu["holders"], "build"),
+        vec![1, 2],
+        "reload never preempts: {cpu}"
+    );
 
     // One holder ends: still at the new max, so r3 keeps waiting.
     touch(&m, "go-1");
@@ -238,7 +246,10 @@ fn a_killed_master_restarts_with_the_holder_keeping_its_lock() {
     let rig = lock(&m, "rig");
     assert_eq!(ids(&rig["holders"], "build"), vec![1], "{rig}");
     assert_eq!(ids(&rig["waiters"], "request"), vec![2], "{rig}");
-    assert!(!m.path().join("started-2").exists(), "a second holder started");
+    assert!(
+        !m.path().join("started-2").exists(),
+        "a second holder started"
+    );
     touch(&m, "go");
     assert_eq!(wait_result(&m, 1), "success");
     assert_eq!(wait_result(&m, 2), "success", "the probe saw no overlap");

@@ -40,7 +40,11 @@ pub async fn locks(ctx: &mut Ctx) -> Result<u8, CliError> {
             .holders
             .iter()
             .map(|h| {
-                let step = h.step.as_ref().map(|s| format!(" step {s}")).unwrap_or_default();
+                let step = h
+                    .step
+                    .as_ref()
+                    .map(|s| format!(" step {s}"))
+                    .unwrap_or_default();
                 let how = if h.access == "counting" {
                     format!("counting {}", h.weight)
                 } else {

@@ -69,7 +69,12 @@ impl Checker<'_> {
     }
 
     /// One builder on its own; `known` are the defined worker names.
-    fn builder(&mut self, raw: &RawBuilder, known: &[&str], raw_workers: &[RawWorker]) -> BuilderDef {
+    fn builder(
+        &mut self,
+        raw: &RawBuilder,
+        known: &[&str],
+        raw_workers: &[RawWorker],
+    ) -> BuilderDef {
         self.name("builder", &raw.name);
         let name = raw.name.get_ref();
         for old in &raw.previous_names {

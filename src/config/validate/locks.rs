@@ -54,9 +54,7 @@ impl Checker<'_> {
                 other => {
                     self.report(
                         &s.span(),
-                        format!(
-                            "{owner}: `scope` must be \"master\" or \"worker\", not {other:?}"
-                        ),
+                        format!("{owner}: `scope` must be \"master\" or \"worker\", not {other:?}"),
                     );
                     LockScope::Master
                 }
@@ -267,7 +265,11 @@ impl Checker<'_> {
         self.duplicates(tags.get_ref().iter(), |t| {
             format!("builder `{name}` lists tag `{t}` twice in worker_tags")
         });
-        let wanted: Vec<&str> = tags.get_ref().iter().map(|t| t.get_ref().as_str()).collect();
+        let wanted: Vec<&str> = tags
+            .get_ref()
+            .iter()
+            .map(|t| t.get_ref().as_str())
+            .collect();
         let listed: Option<Vec<&str>> = raw
             .workers
             .as_ref()

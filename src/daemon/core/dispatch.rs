@@ -135,7 +135,11 @@ impl Core {
         let Some(max) = self.builders.get(builder).and_then(|b| b.def.max_running) else {
             return false;
         };
-        self.builds.values().filter(|b| b.builder == builder).count() >= max as usize
+        self.builds
+            .values()
+            .filter(|b| b.builder == builder)
+            .count()
+            >= max as usize
     }
 
     /// Whether a worker may run builds of `def`: listed (if the builder
@@ -241,9 +245,7 @@ impl Core {
             .workers
             .get_mut(worker_name)
             .expect("candidates returned a known worker");
-        let link = worker
-            .link
-            .expect("candidates returned a connected worker");
+        let link = worker.link.expect("candidates returned a connected worker");
         worker.running.insert(id);
         if let Some(req) = self.requests.get_mut(&request_id) {
             req.build = Some(id);

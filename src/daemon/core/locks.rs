@@ -181,7 +181,10 @@ impl LockTable {
             .find(|w| reserved.contains(&w.instance) || !self.fits(w))
             .map(|w| Blocked {
                 instance: w.instance.clone(),
-                held_by: self.holders(&w.instance).map(|h| h.holder.build()).collect(),
+                held_by: self
+                    .holders(&w.instance)
+                    .map(|h| h.holder.build())
+                    .collect(),
             })
     }
 

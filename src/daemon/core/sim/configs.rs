@@ -61,7 +61,10 @@ pub(super) fn random_config(rng: &mut Rng, current: Option<&Config>) -> Arc<Conf
         };
         let mut worker_max = BTreeMap::new();
         if scope == LockScope::Worker && rng.chance(30) {
-            worker_max.insert(names[rng.below(names.len())].clone(), 1 + rng.below(3) as u32);
+            worker_max.insert(
+                names[rng.below(names.len())].clone(),
+                1 + rng.below(3) as u32,
+            );
         }
         if rng.chance(40) {
             for_steps.insert(name.to_string());
@@ -74,7 +77,13 @@ pub(super) fn random_config(rng: &mut Rng, current: Option<&Config>) -> Arc<Conf
         });
     }
     let claim = |rng: &mut Rng, l: &LockDef| {
-        let smallest = l.worker_max.values().copied().chain([l.max]).min().unwrap_or(1);
+        let smallest = l
+            .worker_max
+            .values()
+            .copied()
+            .chain([l.max])
+            .min()
+            .unwrap_or(1);
         if rng.chance(40) {
             LockClaim {
                 name: l.name.clone(),
@@ -104,7 +113,11 @@ pub(super) fn random_config(rng: &mut Rng, current: Option<&Config>) -> Arc<Conf
         let mut worker_tags = Vec::new();
         if rng.chance(30) {
             let one = &listed[rng.below(listed.len())];
-            let tags = &workers.iter().find(|w| w.name == *one).expect("listed").tags;
+            let tags = &workers
+                .iter()
+                .find(|w| w.name == *one)
+                .expect("listed")
+                .tags;
             worker_tags = tags.iter().filter(|_| rng.chance(70)).cloned().collect();
             if rng.chance(40) {
                 listed.clear();
@@ -116,8 +129,12 @@ pub(super) fn random_config(rng: &mut Rng, current: Option<&Config>) -> Arc<Conf
         let build_locks: Vec<LockClaim> = locks
             .iter()
             .filter(|l| !for_steps.contains(&l.name))
-            .filter_map(|l| rng.chance(50).then(|| claim(rng, l)))
-            .collect();
+            .fold(Vec::new(), |mut out, l| {
+                if rng.chance(50) {
+                    out.push(claim(rng, l));
+                }
+                out
+            });
         // Sometimes a rename: this builder was one of the current ones.
         let mut previous_names = Vec::new();
         if let Some(cur) = current
@@ -147,11 +164,15 @@ pub(super) fn random_config(rng: &mut Rng, current: Option<&Config>) -> Arc<Conf
                         .chance(30)
                         .then(|| std::time::Duration::from_millis(1000 + rng.below(60_000) as u64)),
                     env: BTreeMap::new(),
-                    locks: locks
-                        .iter()
-                        .filter(|l| for_steps.contains(&l.name))
-                        .filter_map(|l| rng.chance(40).then(|| claim(rng, l)))
-                        .collect(),
+                    locks: locks.iter().filter(|l| for_steps.contains(&l.name)).fold(
+                        Vec::new(),
+                        |mut out, l| {
+                            if rng.chance(40) {
+                                out.push(claim(rng, l));
+                            }
+                            out
+                        },
+                    ),
                 })
                 .collect(),
             collapse: rng.chance(25),
@@ -301,7 +322,11 @@ pub(super) fn to_toml(config: &Config) -> String {
             l.name, l.max
         ));
         if !l.worker_max.is_empty() {
-            let m: Vec<String> = l.worker_max.iter().map(|(w, n)| format!("{w} = {n}")).collect();
+            let m: Vec<String> = l
+                .worker_max
+                .iter()
+                .map(|(w, n)| format!("{w} = {n}"))
+                .collect();
             out.push_str(&format!("worker_max = {{ {} }}\n", m.join(", ")));
         }
         out.push('\n');
@@ -423,16 +448,30 @@ pub(super) fn describe(config: &Config) -> String {
                 .steps
                 .iter()
                 .enumerate()
-                .flat_map(|(i, s)| s.locks.iter().map(move |c| format!("s{i}:{}:{:?}{}", c.name, c.access, c.weight)))
+                .flat_map(|(i, s)| {
+                    s.locks
+                        .iter()
+                        .map(move |c| format!("s{i}:{}:{:?}{}", c.name, c.access, c.weight))
+                })
                 .collect();
             format!(
                 "{}{renamed}[{}]{tags}x{}{}{}{}",
                 b.name,
                 b.workers.join(","),
                 b.steps.len(),
-                if locks.is_empty() { String::new() } else { format!(" locks{locks:?}") },
-                if step_locks.is_empty() { String::new() } else { format!(" steplocks{step_locks:?}") },
-                b.max_running.map(|m| format!(" max_running={m}")).unwrap_or_default(),
+                if locks.is_empty() {
+                    String::new()
+                } else {
+                    format!(" locks{locks:?}")
+                },
+                if step_locks.is_empty() {
+                    String::new()
+                } else {
+                    format!(" steplocks{step_locks:?}")
+                },
+                b.max_running
+                    .map(|m| format!(" max_running={m}"))
+                    .unwrap_or_default(),
             )
         })
         .collect();

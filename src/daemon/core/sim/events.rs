@@ -337,10 +337,20 @@ impl Sim {
             self.leak_locks();
         }
         self.check();
-        if self.core.lock_waits.keys().any(|w| matches!(w, LockWaiter::Request(_))) {
+        if self
+            .core
+            .lock_waits
+            .keys()
+            .any(|w| matches!(w, LockWaiter::Request(_)))
+        {
             self.seen.lock_waits += 1;
         }
-        if self.core.lock_waits.keys().any(|w| matches!(w, LockWaiter::Step(_))) {
+        if self
+            .core
+            .lock_waits
+            .keys()
+            .any(|w| matches!(w, LockWaiter::Step(_)))
+        {
             self.seen.step_waits += 1;
         }
     }

@@ -89,7 +89,9 @@ impl Sim {
                         // Between steps, waiting for the next step's locks
                         // (invariant 3 says it cannot take them now).
                         if out.iter().any(|(b, _)| b == id) || next != rb.step + 1 && next != 0 {
-                            self.fail(format!("build {id} waits for step {next} but a step is out"));
+                            self.fail(format!(
+                                "build {id} waits for step {next} but a step is out"
+                            ));
                         }
                     } else if !out.contains(&(*id, rb.step)) {
                         self.fail(format!(
@@ -220,7 +222,9 @@ impl Sim {
                 LockWaiter::Step(b) => core.builds.get(b).is_some_and(|b| b.pending_step.is_some()),
             };
             if !ok {
-                self.fail(format!("{who:?} is listed as waiting for a lock but is not"));
+                self.fail(format!(
+                    "{who:?} is listed as waiting for a lock but is not"
+                ));
             }
         }
         let Some(before) = &self.before else {
@@ -269,14 +273,24 @@ impl Sim {
                 ));
             }
             if let Some(max) = state.def.max_running {
-                let n = core.builds.values().filter(|x| x.builder == b.builder).count();
+                let n = core
+                    .builds
+                    .values()
+                    .filter(|x| x.builder == b.builder)
+                    .count();
                 if n > max as usize {
-                    self.fail(format!("builder {} runs {n} builds, max_running {max}", b.builder));
+                    self.fail(format!(
+                        "builder {} runs {n} builds, max_running {max}",
+                        b.builder
+                    ));
                 }
             }
             for want in core.locks.resolve(&b.def.locks, &b.worker) {
                 if !holds.contains(&(want.instance.clone(), Holder::Build(*id))) {
-                    self.fail(format!("build {id} started without its lock {:?}", want.instance));
+                    self.fail(format!(
+                        "build {id} started without its lock {:?}",
+                        want.instance
+                    ));
                 }
             }
         }

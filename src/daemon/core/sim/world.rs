@@ -148,13 +148,18 @@ impl Sim {
                 // Invariant 6: eligibility under the current generation:
                 // listed (when the builder lists workers) and carrying
                 // every one of the builder's worker_tags.
-                let tags = config.worker(&worker).map(|w| w.tags.clone()).unwrap_or_default();
+                let tags = config
+                    .worker(&worker)
+                    .map(|w| w.tags.clone())
+                    .unwrap_or_default();
                 let listed = config.builder(&builder).is_some_and(|b| {
                     (b.workers.is_empty() || b.workers.contains(&worker))
                         && b.worker_tags.iter().all(|t| tags.contains(t))
                 });
                 if !listed {
-                    self.fail(format!("build {build} started on ineligible worker {worker}"));
+                    self.fail(format!(
+                        "build {build} started on ineligible worker {worker}"
+                    ));
                 }
                 // Invariant 5: the limit in force when the build starts.
                 let max = config.worker(&worker).map(|w| w.max_builds).unwrap_or(0);

@@ -51,7 +51,10 @@ fn with_locks(cfg: &Config, locks: Vec<LockDef>, claims: &[(&str, Vec<LockClaim>
 /// Builders `a` and `b` (one step each) share exclusive master lock `rig`;
 /// workers `w1` and `w2` (one slot each) are connected on links 1 and 2.
 fn rig_core() -> Core {
-    let base = config(&[("w1", 1), ("w2", 1)], &[("a", &["w1", "w2"], 1), ("b", &["w1", "w2"], 1)]);
+    let base = config(
+        &[("w1", 1), ("w2", 1)],
+        &[("a", &["w1", "w2"], 1), ("b", &["w1", "w2"], 1)],
+    );
     let cfg = with_locks(
         &base,
         vec![lock("rig", LockScope::Master, 1)],
@@ -96,10 +99,7 @@ fn an_exclusive_lock_admits_one_build_and_the_waiter_holds_nothing() {
 
 #[test]
 fn a_waiting_exclusive_claim_is_not_overtaken_by_later_counting_claims() {
-    let base = config(
-        &[("w1", 4)],
-        &[("c", &["w1"], 1), ("e", &["w1"], 1)],
-    );
+    let base = config(&[("w1", 4)], &[("c", &["w1"], 1), ("e", &["w1"], 1)]);
     let cfg = with_locks(
         &base,
         vec![lock("cpu", LockScope::Master, 3)],
@@ -123,7 +123,11 @@ fn a_waiting_exclusive_claim_is_not_overtaken_by_later_counting_claims() {
 fn a_waiter_does_not_keep_a_free_worker_from_other_builders() {
     let base = config(
         &[("w1", 1), ("w2", 1)],
-        &[("a", &["w1", "w2"], 1), ("b", &["w1", "w2"], 1), ("n", &["w1", "w2"], 1)],
+        &[
+            ("a", &["w1", "w2"], 1),
+            ("b", &["w1", "w2"], 1),
+            ("n", &["w1", "w2"], 1),
+        ],
     );
     let cfg = with_locks(
         &base,
@@ -153,7 +157,11 @@ fn cancelling_a_waiter_releases_nothing_it_did_not_hold() {
     assert_eq!(holders(&core, "rig"), vec![1]);
     assert!(core.lock_waiters(1).is_empty());
     force(&mut core, "b");
-    assert_eq!(holders(&core, "rig"), vec![1], "the holder still holds it alone");
+    assert_eq!(
+        holders(&core, "rig"),
+        vec![1],
+        "the holder still holds it alone"
+    );
 }
 
 #[test]
@@ -175,7 +183,11 @@ fn every_end_releases_the_locks() {
     // Worker lost for good: retry after the grace.
     let link = core.running_build(3).unwrap().link.unwrap();
     core.worker_lost(link, 4);
-    assert_eq!(holders(&core, "rig"), vec![3], "held while the worker may come back");
+    assert_eq!(
+        holders(&core, "rig"),
+        vec![3],
+        "held while the worker may come back"
+    );
     core.tick(4 + 60_000);
     let finished_or_retried = core.running_build(3).is_none();
     assert!(finished_or_retried);
@@ -293,7 +305,10 @@ fn step_locks_are_taken_around_their_step() {
     assert_eq!(started_steps(&core.take_effects()), vec![(1, 1, 1)]);
     assert_eq!(holders(&core, "deploy"), vec![1]);
     core.step_ended(2, 2, 0, OK, 2).unwrap();
-    assert!(started_steps(&core.take_effects()).is_empty(), "build 2 waits between steps");
+    assert!(
+        started_steps(&core.take_effects()).is_empty(),
+        "build 2 waits between steps"
+    );
     let running = core.running_status();
     let waiting = running.iter().find(|r| r.build == 2).unwrap();
     assert_eq!(
@@ -332,7 +347,11 @@ fn worker_scoped_locks_count_per_worker_with_overrides() {
 
 #[test]
 fn worker_tags_and_lists_both_restrict_eligibility() {
-    let mut cfg = (*config(&[("w1", 1), ("w2", 1), ("w3", 1)], &[("t", &[], 1), ("both", &["w1", "w2"], 1)])).clone();
+    let mut cfg = (*config(
+        &[("w1", 1), ("w2", 1), ("w3", 1)],
+        &[("t", &[], 1), ("both", &["w1", "w2"], 1)],
+    ))
+    .clone();
     cfg.workers[1].tags = vec!["arm".into()];
     cfg.workers[2].tags = vec!["arm".into(), "big".into()];
     cfg.builders[0].worker_tags = vec!["arm".into(), "big".into()];
@@ -350,7 +369,11 @@ fn worker_tags_and_lists_both_restrict_eligibility() {
 #[test]
 fn worker_choice_in_order_least_busy_and_random() {
     let mk = |choice| {
-        let mut cfg = (*config(&[("w1", 3), ("w2", 3), ("w3", 3)], &[("b", &["w1", "w2", "w3"], 1)])).clone();
+        let mut cfg = (*config(
+            &[("w1", 3), ("w2", 3), ("w3", 3)],
+            &[("b", &["w1", "w2", "w3"], 1)],
+        ))
+        .clone();
         cfg.builders[0].worker_choice = choice;
         let mut core = Core::new(Arc::new(cfg), Restored::default(), 0);
         for (i, w) in ["w1", "w2", "w3"].iter().enumerate() {
