@@ -2,6 +2,7 @@
 //! database (queued requests, running builds with their definitions, the
 //! next ids), ending as `retry` the running builds that cannot be resumed.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use rusqlite::{Connection, OptionalExtension, params};

@@ -277,6 +277,7 @@ fn builds_readopted_at_a_restart_reclaim_their_locks_first() {
         }],
         next_request: 9,
         next_build: 5,
+        ..Restored::default()
     };
     let mut core = Core::new(cfg, restored, 500);
     assert_eq!(holders(&core, "rig"), vec![4]);
