@@ -172,6 +172,7 @@ impl Core {
             return;
         };
         let (request, step, builder) = (build.request, build.step, build.builder.clone());
+        let between_steps = build.pending_step.is_some();
         let may_retry = build.def.retry;
         let retries = self.requests.get(&request).map_or(0, |r| r.retries);
         let max = self.config.master.max_retries;
@@ -186,13 +187,17 @@ impl Core {
             self.end_build_at_step(id, step, BuildResult::Exception, why, now_ms);
             return;
         }
-        self.record(Record::StepFinished {
-            build: id,
-            step,
-            result: BuildResult::Retry,
-            reason: Some(reason.clone()),
-            at_ms: now_ms,
-        });
+        // A build waiting between steps for a lock has no step out: its
+        // last step's end is recorded already.
+        if !between_steps {
+            self.record(Record::StepFinished {
+                build: id,
+                step,
+                result: BuildResult::Retry,
+                reason: Some(reason.clone()),
+                at_ms: now_ms,
+            });
+        }
         let Some(build) = self.builds.remove(&id) else {
             return;
         };

@@ -72,13 +72,21 @@ impl Core {
         reason: String,
         now_ms: u64,
     ) {
-        self.record(Record::StepFinished {
-            build: id,
-            step,
-            result,
-            reason: Some(reason.clone()),
-            at_ms: now_ms,
-        });
+        // Between steps (waiting for a lock) no step is out: the last
+        // one's end is recorded already.
+        if self
+            .builds
+            .get(&id)
+            .is_none_or(|b| b.pending_step.is_none())
+        {
+            self.record(Record::StepFinished {
+                build: id,
+                step,
+                result,
+                reason: Some(reason.clone()),
+                at_ms: now_ms,
+            });
+        }
         self.finish_build(id, result, Some(reason), now_ms);
     }
 

@@ -409,3 +409,30 @@ fn max_running_caps_a_builder() {
     assert_eq!(core.running_build(3).unwrap().builder, "b");
     let _ = BuildResult::Success;
 }
+
+#[test]
+fn a_build_waiting_between_steps_whose_worker_is_lost_records_no_step_end_twice() {
+    let base = config(&[("w1", 1), ("w2", 1)], &[("d", &["w1", "w2"], 2)]);
+    let mut cfg = (*with_locks(&base, vec![lock("deploy", LockScope::Master, 1)], &[])).clone();
+    cfg.builders[0].steps[1].locks = vec![excl("deploy")];
+    let mut core = Core::new(Arc::new(cfg), Restored::default(), 0);
+    core.worker_connected("w1", 1, &[], 0).unwrap();
+    core.worker_connected("w2", 2, &[], 0).unwrap();
+    force(&mut core, "d");
+    force(&mut core, "d");
+    core.step_ended(1, 1, 0, OK, 1).unwrap();
+    core.step_ended(2, 2, 0, OK, 2).unwrap();
+    core.take_effects();
+    assert!(core.running_build(2).unwrap().pending_step.is_some());
+    core.worker_lost(2, 3);
+    core.tick(3 + 60_000);
+    let effects = core.take_effects();
+    assert!(core.running_build(2).is_none(), "retried after the grace");
+    assert!(
+        !effects
+            .iter()
+            .any(|e| matches!(e, Effect::Record(Record::StepFinished { build: 2, .. }))),
+        "step 0 of build 2 ended already: {effects:?}"
+    );
+    assert_eq!(holders(&core, "deploy"), vec![1]);
+}
