@@ -436,3 +436,25 @@ fn a_build_waiting_between_steps_whose_worker_is_lost_records_no_step_end_twice(
     );
     assert_eq!(holders(&core, "deploy"), vec![1]);
 }
+
+#[test]
+fn cancelling_a_waiter_lets_the_claims_it_held_back_start_at_once() {
+    let base = config(&[("w1", 4)], &[("c", &["w1"], 1), ("e", &["w1"], 1)]);
+    let cfg = with_locks(
+        &base,
+        vec![lock("cpu", LockScope::Master, 3)],
+        &[("c", vec![counting("cpu", 1)]), ("e", vec![excl("cpu")])],
+    );
+    let mut core = Core::new(cfg, Restored::default(), 0);
+    core.worker_connected("w1", 1, &[], 0).unwrap();
+    force(&mut core, "c"); // build 1 holds cpu:1
+    let e = force(&mut core, "e"); // waits for build 1
+    force(&mut core, "c"); // fits, but e comes first
+    assert_eq!(holders(&core, "cpu"), vec![1]);
+    core.cancel_request(e, "not needed", 1).unwrap();
+    assert_eq!(
+        holders(&core, "cpu"),
+        vec![1, 2],
+        "r3 starts in the same event"
+    );
+}
