@@ -16,7 +16,9 @@ impl Core {
         now_ms: u64,
     ) -> Result<(), CoreError> {
         let build = match self.builds.get(&build_id) {
-            Some(b) if b.link == Some(link) && b.step == step => b,
+            // A build waiting between steps for a lock has no step out:
+            // its last step's end came in already.
+            Some(b) if b.link == Some(link) && b.step == step && b.pending_step.is_none() => b,
             _ => {
                 return Err(CoreError::NotYourStep {
                     link,

@@ -316,8 +316,10 @@ fn step_locks_are_taken_around_their_step() {
         waiting.waiting_for_lock.as_deref(),
         Some("waiting for lock deploy (held by build 1)")
     );
-    // A waiting build has no step out: no master deadline can end it.
+    // A waiting build has no step out: no master deadline can end it, and
+    // a second report of its last step is refused.
     assert_eq!(core.next_deadline(), None);
+    assert!(core.step_ended(2, 2, 0, OK, 2).is_err());
     core.step_ended(1, 1, 1, OK, 3).unwrap();
     assert_eq!(started_steps(&core.take_effects()), vec![(2, 2, 1)]);
     assert_eq!(holders(&core, "deploy"), vec![2]);
