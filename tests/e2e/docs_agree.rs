@@ -1099,6 +1099,8 @@ const RELOAD_ROWS: &[(&str, &[&str])] = &[
             "git::pollers_and_force_properties_follow_a_reload",
             "reload::changed_builder_running_keeps_v1_queued_get_v2",
         ],
+    ),
+    (
         "`[[lock]]` `max` lowered, lock removed, scope changed; builder `locks`, `worker_tags`, `worker_choice`, `max_running`; worker `tags`",
         &["locks::a_reload_lowering_max_keeps_the_holders_and_blocks_new_claims"],
     ),
