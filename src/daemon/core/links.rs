@@ -109,9 +109,9 @@ impl Core {
             .get_mut(name)
             .ok_or_else(|| CoreError::UnknownWorker(name.to_string()))?;
         worker.paused = paused;
-        if !paused {
-            self.dispatch(now_ms);
-        }
+        // Pausing can let builds start too: a lock waiter that had only
+        // this worker free no longer holds later claims back (`locks.rs`).
+        self.dispatch(now_ms);
         Ok(())
     }
 
