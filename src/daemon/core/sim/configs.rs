@@ -186,7 +186,6 @@ pub(super) fn random_config(rng: &mut Rng, current: Option<&Config>) -> Arc<Conf
                 _ => WorkerChoice::Random,
             },
             max_running: rng.chance(25).then(|| 1 + rng.below(2) as u32),
-            ..BuilderDef::default()
         });
     }
     // A builder's previous name must not be another builder's current name.
