@@ -39,6 +39,16 @@ pub struct LogQuery {
     pub offset: Option<u64>,
     /// Keep the answer open until the step ends (`1`/`true`).
     pub follow: Option<String>,
+    /// Long poll: answer once there is output past `offset` or the step
+    /// has ended (at most [`LONG_POLL`]); `X-Log-Complete` says which.
+    pub wait: Option<String>,
+}
+
+/// The longest a `wait=1` answer is held back.
+pub const LONG_POLL: std::time::Duration = std::time::Duration::from_secs(25);
+
+fn yes(flag: Option<&str>) -> bool {
+    matches!(flag, Some("1" | "true" | "yes"))
 }
 
 /// `GET /api/v1/builds/N/steps/I/log`.
@@ -57,7 +67,7 @@ pub async fn log(
         .filter(|i| detail.steps.iter().any(|s| s.index == *i))
         .ok_or_else(|| WebFail::not_found(format!("build {build} has no step {step:?}")))?;
     let offset = q.offset.unwrap_or(0);
-    let follow = matches!(q.follow.as_deref(), Some("1" | "true" | "yes"));
+    let follow = yes(q.follow.as_deref());
     let path = step_log_path(&web.logs, build, index);
     let text = |body: Body| {
         let mut r = (super::respond::security_headers(), body).into_response();
@@ -69,6 +79,16 @@ pub async fn log(
         h.insert("x-log-offset", HeaderValue::from(offset));
         r
     };
+    if yes(q.wait.as_deref()) && !follow {
+        let deadline = tokio::time::Instant::now() + LONG_POLL;
+        let (bytes, complete) = long_poll(&web, build, index, offset, deadline).await;
+        let mut response = text(Body::from(bytes));
+        response.headers_mut().insert(
+            "x-log-complete",
+            HeaderValue::from_static(if complete { "true" } else { "false" }),
+        );
+        return Ok(response);
+    }
     if !follow {
         let bytes = tokio::task::spawn_blocking(move || read_from(&path, offset, MAX_READ))
             .await
@@ -99,6 +119,72 @@ pub async fn log(
     Ok(response)
 }
 
+/// Has the step (or its whole build) ended? Asked before a read, so that
+/// the read after it sees everything the step wrote.
+async fn step_ended(web: &Web, build: BuildId, step: StepIndex) -> bool {
+    match web.master.snapshot(StreamTarget::Build(build)).await {
+        Ok(snap) => snap.build.is_none_or(|b| {
+            b.summary.finished_at_ms.is_some()
+                || b.steps
+                    .iter()
+                    .any(|s| s.index == step && s.finished_at_ms.is_some())
+        }),
+        Err(_) => true,
+    }
+}
+
+/// Wait for news of `build`'s `step`: its log grew, it ended, or a
+/// notice was missed (then look anyway).
+async fn news(notices: &mut broadcast::Receiver<std::sync::Arc<Notice>>, build: BuildId, step: StepIndex) {
+    loop {
+        match notices.recv().await {
+            Ok(n) => match &*n {
+                Notice::Output { build: b, step: s } if *b == build && *s == step => return,
+                Notice::Record(
+                    Record::StepFinished { build: b, .. }
+                    | Record::BuildFinished { build: b, .. }
+                    | Record::BuildRetried { build: b, .. },
+                ) if *b == build => return,
+                _ => {}
+            },
+            Err(broadcast::error::RecvError::Lagged(_)) => return,
+            Err(broadcast::error::RecvError::Closed) => std::future::pending::<()>().await,
+        }
+    }
+}
+
+/// `wait=1`: the output past `offset` once there is some, and whether
+/// the log is complete (the step ended and all of it is in the answer).
+async fn long_poll(
+    web: &Web,
+    build: BuildId,
+    step: StepIndex,
+    offset: u64,
+    deadline: tokio::time::Instant,
+) -> (Vec<u8>, bool) {
+    let mut notices = web.master.subscribe_notices();
+    let path = step_log_path(&web.logs, build, step);
+    loop {
+        let ended = step_ended(web, build, step).await;
+        let p = path.clone();
+        let bytes = tokio::task::spawn_blocking(move || read_from(&p, offset, MAX_READ))
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or_default();
+        if !bytes.is_empty() || ended {
+            let complete = ended && (bytes.len() < MAX_READ);
+            return (bytes, complete);
+        }
+        tokio::select! {
+            () = news(&mut notices, build, step) => {}
+            () = tokio::time::sleep(RECHECK) => {}
+            () = tokio::time::sleep_until(deadline) => return (Vec::new(), false),
+            () = web.master.shutting_down() => return (Vec::new(), false),
+        }
+    }
+}
+
 /// Send the log from `offset` until the step has ended and all of it is
 /// sent, the client leaves, or the master stops.
 async fn follow_log(
@@ -112,17 +198,7 @@ async fn follow_log(
     let mut notices = web.master.subscribe_notices();
     let path = step_log_path(&web.logs, build, step);
     loop {
-        // Is the step over? Asked before reading, so that the read after
-        // it sees everything the step wrote.
-        let ended = match web.master.snapshot(StreamTarget::Build(build)).await {
-            Ok(snap) => snap.build.is_none_or(|b| {
-                b.summary.finished_at_ms.is_some()
-                    || b.steps
-                        .iter()
-                        .any(|s| s.index == step && s.finished_at_ms.is_some())
-            }),
-            Err(_) => true,
-        };
+        let ended = step_ended(&web, build, step).await;
         loop {
             let p = path.clone();
             let bytes =
@@ -141,29 +217,8 @@ async fn follow_log(
         if ended {
             return;
         }
-        let wait = async {
-            loop {
-                match notices.recv().await {
-                    Ok(n) => match &*n {
-                        Notice::Output { build: b, step: s } if *b == build && *s == step => {
-                            return;
-                        }
-                        Notice::Record(
-                            Record::StepFinished { build: b, .. }
-                            | Record::BuildFinished { build: b, .. }
-                            | Record::BuildRetried { build: b, .. },
-                        ) if *b == build => return,
-                        _ => {}
-                    },
-                    Err(broadcast::error::RecvError::Lagged(_)) => return,
-                    Err(broadcast::error::RecvError::Closed) => {
-                        std::future::pending::<()>().await;
-                    }
-                }
-            }
-        };
         tokio::select! {
-            () = wait => {}
+            () = news(&mut notices, build, step) => {}
             () = tokio::time::sleep(RECHECK) => {}
             () = tx.closed() => return,
             () = web.master.shutting_down() => return,

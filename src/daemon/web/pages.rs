@@ -3,9 +3,10 @@
 //! tails that follow while a step runs), `/workers`, `/queue`.
 //!
 //! Every page is whole without JavaScript; the build page carries one
-//! small inline script (admitted by its nonce alone) that polls the JSON
-//! API once a second while the build runs and appends each step's log
-//! from the byte offset it has. Untrusted text goes through
+//! small inline script (admitted by its nonce alone) that, while the
+//! build runs, long-polls the running step's log from the byte offset it
+//! has and reads the build's JSON between steps (plain requests: they
+//! pass any proxy, buffering or not). Untrusted text goes through
 //! [`esc`] or `textContent`, never into markup unescaped.
 
 use std::collections::BTreeMap;
@@ -289,12 +290,14 @@ pub async fn builder(
     .await
 }
 
-/// The build page's script: poll the build while it runs, append each
-/// step's new output from its byte offset, show results as they come.
+/// The build page's script: while the build runs, long-poll the running
+/// step's log from the byte offset the page has (`wait=1`: answered as
+/// soon as there is more, or the step ended), then look at the build
+/// again; show results as
+/// they come. Text goes in through `textContent`, never as markup.
 const BUILD_SCRIPT: &str = r#"(function(){
 var el=document.getElementById('build');if(!el)return;
-var api=el.getAttribute('data-api'),id=el.getAttribute('data-id');
-var dec={};
+var api=el.getAttribute('data-api'),id=el.getAttribute('data-id'),dec={};
 function step(s){var sec=document.getElementById('step-'+s.index);
 if(!sec){sec=document.createElement('section');sec.id='step-'+s.index;
 var h=document.createElement('h3');h.textContent=s.name+' ';var r=document.createElement('span');
@@ -303,17 +306,22 @@ var pre=document.createElement('pre');pre.id='log-'+s.index;pre.setAttribute('da
 sec.appendChild(pre);document.getElementById('steps').appendChild(sec);}
 var r=document.getElementById('result-'+s.index);var w=s.result||'running';
 r.textContent=w;r.className='r '+w;return document.getElementById('log-'+s.index);}
-function grow(s,pre){var off=+pre.getAttribute('data-offset');if(s.log_bytes<=off)return Promise.resolve();
-return fetch(api+'/api/v1/builds/'+id+'/steps/'+s.index+'/log?offset='+off).then(function(r){return r.arrayBuffer();}).then(function(b){
-if(!dec[s.index])dec[s.index]=new TextDecoder();
-pre.setAttribute('data-offset',String(off+b.byteLength));
-pre.appendChild(document.createTextNode(dec[s.index].decode(b,{stream:true})));
-pre.scrollTop=pre.scrollHeight;});}
+function add(i,pre,b){if(!dec[i])dec[i]=new TextDecoder();
+pre.setAttribute('data-offset',String(+pre.getAttribute('data-offset')+b.byteLength));
+pre.appendChild(document.createTextNode(dec[i].decode(b,{stream:true})));pre.scrollTop=pre.scrollHeight;}
+function grow(s,pre,wait){var off=+pre.getAttribute('data-offset');
+if(!wait&&s.log_bytes<=off)return Promise.resolve();
+return fetch(api+'/api/v1/builds/'+id+'/steps/'+s.index+'/log?offset='+off+(wait?'&wait=1':'')).then(function(r){
+var done=r.headers.get('x-log-complete')==='true';return r.arrayBuffer().then(function(b){add(s.index,pre,new Uint8Array(b));
+if(wait&&!done)return grow(s,pre,true);});});}
 function poll(){fetch(api+'/api/v1/builds/'+id).then(function(r){return r.json();}).then(function(d){
-var all=d.steps.map(function(s){return grow(s,step(s));});
+var running=null,all=[];d.steps.forEach(function(s){var pre=step(s);
+if(s.result===null&&!d.result)running=[s,pre];else all.push(grow(s,pre,false));});
 return Promise.all(all).then(function(){var r=document.getElementById('result');var w=d.result||'running';
-r.textContent=w;r.className='r '+w;if(!d.result)setTimeout(poll,1000);else{
-var f=document.getElementById('stop');if(f)f.remove();el.setAttribute('data-done','1');}});
+r.textContent=w;r.className='r '+w;
+if(d.result){var f=document.getElementById('stop');if(f)f.remove();el.setAttribute('data-done','1');}
+else if(running)grow(running[0],running[1],true).then(poll,function(){setTimeout(poll,3000);});
+else setTimeout(poll,1000);});
 }).catch(function(){setTimeout(poll,3000);});}
 if(el.getAttribute('data-done')!=='1')poll();
 })();"#;
