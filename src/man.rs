@@ -99,6 +99,16 @@ pub const CONFIG_KEYS: &[&str] = &[
     "poller.tags",
     "poller.interval",
     "poller.timeout",
+    "http",
+    "http.listen",
+    "http.base_url",
+    "http.trust_proxy",
+    "http.tls",
+    "http.max_connections",
+    "http.token",
+    "http.token.name",
+    "http.token.token_file",
+    "http.token.may",
 ];
 
 /// The hand-written page of the config file, checked in under `man/`.

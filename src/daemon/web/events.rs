@@ -134,14 +134,7 @@ impl EventLog {
 
     /// The events after `after` still kept (`None`: older ones are gone)
     /// and a live receiver for the rest, taken together.
-    fn follow(
-        &self,
-        after: Option<u64>,
-    ) -> (
-        Option<Vec<Arc<Numbered>>>,
-        u64,
-        broadcast::Receiver<Arc<Numbered>>,
-    ) {
+    fn follow(&self, after: Option<u64>) -> Following {
         let kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
         let rx = self.live.subscribe();
         let last = kept.next - 1;
@@ -165,6 +158,14 @@ impl EventLog {
         (backlog, after.unwrap_or(last), rx)
     }
 }
+
+/// What a client starts from: the kept events after its id (`None`: some
+/// are gone), the last number so far, and the live channel.
+type Following = (
+    Option<Vec<Arc<Numbered>>>,
+    u64,
+    broadcast::Receiver<Arc<Numbered>>,
+);
 
 /// `GET /api/v1/events`: the event stream (`text/event-stream`).
 pub async fn sse(State(web): State<Web>, headers: HeaderMap) -> Result<Response, WebFail> {
@@ -255,11 +256,7 @@ async fn pump(
                 sent = e.seq;
             }
         }
-        None if resumed => {
-            if tx.send(lagged()).await.is_err() {
-                return;
-            }
-        }
+        None if resumed && tx.send(lagged()).await.is_err() => return,
         None => {}
     }
     loop {

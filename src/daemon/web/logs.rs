@@ -135,7 +135,11 @@ async fn step_ended(web: &Web, build: BuildId, step: StepIndex) -> bool {
 
 /// Wait for news of `build`'s `step`: its log grew, it ended, or a
 /// notice was missed (then look anyway).
-async fn news(notices: &mut broadcast::Receiver<std::sync::Arc<Notice>>, build: BuildId, step: StepIndex) {
+async fn news(
+    notices: &mut broadcast::Receiver<std::sync::Arc<Notice>>,
+    build: BuildId,
+    step: StepIndex,
+) {
     loop {
         match notices.recv().await {
             Ok(n) => match &*n {

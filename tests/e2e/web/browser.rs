@@ -16,7 +16,11 @@ fn chromium() -> Option<PathBuf> {
         .iter()
         .flat_map(|name| {
             std::env::var_os("PATH")
-                .map(|p| std::env::split_paths(&p).map(|d| d.join(name)).collect::<Vec<_>>())
+                .map(|p| {
+                    std::env::split_paths(&p)
+                        .map(|d| d.join(name))
+                        .collect::<Vec<_>>()
+                })
                 .unwrap_or_default()
         })
         .find(|p| p.is_file())
@@ -69,7 +73,10 @@ fn pages_work_in_headless_chromium() {
     m.force_build("ticks");
     let build = wait_running(addr);
     let first = get(addr, &format!("/builds/{build}")).text();
-    assert!(!first.contains("tick 10"), "the build ended too soon: {first}");
+    assert!(
+        !first.contains("tick 10"),
+        "the build ended too soon: {first}"
+    );
     let dom = dump_dom(
         &exe,
         &format!("http://{addr}/builds/{build}"),

@@ -38,7 +38,13 @@ impl Answer {
     }
 }
 
-fn send(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> TcpStream {
+fn send(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> TcpStream {
     let mut stream = TcpStream::connect(addr).expect("cannot connect to the web server");
     stream.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
     let mut head = format!(
@@ -93,13 +99,21 @@ pub fn request(
         .any(|(k, v)| k == "transfer-encoding" && v.contains("chunked"));
     let mut body = Vec::new();
     if chunked {
-        Chunked { inner: reader, left: 0, done: false }
-            .read_to_end(&mut body)
-            .expect("cannot read the chunked body");
+        Chunked {
+            inner: reader,
+            left: 0,
+            done: false,
+        }
+        .read_to_end(&mut body)
+        .expect("cannot read the chunked body");
     } else {
         reader.read_to_end(&mut body).expect("cannot read the body");
     }
-    Answer { status, headers, body }
+    Answer {
+        status,
+        headers,
+        body,
+    }
 }
 
 /// `GET path`.
@@ -134,7 +148,11 @@ pub fn open(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Stream {
     Stream {
         status,
         headers,
-        body: BufReader::new(Chunked { inner: reader, left: 0, done: false }),
+        body: BufReader::new(Chunked {
+            inner: reader,
+            left: 0,
+            done: false,
+        }),
     }
 }
 

@@ -84,10 +84,7 @@ pub const OPS_TOKEN: &str = "ops-token-0123456789abcdef";
 
 /// A master on [`CONFIG`] and the address its web server took.
 pub fn start() -> (Master, SocketAddr) {
-    let m = Master::start_with_files(
-        CONFIG,
-        &[("ci.token", CI_TOKEN), ("ops.token", OPS_TOKEN)],
-    );
+    let m = Master::start_with_files(CONFIG, &[("ci.token", CI_TOKEN), ("ops.token", OPS_TOKEN)]);
     let addr = web_addr(&m);
     (m, addr)
 }
@@ -95,13 +92,17 @@ pub fn start() -> (Master, SocketAddr) {
 /// The address in the master's "web pages and HTTP API on" line.
 pub fn web_addr(m: &Master) -> SocketAddr {
     let mut found = None;
-    wait_until("the web server's address in the log", Duration::from_secs(10), || {
-        found = m.stderr().lines().find_map(|l| {
-            let rest = l.split("HTTP API on http://").nth(1)?;
-            rest.trim_end_matches('/').parse().ok()
-        });
-        found.is_some()
-    });
+    wait_until(
+        "the web server's address in the log",
+        Duration::from_secs(10),
+        || {
+            found = m.stderr().lines().find_map(|l| {
+                let rest = l.split("HTTP API on http://").nth(1)?;
+                rest.trim_end_matches('/').parse().ok()
+            });
+            found.is_some()
+        },
+    );
     found.unwrap()
 }
 
@@ -116,7 +117,8 @@ pub fn run_build(m: &Master, args: &[&str], want: i32) -> u64 {
         .last()
         .map(str::to_string)
         .unwrap_or_default();
-    let v: Value = serde_json::from_str(&last).unwrap_or_else(|e| panic!("{e}: {}", describe(&out)));
+    let v: Value =
+        serde_json::from_str(&last).unwrap_or_else(|e| panic!("{e}: {}", describe(&out)));
     v["build_id"].as_u64().expect("a build id")
 }
 
@@ -125,7 +127,11 @@ pub fn run_build(m: &Master, args: &[&str], want: i32) -> u64 {
 #[test]
 fn the_api_serves_what_bbctl_json_prints() {
     let (m, addr) = start();
-    let fast = run_build(&m, &["fast", "-p", "X=1", "-r", "<script>alert(1)</script>"], 0);
+    let fast = run_build(
+        &m,
+        &["fast", "-p", "X=1", "-r", "<script>alert(1)</script>"],
+        0,
+    );
     let bad = run_build(&m, &["bad"], 1);
     let published = run_build(&m, &["publish"], 0);
     m.force_build("slow");
@@ -165,10 +171,17 @@ fn the_api_serves_what_bbctl_json_prints() {
     }
     let artifacts = get(addr, &format!("/api/v1/builds/{published}/artifacts")).json();
     assert_shape(&artifacts, "artifacts");
-    assert_eq!(artifacts, m.bbctl_json(&["artifacts", &published.to_string()]));
+    assert_eq!(
+        artifacts,
+        m.bbctl_json(&["artifacts", &published.to_string()])
+    );
     let file = get(addr, &format!("/api/v1/builds/{published}/artifacts/a.txt"));
     assert_eq!((file.status, file.text().as_str()), (200, "artifact\n"));
-    assert!(file.header("content-disposition").unwrap().starts_with("attachment"));
+    assert!(
+        file.header("content-disposition")
+            .unwrap()
+            .starts_with("attachment")
+    );
 
     let workers = get(addr, "/api/v1/workers").json();
     assert_shape(&workers, "workers");
@@ -190,7 +203,10 @@ fn the_api_serves_what_bbctl_json_prints() {
     // Raw logs from a byte offset.
     let log = get(addr, &format!("/api/v1/builds/{fast}/steps/0/log"));
     assert_eq!(log.text(), "hi <b>bold</b> 1\n");
-    assert_eq!(log.header("content-type"), Some("text/plain; charset=utf-8"));
+    assert_eq!(
+        log.header("content-type"),
+        Some("text/plain; charset=utf-8")
+    );
     let tail = get(addr, &format!("/api/v1/builds/{fast}/steps/0/log?offset=3"));
     assert_eq!(tail.text(), "<b>bold</b> 1\n");
     assert_eq!(tail.header("x-log-offset"), Some("3"));
@@ -217,20 +233,38 @@ fn the_api_serves_what_bbctl_json_prints() {
     assert_eq!(get(addr, "/builds/999").status, 404);
     assert_eq!(get(addr, "/builders/nope").status, 404);
     assert_eq!(get(addr, "/badge/nope.svg").status, 404);
-    assert_eq!(get(addr, "/api/v1/builds?limit=9999&offset=9999").status, 400);
+    assert_eq!(
+        get(addr, "/api/v1/builds?limit=9999&offset=9999").status,
+        400
+    );
 
     // Pages: escaped build output and reasons, a strict CSP.
-    for path in ["/", "/builders/fast", "/workers", "/queue", &format!("/builds/{fast}")] {
+    for path in [
+        "/",
+        "/builders/fast",
+        "/workers",
+        "/queue",
+        &format!("/builds/{fast}"),
+    ] {
         let page = get(addr, path);
         assert_eq!(page.status, 200, "{path}");
         let csp = page.header("content-security-policy").unwrap();
         assert!(csp.contains("script-src 'nonce-"), "{csp}");
-        assert!(!page.text().contains("<b>bold</b>"), "{path}: unescaped output");
-        assert!(!page.text().contains("<script>alert"), "{path}: unescaped reason");
+        assert!(
+            !page.text().contains("<b>bold</b>"),
+            "{path}: unescaped output"
+        );
+        assert!(
+            !page.text().contains("<script>alert"),
+            "{path}: unescaped reason"
+        );
     }
     let page = get(addr, &format!("/builds/{fast}")).text();
     assert!(page.contains("hi &lt;b&gt;bold&lt;/b&gt; 1"), "{page}");
-    assert!(page.contains("&lt;script&gt;alert(1)&lt;/script&gt;"), "{page}");
+    assert!(
+        page.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
+        "{page}"
+    );
     let badge = get(addr, "/badge/fast.svg");
     assert_eq!(badge.header("content-type"), Some("image/svg+xml"));
     assert!(badge.text().contains("success"), "{}", badge.text());
@@ -244,7 +278,13 @@ fn writes_need_a_token_that_may() {
     let (m, addr) = start();
     let bearer = |t: &str| format!("Bearer {t}");
     let force = |headers: &[(&str, &str)], body: &str| {
-        request(addr, "POST", "/api/v1/builders/fast/force", headers, body.as_bytes())
+        request(
+            addr,
+            "POST",
+            "/api/v1/builders/fast/force",
+            headers,
+            body.as_bytes(),
+        )
     };
     let a = force(&[], "");
     assert_eq!(a.status, 401, "{}", a.text());
@@ -262,7 +302,10 @@ fn writes_need_a_token_that_may() {
     let request_id = a.json()["request_id"].as_u64().unwrap();
     let out = m.bbctl_code(&["--json", "wait", &request_id.to_string()], 0);
     let outcome: Value = serde_json::from_str(
-        String::from_utf8_lossy(&out.stdout).lines().last().unwrap_or(""),
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .last()
+            .unwrap_or(""),
     )
     .unwrap_or_else(|e| panic!("{e}: {}", describe(&out)));
     let build = outcome["build_id"].as_u64().expect("a build id");
@@ -422,7 +465,10 @@ fn events_resume_with_last_event_id_and_end_at_shutdown() {
             .find(|(n, _)| n == k)
             .map(|(_, v)| v.clone())
     };
-    assert_eq!(header(&first, "content-type").as_deref(), Some("text/event-stream"));
+    assert_eq!(
+        header(&first, "content-type").as_deref(),
+        Some("text/event-stream")
+    );
     assert_eq!(header(&first, "x-accel-buffering").as_deref(), Some("no"));
     let one = run_build(&m, &["fast"], 0);
     let seen = events_until(&mut first, "build_finished", one);
@@ -440,13 +486,18 @@ fn events_resume_with_last_event_id_and_end_at_shutdown() {
     resumed.extend(events_until(&mut again, "build_finished", three));
     // Every id once, in order, right after the last one seen.
     let seq = |id: &str| id.rsplit('.').next().unwrap().parse::<u64>().unwrap();
-    let mut want = seq(&last_id) + 1;
-    for (id, _) in &resumed {
+    for (want, (id, _)) in (seq(&last_id) + 1..).zip(resumed.iter()) {
         assert_eq!(seq(id), want, "ids not consecutive: {resumed:?}");
-        want += 1;
     }
-    let kinds: Vec<&str> = resumed.iter().map(|(_, e)| e["event"].as_str().unwrap()).collect();
-    assert_eq!(kinds.iter().filter(|k| **k == "build_queued").count(), 2, "{kinds:?}");
+    let kinds: Vec<&str> = resumed
+        .iter()
+        .map(|(_, e)| e["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds.iter().filter(|k| **k == "build_queued").count(),
+        2,
+        "{kinds:?}"
+    );
     // An id of another run: a `lagged` event first, then live events.
     let mut stale = open(addr, "/api/v1/events", &[("last-event-id", "1.5")]);
     let (id, e) = next_event(&mut stale).unwrap();
@@ -472,10 +523,18 @@ fn a_followed_log_grows_and_ends_with_its_step() {
     m.force_build("ticks");
     let build = wait_running(addr);
     // A client that leaves mid-stream.
-    let mut gone = open(addr, &format!("/api/v1/builds/{build}/steps/0/log?follow=1"), &[]);
+    let mut gone = open(
+        addr,
+        &format!("/api/v1/builds/{build}/steps/0/log?follow=1"),
+        &[],
+    );
     assert_eq!(gone.line().as_deref(), Some("tick 1"));
     drop(gone);
-    let mut follow = open(addr, &format!("/api/v1/builds/{build}/steps/0/log?follow=1&offset=7"), &[]);
+    let mut follow = open(
+        addr,
+        &format!("/api/v1/builds/{build}/steps/0/log?follow=1&offset=7"),
+        &[],
+    );
     assert_eq!(follow.status, 200);
     let mut lines = Vec::new();
     while let Some(line) = follow.line() {
