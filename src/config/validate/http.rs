@@ -2,13 +2,13 @@
 //! the proxy settings, and each token read from its file like a worker's
 //! `secret_file` (regular, small, not readable by others).
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::ops::Range;
 
 use toml::Spanned;
 
 use super::super::model::{HttpSettings, HttpToken, Secret};
 use super::super::raw::{RawHttp, RawHttpToken};
+use super::super::units::parse_listen;
 use super::Checker;
 
 /// What a token may be allowed to do (`may = [...]`).
@@ -19,15 +19,6 @@ const MIN_TOKEN_LEN: usize = 16;
 
 /// The default `max_connections`.
 const DEFAULT_MAX_CONNECTIONS: u32 = 256;
-
-/// `listen` as written: `HOST:PORT`, or a bare port (loopback).
-pub fn parse_listen(text: &str) -> Option<SocketAddr> {
-    let text = text.trim();
-    if let Ok(port) = text.parse::<u16>() {
-        return Some(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port));
-    }
-    text.parse().ok()
-}
 
 impl Checker<'_> {
     /// `[http]`; `None` when it has problems (reported) or no `listen`.
@@ -197,20 +188,5 @@ impl Checker<'_> {
             return None;
         }
         Some(token)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_listen;
-
-    #[test]
-    fn a_bare_port_listens_on_loopback() {
-        assert_eq!(parse_listen("8010").unwrap().to_string(), "127.0.0.1:8010");
-        assert_eq!(
-            parse_listen("0.0.0.0:80").unwrap().to_string(),
-            "0.0.0.0:80"
-        );
-        assert!(parse_listen("localhost").is_none());
     }
 }
