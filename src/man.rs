@@ -109,6 +109,10 @@ pub const CONFIG_KEYS: &[&str] = &[
     "http.token.name",
     "http.token.token_file",
     "http.token.may",
+    "http.hook",
+    "http.hook.name",
+    "http.hook.kind",
+    "http.hook.secret_file",
 ];
 
 /// The hand-written page of the config file, checked in under `man/`.

@@ -117,6 +117,7 @@ fn config_keys_match_the_raw_structs() {
         "RawPoller" => Some("poller"),
         "RawHttp" => Some("http"),
         "RawHttpToken" => Some("http.token"),
+        "RawHttpHook" => Some("http.hook"),
         _ => None,
     };
     let mut found = BTreeSet::new();

@@ -106,6 +106,19 @@ pub struct HttpSettings {
     pub max_connections: u32,
     /// Bearer tokens and what each may do.
     pub tokens: Vec<HttpToken>,
+    /// Webhooks that add changes (`/hooks/NAME`).
+    pub hooks: Vec<HttpHook>,
+}
+
+/// One `[[http.hook]]`: `POST /hooks/NAME`, signed with HMAC-SHA256.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpHook {
+    /// Its name: the path `/hooks/NAME`, and the change source `hook:NAME`.
+    pub name: String,
+    /// Whose payloads it reads: `github`, `gitea` or `json`.
+    pub kind: String,
+    /// The HMAC secret (from `secret_file`); `Debug` never shows it.
+    pub secret: Secret,
 }
 
 impl HttpSettings {
@@ -118,6 +131,7 @@ impl HttpSettings {
             tls: false,
             max_connections: 256,
             tokens: Vec::new(),
+            hooks: Vec::new(),
         }
     }
 }

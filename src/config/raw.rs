@@ -111,6 +111,21 @@ pub struct RawHttp {
     /// `[[http.token]]` entries: who may write.
     #[serde(default)]
     pub token: Vec<RawHttpToken>,
+    /// `[[http.hook]]` entries: webhooks that add changes.
+    #[serde(default)]
+    pub hook: Vec<RawHttpHook>,
+}
+
+/// One `[[http.hook]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHttpHook {
+    /// Required: its path is `/hooks/NAME`.
+    pub name: Spanned<String>,
+    /// Required: `github`, `gitea` or `json`.
+    pub kind: Option<Spanned<String>>,
+    /// Required: the file holding the HMAC secret.
+    pub secret_file: Option<Spanned<String>>,
 }
 
 /// One `[[http.token]]`.

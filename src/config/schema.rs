@@ -197,6 +197,9 @@ const HTTP_TOKEN: &[Field] = &[
     f("may", Kind::StrList),
 ];
 
+/// `[[http.hook]]`.
+const HTTP_HOOK: &[Field] = &[f("name", TEXT), f("kind", TEXT), f("secret_file", TEXT)];
+
 /// `[http]`.
 const HTTP: &[Field] = &[
     f("listen", TEXT),
@@ -205,6 +208,7 @@ const HTTP: &[Field] = &[
     f("tls", Kind::Bool),
     f("max_connections", Kind::Int),
     f("token", Kind::Tables(HTTP_TOKEN)),
+    f("hook", Kind::Tables(HTTP_HOOK)),
 ];
 
 /// The whole file.

@@ -14,7 +14,7 @@ mod pollers;
 mod http;
 mod steps;
 mod tls;
-pub use http::HTTP_PERMISSIONS;
+pub use http::{HOOK_KINDS, HTTP_PERMISSIONS};
 pub use steps::relative_path_problem;
 mod workers;
 

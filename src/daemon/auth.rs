@@ -202,6 +202,7 @@ fn http_read(request: &Request) -> bool {
             | Request::Artifacts { .. }
             | Request::Artifact { .. }
             | Request::Events
+            | Request::Changes { .. }
     )
 }
 

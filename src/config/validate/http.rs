@@ -6,13 +6,16 @@ use std::ops::Range;
 
 use toml::Spanned;
 
-use super::super::model::{HttpSettings, HttpToken, Secret};
-use super::super::raw::{RawHttp, RawHttpToken};
+use super::super::model::{HttpHook, HttpSettings, HttpToken, Secret};
+use super::super::raw::{RawHttp, RawHttpHook, RawHttpToken};
 use super::super::units::parse_listen;
 use super::Checker;
 
 /// What a token may be allowed to do (`may = [...]`).
 pub const HTTP_PERMISSIONS: &[&str] = &["force", "stop", "cancel"];
+
+/// The kinds of webhook payloads (`[[http.hook]] kind`).
+pub const HOOK_KINDS: &[&str] = &["github", "gitea", "json"];
 
 /// The shortest token accepted: a guessable one is no gate.
 const MIN_TOKEN_LEN: usize = 16;
@@ -80,6 +83,10 @@ impl Checker<'_> {
             format!("http: token `{n}` is defined twice")
         });
         let tokens: Vec<HttpToken> = raw.token.iter().filter_map(|t| self.token(t)).collect();
+        self.duplicates(raw.hook.iter().map(|h| &h.name), |n| {
+            format!("http: hook `{n}` is defined twice")
+        });
+        let hooks: Vec<HttpHook> = raw.hook.iter().filter_map(|h| self.hook(h)).collect();
         if let Some(addr) = listen
             && !addr.ip().is_loopback()
             && !tls
@@ -103,6 +110,55 @@ impl Checker<'_> {
             tls,
             max_connections,
             tokens,
+            hooks,
+        })
+    }
+
+    /// One `[[http.hook]]`.
+    fn hook(&mut self, raw: &RawHttpHook) -> Option<HttpHook> {
+        self.name("http hook", &raw.name);
+        let name = raw.name.get_ref().clone();
+        let kind = match &raw.kind {
+            None => {
+                self.report(
+                    &raw.name.span(),
+                    format!(
+                        "http hook `{name}` needs `kind` (one of {})",
+                        HOOK_KINDS.join(", ")
+                    ),
+                );
+                None
+            }
+            Some(k) if HOOK_KINDS.contains(&k.get_ref().as_str()) => Some(k.get_ref().clone()),
+            Some(k) => {
+                self.report(
+                    &k.span(),
+                    format!(
+                        "http hook `{name}`: `kind` {:?} is not one of {}",
+                        k.get_ref(),
+                        HOOK_KINDS.join(", ")
+                    ),
+                );
+                None
+            }
+        };
+        let Some(file) = &raw.secret_file else {
+            self.report(
+                &raw.name.span(),
+                format!("http hook `{name}` needs `secret_file` (its HMAC secret)"),
+            );
+            return None;
+        };
+        let secret = self.token_file(
+            &format!("http hook `{name}`"),
+            "secret_file",
+            file.get_ref(),
+            &file.span(),
+        )?;
+        Some(HttpHook {
+            name,
+            kind: kind?,
+            secret: Secret(secret),
         })
     }
 
@@ -134,7 +190,12 @@ impl Checker<'_> {
             );
             return None;
         };
-        let token = self.token_file(&name, file.get_ref(), &file.span())?;
+        let token = self.token_file(
+            &format!("http token `{name}`"),
+            "token_file",
+            file.get_ref(),
+            &file.span(),
+        )?;
         Some(HttpToken {
             name,
             token: Secret(token),
@@ -142,8 +203,15 @@ impl Checker<'_> {
         })
     }
 
-    /// The token in `file`, read like a `secret_file`.
-    fn token_file(&mut self, name: &str, file: &str, at: &Range<usize>) -> Option<String> {
+    /// The secret in `file` (the value of `key` of `who`, for messages),
+    /// read like a worker's `secret_file`.
+    fn token_file(
+        &mut self,
+        who: &str,
+        key: &str,
+        file: &str,
+        at: &Range<usize>,
+    ) -> Option<String> {
         use std::os::unix::fs::PermissionsExt;
         let path = self.base_dir.join(file);
         let text = match super::files::read_small_file(&path).and_then(|b| {
@@ -154,10 +222,7 @@ impl Checker<'_> {
             Err(e) => {
                 self.report(
                     at,
-                    format!(
-                        "http token `{name}`: cannot read token_file {}: {e}",
-                        path.display()
-                    ),
+                    format!("{who}: cannot read {key} {}: {e}", path.display()),
                 );
                 return None;
             }
@@ -168,7 +233,7 @@ impl Checker<'_> {
             self.warn(
                 at,
                 format!(
-                    "http token `{name}`: token_file {} is readable by others (mode {m:o}); \
+                    "{who}: {key} {} is readable by others (mode {m:o}); \
                      `chmod 600` it",
                     path.display()
                 ),
@@ -179,7 +244,7 @@ impl Checker<'_> {
             self.report(
                 at,
                 format!(
-                    "http token `{name}`: the token in {} is {} bytes; use {MIN_TOKEN_LEN} or \
+                    "{who}: the secret in {} is {} bytes; use {MIN_TOKEN_LEN} or \
                      more (`head -c 32 /dev/urandom | base64` makes one)",
                     path.display(),
                     token.len()

@@ -182,6 +182,28 @@ pub async fn workers(State(web): State<Web>, headers: HeaderMap) -> Result<Respo
     }
 }
 
+/// The query of `/api/v1/changes`.
+#[derive(Debug, Default, Deserialize)]
+pub struct ChangesQuery {
+    /// At most this many, newest first (default [`DEFAULT_LIMIT`]).
+    pub limit: Option<u32>,
+}
+
+/// `GET /api/v1/changes?limit=`: the changes, newest first, with the
+/// requests and builds each started.
+pub async fn changes(
+    State(web): State<Web>,
+    headers: HeaderMap,
+    Query(q): Query<ChangesQuery>,
+) -> Result<Response, WebFail> {
+    let who = who(&web, &headers)?;
+    let limit = q.limit.unwrap_or(DEFAULT_LIMIT).min(MAX_WINDOW);
+    match web.master.changes(&who, limit).await? {
+        Reply::Changes(c) => Ok(json(&c)),
+        other => Err(unexpected(other)),
+    }
+}
+
 /// The query of `/api/v1/queue`.
 #[derive(Debug, Default, Deserialize)]
 pub struct QueueQuery {

@@ -12,11 +12,13 @@
 //! Split by job: [`api`] (JSON reads), [`writes`] (POSTs), [`events`]
 //! (the numbered event log behind SSE), [`logs`] (raw and followed step
 //! logs), [`pages`] and [`html`] (HTML), [`badge`], [`tokens`] (who is
-//! asking), [`respond`] (answers and errors).
+//! asking), [`hooks`] (webhooks that add changes), [`respond`] (answers
+//! and errors).
 
 pub mod api;
 pub mod badge;
 pub mod events;
+pub mod hooks;
 pub mod html;
 pub mod logs;
 pub mod pages;
@@ -65,6 +67,8 @@ pub struct Web {
     pub events: Arc<events::EventLog>,
     /// Path prefix of every link in pages (the path of `base_url`).
     pub prefix: String,
+    /// Webhook deliveries seen lately (replays are ignored).
+    pub seen: Arc<hooks::Seen>,
 }
 
 impl Web {
@@ -85,6 +89,7 @@ impl Web {
             dirs,
             settings: Arc::new(settings),
             prefix,
+            seen: Arc::default(),
         }
     }
 
@@ -121,6 +126,11 @@ pub fn router(web: Web) -> Router {
         .route("/api/v1/workers", get(api::workers))
         .route("/api/v1/queue", get(api::queue))
         .route("/api/v1/events", get(events::sse))
+        .route("/api/v1/changes", get(api::changes))
+        .route(
+            "/hooks/{name}",
+            post(hooks::hook).layer(DefaultBodyLimit::max(hooks::MAX_HOOK_BODY)),
+        )
         .fallback(respond::no_route)
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(web)

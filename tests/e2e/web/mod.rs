@@ -76,15 +76,34 @@ may = ["force"]
 name = "ops"
 token_file = "ops.token"
 may = ["force", "stop", "cancel"]
+
+[[http.hook]]
+name = "github"
+kind = "github"
+secret_file = "hook.secret"
+
+[[http.hook]]
+name = "changes"
+kind = "json"
+secret_file = "hook.secret"
 "#;
 
 /// The tokens of [`CONFIG`].
 pub const CI_TOKEN: &str = "ci-token-0123456789abcdef";
 pub const OPS_TOKEN: &str = "ops-token-0123456789abcdef";
+/// The webhooks' HMAC secret.
+pub const HOOK_SECRET: &str = "hook-secret-0123456789abcdef";
 
 /// A master on [`CONFIG`] and the address its web server took.
 pub fn start() -> (Master, SocketAddr) {
-    let m = Master::start_with_files(CONFIG, &[("ci.token", CI_TOKEN), ("ops.token", OPS_TOKEN)]);
+    let m = Master::start_with_files(
+        CONFIG,
+        &[
+            ("ci.token", CI_TOKEN),
+            ("ops.token", OPS_TOKEN),
+            ("hook.secret", HOOK_SECRET),
+        ],
+    );
     let addr = web_addr(&m);
     (m, addr)
 }
@@ -544,4 +563,110 @@ fn a_followed_log_grows_and_ends_with_its_step() {
     assert_eq!(lines, want);
     let detail = get(addr, &format!("/api/v1/builds/{build}")).json();
     assert_eq!(detail["result"], "success", "{detail}");
+}
+
+/// `sha256=HEX` of `body` under `secret`, as GitHub signs.
+fn hmac(secret: &str, body: &[u8]) -> String {
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes());
+    let tag = ring::hmac::sign(&key, body);
+    let hex: String = tag.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha256={hex}")
+}
+
+/// Webhooks: a signed push adds one change per commit; a bad or missing
+/// signature is 401; a replayed delivery is ignored; bad JSON is 400.
+#[test]
+fn signed_webhooks_add_changes_once() {
+    let (_m, addr) = start();
+    let push = br#"{"ref":"refs/heads/main","after":"c2","repository":{"clone_url":"https://git.example/r.git"},
+        "commits":[{"id":"c1","message":"first","author":{"name":"Ann","email":"ann@example"},"added":["a.rs"]},
+                   {"id":"c2","message":"second"}]}"#;
+    let send = |path: &str, body: &[u8], headers: &[(&str, &str)]| {
+        request(addr, "POST", path, headers, body)
+    };
+    let good = hmac(HOOK_SECRET, push);
+    let github = |sig: &str, id: &str, event: &str| {
+        send(
+            "/hooks/github",
+            push,
+            &[
+                ("content-type", "application/json"),
+                ("x-hub-signature-256", sig),
+                ("x-github-delivery", id),
+                ("x-github-event", event),
+            ],
+        )
+    };
+    let a = github(&hmac("wrong-secret-0123456789", push), "d0", "push");
+    assert_eq!(a.status, 401, "{}", a.text());
+    let a = send("/hooks/github", push, &[("x-github-event", "push")]);
+    assert_eq!(a.status, 401, "{}", a.text());
+    assert_eq!(get(addr, "/api/v1/changes").json(), json!([]));
+    let a = github(&good, "d1", "ping");
+    assert_eq!(a.status, 200, "{}", a.text());
+    let a = github(&good, "d1", "push");
+    assert_eq!(a.status, 202, "{}", a.text());
+    assert_eq!(
+        a.json()["change_ids"].as_array().map(Vec::len),
+        Some(2),
+        "{}",
+        a.text()
+    );
+    let changes = get(addr, "/api/v1/changes").json();
+    let revisions: Vec<&str> = changes
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["revision"].as_str().unwrap())
+        .collect();
+    assert_eq!(revisions.len(), 2, "{changes}");
+    assert!(
+        revisions.contains(&"c1") && revisions.contains(&"c2"),
+        "{changes}"
+    );
+    let c1 = changes
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["revision"] == "c1")
+        .unwrap();
+    assert_eq!(c1["branch"], "main");
+    assert_eq!(c1["repository"], "https://git.example/r.git");
+    assert_eq!(c1["author"], "Ann <ann@example>");
+    // The same delivery again: ignored.
+    let a = github(&good, "d1", "push");
+    assert_eq!(a.status, 200, "{}", a.text());
+    assert!(a.text().contains("seen before"), "{}", a.text());
+    assert_eq!(
+        get(addr, "/api/v1/changes").json().as_array().map(Vec::len),
+        Some(2)
+    );
+    // Malformed JSON, well signed: 400, nothing added.
+    let bad = b"{\"ref\": ";
+    let a = send(
+        "/hooks/github",
+        bad,
+        &[
+            ("x-hub-signature-256", &hmac(HOOK_SECRET, bad)),
+            ("x-github-delivery", "d2"),
+            ("x-github-event", "push"),
+        ],
+    );
+    assert_eq!(a.status, 400, "{}", a.text());
+    // The generic hook: one change as JSON.
+    let one = br#"{"repository":"r","branch":"dev","revision":"c9","files":["x"]}"#;
+    let a = send(
+        "/hooks/changes",
+        one,
+        &[
+            ("x-bb-signature", &hmac(HOOK_SECRET, one)),
+            ("x-bb-delivery", "g1"),
+        ],
+    );
+    assert_eq!(a.status, 202, "{}", a.text());
+    assert_eq!(
+        get(addr, "/api/v1/changes").json().as_array().map(Vec::len),
+        Some(3)
+    );
+    assert_eq!(send("/hooks/nope", one, &[]).status, 404);
 }
