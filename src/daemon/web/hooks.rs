@@ -34,10 +34,13 @@ pub const MAX_HOOK_BODY: usize = 1 << 20;
 /// The most changes one delivery may add.
 const MAX_COMMITS: usize = 512;
 
+/// One hook's delivery ids, oldest first, and the same as a set.
+type Recent = (VecDeque<String>, HashSet<String>);
+
 /// The delivery ids seen lately, per hook.
 #[derive(Default)]
 pub struct Seen {
-    by_hook: Mutex<HashMap<String, (VecDeque<String>, HashSet<String>)>>,
+    by_hook: Mutex<HashMap<String, Recent>>,
 }
 
 impl Seen {
@@ -84,7 +87,7 @@ pub fn signed(secret: &str, body: &[u8], signature: &str) -> bool {
 }
 
 fn unhex(hex: &str) -> Option<Vec<u8>> {
-    if hex.len() % 2 != 0 {
+    if !hex.len().is_multiple_of(2) {
         return None;
     }
     (0..hex.len())
