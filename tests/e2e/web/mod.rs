@@ -670,3 +670,55 @@ fn signed_webhooks_add_changes_once() {
     );
     assert_eq!(send("/hooks/nope", one, &[]).status, 404);
 }
+
+/// `tls = true`: HTTPS with the worker listeners' certificate (here the
+/// self-signed one, whose fingerprint `bbctl status` shows).
+#[test]
+fn tls_serves_https_with_the_listeners_certificate() {
+    use std::io::{Read, Write};
+    let config = CONFIG.replace(
+        "listen = \"127.0.0.1:0\"\n",
+        "listen = \"127.0.0.1:0\"\ntls = true\n",
+    );
+    let m = Master::start_with_files(
+        &config,
+        &[
+            ("ci.token", CI_TOKEN),
+            ("ops.token", OPS_TOKEN),
+            ("hook.secret", HOOK_SECRET),
+        ],
+    );
+    let mut found = None;
+    wait_until("the https line in the log", Duration::from_secs(10), || {
+        found = m.stderr().lines().find_map(|l| {
+            let rest = l.split("HTTP API on https://").nth(1)?;
+            rest.trim_end_matches('/').parse::<SocketAddr>().ok()
+        });
+        found.is_some()
+    });
+    let addr = found.unwrap();
+    let status = m.bbctl_json(&["status"]);
+    let pin = bbctl::net::parse_fingerprint(status["tls"]["fingerprint"].as_str().unwrap())
+        .expect("a fingerprint");
+    let tls = bbctl::worker::tls::client_config(&bbctl::worker::tls::TlsOptions {
+        verify: bbctl::worker::tls::Verify::Fingerprint(pin),
+        ..Default::default()
+    })
+    .unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let conn = rustls::ClientConnection::new(tls, name).unwrap();
+    let tcp = std::net::TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut stream = rustls::StreamOwned::new(conn, tcp);
+    stream
+        .write_all(b"GET /api/v1/status HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("\"builders\""), "{answer}");
+    // Plain HTTP on the TLS port gets nothing useful.
+    let plain = std::panic::catch_unwind(|| get(addr, "/api/v1/status").status);
+    assert_ne!(plain.ok(), Some(200));
+}
