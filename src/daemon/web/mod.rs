@@ -74,14 +74,7 @@ pub struct Web {
 impl Web {
     /// The context of a server with these settings.
     pub fn new(master: MasterHandle, logs: PathBuf, dirs: Dirs, settings: HttpSettings) -> Self {
-        let prefix = settings
-            .base_url
-            .as_deref()
-            .and_then(|u| u.split_once("://"))
-            .and_then(|(_, rest)| rest.find('/').map(|i| rest[i..].to_string()))
-            .unwrap_or_default()
-            .trim_end_matches('/')
-            .to_string();
+        let prefix = link_prefix(settings.base_url.as_deref());
         Web {
             events: events::EventLog::start(&master),
             master,
@@ -97,6 +90,17 @@ impl Web {
     pub fn anonymous() -> Principal {
         Principal::HttpAnonymous
     }
+}
+
+/// The path of `base_url` (`https://ci.example.org/bb` -> `/bb`), which
+/// every link in pages starts with; empty without one.
+pub fn link_prefix(base_url: Option<&str>) -> String {
+    base_url
+        .and_then(|u| u.split_once("://"))
+        .and_then(|(_, rest)| rest.find('/').map(|i| rest[i..].to_string()))
+        .unwrap_or_default()
+        .trim_end_matches('/')
+        .to_string()
 }
 
 /// Every route of the server.
@@ -268,5 +272,19 @@ where
             conn.as_mut().graceful_shutdown();
             let _ = tokio::time::timeout(CLOSE_GRACE, conn).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::link_prefix;
+
+    #[test]
+    fn links_start_with_the_path_of_base_url() {
+        assert_eq!(link_prefix(None), "");
+        assert_eq!(link_prefix(Some("https://ci.example.org")), "");
+        assert_eq!(link_prefix(Some("https://ci.example.org/")), "");
+        assert_eq!(link_prefix(Some("https://ci.example.org/bb/")), "/bb");
+        assert_eq!(link_prefix(Some("http://h:8/a/b")), "/a/b");
     }
 }

@@ -722,3 +722,38 @@ fn tls_serves_https_with_the_listeners_certificate() {
     let plain = std::panic::catch_unwind(|| get(addr, "/api/v1/status").status);
     assert_ne!(plain.ok(), Some(200));
 }
+
+/// `max_connections`: one more connection is answered 503 at once, and
+/// the server serves again when one closes.
+#[test]
+fn connections_beyond_the_cap_get_503() {
+    let config = CONFIG.replace(
+        "listen = \"127.0.0.1:0\"\n",
+        "listen = \"127.0.0.1:0\"\nmax_connections = 2\n",
+    );
+    let m = Master::start_with_files(
+        &config,
+        &[
+            ("ci.token", CI_TOKEN),
+            ("ops.token", OPS_TOKEN),
+            ("hook.secret", HOOK_SECRET),
+        ],
+    );
+    let addr = web_addr(&m);
+    let idle: Vec<std::net::TcpStream> = (0..2)
+        .map(|_| std::net::TcpStream::connect(addr).unwrap())
+        .collect();
+    let mut status = 0;
+    wait_until(
+        "the third connection refused",
+        Duration::from_secs(10),
+        || {
+            status = get(addr, "/api/v1/status").status;
+            status == 503
+        },
+    );
+    drop(idle);
+    wait_until("served again", Duration::from_secs(10), || {
+        get(addr, "/api/v1/status").status == 200
+    });
+}
