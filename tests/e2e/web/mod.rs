@@ -577,7 +577,7 @@ fn hmac(secret: &str, body: &[u8]) -> String {
 /// signature is 401; a replayed delivery is ignored; bad JSON is 400.
 #[test]
 fn signed_webhooks_add_changes_once() {
-    let (_m, addr) = start();
+    let (m, addr) = start();
     let push = br#"{"ref":"refs/heads/main","after":"c2","repository":{"clone_url":"https://git.example/r.git"},
         "commits":[{"id":"c1","message":"first","author":{"name":"Ann","email":"ann@example"},"added":["a.rs"]},
                    {"id":"c2","message":"second"}]}"#;
@@ -620,6 +620,8 @@ fn signed_webhooks_add_changes_once() {
         .map(|c| c["revision"].as_str().unwrap())
         .collect();
     assert_eq!(revisions.len(), 2, "{changes}");
+    assert_shape(&changes, "changes");
+    assert_eq!(changes, m.bbctl_json(&["changes"]));
     assert!(
         revisions.contains(&"c1") && revisions.contains(&"c2"),
         "{changes}"
@@ -740,8 +742,23 @@ fn connections_beyond_the_cap_get_503() {
         ],
     );
     let addr = web_addr(&m);
+    // Two idle connections that the server holds (one it answered 503,
+    // having served another first, is made again).
     let idle: Vec<std::net::TcpStream> = (0..2)
-        .map(|_| std::net::TcpStream::connect(addr).unwrap())
+        .map(|_| {
+            loop {
+                use std::io::Read;
+                let mut c = std::net::TcpStream::connect(addr).unwrap();
+                c.set_read_timeout(Some(Duration::from_millis(300)))
+                    .unwrap();
+                let mut byte = [0u8; 1];
+                match c.read(&mut byte) {
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break c,
+                    Err(e) if e.kind() == std::io::ErrorKind::TimedOut => break c,
+                    _ => continue,
+                }
+            }
+        })
         .collect();
     let mut status = 0;
     wait_until(
