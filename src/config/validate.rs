@@ -10,8 +10,8 @@ mod schedulers;
 
 mod files;
 mod force;
-mod pollers;
 mod http;
+mod pollers;
 mod steps;
 mod tls;
 pub use http::{HOOK_KINDS, HTTP_PERMISSIONS};
