@@ -99,6 +99,20 @@ pub const CONFIG_KEYS: &[&str] = &[
     "poller.tags",
     "poller.interval",
     "poller.timeout",
+    "http",
+    "http.listen",
+    "http.base_url",
+    "http.trust_proxy",
+    "http.tls",
+    "http.max_connections",
+    "http.token",
+    "http.token.name",
+    "http.token.token_file",
+    "http.token.may",
+    "http.hook",
+    "http.hook.name",
+    "http.hook.kind",
+    "http.hook.secret_file",
 ];
 
 /// The hand-written page of the config file, checked in under `man/`.

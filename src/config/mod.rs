@@ -25,8 +25,9 @@ use std::path::Path;
 use serde::Deserialize;
 
 pub use error::{ConfigError, Problem};
-pub use units::{parse_mode, parse_size};
+pub use units::{parse_listen, parse_mode, parse_size};
 pub use validate::relative_path_problem;
+pub use validate::{HOOK_KINDS, HTTP_PERMISSIONS};
 
 /// The default config used when bbmaster gets no --config: one local worker
 /// `local-1` (max_builds = 2), a builder `hello` with two steps (a shell

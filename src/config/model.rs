@@ -86,6 +86,66 @@ pub struct MasterSettings {
     /// Where each remote worker's `secret_file` is, by worker name: for
     /// `bbctl worker-command`, which names the file (never the secret).
     pub worker_secret_files: BTreeMap<String, PathBuf>,
+    /// `[http]`: the web pages and HTTP API; `None`: off.
+    pub http: Option<HttpSettings>,
+}
+
+/// The `[http]` table (docs/http.md): where the web server listens and
+/// who may write through it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpSettings {
+    /// The address to bind (loopback unless the config says otherwise).
+    pub listen: std::net::SocketAddr,
+    /// How people reach it (behind a proxy): links in pages start with it.
+    pub base_url: Option<String>,
+    /// Honour `X-Forwarded-For`/`-Proto`/`-Host` (only behind a proxy).
+    pub trust_proxy: bool,
+    /// Serve HTTPS with the workers' listeners' certificate.
+    pub tls: bool,
+    /// Open HTTP connections at once; more wait to be accepted.
+    pub max_connections: u32,
+    /// Bearer tokens and what each may do.
+    pub tokens: Vec<HttpToken>,
+    /// Webhooks that add changes (`/hooks/NAME`).
+    pub hooks: Vec<HttpHook>,
+}
+
+/// One `[[http.hook]]`: `POST /hooks/NAME`, signed with HMAC-SHA256.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpHook {
+    /// Its name: the path `/hooks/NAME`, and the change source `hook:NAME`.
+    pub name: String,
+    /// Whose payloads it reads: `github`, `gitea` or `json`.
+    pub kind: String,
+    /// The HMAC secret (from `secret_file`); `Debug` never shows it.
+    pub secret: Secret,
+}
+
+impl HttpSettings {
+    /// `bbmaster --http ADDR` without an `[http]` table: read-only.
+    pub fn quick(listen: std::net::SocketAddr) -> Self {
+        HttpSettings {
+            listen,
+            base_url: None,
+            trust_proxy: false,
+            tls: false,
+            max_connections: 256,
+            tokens: Vec::new(),
+            hooks: Vec::new(),
+        }
+    }
+}
+
+/// One `[[http.token]]`: a bearer token (read from its `token_file`) and
+/// the writes it allows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpToken {
+    /// Its name: the principal in logs and in the history's reasons.
+    pub name: String,
+    /// The token itself; `Debug` never shows it.
+    pub token: Secret,
+    /// What it may do: `force`, `stop`, `cancel`.
+    pub may: Vec<String>,
 }
 
 /// The listeners' certificate chain and key as read from `tls_cert` and
@@ -206,6 +266,7 @@ impl Default for MasterSettings {
             allow_plaintext: false,
             client_ca: None,
             worker_secret_files: BTreeMap::new(),
+            http: None,
         }
     }
 }

@@ -32,6 +32,8 @@ pub struct RawConfig {
     /// `[[poller]]` entries in file order.
     #[serde(default)]
     pub poller: Vec<RawPoller>,
+    /// `[http]`: the web pages and HTTP API; absent means off.
+    pub http: Option<Spanned<RawHttp>>,
 }
 
 /// One `[[scheduler]]`: the keys of every kind (validation says which
@@ -90,6 +92,52 @@ pub struct RawForceProperty {
     pub choices: Option<Spanned<Vec<Spanned<String>>>>,
     /// `required = true`: a force must set it.
     pub required: Option<Spanned<bool>>,
+}
+
+/// `[http]` (docs/http.md).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHttp {
+    /// `listen = "127.0.0.1:8010"` (or a bare port: loopback).
+    pub listen: Option<Spanned<String>>,
+    /// `base_url = "https://ci.example.org/bb"`: how people reach it.
+    pub base_url: Option<Spanned<String>>,
+    /// `trust_proxy = true`: honour `X-Forwarded-*` from a reverse proxy.
+    pub trust_proxy: Option<Spanned<bool>>,
+    /// `tls = true`: serve HTTPS with the workers' certificate.
+    pub tls: Option<Spanned<bool>>,
+    /// `max_connections = 256`: open HTTP connections at once.
+    pub max_connections: Option<Spanned<i64>>,
+    /// `[[http.token]]` entries: who may write.
+    #[serde(default)]
+    pub token: Vec<RawHttpToken>,
+    /// `[[http.hook]]` entries: webhooks that add changes.
+    #[serde(default)]
+    pub hook: Vec<RawHttpHook>,
+}
+
+/// One `[[http.hook]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHttpHook {
+    /// Required: its path is `/hooks/NAME`.
+    pub name: Spanned<String>,
+    /// Required: `github`, `gitea` or `json`.
+    pub kind: Option<Spanned<String>>,
+    /// Required: the file holding the HMAC secret.
+    pub secret_file: Option<Spanned<String>>,
+}
+
+/// One `[[http.token]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHttpToken {
+    /// Required: the principal's name in logs and history.
+    pub name: Spanned<String>,
+    /// Required: the file holding the bearer token.
+    pub token_file: Option<Spanned<String>>,
+    /// What it may do: `force`, `stop`, `cancel`.
+    pub may: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 /// `[master]`: paths, kept as written until resolved against the base dir.

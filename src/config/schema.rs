@@ -190,6 +190,27 @@ const SCHEDULER: &[Field] = &[
     f("tree_stable", DURATION),
 ];
 
+/// `[[http.token]]`.
+const HTTP_TOKEN: &[Field] = &[
+    f("name", TEXT),
+    f("token_file", TEXT),
+    f("may", Kind::StrList),
+];
+
+/// `[[http.hook]]`.
+const HTTP_HOOK: &[Field] = &[f("name", TEXT), f("kind", TEXT), f("secret_file", TEXT)];
+
+/// `[http]`.
+const HTTP: &[Field] = &[
+    f("listen", TEXT),
+    f("base_url", TEXT),
+    f("trust_proxy", Kind::Bool),
+    f("tls", Kind::Bool),
+    f("max_connections", Kind::Int),
+    f("token", Kind::Tables(HTTP_TOKEN)),
+    f("hook", Kind::Tables(HTTP_HOOK)),
+];
+
 /// The whole file.
 pub(super) const ROOT: &[Field] = &[
     f("master", Kind::Table(MASTER)),
@@ -197,6 +218,7 @@ pub(super) const ROOT: &[Field] = &[
     f("builder", Kind::Tables(BUILDER)),
     f("scheduler", Kind::Tables(SCHEDULER)),
     f("poller", Kind::Tables(POLLER)),
+    f("http", Kind::Table(HTTP)),
 ];
 
 /// What the walk found: problems, and where placeholder names stand.

@@ -10,9 +10,11 @@ mod schedulers;
 
 mod files;
 mod force;
+mod http;
 mod pollers;
 mod steps;
 mod tls;
+pub use http::{HOOK_KINDS, HTTP_PERMISSIONS};
 pub use steps::relative_path_problem;
 mod workers;
 
@@ -84,6 +86,7 @@ pub fn check(
     let schedulers = c.schedulers(&raw.scheduler, &raw.builder);
     master.retention = c.retention(&raw.master, &raw.builder);
     let pollers = c.pollers(&raw.poller);
+    master.http = raw.http.as_ref().and_then(|h| c.http(h));
     if c.problems.is_empty() {
         Ok(Checked {
             master,
@@ -221,6 +224,7 @@ impl Checker<'_> {
             allow_plaintext: raw.allow_plaintext.as_ref().is_some_and(|p| *p.get_ref()),
             client_ca: self.client_ca(raw),
             worker_secret_files: BTreeMap::new(),
+            http: None,
             allowed_gid: raw
                 .allowed_gid
                 .as_ref()

@@ -30,4 +30,5 @@ mod tls_master;
 mod transfer;
 mod untrusted;
 mod watch;
+mod web;
 mod workers;

@@ -317,6 +317,8 @@ pub fn restart_only_changes(old_master: &MasterSettings, m: &MasterSettings) -> 
             "master.min_free_space",
             m.worker_limits.min_free_space != old_master.worker_limits.min_free_space,
         ),
+        // The web server reads `[http]` once, at start.
+        ("http", m.http != old_master.http),
     ];
     for (key, changed) in restart_only {
         if changed {
