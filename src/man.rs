@@ -73,6 +73,10 @@ pub const CONFIG_KEYS: &[&str] = &[
     "builder.step.download.to",
     "builder.step.download.max_size",
     "builder.step.download.mode",
+    "builder.step.trigger",
+    "builder.step.trigger.schedulers",
+    "builder.step.trigger.wait",
+    "builder.step.trigger.properties",
     "scheduler",
     "scheduler.name",
     "scheduler.previous_names",
@@ -99,6 +103,12 @@ pub const CONFIG_KEYS: &[&str] = &[
     "poller.tags",
     "poller.interval",
     "poller.timeout",
+    "scheduler.every",
+    "scheduler.at",
+    "scheduler.timezone",
+    "scheduler.only_if_changed",
+    "scheduler.catch_up",
+    "scheduler.upstream",
 ];
 
 /// The hand-written page of the config file, checked in under `man/`.

@@ -12,6 +12,7 @@ mod files;
 mod force;
 mod pollers;
 mod steps;
+mod timers;
 mod tls;
 pub use steps::relative_path_problem;
 mod workers;
