@@ -138,3 +138,122 @@ builders = ["child"]
     );
     assert_eq!(m.bbctl_ok(&["log", "2"]), "child all\n");
 }
+
+/// A worker and a builder `tick` whose one step echoes, for the reload
+/// scenarios; `schedulers` is appended.
+fn tick_config(schedulers: &str) -> String {
+    format!(
+        r#"
+[[worker]]
+name = "local-1"
+local = true
+
+[[builder]]
+name = "tick"
+workers = ["local-1"]
+
+  [[builder.step]]
+  name = "say"
+  shell = "echo tick"
+{schedulers}"#
+    )
+}
+
+/// Row "`periodic`/`cron` scheduler changed or renamed" of docs/reload.md:
+/// an hourly scheduler that has not fired yet is renamed and made to fire
+/// every second. It keeps when it started counting (its state moved with
+/// the rename), so the new timing's due times since then count as missed
+/// and `catch_up = "one"` fires once, saying so; a scheduler that started
+/// afresh would fire without catching up.
+#[test]
+fn a_renamed_and_retimed_periodic_scheduler_keeps_its_last_firing() {
+    let m = Master::start(&tick_config(
+        r#"
+[[scheduler]]
+name = "hourly"
+kind = "periodic"
+builders = ["tick"]
+every = "1h"
+"#,
+    ));
+    // Let more than a second pass since the scheduler started counting.
+    let started = std::time::Instant::now();
+    wait_until("a second to pass", WAIT, || {
+        started.elapsed() > Duration::from_millis(1500)
+    });
+    assert!(builds(&m).is_empty());
+    m.write_config(&tick_config(
+        r#"
+[[scheduler]]
+name = "every-second"
+previous_names = ["hourly"]
+kind = "periodic"
+builders = ["tick"]
+every = "1s"
+"#,
+    ));
+    m.bbctl_ok(&["reload"]);
+    wait_until("a build of the renamed scheduler", WAIT, || {
+        builds(&m).first().is_some_and(|b| b["result"] == "success")
+    });
+    let first = m.bbctl_json(&["build", "1"]);
+    let reason = first["request_reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.starts_with("scheduler every-second: every 1s, catching up a firing missed at "),
+        "{first}"
+    );
+}
+
+/// Row "`triggerable` scheduler changed or removed" of docs/reload.md: a
+/// trigger step waits; a reload removes the triggerable scheduler; the
+/// step goes on waiting and ends with the triggered build's result.
+#[test]
+fn a_waiting_trigger_step_survives_a_reload_that_removes_its_scheduler() {
+    let builders = r#"
+[[worker]]
+name = "local-1"
+local = true
+max_builds = 2
+
+[[builder]]
+name = "parent"
+workers = ["local-1"]
+
+  [[builder.step]]
+  name = "fan-out"
+  trigger = { schedulers = ["children"], wait = true }
+
+  [[builder.step]]
+  name = "after"
+  shell = "echo after"
+
+[[builder]]
+name = "child"
+workers = ["local-1"]
+
+  [[builder.step]]
+  name = "work"
+  shell = "touch @DIR@/started; while [ ! -e @DIR@/go ]; do sleep 0.02; done"
+"#;
+    let m = Master::start(&format!(
+        "{builders}\n[[scheduler]]\nname = \"children\"\nkind = \"triggerable\"\nbuilders = [\"child\"]\n"
+    ));
+    assert_eq!(m.force_build("parent"), 1);
+    let started = m.path().join("started");
+    wait_until("the triggered build to run", WAIT, || started.exists());
+    // The parent's trigger step no longer names a scheduler of the config.
+    let without = builders.replace(
+        "trigger = { schedulers = [\"children\"], wait = true }",
+        "shell = \"true\"",
+    );
+    m.write_config(&without);
+    m.bbctl_ok(&["reload"]);
+    fs::write(m.path().join("go"), "").unwrap();
+    wait_until("the triggering build to end", WAIT, || {
+        builds(&m).first().is_some_and(|b| !b["result"].is_null())
+    });
+    let parent = m.bbctl_json(&["build", "1"]);
+    assert_eq!(parent["result"], "success", "{parent}");
+    assert_eq!(m.bbctl_ok(&["log", "1", "after"]), "after\n");
+    assert_eq!(builds(&m).len(), 2, "nothing triggered twice");
+}

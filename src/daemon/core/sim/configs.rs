@@ -89,7 +89,11 @@ pub(super) fn random_config(rng: &mut Rng, current: Option<&Config>) -> Arc<Conf
         b.previous_names.retain(|p| !current_names.contains(p));
     }
     let mut schedulers = random_schedulers(rng, current, &builders);
-    schedulers.extend(super::timers::random_schedulers(rng, &mut builders, current));
+    schedulers.extend(super::timers::random_schedulers(
+        rng,
+        &mut builders,
+        current,
+    ));
     let hash = format!("{:x}", rng.next());
     Arc::new(Config {
         master: Default::default(),
