@@ -287,7 +287,9 @@ pub(super) fn describe(config: &Config) -> String {
         .schedulers
         .iter()
         .map(|s| {
-            let SchedulerKind::Branch(f) = &s.kind;
+            let SchedulerKind::Branch(f) = &s.kind else {
+                return format!("{}:{}[{}]", s.name, s.kind.name(), s.builders.join(","));
+            };
             let renamed = if s.previous_names.is_empty() {
                 String::new()
             } else {

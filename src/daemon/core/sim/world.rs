@@ -283,7 +283,9 @@ impl Sim {
         self.seen.changes += 1;
         let c = &change.new;
         for s in &self.core.config().schedulers.clone() {
-            let SchedulerKind::Branch(f) = &s.kind;
+            let SchedulerKind::Branch(f) = &s.kind else {
+                continue;
+            };
             let takes = f.repository.as_deref().is_none_or(|r| r == c.repository)
                 && (f.branches.is_empty() || f.branches.iter().any(|g| glob_match(g, &c.branch)));
             if !takes {
