@@ -309,6 +309,16 @@ impl Sim {
     /// A scheduler fired for `changes` at `at_ms` (one request per
     /// builder: the same firing is seen once per request).
     fn firing(&mut self, scheduler: &str, at_ms: u64, changes: &[ChangeId]) {
+        // Only `branch` schedulers take changes; a triggered or dependent
+        // request carries the source stamp of the build it follows.
+        let takes_changes = self
+            .core
+            .config()
+            .scheduler(scheduler)
+            .is_some_and(|s| matches!(s.kind, crate::config::SchedulerKind::Branch(_)));
+        if !takes_changes {
+            return;
+        }
         let this = (at_ms, changes.to_vec());
         for c in changes {
             let Some(owed) = self.owed.get_mut(&(scheduler.to_string(), *c)) else {
