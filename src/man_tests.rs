@@ -111,6 +111,7 @@ fn config_keys_match_the_raw_structs() {
         "RawStep" => Some("builder.step"),
         "RawUpload" => Some("builder.step.upload"),
         "RawDownload" => Some("builder.step.download"),
+        "RawTrigger" => Some("builder.step.trigger"),
         "RawScheduler" => Some("scheduler"),
         "RawGit" => Some("builder.step.git"),
         "RawForceProperty" => Some("builder.force_properties"),

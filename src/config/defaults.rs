@@ -77,6 +77,11 @@ pub const DEFAULTS: &[(&str, &str)] = &[
     ("poller.tags", "false"),
     ("poller.interval", "\"1m\""),
     ("poller.timeout", "\"5m\""),
+    ("scheduler.timezone", "\"UTC\""),
+    ("scheduler.only_if_changed", "false"),
+    ("scheduler.catch_up", "\"one\""),
+    ("builder.step.trigger.wait", "false"),
+    ("builder.step.trigger.properties", "none"),
 ];
 
 /// The default of `key` as [`DEFAULTS`] writes it.
@@ -157,6 +162,10 @@ workers = ["w"]
   name = "co"
   git = { repository = "/r.git" }
 
+  [[builder.step]]
+  name = "fan"
+  trigger = { schedulers = ["t"] }
+
 [[builder]]
 name = "forced"
 workers = ["w"]
@@ -174,6 +183,17 @@ repository = "/r.git"
 name = "s"
 kind = "branch"
 builders = ["b"]
+
+[[scheduler]]
+name = "t"
+kind = "triggerable"
+builders = ["b"]
+
+[[scheduler]]
+name = "c"
+kind = "cron"
+builders = ["b"]
+at = "@daily"
 "#;
 
     /// What a parsed config holds for every key left out equals the table.
@@ -188,7 +208,9 @@ builders = ["b"]
         else {
             panic!("transfer and git steps expected");
         };
-        let crate::config::SchedulerKind::Branch(branch) = &c.schedulers[0].kind;
+        let crate::config::SchedulerKind::Branch(branch) = &c.schedulers[0].kind else {
+            panic!("a branch scheduler expected");
+        };
         let fp = &c.builders[1].force_properties[0];
         let p = &c.pollers[0];
         let human = |d: std::time::Duration| format!("\"{}\"", humantime::format_duration(d));
@@ -272,6 +294,29 @@ builders = ["b"]
                 "poller.tags" => p.tags.to_string(),
                 "poller.interval" => human(p.interval),
                 "poller.timeout" => human(p.timeout),
+                "builder.step.trigger.wait" | "builder.step.trigger.properties" => {
+                    let StepAction::Trigger(t) = &b.steps[4].action else {
+                        panic!("a trigger step expected");
+                    };
+                    if *key == "builder.step.trigger.wait" {
+                        t.wait.to_string()
+                    } else {
+                        none_or(t.properties.is_empty(), "none")
+                    }
+                }
+                "scheduler.timezone" | "scheduler.only_if_changed" | "scheduler.catch_up" => {
+                    let Some(t) = c.schedulers[2].kind.timed() else {
+                        panic!("a cron scheduler expected");
+                    };
+                    let crate::config::Timing::Cron(spec) = &t.timing else {
+                        panic!("a cron timing expected");
+                    };
+                    match *key {
+                        "scheduler.timezone" => format!("{:?}", spec.timezone),
+                        "scheduler.only_if_changed" => t.only_if_changed.to_string(),
+                        _ => format!("{:?}", format!("{:?}", t.catch_up).to_lowercase()),
+                    }
+                }
                 other => panic!("no check of the default of `{other}`: add one here"),
             };
             assert_eq!(&got, want, "the default of `{key}`");

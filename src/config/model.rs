@@ -413,6 +413,9 @@ pub enum StepAction {
     Download(DownloadSpec),
     /// `git = {...}`: check the build's revision out into the work dir.
     Git(GitSpec),
+    /// `trigger = {...}`: fire `triggerable` schedulers; run by the
+    /// master itself, never sent to a worker.
+    Trigger(super::TriggerSpec),
 }
 
 /// A `git` step: which repository, and how much of the old checkout stays.
@@ -564,6 +567,11 @@ impl Config {
         self.builders.iter().find(|b| b.name == name)
     }
 
+    /// Look a scheduler up by its current name.
+    pub fn scheduler(&self, name: &str) -> Option<&SchedulerDef> {
+        self.schedulers.iter().find(|s| s.name == name)
+    }
+
     /// Look a worker up by name.
     pub fn worker(&self, name: &str) -> Option<&WorkerDef> {
         self.workers.iter().find(|w| w.name == name)
@@ -591,16 +599,41 @@ pub struct SchedulerDef {
 pub enum SchedulerKind {
     /// `kind = "branch"`: changes matching a filter, once the tree is stable.
     Branch(BranchFilter),
+    /// `kind = "periodic"`: `every`.
+    Periodic(super::TimedDef),
+    /// `kind = "cron"`: `at` in `timezone`.
+    Cron(super::TimedDef),
+    /// `kind = "triggerable"`: fired by `trigger` steps only.
+    Triggerable,
+    /// `kind = "dependent"`: fires when the builds of one firing of
+    /// `upstream` all succeeded, with the same source stamp.
+    Dependent {
+        /// The upstream scheduler's name.
+        upstream: String,
+    },
 }
 
 impl SchedulerKind {
     /// The kinds' names as written in `kind = "..."`, for messages.
-    pub const KINDS: &'static [&'static str] = &["branch"];
+    pub const KINDS: &'static [&'static str] =
+        &["branch", "periodic", "cron", "triggerable", "dependent"];
 
     /// The kind's name as written in `kind = "..."`.
     pub fn name(&self) -> &'static str {
         match self {
             SchedulerKind::Branch(_) => "branch",
+            SchedulerKind::Periodic(_) => "periodic",
+            SchedulerKind::Cron(_) => "cron",
+            SchedulerKind::Triggerable => "triggerable",
+            SchedulerKind::Dependent { .. } => "dependent",
+        }
+    }
+
+    /// The timing of a `periodic` or `cron` scheduler.
+    pub fn timed(&self) -> Option<&super::TimedDef> {
+        match self {
+            SchedulerKind::Periodic(t) | SchedulerKind::Cron(t) => Some(t),
+            _ => None,
         }
     }
 }

@@ -58,6 +58,18 @@ pub struct RawScheduler {
     pub files: Option<Spanned<Vec<Spanned<String>>>>,
     /// `branch`: `tree_stable = "30s"`.
     pub tree_stable: Option<Spanned<String>>,
+    /// `periodic`: `every = "6h"`.
+    pub every: Option<Spanned<String>>,
+    /// `cron`: `at = "0 3 * * 1-5"`.
+    pub at: Option<Spanned<String>>,
+    /// `cron`: `timezone = "Europe/Berlin"`.
+    pub timezone: Option<Spanned<String>>,
+    /// `periodic`, `cron`: `only_if_changed = true`.
+    pub only_if_changed: Option<Spanned<bool>>,
+    /// `periodic`, `cron`: `catch_up = "none" | "one"`.
+    pub catch_up: Option<Spanned<String>>,
+    /// `dependent`: `upstream = "scheduler"`.
+    pub upstream: Option<Spanned<String>>,
 }
 
 /// One `[[poller]]`: a git repository watched for commits.
@@ -276,6 +288,8 @@ pub struct RawStep {
     pub download: Option<Spanned<RawDownload>>,
     /// `git = { repository = "...", mode = "incremental", submodules = false }`.
     pub git: Option<Spanned<RawGit>>,
+    /// `trigger = { schedulers = ["x"], wait = true, properties = {...} }`.
+    pub trigger: Option<Spanned<RawTrigger>>,
 }
 
 /// `git = { ... }`: check out the build's revision.
@@ -316,6 +330,19 @@ pub struct RawDownload {
     pub mode: Option<Spanned<String>>,
 }
 
+/// `trigger = { ... }`: fire `triggerable` schedulers.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTrigger {
+    /// The triggerable schedulers' names.
+    pub schedulers: Option<Spanned<Vec<Spanned<String>>>>,
+    /// Wait for the triggered builds and take the worst result.
+    pub wait: Option<Spanned<bool>>,
+    /// Properties of the triggered requests.
+    #[serde(default)]
+    pub properties: RawEnv,
+}
+
 /// One action key set in a step. A new kind of action (`upload`,
 /// `download`) adds a field to [`RawStep`], a variant and a line in
 /// [`RawAction::present`] here, and an arm in the step check of `validate`.
@@ -330,11 +357,14 @@ pub enum RawAction<'a> {
     Download(&'a Spanned<RawDownload>),
     /// `git = { ... }`.
     Git(&'a Spanned<RawGit>),
+    /// `trigger = { ... }`.
+    Trigger(&'a Spanned<RawTrigger>),
 }
 
 impl<'a> RawAction<'a> {
     /// Every action key, in the order messages list them.
-    pub const KEYS: [&'static str; 5] = ["shell", "command", "upload", "download", "git"];
+    pub const KEYS: [&'static str; 6] =
+        ["shell", "command", "upload", "download", "git", "trigger"];
 
     /// The actions a step sets, in file order.
     pub fn present(raw: &'a RawStep) -> Vec<Self> {
@@ -344,6 +374,7 @@ impl<'a> RawAction<'a> {
         present.extend(raw.upload.as_ref().map(Self::Upload));
         present.extend(raw.download.as_ref().map(Self::Download));
         present.extend(raw.git.as_ref().map(Self::Git));
+        present.extend(raw.trigger.as_ref().map(Self::Trigger));
         present.sort_by_key(|a| a.span().start);
         present
     }
@@ -356,6 +387,7 @@ impl<'a> RawAction<'a> {
             Self::Upload(_) => "upload",
             Self::Download(_) => "download",
             Self::Git(_) => "git",
+            Self::Trigger(_) => "trigger",
         }
     }
 
@@ -367,6 +399,7 @@ impl<'a> RawAction<'a> {
             Self::Upload(v) => v.span(),
             Self::Download(v) => v.span(),
             Self::Git(v) => v.span(),
+            Self::Trigger(v) => v.span(),
         }
     }
 }

@@ -124,6 +124,13 @@ const DOWNLOAD: &[Field] = &[
     f("mode", MODE),
 ];
 
+/// `trigger = { ... }`.
+const TRIGGER: &[Field] = &[
+    f("schedulers", Kind::StrList),
+    f("wait", Kind::Bool),
+    f("properties", Kind::Env),
+];
+
 /// `git = { ... }`.
 const GIT: &[Field] = &[
     f("repository", TEXT),
@@ -160,6 +167,7 @@ const STEP: &[Field] = &[
     f("upload", Kind::Table(UPLOAD)),
     f("download", Kind::Table(DOWNLOAD)),
     f("git", Kind::Table(GIT)),
+    f("trigger", Kind::Table(TRIGGER)),
 ];
 
 /// `[[builder]]`.
@@ -188,6 +196,12 @@ const SCHEDULER: &[Field] = &[
     f("branches", Kind::StrList),
     f("files", Kind::StrList),
     f("tree_stable", DURATION),
+    f("every", DURATION),
+    f("at", TEXT),
+    f("timezone", TEXT),
+    f("only_if_changed", Kind::Bool),
+    f("catch_up", TEXT),
+    f("upstream", TEXT),
 ];
 
 /// `[[http.token]]`.
@@ -293,7 +307,7 @@ impl Walker<'_> {
                 true
             }
             (Kind::Env, DeValue::Table(env)) => {
-                self.env(owner, env);
+                self.env(owner, key, env);
                 true
             }
             (Kind::Table(fields), DeValue::Table(inner)) => {
@@ -366,8 +380,9 @@ impl Walker<'_> {
         *items = kept;
     }
 
-    /// An `env` table: every value must be a string; others go.
-    fn env(&mut self, owner: &str, env: &mut DeTable<'_>) {
+    /// An `env` (or `properties`) table: every value must be a string;
+    /// others go.
+    fn env(&mut self, owner: &str, table_key: &str, env: &mut DeTable<'_>) {
         let keys: Vec<Spanned<DeString<'_>>> = env.keys().cloned().collect();
         for key in keys {
             let name = key.get_ref().as_ref();
@@ -383,8 +398,13 @@ impl Walker<'_> {
                 _ => String::new(),
             };
             let message = format!(
-                "{}env `{name}` must be a string, not {}{quoted}",
+                "{}{} `{name}` must be a string, not {}{quoted}",
                 prefix(owner),
+                if table_key == "env" {
+                    "env"
+                } else {
+                    "property"
+                },
                 describe(value.get_ref())
             );
             let span = value.span();

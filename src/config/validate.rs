@@ -13,6 +13,7 @@ mod force;
 mod http;
 mod pollers;
 mod steps;
+mod timers;
 mod tls;
 pub use http::{HOOK_KINDS, HTTP_PERMISSIONS};
 pub use steps::relative_path_problem;

@@ -23,6 +23,7 @@ mod proxy;
 mod reload;
 mod reload_regression;
 mod retention;
+mod schedulers;
 mod startup;
 mod storage;
 mod tls;

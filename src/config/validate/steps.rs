@@ -24,6 +24,12 @@ impl Checker<'_> {
             // A fetch that hangs must end even when nobody set a limit.
             .or(matches!(action, StepAction::Git(_)).then_some(GIT_STEP_TIMEOUT));
         let env = self.env(&owner, &raw.env);
+        if let (StepAction::Trigger(_), Some(t)) = (&action, &raw.timeout) {
+            self.report(
+                &t.span(),
+                format!("{owner}: a `trigger` step takes no `timeout` (it runs no command)"),
+            );
+        }
         StepDef {
             name: raw.name.get_ref().clone(),
             action,
@@ -76,6 +82,7 @@ impl Checker<'_> {
             [RawAction::Upload(upload)] => StepAction::Upload(self.upload(owner, upload)),
             [RawAction::Download(download)] => StepAction::Download(self.download(owner, download)),
             [RawAction::Git(git)] => StepAction::Git(self.git(owner, git)),
+            [RawAction::Trigger(trigger)] => StepAction::Trigger(self.trigger(owner, trigger)),
         }
     }
 

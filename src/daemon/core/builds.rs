@@ -188,12 +188,19 @@ impl Core {
             reason: reason.to_string(),
             at_ms: now_ms,
         });
+        self.request_ended(id, BuildResult::Cancelled, now_ms);
         Ok(())
     }
 
     /// Ask the worker to stop a running build's current step; the build
     /// ends `cancelled` when the worker reports the step's end.
     pub fn stop_build(&mut self, id: BuildId, reason: &str, now_ms: u64) -> Result<(), CoreError> {
+        // A build waiting in a trigger step runs nothing on its worker.
+        if self.builds.get(&id).is_some_and(|b| b.stopping.is_none())
+            && self.stop_waiting(id, reason, now_ms)
+        {
+            return Ok(());
+        }
         let build = self
             .builds
             .get_mut(&id)

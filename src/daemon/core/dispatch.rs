@@ -2,6 +2,8 @@
 
 use std::sync::Arc;
 
+use crate::config::StepAction;
+
 use crate::protocol::{BuildId, StepIndex};
 
 use super::{Core, Effect, Record, RunningBuild, StepStart, WorkerCmd};
@@ -150,6 +152,7 @@ impl Core {
                 build,
                 at_ms: now_ms,
             });
+            self.request_collapsed(request, into);
         }
     }
 
@@ -205,6 +208,12 @@ impl Core {
             name,
             at_ms: now_ms,
         });
+        if let StepAction::Trigger(spec) = &start.action {
+            // Run by the master itself; the worker is not asked.
+            let spec = spec.clone();
+            self.start_trigger(id, step, &spec, now_ms);
+            return;
+        }
         // A step starts only after the previous one's end came in on the
         // build's link, so the link is there.
         if let Some(link) = link {

@@ -68,6 +68,19 @@ impl Core {
                 }),
             }
         }
+        // Builds waiting in a trigger step hold nothing on the worker.
+        let waiting: Vec<BuildId> = self
+            .builds
+            .values()
+            .filter(|b| b.worker == name && b.link.is_none() && self.is_waiting(b.id))
+            .map(|b| b.id)
+            .collect();
+        for id in waiting {
+            if let Some(b) = self.builds.get_mut(&id) {
+                b.link = Some(link);
+                b.orphaned_until = None;
+            }
+        }
         let lost: Vec<BuildId> = self
             .builds
             .values()
@@ -188,6 +201,7 @@ impl Core {
         let Some(build) = self.builds.remove(&id) else {
             return;
         };
+        self.forget_wait(id);
         if let Some(worker) = self.workers.get_mut(&build.worker) {
             worker.running.remove(&id);
         }

@@ -42,6 +42,7 @@ impl Core {
             report.needs_restart = restart_only_changes(&self.config.master, &config.master);
         }
         let generation = self.generation + 1;
+        self.timers.applying = true;
         self.apply_workers(&config, now_ms, &mut report);
         self.apply_builders(&config, generation, now_ms, &mut report);
         self.apply_schedulers(&config, now_ms, &mut report);
@@ -64,6 +65,7 @@ impl Core {
                 && self.config.hash == config.hash)
         };
         self.config = config;
+        self.timers.applying = false;
         if changed {
             self.generation = generation;
             report.generation_after = generation;
@@ -205,6 +207,7 @@ impl Core {
                     reason: format!("removed by reload, generation {generation}"),
                     at_ms: now_ms,
                 });
+                self.request_ended(request, crate::protocol::BuildResult::Cancelled, now_ms);
             }
         }
     }

@@ -16,7 +16,8 @@ impl Core {
         now_ms: u64,
     ) -> Result<(), CoreError> {
         let build = match self.builds.get(&build_id) {
-            Some(b) if b.link == Some(link) && b.step == step => b,
+            // A trigger step is the master's own: no worker reports on it.
+            Some(b) if b.link == Some(link) && b.step == step && !self.is_waiting(build_id) => b,
             _ => {
                 return Err(CoreError::NotYourStep {
                     link,
@@ -96,10 +97,12 @@ impl Core {
             reason,
             at_ms: now_ms,
         });
+        self.forget_wait(id);
         if let Some(worker) = self.workers.get_mut(&build.worker) {
             worker.running.remove(&id);
         }
         self.close_if_drained(&build.worker);
+        self.request_ended(build.request, result, now_ms);
     }
 }
 

@@ -20,6 +20,7 @@ impl Sim {
             self.core.tick(now);
         }
         self.absorb();
+        self.check_timers_after_tick();
         let roll = self.rng.below(100);
         match roll {
             14..20 => {
@@ -181,7 +182,10 @@ impl Sim {
                 }
             }
             74..78 => {
-                let ids: Vec<RequestId> = self.core.requests.keys().copied().collect();
+                // Sorted: a HashMap's order differs between runs, and a seed
+                // must replay the same history.
+                let mut ids: Vec<RequestId> = self.core.requests.keys().copied().collect();
+                ids.sort_unstable();
                 let Some(id) = self.rng.pick(&ids).copied() else {
                     return self.step();
                 };
@@ -327,5 +331,6 @@ impl Sim {
         }
         self.absorb();
         self.check();
+        self.check_waits();
     }
 }

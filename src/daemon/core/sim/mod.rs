@@ -24,6 +24,7 @@
 mod configs;
 mod events;
 mod invariants;
+mod timers;
 mod world;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -98,6 +99,9 @@ enum Fault {
     NoTicks,
     /// A restart forgets the schedulers' saved state.
     SchedulersForgotten,
+    /// A scheduler's firing is not stored with its new state (not in the
+    /// same batch): a restart fires it again.
+    FiringNotStored,
 }
 
 struct Sim {
@@ -124,6 +128,8 @@ struct Sim {
     saved_schedulers: BTreeMap<String, super::SavedScheduler>,
     /// Per (scheduler, change): what the scheduler owes the change.
     owed: BTreeMap<(String, ChangeId), Owed>,
+    /// Scheduler firings as the records tell them.
+    firings: timers::Firings,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -148,6 +154,10 @@ struct Seen {
     changes_dropped: u64,
     /// Scheduler renames applied by reloads.
     scheduler_renames: u64,
+    /// Scheduler firings, as the records tell them.
+    firings: u64,
+    /// Trigger steps seen waiting (summed over events).
+    waits: u64,
 }
 
 fn env_u64(name: &str) -> Option<u64> {
@@ -160,6 +170,8 @@ fn run_seed(seed: u64, events: usize) -> Seen {
         for _ in 0..events {
             sim.step();
         }
+        sim.seen.firings = sim.firings.count;
+        sim.seen.waits = sim.firings.waits;
         sim.seen
     });
     match result {
@@ -212,6 +224,8 @@ fn simulated_histories_keep_the_invariants() {
         total.changes_built += seen.changes_built;
         total.changes_dropped += seen.changes_dropped;
         total.scheduler_renames += seen.scheduler_renames;
+        total.firings += seen.firings;
+        total.waits += seen.waits;
     }
     println!("{seeds} seeds x {events} events: {total:?}");
     // The histories must have exercised what the invariants are about.
@@ -229,6 +243,8 @@ fn simulated_histories_keep_the_invariants() {
         assert!(total.changes_built > seeds * 3, "{total:?}");
         assert!(total.changes_dropped > seeds / 20, "{total:?}");
         assert!(total.scheduler_renames > seeds / 20, "{total:?}");
+        assert!(total.firings > seeds, "{total:?}");
+        assert!(total.waits > seeds, "{total:?}");
     }
 }
 
@@ -285,4 +301,25 @@ fn the_simulator_catches_a_master_that_never_enforces_its_deadlines() {
         })
     });
     assert!(caught, "a master that ignores its deadlines went unnoticed");
+}
+
+#[test]
+fn the_simulator_catches_a_firing_stored_apart_from_its_state() {
+    let caught = (0..200).any(|seed| {
+        let r = std::panic::catch_unwind(|| {
+            let mut sim = Sim::new(seed);
+            sim.fault = Some(Fault::FiringNotStored);
+            for _ in 0..200 {
+                sim.step();
+            }
+        });
+        r.is_err_and(|p| {
+            p.downcast_ref::<String>()
+                .is_some_and(|m| m.contains("doubled"))
+        })
+    });
+    assert!(
+        caught,
+        "a firing fired again after a restart went unnoticed"
+    );
 }
