@@ -117,6 +117,10 @@ fn config_keys_match_the_raw_structs() {
         "RawGit" => Some(&["builder.step.git"][..]),
         "RawForceProperty" => Some(&["builder.force_properties"][..]),
         "RawPoller" => Some(&["poller"][..]),
+        "RawTrigger" => Some(&["builder.step.trigger"][..]),
+        "RawHttp" => Some(&["http"][..]),
+        "RawHttpToken" => Some(&["http.token"][..]),
+        "RawHttpHook" => Some(&["http.hook"][..]),
         _ => None,
     };
     let mut found = BTreeSet::new();

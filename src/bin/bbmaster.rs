@@ -38,6 +38,7 @@ fn main() -> ExitCode {
     let opts = bbctl::daemon::MasterOptions {
         config: args.config,
         state_dir: args.state_dir,
+        http: args.http,
     };
     match runtime.block_on(bbctl::daemon::run(opts)) {
         Ok(()) => ExitCode::SUCCESS,

@@ -88,6 +88,11 @@ pub const DEFAULTS: &[(&str, &str)] = &[
     ("lock.scope", "\"master\""),
     ("lock.max", "1"),
     ("lock.worker_max", "none"),
+    ("scheduler.timezone", "\"UTC\""),
+    ("scheduler.only_if_changed", "false"),
+    ("scheduler.catch_up", "\"one\""),
+    ("builder.step.trigger.wait", "false"),
+    ("builder.step.trigger.properties", "none"),
 ];
 
 /// The default of `key` as [`DEFAULTS`] writes it.
@@ -169,6 +174,10 @@ workers = ["w"]
   name = "co"
   git = { repository = "/r.git" }
 
+  [[builder.step]]
+  name = "fan"
+  trigger = { schedulers = ["t"] }
+
 [[builder]]
 name = "forced"
 workers = ["w"]
@@ -189,6 +198,16 @@ builders = ["b"]
 
 [[lock]]
 name = "l"
+[[scheduler]]
+name = "t"
+kind = "triggerable"
+builders = ["b"]
+
+[[scheduler]]
+name = "c"
+kind = "cron"
+builders = ["b"]
+at = "@daily"
 "#;
 
     /// What a parsed config holds for every key left out equals the table.
@@ -203,7 +222,9 @@ name = "l"
         else {
             panic!("transfer and git steps expected");
         };
-        let crate::config::SchedulerKind::Branch(branch) = &c.schedulers[0].kind;
+        let crate::config::SchedulerKind::Branch(branch) = &c.schedulers[0].kind else {
+            panic!("a branch scheduler expected");
+        };
         let fp = &c.builders[1].force_properties[0];
         let p = &c.pollers[0];
         let human = |d: std::time::Duration| format!("\"{}\"", humantime::format_duration(d));
@@ -305,6 +326,29 @@ name = "l"
                 }
                 "lock.max" => c.locks[0].max.to_string(),
                 "lock.worker_max" => none_or(c.locks[0].worker_max.is_empty(), "none"),
+                "builder.step.trigger.wait" | "builder.step.trigger.properties" => {
+                    let StepAction::Trigger(t) = &b.steps[4].action else {
+                        panic!("a trigger step expected");
+                    };
+                    if *key == "builder.step.trigger.wait" {
+                        t.wait.to_string()
+                    } else {
+                        none_or(t.properties.is_empty(), "none")
+                    }
+                }
+                "scheduler.timezone" | "scheduler.only_if_changed" | "scheduler.catch_up" => {
+                    let Some(t) = c.schedulers[2].kind.timed() else {
+                        panic!("a cron scheduler expected");
+                    };
+                    let crate::config::Timing::Cron(spec) = &t.timing else {
+                        panic!("a cron timing expected");
+                    };
+                    match *key {
+                        "scheduler.timezone" => format!("{:?}", spec.timezone),
+                        "scheduler.only_if_changed" => t.only_if_changed.to_string(),
+                        _ => format!("{:?}", format!("{:?}", t.catch_up).to_lowercase()),
+                    }
+                }
                 other => panic!("no check of the default of `{other}`: add one here"),
             };
             assert_eq!(&got, want, "the default of `{key}`");

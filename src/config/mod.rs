@@ -13,6 +13,7 @@ pub mod defaults;
 mod error;
 mod position;
 mod raw;
+pub mod schedule;
 mod schema;
 mod units;
 mod validate;
@@ -25,8 +26,10 @@ use std::path::Path;
 use serde::Deserialize;
 
 pub use error::{ConfigError, Problem};
-pub use units::{parse_mode, parse_size};
+pub use schedule::{CatchUp, CronSpec, TimedDef, Timing, TriggerSpec};
+pub use units::{parse_listen, parse_mode, parse_size};
 pub use validate::relative_path_problem;
+pub use validate::{HOOK_KINDS, HTTP_PERMISSIONS};
 
 /// The default config used when bbmaster gets no --config: one local worker
 /// `local-1` (max_builds = 2), a builder `hello` with two steps (a shell

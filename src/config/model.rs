@@ -89,6 +89,66 @@ pub struct MasterSettings {
     /// Where each remote worker's `secret_file` is, by worker name: for
     /// `bbctl worker-command`, which names the file (never the secret).
     pub worker_secret_files: BTreeMap<String, PathBuf>,
+    /// `[http]`: the web pages and HTTP API; `None`: off.
+    pub http: Option<HttpSettings>,
+}
+
+/// The `[http]` table (docs/http.md): where the web server listens and
+/// who may write through it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpSettings {
+    /// The address to bind (loopback unless the config says otherwise).
+    pub listen: std::net::SocketAddr,
+    /// How people reach it (behind a proxy): links in pages start with it.
+    pub base_url: Option<String>,
+    /// Honour `X-Forwarded-For`/`-Proto`/`-Host` (only behind a proxy).
+    pub trust_proxy: bool,
+    /// Serve HTTPS with the workers' listeners' certificate.
+    pub tls: bool,
+    /// Open HTTP connections at once; more wait to be accepted.
+    pub max_connections: u32,
+    /// Bearer tokens and what each may do.
+    pub tokens: Vec<HttpToken>,
+    /// Webhooks that add changes (`/hooks/NAME`).
+    pub hooks: Vec<HttpHook>,
+}
+
+/// One `[[http.hook]]`: `POST /hooks/NAME`, signed with HMAC-SHA256.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpHook {
+    /// Its name: the path `/hooks/NAME`, and the change source `hook:NAME`.
+    pub name: String,
+    /// Whose payloads it reads: `github`, `gitea` or `json`.
+    pub kind: String,
+    /// The HMAC secret (from `secret_file`); `Debug` never shows it.
+    pub secret: Secret,
+}
+
+impl HttpSettings {
+    /// `bbmaster --http ADDR` without an `[http]` table: read-only.
+    pub fn quick(listen: std::net::SocketAddr) -> Self {
+        HttpSettings {
+            listen,
+            base_url: None,
+            trust_proxy: false,
+            tls: false,
+            max_connections: 256,
+            tokens: Vec::new(),
+            hooks: Vec::new(),
+        }
+    }
+}
+
+/// One `[[http.token]]`: a bearer token (read from its `token_file`) and
+/// the writes it allows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpToken {
+    /// Its name: the principal in logs and in the history's reasons.
+    pub name: String,
+    /// The token itself; `Debug` never shows it.
+    pub token: Secret,
+    /// What it may do: `force`, `stop`, `cancel`.
+    pub may: Vec<String>,
 }
 
 /// The listeners' certificate chain and key as read from `tls_cert` and
@@ -209,6 +269,7 @@ impl Default for MasterSettings {
             allow_plaintext: false,
             client_ca: None,
             worker_secret_files: BTreeMap::new(),
+            http: None,
         }
     }
 }
@@ -377,6 +438,9 @@ pub enum StepAction {
     Download(DownloadSpec),
     /// `git = {...}`: check the build's revision out into the work dir.
     Git(GitSpec),
+    /// `trigger = {...}`: fire `triggerable` schedulers; run by the
+    /// master itself, never sent to a worker.
+    Trigger(super::TriggerSpec),
 }
 
 /// A `git` step: which repository, and how much of the old checkout stays.
@@ -604,6 +668,11 @@ impl Config {
         self.builders.iter().find(|b| b.name == name)
     }
 
+    /// Look a scheduler up by its current name.
+    pub fn scheduler(&self, name: &str) -> Option<&SchedulerDef> {
+        self.schedulers.iter().find(|s| s.name == name)
+    }
+
     /// Look a worker up by name.
     pub fn worker(&self, name: &str) -> Option<&WorkerDef> {
         self.workers.iter().find(|w| w.name == name)
@@ -631,16 +700,41 @@ pub struct SchedulerDef {
 pub enum SchedulerKind {
     /// `kind = "branch"`: changes matching a filter, once the tree is stable.
     Branch(BranchFilter),
+    /// `kind = "periodic"`: `every`.
+    Periodic(super::TimedDef),
+    /// `kind = "cron"`: `at` in `timezone`.
+    Cron(super::TimedDef),
+    /// `kind = "triggerable"`: fired by `trigger` steps only.
+    Triggerable,
+    /// `kind = "dependent"`: fires when the builds of one firing of
+    /// `upstream` all succeeded, with the same source stamp.
+    Dependent {
+        /// The upstream scheduler's name.
+        upstream: String,
+    },
 }
 
 impl SchedulerKind {
     /// The kinds' names as written in `kind = "..."`, for messages.
-    pub const KINDS: &'static [&'static str] = &["branch"];
+    pub const KINDS: &'static [&'static str] =
+        &["branch", "periodic", "cron", "triggerable", "dependent"];
 
     /// The kind's name as written in `kind = "..."`.
     pub fn name(&self) -> &'static str {
         match self {
             SchedulerKind::Branch(_) => "branch",
+            SchedulerKind::Periodic(_) => "periodic",
+            SchedulerKind::Cron(_) => "cron",
+            SchedulerKind::Triggerable => "triggerable",
+            SchedulerKind::Dependent { .. } => "dependent",
+        }
+    }
+
+    /// The timing of a `periodic` or `cron` scheduler.
+    pub fn timed(&self) -> Option<&super::TimedDef> {
+        match self {
+            SchedulerKind::Periodic(t) | SchedulerKind::Cron(t) => Some(t),
+            _ => None,
         }
     }
 }

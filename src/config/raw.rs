@@ -35,6 +35,8 @@ pub struct RawConfig {
     /// `[[lock]]` entries in file order.
     #[serde(default)]
     pub lock: Vec<RawLock>,
+    /// `[http]`: the web pages and HTTP API; absent means off.
+    pub http: Option<Spanned<RawHttp>>,
 }
 
 /// One `[[scheduler]]`: the keys of every kind (validation says which
@@ -59,6 +61,18 @@ pub struct RawScheduler {
     pub files: Option<Spanned<Vec<Spanned<String>>>>,
     /// `branch`: `tree_stable = "30s"`.
     pub tree_stable: Option<Spanned<String>>,
+    /// `periodic`: `every = "6h"`.
+    pub every: Option<Spanned<String>>,
+    /// `cron`: `at = "0 3 * * 1-5"`.
+    pub at: Option<Spanned<String>>,
+    /// `cron`: `timezone = "Europe/Berlin"`.
+    pub timezone: Option<Spanned<String>>,
+    /// `periodic`, `cron`: `only_if_changed = true`.
+    pub only_if_changed: Option<Spanned<bool>>,
+    /// `periodic`, `cron`: `catch_up = "none" | "one"`.
+    pub catch_up: Option<Spanned<String>>,
+    /// `dependent`: `upstream = "scheduler"`.
+    pub upstream: Option<Spanned<String>>,
 }
 
 /// One `[[poller]]`: a git repository watched for commits.
@@ -93,6 +107,52 @@ pub struct RawForceProperty {
     pub choices: Option<Spanned<Vec<Spanned<String>>>>,
     /// `required = true`: a force must set it.
     pub required: Option<Spanned<bool>>,
+}
+
+/// `[http]` (docs/http.md).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHttp {
+    /// `listen = "127.0.0.1:8010"` (or a bare port: loopback).
+    pub listen: Option<Spanned<String>>,
+    /// `base_url = "https://ci.example.org/bb"`: how people reach it.
+    pub base_url: Option<Spanned<String>>,
+    /// `trust_proxy = true`: honour `X-Forwarded-*` from a reverse proxy.
+    pub trust_proxy: Option<Spanned<bool>>,
+    /// `tls = true`: serve HTTPS with the workers' certificate.
+    pub tls: Option<Spanned<bool>>,
+    /// `max_connections = 256`: open HTTP connections at once.
+    pub max_connections: Option<Spanned<i64>>,
+    /// `[[http.token]]` entries: who may write.
+    #[serde(default)]
+    pub token: Vec<RawHttpToken>,
+    /// `[[http.hook]]` entries: webhooks that add changes.
+    #[serde(default)]
+    pub hook: Vec<RawHttpHook>,
+}
+
+/// One `[[http.hook]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHttpHook {
+    /// Required: its path is `/hooks/NAME`.
+    pub name: Spanned<String>,
+    /// Required: `github`, `gitea` or `json`.
+    pub kind: Option<Spanned<String>>,
+    /// Required: the file holding the HMAC secret.
+    pub secret_file: Option<Spanned<String>>,
+}
+
+/// One `[[http.token]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHttpToken {
+    /// Required: the principal's name in logs and history.
+    pub name: Spanned<String>,
+    /// Required: the file holding the bearer token.
+    pub token_file: Option<Spanned<String>>,
+    /// What it may do: `force`, `stop`, `cancel`.
+    pub may: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 /// `[master]`: paths, kept as written until resolved against the base dir.
@@ -246,6 +306,8 @@ pub struct RawStep {
     /// `locks = [...]`: held around this step only.
     #[serde(default)]
     pub locks: Vec<Spanned<RawLockClaim>>,
+    /// `trigger = { schedulers = ["x"], wait = true, properties = {...} }`.
+    pub trigger: Option<Spanned<RawTrigger>>,
 }
 
 /// `git = { ... }`: check out the build's revision.
@@ -313,6 +375,19 @@ pub struct RawDownload {
     pub mode: Option<Spanned<String>>,
 }
 
+/// `trigger = { ... }`: fire `triggerable` schedulers.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTrigger {
+    /// The triggerable schedulers' names.
+    pub schedulers: Option<Spanned<Vec<Spanned<String>>>>,
+    /// Wait for the triggered builds and take the worst result.
+    pub wait: Option<Spanned<bool>>,
+    /// Properties of the triggered requests.
+    #[serde(default)]
+    pub properties: RawEnv,
+}
+
 /// One action key set in a step. A new kind of action (`upload`,
 /// `download`) adds a field to [`RawStep`], a variant and a line in
 /// [`RawAction::present`] here, and an arm in the step check of `validate`.
@@ -327,11 +402,14 @@ pub enum RawAction<'a> {
     Download(&'a Spanned<RawDownload>),
     /// `git = { ... }`.
     Git(&'a Spanned<RawGit>),
+    /// `trigger = { ... }`.
+    Trigger(&'a Spanned<RawTrigger>),
 }
 
 impl<'a> RawAction<'a> {
     /// Every action key, in the order messages list them.
-    pub const KEYS: [&'static str; 5] = ["shell", "command", "upload", "download", "git"];
+    pub const KEYS: [&'static str; 6] =
+        ["shell", "command", "upload", "download", "git", "trigger"];
 
     /// The actions a step sets, in file order.
     pub fn present(raw: &'a RawStep) -> Vec<Self> {
@@ -341,6 +419,7 @@ impl<'a> RawAction<'a> {
         present.extend(raw.upload.as_ref().map(Self::Upload));
         present.extend(raw.download.as_ref().map(Self::Download));
         present.extend(raw.git.as_ref().map(Self::Git));
+        present.extend(raw.trigger.as_ref().map(Self::Trigger));
         present.sort_by_key(|a| a.span().start);
         present
     }
@@ -353,6 +432,7 @@ impl<'a> RawAction<'a> {
             Self::Upload(_) => "upload",
             Self::Download(_) => "download",
             Self::Git(_) => "git",
+            Self::Trigger(_) => "trigger",
         }
     }
 
@@ -364,6 +444,7 @@ impl<'a> RawAction<'a> {
             Self::Upload(v) => v.span(),
             Self::Download(v) => v.span(),
             Self::Git(v) => v.span(),
+            Self::Trigger(v) => v.span(),
         }
     }
 }

@@ -138,6 +138,13 @@ const DOWNLOAD: &[Field] = &[
     f("mode", MODE),
 ];
 
+/// `trigger = { ... }`.
+const TRIGGER: &[Field] = &[
+    f("schedulers", Kind::StrList),
+    f("wait", Kind::Bool),
+    f("properties", Kind::Env),
+];
+
 /// `git = { ... }`.
 const GIT: &[Field] = &[
     f("repository", TEXT),
@@ -175,6 +182,7 @@ const STEP: &[Field] = &[
     f("download", Kind::Table(DOWNLOAD)),
     f("git", Kind::Table(GIT)),
     f("locks", Kind::Tables(LOCK_CLAIM)),
+    f("trigger", Kind::Table(TRIGGER)),
 ];
 
 /// `[[builder]]`.
@@ -207,6 +215,33 @@ const SCHEDULER: &[Field] = &[
     f("branches", Kind::StrList),
     f("files", Kind::StrList),
     f("tree_stable", DURATION),
+    f("every", DURATION),
+    f("at", TEXT),
+    f("timezone", TEXT),
+    f("only_if_changed", Kind::Bool),
+    f("catch_up", TEXT),
+    f("upstream", TEXT),
+];
+
+/// `[[http.token]]`.
+const HTTP_TOKEN: &[Field] = &[
+    f("name", TEXT),
+    f("token_file", TEXT),
+    f("may", Kind::StrList),
+];
+
+/// `[[http.hook]]`.
+const HTTP_HOOK: &[Field] = &[f("name", TEXT), f("kind", TEXT), f("secret_file", TEXT)];
+
+/// `[http]`.
+const HTTP: &[Field] = &[
+    f("listen", TEXT),
+    f("base_url", TEXT),
+    f("trust_proxy", Kind::Bool),
+    f("tls", Kind::Bool),
+    f("max_connections", Kind::Int),
+    f("token", Kind::Tables(HTTP_TOKEN)),
+    f("hook", Kind::Tables(HTTP_HOOK)),
 ];
 
 /// The whole file.
@@ -217,6 +252,7 @@ pub(super) const ROOT: &[Field] = &[
     f("scheduler", Kind::Tables(SCHEDULER)),
     f("poller", Kind::Tables(POLLER)),
     f("lock", Kind::Tables(LOCK)),
+    f("http", Kind::Table(HTTP)),
 ];
 
 /// What the walk found: problems, and where placeholder names stand.
@@ -291,7 +327,7 @@ impl Walker<'_> {
                 true
             }
             (Kind::Env, DeValue::Table(env)) => {
-                self.env(owner, env);
+                self.env(owner, key, env);
                 true
             }
             (Kind::IntMap, DeValue::Table(map)) => {
@@ -368,8 +404,9 @@ impl Walker<'_> {
         *items = kept;
     }
 
-    /// An `env` table: every value must be a string; others go.
-    fn env(&mut self, owner: &str, env: &mut DeTable<'_>) {
+    /// An `env` (or `properties`) table: every value must be a string;
+    /// others go.
+    fn env(&mut self, owner: &str, table_key: &str, env: &mut DeTable<'_>) {
         let keys: Vec<Spanned<DeString<'_>>> = env.keys().cloned().collect();
         for key in keys {
             let name = key.get_ref().as_ref();
@@ -385,8 +422,13 @@ impl Walker<'_> {
                 _ => String::new(),
             };
             let message = format!(
-                "{}env `{name}` must be a string, not {}{quoted}",
+                "{}{} `{name}` must be a string, not {}{quoted}",
                 prefix(owner),
+                if table_key == "env" {
+                    "env"
+                } else {
+                    "property"
+                },
                 describe(value.get_ref())
             );
             let span = value.span();

@@ -1,5 +1,6 @@
 //! Sizes and permission modes as people write them in `master.toml`
-//! (`"16MiB"`, `"0644"`): a leaf, shared by validation and by the table of
+//! (`"16MiB"`, `"0644"`, a listen address): a leaf, shared by validation,
+//! `bbmaster --http` and the table of
 //! defaults, which must not import each other.
 
 /// Parse a size: a whole number with an optional unit `B`, `KiB`, `MiB`,
@@ -37,4 +38,31 @@ pub fn parse_mode(text: &str) -> Option<u32> {
         return None;
     }
     u32::from_str_radix(digits, 8).ok().filter(|m| *m <= 0o777)
+}
+
+/// `listen` as written: `HOST:PORT`, or a bare port (loopback).
+pub fn parse_listen(text: &str) -> Option<std::net::SocketAddr> {
+    let text = text.trim();
+    if let Ok(port) = text.parse::<u16>() {
+        return Some(std::net::SocketAddr::new(
+            std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+            port,
+        ));
+    }
+    text.parse().ok()
+}
+
+#[cfg(test)]
+mod listen_tests {
+    use super::parse_listen;
+
+    #[test]
+    fn a_bare_port_listens_on_loopback() {
+        assert_eq!(parse_listen("8010").unwrap().to_string(), "127.0.0.1:8010");
+        assert_eq!(
+            parse_listen("0.0.0.0:80").unwrap().to_string(),
+            "0.0.0.0:80"
+        );
+        assert!(parse_listen("localhost").is_none());
+    }
 }

@@ -11,9 +11,12 @@ mod schedulers;
 
 mod files;
 mod force;
+mod http;
 mod pollers;
 mod steps;
+mod timers;
 mod tls;
+pub use http::{HOOK_KINDS, HTTP_PERMISSIONS};
 pub use steps::relative_path_problem;
 mod workers;
 
@@ -90,6 +93,7 @@ pub fn check(
     c.build_and_step_locks(&raw.builder);
     master.retention = c.retention(&raw.master, &raw.builder);
     let pollers = c.pollers(&raw.poller);
+    master.http = raw.http.as_ref().and_then(|h| c.http(h));
     if c.problems.is_empty() {
         Ok(Checked {
             master,
@@ -230,6 +234,7 @@ impl Checker<'_> {
             allow_plaintext: raw.allow_plaintext.as_ref().is_some_and(|p| *p.get_ref()),
             client_ca: self.client_ca(raw),
             worker_secret_files: BTreeMap::new(),
+            http: None,
             allowed_gid: raw
                 .allowed_gid
                 .as_ref()

@@ -25,6 +25,11 @@ pub struct MasterArgs {
     /// `state_dir` (default: $XDG_STATE_HOME/bbmaster or ~/.local/state/bbmaster).
     #[arg(long, value_name = "DIR", env = "BBMASTER_STATE_DIR")]
     pub state_dir: Option<PathBuf>,
+    /// Serve the web pages and the read-only HTTP API on ADDR (`PORT` alone
+    /// is loopback, e.g. 8010; or `HOST:PORT`); overrides `[http] listen`.
+    /// See docs/http.md.
+    #[arg(long, value_name = "ADDR", value_parser = parse_http_addr)]
+    pub http: Option<std::net::SocketAddr>,
     /// Print the embedded default config and exit.
     #[arg(long)]
     pub print_default_config: bool,
@@ -32,6 +37,12 @@ pub struct MasterArgs {
     /// replaces it with a full tracing filter (e.g. `info,bbctl::daemon=debug`).
     #[arg(long, value_enum, value_name = "LEVEL", default_value_t = LogLevel::Info)]
     pub log_level: LogLevel,
+}
+
+/// `--http ADDR`: a port (loopback) or `HOST:PORT`.
+fn parse_http_addr(text: &str) -> Result<std::net::SocketAddr, String> {
+    crate::config::parse_listen(text)
+        .ok_or_else(|| format!("{text:?} is not a port or an address with a port (127.0.0.1:8010)"))
 }
 
 /// Log levels, least to most verbose.

@@ -38,7 +38,8 @@ pub enum Principal {
         /// The account name.
         account: String,
     },
-    /// The holder of an HTTP token (no adapter yet: refused).
+    /// The holder of an HTTP token (`[[http.token]]`): reads, and the
+    /// writes its `may` lists.
     HttpToken {
         /// The token's name (never the secret).
         name: String,
@@ -49,6 +50,8 @@ pub enum Principal {
         /// The source's name (`[[poller]] name`).
         name: String,
     },
+    /// A web client without a token: reads only.
+    HttpAnonymous,
 }
 
 /// What is asked: to open a connection, or one request on it.
@@ -73,6 +76,8 @@ pub struct Policy {
     pub allowed_uids: Vec<u32>,
     /// A group allowed (`allowed_gid`).
     pub allowed_gid: Option<u32>,
+    /// HTTP tokens by name, with what each may do (`[[http.token]] may`).
+    pub http_tokens: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 impl Policy {
@@ -83,6 +88,12 @@ impl Policy {
             own_uid,
             allowed_uids: settings.allowed_uids.clone(),
             allowed_gid: settings.allowed_gid,
+            http_tokens: settings
+                .http
+                .iter()
+                .flat_map(|h| &h.tokens)
+                .map(|t| (t.name.clone(), t.may.clone()))
+                .collect(),
         }
     }
 
@@ -138,10 +149,70 @@ pub fn authorize(policy: &Policy, who: &Principal, what: Ask<'_>) -> Result<(), 
                 crate::untrusted::Escaped(name)
             )),
         },
-        // Rule 5: no adapter grants these yet.
-        Principal::IrcAccount { .. } | Principal::HttpToken { .. } => {
+        // Rule 5: over HTTP, everyone may read (the server binds loopback
+        // unless configured otherwise); a token may also do what its `may`
+        // lists; nothing else (reload, shutdown, drain, prune) is for HTTP.
+        Principal::HttpAnonymous | Principal::HttpToken { .. } => {
+            let request = match what {
+                Ask::Connect => return Ok(()),
+                Ask::Request(request) => request,
+                _ => return deny("permission denied: this is not available over HTTP".into()),
+            };
+            if http_read(request) {
+                return Ok(());
+            }
+            let Some(needed) = http_write(request) else {
+                return deny("permission denied: this is not available over HTTP".into());
+            };
+            match who {
+                Principal::HttpToken { name } => match policy.http_tokens.get(name) {
+                    Some(may) if may.iter().any(|m| m == needed) => Ok(()),
+                    Some(_) => deny(format!(
+                        "permission denied: token `{}` may not {needed} (its `may` does not list it)",
+                        crate::untrusted::Escaped(name)
+                    )),
+                    None => deny(format!(
+                        "permission denied: token `{}` is not configured",
+                        crate::untrusted::Escaped(name)
+                    )),
+                },
+                _ => deny(format!(
+                    "permission denied: {needed} needs a bearer token (Authorization: Bearer ...)"
+                )),
+            }
+        }
+        // Rule 6: no adapter grants these yet.
+        Principal::IrcAccount { .. } => {
             deny("permission denied: no rule admits this kind of caller yet".into())
         }
+    }
+}
+
+/// Reads: what any HTTP client may ask.
+fn http_read(request: &Request) -> bool {
+    matches!(
+        request,
+        Request::Status(_)
+            | Request::Queue { .. }
+            | Request::Workers
+            | Request::Builds { .. }
+            | Request::Build { .. }
+            | Request::RequestInfo { .. }
+            | Request::Stream(_)
+            | Request::Artifacts { .. }
+            | Request::Artifact { .. }
+            | Request::Events
+            | Request::Changes { .. }
+    )
+}
+
+/// The `may` word a write over HTTP needs; `None`: not over HTTP at all.
+fn http_write(request: &Request) -> Option<&'static str> {
+    match request {
+        Request::ForceBuild { .. } => Some("force"),
+        Request::Stop { .. } => Some("stop"),
+        Request::Cancel { .. } => Some("cancel"),
+        _ => None,
     }
 }
 
@@ -154,6 +225,7 @@ mod tests {
             own_uid: 1000,
             allowed_uids: vec![1001],
             allowed_gid: Some(50),
+            http_tokens: [("ci".to_string(), vec!["force".to_string()])].into(),
         }
     }
 
@@ -216,6 +288,7 @@ mod tests {
             own_uid: 1000,
             allowed_uids: vec![],
             allowed_gid: None,
+            http_tokens: Default::default(),
         };
         assert!(authorize(&owner_only, &user(Some(1001), Some(50)), Ask::Connect).is_err());
     }
@@ -248,7 +321,6 @@ mod tests {
             Principal::IrcAccount {
                 account: "nick".into(),
             },
-            Principal::HttpToken { name: "ci".into() },
         ] {
             assert!(authorize(&p, &who, Ask::Request(&ask)).is_err(), "{who:?}");
             assert!(authorize(&p, &who, Ask::AddChanges).is_err(), "{who:?}");
@@ -270,5 +342,43 @@ mod tests {
         assert!(authorize(&p, &poller, Ask::Connect).is_err());
         assert!(authorize(&p, &user(Some(1000), None), Ask::AddChanges).is_ok());
         assert!(authorize(&p, &user(Some(7), Some(51)), Ask::AddChanges).is_err());
+    }
+
+    #[test]
+    fn over_http_everyone_reads_and_a_token_writes_what_it_may() {
+        let p = policy();
+        let force = Request::ForceBuild {
+            builder: "b".into(),
+            reason: None,
+            properties: Default::default(),
+            priority: 0,
+            source: None,
+        };
+        let stop = Request::Stop { build: 1 };
+        let reload = Request::Reload {
+            dry_run: false,
+            config: None,
+        };
+        let anonymous = Principal::HttpAnonymous;
+        let ci = Principal::HttpToken { name: "ci".into() };
+        let gone = Principal::HttpToken { name: "old".into() };
+        for who in [&anonymous, &ci, &gone] {
+            assert!(authorize(&p, who, Ask::Request(&Request::Workers)).is_ok());
+            assert!(authorize(&p, who, Ask::Request(&Request::Events)).is_ok());
+            let e = authorize(&p, who, Ask::Request(&reload)).unwrap_err();
+            assert!(e.reason.contains("not available over HTTP"), "{}", e.reason);
+        }
+        assert!(authorize(&p, &ci, Ask::Request(&force)).is_ok());
+        let e = authorize(&p, &ci, Ask::Request(&stop)).unwrap_err();
+        assert!(e.reason.contains("token `ci` may not stop"), "{}", e.reason);
+        let e = authorize(&p, &anonymous, Ask::Request(&force)).unwrap_err();
+        assert!(
+            e.reason.contains("force needs a bearer token"),
+            "{}",
+            e.reason
+        );
+        let e = authorize(&p, &gone, Ask::Request(&force)).unwrap_err();
+        assert!(e.reason.contains("not configured"), "{}", e.reason);
+        assert!(authorize(&p, &ci, Ask::AddChanges).is_err());
     }
 }

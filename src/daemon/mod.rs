@@ -38,6 +38,7 @@ pub mod state_dir;
 pub mod store;
 pub mod tls;
 pub mod transfer;
+pub mod web;
 pub mod worker_link;
 
 use std::os::unix::fs::DirBuilderExt;
@@ -57,6 +58,8 @@ pub struct MasterOptions {
     pub config: Option<PathBuf>,
     /// Overrides the config's `state_dir`.
     pub state_dir: Option<PathBuf>,
+    /// `--http ADDR`: serve the web pages there (overrides `[http] listen`).
+    pub http: Option<std::net::SocketAddr>,
 }
 
 /// Why the master could not start or had to stop.
@@ -86,6 +89,9 @@ pub enum DaemonError {
     /// Logs or artifacts of builds the database does not know.
     #[error(transparent)]
     Stale(#[from] stale::CheckError),
+    /// The web server (`[http]`, `--http`) cannot start.
+    #[error(transparent)]
+    Web(#[from] web::WebError),
     /// A file system or socket operation failed.
     #[error("{what} {}: {source}", path.display())]
     Io {
@@ -144,6 +150,15 @@ pub fn load_config(opts: &MasterOptions) -> Result<Config, ConfigError> {
     match &opts.config {
         Some(path) => config::load_file(path),
         None => Ok(config::embedded_default()),
+    }
+}
+
+/// `[http]` with `--http` applied: `None` when the web server is off.
+fn http_settings(opts: &MasterOptions, config: &Config) -> Option<config::HttpSettings> {
+    match (opts.http, config.master.http.clone()) {
+        (Some(listen), Some(settings)) => Some(config::HttpSettings { listen, ..settings }),
+        (Some(listen), None) => Some(config::HttpSettings::quick(listen)),
+        (None, settings) => settings,
     }
 }
 
@@ -270,6 +285,27 @@ pub async fn run(opts: MasterOptions) -> Result<(), DaemonError> {
         layout.state_dir.clone(),
     );
     tcp.apply(&config.master)?;
+    // The web server (`[http]`, `--http`), before the control socket too.
+    let web_task = match http_settings(&opts, &config) {
+        None => None,
+        Some(settings) => {
+            let tls = if settings.tls {
+                let identity = tls::identity(&config.master, &layout.state_dir)
+                    .map_err(web::WebError::from)?;
+                Some(tls::server_config(&identity, None).map_err(web::WebError::from)?)
+            } else {
+                None
+            };
+            let site = web::Web::new(
+                front.clone(),
+                logs_dir.clone(),
+                limits.dirs.clone(),
+                settings,
+            );
+            let server = web::Server::bind(site, tls).await?;
+            Some(tokio::spawn(server.run(open.clone())))
+        }
+    };
     // The control socket last: a client (or a test) that reaches it finds
     // the worker sockets bound too.
     let control = listener::bind(&layout.control_socket, limits.control_socket_mode())
@@ -377,6 +413,9 @@ pub async fn run(opts: MasterOptions) -> Result<(), DaemonError> {
     poller_task.abort();
     signal_task.abort();
     retention_task.abort();
+    if let Some(task) = &web_task {
+        task.abort();
+    }
     // Let the aborted accept loops drop their listeners (removing the socket files).
     let _ = control_task.await;
     let _ = worker_task.await;

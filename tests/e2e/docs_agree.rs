@@ -1055,6 +1055,14 @@ const RELOAD_ROWS: &[(&str, &[&str])] = &[
         &["changes::a_reload_keeps_moves_and_drops_pending_changes_by_the_scheduler_rows"],
     ),
     (
+        "`periodic`/`cron` scheduler changed or renamed",
+        &["schedulers::a_renamed_and_retimed_periodic_scheduler_keeps_its_last_firing"],
+    ),
+    (
+        "`triggerable` scheduler changed or removed",
+        &["schedulers::a_waiting_trigger_step_survives_a_reload_that_removes_its_scheduler"],
+    ),
+    (
         "worker changed: `max_builds`",
         &["reload::worker_max_builds_applies_to_new_builds"],
     ),

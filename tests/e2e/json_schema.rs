@@ -343,7 +343,7 @@ pub(crate) fn check(value: &Value, shape: &Value, path: &str, problems: &mut Vec
 }
 
 #[track_caller]
-fn assert_shape(value: &Value, id: &str) {
+pub(crate) fn assert_shape(value: &Value, id: &str) {
     let mut problems = Vec::new();
     check(value, &shape(id), id, &mut problems);
     assert!(

@@ -29,6 +29,7 @@ impl Checker<'_> {
             format!("duplicate scheduler name `{n}`")
         });
         self.scheduler_previous_names(raw);
+        self.timer_links(raw, builders);
         defs
     }
 
@@ -133,6 +134,10 @@ impl Checker<'_> {
             return None;
         };
         self.foreign_keys(raw, kind.get_ref());
+        self.timer_foreign_keys(raw, kind.get_ref());
+        if let Some(timer) = self.timer_kind(raw, kind) {
+            return timer;
+        }
         match kind.get_ref().as_str() {
             "branch" => Some(SchedulerKind::Branch(self.branch_filter(raw))),
             other => {

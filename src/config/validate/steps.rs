@@ -26,6 +26,12 @@ impl Checker<'_> {
         let env = self.env(&owner, &raw.env);
         let locks = self.locks.clone();
         let locks = self.claims(&owner, &raw.locks, &locks);
+        if let (StepAction::Trigger(_), Some(t)) = (&action, &raw.timeout) {
+            self.report(
+                &t.span(),
+                format!("{owner}: a `trigger` step takes no `timeout` (it runs no command)"),
+            );
+        }
         StepDef {
             name: raw.name.get_ref().clone(),
             action,
@@ -79,6 +85,7 @@ impl Checker<'_> {
             [RawAction::Upload(upload)] => StepAction::Upload(self.upload(owner, upload)),
             [RawAction::Download(download)] => StepAction::Download(self.download(owner, download)),
             [RawAction::Git(git)] => StepAction::Git(self.git(owner, git)),
+            [RawAction::Trigger(trigger)] => StepAction::Trigger(self.trigger(owner, trigger)),
         }
     }
 

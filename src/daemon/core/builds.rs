@@ -189,6 +189,7 @@ impl Core {
             reason: reason.to_string(),
             at_ms: now_ms,
         });
+        self.request_ended(id, BuildResult::Cancelled, now_ms);
         // It held nothing, but it may have kept later claims from a lock
         // (first in, first out) or been its builder's head.
         self.dispatch(now_ms);
@@ -198,6 +199,12 @@ impl Core {
     /// Ask the worker to stop a running build's current step; the build
     /// ends `cancelled` when the worker reports the step's end.
     pub fn stop_build(&mut self, id: BuildId, reason: &str, now_ms: u64) -> Result<(), CoreError> {
+        // A build waiting in a trigger step runs nothing on its worker.
+        if self.builds.get(&id).is_some_and(|b| b.stopping.is_none())
+            && self.stop_waiting(id, reason, now_ms)
+        {
+            return Ok(());
+        }
         let build = self
             .builds
             .get_mut(&id)

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use crate::config::WorkerChoice;
+use crate::config::{StepAction, WorkerChoice};
 use crate::protocol::{BuildId, RequestId, StepIndex};
 
 use super::locks::{Blocked, Holder};
@@ -76,7 +76,13 @@ impl Core {
                     .collect();
                 heads.sort_unstable();
                 for (_, request, builder) in heads {
-                    if self.at_max_running(&builder) {
+                    // An earlier start of this pass may have taken this
+                    // head away (a trigger step, a collapse): grant locks
+                    // only to a request that is still at its queue's head,
+                    // or they would be held for a build that never starts.
+                    let still_head =
+                        self.builders.get(&builder).and_then(|b| b.queue.front()) == Some(&request);
+                    if !still_head || self.at_max_running(&builder) {
                         continue;
                     }
                     let candidates = self.candidates(&builder, request);
@@ -326,6 +332,7 @@ impl Core {
                 build,
                 at_ms: now_ms,
             });
+            self.request_collapsed(request, into);
         }
     }
 
@@ -381,6 +388,12 @@ impl Core {
             name,
             at_ms: now_ms,
         });
+        if let StepAction::Trigger(spec) = &start.action {
+            // Run by the master itself; the worker is not asked.
+            let spec = spec.clone();
+            self.start_trigger(id, step, &spec, now_ms);
+            return;
+        }
         // A step starts only after the previous one's end came in on the
         // build's link, so the link is there.
         if let Some(link) = link {

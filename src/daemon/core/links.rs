@@ -68,10 +68,20 @@ impl Core {
                 }),
             }
         }
-        // A build that was waiting between steps for a lock has no step
-        // out: it takes the new link and goes on waiting.
-        for b in self.builds.values_mut() {
-            if b.worker == name && b.link.is_none() && b.pending_step.is_some() {
+        // A build waiting between steps for a step lock, or in a trigger
+        // step, has no step out: it takes the new link and goes on waiting.
+        let waiting: Vec<BuildId> = self
+            .builds
+            .values()
+            .filter(|b| {
+                b.worker == name
+                    && b.link.is_none()
+                    && (b.pending_step.is_some() || self.is_waiting(b.id))
+            })
+            .map(|b| b.id)
+            .collect();
+        for id in waiting {
+            if let Some(b) = self.builds.get_mut(&id) {
                 b.link = Some(link);
                 b.orphaned_until = None;
             }
@@ -202,6 +212,7 @@ impl Core {
             return;
         };
         self.release_locks(id);
+        self.forget_wait(id);
         if let Some(worker) = self.workers.get_mut(&build.worker) {
             worker.running.remove(&id);
         }

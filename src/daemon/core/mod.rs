@@ -326,6 +326,8 @@ pub struct Core {
     /// Pending changes the start dropped (a scheduler removed or narrowed
     /// while the master was down), for the shell to log.
     dropped_at_start: Vec<crate::protocol::DroppedChanges>,
+    /// Trigger steps' waits (a build's, not a scheduler's).
+    timers: schedulers::timers::Timers,
     effects: Vec<Effect>,
     /// The locks in force and their holders (`locks.rs`).
     locks: locks::LockTable,
@@ -342,6 +344,8 @@ impl Core {
     /// A core for `config`, resuming from what the store kept. Requests of
     /// builders that no longer exist are cancelled at once (see `reload`).
     pub fn new(config: Arc<Config>, restored: Restored, now_ms: u64) -> Self {
+        let mut saved = restored.schedulers.clone();
+        let timers = schedulers::timers::Timers::split(&mut saved);
         let mut core = Core {
             config: Arc::new(Config {
                 builders: vec![],
@@ -362,8 +366,9 @@ impl Core {
             maintenance: false,
             shutdown: false,
             deadlines: Default::default(),
-            schedulers: schedulers::Schedulers::restored(restored.schedulers.clone()),
+            schedulers: schedulers::Schedulers::restored(saved),
             dropped_at_start: Vec::new(),
+            timers,
             effects: Vec::new(),
             locks: Default::default(),
             lock_waits: BTreeMap::new(),
@@ -427,6 +432,7 @@ impl Core {
                 ),
             }
         }
+        core.restore_waits(now_ms);
         core.restoring = false;
         core.dispatch(now_ms);
         core

@@ -42,6 +42,7 @@ impl Core {
             report.needs_restart = restart_only_changes(&self.config.master, &config.master);
         }
         let generation = self.generation + 1;
+        self.timers.applying = true;
         // Waiters for a lock the new config removes: said in the report;
         // nothing is left to wait for, so they start once nothing else
         // blocks them (`locks.rs`).
@@ -77,6 +78,7 @@ impl Core {
                 && self.config.hash == config.hash)
         };
         self.config = config;
+        self.timers.applying = false;
         if changed {
             self.generation = generation;
             report.generation_after = generation;
@@ -218,6 +220,7 @@ impl Core {
                     reason: format!("removed by reload, generation {generation}"),
                     at_ms: now_ms,
                 });
+                self.request_ended(request, crate::protocol::BuildResult::Cancelled, now_ms);
             }
         }
     }
@@ -330,6 +333,8 @@ pub fn restart_only_changes(old_master: &MasterSettings, m: &MasterSettings) -> 
             "master.min_free_space",
             m.worker_limits.min_free_space != old_master.worker_limits.min_free_space,
         ),
+        // The web server reads `[http]` once, at start.
+        ("http", m.http != old_master.http),
     ];
     for (key, changed) in restart_only {
         if changed {

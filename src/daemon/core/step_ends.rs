@@ -16,9 +16,17 @@ impl Core {
         now_ms: u64,
     ) -> Result<(), CoreError> {
         let build = match self.builds.get(&build_id) {
-            // A build waiting between steps for a lock has no step out:
-            // its last step's end came in already.
-            Some(b) if b.link == Some(link) && b.step == step && b.pending_step.is_none() => b,
+            // A build waiting between steps for a lock has no step out (its
+            // last step's end came in already), and a trigger step is the
+            // master's own: no worker reports on either.
+            Some(b)
+                if b.link == Some(link)
+                    && b.step == step
+                    && b.pending_step.is_none()
+                    && !self.is_waiting(build_id) =>
+            {
+                b
+            }
             _ => {
                 return Err(CoreError::NotYourStep {
                     link,
@@ -113,10 +121,12 @@ impl Core {
             reason,
             at_ms: now_ms,
         });
+        self.forget_wait(id);
         if let Some(worker) = self.workers.get_mut(&build.worker) {
             worker.running.remove(&id);
         }
         self.close_if_drained(&build.worker);
+        self.request_ended(build.request, result, now_ms);
     }
 }
 

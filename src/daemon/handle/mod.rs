@@ -78,6 +78,7 @@ impl MasterHandle {
                 own_uid: nix::unistd::geteuid().as_raw(),
                 allowed_uids: Vec::new(),
                 allowed_gid: None,
+                http_tokens: Default::default(),
             }),
             stopping: watch::channel(false).1,
         }

@@ -37,6 +37,7 @@ async fn a_caller_refused_by_the_policy_never_reaches_the_loop() {
             own_uid: 1000,
             allowed_uids: vec![],
             allowed_gid: None,
+            http_tokens: Default::default(),
         },
     );
     let stranger = Principal::LocalUser {

@@ -35,6 +35,7 @@ pub(super) fn assignment(start: StepStart) -> StepAssignment {
                 },
                 submodules: g.submodules,
             },
+            StepAction::Trigger(_) => unreachable!("the core runs trigger steps itself"),
         },
         env: start.env,
         pass_env: start.pass_env,

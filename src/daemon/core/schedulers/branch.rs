@@ -152,7 +152,12 @@ impl Kind for Branch {
 
     /// Branches the new filter no longer takes are dropped; the others
     /// keep their changes and their timer with the time it had left.
-    fn reconfigured(&mut self, _old: &SchedulerDef, new: &SchedulerDef) -> Vec<ChangeId> {
+    fn reconfigured(
+        &mut self,
+        _old: &SchedulerDef,
+        new: &SchedulerDef,
+        _now_ms: u64,
+    ) -> Vec<ChangeId> {
         let Some(f) = filter(new) else {
             return self.pending_changes();
         };

@@ -37,12 +37,19 @@
 //! calls it from where the core sees that event.
 
 mod branch;
+pub(super) mod dependent;
 mod glob;
+pub(super) mod timed;
+pub(super) mod timers;
+pub(super) mod timing;
+pub(super) mod triggerable;
 
 use std::collections::BTreeMap;
 
 use crate::config::{Config, SchedulerDef, SchedulerKind};
-use crate::protocol::{Change, ChangeId, DroppedChanges, ReloadReport, SourceStamp};
+use crate::protocol::{
+    BuildResult, Change, ChangeId, DroppedChanges, ReloadReport, RequestId, SourceStamp,
+};
 
 use super::{Core, Record, SavedScheduler};
 
@@ -97,9 +104,46 @@ pub(super) trait Kind {
 
     /// A reload changed the definition (same kind): keep what still
     /// applies and return the pending changes it no longer takes.
-    fn reconfigured(&mut self, old: &SchedulerDef, new: &SchedulerDef) -> Vec<ChangeId> {
-        let _ = (old, new);
+    fn reconfigured(
+        &mut self,
+        old: &SchedulerDef,
+        new: &SchedulerDef,
+        now_ms: u64,
+    ) -> Vec<ChangeId> {
+        let _ = (old, new, now_ms);
         Vec::new()
+    }
+
+    /// Scheduler `upstream` queued `requests`: true if the state changed
+    /// (a `dependent` follows them).
+    fn upstream_fired(
+        &mut self,
+        def: &SchedulerDef,
+        upstream: &str,
+        requests: &[RequestId],
+        source: &Option<SourceStamp>,
+    ) -> bool {
+        let _ = (def, upstream, requests, source);
+        false
+    }
+
+    /// A request ended for good: whether the state changed, and the
+    /// firings it causes.
+    fn request_ended(
+        &mut self,
+        def: &SchedulerDef,
+        request: RequestId,
+        result: BuildResult,
+    ) -> (bool, Vec<Firing>) {
+        let _ = (def, request, result);
+        (false, Vec::new())
+    }
+
+    /// A request was merged into `into` (`collapse`): true if the state
+    /// changed.
+    fn request_collapsed(&mut self, request: RequestId, into: RequestId) -> bool {
+        let _ = (request, into);
+        false
     }
 }
 
@@ -109,24 +153,47 @@ pub(super) trait Kind {
 pub(super) enum KindState {
     /// `kind = "branch"`.
     Branch(branch::Branch),
+    /// `kind = "periodic"` or `"cron"` (boxed: its timing is big).
+    Timed(Box<timed::Timed>),
+    /// `kind = "triggerable"`.
+    Triggerable(timers::Triggerable),
+    /// `kind = "dependent"`.
+    Dependent(dependent::DependentState),
 }
 
 impl KindState {
-    /// A fresh state for `def`.
-    fn new(def: &SchedulerDef) -> Self {
+    /// A fresh state for `def`, appearing at `now_ms`.
+    fn new(def: &SchedulerDef, now_ms: u64) -> Self {
         match &def.kind {
             SchedulerKind::Branch(_) => KindState::Branch(branch::Branch::default()),
+            SchedulerKind::Periodic(t) | SchedulerKind::Cron(t) => {
+                KindState::Timed(Box::new(timed::Timed::new(t.clone(), now_ms)))
+            }
+            SchedulerKind::Triggerable => KindState::Triggerable(timers::Triggerable::default()),
+            SchedulerKind::Dependent { .. } => {
+                KindState::Dependent(dependent::DependentState::default())
+            }
         }
     }
 
     /// The state saved by a scheduler of the same kind; `None` if the kind
     /// differs or the JSON cannot be read (then it starts afresh).
-    fn restore(def: &SchedulerDef, saved: &SavedScheduler) -> Option<Self> {
+    /// A start at `now_ms`: a timed scheduler's missed due times count
+    /// from there (`catch_up`).
+    fn restore(def: &SchedulerDef, saved: &SavedScheduler, now_ms: u64) -> Option<Self> {
         if saved.kind != def.kind.name() {
             return None;
         }
         Some(match &def.kind {
             SchedulerKind::Branch(_) => KindState::Branch(serde_json::from_str(&saved.state).ok()?),
+            SchedulerKind::Periodic(t) | SchedulerKind::Cron(t) => {
+                let state = serde_json::from_str(&saved.state).ok()?;
+                KindState::Timed(Box::new(timed::Timed::restored(t.clone(), state, now_ms)))
+            }
+            SchedulerKind::Triggerable => KindState::Triggerable(timers::Triggerable::default()),
+            SchedulerKind::Dependent { .. } => {
+                KindState::Dependent(serde_json::from_str(&saved.state).ok()?)
+            }
         })
     }
 
@@ -144,12 +211,18 @@ impl KindState {
     fn get(&self) -> &dyn Kind {
         match self {
             KindState::Branch(s) => s,
+            KindState::Timed(s) => &**s,
+            KindState::Triggerable(s) => s,
+            KindState::Dependent(s) => s,
         }
     }
 
     fn get_mut(&mut self) -> &mut dyn Kind {
         match self {
             KindState::Branch(s) => s,
+            KindState::Timed(s) => &mut **s,
+            KindState::Triggerable(s) => s,
+            KindState::Dependent(s) => s,
         }
     }
 }
@@ -204,9 +277,9 @@ impl Core {
         for s in self.schedulers.set.values_mut() {
             if s.state.get().next_deadline().is_some_and(|t| t <= now_ms) {
                 let fired = s.state.get_mut().tick(&s.def, now_ms);
-                if !fired.is_empty() {
-                    s.dirty = true;
-                }
+                // Even a tick that queues nothing may move the state (a
+                // timed firing with `only_if_changed` and no change).
+                s.dirty = true;
                 firings.extend(fired.into_iter().map(|f| (s.def.clone(), f)));
             }
         }
@@ -223,19 +296,21 @@ impl Core {
     /// (a shutdown drain leaves them queued for the next master).
     fn fire(&mut self, def: &SchedulerDef, firing: Firing, now_ms: u64) {
         let builders = firing.builders.unwrap_or_else(|| def.builders.clone());
+        let mut ids = Vec::new();
         for builder in builders {
             if !self.builders.contains_key(&builder) {
                 continue;
             }
-            self.queue_request(
+            ids.push(self.queue_request(
                 &builder,
                 Some(format!("scheduler {}: {}", def.name, firing.reason)),
                 firing.properties.clone(),
                 0,
                 firing.source.clone(),
                 now_ms,
-            );
+            ));
         }
+        self.scheduler_fired(&def.name, &ids, &firing.source);
     }
 
     /// Record the state of every scheduler that changed, and forget the
@@ -301,11 +376,11 @@ impl Core {
                 if s.def != *def {
                     report.schedulers_changed.push(def.name.clone());
                     if s.def.kind.name() == def.kind.name() {
-                        let dropped = s.state.get_mut().reconfigured(&s.def, def);
+                        let dropped = s.state.get_mut().reconfigured(&s.def, def, now_ms);
                         drop_changes(report, &def.name, dropped);
                     } else {
                         drop_changes(report, &def.name, s.state.get().pending_changes());
-                        s.state = KindState::new(def);
+                        s.state = KindState::new(def, now_ms);
                     }
                     s.def = def.clone();
                     s.dirty = true;
@@ -321,11 +396,11 @@ impl Core {
                     .push((from.clone(), def.name.clone()));
                 self.schedulers.forget.push(from);
                 if s.def.kind.name() == def.kind.name() {
-                    let dropped = s.state.get_mut().reconfigured(&s.def, def);
+                    let dropped = s.state.get_mut().reconfigured(&s.def, def, now_ms);
                     drop_changes(report, &def.name, dropped);
                 } else {
                     drop_changes(report, &def.name, s.state.get().pending_changes());
-                    s.state = KindState::new(def);
+                    s.state = KindState::new(def, now_ms);
                 }
                 s.def = def.clone();
                 s.dirty = true;
@@ -337,7 +412,7 @@ impl Core {
                     .find_map(|n| saved.remove(n).map(|st| (n.clone(), st)));
                 let state = match &found {
                     Some((_, st)) => {
-                        let state = KindState::restore(def, st);
+                        let state = KindState::restore(def, st, now_ms);
                         if state.is_none() {
                             // Another kind, or unreadable: starts afresh.
                             drop_changes(report, &def.name, KindState::pending_of_saved(st));
@@ -358,12 +433,12 @@ impl Core {
                 let fresh = state.is_none();
                 let mut s = Scheduler {
                     def: def.clone(),
-                    state: state.unwrap_or_else(|| KindState::new(def)),
+                    state: state.unwrap_or_else(|| KindState::new(def, now_ms)),
                     dirty: fresh || renamed,
                 };
                 if !fresh {
                     // The config may have changed while the master was down.
-                    let dropped = s.state.get_mut().reconfigured(def, def);
+                    let dropped = s.state.get_mut().reconfigured(def, def, now_ms);
                     if !dropped.is_empty() {
                         s.dirty = true;
                     }

@@ -193,7 +193,12 @@ pub(super) fn random_config(rng: &mut Rng, current: Option<&Config>) -> Arc<Conf
     for b in &mut builders {
         b.previous_names.retain(|p| !current_names.contains(p));
     }
-    let schedulers = random_schedulers(rng, current, &builders);
+    let mut schedulers = random_schedulers(rng, current, &builders);
+    schedulers.extend(super::timers::random_schedulers(
+        rng,
+        &mut builders,
+        current,
+    ));
     let hash = format!("{:x}", rng.next());
     Arc::new(Config {
         master: Default::default(),
@@ -238,6 +243,7 @@ fn random_schedulers(
             && rng.chance(15)
             && let Some(old) = rng.pick(&cur.schedulers)
             && old.name != name
+            && old.name.starts_with('s')
             && !claimed.contains(&old.name)
         {
             previous_names.push(old.name.clone());
@@ -360,13 +366,12 @@ pub(super) fn to_toml(config: &Config) -> String {
             out.push_str("retry = false\n");
         }
         for step in &b.steps {
-            let StepAction::Shell(line) = &step.action else {
-                unreachable!("the simulator only makes shell steps")
-            };
-            out.push_str(&format!(
-                "  [[builder.step]]\n  name = {:?}\n  shell = {line:?}\n",
-                step.name
-            ));
+            out.push_str(&format!("  [[builder.step]]\n  name = {:?}\n", step.name));
+            match &step.action {
+                StepAction::Shell(line) => out.push_str(&format!("  shell = {line:?}\n")),
+                StepAction::Trigger(t) => out.push_str(&super::timers::trigger_toml(t)),
+                _ => unreachable!("the simulator makes shell and trigger steps only"),
+            }
             if let Some(t) = step.timeout {
                 out.push_str(&format!("  timeout = \"{}ms\"\n", t.as_millis()));
             }
@@ -377,7 +382,9 @@ pub(super) fn to_toml(config: &Config) -> String {
         out.push('\n');
     }
     for s in &config.schedulers {
-        let SchedulerKind::Branch(f) = &s.kind;
+        let SchedulerKind::Branch(f) = &s.kind else {
+            continue;
+        };
         out.push_str(&format!(
             "[[scheduler]]\nname = {:?}\nkind = \"branch\"\nbuilders = [{}]\ntree_stable = \"{}ms\"\n",
             s.name,
@@ -398,6 +405,7 @@ pub(super) fn to_toml(config: &Config) -> String {
         }
         out.push('\n');
     }
+    out.push_str(&super::timers::schedulers_toml(config));
     out
 }
 
@@ -478,7 +486,9 @@ pub(super) fn describe(config: &Config) -> String {
         .schedulers
         .iter()
         .map(|s| {
-            let SchedulerKind::Branch(f) = &s.kind;
+            let SchedulerKind::Branch(f) = &s.kind else {
+                return format!("{}:{}[{}]", s.name, s.kind.name(), s.builders.join(","));
+            };
             let renamed = if s.previous_names.is_empty() {
                 String::new()
             } else {

@@ -20,6 +20,7 @@ impl Sim {
             self.core.tick(now);
         }
         self.absorb();
+        self.check_timers_after_tick();
         // What the event changes is checked against this (a tick's own
         // starts are checked at their records, in `world.rs`).
         self.before = Some(self.snapshot());
@@ -184,7 +185,10 @@ impl Sim {
                 }
             }
             74..78 => {
-                let ids: Vec<RequestId> = self.core.requests.keys().copied().collect();
+                // Sorted: a HashMap's order differs between runs, and a seed
+                // must replay the same history.
+                let mut ids: Vec<RequestId> = self.core.requests.keys().copied().collect();
+                ids.sort_unstable();
                 let Some(id) = self.rng.pick(&ids).copied() else {
                     return self.step();
                 };
@@ -353,5 +357,6 @@ impl Sim {
         {
             self.seen.step_waits += 1;
         }
+        self.check_waits();
     }
 }

@@ -24,6 +24,7 @@
 mod configs;
 mod events;
 mod invariants;
+mod timers;
 mod world;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -100,6 +101,9 @@ enum Fault {
     SchedulersForgotten,
     /// Builds that end keep their locks.
     LocksLeak,
+    /// A scheduler's firing is not stored with its new state (not in the
+    /// same batch): a restart fires it again.
+    FiringNotStored,
 }
 
 struct Sim {
@@ -129,6 +133,8 @@ struct Sim {
     /// The state before the current event (`None` after a restart, whose
     /// re-claims are not grants).
     before: Option<invariants::Before>,
+    /// Scheduler firings as the records tell them.
+    firings: timers::Firings,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -157,6 +163,10 @@ struct Seen {
     lock_waits: u64,
     /// Events after which a build waited between steps for a step lock.
     step_waits: u64,
+    /// Scheduler firings, as the records tell them.
+    firings: u64,
+    /// Trigger steps seen waiting (summed over events).
+    waits: u64,
 }
 
 fn env_u64(name: &str) -> Option<u64> {
@@ -169,6 +179,8 @@ fn run_seed(seed: u64, events: usize) -> Seen {
         for _ in 0..events {
             sim.step();
         }
+        sim.seen.firings = sim.firings.count;
+        sim.seen.waits = sim.firings.waits;
         sim.seen
     });
     match result {
@@ -223,6 +235,8 @@ fn simulated_histories_keep_the_invariants() {
         total.scheduler_renames += seen.scheduler_renames;
         total.lock_waits += seen.lock_waits;
         total.step_waits += seen.step_waits;
+        total.firings += seen.firings;
+        total.waits += seen.waits;
     }
     println!("{seeds} seeds x {events} events: {total:?}");
     // The histories must have exercised what the invariants are about.
@@ -242,6 +256,8 @@ fn simulated_histories_keep_the_invariants() {
         assert!(total.scheduler_renames > seeds / 20, "{total:?}");
         assert!(total.lock_waits > seeds, "{total:?}");
         assert!(total.step_waits > seeds / 5, "{total:?}");
+        assert!(total.firings > seeds, "{total:?}");
+        assert!(total.waits > seeds, "{total:?}");
     }
 }
 
@@ -316,4 +332,25 @@ fn the_simulator_catches_locks_kept_by_ended_builds() {
         })
     });
     assert!(caught, "locks kept by ended builds went unnoticed");
+}
+
+#[test]
+fn the_simulator_catches_a_firing_stored_apart_from_its_state() {
+    let caught = (0..200).any(|seed| {
+        let r = std::panic::catch_unwind(|| {
+            let mut sim = Sim::new(seed);
+            sim.fault = Some(Fault::FiringNotStored);
+            for _ in 0..200 {
+                sim.step();
+            }
+        });
+        r.is_err_and(|p| {
+            p.downcast_ref::<String>()
+                .is_some_and(|m| m.contains("doubled"))
+        })
+    });
+    assert!(
+        caught,
+        "a firing fired again after a restart went unnoticed"
+    );
 }

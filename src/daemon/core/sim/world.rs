@@ -29,6 +29,7 @@ impl Sim {
             saved_schedulers: BTreeMap::new(),
             owed: BTreeMap::new(),
             before: None,
+            firings: Default::default(),
         };
         sim.absorb();
         sim
@@ -133,6 +134,7 @@ impl Sim {
                 request,
                 builder,
                 worker,
+                definition,
                 ..
             } => {
                 if self.requests.get(&request) != Some(&ReqState::Queued) {
@@ -158,17 +160,26 @@ impl Sim {
                 });
                 if !listed {
                     self.fail(format!(
-                        "build {build} started on ineligible worker {worker}"
+                        "build {build} of {builder} started on ineligible worker {worker} (core builders {:?})",
+                        self.core.builders.keys().collect::<Vec<_>>()
                     ));
                 }
                 // Invariant 5: the limit in force when the build starts.
                 let max = config.worker(&worker).map(|w| w.max_builds).unwrap_or(0);
                 let busy = self.running.values().filter(|r| r.0 == worker).count() as u32;
                 if busy >= max {
-                    self.fail(format!("{worker} got build {build} with {busy}/{max} busy"));
+                    let on: Vec<&BuildId> = self
+                        .running
+                        .iter()
+                        .filter(|r| r.1.0 == worker)
+                        .map(|r| r.0)
+                        .collect();
+                    self.fail(format!(
+                        "{worker} got build {build} with {busy}/{max} busy (builds {on:?})"
+                    ));
                 }
-                let rb = self.core.running_build(build).expect("started build runs");
-                let def = Arc::clone(&rb.def);
+                // (A build whose trigger step failed at once has ended by now.)
+                let def = definition;
                 // A request that ran under `retry = false` never runs twice.
                 if self.once.contains(&request) {
                     self.fail(format!(
@@ -209,15 +220,21 @@ impl Sim {
             Record::GenerationApplied { .. } => self.seen.reloads_applied += 1,
             Record::ChangeAdded(change) => self.change_added(&change),
             Record::PollerCursor(_) => {}
-            Record::SchedulerState { name, kind, state } => match state {
-                Some(state) => {
-                    self.saved_schedulers
-                        .insert(name, super::super::SavedScheduler { kind, state });
+            Record::SchedulerState { name, kind, state } => {
+                let firing = self.note_scheduler_state(&name, state.as_deref());
+                if firing && self.fault == Some(Fault::FiringNotStored) {
+                    return;
                 }
-                None => {
-                    self.saved_schedulers.remove(&name);
+                match state {
+                    Some(state) => {
+                        self.saved_schedulers
+                            .insert(name, super::super::SavedScheduler { kind, state });
+                    }
+                    None => {
+                        self.saved_schedulers.remove(&name);
+                    }
                 }
-            },
+            }
             Record::StepFinished { .. } => {}
             Record::BuildRetried { build, request, .. } => {
                 if self.running.get(&build).is_some_and(|r| !r.1.retry) {
@@ -274,7 +291,9 @@ impl Sim {
         self.seen.changes += 1;
         let c = &change.new;
         for s in &self.core.config().schedulers.clone() {
-            let SchedulerKind::Branch(f) = &s.kind;
+            let SchedulerKind::Branch(f) = &s.kind else {
+                continue;
+            };
             let takes = f.repository.as_deref().is_none_or(|r| r == c.repository)
                 && (f.branches.is_empty() || f.branches.iter().any(|g| glob_match(g, &c.branch)));
             if !takes {
@@ -298,6 +317,16 @@ impl Sim {
     /// A scheduler fired for `changes` at `at_ms` (one request per
     /// builder: the same firing is seen once per request).
     fn firing(&mut self, scheduler: &str, at_ms: u64, changes: &[ChangeId]) {
+        // Only `branch` schedulers take changes; a triggered or dependent
+        // request carries the source stamp of the build it follows.
+        let takes_changes = self
+            .core
+            .config()
+            .scheduler(scheduler)
+            .is_some_and(|s| matches!(s.kind, crate::config::SchedulerKind::Branch(_)));
+        if !takes_changes {
+            return;
+        }
         let this = (at_ms, changes.to_vec());
         for c in changes {
             let Some(owed) = self.owed.get_mut(&(scheduler.to_string(), *c)) else {

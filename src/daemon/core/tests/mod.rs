@@ -16,6 +16,7 @@ mod reload_workers;
 mod requests;
 mod restore;
 mod schedulers;
+mod timers;
 mod workers;
 
 use std::collections::BTreeMap;

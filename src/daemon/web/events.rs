@@ -1,0 +1,354 @@
+//! `/api/v1/events`: the master's events (those of `bbctl events --json`)
+//! as server-sent events, each with an `id:` so that a client that lost
+//! its connection resumes with `Last-Event-ID` without loss or doubles.
+//!
+//! One task ([`EventLog::start`]) subscribes once to the front door and
+//! numbers every event in order, keeping the last [`KEEP`] in memory. A
+//! client copies what follows its `Last-Event-ID` from that log and
+//! subscribes to what comes next under the same lock, so no event falls
+//! between the two; live events at or below the last id sent are skipped,
+//! so none comes twice. Ids are `RUN.N`: `RUN` names this master's run
+//! (its start time in ms), so an id from an earlier run is recognised.
+//! When a client cannot be resumed (another run, or older than the log
+//! keeps) it gets a `lagged` event first: read `status` again. A slow
+//! client that falls behind the live channel catches up from the log.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use tokio::sync::{broadcast, mpsc};
+
+use super::Web;
+use super::respond::{WebFail, stamped};
+use crate::daemon::handle::MasterHandle;
+use crate::protocol::{Event, EventKind};
+
+/// How many numbered events are kept for resuming clients.
+pub const KEEP: usize = 4096;
+/// How often an idle stream carries a comment, so proxies keep it open.
+pub const KEEPALIVE: Duration = Duration::from_secs(15);
+/// How long a client's browser waits before it reconnects (`retry:`).
+const RETRY: Duration = Duration::from_secs(1);
+
+/// One event with its number, as sent.
+#[derive(Debug)]
+pub struct Numbered {
+    /// Its number in this run.
+    pub seq: u64,
+    /// Its JSON (`bbctl events --json`'s line).
+    pub json: String,
+}
+
+struct Kept {
+    /// The number the next event gets.
+    next: u64,
+    /// The last [`KEEP`] events, oldest first.
+    events: VecDeque<Arc<Numbered>>,
+}
+
+/// The numbered log of recent events behind every SSE stream.
+pub struct EventLog {
+    run: u64,
+    kept: Mutex<Kept>,
+    live: broadcast::Sender<Arc<Numbered>>,
+}
+
+impl EventLog {
+    /// Subscribe to the master's events and number them from now on.
+    pub fn start(master: &MasterHandle) -> Arc<EventLog> {
+        let log = Arc::new(EventLog {
+            run: crate::paths::now_ms(),
+            kept: Mutex::new(Kept {
+                next: 1,
+                events: VecDeque::new(),
+            }),
+            live: broadcast::channel(1024).0,
+        });
+        match master.subscribe_events(&super::Web::anonymous()) {
+            Ok(rx) => {
+                tokio::spawn(Arc::clone(&log).feed(rx));
+            }
+            Err(e) => tracing::warn!("http: no event stream: {}", e.message),
+        }
+        log
+    }
+
+    async fn feed(self: Arc<Self>, mut rx: broadcast::Receiver<Arc<Event>>) {
+        use broadcast::error::RecvError;
+        loop {
+            let event = match rx.recv().await {
+                Ok(e) if matches!(e.kind, EventKind::Subscribed) => continue,
+                Ok(e) => e,
+                Err(RecvError::Lagged(missed)) => Arc::new(Event {
+                    at_ms: crate::paths::now_ms(),
+                    generation: 0,
+                    kind: EventKind::Lagged { missed },
+                }),
+                Err(RecvError::Closed) => return,
+            };
+            self.push(&event);
+        }
+    }
+
+    /// Number `event`, keep it, and send it to the live streams.
+    pub fn push(&self, event: &Event) {
+        let json = stamped(event).to_string();
+        let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+        let numbered = Arc::new(Numbered {
+            seq: kept.next,
+            json,
+        });
+        kept.next += 1;
+        if kept.events.len() == KEEP {
+            kept.events.pop_front();
+        }
+        kept.events.push_back(Arc::clone(&numbered));
+        // Sent under the lock: a client that copies the log and subscribes
+        // under it sees every event in exactly one of the two.
+        let _ = self.live.send(numbered);
+    }
+
+    /// The id of event `seq` on the wire.
+    pub fn id(&self, seq: u64) -> String {
+        format!("{}.{seq}", self.run)
+    }
+
+    /// Where a client resumes: `Ok(seq)` (the last one it saw; 0 from
+    /// the start of this run) or `Err(())` when the id is not of this run.
+    fn resume_point(&self, last_event_id: Option<&str>) -> Result<Option<u64>, ()> {
+        let Some(id) = last_event_id.map(str::trim).filter(|s| !s.is_empty()) else {
+            return Ok(None);
+        };
+        let (run, seq) = id.split_once('.').ok_or(())?;
+        if run.parse::<u64>() != Ok(self.run) {
+            return Err(());
+        }
+        seq.parse().map(Some).map_err(|_| ())
+    }
+
+    /// The events after `after` still kept (`None`: older ones are gone)
+    /// and a live receiver for the rest, taken together.
+    fn follow(&self, after: Option<u64>) -> Following {
+        let kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+        let rx = self.live.subscribe();
+        let last = kept.next - 1;
+        let backlog = match after {
+            None => Some(Vec::new()),
+            Some(after) => {
+                let oldest = kept.events.front().map_or(kept.next, |e| e.seq);
+                if after + 1 < oldest {
+                    None
+                } else {
+                    Some(
+                        kept.events
+                            .iter()
+                            .filter(|e| e.seq > after)
+                            .cloned()
+                            .collect(),
+                    )
+                }
+            }
+        };
+        (backlog, after.unwrap_or(last), rx)
+    }
+}
+
+/// What a client starts from: the kept events after its id (`None`: some
+/// are gone), the last number so far, and the live channel.
+type Following = (
+    Option<Vec<Arc<Numbered>>>,
+    u64,
+    broadcast::Receiver<Arc<Numbered>>,
+);
+
+/// `GET /api/v1/events`: the event stream (`text/event-stream`).
+pub async fn sse(State(web): State<Web>, headers: HeaderMap) -> Result<Response, WebFail> {
+    let who = super::api::who(&web, &headers)?;
+    web.master
+        .authorize(
+            &who,
+            crate::daemon::auth::Ask::Request(&crate::protocol::Request::Events),
+        )
+        .map_err(|r| WebFail {
+            status: axum::http::StatusCode::FORBIDDEN,
+            message: r.reason,
+        })?;
+    let last_id = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let log = Arc::clone(&web.events);
+    let (tx, rx) = mpsc::channel::<SseEvent>(64);
+    let (backlog, after, live) = match log.resume_point(last_id.as_deref()) {
+        Ok(after) => {
+            let (backlog, last, live) = log.follow(after);
+            (backlog, after.unwrap_or(last), live)
+        }
+        Err(()) => {
+            let (_, last, live) = log.follow(None);
+            (None, last, live)
+        }
+    };
+    let resumed = last_id.is_some();
+    tokio::spawn(pump(
+        web.master.clone(),
+        log,
+        tx,
+        backlog,
+        resumed,
+        after,
+        live,
+    ));
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|e| (Ok::<_, Infallible>(e), rx))
+    });
+    let mut response = Sse::new(stream)
+        .keep_alive(KeepAlive::new().interval(KEEPALIVE).text("keepalive"))
+        .into_response();
+    let h = response.headers_mut();
+    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    h.insert(
+        axum::http::header::CACHE_CONTROL,
+        HeaderValue::from_static("no-cache, no-transform"),
+    );
+    Ok(response)
+}
+
+/// A `lagged` event without an id: the client missed events (how many is
+/// unknown: `missed` 0) and should read `status` again.
+fn lagged() -> SseEvent {
+    let event = Event {
+        at_ms: crate::paths::now_ms(),
+        generation: 0,
+        kind: EventKind::Lagged { missed: 0 },
+    };
+    SseEvent::default().data(stamped(&event).to_string())
+}
+
+/// Feed one client: its backlog, then live events, until it leaves or the
+/// master stops.
+async fn pump(
+    master: MasterHandle,
+    log: Arc<EventLog>,
+    tx: mpsc::Sender<SseEvent>,
+    backlog: Option<Vec<Arc<Numbered>>>,
+    resumed: bool,
+    mut sent: u64,
+    mut live: broadcast::Receiver<Arc<Numbered>>,
+) {
+    let send = |e: &Numbered| SseEvent::default().id(log.id(e.seq)).data(e.json.clone());
+    let first = SseEvent::default().retry(RETRY).comment("events");
+    if tx.send(first).await.is_err() {
+        return;
+    }
+    match backlog {
+        Some(events) => {
+            for e in events {
+                if tx.send(send(&e)).await.is_err() {
+                    return;
+                }
+                sent = e.seq;
+            }
+        }
+        None if resumed && tx.send(lagged()).await.is_err() => return,
+        None => {}
+    }
+    loop {
+        let next = tokio::select! {
+            r = live.recv() => r,
+            () = tx.closed() => return,
+            () = master.shutting_down() => return,
+        };
+        match next {
+            Ok(e) if e.seq <= sent => {}
+            Ok(e) => {
+                if tx.send(send(&e)).await.is_err() {
+                    return;
+                }
+                sent = e.seq;
+            }
+            Err(broadcast::error::RecvError::Lagged(_)) => {
+                // Too slow for the live channel: catch up from the log.
+                let (backlog, _, rx) = log.follow(Some(sent));
+                live = rx;
+                match backlog {
+                    Some(events) => {
+                        for e in events {
+                            if tx.send(send(&e)).await.is_err() {
+                                return;
+                            }
+                            sent = e.seq;
+                        }
+                    }
+                    None => {
+                        if tx.send(lagged()).await.is_err() {
+                            return;
+                        }
+                        sent = log.kept.lock().unwrap_or_else(|e| e.into_inner()).next - 1;
+                    }
+                }
+            }
+            Err(broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn log() -> EventLog {
+        EventLog {
+            run: 7,
+            kept: Mutex::new(Kept {
+                next: 1,
+                events: VecDeque::new(),
+            }),
+            live: broadcast::channel(16).0,
+        }
+    }
+
+    fn event(n: u64) -> Event {
+        Event {
+            at_ms: n,
+            generation: 1,
+            kind: EventKind::WorkerConnected {
+                worker: format!("w{n}"),
+            },
+        }
+    }
+
+    #[test]
+    fn a_resumed_client_gets_what_followed_its_id_and_nothing_else() {
+        let log = log();
+        for n in 1..=5 {
+            log.push(&event(n));
+        }
+        assert_eq!(log.resume_point(Some("7.3")), Ok(Some(3)));
+        assert_eq!(log.resume_point(Some("6.3")), Err(()));
+        assert_eq!(log.resume_point(Some("junk")), Err(()));
+        assert_eq!(log.resume_point(None), Ok(None));
+        let (backlog, _, mut rx) = log.follow(Some(3));
+        let seqs: Vec<u64> = backlog.unwrap().iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, [4, 5]);
+        log.push(&event(6));
+        assert_eq!(rx.try_recv().unwrap().seq, 6);
+        assert_eq!(log.id(6), "7.6");
+    }
+
+    #[test]
+    fn an_id_older_than_the_log_keeps_cannot_resume() {
+        let log = log();
+        for n in 1..=(KEEP as u64 + 10) {
+            log.push(&event(n));
+        }
+        assert!(log.follow(Some(5)).0.is_none());
+        assert_eq!(log.follow(Some(11)).0.unwrap().len(), KEEP - 1);
+    }
+}

@@ -1,0 +1,381 @@
+//! Webhooks as change sources: `POST /hooks/NAME` for each
+//! `[[http.hook]]` (docs/http.md, "Webhooks"). A delivery is accepted only
+//! with a valid HMAC-SHA256 of its body under the hook's secret (checked
+//! by `ring::hmac::verify`, in constant time); a push becomes one change
+//! per commit, added through the front door as the change source
+//! `hook:NAME`, for the schedulers to see.
+//!
+//! Replayed deliveries are ignored: the last [`REMEMBERED`] delivery ids of
+//! each hook are kept **in memory** (bounded; a restart of the master
+//! forgets them, and an id older than that many deliveries is accepted
+//! again). GitHub and Gitea send a fresh id per delivery (a redelivery
+//! from their pages has a new one too).
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Mutex;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::Web;
+use super::respond::{WebFail, stamped};
+use crate::config::HttpHook;
+use crate::daemon::auth::Principal;
+use crate::protocol::{ChangeBatch, NewChange};
+
+/// Delivery ids remembered per hook.
+pub const REMEMBERED: usize = 1024;
+/// The largest hook body read.
+pub const MAX_HOOK_BODY: usize = 1 << 20;
+/// The most changes one delivery may add.
+const MAX_COMMITS: usize = 512;
+
+/// One hook's delivery ids, oldest first, and the same as a set.
+type Recent = (VecDeque<String>, HashSet<String>);
+
+/// The delivery ids seen lately, per hook.
+#[derive(Default)]
+pub struct Seen {
+    by_hook: Mutex<HashMap<String, Recent>>,
+}
+
+impl Seen {
+    /// Was `id` seen for `hook` already? Remembers it if not.
+    fn first_time(&self, hook: &str, id: &str) -> bool {
+        let mut all = self.by_hook.lock().unwrap_or_else(|e| e.into_inner());
+        let (order, set) = all.entry(hook.to_string()).or_default();
+        if set.contains(id) {
+            return false;
+        }
+        if order.len() == REMEMBERED
+            && let Some(old) = order.pop_front()
+        {
+            set.remove(&old);
+        }
+        order.push_back(id.to_string());
+        set.insert(id.to_string());
+        true
+    }
+
+    /// Forget `id` (its changes could not be added: a retry must work).
+    fn forget(&self, hook: &str, id: &str) {
+        let mut all = self.by_hook.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((order, set)) = all.get_mut(hook) {
+            set.remove(id);
+            order.retain(|o| o != id);
+        }
+    }
+}
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// Is `signature` (hex, maybe `sha256=`-prefixed) the HMAC-SHA256 of
+/// `body` under `secret`? Constant time in the comparison.
+pub fn signed(secret: &str, body: &[u8], signature: &str) -> bool {
+    let hex = signature.trim().trim_start_matches("sha256=");
+    let Some(tag) = unhex(hex) else {
+        return false;
+    };
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes());
+    ring::hmac::verify(&key, body, &tag).is_ok()
+}
+
+fn unhex(hex: &str) -> Option<Vec<u8>> {
+    if !hex.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+/// A push of GitHub or Gitea (the keys both send).
+#[derive(Debug, Deserialize)]
+struct Push {
+    #[serde(rename = "ref")]
+    git_ref: String,
+    #[serde(default)]
+    after: Option<String>,
+    #[serde(default)]
+    deleted: bool,
+    #[serde(default)]
+    commits: Vec<Commit>,
+    #[serde(default)]
+    head_commit: Option<Commit>,
+    repository: Repository,
+}
+
+#[derive(Debug, Deserialize)]
+struct Commit {
+    id: String,
+    #[serde(default)]
+    message: Option<String>,
+    #[serde(default)]
+    author: Option<Person>,
+    #[serde(default)]
+    added: Vec<String>,
+    #[serde(default)]
+    removed: Vec<String>,
+    #[serde(default)]
+    modified: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Person {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    email: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Repository {
+    #[serde(default)]
+    clone_url: Option<String>,
+    #[serde(default)]
+    html_url: Option<String>,
+    #[serde(default)]
+    full_name: Option<String>,
+}
+
+/// A generic hook's body: one change, or `{"changes": [...]}`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Generic {
+    Many { changes: Vec<NewChange> },
+    One(Box<NewChange>),
+}
+
+/// The changes of a GitHub/Gitea push: one per commit, oldest first;
+/// none for a deleted branch.
+fn push_changes(body: &[u8]) -> Result<Vec<NewChange>, WebFail> {
+    let push: Push = serde_json::from_slice(body)
+        .map_err(|e| WebFail::bad_request(format!("not a push event: {e}")))?;
+    let deleted = push.deleted
+        || push
+            .after
+            .as_deref()
+            .is_some_and(|a| !a.is_empty() && a.bytes().all(|b| b == b'0'));
+    if deleted {
+        return Ok(Vec::new());
+    }
+    let repository = push
+        .repository
+        .clone_url
+        .or(push.repository.html_url)
+        .or(push.repository.full_name)
+        .ok_or_else(|| WebFail::bad_request("the push names no repository"))?;
+    let branch = push
+        .git_ref
+        .strip_prefix("refs/heads/")
+        .unwrap_or(&push.git_ref)
+        .to_string();
+    let mut commits = push.commits;
+    if commits.is_empty()
+        && let Some(head) = push.head_commit
+    {
+        commits.push(head);
+    }
+    if commits.len() > MAX_COMMITS {
+        return Err(WebFail::bad_request(format!(
+            "{} commits in one push; at most {MAX_COMMITS}",
+            commits.len()
+        )));
+    }
+    Ok(commits
+        .into_iter()
+        .map(|c| {
+            let author = c.author.map(|p| match (p.name, p.email) {
+                (Some(n), Some(e)) => format!("{n} <{e}>"),
+                (Some(n), None) => n,
+                (None, Some(e)) => format!("<{e}>"),
+                (None, None) => String::new(),
+            });
+            let mut files = c.added;
+            files.extend(c.removed);
+            files.extend(c.modified);
+            NewChange {
+                repository: repository.clone(),
+                branch: branch.clone(),
+                revision: c.id,
+                files,
+                author: author.filter(|a| !a.is_empty()),
+                comments: c.message,
+                when_ms: None,
+                properties: Default::default(),
+                category: Some("push".into()),
+            }
+        })
+        .collect())
+}
+
+/// What a hook's headers say: the signature, the delivery id, the event.
+fn delivery<'a>(
+    hook: &HttpHook,
+    headers: &'a HeaderMap,
+) -> (Option<&'a str>, Option<&'a str>, Option<&'a str>) {
+    match hook.kind.as_str() {
+        "github" => (
+            header(headers, "x-hub-signature-256"),
+            header(headers, "x-github-delivery"),
+            header(headers, "x-github-event"),
+        ),
+        "gitea" => (
+            header(headers, "x-gitea-signature").or_else(|| header(headers, "x-hub-signature-256")),
+            header(headers, "x-gitea-delivery"),
+            header(headers, "x-gitea-event"),
+        ),
+        _ => (
+            header(headers, "x-bb-signature"),
+            header(headers, "x-bb-delivery"),
+            Some("changes"),
+        ),
+    }
+}
+
+fn accepted(status: StatusCode, value: serde_json::Value) -> Response {
+    (status, axum::Json(stamped(&value))).into_response()
+}
+
+/// `POST /hooks/NAME`.
+pub async fn hook(
+    State(web): State<Web>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, WebFail> {
+    let hook = web
+        .settings
+        .hooks
+        .iter()
+        .find(|h| h.name == name)
+        .ok_or_else(|| WebFail::not_found(format!("no hook {name:?}")))?;
+    let (signature, id, event) = delivery(hook, &headers);
+    let Some(signature) = signature else {
+        return Err(super::tokens::unauthorized("the delivery is not signed"));
+    };
+    if !signed(&hook.secret.0, &body, signature) {
+        tracing::warn!("http: hook `{name}`: a delivery with a bad signature was refused");
+        return Err(super::tokens::unauthorized("bad signature"));
+    }
+    match event {
+        Some("ping") => return Ok(accepted(StatusCode::OK, json!({ "message": "pong" }))),
+        Some("push" | "changes") => {}
+        other => {
+            return Ok(accepted(
+                StatusCode::ACCEPTED,
+                json!({ "message": format!("event {:?} ignored", other.unwrap_or("?")) }),
+            ));
+        }
+    }
+    if let Some(id) = id
+        && !web.seen.first_time(&name, id)
+    {
+        return Ok(accepted(
+            StatusCode::OK,
+            json!({ "message": format!("delivery {id} seen before; ignored"), "change_ids": [] }),
+        ));
+    }
+    let forget = || {
+        if let Some(id) = id {
+            web.seen.forget(&name, id);
+        }
+    };
+    let changes = match hook.kind.as_str() {
+        "github" | "gitea" => push_changes(&body),
+        _ => serde_json::from_slice::<Generic>(&body)
+            .map(|g| match g {
+                Generic::Many { changes } => changes,
+                Generic::One(c) => vec![*c],
+            })
+            .map_err(|e| WebFail::bad_request(format!("not a change: {e}"))),
+    };
+    let changes = changes.inspect_err(|_| forget())?;
+    if let Some(problem) = changes.iter().find_map(NewChange::problem) {
+        forget();
+        return Err(WebFail::bad_request(problem));
+    }
+    if changes.is_empty() {
+        return Ok(accepted(
+            StatusCode::ACCEPTED,
+            json!({ "message": "no changes", "change_ids": [] }),
+        ));
+    }
+    let who = Principal::ChangeSource {
+        name: format!("hook:{name}"),
+    };
+    let ids = web
+        .master
+        .add_changes(
+            &who,
+            ChangeBatch {
+                changes,
+                cursor: None,
+            },
+        )
+        .await
+        .inspect_err(|_| forget())?;
+    Ok(accepted(
+        StatusCode::ACCEPTED,
+        json!({ "message": format!("{} change(s) added", ids.len()), "change_ids": ids }),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_right_hmac_passes() {
+        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, b"s3cret-s3cret-s3cret");
+        let tag = ring::hmac::sign(&key, b"body");
+        let hex: String = tag.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+        assert!(signed(
+            "s3cret-s3cret-s3cret",
+            b"body",
+            &format!("sha256={hex}")
+        ));
+        assert!(signed("s3cret-s3cret-s3cret", b"body", &hex));
+        assert!(!signed("s3cret-s3cret-s3cret", b"body!", &hex));
+        assert!(!signed("other-secret-xxxxxxx", b"body", &hex));
+        assert!(!signed("s3cret-s3cret-s3cret", b"body", "sha256=zz"));
+    }
+
+    #[test]
+    fn a_delivery_id_is_taken_once_within_the_bound() {
+        let seen = Seen::default();
+        assert!(seen.first_time("gh", "a"));
+        assert!(!seen.first_time("gh", "a"));
+        assert!(seen.first_time("other", "a"));
+        seen.forget("gh", "a");
+        assert!(seen.first_time("gh", "a"));
+        for i in 0..REMEMBERED {
+            assert!(seen.first_time("gh", &i.to_string()));
+        }
+        // `a` was pushed out by the bound.
+        assert!(seen.first_time("gh", "a"));
+    }
+
+    #[test]
+    fn a_push_becomes_one_change_per_commit() {
+        let body = br#"{"ref":"refs/heads/main","after":"b2","repository":{"clone_url":"https://x/r.git"},
+            "commits":[{"id":"b1","message":"one","author":{"name":"A","email":"a@x"},"added":["f"],"modified":["g"]},
+                       {"id":"b2","message":"two"}]}"#;
+        let changes = push_changes(body).unwrap();
+        assert_eq!(changes.len(), 2);
+        assert_eq!(changes[0].branch, "main");
+        assert_eq!(changes[0].files, ["f", "g"]);
+        assert_eq!(changes[0].author.as_deref(), Some("A <a@x>"));
+        assert_eq!(changes[1].revision, "b2");
+        let deleted = br#"{"ref":"refs/heads/x","after":"0000000","repository":{"clone_url":"u"}}"#;
+        assert!(push_changes(deleted).unwrap().is_empty());
+        assert!(push_changes(b"{").is_err());
+    }
+}

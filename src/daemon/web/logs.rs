@@ -1,0 +1,231 @@
+//! `GET /api/v1/builds/N/steps/I/log?offset=K[&follow=1]`: a step's raw
+//! output from byte `K`, as `text/plain`. With `follow=1` the answer is a
+//! chunked stream that grows while the step runs and ends when it has
+//! ended (`curl -N` follows it); the header `X-Log-Offset` says where it
+//! starts, so a client that lost it resumes at `K` plus what it got.
+//!
+//! Like `bbctl log --follow` (`daemon::follow`), the log file is the
+//! truth and notices only say when to look again: nothing is missed or
+//! doubled, and no log is held whole in memory.
+
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use tokio::sync::{broadcast, mpsc};
+
+use super::Web;
+use super::api::{build_of, parse_id, who};
+use super::respond::WebFail;
+use crate::daemon::core::Record;
+use crate::daemon::logs::{read_from, step_log_path};
+use crate::daemon::messages::Notice;
+use crate::protocol::{BuildId, Request, StepIndex, StreamRequest, StreamTarget};
+
+/// The most a plain (not followed) answer carries; ask again from the
+/// new offset for more.
+pub const MAX_READ: usize = 4 << 20;
+/// One piece of a followed log.
+const CHUNK: usize = 64 << 10;
+/// A followed log looks again at least this often (a missed notice
+/// costs at most this much delay, never bytes).
+const RECHECK: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The query of a log.
+#[derive(Debug, Default, Deserialize)]
+pub struct LogQuery {
+    /// Start at this byte.
+    pub offset: Option<u64>,
+    /// Keep the answer open until the step ends (`1`/`true`).
+    pub follow: Option<String>,
+    /// Long poll: answer once there is output past `offset` or the step
+    /// has ended (at most [`LONG_POLL`]); `X-Log-Complete` says which.
+    pub wait: Option<String>,
+}
+
+/// The longest a `wait=1` answer is held back.
+pub const LONG_POLL: std::time::Duration = std::time::Duration::from_secs(25);
+
+fn yes(flag: Option<&str>) -> bool {
+    matches!(flag, Some("1" | "true" | "yes"))
+}
+
+/// `GET /api/v1/builds/N/steps/I/log`.
+pub async fn log(
+    State(web): State<Web>,
+    headers: HeaderMap,
+    Path((id, step)): Path<(String, String)>,
+    Query(q): Query<LogQuery>,
+) -> Result<Response, WebFail> {
+    let who = who(&web, &headers)?;
+    let build = parse_id(&id, "build")?;
+    let detail = build_of(&web, &who, build).await?;
+    let index: StepIndex = step
+        .parse()
+        .ok()
+        .filter(|i| detail.steps.iter().any(|s| s.index == *i))
+        .ok_or_else(|| WebFail::not_found(format!("build {build} has no step {step:?}")))?;
+    let offset = q.offset.unwrap_or(0);
+    let follow = yes(q.follow.as_deref());
+    let path = step_log_path(&web.logs, build, index);
+    let text = |body: Body| {
+        let mut r = (super::respond::security_headers(), body).into_response();
+        let h = r.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        h.insert("x-log-offset", HeaderValue::from(offset));
+        r
+    };
+    if yes(q.wait.as_deref()) && !follow {
+        let deadline = tokio::time::Instant::now() + LONG_POLL;
+        let (bytes, complete) = long_poll(&web, build, index, offset, deadline).await;
+        let mut response = text(Body::from(bytes));
+        response.headers_mut().insert(
+            "x-log-complete",
+            HeaderValue::from_static(if complete { "true" } else { "false" }),
+        );
+        return Ok(response);
+    }
+    if !follow {
+        let bytes = tokio::task::spawn_blocking(move || read_from(&path, offset, MAX_READ))
+            .await
+            .map_err(|e| WebFail::bad_request(e.to_string()))?
+            .map_err(|e| WebFail::bad_request(format!("cannot read the log: {e}")))?;
+        return Ok(text(Body::from(bytes)));
+    }
+    web.master.may_follow(
+        &who,
+        &Request::Stream(StreamRequest {
+            target: StreamTarget::Build(build),
+            step: Some(index.to_string()),
+            output: true,
+            follow: true,
+        }),
+    )?;
+    let (tx, rx) = mpsc::channel::<Vec<u8>>(4);
+    tokio::spawn(follow_log(web.clone(), build, index, offset, tx));
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|bytes| (Ok::<_, std::convert::Infallible>(bytes), rx))
+    });
+    let mut response = text(Body::from_stream(stream));
+    response
+        .headers_mut()
+        .insert("x-accel-buffering", HeaderValue::from_static("no"));
+    Ok(response)
+}
+
+/// Has the step (or its whole build) ended? Asked before a read, so that
+/// the read after it sees everything the step wrote.
+async fn step_ended(web: &Web, build: BuildId, step: StepIndex) -> bool {
+    match web.master.snapshot(StreamTarget::Build(build)).await {
+        Ok(snap) => snap.build.is_none_or(|b| {
+            b.summary.finished_at_ms.is_some()
+                || b.steps
+                    .iter()
+                    .any(|s| s.index == step && s.finished_at_ms.is_some())
+        }),
+        Err(_) => true,
+    }
+}
+
+/// Wait for news of `build`'s `step`: its log grew, it ended, or a
+/// notice was missed (then look anyway).
+async fn news(
+    notices: &mut broadcast::Receiver<std::sync::Arc<Notice>>,
+    build: BuildId,
+    step: StepIndex,
+) {
+    loop {
+        match notices.recv().await {
+            Ok(n) => match &*n {
+                Notice::Output { build: b, step: s } if *b == build && *s == step => return,
+                Notice::Record(
+                    Record::StepFinished { build: b, .. }
+                    | Record::BuildFinished { build: b, .. }
+                    | Record::BuildRetried { build: b, .. },
+                ) if *b == build => return,
+                _ => {}
+            },
+            Err(broadcast::error::RecvError::Lagged(_)) => return,
+            Err(broadcast::error::RecvError::Closed) => std::future::pending::<()>().await,
+        }
+    }
+}
+
+/// `wait=1`: the output past `offset` once there is some, and whether
+/// the log is complete (the step ended and all of it is in the answer).
+async fn long_poll(
+    web: &Web,
+    build: BuildId,
+    step: StepIndex,
+    offset: u64,
+    deadline: tokio::time::Instant,
+) -> (Vec<u8>, bool) {
+    let mut notices = web.master.subscribe_notices();
+    let path = step_log_path(&web.logs, build, step);
+    loop {
+        let ended = step_ended(web, build, step).await;
+        let p = path.clone();
+        let bytes = tokio::task::spawn_blocking(move || read_from(&p, offset, MAX_READ))
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or_default();
+        if !bytes.is_empty() || ended {
+            let complete = ended && (bytes.len() < MAX_READ);
+            return (bytes, complete);
+        }
+        tokio::select! {
+            () = news(&mut notices, build, step) => {}
+            () = tokio::time::sleep(RECHECK) => {}
+            () = tokio::time::sleep_until(deadline) => return (Vec::new(), false),
+            () = web.master.shutting_down() => return (Vec::new(), false),
+        }
+    }
+}
+
+/// Send the log from `offset` until the step has ended and all of it is
+/// sent, the client leaves, or the master stops.
+async fn follow_log(
+    web: Web,
+    build: BuildId,
+    step: StepIndex,
+    mut offset: u64,
+    tx: mpsc::Sender<Vec<u8>>,
+) {
+    // Subscribed before the first look: nothing written after it is missed.
+    let mut notices = web.master.subscribe_notices();
+    let path = step_log_path(&web.logs, build, step);
+    loop {
+        let ended = step_ended(&web, build, step).await;
+        loop {
+            let p = path.clone();
+            let bytes =
+                match tokio::task::spawn_blocking(move || read_from(&p, offset, CHUNK)).await {
+                    Ok(Ok(b)) => b,
+                    _ => return,
+                };
+            if bytes.is_empty() {
+                break;
+            }
+            offset += bytes.len() as u64;
+            if tx.send(bytes).await.is_err() {
+                return;
+            }
+        }
+        if ended {
+            return;
+        }
+        tokio::select! {
+            () = news(&mut notices, build, step) => {}
+            () = tokio::time::sleep(RECHECK) => {}
+            () = tx.closed() => return,
+            () = web.master.shutting_down() => return,
+        }
+    }
+}

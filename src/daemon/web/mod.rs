@@ -1,0 +1,299 @@
+//! The web server (`[http]`, `bbmaster --http`): server-rendered pages,
+//! the JSON API under `/api/v1`, live events as server-sent events, and
+//! token-guarded writes (docs/http.md).
+//!
+//! One more adapter on the front door: it asks only
+//! [`MasterHandle`] (whose history reads are off the master loop), speaks
+//! the views of `protocol::views` in the JSON of `bbctl --json`
+//! (docs/json.md), and lets `daemon::auth` decide who may do what
+//! ([`Principal::HttpAnonymous`] reads, [`Principal::HttpToken`] writes
+//! what its `may` lists). A slow client only slows its own connection.
+//!
+//! Split by job: [`api`] (JSON reads), [`writes`] (POSTs), [`events`]
+//! (the numbered event log behind SSE), [`logs`] (raw and followed step
+//! logs), [`pages`] and [`html`] (HTML), [`badge`], [`tokens`] (who is
+//! asking), [`hooks`] (webhooks that add changes), [`respond`] (answers
+//! and errors).
+
+pub mod api;
+pub mod badge;
+pub mod events;
+pub mod hooks;
+pub mod html;
+pub mod logs;
+pub mod pages;
+pub mod respond;
+pub mod tokens;
+pub mod writes;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, mpsc};
+use tracing::{debug, info, warn};
+
+use crate::config::HttpSettings;
+use crate::daemon::auth::Principal;
+use crate::daemon::dirs::Dirs;
+use crate::daemon::handle::MasterHandle;
+
+/// How long a client may take to send a request's headers (slowloris).
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// The largest request body read (a force's JSON, a form).
+pub const MAX_BODY: usize = 64 << 10;
+/// The largest request head (headers) buffered.
+pub const MAX_HEAD: usize = 64 << 10;
+/// How long open connections get to finish once the master stops.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+/// What every request handler shares.
+#[derive(Clone)]
+pub struct Web {
+    /// The front door.
+    pub master: MasterHandle,
+    /// Where step logs are (`<state_dir>/logs`).
+    pub logs: PathBuf,
+    /// Where artifacts are.
+    pub dirs: Dirs,
+    /// `[http]`.
+    pub settings: Arc<HttpSettings>,
+    /// The numbered event log behind `/api/v1/events`.
+    pub events: Arc<events::EventLog>,
+    /// Path prefix of every link in pages (the path of `base_url`).
+    pub prefix: String,
+    /// Webhook deliveries seen lately (replays are ignored).
+    pub seen: Arc<hooks::Seen>,
+}
+
+impl Web {
+    /// The context of a server with these settings.
+    pub fn new(master: MasterHandle, logs: PathBuf, dirs: Dirs, settings: HttpSettings) -> Self {
+        let prefix = link_prefix(settings.base_url.as_deref());
+        Web {
+            events: events::EventLog::start(&master),
+            master,
+            logs,
+            dirs,
+            settings: Arc::new(settings),
+            prefix,
+            seen: Arc::default(),
+        }
+    }
+
+    /// The principal for a request without a token.
+    pub fn anonymous() -> Principal {
+        Principal::HttpAnonymous
+    }
+}
+
+/// The path of `base_url` (`https://ci.example.org/bb` -> `/bb`), which
+/// every link in pages starts with; empty without one.
+pub fn link_prefix(base_url: Option<&str>) -> String {
+    base_url
+        .and_then(|u| u.split_once("://"))
+        .and_then(|(_, rest)| rest.find('/').map(|i| rest[i..].to_string()))
+        .unwrap_or_default()
+        .trim_end_matches('/')
+        .to_string()
+}
+
+/// Every route of the server.
+pub fn router(web: Web) -> Router {
+    Router::new()
+        .route("/", get(pages::index))
+        .route("/builders/{name}", get(pages::builder))
+        .route("/builds/{id}", get(pages::build))
+        .route("/builds/{id}/stop", post(writes::page_stop))
+        .route("/builders/{name}/force", post(writes::page_force))
+        .route("/workers", get(pages::workers))
+        .route("/queue", get(pages::queue))
+        .route("/badge/{file}", get(badge::badge))
+        .route("/api/v1/status", get(api::status))
+        .route("/api/v1/builders", get(api::builders))
+        .route("/api/v1/builders/{name}", get(api::builder))
+        .route("/api/v1/builders/{name}/force", post(writes::force))
+        .route("/api/v1/builds", get(api::builds))
+        .route("/api/v1/builds/{id}", get(api::build))
+        .route("/api/v1/builds/{id}/stop", post(writes::stop))
+        .route("/api/v1/builds/{id}/steps", get(api::steps))
+        .route("/api/v1/builds/{id}/steps/{step}/log", get(logs::log))
+        .route("/api/v1/builds/{id}/artifacts", get(api::artifacts))
+        .route("/api/v1/builds/{id}/artifacts/{*name}", get(api::artifact))
+        .route("/api/v1/requests/{id}", get(api::request))
+        .route("/api/v1/requests/{id}/cancel", post(writes::cancel))
+        .route("/api/v1/workers", get(api::workers))
+        .route("/api/v1/queue", get(api::queue))
+        .route("/api/v1/events", get(events::sse))
+        .route("/api/v1/changes", get(api::changes))
+        .route(
+            "/hooks/{name}",
+            post(hooks::hook).layer(DefaultBodyLimit::max(hooks::MAX_HOOK_BODY)),
+        )
+        .fallback(respond::no_route)
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(web)
+}
+
+/// Why the web server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum WebError {
+    /// The address could not be bound.
+    #[error("cannot listen for HTTP on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// `tls = true` but the certificate could not be set up.
+    #[error("http: {0}")]
+    Tls(#[from] crate::daemon::tls::TlsError),
+}
+
+/// A bound web server, not yet serving.
+pub struct Server {
+    listener: TcpListener,
+    web: Web,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+}
+
+impl Server {
+    /// Bind `web.settings.listen`; with `tls`, serve HTTPS with `tls`'s
+    /// rustls config (the workers' listeners' certificate).
+    pub async fn bind(
+        web: Web,
+        tls: Option<Arc<rustls::ServerConfig>>,
+    ) -> Result<Server, WebError> {
+        let addr = web.settings.listen;
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| WebError::Bind { addr, source })?;
+        Ok(Server {
+            listener,
+            web,
+            tls: tls.map(tokio_rustls::TlsAcceptor::from),
+        })
+    }
+
+    /// The address bound (a port 0 shows its real port).
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.listener.local_addr().ok()
+    }
+
+    /// Serve until the task is aborted; each connection holds a clone of
+    /// `open` (see `daemon::run`) and ends when the master stops.
+    pub async fn run(self, open: mpsc::Sender<()>) {
+        let Server { listener, web, tls } = self;
+        if let Ok(addr) = listener.local_addr() {
+            let scheme = if tls.is_some() { "https" } else { "http" };
+            info!("web pages and HTTP API on {scheme}://{addr}/");
+        }
+        let slots = Arc::new(Semaphore::new(web.settings.max_connections as usize));
+        let router = router(web.clone());
+        let master = web.master.clone();
+        crate::daemon::listeners::accept_loop(
+            "http".into(),
+            listener,
+            open,
+            move |(stream, peer): (tokio::net::TcpStream, SocketAddr)| {
+                let router = router.clone();
+                let master = master.clone();
+                let slots = Arc::clone(&slots);
+                let tls = tls.clone();
+                async move {
+                    let Ok(_slot) = slots.try_acquire_owned() else {
+                        busy(stream, peer).await;
+                        return;
+                    };
+                    let _ = stream.set_nodelay(true);
+                    match tls {
+                        None => serve_conn(stream, router, &master).await,
+                        Some(acceptor) => {
+                            match tokio::time::timeout(HEADER_TIMEOUT, acceptor.accept(stream))
+                                .await
+                            {
+                                Ok(Ok(stream)) => serve_conn(stream, router, &master).await,
+                                Ok(Err(e)) => debug!("http: TLS with {peer} failed: {e}"),
+                                Err(_) => debug!("http: TLS with {peer} timed out"),
+                            }
+                        }
+                    }
+                }
+            },
+        )
+        .await;
+    }
+}
+
+/// Every connection slot is taken: say so and close.
+async fn busy(mut stream: tokio::net::TcpStream, peer: SocketAddr) {
+    use tokio::io::AsyncWriteExt as _;
+    warn!("http: connection from {peer} refused: max_connections reached");
+    let body = "too many connections; try again later\n";
+    let answer = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nretry-after: 1\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        stream.write_all(answer.as_bytes()).await?;
+        stream.shutdown().await?;
+        // Read what the client sent, briefly: closing with unread bytes
+        // would reset the connection before the client reads the answer.
+        let mut sink = [0u8; 4096];
+        while tokio::io::AsyncReadExt::read(&mut stream, &mut sink).await? > 0 {}
+        Ok::<_, std::io::Error>(())
+    })
+    .await;
+}
+
+/// One HTTP/1.1 connection, bounded: headers within [`HEADER_TIMEOUT`],
+/// at most [`MAX_HEAD`] of them; it ends soon after the master stops.
+async fn serve_conn<S>(stream: S, router: Router, master: &MasterHandle)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
+    use tower::ServiceExt as _;
+    let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+        router.clone().oneshot(req)
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .max_buf_size(MAX_HEAD)
+        .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+    tokio::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => {
+            if let Err(e) = r {
+                debug!("http connection: {e}");
+            }
+        }
+        () = master.shutting_down() => {
+            // Streams end on their own (they wait on the same signal);
+            // an ordinary answer in flight gets a moment to be written.
+            conn.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(CLOSE_GRACE, conn).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::link_prefix;
+
+    #[test]
+    fn links_start_with_the_path_of_base_url() {
+        assert_eq!(link_prefix(None), "");
+        assert_eq!(link_prefix(Some("https://ci.example.org")), "");
+        assert_eq!(link_prefix(Some("https://ci.example.org/")), "");
+        assert_eq!(link_prefix(Some("https://ci.example.org/bb/")), "/bb");
+        assert_eq!(link_prefix(Some("http://h:8/a/b")), "/a/b");
+    }
+}

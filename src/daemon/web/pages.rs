@@ -1,0 +1,472 @@
+//! The server-rendered pages: `/` (builders with their recent builds, the
+//! queue, workers), `/builders/NAME`, `/builds/N` (steps, durations, log
+//! tails that follow while a step runs), `/workers`, `/queue`.
+//!
+//! Every page is whole without JavaScript; the build page carries one
+//! small inline script (admitted by its nonce alone) that, while the
+//! build runs, long-polls the running step's log from the byte offset it
+//! has and reads the build's JSON between steps (plain requests: they
+//! pass any proxy, buffering or not). Untrusted text goes through
+//! [`esc`] or `textContent`, never into markup unescaped.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+
+use super::Web;
+use super::api::{BuildsQuery, artifacts_of, build_of, builds_window, parse_id, status_of, who};
+use super::html::{duration, esc, page, result_label, time, url_segment};
+use super::respond::{WebFail, html_page, nonce};
+use crate::daemon::logs::{log_len, read_from, step_log_path};
+use crate::protocol::{BuildSummary, QueuedStatus, Reply, StatusFilter, WorkerDetail};
+
+/// How many recent builds `/` shows per builder.
+const GRID: usize = 12;
+/// How many builds `/` reads to fill the grids.
+const GRID_READ: u32 = 1000;
+/// Builds per page of `/builders/NAME`.
+const PAGE: u32 = 25;
+/// How much of each step's log the build page shows at first.
+const TAIL: u64 = 64 << 10;
+
+/// A failed page as HTML.
+fn failed(web: &Web, e: WebFail) -> Response {
+    let n = nonce();
+    let body = format!("<p>{}</p>", esc(&e.message));
+    html_page(e.status, page(&web.prefix, "error", &body, "", &n), &n)
+}
+
+/// Render with `f`, or an error page.
+async fn render<F>(web: &Web, f: F) -> Response
+where
+    F: std::future::Future<Output = Result<(String, String, String), WebFail>>,
+{
+    match f.await {
+        Ok((title, body, script)) => {
+            let n = nonce();
+            html_page(
+                StatusCode::OK,
+                page(&web.prefix, &title, &body, &script, &n),
+                &n,
+            )
+        }
+        Err(e) => failed(web, e),
+    }
+}
+
+fn queue_table(web: &Web, queue: &[QueuedStatus], now_ms: u64) -> String {
+    if queue.is_empty() {
+        return "<p>Nothing queued.</p>".into();
+    }
+    let mut out = String::from(
+        "<div class=\"wide\"><table><tr><th>request</th><th>builder</th><th>#</th>\
+         <th>priority</th><th>waiting</th><th>reason</th></tr>",
+    );
+    for q in queue {
+        let _ = write!(
+            out,
+            "<tr><td>r{}</td><td><a href=\"{p}/builders/{}\">{}</a></td><td>{}</td><td>{}</td>\
+             <td>{}</td><td>{}</td></tr>",
+            q.request,
+            url_segment(&q.builder),
+            esc(&q.builder),
+            q.position,
+            q.priority,
+            duration(now_ms.saturating_sub(q.submitted_at_ms)),
+            esc(q.reason.as_deref().unwrap_or("")),
+            p = esc(&web.prefix),
+        );
+    }
+    out.push_str("</table></div>");
+    out
+}
+
+fn workers_table(workers: &[WorkerDetail], now_ms: u64) -> String {
+    let mut out = String::from(
+        "<div class=\"wide\"><table><tr><th>worker</th><th>state</th><th>builds</th>\
+         <th>last seen</th><th>host</th></tr>",
+    );
+    for w in workers {
+        let s = &w.status;
+        let state = match (s.connected, s.draining) {
+            (true, false) => "connected",
+            (true, true) => "draining",
+            (false, _) => "offline",
+        };
+        let _ = write!(
+            out,
+            "<tr><td>{}</td><td>{state}</td><td>{}/{}</td><td>{}</td><td>{}</td></tr>",
+            esc(&s.name),
+            s.running_builds.len(),
+            s.max_builds,
+            w.last_seen_ms
+                .map(|t| format!("{} ago", duration(now_ms.saturating_sub(t))))
+                .unwrap_or_default(),
+            esc(w.host.as_deref().unwrap_or("")),
+        );
+    }
+    out.push_str("</table></div>");
+    out
+}
+
+fn builds_table(web: &Web, builds: &[BuildSummary]) -> String {
+    if builds.is_empty() {
+        return "<p>No builds.</p>".into();
+    }
+    let mut out = String::from(
+        "<div class=\"wide\"><table><tr><th>build</th><th>builder</th><th>result</th>\
+         <th>started</th><th>took</th><th>worker</th><th>reason</th></tr>",
+    );
+    for b in builds {
+        let _ = write!(
+            out,
+            "<tr><td><a href=\"{p}/builds/{id}\">#{id}</a></td><td><a href=\"{p}/builders/{bu}\">{be}</a></td>\
+             <td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            result_label(b.result),
+            time(b.started_at_ms),
+            b.finished_at_ms
+                .map(|f| duration(f.saturating_sub(b.started_at_ms)))
+                .unwrap_or_default(),
+            esc(&b.worker),
+            esc(b.reason.as_deref().unwrap_or("")),
+            p = esc(&web.prefix),
+            id = b.id,
+            bu = url_segment(&b.builder),
+            be = esc(&b.builder),
+        );
+    }
+    out.push_str("</table></div>");
+    out
+}
+
+/// `GET /`: builders with their recent builds, the queue, the workers.
+pub async fn index(State(web): State<Web>, headers: HeaderMap) -> Response {
+    render(&web, async {
+        let who = who(&web, &headers)?;
+        let status = status_of(&web, &who, StatusFilter::default()).await?;
+        let recent = builds_window(
+            &web,
+            &who,
+            &BuildsQuery {
+                limit: Some(GRID_READ),
+                ..BuildsQuery::default()
+            },
+        )
+        .await?;
+        let mut by_builder: BTreeMap<&str, Vec<&BuildSummary>> = BTreeMap::new();
+        for b in &recent {
+            let list = by_builder.entry(b.builder.as_str()).or_default();
+            if list.len() < GRID {
+                list.push(b);
+            }
+        }
+        let p = esc(&web.prefix);
+        let mut body = String::new();
+        if status.draining {
+            body.push_str("<p><strong>The master is draining: no build starts.</strong></p>");
+        }
+        body.push_str(
+            "<div class=\"wide\"><table id=\"builders\"><tr><th>builder</th><th>state</th>\
+             <th>queued</th><th>recent builds (newest first)</th></tr>",
+        );
+        for b in &status.builders {
+            let mut grid = String::new();
+            for build in by_builder.get(b.name.as_str()).into_iter().flatten() {
+                let word = super::html::result_word(build.result);
+                let _ = write!(
+                    grid,
+                    "<a class=\"r {word}\" href=\"{p}/builds/{id}\" title=\"#{id} {word}\"></a>",
+                    id = build.id
+                );
+            }
+            let _ = write!(
+                body,
+                "<tr><td><a href=\"{p}/builders/{}\">{}</a> <img alt=\"\" src=\"{p}/badge/{}.svg\" height=\"20\"></td>\
+                 <td>{}</td><td>{}</td><td class=\"grid\">{grid}</td></tr>",
+                url_segment(&b.name),
+                esc(&b.name),
+                url_segment(&b.name),
+                esc(&b.state),
+                b.queued,
+            );
+        }
+        body.push_str("</table></div>");
+        let queue = match web.master.queue(&who, None).await? {
+            Reply::Queue(q) => q,
+            _ => Vec::new(),
+        };
+        let _ = write!(
+            body,
+            "<h2>Queue</h2>{}<h2>Workers</h2>",
+            queue_table(&web, &queue, status.now_ms)
+        );
+        if let Reply::Workers(w) = web.master.workers(&who).await? {
+            body.push_str(&workers_table(&w, status.now_ms));
+        }
+        Ok(("builders".to_string(), body, String::new()))
+    })
+    .await
+}
+
+/// The query of a builder's page.
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct PageQuery {
+    /// Builds skipped (paging).
+    pub offset: Option<u32>,
+}
+
+/// `GET /builders/NAME`: its history (paged), queue, workers, and a force
+/// button for token holders.
+pub async fn builder(
+    State(web): State<Web>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    Query(q): Query<PageQuery>,
+) -> Response {
+    render(&web, async {
+        let who = who(&web, &headers)?;
+        let filter = StatusFilter {
+            builder: Some(name.trim_end_matches('*').to_string()),
+            ..StatusFilter::default()
+        };
+        let status = status_of(&web, &who, filter).await?;
+        let b = status
+            .builders
+            .first()
+            .ok_or_else(|| WebFail::not_found(format!("no builder {name:?}")))?;
+        let offset = q.offset.unwrap_or(0);
+        let builds = builds_window(
+            &web,
+            &who,
+            &BuildsQuery {
+                builder: Some(name.clone()),
+                limit: Some(PAGE + 1),
+                offset: Some(offset),
+            },
+        )
+        .await?;
+        let more = builds.len() > PAGE as usize;
+        let p = esc(&web.prefix);
+        let n = url_segment(&name);
+        let mut body = format!(
+            "<p>{} · {} queued · {} running · workers: {}</p>\
+             <p><img alt=\"status badge\" src=\"{p}/badge/{n}.svg\"></p>\
+             <form class=\"inline\" method=\"post\" action=\"{p}/builders/{n}/force\">\
+             <input type=\"password\" name=\"token\" placeholder=\"token\" autocomplete=\"off\" required>\
+             <input type=\"text\" name=\"reason\" placeholder=\"reason\">\
+             <button type=\"submit\">force build</button></form><h2>Builds</h2>",
+            esc(&b.state),
+            b.queued,
+            b.running,
+            esc(&b.workers.join(", ")),
+        );
+        body.push_str(&builds_table(&web, &builds[..builds.len().min(PAGE as usize)]));
+        if offset > 0 {
+            let _ = write!(
+                body,
+                "<a href=\"{p}/builders/{n}?offset={}\">newer</a> ",
+                offset.saturating_sub(PAGE)
+            );
+        }
+        if more {
+            let _ = write!(
+                body,
+                "<a href=\"{p}/builders/{n}?offset={}\">older</a>",
+                offset + PAGE
+            );
+        }
+        if let Reply::Queue(queue) = web.master.queue(&who, Some(name.clone())).await? {
+            let _ = write!(
+                body,
+                "<h2>Queue</h2>{}",
+                queue_table(&web, &queue, status.now_ms)
+            );
+        }
+        Ok((format!("builder {name}"), body, String::new()))
+    })
+    .await
+}
+
+/// The build page's script: while the build runs, long-poll the running
+/// step's log from the byte offset the page has (`wait=1`: answered as
+/// soon as there is more, or the step ended), then look at the build
+/// again; show results as
+/// they come. Text goes in through `textContent`, never as markup.
+const BUILD_SCRIPT: &str = r#"(function(){
+var el=document.getElementById('build');if(!el)return;
+var api=el.getAttribute('data-api'),id=el.getAttribute('data-id'),dec={};
+function step(s){var sec=document.getElementById('step-'+s.index);
+if(!sec){sec=document.createElement('section');sec.id='step-'+s.index;
+var h=document.createElement('h3');h.textContent=s.name+' ';var r=document.createElement('span');
+r.id='result-'+s.index;h.appendChild(r);sec.appendChild(h);
+var pre=document.createElement('pre');pre.id='log-'+s.index;pre.setAttribute('data-offset','0');
+sec.appendChild(pre);document.getElementById('steps').appendChild(sec);}
+var r=document.getElementById('result-'+s.index);var w=s.result||'running';
+r.textContent=w;r.className='r '+w;return document.getElementById('log-'+s.index);}
+function add(i,pre,b){if(!dec[i])dec[i]=new TextDecoder();
+pre.setAttribute('data-offset',String(+pre.getAttribute('data-offset')+b.byteLength));
+pre.appendChild(document.createTextNode(dec[i].decode(b,{stream:true})));pre.scrollTop=pre.scrollHeight;}
+function grow(s,pre,wait){var off=+pre.getAttribute('data-offset');
+if(!wait&&s.log_bytes<=off)return Promise.resolve();
+return fetch(api+'/api/v1/builds/'+id+'/steps/'+s.index+'/log?offset='+off+(wait?'&wait=1':'')).then(function(r){
+var done=r.headers.get('x-log-complete')==='true';return r.arrayBuffer().then(function(b){add(s.index,pre,new Uint8Array(b));
+if(wait&&!done)return grow(s,pre,true);});});}
+function poll(){fetch(api+'/api/v1/builds/'+id).then(function(r){return r.json();}).then(function(d){
+var running=null,all=[];d.steps.forEach(function(s){var pre=step(s);
+if(s.result===null&&!d.result)running=[s,pre];else all.push(grow(s,pre,false));});
+return Promise.all(all).then(function(){var r=document.getElementById('result');var w=d.result||'running';
+r.textContent=w;r.className='r '+w;
+if(d.result){var f=document.getElementById('stop');if(f)f.remove();el.setAttribute('data-done','1');}
+else if(running)grow(running[0],running[1],true).then(poll,function(){setTimeout(poll,3000);});
+else setTimeout(poll,1000);});
+}).catch(function(){setTimeout(poll,3000);});}
+if(el.getAttribute('data-done')!=='1')poll();
+})();"#;
+
+/// `GET /builds/N`: steps with results and durations, artifacts, and the
+/// tail of each step's log, followed live while the build runs.
+pub async fn build(State(web): State<Web>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    render(&web, async {
+        let who = who(&web, &headers)?;
+        let id = parse_id(&id, "build")?;
+        let b = build_of(&web, &who, id).await?;
+        let s = &b.summary;
+        let p = esc(&web.prefix);
+        let done = s.result.is_some();
+        let mut body = format!(
+            "<div id=\"build\" data-id=\"{id}\" data-api=\"{p}\" data-done=\"{}\">\
+             <p><span id=\"result\" class=\"r {w}\">{w}</span> builder \
+             <a href=\"{p}/builders/{}\">{}</a> on {} · request r{} · started {}{}</p>",
+            if done { "1" } else { "0" },
+            url_segment(&s.builder),
+            esc(&s.builder),
+            esc(&s.worker),
+            s.request_id,
+            time(s.started_at_ms),
+            s.finished_at_ms
+                .map(|f| format!(" · took {}", duration(f.saturating_sub(s.started_at_ms))))
+                .unwrap_or_default(),
+            w = super::html::result_word(s.result),
+        );
+        if let Some(reason) = &s.reason {
+            let _ = write!(body, "<p>{}</p>", esc(reason));
+        }
+        if let Some(reason) = &b.request_reason {
+            let _ = write!(body, "<p>Requested: {}</p>", esc(reason));
+        }
+        if !b.properties.is_empty() {
+            body.push_str("<p>Properties: ");
+            for (k, v) in &b.properties {
+                let _ = write!(body, "<code>{}={}</code> ", esc(k), esc(v));
+            }
+            body.push_str("</p>");
+        }
+        if !done {
+            let _ = write!(
+                body,
+                "<form id=\"stop\" class=\"inline\" method=\"post\" action=\"{p}/builds/{id}/stop\">\
+                 <input type=\"password\" name=\"token\" placeholder=\"token\" autocomplete=\"off\" required>\
+                 <button type=\"submit\">stop</button></form>"
+            );
+        }
+        body.push_str(
+            "<div class=\"wide\"><table><tr><th>step</th><th>result</th><th>started</th>\
+             <th>took</th><th>why</th></tr>",
+        );
+        for st in &b.steps {
+            let _ = write!(
+                body,
+                "<tr><td><a href=\"#step-{}\">{}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                st.index,
+                esc(&st.name),
+                result_label(st.result),
+                time(st.started_at_ms),
+                st.finished_at_ms
+                    .map(|f| duration(f.saturating_sub(st.started_at_ms)))
+                    .unwrap_or_default(),
+                esc(st.reason.as_deref().unwrap_or("")),
+            );
+        }
+        body.push_str("</table></div>");
+        let artifacts = artifacts_of(&web, &who, id).await.unwrap_or_default();
+        if !artifacts.is_empty() {
+            body.push_str("<h2>Artifacts</h2><ul>");
+            for a in &artifacts {
+                let path: Vec<String> = a.name.split('/').map(url_segment).collect();
+                let _ = write!(
+                    body,
+                    "<li><a href=\"{p}/api/v1/builds/{id}/artifacts/{}\">{}</a> <small>{} bytes, sha256 {}</small></li>",
+                    path.join("/"),
+                    esc(&a.name),
+                    a.size,
+                    esc(&a.sha256),
+                );
+            }
+            body.push_str("</ul>");
+        }
+        body.push_str("<h2>Output</h2><div id=\"steps\">");
+        for st in &b.steps {
+            let path = step_log_path(&web.logs, id, st.index);
+            let (start, tail) = tokio::task::spawn_blocking(move || {
+                let len = log_len(&path);
+                let start = len.saturating_sub(TAIL);
+                (start, read_from(&path, start, TAIL as usize).unwrap_or_default())
+            })
+            .await
+            .unwrap_or_default();
+            let end = start + tail.len() as u64;
+            let w = super::html::result_word(st.result);
+            let _ = write!(
+                body,
+                "<section id=\"step-{i}\"><h3>{} <span id=\"result-{i}\" class=\"r {w}\">{w}</span></h3>{}\
+                 <pre id=\"log-{i}\" data-offset=\"{end}\">{}</pre></section>",
+                esc(&st.name),
+                if start > 0 {
+                    format!(
+                        "<p><small>the last {} KiB; <a href=\"{p}/api/v1/builds/{id}/steps/{i}/log\">all of it</a></small></p>",
+                        TAIL >> 10,
+                        i = st.index
+                    )
+                } else {
+                    String::new()
+                },
+                esc(&String::from_utf8_lossy(&tail)),
+                i = st.index,
+            );
+        }
+        body.push_str("</div></div>");
+        Ok((format!("build #{id}"), body, BUILD_SCRIPT.to_string()))
+    })
+    .await
+}
+
+/// `GET /workers`.
+pub async fn workers(State(web): State<Web>, headers: HeaderMap) -> Response {
+    render(&web, async {
+        let who = who(&web, &headers)?;
+        let now = crate::paths::now_ms();
+        let body = match web.master.workers(&who).await? {
+            Reply::Workers(w) => workers_table(&w, now),
+            _ => String::new(),
+        };
+        Ok(("workers".to_string(), body, String::new()))
+    })
+    .await
+}
+
+/// `GET /queue`.
+pub async fn queue(State(web): State<Web>, headers: HeaderMap) -> Response {
+    render(&web, async {
+        let who = who(&web, &headers)?;
+        let now = crate::paths::now_ms();
+        let body = match web.master.queue(&who, None).await? {
+            Reply::Queue(q) => queue_table(&web, &q, now),
+            _ => String::new(),
+        };
+        Ok(("queue".to_string(), body, String::new()))
+    })
+    .await
+}

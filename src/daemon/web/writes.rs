@@ -1,0 +1,240 @@
+//! Writes over HTTP: force, stop, cancel. Each needs a token
+//! (`[[http.token]]`) whose `may` lists it; `daemon::auth` decides, and
+//! the request goes through the front door with the token's name as the
+//! principal (and in the request's reason).
+//!
+//! The API takes the token as `Authorization: Bearer TOKEN`, which a
+//! browser never adds on its own, so another site cannot make a visitor's
+//! browser write (CSRF). The pages' buttons are forms that carry the
+//! token in their body, typed by the person; a form posted from another
+//! site (`Sec-Fetch-Site: cross-site`, or an `Origin` of another host) is
+//! refused as well.
+
+use std::collections::BTreeMap;
+
+use axum::Form;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::Web;
+use super::api::{parse_id, who};
+use super::html::url_segment;
+use super::respond::{WebFail, stamped};
+use super::tokens;
+use crate::daemon::auth::{Ask, Principal};
+use crate::protocol::{Reply, Request};
+
+/// The body of `POST /api/v1/builders/NAME/force` (all optional).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForceBody {
+    /// Why, shown in the history.
+    pub reason: Option<String>,
+    /// Properties, given to steps as `BB_PROP_<NAME>`.
+    #[serde(default)]
+    pub properties: BTreeMap<String, String>,
+    /// Higher runs first.
+    #[serde(default)]
+    pub priority: i32,
+}
+
+/// May `who` make `request`? A refusal is 401 without a token, 403 with.
+fn allowed(web: &Web, who: &Principal, request: &Request) -> Result<(), WebFail> {
+    web.master
+        .authorize(who, Ask::Request(request))
+        .map_err(|refusal| match who {
+            Principal::HttpAnonymous => tokens::unauthorized(&refusal.reason),
+            _ => WebFail {
+                status: StatusCode::FORBIDDEN,
+                message: refusal.reason,
+            },
+        })
+}
+
+/// The reason a request made over HTTP carries: who asked, and why.
+fn reason_of(who: &Principal, reason: Option<String>) -> String {
+    let name = match who {
+        Principal::HttpToken { name } => name.as_str(),
+        _ => "?",
+    };
+    match reason.filter(|r| !r.trim().is_empty()) {
+        Some(r) => format!("{r} (http token {name})"),
+        None => format!("forced over HTTP by token {name}"),
+    }
+}
+
+/// Queue a build of `builder` for `who`.
+async fn do_force(
+    web: &Web,
+    who: &Principal,
+    builder: String,
+    body: ForceBody,
+) -> Result<u64, WebFail> {
+    let request = Request::ForceBuild {
+        builder: builder.clone(),
+        reason: None,
+        properties: body.properties.clone(),
+        priority: body.priority,
+        source: None,
+    };
+    allowed(web, who, &request)?;
+    let reason = reason_of(who, body.reason);
+    match web
+        .master
+        .force_build(
+            who,
+            builder,
+            Some(reason),
+            body.properties,
+            body.priority,
+            None,
+        )
+        .await?
+    {
+        Reply::Queued { request_id } => Ok(request_id),
+        other => Err(WebFail::bad_request(format!(
+            "unexpected answer: {other:?}"
+        ))),
+    }
+}
+
+/// `POST /api/v1/builders/NAME/force` (body: optional JSON [`ForceBody`]):
+/// `bbctl --json force-build`'s answer.
+pub async fn force(
+    State(web): State<Web>,
+    headers: HeaderMap,
+    Path(builder): Path<String>,
+    body: Bytes,
+) -> Result<Response, WebFail> {
+    let who = who(&web, &headers)?;
+    let body: ForceBody = if body.iter().all(u8::is_ascii_whitespace) {
+        ForceBody::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| WebFail::bad_request(format!("the body is not a force request: {e}")))?
+    };
+    let request_id = do_force(&web, &who, builder.clone(), body).await?;
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(stamped(
+            &json!({ "request_id": request_id, "builder": builder }),
+        )),
+    )
+        .into_response())
+}
+
+/// A `done` answer (`bbctl --json stop`/`cancel`).
+fn done(reply: Reply) -> Response {
+    let message = match reply {
+        Reply::Done { message } => message,
+        other => format!("{other:?}"),
+    };
+    axum::Json(stamped(&json!({ "ok": true, "message": message }))).into_response()
+}
+
+/// `POST /api/v1/builds/N/stop`.
+pub async fn stop(
+    State(web): State<Web>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, WebFail> {
+    let who = who(&web, &headers)?;
+    let build = parse_id(&id, "build")?;
+    allowed(&web, &who, &Request::Stop { build })?;
+    Ok(done(web.master.stop(&who, build).await?))
+}
+
+/// `POST /api/v1/requests/N/cancel`.
+pub async fn cancel(
+    State(web): State<Web>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, WebFail> {
+    let who = who(&web, &headers)?;
+    let request = parse_id(&id, "request")?;
+    allowed(&web, &who, &Request::Cancel { request })?;
+    Ok(done(web.master.cancel(&who, request).await?))
+}
+
+/// A page's form: the token typed by the person, and for force a reason.
+#[derive(Debug, Deserialize)]
+pub struct PageForm {
+    /// The bearer token.
+    pub token: String,
+    /// Why (force only).
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// Refuse a form posted from another site.
+fn same_site(web: &Web, headers: &HeaderMap) -> Result<(), WebFail> {
+    let refuse = || WebFail {
+        status: StatusCode::FORBIDDEN,
+        message: "refused: this form was posted from another site".into(),
+    };
+    if headers
+        .get("sec-fetch-site")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|s| s == "cross-site" || s == "same-site")
+    {
+        return Err(refuse());
+    }
+    if let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
+        let host = if web.settings.trust_proxy {
+            headers
+                .get("x-forwarded-host")
+                .or_else(|| headers.get(header::HOST))
+        } else {
+            headers.get(header::HOST)
+        }
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+        let origin_host = origin.split_once("://").map_or("", |(_, h)| h);
+        if origin != "null" && origin_host != host {
+            return Err(refuse());
+        }
+    }
+    Ok(())
+}
+
+/// `POST /builders/NAME/force` from the builder page: queue, then back to
+/// the page (303).
+pub async fn page_force(
+    State(web): State<Web>,
+    headers: HeaderMap,
+    Path(builder): Path<String>,
+    Form(form): Form<PageForm>,
+) -> Result<Response, WebFail> {
+    same_site(&web, &headers)?;
+    let who = tokens::by_token(&web.settings, form.token.trim())?;
+    let body = ForceBody {
+        reason: form.reason,
+        ..ForceBody::default()
+    };
+    do_force(&web, &who, builder.clone(), body).await?;
+    Ok(Redirect::to(&format!(
+        "{}/builders/{}",
+        web.prefix,
+        url_segment(&builder)
+    ))
+    .into_response())
+}
+
+/// `POST /builds/N/stop` from the build page: stop, then back (303).
+pub async fn page_stop(
+    State(web): State<Web>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Form(form): Form<PageForm>,
+) -> Result<Response, WebFail> {
+    same_site(&web, &headers)?;
+    let who = tokens::by_token(&web.settings, form.token.trim())?;
+    let build = parse_id(&id, "build")?;
+    allowed(&web, &who, &Request::Stop { build })?;
+    web.master.stop(&who, build).await?;
+    Ok(Redirect::to(&format!("{}/builds/{build}", web.prefix)).into_response())
+}
