@@ -18,6 +18,7 @@ pub mod follow;
 pub mod handle;
 pub mod handlers;
 pub mod history;
+pub mod irc;
 pub mod limits;
 pub mod lineage;
 pub mod listener;
