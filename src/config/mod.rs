@@ -120,6 +120,7 @@ pub fn parse_str(text: &str, origin: &str, base_dir: &Path) -> Result<Config, Co
         origin: origin.to_owned(),
         hash: fnv1a_hex(text),
         warnings: checked.warnings,
+        irc: checked.irc,
     })
 }
 

@@ -12,6 +12,7 @@ mod files;
 mod force;
 mod http;
 mod pollers;
+mod irc;
 mod steps;
 mod tls;
 pub use http::{HOOK_KINDS, HTTP_PERMISSIONS};
@@ -25,7 +26,7 @@ use std::path::{Path, PathBuf};
 use toml::Spanned;
 
 use super::error::Problem;
-use super::model::{BuilderDef, MasterSettings, PollerDef, SchedulerDef, WorkerDef};
+use super::model::{BuilderDef, IrcSettings, MasterSettings, PollerDef, SchedulerDef, WorkerDef};
 use super::position::line_col;
 use super::raw::{RawConfig, RawEnv, RawMaster};
 
@@ -51,6 +52,8 @@ pub struct Checked {
     pub pollers: Vec<PollerDef>,
     /// Risky choices worth a warning.
     pub warnings: Vec<String>,
+    /// `[irc]`, if present.
+    pub irc: Option<IrcSettings>,
 }
 
 /// Checks `raw` in full; on failure returns every problem, `earlier` ones
@@ -87,6 +90,7 @@ pub fn check(
     master.retention = c.retention(&raw.master, &raw.builder);
     let pollers = c.pollers(&raw.poller);
     master.http = raw.http.as_ref().and_then(|h| c.http(h));
+    let irc = raw.irc.as_ref().and_then(|irc| c.irc(irc));
     if c.problems.is_empty() {
         Ok(Checked {
             master,
@@ -95,6 +99,7 @@ pub fn check(
             schedulers,
             pollers,
             warnings: c.warnings,
+            irc,
         })
     } else {
         c.problems.sort_by_key(|p| p.position);

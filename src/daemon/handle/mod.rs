@@ -79,6 +79,7 @@ impl MasterHandle {
                 allowed_uids: Vec::new(),
                 allowed_gid: None,
                 http_tokens: Default::default(),
+                irc: Default::default(),
             }),
             stopping: watch::channel(false).1,
         }
@@ -107,6 +108,12 @@ impl MasterHandle {
     pub fn with_policy(mut self, policy: Policy) -> Self {
         self.policy = Arc::new(policy);
         self
+    }
+
+    /// The policy this handle decides by (an adapter derives its own
+    /// handle from it, say with the `[irc] authz` in force).
+    pub fn policy(&self) -> &Policy {
+        &self.policy
     }
 
     /// May `who` do `what`? Every client method asks this first; an

@@ -99,6 +99,7 @@ pub(super) fn random_config(rng: &mut Rng, current: Option<&Config>) -> Arc<Conf
         origin: "sim".into(),
         hash,
         warnings: vec![],
+        irc: None,
     })
 }
 

@@ -63,6 +63,7 @@ pub(super) fn config(workers: &[(&str, u32)], builders: &[(&str, &[&str], usize)
         pollers: vec![],
         origin: "test".into(),
         warnings: vec![],
+        irc: None,
         hash: format!("{workers:?}{builders:?}"),
     })
 }
