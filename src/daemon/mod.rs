@@ -403,6 +403,12 @@ pub async fn run(opts: MasterOptions) -> Result<(), DaemonError> {
         }
     });
     drop(open);
+    // The IRC bot, whenever the config has `[irc]` (docs/irc.md).
+    let irc_task = tokio::spawn(irc::supervise(
+        front.clone(),
+        master.config_watch(),
+        layout.state_dir.clone(),
+    ));
     let signal_task = tokio::spawn(signals.forward(front));
     drop(tx);
 
@@ -431,6 +437,14 @@ pub async fn run(opts: MasterOptions) -> Result<(), DaemonError> {
         .is_err()
     {
         warn!("connections still open 1 s after the master loop ended; leaving them");
+    }
+    // The IRC bot says QUIT when told of the shutdown; a server that does
+    // not take it in a moment is left.
+    if tokio::time::timeout(std::time::Duration::from_secs(2), irc_task)
+        .await
+        .is_err()
+    {
+        warn!("the IRC bot did not quit within 2 s; leaving it");
     }
     match outcome {
         Ok(()) => {

@@ -176,12 +176,10 @@ impl Outbox {
             .1
     }
 
-    /// Drops every queued message (a new connection starts afresh; the
-    /// protocol lines of the old one mean nothing to the new server).
-    pub fn clear(&mut self) {
+    /// Drops the protocol lines of a connection that ended (they mean
+    /// nothing to the next one); messages wait for the next connection.
+    pub fn new_connection(&mut self) {
         self.control.clear();
-        self.pending.clear();
-        self.queues.clear();
     }
 
     /// How many messages wait (not protocol lines), for `status`.
@@ -189,10 +187,17 @@ impl Outbox {
         self.pending.len() + self.queues.values().map(|(_, q)| q.len()).sum::<usize>()
     }
 
+    /// Anything to send? Messages count only when `messages` (the
+    /// session is registered).
+    fn has_work(&self, messages: bool) -> bool {
+        !self.control.is_empty()
+            || (messages && (!self.pending.is_empty() || !self.queues.is_empty()))
+    }
+
     /// The next line to write now, if the bucket allows one; `nick` is
-    /// ours, for the length budget.
-    pub fn next_line(&mut self, now: Instant, nick: &str) -> Option<String> {
-        if self.control.is_empty() && self.pending.is_empty() && self.queues.is_empty() {
+    /// ours, for the length budget; messages only when `messages`.
+    pub fn next_line(&mut self, now: Instant, nick: &str, messages: bool) -> Option<String> {
+        if !self.has_work(messages) {
             return None;
         }
         if !self.bucket.take(now) {
@@ -234,8 +239,8 @@ impl Outbox {
     }
 
     /// When [`Self::next_line`] may yield a line (`None`: nothing waits).
-    pub fn ready_at(&mut self, now: Instant) -> Option<Instant> {
-        if self.control.is_empty() && self.pending.is_empty() && self.queues.is_empty() {
+    pub fn ready_at(&mut self, now: Instant, messages: bool) -> Option<Instant> {
+        if !self.has_work(messages) {
             return None;
         }
         Some(self.bucket.ready_at(now))
@@ -274,9 +279,9 @@ mod tests {
         }
         let mut sent = Vec::new();
         let mut now = t0;
-        while let Some(at) = o.ready_at(now) {
+        while let Some(at) = o.ready_at(now, true) {
             now = at;
-            if let Some(line) = o.next_line(now, "bot") {
+            if let Some(line) = o.next_line(now, "bot", true) {
                 sent.push((now - t0, line));
             }
         }
@@ -295,7 +300,7 @@ mod tests {
         o.say("#a", "a2".into());
         o.say("bob", "b1".into());
         o.control("PONG :x".into());
-        let lines: Vec<_> = (0..4).filter_map(|_| o.next_line(t0, "bot")).collect();
+        let lines: Vec<_> = (0..4).filter_map(|_| o.next_line(t0, "bot", true)).collect();
         assert_eq!(
             lines,
             vec!["PONG :x", "PRIVMSG #a :a1", "PRIVMSG bob :b1", "PRIVMSG #a :a2"]
@@ -310,7 +315,7 @@ mod tests {
             o.notify("#b", format!("build {i} failed"), format!("x #{i} failure"));
         }
         assert_eq!(o.backlog(), MERGE_AT);
-        let lines: Vec<_> = (0..10).filter_map(|_| o.next_line(t0, "bot")).collect();
+        let lines: Vec<_> = (0..10).filter_map(|_| o.next_line(t0, "bot", true)).collect();
         assert_eq!(lines.len(), 3, "{lines:?}");
         assert_eq!(lines[0], "PRIVMSG #b :build 0 failed");
         assert_eq!(lines[1], "PRIVMSG #b :build 1 failed");
@@ -328,7 +333,7 @@ mod tests {
         let mut o = Outbox::new(t0);
         o.say("#a", "y".repeat(1000));
         o.say("#b", "z".into());
-        let lines: Vec<_> = (0..5).filter_map(|_| o.next_line(t0, "bot")).collect();
+        let lines: Vec<_> = (0..5).filter_map(|_| o.next_line(t0, "bot", true)).collect();
         assert_eq!(lines.len(), 4, "{lines:?}");
         assert!(lines[..3].iter().all(|l| l.starts_with("PRIVMSG #a :y")));
         assert!(lines.iter().all(|l| l.len() + 2 <= 512));
