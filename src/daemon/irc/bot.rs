@@ -44,7 +44,9 @@ enum Ended {
     },
     /// The connection settings changed: connect again at once.
     Reconfigured,
-    /// `[irc]` was removed, or the master is stopping.
+    /// `[irc]` was removed from the config.
+    Removed,
+    /// The master is stopping.
     Stop,
 }
 
@@ -129,13 +131,14 @@ impl Bot {
         }
     }
 
-    /// Runs until `[irc]` is removed or the master stops.
-    pub async fn run(mut self) {
+    /// Runs until `[irc]` is removed (true) or the master stops (false).
+    pub async fn run(mut self) -> bool {
         self.seed().await;
         let mut attempt = 0u32;
         loop {
             match self.serve_one().await {
-                Ended::Stop => return,
+                Ended::Stop => return false,
+                Ended::Removed => return true,
                 Ended::Reconfigured => attempt = 0,
                 Ended::Lost { reason, registered } => {
                     if registered {
@@ -148,7 +151,8 @@ impl Bot {
                         delay.as_secs_f64()
                     );
                     match self.idle(delay).await {
-                        Some(Ended::Stop) => return,
+                        Some(Ended::Stop) => return false,
+                        Some(Ended::Removed) => return true,
                         Some(_) => attempt = 0,
                         None => {}
                     }
@@ -202,7 +206,7 @@ impl Bot {
         let config = Arc::clone(&self.configs.borrow_and_update());
         let Some(new) = config.irc.clone() else {
             info!("irc: [irc] removed from the config; leaving");
-            return Some(Ended::Stop);
+            return Some(Ended::Removed);
         };
         if new == self.settings {
             return None;
@@ -369,7 +373,10 @@ impl Bot {
                     }
                     match self.on_config(Some(&mut session)) {
                         None => {}
-                        Some(Ended::Stop) => return self.quit(&mut wr, "IRC removed from the config").await,
+                        Some(Ended::Removed) => {
+                            self.quit(&mut wr, "IRC removed from the config").await;
+                            return Ended::Removed;
+                        }
                         Some(other) => {
                             let _ = write_line(&mut wr, "QUIT :reconfigured", self.settings.pong_timeout).await;
                             return other;

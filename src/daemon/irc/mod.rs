@@ -42,16 +42,14 @@ pub async fn supervise(master: MasterHandle, mut configs: watch::Receiver<Arc<Co
                 }
             };
             let prefs = prefs::Prefs::load(Some(&state_dir));
-            bot::Bot::new(master.clone(), settings, configs.clone(), events, prefs)
+            let removed = bot::Bot::new(master.clone(), settings, configs.clone(), events, prefs)
                 .run()
                 .await;
-            // The bot stops when [irc] is removed or the master stops;
-            // if [irc] is back already, it starts again.
-            let stopping =
-                tokio::time::timeout(std::time::Duration::ZERO, master.shutting_down()).await;
-            if stopping.is_ok() {
+            if !removed {
                 return;
             }
+            // [irc] removed; if a later reload already brought it back,
+            // start again.
             if configs.borrow_and_update().irc.is_some() {
                 continue;
             }
