@@ -11,6 +11,7 @@ use toml::Spanned;
 
 use super::Checker;
 use crate::config::model::{IRC_EVENTS, IrcAuthz, IrcChannel, IrcSasl, IrcSettings, Secret};
+use crate::config::defaults;
 use crate::config::raw::RawIrc;
 
 /// Longest nick we accept in the config (servers allow 9 to 30).
@@ -72,7 +73,7 @@ impl Checker<'_> {
         }
         let nick = match &raw.nick {
             Some(n) => self.nick(n).unwrap_or_default(),
-            None => "bbmaster".into(),
+            None => defaults::unquoted_text("irc.nick").into(),
         };
         let alt_nicks = raw
             .alt_nicks
@@ -162,7 +163,7 @@ impl Checker<'_> {
                 .map(Secret);
             let notify = match &c.notify {
                 Some(list) => self.irc_events(list),
-                None => vec!["failure".into(), "exception".into(), "fixed".into()],
+                None => ["failure", "exception", "fixed"].map(String::from).to_vec(),
             };
             channels.push(IrcChannel {
                 name: name.clone(),
@@ -187,12 +188,12 @@ impl Checker<'_> {
             .keepalive
             .as_ref()
             .and_then(|d| self.duration("[irc]", "keepalive", d))
-            .unwrap_or(std::time::Duration::from_secs(60));
+            .unwrap_or_else(|| defaults::duration("irc.keepalive"));
         let pong_timeout = raw
             .pong_timeout
             .as_ref()
             .and_then(|d| self.duration("[irc]", "pong_timeout", d))
-            .unwrap_or(std::time::Duration::from_secs(30));
+            .unwrap_or_else(|| defaults::duration("irc.pong_timeout"));
         if self.problems.len() > problems {
             return None;
         }
