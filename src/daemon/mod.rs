@@ -244,6 +244,7 @@ pub async fn run(opts: MasterOptions) -> Result<(), DaemonError> {
     let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
     let tls_status = listeners::set::SharedStatus::default();
     let poller_status = pollers::status::SharedStatus::default();
+    let irc_status = irc::SharedStatus::default();
     let front = handle::MasterHandle::new(tx.clone(), notices.clone(), events.clone())
         .with_retention(retention.clone())
         .with_history(history::History::new(reader, logs_dir.clone()))
@@ -253,7 +254,8 @@ pub async fn run(opts: MasterOptions) -> Result<(), DaemonError> {
         ))
         .with_shutdown(stopping)
         .with_listeners(Arc::clone(&tls_status))
-        .with_pollers(poller_status.map());
+        .with_pollers(poller_status.map())
+        .with_irc(Arc::clone(&irc_status));
     // Every connection task holds a clone of `open`: when all are gone,
     // `closed` yields None (mini-redis' shutdown-complete pattern), so the
     // master can let the last answers (say, to `bbctl shutdown`) be written.
@@ -408,6 +410,7 @@ pub async fn run(opts: MasterOptions) -> Result<(), DaemonError> {
         front.clone(),
         master.config_watch(),
         layout.state_dir.clone(),
+        irc_status,
     ));
     let signal_task = tokio::spawn(signals.forward(front));
     drop(tx);

@@ -57,6 +57,8 @@ pub struct MasterHandle {
     listeners: Option<Arc<std::sync::RwLock<Option<crate::protocol::TlsStatus>>>>,
     /// How the git pollers' last polls went, for `status`.
     pollers: Option<PollerMap>,
+    /// Where the IRC bot stands, for `status`.
+    irc: Option<Arc<std::sync::RwLock<Option<crate::protocol::IrcStatus>>>>,
 }
 
 impl MasterHandle {
@@ -74,6 +76,7 @@ impl MasterHandle {
             history: None,
             listeners: None,
             pollers: None,
+            irc: None,
             policy: Arc::new(Policy {
                 own_uid: nix::unistd::geteuid().as_raw(),
                 allowed_uids: Vec::new(),
@@ -140,6 +143,12 @@ impl MasterHandle {
         listeners: Arc<std::sync::RwLock<Option<crate::protocol::TlsStatus>>>,
     ) -> Self {
         self.listeners = Some(listeners);
+        self
+    }
+
+    /// The same handle, also showing the IRC bot in `status`.
+    pub fn with_irc(mut self, irc: crate::daemon::irc::SharedStatus) -> Self {
+        self.irc = Some(irc);
         self
     }
 
@@ -266,6 +275,10 @@ impl MasterHandle {
                         .cloned()
                         .collect();
                 }
+                status.irc = self
+                    .irc
+                    .as_ref()
+                    .and_then(|i| i.read().unwrap_or_else(|e| e.into_inner()).clone());
                 Reply::Status(status)
             }
             other => other,

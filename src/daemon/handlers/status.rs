@@ -72,6 +72,7 @@ impl Master {
             // Filled in by the handle from the listeners.
             tls: None,
             pollers: Vec::new(),
+            irc: None,
         }
     }
 

@@ -63,6 +63,8 @@ pub struct Bot {
     prefs: Prefs,
     back_tx: mpsc::Sender<Back>,
     back_rx: mpsc::Receiver<Back>,
+    status: super::SharedStatus,
+    last_error: Option<String>,
 }
 
 /// The handle the bot asks with: the master's policy with `authz` in force.
@@ -114,6 +116,7 @@ impl Bot {
         configs: watch::Receiver<Arc<Config>>,
         events: broadcast::Receiver<Arc<Event>>,
         prefs: Prefs,
+        status: super::SharedStatus,
     ) -> Self {
         let (back_tx, back_rx) = mpsc::channel(64);
         Bot {
@@ -128,7 +131,33 @@ impl Bot {
             prefs,
             back_tx,
             back_rx,
+            status,
+            last_error: None,
         }
+    }
+
+    /// Tells `status` where the bot stands.
+    fn publish(&self, state: &str, session: Option<&Session>) {
+        let status = crate::protocol::IrcStatus {
+            state: state.into(),
+            server: format!("{}:{}", self.settings.server, self.settings.port),
+            nick: session.filter(|s| s.is_ready()).map(|s| s.nick().to_owned()),
+            channels: session
+                .map(|s| s.joined().cloned().collect())
+                .unwrap_or_default(),
+            lag_ms: session.and_then(|s| s.lag()).map(|l| l.as_millis() as u64),
+            last_error: self.last_error.clone(),
+            since_ms: crate::paths::now_ms(),
+        };
+        let mut shared = self.status.write().unwrap_or_else(|e| e.into_inner());
+        let keep_since = shared
+            .as_ref()
+            .filter(|old| old.state == status.state)
+            .map(|old| old.since_ms);
+        *shared = Some(crate::protocol::IrcStatus {
+            since_ms: keep_since.unwrap_or(status.since_ms),
+            ..status
+        });
     }
 
     /// Runs until `[irc]` is removed (true) or the master stops (false).
@@ -144,6 +173,8 @@ impl Bot {
                     if registered {
                         attempt = 0;
                     }
+                    self.last_error = Some(reason.clone());
+                    self.publish("waiting", None);
                     let delay = conn::backoff(attempt, conn::jitter());
                     attempt = attempt.saturating_add(1);
                     warn!(
@@ -260,6 +291,7 @@ impl Bot {
 
     /// One connection, from connect to its end.
     async fn serve_one(&mut self) -> Ended {
+        self.publish("connecting", None);
         let stream = match conn::connect(&self.settings).await {
             Ok(stream) => stream,
             Err(reason) => {
@@ -288,7 +320,9 @@ impl Bot {
         let mut lines = LineBuf::default();
         let mut buf = vec![0u8; 16 * 1024];
         let mut outs = session.start(now);
+        self.publish("registering", Some(&session));
         loop {
+            let mut changed = false;
             // What the session said: carry it out.
             for out in std::mem::take(&mut outs) {
                 match out {
@@ -296,10 +330,17 @@ impl Bot {
                     Out::Log(level, text) => log(level, &text),
                     Out::Ready => {
                         registered = true;
+                        changed = true;
                         info!("irc: registered as {}", session.nick());
                     }
-                    Out::Joined(channel) => info!("irc: joined {channel}"),
-                    Out::Left(channel) => info!("irc: left {channel}"),
+                    Out::Joined(channel) => {
+                        changed = true;
+                        info!("irc: joined {channel}");
+                    }
+                    Out::Left(channel) => {
+                        changed = true;
+                        info!("irc: left {channel}");
+                    }
                     Out::Command(incoming) => self.command(incoming),
                     Out::Close { reason, quit } => {
                         if quit {
@@ -308,6 +349,9 @@ impl Bot {
                         return Ended::Lost { reason, registered };
                     }
                 }
+            }
+            if changed {
+                self.publish(if registered { "connected" } else { "registering" }, Some(&session));
             }
             // Write what the bucket allows.
             let ready = session.is_ready();
@@ -335,6 +379,7 @@ impl Bot {
                     };
                     lines.push(&buf[..n]);
                     let now = Instant::now().into_std();
+                    let lag = session.lag();
                     while let Some(line) = lines.next_line() {
                         match line {
                             Line::Text(text) => {
@@ -344,6 +389,9 @@ impl Bot {
                             }
                             Line::TooLong => warn!("irc: dropped an over-long line from the server"),
                         }
+                    }
+                    if session.lag() != lag {
+                        self.publish("connected", Some(&session));
                     }
                 }
                 _ = tokio::time::sleep_until(wake) => {

@@ -27,10 +27,18 @@ use crate::config::Config;
 use crate::daemon::auth::Principal;
 use crate::daemon::handle::MasterHandle;
 
+/// Where the bot stands, shared with `status` (see [`MasterHandle::with_irc`]).
+pub type SharedStatus = Arc<std::sync::RwLock<Option<crate::protocol::IrcStatus>>>;
+
 /// Runs the bot whenever the config in force has `[irc]`: started at
 /// start-up or by the reload that adds it, stopped by the one that
 /// removes it. Ends when the master stops.
-pub async fn supervise(master: MasterHandle, mut configs: watch::Receiver<Arc<Config>>, state_dir: PathBuf) {
+pub async fn supervise(
+    master: MasterHandle,
+    mut configs: watch::Receiver<Arc<Config>>,
+    state_dir: PathBuf,
+    status: SharedStatus,
+) {
     loop {
         let settings = configs.borrow_and_update().irc.clone();
         if let Some(settings) = settings {
@@ -42,9 +50,17 @@ pub async fn supervise(master: MasterHandle, mut configs: watch::Receiver<Arc<Co
                 }
             };
             let prefs = prefs::Prefs::load(Some(&state_dir));
-            let removed = bot::Bot::new(master.clone(), settings, configs.clone(), events, prefs)
-                .run()
-                .await;
+            let removed = bot::Bot::new(
+                master.clone(),
+                settings,
+                configs.clone(),
+                events,
+                prefs,
+                status.clone(),
+            )
+            .run()
+            .await;
+            *status.write().unwrap_or_else(|e| e.into_inner()) = None;
             if !removed {
                 return;
             }

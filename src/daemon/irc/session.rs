@@ -186,6 +186,9 @@ pub struct Session {
     logged_in: Option<String>,
     last_rx: Instant,
     pong_deadline: Option<Instant>,
+    /// When our outstanding PING left, and the last round trip measured.
+    ping_sent: Option<Instant>,
+    lag: Option<Duration>,
     joined: BTreeSet<String>,
     rejoin_at: BTreeMap<String, Instant>,
     reclaim_at: Option<Instant>,
@@ -214,6 +217,8 @@ impl Session {
             logged_in: None,
             last_rx: now,
             pong_deadline: None,
+            ping_sent: None,
+            lag: None,
             joined: BTreeSet::new(),
             rejoin_at: BTreeMap::new(),
             reclaim_at: None,
@@ -236,6 +241,11 @@ impl Session {
     /// The channels we are in (lower case).
     pub fn joined(&self) -> impl Iterator<Item = &String> {
         self.joined.iter()
+    }
+
+    /// The round trip of our last PING, once one was answered.
+    pub fn lag(&self) -> Option<Duration> {
+        self.lag
     }
 
     /// The account the server logged us in as, if any.
@@ -409,7 +419,12 @@ impl Session {
         let mut out = Vec::new();
         match msg.command.as_str() {
             "PING" => out.push(Out::Send(format!("PONG :{}", msg.trailing()))),
-            "PONG" => self.pong_deadline = None,
+            "PONG" => {
+                self.pong_deadline = None;
+                if let Some(sent) = self.ping_sent.take() {
+                    self.lag = Some(now.saturating_duration_since(sent));
+                }
+            }
             "ERROR" => {
                 self.phase = Phase::Closed;
                 out.push(Out::Close {
@@ -818,6 +833,7 @@ impl Session {
         }
         if self.pong_deadline.is_none() && now >= self.last_rx + self.timing.keepalive {
             self.pong_deadline = Some(now + self.timing.pong_timeout);
+            self.ping_sent = Some(now);
             out.push(Out::Send(format!("PING :bbmaster-{}", self.nick)));
         }
         let due: Vec<String> = self

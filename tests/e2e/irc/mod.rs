@@ -80,6 +80,12 @@ fn irc_bot_joins_answers_refuses_and_announces() {
         l.starts_with(":bbot!") && l.contains("JOIN")
     });
 
+    let status = m.bbctl_json(&["status"]);
+    assert_eq!(status["irc"]["state"], "connected", "{status}");
+    assert_eq!(status["irc"]["nick"], "bbot", "{status}");
+    assert_eq!(status["irc"]["channels"][0], "#builds", "{status}");
+    assert!(m.bbctl_ok(&["status"]).contains("irc: connected to 127.0.0.1:"));
+
     alice.send("PRIVMSG #builds :!status");
     alice.expect("an answer to status", LONG, |l| {
         from_bot(l, "#builds", "alice: 2 builders")
@@ -140,6 +146,13 @@ fn irc_bot_notices_a_stalled_server_and_comes_back() {
     wait_until("the bot to notice the missing PONG", Duration::from_secs(15), || {
         m.stderr().contains("no PONG within 2 s")
     });
+    let status = m.bbctl_json(&["status"]);
+    assert!(
+        status["irc"]["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("no PONG within 2 s")),
+        "{status}"
+    );
     server.signal(Signal::SIGCONT);
     watcher.expect("the bot back after SIGCONT", Duration::from_secs(40), |l| {
         l.starts_with(":bbot!") && l.contains("JOIN")

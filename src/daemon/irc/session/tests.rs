@@ -281,7 +281,9 @@ fn an_idle_line_gets_our_ping_and_no_pong_closes_it() {
 fn a_pong_keeps_the_line_alive() {
     let mut t = ready(id());
     t.wait(Duration::from_secs(60));
+    t.now += Duration::from_millis(40);
     t.line(":srv PONG srv :bbmaster-bb");
+    assert_eq!(t.s.lag(), Some(Duration::from_millis(40)));
     let out = t.wait(Duration::from_secs(30));
     assert!(closed(&out).is_none());
 }
