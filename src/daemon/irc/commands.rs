@@ -236,7 +236,7 @@ pub async fn answer(
                 reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default()
             );
             match master
-                .force_build(who, builder.clone(), Some(reason), Default::default(), 0)
+                .force_build(who, builder.clone(), Some(reason), Default::default(), 0, None)
                 .await
             {
                 Ok(Reply::Queued { request_id }) => Ok(vec![format!(
