@@ -85,7 +85,10 @@ pub const DEFAULTS: &[(&str, &str)] = &[
     ("irc.alt_nicks", "[]"),
     ("irc.sasl.mechanism", "\"PLAIN\""),
     ("irc.sasl.required", "true"),
-    ("irc.channels.notify", "[\"failure\", \"exception\", \"fixed\"]"),
+    (
+        "irc.channels.notify",
+        "[\"failure\", \"exception\", \"fixed\"]",
+    ),
     ("irc.authz.force", "[]"),
     ("irc.authz.stop", "[]"),
     ("irc.keepalive", "\"60s\""),

@@ -220,11 +220,7 @@ const IRC_SASL: &[Field] = &[
 ];
 
 /// `channels = [{ ... }]` of `[irc]`.
-const IRC_CHANNEL: &[Field] = &[
-    f("name", TEXT),
-    f("key", TEXT),
-    f("notify", Kind::StrList),
-];
+const IRC_CHANNEL: &[Field] = &[f("name", TEXT), f("key", TEXT), f("notify", Kind::StrList)];
 
 /// `authz = { ... }` of `[irc]`.
 const IRC_AUTHZ: &[Field] = &[f("force", Kind::StrList), f("stop", Kind::StrList)];

@@ -470,7 +470,11 @@ mod tests {
         );
         assert!(authorize(&p, &irc(Some("bob")), Ask::Request(&stop)).is_ok());
         let e = authorize(&p, &irc(None), Ask::Request(&stop)).unwrap_err();
-        assert!(e.reason.contains("needs a services account"), "{}", e.reason);
+        assert!(
+            e.reason.contains("needs a services account"),
+            "{}",
+            e.reason
+        );
         let reload = Request::Reload {
             dry_run: false,
             config: None,

@@ -10,8 +10,8 @@ use std::ops::Range;
 use toml::Spanned;
 
 use super::Checker;
-use crate::config::model::{IRC_EVENTS, IrcAuthz, IrcChannel, IrcSasl, IrcSettings, Secret};
 use crate::config::defaults;
+use crate::config::model::{IRC_EVENTS, IrcAuthz, IrcChannel, IrcSasl, IrcSettings, Secret};
 use crate::config::raw::RawIrc;
 
 /// Longest nick we accept in the config (servers allow 9 to 30).
@@ -28,7 +28,10 @@ impl Checker<'_> {
             Some(s) => {
                 self.report(
                     &s.span(),
-                    format!("[irc]: `server` {:?} is not a host name or address", s.get_ref()),
+                    format!(
+                        "[irc]: `server` {:?} is not a host name or address",
+                        s.get_ref()
+                    ),
                 );
                 String::new()
             }
@@ -53,7 +56,10 @@ impl Checker<'_> {
             None => 6667,
         };
         if !tls {
-            for (key, value) in [("tls_ca", &raw.tls_ca), ("tls_fingerprint", &raw.tls_fingerprint)] {
+            for (key, value) in [
+                ("tls_ca", &raw.tls_ca),
+                ("tls_fingerprint", &raw.tls_fingerprint),
+            ] {
                 if let Some(v) = value {
                     self.report(&v.span(), format!("[irc]: `{key}` needs `tls = true`"));
                 }

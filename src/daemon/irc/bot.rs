@@ -93,7 +93,8 @@ fn timing(s: &IrcSettings) -> session::Timing {
     session::Timing {
         keepalive: s.keepalive,
         pong_timeout: s.pong_timeout,
-        register_timeout: (s.keepalive + s.pong_timeout).clamp(Duration::from_secs(10), Duration::from_secs(60)),
+        register_timeout: (s.keepalive + s.pong_timeout)
+            .clamp(Duration::from_secs(10), Duration::from_secs(60)),
         ..session::Timing::default()
     }
 }
@@ -141,7 +142,9 @@ impl Bot {
         let status = crate::protocol::IrcStatus {
             state: state.into(),
             server: format!("{}:{}", self.settings.server, self.settings.port),
-            nick: session.filter(|s| s.is_ready()).map(|s| s.nick().to_owned()),
+            nick: session
+                .filter(|s| s.is_ready())
+                .map(|s| s.nick().to_owned()),
             channels: session
                 .map(|s| s.joined().cloned().collect())
                 .unwrap_or_default(),
@@ -262,7 +265,10 @@ impl Bot {
     }
 
     /// One event: notifications and watchers. `Err` when the master is gone.
-    fn on_event(&mut self, event: Result<Arc<Event>, broadcast::error::RecvError>) -> Result<(), ()> {
+    fn on_event(
+        &mut self,
+        event: Result<Arc<Event>, broadcast::error::RecvError>,
+    ) -> Result<(), ()> {
         let event = match event {
             Ok(event) => event,
             Err(broadcast::error::RecvError::Lagged(n)) => {
@@ -283,7 +289,8 @@ impl Bot {
         }
         if let Some(done) = finished {
             for target in self.watchers.remove(&done.build).unwrap_or_default() {
-                self.outbox.say(&target, format!("watched build ended: {}", done.text));
+                self.outbox
+                    .say(&target, format!("watched build ended: {}", done.text));
             }
         }
         Ok(())
@@ -344,14 +351,26 @@ impl Bot {
                     Out::Command(incoming) => self.command(incoming),
                     Out::Close { reason, quit } => {
                         if quit {
-                            let _ = write_line(&mut wr, &format!("QUIT :{reason}"), self.settings.pong_timeout).await;
+                            let _ = write_line(
+                                &mut wr,
+                                &format!("QUIT :{reason}"),
+                                self.settings.pong_timeout,
+                            )
+                            .await;
                         }
                         return Ended::Lost { reason, registered };
                     }
                 }
             }
             if changed {
-                self.publish(if registered { "connected" } else { "registering" }, Some(&session));
+                self.publish(
+                    if registered {
+                        "connected"
+                    } else {
+                        "registering"
+                    },
+                    Some(&session),
+                );
             }
             // Write what the bucket allows.
             let ready = session.is_ready();
@@ -361,15 +380,12 @@ impl Bot {
                     return Ended::Lost { reason, registered };
                 }
             }
-            let wake = [
-                session.next_deadline(),
-                self.outbox.ready_at(now, ready),
-            ]
-            .into_iter()
-            .flatten()
-            .min()
-            .map(Instant::from_std)
-            .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+            let wake = [session.next_deadline(), self.outbox.ready_at(now, ready)]
+                .into_iter()
+                .flatten()
+                .min()
+                .map(Instant::from_std)
+                .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
             tokio::select! {
                 read = rd.read(&mut buf) => {
                     let n = match read {
@@ -499,8 +515,14 @@ impl Bot {
                     let lines = if let Cmd::Watch(build) = cmd {
                         watch(&master, &who, build, &target, &back).await
                     } else {
-                        commands::answer(&master, &who, &incoming.nick, &cmd, crate::paths::now_ms())
-                            .await
+                        commands::answer(
+                            &master,
+                            &who,
+                            &incoming.nick,
+                            &cmd,
+                            crate::paths::now_ms(),
+                        )
+                        .await
                     };
                     let lines = lines.into_iter().map(|l| format!("{prefix}{l}")).collect();
                     let _ = back.send(Back::Say(target, lines)).await;
@@ -582,9 +604,6 @@ async fn write_line<W: tokio::io::AsyncWrite + Unpin>(
     {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(format!("writing to the server: {e}")),
-        Err(_) => Err(format!(
-            "the server took no data for {} s",
-            bound.as_secs()
-        )),
+        Err(_) => Err(format!("the server took no data for {} s", bound.as_secs())),
     }
 }

@@ -67,9 +67,8 @@ pub fn parse(text: &str) -> Cmd {
     let mut words = text.split_whitespace();
     let word = words.next().unwrap_or("").to_ascii_lowercase();
     let rest: Vec<&str> = words.collect();
-    let tail = |from: usize| -> Option<String> {
-        (rest.len() > from).then(|| rest[from..].join(" "))
-    };
+    let tail =
+        |from: usize| -> Option<String> { (rest.len() > from).then(|| rest[from..].join(" ")) };
     match (word.as_str(), rest.as_slice()) {
         ("help" | "commands", _) => Cmd::Help,
         ("version", _) => Cmd::Version,
@@ -88,7 +87,9 @@ pub fn parse(text: &str) -> Cmd {
                 build,
                 reason: tail(1),
             },
-            None => Cmd::Usage(format!("usage: stop BUILD [reason] (a build number, not {build:?})")),
+            None => Cmd::Usage(format!(
+                "usage: stop BUILD [reason] (a build number, not {build:?})"
+            )),
         },
         ("watch", [build]) => match build_id(build) {
             Some(build) => Cmd::Watch(build),
@@ -321,7 +322,9 @@ mod tests {
             Cmd::NotifyOn(vec!["failure".into(), "fixed".into()])
         );
         assert_eq!(parse("notify list"), Cmd::NotifyList);
-        assert!(matches!(parse("notify on nonsense"), Cmd::Usage(u) if u.contains("unknown event nonsense")));
+        assert!(
+            matches!(parse("notify on nonsense"), Cmd::Usage(u) if u.contains("unknown event nonsense"))
+        );
         assert!(matches!(parse("stop abc"), Cmd::Usage(_)));
         assert!(matches!(parse("frobnicate"), Cmd::Usage(u) if u.contains("try help")));
     }

@@ -86,7 +86,10 @@ mod tests {
     #[test]
     fn backoff_doubles_with_jitter_and_is_capped() {
         assert_eq!(backoff(0, 0.0), Duration::from_millis(500));
-        assert_eq!(backoff(0, 0.999_999), Duration::from_millis(999) + Duration::from_nanos(999_500));
+        assert_eq!(
+            backoff(0, 0.999_999),
+            Duration::from_millis(999) + Duration::from_nanos(999_500)
+        );
         assert_eq!(backoff(3, 0.0), Duration::from_secs(4));
         assert_eq!(backoff(30, 0.0), Duration::from_secs(150));
         assert!(backoff(30, 0.99) <= Duration::from_secs(300));

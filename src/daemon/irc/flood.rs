@@ -138,10 +138,7 @@ impl Outbox {
     /// waiting there, all of them become one summary line.
     pub fn notify(&mut self, target: &str, text: String, short: String) {
         let queue = self.queue(target);
-        let waiting = queue
-            .iter()
-            .filter(|i| !matches!(i, Item::Text(_)))
-            .count();
+        let waiting = queue.iter().filter(|i| !matches!(i, Item::Text(_))).count();
         if waiting < MERGE_AT && !matches!(queue.back(), Some(Item::Merged { .. })) {
             queue.push_back(Item::Note { text, short });
             return;
@@ -300,10 +297,17 @@ mod tests {
         o.say("#a", "a2".into());
         o.say("bob", "b1".into());
         o.control("PONG :x".into());
-        let lines: Vec<_> = (0..4).filter_map(|_| o.next_line(t0, "bot", true)).collect();
+        let lines: Vec<_> = (0..4)
+            .filter_map(|_| o.next_line(t0, "bot", true))
+            .collect();
         assert_eq!(
             lines,
-            vec!["PONG :x", "PRIVMSG #a :a1", "PRIVMSG bob :b1", "PRIVMSG #a :a2"]
+            vec![
+                "PONG :x",
+                "PRIVMSG #a :a1",
+                "PRIVMSG bob :b1",
+                "PRIVMSG #a :a2"
+            ]
         );
     }
 
@@ -315,7 +319,9 @@ mod tests {
             o.notify("#b", format!("build {i} failed"), format!("x #{i} failure"));
         }
         assert_eq!(o.backlog(), MERGE_AT);
-        let lines: Vec<_> = (0..10).filter_map(|_| o.next_line(t0, "bot", true)).collect();
+        let lines: Vec<_> = (0..10)
+            .filter_map(|_| o.next_line(t0, "bot", true))
+            .collect();
         assert_eq!(lines.len(), 3, "{lines:?}");
         assert_eq!(lines[0], "PRIVMSG #b :build 0 failed");
         assert_eq!(lines[1], "PRIVMSG #b :build 1 failed");
@@ -333,7 +339,9 @@ mod tests {
         let mut o = Outbox::new(t0);
         o.say("#a", "y".repeat(1000));
         o.say("#b", "z".into());
-        let lines: Vec<_> = (0..5).filter_map(|_| o.next_line(t0, "bot", true)).collect();
+        let lines: Vec<_> = (0..5)
+            .filter_map(|_| o.next_line(t0, "bot", true))
+            .collect();
         assert_eq!(lines.len(), 4, "{lines:?}");
         assert!(lines[..3].iter().all(|l| l.starts_with("PRIVMSG #a :y")));
         assert!(lines.iter().all(|l| l.len() + 2 <= 512));

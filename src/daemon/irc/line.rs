@@ -151,9 +151,7 @@ pub fn clean(text: &str) -> String {
 /// A word fit to be a parameter of ours (a nick, a channel, a key): no
 /// space, no control character, not starting with `:`.
 pub fn is_param(word: &str) -> bool {
-    !word.is_empty()
-        && !word.starts_with(':')
-        && !word.chars().any(|c| c == ' ' || c.is_control())
+    !word.is_empty() && !word.starts_with(':') && !word.chars().any(|c| c == ' ' || c.is_control())
 }
 
 /// How many bytes of text fit in one `PRIVMSG target :text` sent as
@@ -270,10 +268,9 @@ mod tests {
 
     #[test]
     fn parses_tags_prefix_params_and_trailing() {
-        let m = Message::parse(
-            "@account=alice;time=2020 :alice!a@h PRIVMSG #builds :!force hello now",
-        )
-        .unwrap();
+        let m =
+            Message::parse("@account=alice;time=2020 :alice!a@h PRIVMSG #builds :!force hello now")
+                .unwrap();
         assert_eq!(m.tag("account"), Some("alice"));
         assert_eq!(m.nick(), Some("alice"));
         assert_eq!(m.command, "PRIVMSG");
@@ -297,10 +294,7 @@ mod tests {
 
     #[test]
     fn clean_strips_line_breaks_and_controls() {
-        assert_eq!(
-            clean("a\r\nQUIT :x\x01\x03\x04b\tc\u{85}"),
-            "a  QUIT :xb c"
-        );
+        assert_eq!(clean("a\r\nQUIT :x\x01\x03\x04b\tc\u{85}"), "a  QUIT :xb c");
     }
 
     #[test]

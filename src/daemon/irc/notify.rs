@@ -135,13 +135,15 @@ impl Tracker {
                     BuildResult::Cancelled => kinds.push("cancelled"),
                     BuildResult::Retry | BuildResult::Skipped => {}
                 }
-                if running.is_some() && matches!(result, BuildResult::Success | BuildResult::Failure)
+                if running.is_some()
+                    && matches!(result, BuildResult::Success | BuildResult::Failure)
                 {
                     let previous = self.last.insert(builder.clone(), *result);
                     match (previous, result) {
-                        (Some(BuildResult::Failure | BuildResult::Exception), BuildResult::Success) => {
-                            kinds.push("fixed")
-                        }
+                        (
+                            Some(BuildResult::Failure | BuildResult::Exception),
+                            BuildResult::Success,
+                        ) => kinds.push("fixed"),
                         (Some(BuildResult::Success), BuildResult::Failure) => kinds.push("broken"),
                         _ => {}
                     }

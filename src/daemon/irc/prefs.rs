@@ -36,7 +36,10 @@ impl Prefs {
         let path = state_dir.map(|d| d.join("irc-notify.json"));
         let overrides = match path.as_deref().map(std::fs::read) {
             Some(Ok(bytes)) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
-                tracing::warn!("irc: ignoring {}: {e}", path.as_deref().unwrap_or(Path::new("")).display());
+                tracing::warn!(
+                    "irc: ignoring {}: {e}",
+                    path.as_deref().unwrap_or(Path::new("")).display()
+                );
                 BTreeMap::new()
             }),
             _ => BTreeMap::new(),

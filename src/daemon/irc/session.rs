@@ -269,7 +269,10 @@ impl Session {
         }
         out.push(Out::Send("CAP LS 302".into()));
         out.push(Out::Send(format!("NICK {}", self.nick)));
-        out.push(Out::Send(format!("USER {} 0 * :bbmaster bot", self.id.nick)));
+        out.push(Out::Send(format!(
+            "USER {} 0 * :bbmaster bot",
+            self.id.nick
+        )));
         out
     }
 
@@ -375,7 +378,7 @@ impl Session {
             .chunks(SASL_CHUNK)
             .map(|c| format!("AUTHENTICATE {}", String::from_utf8_lossy(c)))
             .collect();
-        if payload.len() % SASL_CHUNK == 0 {
+        if payload.len().is_multiple_of(SASL_CHUNK) {
             lines.push("AUTHENTICATE +".into());
         }
         lines
@@ -488,7 +491,10 @@ impl Session {
                     self.nick = new;
                     if irc_eq(&self.nick, &self.id.nick) {
                         self.reclaim_at = None;
-                        out.push(Out::Log(Level::Info, format!("took back the nick {}", self.nick)));
+                        out.push(Out::Log(
+                            Level::Info,
+                            format!("took back the nick {}", self.nick),
+                        ));
                     }
                 } else if let Some(old) = msg.nick()
                     && let Some(account) = self.accounts.remove(&irc_lower(old))
@@ -496,19 +502,19 @@ impl Session {
                     self.accounts.insert(irc_lower(&new), account);
                 }
             }
-            "NOTICE" if self.phase == Phase::NickServ => {
-                if msg.nick().is_some_and(|n| irc_eq(n, "NickServ")) {
-                    out.extend(self.on_nickserv(msg.trailing(), now));
-                }
+            "NOTICE"
+                if self.phase == Phase::NickServ
+                    && msg.nick().is_some_and(|n| irc_eq(n, "NickServ")) =>
+            {
+                out.extend(self.on_nickserv(msg.trailing(), now));
             }
             "JOIN" => out.extend(self.on_join(msg)),
-            "PART" => {
-                if msg.nick().is_some_and(|n| irc_eq(n, &self.nick)) {
-                    let key = irc_lower(msg.param(0));
-                    if self.joined.remove(&key) {
-                        out.push(Out::Left(msg.param(0).to_owned()));
-                    }
-                }
+            "PART"
+                if msg.nick().is_some_and(|n| irc_eq(n, &self.nick))
+                    && self.joined.contains(&irc_lower(msg.param(0))) =>
+            {
+                self.joined.remove(&irc_lower(msg.param(0)));
+                out.push(Out::Left(msg.param(0).to_owned()));
             }
             "KICK" if irc_eq(msg.param(1), &self.nick) => {
                 let channel = msg.param(0).to_owned();
@@ -535,9 +541,7 @@ impl Session {
             }
             "ACCOUNT" => {
                 if let Some(nick) = msg.nick() {
-                    let account = Some(msg.param(0))
-                        .filter(|a| *a != "*")
-                        .map(str::to_owned);
+                    let account = Some(msg.param(0)).filter(|a| *a != "*").map(str::to_owned);
                     self.accounts.insert(irc_lower(nick), account);
                 }
             }
@@ -630,14 +634,21 @@ impl Session {
         let next = match self.nick_tries {
             0 => self.id.nick.clone(),
             n if n <= self.id.alt_nicks.len() => self.id.alt_nicks[n - 1].clone(),
-            n => format!("{}{}", truncate(&self.id.nick, 7), n - self.id.alt_nicks.len()),
+            n => format!(
+                "{}{}",
+                truncate(&self.id.nick, 7),
+                n - self.id.alt_nicks.len()
+            ),
         };
         self.nick_tries += 1;
         self.nick = next.clone();
         vec![
             Out::Log(
                 Level::Warn,
-                format!("nick {taken} is not available ({}); trying {next}", msg.command),
+                format!(
+                    "nick {taken} is not available ({}); trying {next}",
+                    msg.command
+                ),
             ),
             Out::Send(format!("NICK {next}")),
         ]
@@ -645,13 +656,25 @@ impl Session {
 
     fn on_nickserv(&mut self, text: &str, now: Instant) -> Vec<Out> {
         let lower = text.to_ascii_lowercase();
-        let failed = ["invalid", "incorrect", "wrong", "denied", "failed", "not registered"]
+        let failed = [
+            "invalid",
+            "incorrect",
+            "wrong",
+            "denied",
+            "failed",
+            "not registered",
+        ]
+        .iter()
+        .any(|w| lower.contains(w));
+        let ok = !failed
+            && [
+                "you are now identified",
+                "password accepted",
+                "you are now logged in",
+                "identified",
+            ]
             .iter()
             .any(|w| lower.contains(w));
-        let ok = !failed
-            && ["you are now identified", "password accepted", "you are now logged in", "identified"]
-                .iter()
-                .any(|w| lower.contains(w));
         if !ok && !failed {
             return Vec::new();
         }
@@ -660,7 +683,10 @@ impl Session {
         } else {
             Out::Log(
                 Level::Error,
-                format!("NickServ refused the password: {}", super::line::clean(text)),
+                format!(
+                    "NickServ refused the password: {}",
+                    super::line::clean(text)
+                ),
             )
         }];
         self.sasl_ok = ok;
@@ -693,9 +719,7 @@ impl Session {
             return Vec::new();
         }
         if self.enabled.contains("extended-join") && msg.params.len() >= 2 {
-            let account = Some(msg.param(1))
-                .filter(|a| *a != "*")
-                .map(str::to_owned);
+            let account = Some(msg.param(1)).filter(|a| *a != "*").map(str::to_owned);
             self.accounts.insert(irc_lower(who), account);
         }
         Vec::new()

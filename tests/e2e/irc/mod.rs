@@ -62,7 +62,9 @@ const LONG: Duration = Duration::from_secs(20);
 
 /// A PRIVMSG from the bot to `target` containing `text`.
 fn from_bot(line: &str, target: &str, text: &str) -> bool {
-    line.starts_with(":bbot!") && line.contains(&format!("PRIVMSG {target} :")) && line.contains(text)
+    line.starts_with(":bbot!")
+        && line.contains(&format!("PRIVMSG {target} :"))
+        && line.contains(text)
 }
 
 /// The bot joins, answers `status`, refuses `force` from someone without
@@ -71,10 +73,14 @@ fn from_bot(line: &str, target: &str, text: &str) -> bool {
 /// adds a channel joins it on the same connection.
 #[test]
 fn irc_bot_joins_answers_refuses_and_announces() {
-    let Some(server) = Ngircd::start() else { return };
+    let Some(server) = Ngircd::start() else {
+        return;
+    };
     let mut alice = Client::connect(server.port, "alice");
     alice.send("JOIN #builds");
-    alice.expect("alice in #builds", LONG, |l| l.starts_with(":alice!") && l.contains("JOIN"));
+    alice.expect("alice in #builds", LONG, |l| {
+        l.starts_with(":alice!") && l.contains("JOIN")
+    });
     let m = Master::start(&config(&plain_irc(server.port, "")));
     alice.expect("the bot joining #builds", LONG, |l| {
         l.starts_with(":bbot!") && l.contains("JOIN")
@@ -84,21 +90,30 @@ fn irc_bot_joins_answers_refuses_and_announces() {
     assert_eq!(status["irc"]["state"], "connected", "{status}");
     assert_eq!(status["irc"]["nick"], "bbot", "{status}");
     assert_eq!(status["irc"]["channels"][0], "#builds", "{status}");
-    assert!(m.bbctl_ok(&["status"]).contains("irc: connected to 127.0.0.1:"));
+    assert!(
+        m.bbctl_ok(&["status"])
+            .contains("irc: connected to 127.0.0.1:")
+    );
 
     alice.send("PRIVMSG #builds :!status");
     alice.expect("an answer to status", LONG, |l| {
         from_bot(l, "#builds", "alice: 2 builders")
     });
     alice.send("PRIVMSG #builds :bbot: list builders");
-    alice.expect("the builders", LONG, |l| from_bot(l, "#builds", "pass (idle)"));
+    alice.expect("the builders", LONG, |l| {
+        from_bot(l, "#builds", "pass (idle)")
+    });
 
     alice.send("PRIVMSG #builds :!force pass please");
     alice.expect("force refused", LONG, |l| {
         from_bot(l, "#builds", "force needs a services account")
     });
     let builds = m.bbctl_json(&["builds"]);
-    assert_eq!(builds.as_array().unwrap().len(), 0, "nothing was built: {builds}");
+    assert_eq!(
+        builds.as_array().unwrap().len(),
+        0,
+        "nothing was built: {builds}"
+    );
 
     m.bbctl(&["force-build", "fail", "--wait"]);
     alice.expect("the failure announced", LONG, |l| {
@@ -117,7 +132,9 @@ fn irc_bot_joins_answers_refuses_and_announces() {
 
     // A new channel: joined on the same connection.
     alice.send("JOIN #more");
-    alice.expect("alice in #more", LONG, |l| l.starts_with(":alice!") && l.contains("#more"));
+    alice.expect("alice in #more", LONG, |l| {
+        l.starts_with(":alice!") && l.contains("#more")
+    });
     m.write_config(&config(&plain_irc(server.port, "").replace(
         r##"channels = [{ name = "#builds", notify = ["failure", "fixed"] }]"##,
         r##"channels = [{ name = "#builds", notify = ["failure", "fixed"] }, { name = "#more" }]"##,
@@ -126,7 +143,11 @@ fn irc_bot_joins_answers_refuses_and_announces() {
     alice.expect("the bot joining #more", LONG, |l| {
         l.starts_with(":bbot!") && l.contains("JOIN") && l.contains("#more")
     });
-    assert_eq!(alice.connections_received(), before, "adding a channel reconnected");
+    assert_eq!(
+        alice.connections_received(),
+        before,
+        "adding a channel reconnected"
+    );
 }
 
 /// `kill -STOP` the server: the bot notices by its PONG deadline, then
@@ -134,18 +155,26 @@ fn irc_bot_joins_answers_refuses_and_announces() {
 /// the same port, it reconnects with backoff and rejoins.
 #[test]
 fn irc_bot_notices_a_stalled_server_and_comes_back() {
-    let Some(mut server) = Ngircd::start() else { return };
+    let Some(mut server) = Ngircd::start() else {
+        return;
+    };
     let irc = plain_irc(server.port, "keepalive = \"1s\"\npong_timeout = \"2s\"");
     let mut watcher = Client::connect(server.port, "watcher");
     watcher.send("JOIN #builds");
-    watcher.expect("the watcher in #builds", LONG, |l| l.starts_with(":watcher!") && l.contains("JOIN"));
+    watcher.expect("the watcher in #builds", LONG, |l| {
+        l.starts_with(":watcher!") && l.contains("JOIN")
+    });
     let m = Master::start(&config(&irc));
-    watcher.expect("the bot joining", LONG, |l| l.starts_with(":bbot!") && l.contains("JOIN"));
+    watcher.expect("the bot joining", LONG, |l| {
+        l.starts_with(":bbot!") && l.contains("JOIN")
+    });
 
     server.signal(Signal::SIGSTOP);
-    wait_until("the bot to notice the missing PONG", Duration::from_secs(15), || {
-        m.stderr().contains("no PONG within 2 s")
-    });
+    wait_until(
+        "the bot to notice the missing PONG",
+        Duration::from_secs(15),
+        || m.stderr().contains("no PONG within 2 s"),
+    );
     let status = m.bbctl_json(&["status"]);
     assert!(
         status["irc"]["last_error"]
@@ -161,9 +190,11 @@ fn irc_bot_notices_a_stalled_server_and_comes_back() {
     server.restart();
     let mut watcher = Client::connect(server.port, "watcher");
     watcher.send("JOIN #builds");
-    watcher.expect("the bot back after a restart", Duration::from_secs(40), |l| {
-        l.starts_with(":bbot!") && l.contains("JOIN")
-    });
+    watcher.expect(
+        "the bot back after a restart",
+        Duration::from_secs(40),
+        |l| l.starts_with(":bbot!") && l.contains("JOIN"),
+    );
     assert!(m.stderr().contains("connecting again in"), "{}", m.stderr());
 }
 
@@ -203,7 +234,9 @@ fn sasl_registration(conn: &mut fake::Conn, password: &str, result: &str) {
     let mut payload = String::new();
     loop {
         let line = conn.next(LONG);
-        let chunk = line.strip_prefix("AUTHENTICATE ").expect("AUTHENTICATE lines");
+        let chunk = line
+            .strip_prefix("AUTHENTICATE ")
+            .expect("AUTHENTICATE lines");
         if chunk == "+" {
             break;
         }
@@ -216,7 +249,10 @@ fn sasl_registration(conn: &mut fake::Conn, password: &str, result: &str) {
     let expected = base64(format!("botacct\0botacct\0{password}").as_bytes());
     assert_eq!(payload, expected);
     let quiet = conn.lines_for(Duration::from_millis(300));
-    assert!(quiet.is_empty(), "nothing before the SASL result: {quiet:?}");
+    assert!(
+        quiet.is_empty(),
+        "nothing before the SASL result: {quiet:?}"
+    );
     conn.send(result);
 }
 
@@ -234,7 +270,11 @@ fn irc_bot_logs_in_with_sasl_and_authorizes_by_account() {
     m.write_config(&config(&sasl_irc(fake.port)));
     m.bbctl_ok(&["reload"]);
     let mut conn = fake.accept(LONG);
-    sasl_registration(&mut conn, &password, ":fake 903 bbot :SASL authentication successful");
+    sasl_registration(
+        &mut conn,
+        &password,
+        ":fake 903 bbot :SASL authentication successful",
+    );
     assert_eq!(conn.next(LONG), "CAP END");
     conn.send(":fake 001 bbot :Welcome");
     assert_eq!(conn.until("JOIN", LONG), "JOIN #builds");
@@ -242,15 +282,17 @@ fn irc_bot_logs_in_with_sasl_and_authorizes_by_account() {
 
     conn.send("@account=alice :mallory!m@h PRIVMSG #builds :!force pass from irc");
     let answer = conn.until("PRIVMSG #builds", LONG);
-    assert!(answer.contains("mallory: request r1 queued for pass"), "{answer}");
-    conn.send("@account=bob :alice!a@h PRIVMSG #builds :!force pass");
-    let answer = conn.until("PRIVMSG #builds", LONG);
     assert!(
-        answer.contains("account bob may not force"),
+        answer.contains("mallory: request r1 queued for pass"),
         "{answer}"
     );
+    conn.send("@account=bob :alice!a@h PRIVMSG #builds :!force pass");
+    let answer = conn.until("PRIVMSG #builds", LONG);
+    assert!(answer.contains("account bob may not force"), "{answer}");
     wait_until("the forced build", LONG, || {
-        m.bbctl_json(&["builds"]).as_array().is_some_and(|b| b.len() == 1)
+        m.bbctl_json(&["builds"])
+            .as_array()
+            .is_some_and(|b| b.len() == 1)
     });
 }
 
@@ -264,7 +306,11 @@ fn irc_bot_fails_loudly_when_sasl_is_refused_and_comes_back_after_a_flood_kill()
     m.write_config(&config(&sasl_irc(fake.port)));
     m.bbctl_ok(&["reload"]);
     let mut conn = fake.accept(LONG);
-    sasl_registration(&mut conn, "wrong", ":fake 904 bbot :SASL authentication failed");
+    sasl_registration(
+        &mut conn,
+        "wrong",
+        ":fake 904 bbot :SASL authentication failed",
+    );
     let rest = conn.lines_for(Duration::from_secs(1));
     assert!(
         !rest.iter().any(|l| l == "CAP END"),
@@ -285,7 +331,9 @@ fn irc_bot_fails_loudly_when_sasl_is_refused_and_comes_back_after_a_flood_kill()
     conn.close();
     let mut conn = fake.accept(LONG);
     assert_eq!(conn.next(LONG), "CAP LS 302");
-    wait_until("the kill in the log", LONG, || m.stderr().contains("Excess Flood"));
+    wait_until("the kill in the log", LONG, || {
+        m.stderr().contains("Excess Flood")
+    });
 }
 
 /// Standard base64, as SASL PLAIN sends it.

@@ -213,7 +213,9 @@ impl Client {
     /// How many connections the server has received in all (LUSERS 250).
     pub fn connections_received(&mut self) -> u64 {
         self.send("LUSERS");
-        let line = self.expect("LUSERS 250", Duration::from_secs(5), |l| l.contains(" 250 "));
+        let line = self.expect("LUSERS 250", Duration::from_secs(5), |l| {
+            l.contains(" 250 ")
+        });
         // ":irc.test 250 nick :Highest connection count: 2 (5 connections received)"
         line.rsplit_once('(')
             .and_then(|(_, r)| r.split_whitespace().next())

@@ -76,13 +76,24 @@ fn plain_registration_without_caps_joins_with_keys() {
     });
     assert_eq!(
         sent(&out),
-        vec!["PASS :pw", "CAP LS 302", "NICK bb", "USER bb 0 * :bbmaster bot"]
+        vec![
+            "PASS :pw",
+            "CAP LS 302",
+            "NICK bb",
+            "USER bb 0 * :bbmaster bot"
+        ]
     );
-    assert_eq!(sent(&t.line(":srv CAP * LS :multi-prefix")), vec!["CAP END"]);
+    assert_eq!(
+        sent(&t.line(":srv CAP * LS :multi-prefix")),
+        vec!["CAP END"]
+    );
     let out = t.line(":srv 001 bb :Welcome");
     assert!(out.contains(&Out::Ready));
     assert_eq!(sent(&out), vec!["JOIN #builds", "JOIN #secret k3y"]);
-    assert_eq!(t.line(":bb!u@h JOIN #builds"), vec![Out::Joined("#builds".into())]);
+    assert_eq!(
+        t.line(":bb!u@h JOIN #builds"),
+        vec![Out::Joined("#builds".into())]
+    );
     assert!(t.s.is_ready());
 }
 
@@ -102,7 +113,10 @@ fn sasl_plain_waits_for_903_before_cap_end() {
         ..id()
     });
     let out = t.line(":srv CAP * LS * :multi-prefix sasl=PLAIN,EXTERNAL");
-    assert!(sent(&out).is_empty(), "multi-line LS: wait for the last line");
+    assert!(
+        sent(&out).is_empty(),
+        "multi-line LS: wait for the last line"
+    );
     let out = t.line(":srv CAP * LS :account-tag extended-join account-notify");
     assert_eq!(
         sent(&out),
@@ -111,12 +125,18 @@ fn sasl_plain_waits_for_903_before_cap_end() {
     let out = t.line(":srv CAP * ACK :sasl account-tag extended-join account-notify");
     assert_eq!(sent(&out), vec!["AUTHENTICATE PLAIN"]);
     let out = t.line("AUTHENTICATE +");
-    assert_eq!(sent(&out), vec![format!("AUTHENTICATE {}", base64(b"bot\0bot\0secret"))]);
+    assert_eq!(
+        sent(&out),
+        vec![format!("AUTHENTICATE {}", base64(b"bot\0bot\0secret"))]
+    );
     // 900 alone does not end the negotiation; 903 does.
     let out = t.line(":srv 900 * bb!u@h bot :You are now logged in as bot");
     assert!(sent(&out).is_empty());
     assert_eq!(t.s.logged_in(), Some("bot"));
-    assert_eq!(sent(&t.line(":srv 903 * :SASL successful")), vec!["CAP END"]);
+    assert_eq!(
+        sent(&t.line(":srv 903 * :SASL successful")),
+        vec!["CAP END"]
+    );
     let out = t.line(":srv 001 bb :Welcome");
     assert_eq!(sent(&out), vec!["JOIN #builds", "JOIN #secret k3y"]);
 }
@@ -155,9 +175,10 @@ fn sasl_failure_when_required_fails_loudly_and_never_sends_cap_end() {
     assert!(!sent(&out).contains(&"CAP END".to_string()));
     let reason = closed(&out).unwrap();
     assert!(reason.contains("904"), "{reason}");
-    assert!(out
-        .iter()
-        .any(|o| matches!(o, Out::Log(Level::Error, m) if m.contains("SASL login failed"))));
+    assert!(
+        out.iter()
+            .any(|o| matches!(o, Out::Log(Level::Error, m) if m.contains("SASL login failed")))
+    );
 }
 
 #[test]
@@ -173,7 +194,10 @@ fn sasl_failure_falls_back_to_nickserv_when_not_required() {
     assert_eq!(sent(&t.line(":srv 904 bb :failed")), vec!["CAP END"]);
     let out = t.line(":srv 001 bb :Welcome");
     assert_eq!(sent(&out), vec!["PRIVMSG NickServ :IDENTIFY bot nspw"]);
-    assert!(!out.contains(&Out::Ready), "no JOIN before NickServ confirms");
+    assert!(
+        !out.contains(&Out::Ready),
+        "no JOIN before NickServ confirms"
+    );
     let out = t.line(":NickServ!s@services NOTICE bb :You are now identified for bot.");
     assert!(out.contains(&Out::Ready));
     assert_eq!(sent(&out), vec!["JOIN #builds", "JOIN #secret k3y"]);
@@ -322,7 +346,10 @@ fn channel_changes_join_and_part_only_the_difference() {
             key: None,
         },
     ]);
-    assert_eq!(sent(&out), vec!["PART #secret :no longer configured", "JOIN #new"]);
+    assert_eq!(
+        sent(&out),
+        vec!["PART #secret :no longer configured", "JOIN #new"]
+    );
 }
 
 #[test]
@@ -333,7 +360,10 @@ fn commands_are_recognised_in_channel_and_private() {
         _ => None,
     };
     let c = cmd(t.line(":al!u@h PRIVMSG #builds :!status hello")).unwrap();
-    assert_eq!((c.text.as_str(), c.reply_to.as_str()), ("status hello", "#builds"));
+    assert_eq!(
+        (c.text.as_str(), c.reply_to.as_str()),
+        ("status hello", "#builds")
+    );
     let c = cmd(t.line(":al!u@h PRIVMSG #builds :BB: last")).unwrap();
     assert_eq!(c.text, "last");
     let c = cmd(t.line(":al!u@h PRIVMSG #builds :bb, help")).unwrap();
@@ -370,9 +400,10 @@ fn without_account_tag_force_waits_for_a_whois() {
     t.line(":srv 330 bb alice alice_acct :is logged in as");
     let out = t.line(":srv 318 bb alice :End of WHOIS");
     assert_eq!(out.len(), 2);
-    assert!(out.iter().all(
-        |o| matches!(o, Out::Command(c) if c.account.as_deref() == Some("alice_acct"))
-    ));
+    assert!(
+        out.iter()
+            .all(|o| matches!(o, Out::Command(c) if c.account.as_deref() == Some("alice_acct")))
+    );
     // Next time, a WHOIS again: no cache that could go stale.
     t.line(":alice!u@h PRIVMSG #builds :!force hello");
     let out = t.line(":srv 318 bb alice :End of WHOIS");
@@ -387,7 +418,9 @@ fn extended_join_and_account_notify_give_the_account() {
     t.line(":srv 001 bb :Welcome");
     t.line(":alice!u@h JOIN #builds alice_acct :Alice");
     let out = t.line(":alice!u@h PRIVMSG #builds :!force x");
-    assert!(matches!(out.as_slice(), [Out::Command(c)] if c.account.as_deref() == Some("alice_acct")));
+    assert!(
+        matches!(out.as_slice(), [Out::Command(c)] if c.account.as_deref() == Some("alice_acct"))
+    );
     t.line(":alice!u@h ACCOUNT *");
     let out = t.line(":alice!u@h PRIVMSG #builds :!force x");
     assert!(matches!(out.as_slice(), [Out::Command(c)] if c.account.is_none()));
@@ -397,5 +430,9 @@ fn extended_join_and_account_notify_give_the_account() {
 fn registration_that_never_completes_times_out() {
     let (mut t, _) = T::new(id());
     let out = t.wait(Duration::from_secs(60));
-    assert!(closed(&out).unwrap().contains("registration did not complete"));
+    assert!(
+        closed(&out)
+            .unwrap()
+            .contains("registration did not complete")
+    );
 }
