@@ -192,10 +192,18 @@ impl Outbox {
     }
 
     /// The next line to write now, if the bucket allows one; `nick` is
-    /// ours, for the length budget; messages only when `messages`.
+    /// ours, for the length budget; messages only when `messages` (the
+    /// session is registered). Before registration, protocol lines are
+    /// not held back (there are a handful, and a SASL exchange paced at
+    /// one line per 2 s would run into its own timeout); they still use
+    /// up the burst.
     pub fn next_line(&mut self, now: Instant, nick: &str, messages: bool) -> Option<String> {
         if !self.has_work(messages) {
             return None;
+        }
+        if !messages && !self.control.is_empty() {
+            let _ = self.bucket.take(now);
+            return self.control.pop_front();
         }
         if !self.bucket.take(now) {
             return None;
@@ -239,6 +247,9 @@ impl Outbox {
     pub fn ready_at(&mut self, now: Instant, messages: bool) -> Option<Instant> {
         if !self.has_work(messages) {
             return None;
+        }
+        if !messages && !self.control.is_empty() {
+            return Some(now);
         }
         Some(self.bucket.ready_at(now))
     }
@@ -287,6 +298,22 @@ mod tests {
         assert!(sent[4].0 == Duration::ZERO);
         assert!(sent[5].0 >= INTERVAL, "{:?}", sent[5]);
         assert!(sent[19].0 >= INTERVAL * 15);
+    }
+
+    #[test]
+    fn registration_lines_are_not_held_back_but_messages_wait_for_it() {
+        let t0 = Instant::now();
+        let mut o = Outbox::new(t0);
+        o.say("#a", "early".into());
+        for i in 0..12 {
+            o.control(format!("AUTHENTICATE {i}"));
+        }
+        let lines: Vec<_> = (0..20).filter_map(|_| o.next_line(t0, "bot", false)).collect();
+        assert_eq!(lines.len(), 12, "{lines:?}");
+        assert_eq!(o.ready_at(t0, false), None, "the message waits for registration");
+        // Registered: the burst is spent, so the message is paced.
+        assert_eq!(o.next_line(t0, "bot", true), None);
+        assert_eq!(o.ready_at(t0, true), Some(t0 + INTERVAL));
     }
 
     #[test]
