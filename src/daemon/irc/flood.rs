@@ -308,9 +308,15 @@ mod tests {
         for i in 0..12 {
             o.control(format!("AUTHENTICATE {i}"));
         }
-        let lines: Vec<_> = (0..20).filter_map(|_| o.next_line(t0, "bot", false)).collect();
+        let lines: Vec<_> = (0..20)
+            .filter_map(|_| o.next_line(t0, "bot", false))
+            .collect();
         assert_eq!(lines.len(), 12, "{lines:?}");
-        assert_eq!(o.ready_at(t0, false), None, "the message waits for registration");
+        assert_eq!(
+            o.ready_at(t0, false),
+            None,
+            "the message waits for registration"
+        );
         // Registered: the burst is spent, so the message is paced.
         assert_eq!(o.next_line(t0, "bot", true), None);
         assert_eq!(o.ready_at(t0, true), Some(t0 + INTERVAL));
