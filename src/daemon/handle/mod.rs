@@ -147,7 +147,10 @@ impl MasterHandle {
     }
 
     /// The same handle, also showing the IRC bot in `status`.
-    pub fn with_irc(mut self, irc: crate::daemon::irc::SharedStatus) -> Self {
+    pub fn with_irc(
+        mut self,
+        irc: Arc<std::sync::RwLock<Option<crate::protocol::IrcStatus>>>,
+    ) -> Self {
         self.irc = Some(irc);
         self
     }

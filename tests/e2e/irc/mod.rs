@@ -188,13 +188,30 @@ fn irc_bot_notices_a_stalled_server_and_comes_back() {
     });
 
     server.restart();
+    // The bot may be back in #builds before or after the watcher: ask
+    // the server who is there (NAMES) until the bot is.
     let mut watcher = Client::connect(server.port, "watcher");
     watcher.send("JOIN #builds");
-    watcher.expect(
-        "the bot back after a restart",
-        Duration::from_secs(40),
-        |l| l.starts_with(":bbot!") && l.contains("JOIN"),
-    );
+    watcher.expect("the watcher in #builds again", LONG, |l| {
+        l.starts_with(":watcher!") && l.contains("JOIN")
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(40);
+    loop {
+        watcher.send("NAMES #builds");
+        let names = watcher.expect("NAMES", LONG, |l| l.contains(" 353 "));
+        if names.split(':').next_back().is_some_and(|n| {
+            n.split_whitespace()
+                .any(|nick| nick.trim_start_matches(['@', '+']) == "bbot")
+        }) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the bot did not come back to #builds within 40 s after a restart:\n{}",
+            m.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
     assert!(m.stderr().contains("connecting again in"), "{}", m.stderr());
 }
 
@@ -353,4 +370,46 @@ fn base64(data: &[u8]) -> String {
         }
     }
     out
+}
+
+/// NickServ against the scripted server: the nick is taken (433), so the
+/// bot takes its alternate; after the welcome it sends IDENTIFY and joins
+/// only once NickServ confirms.
+#[test]
+fn irc_bot_identifies_to_nickserv_before_joining_and_takes_an_alternate_nick() {
+    let fake = Fake::start();
+    let m = Master::start(&config(""));
+    secret_file(m.path(), "ns.pw", "nspass");
+    m.write_config(&config(&format!(
+        r##"[irc]
+server = "127.0.0.1"
+port = {}
+tls = false
+nick = "bbot"
+alt_nicks = ["bbot_"]
+nickserv_password_file = "ns.pw"
+channels = [{{ name = "#builds" }}]
+"##,
+        fake.port
+    )));
+    m.bbctl_ok(&["reload"]);
+    let mut conn = fake.accept(LONG);
+    assert_eq!(conn.next(LONG), "CAP LS 302");
+    assert_eq!(conn.next(LONG), "NICK bbot");
+    conn.until("USER ", LONG);
+    conn.send(":fake 433 * bbot :Nickname is already in use");
+    assert_eq!(conn.next(LONG), "NICK bbot_");
+    conn.send(":fake CAP * LS :multi-prefix");
+    assert_eq!(conn.next(LONG), "CAP END");
+    conn.send(":fake 001 bbot_ :Welcome");
+    assert_eq!(conn.next(LONG), "PRIVMSG NickServ :IDENTIFY bbot nspass");
+    let early = conn.lines_for(Duration::from_millis(500));
+    assert!(
+        !early.iter().any(|l| l.starts_with("JOIN")),
+        "no JOIN before NickServ confirms: {early:?}"
+    );
+    conn.send(":NickServ!NickServ@services NOTICE bbot_ :You are now identified for bbot.");
+    assert_eq!(conn.until("JOIN", LONG), "JOIN #builds");
+    let status = m.bbctl_json(&["status"]);
+    assert_eq!(status["irc"]["nick"], "bbot_", "{status}");
 }
