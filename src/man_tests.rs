@@ -121,6 +121,10 @@ fn config_keys_match_the_raw_structs() {
         "RawHttp" => Some(&["http"][..]),
         "RawHttpToken" => Some(&["http.token"][..]),
         "RawHttpHook" => Some(&["http.hook"][..]),
+        "RawIrc" => Some(&["irc"][..]),
+        "RawIrcSasl" => Some(&["irc.sasl"][..]),
+        "RawIrcChannel" => Some(&["irc.channels"][..]),
+        "RawIrcAuthz" => Some(&["irc.authz"][..]),
         _ => None,
     };
     let mut found = BTreeSet::new();

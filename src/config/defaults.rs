@@ -93,6 +93,22 @@ pub const DEFAULTS: &[(&str, &str)] = &[
     ("scheduler.catch_up", "\"one\""),
     ("builder.step.trigger.wait", "false"),
     ("builder.step.trigger.properties", "none"),
+    ("irc.port", "6697 with TLS, 6667 without"),
+    ("irc.tls", "true"),
+    ("irc.tls_ca", "the system's CAs"),
+    ("irc.tls_fingerprint", "none"),
+    ("irc.nick", "\"bbmaster\""),
+    ("irc.alt_nicks", "[]"),
+    ("irc.sasl.mechanism", "\"PLAIN\""),
+    ("irc.sasl.required", "true"),
+    (
+        "irc.channels.notify",
+        "[\"failure\", \"exception\", \"fixed\"]",
+    ),
+    ("irc.authz.force", "[]"),
+    ("irc.authz.stop", "[]"),
+    ("irc.keepalive", "\"60s\""),
+    ("irc.pong_timeout", "\"30s\""),
 ];
 
 /// The default of `key` as [`DEFAULTS`] writes it.
@@ -105,6 +121,11 @@ pub fn text(key: &str) -> &'static str {
         .find(|(k, _)| *k == key)
         .map(|(_, v)| *v)
         .unwrap_or_else(|| panic!("no default for `{key}` in config::defaults::DEFAULTS"))
+}
+
+/// A string default without its quotes (`irc.nick`).
+pub fn unquoted_text(key: &str) -> &'static str {
+    unquoted(key)
 }
 
 /// A string default without its quotes.
@@ -213,7 +234,17 @@ at = "@daily"
     /// What a parsed config holds for every key left out equals the table.
     #[test]
     fn a_bare_config_gets_the_documented_defaults() {
-        let c = parse_str(BARE, "bare.toml", Path::new("/base")).expect("valid");
+        let bare_irc = format!(
+            "{BARE}\n[irc]\nserver = \"irc.example.org\"\nchannels = [{{ name = \"#b\" }}]\n"
+        );
+        let c = parse_str(&bare_irc, "bare.toml", Path::new("/base")).expect("valid");
+        let irc = c.irc.as_ref().expect("[irc]");
+        let plain = parse_str(
+            "[irc]\nserver = \"h\"\ntls = false\n",
+            "p.toml",
+            Path::new("/base"),
+        )
+        .expect("valid");
         let m = &c.master;
         let w = &c.workers[0];
         let b = &c.builders[0];
@@ -349,6 +380,23 @@ at = "@daily"
                         _ => format!("{:?}", format!("{:?}", t.catch_up).to_lowercase()),
                     }
                 }
+                "irc.port" => {
+                    let plain = plain.irc.as_ref().expect("[irc]").port;
+                    format!("{} with TLS, {plain} without", irc.port)
+                }
+                "irc.tls" => irc.tls.to_string(),
+                "irc.tls_ca" => none_or(irc.tls_ca.is_none(), want),
+                "irc.tls_fingerprint" => none_or(irc.tls_fingerprint.is_none(), "none"),
+                "irc.nick" => format!("{:?}", irc.nick),
+                "irc.alt_nicks" => format!("{:?}", irc.alt_nicks),
+                // No sasl table: nothing to check but that PLAIN is the only one.
+                "irc.sasl.mechanism" => none_or(irc.sasl.is_none(), want),
+                "irc.sasl.required" => none_or(irc.sasl.is_none(), want),
+                "irc.channels.notify" => format!("{:?}", irc.channels[0].notify),
+                "irc.authz.force" => format!("{:?}", irc.authz.force),
+                "irc.authz.stop" => format!("{:?}", irc.authz.stop),
+                "irc.keepalive" => secs(irc.keepalive),
+                "irc.pong_timeout" => secs(irc.pong_timeout),
                 other => panic!("no check of the default of `{other}`: add one here"),
             };
             assert_eq!(&got, want, "the default of `{key}`");

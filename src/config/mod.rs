@@ -123,6 +123,7 @@ pub fn parse_str(text: &str, origin: &str, base_dir: &Path) -> Result<Config, Co
         hash: fnv1a_hex(text),
         warnings: checked.warnings,
         locks: checked.locks,
+        irc: checked.irc,
     })
 }
 

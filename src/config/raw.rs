@@ -29,6 +29,8 @@ pub struct RawConfig {
     /// `[[scheduler]]` entries in file order.
     #[serde(default)]
     pub scheduler: Vec<RawScheduler>,
+    /// `[irc]`: the IRC bot; absent means no bot.
+    pub irc: Option<Spanned<RawIrc>>,
     /// `[[poller]]` entries in file order.
     #[serde(default)]
     pub poller: Vec<RawPoller>,
@@ -447,4 +449,76 @@ impl<'a> RawAction<'a> {
             Self::Trigger(v) => v.span(),
         }
     }
+}
+
+/// `[irc]`: the IRC bot (docs/irc.md).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIrc {
+    /// `server = "irc.libera.chat"`: required.
+    pub server: Option<Spanned<String>>,
+    /// `port = 6697`: default 6697 with TLS, 6667 without.
+    pub port: Option<Spanned<i64>>,
+    /// `tls = true` (the default): the server's certificate is verified.
+    pub tls: Option<Spanned<bool>>,
+    /// `tls_ca = "ca.pem"`: trust these CAs instead of the system's.
+    pub tls_ca: Option<Spanned<String>>,
+    /// `tls_fingerprint = "sha256:..."`: trust exactly this certificate.
+    pub tls_fingerprint: Option<Spanned<String>>,
+    /// `nick = "bbmaster"`.
+    pub nick: Option<Spanned<String>>,
+    /// `alt_nicks = ["bbmaster_"]`: tried when the nick is taken.
+    pub alt_nicks: Option<Spanned<Vec<Spanned<String>>>>,
+    /// `password = "..."`: the server password (PASS).
+    pub password: Option<Spanned<String>>,
+    /// `password_file = "..."`: the same, from a file.
+    pub password_file: Option<Spanned<String>>,
+    /// `sasl = { mechanism = "PLAIN", account = "...", password_file = "..." }`.
+    pub sasl: Option<Spanned<RawIrcSasl>>,
+    /// `nickserv_password_file = "..."`: IDENTIFY to NickServ with it.
+    pub nickserv_password_file: Option<Spanned<String>>,
+    /// `channels = [{ name = "#builds", key = "...", notify = [...] }]`.
+    pub channels: Option<Vec<RawIrcChannel>>,
+    /// `authz = { force = ["alice"], stop = ["alice"] }`: by services account.
+    pub authz: Option<Spanned<RawIrcAuthz>>,
+    /// `keepalive = "60s"`: silence after which the bot PINGs the server.
+    pub keepalive: Option<Spanned<String>>,
+    /// `pong_timeout = "30s"`: how long that PING may wait for its PONG.
+    pub pong_timeout: Option<Spanned<String>>,
+}
+
+/// `sasl = { ... }` of `[irc]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIrcSasl {
+    /// `mechanism = "PLAIN"`: the only one supported.
+    pub mechanism: Option<Spanned<String>>,
+    /// `account = "..."`: the services account.
+    pub account: Option<Spanned<String>>,
+    /// `password_file = "..."`: its password.
+    pub password_file: Option<Spanned<String>>,
+    /// `required = true` (default): no connection without SASL.
+    pub required: Option<Spanned<bool>>,
+}
+
+/// One entry of `channels` in `[irc]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIrcChannel {
+    /// `name = "#builds"`.
+    pub name: Spanned<String>,
+    /// `key = "..."`: the channel key (+k).
+    pub key: Option<Spanned<String>>,
+    /// `notify = ["failure", "fixed"]`: the events announced there.
+    pub notify: Option<Spanned<Vec<Spanned<String>>>>,
+}
+
+/// `authz = { ... }` of `[irc]`: services accounts allowed each command.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIrcAuthz {
+    /// `force = ["alice"]`.
+    pub force: Option<Spanned<Vec<Spanned<String>>>>,
+    /// `stop = ["alice", "bob"]`.
+    pub stop: Option<Spanned<Vec<Spanned<String>>>>,
 }

@@ -244,12 +244,46 @@ const HTTP: &[Field] = &[
     f("hook", Kind::Tables(HTTP_HOOK)),
 ];
 
+/// `sasl = { ... }` of `[irc]`.
+const IRC_SASL: &[Field] = &[
+    f("mechanism", TEXT),
+    f("account", TEXT),
+    f("password_file", TEXT),
+    f("required", Kind::Bool),
+];
+
+/// `channels = [{ ... }]` of `[irc]`.
+const IRC_CHANNEL: &[Field] = &[f("name", TEXT), f("key", TEXT), f("notify", Kind::StrList)];
+
+/// `authz = { ... }` of `[irc]`.
+const IRC_AUTHZ: &[Field] = &[f("force", Kind::StrList), f("stop", Kind::StrList)];
+
+/// `[irc]`.
+const IRC: &[Field] = &[
+    f("server", TEXT),
+    f("port", Kind::Int),
+    f("tls", Kind::Bool),
+    f("tls_ca", TEXT),
+    f("tls_fingerprint", TEXT),
+    f("nick", TEXT),
+    f("alt_nicks", Kind::StrList),
+    f("password", TEXT),
+    f("password_file", TEXT),
+    f("sasl", Kind::Table(IRC_SASL)),
+    f("nickserv_password_file", TEXT),
+    f("channels", Kind::Tables(IRC_CHANNEL)),
+    f("authz", Kind::Table(IRC_AUTHZ)),
+    f("keepalive", DURATION),
+    f("pong_timeout", DURATION),
+];
+
 /// The whole file.
 pub(super) const ROOT: &[Field] = &[
     f("master", Kind::Table(MASTER)),
     f("worker", Kind::Tables(WORKER)),
     f("builder", Kind::Tables(BUILDER)),
     f("scheduler", Kind::Tables(SCHEDULER)),
+    f("irc", Kind::Table(IRC)),
     f("poller", Kind::Tables(POLLER)),
     f("lock", Kind::Tables(LOCK)),
     f("http", Kind::Table(HTTP)),

@@ -12,6 +12,7 @@ mod schedulers;
 mod files;
 mod force;
 mod http;
+mod irc;
 mod pollers;
 mod steps;
 mod timers;
@@ -27,7 +28,9 @@ use std::path::{Path, PathBuf};
 use toml::Spanned;
 
 use super::error::Problem;
-use super::model::{BuilderDef, LockDef, MasterSettings, PollerDef, SchedulerDef, WorkerDef};
+use super::model::{
+    BuilderDef, IrcSettings, LockDef, MasterSettings, PollerDef, SchedulerDef, WorkerDef,
+};
 use super::position::line_col;
 use super::raw::{RawConfig, RawEnv, RawMaster};
 
@@ -55,6 +58,8 @@ pub struct Checked {
     pub warnings: Vec<String>,
     /// Locks in file order.
     pub locks: Vec<LockDef>,
+    /// `[irc]`, if present.
+    pub irc: Option<IrcSettings>,
 }
 
 /// Checks `raw` in full; on failure returns every problem, `earlier` ones
@@ -94,6 +99,7 @@ pub fn check(
     master.retention = c.retention(&raw.master, &raw.builder);
     let pollers = c.pollers(&raw.poller);
     master.http = raw.http.as_ref().and_then(|h| c.http(h));
+    let irc = raw.irc.as_ref().and_then(|irc| c.irc(irc));
     if c.problems.is_empty() {
         Ok(Checked {
             master,
@@ -103,6 +109,7 @@ pub fn check(
             pollers,
             warnings: c.warnings,
             locks: c.locks,
+            irc,
         })
     } else {
         c.problems.sort_by_key(|p| p.position);

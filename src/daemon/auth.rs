@@ -7,6 +7,8 @@
 //! are the control socket's policy (docs/security.md): the master's own
 //! user, `allowed_uids` and `allowed_gid` may connect; a build step (a
 //! process under a worker of this master) never may, whatever its uid.
+//! An IRC services account may read, and `force` or `stop` only when
+//! `[irc] authz` lists it (docs/irc.md).
 
 use crate::config::MasterSettings;
 use crate::daemon::lineage::WorkerAncestor;
@@ -33,10 +35,11 @@ pub enum Principal {
         /// The worker's name.
         name: String,
     },
-    /// An IRC account (no adapter yet: refused).
+    /// An IRC user, by the services account the server vouched for
+    /// (`None`: not logged in); never by nick.
     IrcAccount {
-        /// The account name.
-        account: String,
+        /// The account name, if logged in.
+        account: Option<String>,
     },
     /// The holder of an HTTP token (`[[http.token]]`): reads, and the
     /// writes its `may` lists.
@@ -78,6 +81,8 @@ pub struct Policy {
     pub allowed_gid: Option<u32>,
     /// HTTP tokens by name, with what each may do (`[[http.token]] may`).
     pub http_tokens: std::collections::BTreeMap<String, Vec<String>>,
+    /// Services accounts allowed `force` and `stop` on IRC (`[irc] authz`).
+    pub irc: crate::config::IrcAuthz,
 }
 
 impl Policy {
@@ -94,6 +99,7 @@ impl Policy {
                 .flat_map(|h| &h.tokens)
                 .map(|t| (t.name.clone(), t.may.clone()))
                 .collect(),
+            irc: Default::default(),
         }
     }
 
@@ -181,10 +187,59 @@ pub fn authorize(policy: &Policy, who: &Principal, what: Ask<'_>) -> Result<(), 
                 )),
             }
         }
-        // Rule 6: no adapter grants these yet.
-        Principal::IrcAccount { .. } => {
-            deny("permission denied: no rule admits this kind of caller yet".into())
+        // Rule 6: IRC users read; `force` and `stop` need a services
+        // account listed in `[irc] authz` (a nick proves nothing).
+        Principal::IrcAccount { account } => irc_rule(&policy.irc, account.as_deref(), what),
+    }
+}
+
+/// Rule 6 of [`authorize`]: what an IRC user may ask.
+fn irc_rule(
+    authz: &crate::config::IrcAuthz,
+    account: Option<&str>,
+    what: Ask<'_>,
+) -> Result<(), Refusal> {
+    let (command, allowed) = match what {
+        Ask::Connect => return Ok(()),
+        Ask::AddChanges => {
+            return Err(Refusal::new(
+                RefusalKind::Other,
+                "permission denied: changes are not sent from IRC",
+            ));
         }
+        Ask::Request(
+            Request::Status(_)
+            | Request::Queue { .. }
+            | Request::Workers
+            | Request::Builds { .. }
+            | Request::Build { .. }
+            | Request::RequestInfo { .. }
+            | Request::Events,
+        ) => return Ok(()),
+        Ask::Request(Request::ForceBuild { .. }) => ("force", &authz.force),
+        Ask::Request(Request::Stop { .. }) => ("stop", &authz.stop),
+        Ask::Request(_) => {
+            return Err(Refusal::new(
+                RefusalKind::Other,
+                "permission denied: this is not asked from IRC",
+            ));
+        }
+    };
+    match account {
+        Some(account) if allowed.iter().any(|a| a.eq_ignore_ascii_case(account)) => Ok(()),
+        Some(account) => Err(Refusal::new(
+            RefusalKind::Other,
+            format!(
+                "permission denied: account {} may not {command} (see [irc] authz)",
+                crate::daemon::irc::line::clean(account)
+            ),
+        )),
+        None => Err(Refusal::new(
+            RefusalKind::Other,
+            format!(
+                "permission denied: {command} needs a services account; log in to services first"
+            ),
+        )),
     }
 }
 
@@ -226,6 +281,7 @@ mod tests {
             allowed_uids: vec![1001],
             allowed_gid: Some(50),
             http_tokens: [("ci".to_string(), vec!["force".to_string()])].into(),
+            irc: Default::default(),
         }
     }
 
@@ -289,6 +345,7 @@ mod tests {
             allowed_uids: vec![],
             allowed_gid: None,
             http_tokens: Default::default(),
+            irc: Default::default(),
         };
         assert!(authorize(&owner_only, &user(Some(1001), Some(50)), Ask::Connect).is_err());
     }
@@ -319,9 +376,14 @@ mod tests {
         for who in [
             Principal::Worker { name: "w1".into() },
             Principal::IrcAccount {
-                account: "nick".into(),
+                account: Some("nick".into()),
             },
         ] {
+            if matches!(who, Principal::IrcAccount { .. }) {
+                // IRC reads (rule 6) but never sends changes.
+                assert!(authorize(&p, &who, Ask::AddChanges).is_err(), "{who:?}");
+                continue;
+            }
             assert!(authorize(&p, &who, Ask::Request(&ask)).is_err(), "{who:?}");
             assert!(authorize(&p, &who, Ask::AddChanges).is_err(), "{who:?}");
         }
@@ -380,5 +442,43 @@ mod tests {
         let e = authorize(&p, &gone, Ask::Request(&force)).unwrap_err();
         assert!(e.reason.contains("not configured"), "{}", e.reason);
         assert!(authorize(&p, &ci, Ask::AddChanges).is_err());
+    }
+
+    #[test]
+    fn irc_accounts_read_and_force_or_stop_only_when_listed() {
+        let mut p = policy();
+        p.irc.force = vec!["alice".into()];
+        p.irc.stop = vec!["alice".into(), "bob".into()];
+        let irc = |a: Option<&str>| Principal::IrcAccount {
+            account: a.map(str::to_owned),
+        };
+        let force = Request::ForceBuild {
+            builder: "b".into(),
+            reason: None,
+            properties: Default::default(),
+            priority: 0,
+            source: None,
+        };
+        let stop = Request::Stop { build: 1 };
+        let read = Request::Workers;
+        assert!(authorize(&p, &irc(None), Ask::Request(&read)).is_ok());
+        assert!(authorize(&p, &irc(Some("Alice")), Ask::Request(&force)).is_ok());
+        let e = authorize(&p, &irc(Some("bob")), Ask::Request(&force)).unwrap_err();
+        assert_eq!(
+            e.reason,
+            "permission denied: account bob may not force (see [irc] authz)"
+        );
+        assert!(authorize(&p, &irc(Some("bob")), Ask::Request(&stop)).is_ok());
+        let e = authorize(&p, &irc(None), Ask::Request(&stop)).unwrap_err();
+        assert!(
+            e.reason.contains("needs a services account"),
+            "{}",
+            e.reason
+        );
+        let reload = Request::Reload {
+            dry_run: false,
+            config: None,
+        };
+        assert!(authorize(&p, &irc(Some("alice")), Ask::Request(&reload)).is_err());
     }
 }

@@ -18,6 +18,7 @@ pub mod follow;
 pub mod handle;
 pub mod handlers;
 pub mod history;
+pub mod irc;
 pub mod limits;
 pub mod lineage;
 pub mod listener;
@@ -243,6 +244,7 @@ pub async fn run(opts: MasterOptions) -> Result<(), DaemonError> {
     let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
     let tls_status = listeners::set::SharedStatus::default();
     let poller_status = pollers::status::SharedStatus::default();
+    let irc_status = irc::SharedStatus::default();
     let front = handle::MasterHandle::new(tx.clone(), notices.clone(), events.clone())
         .with_retention(retention.clone())
         .with_history(history::History::new(reader, logs_dir.clone()))
@@ -252,7 +254,8 @@ pub async fn run(opts: MasterOptions) -> Result<(), DaemonError> {
         ))
         .with_shutdown(stopping)
         .with_listeners(Arc::clone(&tls_status))
-        .with_pollers(poller_status.map());
+        .with_pollers(poller_status.map())
+        .with_irc(Arc::clone(&irc_status));
     // Every connection task holds a clone of `open`: when all are gone,
     // `closed` yields None (mini-redis' shutdown-complete pattern), so the
     // master can let the last answers (say, to `bbctl shutdown`) be written.
@@ -402,6 +405,13 @@ pub async fn run(opts: MasterOptions) -> Result<(), DaemonError> {
         }
     });
     drop(open);
+    // The IRC bot, whenever the config has `[irc]` (docs/irc.md).
+    let irc_task = tokio::spawn(irc::supervise(
+        front.clone(),
+        master.config_watch(),
+        layout.state_dir.clone(),
+        irc_status,
+    ));
     let signal_task = tokio::spawn(signals.forward(front));
     drop(tx);
 
@@ -430,6 +440,14 @@ pub async fn run(opts: MasterOptions) -> Result<(), DaemonError> {
         .is_err()
     {
         warn!("connections still open 1 s after the master loop ended; leaving them");
+    }
+    // The IRC bot says QUIT when told of the shutdown; a server that does
+    // not take it in a moment is left.
+    if tokio::time::timeout(std::time::Duration::from_secs(2), irc_task)
+        .await
+        .is_err()
+    {
+        warn!("the IRC bot did not quit within 2 s; leaving it");
     }
     match outcome {
         Ok(()) => {

@@ -71,6 +71,9 @@ pub struct StatusReply {
     /// Requests and builds waiting for a lock, longest wait first.
     #[serde(default)]
     pub lock_waits: Vec<LockWaiterView>,
+    /// The IRC bot; `None` without `[irc]`.
+    #[serde(default)]
+    pub irc: Option<IrcStatus>,
 }
 
 /// One git poller in `status`: how its last poll went.
@@ -92,6 +95,26 @@ pub struct PollerView {
     pub refs: u64,
     /// Changes it stored since the master started.
     pub changes: u64,
+}
+
+/// The IRC bot, in `status` (docs/irc.md).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IrcStatus {
+    /// `connecting`, `registering`, `connected`, or `waiting` (to
+    /// connect again after a failure).
+    pub state: String,
+    /// `host:port` of the server.
+    pub server: String,
+    /// The nick in use; `None` while not registered.
+    pub nick: Option<String>,
+    /// The channels the bot is in.
+    pub channels: Vec<String>,
+    /// The round trip of the bot's last PING, in ms; `None` before one.
+    pub lag_ms: Option<u64>,
+    /// Why the last connection ended or failed; `None` before any did.
+    pub last_error: Option<String>,
+    /// When `state` last changed, ms since the Unix epoch.
+    pub since_ms: u64,
 }
 
 /// The master's TCP listeners for remote workers, in `status`.

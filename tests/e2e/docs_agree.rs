@@ -1071,6 +1071,10 @@ const RELOAD_ROWS: &[(&str, &[&str])] = &[
         &["reload::changed_secret_drains_then_requires_the_new_one"],
     ),
     (
+        "`[irc]`",
+        &["irc::irc_bot_joins_answers_refuses_and_announces"],
+    ),
+    (
         "worker removed",
         &[
             "reload::removed_worker_drains_then_is_disconnected",
@@ -1132,8 +1136,11 @@ fn e2e_test_exists(path: &str) -> bool {
     let Some((module, name)) = path.split_once("::") else {
         return false;
     };
-    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/e2e/{module}.rs"));
-    let Ok(source) = fs::read_to_string(file) else {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/e2e");
+    // A module is `<module>.rs` or `<module>/mod.rs`.
+    let Ok(source) = fs::read_to_string(dir.join(format!("{module}.rs")))
+        .or_else(|_| fs::read_to_string(dir.join(module).join("mod.rs")))
+    else {
         return false;
     };
     let main = repo_file("tests/e2e/main.rs");

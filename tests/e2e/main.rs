@@ -16,6 +16,7 @@ mod durability;
 mod git;
 mod hostile;
 mod hostile_worker;
+mod irc;
 mod json_schema;
 mod lifecycle;
 mod locks;

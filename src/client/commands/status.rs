@@ -67,6 +67,14 @@ fn print_status(ctx: &Ctx, s: &StatusReply) -> io::Result<()> {
             )?,
         }
     }
+    if let Some(irc) = &s.irc {
+        let line = irc_line(irc, s.now_ms);
+        if irc.state == "connected" {
+            writeln!(out, "{line}")?;
+        } else {
+            writeln!(out, "{}", style.paint(&line, Color::DarkYellow))?;
+        }
+    }
     if let Some(line) = drain_line(s) {
         writeln!(out, "{}", style.paint(&line, Color::DarkYellow))?;
     }
@@ -296,4 +304,29 @@ fn print_reload(r: &ReloadReport, dry_run: bool) -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The IRC bot in one line: `irc: connected to HOST:PORT as NICK in
+/// #a, #b (lag 12 ms)`, or its state and last error.
+fn irc_line(irc: &crate::protocol::IrcStatus, now_ms: u64) -> String {
+    let since = crate::client::render::duration(now_ms.saturating_sub(irc.since_ms));
+    let mut line = match (irc.state.as_str(), &irc.nick) {
+        ("connected", Some(nick)) => {
+            let mut l = format!("irc: connected to {} as {nick}", irc.server);
+            if !irc.channels.is_empty() {
+                l.push_str(&format!(" in {}", irc.channels.join(", ")));
+            }
+            if let Some(lag) = irc.lag_ms {
+                l.push_str(&format!(" (lag {lag} ms)"));
+            }
+            l
+        }
+        (state, _) => format!("irc: {state} ({}) for {since}", irc.server),
+    };
+    if irc.state != "connected"
+        && let Some(e) = &irc.last_error
+    {
+        line.push_str(&format!("; last error: {e}"));
+    }
+    line
 }

@@ -57,6 +57,8 @@ pub struct MasterHandle {
     listeners: Option<Arc<std::sync::RwLock<Option<crate::protocol::TlsStatus>>>>,
     /// How the git pollers' last polls went, for `status`.
     pollers: Option<PollerMap>,
+    /// Where the IRC bot stands, for `status`.
+    irc: Option<Arc<std::sync::RwLock<Option<crate::protocol::IrcStatus>>>>,
 }
 
 impl MasterHandle {
@@ -74,11 +76,13 @@ impl MasterHandle {
             history: None,
             listeners: None,
             pollers: None,
+            irc: None,
             policy: Arc::new(Policy {
                 own_uid: nix::unistd::geteuid().as_raw(),
                 allowed_uids: Vec::new(),
                 allowed_gid: None,
                 http_tokens: Default::default(),
+                irc: Default::default(),
             }),
             stopping: watch::channel(false).1,
         }
@@ -109,6 +113,12 @@ impl MasterHandle {
         self
     }
 
+    /// The policy this handle decides by (an adapter derives its own
+    /// handle from it, say with the `[irc] authz` in force).
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
     /// May `who` do `what`? Every client method asks this first; an
     /// adapter also asks it when a connection opens (`Ask::Connect`).
     pub fn authorize(&self, who: &Principal, what: Ask<'_>) -> Result<(), Refusal> {
@@ -133,6 +143,15 @@ impl MasterHandle {
         listeners: Arc<std::sync::RwLock<Option<crate::protocol::TlsStatus>>>,
     ) -> Self {
         self.listeners = Some(listeners);
+        self
+    }
+
+    /// The same handle, also showing the IRC bot in `status`.
+    pub fn with_irc(
+        mut self,
+        irc: Arc<std::sync::RwLock<Option<crate::protocol::IrcStatus>>>,
+    ) -> Self {
+        self.irc = Some(irc);
         self
     }
 
@@ -259,6 +278,10 @@ impl MasterHandle {
                         .cloned()
                         .collect();
                 }
+                status.irc = self
+                    .irc
+                    .as_ref()
+                    .and_then(|i| i.read().unwrap_or_else(|e| e.into_inner()).clone());
                 Reply::Status(status)
             }
             other => other,

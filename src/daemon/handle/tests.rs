@@ -38,6 +38,7 @@ async fn a_caller_refused_by_the_policy_never_reaches_the_loop() {
             allowed_uids: vec![],
             allowed_gid: None,
             http_tokens: Default::default(),
+            irc: Default::default(),
         },
     );
     let stranger = Principal::LocalUser {

@@ -73,6 +73,7 @@ impl Master {
             tls: None,
             pollers: Vec::new(),
             lock_waits: self.core.lock_waiters(now),
+            irc: None,
         }
     }
 

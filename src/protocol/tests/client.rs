@@ -150,6 +150,15 @@ fn client_messages_round_trip() {
                 changes: 3,
             }],
             lock_waits: vec![],
+            irc: Some(crate::protocol::IrcStatus {
+                state: "connected".into(),
+                server: "irc.example:6697".into(),
+                nick: Some("bbmaster".into()),
+                channels: vec!["#builds".into()],
+                lag_ms: Some(12),
+                last_error: None,
+                since_ms: 5,
+            }),
         }),
         Reply::Pruned(PruneReport {
             dry_run: true,

@@ -210,6 +210,7 @@ pub(super) fn random_config(rng: &mut Rng, current: Option<&Config>) -> Arc<Conf
         hash,
         warnings: vec![],
         locks,
+        irc: None,
     })
 }
 

@@ -70,6 +70,7 @@ pub(super) fn config(workers: &[(&str, u32)], builders: &[(&str, &[&str], usize)
         origin: "test".into(),
         warnings: vec![],
         locks: vec![],
+        irc: None,
         hash: format!("{workers:?}{builders:?}"),
     })
 }
