@@ -1,6 +1,8 @@
 //! Locks end to end (`docs/locks.md`): builders sharing an exclusive lock
 //! never overlap, a reload lowering `max` keeps the holders and blocks new
-//! claims, and a `kill -9` of the master leaves the holder its lock.
+//! claims, a `kill -9` of the master leaves the holder its lock, a
+//! cancelled waiter leaves the holder its lock and the next waiter its
+//! turn.
 
 use std::fs;
 use std::time::Duration;
@@ -253,4 +255,47 @@ fn a_killed_master_restarts_with_the_holder_keeping_its_lock() {
     touch(&m, "go");
     assert_eq!(wait_result(&m, 1), "success");
     assert_eq!(wait_result(&m, 2), "success", "the probe saw no overlap");
+}
+
+/// `bbctl cancel` of a request waiting for a lock ends it `cancelled`
+/// without touching the holder, and the request queued behind it still
+/// gets the lock once the holder ends.
+#[test]
+fn a_cancelled_waiter_leaves_the_holder_its_lock_and_the_next_its_turn() {
+    let m = Master::start(&rig_config());
+    m.force_build("a");
+    wait_file(&m, "started-1");
+    m.force_build("b");
+    m.force_build("b");
+    wait_until("r2 to wait for rig", WAIT, || {
+        ids(&lock(&m, "rig")["waiters"], "request") == vec![2]
+    });
+
+    m.bbctl_ok(&["cancel", "2"]);
+    let out = m.bbctl(&["wait", "2", "--json"]);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let last: Value = serde_json::from_str(stdout.lines().last().unwrap_or(""))
+        .unwrap_or_else(|e| panic!("`wait r2 --json` printed no JSON ({e}): {stdout}"));
+    assert_eq!(last["result"], "cancelled", "{last}");
+    assert!(last["build_id"].is_null(), "{last}");
+
+    // The holder keeps the lock; r3, now at the head of b's queue, waits.
+    wait_until("r3 to wait for rig", WAIT, || {
+        ids(&lock(&m, "rig")["waiters"], "request") == vec![3]
+    });
+    let rig = lock(&m, "rig");
+    assert_eq!(ids(&rig["holders"], "build"), vec![1], "{rig}");
+    assert!(
+        !m.path().join("started-2").exists(),
+        "a second holder started"
+    );
+
+    touch(&m, "go-1");
+    assert_eq!(wait_result(&m, 1), "success");
+    wait_file(&m, "started-2");
+    let build = m.bbctl_json(&["build", "2"]);
+    assert_eq!(build["request_id"], 3, "{build}");
+    assert_eq!(ids(&lock(&m, "rig")["holders"], "build"), vec![2]);
+    touch(&m, "go-2");
+    assert_eq!(wait_result(&m, 2), "success");
 }
