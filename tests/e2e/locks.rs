@@ -2,14 +2,15 @@
 //! never overlap, a reload lowering `max` keeps the holders and blocks new
 //! claims, a `kill -9` of the master leaves the holder its lock, a
 //! cancelled waiter leaves the holder its lock and the next waiter its
-//! turn.
+//! turn, and a holder's worker killed with `kill -9` keeps the lock until
+//! its build ends (`worker_grace`), never two holders at once.
 
 use std::fs;
 use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::harness::{Master, wait_until};
+use crate::harness::{Master, process_gone, start_worker, wait_until};
 
 /// How long a step's marker or a build's end may take.
 const WAIT: Duration = Duration::from_secs(30);
@@ -298,4 +299,104 @@ fn a_cancelled_waiter_leaves_the_holder_its_lock_and_the_next_its_turn() {
     assert_eq!(ids(&lock(&m, "rig")["holders"], "build"), vec![2]);
     touch(&m, "go-2");
     assert_eq!(wait_result(&m, 2), "success");
+}
+
+/// Two remote workers `w1` (builder `a`) and `w2` (builder `b`), lock
+/// `rig` exclusive for both, `worker_grace = "1s"`; each step records its
+/// shell's pid in `@DIR@/pid-<build>` and waits for `@DIR@/go`.
+fn remote_rig_config() -> String {
+    let step = "echo $$ > @DIR@/pid-$BB_BUILD_ID.tmp; mv @DIR@/pid-$BB_BUILD_ID.tmp @DIR@/pid-$BB_BUILD_ID; \
+touch @DIR@/started-$BB_BUILD_ID; while [ ! -e @DIR@/go ]; do sleep 0.02; done";
+    let mut config = String::from("[master]\nworker_grace = \"1s\"\n");
+    for (worker, builder) in [("w1", "a"), ("w2", "b")] {
+        config.push_str(&format!(
+            r#"
+[[worker]]
+name = "{worker}"
+secret_file = "@DIR@/{worker}.secret"
+
+[[builder]]
+name = "{builder}"
+workers = ["{worker}"]
+locks = [{{ name = "rig", access = "exclusive" }}]
+  [[builder.step]]
+  name = "s"
+  shell = "{step}"
+"#
+        ));
+    }
+    config.push_str("\n[[lock]]\nname = \"rig\"\n");
+    config
+}
+
+/// A holder's worker killed with `kill -9` keeps the lock through
+/// `worker_grace`; when the build ends (`retry`), the lock is released and
+/// the waiter starts, never beside the old holder; the retried request
+/// then waits for the lock in its turn.
+#[test]
+fn a_killed_holders_worker_releases_the_lock_only_when_its_build_ends() {
+    let m = Master::start_with_files(
+        &remote_rig_config(),
+        &[
+            ("w1.secret", "w1-secret-0123456789\n"),
+            ("w2.secret", "w2-secret-0123456789\n"),
+        ],
+    );
+    let secret = |w: &str| m.path().join(format!("{w}.secret"));
+    let w1 = start_worker(&m, "w1", &secret("w1"));
+    let _w2 = start_worker(&m, "w2", &secret("w2"));
+    m.force_build("a");
+    wait_file(&m, "started-1");
+    let pid1: i32 = fs::read_to_string(m.path().join("pid-1"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    m.force_build("b");
+    wait_until("r2 to wait for rig", WAIT, || {
+        ids(&lock(&m, "rig")["waiters"], "request") == vec![2]
+    });
+
+    w1.kill9();
+    // Until build 1 has a result it holds the lock, and build 2 (r2's)
+    // has not started; the marker is read before the result, so a start
+    // beside the holder cannot slip between the two reads.
+    let mut result = String::new();
+    wait_until("build 1 to end", WAIT, || {
+        let started = m.path().join("started-2").exists();
+        let rig = lock(&m, "rig");
+        let holders = ids(&rig["holders"], "build");
+        assert!(holders.len() <= 1, "two holders: {rig}");
+        let b = m.bbctl_json(&["build", "1"]);
+        match b["result"].as_str() {
+            Some(r) => {
+                result = r.to_string();
+                true
+            }
+            None => {
+                assert!(!started, "build 2 started while build 1 held rig: {rig}");
+                assert_eq!(holders, vec![1], "{rig}");
+                false
+            }
+        }
+    });
+    assert_eq!(result, "retry");
+    wait_file(&m, "started-2");
+    assert!(process_gone(pid1), "build 1's step outlived its worker");
+    let rig = lock(&m, "rig");
+    assert_eq!(ids(&rig["holders"], "build"), vec![2], "{rig}");
+
+    // r1 is queued again; with w1 back its new build waits for the lock.
+    let _w1 = start_worker(&m, "w1", &secret("w1"));
+    wait_until("r1 to wait for rig", WAIT, || {
+        ids(&lock(&m, "rig")["waiters"], "request") == vec![1]
+    });
+    assert!(
+        !m.path().join("started-3").exists(),
+        "a second holder started"
+    );
+    touch(&m, "go");
+    assert_eq!(wait_result(&m, 2), "success");
+    assert_eq!(wait_result(&m, 3), "success");
+    assert_eq!(m.bbctl_json(&["build", "3"])["request_id"], 1);
 }
