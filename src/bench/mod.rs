@@ -15,6 +15,7 @@ mod changes;
 mod clients;
 mod fleet;
 mod latency;
+mod locks;
 mod pollers;
 mod readopt;
 mod remote;
@@ -204,6 +205,10 @@ const SCENARIOS: &[Scenario] = &[
     Scenario {
         name: "pollers",
         run: pollers::pollers,
+    },
+    Scenario {
+        name: "locks",
+        run: locks::locks,
     },
 ];
 
