@@ -1,6 +1,7 @@
 //! Transcripts of the session, line by line, without I/O.
 
 use super::*;
+use crate::daemon::irc::line::base64;
 
 fn id() -> Identity {
     Identity {
