@@ -15,5 +15,6 @@ pub mod net;
 pub mod paths;
 pub mod protocol;
 pub mod suggest;
+pub mod testkit;
 pub mod untrusted;
 pub mod worker;
