@@ -296,7 +296,7 @@ impl Task {
                 kind: RefusalKind::Busy | RefusalKind::AlreadyConnected,
                 ..
             } => Err(End::Retry),
-            HelloReply::Refused { reason, kind } => {
+            HelloReply::Refused { reason, kind, .. } => {
                 Err(End::Fatal(format!("refused ({kind:?}): {reason}")))
             }
             HelloReply::Challenge { .. } => Err(End::Fatal("challenged twice".into())),

@@ -102,6 +102,10 @@ pub enum HelloReply {
         /// older masters' refusals (then [`RefusalKind::Other`]).
         #[serde(default)]
         kind: RefusalKind,
+        /// With [`RefusalKind::NotLeader`]: the worker address the leader
+        /// advertises (as in `bbworker --master`), when a leader is known.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        leader: Option<String>,
     },
 }
 
@@ -127,6 +131,10 @@ pub enum RefusalKind {
     Busy,
     /// The worker's TLS client certificate does not name it.
     Certificate,
+    /// This master is a standby (the PostgreSQL store): it runs no builds.
+    /// The refusal names the leader's address when one is known; a worker
+    /// given several `--master`s goes there (docs/standby.md).
+    NotLeader,
     /// Anything else (a bad hello, the wrong socket, an older master).
     #[default]
     #[serde(other)]
@@ -154,6 +162,17 @@ impl HelloReply {
         HelloReply::Refused {
             reason: reason.into(),
             kind,
+            leader: None,
+        }
+    }
+
+    /// A standby's refusal: go to `leader` (its advertised worker
+    /// address), when one is known.
+    pub fn not_leader(reason: impl Into<String>, leader: Option<String>) -> Self {
+        HelloReply::Refused {
+            reason: reason.into(),
+            kind: RefusalKind::NotLeader,
+            leader,
         }
     }
 }

@@ -238,7 +238,7 @@ async fn attempt(
                 keepalive_ms,
             })
         }
-        HelloReply::Refused { reason, kind } if refusal_is_transient(kind) => {
+        HelloReply::Refused { reason, kind, .. } if refusal_is_transient(kind) => {
             Err(AttemptError::Refused(reason))
         }
         HelloReply::Refused { reason, .. } => {

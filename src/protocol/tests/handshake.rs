@@ -24,7 +24,12 @@ fn handshake_messages_round_trip() {
     round_trip(HelloReply::Refused {
         kind: crate::protocol::RefusalKind::AlreadyConnected,
         reason: "no".into(),
+        leader: None,
     });
+    round_trip(HelloReply::not_leader(
+        "a standby",
+        Some("tls://a.example:9989".into()),
+    ));
 }
 
 #[test]
