@@ -236,7 +236,7 @@ impl Remote {
                     self.send(&WorkerProof { mac });
                 }
                 HelloReply::Welcome { .. } => return Ok(()),
-                HelloReply::Refused { reason, kind } => return Err((kind, reason)),
+                HelloReply::Refused { reason, kind, .. } => return Err((kind, reason)),
             }
         }
     }
