@@ -54,11 +54,7 @@ pub fn newest_build(dir: &Path) -> std::io::Result<Option<BuildId>> {
 
 /// Refuse when any of `dirs` holds a build past `known`, the database's
 /// highest build id.
-pub fn check(
-    dirs: &[&Path],
-    known: BuildId,
-    db: &dyn std::fmt::Display,
-) -> Result<(), CheckError> {
+pub fn check(dirs: &[&Path], known: BuildId, db: &dyn std::fmt::Display) -> Result<(), CheckError> {
     for dir in dirs {
         let found = newest_build(dir).map_err(|source| CheckError::Read {
             dir: dir.to_path_buf(),

@@ -66,7 +66,8 @@ fn a_master_on_postgresql_builds_restarts_and_re_adopts_after_kill_9() {
     m.bbctl_code(&["force-build", "quick", "--wait"], 0);
     assert_eq!(text(&m.bbctl_code(&["log", "1"], 0).stdout), "quick 1\n");
     assert_eq!(
-        pg.psql("bb", "SELECT result FROM builds WHERE id = 1").unwrap(),
+        pg.psql("bb", "SELECT result FROM builds WHERE id = 1")
+            .unwrap(),
         "success"
     );
     assert!(m.path().join("shared/logs/1/0.log").is_file());

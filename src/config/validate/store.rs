@@ -2,8 +2,8 @@
 //! with the directory for logs and artifacts every master reaches
 //! (docs/postgres.md), and what such a store rules out (local workers).
 
-use std::os::unix::fs::PermissionsExt;
 use std::ops::Range;
+use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
 use toml::Spanned;
@@ -68,7 +68,12 @@ impl Checker<'_> {
             }
             let path = self.base_dir.join(file);
             match read_small_file(&path) {
-                Ok(bytes) if String::from_utf8_lossy(&bytes).lines().next().is_some_and(|l| !l.is_empty()) => {
+                Ok(bytes)
+                    if String::from_utf8_lossy(&bytes)
+                        .lines()
+                        .next()
+                        .is_some_and(|l| !l.is_empty()) =>
+                {
                     if let Ok(meta) = std::fs::metadata(&path)
                         && meta.permissions().mode() & 0o077 != 0
                     {

@@ -103,7 +103,7 @@ pub(super) fn artifacts(conn: &Connection, build: BuildId) -> rusqlite::Result<V
          WHERE build_id = ?1 ORDER BY name",
     )?;
     stmt.query_map([build as i64], |r| rows::artifact(r))?
-    .collect()
+        .collect()
 }
 
 /// The most recently started build.
@@ -129,8 +129,9 @@ pub(super) fn poller_cursors(
 /// with the requests that build it and their builds.
 pub(super) fn changes(conn: &Connection, limit: u32) -> rusqlite::Result<Vec<ChangeInfo>> {
     let limit = limit.min(MAX_LIST) as i64;
-    let mut stmt = conn.prepare_cached(&format!("SELECT {CHANGE_COLUMNS} FROM changes ORDER BY id DESC LIMIT ?1"),
-    )?;
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {CHANGE_COLUMNS} FROM changes ORDER BY id DESC LIMIT ?1"
+    ))?;
     let changes = stmt
         .query_map([limit], |r| rows::change(r))?
         .collect::<rusqlite::Result<Vec<_>>>()?;

@@ -140,7 +140,9 @@ fn retry_unresumable(
 /// still as JSON, read by the caller): `b.id, b.worker, b.generation,
 /// b.definition, the last step, b.started_at`, then the request's
 /// [`LIVE_REQUEST_COLUMNS`]. Shared with PostgreSQL's restore.
-pub(super) fn running_build<R: rows::Columns>(row: &R) -> Result<(RestoredBuild, String), R::Error> {
+pub(super) fn running_build<R: rows::Columns>(
+    row: &R,
+) -> Result<(RestoredBuild, String), R::Error> {
     let id = row.int(0)? as u64;
     let mut request = rows::live_request(row, 6)?;
     request.build = Some(id);
@@ -161,7 +163,10 @@ pub(super) fn running_build<R: rows::Columns>(row: &R) -> Result<(RestoredBuild,
 /// A running build given the definition it started with, read back from
 /// its JSON; `Err(build id)` when it cannot be resumed (unreadable, or its
 /// step is past the definition's steps). Shared with PostgreSQL's restore.
-pub(super) fn with_definition(mut build: RestoredBuild, definition: &str) -> Result<RestoredBuild, u64> {
+pub(super) fn with_definition(
+    mut build: RestoredBuild,
+    definition: &str,
+) -> Result<RestoredBuild, u64> {
     match serde_json::from_str::<BuilderDef>(definition) {
         Ok(def) if (build.step as usize) < def.steps.len() => {
             build.def = Arc::new(def);

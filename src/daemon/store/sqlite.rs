@@ -102,4 +102,3 @@ impl Store for SqliteStore {
         queries::build_summary(&self.conn, id).map_err(|e| self.err(e))
     }
 }
-

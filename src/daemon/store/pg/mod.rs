@@ -110,12 +110,6 @@ impl PgStore {
     pub fn fence(&self) -> Option<u64> {
         self.fence
     }
-
-    /// The connection (tests look behind the store's back).
-    #[cfg(test)]
-    pub(super) fn client(&mut self) -> &mut Client {
-        &mut self.client
-    }
 }
 
 impl Store for PgStore {

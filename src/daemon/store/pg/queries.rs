@@ -61,7 +61,10 @@ pub(super) async fn build_summary<C: GenericClient>(
 }
 
 /// One build with its steps; `None` if there is no such build.
-pub(super) async fn build<C: GenericClient>(conn: &C, id: BuildId) -> PgResult<Option<BuildDetail>> {
+pub(super) async fn build<C: GenericClient>(
+    conn: &C,
+    id: BuildId,
+) -> PgResult<Option<BuildDetail>> {
     let Some(summary) = build_summary(conn, id).await? else {
         return Ok(None);
     };

@@ -11,7 +11,7 @@ use std::sync::Mutex;
 use tokio_postgres::{Client, IsolationLevel};
 
 use super::super::{HistoryReader, ReadError, StoreError};
-use super::conn::{block_on, connect, describe, config_of};
+use super::conn::{block_on, config_of, connect, describe};
 use super::queries;
 use crate::config::PostgresSettings;
 use crate::protocol::{

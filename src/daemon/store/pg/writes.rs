@@ -7,8 +7,8 @@ use std::collections::HashMap;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, GenericClient, Statement, Transaction};
 
-use super::PgFail;
 use super::super::rows;
+use super::PgFail;
 use crate::daemon::core::Record;
 use crate::protocol::{ArtifactInfo, BuildId};
 
@@ -39,10 +39,7 @@ pub(super) async fn exec<C: GenericClient>(
 /// a takeover's `UPDATE` of that row: either this transaction commits
 /// before the new epoch does, or it sees the new epoch here and writes
 /// nothing. `None`: no fence (a master that does not campaign, tests).
-pub(super) async fn check_fence(
-    tx: &Transaction<'_>,
-    fence: Option<u64>,
-) -> Result<(), PgFail> {
+pub(super) async fn check_fence(tx: &Transaction<'_>, fence: Option<u64>) -> Result<(), PgFail> {
     let Some(mine) = fence else {
         return Ok(());
     };
@@ -332,7 +329,12 @@ pub(super) async fn write_record(
                 cache,
                 "UPDATE requests SET state = 'finished', result = $2, finish_reason = $3,
                      finished_at = $4 WHERE id = $1",
-                &[&(*request as i64), &result.as_str(), reason, &(*at_ms as i64)],
+                &[
+                    &(*request as i64),
+                    &result.as_str(),
+                    reason,
+                    &(*at_ms as i64),
+                ],
             )
             .await?;
         }
