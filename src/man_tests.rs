@@ -125,6 +125,7 @@ fn config_keys_match_the_raw_structs() {
         "RawIrcSasl" => Some(&["irc.sasl"][..]),
         "RawIrcChannel" => Some(&["irc.channels"][..]),
         "RawIrcAuthz" => Some(&["irc.authz"][..]),
+        "RawStore" => Some(&["master.store"][..]),
         _ => None,
     };
     let mut found = BTreeSet::new();

@@ -49,6 +49,9 @@ pub const DEFAULTS: &[(&str, &str)] = &[
     ),
     ("master.allow_plaintext", "false"),
     ("master.client_ca", "none"),
+    ("master.store", "\"sqlite\""),
+    ("master.store.password_file", "none"),
+    ("master.store.lease", "\"10s\""),
     ("worker.local", "false"),
     ("worker.max_builds", "1"),
     ("builder.previous_names", "[]"),
@@ -315,6 +318,11 @@ at = "@daily"
                 "master.tls_cert" | "master.tls_key" => none_or(m.tls_identity.is_none(), want),
                 "master.allow_plaintext" => m.allow_plaintext.to_string(),
                 "master.client_ca" => none_or(m.client_ca.is_none(), "none"),
+                "master.store" => none_or(m.store == crate::config::StoreSettings::Sqlite, want),
+                // Within `store = { postgres ... }` only: no password file
+                // unless named; the lease from the validation's constant.
+                "master.store.password_file" => want.to_string(),
+                "master.store.lease" => secs(crate::config::DEFAULT_LEASE),
                 "master.keep_builds" => none_or(m.retention.default.builds.is_none(), "all"),
                 "master.keep_logs" => none_or(m.retention.default.logs.is_none(), "forever"),
                 "builder.keep_builds" | "builder.keep_logs" => {

@@ -29,6 +29,7 @@ pub use error::{ConfigError, Problem};
 pub use schedule::{CatchUp, CronSpec, TimedDef, Timing, TriggerSpec};
 pub use units::{parse_listen, parse_mode, parse_size};
 pub use validate::relative_path_problem;
+pub use validate::{DEFAULT_LEASE, MIN_LEASE};
 pub use validate::{HOOK_KINDS, HTTP_PERMISSIONS};
 
 /// The default config used when bbmaster gets no --config: one local worker

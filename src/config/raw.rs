@@ -214,6 +214,35 @@ pub struct RawMaster {
     pub allow_plaintext: Option<Spanned<bool>>,
     /// `client_ca = "..."`: require client certificates signed by this CA.
     pub client_ca: Option<Spanned<String>>,
+    /// `store = "sqlite"` or `store = { postgres = "...", ... }`.
+    pub store: Option<Spanned<RawStoreValue>>,
+}
+
+/// `[master] store`: a name or a table (the schema walk let only these
+/// through).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawStoreValue {
+    /// `store = "sqlite"`.
+    Name(String),
+    /// `store = { postgres = ... }`.
+    Table(RawStore),
+}
+
+/// `store = { postgres = ..., password_file, shared_dir, lease }`: plain
+/// strings (inside a value that is a string or a table, serde gives no
+/// positions: problems point at `store`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStore {
+    /// The connection string.
+    pub postgres: Option<String>,
+    /// A file holding the password.
+    pub password_file: Option<String>,
+    /// Logs and artifacts every master reaches.
+    pub shared_dir: Option<String>,
+    /// The leader's lease, `"10s"`.
+    pub lease: Option<String>,
 }
 
 /// One `[[worker]]`.

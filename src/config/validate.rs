@@ -15,10 +15,12 @@ mod http;
 mod irc;
 mod pollers;
 mod steps;
+mod store;
 mod timers;
 mod tls;
 pub use http::{HOOK_KINDS, HTTP_PERMISSIONS};
 pub use steps::relative_path_problem;
+pub use store::{DEFAULT_LEASE, MIN_LEASE};
 mod workers;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -84,6 +86,7 @@ pub fn check(
     };
     let mut master = c.master(&raw.master);
     let workers = c.workers(&raw.worker);
+    c.no_local_workers_with_postgres(&master.store, &raw.worker);
     master.worker_secret_files = raw
         .worker
         .iter()
@@ -242,6 +245,7 @@ impl Checker<'_> {
             client_ca: self.client_ca(raw),
             worker_secret_files: BTreeMap::new(),
             http: None,
+            store: self.store(&raw.store),
             allowed_gid: raw
                 .allowed_gid
                 .as_ref()

@@ -17,7 +17,7 @@ use tracing::{error, info, warn};
 use crate::daemon::core::{Core, Effect, LinkId, Record};
 use crate::daemon::local_workers::LocalWorkers;
 use crate::daemon::messages::{Command, LinkCmd, LinkMeta, Notice, Refusal};
-use crate::daemon::store::{SqliteStore, Store, StoreError};
+use crate::daemon::store::{BoxedStore, StoreError};
 use crate::paths::now_ms;
 use crate::protocol::{
     ArtifactInfo, BuildId, ChangeId, ErrorReply, Event, EventKind, RefusalKind, ReloadReport, Reply,
@@ -34,7 +34,8 @@ pub(super) struct LinkInfo {
 /// The master loop's state.
 pub struct Master {
     pub(super) core: Core,
-    pub(super) store: SqliteStore,
+    /// The store, whichever the backend (`store::open`).
+    pub(super) store: BoxedStore,
     pub(super) links: HashMap<LinkId, LinkInfo>,
     pub(super) notices: broadcast::Sender<Arc<Notice>>,
     pub(super) events: broadcast::Sender<Arc<Event>>,
@@ -95,7 +96,7 @@ impl Master {
     /// Put together a master loop from its parts.
     pub fn new(
         core: Core,
-        store: SqliteStore,
+        store: BoxedStore,
         notices: broadcast::Sender<Arc<Notice>>,
         events: broadcast::Sender<Arc<Event>>,
         config_path: Option<PathBuf>,

@@ -49,7 +49,6 @@ use tokio::sync::{broadcast, mpsc};
 use tracing::{info, warn};
 
 use crate::config::{self, Config, ConfigError};
-use crate::daemon::store::Store as _;
 use crate::paths;
 
 /// How `bbmaster` was asked to start.
@@ -163,6 +162,28 @@ fn http_settings(opts: &MasterOptions, config: &Config) -> Option<config::HttpSe
     }
 }
 
+/// Where logs and artifacts live: the state dir, or with PostgreSQL the
+/// `shared_dir` every master reaches.
+pub fn files_root(config: &Config, state_dir: &Path) -> PathBuf {
+    match config.master.store.postgres() {
+        Some(pg) => pg.shared_dir.clone(),
+        None => state_dir.to_path_buf(),
+    }
+}
+
+/// Open the store `[master] store` names, with the fence this master
+/// writes behind. The seam for the leadership campaign: on PostgreSQL,
+/// until a campaign gives the epoch it won, a master claims the next
+/// epoch by a plain bump (no lock, no lease): a master started after it
+/// on the same database fences this one off, so two never both write.
+fn open_store(config: &Config, state_dir: &Path) -> Result<store::Opened, DaemonError> {
+    let fence = match config.master.store.postgres() {
+        None => None,
+        Some(pg) => Some(store::pg::bump_epoch(pg)?),
+    };
+    Ok(store::open(&config.master, state_dir, fence)?)
+}
+
 /// Run a master until it is told to stop.
 pub async fn run(opts: MasterOptions) -> Result<(), DaemonError> {
     // Before anything is bound or locked: see `signals`.
@@ -190,15 +211,19 @@ pub async fn run(opts: MasterOptions) -> Result<(), DaemonError> {
         .map_err(io_err("cannot create state dir", &layout.state_dir))?;
     state_dir::check(&layout.state_dir)?;
     let _lock = lock::StateLock::acquire(&layout.state_dir)?;
-    let logs_dir = logs::logs_dir(&layout.state_dir);
+    // Logs and artifacts: in the state dir, or with PostgreSQL in the
+    // shared dir every master reaches (docs/postgres.md).
+    let files_root = files_root(&config, &layout.state_dir);
+    let logs_dir = logs::logs_dir(&files_root);
     std::fs::create_dir_all(&logs_dir).map_err(io_err("cannot create", &logs_dir))?;
     logs::ensure_reserve(&logs_dir);
 
-    let db = layout.state_dir.join("master.db");
-    let mut store = store::SqliteStore::open(&db)?;
+    let store::Opened {
+        mut store,
+        reader,
+        database,
+    } = open_store(&config, &layout.state_dir)?;
     let restored = store.restore(paths::now_ms())?;
-    // History reads, off the loop, on read-only connections of their own.
-    let reader = Arc::new(store::SqliteReader::open(&db)?);
     let queued = restored.queued.len();
     let known_builds = restored.next_build.saturating_sub(1);
     let core = core::Core::new(Arc::clone(&config), restored, paths::now_ms());
@@ -212,8 +237,13 @@ pub async fn run(opts: MasterOptions) -> Result<(), DaemonError> {
 
     let mut limits = limits::Limits::from_settings(&config.master);
     limits.dirs = transfer::Dirs::new(&layout.state_dir, config.master.transfer_dir.as_deref());
+    limits.dirs.artifacts = transfer::Dirs::new(&files_root, None).artifacts;
     limits.worker_socket = layout.worker_socket.clone();
-    stale::check(&[&logs_dir, &limits.dirs.artifacts], known_builds, &db)?;
+    stale::check(
+        &[&logs_dir, &limits.dirs.artifacts],
+        known_builds,
+        &database,
+    )?;
     limits
         .dirs
         .prepare()
@@ -236,7 +266,7 @@ pub async fn run(opts: MasterOptions) -> Result<(), DaemonError> {
     let (events, _) = broadcast::channel(4096);
     let (tx, rx) = mpsc::channel(256);
     let retention = retention::RetentionHandle::new(retention::Places {
-        db: db.clone(),
+        db: database,
         logs: logs_dir.clone(),
         artifacts: limits.dirs.artifacts.clone(),
     });

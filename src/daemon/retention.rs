@@ -22,6 +22,8 @@ use rusqlite::{Connection, params};
 use tracing::{info, warn};
 
 use crate::config::{Config, Retention};
+use crate::daemon::store::pg::retention::PgRetention;
+use crate::daemon::store::{Database, StoreError};
 use crate::paths::now_ms;
 use crate::protocol::{BuildId, DiskUsage, PruneReport};
 
@@ -47,6 +49,10 @@ pub enum RetentionError {
         #[source]
         source: rusqlite::Error,
     },
+    /// The PostgreSQL store failed, or refused a delete (the fence: this
+    /// master no longer leads).
+    #[error(transparent)]
+    Store(#[from] StoreError),
     /// The master is stopping.
     #[error("the master is shutting down")]
     Gone,
@@ -55,8 +61,9 @@ pub enum RetentionError {
 /// Where a master's history lives.
 #[derive(Debug, Clone)]
 pub struct Places {
-    /// `master.db`.
-    pub db: PathBuf,
+    /// `master.db`, or the PostgreSQL database (with the fence its
+    /// deletes are conditional on).
+    pub db: Database,
     /// `<state_dir>/logs`.
     pub logs: PathBuf,
     /// `<state_dir>/artifacts`.
@@ -168,10 +175,6 @@ pub fn prune_blocking(
     now_ms: u64,
     dry_run: bool,
 ) -> Result<PruneReport, RetentionError> {
-    let db_err = |source| RetentionError::Db {
-        path: places.db.clone(),
-        source,
-    };
     let mut report = PruneReport {
         dry_run,
         ..PruneReport::default()
@@ -179,8 +182,8 @@ pub fn prune_blocking(
     if !policy.prunes() {
         return Ok(report);
     }
-    let mut conn = open(&places.db).map_err(db_err)?;
-    let (builds, logs) = plan(&conn, policy, now_ms, &places.logs).map_err(db_err)?;
+    let mut db = HistoryDb::open(&places.db)?;
+    let (builds, logs) = plan(db.finished_builds()?, policy, now_ms, &places.logs);
     for &id in &builds {
         report.bytes_freed += dir_size(&build_dir(&places.logs, id));
         report.bytes_freed += dir_size(&build_dir(&places.artifacts, id));
@@ -194,7 +197,7 @@ pub fn prune_blocking(
         return Ok(report);
     }
     for chunk in report.builds_deleted.chunks(BATCH) {
-        delete_builds(&mut conn, chunk).map_err(db_err)?;
+        db.delete_builds(chunk)?;
         for &id in chunk {
             remove_dir(&build_dir(&places.logs, id));
             remove_dir(&build_dir(&places.artifacts, id));
@@ -206,6 +209,56 @@ pub fn prune_blocking(
     Ok(report)
 }
 
+/// A retention pass's own connection to the history, on either backend.
+enum HistoryDb {
+    Sqlite(Connection, PathBuf),
+    Postgres(PgRetention),
+}
+
+impl HistoryDb {
+    fn open(db: &Database) -> Result<Self, RetentionError> {
+        match db {
+            Database::Sqlite(path) => open(path)
+                .map(|conn| HistoryDb::Sqlite(conn, path.clone()))
+                .map_err(|source| RetentionError::Db {
+                    path: path.clone(),
+                    source,
+                }),
+            Database::Postgres(settings, fence) => {
+                Ok(HistoryDb::Postgres(PgRetention::open(settings, *fence)?))
+            }
+        }
+    }
+
+    /// Finished builds whose request is over, newest first: `(id,
+    /// builder, finished_at)`.
+    fn finished_builds(&self) -> Result<Vec<(BuildId, String, u64)>, RetentionError> {
+        match self {
+            HistoryDb::Sqlite(conn, path) => {
+                finished_builds(conn).map_err(|source| RetentionError::Db {
+                    path: path.clone(),
+                    source,
+                })
+            }
+            HistoryDb::Postgres(pg) => Ok(pg.finished_builds()?),
+        }
+    }
+
+    /// Delete builds with their steps and artifact records, in one
+    /// transaction (on PostgreSQL, behind the fence).
+    fn delete_builds(&mut self, ids: &[BuildId]) -> Result<(), RetentionError> {
+        match self {
+            HistoryDb::Sqlite(conn, path) => {
+                delete_builds(conn, ids).map_err(|source| RetentionError::Db {
+                    path: path.clone(),
+                    source,
+                })
+            }
+            HistoryDb::Postgres(pg) => Ok(pg.delete_builds(ids)?),
+        }
+    }
+}
+
 /// A connection of the retention task's own.
 fn open(db: &Path) -> rusqlite::Result<Connection> {
     let conn = Connection::open(db)?;
@@ -214,32 +267,38 @@ fn open(db: &Path) -> rusqlite::Result<Connection> {
     Ok(conn)
 }
 
-/// The builds to delete (beyond `keep_builds`, per builder, newest kept)
-/// and the builds whose logs to delete (finished longer than `keep_logs`
-/// ago, logs still on disk), both in id order.
-fn plan(
-    conn: &Connection,
-    policy: &Retention,
-    now_ms: u64,
-    logs: &Path,
-) -> rusqlite::Result<(Vec<BuildId>, Vec<BuildId>)> {
+/// Finished builds whose request is over (not queued again, not
+/// running), newest first.
+fn finished_builds(conn: &Connection) -> rusqlite::Result<Vec<(BuildId, String, u64)>> {
     let mut stmt = conn.prepare(
         "SELECT b.id, b.builder, b.finished_at FROM builds b JOIN requests r ON r.id = b.request_id
          WHERE b.finished_at IS NOT NULL AND r.state NOT IN ('queued', 'running')
          ORDER BY b.id DESC",
     )?;
-    let rows = stmt.query_map([], |r| {
+    stmt.query_map([], |r| {
         Ok((
             r.get::<_, i64>(0)? as BuildId,
             r.get::<_, String>(1)?,
             r.get::<_, i64>(2)? as u64,
         ))
-    })?;
+    })?
+    .collect()
+}
+
+/// The builds to delete (beyond `keep_builds`, per builder, newest kept)
+/// and the builds whose logs to delete (finished longer than `keep_logs`
+/// ago, logs still on disk), both in id order; from `finished`, newest
+/// first.
+fn plan(
+    finished: Vec<(BuildId, String, u64)>,
+    policy: &Retention,
+    now_ms: u64,
+    logs: &Path,
+) -> (Vec<BuildId>, Vec<BuildId>) {
     let mut seen: HashMap<String, u32> = HashMap::new();
     let mut builds = Vec::new();
     let mut old_logs = Vec::new();
-    for row in rows {
-        let (id, builder, finished_at) = row?;
+    for (id, builder, finished_at) in finished {
         let keep = policy.for_builder(&builder);
         let rank = seen.entry(builder).or_insert(0);
         *rank += 1;
@@ -254,7 +313,7 @@ fn plan(
     }
     builds.reverse();
     old_logs.reverse();
-    Ok((builds, old_logs))
+    (builds, old_logs)
 }
 
 /// Delete builds with their steps and artifact records, in one transaction.
@@ -302,16 +361,26 @@ pub fn dir_size(path: &Path) -> u64 {
         .sum()
 }
 
-/// The disk used now by logs, artifacts and the database (with its WAL).
+/// The disk used now by logs, artifacts and the database (with its WAL;
+/// on PostgreSQL, the database's size as the server reports it, 0 when it
+/// cannot be asked).
 pub fn measure(places: &Places) -> DiskUsage {
-    let db_bytes = ["", "-wal", "-shm"]
-        .iter()
-        .map(|suffix| {
-            let mut name = places.db.clone().into_os_string();
-            name.push(suffix);
-            std::fs::metadata(PathBuf::from(name)).map_or(0, |m| m.len())
-        })
-        .sum();
+    let db_bytes = match &places.db {
+        Database::Sqlite(path) => ["", "-wal", "-shm"]
+            .iter()
+            .map(|suffix| {
+                let mut name = path.clone().into_os_string();
+                name.push(suffix);
+                std::fs::metadata(PathBuf::from(name)).map_or(0, |m| m.len())
+            })
+            .sum(),
+        Database::Postgres(settings, fence) => PgRetention::open(settings, *fence)
+            .and_then(|pg| pg.database_bytes())
+            .unwrap_or_else(|e| {
+                warn!("cannot measure the database: {e}");
+                0
+            }),
+    };
     DiskUsage {
         logs_bytes: dir_size(&places.logs),
         artifacts_bytes: dir_size(&places.artifacts),
@@ -332,12 +401,12 @@ mod tests {
     fn setup() -> (tempfile::TempDir, Places) {
         let dir = tempfile::tempdir().unwrap();
         let places = Places {
-            db: dir.path().join("master.db"),
+            db: Database::Sqlite(dir.path().join("master.db")),
             logs: dir.path().join("logs"),
             artifacts: dir.path().join("artifacts"),
         };
-        drop(crate::daemon::store::SqliteStore::open(&places.db).unwrap());
-        let conn = open(&places.db).unwrap();
+        drop(crate::daemon::store::SqliteStore::open(db_path(&places)).unwrap());
+        let conn = open(db_path(&places)).unwrap();
         for id in 1..=6_i64 {
             let state = match id {
                 5 => "running",
@@ -369,6 +438,13 @@ mod tests {
         (dir, places)
     }
 
+    fn db_path(places: &Places) -> &Path {
+        match &places.db {
+            Database::Sqlite(path) => path,
+            Database::Postgres(..) => unreachable!("these tests run on SQLite"),
+        }
+    }
+
     fn policy(builds: Option<u32>, logs: Option<Duration>) -> Retention {
         Retention {
             default: Keep { builds, logs },
@@ -391,12 +467,12 @@ mod tests {
         let dry = prune_blocking(&places, &p, 10_000, true).unwrap();
         assert_eq!(dry.builds_deleted, [1, 2]);
         assert_eq!(dry.bytes_freed, 10);
-        assert_eq!(ids(&open(&places.db).unwrap()), [1, 2, 3, 4, 5, 6]);
+        assert_eq!(ids(&open(db_path(&places)).unwrap()), [1, 2, 3, 4, 5, 6]);
         assert!(build_dir(&places.logs, 1).exists());
 
         let done = prune_blocking(&places, &p, 10_000, false).unwrap();
         assert_eq!(done.builds_deleted, [1, 2]);
-        assert_eq!(ids(&open(&places.db).unwrap()), [3, 4, 5, 6]);
+        assert_eq!(ids(&open(db_path(&places)).unwrap()), [3, 4, 5, 6]);
         assert!(!build_dir(&places.logs, 1).exists());
         assert!(build_dir(&places.logs, 5).exists() && build_dir(&places.logs, 6).exists());
         // Nothing more to do.
@@ -411,7 +487,7 @@ mod tests {
         let p = policy(None, Some(Duration::from_secs(2)));
         let done = prune_blocking(&places, &p, 5_500, false).unwrap();
         assert_eq!(done.logs_deleted, [1, 2, 3]);
-        assert_eq!(ids(&open(&places.db).unwrap()), [1, 2, 3, 4, 5, 6]);
+        assert_eq!(ids(&open(db_path(&places)).unwrap()), [1, 2, 3, 4, 5, 6]);
         assert!(!build_dir(&places.logs, 3).exists());
         assert!(build_dir(&places.logs, 4).exists());
         let again = prune_blocking(&places, &p, 5_500, false).unwrap();

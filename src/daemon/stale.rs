@@ -26,8 +26,8 @@ pub struct StaleBuilds {
     pub found: BuildId,
     /// The highest build id in the database (0: none).
     pub known: BuildId,
-    /// The database.
-    pub db: PathBuf,
+    /// The database (its file, or the PostgreSQL database).
+    pub db: String,
 }
 
 /// The highest build id with a directory in `dir` (`None`: none, or no
@@ -54,7 +54,7 @@ pub fn newest_build(dir: &Path) -> std::io::Result<Option<BuildId>> {
 
 /// Refuse when any of `dirs` holds a build past `known`, the database's
 /// highest build id.
-pub fn check(dirs: &[&Path], known: BuildId, db: &Path) -> Result<(), CheckError> {
+pub fn check(dirs: &[&Path], known: BuildId, db: &dyn std::fmt::Display) -> Result<(), CheckError> {
     for dir in dirs {
         let found = newest_build(dir).map_err(|source| CheckError::Read {
             dir: dir.to_path_buf(),
@@ -67,7 +67,7 @@ pub fn check(dirs: &[&Path], known: BuildId, db: &Path) -> Result<(), CheckError
                 dir: dir.to_path_buf(),
                 found,
                 known,
-                db: db.to_path_buf(),
+                db: db.to_string(),
             }));
         }
     }
@@ -103,10 +103,10 @@ mod tests {
         std::fs::create_dir_all(logs.join("10")).unwrap();
         std::fs::create_dir_all(logs.join("not-a-build")).unwrap();
         assert_eq!(newest_build(&logs).unwrap(), Some(10));
-        assert!(check(&[&logs], 10, Path::new("db")).is_ok());
-        let err = check(&[&logs], 3, Path::new("db")).unwrap_err().to_string();
+        assert!(check(&[&logs], 10, &"db").is_ok());
+        let err = check(&[&logs], 3, &"db").unwrap_err().to_string();
         assert!(err.contains("holds build 10"), "{err}");
         assert!(err.contains("up to 3"), "{err}");
-        assert!(check(&[&dir.path().join("none")], 0, Path::new("db")).is_ok());
+        assert!(check(&[&dir.path().join("none")], 0, &"db").is_ok());
     }
 }

@@ -296,10 +296,10 @@ fn spawn_server(
         for line in BufReader::new(stderr).lines() {
             let Ok(line) = line else { break };
             let _ = writeln!(log, "{line}");
-            if line.contains("ready to accept connections") {
-                if let Some(tx) = ready.take() {
-                    let _ = tx.send(());
-                }
+            if line.contains("ready to accept connections")
+                && let Some(tx) = ready.take()
+            {
+                let _ = tx.send(());
             }
         }
         // The server is gone: whoever waits hears it by the dropped sender.
@@ -323,7 +323,9 @@ fn spawn_server(
 
 fn free_port() -> Result<u16, PgError> {
     let l = TcpListener::bind("127.0.0.1:0").map_err(io("cannot find a free port"))?;
-    Ok(l.local_addr().map_err(io("cannot find a free port"))?.port())
+    Ok(l.local_addr()
+        .map_err(io("cannot find a free port"))?
+        .port())
 }
 
 /// A new empty dir under the temp dir, reachable by the `postgres` user.

@@ -62,6 +62,46 @@ pub struct MasterSettings {
     pub worker_secret_files: BTreeMap<String, PathBuf>,
     /// `[http]`: the web pages and HTTP API; `None`: off.
     pub http: Option<HttpSettings>,
+    /// `store`: where the history and the queue live (docs/postgres.md).
+    pub store: StoreSettings,
+}
+
+/// `[master] store`: SQLite in the state dir (the default), or a
+/// PostgreSQL database that several masters share (one leads).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum StoreSettings {
+    /// `store = "sqlite"`: `<state_dir>/master.db`.
+    #[default]
+    Sqlite,
+    /// `store = { postgres = "...", ... }`.
+    Postgres(PostgresSettings),
+}
+
+impl StoreSettings {
+    /// The PostgreSQL settings, if the store is PostgreSQL.
+    pub fn postgres(&self) -> Option<&PostgresSettings> {
+        match self {
+            StoreSettings::Sqlite => None,
+            StoreSettings::Postgres(p) => Some(p),
+        }
+    }
+}
+
+/// `store = { postgres = ..., password_file, shared_dir, lease }`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PostgresSettings {
+    /// The libpq-style connection string (`host=... dbname=... user=...`),
+    /// without a password.
+    pub conninfo: String,
+    /// A file holding the password (its first line), read at each
+    /// connection; `None`: no password (trust, peer, or a `.pgpass`-less
+    /// setup).
+    pub password_file: Option<PathBuf>,
+    /// Logs and artifacts, on storage every master reaches: they take the
+    /// place of `<state_dir>/logs` and `<state_dir>/artifacts`.
+    pub shared_dir: PathBuf,
+    /// How long a leader's lease lasts without renewal (docs/standby.md).
+    pub lease: Duration,
 }
 
 /// How much of the history a builder keeps; `None` keeps everything.
@@ -132,6 +172,7 @@ impl Default for MasterSettings {
             client_ca: None,
             worker_secret_files: BTreeMap::new(),
             http: None,
+            store: StoreSettings::Sqlite,
         }
     }
 }

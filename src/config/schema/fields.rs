@@ -36,6 +36,9 @@ pub(in crate::config) enum Kind {
     Table(&'static [Field]),
     /// An array of tables (`[[worker]]`); entries are named by their `name`.
     Tables(&'static [Field]),
+    /// A string naming a choice, or a table of its settings (`store =
+    /// "sqlite"` or `store = { postgres = ... }`).
+    StrOrTable(&'static [Field]),
 }
 
 /// One key of a table.
@@ -84,6 +87,15 @@ const MASTER: &[Field] = &[
     f("tls_key", TEXT),
     f("allow_plaintext", Kind::Bool),
     f("client_ca", TEXT),
+    f("store", Kind::StrOrTable(STORE)),
+];
+
+/// `[master] store = { ... }`.
+const STORE: &[Field] = &[
+    f("postgres", TEXT),
+    f("password_file", TEXT),
+    f("shared_dir", TEXT),
+    f("lease", DURATION),
 ];
 
 /// `[[worker]]`.

@@ -45,6 +45,7 @@ pub(super) fn expected(kind: Kind, key: &str) -> String {
         Kind::IntMap => "a table of integers".into(),
         Kind::Table(_) => format!("a table (`[{key}]` or `{key} = {{ ... }}`)"),
         Kind::Tables(_) => format!("an array of tables (`[[{key}]]`)"),
+        Kind::StrOrTable(_) => format!("a string or a table (`{key} = {{ ... }}`)"),
     }
 }
 

@@ -33,7 +33,9 @@ mod tests {
                     format!("{prefix}.{}", field.key)
                 };
                 out.push(key.clone());
-                if let Kind::Table(inner) | Kind::Tables(inner) = field.kind {
+                if let Kind::Table(inner) | Kind::Tables(inner) | Kind::StrOrTable(inner) =
+                    field.kind
+                {
                     flatten(&key, inner, out);
                 }
             }

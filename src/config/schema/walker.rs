@@ -90,7 +90,8 @@ impl Walker<'_> {
                 self.int_map(owner, key, map);
                 true
             }
-            (Kind::Table(fields), DeValue::Table(inner)) => {
+            (Kind::StrOrTable(_), DeValue::String(_)) => true,
+            (Kind::Table(fields) | Kind::StrOrTable(fields), DeValue::Table(inner)) => {
                 let inner_owner = if owner.is_empty() {
                     key.to_owned()
                 } else {

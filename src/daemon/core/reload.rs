@@ -287,6 +287,9 @@ pub fn restart_only_changes(old_master: &MasterSettings, m: &MasterSettings) -> 
     if m.worker_socket != old_master.worker_socket {
         changes.push("master.worker_socket".into());
     }
+    if m.store != old_master.store {
+        changes.push("master.store".into());
+    }
     let restart_only = [
         ("master.keepalive", m.keepalive != old_master.keepalive),
         (

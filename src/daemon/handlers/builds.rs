@@ -5,7 +5,6 @@ use std::collections::BTreeMap;
 use crate::daemon::actor::Master;
 use crate::daemon::core::CoreError;
 use crate::daemon::handlers::core_error;
-use crate::daemon::store::Store;
 use crate::protocol::{BuildId, ErrorReply, Reply, RequestId, SourceStamp};
 
 impl Master {

@@ -1,4 +1,6 @@
-//! The build history and the durable queue, in SQLite (`<state_dir>/master.db`).
+//! The build history and the durable queue: in SQLite
+//! (`<state_dir>/master.db`, the default) or in PostgreSQL (`[master]
+//! store = { postgres = ... }`, docs/postgres.md).
 //!
 //! The core's [`Record`]s are written here, all records of one core event in
 //! one transaction, before any client hears of them: a request id that
@@ -7,28 +9,35 @@
 //! of the machine.
 //!
 //! This file holds the [`Store`] trait (what the master loop needs from
-//! storage) and [`SqliteStore`], which opens the database and implements
-//! it; the SQL lives in `schema.rs` (schema and migrations), `writes.rs`,
-//! `restore.rs` and `queries.rs`. History reads do not go through the
-//! loop's connection: `reader.rs` answers them on read-only connections
-//! of their own, off the loop.
+//! storage), [`StoreError`], and [`open`], the one place that picks the
+//! backend. [`SqliteStore`] (`sqlite.rs`) keeps its SQL in `schema.rs`
+//! (schema and migrations), `writes.rs`, `restore.rs` and `queries.rs`;
+//! [`pg::PgStore`] has files of the same names under `pg/`, so that each
+//! behaviour is found by name in both; `rows.rs` is what they share (JSON
+//! encodings, rows to structs). History reads do not go through the
+//! loop's connection: `reader.rs` ([`SqliteReader`]) and `pg/reader.rs`
+//! answer them on connections of their own, off the loop.
 
+pub mod pg;
 mod queries;
 mod reader;
 mod restore;
+mod rows;
 mod schema;
+mod sqlite;
 mod writes;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use rusqlite::Connection;
-
+use crate::config::{MasterSettings, PostgresSettings, StoreSettings};
 use crate::daemon::core::{Record, Restored};
 use crate::protocol::{ArtifactInfo, BuildId, BuildSummary, RequestId, RequestInfo};
 
 pub use queries::MAX_LIST;
 pub use reader::{HistoryReader, ReadError, SqliteReader};
 pub use schema::SCHEMA_VERSION;
+pub use sqlite::SqliteStore;
 
 /// What the master loop needs from storage, once it is open (opening and
 /// migrating are each implementation's constructor): write a batch of
@@ -36,9 +45,8 @@ pub use schema::SCHEMA_VERSION;
 /// about the history are not asked here but of a [`HistoryReader`], off
 /// the loop.
 ///
-/// [`SqliteStore`] implements it today; this is the seam a PostgreSQL store
-/// will fill later. The master loop still names [`SqliteStore`]: nothing is
-/// generic over this trait yet.
+/// [`SqliteStore`] and [`pg::PgStore`] implement it; the master loop
+/// holds a [`BoxedStore`] and never knows which.
 pub trait Store {
     /// A storage failure, naming where the data lives.
     type Error: std::error::Error + Send + Sync + 'static;
@@ -67,7 +75,7 @@ pub trait Store {
 
     /// At a clean stop: leave the database whole in its own file (for
     /// SQLite, fold the write-ahead log into it), so that a copy of the
-    /// file alone is a full backup.
+    /// file alone is a full backup. PostgreSQL has nothing to do.
     fn checkpoint(&mut self) -> Result<(), Self::Error>;
 
     /// One request; `None` if there is no such request. A lookup of one
@@ -82,105 +90,123 @@ pub trait Store {
     fn build_summary(&self, id: BuildId) -> Result<Option<BuildSummary>, Self::Error>;
 }
 
-/// A storage failure, naming the database file.
+/// The store the master loop holds, whichever the backend.
+pub type BoxedStore = Box<dyn Store<Error = StoreError> + Send>;
+
+/// A storage failure, naming where the data lives.
 #[derive(Debug, thiserror::Error)]
-#[error("database {path}: {source}")]
-pub struct StoreError {
-    path: PathBuf,
-    #[source]
-    source: rusqlite::Error,
+pub enum StoreError {
+    /// SQLite failed on the database file.
+    #[error("database {path}: {source}")]
+    Sqlite {
+        /// The database file.
+        path: PathBuf,
+        /// What SQLite said.
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// PostgreSQL (or the way to it) failed.
+    #[error("{what}: {}", pg::message(source))]
+    Postgres {
+        /// The database and what was being done (never the password).
+        what: String,
+        /// What the driver said.
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    /// The database cannot be used as it is (a schema from a newer
+    /// program, an unreadable password file, a bad connection string).
+    #[error("{what}: {reason}")]
+    Refused {
+        /// The database, or the file.
+        what: String,
+        /// Why, and what to do.
+        reason: String,
+    },
+    /// Another master took the leadership (the epoch in `bb_leader` is
+    /// no longer this master's): nothing of the write was committed, and
+    /// this master must stop writing (docs/standby.md).
+    #[error(
+        "this master lost the leadership: it writes as epoch {mine}, but the database is at \
+         epoch {current} (another master took over); nothing of this write was committed"
+    )]
+    Fenced {
+        /// The epoch this master was given when it became the leader.
+        mine: u64,
+        /// The epoch in the database.
+        current: u64,
+    },
 }
 
-/// The open SQLite database: the [`Store`] the master runs on.
-pub struct SqliteStore {
-    conn: Connection,
-    path: PathBuf,
-}
-
-impl SqliteStore {
-    /// Open (creating if needed), check and migrate the database at `path`.
-    pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let wrap = |source| StoreError {
-            path: path.to_path_buf(),
-            source,
-        };
-        // Never through a symlink planted at the database's name.
-        let flags = rusqlite::OpenFlags::default() | rusqlite::OpenFlags::SQLITE_OPEN_NOFOLLOW;
-        let mut conn = Connection::open_with_flags(path, flags).map_err(wrap)?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(wrap)?;
-        conn.pragma_update(None, "synchronous", "FULL")
-            .map_err(wrap)?;
-        // A small WAL, checkpointed often and then reused from its start
-        // rather than grown: once it reached its size, commits need no new
-        // disk space, so a disk filled by logs still takes the records of
-        // builds ending (docs/durability.md).
-        conn.pragma_update(None, "wal_autocheckpoint", 100)
-            .map_err(wrap)?;
-        conn.pragma_update(None, "foreign_keys", "ON")
-            .map_err(wrap)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))
-            .map_err(wrap)?;
-        schema::check_integrity(&conn).map_err(wrap)?;
-        schema::migrate(&mut conn).map_err(wrap)?;
-        Ok(SqliteStore {
-            conn,
-            path: path.to_path_buf(),
-        })
+impl StoreError {
+    /// Whether this is [`StoreError::Fenced`]: the master lost the
+    /// leadership, rather than the database failing.
+    pub fn is_fenced(&self) -> bool {
+        matches!(self, StoreError::Fenced { .. })
     }
+}
 
-    fn err(&self, source: rusqlite::Error) -> StoreError {
-        StoreError {
-            path: self.path.clone(),
-            source,
+/// Where a master's history lives, for the parts that open connections
+/// of their own (retention) and for messages (the start check).
+#[derive(Debug, Clone)]
+pub enum Database {
+    /// `master.db` in the state dir.
+    Sqlite(PathBuf),
+    /// A PostgreSQL database, and the epoch this master writes as (the
+    /// fence; `None` for a master that does not campaign).
+    Postgres(PostgresSettings, Option<u64>),
+}
+
+impl std::fmt::Display for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Database::Sqlite(path) => write!(f, "{}", path.display()),
+            Database::Postgres(settings, _) => f.write_str(&pg::describe_settings(settings)),
         }
     }
 }
 
-impl Store for SqliteStore {
-    type Error = StoreError;
+/// The open store: the loop's writer and the front door's reader.
+pub struct Opened {
+    /// The master loop's store.
+    pub store: BoxedStore,
+    /// History reads, off the loop.
+    pub reader: Arc<dyn HistoryReader>,
+    /// Where it lives.
+    pub database: Database,
+}
 
-    fn apply_batch(
-        &mut self,
-        records: &[&Record],
-        artifacts: &[(BuildId, &ArtifactInfo)],
-    ) -> Result<Vec<Result<(), StoreError>>, StoreError> {
-        let outcomes =
-            writes::apply(&mut self.conn, records, artifacts).map_err(|e| self.err(e))?;
-        Ok(outcomes
-            .into_iter()
-            .map(|o| o.map_err(|e| self.err(e)))
-            .collect())
-    }
-
-    fn restore(&mut self, now_ms: u64) -> Result<Restored, StoreError> {
-        restore::restore(&mut self.conn, now_ms).map_err(|e| self.err(e))
-    }
-
-    /// SQLite folds the WAL in by itself when its last connection closes,
-    /// but the history readers may outlive this one, and a read-only
-    /// connection never does: so the writer does it, and empties the WAL.
-    fn checkpoint(&mut self) -> Result<(), StoreError> {
-        // The first column says whether a reader kept it from finishing.
-        let busy: i64 = self
-            .conn
-            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))
-            .map_err(|e| self.err(e))?;
-        if busy != 0 {
-            return Err(self.err(rusqlite::Error::SqliteFailure(
-                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY),
-                Some("a reader kept the checkpoint from finishing".into()),
-            )));
+/// Open the store `[master] store` names: `<state_dir>/master.db`, or the
+/// PostgreSQL database, writing as `fence` (the epoch of this master's
+/// leadership; see [`pg::PgStore::open`]). The one place that picks the
+/// backend.
+pub fn open(
+    master: &MasterSettings,
+    state_dir: &Path,
+    fence: Option<u64>,
+) -> Result<Opened, StoreError> {
+    match &master.store {
+        StoreSettings::Sqlite => {
+            let db = state_dir.join("master.db");
+            let store = SqliteStore::open(&db)?;
+            // Read-only connections of their own, once the writer has
+            // created and migrated the file.
+            let reader = Arc::new(SqliteReader::open(&db)?);
+            Ok(Opened {
+                store: Box::new(store),
+                reader,
+                database: Database::Sqlite(db),
+            })
         }
-        Ok(())
-    }
-
-    fn request(&self, id: RequestId) -> Result<Option<RequestInfo>, StoreError> {
-        queries::request(&self.conn, id).map_err(|e| self.err(e))
-    }
-
-    fn build_summary(&self, id: BuildId) -> Result<Option<BuildSummary>, StoreError> {
-        queries::build_summary(&self.conn, id).map_err(|e| self.err(e))
+        StoreSettings::Postgres(settings) => {
+            let store = pg::PgStore::open(settings, fence)?;
+            let reader = Arc::new(pg::PgReader::open(settings)?);
+            Ok(Opened {
+                store: Box::new(store),
+                reader,
+                database: Database::Postgres(settings.clone(), fence),
+            })
+        }
     }
 }
 

@@ -6,9 +6,10 @@ use std::collections::BTreeMap;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
+use super::rows::{self, CHANGE_COLUMNS, SUMMARY_COLUMNS};
 use crate::protocol::{
-    ArtifactInfo, BuildDetail, BuildId, BuildResult, BuildSummary, Change, ChangeInfo,
-    ChangeRequest, NewChange, RequestId, RequestInfo, StepDetail,
+    ArtifactInfo, BuildDetail, BuildId, BuildSummary, ChangeInfo, ChangeRequest, RequestId,
+    RequestInfo,
 };
 
 /// Most builds one `builds` answer lists, whatever the client asks: the
@@ -31,14 +32,14 @@ pub(super) fn builds(
                 "SELECT {SUMMARY_COLUMNS} FROM builds
                  WHERE builder = ?1 ORDER BY id DESC LIMIT ?2"
             ))?;
-            stmt.query_map(params![builder, limit], summary_from_row)
+            stmt.query_map(params![builder, limit], |r| rows::summary(r))
                 .and_then(|rows| rows.collect())
         }
         None => {
             let mut stmt = conn.prepare_cached(&format!(
                 "SELECT {SUMMARY_COLUMNS} FROM builds ORDER BY id DESC LIMIT ?1"
             ))?;
-            stmt.query_map(params![limit], summary_from_row)
+            stmt.query_map(params![limit], |r| rows::summary(r))
                 .and_then(|rows| rows.collect())
         }
     }
@@ -52,7 +53,7 @@ pub(super) fn build_summary(
     conn.query_row(
         &format!("SELECT {SUMMARY_COLUMNS} FROM builds WHERE id = ?1"),
         params![id as i64],
-        summary_from_row,
+        |r| rows::summary(r),
     )
     .optional()
 }
@@ -72,22 +73,12 @@ pub(super) fn build(conn: &Connection, id: BuildId) -> rusqlite::Result<Option<B
          FROM steps WHERE build_id = ?1 ORDER BY idx",
     )?;
     let steps = stmt
-        .query_map(params![id as i64], |r| {
-            Ok(StepDetail {
-                index: r.get(0)?,
-                name: r.get(1)?,
-                started_at_ms: r.get::<_, i64>(2)? as u64,
-                finished_at_ms: r.get::<_, Option<i64>>(3)?.map(|v| v as u64),
-                result: result_column(r.get(4)?),
-                reason: r.get(5)?,
-                log_bytes: 0,
-            })
-        })
+        .query_map(params![id as i64], |r| rows::step(r))
         .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())?;
     Ok(Some(BuildDetail {
         summary,
         request_reason,
-        properties: serde_json::from_str::<BTreeMap<String, String>>(&props).unwrap_or_default(),
+        properties: rows::props_of(&props),
         steps,
     }))
 }
@@ -100,16 +91,7 @@ pub(super) fn request(conn: &Connection, id: RequestId) -> rusqlite::Result<Opti
                          r.collapsed_into_build)
          FROM requests r WHERE r.id = ?1",
         params![id as i64],
-        |r| {
-            Ok(RequestInfo {
-                id: r.get::<_, i64>(0)? as u64,
-                builder: r.get(1)?,
-                state: r.get(2)?,
-                result: result_column(r.get(3)?),
-                reason: r.get(4)?,
-                build: r.get::<_, Option<i64>>(5)?.map(|v| v as u64),
-            })
-        },
+        |r| rows::request_info(r),
     )
     .optional()
 }
@@ -120,15 +102,8 @@ pub(super) fn artifacts(conn: &Connection, build: BuildId) -> rusqlite::Result<V
         "SELECT name, size, sha256, created_at FROM artifacts
          WHERE build_id = ?1 ORDER BY name",
     )?;
-    stmt.query_map([build as i64], |r| {
-        Ok(ArtifactInfo {
-            name: r.get(0)?,
-            size: r.get::<_, i64>(1)? as u64,
-            sha256: r.get(2)?,
-            created_at_ms: r.get::<_, i64>(3)? as u64,
-        })
-    })?
-    .collect()
+    stmt.query_map([build as i64], |r| rows::artifact(r))?
+        .collect()
 }
 
 /// The most recently started build.
@@ -154,31 +129,11 @@ pub(super) fn poller_cursors(
 /// with the requests that build it and their builds.
 pub(super) fn changes(conn: &Connection, limit: u32) -> rusqlite::Result<Vec<ChangeInfo>> {
     let limit = limit.min(MAX_LIST) as i64;
-    let mut stmt = conn.prepare_cached(
-        "SELECT id, repository, branch, revision, files, author, comments, when_ms,
-                properties, category, added_at
-         FROM changes ORDER BY id DESC LIMIT ?1",
-    )?;
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {CHANGE_COLUMNS} FROM changes ORDER BY id DESC LIMIT ?1"
+    ))?;
     let changes = stmt
-        .query_map([limit], |r| {
-            let files: String = r.get(4)?;
-            let props: String = r.get(8)?;
-            Ok(Change {
-                id: r.get::<_, i64>(0)? as u64,
-                new: NewChange {
-                    repository: r.get(1)?,
-                    branch: r.get(2)?,
-                    revision: r.get(3)?,
-                    files: serde_json::from_str(&files).unwrap_or_default(),
-                    author: r.get(5)?,
-                    comments: r.get(6)?,
-                    when_ms: r.get::<_, Option<i64>>(7)?.map(|v| v as u64),
-                    properties: serde_json::from_str(&props).unwrap_or_default(),
-                    category: r.get(9)?,
-                },
-                at_ms: r.get::<_, i64>(10)? as u64,
-            })
-        })?
+        .query_map([limit], |r| rows::change(r))?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     let mut reqs = conn.prepare_cached(
         "SELECT rc.request_id, r.builder FROM request_changes rc
@@ -211,30 +166,4 @@ pub(super) fn changes(conn: &Connection, limit: u32) -> rusqlite::Result<Vec<Cha
         });
     }
     Ok(out)
-}
-
-const SUMMARY_COLUMNS: &str = "id, request_id, builder, worker, generation, config_hash, \
-     result, reason, started_at, finished_at, \
-     (SELECT source FROM requests WHERE requests.id = builds.request_id)";
-
-fn summary_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<BuildSummary> {
-    Ok(BuildSummary {
-        id: r.get::<_, i64>(0)? as u64,
-        request_id: r.get::<_, i64>(1)? as u64,
-        builder: r.get(2)?,
-        worker: r.get(3)?,
-        generation: r.get::<_, i64>(4)? as u64,
-        config_hash: r.get(5)?,
-        result: result_column(r.get(6)?),
-        reason: r.get(7)?,
-        started_at_ms: r.get::<_, i64>(8)? as u64,
-        finished_at_ms: r.get::<_, Option<i64>>(9)?.map(|v| v as u64),
-        source: r
-            .get::<_, Option<String>>(10)?
-            .and_then(|j| serde_json::from_str(&j).ok()),
-    })
-}
-
-fn result_column(word: Option<String>) -> Option<BuildResult> {
-    word.as_deref().and_then(BuildResult::parse)
 }

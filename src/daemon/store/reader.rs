@@ -33,7 +33,7 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// words (for SQLite, "database PATH: ...").
 #[derive(Debug, thiserror::Error)]
 #[error(transparent)]
-pub struct ReadError(Box<dyn std::error::Error + Send + Sync>);
+pub struct ReadError(pub(in crate::daemon::store) Box<dyn std::error::Error + Send + Sync>);
 
 /// The history's read-only questions: what the front door answers
 /// without the master loop. Blocking calls: callers run them on a
@@ -85,7 +85,7 @@ impl SqliteReader {
     /// writer (`SqliteStore::open`) has already created, migrated and put
     /// in WAL mode.
     pub fn open(path: &Path) -> Result<Self, super::StoreError> {
-        let wrap = |source| super::StoreError {
+        let wrap = |source| super::StoreError::Sqlite {
             path: path.to_path_buf(),
             source,
         };
@@ -117,7 +117,7 @@ impl SqliteReader {
             .find_map(|c| c.try_lock().ok())
             .unwrap_or_else(|| self.conns[0].lock().unwrap_or_else(|e| e.into_inner()));
         query(&guard).map_err(|source| {
-            ReadError(Box::new(super::StoreError {
+            ReadError(Box::new(super::StoreError::Sqlite {
                 path: self.path.clone(),
                 source,
             }))

@@ -7,9 +7,18 @@ use std::sync::Arc;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
+use super::rows::{self, LIVE_REQUEST_COLUMNS};
 use crate::config::BuilderDef;
-use crate::daemon::core::{LiveRequest, Restored, RestoredBuild, SavedScheduler};
-use crate::protocol::SourceStamp;
+use crate::daemon::core::{Restored, RestoredBuild, SavedScheduler};
+
+/// Why a build kept without its definition (schema version 1) ends as
+/// `retry` at a restart.
+pub(super) const NO_DEFINITION: &str =
+    "the master stopped while it ran; its request is queued again";
+
+/// Why a build whose definition cannot be read back ends as `retry`.
+pub(super) const UNREADABLE: &str =
+    "its definition could not be read back after a restart; its request is queued again";
 
 /// Read back what a restart needs: queued requests in their original
 /// order, and the builds that were running, with the definition they
@@ -18,91 +27,39 @@ use crate::protocol::SourceStamp;
 /// resumed: it ends as `exception` and its request is queued again.
 pub(super) fn restore(conn: &mut Connection, now_ms: u64) -> rusqlite::Result<Restored> {
     let tx = conn.transaction()?;
-    retry_unresumable(
-        &tx,
-        "definition IS NULL",
-        "the master stopped while it ran; its request is queued again",
-        now_ms,
-    )?;
+    retry_unresumable(&tx, "definition IS NULL", NO_DEFINITION, now_ms)?;
     tx.commit()?;
 
-    let mut stmt = conn.prepare(
-        "SELECT b.id, b.request_id, b.builder, b.worker, b.generation, b.definition,
-                    (SELECT MAX(idx) FROM steps s WHERE s.build_id = b.id),
-                    r.reason, r.properties, r.retries, b.started_at, r.priority,
-                    r.submitted_at, r.source
-             FROM builds b JOIN requests r ON r.id = b.request_id
-             WHERE b.finished_at IS NULL ORDER BY b.id",
-    )?;
+    let mut stmt = conn.prepare(&format!(
+        "SELECT b.id, b.worker, b.generation, b.definition,
+                (SELECT MAX(idx) FROM steps s WHERE s.build_id = b.id), b.started_at,
+                {LIVE_REQUEST_COLUMNS}
+         FROM builds b JOIN requests r ON r.id = b.request_id
+         WHERE b.finished_at IS NULL ORDER BY b.id"
+    ))?;
     let running = stmt
-        .query_map([], |row| {
-            let definition: String = row.get(5)?;
-            let props: String = row.get(8)?;
-            Ok((
-                RestoredBuild {
-                    id: row.get::<_, i64>(0)? as u64,
-                    request: LiveRequest {
-                        id: row.get::<_, i64>(1)? as u64,
-                        builder: row.get(2)?,
-                        reason: row.get(7)?,
-                        properties: serde_json::from_str(&props).unwrap_or_default(),
-                        build: Some(row.get::<_, i64>(0)? as u64),
-                        retries: row.get(9)?,
-                        priority: row.get(11)?,
-                        submitted_at_ms: row.get::<_, i64>(12)? as u64,
-                        source: source_of(row.get(13)?),
-                    },
-                    worker: row.get(3)?,
-                    def: Arc::new(BuilderDef::default()),
-                    generation: row.get::<_, i64>(4)? as u64,
-                    step: row.get::<_, Option<u32>>(6)?.unwrap_or(0),
-                    started_at_ms: row.get::<_, i64>(10)? as u64,
-                },
-                definition,
-            ))
-        })?
+        .query_map([], |row| running_build(row))?
         .collect::<Result<Vec<_>, _>>()?;
     drop(stmt);
     let mut restored_running = Vec::with_capacity(running.len());
-    for (mut build, definition) in running {
-        match serde_json::from_str::<BuilderDef>(&definition) {
-            Ok(def) if (build.step as usize) < def.steps.len() => {
-                build.def = Arc::new(def);
-                restored_running.push(build);
-            }
-            _ => {
+    for (build, definition) in running {
+        match with_definition(build, &definition) {
+            Ok(build) => restored_running.push(build),
+            Err(id) => {
                 // Unreadable: retried like a build without a definition.
                 let tx = conn.transaction()?;
-                retry_unresumable(
-                    &tx,
-                    &format!("id = {}", build.id),
-                    "its definition could not be read back after a restart; its request is queued again",
-                    now_ms,
-                )?;
+                retry_unresumable(&tx, &format!("id = {id}"), UNREADABLE, now_ms)?;
                 tx.commit()?;
             }
         }
     }
 
-    let mut stmt = conn.prepare(
-        "SELECT id, builder, reason, properties, retries, priority, submitted_at, source
-             FROM requests WHERE state = 'queued' ORDER BY priority DESC, id",
-    )?;
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {LIVE_REQUEST_COLUMNS} FROM requests r
+         WHERE r.state = 'queued' ORDER BY r.priority DESC, r.id"
+    ))?;
     let queued = stmt
-        .query_map([], |row| {
-            let props: String = row.get(3)?;
-            Ok(LiveRequest {
-                id: row.get::<_, i64>(0)? as u64,
-                builder: row.get(1)?,
-                reason: row.get(2)?,
-                properties: serde_json::from_str(&props).unwrap_or_default(),
-                build: None,
-                retries: row.get(4)?,
-                priority: row.get(5)?,
-                submitted_at_ms: row.get::<_, i64>(6)? as u64,
-                source: source_of(row.get(7)?),
-            })
-        })?
+        .query_map([], |row| rows::live_request(row, 0))?
         .collect::<Result<Vec<_>, _>>()?;
     drop(stmt);
     let max = |sql: &str| -> rusqlite::Result<u64> {
@@ -127,12 +84,6 @@ pub(super) fn restore(conn: &mut Connection, now_ms: u64) -> rusqlite::Result<Re
         schedulers: schedulers(conn)?,
         queued,
     })
-}
-
-/// A request's source stamp as stored (JSON); an unreadable one is
-/// dropped rather than stopping the start (the request still runs).
-fn source_of(json: Option<String>) -> Option<SourceStamp> {
-    json.and_then(|j| serde_json::from_str(&j).ok())
 }
 
 /// The schedulers' saved state, by name.
@@ -183,4 +134,44 @@ fn retry_unresumable(
         params![now_ms as i64, reason],
     )?;
     Ok(())
+}
+
+/// A running build as the restore query selects it (its definition
+/// still as JSON, read by the caller): `b.id, b.worker, b.generation,
+/// b.definition, the last step, b.started_at`, then the request's
+/// [`LIVE_REQUEST_COLUMNS`]. Shared with PostgreSQL's restore.
+pub(super) fn running_build<R: rows::Columns>(
+    row: &R,
+) -> Result<(RestoredBuild, String), R::Error> {
+    let id = row.int(0)? as u64;
+    let mut request = rows::live_request(row, 6)?;
+    request.build = Some(id);
+    Ok((
+        RestoredBuild {
+            id,
+            request,
+            worker: row.text(1)?,
+            def: Arc::new(BuilderDef::default()),
+            generation: row.int(2)? as u64,
+            step: row.opt_int(4)?.unwrap_or(0) as u32,
+            started_at_ms: row.int(5)? as u64,
+        },
+        row.text(3)?,
+    ))
+}
+
+/// A running build given the definition it started with, read back from
+/// its JSON; `Err(build id)` when it cannot be resumed (unreadable, or its
+/// step is past the definition's steps). Shared with PostgreSQL's restore.
+pub(super) fn with_definition(
+    mut build: RestoredBuild,
+    definition: &str,
+) -> Result<RestoredBuild, u64> {
+    match serde_json::from_str::<BuilderDef>(definition) {
+        Ok(def) if (build.step as usize) < def.steps.len() => {
+            build.def = Arc::new(def);
+            Ok(build)
+        }
+        _ => Err(build.id),
+    }
 }

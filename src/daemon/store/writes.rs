@@ -3,6 +3,7 @@
 
 use rusqlite::{Connection, params};
 
+use super::rows;
 use crate::daemon::core::Record;
 use crate::protocol::{ArtifactInfo, BuildId};
 
@@ -67,11 +68,8 @@ pub(super) fn write_record(
             source,
             at_ms,
         } => {
-            let props = serde_json::to_string(properties).unwrap_or_else(|_| "{}".into());
-            let source_json = source
-                .as_ref()
-                .map(serde_json::to_string)
-                .transpose()
+            let props = rows::props_json(properties);
+            let source_json = rows::source_json(source.as_ref())
                 .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
             tx.execute(
                 "INSERT INTO requests (id, builder, reason, properties, submitted_at, state, priority, source)
@@ -89,8 +87,8 @@ pub(super) fn write_record(
         }
         Record::ChangeAdded(change) => {
             let c = &change.new;
-            let files = serde_json::to_string(&c.files).unwrap_or_else(|_| "[]".into());
-            let props = serde_json::to_string(&c.properties).unwrap_or_else(|_| "{}".into());
+            let files = rows::files_json(&c.files);
+            let props = rows::props_json(&c.properties);
             tx.prepare_cached(
                 "INSERT INTO changes (id, repository, branch, revision, files, author, comments,
                                       when_ms, properties, category, added_at)

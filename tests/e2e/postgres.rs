@@ -1,0 +1,117 @@
+//! A master on PostgreSQL (`[master] store = { postgres = ... }`,
+//! docs/postgres.md): builds recorded in a real throwaway server, logs in
+//! the shared dir, and everything back after a restart and a `kill -9`
+//! mid-build, the running build re-adopted with its log whole.
+
+use std::fs;
+use std::time::Duration;
+
+use bbctl::testkit::postgres::{PASSWORD, PgServer};
+use serde_json::Value;
+
+use crate::harness::{Master, start_worker, text, wait_for_line_in, wait_until};
+
+/// A config for a master on `pg`'s database `db`, with a remote worker
+/// `w1` and two builders: `quick`, and `slow`, whose build 2 waits for
+/// `@DIR@/go` between its two lines.
+pub fn pg_config(pg: &PgServer, db: &str, body: &str) -> String {
+    format!(
+        r#"
+[master]
+store = {{ postgres = "{}", password_file = "@DIR@/pgpass", shared_dir = "@DIR@/shared" }}
+{body}"#,
+        pg.conninfo(db)
+    )
+}
+
+const BODY: &str = r#"worker_grace = "60s"
+
+[[worker]]
+name = "w1"
+secret_file = "@DIR@/w.secret"
+max_builds = 2
+
+[[builder]]
+name = "quick"
+workers = ["w1"]
+
+  [[builder.step]]
+  name = "s"
+  shell = "echo quick $BB_BUILD_ID"
+
+[[builder]]
+name = "slow"
+workers = ["w1"]
+
+  [[builder.step]]
+  name = "s"
+  shell = "echo before; echo $$ > @DIR@/pid.tmp; mv @DIR@/pid.tmp @DIR@/pid; while [ ! -e @DIR@/go ]; do sleep 0.02; done; echo after"
+"#;
+
+/// The files every such master needs beside its config.
+pub const FILES: &[(&str, &str)] = &[("w.secret", "pg-secret-0123456789\n"), ("pgpass", PASSWORD)];
+
+fn result_of(m: &Master, build: u64) -> Value {
+    m.bbctl_json(&["build", &build.to_string()])["result"].clone()
+}
+
+#[test]
+fn a_master_on_postgresql_builds_restarts_and_re_adopts_after_kill_9() {
+    let pg = PgServer::start().expect("a throwaway PostgreSQL (install `postgresql`)");
+    pg.create_database("bb").unwrap();
+    let mut m = Master::start_with_files(&pg_config(&pg, "bb", BODY), FILES);
+    let _worker = start_worker(&m, "w1", &m.path().join("w.secret"));
+
+    // A build, recorded in PostgreSQL, its log in the shared dir.
+    m.bbctl_code(&["force-build", "quick", "--wait"], 0);
+    assert_eq!(text(&m.bbctl_code(&["log", "1"], 0).stdout), "quick 1\n");
+    assert_eq!(
+        pg.psql("bb", "SELECT result FROM builds WHERE id = 1")
+            .unwrap(),
+        "success"
+    );
+    assert!(m.path().join("shared/logs/1/0.log").is_file());
+    assert!(
+        !m.state_dir().join("master.db").exists() && !m.state_dir().join("logs").exists(),
+        "nothing of the history in the state dir"
+    );
+    let epoch: u64 = pg
+        .psql("bb", "SELECT epoch FROM bb_leader")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(epoch >= 1, "the master claimed an epoch");
+
+    // A build running when the master is killed: re-adopted by the next
+    // one, its log whole.
+    assert_eq!(m.force_build("slow"), 2);
+    wait_for_line_in(&m.path().join("pid"), Duration::from_secs(10));
+    m.kill9();
+    m.spawn();
+    fs::write(m.path().join("go"), "").unwrap();
+    let out = m.bbctl_code(&["log", "2", "--follow"], 0);
+    assert_eq!(text(&out.stdout), "before\nafter\n");
+    wait_until("build 2 to end", Duration::from_secs(20), || {
+        result_of(&m, 2) == "success"
+    });
+    let later: u64 = pg
+        .psql("bb", "SELECT epoch FROM bb_leader")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(later > epoch, "each start claims a new epoch");
+
+    // A clean restart: the history is all there, ids go on.
+    m.bbctl_code(&["shutdown"], 0);
+    m.wait_exit(Duration::from_secs(10));
+    m.spawn();
+    let builds = m.bbctl_json(&["builds"]);
+    assert_eq!(builds.as_array().map(Vec::len), Some(2), "{builds}");
+    m.bbctl_code(&["force-build", "quick", "--wait"], 0);
+    assert_eq!(text(&m.bbctl_code(&["log", "3"], 0).stdout), "quick 3\n");
+    assert_eq!(
+        pg.psql("bb", "SELECT count(*) FROM builds WHERE result = 'success'")
+            .unwrap(),
+        "3"
+    );
+}
