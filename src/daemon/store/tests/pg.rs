@@ -231,3 +231,58 @@ fn a_reader_whose_connection_the_server_ended_connects_again() {
     }
     assert!(failures <= 2, "{failures} failed reads");
 }
+
+/// Measures what docs/postgres.md quotes on where logs live: appending
+/// 4 KiB chunks to a file on local disk against inserting them as rows,
+/// one statement each as output streams in (`cargo test --release --lib
+/// store::tests::pg::measure -- --ignored --nocapture`).
+#[test]
+#[ignore]
+fn measure_log_chunks_on_disk_and_as_rows() {
+    use std::io::Write;
+    const CHUNK: usize = 4096;
+    let chunk = vec![b'x'; CHUNK];
+    let dir = tempfile::tempdir().unwrap();
+    let mut file = std::fs::File::create(dir.path().join("0.log")).unwrap();
+    let n = 16_384;
+    let started = Instant::now();
+    for _ in 0..n {
+        file.write_all(&chunk).unwrap();
+    }
+    let disk = started.elapsed();
+    eprintln!(
+        "file appends: {n} x 4 KiB in {disk:?}: {:.0} MiB/s, {:.1} us per chunk",
+        (n * CHUNK) as f64 / disk.as_secs_f64() / (1 << 20) as f64,
+        disk.as_micros() as f64 / n as f64
+    );
+
+    let pg = server();
+    let files = tempfile::tempdir().unwrap();
+    let b = Postgres::new(&pg, "chunks", files.path());
+    let client = connect(&b.settings, "measure").unwrap();
+    for commit in ["off", "on"] {
+        block_on(client.batch_execute(&format!(
+            "SET synchronous_commit = {commit};
+             DROP TABLE IF EXISTS log_chunks;
+             CREATE TABLE log_chunks (build BIGINT, step INT, seq BIGINT, data BYTEA,
+                                      PRIMARY KEY (build, step, seq))"
+        )))
+        .unwrap();
+        let insert = block_on(
+            client.prepare("INSERT INTO log_chunks (build, step, seq, data) VALUES (1, 0, $1, $2)"),
+        )
+        .unwrap();
+        let n = 4_096_i64;
+        let started = Instant::now();
+        for seq in 0..n {
+            block_on(client.execute(&insert, &[&seq, &chunk])).unwrap();
+        }
+        let rows = started.elapsed();
+        eprintln!(
+            "rows (synchronous_commit={commit}, server fsync=off): {n} x 4 KiB in {rows:?}: \
+             {:.0} MiB/s, {:.1} us per chunk",
+            (n as usize * CHUNK) as f64 / rows.as_secs_f64() / (1 << 20) as f64,
+            rows.as_micros() as f64 / n as f64
+        );
+    }
+}
