@@ -224,6 +224,7 @@ pub async fn run(opts: MasterOptions) -> Result<(), DaemonError> {
         database,
     } = open_store(&config, &layout.state_dir)?;
     let restored = store.restore(paths::now_ms())?;
+    let store_name = database.to_string();
     let queued = restored.queued.len();
     let known_builds = restored.next_build.saturating_sub(1);
     let core = core::Core::new(Arc::clone(&config), restored, paths::now_ms());
@@ -377,6 +378,7 @@ pub async fn run(opts: MasterOptions) -> Result<(), DaemonError> {
         config = %config.origin,
         state_dir = %layout.state_dir.display(),
         control_socket = %layout.control_socket.display(),
+        store = %store_name,
         queued,
         "bbmaster started"
     );
