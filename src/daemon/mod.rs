@@ -172,14 +172,20 @@ pub fn files_root(config: &Config, state_dir: &Path) -> PathBuf {
 }
 
 /// Open the store `[master] store` names, with the fence this master
-/// writes behind. The seam for the leadership campaign: on PostgreSQL,
-/// until a campaign gives the epoch it won, a master claims the next
-/// epoch by a plain bump (no lock, no lease): a master started after it
-/// on the same database fences this one off, so two never both write.
-fn open_store(config: &Config, state_dir: &Path) -> Result<store::Opened, DaemonError> {
-    let fence = match config.master.store.postgres() {
-        None => None,
-        Some(pg) => Some(store::pg::bump_epoch(pg)?),
+/// writes behind: `epoch`, the epoch a leadership campaign committed.
+/// Without one (`None`) a master on PostgreSQL claims the next epoch by a
+/// plain bump (no lock, no lease): a master started after it on the same
+/// database fences this one off, so two never both write. SQLite has no
+/// fence.
+fn open_store(
+    config: &Config,
+    state_dir: &Path,
+    epoch: Option<u64>,
+) -> Result<store::Opened, DaemonError> {
+    let fence = match (config.master.store.postgres(), epoch) {
+        (None, _) => None,
+        (Some(_), Some(epoch)) => Some(epoch),
+        (Some(pg), None) => Some(store::pg::bump_epoch(pg)?),
     };
     Ok(store::open(&config.master, state_dir, fence)?)
 }
@@ -222,7 +228,7 @@ pub async fn run(opts: MasterOptions) -> Result<(), DaemonError> {
         mut store,
         reader,
         database,
-    } = open_store(&config, &layout.state_dir)?;
+    } = open_store(&config, &layout.state_dir, None)?;
     let restored = store.restore(paths::now_ms())?;
     let store_name = database.to_string();
     let queued = restored.queued.len();

@@ -286,3 +286,37 @@ fn measure_log_chunks_on_disk_and_as_rows() {
         );
     }
 }
+
+#[test]
+fn a_read_only_restore_shows_the_state_and_writes_nothing_whatever_the_epoch() {
+    let pg = server();
+    let files = tempfile::tempdir().unwrap();
+    let b = Postgres::new(&pg, "standby", files.path());
+    {
+        let mut store = b.open();
+        start_build_1(&mut *store);
+        store
+            .apply(&[&queued(2, "a"), &build_started(2, 2, "a"), &queued(3, "a")])
+            .unwrap();
+    }
+    b.sql("UPDATE builds SET definition = 'not json' WHERE id = 2");
+    b.sql("UPDATE bb_leader SET epoch = 5");
+    // A standby's store: not the leader's epoch.
+    let mut standby = PgStore::open(&b.settings, Some(4)).unwrap();
+    let restored = standby.restore_read_only().unwrap();
+    let running: Vec<u64> = restored.running.iter().map(|r| r.id).collect();
+    assert_eq!(running, vec![1], "the unreadable build is left out");
+    let queued: Vec<u64> = restored.queued.iter().map(|r| r.id).collect();
+    assert_eq!(queued, vec![3]);
+    assert_eq!((restored.next_request, restored.next_build), (4, 3));
+    assert_eq!(
+        pg.psql(
+            "standby",
+            "SELECT count(*) FROM builds WHERE finished_at IS NULL"
+        )
+        .unwrap(),
+        "2",
+        "nothing retried"
+    );
+    assert!(standby.restore(9).unwrap_err().is_fenced());
+}
