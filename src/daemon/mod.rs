@@ -19,6 +19,7 @@ pub mod handle;
 pub mod handlers;
 pub mod history;
 pub mod irc;
+pub mod leader;
 pub mod limits;
 pub mod lineage;
 pub mod listener;

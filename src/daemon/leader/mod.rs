@@ -1,0 +1,148 @@
+//! Leadership among masters sharing one PostgreSQL database (issue 19,
+//! docs/standby.md).
+//!
+//! One master leads; the others are standbys. The leader holds a
+//! session-level advisory lock on a connection of its own (the
+//! "leadership" connection) and a lease row (`bb_leader`) carrying an
+//! **epoch**; every write of its store is conditional on that epoch (the
+//! fence, in the store). Split by job:
+//!
+//! - [`campaign`]: a standby waits for the lock, terminates a holder
+//!   whose lease has run out (by the database's clock), and on winning
+//!   bumps the epoch (committed before anything is restored).
+//! - [`lease`]: the leader renews its lease every lease/3 and notices, at
+//!   once, when it cannot or when another epoch has started.
+//! - [`registry`]: every master's row in `bb_masters` (heartbeats) and
+//!   the reads behind `bbctl masters` and a standby's `status`.
+//! - [`standby`]: what a standby answers on its sockets meanwhile.
+
+pub mod campaign;
+pub mod lease;
+pub mod registry;
+pub mod standby;
+
+#[cfg(test)]
+mod tests;
+
+use std::time::Duration;
+
+/// The advisory lock held by the leader's leadership session (WAVE4
+/// contract: "bbma").
+pub const LEADERSHIP_LOCK: i64 = 0x6262_6d61;
+
+/// Who this master is, for the other masters and the workers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// `bbmaster --name` (default: the host name).
+    pub name: String,
+    /// `bbmaster --advertise`: the worker address others are sent to.
+    pub address: String,
+}
+
+/// How long a lease lasts, and the period of renewals and heartbeats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lease {
+    /// The lease (`[master] store = { lease = "10s" }`).
+    pub length: Duration,
+}
+
+impl Lease {
+    /// The lease of `length`.
+    pub fn new(length: Duration) -> Self {
+        Lease { length }
+    }
+
+    /// Renewals, heartbeats and expiry checks happen this often.
+    pub fn period(&self) -> Duration {
+        self.length / 3
+    }
+
+    /// The lease in seconds, as the SQL interval arithmetic takes it.
+    pub fn seconds(&self) -> f64 {
+        self.length.as_secs_f64()
+    }
+}
+
+/// The leader as the database knows it (`bb_leader`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaderRow {
+    /// The epoch: bumped by every takeover.
+    pub epoch: u64,
+    /// The leader's `--name`; `None` before any master led.
+    pub master: Option<String>,
+    /// Its `--advertise` address.
+    pub address: Option<String>,
+    /// Whether its lease has run out (by the database's clock).
+    pub expired: bool,
+}
+
+impl LeaderRow {
+    /// The words a standby answers a state-changing command with.
+    pub fn refusal(&self) -> String {
+        match (&self.master, &self.address) {
+            (Some(name), Some(address)) => format!(
+                "this master is a standby; the leader is {name} at {address} (epoch {})",
+                self.epoch
+            ),
+            _ => "this master is a standby and no master leads yet; try again in a moment"
+                .to_string(),
+        }
+    }
+}
+
+/// Why a leader stopped leading, or a campaign failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LeaderError {
+    /// A query on a leadership or heartbeat connection failed.
+    #[error("the database, {what}: {source}")]
+    Db {
+        /// What we were doing.
+        what: &'static str,
+        /// The driver's error.
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    /// The lease row is missing (the schema was not migrated).
+    #[error("the table bb_leader has no row (id = 1): the database is not migrated")]
+    NoLeaseRow,
+    /// Another master took the leadership: this one must stop at once.
+    #[error(
+        "lost the leadership: epoch {current} started (this master led epoch {mine}); \
+         stopping without writing anything more"
+    )]
+    Superseded {
+        /// The epoch this master led.
+        mine: u64,
+        /// The epoch in the database now.
+        current: u64,
+    },
+    /// The lease could not be renewed before it ran out.
+    #[error(
+        "lost the leadership: the lease (epoch {mine}) could not be renewed within {lease:?} \
+         ({why}); stopping without writing anything more"
+    )]
+    Expired {
+        /// The epoch this master led.
+        mine: u64,
+        /// The lease.
+        lease: Duration,
+        /// The last renewal's failure.
+        why: String,
+    },
+}
+
+impl LeaderError {
+    /// A `Db` error for `what`.
+    pub fn db(what: &'static str) -> impl FnOnce(tokio_postgres::Error) -> LeaderError {
+        move |source| LeaderError::Db { what, source }
+    }
+
+    /// Whether this error means the leadership was lost (rather than a
+    /// campaign that could not run).
+    pub fn is_lost(&self) -> bool {
+        matches!(
+            self,
+            LeaderError::Superseded { .. } | LeaderError::Expired { .. }
+        )
+    }
+}

@@ -1,0 +1,1 @@
+//! What a standby answers while it waits (filled in below).

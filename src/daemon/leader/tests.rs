@@ -1,0 +1,204 @@
+//! The campaign and the lease against a real PostgreSQL server
+//! (`testkit::postgres`): one server per test, each master a pair of
+//! connections as in `bbmaster`.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tokio_postgres::{Client, NoTls};
+
+use super::campaign::{campaign, take_office};
+use super::lease::hold;
+use super::{Identity, Lease, LeaderError, registry};
+use crate::protocol::MasterRole;
+use crate::testkit::postgres::PgServer;
+
+/// The contract's tables (WAVE4), as pgstore's migration creates them.
+const DDL: &str = "
+CREATE TABLE IF NOT EXISTS bb_leader (
+  id INT PRIMARY KEY CHECK (id = 1), epoch BIGINT NOT NULL DEFAULT 0,
+  master TEXT, address TEXT, backend_pid INT, expires_at TIMESTAMPTZ,
+  config_generation BIGINT, config_hash TEXT);
+INSERT INTO bb_leader (id) VALUES (1) ON CONFLICT DO NOTHING;
+CREATE TABLE IF NOT EXISTS bb_masters (
+  name TEXT PRIMARY KEY, address TEXT, role TEXT NOT NULL,
+  epoch BIGINT, pid INT, started_at TIMESTAMPTZ, heartbeat_at TIMESTAMPTZ);
+";
+
+const LEASE: Duration = Duration::from_millis(1200);
+
+fn server() -> PgServer {
+    let pg = PgServer::start().expect("a PostgreSQL test server (apt-get install postgresql)");
+    pg.create_database("bb").unwrap();
+    pg.psql("bb", DDL).unwrap();
+    pg
+}
+
+async fn connect(pg: &PgServer) -> Client {
+    let (client, conn) = tokio_postgres::connect(&pg.conninfo_with_password("bb"), NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(conn);
+    client
+}
+
+/// A master's two connections, registered as a standby.
+async fn master(pg: &PgServer, name: &str) -> (Client, Client, Identity) {
+    let me = Identity {
+        name: name.into(),
+        address: format!("tls://{name}:9989"),
+    };
+    let leadership = connect(pg).await;
+    let watch = connect(pg).await;
+    registry::register(&watch, &me, MasterRole::Standby)
+        .await
+        .unwrap();
+    (leadership, watch, me)
+}
+
+fn epoch_in_db(pg: &PgServer) -> String {
+    pg.psql("bb", "SELECT epoch || ' ' || master FROM bb_leader")
+        .unwrap()
+}
+
+#[tokio::test]
+async fn one_campaigner_wins_and_the_other_takes_over_when_its_session_is_killed() {
+    let pg = server();
+    let lease = Lease::new(Duration::from_secs(30));
+    let (l_a, w_a, a) = master(&pg, "a").await;
+    let won = campaign(&l_a, &w_a, &a, lease).await.unwrap();
+    assert_eq!(won.epoch, 1);
+    assert_eq!(epoch_in_db(&pg), "1 a");
+
+    let (l_b, w_b, b) = master(&pg, "b").await;
+    let b_campaign = tokio::spawn(async move {
+        let won = campaign(&l_b, &w_b, &b, lease).await;
+        (won, l_b, w_b)
+    });
+    // B waits: A's lease (30 s) is far from over.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(!b_campaign.is_finished(), "b must not win while a leads");
+
+    // A's leadership session is killed (as `kill -9` of its process does):
+    // B gets the lock at once, long before A's lease would end.
+    let killed_at = Instant::now();
+    pg.psql(
+        "bb",
+        "SELECT pg_terminate_backend(backend_pid) FROM bb_leader",
+    )
+    .unwrap();
+    let (won, _l_b, _w_b) = tokio::time::timeout(Duration::from_secs(10), b_campaign)
+        .await
+        .expect("b wins in time")
+        .unwrap();
+    assert_eq!(won.unwrap().epoch, 2);
+    assert!(killed_at.elapsed() < Duration::from_secs(5));
+    assert_eq!(epoch_in_db(&pg), "2 b");
+    let roles = pg
+        .psql("bb", "SELECT string_agg(name || '=' || role || ':' || coalesce(epoch::text, '-'), ',' ORDER BY name) FROM bb_masters")
+        .unwrap();
+    assert_eq!(roles, "a=leader:1,b=leader:2");
+}
+
+#[tokio::test]
+async fn a_holder_that_stops_renewing_is_terminated_after_its_lease_and_its_renewal_then_fails() {
+    let pg = server();
+    let lease = Lease::new(LEASE);
+    let (l_a, w_a, a) = master(&pg, "a").await;
+    let won_at = Instant::now();
+    let won = campaign(&l_a, &w_a, &a, lease).await.unwrap();
+    assert_eq!(won.epoch, 1);
+    // A is "paused": it holds the lock but renews nothing.
+    let (l_b, w_b, b) = master(&pg, "b").await;
+    let started = Instant::now();
+    let won_b = tokio::time::timeout(Duration::from_secs(10), campaign(&l_b, &w_b, &b, lease))
+        .await
+        .expect("b wins in time")
+        .unwrap();
+    assert_eq!(won_b.epoch, 2);
+    let took = started.elapsed();
+    assert!(
+        took + Duration::from_millis(100) >= LEASE - won_at.elapsed().min(LEASE),
+        "b must wait for a's lease, took {took:?}"
+    );
+    assert_eq!(epoch_in_db(&pg), "2 b");
+    // A "resumes" and tries to hold its leadership: it notices at once.
+    let lost = tokio::time::timeout(
+        Duration::from_secs(5),
+        hold(&l_a, &a, 1, lease, won_at, Box::new(|| None)),
+    )
+    .await
+    .expect("a notices in time");
+    assert!(lost.is_lost(), "{lost}");
+    assert!(lost.to_string().contains("lost the leadership"), "{lost}");
+    // And its session is gone: nothing it sends is executed.
+    assert!(l_a.query_one("SELECT 1", &[]).await.is_err());
+    assert_eq!(epoch_in_db(&pg), "2 b");
+}
+
+#[tokio::test]
+async fn a_leader_that_renews_keeps_the_leadership_past_many_leases() {
+    let pg = server();
+    let lease = Lease::new(Duration::from_millis(900));
+    let (l_a, w_a, a) = master(&pg, "a").await;
+    let won_at = Instant::now();
+    let won = campaign(&l_a, &w_a, &a, lease).await.unwrap();
+    let a_hold = tokio::spawn(async move {
+        let config: super::lease::ConfigInfo = Box::new(|| Some((7, "abc".to_string())));
+        hold(&l_a, &a, won.epoch, lease, won_at, config).await
+    });
+    let (l_b, w_b, b) = master(&pg, "b").await;
+    let b_won = tokio::time::timeout(Duration::from_secs(4), campaign(&l_b, &w_b, &b, lease)).await;
+    assert!(b_won.is_err(), "b must not win while a renews");
+    assert!(!a_hold.is_finished());
+    assert_eq!(epoch_in_db(&pg), "1 a");
+    assert_eq!(
+        pg.psql("bb", "SELECT config_generation || ' ' || config_hash FROM bb_leader")
+            .unwrap(),
+        "7 abc"
+    );
+    a_hold.abort();
+}
+
+#[tokio::test]
+async fn a_renewal_that_finds_a_new_epoch_says_superseded() {
+    let pg = server();
+    let lease = Lease::new(Duration::from_millis(900));
+    let (l_a, w_a, a) = master(&pg, "a").await;
+    let won_at = Instant::now();
+    let won = campaign(&l_a, &w_a, &a, lease).await.unwrap();
+    // Another master bumped the epoch (the takeover's UPDATE).
+    pg.psql("bb", "UPDATE bb_leader SET epoch = epoch + 1").unwrap();
+    let lost = tokio::time::timeout(
+        Duration::from_secs(5),
+        hold(&l_a, &a, won.epoch, lease, won_at, Box::new(|| None)),
+    )
+    .await
+    .expect("a notices in time");
+    assert!(
+        matches!(lost, LeaderError::Superseded { mine: 1, current: 2 }),
+        "{lost}"
+    );
+}
+
+#[tokio::test]
+async fn a_winner_not_yet_recorded_is_not_terminated() {
+    let pg = server();
+    let lease = Lease::new(Duration::from_millis(600));
+    // An old leader's expired record, and a new session holding the lock
+    // that has not bumped the epoch yet.
+    let (l_a, _w_a, a) = master(&pg, "a").await;
+    take_office(&l_a, &a, lease).await.unwrap();
+    drop(l_a);
+    let fresh = connect(&pg).await;
+    fresh
+        .execute("SELECT pg_advisory_lock($1)", &[&super::LEADERSHIP_LOCK])
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let (_l_c, w_c, _c) = master(&pg, "c").await;
+    let mine: i32 = w_c.query_one("SELECT pg_backend_pid()", &[]).await.unwrap().get(0);
+    let ended = super::campaign::end_expired_holder(&w_c, mine).await.unwrap();
+    assert_eq!(ended, None);
+    assert!(fresh.query_one("SELECT 1", &[]).await.is_ok());
+}
