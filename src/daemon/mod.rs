@@ -61,6 +61,13 @@ pub struct MasterOptions {
     pub state_dir: Option<PathBuf>,
     /// `--http ADDR`: serve the web pages there (overrides `[http] listen`).
     pub http: Option<std::net::SocketAddr>,
+    /// `--name`: this master among others on one PostgreSQL store.
+    pub name: Option<String>,
+    /// `--advertise`: where workers are sent when this master leads.
+    pub advertise: Option<String>,
+    /// `--worker-listen`: replaces the config's `worker_listen` (also
+    /// after reloads) when not empty.
+    pub worker_listen: Vec<std::net::SocketAddr>,
 }
 
 /// Why the master could not start or had to stop.
@@ -93,6 +100,9 @@ pub enum DaemonError {
     /// The web server (`[http]`, `--http`) cannot start.
     #[error(transparent)]
     Web(#[from] web::WebError),
+    /// The leadership could not be campaigned for, or was lost.
+    #[error(transparent)]
+    Leadership(#[from] leader::LeaderError),
     /// A file system or socket operation failed.
     #[error("{what} {}: {source}", path.display())]
     Io {

@@ -14,7 +14,7 @@
 use tokio_postgres::Client;
 use tracing::{info, warn};
 
-use super::{Identity, LEADERSHIP_LOCK, Lease, LeaderError, registry};
+use super::{Identity, LEADERSHIP_LOCK, LeaderError, Lease, registry};
 use crate::protocol::MasterRole;
 
 /// A won campaign.
@@ -22,6 +22,8 @@ use crate::protocol::MasterRole;
 pub struct Won {
     /// The new epoch: the store's fence, and the lease's condition.
     pub epoch: u64,
+    /// When the epoch bump was sent: the lease runs from no earlier.
+    pub sent_at: tokio::time::Instant,
 }
 
 /// Campaign until this master leads. `leadership` is the connection that
@@ -59,9 +61,10 @@ pub async fn campaign(
             }
         }
     }
+    let sent_at = tokio::time::Instant::now();
     let epoch = take_office(leadership, me, lease).await?;
     info!(epoch, name = %me.name, "this master won the leadership");
-    Ok(Won { epoch })
+    Ok(Won { epoch, sent_at })
 }
 
 /// With the lock held: bump the epoch, record this master as the leader

@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use tokio_postgres::Client;
 use tracing::warn;
 
-use super::{Identity, Lease, LeaderError, registry};
+use super::{Identity, LeaderError, Lease, registry};
 use crate::protocol::MasterRole;
 
 /// What the lease records about the config in force (`bb_leader`'s
@@ -47,7 +47,9 @@ pub async fn hold(
         match tokio::time::timeout_at(deadline, renewal).await {
             Ok(Ok(true)) => {
                 last_ok = sent;
-                if let Err(e) = registry::heartbeat(leadership, me, MasterRole::Leader, Some(epoch)).await {
+                if let Err(e) =
+                    registry::heartbeat(leadership, me, MasterRole::Leader, Some(epoch)).await
+                {
                     warn!("{e}");
                 }
             }
@@ -56,13 +58,19 @@ pub async fn hold(
                     Ok(row) => row.epoch,
                     Err(_) => epoch + 1,
                 };
-                return LeaderError::Superseded { mine: epoch, current };
+                return LeaderError::Superseded {
+                    mine: epoch,
+                    current,
+                };
             }
             Ok(Err(e)) if e.is_closed() => {
                 return expired(epoch, lease, format!("the leadership session ended: {e}"));
             }
             Ok(Err(e)) => {
-                warn!(epoch, "cannot renew the leadership lease (will retry until it runs out): {e}");
+                warn!(
+                    epoch,
+                    "cannot renew the leadership lease (will retry until it runs out): {e}"
+                );
                 why = e.to_string();
             }
             Err(_) => return expired(epoch, lease, "the database did not answer in time".into()),

@@ -18,6 +18,7 @@
 
 pub mod campaign;
 pub mod lease;
+pub mod phase;
 pub mod registry;
 pub mod standby;
 
@@ -35,8 +36,47 @@ pub const LEADERSHIP_LOCK: i64 = 0x6262_6d61;
 pub struct Identity {
     /// `bbmaster --name` (default: the host name).
     pub name: String,
-    /// `bbmaster --advertise`: the worker address others are sent to.
-    pub address: String,
+    /// `bbmaster --advertise`: the worker address others are sent to;
+    /// `None` without `worker_listen` (workers cannot follow this master).
+    pub address: Option<String>,
+}
+
+impl Identity {
+    /// `--name` or the host name; `--advertise` or derived from the
+    /// first worker listen address: `tls://` (`tcp://` with
+    /// `allow_plaintext`), with the host name when it listens on every
+    /// interface, else its own IP.
+    pub fn resolve(
+        name: Option<String>,
+        advertise: Option<String>,
+        worker_listen: &[std::net::SocketAddr],
+        plaintext: bool,
+    ) -> Identity {
+        let host = host_name();
+        let address = advertise.or_else(|| {
+            let addr = worker_listen.first()?;
+            let scheme = if plaintext { "tcp" } else { "tls" };
+            let ip = addr.ip();
+            Some(if ip.is_unspecified() {
+                format!("{scheme}://{host}:{}", addr.port())
+            } else {
+                format!("{scheme}://{addr}")
+            })
+        });
+        Identity {
+            name: name.unwrap_or(host),
+            address,
+        }
+    }
+}
+
+/// This host's name (`localhost` when it cannot be read).
+pub fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_string())
 }
 
 /// How long a lease lasts, and the period of renewals and heartbeats.
@@ -144,5 +184,68 @@ impl LeaderError {
             self,
             LeaderError::Superseded { .. } | LeaderError::Expired { .. }
         )
+    }
+}
+
+/// This master's seat among masters, for `status` and `bbctl masters`:
+/// its identity and role, and the database it shares (`None` on SQLite:
+/// one master, no standby).
+#[derive(Clone)]
+pub struct Seat {
+    /// Who this master is.
+    pub me: Identity,
+    /// What it is now.
+    pub role: crate::protocol::MasterRole,
+    /// The shared database (the heartbeat connection).
+    pub db: Option<std::sync::Arc<tokio_postgres::Client>>,
+}
+
+impl Seat {
+    /// The seat of a master on SQLite: the only one, so the leader.
+    pub fn sqlite(me: Identity) -> Self {
+        Seat {
+            me,
+            role: crate::protocol::MasterRole::Leader,
+            db: None,
+        }
+    }
+
+    /// Leadership for `status`; `None` on SQLite, or when the database
+    /// cannot be read (status still answers).
+    pub async fn status(&self) -> Option<crate::protocol::LeadershipStatus> {
+        let db = self.db.as_ref()?;
+        let leader = registry::leader(db).await.ok()?;
+        Some(crate::protocol::LeadershipStatus {
+            name: self.me.name.clone(),
+            role: self.role,
+            leader: leader.into(),
+        })
+    }
+
+    /// `bbctl masters`.
+    pub async fn masters(&self) -> Result<crate::protocol::MastersReply, LeaderError> {
+        let Some(db) = &self.db else {
+            return Ok(crate::protocol::MastersReply {
+                store: "sqlite".into(),
+                answered_by: self.me.name.clone(),
+                leader: None,
+                masters: vec![crate::protocol::MasterView {
+                    name: self.me.name.clone(),
+                    address: self.me.address.clone(),
+                    role: crate::protocol::MasterRole::Leader,
+                    epoch: None,
+                    pid: Some(std::process::id()),
+                    started_at_ms: None,
+                    heartbeat_at_ms: None,
+                    heartbeat_age_ms: None,
+                }],
+            });
+        };
+        Ok(crate::protocol::MastersReply {
+            store: "postgres".into(),
+            answered_by: self.me.name.clone(),
+            leader: Some(registry::leader(db).await?.into()),
+            masters: registry::masters(db).await?,
+        })
     }
 }

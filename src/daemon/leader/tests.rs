@@ -9,7 +9,7 @@ use tokio_postgres::{Client, NoTls};
 
 use super::campaign::{campaign, take_office};
 use super::lease::hold;
-use super::{Identity, Lease, LeaderError, registry};
+use super::{Identity, LeaderError, Lease, registry};
 use crate::protocol::MasterRole;
 use crate::testkit::postgres::PgServer;
 
@@ -46,7 +46,7 @@ async fn connect(pg: &PgServer) -> Client {
 async fn master(pg: &PgServer, name: &str) -> (Client, Client, Identity) {
     let me = Identity {
         name: name.into(),
-        address: format!("tls://{name}:9989"),
+        address: Some(format!("tls://{name}:9989")),
     };
     let leadership = connect(pg).await;
     let watch = connect(pg).await;
@@ -153,8 +153,11 @@ async fn a_leader_that_renews_keeps_the_leadership_past_many_leases() {
     assert!(!a_hold.is_finished());
     assert_eq!(epoch_in_db(&pg), "1 a");
     assert_eq!(
-        pg.psql("bb", "SELECT config_generation || ' ' || config_hash FROM bb_leader")
-            .unwrap(),
+        pg.psql(
+            "bb",
+            "SELECT config_generation || ' ' || config_hash FROM bb_leader"
+        )
+        .unwrap(),
         "7 abc"
     );
     a_hold.abort();
@@ -168,7 +171,8 @@ async fn a_renewal_that_finds_a_new_epoch_says_superseded() {
     let won_at = Instant::now();
     let won = campaign(&l_a, &w_a, &a, lease).await.unwrap();
     // Another master bumped the epoch (the takeover's UPDATE).
-    pg.psql("bb", "UPDATE bb_leader SET epoch = epoch + 1").unwrap();
+    pg.psql("bb", "UPDATE bb_leader SET epoch = epoch + 1")
+        .unwrap();
     let lost = tokio::time::timeout(
         Duration::from_secs(5),
         hold(&l_a, &a, won.epoch, lease, won_at, Box::new(|| None)),
@@ -176,7 +180,13 @@ async fn a_renewal_that_finds_a_new_epoch_says_superseded() {
     .await
     .expect("a notices in time");
     assert!(
-        matches!(lost, LeaderError::Superseded { mine: 1, current: 2 }),
+        matches!(
+            lost,
+            LeaderError::Superseded {
+                mine: 1,
+                current: 2
+            }
+        ),
         "{lost}"
     );
 }
@@ -197,8 +207,14 @@ async fn a_winner_not_yet_recorded_is_not_terminated() {
         .unwrap();
     tokio::time::sleep(Duration::from_millis(800)).await;
     let (_l_c, w_c, _c) = master(&pg, "c").await;
-    let mine: i32 = w_c.query_one("SELECT pg_backend_pid()", &[]).await.unwrap().get(0);
-    let ended = super::campaign::end_expired_holder(&w_c, mine).await.unwrap();
+    let mine: i32 = w_c
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let ended = super::campaign::end_expired_holder(&w_c, mine)
+        .await
+        .unwrap();
     assert_eq!(ended, None);
     assert!(fresh.query_one("SELECT 1", &[]).await.is_ok());
 }

@@ -1,0 +1,256 @@
+//! The standby phase of a master on a shared PostgreSQL store: bind the
+//! sockets, answer read-only through [`super::standby`], campaign; on
+//! winning, close everything again (the leader binds the same sockets as
+//! a master that just started) and hand over the [`Office`].
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::sync::{broadcast, mpsc, watch};
+use tokio::time::Instant;
+use tokio_postgres::Client;
+use tracing::{info, warn};
+
+use super::standby::{self, ReadState, Standby, StandbyEnd};
+use super::{Identity, LeaderError, Lease, Seat, campaign, lease, registry};
+use crate::config::Config;
+use crate::daemon::handle::MasterHandle;
+use crate::daemon::history::History;
+use crate::daemon::limits::Limits;
+use crate::daemon::listeners::{self, WorkerDoor, set::TcpListeners};
+use crate::daemon::signals::MasterSignals;
+use crate::daemon::{DaemonError, Layout, auth, control, io_err, listener, notify};
+use crate::protocol::MasterRole;
+
+/// The leadership a campaign won: held by the leader until it is lost.
+pub struct Office {
+    /// The epoch: the store's fence.
+    pub epoch: u64,
+    /// When the epoch bump was sent.
+    pub won_at: Instant,
+    /// The leadership session (it holds the lock; renewals go on it).
+    pub leadership: Arc<Client>,
+    /// The heartbeat connection (`status`, `masters`).
+    pub heartbeat: Arc<Client>,
+    /// The lease.
+    pub lease: Lease,
+    /// This master.
+    pub me: Identity,
+}
+
+impl Office {
+    /// This master's seat, as the leader.
+    pub fn seat(&self) -> Seat {
+        Seat {
+            me: self.me.clone(),
+            role: MasterRole::Leader,
+            db: Some(Arc::clone(&self.heartbeat)),
+        }
+    }
+
+    /// Renew the lease until it is lost; returns why (see [`lease::hold`]).
+    pub async fn hold(self, config: lease::ConfigInfo) -> LeaderError {
+        lease::hold(
+            &self.leadership,
+            &self.me,
+            self.epoch,
+            self.lease,
+            self.won_at,
+            config,
+        )
+        .await
+    }
+}
+
+/// Record a clean stop of this master in `bb_masters`.
+pub async fn stopped(db: &Client, me: &Identity) {
+    if let Err(e) = registry::heartbeat(db, me, MasterRole::Stopped, None).await {
+        warn!("cannot record this master as stopped: {e}");
+    }
+}
+
+/// How a standby phase ended.
+pub enum Outcome {
+    /// This master leads now.
+    Won(Office),
+    /// It was told to stop while a standby.
+    Stopped,
+}
+
+/// What a standby phase needs.
+pub struct StandbySetup {
+    /// The config as read at start.
+    pub config: Arc<Config>,
+    /// The sockets' paths and the state dir.
+    pub layout: Layout,
+    /// Frame limits and who may connect.
+    pub limits: Arc<Limits>,
+    /// The logs (shared with the leader), for the history's `log`.
+    pub logs: PathBuf,
+    /// The TCP listeners for workers (`worker_listen` or `--worker-listen`).
+    pub worker_listen: Vec<SocketAddr>,
+    /// This master.
+    pub me: Identity,
+    /// The lease.
+    pub lease: Lease,
+    /// The stored state, read-only, for `status` and `queue`.
+    pub read_state: ReadState,
+    /// The history's reads (`builds`, `build`, `changes`, `log`).
+    pub history: Option<History>,
+    /// The connection that will hold the leadership.
+    pub leadership: Client,
+    /// The connection for heartbeats and reads.
+    pub heartbeat: Client,
+}
+
+/// Serve as a standby until this master wins the leadership or is told
+/// to stop.
+pub async fn stand_by(
+    setup: StandbySetup,
+    signals: &mut MasterSignals,
+) -> Result<Outcome, DaemonError> {
+    let StandbySetup {
+        config,
+        layout,
+        limits,
+        logs,
+        worker_listen,
+        me,
+        lease,
+        read_state,
+        history,
+        leadership,
+        heartbeat,
+    } = setup;
+    let leadership = Arc::new(leadership);
+    let heartbeat = Arc::new(heartbeat);
+    registry::register(&heartbeat, &me, MasterRole::Standby).await?;
+
+    let (tx, rx) = mpsc::channel(64);
+    let (notices, _) = broadcast::channel(16);
+    let (events, _) = broadcast::channel(16);
+    let (stopping_tx, stopping) = watch::channel(false);
+    let tls_status = listeners::set::SharedStatus::default();
+    let mut front = MasterHandle::new(tx, notices, events)
+        .with_policy(auth::Policy::from_settings(
+            &config.master,
+            nix::unistd::geteuid().as_raw(),
+        ))
+        .with_shutdown(stopping)
+        .with_listeners(Arc::clone(&tls_status))
+        .with_seat(Seat {
+            me: me.clone(),
+            role: MasterRole::Standby,
+            db: Some(Arc::clone(&heartbeat)),
+        });
+    if let Some(history) = history {
+        front = front.with_history(history);
+    }
+    let (open, _closed) = mpsc::channel::<()>(1);
+    let door = Arc::new(WorkerDoor::new(
+        front.clone(),
+        logs.clone(),
+        Arc::clone(&limits),
+    ));
+    let worker_socket_mode = if layout.worker_socket.starts_with(&layout.state_dir) {
+        0o600
+    } else {
+        0o666
+    };
+    let workers = listener::bind(&layout.worker_socket, worker_socket_mode)
+        .await
+        .map_err(io_err("cannot listen on", &layout.worker_socket))?;
+    let mut tcp = TcpListeners::new(
+        Arc::clone(&door),
+        open.clone(),
+        Arc::clone(&tls_status),
+        layout.state_dir.clone(),
+    );
+    let mut settings = config.master.clone();
+    settings.worker_listen = worker_listen;
+    tcp.apply(&settings)?;
+    let control_listener = listener::bind(&layout.control_socket, limits.control_socket_mode())
+        .await
+        .map_err(io_err("cannot listen on", &layout.control_socket))?;
+    if let Some(gid) = limits.allowed_gid {
+        std::os::unix::fs::chown(&layout.control_socket, None, Some(gid)).map_err(io_err(
+            "cannot give the control socket to its group:",
+            &layout.control_socket,
+        ))?;
+    }
+    notify::ready();
+    let ctx = control::ControlContext {
+        limits: Arc::clone(&limits),
+        clients: Arc::new(control::ClientSlots::default()),
+        master: front.clone(),
+        logs,
+        worker_socket: layout.worker_socket.clone(),
+    };
+    let control_task = tokio::spawn(listeners::accept_loop(
+        "control".into(),
+        control_listener,
+        open.clone(),
+        move |stream| control::serve(stream, ctx.clone()),
+    ));
+    let worker_door = Arc::clone(&door);
+    let worker_task = tokio::spawn(listeners::accept_loop(
+        "worker".into(),
+        workers,
+        open,
+        move |stream| Arc::clone(&worker_door).serve_unix(stream),
+    ));
+    drop(door);
+    let mut serving = tokio::spawn(standby::serve(
+        Standby {
+            config: Arc::clone(&config),
+            db: Arc::clone(&heartbeat),
+            read_state,
+            started_at_ms: crate::paths::now_ms(),
+        },
+        rx,
+    ));
+    info!(
+        pid = std::process::id(),
+        name = %me.name,
+        address = me.address.as_deref().unwrap_or("-"),
+        control_socket = %layout.control_socket.display(),
+        "bbmaster started as a standby; campaigning for the leadership"
+    );
+
+    let outcome = tokio::select! {
+        won = campaign::campaign(&leadership, &heartbeat, &me, lease) => won.map(Some),
+        end = &mut serving => {
+            if !matches!(end, Ok(StandbyEnd::Shutdown)) {
+                warn!("the standby's loop ended unexpectedly");
+            }
+            Ok(None)
+        }
+        () = signals.forward_to(&front) => Ok(None),
+    };
+    // Whatever happened: the standby's servers close, the sockets go.
+    let _ = stopping_tx.send(true);
+    serving.abort();
+    control_task.abort();
+    worker_task.abort();
+    let _ = control_task.await;
+    let _ = worker_task.await;
+    tcp.close().await;
+    drop(tcp);
+    match outcome {
+        Ok(Some(won)) => Ok(Outcome::Won(Office {
+            epoch: won.epoch,
+            won_at: won.sent_at,
+            leadership,
+            heartbeat,
+            lease,
+            me,
+        })),
+        Ok(None) => {
+            stopped(&heartbeat, &me).await;
+            info!("bbmaster (standby) stopped");
+            Ok(Outcome::Stopped)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
