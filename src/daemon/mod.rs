@@ -201,6 +201,19 @@ fn open_store(
     Ok(store::open(&config.master, state_dir, fence)?)
 }
 
+/// The TCP listeners' settings: the config's, with `--worker-listen` in
+/// place of `worker_listen` when given (at start and after every reload).
+fn listen_settings(
+    opts: &MasterOptions,
+    master: &config::MasterSettings,
+) -> config::MasterSettings {
+    let mut settings = master.clone();
+    if !opts.worker_listen.is_empty() {
+        settings.worker_listen = opts.worker_listen.clone();
+    }
+    settings
+}
+
 /// Run a master until it is told to stop.
 pub async fn run(opts: MasterOptions) -> Result<(), DaemonError> {
     // Before anything is bound or locked: see `signals`.
@@ -335,7 +348,7 @@ pub async fn run(opts: MasterOptions) -> Result<(), DaemonError> {
         Arc::clone(&tls_status),
         layout.state_dir.clone(),
     );
-    tcp.apply(&config.master)?;
+    tcp.apply(&listen_settings(&opts, &config.master))?;
     // The web server (`[http]`, `--http`), before the control socket too.
     let web_task = match http_settings(&opts, &config) {
         None => None,
@@ -432,10 +445,11 @@ pub async fn run(opts: MasterOptions) -> Result<(), DaemonError> {
     // The TCP listeners follow reloads: addresses opened and closed,
     // certificates replaced for new connections.
     let mut configs = master.config_watch();
+    let listen_opts = opts.clone();
     let tcp_task = tokio::spawn(async move {
         while configs.changed().await.is_ok() {
             let config = Arc::clone(&configs.borrow_and_update());
-            tcp.reload(&config.master);
+            tcp.reload(&listen_settings(&listen_opts, &config.master));
         }
     });
     // The git pollers follow reloads too: one task each, an unchanged
