@@ -241,6 +241,14 @@ pub async fn run(opts: MasterOptions) -> Result<(), DaemonError> {
         .map_err(io_err("cannot create state dir", &layout.state_dir))?;
     state_dir::check(&layout.state_dir)?;
     let _lock = lock::StateLock::acquire(&layout.state_dir)?;
+    // Who this master is among others (`--name`, `--advertise`).
+    let identity = leader::Identity::resolve(
+        opts.name.clone(),
+        opts.advertise.clone(),
+        &listen_settings(&opts, &config.master).worker_listen,
+        config.master.allow_plaintext,
+    );
+    let seat = leader::Seat::sqlite(identity.clone());
     // Logs and artifacts: in the state dir, or with PostgreSQL in the
     // shared dir every master reaches (docs/postgres.md).
     let files_root = files_root(&config, &layout.state_dir);
@@ -316,7 +324,8 @@ pub async fn run(opts: MasterOptions) -> Result<(), DaemonError> {
         .with_shutdown(stopping)
         .with_listeners(Arc::clone(&tls_status))
         .with_pollers(poller_status.map())
-        .with_irc(Arc::clone(&irc_status));
+        .with_irc(Arc::clone(&irc_status))
+        .with_seat(seat);
     // Every connection task holds a clone of `open`: when all are gone,
     // `closed` yields None (mini-redis' shutdown-complete pattern), so the
     // master can let the last answers (say, to `bbctl shutdown`) be written.

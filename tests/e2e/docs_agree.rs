@@ -218,6 +218,14 @@ const EXIT_CASES: &[ExitCase] = &[
         run: Run::Own(exit_5_shutdown_and_full_queue),
     },
     ExitCase {
+        name: "a state change asked of a standby master",
+        covers: &[(
+            5,
+            "anything that changes state, asked of a standby master: the message names the leader",
+        )],
+        run: Run::Own(exit_5_standby),
+    },
+    ExitCase {
         name: "Ctrl-C while waiting",
         covers: &[
             (
@@ -367,6 +375,34 @@ fn exit_codes_on_masters_of_their_own() {
         }
     });
 }
+
+/// Two masters on one PostgreSQL store: the standby refuses
+/// `force-build` with exit 5, naming the leader (docs/standby.md).
+fn exit_5_standby() {
+    let cluster = crate::harness::Cluster::start(2, SHARED_STANDBY, &[]);
+    let out = cluster.master(1).bbctl_code(&["force-build", "ok"], 5);
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("the leader is m0 at"),
+        "the refusal must name the leader: {err}"
+    );
+}
+
+/// A builder for [`exit_5_standby`] (no local worker: a PostgreSQL store
+/// refuses them).
+const SHARED_STANDBY: &str = r#"
+[[worker]]
+name = "far"
+secret = "far-secret-0123456789abcdef"
+
+[[builder]]
+name = "ok"
+workers = ["far"]
+
+  [[builder.step]]
+  name = "ok"
+  shell = "true"
+"#;
 
 /// The JSON outcome (last line) of a `--json` waiting command.
 fn last_json(stdout: &[u8]) -> Value {

@@ -18,9 +18,10 @@ use tracing::warn;
 use super::{Identity, LeaderError, Lease, registry};
 use crate::protocol::MasterRole;
 
-/// What the lease records about the config in force (`bb_leader`'s
-/// `config_generation` and `config_hash`), read at every renewal.
-pub type ConfigInfo = Box<dyn Fn() -> Option<(u64, String)> + Send>;
+/// The hash of the config in force, read at every renewal: the lease
+/// records it in `bb_leader.config_hash`, with the newest generation the
+/// store recorded for it (`generations`) in `config_generation`.
+pub type ConfigInfo = Box<dyn Fn() -> Option<String> + Send + Sync>;
 
 /// Hold the leadership of `epoch` until it is lost; returns why.
 /// `won_at` is when the epoch bump was sent.
@@ -92,19 +93,17 @@ async fn renew(
     leadership: &Client,
     epoch: u64,
     lease: Lease,
-    config: Option<(u64, String)>,
+    hash: Option<String>,
 ) -> Result<bool, tokio_postgres::Error> {
-    let (generation, hash) = match config {
-        Some((g, h)) => (Some(g as i64), Some(h)),
-        None => (None, None),
-    };
     let n = leadership
         .execute(
             "UPDATE bb_leader SET expires_at = clock_timestamp() + make_interval(secs => $2::float8),
-                 config_generation = coalesce($3, config_generation),
-                 config_hash = coalesce($4, config_hash)
+                 config_hash = coalesce($3::text, config_hash),
+                 config_generation = coalesce(
+                     (SELECT max(generation) FROM generations WHERE config_hash = $3::text),
+                     config_generation)
              WHERE id = 1 AND epoch = $1 AND backend_pid = pg_backend_pid()",
-            &[&(epoch as i64), &lease.seconds(), &generation, &hash],
+            &[&(epoch as i64), &lease.seconds(), &hash],
         )
         .await?;
     Ok(n == 1)

@@ -156,6 +156,9 @@ pub enum LeaderError {
         /// The epoch in the database now.
         current: u64,
     },
+    /// The store refused a write: another epoch started (the fence).
+    #[error("lost the leadership: {0}; stopping without writing anything more")]
+    Fenced(String),
     /// The lease could not be renewed before it ran out.
     #[error(
         "lost the leadership: the lease (epoch {mine}) could not be renewed within {lease:?} \
@@ -182,7 +185,7 @@ impl LeaderError {
     pub fn is_lost(&self) -> bool {
         matches!(
             self,
-            LeaderError::Superseded { .. } | LeaderError::Expired { .. }
+            LeaderError::Superseded { .. } | LeaderError::Expired { .. } | LeaderError::Fenced(_)
         )
     }
 }

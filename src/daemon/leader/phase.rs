@@ -50,7 +50,7 @@ impl Office {
     }
 
     /// Renew the lease until it is lost; returns why (see [`lease::hold`]).
-    pub async fn hold(self, config: lease::ConfigInfo) -> LeaderError {
+    pub async fn hold(&self, config: lease::ConfigInfo) -> LeaderError {
         lease::hold(
             &self.leadership,
             &self.me,

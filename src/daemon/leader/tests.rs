@@ -23,6 +23,9 @@ INSERT INTO bb_leader (id) VALUES (1) ON CONFLICT DO NOTHING;
 CREATE TABLE IF NOT EXISTS bb_masters (
   name TEXT PRIMARY KEY, address TEXT, role TEXT NOT NULL,
   epoch BIGINT, pid INT, started_at TIMESTAMPTZ, heartbeat_at TIMESTAMPTZ);
+CREATE TABLE IF NOT EXISTS generations (
+  generation BIGINT PRIMARY KEY, config_hash TEXT NOT NULL, origin TEXT NOT NULL);
+INSERT INTO generations VALUES (6, 'abc', 'x'), (7, 'abc', 'x'), (8, 'def', 'x');
 ";
 
 const LEASE: Duration = Duration::from_millis(1200);
@@ -144,7 +147,7 @@ async fn a_leader_that_renews_keeps_the_leadership_past_many_leases() {
     let won_at = Instant::now();
     let won = campaign(&l_a, &w_a, &a, lease).await.unwrap();
     let a_hold = tokio::spawn(async move {
-        let config: super::lease::ConfigInfo = Box::new(|| Some((7, "abc".to_string())));
+        let config: super::lease::ConfigInfo = Box::new(|| Some("abc".to_string()));
         hold(&l_a, &a, won.epoch, lease, won_at, config).await
     });
     let (l_b, w_b, b) = master(&pg, "b").await;
