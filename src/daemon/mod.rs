@@ -217,7 +217,7 @@ fn listen_settings(
 /// Run a master until it is told to stop.
 pub async fn run(opts: MasterOptions) -> Result<(), DaemonError> {
     // Before anything is bound or locked: see `signals`.
-    let signals = signals::MasterSignals::install().map_err(DaemonError::Signals)?;
+    let mut signals = signals::MasterSignals::install().map_err(DaemonError::Signals)?;
     // What a step detaches and leaves behind when it kills its local worker
     // is reparented to the master, not to init, so the control socket still
     // knows it for build code (see `lineage`); the master reaps it.
@@ -225,7 +225,7 @@ pub async fn run(opts: MasterOptions) -> Result<(), DaemonError> {
         warn!("cannot become the subreaper of the local workers' processes: {e}");
     }
     tokio::spawn(crate::worker::reaper::reap_forever());
-    let config = Arc::new(load_config(&opts)?);
+    let mut config = Arc::new(load_config(&opts)?);
     let layout = Layout::resolve(&opts, &config);
     if layout.state_dir.exists() && !layout.state_dir.is_dir() {
         return Err(DaemonError::Io {
@@ -248,7 +248,7 @@ pub async fn run(opts: MasterOptions) -> Result<(), DaemonError> {
         &listen_settings(&opts, &config.master).worker_listen,
         config.master.allow_plaintext,
     );
-    let seat = leader::Seat::sqlite(identity.clone());
+    let mut seat = leader::Seat::sqlite(identity.clone());
     // Logs and artifacts: in the state dir, or with PostgreSQL in the
     // shared dir every master reaches (docs/postgres.md).
     let files_root = files_root(&config, &layout.state_dir);
@@ -256,11 +256,46 @@ pub async fn run(opts: MasterOptions) -> Result<(), DaemonError> {
     std::fs::create_dir_all(&logs_dir).map_err(io_err("cannot create", &logs_dir))?;
     logs::ensure_reserve(&logs_dir);
 
+    // On a shared PostgreSQL store this master is a standby until it wins
+    // the leadership (docs/standby.md); then it reads the config file
+    // again and starts as a restarted master does, its store fenced by
+    // the epoch it won.
+    let office = match config.master.store.postgres() {
+        None => None,
+        Some(settings) => {
+            let start = leader::phase::PgStart {
+                settings,
+                config: Arc::clone(&config),
+                layout: &layout,
+                worker_listen: listen_settings(&opts, &config.master).worker_listen,
+                me: identity.clone(),
+                logs: logs_dir.clone(),
+                artifacts: transfer::Dirs::new(&files_root, None).artifacts,
+            };
+            match leader::phase::stand_by_on_postgres(start, &mut signals).await? {
+                leader::phase::Outcome::Stopped => return Ok(()),
+                leader::phase::Outcome::Won(office) => Some(office),
+            }
+        }
+    };
+    if let Some(office) = &office {
+        seat = office.seat();
+        match load_config(&opts) {
+            Ok(fresh) if fresh.master.store == config.master.store => config = Arc::new(fresh),
+            Ok(_) => warn!(
+                "the config file's `store` changed while this master was a standby: a restart-only setting; keeping the one read at start"
+            ),
+            Err(e) => warn!(
+                "the config file cannot be read again at the takeover ({e}); keeping the one read at start"
+            ),
+        }
+    }
+
     let store::Opened {
         mut store,
         reader,
         database,
-    } = open_store(&config, &layout.state_dir, None)?;
+    } = open_store(&config, &layout.state_dir, office.as_ref().map(|o| o.epoch))?;
     let restored = store.restore(paths::now_ms())?;
     let store_name = database.to_string();
     let queued = restored.queued.len();
@@ -487,7 +522,23 @@ pub async fn run(opts: MasterOptions) -> Result<(), DaemonError> {
     let signal_task = tokio::spawn(signals.forward(front));
     drop(tx);
 
-    let outcome = master.run(rx).await;
+    // A leader on PostgreSQL renews its lease beside the loop, and stops
+    // at once when it cannot (docs/standby.md).
+    let config_hash: leader::lease::ConfigInfo = {
+        let configs = master.config_watch();
+        Box::new(move || Some(configs.borrow().hash.clone()))
+    };
+    let outcome = match &office {
+        None => master.run(rx).await.map_err(DaemonError::Store),
+        Some(office) => tokio::select! {
+            out = master.run(rx) => out.map_err(|e| match e {
+                e if e.is_fenced() => DaemonError::Leadership(leader::LeaderError::Fenced(e.to_string())),
+                e => DaemonError::Store(e),
+            }),
+            lost = office.hold(config_hash) => Err(DaemonError::Leadership(lost)),
+        },
+    };
+
     let _ = stopping_tx.send(true);
     control_task.abort();
     worker_task.abort();
@@ -523,9 +574,12 @@ pub async fn run(opts: MasterOptions) -> Result<(), DaemonError> {
     }
     match outcome {
         Ok(()) => {
+            if let Some(office) = &office {
+                leader::phase::stopped(&office.heartbeat, &office.me).await;
+            }
             info!("bbmaster stopped");
             Ok(())
         }
-        Err(e) => Err(DaemonError::Store(e)),
+        Err(e) => Err(e),
     }
 }

@@ -254,3 +254,73 @@ pub async fn stand_by(
         Err(e) => Err(e.into()),
     }
 }
+
+/// What [`stand_by_on_postgres`] needs from the master's start-up.
+pub struct PgStart<'a> {
+    /// `[master] store = { postgres = ... }`.
+    pub settings: &'a crate::config::PostgresSettings,
+    /// The config as read at start.
+    pub config: Arc<Config>,
+    /// The sockets' paths and the state dir.
+    pub layout: &'a Layout,
+    /// `worker_listen`, or `--worker-listen`.
+    pub worker_listen: Vec<SocketAddr>,
+    /// This master.
+    pub me: Identity,
+    /// The logs (in the shared dir).
+    pub logs: PathBuf,
+    /// The artifacts (in the shared dir).
+    pub artifacts: PathBuf,
+}
+
+/// Open what a standby needs on PostgreSQL (the schema migrated first,
+/// so `bb_leader` exists; the leadership and heartbeat connections; a
+/// store for read-only restores and a reader for the history), then
+/// [`stand_by`].
+pub async fn stand_by_on_postgres(
+    start: PgStart<'_>,
+    signals: &mut MasterSignals,
+) -> Result<Outcome, DaemonError> {
+    use crate::daemon::store::pg;
+    let settings = start.settings.clone();
+    let opened = tokio::task::spawn_blocking(move || {
+        // PgStore::open migrates (under the migration lock).
+        let store = pg::PgStore::open(&settings, None)?;
+        let reader = pg::PgReader::open(&settings)?;
+        let leadership = pg::connect(&settings, "bbmaster leadership")?;
+        let heartbeat = pg::connect(&settings, "bbmaster heartbeat")?;
+        Ok::<_, crate::daemon::store::StoreError>((store, reader, leadership, heartbeat))
+    })
+    .await
+    .map_err(|e| DaemonError::LocalWorkers(format!("the database connections failed: {e}")))?;
+    let (store, reader, leadership, heartbeat) = opened?;
+    let store = std::sync::Mutex::new(store);
+    let read_state: ReadState = Arc::new(move || {
+        store
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .restore_read_only()
+            .map_err(|e| e.to_string())
+    });
+    let mut limits = Limits::from_settings(&start.config.master);
+    limits.dirs = crate::daemon::transfer::Dirs::new(
+        &start.layout.state_dir,
+        start.config.master.transfer_dir.as_deref(),
+    );
+    limits.dirs.artifacts = start.artifacts;
+    limits.worker_socket = start.layout.worker_socket.clone();
+    let setup = StandbySetup {
+        lease: Lease::new(start.settings.lease),
+        history: Some(History::new(Arc::new(reader), start.logs.clone())),
+        config: start.config,
+        layout: start.layout.clone(),
+        limits: Arc::new(limits),
+        logs: start.logs,
+        worker_listen: start.worker_listen,
+        me: start.me,
+        read_state,
+        leadership,
+        heartbeat,
+    };
+    stand_by(setup, signals).await
+}

@@ -5,48 +5,61 @@
 use std::time::Duration;
 
 use tokio::time::Instant;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 
 use super::campaign::{campaign, take_office};
 use super::lease::hold;
 use super::{Identity, LeaderError, Lease, registry};
+use crate::config::PostgresSettings;
+use crate::daemon::store::pg::{self, PgStore};
 use crate::protocol::MasterRole;
-use crate::testkit::postgres::PgServer;
-
-/// The contract's tables (WAVE4), as pgstore's migration creates them.
-const DDL: &str = "
-CREATE TABLE IF NOT EXISTS bb_leader (
-  id INT PRIMARY KEY CHECK (id = 1), epoch BIGINT NOT NULL DEFAULT 0,
-  master TEXT, address TEXT, backend_pid INT, expires_at TIMESTAMPTZ,
-  config_generation BIGINT, config_hash TEXT);
-INSERT INTO bb_leader (id) VALUES (1) ON CONFLICT DO NOTHING;
-CREATE TABLE IF NOT EXISTS bb_masters (
-  name TEXT PRIMARY KEY, address TEXT, role TEXT NOT NULL,
-  epoch BIGINT, pid INT, started_at TIMESTAMPTZ, heartbeat_at TIMESTAMPTZ);
-CREATE TABLE IF NOT EXISTS generations (
-  generation BIGINT PRIMARY KEY, config_hash TEXT NOT NULL, origin TEXT NOT NULL);
-INSERT INTO generations VALUES (6, 'abc', 'x'), (7, 'abc', 'x'), (8, 'def', 'x');
-";
+use crate::testkit::postgres::{PASSWORD, PgServer};
 
 const LEASE: Duration = Duration::from_millis(1200);
 
-fn server() -> PgServer {
-    let pg = PgServer::start().expect("a PostgreSQL test server (apt-get install postgresql)");
-    pg.create_database("bb").unwrap();
-    pg.psql("bb", DDL).unwrap();
-    pg
+/// A server with a database `bb` migrated by the store (`bb_leader`,
+/// `bb_masters`, `generations`), and settings to reach it.
+struct Db {
+    pg: PgServer,
+    settings: PostgresSettings,
+    _dir: tempfile::TempDir,
 }
 
-async fn connect(pg: &PgServer) -> Client {
-    let (client, conn) = tokio_postgres::connect(&pg.conninfo_with_password("bb"), NoTls)
+fn server() -> Db {
+    let pg = PgServer::start().expect("a PostgreSQL test server (apt-get install postgresql)");
+    pg.create_database("bb").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let password_file = dir.path().join("pgpass");
+    std::fs::write(&password_file, PASSWORD).unwrap();
+    let settings = PostgresSettings {
+        conninfo: pg.conninfo("bb"),
+        password_file: Some(password_file),
+        shared_dir: dir.path().to_path_buf(),
+        lease: LEASE,
+    };
+    drop(PgStore::open(&settings, None).expect("the store migrates the schema"));
+    pg.psql(
+        "bb",
+        "INSERT INTO generations VALUES (6, 'abc', 'x', 0), (7, 'abc', 'x', 0), (8, 'def', 'x', 0)",
+    )
+    .unwrap();
+    Db {
+        pg,
+        settings,
+        _dir: dir,
+    }
+}
+
+async fn connect(db: &Db) -> Client {
+    let settings = db.settings.clone();
+    tokio::task::spawn_blocking(move || pg::connect(&settings, "leader test"))
         .await
-        .expect("connect");
-    tokio::spawn(conn);
-    client
+        .unwrap()
+        .expect("connect")
 }
 
 /// A master's two connections, registered as a standby.
-async fn master(pg: &PgServer, name: &str) -> (Client, Client, Identity) {
+async fn master(pg: &Db, name: &str) -> (Client, Client, Identity) {
     let me = Identity {
         name: name.into(),
         address: Some(format!("tls://{name}:9989")),
@@ -59,8 +72,9 @@ async fn master(pg: &PgServer, name: &str) -> (Client, Client, Identity) {
     (leadership, watch, me)
 }
 
-fn epoch_in_db(pg: &PgServer) -> String {
-    pg.psql("bb", "SELECT epoch || ' ' || master FROM bb_leader")
+fn epoch_in_db(db: &Db) -> String {
+    db.pg
+        .psql("bb", "SELECT epoch || ' ' || master FROM bb_leader")
         .unwrap()
 }
 
@@ -85,11 +99,12 @@ async fn one_campaigner_wins_and_the_other_takes_over_when_its_session_is_killed
     // A's leadership session is killed (as `kill -9` of its process does):
     // B gets the lock at once, long before A's lease would end.
     let killed_at = Instant::now();
-    pg.psql(
-        "bb",
-        "SELECT pg_terminate_backend(backend_pid) FROM bb_leader",
-    )
-    .unwrap();
+    pg.pg
+        .psql(
+            "bb",
+            "SELECT pg_terminate_backend(backend_pid) FROM bb_leader",
+        )
+        .unwrap();
     let (won, _l_b, _w_b) = tokio::time::timeout(Duration::from_secs(10), b_campaign)
         .await
         .expect("b wins in time")
@@ -98,6 +113,7 @@ async fn one_campaigner_wins_and_the_other_takes_over_when_its_session_is_killed
     assert!(killed_at.elapsed() < Duration::from_secs(5));
     assert_eq!(epoch_in_db(&pg), "2 b");
     let roles = pg
+        .pg
         .psql("bb", "SELECT string_agg(name || '=' || role || ':' || coalesce(epoch::text, '-'), ',' ORDER BY name) FROM bb_masters")
         .unwrap();
     assert_eq!(roles, "a=leader:1,b=leader:2");
@@ -156,11 +172,12 @@ async fn a_leader_that_renews_keeps_the_leadership_past_many_leases() {
     assert!(!a_hold.is_finished());
     assert_eq!(epoch_in_db(&pg), "1 a");
     assert_eq!(
-        pg.psql(
-            "bb",
-            "SELECT config_generation || ' ' || config_hash FROM bb_leader"
-        )
-        .unwrap(),
+        pg.pg
+            .psql(
+                "bb",
+                "SELECT config_generation || ' ' || config_hash FROM bb_leader"
+            )
+            .unwrap(),
         "7 abc"
     );
     a_hold.abort();
@@ -174,7 +191,8 @@ async fn a_renewal_that_finds_a_new_epoch_says_superseded() {
     let won_at = Instant::now();
     let won = campaign(&l_a, &w_a, &a, lease).await.unwrap();
     // Another master bumped the epoch (the takeover's UPDATE).
-    pg.psql("bb", "UPDATE bb_leader SET epoch = epoch + 1")
+    pg.pg
+        .psql("bb", "UPDATE bb_leader SET epoch = epoch + 1")
         .unwrap();
     let lost = tokio::time::timeout(
         Duration::from_secs(5),
