@@ -260,7 +260,7 @@ pub async fn run(opts: MasterOptions) -> Result<(), DaemonError> {
     // the leadership (docs/standby.md); then it reads the config file
     // again and starts as a restarted master does, its store fenced by
     // the epoch it won.
-    let office = match config.master.store.postgres() {
+    let mut office = match config.master.store.postgres() {
         None => None,
         Some(settings) => {
             let start = leader::phase::PgStart {
@@ -277,6 +277,11 @@ pub async fn run(opts: MasterOptions) -> Result<(), DaemonError> {
                 leader::phase::Outcome::Won(office) => Some(office),
             }
         }
+    };
+    // A standby's Unix sockets, still bound: the leader serves them.
+    let (handed_control, handed_worker) = match office.as_mut().and_then(|o| o.sockets.take()) {
+        Some(s) => (Some(s.control), Some(s.worker)),
+        None => (None, None),
     };
     if let Some(office) = &office {
         seat = office.seat();
@@ -381,9 +386,12 @@ pub async fn run(opts: MasterOptions) -> Result<(), DaemonError> {
     } else {
         0o666
     };
-    let workers = listener::bind(&layout.worker_socket, worker_socket_mode)
-        .await
-        .map_err(io_err("cannot listen on", &layout.worker_socket))?;
+    let workers = match handed_worker {
+        Some(socket) => socket,
+        None => listener::bind(&layout.worker_socket, worker_socket_mode)
+            .await
+            .map_err(io_err("cannot listen on", &layout.worker_socket))?,
+    };
     // The TCP listeners (`worker_listen`) next, also before the control
     // socket, so that `bbctl status` shows them as soon as it answers.
     let mut tcp = listeners::set::TcpListeners::new(
@@ -416,9 +424,12 @@ pub async fn run(opts: MasterOptions) -> Result<(), DaemonError> {
     };
     // The control socket last: a client (or a test) that reaches it finds
     // the worker sockets bound too.
-    let control = listener::bind(&layout.control_socket, limits.control_socket_mode())
-        .await
-        .map_err(io_err("cannot listen on", &layout.control_socket))?;
+    let control = match handed_control {
+        Some(socket) => socket,
+        None => listener::bind(&layout.control_socket, limits.control_socket_mode())
+            .await
+            .map_err(io_err("cannot listen on", &layout.control_socket))?,
+    };
     if let Some(gid) = limits.allowed_gid {
         std::os::unix::fs::chown(&layout.control_socket, None, Some(gid)).map_err(io_err(
             "cannot give the control socket to its group:",

@@ -67,6 +67,28 @@ pub async fn campaign(
     Ok(Won { epoch, sent_at })
 }
 
+/// Take the leadership at once if nobody holds it (a master starting
+/// alone, or first): `None` when the lock is held, and the caller serves
+/// as a standby while it [`campaign`]s.
+pub async fn try_at_once(
+    leadership: &Client,
+    me: &Identity,
+    lease: Lease,
+) -> Result<Option<Won>, LeaderError> {
+    let free: bool = leadership
+        .query_one("SELECT pg_try_advisory_lock($1)", &[&LEADERSHIP_LOCK])
+        .await
+        .map_err(LeaderError::db("trying the leadership lock"))?
+        .get(0);
+    if !free {
+        return Ok(None);
+    }
+    let sent_at = tokio::time::Instant::now();
+    let epoch = take_office(leadership, me, lease).await?;
+    info!(epoch, name = %me.name, "this master took the leadership (nobody held it)");
+    Ok(Some(Won { epoch, sent_at }))
+}
+
 /// With the lock held: bump the epoch, record this master as the leader
 /// with a fresh lease, commit (a single statement commits on its own).
 pub async fn take_office(

@@ -37,6 +37,17 @@ pub struct Office {
     pub lease: Lease,
     /// This master.
     pub me: Identity,
+    /// The standby's control and worker sockets, still bound, for the
+    /// leader to serve (`None` when it led at once).
+    pub sockets: Option<Sockets>,
+}
+
+/// A standby's Unix sockets, handed to the leader it became.
+pub struct Sockets {
+    /// The control socket.
+    pub control: interprocess::local_socket::tokio::Listener,
+    /// The worker socket.
+    pub worker: interprocess::local_socket::tokio::Listener,
 }
 
 impl Office {
@@ -126,6 +137,18 @@ pub async fn stand_by(
     let leadership = Arc::new(leadership);
     let heartbeat = Arc::new(heartbeat);
     registry::register(&heartbeat, &me, MasterRole::Standby).await?;
+    // Nobody leads: lead at once, never showing a standby's face.
+    if let Some(won) = campaign::try_at_once(&leadership, &me, lease).await? {
+        return Ok(Outcome::Won(Office {
+            epoch: won.epoch,
+            won_at: won.sent_at,
+            leadership,
+            heartbeat,
+            lease,
+            me,
+            sockets: None,
+        }));
+    }
 
     let (tx, rx) = mpsc::channel(64);
     let (notices, _) = broadcast::channel(16);
@@ -187,18 +210,25 @@ pub async fn stand_by(
         logs,
         worker_socket: layout.worker_socket.clone(),
     };
-    let control_task = tokio::spawn(listeners::accept_loop(
+    // The accept loops stop (giving their sockets back) once told.
+    let (hand_over_tx, hand_over) = watch::channel(false);
+    let until = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let control_task = tokio::spawn(listeners::accept_until(
         "control".into(),
         control_listener,
         open.clone(),
         move |stream| control::serve(stream, ctx.clone()),
+        until(hand_over.clone()),
     ));
     let worker_door = Arc::clone(&door);
-    let worker_task = tokio::spawn(listeners::accept_loop(
+    let worker_task = tokio::spawn(listeners::accept_until(
         "worker".into(),
         workers,
         open,
         move |stream| Arc::clone(&worker_door).serve_unix(stream),
+        until(hand_over),
     ));
     drop(door);
     let mut serving = tokio::spawn(standby::serve(
@@ -228,15 +258,20 @@ pub async fn stand_by(
         }
         () = signals.forward_to(&front) => Ok(None),
     };
-    // Whatever happened: the standby's servers close, the sockets go.
+    // Whatever happened: the standby's servers stop; its connections are
+    // told (`stopping`) and close; its Unix sockets stay bound for the
+    // leader (TCP listeners are closed and bound again by it).
     let _ = stopping_tx.send(true);
+    let _ = hand_over_tx.send(true);
     serving.abort();
-    control_task.abort();
-    worker_task.abort();
-    let _ = control_task.await;
-    let _ = worker_task.await;
+    let control = control_task.await;
+    let worker = worker_task.await;
     tcp.close().await;
     drop(tcp);
+    let sockets = match (control, worker) {
+        (Ok(control), Ok(worker)) => Some(Sockets { control, worker }),
+        _ => None,
+    };
     match outcome {
         Ok(Some(won)) => Ok(Outcome::Won(Office {
             epoch: won.epoch,
@@ -245,6 +280,7 @@ pub async fn stand_by(
             heartbeat,
             lease,
             me,
+            sockets,
         })),
         Ok(None) => {
             stopped(&heartbeat, &me).await;

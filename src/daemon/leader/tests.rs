@@ -239,3 +239,16 @@ async fn a_winner_not_yet_recorded_is_not_terminated() {
     assert_eq!(ended, None);
     assert!(fresh.query_one("SELECT 1", &[]).await.is_ok());
 }
+
+#[tokio::test]
+async fn the_first_master_takes_the_free_lock_at_once_and_the_second_does_not() {
+    let pg = server();
+    let lease = Lease::new(Duration::from_secs(30));
+    let (l_a, _w_a, a) = master(&pg, "a").await;
+    let won = super::campaign::try_at_once(&l_a, &a, lease).await.unwrap();
+    assert_eq!(won.map(|w| w.epoch), Some(1));
+    let (l_b, _w_b, b) = master(&pg, "b").await;
+    let second = super::campaign::try_at_once(&l_b, &b, lease).await.unwrap();
+    assert_eq!(second, None);
+    assert_eq!(epoch_in_db(&pg), "1 a");
+}
