@@ -1042,6 +1042,10 @@ fn the_event_table_parses() {
 /// its tests still prove it, then update the key.
 const RELOAD_ROWS: &[(&str, &[&str])] = &[
     (
+        "several masters on one PostgreSQL store (`store = { postgres = ... }`, docs/standby.md)",
+        &["standby::a_standby_answers_read_only_and_names_the_leader"],
+    ),
+    (
         "invalid file (syntax, unknown key, unknown worker, duplicate name, bad value, unreadable `secret_file`)",
         &["reload::invalid_file_changes_nothing"],
     ),

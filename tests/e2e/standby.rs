@@ -72,7 +72,7 @@ fn connected(m: &Master, name: &str) -> bool {
 /// leader and its address; the leader's status says it leads.
 #[test]
 fn a_standby_answers_read_only_and_names_the_leader() {
-    let cluster = Cluster::start(2, BODY, &[SECRET]);
+    let mut cluster = Cluster::start(2, BODY, &[SECRET]);
     let (leader, standby) = (cluster.master(0), cluster.master(1));
     let epoch = cluster.wait_leader_is(0, STARTUP_TIMEOUT);
     assert_eq!(epoch, 1);
@@ -121,6 +121,15 @@ fn a_standby_answers_read_only_and_names_the_leader() {
     standby.bbctl_code(&["reload"], 5);
     // Nothing was written by the standby.
     assert_eq!(leader.bbctl_json(&["status"])["queued_total"], 1);
+    // The leader records the config in force in bb_leader at its renewals.
+    let in_force = format!(
+        "{} {}",
+        lead_status["generation"],
+        lead_status["config_hash"].as_str().unwrap()
+    );
+    wait_until("bb_leader records the config in force", WAIT, || {
+        cluster.psql("SELECT config_generation || ' ' || config_hash FROM bb_leader") == in_force
+    });
 
     // `masters`, from both.
     for m in [leader, standby] {
@@ -168,6 +177,13 @@ fn a_standby_answers_read_only_and_names_the_leader() {
         connected(leader, "w1")
     });
     drop(w);
+
+    // `shutdown` stops a standby (exit 0); `masters` then says so.
+    cluster.master(1).bbctl_code(&["shutdown"], 0);
+    let status = cluster.master_mut(1).wait_exit(WAIT);
+    assert!(status.success(), "{status}\n{}", cluster.stderrs());
+    let masters = cluster.master(0).bbctl_json(&["masters"]);
+    assert_eq!(masters["masters"][1]["role"], "stopped", "{masters}");
 }
 
 /// `kill -9` of the leader: the standby takes over at once (the lock is
@@ -185,6 +201,12 @@ fn kill_9_of_the_leader_hands_its_running_build_to_the_standby() {
     wait_until("the first line in the log", WAIT, || {
         text(&cluster.master(0).bbctl(&["log", "1"]).stdout) == "before\n"
     });
+    // The standby reads the history and the shared logs too.
+    assert_eq!(cluster.master(1).bbctl_ok(&["log", "1"]), "before\n");
+    let builds = cluster.master(1).bbctl_json(&["builds"]);
+    assert_eq!(builds[0]["id"], 1, "{builds}");
+    let running = cluster.master(1).bbctl_json(&["status"]);
+    assert_eq!(running["running"][0]["build"], 1, "{running}");
 
     let killed = Instant::now();
     cluster.master_mut(0).kill9();

@@ -252,3 +252,22 @@ async fn the_first_master_takes_the_free_lock_at_once_and_the_second_does_not() 
     assert_eq!(second, None);
     assert_eq!(epoch_in_db(&pg), "1 a");
 }
+
+#[test]
+fn the_identity_defaults_to_the_host_name_and_the_first_listen_address() {
+    use super::Identity;
+    let any: std::net::SocketAddr = "0.0.0.0:9989".parse().unwrap();
+    let lo: std::net::SocketAddr = "127.0.0.1:9990".parse().unwrap();
+    let host = super::host_name();
+    let id = Identity::resolve(None, None, &[any, lo], false);
+    assert_eq!(id.name, host);
+    assert_eq!(id.address, Some(format!("tls://{host}:9989")));
+    let id = Identity::resolve(Some("a".into()), None, &[lo], true);
+    assert_eq!(
+        (id.name.as_str(), id.address.as_deref()),
+        ("a", Some("tcp://127.0.0.1:9990"))
+    );
+    let id = Identity::resolve(None, Some("tls://b.example:1".into()), &[lo], false);
+    assert_eq!(id.address.as_deref(), Some("tls://b.example:1"));
+    assert_eq!(Identity::resolve(None, None, &[], false).address, None);
+}
