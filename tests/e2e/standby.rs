@@ -119,6 +119,9 @@ fn a_standby_answers_read_only_and_names_the_leader() {
     );
     standby.bbctl_code(&["cancel", &request.to_string()], 5);
     standby.bbctl_code(&["reload"], 5);
+    standby.bbctl_code(&["prune"], 5);
+    standby.bbctl_code(&["drain"], 5);
+    standby.bbctl_code(&["workers"], 5);
     // Nothing was written by the standby.
     assert_eq!(leader.bbctl_json(&["status"])["queued_total"], 1);
     // The leader records the config in force in bb_leader at its renewals.
@@ -235,6 +238,11 @@ fn kill_9_of_the_leader_hands_its_running_build_to_the_standby() {
     assert_eq!(build["request_id"], request, "{build}");
     // Built exactly once.
     assert_eq!(cluster.psql("SELECT count(*) FROM builds"), "1");
+    // The killed leader reads as stopped, the new one leads epoch 2.
+    let masters = m1.bbctl_json(&["masters"]);
+    assert_eq!(masters["masters"][0]["role"], "stopped", "{masters}");
+    assert_eq!(masters["masters"][1]["role"], "leader", "{masters}");
+    assert_eq!(masters["masters"][1]["epoch"], 2, "{masters}");
     drop(w);
 }
 

@@ -489,7 +489,12 @@ impl MasterHandle {
     pub async fn prune(&self, who: &Principal, dry_run: bool) -> Result<PruneReport, ErrorReply> {
         self.check(who, &Request::Prune { dry_run })?;
         let Some(retention) = &self.retention else {
-            return Err(ErrorReply::failed("pruning is not available here"));
+            // A standby's handle: its loop refuses, naming the leader.
+            return match self.client(who, Request::Prune { dry_run }).await {
+                Ok(Reply::Pruned(report)) => Ok(report),
+                Ok(_) => Err(ErrorReply::failed("pruning is not available here")),
+                Err(e) => Err(e),
+            };
         };
         let config = self.config().await.ok_or_else(gone)?;
         retention

@@ -89,11 +89,16 @@ impl From<LeaderRow> for LeaderView {
     }
 }
 
-/// Every master the database knows, by name.
+/// Every master the database knows, by name. A leader of an older epoch
+/// (killed, fenced: it cannot say so itself) reads as `stopped`.
 pub async fn masters(client: &Client) -> Result<Vec<MasterView>, LeaderError> {
     let rows = client
         .query(
-            "SELECT name, address, role, epoch, pid,
+            "SELECT name, address,
+                    CASE WHEN role = 'leader'
+                          AND epoch IS DISTINCT FROM (SELECT epoch FROM bb_leader WHERE id = 1)
+                         THEN 'stopped' ELSE role END,
+                    epoch, pid,
                     (extract(epoch FROM started_at) * 1000)::int8,
                     (extract(epoch FROM heartbeat_at) * 1000)::int8,
                     (extract(epoch FROM clock_timestamp() - heartbeat_at) * 1000)::int8
