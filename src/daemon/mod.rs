@@ -274,7 +274,7 @@ pub async fn run(opts: MasterOptions) -> Result<(), DaemonError> {
             };
             match leader::phase::stand_by_on_postgres(start, &mut signals).await? {
                 leader::phase::Outcome::Stopped => return Ok(()),
-                leader::phase::Outcome::Won(office) => Some(office),
+                leader::phase::Outcome::Won(office) => Some(*office),
             }
         }
     };

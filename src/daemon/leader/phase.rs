@@ -84,7 +84,7 @@ pub async fn stopped(db: &Client, me: &Identity) {
 /// How a standby phase ended.
 pub enum Outcome {
     /// This master leads now.
-    Won(Office),
+    Won(Box<Office>),
     /// It was told to stop while a standby.
     Stopped,
 }
@@ -139,7 +139,7 @@ pub async fn stand_by(
     registry::register(&heartbeat, &me, MasterRole::Standby).await?;
     // Nobody leads: lead at once, never showing a standby's face.
     if let Some(won) = campaign::try_at_once(&leadership, &me, lease).await? {
-        return Ok(Outcome::Won(Office {
+        return Ok(Outcome::Won(Box::new(Office {
             epoch: won.epoch,
             won_at: won.sent_at,
             leadership,
@@ -147,7 +147,7 @@ pub async fn stand_by(
             lease,
             me,
             sockets: None,
-        }));
+        })));
     }
 
     let (tx, rx) = mpsc::channel(64);
@@ -273,7 +273,7 @@ pub async fn stand_by(
         _ => None,
     };
     match outcome {
-        Ok(Some(won)) => Ok(Outcome::Won(Office {
+        Ok(Some(won)) => Ok(Outcome::Won(Box::new(Office {
             epoch: won.epoch,
             won_at: won.sent_at,
             leadership,
@@ -281,7 +281,7 @@ pub async fn stand_by(
             lease,
             me,
             sockets,
-        })),
+        }))),
         Ok(None) => {
             stopped(&heartbeat, &me).await;
             info!("bbmaster (standby) stopped");
