@@ -39,6 +39,9 @@ fn main() -> ExitCode {
         config: args.config,
         state_dir: args.state_dir,
         http: args.http,
+        name: args.name,
+        advertise: args.advertise,
+        worker_listen: args.worker_listen,
     };
     match runtime.block_on(bbctl::daemon::run(opts)) {
         Ok(()) => ExitCode::SUCCESS,

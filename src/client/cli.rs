@@ -24,7 +24,8 @@ Exit codes:
        `cancel` of a finished request, `stop` of a finished build,
        `force-build` to a master draining for shutdown or a full queue,
        `undrain` during a drain for shutdown, `shutdown --cancel` when not
-       draining for shutdown)
+       draining for shutdown; anything that changes state, asked of a
+       standby master: the message names the leader)
   130  interrupted by Ctrl-C while waiting (`force-build --wait/--follow`,
        `wait`, `log --follow`): the build goes on; stderr says how to
        re-attach";
@@ -218,6 +219,11 @@ pub enum Command {
     /// List locks: each lock (per worker for worker-scoped ones), its
     /// capacity, who holds it and who waits for it, and for how long.
     Locks,
+    /// List the masters sharing a PostgreSQL store: name, role (leader,
+    /// standby, stopped), epoch, address and last heartbeat, with the
+    /// leader and its epoch; answered by the leader and by standbys, from
+    /// the database. On SQLite: this one master. See docs/standby.md.
+    Masters,
     /// Print the `bbworker` command line that connects worker NAME to this
     /// master over TCP (TLS unless the master allows plaintext), on one
     /// line: address, certificate fingerprint, name, and the secret read

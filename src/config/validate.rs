@@ -86,7 +86,7 @@ pub fn check(
     };
     let mut master = c.master(&raw.master);
     let workers = c.workers(&raw.worker);
-    c.no_local_workers_with_postgres(&master.store, &raw.worker);
+    c.no_local_workers_with_postgres(&raw.master.store, &raw.worker);
     master.worker_secret_files = raw
         .worker
         .iter()

@@ -30,6 +30,22 @@ pub struct MasterArgs {
     /// See docs/http.md.
     #[arg(long, value_name = "ADDR", value_parser = parse_http_addr)]
     pub http: Option<std::net::SocketAddr>,
+    /// This master's name among masters sharing one PostgreSQL store
+    /// (`bbctl masters`, the leader named to clients and workers);
+    /// default: the host name. See docs/standby.md.
+    #[arg(long, value_name = "NAME", env = "BBMASTER_NAME")]
+    pub name: Option<String>,
+    /// The address workers are sent to when this master leads
+    /// (`tls://HOST:PORT`, `tcp://HOST:PORT` with `allow_plaintext`);
+    /// default: the first `worker_listen` address, with the host name when
+    /// it listens on every interface. See docs/standby.md.
+    #[arg(long, value_name = "URL")]
+    pub advertise: Option<String>,
+    /// Listen for remote workers on ADDR (`HOST:PORT`, or `PORT` for
+    /// loopback) instead of the config's `worker_listen`, for this process
+    /// (several masters on one host share a config file); repeatable.
+    #[arg(long, value_name = "ADDR", value_parser = parse_http_addr)]
+    pub worker_listen: Vec<std::net::SocketAddr>,
     /// Print the embedded default config and exit.
     #[arg(long)]
     pub print_default_config: bool,
@@ -39,7 +55,7 @@ pub struct MasterArgs {
     pub log_level: LogLevel,
 }
 
-/// `--http ADDR`: a port (loopback) or `HOST:PORT`.
+/// `--http ADDR`, `--worker-listen ADDR`: a port (loopback) or `HOST:PORT`.
 fn parse_http_addr(text: &str) -> Result<std::net::SocketAddr, String> {
     crate::config::parse_listen(text)
         .ok_or_else(|| format!("{text:?} is not a port or an address with a port (127.0.0.1:8010)"))

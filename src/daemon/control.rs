@@ -263,6 +263,7 @@ async fn answer<W: AsyncWrite + Unpin>(
         Request::Queue { builder } => master.queue(who, builder).await,
         Request::Workers => master.workers(who).await,
         Request::Locks => master.locks(who).await,
+        Request::Masters => master.masters(who).await,
         Request::Drain { worker, drain } => master.drain(who, worker, drain).await,
         Request::Builds { builder, limit } => master.builds(who, builder, limit).await,
         Request::Build { build } => master.build(who, build).await,

@@ -148,6 +148,8 @@ pub struct Refusal {
     pub kind: RefusalKind,
     /// The words.
     pub reason: String,
+    /// Where the leader is, for a `NotLeader` refusal (a standby's).
+    pub leader: Option<String>,
 }
 
 impl Refusal {
@@ -156,7 +158,14 @@ impl Refusal {
         Refusal {
             kind,
             reason: reason.into(),
+            leader: None,
         }
+    }
+
+    /// The same refusal, naming the leader's address (`NotLeader`).
+    pub fn with_leader(mut self, leader: Option<String>) -> Self {
+        self.leader = leader;
+        self
     }
 }
 

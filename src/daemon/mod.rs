@@ -19,6 +19,7 @@ pub mod handle;
 pub mod handlers;
 pub mod history;
 pub mod irc;
+pub mod leader;
 pub mod limits;
 pub mod lineage;
 pub mod listener;
@@ -60,6 +61,13 @@ pub struct MasterOptions {
     pub state_dir: Option<PathBuf>,
     /// `--http ADDR`: serve the web pages there (overrides `[http] listen`).
     pub http: Option<std::net::SocketAddr>,
+    /// `--name`: this master among others on one PostgreSQL store.
+    pub name: Option<String>,
+    /// `--advertise`: where workers are sent when this master leads.
+    pub advertise: Option<String>,
+    /// `--worker-listen`: replaces the config's `worker_listen` (also
+    /// after reloads) when not empty.
+    pub worker_listen: Vec<std::net::SocketAddr>,
 }
 
 /// Why the master could not start or had to stop.
@@ -92,6 +100,9 @@ pub enum DaemonError {
     /// The web server (`[http]`, `--http`) cannot start.
     #[error(transparent)]
     Web(#[from] web::WebError),
+    /// The leadership could not be campaigned for, or was lost.
+    #[error(transparent)]
+    Leadership(#[from] leader::LeaderError),
     /// A file system or socket operation failed.
     #[error("{what} {}: {source}", path.display())]
     Io {
@@ -172,22 +183,41 @@ pub fn files_root(config: &Config, state_dir: &Path) -> PathBuf {
 }
 
 /// Open the store `[master] store` names, with the fence this master
-/// writes behind. The seam for the leadership campaign: on PostgreSQL,
-/// until a campaign gives the epoch it won, a master claims the next
-/// epoch by a plain bump (no lock, no lease): a master started after it
-/// on the same database fences this one off, so two never both write.
-fn open_store(config: &Config, state_dir: &Path) -> Result<store::Opened, DaemonError> {
-    let fence = match config.master.store.postgres() {
-        None => None,
-        Some(pg) => Some(store::pg::bump_epoch(pg)?),
+/// writes behind: `epoch`, the epoch a leadership campaign committed.
+/// Without one (`None`) a master on PostgreSQL claims the next epoch by a
+/// plain bump (no lock, no lease): a master started after it on the same
+/// database fences this one off, so two never both write. SQLite has no
+/// fence.
+fn open_store(
+    config: &Config,
+    state_dir: &Path,
+    epoch: Option<u64>,
+) -> Result<store::Opened, DaemonError> {
+    let fence = match (config.master.store.postgres(), epoch) {
+        (None, _) => None,
+        (Some(_), Some(epoch)) => Some(epoch),
+        (Some(pg), None) => Some(store::pg::bump_epoch(pg)?),
     };
     Ok(store::open(&config.master, state_dir, fence)?)
+}
+
+/// The TCP listeners' settings: the config's, with `--worker-listen` in
+/// place of `worker_listen` when given (at start and after every reload).
+fn listen_settings(
+    opts: &MasterOptions,
+    master: &config::MasterSettings,
+) -> config::MasterSettings {
+    let mut settings = master.clone();
+    if !opts.worker_listen.is_empty() {
+        settings.worker_listen = opts.worker_listen.clone();
+    }
+    settings
 }
 
 /// Run a master until it is told to stop.
 pub async fn run(opts: MasterOptions) -> Result<(), DaemonError> {
     // Before anything is bound or locked: see `signals`.
-    let signals = signals::MasterSignals::install().map_err(DaemonError::Signals)?;
+    let mut signals = signals::MasterSignals::install().map_err(DaemonError::Signals)?;
     // What a step detaches and leaves behind when it kills its local worker
     // is reparented to the master, not to init, so the control socket still
     // knows it for build code (see `lineage`); the master reaps it.
@@ -195,7 +225,7 @@ pub async fn run(opts: MasterOptions) -> Result<(), DaemonError> {
         warn!("cannot become the subreaper of the local workers' processes: {e}");
     }
     tokio::spawn(crate::worker::reaper::reap_forever());
-    let config = Arc::new(load_config(&opts)?);
+    let mut config = Arc::new(load_config(&opts)?);
     let layout = Layout::resolve(&opts, &config);
     if layout.state_dir.exists() && !layout.state_dir.is_dir() {
         return Err(DaemonError::Io {
@@ -211,6 +241,14 @@ pub async fn run(opts: MasterOptions) -> Result<(), DaemonError> {
         .map_err(io_err("cannot create state dir", &layout.state_dir))?;
     state_dir::check(&layout.state_dir)?;
     let _lock = lock::StateLock::acquire(&layout.state_dir)?;
+    // Who this master is among others (`--name`, `--advertise`).
+    let identity = leader::Identity::resolve(
+        opts.name.clone(),
+        opts.advertise.clone(),
+        &listen_settings(&opts, &config.master).worker_listen,
+        config.master.allow_plaintext,
+    );
+    let mut seat = leader::Seat::sqlite(identity.clone());
     // Logs and artifacts: in the state dir, or with PostgreSQL in the
     // shared dir every master reaches (docs/postgres.md).
     let files_root = files_root(&config, &layout.state_dir);
@@ -218,12 +256,53 @@ pub async fn run(opts: MasterOptions) -> Result<(), DaemonError> {
     std::fs::create_dir_all(&logs_dir).map_err(io_err("cannot create", &logs_dir))?;
     logs::ensure_reserve(&logs_dir);
 
+    // On a shared PostgreSQL store this master is a standby until it wins
+    // the leadership (docs/standby.md); then it reads the config file
+    // again and starts as a restarted master does, its store fenced by
+    // the epoch it won.
+    let mut office = match config.master.store.postgres() {
+        None => None,
+        Some(settings) => {
+            let start = leader::phase::PgStart {
+                settings,
+                config: Arc::clone(&config),
+                layout: &layout,
+                worker_listen: listen_settings(&opts, &config.master).worker_listen,
+                me: identity.clone(),
+                logs: logs_dir.clone(),
+                artifacts: transfer::Dirs::new(&files_root, None).artifacts,
+            };
+            match leader::phase::stand_by_on_postgres(start, &mut signals).await? {
+                leader::phase::Outcome::Stopped => return Ok(()),
+                leader::phase::Outcome::Won(office) => Some(*office),
+            }
+        }
+    };
+    // A standby's Unix sockets, still bound: the leader serves them.
+    let (handed_control, handed_worker) = match office.as_mut().and_then(|o| o.sockets.take()) {
+        Some(s) => (Some(s.control), Some(s.worker)),
+        None => (None, None),
+    };
+    if let Some(office) = &office {
+        seat = office.seat();
+        match load_config(&opts) {
+            Ok(fresh) if fresh.master.store == config.master.store => config = Arc::new(fresh),
+            Ok(_) => warn!(
+                "the config file's `store` changed while this master was a standby: a restart-only setting; keeping the one read at start"
+            ),
+            Err(e) => warn!(
+                "the config file cannot be read again at the takeover ({e}); keeping the one read at start"
+            ),
+        }
+    }
+
     let store::Opened {
         mut store,
         reader,
         database,
-    } = open_store(&config, &layout.state_dir)?;
+    } = open_store(&config, &layout.state_dir, office.as_ref().map(|o| o.epoch))?;
     let restored = store.restore(paths::now_ms())?;
+    let store_name = database.to_string();
     let queued = restored.queued.len();
     let known_builds = restored.next_build.saturating_sub(1);
     let core = core::Core::new(Arc::clone(&config), restored, paths::now_ms());
@@ -285,7 +364,8 @@ pub async fn run(opts: MasterOptions) -> Result<(), DaemonError> {
         .with_shutdown(stopping)
         .with_listeners(Arc::clone(&tls_status))
         .with_pollers(poller_status.map())
-        .with_irc(Arc::clone(&irc_status));
+        .with_irc(Arc::clone(&irc_status))
+        .with_seat(seat);
     // Every connection task holds a clone of `open`: when all are gone,
     // `closed` yields None (mini-redis' shutdown-complete pattern), so the
     // master can let the last answers (say, to `bbctl shutdown`) be written.
@@ -306,9 +386,12 @@ pub async fn run(opts: MasterOptions) -> Result<(), DaemonError> {
     } else {
         0o666
     };
-    let workers = listener::bind(&layout.worker_socket, worker_socket_mode)
-        .await
-        .map_err(io_err("cannot listen on", &layout.worker_socket))?;
+    let workers = match handed_worker {
+        Some(socket) => socket,
+        None => listener::bind(&layout.worker_socket, worker_socket_mode)
+            .await
+            .map_err(io_err("cannot listen on", &layout.worker_socket))?,
+    };
     // The TCP listeners (`worker_listen`) next, also before the control
     // socket, so that `bbctl status` shows them as soon as it answers.
     let mut tcp = listeners::set::TcpListeners::new(
@@ -317,7 +400,7 @@ pub async fn run(opts: MasterOptions) -> Result<(), DaemonError> {
         Arc::clone(&tls_status),
         layout.state_dir.clone(),
     );
-    tcp.apply(&config.master)?;
+    tcp.apply(&listen_settings(&opts, &config.master))?;
     // The web server (`[http]`, `--http`), before the control socket too.
     let web_task = match http_settings(&opts, &config) {
         None => None,
@@ -341,9 +424,12 @@ pub async fn run(opts: MasterOptions) -> Result<(), DaemonError> {
     };
     // The control socket last: a client (or a test) that reaches it finds
     // the worker sockets bound too.
-    let control = listener::bind(&layout.control_socket, limits.control_socket_mode())
-        .await
-        .map_err(io_err("cannot listen on", &layout.control_socket))?;
+    let control = match handed_control {
+        Some(socket) => socket,
+        None => listener::bind(&layout.control_socket, limits.control_socket_mode())
+            .await
+            .map_err(io_err("cannot listen on", &layout.control_socket))?,
+    };
     if let Some(gid) = limits.allowed_gid {
         std::os::unix::fs::chown(&layout.control_socket, None, Some(gid)).map_err(io_err(
             "cannot give the control socket to its group:",
@@ -377,6 +463,7 @@ pub async fn run(opts: MasterOptions) -> Result<(), DaemonError> {
         config = %config.origin,
         state_dir = %layout.state_dir.display(),
         control_socket = %layout.control_socket.display(),
+        store = %store_name,
         queued,
         "bbmaster started"
     );
@@ -413,10 +500,11 @@ pub async fn run(opts: MasterOptions) -> Result<(), DaemonError> {
     // The TCP listeners follow reloads: addresses opened and closed,
     // certificates replaced for new connections.
     let mut configs = master.config_watch();
+    let listen_opts = opts.clone();
     let tcp_task = tokio::spawn(async move {
         while configs.changed().await.is_ok() {
             let config = Arc::clone(&configs.borrow_and_update());
-            tcp.reload(&config.master);
+            tcp.reload(&listen_settings(&listen_opts, &config.master));
         }
     });
     // The git pollers follow reloads too: one task each, an unchanged
@@ -445,7 +533,23 @@ pub async fn run(opts: MasterOptions) -> Result<(), DaemonError> {
     let signal_task = tokio::spawn(signals.forward(front));
     drop(tx);
 
-    let outcome = master.run(rx).await;
+    // A leader on PostgreSQL renews its lease beside the loop, and stops
+    // at once when it cannot (docs/standby.md).
+    let config_hash: leader::lease::ConfigInfo = {
+        let configs = master.config_watch();
+        Box::new(move || Some(configs.borrow().hash.clone()))
+    };
+    let outcome = match &office {
+        None => master.run(rx).await.map_err(DaemonError::Store),
+        Some(office) => tokio::select! {
+            out = master.run(rx) => out.map_err(|e| match e {
+                e if e.is_fenced() => DaemonError::Leadership(leader::LeaderError::Fenced(e.to_string())),
+                e => DaemonError::Store(e),
+            }),
+            lost = office.hold(config_hash) => Err(DaemonError::Leadership(lost)),
+        },
+    };
+
     let _ = stopping_tx.send(true);
     control_task.abort();
     worker_task.abort();
@@ -481,9 +585,12 @@ pub async fn run(opts: MasterOptions) -> Result<(), DaemonError> {
     }
     match outcome {
         Ok(()) => {
+            if let Some(office) = &office {
+                leader::phase::stopped(&office.heartbeat, &office.me).await;
+            }
             info!("bbmaster stopped");
             Ok(())
         }
-        Err(e) => Err(DaemonError::Store(e)),
+        Err(e) => Err(e),
     }
 }

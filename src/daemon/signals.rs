@@ -55,6 +55,12 @@ impl MasterSignals {
 
     /// Turn signals into commands for the master loop, until it is gone.
     pub async fn forward(mut self, master: MasterHandle) {
+        self.forward_to(&master).await
+    }
+
+    /// [`Self::forward`], keeping the handlers: a standby forwards to
+    /// its own loop, then, once it leads, to the master loop.
+    pub async fn forward_to(&mut self, master: &MasterHandle) {
         loop {
             let sent = tokio::select! {
                 _ = self.hup.recv() => {

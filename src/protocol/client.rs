@@ -147,6 +147,9 @@ pub enum Request {
     },
     /// Every lock with its holders and waiters (`bbctl locks`).
     Locks,
+    /// Every master sharing the store, with its role and heartbeat
+    /// (`bbctl masters`).
+    Masters,
 }
 
 /// How the master stops.
@@ -270,6 +273,8 @@ pub enum Reply {
     Changes(Vec<ChangeInfo>),
     /// Answer to [`Request::Locks`].
     Locks(Vec<super::views::LockView>),
+    /// Answer to [`Request::Masters`].
+    Masters(super::MastersReply),
 }
 
 /// What a prune deleted (or, with dry-run, would delete).

@@ -9,6 +9,7 @@ pub mod client;
 pub mod events;
 pub mod frame;
 pub mod handshake;
+pub mod masters;
 pub mod proof;
 pub mod transfer;
 pub mod views;
@@ -26,6 +27,7 @@ pub use client::*;
 pub use events::{DrainMode, Event, EventKind};
 pub use frame::{FrameError, MAX_FRAME, MAX_HANDSHAKE_FRAME, read_msg, write_msg};
 pub use handshake::{Hello, HelloReply, MAGIC, PROTOCOL_VERSION, RefusalKind, Role, WorkerProof};
+pub use masters::{LeaderView, LeadershipStatus, MasterRole, MasterView, MastersReply};
 pub use views::*;
 pub use worker::*;
 

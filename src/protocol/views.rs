@@ -74,6 +74,10 @@ pub struct StatusReply {
     /// The IRC bot; `None` without `[irc]`.
     #[serde(default)]
     pub irc: Option<IrcStatus>,
+    /// Leadership among masters on a PostgreSQL store: this master's
+    /// role and who leads; `None` on SQLite (one master).
+    #[serde(default)]
+    pub leadership: Option<super::LeadershipStatus>,
 }
 
 /// One git poller in `status`: how its last poll went.

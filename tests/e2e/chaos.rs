@@ -8,9 +8,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use bbctl::testkit::postgres::{PASSWORD, PgServer};
+
 use crate::harness::{
     BBCTL_TIMEOUT, Background, Master, Transport, code, describe, over_unix_and_tls, start_worker,
-    wait_until,
+    wait_until, with_master_line,
 };
 
 const CONFIG: &str = r#"
@@ -153,12 +155,40 @@ fn worker(m: &Master, name: &str) -> Background {
 /// unknown request; every successful build's log is exactly
 /// `start N\nend N\n`.
 fn every_request_gets_exactly_one_final_result(transport: Transport) {
+    every_request_gets_exactly_one_final_result_on(transport, None);
+}
+
+/// The same on PostgreSQL (docs/postgres.md): every restart also claims
+/// a new epoch, and the logs live in the shared dir.
+#[test]
+fn chaos_every_request_gets_exactly_one_final_result_on_postgresql() {
+    let pg = PgServer::start().expect("a throwaway PostgreSQL (install `postgresql`)");
+    pg.create_database("bb").unwrap();
+    every_request_gets_exactly_one_final_result_on(Transport::Unix, Some(&pg));
+    // The first start and each restart after a kill.
+    assert_eq!(pg.psql("bb", "SELECT epoch FROM bb_leader").unwrap(), "3");
+}
+
+fn every_request_gets_exactly_one_final_result_on(transport: Transport, pg: Option<&PgServer>) {
     let started = Instant::now();
     let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+    let config = match pg {
+        None => CONFIG.to_string(),
+        Some(pg) => with_master_line(
+            CONFIG,
+            &format!(
+                "store = {{ postgres = \"{}\", password_file = \"@DIR@/pgpass\", shared_dir = \"@DIR@/shared\" }}",
+                pg.conninfo("bb")
+            ),
+        ),
+    };
     let mut m = Master::start_over(
         transport,
-        CONFIG,
-        &[("w.secret", "chaos-secret-0123456789\n")],
+        &config,
+        &[
+            ("w.secret", "chaos-secret-0123456789\n"),
+            ("pgpass", PASSWORD),
+        ],
     );
     let mut workers: Vec<Option<Background>> =
         WORKERS.iter().map(|n| Some(worker(&m, n))).collect();
@@ -261,8 +291,9 @@ fn every_request_gets_exactly_one_final_result(transport: Transport) {
     }
     let total: usize = by_request.values().map(Vec::len).sum();
     eprintln!(
-        "chaos over {transport:?}: {} requests, {total} builds, {retries} retries, {} successes, other final results {others:?}; \
+        "chaos over {transport:?} ({}): {} requests, {total} builds, {retries} retries, {} successes, other final results {others:?}; \
          {worker_kills} worker kills, {master_kills} master kills ({idle_strikes} of them with no build running); {:.1} s; retried because {retry_reasons:?}",
+        if pg.is_some() { "PostgreSQL" } else { "SQLite" },
         requests.len(),
         successes.len(),
         started.elapsed().as_secs_f64()

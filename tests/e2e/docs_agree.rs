@@ -218,6 +218,14 @@ const EXIT_CASES: &[ExitCase] = &[
         run: Run::Own(exit_5_shutdown_and_full_queue),
     },
     ExitCase {
+        name: "a state change asked of a standby master",
+        covers: &[(
+            5,
+            "anything that changes state, asked of a standby master: the message names the leader",
+        )],
+        run: Run::Own(exit_5_standby),
+    },
+    ExitCase {
         name: "Ctrl-C while waiting",
         covers: &[
             (
@@ -367,6 +375,34 @@ fn exit_codes_on_masters_of_their_own() {
         }
     });
 }
+
+/// Two masters on one PostgreSQL store: the standby refuses
+/// `force-build` with exit 5, naming the leader (docs/standby.md).
+fn exit_5_standby() {
+    let cluster = crate::harness::Cluster::start(2, SHARED_STANDBY, &[]);
+    let out = cluster.master(1).bbctl_code(&["force-build", "ok"], 5);
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("the leader is m0 at"),
+        "the refusal must name the leader: {err}"
+    );
+}
+
+/// A builder for [`exit_5_standby`] (no local worker: a PostgreSQL store
+/// refuses them).
+const SHARED_STANDBY: &str = r#"
+[[worker]]
+name = "far"
+secret = "far-secret-0123456789abcdef"
+
+[[builder]]
+name = "ok"
+workers = ["far"]
+
+  [[builder.step]]
+  name = "ok"
+  shell = "true"
+"#;
 
 /// The JSON outcome (last line) of a `--json` waiting command.
 fn last_json(stdout: &[u8]) -> Value {
@@ -1006,6 +1042,10 @@ fn the_event_table_parses() {
 /// its tests still prove it, then update the key.
 const RELOAD_ROWS: &[(&str, &[&str])] = &[
     (
+        "several masters on one PostgreSQL store (`store = { postgres = ... }`, docs/standby.md)",
+        &["standby::a_standby_answers_read_only_and_names_the_leader"],
+    ),
+    (
         "invalid file (syntax, unknown key, unknown worker, duplicate name, bad value, unreadable `secret_file`)",
         &["reload::invalid_file_changes_nothing"],
     ),
@@ -1087,7 +1127,7 @@ const RELOAD_ROWS: &[(&str, &[&str])] = &[
         &["docs_agree::reload_row_history_settings"],
     ),
     (
-        "`[master]` settings that need a restart (`state_dir`, `control_socket`, `worker_socket`, `transfer_dir`, `keepalive`, `max_handshake_frame`, `max_frame`, `max_log_size`, `max_clients`, `allowed_uids`, `allowed_gid`, `max_upload_size`, `max_artifact_bytes_per_build`, `max_artifacts_per_build`, `min_free_space`)",
+        "`[master]` settings that need a restart (`state_dir`, `control_socket`, `worker_socket`, `transfer_dir`, `keepalive`, `max_handshake_frame`, `max_frame`, `max_log_size`, `max_clients`, `allowed_uids`, `allowed_gid`, `max_upload_size`, `max_artifact_bytes_per_build`, `max_artifacts_per_build`, `min_free_space`, `store`)",
         &[
             "reload::restart_settings_wait_and_the_rest_applies",
             "docs_agree::reload_row_master_settings",
@@ -1206,6 +1246,21 @@ workers = ["local-1"]
   shell = "echo b"
 "#;
 
+/// [`ONE_LOCAL`] with a remote worker instead (a store on PostgreSQL
+/// refuses local ones).
+const ONE_REMOTE: &str = r#"
+[[worker]]
+name = "remote-1"
+secret = "a-secret-of-enough-length"
+
+[[builder]]
+name = "b"
+workers = ["remote-1"]
+  [[builder.step]]
+  name = "s"
+  shell = "echo b"
+"#;
+
 /// Row "worker added": a worker the config does not have is refused;
 /// after a reload that adds it, it connects and authenticates, and runs a
 /// build of a builder added with it.
@@ -1282,6 +1337,8 @@ fn changed_master_value(key: &str) -> Option<&'static str> {
         "max_artifact_bytes_per_build" => "\"20MiB\"",
         "max_artifacts_per_build" => "50",
         "min_free_space" => "\"512MiB\"",
+        // Not connected to by a dry run: only compared.
+        "store" => "{ postgres = \"host=db.example dbname=bb\", shared_dir = \"@DIR@/shared\" }",
         "deadline_grace" => "\"45s\"",
         "worker_listen" => "[\"127.0.0.1:0\"]",
         "allow_plaintext" => "true",
@@ -1341,9 +1398,12 @@ fn reload_row_master_settings() {
         .expect("the restart row says what applies at once");
     let at_once = backticked(at_once_text);
     let history = backticked(&row("`keep_builds`").0);
+    // `[master]`'s own keys; those of a table inside it (`store.lease`)
+    // go with the table.
     let master_keys: Vec<&str> = bbctl::config::defaults::DEFAULTS
         .iter()
         .filter_map(|(k, _)| k.strip_prefix("master."))
+        .filter(|k| !k.contains('.'))
         .collect();
     assert!(master_keys.len() >= 10, "{master_keys:?}");
     let mut problems = Vec::new();
@@ -1374,7 +1434,13 @@ fn reload_row_master_settings() {
             ));
             continue;
         };
-        m.write_config(&format!("[master]\n{key} = {value}\n{ONE_LOCAL}"));
+        // PostgreSQL rules out local workers: that config has a remote one.
+        let workers = if *key == "store" {
+            ONE_REMOTE
+        } else {
+            ONE_LOCAL
+        };
+        m.write_config(&format!("[master]\n{key} = {value}\n{workers}"));
         let report = m.bbctl_json(&["reload", "--dry-run"]);
         let listed = report["needs_restart"].clone();
         let want = if restart.iter().any(|k| k == key) {

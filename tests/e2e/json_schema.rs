@@ -127,6 +127,7 @@ fn shapes() -> Vec<(&'static str, Value)> {
                     "measured_at_ms": "int",
                 },
                 "tls": { "fingerprint": "string|null", "listen": ["string"], "plaintext": "bool" },
+                "leadership": "object|null",
             })),
         ),
         (
@@ -221,6 +222,34 @@ fn shapes() -> Vec<(&'static str, Value)> {
                     "since_ms": "int", "waited_ms": "int", "waiting": "string",
                 }],
             }))]),
+        ),
+        (
+            "status:leadership",
+            json!({
+                "name": "string", "role": "string",
+                "leader": {
+                    "epoch": "int", "name": "string|null", "address": "string|null",
+                    "lease_expired": "bool",
+                },
+            }),
+        ),
+        (
+            "masters",
+            stamp(json!({
+                "store": "string", "answered_by": "string", "leader": "object|null",
+                "masters": [{
+                    "name": "string", "address": "string|null", "role": "string",
+                    "epoch": "int|null", "pid": "int|null", "started_at_ms": "int|null",
+                    "heartbeat_at_ms": "int|null", "heartbeat_age_ms": "int|null",
+                }],
+            })),
+        ),
+        (
+            "masters:leader",
+            json!({
+                "epoch": "int", "name": "string|null", "address": "string|null",
+                "lease_expired": "bool",
+            }),
         ),
         (
             "ping",
@@ -471,6 +500,14 @@ fn every_command_prints_its_documented_json() {
         !status["running"].as_array().unwrap().is_empty(),
         "{status}"
     );
+
+    // On SQLite: one master, this one (docs/standby.md).
+    let masters = m.bbctl_json(&["masters"]);
+    assert_shape(&masters, "masters");
+    assert_eq!(masters["store"], "sqlite", "{masters}");
+    assert_eq!(masters["leader"], Value::Null, "{masters}");
+    assert_eq!(masters["masters"][0]["role"], "leader", "{masters}");
+    assert_eq!(status["leadership"], Value::Null, "{status}");
 
     let locks = m.bbctl_json(&["locks"]);
     assert_eq!(

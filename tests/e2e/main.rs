@@ -27,6 +27,7 @@ mod reload;
 mod reload_regression;
 mod retention;
 mod schedulers;
+mod standby;
 mod startup;
 mod storage;
 mod tls;

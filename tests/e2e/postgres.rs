@@ -115,3 +115,109 @@ fn a_master_on_postgresql_builds_restarts_and_re_adopts_after_kill_9() {
         "3"
     );
 }
+
+/// A config with one builder and a remote worker, on `pg`'s `db`.
+fn small(pg: &PgServer, db: &str) -> String {
+    pg_config(
+        pg,
+        db,
+        r#"
+[[worker]]
+name = "w1"
+secret_file = "@DIR@/w.secret"
+
+[[builder]]
+name = "quick"
+workers = ["w1"]
+
+  [[builder.step]]
+  name = "s"
+  shell = "echo quick $BB_BUILD_ID"
+"#,
+    )
+}
+
+/// Another master took over (the epoch moved on): this one's next write
+/// is refused by the fence, nothing of it is recorded, the client hears
+/// why, and the master stops non-zero saying it lost the leadership.
+#[test]
+fn a_master_whose_epoch_was_taken_writes_nothing_more_and_stops() {
+    let pg = PgServer::start().expect("a throwaway PostgreSQL (install `postgresql`)");
+    pg.create_database("fenced").unwrap();
+    let mut m = Master::start_with_files(&small(&pg, "fenced"), FILES);
+    m.bbctl_code(&["force-build", "quick"], 0);
+    pg.psql("fenced", "UPDATE bb_leader SET epoch = epoch + 1")
+        .unwrap();
+    let out = m.bbctl(&["force-build", "quick"]);
+    assert_eq!(
+        crate::harness::code(&out),
+        1,
+        "{}",
+        crate::harness::describe(&out)
+    );
+    assert!(
+        text(&out.stderr).contains("lost the leadership"),
+        "{}",
+        crate::harness::describe(&out)
+    );
+    let status = m.wait_exit(Duration::from_secs(10));
+    assert!(!status.success(), "{status:?}");
+    assert!(m.stderr().contains("lost the leadership"), "{}", m.stderr());
+    assert_eq!(
+        pg.psql("fenced", "SELECT count(*) FROM requests").unwrap(),
+        "1",
+        "the fenced request was not recorded"
+    );
+}
+
+/// The store's connection is lost while the master runs (the server
+/// ended it): the next write fails, the client hears it, the master
+/// stops; the next start connects again and has everything accepted.
+#[test]
+fn a_lost_database_connection_stops_the_master_and_a_restart_has_everything() {
+    let pg = PgServer::start().expect("a throwaway PostgreSQL (install `postgresql`)");
+    pg.create_database("lost").unwrap();
+    let mut m = Master::start_with_files(&small(&pg, "lost"), FILES);
+    let _worker = start_worker(&m, "w1", &m.path().join("w.secret"));
+    m.bbctl_code(&["force-build", "quick", "--wait"], 0);
+    pg.psql(
+        "lost",
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+         WHERE application_name = 'bbmaster store'",
+    )
+    .unwrap();
+    // The server ends the backend a moment after psql returns: a request
+    // may still be accepted before the master notices. Each accepted one
+    // must be built after the restart.
+    let mut accepted = 0;
+    wait_until("the master to notice", Duration::from_secs(10), || {
+        let out = m.bbctl(&["force-build", "quick"]);
+        if crate::harness::code(&out) == 0 {
+            accepted += 1;
+            return false;
+        }
+        assert!(
+            text(&out.stderr).contains("could not record"),
+            "{}",
+            crate::harness::describe(&out)
+        );
+        true
+    });
+    let status = m.wait_exit(Duration::from_secs(10));
+    assert!(!status.success(), "{status:?}");
+    assert!(m.stderr().contains("connection closed"), "{}", m.stderr());
+    m.spawn();
+    m.bbctl_code(&["force-build", "quick", "--wait"], 0);
+    let total = 2 + accepted;
+    wait_until(
+        "every accepted request built",
+        Duration::from_secs(20),
+        || {
+            let builds = m.bbctl_json(&["builds"]);
+            let list = builds.as_array().unwrap();
+            list.len() == total && list.iter().all(|b| b["result"] == "success")
+        },
+    );
+    let log = text(&m.bbctl_code(&["log", &total.to_string()], 0).stdout);
+    assert_eq!(log, format!("quick {total}\n"));
+}

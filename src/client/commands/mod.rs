@@ -8,6 +8,7 @@ mod complete;
 mod config;
 mod events;
 mod locks;
+mod masters;
 
 mod prune;
 mod status;
@@ -176,6 +177,7 @@ pub async fn run(cli: Cli) -> Result<u8, CliError> {
         Command::Queue { builder } => workers::queue(&mut ctx, builder).await,
         Command::Workers => workers::workers(&mut ctx).await,
         Command::Locks => locks::locks(&mut ctx).await,
+        Command::Masters => masters::masters(&mut ctx).await,
         Command::Ping { worker } => workers::ping(&mut ctx, worker).await,
         Command::WorkerCommand { name } => workers::worker_command(&mut ctx, name).await,
         Command::Drain {

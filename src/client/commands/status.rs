@@ -53,6 +53,14 @@ fn print_status(ctx: &Ctx, s: &StatusReply) -> io::Result<()> {
         s.config_hash
     )?;
     writeln!(out, "{}", super::prune::disk_line(s.disk.as_ref()))?;
+    if let Some(l) = &s.leadership {
+        let line = super::masters::leadership_line(l);
+        if l.role == crate::protocol::MasterRole::Leader {
+            writeln!(out, "{line}")?;
+        } else {
+            writeln!(out, "{}", style.paint(&line, Color::DarkYellow))?;
+        }
+    }
     if let Some(tls) = &s.tls {
         let listen = tls.listen.join(", ");
         match &tls.fingerprint {

@@ -186,12 +186,17 @@ impl Checker<'_> {
 
     /// With PostgreSQL, local workers are refused: they run on this
     /// master's host and cannot follow a takeover to another one.
+    /// Checked on the raw value: a `store = { ... }` with problems of
+    /// its own still rules them out.
     pub(super) fn no_local_workers_with_postgres(
         &mut self,
-        store: &StoreSettings,
+        store: &Option<Spanned<RawStoreValue>>,
         workers: &[RawWorker],
     ) {
-        if store.postgres().is_none() {
+        if !store
+            .as_ref()
+            .is_some_and(|s| matches!(s.get_ref(), RawStoreValue::Table(_)))
+        {
             return;
         }
         for w in workers {
@@ -210,5 +215,83 @@ impl Checker<'_> {
                 );
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::config::parse_str;
+
+    const REST: &str = r#"
+[[worker]]
+name = "w1"
+secret = "a-secret-of-enough-length"
+
+[[builder]]
+name = "b"
+workers = ["w1"]
+
+  [[builder.step]]
+  name = "s"
+  shell = "true"
+"#;
+
+    #[test]
+    fn a_postgres_store_is_read_with_its_paths_resolved_and_the_default_lease() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("pgpass"), "pw\n").unwrap();
+        let text = format!(
+            "[master]\nstore = {{ postgres = \"host=db dbname=bb\", password_file = \"pgpass\", \
+             shared_dir = \"shared\" }}\n{REST}"
+        );
+        let config = parse_str(&text, "m.toml", dir.path()).unwrap();
+        assert_eq!(
+            config.master.store,
+            StoreSettings::Postgres(PostgresSettings {
+                conninfo: "host=db dbname=bb".into(),
+                password_file: Some(dir.path().join("pgpass")),
+                shared_dir: dir.path().join("shared"),
+                lease: DEFAULT_LEASE,
+            })
+        );
+        let sqlite = parse_str(
+            &format!("[master]\nstore = \"sqlite\"\n{REST}"),
+            "m.toml",
+            Path::new("/"),
+        )
+        .unwrap();
+        assert_eq!(sqlite.master.store, StoreSettings::Sqlite);
+        // As a table of its own, with a lease.
+        let table = parse_str(
+            &format!(
+                "[master.store]\npostgres = \"host=db\"\nshared_dir = \"/s\"\nlease = \"30s\"\n{REST}"
+            ),
+            "m.toml",
+            Path::new("/"),
+        )
+        .unwrap();
+        assert_eq!(
+            table.master.store.postgres().map(|p| p.lease),
+            Some(Duration::from_secs(30))
+        );
+    }
+
+    #[test]
+    fn changing_the_store_waits_for_a_restart() {
+        let old = crate::config::MasterSettings::default();
+        let mut new = old.clone();
+        new.store = StoreSettings::Postgres(PostgresSettings {
+            conninfo: "host=db".into(),
+            password_file: None,
+            shared_dir: "/s".into(),
+            lease: DEFAULT_LEASE,
+        });
+        assert_eq!(
+            crate::daemon::core::restart_only_changes(&old, &new),
+            vec!["master.store".to_string()]
+        );
     }
 }

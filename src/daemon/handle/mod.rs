@@ -59,6 +59,8 @@ pub struct MasterHandle {
     pollers: Option<PollerMap>,
     /// Where the IRC bot stands, for `status`.
     irc: Option<Arc<std::sync::RwLock<Option<crate::protocol::IrcStatus>>>>,
+    /// This master among others on a shared store (`status`, `masters`).
+    seat: Option<crate::daemon::leader::Seat>,
 }
 
 impl MasterHandle {
@@ -77,6 +79,7 @@ impl MasterHandle {
             listeners: None,
             pollers: None,
             irc: None,
+            seat: None,
             policy: Arc::new(Policy {
                 own_uid: nix::unistd::geteuid().as_raw(),
                 allowed_uids: Vec::new(),
@@ -153,6 +156,27 @@ impl MasterHandle {
     ) -> Self {
         self.irc = Some(irc);
         self
+    }
+
+    /// The same handle, showing leadership in `status` and answering
+    /// `masters` from `seat`.
+    pub fn with_seat(mut self, seat: crate::daemon::leader::Seat) -> Self {
+        self.seat = Some(seat);
+        self
+    }
+
+    /// `bbctl masters`: every master sharing the store, read from the
+    /// database (on SQLite: this one).
+    pub async fn masters(&self, who: &Principal) -> Result<Reply, ErrorReply> {
+        self.check(who, &Request::Masters)?;
+        let seat = self
+            .seat
+            .as_ref()
+            .ok_or_else(|| ErrorReply::failed("the masters are not known here"))?;
+        seat.masters()
+            .await
+            .map(Reply::Masters)
+            .map_err(|e| ErrorReply::failed(e.to_string()))
     }
 
     /// The same handle, also answering `prune` and the disk figures of
@@ -282,6 +306,9 @@ impl MasterHandle {
                     .irc
                     .as_ref()
                     .and_then(|i| i.read().unwrap_or_else(|e| e.into_inner()).clone());
+                if let Some(seat) = &self.seat {
+                    status.leadership = seat.status().await;
+                }
                 Reply::Status(status)
             }
             other => other,
@@ -462,7 +489,12 @@ impl MasterHandle {
     pub async fn prune(&self, who: &Principal, dry_run: bool) -> Result<PruneReport, ErrorReply> {
         self.check(who, &Request::Prune { dry_run })?;
         let Some(retention) = &self.retention else {
-            return Err(ErrorReply::failed("pruning is not available here"));
+            // A standby's handle: its loop refuses, naming the leader.
+            return match self.client(who, Request::Prune { dry_run }).await {
+                Ok(Reply::Pruned(report)) => Ok(report),
+                Ok(_) => Err(ErrorReply::failed("pruning is not available here")),
+                Err(e) => Err(e),
+            };
         };
         let config = self.config().await.ok_or_else(gone)?;
         retention

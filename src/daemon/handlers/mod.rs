@@ -103,6 +103,8 @@ impl Master {
             Request::Queue { builder } => self.queue(builder),
             Request::Workers => Ok(Reply::Workers(self.worker_details())),
             Request::Locks => Ok(Reply::Locks(self.core.lock_status(now))),
+            // Answered by the handle, from the database.
+            Request::Masters => Err(ErrorReply::failed("masters is answered by the handle")),
             Request::Drain { worker, drain } => self.drain(worker, drain, now),
             Request::Cancel { request } => self.cancel(request, now),
             Request::Stop { build } => self.stop(build, now),

@@ -74,6 +74,8 @@ impl Master {
             pollers: Vec::new(),
             lock_waits: self.core.lock_waiters(now),
             irc: None,
+            // Filled in by the handle.
+            leadership: None,
         }
     }
 

@@ -52,15 +52,40 @@ impl Acceptor for tokio::net::TcpListener {
 /// Accept connections of `acceptor` for ever, each served by `serve` in a
 /// task of its own that holds a clone of `open` (so the master can wait
 /// for the last ones at shutdown). `what` names the socket in the log.
-pub async fn accept_loop<A, F, Fut>(what: String, mut acceptor: A, open: mpsc::Sender<()>, serve: F)
+pub async fn accept_loop<A, F, Fut>(what: String, acceptor: A, open: mpsc::Sender<()>, serve: F)
+where
+    A: Acceptor,
+    F: Fn(A::Conn) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    accept_until(what, acceptor, open, serve, std::future::pending()).await;
+}
+
+/// [`accept_loop`] until `stop` resolves, then give the listening socket
+/// back, still bound: a standby hands its sockets to the leader it
+/// becomes, so that clients never find them gone (a connection made
+/// meanwhile waits in the backlog for the leader).
+pub async fn accept_until<A, F, Fut>(
+    what: String,
+    mut acceptor: A,
+    open: mpsc::Sender<()>,
+    serve: F,
+    stop: impl Future<Output = ()>,
+) -> A
 where
     A: Acceptor,
     F: Fn(A::Conn) -> Fut + Send + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
     let mut backoff = AcceptBackoff::default();
+    tokio::pin!(stop);
     loop {
-        match acceptor.accept().await {
+        let accepted = tokio::select! {
+            biased;
+            () = &mut stop => return acceptor,
+            accepted = acceptor.accept() => accepted,
+        };
+        match accepted {
             Ok(conn) => {
                 backoff.reset(&what);
                 let serving = serve(conn);

@@ -98,6 +98,17 @@ impl TcpListeners {
         }
     }
 
+    /// Close every listener and wait until their sockets are closed (a
+    /// standby's, before the leader binds the same addresses); links made
+    /// stay.
+    pub async fn close(&mut self) {
+        for b in self.bound.drain(..) {
+            b.task.abort();
+            let _ = b.task.await;
+        }
+        self.publish();
+    }
+
     /// Make the listeners what `m` says. On error nothing of the failed
     /// part changed (at start the master stops; after a reload it is
     /// logged and the listeners stay as they were).

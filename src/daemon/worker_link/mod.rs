@@ -257,6 +257,12 @@ pub async fn serve(conn: BoxConn, mut peer: PeerInfo, ctx: LinkContext) {
                     warn!(link, worker = %name, ?pid, peer = ?from, "worker refused: {reason}")
                 }
             }
+            // A standby sends the worker to the leader at once.
+            if refusal.kind == RefusalKind::NotLeader {
+                let reply = HelloReply::not_leader(refusal.reason, refusal.leader);
+                let _ = protocol::write_msg(&mut wr, &reply).await;
+                return;
+            }
             // A refused worker waits before it hears why: guessing secrets
             // costs a second a try, and a second worker of the same name
             // cannot spin.

@@ -159,6 +159,31 @@ fn client_messages_round_trip() {
                 last_error: None,
                 since_ms: 5,
             }),
+            leadership: Some(crate::protocol::LeadershipStatus {
+                name: "a".into(),
+                role: crate::protocol::MasterRole::Standby,
+                leader: crate::protocol::LeaderView {
+                    epoch: 3,
+                    name: Some("b".into()),
+                    address: Some("tls://b:9989".into()),
+                    lease_expired: false,
+                },
+            }),
+        }),
+        Reply::Masters(crate::protocol::MastersReply {
+            store: "postgres".into(),
+            answered_by: "a".into(),
+            leader: None,
+            masters: vec![crate::protocol::MasterView {
+                name: "a".into(),
+                address: None,
+                role: crate::protocol::MasterRole::Leader,
+                epoch: Some(2),
+                pid: Some(1),
+                started_at_ms: Some(1),
+                heartbeat_at_ms: Some(2),
+                heartbeat_age_ms: Some(3),
+            }],
         }),
         Reply::Pruned(PruneReport {
             dry_run: true,

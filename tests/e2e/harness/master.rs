@@ -32,6 +32,9 @@ pub struct Master {
     /// Over TLS: the listener's address and the certificate's fingerprint,
     /// as `bbctl status` showed them at the first start.
     tls: Option<(SocketAddr, String)>,
+    /// More `bbmaster` arguments (`--name`, `--worker-listen`: a master
+    /// of a [`Cluster`](super::Cluster)).
+    args: Vec<OsString>,
 }
 
 impl Master {
@@ -76,9 +79,34 @@ impl Master {
             starts: 0,
             transport,
             tls: None,
+            args: Vec::new(),
         };
         master.spawn();
         master
+    }
+
+    /// Start a master of a cluster: its own temp dir and state dir, the
+    /// cluster's shared `config`, and `args` (`--name` ...). Returns once
+    /// its control socket answers (a standby's does too).
+    pub fn start_peer(config: &Path, args: Vec<OsString>) -> Master {
+        let mut master = Master {
+            exe: PathBuf::from(BBMASTER),
+            env: Vec::new(),
+            dir: temp_dir(),
+            child: None,
+            config: Some(config.to_path_buf()),
+            starts: 0,
+            transport: Transport::Unix,
+            tls: None,
+            args,
+        };
+        master.spawn();
+        master
+    }
+
+    /// Whether the master process is running (not reaped yet).
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
     }
 
     /// Start a master on the embedded default from a copy of `bbmaster`
@@ -139,6 +167,7 @@ impl Master {
             starts: 0,
             transport: Transport::Unix,
             tls: None,
+            args: Vec::new(),
         };
         master.spawn();
         master
@@ -158,6 +187,7 @@ impl Master {
             starts: 0,
             transport: Transport::Unix,
             tls: None,
+            args: Vec::new(),
         };
         master.spawn();
         master
@@ -270,6 +300,7 @@ impl Master {
             cmd.arg("--config").arg(config);
         }
         cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
+        cmd.args(&self.args);
         cmd
     }
 

@@ -8,6 +8,7 @@
 #![allow(dead_code)]
 
 mod certs;
+mod cluster;
 mod fixtures;
 mod master;
 mod process;
@@ -16,6 +17,7 @@ mod transport;
 mod wait;
 
 pub use certs::*;
+pub use cluster::*;
 pub use fixtures::*;
 pub use master::*;
 pub use process::*;

@@ -106,6 +106,14 @@ impl PgStore {
         })
     }
 
+    /// What [`Store::restore`] reads, without writing anything and
+    /// without the fence: for a standby, which shows the leader's queue
+    /// and running builds (a running build that could not be resumed is
+    /// left out; the leader retries it). One read-only snapshot.
+    pub fn restore_read_only(&mut self) -> Result<Restored, StoreError> {
+        block_on(restore::restore_read_only(&mut self.client)).map_err(|e| e.named(&self.what))
+    }
+
     /// The epoch this store writes as.
     pub fn fence(&self) -> Option<u64> {
         self.fence

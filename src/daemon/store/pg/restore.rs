@@ -4,13 +4,13 @@
 
 use std::collections::BTreeMap;
 
-use tokio_postgres::{Client, GenericClient};
+use tokio_postgres::{Client, GenericClient, IsolationLevel};
 
 use super::super::restore::{NO_DEFINITION, UNREADABLE, running_build, with_definition};
 use super::super::rows::{self, LIVE_REQUEST_COLUMNS};
 use super::PgFail;
 use super::writes::check_fence;
-use crate::daemon::core::{Restored, SavedScheduler};
+use crate::daemon::core::{Restored, RestoredBuild, SavedScheduler};
 
 /// Read back what a restart needs: queued requests in their original
 /// order, and the builds that were running, with the definition they
@@ -26,23 +26,8 @@ pub(super) async fn restore(
     retry_unresumable(&tx, "definition IS NULL", NO_DEFINITION, now_ms).await?;
     tx.commit().await?;
 
-    let running = client
-        .query(
-            &format!(
-                "SELECT b.id, b.worker, b.generation, b.definition,
-                        (SELECT MAX(idx) FROM steps s WHERE s.build_id = b.id), b.started_at,
-                        {LIVE_REQUEST_COLUMNS}
-                 FROM builds b JOIN requests r ON r.id = b.request_id
-                 WHERE b.finished_at IS NULL ORDER BY b.id"
-            ),
-            &[],
-        )
-        .await?
-        .iter()
-        .map(running_build)
-        .collect::<Result<Vec<_>, _>>()?;
-    let mut restored_running = Vec::with_capacity(running.len());
-    for (build, definition) in running {
+    let mut restored_running = Vec::new();
+    for (build, definition) in running(&*client).await? {
         match with_definition(build, &definition) {
             Ok(build) => restored_running.push(build),
             Err(id) => {
@@ -54,8 +39,58 @@ pub(super) async fn restore(
             }
         }
     }
+    Ok(the_rest(&*client, restored_running).await?)
+}
 
-    let client: &Client = client;
+/// What [`restore`] reads, without writing anything: for a standby,
+/// which shows the leader's queue and running builds but must not touch
+/// them. One read-only snapshot; a running build that could not be
+/// resumed is left out (the leader retries it).
+pub(super) async fn restore_read_only(client: &mut Client) -> Result<Restored, PgFail> {
+    let tx = client
+        .build_transaction()
+        .read_only(true)
+        .isolation_level(IsolationLevel::RepeatableRead)
+        .start()
+        .await?;
+    let running = running(&tx)
+        .await?
+        .into_iter()
+        .filter_map(|(build, definition)| with_definition(build, &definition).ok())
+        .collect();
+    let restored = the_rest(&tx, running).await?;
+    tx.commit().await?;
+    Ok(restored)
+}
+
+/// The running builds with their definitions (as JSON); a build kept
+/// without one (a restore retries those first) is left out.
+async fn running<C: GenericClient>(
+    client: &C,
+) -> Result<Vec<(RestoredBuild, String)>, tokio_postgres::Error> {
+    client
+        .query(
+            &format!(
+                "SELECT b.id, b.worker, b.generation, b.definition,
+                        (SELECT MAX(idx) FROM steps s WHERE s.build_id = b.id), b.started_at,
+                        {LIVE_REQUEST_COLUMNS}
+                 FROM builds b JOIN requests r ON r.id = b.request_id
+                 WHERE b.finished_at IS NULL AND b.definition IS NOT NULL ORDER BY b.id"
+            ),
+            &[],
+        )
+        .await?
+        .iter()
+        .map(running_build)
+        .collect()
+}
+
+/// The queue, the next ids, the generation and the schedulers' state,
+/// around the `running` builds.
+async fn the_rest<C: GenericClient>(
+    client: &C,
+    running: Vec<RestoredBuild>,
+) -> Result<Restored, tokio_postgres::Error> {
     let queued = client
         .query(
             &format!(
@@ -70,7 +105,7 @@ pub(super) async fn restore(
         .collect::<Result<Vec<_>, _>>()?;
     let max = async |sql: &str| -> Result<u64, tokio_postgres::Error> {
         let row = client.query_one(sql, &[]).await?;
-        Ok(row.get::<_, Option<i64>>(0).unwrap_or(0) as u64)
+        Ok(row.try_get::<_, Option<i64>>(0)?.unwrap_or(0) as u64)
     };
     let config_hash = client
         .query_opt(
@@ -78,11 +113,12 @@ pub(super) async fn restore(
             &[],
         )
         .await?
-        .map(|r| r.get::<_, String>(0))
+        .map(|r| r.try_get::<_, String>(0))
+        .transpose()?
         .unwrap_or_default();
     Ok(Restored {
         config_hash,
-        running: restored_running,
+        running,
         generation: max("SELECT MAX(generation) FROM generations").await?,
         next_request: max("SELECT MAX(id) FROM requests").await? + 1,
         next_build: max("SELECT MAX(id) FROM builds").await? + 1,
@@ -93,8 +129,8 @@ pub(super) async fn restore(
 }
 
 /// The schedulers' saved state, by name.
-async fn schedulers(
-    client: &Client,
+async fn schedulers<C: GenericClient>(
+    client: &C,
 ) -> Result<BTreeMap<String, SavedScheduler>, tokio_postgres::Error> {
     let rows = client
         .query("SELECT name, kind, state FROM scheduler_state", &[])

@@ -1,4 +1,6 @@
-//! Unit tests of the SQLite store, in a file of their own to keep the store's files short.
+//! What only the SQLite store has: its file (symlinks, corruption, a full
+//! disk), its migrations from files older programs wrote, its WAL with
+//! read-only readers, its checkpoint.
 
 #[test]
 fn the_database_is_never_opened_through_a_symlink() {
@@ -7,7 +9,7 @@ fn the_database_is_never_opened_through_a_symlink() {
     std::fs::write(&precious, "keep me").unwrap();
     let db = dir.path().join("master.db");
     std::os::unix::fs::symlink(&precious, &db).unwrap();
-    assert!(super::SqliteStore::open(&db).is_err());
+    assert!(SqliteStore::open(&db).is_err());
     assert_eq!(std::fs::read_to_string(&precious).unwrap(), "keep me");
 }
 
@@ -16,138 +18,13 @@ use std::sync::Arc;
 
 use rusqlite::Connection;
 
-use super::writes::write_record;
+use super::super::writes::write_record;
 use super::*;
-use crate::config::BuilderDef;
 use crate::protocol::BuildResult;
-
-pub(super) fn test_def() -> Arc<BuilderDef> {
-    Arc::new(BuilderDef {
-        name: "a".into(),
-        previous_names: vec![],
-        workers: vec!["w".into()],
-        env: BTreeMap::new(),
-        pass_env: Vec::new(),
-        steps: vec![crate::config::StepDef {
-            name: "s".into(),
-            action: crate::config::StepAction::Shell("true".into()),
-            timeout: None,
-            env: BTreeMap::new(),
-            locks: Vec::new(),
-        }],
-        collapse: false,
-        retry: true,
-        force_properties: Vec::new(),
-        ..BuilderDef::default()
-    })
-}
 
 /// The read side of the database at `path` (its writer opened first).
 fn reader(path: &std::path::Path) -> SqliteReader {
     SqliteReader::open(path).unwrap()
-}
-
-fn queued(request: u64, builder: &str) -> Record {
-    Record::RequestQueued {
-        request,
-        builder: builder.into(),
-        reason: None,
-        properties: BTreeMap::from([("K".to_string(), "v".to_string())]),
-        priority: 0,
-        source: None,
-        at_ms: 1,
-    }
-}
-
-#[test]
-fn queued_requests_survive_reopen_in_order() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("master.db");
-    {
-        let mut store = SqliteStore::open(&path).unwrap();
-        store
-            .apply(&[&queued(1, "a"), &queued(2, "b"), &queued(3, "a")])
-            .unwrap();
-        store
-            .apply(&[&Record::RequestCancelled {
-                request: 2,
-                reason: "r".into(),
-                at_ms: 2,
-            }])
-            .unwrap();
-    }
-    let mut store = SqliteStore::open(&path).unwrap();
-    let restored = store.restore(5).unwrap();
-    let ids: Vec<u64> = restored.queued.iter().map(|r| r.id).collect();
-    assert_eq!(ids, vec![1, 3]);
-    assert_eq!(restored.queued[0].properties["K"], "v");
-    assert_eq!(restored.next_request, 4);
-    assert_eq!(restored.next_build, 1);
-}
-
-fn start_build_1(store: &mut SqliteStore) {
-    store
-        .apply(&[
-            &queued(1, "a"),
-            &Record::BuildStarted {
-                build: 1,
-                request: 1,
-                builder: "a".into(),
-                worker: "w".into(),
-                generation: 1,
-                config_hash: "h".into(),
-                definition: test_def(),
-                at_ms: 2,
-            },
-            &Record::StepStarted {
-                build: 1,
-                step: 0,
-                name: "s".into(),
-                at_ms: 2,
-            },
-        ])
-        .unwrap();
-}
-
-#[test]
-fn a_build_running_at_a_crash_comes_back_with_its_definition() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("master.db");
-    start_build_1(&mut SqliteStore::open(&path).unwrap());
-    let mut store = SqliteStore::open(&path).unwrap();
-    let restored = store.restore(9).unwrap();
-    assert!(restored.queued.is_empty());
-    assert_eq!(restored.running.len(), 1);
-    let b = &restored.running[0];
-    assert_eq!((b.id, b.request.id, b.step), (1, 1, 0));
-    assert_eq!(b.worker, "w");
-    assert_eq!(*b.def, *test_def());
-    assert_eq!(
-        reader(&path).build(1).unwrap().unwrap().summary.result,
-        None
-    );
-}
-
-#[test]
-fn a_retried_build_requeues_its_request() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("master.db");
-    let mut store = SqliteStore::open(&path).unwrap();
-    start_build_1(&mut store);
-    store
-        .apply(&[&Record::BuildRetried {
-            build: 1,
-            request: 1,
-            reason: "gone".into(),
-            at_ms: 3,
-        }])
-        .unwrap();
-    let restored = store.restore(9).unwrap();
-    assert_eq!(restored.queued.len(), 1);
-    assert_eq!(restored.queued[0].retries, 1);
-    assert!(restored.running.is_empty());
-    let b = reader(&path).build(1).unwrap().unwrap();
-    assert_eq!(b.summary.result, Some(BuildResult::Retry));
 }
 
 #[test]
@@ -367,35 +244,6 @@ fn a_version_4_database_migrates_its_queue_keeps_no_source_and_changes_are_store
             state: "{}".into()
         }
     );
-}
-
-#[test]
-fn rename_moves_history() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("m.db");
-    let mut store = SqliteStore::open(&path).unwrap();
-    store
-        .apply(&[
-            &queued(1, "old"),
-            &Record::BuildStarted {
-                build: 1,
-                request: 1,
-                builder: "old".into(),
-                worker: "w".into(),
-                generation: 1,
-                config_hash: "h".into(),
-                definition: test_def(),
-                at_ms: 2,
-            },
-            &Record::BuilderRenamed {
-                from: "old".into(),
-                to: "new".into(),
-            },
-        ])
-        .unwrap();
-    let reader = reader(&path);
-    assert_eq!(reader.builds(Some("new"), 10).unwrap().len(), 1);
-    assert!(reader.builds(Some("old"), 10).unwrap().is_empty());
 }
 
 #[test]
