@@ -53,6 +53,14 @@ pub(crate) enum AttemptError {
     /// The master refused us for a reason that may pass (a worker of our
     /// name is connected): try again, and say so louder than a retry.
     Refused(String),
+    /// The master is a standby; `leader` is the leader's address as it
+    /// advertises it, when one is known: go there (see [`super::masters`]).
+    NotLeader {
+        /// The standby's words.
+        reason: String,
+        /// Where the leader takes workers.
+        leader: Option<String>,
+    },
     /// Trying again would give the same answer.
     Fatal(WorkerError),
 }
@@ -73,13 +81,43 @@ pub(crate) struct Dialer {
 }
 
 impl Dialer {
+    /// One dialer per master (`--master`, repeated), the TLS client built
+    /// once for all. An address given twice is refused: it would only
+    /// make every cycle of attempts longer.
+    pub(crate) fn all(addrs: &[MasterAddr], opts: &TlsOptions) -> Result<Vec<Self>, WorkerError> {
+        if addrs.is_empty() {
+            return Err(WorkerError::Options("no --master given".into()));
+        }
+        for (i, addr) in addrs.iter().enumerate() {
+            if addrs[..i].contains(addr) {
+                return Err(WorkerError::Options(format!(
+                    "--master {addr} is given twice"
+                )));
+            }
+        }
+        let mut config = None;
+        addrs
+            .iter()
+            .map(|addr| Self::with_config(addr, opts, &mut config))
+            .collect()
+    }
+
     /// Check the options against the address and build the TLS client if
-    /// the address asks for TLS.
-    pub(crate) fn new(addr: &MasterAddr, opts: &TlsOptions) -> Result<Self, WorkerError> {
+    /// the address asks for TLS, reusing the one in `config` (built there
+    /// the first time a `tls://` address needs it).
+    fn with_config(
+        addr: &MasterAddr,
+        opts: &TlsOptions,
+        config: &mut Option<Arc<ClientConfig>>,
+    ) -> Result<Self, WorkerError> {
         let tls = match addr {
             MasterAddr::Tls(HostPort { host, .. }) => {
                 let name = tls::server_name(opts, host).map_err(WorkerError::Options)?;
-                Some((tls::client_config(opts)?, name))
+                let client = match config {
+                    Some(client) => client.clone(),
+                    None => config.insert(tls::client_config(opts)?).clone(),
+                };
+                Some((client, name))
             }
             MasterAddr::Unix(_) | MasterAddr::Tcp(_) => {
                 if *opts != TlsOptions::default() {
@@ -276,6 +314,7 @@ mod tests {
             Err(AttemptError::Retry(reason)) => assert!(reason.contains("refused"), "{reason}"),
             Err(AttemptError::Fatal(e)) => panic!("fatal: {e}"),
             Err(AttemptError::Refused(r)) => panic!("refused: {r}"),
+            Err(AttemptError::NotLeader { reason, .. }) => panic!("not leader: {reason}"),
             Ok(_) => panic!("connected to a closed port"),
         }
     }
