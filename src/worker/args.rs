@@ -17,13 +17,14 @@ pub struct WorkerArgs {
     /// Where the master is: `tls://HOST:PORT` (TLS 1.3; HOST a name, an
     /// IPv4 address or `[IPv6]`), `tcp://HOST:PORT` (plain TCP, for a
     /// master with `allow_plaintext = true` on loopback or a VPN), or the
-    /// path of its Unix worker socket (also `unix:PATH`).
+    /// path of its Unix worker socket (also `unix:PATH`). Repeat it for a
+    /// leader and its standbys: one per master, tried in this order.
     ///
-    /// Repeat it once per master when a leader has standbys (one
-    /// PostgreSQL store, docs/standby.md): they are tried in the order
-    /// given; a standby's refusal naming the leader sends the worker
-    /// straight there, a master that cannot be reached moves it on to the
-    /// next, and only a round of failures on all of them waits (back-off).
+    /// Several masters share one PostgreSQL store (docs/standby.md): a
+    /// standby's refusal naming the leader sends the worker straight
+    /// there (once per round), a master that cannot be reached moves it
+    /// on to the next, and only a round of failures on all of them waits
+    /// (the back-off).
     #[arg(
         long = "master",
         value_name = "URL",
@@ -227,7 +228,10 @@ mod tests {
         let addrs: Vec<String> = args.master.iter().map(ToString::to_string).collect();
         assert_eq!(addrs, ["tls://b.example:9989", "tls://a.example:9989"]);
         let pins = [a, b].map(|fp| crate::net::parse_fingerprint(&fp).unwrap());
-        assert_eq!(args.tls_options().verify, Verify::Fingerprints(pins.to_vec()));
+        assert_eq!(
+            args.tls_options().verify,
+            Verify::Fingerprints(pins.to_vec())
+        );
         // No master at all is a usage error naming the option.
         let e = try_parse(&[]).map(|_| ()).unwrap_err();
         assert!(e.contains("--master"), "{e}");

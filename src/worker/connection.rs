@@ -164,7 +164,12 @@ pub(crate) async fn connect_with_retry(
                 }
             };
             if let Some(next) = rotation.peek() {
-                log_failure(opts, &addrs[index], &failure, &format!("trying {} now", addrs[next]));
+                log_failure(
+                    opts,
+                    &addrs[index],
+                    &failure,
+                    &format!("trying {} now", addrs[next]),
+                );
             }
             last = Some((index, failure));
         }

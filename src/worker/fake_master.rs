@@ -307,10 +307,8 @@ impl FakeMaster {
         let (stream, _) = self.accept_transport().await.expect("accept");
         let (mut r, mut w) = tokio::io::split(stream);
         let hello: Hello = read_msg(&mut r, MAX_HANDSHAKE_FRAME).await.expect("hello");
-        let refusal = HelloReply::not_leader(
-            "this master is a standby",
-            leader.map(ToString::to_string),
-        );
+        let refusal =
+            HelloReply::not_leader("this master is a standby", leader.map(ToString::to_string));
         write_msg(&mut w, &refusal).await.expect("refusal");
         hello
     }

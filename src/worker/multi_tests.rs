@@ -85,7 +85,10 @@ async fn two_standbys_naming_each_other_cost_one_hop_per_cycle() {
     // B names A back: no second hop in this cycle, on to C.
     b.refuse_not_leader(Some(&a.addr().to_string())).await;
     let mut conn = c.welcome().await;
-    assert!(!a.was_dialled(), "the worker bounced back to the first standby");
+    assert!(
+        !a.was_dialled(),
+        "the worker bounced back to the first standby"
+    );
     conn.goodbye().await;
     finished(worker).await.expect("Ok after Goodbye");
 }
@@ -174,4 +177,17 @@ async fn held_steps_are_listed_to_every_master_and_resumed_by_the_new_leader() {
     assert_eq!(end, StepEnd::Exited { code: 0 });
     conn.goodbye().await;
     finished(worker).await.expect("Ok after Goodbye");
+}
+
+#[tokio::test]
+async fn a_full_cycle_of_failures_waits_before_the_next() {
+    let (a, b) = (FakeMaster::tcp(), FakeMaster::tcp());
+    let worker = impatient(options(&[&a, &b]));
+    a.refuse_not_leader(Some(&b.addr().to_string())).await;
+    b.refuse_not_leader(None).await;
+    // The absence of an attempt has no event to wait on: a worker that
+    // did not back off would be dialling again within this window.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(!a.was_dialled() && !b.was_dialled(), "no back-off");
+    worker.abort();
 }

@@ -92,12 +92,14 @@ pub fn client_config(opts: &TlsOptions) -> Result<Arc<ClientConfig>, TlsSetupErr
                 pins: vec![*pin],
                 provider,
             })),
-        Verify::Fingerprints(pins) => builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(PinVerifier {
-                pins: pins.clone(),
-                provider,
-            })),
+        Verify::Fingerprints(pins) => {
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(PinVerifier {
+                    pins: pins.clone(),
+                    provider,
+                }))
+        }
         Verify::Ca(path) => {
             let mut roots = RootCertStore::empty();
             let certs = read_certs(path, "the CA bundle")?;
