@@ -16,6 +16,7 @@ mod clients;
 mod fleet;
 mod latency;
 mod locks;
+mod pg;
 mod pollers;
 mod readopt;
 mod remote;
@@ -209,6 +210,10 @@ const SCENARIOS: &[Scenario] = &[
     Scenario {
         name: "locks",
         run: locks::locks,
+    },
+    Scenario {
+        name: "pg",
+        run: pg::pg,
     },
 ];
 
