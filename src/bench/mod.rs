@@ -22,6 +22,7 @@ mod readopt;
 mod remote;
 mod sampling;
 mod scale;
+mod takeover;
 mod throughput;
 mod tls;
 mod tls_scale;
@@ -214,6 +215,10 @@ const SCENARIOS: &[Scenario] = &[
     Scenario {
         name: "pg",
         run: pg::pg,
+    },
+    Scenario {
+        name: "takeover",
+        run: takeover::takeover,
     },
 ];
 

@@ -226,7 +226,7 @@ fn to_step_ms(rig: &Rig) -> Result<f64> {
 }
 
 /// Why the scenario cannot run here, when PostgreSQL is not installed.
-fn missing_postgres() -> Option<String> {
+pub(super) fn missing_postgres() -> Option<String> {
     postgres::bin_dir().err().map(|e| e.to_string())
 }
 
@@ -261,9 +261,13 @@ pub fn pg(ctx: &Ctx, report: &mut Report) -> Result<()> {
 /// Every figure, on the two running rigs.
 fn measure(ctx: &Ctx, report: &mut Report, rigs: &[Rig; 2]) -> Result<()> {
     let s = &ctx.sizes;
-    let rounds = s.long_repeats;
-    let per = s.submit_per_client;
-    let concurrent = alternate(rigs, rounds + 1, 1, |rig| {
+    // `--quick` only checks that the scenario runs: one round, no warm-up.
+    let (rounds, warm, per, n) = if s.quick {
+        (1, 0, s.submit_per_client / 2, s.throughput_builds / 2)
+    } else {
+        (s.long_repeats, 1, s.submit_per_client, s.throughput_builds)
+    };
+    let concurrent = alternate(rigs, rounds + warm, warm, |rig| {
         submit(&rig.master, "Q", 4 * per, 4)
     })?;
     push_pair(
@@ -299,7 +303,6 @@ fn measure(ctx: &Ctx, report: &mut Report, rigs: &[Rig; 2]) -> Result<()> {
         &wait,
     );
 
-    let n = s.throughput_builds;
     let builds = alternate(rigs, rounds, 0, |rig| {
         let start = Instant::now();
         submit(&rig.master, "T", n, 4)?;
