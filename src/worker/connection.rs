@@ -27,10 +27,6 @@ use crate::protocol::{
 /// starting alongside us); past that it fails.
 pub const FIRST_CONNECT_WAIT: Duration = Duration::from_secs(10);
 
-/// A master that accepts but does not answer the Hello within this time is
-/// treated like one that cannot be reached.
-const HANDSHAKE_LIMIT: Duration = Duration::from_secs(10);
-
 /// An authenticated connection, split for the reader and writer tasks.
 pub(crate) struct Link {
     /// Frames from the master.
@@ -260,7 +256,9 @@ fn host_name() -> Option<String> {
         .filter(|h| !h.is_empty())
 }
 
-/// One connection attempt, handshake included.
+/// One connection attempt, handshake included. A master that accepts but
+/// does not answer the Hello within the dialer's limit (10 s with one
+/// master, 5 s with several) is treated like one that cannot be reached.
 async fn attempt(
     opts: &WorkerOptions,
     dialer: &Dialer,
@@ -285,13 +283,13 @@ async fn attempt(
             other => Ok(other),
         }
     };
-    let reply = match tokio::time::timeout(HANDSHAKE_LIMIT, exchange).await {
+    let reply = match tokio::time::timeout(dialer.limit(), exchange).await {
         Ok(Ok(reply)) => reply,
         Ok(Err(e)) => return Err(handshake_error(dialer.addr(), e)),
         Err(_) => {
             return Err(AttemptError::Retry(format!(
                 "no answer to our hello within {} s",
-                HANDSHAKE_LIMIT.as_secs()
+                dialer.limit().as_secs()
             )));
         }
     };

@@ -51,7 +51,7 @@ pub use backoff::{
     STABLE_SESSION,
 };
 pub use connection::FIRST_CONNECT_WAIT;
-pub use dial::{CONNECT_TIMEOUT, TLS_HANDSHAKE_TIMEOUT};
+pub use dial::{CONNECT_TIMEOUT, SEVERAL_MASTERS_STEP_LIMIT, TLS_HANDSHAKE_TIMEOUT};
 pub use keepalive::{DEFAULT_KEEPALIVE, MISSED_INTERVALS};
 pub use output::CHUNK_SIZE;
 pub use runner::{OUTPUT_DRAIN_LIMIT, STOP_GRACE};

@@ -191,3 +191,19 @@ async fn a_full_cycle_of_failures_waits_before_the_next() {
     assert!(!a.was_dialled() && !b.was_dialled(), "no back-off");
     worker.abort();
 }
+
+#[tokio::test]
+async fn a_frozen_master_holds_a_round_up_for_a_few_seconds_only() {
+    // A accepts connections (the kernel does) but never answers: a
+    // paused process. The worker gives up on it within the shorter limit
+    // of several masters and goes on to B.
+    let (a, b) = (FakeMaster::tcp(), FakeMaster::tcp());
+    let started = std::time::Instant::now();
+    let worker = impatient(options(&[&a, &b]));
+    let mut conn = b.welcome().await;
+    let took = started.elapsed();
+    assert!(took >= super::SEVERAL_MASTERS_STEP_LIMIT, "{took:?}");
+    assert!(a.was_dialled(), "the worker tried the first master first");
+    conn.goodbye().await;
+    finished(worker).await.expect("Ok after Goodbye");
+}
