@@ -217,11 +217,20 @@ fn wait_new_leader(masters: &[Master], pg: &PgServer, old: usize, epoch: u64) ->
         {
             return (i, now);
         }
-        assert!(
-            Instant::now() < deadline,
-            "no new leader within {WAIT:?} (epoch {now})\n{}",
-            stderrs(masters)
-        );
+        if Instant::now() > deadline {
+            let sessions = pg.psql(
+                "bb",
+                "SELECT pid || ' ' || coalesce(application_name, '') || ' ' || coalesce(state, '') || ' ' \
+                 || coalesce(wait_event_type, '') || ':' || coalesce(wait_event, '') || ' ' \
+                 || coalesce(pg_blocking_pids(pid)::text, '') || ' ' || left(query, 100) \
+                 FROM pg_stat_activity WHERE datname = 'bb'",
+            );
+            panic!(
+                "no new leader within {WAIT:?} (epoch {now})\n--- sessions\n{}\n{}",
+                sessions.unwrap_or_else(|e| e.to_string()),
+                stderrs(masters)
+            );
+        }
         thread::sleep(Duration::from_millis(20));
     }
 }
@@ -299,8 +308,10 @@ fn failover(masters: usize) {
                 peers[old].kill9();
             }
             let (leader, now) = wait_new_leader(peers, pg, old, epoch);
-            office.epoch.store(now, Ordering::SeqCst);
+            // The leader first: a client that reads the new epoch (it
+            // reads the epoch first) then reads the new leader too.
             office.leader.store(leader, Ordering::SeqCst);
+            office.epoch.store(now, Ordering::SeqCst);
             epochs.push(now);
             if stop {
                 // The old leader, resumed, finds it lost the leadership

@@ -21,6 +21,7 @@ mod json_schema;
 mod lifecycle;
 mod locks;
 mod operator;
+mod failover;
 mod postgres;
 mod proxy;
 mod reload;
