@@ -110,6 +110,17 @@ fn start(ctx: &Ctx, backend: Backend, pg: &PgServer) -> Result<Rig> {
     let config = dir.join("master.toml");
     harness::write(&config, &format!("{master_table}{}", body()))?;
     let master = Master::start(&ctx.bins, &dir, Some(&config))?;
+    if backend == Backend::Postgres {
+        // It answers as a standby first, campaigns, wins (alone), and
+        // then serves as the leader.
+        let start = Instant::now();
+        while !leads(&master) {
+            if start.elapsed() > Duration::from_secs(30) {
+                return Err(anyhow!("the master on PostgreSQL did not lead within 30 s"));
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
     let secret = dir.join("worker.secret");
     harness::write(&secret, SECRET)?;
     fs::set_permissions(&secret, fs::Permissions::from_mode(0o600))
@@ -122,19 +133,27 @@ fn start(ctx: &Ctx, backend: Backend, pg: &PgServer) -> Result<Rig> {
         .arg("--dir")
         .arg(dir.join("work"));
     let worker = Worker::spawn(cmd, &dir.join("worker.log"))?;
-    master
-        .wait_local_workers(1, Duration::from_secs(30))
-        .with_context(|| {
-            format!(
-                "the worker did not connect (see {}/worker.log)",
-                dir.display()
-            )
-        })?;
+    if let Err(e) = master.wait_local_workers(1, Duration::from_secs(30)) {
+        let log =
+            |name: &str| last_lines(&fs::read_to_string(dir.join(name)).unwrap_or_default(), 5);
+        return Err(e.context(format!(
+            "the worker did not connect; master.log: {}; worker.log: {}",
+            log("master.log"),
+            log("worker.log")
+        )));
+    }
     Ok(Rig {
         master,
         _worker: worker,
         logs,
     })
+}
+
+/// Whether `master` answers as the leader (a master on PostgreSQL).
+pub(super) fn leads(master: &Master) -> bool {
+    master
+        .status()
+        .is_ok_and(|s| s["leadership"]["role"] == "leader")
 }
 
 /// Run `measure` on each backend `rounds` times, alternating which goes

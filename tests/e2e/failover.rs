@@ -113,11 +113,14 @@ fn send(state_dir: &PathBuf, tag: &str) -> Sent {
 
 /// How many requests carry `tag`, from the database.
 fn stored(pg: &PgServer, tag: &str) -> usize {
-    pg.psql("bb", &format!("SELECT count(*) FROM requests WHERE reason = '{tag}'"))
-        .expect("psql")
-        .trim()
-        .parse()
-        .expect("a count")
+    pg.psql(
+        "bb",
+        &format!("SELECT count(*) FROM requests WHERE reason = '{tag}'"),
+    )
+    .expect("psql")
+    .trim()
+    .parse()
+    .expect("a count")
 }
 
 /// One client loop: take the next request number, send it until it is
@@ -174,7 +177,10 @@ fn client(
 /// `(epoch, leader name)` from `bb_leader`.
 fn office_row(pg: &PgServer) -> (u64, Option<String>) {
     let row = pg
-        .psql("bb", "SELECT epoch || '|' || coalesce(master, '') FROM bb_leader")
+        .psql(
+            "bb",
+            "SELECT epoch || '|' || coalesce(master, '') FROM bb_leader",
+        )
         .expect("psql");
     let (epoch, name) = row
         .trim()
@@ -239,7 +245,10 @@ fn wait_new_leader(masters: &[Master], pg: &PgServer, old: usize, epoch: u64) ->
 fn wait_progress(next: &AtomicUsize, at_least: usize, failed: &AtomicBool) {
     let deadline = Instant::now() + WAIT;
     while next.load(Ordering::SeqCst) < at_least && !failed.load(Ordering::SeqCst) {
-        assert!(Instant::now() < deadline, "the clients are stuck below {at_least}");
+        assert!(
+            Instant::now() < deadline,
+            "the clients are stuck below {at_least}"
+        );
         thread::sleep(Duration::from_millis(10));
     }
 }
@@ -288,7 +297,9 @@ fn failover(masters: usize) {
     let mut settled = 0;
     // The clients read the database and the state dirs; the chaos on this
     // thread kills, pauses and restarts the masters.
-    let Cluster { masters: peers, pg, .. } = &mut cluster;
+    let Cluster {
+        masters: peers, pg, ..
+    } = &mut cluster;
     let pg: &PgServer = pg;
     thread::scope(|scope| {
         let clients: Vec<_> = (0..CLIENTS)
@@ -337,16 +348,18 @@ fn failover(masters: usize) {
         let s = cluster.masters[leader].bbctl_json(&["status"]);
         s["queued_total"] == 0 && s["running"].as_array().is_some_and(Vec::is_empty)
     });
-    let per_tag = cluster.psql(
-        "SELECT reason || '=' || count(*) FROM requests GROUP BY reason ORDER BY reason",
-    );
+    let per_tag = cluster
+        .psql("SELECT reason || '=' || count(*) FROM requests GROUP BY reason ORDER BY reason");
     let per_tag: BTreeMap<String, usize> = per_tag
         .lines()
         .filter_map(|l| l.split_once('='))
         .map(|(tag, n)| (tag.to_string(), n.parse().expect("a count")))
         .collect();
     let twice: Vec<_> = per_tag.iter().filter(|(_, n)| **n != 1).collect();
-    assert!(twice.is_empty(), "requests stored more than once: {twice:?}");
+    assert!(
+        twice.is_empty(),
+        "requests stored more than once: {twice:?}"
+    );
     assert_eq!(per_tag.len(), REQUESTS, "requests stored");
     let builds = cluster.psql(
         "SELECT r.reason || '=' || count(b.id) || '=' || coalesce(min(b.id), 0) || '=' || coalesce(min(b.result), '') \
