@@ -175,6 +175,17 @@ impl Master {
 
     /// Start a master without waiting; its output goes to `<dir>/master.log`.
     pub fn spawn(bins: &Bins, dir: &Path, config: Option<&Path>) -> Result<Master> {
+        Master::spawn_with(bins, dir, config, &[])
+    }
+
+    /// The same with more `bbmaster` arguments (`--name`, `--worker-listen`:
+    /// one of several masters on one PostgreSQL store).
+    pub fn spawn_with(
+        bins: &Bins,
+        dir: &Path,
+        config: Option<&Path>,
+        args: &[String],
+    ) -> Result<Master> {
         let log_path = dir.join("master.log");
         let log = fs::OpenOptions::new()
             .create(true)
@@ -187,6 +198,7 @@ impl Master {
         if let Some(config) = config {
             cmd.arg("--config").arg(config);
         }
+        cmd.args(args);
         cmd.env_remove("BBMASTER_CONFIG")
             .env_remove("BBMASTER_STATE_DIR")
             .stdin(Stdio::null())

@@ -16,11 +16,13 @@ mod clients;
 mod fleet;
 mod latency;
 mod locks;
+mod pg;
 mod pollers;
 mod readopt;
 mod remote;
 mod sampling;
 mod scale;
+mod takeover;
 mod throughput;
 mod tls;
 mod tls_scale;
@@ -209,6 +211,14 @@ const SCENARIOS: &[Scenario] = &[
     Scenario {
         name: "locks",
         run: locks::locks,
+    },
+    Scenario {
+        name: "pg",
+        run: pg::pg,
+    },
+    Scenario {
+        name: "takeover",
+        run: takeover::takeover,
     },
 ];
 

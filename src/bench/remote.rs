@@ -176,12 +176,13 @@ impl Pair {
 }
 
 /// A `bbworker` started by hand, stopped (TERM, then KILL) when dropped.
-struct Worker {
+pub(super) struct Worker {
     child: Child,
 }
 
 impl Worker {
-    fn spawn(mut cmd: Command, log: &Path) -> Result<Worker> {
+    /// Start `cmd` with its output to `log`.
+    pub(super) fn spawn(mut cmd: Command, log: &Path) -> Result<Worker> {
         let out =
             fs::File::create(log).with_context(|| format!("cannot create {}", log.display()))?;
         let err = out.try_clone().context("cannot share the worker log")?;

@@ -541,13 +541,22 @@ pub async fn run(opts: MasterOptions) -> Result<(), DaemonError> {
     };
     let outcome = match &office {
         None => master.run(rx).await.map_err(DaemonError::Store),
-        Some(office) => tokio::select! {
-            out = master.run(rx) => out.map_err(|e| match e {
-                e if e.is_fenced() => DaemonError::Leadership(leader::LeaderError::Fenced(e.to_string())),
-                e => DaemonError::Store(e),
-            }),
-            lost = office.hold(config_hash) => Err(DaemonError::Leadership(lost)),
-        },
+        Some(office) => {
+            // The renewals run on a thread of their own: the loop's store
+            // calls block the runtime's threads (see `leader::thread`).
+            let mut holder = office
+                .hold(config_hash)
+                .map_err(io_err("cannot start the lease's thread", &layout.state_dir))?;
+            tokio::select! {
+                out = master.run(rx) => out.map_err(|e| match e {
+                    e if e.is_fenced() => DaemonError::Leadership(leader::LeaderError::Fenced(e.to_string())),
+                    e => DaemonError::Store(e),
+                }),
+                lost = holder.join() => Err(DaemonError::Leadership(lost.unwrap_or_else(|| {
+                    leader::LeaderError::Thread("lease")
+                }))),
+            }
+        }
     };
 
     let _ = stopping_tx.send(true);

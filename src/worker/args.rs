@@ -17,24 +17,40 @@ pub struct WorkerArgs {
     /// Where the master is: `tls://HOST:PORT` (TLS 1.3; HOST a name, an
     /// IPv4 address or `[IPv6]`), `tcp://HOST:PORT` (plain TCP, for a
     /// master with `allow_plaintext = true` on loopback or a VPN), or the
-    /// path of its Unix worker socket (also `unix:PATH`).
-    #[arg(long = "master", value_name = "URL", value_parser = parse_master)]
-    pub master: MasterAddr,
+    /// path of its Unix worker socket (also `unix:PATH`). Repeat it for a
+    /// leader and its standbys: one per master, tried in this order.
+    ///
+    /// Several masters share one PostgreSQL store (docs/standby.md): a
+    /// standby's refusal naming the leader sends the worker straight
+    /// there (once per round), a master that cannot be reached moves it
+    /// on to the next, and only a round of failures on all of them waits
+    /// (the back-off).
+    #[arg(
+        long = "master",
+        value_name = "URL",
+        value_parser = parse_master,
+        required = true
+    )]
+    pub master: Vec<MasterAddr>,
 
     /// Trust the master's certificate iff its SHA-256 fingerprint is this
     /// one (as `bbctl status` shows it: `sha256:` and 64 hex digits). Name
     /// and expiry are not checked: it is a pin, like SSH's known hosts.
+    /// Repeat it for several masters with their own certificates: a
+    /// certificate matching any of them is trusted.
     #[arg(long, value_name = "sha256:HEX", value_parser = parse_pin, conflicts_with = "ca")]
-    pub fingerprint: Option<[u8; 32]>,
+    pub fingerprint: Vec<[u8; 32]>,
 
     /// Verify the master's certificate against the CAs in this PEM file
     /// (and its name against the URL's host, or `--tls-name`). Without
-    /// `--ca` or `--fingerprint`, the system's trusted CAs are used.
+    /// `--ca` or `--fingerprint`, the system's trusted CAs are used. With
+    /// several masters, it verifies each of them.
     #[arg(long, value_name = "FILE")]
     pub ca: Option<PathBuf>,
 
     /// The name the master's certificate must carry, when it is not the
-    /// host of `--master` (e.g. connecting by IP address).
+    /// host of `--master` (e.g. connecting by IP address); with several
+    /// masters, each certificate must carry it.
     #[arg(long, value_name = "NAME")]
     pub tls_name: Option<String>,
 
@@ -65,8 +81,9 @@ pub struct WorkerArgs {
     pub dir: PathBuf,
 
     /// Exit after being disconnected from the master this long (e.g. `60s`,
-    /// `5m`) while holding no step. Without it, the worker reconnects
-    /// forever. With it, the first connection is also given up after 10 s.
+    /// `5m`) while holding no step (with several masters: from every one
+    /// of them). Without it, the worker reconnects forever. With it, the
+    /// first connection is also given up after 10 s.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub orphan_timeout: Option<Duration>,
 
@@ -79,10 +96,11 @@ pub struct WorkerArgs {
 impl WorkerArgs {
     /// The TLS options given.
     pub fn tls_options(&self) -> TlsOptions {
-        let verify = match (&self.fingerprint, &self.ca) {
-            (Some(pin), _) => Verify::Fingerprint(*pin),
-            (None, Some(ca)) => Verify::Ca(ca.clone()),
-            (None, None) => Verify::SystemRoots,
+        let verify = match (self.fingerprint.as_slice(), &self.ca) {
+            ([pin], _) => Verify::Fingerprint(*pin),
+            ([], Some(ca)) => Verify::Ca(ca.clone()),
+            ([], None) => Verify::SystemRoots,
+            (pins, _) => Verify::Fingerprints(pins.to_vec()),
         };
         TlsOptions {
             verify,
@@ -158,7 +176,7 @@ mod tests {
             "300s",
         ]));
         assert_eq!(args.orphan_timeout, Some(Duration::from_secs(300)));
-        assert_eq!(args.master, MasterAddr::Unix("m".into()));
+        assert_eq!(args.master, [MasterAddr::Unix("m".into())]);
         assert_eq!(args.tls_options(), TlsOptions::default());
     }
 
@@ -190,6 +208,33 @@ mod tests {
         assert_eq!(tls.verify, Verify::Ca("ca.pem".into()));
         assert_eq!(tls.server_name.as_deref(), Some("m.example"));
         assert_eq!(tls.client_cert, Some(("c.pem".into(), "k.pem".into())));
+    }
+
+    #[test]
+    fn several_masters_and_fingerprints_in_order() {
+        let a = crate::net::fingerprint(b"a");
+        let b = crate::net::fingerprint(b"b");
+        let args = try_parse(&[
+            "--master",
+            "tls://b.example:9989",
+            "--fingerprint",
+            &a,
+            "--master",
+            "tls://a.example:9989",
+            "--fingerprint",
+            &b,
+        ])
+        .unwrap();
+        let addrs: Vec<String> = args.master.iter().map(ToString::to_string).collect();
+        assert_eq!(addrs, ["tls://b.example:9989", "tls://a.example:9989"]);
+        let pins = [a, b].map(|fp| crate::net::parse_fingerprint(&fp).unwrap());
+        assert_eq!(
+            args.tls_options().verify,
+            Verify::Fingerprints(pins.to_vec())
+        );
+        // No master at all is a usage error naming the option.
+        let e = try_parse(&[]).map(|_| ()).unwrap_err();
+        assert!(e.contains("--master"), "{e}");
     }
 
     #[test]

@@ -94,6 +94,19 @@ impl Backoff {
         }
     }
 
+    /// A back-off whose every delay is an hour: a test that sees a worker
+    /// come back within its bound knows it did not wait.
+    #[cfg(test)]
+    pub(crate) fn hour_long() -> Self {
+        let hour = Duration::from_secs(3600);
+        Backoff {
+            next: hour,
+            max: hour,
+            fast_until: None,
+            random: Box::new(|| u64::MAX),
+        }
+    }
+
     /// The longest delay for a master at `addr`.
     pub(crate) fn max_for(addr: &MasterAddr) -> Duration {
         match addr {

@@ -81,7 +81,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
     };
     let tls = cli.tls_options();
     let opts = WorkerOptions {
-        master: cli.master,
+        masters: cli.master,
         tls,
         name: cli.name,
         secret,

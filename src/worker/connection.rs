@@ -12,6 +12,7 @@ use super::address::MasterAddr;
 use super::backoff::Backoff;
 use super::dial::{AttemptError, Dialer, tls_io_error};
 use super::key::StepKey;
+use super::masters::{self, Rotation};
 use super::signals::ShutdownSignals;
 use super::steps::Steps;
 use super::{WorkerError, WorkerOptions};
@@ -25,10 +26,6 @@ use crate::protocol::{
 /// a master that is not there yet on its *first* connection (the master is
 /// starting alongside us); past that it fails.
 pub const FIRST_CONNECT_WAIT: Duration = Duration::from_secs(10);
-
-/// A master that accepts but does not answer the Hello within this time is
-/// treated like one that cannot be reached.
-const HANDSHAKE_LIMIT: Duration = Duration::from_secs(10);
 
 /// An authenticated connection, split for the reader and writer tasks.
 pub(crate) struct Link {
@@ -108,41 +105,83 @@ pub(crate) async fn pause(
     }
 }
 
+/// Why one attempt on one master failed, when trying again may help.
+enum Failure {
+    /// It cannot be reached (or hung up during the handshake).
+    Unreachable(String),
+    /// It refused us for a reason that may pass (a worker of our name is
+    /// connected, too many handshakes).
+    Refused(String),
+    /// It is a standby.
+    NotLeader(String),
+}
+
 /// Connect until it works, a fatal error happens, a shutdown signal
 /// arrives, or `give_up` says so. Every Hello lists the steps then held.
+///
+/// With several masters, each round of attempts (a cycle) tries them in
+/// order, goes straight to the leader a standby names (once per cycle)
+/// and only backs off when the whole cycle failed: see [`super::masters`].
 pub(crate) async fn connect_with_retry(
     opts: &WorkerOptions,
-    dialer: &Dialer,
+    dialers: &[Dialer],
     steps: &mut Steps,
     backoff: &mut Backoff,
     signals: &mut ShutdownSignals,
     give_up: GiveUp,
 ) -> Result<Connected, WorkerError> {
+    let addrs: Vec<MasterAddr> = dialers.iter().map(|d| d.addr().clone()).collect();
+    let mut rotation = Rotation::new(dialers.len());
     loop {
-        let running = steps.held();
-        let reason = tokio::select! {
-            attempt = attempt(opts, dialer, &running) => match attempt {
-                Ok(link) => {
-                    let listed = running.iter().map(|s| (s.build, s.step)).collect();
-                    return Ok(Connected::Link(link, listed));
+        rotation.start_cycle();
+        let mut last = None;
+        while let Some(index) = rotation.next() {
+            let dialer = &dialers[index];
+            // Listed afresh at each attempt: whichever master welcomes us
+            // (a standby that took over included) re-adopts them all.
+            let running = steps.held();
+            let failure = tokio::select! {
+                attempt = attempt(opts, dialer, &running) => match attempt {
+                    Ok(link) => {
+                        let listed = running.iter().map(|s| (s.build, s.step)).collect();
+                        return Ok(Connected::Link(link, listed));
+                    }
+                    Err(AttemptError::Fatal(e)) => return Err(e),
+                    Err(AttemptError::Retry(reason)) => Failure::Unreachable(reason),
+                    Err(AttemptError::Refused(reason)) => Failure::Refused(reason),
+                    Err(AttemptError::NotLeader { reason, leader }) => {
+                        not_leader(&addrs, index, &reason, leader.as_deref(), &mut rotation);
+                        Failure::NotLeader(reason)
+                    }
+                },
+                name = signals.recv() => {
+                    info!("{name} received while connecting");
+                    return Ok(Connected::Signalled);
                 }
-                Err(AttemptError::Fatal(e)) => return Err(e),
-                Err(AttemptError::Retry(reason)) => Err(reason),
-                Err(AttemptError::Refused(reason)) => Ok(reason),
-            },
-            name = signals.recv() => {
-                info!("{name} received while connecting");
-                return Ok(Connected::Signalled);
+            };
+            if let Some(next) = rotation.peek() {
+                log_failure(
+                    opts,
+                    &addrs[index],
+                    &failure,
+                    &format!("trying {} now", addrs[next]),
+                );
             }
+            last = Some((index, failure));
+        }
+        let Some((index, failure)) = last else {
+            unreachable!("a cycle tries at least one master");
         };
         let mut delay = backoff.next_delay(Instant::now());
         if let GiveUp::FirstConnection { started } = give_up {
             let waited = started.elapsed();
             if waited >= FIRST_CONNECT_WAIT {
-                return Err(match reason {
-                    Ok(refusal) => WorkerError::Refused { reason: refusal },
-                    Err(reason) => WorkerError::Unreachable {
-                        master: dialer.addr().to_string(),
+                return Err(match failure {
+                    Failure::Refused(reason) | Failure::NotLeader(reason) => {
+                        WorkerError::Refused { reason }
+                    }
+                    Failure::Unreachable(reason) => WorkerError::Unreachable {
+                        master: masters::list(&addrs),
                         waited_s: waited.as_secs(),
                         reason,
                     },
@@ -150,22 +189,61 @@ pub(crate) async fn connect_with_retry(
             }
             delay = delay.min(FIRST_CONNECT_WAIT - waited);
         }
-        match reason {
-            Ok(refusal) => warn!(
-                "the master refused this worker: {refusal} (is another worker running under the name `{}`?); trying again in {:.1} s",
-                opts.name,
-                delay.as_secs_f64()
-            ),
-            Err(reason) => info!(
-                "cannot reach the master at {}: {reason}; retrying in {:.1} s",
-                dialer.addr(),
-                delay.as_secs_f64()
-            ),
+        let again = match &failure {
+            Failure::Refused(_) => "trying again in",
+            Failure::Unreachable(_) | Failure::NotLeader(_) => "retrying in",
+        };
+        let mut then = format!("{again} {:.1} s", delay.as_secs_f64());
+        if addrs.len() > 1 {
+            then.push_str(" (every master tried)");
         }
+        log_failure(opts, &addrs[index], &failure, &then);
         match pause(delay, give_up, signals, steps).await {
             Pause::Done => {}
             Pause::Signalled => return Ok(Connected::Signalled),
             Pause::Orphaned => return Ok(Connected::Orphaned),
+        }
+    }
+}
+
+/// A standby refused us: go to the leader it names when that is one of
+/// our masters (the hop, at most once a cycle), else on in order.
+fn not_leader(
+    addrs: &[MasterAddr],
+    index: usize,
+    reason: &str,
+    leader: Option<&str>,
+    rotation: &mut Rotation,
+) {
+    let standby = &addrs[index];
+    let Some(hint) = leader else {
+        return;
+    };
+    match masters::leader_index(addrs, hint) {
+        Some(to) if rotation.redirect(to) => info!(
+            "the master at {standby} is a standby ({reason}); going to the leader at {} now",
+            addrs[to]
+        ),
+        Some(_) => {}
+        None => warn!(
+            "the master at {standby} is a standby and names the leader {hint}, which is not one of this worker's --master addresses ({}): add it to go there",
+            masters::list(addrs)
+        ),
+    }
+}
+
+/// Log a failed attempt on `master`, and what comes next (`then`).
+fn log_failure(opts: &WorkerOptions, master: &MasterAddr, failure: &Failure, then: &str) {
+    match failure {
+        Failure::Unreachable(reason) => {
+            info!("cannot reach the master at {master}: {reason}; {then}");
+        }
+        Failure::Refused(refusal) => warn!(
+            "the master refused this worker: {refusal} (is another worker running under the name `{}`?); {then}",
+            opts.name
+        ),
+        Failure::NotLeader(reason) => {
+            info!("the master at {master} is a standby ({reason}); {then}");
         }
     }
 }
@@ -178,7 +256,9 @@ fn host_name() -> Option<String> {
         .filter(|h| !h.is_empty())
 }
 
-/// One connection attempt, handshake included.
+/// One connection attempt, handshake included. A master that accepts but
+/// does not answer the Hello within the dialer's limit (10 s with one
+/// master, 5 s with several) is treated like one that cannot be reached.
 async fn attempt(
     opts: &WorkerOptions,
     dialer: &Dialer,
@@ -203,13 +283,13 @@ async fn attempt(
             other => Ok(other),
         }
     };
-    let reply = match tokio::time::timeout(HANDSHAKE_LIMIT, exchange).await {
+    let reply = match tokio::time::timeout(dialer.limit(), exchange).await {
         Ok(Ok(reply)) => reply,
         Ok(Err(e)) => return Err(handshake_error(dialer.addr(), e)),
         Err(_) => {
             return Err(AttemptError::Retry(format!(
                 "no answer to our hello within {} s",
-                HANDSHAKE_LIMIT.as_secs()
+                dialer.limit().as_secs()
             )));
         }
     };
@@ -238,6 +318,11 @@ async fn attempt(
                 keepalive_ms,
             })
         }
+        HelloReply::Refused {
+            reason,
+            kind: RefusalKind::NotLeader,
+            leader,
+        } => Err(AttemptError::NotLeader { reason, leader }),
         HelloReply::Refused { reason, kind, .. } if refusal_is_transient(kind) => {
             Err(AttemptError::Refused(reason))
         }
@@ -250,7 +335,9 @@ async fn attempt(
     }
 }
 
-/// A refusal because "this worker is already connected" comes from a master
+/// A standby's refusal ([`RefusalKind::NotLeader`]) is handled apart
+/// (the worker goes to the leader, or tries again later); of the others, a
+/// refusal because "this worker is already connected" comes from a master
 /// that still believes in our previous, dead link (it will notice soon), or
 /// from a second worker of our name being connected (it may leave): worth
 /// retrying, like a master at its limit of connections still in their
@@ -291,6 +378,7 @@ mod tests {
         assert!(refusal_is_transient(RefusalKind::Busy));
         // The words do not decide: only the kind does.
         for kind in [
+            RefusalKind::NotLeader,
             RefusalKind::Other,
             RefusalKind::WrongSecret,
             RefusalKind::UnknownWorker,

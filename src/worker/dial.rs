@@ -30,6 +30,13 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the TLS handshake may take once TCP is connected.
 pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// With several masters, each step of an attempt (resolving, TCP
+/// connect, TLS handshake, the welcome) gets this long instead of 10 s:
+/// a master whose host is gone (no answer at all) or that is frozen
+/// (accepts, never answers) then holds up a round for seconds, not for
+/// tens of seconds, while another master may be leading already.
+pub const SEVERAL_MASTERS_STEP_LIMIT: Duration = Duration::from_secs(5);
+
 /// TCP keepalive: first probe after this much silence (the application
 /// pings notice a silent link sooner; this catches a dead peer whose
 /// kernel is gone while we only write).
@@ -53,6 +60,14 @@ pub(crate) enum AttemptError {
     /// The master refused us for a reason that may pass (a worker of our
     /// name is connected): try again, and say so louder than a retry.
     Refused(String),
+    /// The master is a standby; `leader` is the leader's address as it
+    /// advertises it, when one is known: go there (see [`super::masters`]).
+    NotLeader {
+        /// The standby's words.
+        reason: String,
+        /// Where the leader takes workers.
+        leader: Option<String>,
+    },
     /// Trying again would give the same answer.
     Fatal(WorkerError),
 }
@@ -70,16 +85,56 @@ pub(crate) struct Dialed {
 pub(crate) struct Dialer {
     addr: MasterAddr,
     tls: Option<(Arc<ClientConfig>, ServerName<'static>)>,
+    /// The bound of each step of an attempt: [`CONNECT_TIMEOUT`] (and
+    /// the TLS and welcome limits, all 10 s) with one master,
+    /// [`SEVERAL_MASTERS_STEP_LIMIT`] with several.
+    limit: Duration,
 }
 
 impl Dialer {
+    /// One dialer per master (`--master`, repeated), the TLS client built
+    /// once for all. An address given twice is refused: it would only
+    /// make every cycle of attempts longer.
+    pub(crate) fn all(addrs: &[MasterAddr], opts: &TlsOptions) -> Result<Vec<Self>, WorkerError> {
+        if addrs.is_empty() {
+            return Err(WorkerError::Options("no --master given".into()));
+        }
+        for (i, addr) in addrs.iter().enumerate() {
+            if addrs[..i].contains(addr) {
+                return Err(WorkerError::Options(format!(
+                    "--master {addr} is given twice"
+                )));
+            }
+        }
+        let limit = if addrs.len() > 1 {
+            SEVERAL_MASTERS_STEP_LIMIT
+        } else {
+            CONNECT_TIMEOUT
+        };
+        let mut config = None;
+        addrs
+            .iter()
+            .map(|addr| Self::with_config(addr, opts, &mut config, limit))
+            .collect()
+    }
+
     /// Check the options against the address and build the TLS client if
-    /// the address asks for TLS.
-    pub(crate) fn new(addr: &MasterAddr, opts: &TlsOptions) -> Result<Self, WorkerError> {
+    /// the address asks for TLS, reusing the one in `config` (built there
+    /// the first time a `tls://` address needs it).
+    fn with_config(
+        addr: &MasterAddr,
+        opts: &TlsOptions,
+        config: &mut Option<Arc<ClientConfig>>,
+        limit: Duration,
+    ) -> Result<Self, WorkerError> {
         let tls = match addr {
             MasterAddr::Tls(HostPort { host, .. }) => {
                 let name = tls::server_name(opts, host).map_err(WorkerError::Options)?;
-                Some((tls::client_config(opts)?, name))
+                let client = match config {
+                    Some(client) => client.clone(),
+                    None => config.insert(tls::client_config(opts)?).clone(),
+                };
+                Some((client, name))
             }
             MasterAddr::Unix(_) | MasterAddr::Tcp(_) => {
                 if *opts != TlsOptions::default() {
@@ -93,12 +148,18 @@ impl Dialer {
         Ok(Dialer {
             addr: addr.clone(),
             tls,
+            limit,
         })
     }
 
     /// The address dialled.
     pub(crate) fn addr(&self) -> &MasterAddr {
         &self.addr
+    }
+
+    /// How long each step of an attempt may take (the welcome included).
+    pub(crate) fn limit(&self) -> Duration {
+        self.limit
     }
 
     /// Open one connection (TLS handshake included).
@@ -109,21 +170,21 @@ impl Dialer {
                 binding: Vec::new(),
             }),
             MasterAddr::Tcp(hp) => Ok(Dialed {
-                conn: Box::new(connect_tcp(hp).await?),
+                conn: Box::new(connect_tcp(hp, self.limit).await?),
                 binding: Vec::new(),
             }),
             MasterAddr::Tls(hp) => {
                 let (config, name) = self.tls.as_ref().expect("built for tls://");
-                let tcp = connect_tcp(hp).await?;
+                let tcp = connect_tcp(hp, self.limit).await?;
                 let connector = tokio_rustls::TlsConnector::from(config.clone());
                 let handshake = connector.connect(name.clone(), tcp);
-                let stream = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, handshake).await {
+                let stream = match tokio::time::timeout(self.limit, handshake).await {
                     Ok(Ok(stream)) => stream,
                     Ok(Err(e)) => return Err(tls_io_error(&self.addr, &e, "TLS handshake")),
                     Err(_) => {
                         return Err(AttemptError::Retry(format!(
                             "TLS handshake not done within {} s",
-                            TLS_HANDSHAKE_TIMEOUT.as_secs()
+                            self.limit.as_secs()
                         )));
                     }
                 };
@@ -181,15 +242,15 @@ async fn connect_unix(socket: &Path) -> Result<Stream, AttemptError> {
 }
 
 /// Resolve the host (again at each attempt: its address may change) and
-/// connect to the first address that answers, each within
-/// [`CONNECT_TIMEOUT`]. Every failure here is worth a retry: DNS and
-/// networks come back.
-async fn connect_tcp(hp: &HostPort) -> Result<TcpStream, AttemptError> {
+/// connect to the first address that answers, each within `limit`
+/// ([`CONNECT_TIMEOUT`] with one master). Every failure here is worth a
+/// retry: DNS and networks come back.
+async fn connect_tcp(hp: &HostPort, limit: Duration) -> Result<TcpStream, AttemptError> {
     let addrs: Vec<SocketAddr> = match &hp.host {
         Host::Ip(ip) => vec![SocketAddr::new(*ip, hp.port)],
         Host::Name(name) => {
             let lookup = tokio::net::lookup_host((name.as_str(), hp.port));
-            match tokio::time::timeout(CONNECT_TIMEOUT, lookup).await {
+            match tokio::time::timeout(limit, lookup).await {
                 Ok(Ok(addrs)) => addrs.collect(),
                 Ok(Err(e)) => {
                     return Err(AttemptError::Retry(format!("cannot resolve {name}: {e}")));
@@ -197,7 +258,7 @@ async fn connect_tcp(hp: &HostPort) -> Result<TcpStream, AttemptError> {
                 Err(_) => {
                     return Err(AttemptError::Retry(format!(
                         "cannot resolve {name} within {} s",
-                        CONNECT_TIMEOUT.as_secs()
+                        limit.as_secs()
                     )));
                 }
             }
@@ -205,14 +266,14 @@ async fn connect_tcp(hp: &HostPort) -> Result<TcpStream, AttemptError> {
     };
     let mut last = format!("{} resolves to no address", hp.host);
     for addr in addrs {
-        match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
+        match tokio::time::timeout(limit, TcpStream::connect(addr)).await {
             Ok(Ok(stream)) => {
                 tune(&stream);
                 return Ok(stream);
             }
             Ok(Err(e)) => last = format!("{addr}: {e}"),
             Err(_) => {
-                last = format!("{addr}: no answer within {} s", CONNECT_TIMEOUT.as_secs());
+                last = format!("{addr}: no answer within {} s", limit.as_secs());
             }
         }
     }
@@ -254,7 +315,7 @@ mod tests {
             port,
         };
         // `localhost` may resolve to ::1 first: every address is tried.
-        let Ok(stream) = connect_tcp(&hp).await else {
+        let Ok(stream) = connect_tcp(&hp, CONNECT_TIMEOUT).await else {
             panic!("cannot connect to localhost:{port}");
         };
         assert!(stream.nodelay().unwrap());
@@ -272,10 +333,11 @@ mod tests {
             host: Host::Ip([127, 0, 0, 1].into()),
             port,
         };
-        match connect_tcp(&hp).await {
+        match connect_tcp(&hp, CONNECT_TIMEOUT).await {
             Err(AttemptError::Retry(reason)) => assert!(reason.contains("refused"), "{reason}"),
             Err(AttemptError::Fatal(e)) => panic!("fatal: {e}"),
             Err(AttemptError::Refused(r)) => panic!("refused: {r}"),
+            Err(AttemptError::NotLeader { reason, .. }) => panic!("not leader: {reason}"),
             Ok(_) => panic!("connected to a closed port"),
         }
     }

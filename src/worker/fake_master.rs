@@ -229,7 +229,7 @@ impl FakeMaster {
 
     pub(crate) fn options(&self) -> WorkerOptions {
         WorkerOptions {
-            master: self.addr.clone(),
+            masters: vec![self.addr.clone()],
             tls: TlsOptions::default(),
             name: "w1".to_string(),
             secret: "s3cret".to_string(),
@@ -298,6 +298,34 @@ impl FakeMaster {
             mac: answer.mac,
         };
         Conn { r, w, hello, proof }
+    }
+
+    /// Accept, read the Hello and refuse it as a standby does, naming
+    /// `leader` (when given) as where to go. The Hello, to check the steps
+    /// it lists.
+    pub(crate) async fn refuse_not_leader(&self, leader: Option<&str>) -> Hello {
+        let (stream, _) = self.accept_transport().await.expect("accept");
+        let (mut r, mut w) = tokio::io::split(stream);
+        let hello: Hello = read_msg(&mut r, MAX_HANDSHAKE_FRAME).await.expect("hello");
+        let refusal =
+            HelloReply::not_leader("this master is a standby", leader.map(ToString::to_string));
+        write_msg(&mut w, &refusal).await.expect("refusal");
+        hello
+    }
+
+    /// True when a worker has dialled this master and is waiting to be
+    /// accepted (the connection is taken, and dropped). Does not wait.
+    pub(crate) fn was_dialled(&self) -> bool {
+        // The sockets are non-blocking: accept(2) answers at once.
+        let socket = match self.listener.as_ref().expect("listening") {
+            Listener::Unix(l) => socket2::SockRef::from(l),
+            Listener::Tcp(l) | Listener::Tls(l, _) => socket2::SockRef::from(l),
+        };
+        match socket.accept() {
+            Ok(_) => true,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => false,
+            Err(e) => panic!("accept: {e}"),
+        }
     }
 
     /// Accept, check the Hello lists no step, welcome.

@@ -25,6 +25,7 @@ mod group;
 pub mod guard;
 mod keepalive;
 mod key;
+mod masters;
 mod output;
 mod partials;
 pub mod reaper;
@@ -50,7 +51,7 @@ pub use backoff::{
     STABLE_SESSION,
 };
 pub use connection::FIRST_CONNECT_WAIT;
-pub use dial::{CONNECT_TIMEOUT, TLS_HANDSHAKE_TIMEOUT};
+pub use dial::{CONNECT_TIMEOUT, SEVERAL_MASTERS_STEP_LIMIT, TLS_HANDSHAKE_TIMEOUT};
 pub use keepalive::{DEFAULT_KEEPALIVE, MISSED_INTERVALS};
 pub use output::CHUNK_SIZE;
 pub use runner::{OUTPUT_DRAIN_LIMIT, STOP_GRACE};
@@ -74,8 +75,10 @@ use tls::{TlsOptions, TlsSetupError};
 /// Options of one worker process, as given on `bbworker`'s command line.
 #[derive(Clone)]
 pub struct WorkerOptions {
-    /// Where the master is: its Unix socket, or a TCP/TLS address.
-    pub master: MasterAddr,
+    /// Where the masters are (each its Unix socket, or a TCP/TLS address):
+    /// one, or a leader and its standbys in the order to try them (see
+    /// [`masters`]). At least one.
+    pub masters: Vec<MasterAddr>,
     /// How to verify the master over TLS, and our client certificate
     /// (the default for Unix and TCP).
     pub tls: TlsOptions,
@@ -102,7 +105,7 @@ pub struct WorkerOptions {
 impl std::fmt::Debug for WorkerOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WorkerOptions")
-            .field("master", &self.master)
+            .field("masters", &self.masters)
             .field("tls", &self.tls)
             .field("name", &self.name)
             .field("secret", &"***")
@@ -127,7 +130,7 @@ pub enum WorkerError {
     /// With `--orphan-timeout`, the master never came up.
     #[error("cannot reach the master at {master} (tried for {waited_s} s): {reason}")]
     Unreachable {
-        /// The address we tried.
+        /// The address we tried (several: `A, B and C`).
         master: String,
         /// How long we tried, in seconds.
         waited_s: u64,
@@ -192,8 +195,16 @@ pub enum WorkerError {
 /// `Ok`. Errors are the cases where trying again cannot help, or the
 /// master never came up.
 pub async fn run(opts: WorkerOptions) -> Result<(), WorkerError> {
+    let max = opts.masters.iter().map(Backoff::max_for).max();
+    run_with(opts, Backoff::new(max.unwrap_or(BACKOFF_MAX))).await
+}
+
+/// [`run`], waiting between rounds of attempts as `backoff` says (tests
+/// give one with long delays, to see that no wait happens where none
+/// should).
+pub(crate) async fn run_with(opts: WorkerOptions, mut backoff: Backoff) -> Result<(), WorkerError> {
     // TLS files are read first: a typo there is one error at start.
-    let dialer = Dialer::new(&opts.master, &opts.tls)?;
+    let dialers = Dialer::all(&opts.masters, &opts.tls)?;
     tokio::fs::create_dir_all(&opts.dir)
         .await
         .map_err(|error| WorkerError::WorkDir {
@@ -226,7 +237,6 @@ pub async fn run(opts: WorkerOptions) -> Result<(), WorkerError> {
         spool_limit: opts.spool_limit,
         guard,
     });
-    let mut backoff = Backoff::new(Backoff::max_for(&opts.master));
     let mut give_up = match opts.orphan_timeout {
         Some(_) => GiveUp::FirstConnection {
             started: Instant::now(),
@@ -236,7 +246,7 @@ pub async fn run(opts: WorkerOptions) -> Result<(), WorkerError> {
     loop {
         let connected = connect_with_retry(
             &opts,
-            &dialer,
+            &dialers,
             &mut steps,
             &mut backoff,
             &mut signals,
@@ -318,6 +328,8 @@ fn orphaned(opts: &WorkerOptions) {
 
 #[cfg(test)]
 mod fake_master;
+#[cfg(test)]
+mod multi_tests;
 #[cfg(test)]
 mod remote_tests;
 #[cfg(test)]

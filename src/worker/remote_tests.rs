@@ -286,7 +286,7 @@ async fn a_tls_worker_against_a_plaintext_master_says_so() {
     let MasterAddr::Tcp(hp) = master.addr().clone() else {
         unreachable!()
     };
-    opts.master = MasterAddr::Tls(hp);
+    opts.masters = vec![MasterAddr::Tls(hp)];
     opts.tls.verify = Verify::Fingerprint(net::parse_fingerprint(&cert.fingerprint()).unwrap());
     let worker = tokio::spawn(super::run(opts));
     let (mut stream, _) = master.accept_transport().await.unwrap();

@@ -32,6 +32,10 @@ pub enum Verify {
     /// The SHA-256 of the master's own certificate, like SSH's known
     /// hosts: neither name nor expiry is checked.
     Fingerprint([u8; 32]),
+    /// Any of these SHA-256s, as [`Verify::Fingerprint`]: a worker given
+    /// several masters (a leader and its standbys), each with its own
+    /// self-signed certificate, pins them all.
+    Fingerprints(Vec<[u8; 32]>),
 }
 
 /// The TLS settings from the command line.
@@ -85,9 +89,17 @@ pub fn client_config(opts: &TlsOptions) -> Result<Arc<ClientConfig>, TlsSetupErr
         Verify::Fingerprint(pin) => builder
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(PinVerifier {
-                pin: *pin,
+                pins: vec![*pin],
                 provider,
             })),
+        Verify::Fingerprints(pins) => {
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(PinVerifier {
+                    pins: pins.clone(),
+                    provider,
+                }))
+        }
         Verify::Ca(path) => {
             let mut roots = RootCertStore::empty();
             let certs = read_certs(path, "the CA bundle")?;
@@ -177,20 +189,20 @@ pub fn server_name(
     }
 }
 
-/// Accepts the master's certificate iff its SHA-256 is the pinned one.
+/// Accepts the master's certificate iff its SHA-256 is a pinned one.
 /// The handshake's signatures are still checked, so that only the holder
 /// of that certificate's key can complete it.
 #[derive(Debug)]
 struct PinVerifier {
-    pin: [u8; 32],
+    pins: Vec<[u8; 32]>,
     provider: Arc<CryptoProvider>,
 }
 
-/// The master presented another certificate than the pinned one.
+/// The master presented another certificate than the pinned one(s).
 #[derive(Debug, thiserror::Error)]
 #[error("the master's certificate fingerprint is {actual}, expected {expected} (--fingerprint)")]
 pub struct FingerprintMismatch {
-    /// The pinned fingerprint.
+    /// The pinned fingerprint, or `one of A, B` when several are pinned.
     pub expected: String,
     /// The presented certificate's.
     pub actual: String,
@@ -215,11 +227,15 @@ impl ServerCertVerifier for PinVerifier {
         _now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
         let actual = net::fingerprint(end_entity);
-        let expected = pin_text(&self.pin);
+        let pinned: Vec<String> = self.pins.iter().map(pin_text).collect();
         // Public values: no need for a constant-time comparison.
-        if actual == expected {
+        if pinned.contains(&actual) {
             Ok(ServerCertVerified::assertion())
         } else {
+            let expected = match pinned.as_slice() {
+                [one] => one.clone(),
+                several => format!("one of {}", several.join(", ")),
+            };
             Err(rustls::Error::InvalidCertificate(CertificateError::Other(
                 rustls::OtherError(Arc::new(FingerprintMismatch { expected, actual })),
             )))
@@ -362,7 +378,7 @@ pub(crate) mod tests {
 
     fn pin_verifier(pin: [u8; 32]) -> PinVerifier {
         PinVerifier {
-            pin,
+            pins: vec![pin],
             provider: provider(),
         }
     }
@@ -378,6 +394,28 @@ pub(crate) mod tests {
         let (cert, _) = self_signed(&["master.example"]);
         let pin = net::parse_fingerprint(&net::fingerprint(&cert)).unwrap();
         assert!(check(&pin_verifier(pin), &cert).is_ok());
+    }
+
+    #[test]
+    fn several_pins_accept_any_of_their_certificates() {
+        let (a, _) = self_signed(&["a.example"]);
+        let (b, _) = self_signed(&["b.example"]);
+        let (c, _) = self_signed(&["c.example"]);
+        let pin = |cert: &CertificateDer<'_>| net::parse_fingerprint(&net::fingerprint(cert));
+        let v = PinVerifier {
+            pins: vec![pin(&a).unwrap(), pin(&b).unwrap()],
+            provider: provider(),
+        };
+        assert!(check(&v, &a).is_ok());
+        assert!(check(&v, &b).is_ok());
+        let e = check(&v, &c).unwrap_err();
+        let TlsFailure::Fatal(line) = classify(&e) else {
+            panic!("a mismatch is fatal: {e}");
+        };
+        for cert in [&a, &b, &c] {
+            assert!(line.contains(&net::fingerprint(cert)), "{line}");
+        }
+        assert!(line.contains("expected one of"), "{line}");
     }
 
     #[test]

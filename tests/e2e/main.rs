@@ -13,6 +13,7 @@ mod control;
 mod docs;
 mod docs_agree;
 mod durability;
+mod failover;
 mod git;
 mod hostile;
 mod hostile_worker;

@@ -62,7 +62,7 @@ pub async fn campaign(
         }
     }
     let sent_at = tokio::time::Instant::now();
-    let epoch = take_office(leadership, me, lease).await?;
+    let epoch = take_office(leadership, watch, me, lease).await?;
     info!(epoch, name = %me.name, "this master won the leadership");
     Ok(Won { epoch, sent_at })
 }
@@ -72,6 +72,7 @@ pub async fn campaign(
 /// as a standby while it [`campaign`]s.
 pub async fn try_at_once(
     leadership: &Client,
+    watch: &Client,
     me: &Identity,
     lease: Lease,
 ) -> Result<Option<Won>, LeaderError> {
@@ -84,32 +85,78 @@ pub async fn try_at_once(
         return Ok(None);
     }
     let sent_at = tokio::time::Instant::now();
-    let epoch = take_office(leadership, me, lease).await?;
+    let epoch = take_office(leadership, watch, me, lease).await?;
     info!(epoch, name = %me.name, "this master took the leadership (nobody held it)");
     Ok(Some(Won { epoch, sent_at }))
 }
 
 /// With the lock held: bump the epoch, record this master as the leader
 /// with a fresh lease, commit (a single statement commits on its own).
+///
+/// The old leader may have been frozen in the middle of a store write,
+/// holding the fence's `FOR SHARE` lock on `bb_leader` on a connection of
+/// its own (not the leadership session, which was terminated): the bump
+/// would wait for it forever. So while the bump waits, the sessions that
+/// block it are terminated every [`BLOCKER_CHECK`] (on `watch`); their
+/// transactions abort, and were fenced anyway.
 pub async fn take_office(
     leadership: &Client,
+    watch: &Client,
     me: &Identity,
     lease: Lease,
 ) -> Result<u64, LeaderError> {
-    let row = leadership
-        .query_opt(
-            "UPDATE bb_leader SET epoch = epoch + 1, master = $1, address = $2,
-                 backend_pid = pg_backend_pid(),
-                 expires_at = clock_timestamp() + make_interval(secs => $3::float8)
-             WHERE id = 1 RETURNING epoch",
-            &[&me.name, &me.address, &lease.seconds()],
-        )
+    let mine: i32 = leadership
+        .query_one("SELECT pg_backend_pid()", &[])
         .await
+        .map_err(LeaderError::db("reading the leadership session's pid"))?
+        .get(0);
+    let seconds = lease.seconds();
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] = [&me.name, &me.address, &seconds];
+    let bump = leadership.query_opt(
+        "UPDATE bb_leader SET epoch = epoch + 1, master = $1, address = $2,
+             backend_pid = pg_backend_pid(),
+             expires_at = clock_timestamp() + make_interval(secs => $3::float8)
+         WHERE id = 1 RETURNING epoch",
+        &params,
+    );
+    tokio::pin!(bump);
+    let row = loop {
+        tokio::select! {
+            row = &mut bump => break row,
+            () = tokio::time::sleep(BLOCKER_CHECK) => {
+                for pid in end_blockers(watch, mine).await? {
+                    warn!(
+                        backend_pid = pid,
+                        "a session of the old leader held bb_leader (frozen in the middle of a write): terminated"
+                    );
+                }
+            }
+        }
+    };
+    let row = row
         .map_err(LeaderError::db("bumping the leadership epoch"))?
         .ok_or(LeaderError::NoLeaseRow)?;
     let epoch = row.get::<_, i64>(0) as u64;
     registry::heartbeat(leadership, me, MasterRole::Leader, Some(epoch)).await?;
     Ok(epoch)
+}
+
+/// How often a waiting epoch bump looks for the sessions that block it.
+pub const BLOCKER_CHECK: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// Terminate the sessions that block session `pid` (`pg_blocking_pids`);
+/// returns their pids.
+async fn end_blockers(watch: &Client, pid: i32) -> Result<Vec<i32>, LeaderError> {
+    let rows = watch
+        .query(
+            "SELECT b, pg_terminate_backend(b) FROM unnest(pg_blocking_pids($1)) AS b",
+            &[&pid],
+        )
+        .await
+        .map_err(LeaderError::db(
+            "ending the sessions that block the epoch bump",
+        ))?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 
 /// Terminate the session holding the leadership lock if, and only if, it

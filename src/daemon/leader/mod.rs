@@ -15,12 +15,16 @@
 //! - [`registry`]: every master's row in `bb_masters` (heartbeats) and
 //!   the reads behind `bbctl masters` and a standby's `status`.
 //! - [`standby`]: what a standby answers on its sockets meanwhile.
+//! - [`phase`]: a standby's sockets and campaign, handed to the leader.
+//! - [`thread`]: the campaign and the lease on threads of their own, so
+//!   that a busy master loop never starves them.
 
 pub mod campaign;
 pub mod lease;
 pub mod phase;
 pub mod registry;
 pub mod standby;
+pub mod thread;
 
 #[cfg(test)]
 mod tests;
@@ -159,6 +163,9 @@ pub enum LeaderError {
     /// The store refused a write: another epoch started (the fence).
     #[error("lost the leadership: {0}; stopping without writing anything more")]
     Fenced(String),
+    /// The campaign's or the lease's thread ended without an answer.
+    #[error("the {0} thread ended unexpectedly")]
+    Thread(&'static str),
     /// The lease could not be renewed before it ran out.
     #[error(
         "lost the leadership: the lease (epoch {mine}) could not be renewed within {lease:?} \

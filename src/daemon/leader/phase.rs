@@ -13,6 +13,7 @@ use tokio_postgres::Client;
 use tracing::{info, warn};
 
 use super::standby::{self, ReadState, Standby, StandbyEnd};
+use super::thread::OwnThread;
 use super::{Identity, LeaderError, Lease, Seat, campaign, lease, registry};
 use crate::config::Config;
 use crate::daemon::handle::MasterHandle;
@@ -60,17 +61,16 @@ impl Office {
         }
     }
 
-    /// Renew the lease until it is lost; returns why (see [`lease::hold`]).
-    pub async fn hold(&self, config: lease::ConfigInfo) -> LeaderError {
-        lease::hold(
-            &self.leadership,
-            &self.me,
-            self.epoch,
-            self.lease,
-            self.won_at,
-            config,
-        )
-        .await
+    /// Renew the lease until it is lost, on a thread of its own (see
+    /// [`super::thread`]); the handle resolves with why (see
+    /// [`lease::hold`]). Dropping it stops the renewals.
+    pub fn hold(&self, config: lease::ConfigInfo) -> std::io::Result<OwnThread<LeaderError>> {
+        let leadership = Arc::clone(&self.leadership);
+        let me = self.me.clone();
+        let (epoch, lease, won_at) = (self.epoch, self.lease, self.won_at);
+        OwnThread::spawn("bb-lease", async move {
+            lease::hold(&leadership, &me, epoch, lease, won_at, config).await
+        })
     }
 }
 
@@ -138,7 +138,7 @@ pub async fn stand_by(
     let heartbeat = Arc::new(heartbeat);
     registry::register(&heartbeat, &me, MasterRole::Standby).await?;
     // Nobody leads: lead at once, never showing a standby's face.
-    if let Some(won) = campaign::try_at_once(&leadership, &me, lease).await? {
+    if let Some(won) = campaign::try_at_once(&leadership, &heartbeat, &me, lease).await? {
         return Ok(Outcome::Won(Box::new(Office {
             epoch: won.epoch,
             won_at: won.sent_at,
@@ -248,8 +248,23 @@ pub async fn stand_by(
         "bbmaster started as a standby; campaigning for the leadership"
     );
 
+    // The campaign on a thread of its own (see `thread`).
+    let mut campaigning = {
+        let (leadership, heartbeat, me) =
+            (Arc::clone(&leadership), Arc::clone(&heartbeat), me.clone());
+        OwnThread::spawn("bb-campaign", async move {
+            campaign::campaign(&leadership, &heartbeat, &me, lease).await
+        })
+        .map_err(io_err(
+            "cannot start the campaign's thread",
+            &layout.state_dir,
+        ))?
+    };
     let outcome = tokio::select! {
-        won = campaign::campaign(&leadership, &heartbeat, &me, lease) => won.map(Some),
+        won = campaigning.join() => match won {
+            Some(won) => won.map(Some),
+            None => Err(LeaderError::Thread("campaign")),
+        },
         end = &mut serving => {
             if !matches!(end, Ok(StandbyEnd::Shutdown)) {
                 warn!("the standby's loop ended unexpectedly");

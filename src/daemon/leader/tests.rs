@@ -219,7 +219,8 @@ async fn a_winner_not_yet_recorded_is_not_terminated() {
     // An old leader's expired record, and a new session holding the lock
     // that has not bumped the epoch yet.
     let (l_a, _w_a, a) = master(&pg, "a").await;
-    take_office(&l_a, &a, lease).await.unwrap();
+    let w = connect(&pg).await;
+    take_office(&l_a, &w, &a, lease).await.unwrap();
     drop(l_a);
     let fresh = connect(&pg).await;
     fresh
@@ -245,10 +246,14 @@ async fn the_first_master_takes_the_free_lock_at_once_and_the_second_does_not() 
     let pg = server();
     let lease = Lease::new(Duration::from_secs(30));
     let (l_a, _w_a, a) = master(&pg, "a").await;
-    let won = super::campaign::try_at_once(&l_a, &a, lease).await.unwrap();
+    let won = super::campaign::try_at_once(&l_a, &_w_a, &a, lease)
+        .await
+        .unwrap();
     assert_eq!(won.map(|w| w.epoch), Some(1));
     let (l_b, _w_b, b) = master(&pg, "b").await;
-    let second = super::campaign::try_at_once(&l_b, &b, lease).await.unwrap();
+    let second = super::campaign::try_at_once(&l_b, &_w_b, &b, lease)
+        .await
+        .unwrap();
     assert_eq!(second, None);
     assert_eq!(epoch_in_db(&pg), "1 a");
 }
@@ -270,4 +275,83 @@ fn the_identity_defaults_to_the_host_name_and_the_first_listen_address() {
     let id = Identity::resolve(None, Some("tls://b.example:1".into()), &[lo], false);
     assert_eq!(id.address.as_deref(), Some("tls://b.example:1"));
     assert_eq!(Identity::resolve(None, None, &[], false).address, None);
+}
+
+/// multiworker's finding: a leader frozen in the middle of a store write
+/// holds the fence's `FOR SHARE` on `bb_leader` on its store connection;
+/// the winner's epoch bump must not wait for it forever: the blocking
+/// session is terminated, and its write never commits.
+#[tokio::test]
+async fn a_leader_frozen_mid_write_does_not_block_the_takeover() {
+    let pg = server();
+    let lease = Lease::new(LEASE);
+    let (l_a, w_a, a) = master(&pg, "a").await;
+    let won = campaign(&l_a, &w_a, &a, lease).await.unwrap();
+    assert_eq!(won.epoch, 1);
+    // A's store, frozen mid-transaction after the fence's check.
+    let store = connect(&pg).await;
+    store.batch_execute("BEGIN").await.unwrap();
+    let fence: i64 = store
+        .query_one("SELECT epoch FROM bb_leader WHERE id = 1 FOR SHARE", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(fence, 1);
+    // A renews nothing (paused); B takes over after the lease.
+    let (l_b, w_b, b) = master(&pg, "b").await;
+    let won_b = tokio::time::timeout(Duration::from_secs(10), campaign(&l_b, &w_b, &b, lease))
+        .await
+        .expect("b wins although a's store transaction held bb_leader")
+        .unwrap();
+    assert_eq!(won_b.epoch, 2);
+    assert_eq!(epoch_in_db(&pg), "2 b");
+    // A's frozen write can never commit.
+    assert!(store.batch_execute("COMMIT").await.is_err());
+}
+
+/// multiworker's other finding: the lease is renewed on a thread of its
+/// own, so a master whose runtime is blocked (its loop's store calls)
+/// keeps the leadership.
+#[tokio::test(flavor = "current_thread")]
+async fn a_blocked_runtime_does_not_starve_the_lease() {
+    let pg = server();
+    let lease = Lease::new(Duration::from_millis(900));
+    let (l_a, w_a, a) = master(&pg, "a").await;
+    let won_at = Instant::now();
+    let won = campaign(&l_a, &w_a, &a, lease).await.unwrap();
+    let leadership = std::sync::Arc::new(l_a);
+    let holder = {
+        let (leadership, me) = (std::sync::Arc::clone(&leadership), a.clone());
+        super::thread::OwnThread::spawn("test-lease", async move {
+            hold(
+                &leadership,
+                &me,
+                won.epoch,
+                lease,
+                won_at,
+                Box::new(|| None),
+            )
+            .await
+        })
+        .unwrap()
+    };
+    // B campaigns on a runtime of its own.
+    let (l_b, w_b, b) = master(&pg, "b").await;
+    let mut b_campaign = super::thread::OwnThread::spawn("test-b", async move {
+        campaign(&l_b, &w_b, &b, lease).await.map(|w| w.epoch)
+    })
+    .unwrap();
+    // This runtime's only thread is blocked for three leases.
+    std::thread::sleep(Duration::from_millis(2700));
+    assert_eq!(
+        epoch_in_db(&pg),
+        "1 a",
+        "a lost the leadership while its runtime was blocked"
+    );
+    assert!(
+        tokio::time::timeout(Duration::from_millis(10), b_campaign.join())
+            .await
+            .is_err()
+    );
+    drop(holder);
 }
