@@ -14,7 +14,8 @@ use crate::harness::{Master, wait_until};
 use fake::Fake;
 use server::{Client, Ngircd};
 
-/// Builders `pass` and `fail` on one local worker, and `[irc]` as given.
+/// Builders `pass` and `fail` on one local worker, a scheduler building
+/// `fail` for changes on `main`, and `[irc]` as given.
 fn config(irc: &str) -> String {
     format!(
         r#"
@@ -38,6 +39,13 @@ workers = ["local-1"]
   [[builder.step]]
   name = "compile"
   shell = "echo nope; exit 3"
+
+[[scheduler]]
+name = "on-main"
+kind = "branch"
+builders = ["fail"]
+branches = ["main"]
+tree_stable = "0s"
 
 {irc}
 "#
@@ -119,6 +127,26 @@ fn irc_bot_joins_answers_refuses_and_announces() {
     alice.expect("the failure announced", LONG, |l| {
         from_bot(l, "#builds", "fail #1 failure") && l.contains("step `compile` failed")
     });
+
+    // A build of a change names its revision (12 characters) and branch.
+    m.bbctl_ok(&[
+        "sendchange",
+        "--repository",
+        "https://git.example/app.git",
+        "--branch",
+        "main",
+        "--revision",
+        "0123456789abcdef0123456789abcdef01234567",
+        "--file",
+        "src/lib.rs",
+    ]);
+    let line = alice.expect("the change's failure announced", LONG, |l| {
+        from_bot(l, "#builds", "fail #2 failure")
+    });
+    assert!(
+        line.contains(", revision 0123456789ab on main; step `compile` failed"),
+        "{line}"
+    );
 
     // A reload with [irc] unchanged: no new connection reaches the server.
     let before = alice.connections_received();
