@@ -441,3 +441,79 @@ channels = [{{ name = "#builds" }}]
     let status = m.bbctl_json(&["status"]);
     assert_eq!(status["irc"]["nick"], "bbot_", "{status}");
 }
+
+/// `[irc]` for ngircd's TLS port: the server's certificate checked by the
+/// test CA, or (`pin`) by a pinned fingerprint.
+fn tls_irc(port: u16, ca: &std::path::Path, pin: Option<&str>) -> String {
+    let trust = match pin {
+        Some(pin) => format!("tls_fingerprint = \"{pin}\""),
+        None => format!("tls_ca = \"{}\"", ca.display()),
+    };
+    format!(
+        r##"[irc]
+server = "127.0.0.1"
+port = {port}
+tls = true
+{trust}
+nick = "bbot"
+channels = [{{ name = "#builds", notify = ["failure"] }}]
+"##
+    )
+}
+
+/// TLS against a real server: ngircd's TLS port (GnuTLS, TLS 1.3) with a
+/// certificate signed by the test CA. With `tls_ca` the bot connects,
+/// joins and announces; pinned to another certificate's fingerprint it is
+/// refused, and `bbctl status` and the master's log say so with both
+/// fingerprints.
+#[test]
+fn irc_bot_speaks_tls_to_a_real_server_and_refuses_a_wrong_pin() {
+    let dir = crate::harness::temp_dir();
+    let certs = crate::harness::Certs::make(dir.path());
+    let Some(server) = Ngircd::start_tls(&certs.server.cert, &certs.server.key) else {
+        return;
+    };
+    let tls_port = server.tls_port.expect("a TLS port");
+    let mut alice = Client::connect(server.port, "alice");
+    alice.send("JOIN #builds");
+    alice.expect("alice in #builds", LONG, |l| {
+        l.starts_with(":alice!") && l.contains("JOIN")
+    });
+    let m = Master::start(&config(&tls_irc(tls_port, &certs.ca_cert, None)));
+    alice.expect("the bot joining #builds over TLS", LONG, |l| {
+        l.starts_with(":bbot!") && l.contains("JOIN")
+    });
+    assert!(
+        server.log().contains("initialized TLS1.3"),
+        "ngircd saw no TLS 1.3 connection:\n{}",
+        server.log()
+    );
+    let status = m.bbctl_ok(&["status"]);
+    assert!(
+        status.contains(&format!("irc: connected to 127.0.0.1:{tls_port} as bbot")),
+        "{status}"
+    );
+    m.bbctl(&["force-build", "fail", "--wait"]);
+    alice.expect("the failure announced over TLS", LONG, |l| {
+        from_bot(l, "#builds", "fail #1 failure")
+    });
+
+    // Pinned to another certificate: refused, in plain words.
+    let wrong = certs.foreign.fingerprint.clone();
+    m.write_config(&config(&tls_irc(tls_port, &certs.ca_cert, Some(&wrong))));
+    m.bbctl_ok(&["reload"]);
+    let words = format!(
+        "the server's certificate fingerprint is {}, not the pinned {wrong}",
+        certs.server.fingerprint
+    );
+    wait_until("the refusal in the master's log", LONG, || {
+        m.stderr().contains(&words)
+    });
+    let status = m.bbctl_ok(&["status"]);
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("irc:"))
+        .unwrap_or_else(|| panic!("no irc line in:\n{status}"));
+    assert!(line.contains(&words), "{line}");
+    assert!(line.contains("tls_fingerprint"), "{line}");
+}

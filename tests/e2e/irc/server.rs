@@ -39,6 +39,10 @@ pub struct Ngircd {
     exe: PathBuf,
     /// The port it listens on.
     pub port: u16,
+    /// Its TLS port, when started with [`Ngircd::start_tls`].
+    pub tls_port: Option<u16>,
+    /// The certificate and key of its TLS port.
+    tls: Option<(PathBuf, PathBuf)>,
     child: Option<Child>,
 }
 
@@ -54,8 +58,30 @@ impl Ngircd {
         let dir = temp_dir();
         let mut s = Ngircd {
             port: free_port(),
+            tls_port: None,
+            tls: None,
             dir,
             exe,
+            child: None,
+        };
+        s.spawn();
+        Some(s)
+    }
+
+    /// Starts ngircd with a TLS port too (ngircd's `[SSL]`: Debian builds
+    /// it with GnuTLS, which speaks TLS 1.3) serving `cert` and `key`
+    /// (PEM), or `None` when ngircd is not installed.
+    pub fn start_tls(cert: &std::path::Path, key: &std::path::Path) -> Option<Ngircd> {
+        let exe = ngircd_binary();
+        if exe.is_none() {
+            return Ngircd::start();
+        }
+        let mut s = Ngircd {
+            port: free_port(),
+            tls_port: Some(free_port()),
+            tls: Some((cert.to_path_buf(), key.to_path_buf())),
+            dir: temp_dir(),
+            exe: exe.unwrap(),
             child: None,
         };
         s.spawn();
@@ -66,18 +92,22 @@ impl Ngircd {
         let empty = self.dir.path().join("empty");
         std::fs::create_dir_all(&empty).unwrap();
         let conf = self.dir.path().join("ngircd.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "[Global]\nName = irc.test\nInfo = bbmaster test server\nListen = 127.0.0.1\n\
-                 Ports = {}\nMotdPhrase = test\nIncludeDir = {}\n\
-                 [Limits]\nMaxConnectionsIP = 0\nPingTimeout = 120\nPongTimeout = 20\n\
-                 [Options]\nPAM = no\nIdent = no\nDNS = no\n",
-                self.port,
-                empty.display()
-            ),
-        )
-        .unwrap();
+        let mut text = format!(
+            "[Global]\nName = irc.test\nInfo = bbmaster test server\nListen = 127.0.0.1\n\
+             Ports = {}\nMotdPhrase = test\nIncludeDir = {}\n\
+             [Limits]\nMaxConnectionsIP = 0\nPingTimeout = 120\nPongTimeout = 20\n\
+             [Options]\nPAM = no\nIdent = no\nDNS = no\n",
+            self.port,
+            empty.display()
+        );
+        if let (Some(port), Some((cert, key))) = (self.tls_port, &self.tls) {
+            text += &format!(
+                "[SSL]\nCertFile = {}\nKeyFile = {}\nPorts = {port}\n",
+                cert.display(),
+                key.display()
+            );
+        }
+        std::fs::write(&conf, text).unwrap();
         let log = std::fs::File::create(self.dir.path().join("ngircd.log")).unwrap();
         let child = Command::new(&self.exe)
             .args(["-n", "-f"])
@@ -89,7 +119,10 @@ impl Ngircd {
             .expect("cannot start ngircd");
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+        let last_port = self.tls_port.unwrap_or(self.port);
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err()
+            || TcpStream::connect(("127.0.0.1", last_port)).is_err()
+        {
             assert!(
                 Instant::now() < deadline,
                 "ngircd did not listen on {} within 10 s:\n{}",
