@@ -517,3 +517,34 @@ fn irc_bot_speaks_tls_to_a_real_server_and_refuses_a_wrong_pin() {
     assert!(line.contains(&words), "{line}");
     assert!(line.contains("tls_fingerprint"), "{line}");
 }
+
+/// A server that offers SASL EXTERNAL only: the bot sends no PLAIN
+/// attempt and no `CAP END` (its login is required), quits saying why,
+/// and the reason is in the log and in `bbctl status`.
+#[test]
+fn irc_bot_refuses_a_server_that_offers_only_sasl_external() {
+    let fake = Fake::start();
+    let m = Master::start(&config(""));
+    secret_file(m.path(), "sasl.pw", "secret");
+    m.write_config(&config(&sasl_irc(fake.port)));
+    m.bbctl_ok(&["reload"]);
+    let mut conn = fake.accept(LONG);
+    assert_eq!(conn.next(LONG), "CAP LS 302");
+    conn.until("USER ", LONG);
+    conn.send(":fake CAP * LS :sasl=EXTERNAL account-tag");
+    let why = "the server offers SASL mechanisms EXTERNAL only, not PLAIN";
+    let quit = conn.until("QUIT", LONG);
+    assert!(quit.contains(why), "{quit}");
+    let before: Vec<&String> = conn
+        .seen
+        .iter()
+        .filter(|l| l.starts_with("CAP REQ") || l.starts_with("AUTHENTICATE") || *l == "CAP END")
+        .collect();
+    assert!(before.is_empty(), "no SASL attempt, no CAP END: {before:?}");
+    wait_until("the reason in the log", LONG, || m.stderr().contains(why));
+    wait_until("the reason in status", LONG, || {
+        m.bbctl_json(&["status"])["irc"]["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains(why))
+    });
+}
