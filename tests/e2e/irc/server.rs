@@ -26,7 +26,7 @@ pub struct Ngircd {
 impl Ngircd {
     /// Starts ngircd, or `None` (with a line saying so) when it is not installed.
     pub fn start() -> Option<Ngircd> {
-        Ngircd::with(|dir| ircd::Ngircd::start(dir))
+        Ngircd::with(ircd::Ngircd::start)
     }
 
     /// Starts ngircd with a TLS port too, serving `cert` and `key` (PEM),
