@@ -14,6 +14,7 @@ pub mod stats;
 mod changes;
 mod clients;
 mod fleet;
+mod irc;
 mod latency;
 mod locks;
 mod pg;
@@ -219,6 +220,14 @@ const SCENARIOS: &[Scenario] = &[
     Scenario {
         name: "takeover",
         run: takeover::takeover,
+    },
+    Scenario {
+        name: "irc-notify",
+        run: irc::notify,
+    },
+    Scenario {
+        name: "irc-flood",
+        run: irc::flood,
     },
 ];
 

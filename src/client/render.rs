@@ -223,7 +223,9 @@ pub fn clock(ms: u64) -> String {
 pub fn event_line(e: &Event) -> String {
     let why = |r: &Option<String>| r.as_ref().map(|r| format!(": {r}")).unwrap_or_default();
     let what = match &e.kind {
-        EventKind::BuildQueued { request, builder } => {
+        EventKind::BuildQueued {
+            request, builder, ..
+        } => {
             format!("request r{request} queued for {builder}")
         }
         EventKind::BuildStarted {
@@ -231,6 +233,7 @@ pub fn event_line(e: &Event) -> String {
             request,
             builder,
             worker,
+            ..
         } => format!("build {build} of {builder} started on {worker} (request r{request})"),
         EventKind::StepStarted { build, step, name } => {
             format!("build {build} step {step} `{name}` started")
@@ -249,6 +252,7 @@ pub fn event_line(e: &Event) -> String {
             request,
             result,
             reason,
+            ..
         } => format!(
             "build {build} finished: {result}{} (request r{request})",
             why(reason)
@@ -350,6 +354,7 @@ mod tests {
                 request: 5,
                 result: BuildResult::Failure,
                 reason: Some("step `say` exited with code 1".into()),
+                source: None,
             },
         };
         assert_eq!(

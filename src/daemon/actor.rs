@@ -20,7 +20,8 @@ use crate::daemon::messages::{Command, LinkCmd, LinkMeta, Notice, Refusal};
 use crate::daemon::store::{BoxedStore, StoreError};
 use crate::paths::now_ms;
 use crate::protocol::{
-    ArtifactInfo, BuildId, ChangeId, ErrorReply, Event, EventKind, RefusalKind, ReloadReport, Reply,
+    ArtifactInfo, BuildId, ChangeId, ErrorReply, Event, EventKind, RefusalKind, ReloadReport,
+    Reply, SourceStamp,
 };
 
 /// A live worker link, as the master loop knows it.
@@ -59,6 +60,9 @@ pub struct Master {
     /// The config in force, for the shell's parts that follow reloads
     /// (the worker listeners).
     pub(super) config_tx: tokio::sync::watch::Sender<Arc<crate::config::Config>>,
+    /// The source stamps of running builds, for their `build_finished`
+    /// event: the core forgets a request when its build ends.
+    pub(super) stamps: HashMap<BuildId, SourceStamp>,
 }
 
 /// An uploaded file to record with the batch, and where its answer goes.
@@ -103,6 +107,14 @@ impl Master {
         local: LocalWorkers,
     ) -> Self {
         let config_tx = tokio::sync::watch::Sender::new(Arc::clone(core.config()));
+        // Builds re-adopted after a restart: their stamps come from the store.
+        let stamps = core
+            .running_builds()
+            .filter_map(|b| {
+                let source = core.live_request(b.request)?.source.clone()?;
+                Some((b.id, source))
+            })
+            .collect();
         Master {
             boot_master: core.config().master.clone(),
             core,
@@ -119,6 +131,7 @@ impl Master {
             artifacts: Vec::new(),
             me: None,
             config_tx,
+            stamps,
         }
     }
 
@@ -252,7 +265,8 @@ impl Master {
         for effect in &effects {
             match effect {
                 Effect::Record(record) => {
-                    if let Some(kind) = event_of(record) {
+                    let source = self.source_of(record);
+                    if let Some(kind) = event_of(record, source) {
                         self.emit(kind);
                     }
                 }
@@ -271,6 +285,32 @@ impl Master {
             }
         }
         self.pending.extend(effects);
+    }
+
+    /// The source stamp the event of `record` carries: a queued request's
+    /// own; a build's, looked up at its start and remembered until its end
+    /// (by then the core has forgotten the request).
+    fn source_of(&mut self, record: &Record) -> Option<SourceStamp> {
+        match record {
+            Record::RequestQueued { source, .. } => source.clone(),
+            Record::BuildStarted { build, request, .. } => {
+                let source = self.core.live_request(*request)?.source.clone()?;
+                self.stamps.insert(*build, source.clone());
+                Some(source)
+            }
+            Record::BuildFinished { build, request, .. } => {
+                self.stamps.remove(build).or_else(|| {
+                    self.core
+                        .live_request(*request)
+                        .and_then(|r| r.source.clone())
+                })
+            }
+            Record::BuildRetried { build, .. } => {
+                self.stamps.remove(build);
+                None
+            }
+            _ => None,
+        }
     }
 
     /// Write the batch's records, and the artifacts uploads stored, in one
@@ -375,14 +415,16 @@ impl Master {
     }
 }
 
-/// The event a record means for watchers, if any.
-fn event_of(record: &Record) -> Option<EventKind> {
+/// The event a record means for watchers, if any; `source` is the stamp
+/// of the build or request it is about ([`Master::source_of`]).
+fn event_of(record: &Record, source: Option<SourceStamp>) -> Option<EventKind> {
     Some(match record {
         Record::RequestQueued {
             request, builder, ..
         } => EventKind::BuildQueued {
             request: *request,
             builder: builder.clone(),
+            source,
         },
         Record::RequestCancelled {
             request, reason, ..
@@ -401,6 +443,7 @@ fn event_of(record: &Record) -> Option<EventKind> {
             request: *request,
             builder: builder.clone(),
             worker: worker.clone(),
+            source,
         },
         Record::StepStarted {
             build, step, name, ..
@@ -432,6 +475,7 @@ fn event_of(record: &Record) -> Option<EventKind> {
             request: *request,
             result: *result,
             reason: reason.clone(),
+            source,
         },
         Record::BuildRetried {
             build,

@@ -7,7 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{BuildId, BuildResult, RequestId, StepIndex};
+use super::{BuildId, BuildResult, RequestId, SourceStamp, StepIndex};
 
 /// Why the whole master starts no new builds.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -54,6 +54,10 @@ pub enum EventKind {
         request: RequestId,
         /// Its builder.
         builder: String,
+        /// What it builds (repository, branch, revision, changes), when
+        /// its request came from changes or is a rebuild of such a build.
+        #[serde(default)]
+        source: Option<SourceStamp>,
     },
     /// A request got a build on a worker.
     BuildStarted {
@@ -65,6 +69,9 @@ pub enum EventKind {
         builder: String,
         /// Its worker.
         worker: String,
+        /// What it builds, as in `BuildQueued`.
+        #[serde(default)]
+        source: Option<SourceStamp>,
     },
     /// A step was sent to its worker.
     StepStarted {
@@ -96,6 +103,9 @@ pub enum EventKind {
         result: BuildResult,
         /// Why, in words.
         reason: Option<String>,
+        /// What it built, as in `BuildQueued`.
+        #[serde(default)]
+        source: Option<SourceStamp>,
     },
     /// A build was cut short by its worker's absence; its request is queued again.
     BuildRetried {

@@ -97,7 +97,7 @@ fn doc_type(words: &str) -> String {
     let types: Vec<&str> = words.split(" or ").map(str::trim).collect();
     for t in &types {
         assert!(
-            ["int", "string", "bool", "null", "float"].contains(t),
+            ["int", "string", "bool", "null", "float", "object"].contains(t),
             "docs/json.md: unknown type {t:?} in {words:?}"
         );
     }

@@ -780,3 +780,60 @@ fn worker_and_drain_events_match_their_shapes() {
         .collect();
     assert_eq!(left.len(), 1, "one event per worker that leaves: {left:?}");
 }
+
+/// A build from a change carries its source stamp in `build_queued`,
+/// `build_started` and `build_finished` (`source`, as in `build`); a
+/// forced build carries `source: null`.
+#[test]
+fn build_events_carry_the_source_stamp() {
+    // CONFIG's scheduler builds `fast` for changes on main, at once.
+    let config = CONFIG.replace(
+        "branches = [\"main\"]\n",
+        "branches = [\"main\"]\ntree_stable = \"0s\"\n",
+    );
+    let m = Master::start(&config);
+    let mut events = crate::harness::LineReader::spawn(m.bbctl_command(&["--json", "events"]));
+    crate::harness::await_subscription(&m, &mut events, "\"master_draining\"");
+    let revision = "0123456789abcdef0123456789abcdef01234567";
+    m.bbctl_code(
+        &[
+            "sendchange",
+            "--repository",
+            "https://git.example/hello.git",
+            "--branch",
+            "main",
+            "--revision",
+            revision,
+            "--file",
+            "src/lib.rs",
+        ],
+        0,
+    );
+    events.read_until(
+        "the change's build to finish",
+        Duration::from_secs(20),
+        |l| l.contains("\"build_finished\""),
+    );
+    let expected = json!({
+        "repository": "https://git.example/hello.git",
+        "branch": "main",
+        "revision": revision,
+        "changes": [1],
+    });
+    for kind in ["build_queued", "build_started", "build_finished"] {
+        let line = events
+            .seen
+            .iter()
+            .find(|l| l.contains(&format!("\"event\":\"{kind}\"")))
+            .unwrap_or_else(|| panic!("no {kind} in {:#?}", events.seen));
+        let event: Value = serde_json::from_str(line).unwrap();
+        assert_shape(&event, &format!("events:{kind}"));
+        assert_eq!(event["source"], expected, "{kind}: {event}");
+    }
+    m.force_build("fast");
+    let lines = events.read_until("the forced build to finish", Duration::from_secs(20), |l| {
+        l.contains("\"build_finished\"") && !l.contains(revision)
+    });
+    let forced: Value = serde_json::from_str(lines.last().unwrap()).unwrap();
+    assert!(forced["source"].is_null(), "{forced}");
+}

@@ -8,7 +8,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
 use crate::config::IrcSettings;
-use crate::worker::tls::{TlsOptions, Verify, client_config};
+use crate::worker::tls::{FingerprintMismatch, TlsOptions, Verify, client_config, rustls_error};
 
 /// How long TCP connect and TLS handshake may take together.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -48,7 +48,7 @@ pub async fn connect(settings: &IrcSettings) -> Result<Box<dyn Stream>, String> 
         let tls = tokio_rustls::TlsConnector::from(config)
             .connect(name, tcp)
             .await
-            .map_err(|e| format!("TLS with {addr} failed: {e}"))?;
+            .map_err(|e| format!("TLS with {addr} failed: {}", tls_words(&e)))?;
         Ok(Box::new(tls) as Box<dyn Stream>)
     };
     tokio::time::timeout(CONNECT_TIMEOUT, open)
@@ -59,6 +59,43 @@ pub async fn connect(settings: &IrcSettings) -> Result<Box<dyn Stream>, String> 
                 CONNECT_TIMEOUT.as_secs()
             ))
         })
+}
+
+/// A failed TLS handshake in words that name the setting to look at: a
+/// pinned fingerprint that does not match says both fingerprints, a
+/// certificate refused says why.
+pub fn tls_words(e: &std::io::Error) -> String {
+    use rustls::CertificateError;
+    match rustls_error(e) {
+        Some(rustls::Error::InvalidCertificate(CertificateError::Other(other))) => {
+            match other.0.downcast_ref::<FingerprintMismatch>() {
+                Some(m) => format!(
+                    "the server's certificate fingerprint is {}, not the pinned {} (tls_fingerprint in [irc])",
+                    m.actual, m.expected
+                ),
+                None => format!("the server's certificate is refused: {e}"),
+            }
+        }
+        Some(rustls::Error::InvalidCertificate(cert)) => {
+            let why = match cert {
+                CertificateError::UnknownIssuer => {
+                    "it is not signed by a trusted CA (set tls_ca or tls_fingerprint in [irc])"
+                        .to_string()
+                }
+                CertificateError::NotValidForName
+                | CertificateError::NotValidForNameContext { .. } => {
+                    format!("it is not valid for this server name ({cert}; see server in [irc])")
+                }
+                CertificateError::Expired | CertificateError::ExpiredContext { .. } => {
+                    format!("it has expired ({cert})")
+                }
+                other => other.to_string(),
+            };
+            format!("the server's certificate is refused: {why}")
+        }
+        Some(other) => format!("{other}"),
+        None => e.to_string(),
+    }
 }
 
 /// The wait before the next attempt: exponential from 1 s to 5 min, with
@@ -82,6 +119,34 @@ pub fn jitter() -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn io(e: rustls::Error) -> std::io::Error {
+        std::io::Error::new(std::io::ErrorKind::InvalidData, e)
+    }
+
+    #[test]
+    fn a_refused_certificate_is_said_in_words_naming_the_setting() {
+        let mismatch = rustls::Error::InvalidCertificate(rustls::CertificateError::Other(
+            rustls::OtherError(std::sync::Arc::new(FingerprintMismatch {
+                expected: "sha256:aa".into(),
+                actual: "sha256:bb".into(),
+            })),
+        ));
+        assert_eq!(
+            tls_words(&io(mismatch)),
+            "the server's certificate fingerprint is sha256:bb, not the pinned sha256:aa (tls_fingerprint in [irc])"
+        );
+        let unknown = rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer);
+        assert!(
+            tls_words(&io(unknown)).contains("not signed by a trusted CA (set tls_ca"),
+            "{}",
+            tls_words(&io(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::UnknownIssuer
+            )))
+        );
+        let plain = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset");
+        assert_eq!(tls_words(&plain), "reset");
+    }
 
     #[test]
     fn backoff_doubles_with_jitter_and_is_capped() {

@@ -173,6 +173,12 @@ impl Outbox {
             .1
     }
 
+    /// Drops what waits for `target` (a channel a reload removed: the bot
+    /// has parted it, and a message there would only be refused).
+    pub fn forget(&mut self, target: &str) {
+        self.queues.remove(&irc_lower(target));
+    }
+
     /// Drops the protocol lines of a connection that ended (they mean
     /// nothing to the next one); messages wait for the next connection.
     pub fn new_connection(&mut self) {
@@ -276,6 +282,21 @@ mod tests {
             assert!(b.take(later));
         }
         assert!(!b.take(later));
+    }
+
+    #[test]
+    fn a_forgotten_target_loses_what_waited_for_it_and_others_keep_theirs() {
+        let t0 = Instant::now();
+        let mut o = Outbox::new(t0);
+        o.notify("#Gone", "a".into(), "a".into());
+        o.notify("#stays", "b".into(), "b".into());
+        o.forget("#gone");
+        assert_eq!(o.backlog(), 1);
+        assert_eq!(
+            o.next_line(t0, "bot", true).as_deref(),
+            Some("PRIVMSG #stays :b")
+        );
+        assert_eq!(o.next_line(t0, "bot", true), None);
     }
 
     #[test]

@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 
-use crate::protocol::{BuildId, BuildResult, Event, EventKind};
+use crate::protocol::{BuildId, BuildResult, Event, EventKind, SourceStamp};
 
 use super::line::clean;
 
@@ -37,6 +37,7 @@ struct Running {
     started_ms: u64,
     failing_step: Option<String>,
     steps: HashMap<u32, String>,
+    source: Option<SourceStamp>,
 }
 
 /// What a finished build was (for `watch`).
@@ -69,6 +70,7 @@ impl Tracker {
                 build,
                 builder,
                 worker,
+                source,
                 ..
             } => {
                 self.running.insert(
@@ -78,9 +80,14 @@ impl Tracker {
                         started_ms: event.at_ms,
                         failing_step: None,
                         steps: HashMap::new(),
+                        source: source.clone(),
                     },
                 );
-                let text = clean(&format!("{builder} #{build} started on {worker}"));
+                let mut text = format!("{builder} #{build} started on {worker}");
+                if let Some(stamp) = source {
+                    text.push_str(&format!(" ({})", revision_words(stamp)));
+                }
+                let text = clean(&text);
                 let short = clean(&format!("{builder} #{build} started"));
                 (
                     Some(Note {
@@ -120,6 +127,7 @@ impl Tracker {
                 build,
                 result,
                 reason,
+                source,
                 ..
             } => {
                 let running = self.running.remove(build);
@@ -157,9 +165,15 @@ impl Tracker {
                 if let Some(r) = &running {
                     let ms = event.at_ms.saturating_sub(r.started_ms);
                     text.push_str(&format!(" in {}", duration(ms)));
-                    if let Some(step) = &r.failing_step {
-                        text.push_str(&format!("; step `{step}` failed"));
-                    }
+                }
+                let stamp = source
+                    .as_ref()
+                    .or_else(|| running.as_ref().and_then(|r| r.source.as_ref()));
+                if let Some(stamp) = stamp {
+                    text.push_str(&format!(", {}", revision_words(stamp)));
+                }
+                if let Some(step) = running.as_ref().and_then(|r| r.failing_step.as_ref()) {
+                    text.push_str(&format!("; step `{step}` failed"));
                 }
                 if let Some(reason) = reason.as_deref().filter(|r| !r.is_empty()) {
                     text.push_str(&format!(": {reason}"));
@@ -194,6 +208,22 @@ impl Tracker {
     }
 }
 
+/// How many characters of a revision a notification shows (as `git log
+/// --oneline` would, a little longer).
+pub const SHORT_REVISION: usize = 12;
+
+/// `revision 0123456789ab on main`, or `branch main` when the build takes
+/// the branch's head.
+pub fn revision_words(stamp: &SourceStamp) -> String {
+    match &stamp.revision {
+        Some(rev) => {
+            let short: String = rev.chars().take(SHORT_REVISION).collect();
+            format!("revision {short} on {}", stamp.branch)
+        }
+        None => format!("branch {}", stamp.branch),
+    }
+}
+
 /// `850 ms`, `12.3 s`, `4 min 5 s`.
 pub fn duration(ms: u64) -> String {
     if ms < 1000 {
@@ -225,6 +255,7 @@ mod tests {
                 request: build,
                 builder: "hello".into(),
                 worker: "w1".into(),
+                source: None,
             },
         ));
         t.on_event(&ev(
@@ -251,6 +282,7 @@ mod tests {
                 request: build,
                 result,
                 reason: None,
+                source: None,
             },
         ))
         .0
@@ -280,6 +312,76 @@ mod tests {
         t.seed("hello", BuildResult::Failure);
         let n = run(&mut t, 1, BuildResult::Success, 0);
         assert!(n.kinds.contains(&"fixed"));
+    }
+
+    #[test]
+    fn the_revision_is_named_short_when_the_build_has_a_source_stamp() {
+        let mut t = Tracker::default();
+        let stamp = SourceStamp {
+            repository: "https://git.example/hello.git".into(),
+            branch: "main".into(),
+            revision: Some("0123456789abcdef0123456789abcdef01234567".into()),
+            changes: vec![4],
+        };
+        let (started, _) = t.on_event(&ev(
+            0,
+            EventKind::BuildStarted {
+                build: 3,
+                request: 3,
+                builder: "hello".into(),
+                worker: "w1".into(),
+                source: Some(stamp.clone()),
+            },
+        ));
+        assert_eq!(
+            started.unwrap().text,
+            "hello #3 started on w1 (revision 0123456789ab on main)"
+        );
+        let (note, finished) = t.on_event(&ev(
+            2000,
+            EventKind::BuildFinished {
+                build: 3,
+                request: 3,
+                result: BuildResult::Failure,
+                reason: None,
+                source: Some(stamp.clone()),
+            },
+        ));
+        assert_eq!(
+            note.unwrap().text,
+            "hello #3 failure in 2.0 s, revision 0123456789ab on main"
+        );
+        assert!(finished.unwrap().text.contains("0123456789ab on main"));
+        // A stamp without a revision (the branch's head), known from the
+        // start only (an event of an older master has none at the end).
+        let head = SourceStamp {
+            revision: None,
+            ..stamp
+        };
+        t.on_event(&ev(
+            0,
+            EventKind::BuildStarted {
+                build: 4,
+                request: 4,
+                builder: "hello".into(),
+                worker: "w1".into(),
+                source: Some(head),
+            },
+        ));
+        let (note, _) = t.on_event(&ev(
+            500,
+            EventKind::BuildFinished {
+                build: 4,
+                request: 4,
+                result: BuildResult::Success,
+                reason: None,
+                source: None,
+            },
+        ));
+        assert_eq!(
+            note.unwrap().text,
+            "hello #4 success (fixed) in 500 ms, branch main"
+        );
     }
 
     #[test]

@@ -269,12 +269,19 @@ fn client_messages_round_trip() {
         EventKind::BuildQueued {
             request: 1,
             builder: "b".into(),
+            source: None,
         },
         EventKind::BuildStarted {
             build: 1,
             request: 1,
             builder: "b".into(),
             worker: "w".into(),
+            source: Some(crate::protocol::SourceStamp {
+                repository: "repo".into(),
+                branch: "main".into(),
+                revision: Some("0123456789abcdef".into()),
+                changes: vec![3],
+            }),
         },
         EventKind::StepStarted {
             build: 1,
@@ -292,6 +299,7 @@ fn client_messages_round_trip() {
             request: 1,
             result: BuildResult::Retry,
             reason: Some("r".into()),
+            source: None,
         },
         EventKind::BuildRetried {
             build: 1,
@@ -373,4 +381,16 @@ fn a_response_result_is_tagged_ok_and_err_as_documented() {
         doc.contains("`{Ok: Reply}` or `{Err: {kind, message}}`"),
         "docs/protocol.md must spell the result tags as the wire does"
     );
+}
+
+/// Build events gained `source` (the source stamp); an event from a master
+/// that did not send it still parses, with no stamp.
+#[test]
+fn a_build_event_without_a_source_stamp_still_parses() {
+    let old = r#"{"at_ms":1,"generation":1,"event":"build_finished","build":7,"request":8,"result":"success","reason":null}"#;
+    let event: Event = serde_json::from_str(old).expect("an event without source");
+    assert!(matches!(
+        event.kind,
+        EventKind::BuildFinished { source: None, .. }
+    ));
 }

@@ -14,7 +14,8 @@ use crate::harness::{Master, wait_until};
 use fake::Fake;
 use server::{Client, Ngircd};
 
-/// Builders `pass` and `fail` on one local worker, and `[irc]` as given.
+/// Builders `pass` and `fail` on one local worker, a scheduler building
+/// `fail` for changes on `main`, and `[irc]` as given.
 fn config(irc: &str) -> String {
     format!(
         r#"
@@ -38,6 +39,13 @@ workers = ["local-1"]
   [[builder.step]]
   name = "compile"
   shell = "echo nope; exit 3"
+
+[[scheduler]]
+name = "on-main"
+kind = "branch"
+builders = ["fail"]
+branches = ["main"]
+tree_stable = "0s"
 
 {irc}
 "#
@@ -119,6 +127,26 @@ fn irc_bot_joins_answers_refuses_and_announces() {
     alice.expect("the failure announced", LONG, |l| {
         from_bot(l, "#builds", "fail #1 failure") && l.contains("step `compile` failed")
     });
+
+    // A build of a change names its revision (12 characters) and branch.
+    m.bbctl_ok(&[
+        "sendchange",
+        "--repository",
+        "https://git.example/app.git",
+        "--branch",
+        "main",
+        "--revision",
+        "0123456789abcdef0123456789abcdef01234567",
+        "--file",
+        "src/lib.rs",
+    ]);
+    let line = alice.expect("the change's failure announced", LONG, |l| {
+        from_bot(l, "#builds", "fail #2 failure")
+    });
+    assert!(
+        line.contains(", revision 0123456789ab on main; step `compile` failed"),
+        "{line}"
+    );
 
     // A reload with [irc] unchanged: no new connection reaches the server.
     let before = alice.connections_received();
@@ -412,4 +440,111 @@ channels = [{{ name = "#builds" }}]
     assert_eq!(conn.until("JOIN", LONG), "JOIN #builds");
     let status = m.bbctl_json(&["status"]);
     assert_eq!(status["irc"]["nick"], "bbot_", "{status}");
+}
+
+/// `[irc]` for ngircd's TLS port: the server's certificate checked by the
+/// test CA, or (`pin`) by a pinned fingerprint.
+fn tls_irc(port: u16, ca: &std::path::Path, pin: Option<&str>) -> String {
+    let trust = match pin {
+        Some(pin) => format!("tls_fingerprint = \"{pin}\""),
+        None => format!("tls_ca = \"{}\"", ca.display()),
+    };
+    format!(
+        r##"[irc]
+server = "127.0.0.1"
+port = {port}
+tls = true
+{trust}
+nick = "bbot"
+channels = [{{ name = "#builds", notify = ["failure"] }}]
+"##
+    )
+}
+
+/// TLS against a real server: ngircd's TLS port (GnuTLS, TLS 1.3) with a
+/// certificate signed by the test CA. With `tls_ca` the bot connects,
+/// joins and announces; pinned to another certificate's fingerprint it is
+/// refused, and `bbctl status` and the master's log say so with both
+/// fingerprints.
+#[test]
+fn irc_bot_speaks_tls_to_a_real_server_and_refuses_a_wrong_pin() {
+    let dir = crate::harness::temp_dir();
+    let certs = crate::harness::Certs::make(dir.path());
+    let Some(server) = Ngircd::start_tls(&certs.server.cert, &certs.server.key) else {
+        return;
+    };
+    let tls_port = server.tls_port.expect("a TLS port");
+    let mut alice = Client::connect(server.port, "alice");
+    alice.send("JOIN #builds");
+    alice.expect("alice in #builds", LONG, |l| {
+        l.starts_with(":alice!") && l.contains("JOIN")
+    });
+    let m = Master::start(&config(&tls_irc(tls_port, &certs.ca_cert, None)));
+    alice.expect("the bot joining #builds over TLS", LONG, |l| {
+        l.starts_with(":bbot!") && l.contains("JOIN")
+    });
+    assert!(
+        server.log().contains("initialized TLS1.3"),
+        "ngircd saw no TLS 1.3 connection:\n{}",
+        server.log()
+    );
+    let status = m.bbctl_ok(&["status"]);
+    assert!(
+        status.contains(&format!("irc: connected to 127.0.0.1:{tls_port} as bbot")),
+        "{status}"
+    );
+    m.bbctl(&["force-build", "fail", "--wait"]);
+    alice.expect("the failure announced over TLS", LONG, |l| {
+        from_bot(l, "#builds", "fail #1 failure")
+    });
+
+    // Pinned to another certificate: refused, in plain words.
+    let wrong = certs.foreign.fingerprint.clone();
+    m.write_config(&config(&tls_irc(tls_port, &certs.ca_cert, Some(&wrong))));
+    m.bbctl_ok(&["reload"]);
+    let words = format!(
+        "the server's certificate fingerprint is {}, not the pinned {wrong}",
+        certs.server.fingerprint
+    );
+    wait_until("the refusal in the master's log", LONG, || {
+        m.stderr().contains(&words)
+    });
+    let status = m.bbctl_ok(&["status"]);
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("irc:"))
+        .unwrap_or_else(|| panic!("no irc line in:\n{status}"));
+    assert!(line.contains(&words), "{line}");
+    assert!(line.contains("tls_fingerprint"), "{line}");
+}
+
+/// A server that offers SASL EXTERNAL only: the bot sends no PLAIN
+/// attempt and no `CAP END` (its login is required), quits saying why,
+/// and the reason is in the log and in `bbctl status`.
+#[test]
+fn irc_bot_refuses_a_server_that_offers_only_sasl_external() {
+    let fake = Fake::start();
+    let m = Master::start(&config(""));
+    secret_file(m.path(), "sasl.pw", "secret");
+    m.write_config(&config(&sasl_irc(fake.port)));
+    m.bbctl_ok(&["reload"]);
+    let mut conn = fake.accept(LONG);
+    assert_eq!(conn.next(LONG), "CAP LS 302");
+    conn.until("USER ", LONG);
+    conn.send(":fake CAP * LS :sasl=EXTERNAL account-tag");
+    let why = "the server offers SASL mechanisms EXTERNAL only, not PLAIN";
+    let quit = conn.until("QUIT", LONG);
+    assert!(quit.contains(why), "{quit}");
+    let before: Vec<&String> = conn
+        .seen
+        .iter()
+        .filter(|l| l.starts_with("CAP REQ") || l.starts_with("AUTHENTICATE") || *l == "CAP END")
+        .collect();
+    assert!(before.is_empty(), "no SASL attempt, no CAP END: {before:?}");
+    wait_until("the reason in the log", LONG, || m.stderr().contains(why));
+    wait_until("the reason in status", LONG, || {
+        m.bbctl_json(&["status"])["irc"]["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains(why))
+    });
 }

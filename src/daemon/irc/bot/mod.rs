@@ -252,6 +252,11 @@ impl Bot {
             self.master = handle_for(&self.base, &self.settings);
             return Some(Ended::Reconfigured);
         }
+        for old in &self.settings.channels {
+            if !new.channels.iter().any(|c| irc_eq(&c.name, &old.name)) {
+                self.outbox.forget(&old.name);
+            }
+        }
         if let Some(session) = session {
             for out in session.set_channels(channels(&new)) {
                 if let Out::Send(line) = out {
