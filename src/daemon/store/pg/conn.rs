@@ -27,6 +27,18 @@ use crate::config::PostgresSettings;
 /// How long a connection attempt may take before it fails.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long sent data may stay unacknowledged before the connection
+/// fails (`tcp_user_timeout`, unless the connection string sets it).
+const SILENT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long an idle connection waits before its first keepalive probe
+/// (`keepalives_idle`, unless the connection string sets it).
+const KEEPALIVES_IDLE: Duration = Duration::from_secs(10);
+
+/// tokio-postgres's own default `keepalives_idle` (2 hours), which tells
+/// that the connection string did not set one.
+const DRIVER_KEEPALIVES_IDLE: Duration = Duration::from_secs(2 * 60 * 60);
+
 /// Largest password file read: a password, not a file of anything else.
 const MAX_PASSWORD_FILE: u64 = 4096;
 
@@ -100,6 +112,15 @@ pub fn config_of(
     config.application_name(application_name);
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(CONNECT_TIMEOUT);
+    }
+    // A server or network that goes silent fails the connection within
+    // about half a minute instead of leaving a write waiting for hours
+    // (the kernel's defaults); the connection string may say otherwise.
+    if config.get_tcp_user_timeout().is_none() {
+        config.tcp_user_timeout(SILENT_TIMEOUT);
+    }
+    if config.get_keepalives_idle() == DRIVER_KEEPALIVES_IDLE {
+        config.keepalives_idle(KEEPALIVES_IDLE);
     }
     Ok(config)
 }
