@@ -209,9 +209,23 @@ fn a_reader_whose_connection_the_server_ended_connects_again() {
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
          WHERE application_name = 'bbmaster reader'",
     );
-    // The reads that meet the dead connection fail; the next ones
-    // reconnect.
+    // Once both backends are gone, a read meets a dead connection: it
+    // fails, or finds it closed and reconnects; the next ones reconnect.
     let started = Instant::now();
+    while pg
+        .psql(
+            "reconnect",
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'bbmaster reader'",
+        )
+        .unwrap()
+        != "0"
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "not terminated"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
     let mut failures = 0;
     loop {
         match reader.latest_build() {
