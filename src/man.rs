@@ -369,10 +369,11 @@ separate \fBbbworker\fR binary is needed beside it.
 The config file; see \fBmaster.toml\fR(5).
 .TP
 .I <state dir>/master.db
-The queue and the build history (SQLite).
+The queue and the build history (SQLite); with \fBstore = { postgres = ... }\fR
+they are in that database instead (see \fBmaster.toml\fR(5)).
 .TP
 .I <state dir>/logs/
-The output of every step.
+The output of every step; with PostgreSQL, \fI<shared_dir>/logs/\fR.
 .TP
 .I <state dir>/workers/<name>.log
 The log of the local worker \fIname\fR (it outlives the master, so it
