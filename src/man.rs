@@ -46,6 +46,7 @@ pub const CONFIG_KEYS: &[&str] = &[
     "master.store.password_file",
     "master.store.shared_dir",
     "master.store.lease",
+    "master.store.ca_file",
     "worker",
     "worker.name",
     "worker.local",

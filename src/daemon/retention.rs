@@ -520,6 +520,7 @@ mod tests {
             password_file: None,
             shared_dir: dir.path().to_path_buf(),
             lease: Duration::from_secs(10),
+            ca_file: None,
         };
         drop(crate::daemon::store::pg::PgStore::open(&settings, None).unwrap());
         let places = Places {

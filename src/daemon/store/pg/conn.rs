@@ -18,7 +18,11 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Wake};
 use std::time::Duration;
 
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::config::SslMode;
+use tokio_postgres::tls::MakeTlsConnect;
+use tokio_postgres::{Client, NoTls, Socket};
+
+use super::tls::MakeRustlsConnect;
 use tracing::debug;
 
 use super::super::StoreError;
@@ -156,6 +160,17 @@ fn read_password(file: &Path) -> Result<String, StoreError> {
 pub fn connect(settings: &PostgresSettings, application_name: &str) -> Result<Client, StoreError> {
     let config = config_of(settings, application_name)?;
     let what = describe(&config);
+    let refused = |reason: String| StoreError::Refused {
+        what: what.clone(),
+        reason,
+    };
+    // TLS when the connection string requires it (super::tls).
+    let tls = match config.get_ssl_mode() {
+        SslMode::Require => {
+            Some(super::tls::client_config(settings.ca_file.as_deref()).map_err(refused)?)
+        }
+        _ => None,
+    };
     let (tx, rx) = std::sync::mpsc::channel();
     let name = application_name.to_string();
     let spawned = std::thread::Builder::new()
@@ -172,23 +187,12 @@ pub fn connect(settings: &PostgresSettings, application_name: &str) -> Result<Cl
                 }
             };
             runtime.block_on(async move {
-                match config.connect(NoTls).await {
-                    Ok((client, connection)) => {
-                        let _ = tx.send(Ok(client));
-                        if let Err(e) = connection.await {
-                            debug!("PostgreSQL connection {name} ended: {}", message(&e));
-                        }
-                    }
-                    Err(e) => {
-                        let _ = tx.send(Err(Ok(e)));
-                    }
+                match tls {
+                    None => drive(&config, NoTls, &tx, &name).await,
+                    Some(tls) => drive(&config, MakeRustlsConnect(tls), &tx, &name).await,
                 }
             });
         });
-    let refused = |reason: String| StoreError::Refused {
-        what: what.clone(),
-        reason,
-    };
     if let Err(e) = spawned {
         return Err(refused(format!("cannot start a connection thread: {e}")));
     }
@@ -200,6 +204,33 @@ pub fn connect(settings: &PostgresSettings, application_name: &str) -> Result<Cl
         }),
         Ok(Err(Err(e))) => Err(refused(format!("cannot start a runtime: {e}"))),
         Err(_) => Err(refused("the connection thread ended".into())),
+    }
+}
+
+/// What a connection's thread sends back: the client, or why not (the
+/// driver's error, or the runtime's).
+type Connected = Result<Client, Result<tokio_postgres::Error, std::io::Error>>;
+
+/// Connect with `tls`, send the client back, then drive the connection
+/// until the client is dropped or the server goes away.
+async fn drive<T>(
+    config: &tokio_postgres::Config,
+    tls: T,
+    tx: &std::sync::mpsc::Sender<Connected>,
+    name: &str,
+) where
+    T: MakeTlsConnect<Socket>,
+{
+    match config.connect(tls).await {
+        Ok((client, connection)) => {
+            let _ = tx.send(Ok(client));
+            if let Err(e) = connection.await {
+                debug!("PostgreSQL connection {name} ended: {}", message(&e));
+            }
+        }
+        Err(e) => {
+            let _ = tx.send(Err(Ok(e)));
+        }
     }
 }
 
