@@ -46,6 +46,7 @@ pub const CONFIG_KEYS: &[&str] = &[
     "master.store.password_file",
     "master.store.shared_dir",
     "master.store.lease",
+    "master.store.ca_file",
     "worker",
     "worker.name",
     "worker.local",
@@ -369,10 +370,11 @@ separate \fBbbworker\fR binary is needed beside it.
 The config file; see \fBmaster.toml\fR(5).
 .TP
 .I <state dir>/master.db
-The queue and the build history (SQLite).
+The queue and the build history (SQLite); with \fBstore = { postgres = ... }\fR
+they are in that database instead (see \fBmaster.toml\fR(5)).
 .TP
 .I <state dir>/logs/
-The output of every step.
+The output of every step; with PostgreSQL, \fI<shared_dir>/logs/\fR.
 .TP
 .I <state dir>/workers/<name>.log
 The log of the local worker \fIname\fR (it outlives the master, so it

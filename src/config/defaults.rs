@@ -52,6 +52,7 @@ pub const DEFAULTS: &[(&str, &str)] = &[
     ("master.store", "\"sqlite\""),
     ("master.store.password_file", "none"),
     ("master.store.lease", "\"10s\""),
+    ("master.store.ca_file", "the system's roots"),
     ("worker.local", "false"),
     ("worker.max_builds", "1"),
     ("builder.previous_names", "[]"),
@@ -321,7 +322,7 @@ at = "@daily"
                 "master.store" => none_or(m.store == crate::config::StoreSettings::Sqlite, want),
                 // Within `store = { postgres ... }` only: no password file
                 // unless named; the lease from the validation's constant.
-                "master.store.password_file" => want.to_string(),
+                "master.store.password_file" | "master.store.ca_file" => want.to_string(),
                 "master.store.lease" => secs(crate::config::DEFAULT_LEASE),
                 "master.keep_builds" => none_or(m.retention.default.builds.is_none(), "all"),
                 "master.keep_logs" => none_or(m.retention.default.logs.is_none(), "forever"),

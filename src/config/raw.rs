@@ -243,6 +243,8 @@ pub struct RawStore {
     pub shared_dir: Option<String>,
     /// The leader's lease, `"10s"`.
     pub lease: Option<String>,
+    /// CA certificates for `sslmode=require`.
+    pub ca_file: Option<String>,
 }
 
 /// One `[[worker]]`.

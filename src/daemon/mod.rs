@@ -252,6 +252,16 @@ pub async fn run(opts: MasterOptions) -> Result<(), DaemonError> {
     // Logs and artifacts: in the state dir, or with PostgreSQL in the
     // shared dir every master reaches (docs/postgres.md).
     let files_root = files_root(&config, &layout.state_dir);
+    // The shared dir is made by whoever mounts the shared storage, never
+    // by us: a missing one is an unmounted share, and logs written under
+    // its mount point would be lost to the next leader.
+    if config.master.store.postgres().is_some() && !files_root.is_dir() {
+        return Err(DaemonError::Io {
+            what: "master.store.shared_dir is not a directory (is the shared storage mounted?):",
+            path: files_root,
+            source: std::io::Error::from(std::io::ErrorKind::NotFound),
+        });
+    }
     let logs_dir = logs::logs_dir(&files_root);
     std::fs::create_dir_all(&logs_dir).map_err(io_err("cannot create", &logs_dir))?;
     logs::ensure_reserve(&logs_dir);

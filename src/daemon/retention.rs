@@ -506,4 +506,67 @@ mod tests {
         assert_eq!(usage.logs_bytes, 30);
         assert!(usage.db_bytes > 0);
     }
+
+    /// The same pass on PostgreSQL: the plan from its rows, the deletes
+    /// in its transactions, the disk figure from the server.
+    #[test]
+    fn keep_builds_prunes_on_postgresql_too() {
+        let pg = crate::testkit::postgres::PgServer::start()
+            .expect("a throwaway PostgreSQL (install `postgresql`)");
+        pg.create_database("retention").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let settings = crate::config::PostgresSettings {
+            conninfo: pg.conninfo_with_password("retention"),
+            password_file: None,
+            shared_dir: dir.path().to_path_buf(),
+            lease: Duration::from_secs(10),
+            ca_file: None,
+        };
+        drop(crate::daemon::store::pg::PgStore::open(&settings, None).unwrap());
+        let places = Places {
+            db: Database::Postgres(settings, None),
+            logs: dir.path().join("logs"),
+            artifacts: dir.path().join("artifacts"),
+        };
+        for id in 1..=6_u64 {
+            let state = match id {
+                5 => "running",
+                6 => "queued",
+                _ => "finished",
+            };
+            let finished = if id == 5 {
+                "NULL".to_string()
+            } else {
+                (id * 1000).to_string()
+            };
+            pg.psql(
+                "retention",
+                &format!(
+                    "INSERT INTO requests (id, builder, properties, submitted_at, state)
+                     VALUES ({id}, 'a', '{{}}', 0, '{state}');
+                     INSERT INTO builds (id, request_id, builder, worker, generation, config_hash,
+                                         started_at, finished_at, result)
+                     VALUES ({id}, {id}, 'a', 'w', 1, 'h', 0, {finished}, 'success');
+                     INSERT INTO steps (build_id, idx, name, started_at) VALUES ({id}, 0, 's', 0);"
+                ),
+            )
+            .unwrap();
+            std::fs::create_dir_all(build_dir(&places.logs, id)).unwrap();
+            std::fs::write(build_dir(&places.logs, id).join("0.log"), "12345").unwrap();
+        }
+        let done = prune_blocking(&places, &policy(Some(2), None), 10_000, false).unwrap();
+        assert_eq!(done.builds_deleted, [1, 2]);
+        assert_eq!(done.bytes_freed, 10);
+        assert_eq!(
+            pg.psql(
+                "retention",
+                "SELECT string_agg(id::text, ',' ORDER BY id) FROM builds"
+            )
+            .unwrap(),
+            "3,4,5,6"
+        );
+        assert!(!build_dir(&places.logs, 1).exists());
+        assert!(build_dir(&places.logs, 5).exists());
+        assert!(measure(&places).db_bytes > 0);
+    }
 }

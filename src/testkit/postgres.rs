@@ -112,6 +112,16 @@ impl PgServer {
     /// Create a cluster in a new temp dir and start a server on a free
     /// loopback port. About 0.7 s.
     pub fn start() -> Result<PgServer, PgError> {
+        PgServer::start_inner(None)
+    }
+
+    /// Like [`PgServer::start`], with TLS on (`ssl = on`) with this
+    /// certificate chain and key (PEM): for tests of `sslmode=require`.
+    pub fn start_with_tls(cert_pem: &str, key_pem: &str) -> Result<PgServer, PgError> {
+        PgServer::start_inner(Some((cert_pem, key_pem)))
+    }
+
+    fn start_inner(tls: Option<(&str, &str)>) -> Result<PgServer, PgError> {
         let bin = bin_dir()?;
         let dir = tempdir()?;
         let data = dir.join("data");
@@ -149,12 +159,30 @@ impl PgServer {
                 output: String::from_utf8_lossy(&out.stderr).into_owned(),
             });
         }
+        let mut extra = Vec::new();
+        if let Some((cert, key)) = tls {
+            for (name, pem) in [("server.crt", cert), ("server.key", key)] {
+                let path = dir.join(name);
+                std::fs::write(&path, pem).map_err(io(format!("cannot write {name}")))?;
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                    .map_err(io(format!("cannot chmod {name}")))?;
+                if let Some((uid, gid)) = owner {
+                    nix::unistd::chown(path.as_path(), Some(uid), Some(gid))
+                        .map_err(|e| io(format!("cannot chown {name}"))(e.into()))?;
+                }
+            }
+            extra = vec![
+                "ssl=on".to_string(),
+                format!("ssl_cert_file={}", dir.join("server.crt").display()),
+                format!("ssl_key_file={}", dir.join("server.key").display()),
+            ];
+        }
         // A free port can be taken between our probe and the server's
         // bind: try a few.
         let mut last = None;
         for _ in 0..3 {
             let port = free_port()?;
-            match spawn_server(owner, &bin, &dir, &data, port) {
+            match spawn_server(owner, &bin, &dir, &data, port, &extra) {
                 Ok(child) => {
                     return Ok(PgServer {
                         child,
@@ -273,8 +301,13 @@ fn spawn_server(
     dir: &Path,
     data: &Path,
     port: u16,
+    extra: &[String],
 ) -> Result<Child, PgError> {
-    let mut child = as_owner(owner, &bin.join("postgres"))
+    let mut command = as_owner(owner, &bin.join("postgres"));
+    for setting in extra {
+        command.args(["-c", setting]);
+    }
+    let mut child = command
         .arg("-D")
         .arg(data)
         .args(["-p", &port.to_string(), "-k"])

@@ -177,7 +177,7 @@ fn every_request_gets_exactly_one_final_result_on(transport: Transport, pg: Opti
         Some(pg) => with_master_line(
             CONFIG,
             &format!(
-                "store = {{ postgres = \"{}\", password_file = \"@DIR@/pgpass\", shared_dir = \"@DIR@/shared\" }}",
+                "store = {{ postgres = \"{}\", password_file = \"@DIR@/pgpass\", shared_dir = \"@DIR@\" }}",
                 pg.conninfo("bb")
             ),
         ),

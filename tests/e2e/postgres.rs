@@ -18,7 +18,7 @@ pub fn pg_config(pg: &PgServer, db: &str, body: &str) -> String {
     format!(
         r#"
 [master]
-store = {{ postgres = "{}", password_file = "@DIR@/pgpass", shared_dir = "@DIR@/shared" }}
+store = {{ postgres = "{}", password_file = "@DIR@/pgpass", shared_dir = "@DIR@" }}
 {body}"#,
         pg.conninfo(db)
     )
@@ -70,7 +70,7 @@ fn a_master_on_postgresql_builds_restarts_and_re_adopts_after_kill_9() {
             .unwrap(),
         "success"
     );
-    assert!(m.path().join("shared/logs/1/0.log").is_file());
+    assert!(m.path().join("logs/1/0.log").is_file());
     assert!(
         !m.state_dir().join("master.db").exists() && !m.state_dir().join("logs").exists(),
         "nothing of the history in the state dir"
@@ -220,4 +220,40 @@ fn a_lost_database_connection_stops_the_master_and_a_restart_has_everything() {
     );
     let log = text(&m.bbctl_code(&["log", &total.to_string()], 0).stdout);
     assert_eq!(log, format!("quick {total}\n"));
+}
+
+/// A shared dir that is not there (an unmounted share) is refused at
+/// start, naming it, before anything is written under its mount point.
+#[test]
+fn a_missing_shared_dir_is_refused_at_start() {
+    use std::process::Stdio;
+
+    use crate::harness::{BBMASTER, command, run_with_timeout, temp_dir};
+    let dir = temp_dir();
+    let config = dir.path().join("master.toml");
+    let shared = dir.path().join("not-mounted");
+    fs::write(dir.path().join("w.secret"), FILES[0].1).unwrap();
+    fs::write(
+        &config,
+        format!(
+            "[master]\nstore = {{ postgres = \"host=127.0.0.1 port=1 dbname=bb\", shared_dir = \"{}\" }}\n{}",
+            shared.display(),
+            BODY.replace("@DIR@", &dir.path().to_string_lossy())
+        ),
+    )
+    .unwrap();
+    let mut cmd = command(BBMASTER);
+    cmd.arg("--state-dir")
+        .arg(dir.path().join("s"))
+        .arg("--config")
+        .arg(&config)
+        .stdout(Stdio::null());
+    let out = run_with_timeout(cmd, Duration::from_secs(20));
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("master.store.shared_dir") && err.contains("not-mounted"),
+        "{err}"
+    );
+    assert!(!shared.exists(), "nothing made under the mount point");
 }

@@ -102,6 +102,9 @@ pub struct PostgresSettings {
     pub shared_dir: PathBuf,
     /// How long a leader's lease lasts without renewal (docs/standby.md).
     pub lease: Duration,
+    /// With `sslmode=require`: the CA certificates (PEM) the server's
+    /// certificate is verified against; `None`: the system's roots.
+    pub ca_file: Option<PathBuf>,
 }
 
 /// How much of the history a builder keeps; `None` keeps everything.

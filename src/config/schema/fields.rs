@@ -96,6 +96,7 @@ const STORE: &[Field] = &[
     f("password_file", TEXT),
     f("shared_dir", TEXT),
     f("lease", DURATION),
+    f("ca_file", TEXT),
 ];
 
 /// `[[worker]]`.

@@ -144,7 +144,31 @@ impl Checker<'_> {
                 }
             },
         };
-        if raw.password_file.is_some() && password_file.is_none() {
+        let ca_file = raw.ca_file.as_ref().and_then(|file| {
+            let path = self.base_dir.join(file);
+            match read_small_file(&path) {
+                Ok(bytes) if String::from_utf8_lossy(&bytes).contains("-----BEGIN CERTIFICATE-----") => {
+                    Some(path)
+                }
+                Ok(_) => {
+                    self.report(
+                        span,
+                        format!(
+                            "master.store.ca_file {}: holds no PEM certificate (\"-----BEGIN CERTIFICATE-----\")",
+                            path.display()
+                        ),
+                    );
+                    None
+                }
+                Err(e) => {
+                    self.report(span, format!("master.store.ca_file {}: {e}", path.display()));
+                    None
+                }
+            }
+        });
+        if (raw.password_file.is_some() && password_file.is_none())
+            || (raw.ca_file.is_some() && ca_file.is_none())
+        {
             return None;
         }
         Some(PostgresSettings {
@@ -152,6 +176,7 @@ impl Checker<'_> {
             password_file,
             shared_dir: shared_dir?,
             lease: lease?,
+            ca_file,
         })
     }
 
@@ -255,6 +280,7 @@ workers = ["w1"]
                 password_file: Some(dir.path().join("pgpass")),
                 shared_dir: dir.path().join("shared"),
                 lease: DEFAULT_LEASE,
+                ca_file: None,
             })
         );
         let sqlite = parse_str(
@@ -288,6 +314,7 @@ workers = ["w1"]
             password_file: None,
             shared_dir: "/s".into(),
             lease: DEFAULT_LEASE,
+            ca_file: None,
         });
         assert_eq!(
             crate::daemon::core::restart_only_changes(&old, &new),

@@ -36,6 +36,7 @@ fn server() -> Db {
         password_file: Some(password_file),
         shared_dir: dir.path().to_path_buf(),
         lease: LEASE,
+        ca_file: None,
     };
     drop(PgStore::open(&settings, None).expect("the store migrates the schema"));
     pg.psql(

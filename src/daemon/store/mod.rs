@@ -4,9 +4,10 @@
 //!
 //! The core's [`Record`]s are written here, all records of one core event in
 //! one transaction, before any client hears of them: a request id that
-//! `force-build` prints is already on disk. WAL mode with
+//! `force-build` prints is already on disk. On SQLite, WAL mode with
 //! `synchronous=FULL` makes every commit survive a crash of the master and
-//! of the machine.
+//! of the machine; on PostgreSQL the server's defaults (`fsync`,
+//! `synchronous_commit`) do.
 //!
 //! This file holds the [`Store`] trait (what the master loop needs from
 //! storage), [`StoreError`], and [`open`], the one place that picks the

@@ -18,7 +18,11 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Wake};
 use std::time::Duration;
 
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::config::SslMode;
+use tokio_postgres::tls::MakeTlsConnect;
+use tokio_postgres::{Client, NoTls, Socket};
+
+use super::tls::MakeRustlsConnect;
 use tracing::debug;
 
 use super::super::StoreError;
@@ -26,6 +30,18 @@ use crate::config::PostgresSettings;
 
 /// How long a connection attempt may take before it fails.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long sent data may stay unacknowledged before the connection
+/// fails (`tcp_user_timeout`, unless the connection string sets it).
+const SILENT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long an idle connection waits before its first keepalive probe
+/// (`keepalives_idle`, unless the connection string sets it).
+const KEEPALIVES_IDLE: Duration = Duration::from_secs(10);
+
+/// tokio-postgres's own default `keepalives_idle` (2 hours), which tells
+/// that the connection string did not set one.
+const DRIVER_KEEPALIVES_IDLE: Duration = Duration::from_secs(2 * 60 * 60);
 
 /// Largest password file read: a password, not a file of anything else.
 const MAX_PASSWORD_FILE: u64 = 4096;
@@ -101,6 +117,15 @@ pub fn config_of(
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(CONNECT_TIMEOUT);
     }
+    // A server or network that goes silent fails the connection within
+    // about half a minute instead of leaving a write waiting for hours
+    // (the kernel's defaults); the connection string may say otherwise.
+    if config.get_tcp_user_timeout().is_none() {
+        config.tcp_user_timeout(SILENT_TIMEOUT);
+    }
+    if config.get_keepalives_idle() == DRIVER_KEEPALIVES_IDLE {
+        config.keepalives_idle(KEEPALIVES_IDLE);
+    }
     Ok(config)
 }
 
@@ -135,6 +160,17 @@ fn read_password(file: &Path) -> Result<String, StoreError> {
 pub fn connect(settings: &PostgresSettings, application_name: &str) -> Result<Client, StoreError> {
     let config = config_of(settings, application_name)?;
     let what = describe(&config);
+    let refused = |reason: String| StoreError::Refused {
+        what: what.clone(),
+        reason,
+    };
+    // TLS when the connection string requires it (super::tls).
+    let tls = match config.get_ssl_mode() {
+        SslMode::Require => {
+            Some(super::tls::client_config(settings.ca_file.as_deref()).map_err(refused)?)
+        }
+        _ => None,
+    };
     let (tx, rx) = std::sync::mpsc::channel();
     let name = application_name.to_string();
     let spawned = std::thread::Builder::new()
@@ -151,23 +187,12 @@ pub fn connect(settings: &PostgresSettings, application_name: &str) -> Result<Cl
                 }
             };
             runtime.block_on(async move {
-                match config.connect(NoTls).await {
-                    Ok((client, connection)) => {
-                        let _ = tx.send(Ok(client));
-                        if let Err(e) = connection.await {
-                            debug!("PostgreSQL connection {name} ended: {}", message(&e));
-                        }
-                    }
-                    Err(e) => {
-                        let _ = tx.send(Err(Ok(e)));
-                    }
+                match tls {
+                    None => drive(&config, NoTls, &tx, &name).await,
+                    Some(tls) => drive(&config, MakeRustlsConnect(tls), &tx, &name).await,
                 }
             });
         });
-    let refused = |reason: String| StoreError::Refused {
-        what: what.clone(),
-        reason,
-    };
     if let Err(e) = spawned {
         return Err(refused(format!("cannot start a connection thread: {e}")));
     }
@@ -179,6 +204,33 @@ pub fn connect(settings: &PostgresSettings, application_name: &str) -> Result<Cl
         }),
         Ok(Err(Err(e))) => Err(refused(format!("cannot start a runtime: {e}"))),
         Err(_) => Err(refused("the connection thread ended".into())),
+    }
+}
+
+/// What a connection's thread sends back: the client, or why not (the
+/// driver's error, or the runtime's).
+type Connected = Result<Client, Result<tokio_postgres::Error, std::io::Error>>;
+
+/// Connect with `tls`, send the client back, then drive the connection
+/// until the client is dropped or the server goes away.
+async fn drive<T>(
+    config: &tokio_postgres::Config,
+    tls: T,
+    tx: &std::sync::mpsc::Sender<Connected>,
+    name: &str,
+) where
+    T: MakeTlsConnect<Socket>,
+{
+    match config.connect(tls).await {
+        Ok((client, connection)) => {
+            let _ = tx.send(Ok(client));
+            if let Err(e) = connection.await {
+                debug!("PostgreSQL connection {name} ended: {}", message(&e));
+            }
+        }
+        Err(e) => {
+            let _ = tx.send(Err(Ok(e)));
+        }
     }
 }
 

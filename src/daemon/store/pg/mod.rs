@@ -15,6 +15,7 @@ mod reader;
 mod restore;
 pub mod retention;
 mod schema;
+mod tls;
 mod writes;
 
 use tokio_postgres::Client;

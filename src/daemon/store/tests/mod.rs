@@ -153,6 +153,7 @@ fn settings(pg: &PgServer, db: &str, password_file: Option<PathBuf>) -> Postgres
         password_file,
         shared_dir: PathBuf::from("/nonexistent"),
         lease: std::time::Duration::from_secs(10),
+        ca_file: None,
     }
 }
 

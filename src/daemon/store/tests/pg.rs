@@ -209,9 +209,23 @@ fn a_reader_whose_connection_the_server_ended_connects_again() {
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
          WHERE application_name = 'bbmaster reader'",
     );
-    // The reads that meet the dead connection fail; the next ones
-    // reconnect.
+    // Once both backends are gone, a read meets a dead connection: it
+    // fails, or finds it closed and reconnects; the next ones reconnect.
     let started = Instant::now();
+    while pg
+        .psql(
+            "reconnect",
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'bbmaster reader'",
+        )
+        .unwrap()
+        != "0"
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "not terminated"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
     let mut failures = 0;
     loop {
         match reader.latest_build() {
@@ -319,4 +333,70 @@ fn a_read_only_restore_shows_the_state_and_writes_nothing_whatever_the_epoch() {
         "nothing retried"
     );
     assert!(standby.restore(9).unwrap_err().is_fenced());
+}
+
+/// A CA and a server certificate for 127.0.0.1 signed by it: (CA PEM,
+/// server certificate PEM, server key PEM).
+fn test_certificates() -> (String, String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let ca_key = KeyPair::generate().unwrap();
+    let ca_pem = ca_params.self_signed(&ca_key).unwrap().pem();
+    let issuer = Issuer::from_params(&ca_params, &ca_key);
+    let key = KeyPair::generate().unwrap();
+    let server = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
+        .unwrap()
+        .signed_by(&key, &issuer)
+        .unwrap();
+    (ca_pem, server.pem(), key.serialize_pem())
+}
+
+#[test]
+fn sslmode_require_connects_over_tls_verified_against_ca_file() {
+    let (ca, cert, key) = test_certificates();
+    let pg = PgServer::start_with_tls(&cert, &key).expect("a throwaway PostgreSQL with TLS");
+    pg.create_database("tls").unwrap();
+    let files = tempfile::tempdir().unwrap();
+    let ca_file = files.path().join("ca.pem");
+    std::fs::write(&ca_file, &ca).unwrap();
+    let mut settings = settings(&pg, "tls", Some(password_file(files.path())));
+    settings.conninfo.push_str(" sslmode=require");
+    settings.ca_file = Some(ca_file);
+    let mut store = PgStore::open(&settings, None).unwrap();
+    store.apply(&[&queued(1, "a")]).unwrap();
+    let client = connect(&settings, "tls check").unwrap();
+    let ssl: bool = block_on(client.query_one(
+        "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+        &[],
+    ))
+    .unwrap()
+    .get(0);
+    assert!(ssl, "the session is encrypted");
+    assert!(
+        PgReader::open(&settings)
+            .unwrap()
+            .request(1)
+            .unwrap()
+            .is_some()
+    );
+
+    // A server certificate the roots do not vouch for is refused.
+    settings.ca_file = None;
+    let err = PgStore::open(&settings, None).err().expect("refused");
+    assert!(err.to_string().contains("certificate"), "{err}");
+    // Without sslmode=require the connection is plain.
+    let plain = super::settings(&pg, "tls", Some(password_file(files.path())));
+    let client = connect(&plain, "plain check").unwrap();
+    let ssl: bool = block_on(client.query_one(
+        "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+        &[],
+    ))
+    .unwrap()
+    .get(0);
+    assert!(!ssl);
 }
