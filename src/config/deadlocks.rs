@@ -300,9 +300,7 @@ impl<'a> Walk<'_, 'a> {
                         .into_iter()
                         .filter(|(h, _)| self.view.eligible(h).iter().any(|x| x.name == w.name))
                         .collect();
-                    let pinned = here
-                        .iter()
-                        .all(|(h, _)| self.view.eligible(h).len() == 1);
+                    let pinned = here.iter().all(|(h, _)| self.view.eligible(h).len() == 1);
                     let on = format!(" on worker `{}`", w.name);
                     (lock.max_on(Some(&w.name)), here, pinned, on)
                 }
@@ -328,8 +326,8 @@ impl<'a> Walk<'_, 'a> {
                 "builder `{root}`, step `{step}`: while it waits for the builds it triggers, \
                  {holders} hold{s} lock `{lock}`{on}; builder `{b}` (scheduler `{scheduler}`) \
                  needs it ({need}, {where_}) and can never get it{when}, so neither build ends. \
-                 Set `wait = false`, claim `{lock}` in the steps that need it instead of for \
-                 the whole build, or raise its `max`",
+                 Set `wait = false`, or claim `{lock}` in the steps that need it instead of for \
+                 the whole build{raise}",
                 root = self.root.name,
                 step = self.root_step.name,
                 holders = holders.join(" and "),
@@ -337,6 +335,11 @@ impl<'a> Walk<'_, 'a> {
                 lock = lock.name,
                 b = b.name,
                 need = access(need, capacity),
+                raise = if exclusive {
+                    String::new()
+                } else {
+                    format!(", or raise its `max` to {}", held + u64::from(need.weight))
+                },
             );
             self.say(pinned, message);
         }
@@ -390,11 +393,7 @@ impl<'a> Walk<'_, 'a> {
             return;
         }
         let slots: u64 = only.iter().map(|w| u64::from(w.max_builds)).sum();
-        if self
-            .root
-            .max_running
-            .is_some_and(|m| u64::from(m) < slots)
-        {
+        if self.root.max_running.is_some_and(|m| u64::from(m) < slots) {
             return;
         }
         let names: Vec<String> = only

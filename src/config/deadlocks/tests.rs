@@ -69,8 +69,10 @@ fn separate_workers_and_no_locks_say_nothing() {
 
 #[test]
 fn a_waiting_trigger_of_its_own_builder_is_a_cycle() {
-    let text = config("workers = [\"w1\"]", "workers = [\"w2\"]", "")
-        .replace("builders = [\"child\"]", "builders = [\"child\", \"parent\"]");
+    let text = config("workers = [\"w1\"]", "workers = [\"w2\"]", "").replace(
+        "builders = [\"child\"]",
+        "builders = [\"child\", \"parent\"]",
+    );
     let e = refused(&text);
     assert!(
         e.contains("m.toml:")
@@ -83,12 +85,10 @@ fn a_waiting_trigger_of_its_own_builder_is_a_cycle() {
 #[test]
 fn a_cycle_through_another_builder_is_refused_and_names_every_hop() {
     // child waits for scheduler `back`, which builds parent again.
-    let text = config("workers = [\"w1\"]", "workers = [\"w2\"]", "")
-        .replace(
-            "  name = \"work\"\n  shell = \"true\"",
-            "  name = \"again\"\n  trigger = { schedulers = [\"back\"], wait = true }",
-        )
-        + "\n[[scheduler]]\nname = \"back\"\nkind = \"triggerable\"\nbuilders = [\"parent\"]\n";
+    let text = config("workers = [\"w1\"]", "workers = [\"w2\"]", "").replace(
+        "  name = \"work\"\n  shell = \"true\"",
+        "  name = \"again\"\n  trigger = { schedulers = [\"back\"], wait = true }",
+    ) + "\n[[scheduler]]\nname = \"back\"\nkind = \"triggerable\"\nbuilders = [\"parent\"]\n";
     let e = refused(&text);
     assert!(
         e.contains(
@@ -261,12 +261,10 @@ fn slots_the_parents_builds_can_fill_are_a_warning_until_max_running_leaves_one(
 fn a_chain_of_waits_adds_up_slots_and_locks() {
     // parent -> child -> grand, all on w1 (2 slots): the two waiting
     // builds fill it and grand never starts.
-    let text = config("workers = [\"w1\"]", "workers = [\"w1\"]", "")
-        .replace(
-            "  name = \"work\"\n  shell = \"true\"",
-            "  name = \"deeper\"\n  trigger = { schedulers = [\"grand\"], wait = true }",
-        )
-        + "\n[[scheduler]]\nname = \"grand\"\nkind = \"triggerable\"\nbuilders = [\"g\"]\n\n\
+    let text = config("workers = [\"w1\"]", "workers = [\"w1\"]", "").replace(
+        "  name = \"work\"\n  shell = \"true\"",
+        "  name = \"deeper\"\n  trigger = { schedulers = [\"grand\"], wait = true }",
+    ) + "\n[[scheduler]]\nname = \"grand\"\nkind = \"triggerable\"\nbuilders = [\"g\"]\n\n\
            [[builder]]\nname = \"g\"\nworkers = [\"w1\"]\n  [[builder.step]]\n  name = \"x\"\n  shell = \"true\"\n";
     let e = refused(&text);
     assert!(
@@ -285,5 +283,8 @@ fn findings_are_pure_and_ordered() {
     let c = parse_str(&text, "m.toml", Path::new("/")).unwrap();
     let f = trigger_deadlocks(&c.builders, &c.schedulers, &c.locks, &c.workers);
     assert_eq!(f.len(), 1, "{f:?}");
-    assert_eq!((f[0].builder.as_str(), f[0].step, f[0].refused), ("parent", 0, false));
+    assert_eq!(
+        (f[0].builder.as_str(), f[0].step, f[0].refused),
+        ("parent", 0, false)
+    );
 }
