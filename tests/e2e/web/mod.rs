@@ -604,8 +604,26 @@ fn signed_webhooks_add_changes_once() {
     assert_eq!(get(addr, "/api/v1/changes").json(), json!([]));
     let a = github(&good, "d1", "ping");
     assert_eq!(a.status, 200, "{}", a.text());
+    let mut sse = open(addr, "/api/v1/events", &[]);
+    assert_eq!(sse.status, 200);
     let a = github(&good, "d1", "push");
     assert_eq!(a.status, 202, "{}", a.text());
+    // The SSE stream says who sent each stored change.
+    let mut added = Vec::new();
+    while added.len() < 2 {
+        let (_, e) = next_event(&mut sse).expect("the stream ended early");
+        if e["event"] == "change_added" {
+            assert_shape(&e, "events:change_added");
+            added.push((e["revision"].clone(), e["sent_by"].clone()));
+        }
+    }
+    assert_eq!(
+        added,
+        [
+            (json!("c1"), json!("hook:github")),
+            (json!("c2"), json!("hook:github"))
+        ]
+    );
     assert_eq!(
         a.json()["change_ids"].as_array().map(Vec::len),
         Some(2),
