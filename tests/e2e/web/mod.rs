@@ -610,8 +610,17 @@ fn signed_webhooks_add_changes_once() {
     assert_eq!(a.status, 202, "{}", a.text());
     // The SSE stream says who sent each stored change.
     let mut added = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while added.len() < 2 {
-        let (_, e) = next_event(&mut sse).expect("the stream ended early");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not two change_added events within 10 s: {added:?}"
+        );
+        let line = sse.line().expect("the stream ended early");
+        let Some(data) = line.strip_prefix("data: ") else {
+            continue;
+        };
+        let e: Value = serde_json::from_str(data).expect("event data is JSON");
         if e["event"] == "change_added" {
             assert_shape(&e, "events:change_added");
             added.push((e["revision"].clone(), e["sent_by"].clone()));
