@@ -11,6 +11,7 @@ pub mod harness;
 pub mod report;
 pub mod stats;
 
+mod change_flood;
 mod changes;
 mod clients;
 mod fleet;
@@ -74,6 +75,10 @@ pub struct Sizes {
     pub tls_workers: usize,
     /// Builds held running by generator workers across a master restart.
     pub tls_builds: usize,
+    /// Changes sent at once by one client in the change flood.
+    pub flood_changes: usize,
+    /// Branch schedulers the flood's changes are spread over.
+    pub flood_schedulers: usize,
 }
 
 impl Sizes {
@@ -98,6 +103,8 @@ impl Sizes {
                 tls_bytes: 16 << 20,
                 tls_workers: 50,
                 tls_builds: 5,
+                flood_changes: 1_000,
+                flood_schedulers: 10,
             }
         } else {
             Sizes {
@@ -118,6 +125,8 @@ impl Sizes {
                 tls_bytes: 1 << 30,
                 tls_workers: 1_000,
                 tls_builds: 100,
+                flood_changes: 10_000,
+                flood_schedulers: 100,
             }
         }
     }
@@ -228,6 +237,10 @@ const SCENARIOS: &[Scenario] = &[
     Scenario {
         name: "irc-flood",
         run: irc::flood,
+    },
+    Scenario {
+        name: "change-flood",
+        run: change_flood::flood,
     },
 ];
 

@@ -301,6 +301,20 @@ pub fn event_line(e: &Event) -> String {
         EventKind::WorkerUndrained { worker } => format!("worker {worker} takes builds again"),
         EventKind::Subscribed => "subscribed".into(),
         EventKind::Lagged { missed } => format!("missed {missed} event(s): fell behind"),
+        EventKind::ChangeAdded {
+            change,
+            repository,
+            branch,
+            revision,
+            author,
+            sent_by,
+        } => format!(
+            "change {change} added: {repository} {branch} {revision}{} (sent by {sent_by})",
+            author
+                .as_ref()
+                .map(|a| format!(" by {a}"))
+                .unwrap_or_default()
+        ),
     };
     // Reasons, names and errors come from outside: one line, no sequences.
     format!("{} gen {}  {}", clock(e.at_ms), e.generation, escape(&what))

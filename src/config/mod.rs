@@ -9,6 +9,7 @@
 pub mod model;
 pub use model::*;
 
+pub mod deadlocks;
 pub mod defaults;
 mod error;
 mod position;

@@ -207,12 +207,19 @@ mod tests {
 [[worker]]
 name = "w"
 local = true
+max_builds = 2
 [[builder]]
 name = "app"
 workers = ["w"]
   [[builder.step]]
   name = "fan"
   trigger = { schedulers = ["t"], wait = true, properties = { suite = "all" } }
+[[builder]]
+name = "kid"
+workers = ["w"]
+  [[builder.step]]
+  name = "s"
+  shell = "true"
 [[scheduler]]
 name = "six"
 kind = "periodic"
@@ -228,7 +235,7 @@ catch_up = "none"
 [[scheduler]]
 name = "t"
 kind = "triggerable"
-builders = ["app"]
+builders = ["kid"]
 [[scheduler]]
 name = "after"
 kind = "dependent"

@@ -4,6 +4,7 @@
 //! and goes on, so that a user sees everything wrong in one pass.
 
 mod builders;
+mod deadlocks;
 mod limits;
 mod locks;
 mod retention;
@@ -99,6 +100,9 @@ pub fn check(
     let builders = c.builders(&raw.builder, &raw.worker);
     let schedulers = c.schedulers(&raw.scheduler, &raw.builder);
     c.build_and_step_locks(&raw.builder);
+    if c.problems.is_empty() {
+        c.trigger_deadlocks(&raw.builder, &builders, &schedulers, &workers);
+    }
     master.retention = c.retention(&raw.master, &raw.builder);
     let pollers = c.pollers(&raw.poller);
     master.http = raw.http.as_ref().and_then(|h| c.http(h));

@@ -57,6 +57,27 @@ pub enum Principal {
     HttpAnonymous,
 }
 
+impl Principal {
+    /// Who this is in one word, for the `sent_by` of a `change_added`
+    /// event: `uid:1000`, `worker:NAME`, `irc:ACCOUNT`, `token:NAME`,
+    /// `poller:NAME`, `hook:NAME` (a webhook's source is already named
+    /// so), `anonymous`.
+    pub fn label(&self) -> String {
+        match self {
+            Principal::LocalUser { uid: Some(uid), .. } => format!("uid:{uid}"),
+            Principal::LocalUser { uid: None, .. } => "uid:?".into(),
+            Principal::Worker { name } => format!("worker:{name}"),
+            Principal::IrcAccount { account } => {
+                format!("irc:{}", account.as_deref().unwrap_or("?"))
+            }
+            Principal::HttpToken { name } => format!("token:{name}"),
+            Principal::ChangeSource { name } if name.starts_with("hook:") => name.clone(),
+            Principal::ChangeSource { name } => format!("poller:{name}"),
+            Principal::HttpAnonymous => "anonymous".into(),
+        }
+    }
+}
+
 /// What is asked: to open a connection, or one request on it.
 #[derive(Debug, Clone, Copy)]
 pub enum Ask<'a> {

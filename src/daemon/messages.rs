@@ -28,6 +28,9 @@ pub enum Command {
     AddChanges {
         /// The changes and the cursor.
         batch: ChangeBatch,
+        /// Who sent them ([`crate::daemon::auth::Principal::label`]), for
+        /// the `change_added` events.
+        sent_by: String,
         /// The stored ids, once the batch is on disk.
         reply: oneshot::Sender<Result<Vec<ChangeId>, ErrorReply>>,
     },

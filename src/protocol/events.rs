@@ -188,4 +188,22 @@ pub enum EventKind {
         /// How many events were missed.
         missed: u64,
     },
+    /// A change was stored (`bbctl sendchange`, a poller, a webhook); the
+    /// builds its schedulers start come after it.
+    ChangeAdded {
+        /// The change's id.
+        change: crate::protocol::ChangeId,
+        /// Its repository.
+        repository: String,
+        /// Its branch.
+        branch: String,
+        /// Its revision.
+        revision: String,
+        /// Who wrote it, if the source said.
+        #[serde(default)]
+        author: Option<String>,
+        /// Who sent it: `uid:1000` (a local user's `bbctl sendchange`),
+        /// `poller:NAME`, `hook:NAME`, `token:NAME`, ...
+        sent_by: String,
+    },
 }

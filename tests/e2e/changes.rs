@@ -234,3 +234,67 @@ fn a_reload_keeps_moves_and_drops_pending_changes_by_the_scheduler_rows() {
     let changes = m.bbctl_json(&["changes"]);
     assert_eq!(changes[0]["requests"].as_array().map(Vec::len), Some(3));
 }
+
+/// `bbctl events --json` carries a `change_added` event for every stored
+/// change (id, repository, branch, revision, author, who sent it), before
+/// the `build_queued` of the build it starts; a refused change has none.
+#[test]
+fn a_stored_change_is_an_event_before_the_build_it_starts() {
+    let m = Master::start(&config("0s"));
+    let mut events = crate::harness::LineReader::spawn(m.bbctl_command(&["--json", "events"]));
+    crate::harness::await_subscription(&m, &mut events, "\"master_draining\"");
+    let refused = m.bbctl(&[
+        "sendchange",
+        "--repository",
+        "r",
+        "--branch",
+        "",
+        "--revision",
+        "x",
+    ]);
+    assert_eq!(refused.status.code(), Some(5), "{}", describe(&refused));
+    let id = sendchange(&m, "main", "dddd4444", "src/main.rs");
+    let lines = events.read_until(
+        "the build the change starts",
+        Duration::from_secs(10),
+        |l| l.contains("\"build_queued\""),
+    );
+    let added: Vec<Value> = lines
+        .iter()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|e| e["event"] == "change_added")
+        .collect();
+    assert_eq!(
+        added.len(),
+        1,
+        "one event, none for the refused change: {lines:#?}"
+    );
+    let e = &added[0];
+    crate::json_schema::assert_shape(e, "events");
+    crate::json_schema::assert_shape(e, "events:change_added");
+    let uid = nix::unistd::geteuid().as_raw();
+    assert_eq!(
+        (
+            &e["change"],
+            &e["repository"],
+            &e["branch"],
+            &e["revision"],
+            &e["author"],
+            &e["sent_by"]
+        ),
+        (
+            &json!(id),
+            &json!("https://example.org/app.git"),
+            &json!("main"),
+            &json!("dddd4444"),
+            &json!("ann"),
+            &json!(format!("uid:{uid}"))
+        ),
+        "{e}"
+    );
+    let added_at = lines.iter().position(|l| l.contains("\"change_added\""));
+    let queued_at = lines.iter().position(|l| l.contains("\"build_queued\""));
+    assert!(added_at < queued_at, "change_added first: {lines:#?}");
+    let human = m.bbctl_ok(&["changes", "-n", "1"]);
+    assert!(human.contains("dddd4444"), "{human}");
+}

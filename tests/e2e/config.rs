@@ -254,3 +254,65 @@ fn empty_and_missing_config_files() {
     let v = m.bbctl_json(&["reload", "--dry-run"]);
     assert_eq!(v["warnings"].as_array().map(Vec::len), Some(2), "{v}");
 }
+
+/// Waiting `trigger` steps that could never end (docs/locks.md): the
+/// corpus file with a cycle, a lock the waiting build holds and the one
+/// worker slot is refused by `check-config` (exit 1) and by `reload` (exit
+/// 5, nothing changes), each problem naming builder, step and scheduler.
+/// A triggered builder sharing the triggering one's worker only under
+/// load is a warning, from both.
+#[test]
+fn waiting_triggers_that_never_end_are_refused_by_check_config_and_reload() {
+    let deadlocked = include_str!("../config-corpus/trigger-deadlocks.toml");
+    let words = [
+        "builder `loop-a`, step `fan`: waiting triggers form a cycle",
+        "`loop-b` (step `back`) waits for `loop-a` through scheduler `to-a`",
+        "builder `deploy`, step `smoke`: while it waits for the builds it triggers, `deploy` \
+         (exclusive) holds lock `rig`; builder `smoke-test` (scheduler `smoke`) needs it",
+        "builder `tiny`, step `kick`: builder `tiny-child` (scheduler `tiny-kids`) can run only \
+         on worker `w2` (max_builds 1)",
+    ];
+    let dir = temp_dir();
+    let file = dir.path().join("deadlocked.toml");
+    std::fs::write(&file, deadlocked).unwrap();
+    let f = file.to_str().unwrap();
+    let out = check_config(&[f]);
+    assert_eq!(code(&out), 1, "{}", describe(&out));
+    let err = text(&out.stderr);
+    for w in words {
+        assert!(err.contains(w), "no `{w}` in:\n{err}");
+    }
+    assert!(
+        err.contains(&format!("{f}:36:13: builder `deploy`")),
+        "{err}"
+    );
+
+    let m = Master::start(ONE);
+    m.write_config(deadlocked);
+    let out = m.bbctl_code(&["reload"], 5);
+    let err = text(&out.stderr);
+    for w in words {
+        assert!(err.contains(w), "no `{w}` in:\n{err}");
+    }
+    assert_eq!(m.bbctl_json(&["status"])["generation"], 1);
+
+    // Under load only: parent and child share local-1's two slots.
+    let shared = format!(
+        "{ONE}\n[[builder]]\nname = \"parent\"\nworkers = [\"local-1\"]\n  [[builder.step]]\n  \
+         name = \"fan\"\n  trigger = {{ schedulers = [\"kids\"], wait = true }}\n\n\
+         [[scheduler]]\nname = \"kids\"\nkind = \"triggerable\"\nbuilders = [\"one\"]\n"
+    )
+    .replace("local = true", "local = true\nmax_builds = 2");
+    let warning = "warning: builder `parent`, step `fan`: builder `one` (scheduler `kids`) runs \
+                   only on workers that `parent` runs on too (`local-1` (max_builds 2)); 2 \
+                   builds of `parent` waiting at once fill every slot";
+    let file = dir.path().join("shared.toml");
+    std::fs::write(&file, &shared).unwrap();
+    let out = check_config(&[file.to_str().unwrap()]);
+    assert_eq!(code(&out), 0, "{}", describe(&out));
+    assert!(text(&out.stderr).contains(warning), "{}", describe(&out));
+    m.write_config(&shared);
+    let out = m.bbctl_code(&["reload"], 0);
+    assert!(text(&out.stderr).contains(warning), "{}", describe(&out));
+    assert_eq!(m.bbctl_json(&["status"])["generation"], 2);
+}

@@ -930,6 +930,21 @@ fn every_documented_event_kind_happens_as_documented() {
     read_event(&mut events, &["\"build_retried\""]);
     m.bbctl_code(&["cancel", &retried.to_string()], 0);
 
+    // A change stored (no scheduler takes it).
+    m.bbctl_code(
+        &[
+            "sendchange",
+            "--repository",
+            "r",
+            "--branch",
+            "main",
+            "--revision",
+            "abc",
+        ],
+        0,
+    );
+    read_event(&mut events, &["\"change_added\""]);
+
     // Reloads: a refused one, an applied one.
     let good = fs::read_to_string(m.config_path()).unwrap();
     fs::write(m.config_path(), format!("bogus = 1\n{good}")).unwrap();

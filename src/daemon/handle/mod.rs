@@ -250,9 +250,17 @@ impl MasterHandle {
         self.authorize(who, Ask::AddChanges)
             .map_err(|refusal| ErrorReply::rejected(refusal.reason))?;
         let (reply, rx) = oneshot::channel();
-        self.round_trip(Command::AddChanges { batch, reply }, rx)
-            .await
-            .unwrap_or_else(|| Err(gone()))
+        let sent_by = who.label();
+        self.round_trip(
+            Command::AddChanges {
+                batch,
+                sent_by,
+                reply,
+            },
+            rx,
+        )
+        .await
+        .unwrap_or_else(|| Err(gone()))
     }
 
     /// A poller's stored cursors (the last revision seen, by branch), read

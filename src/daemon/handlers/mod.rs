@@ -37,7 +37,11 @@ impl Master {
                 let answer = self.client_request(request);
                 self.replies.push(Deferred::Client(reply, answer));
             }
-            Command::AddChanges { batch, reply } => self.add_changes(batch, reply, now_ms()),
+            Command::AddChanges {
+                batch,
+                sent_by,
+                reply,
+            } => self.add_changes(batch, &sent_by, reply, now_ms()),
             Command::KnownBuilder { name, reply } => {
                 let _ = reply.send(self.known_builder(name));
             }

@@ -604,8 +604,35 @@ fn signed_webhooks_add_changes_once() {
     assert_eq!(get(addr, "/api/v1/changes").json(), json!([]));
     let a = github(&good, "d1", "ping");
     assert_eq!(a.status, 200, "{}", a.text());
+    let mut sse = open(addr, "/api/v1/events", &[]);
+    assert_eq!(sse.status, 200);
     let a = github(&good, "d1", "push");
     assert_eq!(a.status, 202, "{}", a.text());
+    // The SSE stream says who sent each stored change.
+    let mut added = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while added.len() < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not two change_added events within 10 s: {added:?}"
+        );
+        let line = sse.line().expect("the stream ended early");
+        let Some(data) = line.strip_prefix("data: ") else {
+            continue;
+        };
+        let e: Value = serde_json::from_str(data).expect("event data is JSON");
+        if e["event"] == "change_added" {
+            assert_shape(&e, "events:change_added");
+            added.push((e["revision"].clone(), e["sent_by"].clone()));
+        }
+    }
+    assert_eq!(
+        added,
+        [
+            (json!("c1"), json!("hook:github")),
+            (json!("c2"), json!("hook:github"))
+        ]
+    );
     assert_eq!(
         a.json()["change_ids"].as_array().map(Vec::len),
         Some(2),
