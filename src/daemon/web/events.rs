@@ -131,7 +131,9 @@ impl Owners {
 
     fn builder(&mut self, kind: &EventKind) -> Option<Arc<str>> {
         match kind {
-            EventKind::BuildQueued { request, builder } => {
+            EventKind::BuildQueued {
+                request, builder, ..
+            } => {
                 let name: Arc<str> = Arc::from(builder.as_str());
                 self.learn(false, *request, &name);
                 Some(name)
