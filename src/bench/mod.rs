@@ -28,6 +28,7 @@ mod throughput;
 mod tls;
 mod tls_scale;
 mod upload;
+mod web;
 
 use std::cell::OnceCell;
 use std::process::ExitCode;
@@ -228,6 +229,14 @@ const SCENARIOS: &[Scenario] = &[
     Scenario {
         name: "irc-flood",
         run: irc::flood,
+    },
+    Scenario {
+        name: "web-pages",
+        run: web::pages,
+    },
+    Scenario {
+        name: "web-sse",
+        run: web::followers,
     },
 ];
 

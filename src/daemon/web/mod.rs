@@ -141,7 +141,24 @@ pub fn router(web: Web) -> Router {
         )
         .fallback(respond::no_route)
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::from_fn(server_timing))
         .with_state(web)
+}
+
+/// Say how long the server took to answer (`Server-Timing: app;dur=MS`):
+/// for a page or a JSON answer, the whole of its making; for a stream, up
+/// to its first byte. The benchmarks read it (docs/benchmarks.md).
+async fn server_timing(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let start = std::time::Instant::now();
+    let mut response = next.run(request).await;
+    let ms = start.elapsed().as_secs_f64() * 1e3;
+    if let Ok(v) = axum::http::HeaderValue::from_str(&format!("app;dur={ms:.3}")) {
+        response.headers_mut().insert("server-timing", v);
+    }
+    response
 }
 
 /// Why the web server could not start.
