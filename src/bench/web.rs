@@ -284,16 +284,26 @@ fn big_step(chunks: usize) -> String {
     )
 }
 
+/// GET `path` as JSON.
+fn get_json(addr: SocketAddr, path: &str) -> Result<serde_json::Value> {
+    let (mut reader, status, _) = send(addr, path, &[])?;
+    let mut body = Vec::new();
+    reader.read_to_end(&mut body)?;
+    if status != 200 {
+        bail!("GET {path}: {status} {}", String::from_utf8_lossy(&body));
+    }
+    serde_json::from_slice(&body).with_context(|| format!("GET {path}: not JSON"))
+}
+
 /// Queue `big` and wait until its build runs; the build's id.
-fn start_big(master: &Master) -> Result<u64> {
+fn start_big(master: &Master, addr: SocketAddr) -> Result<u64> {
     let (_, out) = master.ctl_timed(&["force-build", "big", "--json"])?;
     let request = harness::last_json(&out.stdout)?["request_id"]
         .as_u64()
         .ok_or_else(|| anyhow!("force-build --json printed no request_id"))?;
     let start = Instant::now();
     loop {
-        let (_, out) = master.ctl_timed(&["request", &request.to_string(), "--json"])?;
-        if let Some(build) = harness::last_json(&out.stdout)?["build"].as_u64() {
+        if let Some(build) = get_json(addr, &format!("/api/v1/requests/{request}"))?["build"].as_u64() {
             return Ok(build);
         }
         if start.elapsed() > Duration::from_secs(30) {
@@ -305,12 +315,11 @@ fn start_big(master: &Master) -> Result<u64> {
 
 /// Dispatch probes (`force-build D --wait`, to the step's process) while
 /// build `build` runs; stops at its end or after `max` probes.
-fn probes_while(master: &Master, build: u64, max: usize) -> Result<Vec<f64>> {
+fn probes_while(master: &Master, addr: SocketAddr, build: u64, max: usize) -> Result<Vec<f64>> {
     let mut out = Vec::new();
     while out.len() < max {
         out.push(to_step_ms(master, "D")?);
-        let (_, b) = master.ctl_timed(&["build", &build.to_string(), "--json"])?;
-        if !harness::last_json(&b.stdout)?["result"].is_null() {
+        if !get_json(addr, &format!("/api/v1/builds/{build}"))?["result"].is_null() {
             break;
         }
     }
@@ -341,19 +350,19 @@ pub fn followers(ctx: &Ctx, report: &mut Report) -> Result<()> {
     to_step_ms(&master, "D")?;
 
     // Without clients: dispatch while the big build prints.
-    let quiet = start_big(&master)?;
-    let alone = probes_while(&master, quiet, probes)?;
+    let quiet = start_big(&master, addr)?;
+    let alone = probes_while(&master, addr, quiet, probes)?;
     master.wait_idle(Duration::from_millis(20), Duration::from_secs(600))?;
 
     // With clients.
-    let build = start_big(&master)?;
+    let build = start_big(&master, addr)?;
     let barrier = Barrier::new(clients + 1);
     let (results, with_clients) = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..clients)
             .map(|_| scope.spawn(|| follow(addr, build, &barrier)))
             .collect();
         barrier.wait();
-        let probes = probes_while(&master, build, probes);
+        let probes = probes_while(&master, addr, build, probes);
         let results: Vec<Result<Followed>> = handles
             .into_iter()
             .map(|h| h.join().unwrap_or_else(|_| Err(anyhow!("a client panicked"))))
