@@ -271,6 +271,7 @@ fn http_read(request: &Request) -> bool {
             | Request::Artifact { .. }
             | Request::Events
             | Request::Changes { .. }
+            | Request::Locks
     )
 }
 

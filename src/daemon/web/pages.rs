@@ -337,6 +337,7 @@ pub async fn builder(
                 queue_table(&web, &queue, status.now_ms, usize::MAX)
             );
         }
+        body.push_str(&locks_of(&web, &who, &name, status.now_ms).await?);
         Ok((format!("builder {name}"), body, String::new()))
     })
     .await
@@ -419,6 +420,22 @@ pub async fn build(State(web): State<Web>, headers: HeaderMap, Path(id): Path<St
         }
         if let Some(reason) = &b.request_reason {
             let _ = write!(body, "<p>Requested: {}</p>", esc(reason));
+        }
+        if let Some(src) = &s.source {
+            let _ = write!(
+                body,
+                "<p id=\"source\">Source: {} <code>{}</code> at <code>{}</code>",
+                esc(&src.repository),
+                esc(&src.branch),
+                esc(src.revision.as_deref().unwrap_or("the branch's head")),
+            );
+            if !src.changes.is_empty() {
+                body.push_str(" · changes:");
+                for c in &src.changes {
+                    let _ = write!(body, " <a href=\"{p}/changes#change-{c}\">{c}</a>");
+                }
+            }
+            body.push_str("</p>");
         }
         if !b.properties.is_empty() {
             body.push_str("<p>Properties: ");
@@ -607,9 +624,8 @@ fn changes_table(web: &Web, changes: &[ChangeInfo]) -> String {
         }
         let _ = write!(
             out,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td><code title=\"{}\">{}</code></td><td>{}</td>\
+            "<tr id=\"change-{id}\"><td>{id}</td><td>{}</td><td>{}</td><td><code title=\"{}\">{}</code></td><td>{}</td>\
              <td>{}</td><td>{}</td><td>{}</td></tr>",
-            c.change.id,
             esc(&n.repository),
             esc(&n.branch),
             esc(&n.revision),
@@ -618,6 +634,7 @@ fn changes_table(web: &Web, changes: &[ChangeInfo]) -> String {
             esc(&first_line(n.comments.as_deref())),
             time(c.change.at_ms),
             builds.trim_end(),
+            id = c.change.id,
         );
     }
     out.push_str("</table></div>");
@@ -670,4 +687,75 @@ pub async fn changes(
         Ok(("changes".to_string(), body, String::new()))
     })
     .await
+}
+
+/// The locks builder `name` claims (for its builds or its steps), with
+/// their holders and waiters now; empty without any.
+async fn locks_of(
+    web: &Web,
+    who: &crate::daemon::auth::Principal,
+    name: &str,
+    now_ms: u64,
+) -> Result<String, WebFail> {
+    let Some(config) = web.master.config().await else {
+        return Ok(String::new());
+    };
+    let Some(def) = config.builders.iter().find(|b| b.name == name) else {
+        return Ok(String::new());
+    };
+    let mut claimed: Vec<&str> = def.locks.iter().map(|l| l.name.as_str()).collect();
+    for step in &def.steps {
+        claimed.extend(step.locks.iter().map(|l| l.name.as_str()));
+    }
+    if claimed.is_empty() {
+        return Ok(String::new());
+    }
+    let Reply::Locks(locks) = web.master.locks(who).await? else {
+        return Ok(String::new());
+    };
+    let mut out = String::from(
+        "<h2>Locks</h2><div class=\"wide\"><table id=\"locks\"><tr><th>lock</th><th>scope</th>\
+         <th>max</th><th>held by</th><th>waiting</th></tr>",
+    );
+    let p = esc(&web.prefix);
+    for l in locks.iter().filter(|l| claimed.contains(&l.name.as_str())) {
+        let mut held = String::new();
+        for h in &l.holders {
+            let _ = write!(
+                held,
+                "<a href=\"{p}/builds/{b}\">#{b}</a> {} ({}) ",
+                esc(&h.builder),
+                esc(&h.access),
+                b = h.build
+            );
+        }
+        let mut waiting = String::new();
+        for w in &l.waiters {
+            let _ = write!(
+                waiting,
+                "{} {} for {} ",
+                esc(&w.builder),
+                w.build
+                    .map(|b| format!("#{b}"))
+                    .or(w.request.map(|r| format!("r{r}")))
+                    .unwrap_or_default(),
+                duration(now_ms.saturating_sub(w.since_ms)),
+            );
+        }
+        let _ = write!(
+            out,
+            "<tr><td>{}</td><td>{}{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(&l.name),
+            esc(&l.scope),
+            l.worker
+                .as_deref()
+                .map(|w| format!(" ({})", esc(w)))
+                .unwrap_or_default(),
+            l.max,
+            held.trim_end(),
+            waiting.trim_end(),
+        );
+    }
+    out.push_str("</table></div>");
+    Ok(out)
 }

@@ -30,7 +30,7 @@ fn deliver(addr: SocketAddr, delivery: &str, changes: &Value) -> client::Answer 
 
 /// The rows of the `/changes` table, as the text between `<tr>` tags.
 fn rows(page: &str) -> Vec<&str> {
-    page.split("<tr>").skip(2).collect()
+    page.split("<tr").skip(2).collect()
 }
 
 /// Wait until request `id` has a finished build; the build's id.
@@ -88,6 +88,15 @@ fn the_changes_page_lists_changes_with_their_builds() {
     });
     let b = m.bbctl_json(&["build", &build.to_string()]);
     assert_eq!(b["builder"], "fast", "{b}");
+    // Its page shows the source stamp and links to the change.
+    let page = get(addr, &format!("/builds/{build}")).text();
+    assert!(page.contains("id=\"source\""), "{page}");
+    assert!(page.contains("https://git.example/app.git"), "{page}");
+    assert!(page.contains(&format!("<code>{long_rev}</code>")), "{page}");
+    assert!(
+        page.contains(&format!("href=\"/changes#change-{built}\"")),
+        "{page}"
+    );
     // 60 more changes on a branch nothing builds.
     let many: Vec<Value> = (0..60)
         .map(|i| json!({"repository": "r", "branch": "other", "revision": format!("rev{i:03}")}))
@@ -339,6 +348,18 @@ fn rebuild_and_cancel_over_http_need_a_token_that_may() {
     m.force_build("slow");
     super::wait_running(addr);
     let queued = m.force_build("slow");
+    // The builder's page shows the lock its builds take, and who holds it.
+    let mut running = 0;
+    wait_until("a running slow build", Duration::from_secs(10), || {
+        let b = get(addr, "/api/v1/builders/slow").json();
+        running = b["running_builds"][0].as_u64().unwrap_or(0);
+        running != 0
+    });
+    let page = get(addr, "/builders/slow").text();
+    assert!(page.contains("id=\"locks\""), "{page}");
+    assert!(page.contains("<td>slots</td>"), "{page}");
+    assert!(page.contains(&format!("href=\"/builds/{running}\">#{running}</a> slow")), "{page}");
+    assert!(!get(addr, "/builders/fast").text().contains("id=\"locks\""));
     let page = get(addr, "/queue").text();
     assert!(page.contains("action=\"/queue/cancel\""), "{page}");
     let a = post(

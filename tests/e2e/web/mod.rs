@@ -48,9 +48,14 @@ workers = ["local-1"]
   name = "count"
   shell = "for i in 1 2 3 4 5 6 7 8 9 10; do echo tick $i; sleep 0.3; done"
 
+[[lock]]
+name = "slots"
+max = 4
+
 [[builder]]
 name = "slow"
 workers = ["local-1"]
+locks = [{ name = "slots", access = "counting" }]
   [[builder.step]]
   name = "nap"
   command = ["sleep", "30"]
