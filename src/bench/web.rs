@@ -44,12 +44,12 @@ fn web_addr(dir: &Path) -> Result<SocketAddr> {
     }
 }
 
+/// An answer's head read: the connection (at its body), the status, the
+/// headers (names in lower case).
+type Head = (BufReader<TcpStream>, u16, Vec<(String, String)>);
+
 /// Send a GET of `path` with `headers`; the connection, its head read.
-fn send(
-    addr: SocketAddr,
-    path: &str,
-    headers: &[(&str, &str)],
-) -> Result<(BufReader<TcpStream>, u16, Vec<(String, String)>)> {
+fn send(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Result<Head> {
     let mut stream = TcpStream::connect(addr).context("cannot connect to the web server")?;
     stream.set_read_timeout(Some(READ_TIMEOUT))?;
     let _ = stream.set_nodelay(true);
@@ -115,7 +115,11 @@ pub fn pages(ctx: &Ctx, report: &mut Report) -> Result<()> {
     );
     for (path, target, what) in [
         ("/", Some(20.0), "the / page"),
-        ("/api/v1/builds?limit=50", Some(5.0), "GET /api/v1/builds?limit=50"),
+        (
+            "/api/v1/builds?limit=50",
+            Some(5.0),
+            "GET /api/v1/builds?limit=50",
+        ),
         ("/queue", None, "the /queue page (every queued request)"),
     ] {
         let got = sample(s.warmup, s.repeats, || timed_get(addr, path))?;
@@ -134,7 +138,10 @@ pub fn pages(ctx: &Ctx, report: &mut Report) -> Result<()> {
         });
         report.push(Row::measured(
             "web-pages",
-            &format!("{what}, wall at the client ({} KiB, no target)", bytes >> 10),
+            &format!(
+                "{what}, wall at the client ({} KiB, no target)",
+                bytes >> 10
+            ),
             "ms",
             &wall,
         ));
@@ -303,7 +310,9 @@ fn start_big(master: &Master, addr: SocketAddr) -> Result<u64> {
         .ok_or_else(|| anyhow!("force-build --json printed no request_id"))?;
     let start = Instant::now();
     loop {
-        if let Some(build) = get_json(addr, &format!("/api/v1/requests/{request}"))?["build"].as_u64() {
+        if let Some(build) =
+            get_json(addr, &format!("/api/v1/requests/{request}"))?["build"].as_u64()
+        {
             return Ok(build);
         }
         if start.elapsed() > Duration::from_secs(30) {
@@ -365,7 +374,10 @@ pub fn followers(ctx: &Ctx, report: &mut Report) -> Result<()> {
         let probes = probes_while(&master, addr, build, probes);
         let results: Vec<Result<Followed>> = handles
             .into_iter()
-            .map(|h| h.join().unwrap_or_else(|_| Err(anyhow!("a client panicked"))))
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow!("a client panicked")))
+            })
             .collect();
         (results, probes)
     });
@@ -385,7 +397,10 @@ pub fn followers(ctx: &Ctx, report: &mut Report) -> Result<()> {
             );
         }
         if got.lags_ms.len() != chunks {
-            bail!("client {i} saw {} of {chunks} timestamps", got.lags_ms.len());
+            bail!(
+                "client {i} saw {} of {chunks} timestamps",
+                got.lags_ms.len()
+            );
         }
         if !got.finished_event {
             bail!("client {i}'s event stream did not tell the build's end");

@@ -441,6 +441,7 @@ mod tests {
         for who in [&anonymous, &ci, &gone] {
             assert!(authorize(&p, who, Ask::Request(&Request::Workers)).is_ok());
             assert!(authorize(&p, who, Ask::Request(&Request::Events)).is_ok());
+            assert!(authorize(&p, who, Ask::Request(&Request::Locks)).is_ok());
             let e = authorize(&p, who, Ask::Request(&reload)).unwrap_err();
             assert!(e.reason.contains("not available over HTTP"), "{}", e.reason);
         }

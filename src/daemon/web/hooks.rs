@@ -355,10 +355,11 @@ pub async fn hook(
     // Who added them, stored with them: how a restarted master knows the
     // deliveries it has seen.
     for c in &mut changes {
-        c.properties
-            .insert(HOOK_PROPERTY.to_string(), name.clone());
+        c.properties.insert(HOOK_PROPERTY.to_string(), name.clone());
         match id {
-            Some(id) => c.properties.insert(DELIVERY_PROPERTY.to_string(), id.to_string()),
+            Some(id) => c
+                .properties
+                .insert(DELIVERY_PROPERTY.to_string(), id.to_string()),
             None => c.properties.remove(DELIVERY_PROPERTY),
         };
     }

@@ -17,14 +17,12 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse as _, Response};
 
 use super::Web;
-use super::events::{self, Topic};
 use super::api::{BuildsQuery, artifacts_of, build_of, builds_window, parse_id, status_of, who};
+use super::events::{self, Topic};
 use super::html::{duration, esc, page, result_label, time, url_segment};
 use super::respond::{WebFail, html_page, nonce};
 use crate::daemon::logs::{log_len, read_from, step_log_path};
-use crate::protocol::{
-    BuildSummary, ChangeInfo, QueuedStatus, Reply, StatusFilter, WorkerDetail,
-};
+use crate::protocol::{BuildSummary, ChangeInfo, QueuedStatus, Reply, StatusFilter, WorkerDetail};
 
 /// How many recent builds `/` shows per builder.
 const GRID: usize = 12;

@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use super::client::{self, get, open, request};
-use super::{HOOK_SECRET, OPS_TOKEN, CI_TOKEN, events_until, hmac, next_event, start, web_addr};
+use super::{CI_TOKEN, HOOK_SECRET, OPS_TOKEN, events_until, hmac, next_event, start, web_addr};
 use crate::harness::{Master, describe, wait_until};
 
 const SSE: (&str, &str) = ("accept", "text/event-stream");
@@ -106,7 +106,10 @@ fn the_changes_page_lists_changes_with_their_builds() {
     let first = get(addr, "/changes");
     assert_eq!(first.status, 200, "{}", first.text());
     assert!(
-        first.header("content-type").unwrap().starts_with("text/html"),
+        first
+            .header("content-type")
+            .unwrap()
+            .starts_with("text/html"),
         "{:?}",
         first.headers
     );
@@ -116,7 +119,10 @@ fn the_changes_page_lists_changes_with_their_builds() {
     // Newest first: the last of the 60 on top.
     assert!(r[0].contains("rev059"), "{}", r[0]);
     assert!(r[49].contains("rev010"), "{}", r[49]);
-    assert!(page.contains("href=\"/changes?offset=50\">older</a>"), "{page}");
+    assert!(
+        page.contains("href=\"/changes?offset=50\">older</a>"),
+        "{page}"
+    );
     assert!(!page.contains(">newer</a>"), "{page}");
 
     let second = get(addr, "/changes?offset=50").text();
@@ -134,7 +140,10 @@ fn the_changes_page_lists_changes_with_their_builds() {
         mine.contains(&format!("href=\"/builds/{build}\"")),
         "{mine}"
     );
-    assert!(second.contains("href=\"/changes?offset=0\">newer</a>"), "{second}");
+    assert!(
+        second.contains("href=\"/changes?offset=0\">newer</a>"),
+        "{second}"
+    );
     assert!(!second.contains(">older</a>"), "{second}");
     // In the navigation of every page.
     assert!(get(addr, "/").text().contains("href=\"/changes\""));
@@ -187,7 +196,10 @@ fn pages_stream_their_events_when_asked() {
         "{of_fast:?}"
     );
     for (id, _) in &of_fast {
-        assert!(all_ids.contains(id), "{id} is not an id of the whole stream");
+        assert!(
+            all_ids.contains(id),
+            "{id} is not an id of the whole stream"
+        );
     }
     // `/queue`: what changes the queue, no steps.
     let mut q = Vec::new();
@@ -219,7 +231,12 @@ fn pages_stream_their_events_when_asked() {
         .collect();
     assert_eq!(
         kinds,
-        ["build_started", "step_started", "step_finished", "build_finished"],
+        [
+            "build_started",
+            "step_started",
+            "step_finished",
+            "build_finished"
+        ],
         "{of_build:?}"
     );
     assert!(of_build.iter().all(|(_, e)| e["build"] == one));
@@ -242,9 +259,17 @@ fn pages_stream_their_events_when_asked() {
         let a = request(addr, "GET", path, &[SSE], b"");
         assert_eq!(a.status, 404, "{path}: {}", a.text());
     }
-    let page = request(addr, "GET", &format!("/builds/{one}"), &[("accept", "text/html")], b"");
+    let page = request(
+        addr,
+        "GET",
+        &format!("/builds/{one}"),
+        &[("accept", "text/html")],
+        b"",
+    );
     assert!(
-        page.header("content-type").unwrap().starts_with("text/html"),
+        page.header("content-type")
+            .unwrap()
+            .starts_with("text/html"),
         "{:?}",
         page.headers
     );
@@ -259,7 +284,10 @@ fn a_replayed_delivery_is_ignored_after_a_restart() {
     let a = deliver(addr, "once-1", &change);
     assert_eq!(a.status, 202, "{}", a.text());
     let stored = get(addr, "/api/v1/changes").json();
-    assert_eq!(stored[0]["properties"]["hook_delivery"], "once-1", "{stored}");
+    assert_eq!(
+        stored[0]["properties"]["hook_delivery"], "once-1",
+        "{stored}"
+    );
     assert_eq!(stored[0]["properties"]["hook"], "changes", "{stored}");
     m.bbctl_ok(&["shutdown"]);
     m.wait_exit(Duration::from_secs(10));
@@ -323,7 +351,10 @@ fn rebuild_and_cancel_over_http_need_a_token_that_may() {
 
     // The build page's form.
     let page = get(addr, &format!("/builds/{first}")).text();
-    assert!(page.contains(&format!("action=\"/builds/{first}/rebuild\"")), "{page}");
+    assert!(
+        page.contains(&format!("action=\"/builds/{first}/rebuild\"")),
+        "{page}"
+    );
     let form = format!("token={OPS_TOKEN}&reason=from+the+page");
     let post = |path: &str, extra: &[(&str, &str)], body: &str| {
         let mut headers = vec![("content-type", "application/x-www-form-urlencoded")];
@@ -358,7 +389,10 @@ fn rebuild_and_cancel_over_http_need_a_token_that_may() {
     let page = get(addr, "/builders/slow").text();
     assert!(page.contains("id=\"locks\""), "{page}");
     assert!(page.contains("<td>slots</td>"), "{page}");
-    assert!(page.contains(&format!("href=\"/builds/{running}\">#{running}</a> slow")), "{page}");
+    assert!(
+        page.contains(&format!("href=\"/builds/{running}\">#{running}</a> slow")),
+        "{page}"
+    );
     assert!(!get(addr, "/builders/fast").text().contains("id=\"locks\""));
     let page = get(addr, "/queue").text();
     assert!(page.contains("action=\"/queue/cancel\""), "{page}");
@@ -368,9 +402,17 @@ fn rebuild_and_cancel_over_http_need_a_token_that_may() {
         &format!("token={OPS_TOKEN}&request=r{queued}"),
     );
     assert_eq!(a.status, 403, "{}", a.text());
-    let a = post("/queue/cancel", &[], &format!("token={CI_TOKEN}&request=r{queued}"));
+    let a = post(
+        "/queue/cancel",
+        &[],
+        &format!("token={CI_TOKEN}&request=r{queued}"),
+    );
     assert_eq!(a.status, 403, "{}", a.text());
-    let a = post("/queue/cancel", &[], &format!("token={OPS_TOKEN}&request=r{queued}"));
+    let a = post(
+        "/queue/cancel",
+        &[],
+        &format!("token={OPS_TOKEN}&request=r{queued}"),
+    );
     assert_eq!(a.status, 303, "{}", a.text());
     assert_eq!(a.header("location"), Some("/queue"));
     let r = get(addr, &format!("/api/v1/requests/{queued}")).json();
