@@ -581,12 +581,14 @@ mod tests {
         log.push(&at(EventKind::BuildQueued {
             request: 1,
             builder: "a".into(),
+            source: None,
         }));
         log.push(&at(EventKind::BuildStarted {
             build: 9,
             request: 1,
             builder: "a".into(),
             worker: "w".into(),
+            source: None,
         }));
         log.push(&at(EventKind::StepStarted {
             build: 9,
@@ -596,6 +598,7 @@ mod tests {
         log.push(&at(EventKind::BuildQueued {
             request: 2,
             builder: "b".into(),
+            source: None,
         }));
         log.push(&at(EventKind::RequestCancelled {
             request: 2,
