@@ -173,6 +173,20 @@ impl Master {
         Ok(master)
     }
 
+    /// Start a master with more command-line `args` (`--http ADDR`) and
+    /// wait until it serves.
+    pub fn start_args(
+        bins: &Bins,
+        dir: &Path,
+        config: Option<&Path>,
+        args: &[&str],
+    ) -> Result<Master> {
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let mut master = Master::spawn_with(bins, dir, config, &args)?;
+        master.wait_serving(Duration::from_secs(60))?;
+        Ok(master)
+    }
+
     /// Start a master without waiting; its output goes to `<dir>/master.log`.
     pub fn spawn(bins: &Bins, dir: &Path, config: Option<&Path>) -> Result<Master> {
         Master::spawn_with(bins, dir, config, &[])

@@ -29,6 +29,7 @@ mod throughput;
 mod tls;
 mod tls_scale;
 mod upload;
+mod web;
 
 use std::cell::OnceCell;
 use std::process::ExitCode;
@@ -241,6 +242,14 @@ const SCENARIOS: &[Scenario] = &[
     Scenario {
         name: "change-flood",
         run: change_flood::flood,
+    },
+    Scenario {
+        name: "web-pages",
+        run: web::pages,
+    },
+    Scenario {
+        name: "web-sse",
+        run: web::followers,
     },
 ];
 

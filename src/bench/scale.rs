@@ -128,6 +128,12 @@ impl Fixture {
     fn start(&self, ctx: &Ctx) -> Result<Master> {
         Master::start(&ctx.bins, &self.dir, Some(&self.config))
     }
+
+    /// The scale master with more command-line `args` (the web benchmark's
+    /// `--http`).
+    pub(super) fn start_args(&self, ctx: &Ctx, args: &[&str]) -> Result<Master> {
+        Master::start_args(&ctx.bins, &self.dir, Some(&self.config), args)
+    }
 }
 
 /// The records of one finished one-step build (its request id is `id` too).
@@ -175,7 +181,8 @@ fn finished_build(id: u64, def: &Arc<crate::config::BuilderDef>, at: u64) -> [Re
     ]
 }
 
-fn fixture(ctx: &Ctx) -> Result<&Fixture> {
+/// The scale fixture, created at first use and shared by the scenarios.
+pub(super) fn fixture(ctx: &Ctx) -> Result<&Fixture> {
     if let Some(f) = ctx.fixture.get() {
         return Ok(f);
     }

@@ -88,6 +88,10 @@ pub enum Ask<'a> {
     /// Adding changes (`sendchange`, a poller's batch) and reading a
     /// poller's cursors.
     AddChanges,
+    /// Queueing a build again with the properties and source stamp of an
+    /// earlier one (`POST /api/v1/builds/N/rebuild`): for local users as a
+    /// force, over HTTP a `may` of its own (`rebuild`).
+    Rebuild,
 }
 
 /// The policy the rules read: who besides the master's own user may use
@@ -180,16 +184,19 @@ pub fn authorize(policy: &Policy, who: &Principal, what: Ask<'_>) -> Result<(), 
         // unless configured otherwise); a token may also do what its `may`
         // lists; nothing else (reload, shutdown, drain, prune) is for HTTP.
         Principal::HttpAnonymous | Principal::HttpToken { .. } => {
-            let request = match what {
+            let needed = match what {
                 Ask::Connect => return Ok(()),
-                Ask::Request(request) => request,
-                _ => return deny("permission denied: this is not available over HTTP".into()),
-            };
-            if http_read(request) {
-                return Ok(());
-            }
-            let Some(needed) = http_write(request) else {
-                return deny("permission denied: this is not available over HTTP".into());
+                Ask::Rebuild => "rebuild",
+                Ask::Request(request) if http_read(request) => return Ok(()),
+                Ask::Request(request) => match http_write(request) {
+                    Some(needed) => needed,
+                    None => {
+                        return deny("permission denied: this is not available over HTTP".into());
+                    }
+                },
+                Ask::AddChanges => {
+                    return deny("permission denied: this is not available over HTTP".into());
+                }
             };
             match who {
                 Principal::HttpToken { name } => match policy.http_tokens.get(name) {
@@ -226,6 +233,12 @@ fn irc_rule(
             return Err(Refusal::new(
                 RefusalKind::Other,
                 "permission denied: changes are not sent from IRC",
+            ));
+        }
+        Ask::Rebuild => {
+            return Err(Refusal::new(
+                RefusalKind::Other,
+                "permission denied: this is not asked from IRC",
             ));
         }
         Ask::Request(
@@ -279,6 +292,7 @@ fn http_read(request: &Request) -> bool {
             | Request::Artifact { .. }
             | Request::Events
             | Request::Changes { .. }
+            | Request::Locks
     )
 }
 
@@ -448,6 +462,7 @@ mod tests {
         for who in [&anonymous, &ci, &gone] {
             assert!(authorize(&p, who, Ask::Request(&Request::Workers)).is_ok());
             assert!(authorize(&p, who, Ask::Request(&Request::Events)).is_ok());
+            assert!(authorize(&p, who, Ask::Request(&Request::Locks)).is_ok());
             let e = authorize(&p, who, Ask::Request(&reload)).unwrap_err();
             assert!(e.reason.contains("not available over HTTP"), "{}", e.reason);
         }
@@ -463,6 +478,17 @@ mod tests {
         let e = authorize(&p, &gone, Ask::Request(&force)).unwrap_err();
         assert!(e.reason.contains("not configured"), "{}", e.reason);
         assert!(authorize(&p, &ci, Ask::AddChanges).is_err());
+        // Rebuild is a `may` of its own: `force` does not imply it.
+        let e = authorize(&p, &ci, Ask::Rebuild).unwrap_err();
+        assert!(e.reason.contains("may not rebuild"), "{}", e.reason);
+        let mut p2 = p.clone();
+        p2.http_tokens
+            .insert("rb".into(), vec!["rebuild".to_string()]);
+        let rb = Principal::HttpToken { name: "rb".into() };
+        assert!(authorize(&p2, &rb, Ask::Rebuild).is_ok());
+        assert!(authorize(&p2, &rb, Ask::Request(&force)).is_err());
+        assert!(authorize(&p2, &anonymous, Ask::Rebuild).is_err());
+        assert!(authorize(&p2, &user(Some(1000), None), Ask::Rebuild).is_ok());
     }
 
     #[test]

@@ -12,7 +12,7 @@ use super::super::units::parse_listen;
 use super::Checker;
 
 /// What a token may be allowed to do (`may = [...]`).
-pub const HTTP_PERMISSIONS: &[&str] = &["force", "stop", "cancel"];
+pub const HTTP_PERMISSIONS: &[&str] = &["force", "stop", "cancel", "rebuild"];
 
 /// The kinds of webhook payloads (`[[http.hook]] kind`).
 pub const HOOK_KINDS: &[&str] = &["github", "gitea", "json"];

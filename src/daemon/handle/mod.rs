@@ -282,6 +282,37 @@ impl MasterHandle {
         self.history()?.changes(limit).await.map(Reply::Changes)
     }
 
+    /// A rebuild (`POST /api/v1/builds/N/rebuild`): a new request for
+    /// build N's builder with its properties and source stamp, as `bbctl
+    /// rebuild` makes it. Who may: `Ask::Rebuild` (an HTTP token needs
+    /// `rebuild` in its `may`, not `force`). The build is read off the loop;
+    /// answered (with the builder's name) once the request is on disk.
+    pub async fn rebuild(
+        &self,
+        who: &Principal,
+        build: BuildId,
+        reason: String,
+        priority: i32,
+    ) -> Result<(Reply, String), ErrorReply> {
+        self.authorize(who, Ask::Rebuild)
+            .map_err(|refusal| ErrorReply::rejected(refusal.reason))?;
+        let detail = self.history()?.build(build).await?;
+        let builder = detail.summary.builder;
+        let request = Request::ForceBuild {
+            builder: builder.clone(),
+            reason: Some(reason),
+            properties: detail.properties,
+            priority,
+            source: detail.summary.source,
+        };
+        let (reply, rx) = oneshot::channel();
+        let reply = self
+            .round_trip(Command::Client { request, reply }, rx)
+            .await
+            .unwrap_or_else(|| Err(gone()))?;
+        Ok((reply, builder))
+    }
+
     /// `bbctl cancel`: cancel a queued request.
     pub async fn cancel(&self, who: &Principal, request: RequestId) -> Result<Reply, ErrorReply> {
         self.client(who, Request::Cancel { request }).await

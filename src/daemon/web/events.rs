@@ -12,8 +12,16 @@
 //! When a client cannot be resumed (another run, or older than the log
 //! keeps) it gets a `lagged` event first: read `status` again. A slow
 //! client that falls behind the live channel catches up from the log.
+//!
+//! The pages answer `Accept: text/event-stream` with the same stream cut
+//! to what the page shows ([`Topic`]): every event keeps its number, so a
+//! page's stream resumes with `Last-Event-ID` like the whole one. To know
+//! which builder a step's or a request's event concerns, the numbering
+//! task learns which builder each request and build belongs to from the
+//! events that name both (seeded at start with the queue and the running
+//! builds), in a bounded map ([`KNOWN`]).
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -27,7 +35,7 @@ use tokio::sync::{broadcast, mpsc};
 use super::Web;
 use super::respond::{WebFail, stamped};
 use crate::daemon::handle::MasterHandle;
-use crate::protocol::{Event, EventKind};
+use crate::protocol::{BuildId, Event, EventKind, Reply, RequestId, StatusFilter};
 
 /// How many numbered events are kept for resuming clients.
 pub const KEEP: usize = 4096;
@@ -35,6 +43,50 @@ pub const KEEP: usize = 4096;
 pub const KEEPALIVE: Duration = Duration::from_secs(15);
 /// How long a client's browser waits before it reconnects (`retry:`).
 const RETRY: Duration = Duration::from_secs(1);
+/// How many requests and builds the numbering task remembers the builder
+/// of (the oldest are forgotten first).
+pub const KNOWN: usize = 65_536;
+
+/// What one event concerns, for the pages' streams.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Scope {
+    /// The builder it concerns, when known.
+    pub builder: Option<Arc<str>>,
+    /// The build it concerns.
+    pub build: Option<BuildId>,
+    /// It changes the queue (queued, started, cancelled, merged, retried,
+    /// the master draining).
+    pub queue: bool,
+    /// A `lagged` notice: every stream passes it on.
+    pub lagged: bool,
+}
+
+/// Which events a stream carries: all (`/api/v1/events`, `/`), or those
+/// of one build page, one builder page, or the queue page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Topic {
+    /// Every event.
+    All,
+    /// The events of build N (`/builds/N`).
+    Build(BuildId),
+    /// The events of a builder's requests and builds (`/builders/NAME`).
+    Builder(String),
+    /// The events that change the queue (`/queue`).
+    Queue,
+}
+
+impl Topic {
+    /// Does a stream of this topic carry an event of `scope`?
+    pub fn wants(&self, scope: &Scope) -> bool {
+        scope.lagged
+            || match self {
+                Topic::All => true,
+                Topic::Build(b) => scope.build == Some(*b),
+                Topic::Builder(name) => scope.builder.as_deref() == Some(name.as_str()),
+                Topic::Queue => scope.queue,
+            }
+    }
+}
 
 /// One event with its number, as sent.
 #[derive(Debug)]
@@ -43,6 +95,108 @@ pub struct Numbered {
     pub seq: u64,
     /// Its JSON (`bbctl events --json`'s line).
     pub json: String,
+    /// What it concerns.
+    pub scope: Scope,
+}
+
+/// Which builder each request and build belongs to, learned from the
+/// events; the oldest of [`KNOWN`] are forgotten first.
+#[derive(Default)]
+struct Owners {
+    requests: HashMap<RequestId, Arc<str>>,
+    builds: HashMap<BuildId, Arc<str>>,
+    order: VecDeque<(bool, u64)>,
+}
+
+impl Owners {
+    fn learn(&mut self, build: bool, id: u64, builder: &Arc<str>) {
+        let map = if build {
+            &mut self.builds
+        } else {
+            &mut self.requests
+        };
+        if map.insert(id, Arc::clone(builder)).is_none() {
+            self.order.push_back((build, id));
+        }
+        while self.order.len() > KNOWN {
+            if let Some((b, old)) = self.order.pop_front() {
+                if b {
+                    self.builds.remove(&old);
+                } else {
+                    self.requests.remove(&old);
+                }
+            }
+        }
+    }
+
+    fn builder(&mut self, kind: &EventKind) -> Option<Arc<str>> {
+        match kind {
+            EventKind::BuildQueued {
+                request, builder, ..
+            } => {
+                let name: Arc<str> = Arc::from(builder.as_str());
+                self.learn(false, *request, &name);
+                Some(name)
+            }
+            EventKind::BuildStarted {
+                build,
+                request,
+                builder,
+                ..
+            } => {
+                let name: Arc<str> = Arc::from(builder.as_str());
+                self.learn(false, *request, &name);
+                self.learn(true, *build, &name);
+                Some(name)
+            }
+            EventKind::StepStarted { build, .. }
+            | EventKind::StepFinished { build, .. }
+            | EventKind::BuildFinished { build, .. } => self.builds.get(build).cloned(),
+            EventKind::BuildRetried { build, request, .. } => {
+                let name = self.builds.get(build).cloned();
+                if let Some(name) = &name {
+                    self.learn(false, *request, name);
+                }
+                name
+            }
+            EventKind::RequestSkipped { request, build, .. } => self
+                .requests
+                .get(request)
+                .or_else(|| self.builds.get(build))
+                .cloned(),
+            EventKind::RequestCancelled { request, .. } => self.requests.get(request).cloned(),
+            _ => None,
+        }
+    }
+}
+
+/// What `event` concerns (learning owners on the way).
+fn scope_of(owners: &mut Owners, event: &Event) -> Scope {
+    let kind = &event.kind;
+    let build = match kind {
+        EventKind::BuildStarted { build, .. }
+        | EventKind::StepStarted { build, .. }
+        | EventKind::StepFinished { build, .. }
+        | EventKind::BuildFinished { build, .. }
+        | EventKind::BuildRetried { build, .. }
+        | EventKind::RequestSkipped { build, .. } => Some(*build),
+        _ => None,
+    };
+    let queue = matches!(
+        kind,
+        EventKind::BuildQueued { .. }
+            | EventKind::BuildStarted { .. }
+            | EventKind::BuildRetried { .. }
+            | EventKind::RequestSkipped { .. }
+            | EventKind::RequestCancelled { .. }
+            | EventKind::MasterDraining { .. }
+    );
+    Scope {
+        builder: owners.builder(kind),
+        build,
+        queue,
+        lagged: matches!(kind, EventKind::Lagged { .. }),
+    }
 }
 
 struct Kept {
@@ -50,6 +204,8 @@ struct Kept {
     next: u64,
     /// The last [`KEEP`] events, oldest first.
     events: VecDeque<Arc<Numbered>>,
+    /// Who owns which request and build.
+    owners: Owners,
 }
 
 /// The numbered log of recent events behind every SSE stream.
@@ -67,16 +223,47 @@ impl EventLog {
             kept: Mutex::new(Kept {
                 next: 1,
                 events: VecDeque::new(),
+                owners: Owners::default(),
             }),
             live: broadcast::channel(1024).0,
         });
         match master.subscribe_events(&super::Web::anonymous()) {
             Ok(rx) => {
-                tokio::spawn(Arc::clone(&log).feed(rx));
+                let log = Arc::clone(&log);
+                let master = master.clone();
+                tokio::spawn(async move {
+                    // Subscribed first, so nothing falls between what
+                    // the seed shows and the events that follow it.
+                    log.seed(&master).await;
+                    log.feed(rx).await;
+                });
             }
             Err(e) => tracing::warn!("http: no event stream: {}", e.message),
         }
         log
+    }
+
+    /// Learn the builders of the queued requests and running builds the
+    /// master has now (restored at start), whose events name no builder.
+    async fn seed(&self, master: &MasterHandle) {
+        let who = super::Web::anonymous();
+        let status = master.status(&who, StatusFilter::default()).await;
+        let queue = master.queue(&who, None).await;
+        let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+        if let Ok(Reply::Status(status)) = status {
+            for b in &status.builders {
+                let name: Arc<str> = Arc::from(b.name.as_str());
+                for build in &b.running_builds {
+                    kept.owners.learn(true, *build, &name);
+                }
+            }
+        }
+        if let Ok(Reply::Queue(queue)) = queue {
+            for q in &queue {
+                kept.owners
+                    .learn(false, q.request, &Arc::from(q.builder.as_str()));
+            }
+        }
     }
 
     async fn feed(self: Arc<Self>, mut rx: broadcast::Receiver<Arc<Event>>) {
@@ -100,9 +287,11 @@ impl EventLog {
     pub fn push(&self, event: &Event) {
         let json = stamped(event).to_string();
         let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+        let scope = scope_of(&mut kept.owners, event);
         let numbered = Arc::new(Numbered {
             seq: kept.next,
             json,
+            scope,
         });
         kept.next += 1;
         if kept.events.len() == KEEP {
@@ -169,7 +358,28 @@ type Following = (
 
 /// `GET /api/v1/events`: the event stream (`text/event-stream`).
 pub async fn sse(State(web): State<Web>, headers: HeaderMap) -> Result<Response, WebFail> {
-    let who = super::api::who(&web, &headers)?;
+    stream(&web, &headers, Topic::All).await
+}
+
+/// Does the request ask for an event stream (`Accept: text/event-stream`)
+/// rather than the page?
+pub fn wants_stream(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(axum::http::header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| {
+            t.split(';')
+                .next()
+                .is_some_and(|m| m.trim().eq_ignore_ascii_case("text/event-stream"))
+        })
+}
+
+/// The event stream of `topic` for the asker of `headers`: the framing,
+/// ids, keepalive and `Last-Event-ID` resume of `/api/v1/events`.
+pub async fn stream(web: &Web, headers: &HeaderMap, topic: Topic) -> Result<Response, WebFail> {
+    let who = super::api::who(web, headers)?;
     web.master
         .authorize(
             &who,
@@ -199,6 +409,7 @@ pub async fn sse(State(web): State<Web>, headers: HeaderMap) -> Result<Response,
     tokio::spawn(pump(
         web.master.clone(),
         log,
+        topic,
         tx,
         backlog,
         resumed,
@@ -233,9 +444,11 @@ fn lagged() -> SseEvent {
 
 /// Feed one client: its backlog, then live events, until it leaves or the
 /// master stops.
+#[allow(clippy::too_many_arguments)]
 async fn pump(
     master: MasterHandle,
     log: Arc<EventLog>,
+    topic: Topic,
     tx: mpsc::Sender<SseEvent>,
     backlog: Option<Vec<Arc<Numbered>>>,
     resumed: bool,
@@ -250,7 +463,7 @@ async fn pump(
     match backlog {
         Some(events) => {
             for e in events {
-                if tx.send(send(&e)).await.is_err() {
+                if topic.wants(&e.scope) && tx.send(send(&e)).await.is_err() {
                     return;
                 }
                 sent = e.seq;
@@ -267,6 +480,7 @@ async fn pump(
         };
         match next {
             Ok(e) if e.seq <= sent => {}
+            Ok(e) if !topic.wants(&e.scope) => sent = e.seq,
             Ok(e) => {
                 if tx.send(send(&e)).await.is_err() {
                     return;
@@ -280,7 +494,7 @@ async fn pump(
                 match backlog {
                     Some(events) => {
                         for e in events {
-                            if tx.send(send(&e)).await.is_err() {
+                            if topic.wants(&e.scope) && tx.send(send(&e)).await.is_err() {
                                 return;
                             }
                             sent = e.seq;
@@ -309,6 +523,7 @@ mod tests {
             kept: Mutex::new(Kept {
                 next: 1,
                 events: VecDeque::new(),
+                owners: Owners::default(),
             }),
             live: broadcast::channel(16).0,
         }
@@ -350,5 +565,80 @@ mod tests {
         }
         assert!(log.follow(Some(5)).0.is_none());
         assert_eq!(log.follow(Some(11)).0.unwrap().len(), KEEP - 1);
+    }
+
+    fn at(kind: EventKind) -> Event {
+        Event {
+            at_ms: 1,
+            generation: 1,
+            kind,
+        }
+    }
+
+    #[test]
+    fn a_page_stream_carries_what_its_page_shows() {
+        let log = log();
+        log.push(&at(EventKind::BuildQueued {
+            request: 1,
+            builder: "a".into(),
+            source: None,
+        }));
+        log.push(&at(EventKind::BuildStarted {
+            build: 9,
+            request: 1,
+            builder: "a".into(),
+            worker: "w".into(),
+            source: None,
+        }));
+        log.push(&at(EventKind::StepStarted {
+            build: 9,
+            step: 0,
+            name: "s".into(),
+        }));
+        log.push(&at(EventKind::BuildQueued {
+            request: 2,
+            builder: "b".into(),
+            source: None,
+        }));
+        log.push(&at(EventKind::RequestCancelled {
+            request: 2,
+            reason: "x".into(),
+        }));
+        log.push(&event(6));
+        log.push(&at(EventKind::Lagged { missed: 1 }));
+        let (all, _, _) = log.follow(Some(0));
+        let all = all.unwrap();
+        let seqs = |t: Topic| -> Vec<u64> {
+            all.iter()
+                .filter(|e| t.wants(&e.scope))
+                .map(|e| e.seq)
+                .collect()
+        };
+        assert_eq!(seqs(Topic::All), [1, 2, 3, 4, 5, 6, 7]);
+        assert_eq!(seqs(Topic::Build(9)), [2, 3, 7]);
+        assert_eq!(seqs(Topic::Builder("a".into())), [1, 2, 3, 7]);
+        assert_eq!(seqs(Topic::Builder("b".into())), [4, 5, 7]);
+        assert_eq!(seqs(Topic::Queue), [1, 2, 4, 5, 7]);
+    }
+
+    #[test]
+    fn owners_are_bounded() {
+        let mut o = Owners::default();
+        let name: Arc<str> = Arc::from("a");
+        for i in 0..(KNOWN as u64 + 10) {
+            o.learn(true, i, &name);
+        }
+        assert_eq!(o.builds.len(), KNOWN);
+        assert!(!o.builds.contains_key(&0));
+    }
+
+    #[test]
+    fn accept_asks_for_a_stream() {
+        let mut h = HeaderMap::new();
+        assert!(!wants_stream(&h));
+        h.insert("accept", HeaderValue::from_static("text/html,*/*;q=0.8"));
+        assert!(!wants_stream(&h));
+        h.insert("accept", HeaderValue::from_static("Text/Event-Stream; q=1"));
+        assert!(wants_stream(&h));
     }
 }

@@ -6,10 +6,15 @@
 //! `hook:NAME`, for the schedulers to see.
 //!
 //! Replayed deliveries are ignored: the last [`REMEMBERED`] delivery ids of
-//! each hook are kept **in memory** (bounded; a restart of the master
-//! forgets them, and an id older than that many deliveries is accepted
-//! again). GitHub and Gitea send a fresh id per delivery (a redelivery
-//! from their pages has a new one too).
+//! each hook are kept in memory (bounded; an id older than that many
+//! deliveries is accepted again). They survive a restart without a table
+//! of their own: every change a delivery adds carries the properties
+//! [`HOOK_PROPERTY`] (the hook's name) and [`DELIVERY_PROPERTY`] (the
+//! delivery id), stored with the change in the same batch, and before
+//! the first delivery after a start the ids of the last [`RELOADED`]
+//! changes are read back through the history (off the master loop).
+//! GitHub and Gitea send a fresh id per delivery (a redelivery from their
+//! pages has a new one too).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Mutex;
@@ -25,10 +30,20 @@ use super::Web;
 use super::respond::{WebFail, stamped};
 use crate::config::HttpHook;
 use crate::daemon::auth::Principal;
-use crate::protocol::{ChangeBatch, NewChange};
+use crate::daemon::handle::MasterHandle;
+use crate::protocol::{ChangeBatch, NewChange, Reply};
 
 /// Delivery ids remembered per hook.
 pub const REMEMBERED: usize = 1024;
+/// How many of the newest stored changes are read at the first delivery
+/// after a start, for the delivery ids of earlier runs.
+pub const RELOADED: u32 = crate::daemon::store::MAX_LIST;
+/// The longest delivery id taken (it is stored with each change).
+pub const MAX_DELIVERY_ID: usize = 200;
+/// The change property naming the hook that added a change.
+pub const HOOK_PROPERTY: &str = "hook";
+/// The change property holding the delivery id that added a change.
+pub const DELIVERY_PROPERTY: &str = "hook_delivery";
 /// The largest hook body read.
 pub const MAX_HOOK_BODY: usize = 1 << 20;
 /// The most changes one delivery may add.
@@ -41,9 +56,39 @@ type Recent = (VecDeque<String>, HashSet<String>);
 #[derive(Default)]
 pub struct Seen {
     by_hook: Mutex<HashMap<String, Recent>>,
+    /// Set once the ids of earlier runs were read from the history.
+    loaded: tokio::sync::OnceCell<()>,
 }
 
 impl Seen {
+    /// Before the first delivery of this run: remember the delivery ids
+    /// the last [`RELOADED`] stored changes carry (oldest first, so the
+    /// bound keeps the newest). A failed read is retried at the next
+    /// delivery, which is refused meanwhile (503 while the master stops).
+    async fn load(&self, master: &MasterHandle) -> Result<(), WebFail> {
+        self.loaded
+            .get_or_try_init(|| async {
+                let changes = match master.changes(&Principal::HttpAnonymous, RELOADED).await? {
+                    Reply::Changes(c) => c,
+                    _ => Vec::new(),
+                };
+                let mut n = 0;
+                for c in changes.iter().rev() {
+                    let props = &c.change.new.properties;
+                    if let (Some(hook), Some(id)) =
+                        (props.get(HOOK_PROPERTY), props.get(DELIVERY_PROPERTY))
+                        && self.first_time(hook, id)
+                    {
+                        n += 1;
+                    }
+                }
+                tracing::debug!("http: {n} webhook delivery ids read back from the history");
+                Ok::<(), WebFail>(())
+            })
+            .await
+            .map(|_| ())
+    }
+
     /// Was `id` seen for `hook` already? Remembers it if not.
     fn first_time(&self, hook: &str, id: &str) -> bool {
         let mut all = self.by_hook.lock().unwrap_or_else(|e| e.into_inner());
@@ -276,6 +321,15 @@ pub async fn hook(
         }
     }
     if let Some(id) = id
+        && (id.is_empty() || id.len() > MAX_DELIVERY_ID)
+    {
+        return Err(WebFail::bad_request(format!(
+            "the delivery id has {} bytes; 1 to {MAX_DELIVERY_ID} are taken",
+            id.len()
+        )));
+    }
+    web.seen.load(&web.master).await?;
+    if let Some(id) = id
         && !web.seen.first_time(&name, id)
     {
         return Ok(accepted(
@@ -297,7 +351,18 @@ pub async fn hook(
             })
             .map_err(|e| WebFail::bad_request(format!("not a change: {e}"))),
     };
-    let changes = changes.inspect_err(|_| forget())?;
+    let mut changes = changes.inspect_err(|_| forget())?;
+    // Who added them, stored with them: how a restarted master knows the
+    // deliveries it has seen.
+    for c in &mut changes {
+        c.properties.insert(HOOK_PROPERTY.to_string(), name.clone());
+        match id {
+            Some(id) => c
+                .properties
+                .insert(DELIVERY_PROPERTY.to_string(), id.to_string()),
+            None => c.properties.remove(DELIVERY_PROPERTY),
+        };
+    }
     if let Some(problem) = changes.iter().find_map(NewChange::problem) {
         forget();
         return Err(WebFail::bad_request(problem));

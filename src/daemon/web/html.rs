@@ -61,7 +61,7 @@ pub fn page(prefix: &str, title: &str, body: &str, script: &str, nonce: &str) ->
          <meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\
          <title>{t} - bbmaster</title><style>{STYLE}</style></head><body>\
          <nav><a href=\"{p}/\">builders</a><a href=\"{p}/queue\">queue</a>\
-         <a href=\"{p}/workers\">workers</a><a href=\"{p}/api/v1/status\">json</a></nav>\
+         <a href=\"{p}/workers\">workers</a><a href=\"{p}/changes\">changes</a><a href=\"{p}/api/v1/status\">json</a></nav>\
          <h1>{t}</h1>{body}",
         t = esc(title),
         p = esc(prefix),

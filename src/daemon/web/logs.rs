@@ -133,25 +133,26 @@ async fn step_ended(web: &Web, build: BuildId, step: StepIndex) -> bool {
     }
 }
 
-/// Wait for news of `build`'s `step`: its log grew, it ended, or a
-/// notice was missed (then look anyway).
+/// Wait for news of `build`'s `step`: its log grew (`true`: no need to
+/// ask the master whether it ended), or it may have ended, or a notice
+/// was missed (`false`: look).
 async fn news(
     notices: &mut broadcast::Receiver<std::sync::Arc<Notice>>,
     build: BuildId,
     step: StepIndex,
-) {
+) -> bool {
     loop {
         match notices.recv().await {
             Ok(n) => match &*n {
-                Notice::Output { build: b, step: s } if *b == build && *s == step => return,
+                Notice::Output { build: b, step: s } if *b == build && *s == step => return true,
                 Notice::Record(
                     Record::StepFinished { build: b, .. }
                     | Record::BuildFinished { build: b, .. }
                     | Record::BuildRetried { build: b, .. },
-                ) if *b == build => return,
+                ) if *b == build => return false,
                 _ => {}
             },
-            Err(broadcast::error::RecvError::Lagged(_)) => return,
+            Err(broadcast::error::RecvError::Lagged(_)) => return false,
             Err(broadcast::error::RecvError::Closed) => std::future::pending::<()>().await,
         }
     }
@@ -181,7 +182,7 @@ async fn long_poll(
             return (bytes, complete);
         }
         tokio::select! {
-            () = news(&mut notices, build, step) => {}
+            _ = news(&mut notices, build, step) => {}
             () = tokio::time::sleep(RECHECK) => {}
             () = tokio::time::sleep_until(deadline) => return (Vec::new(), false),
             () = web.master.shutting_down() => return (Vec::new(), false),
@@ -201,8 +202,11 @@ async fn follow_log(
     // Subscribed before the first look: nothing written after it is missed.
     let mut notices = web.master.subscribe_notices();
     let path = step_log_path(&web.logs, build, step);
+    // Whether the step ended is asked of the master loop only at first and
+    // when a notice says it may have (never for each growth of the log:
+    // a crowd of followers would keep the loop busy).
+    let mut ended = step_ended(&web, build, step).await;
     loop {
-        let ended = step_ended(&web, build, step).await;
         loop {
             let p = path.clone();
             let bytes =
@@ -221,11 +225,14 @@ async fn follow_log(
         if ended {
             return;
         }
-        tokio::select! {
-            () = news(&mut notices, build, step) => {}
-            () = tokio::time::sleep(RECHECK) => {}
+        let grew = tokio::select! {
+            grew = news(&mut notices, build, step) => grew,
+            () = tokio::time::sleep(RECHECK) => false,
             () = tx.closed() => return,
             () = web.master.shutting_down() => return,
+        };
+        if !grew {
+            ended = step_ended(&web, build, step).await;
         }
     }
 }

@@ -110,9 +110,12 @@ pub fn router(web: Web) -> Router {
         .route("/builders/{name}", get(pages::builder))
         .route("/builds/{id}", get(pages::build))
         .route("/builds/{id}/stop", post(writes::page_stop))
+        .route("/builds/{id}/rebuild", post(writes::page_rebuild))
+        .route("/queue/cancel", post(writes::page_cancel))
         .route("/builders/{name}/force", post(writes::page_force))
         .route("/workers", get(pages::workers))
         .route("/queue", get(pages::queue))
+        .route("/changes", get(pages::changes))
         .route("/badge/{file}", get(badge::badge))
         .route("/api/v1/status", get(api::status))
         .route("/api/v1/builders", get(api::builders))
@@ -121,6 +124,7 @@ pub fn router(web: Web) -> Router {
         .route("/api/v1/builds", get(api::builds))
         .route("/api/v1/builds/{id}", get(api::build))
         .route("/api/v1/builds/{id}/stop", post(writes::stop))
+        .route("/api/v1/builds/{id}/rebuild", post(writes::rebuild))
         .route("/api/v1/builds/{id}/steps", get(api::steps))
         .route("/api/v1/builds/{id}/steps/{step}/log", get(logs::log))
         .route("/api/v1/builds/{id}/artifacts", get(api::artifacts))
@@ -137,7 +141,24 @@ pub fn router(web: Web) -> Router {
         )
         .fallback(respond::no_route)
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::from_fn(server_timing))
         .with_state(web)
+}
+
+/// Say how long the server took to answer (`Server-Timing: app;dur=MS`):
+/// for a page or a JSON answer, the whole of its making; for a stream, up
+/// to its first byte. The benchmarks read it (docs/benchmarks.md).
+async fn server_timing(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let start = std::time::Instant::now();
+    let mut response = next.run(request).await;
+    let ms = start.elapsed().as_secs_f64() * 1e3;
+    if let Ok(v) = axum::http::HeaderValue::from_str(&format!("app;dur={ms:.3}")) {
+        response.headers_mut().insert("server-timing", v);
+    }
+    response
 }
 
 /// Why the web server could not start.

@@ -1,6 +1,6 @@
 //! The server-rendered pages: `/` (builders with their recent builds, the
 //! queue, workers), `/builders/NAME`, `/builds/N` (steps, durations, log
-//! tails that follow while a step runs), `/workers`, `/queue`.
+//! tails that follow while a step runs), `/workers`, `/queue`, `/changes`.
 //!
 //! Every page is whole without JavaScript; the build page carries one
 //! small inline script (admitted by its nonce alone) that, while the
@@ -14,14 +14,15 @@ use std::fmt::Write as _;
 
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::Response;
+use axum::response::{IntoResponse as _, Response};
 
 use super::Web;
 use super::api::{BuildsQuery, artifacts_of, build_of, builds_window, parse_id, status_of, who};
+use super::events::{self, Topic};
 use super::html::{duration, esc, page, result_label, time, url_segment};
 use super::respond::{WebFail, html_page, nonce};
 use crate::daemon::logs::{log_len, read_from, step_log_path};
-use crate::protocol::{BuildSummary, QueuedStatus, Reply, StatusFilter, WorkerDetail};
+use crate::protocol::{BuildSummary, ChangeInfo, QueuedStatus, Reply, StatusFilter, WorkerDetail};
 
 /// How many recent builds `/` shows per builder.
 const GRID: usize = 12;
@@ -29,6 +30,10 @@ const GRID: usize = 12;
 const GRID_READ: u32 = 1000;
 /// Builds per page of `/builders/NAME`.
 const PAGE: u32 = 25;
+/// Queued requests `/` shows (the rest are on `/queue`).
+const INDEX_QUEUE: usize = 50;
+/// Changes per page of `/changes`.
+const CHANGES_PAGE: u32 = 50;
 /// How much of each step's log the build page shows at first.
 const TAIL: u64 = 64 << 10;
 
@@ -57,10 +62,13 @@ where
     }
 }
 
-fn queue_table(web: &Web, queue: &[QueuedStatus], now_ms: u64) -> String {
+/// The queue as a table: its first `cap` requests, and how many more
+/// (with a link to `/queue`).
+fn queue_table(web: &Web, queue: &[QueuedStatus], now_ms: u64, cap: usize) -> String {
     if queue.is_empty() {
         return "<p>Nothing queued.</p>".into();
     }
+    let (queue, more) = queue.split_at(queue.len().min(cap));
     let mut out = String::from(
         "<div class=\"wide\"><table><tr><th>request</th><th>builder</th><th>#</th>\
          <th>priority</th><th>waiting</th><th>reason</th></tr>",
@@ -81,6 +89,14 @@ fn queue_table(web: &Web, queue: &[QueuedStatus], now_ms: u64) -> String {
         );
     }
     out.push_str("</table></div>");
+    if !more.is_empty() {
+        let _ = write!(
+            out,
+            "<p>… and {} more: <a href=\"{}/queue\">the whole queue</a></p>",
+            more.len(),
+            esc(&web.prefix)
+        );
+    }
     out
 }
 
@@ -142,8 +158,21 @@ fn builds_table(web: &Web, builds: &[BuildSummary]) -> String {
     out
 }
 
-/// `GET /`: builders with their recent builds, the queue, the workers.
+/// A page's event stream (`Accept: text/event-stream`), or its error as
+/// JSON (a stream client reads no HTML).
+async fn page_stream(web: &Web, headers: &HeaderMap, topic: Topic) -> Response {
+    match events::stream(web, headers, topic).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    }
+}
+
+/// `GET /`: builders with their recent builds, the queue, the workers;
+/// with `Accept: text/event-stream`, every event.
 pub async fn index(State(web): State<Web>, headers: HeaderMap) -> Response {
+    if events::wants_stream(&headers) {
+        return page_stream(&web, &headers, Topic::All).await;
+    }
     render(&web, async {
         let who = who(&web, &headers)?;
         let status = status_of(&web, &who, StatusFilter::default()).await?;
@@ -201,7 +230,7 @@ pub async fn index(State(web): State<Web>, headers: HeaderMap) -> Response {
         let _ = write!(
             body,
             "<h2>Queue</h2>{}<h2>Workers</h2>",
-            queue_table(&web, &queue, status.now_ms)
+            queue_table(&web, &queue, status.now_ms, INDEX_QUEUE)
         );
         if let Reply::Workers(w) = web.master.workers(&who).await? {
             body.push_str(&workers_table(&w, status.now_ms));
@@ -218,25 +247,46 @@ pub struct PageQuery {
     pub offset: Option<u32>,
 }
 
+/// The status of builder `name` (404 when there is none).
+async fn builder_status(
+    web: &Web,
+    who: &crate::daemon::auth::Principal,
+    name: &str,
+) -> Result<crate::protocol::StatusReply, WebFail> {
+    let filter = StatusFilter {
+        builder: Some(name.trim_end_matches('*').to_string()),
+        ..StatusFilter::default()
+    };
+    let status = status_of(web, who, filter).await?;
+    if status.builders.first().is_none_or(|b| b.name != name) {
+        return Err(WebFail::not_found(format!("no builder {name:?}")));
+    }
+    Ok(status)
+}
+
 /// `GET /builders/NAME`: its history (paged), queue, workers, and a force
-/// button for token holders.
+/// button for token holders; with `Accept: text/event-stream`, the events
+/// of its requests and builds.
 pub async fn builder(
     State(web): State<Web>,
     headers: HeaderMap,
     Path(name): Path<String>,
     Query(q): Query<PageQuery>,
 ) -> Response {
+    if events::wants_stream(&headers) {
+        let known = match who(&web, &headers) {
+            Ok(who) => builder_status(&web, &who, &name).await.map(|_| ()),
+            Err(e) => Err(e),
+        };
+        return match known {
+            Ok(()) => page_stream(&web, &headers, Topic::Builder(name)).await,
+            Err(e) => e.into_response(),
+        };
+    }
     render(&web, async {
         let who = who(&web, &headers)?;
-        let filter = StatusFilter {
-            builder: Some(name.trim_end_matches('*').to_string()),
-            ..StatusFilter::default()
-        };
-        let status = status_of(&web, &who, filter).await?;
-        let b = status
-            .builders
-            .first()
-            .ok_or_else(|| WebFail::not_found(format!("no builder {name:?}")))?;
+        let status = builder_status(&web, &who, &name).await?;
+        let b = &status.builders[0];
         let offset = q.offset.unwrap_or(0);
         let builds = builds_window(
             &web,
@@ -282,9 +332,10 @@ pub async fn builder(
             let _ = write!(
                 body,
                 "<h2>Queue</h2>{}",
-                queue_table(&web, &queue, status.now_ms)
+                queue_table(&web, &queue, status.now_ms, usize::MAX)
             );
         }
+        body.push_str(&locks_of(&web, &who, &name, status.now_ms).await?);
         Ok((format!("builder {name}"), body, String::new()))
     })
     .await
@@ -327,8 +378,19 @@ if(el.getAttribute('data-done')!=='1')poll();
 })();"#;
 
 /// `GET /builds/N`: steps with results and durations, artifacts, and the
-/// tail of each step's log, followed live while the build runs.
+/// tail of each step's log, followed live while the build runs; with
+/// `Accept: text/event-stream`, the build's events.
 pub async fn build(State(web): State<Web>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    if events::wants_stream(&headers) {
+        let known = match (who(&web, &headers), parse_id(&id, "build")) {
+            (Ok(who), Ok(id)) => build_of(&web, &who, id).await.map(|_| id),
+            (Err(e), _) | (_, Err(e)) => Err(e),
+        };
+        return match known {
+            Ok(id) => page_stream(&web, &headers, Topic::Build(id)).await,
+            Err(e) => e.into_response(),
+        };
+    }
     render(&web, async {
         let who = who(&web, &headers)?;
         let id = parse_id(&id, "build")?;
@@ -357,6 +419,22 @@ pub async fn build(State(web): State<Web>, headers: HeaderMap, Path(id): Path<St
         if let Some(reason) = &b.request_reason {
             let _ = write!(body, "<p>Requested: {}</p>", esc(reason));
         }
+        if let Some(src) = &s.source {
+            let _ = write!(
+                body,
+                "<p id=\"source\">Source: {} <code>{}</code> at <code>{}</code>",
+                esc(&src.repository),
+                esc(&src.branch),
+                esc(src.revision.as_deref().unwrap_or("the branch's head")),
+            );
+            if !src.changes.is_empty() {
+                body.push_str(" · changes:");
+                for c in &src.changes {
+                    let _ = write!(body, " <a href=\"{p}/changes#change-{c}\">{c}</a>");
+                }
+            }
+            body.push_str("</p>");
+        }
         if !b.properties.is_empty() {
             body.push_str("<p>Properties: ");
             for (k, v) in &b.properties {
@@ -372,6 +450,12 @@ pub async fn build(State(web): State<Web>, headers: HeaderMap, Path(id): Path<St
                  <button type=\"submit\">stop</button></form>"
             );
         }
+        let _ = write!(
+            body,
+            "<form id=\"rebuild\" class=\"inline\" method=\"post\" action=\"{p}/builds/{id}/rebuild\">\
+             <input type=\"password\" name=\"token\" placeholder=\"token\" autocomplete=\"off\" required>\
+             <button type=\"submit\">rebuild</button></form>"
+        );
         body.push_str(
             "<div class=\"wide\"><table><tr><th>step</th><th>result</th><th>started</th>\
              <th>took</th><th>why</th></tr>",
@@ -457,16 +541,219 @@ pub async fn workers(State(web): State<Web>, headers: HeaderMap) -> Response {
     .await
 }
 
-/// `GET /queue`.
+/// `GET /queue` (and a cancel form); with `Accept: text/event-stream`,
+/// the events that change the queue.
 pub async fn queue(State(web): State<Web>, headers: HeaderMap) -> Response {
+    if events::wants_stream(&headers) {
+        return page_stream(&web, &headers, Topic::Queue).await;
+    }
     render(&web, async {
         let who = who(&web, &headers)?;
         let now = crate::paths::now_ms();
-        let body = match web.master.queue(&who, None).await? {
-            Reply::Queue(q) => queue_table(&web, &q, now),
-            _ => String::new(),
+        let queue = match web.master.queue(&who, None).await? {
+            Reply::Queue(q) => q,
+            _ => Vec::new(),
         };
+        let mut body = String::new();
+        if !queue.is_empty() {
+            let _ = write!(
+                body,
+                "<form id=\"cancel\" class=\"inline\" method=\"post\" action=\"{p}/queue/cancel\">\
+                 <input type=\"text\" name=\"request\" placeholder=\"request (r12)\" required>\
+                 <input type=\"password\" name=\"token\" placeholder=\"token\" autocomplete=\"off\" required>\
+                 <button type=\"submit\">cancel</button></form>",
+                p = esc(&web.prefix)
+            );
+        }
+        body.push_str(&queue_table(&web, &queue, now, usize::MAX));
         Ok(("queue".to_string(), body, String::new()))
     })
     .await
+}
+
+/// The first line of a change's comments, cut to a length a table row
+/// holds.
+fn first_line(comments: Option<&str>) -> String {
+    let line = comments.unwrap_or("").lines().next().unwrap_or("");
+    match line.char_indices().nth(100) {
+        Some((i, _)) => format!("{}…", &line[..i]),
+        None => line.to_string(),
+    }
+}
+
+/// A revision as people read it: its first 12 characters.
+fn short_revision(revision: &str) -> &str {
+    match revision.char_indices().nth(12) {
+        Some((i, _)) => &revision[..i],
+        None => revision,
+    }
+}
+
+fn changes_table(web: &Web, changes: &[ChangeInfo]) -> String {
+    if changes.is_empty() {
+        return "<p>No changes.</p>".into();
+    }
+    let p = esc(&web.prefix);
+    let mut out = String::from(
+        "<div class=\"wide\"><table id=\"changes\"><tr><th>change</th><th>repository</th>\
+         <th>branch</th><th>revision</th><th>author</th><th>comments</th><th>when</th>\
+         <th>builds</th></tr>",
+    );
+    for c in changes {
+        let n = &c.change.new;
+        let mut builds = String::new();
+        for r in &c.requests {
+            if r.builds.is_empty() {
+                let _ = write!(
+                    builds,
+                    "<a href=\"{p}/builders/{}\">{}</a> r{} queued ",
+                    url_segment(&r.builder),
+                    esc(&r.builder),
+                    r.request_id
+                );
+            }
+            for b in &r.builds {
+                let _ = write!(
+                    builds,
+                    "<a href=\"{p}/builds/{b}\" title=\"{}\">#{b}</a> ",
+                    esc(&r.builder)
+                );
+            }
+        }
+        let _ = write!(
+            out,
+            "<tr id=\"change-{id}\"><td>{id}</td><td>{}</td><td>{}</td><td><code title=\"{}\">{}</code></td><td>{}</td>\
+             <td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(&n.repository),
+            esc(&n.branch),
+            esc(&n.revision),
+            esc(short_revision(&n.revision)),
+            esc(n.author.as_deref().unwrap_or("")),
+            esc(&first_line(n.comments.as_deref())),
+            time(c.change.at_ms),
+            builds.trim_end(),
+            id = c.change.id,
+        );
+    }
+    out.push_str("</table></div>");
+    out
+}
+
+/// `GET /changes?offset=N`: the changes, newest first, with the builds
+/// each started (paged).
+pub async fn changes(
+    State(web): State<Web>,
+    headers: HeaderMap,
+    Query(q): Query<PageQuery>,
+) -> Response {
+    render(&web, async {
+        let who = who(&web, &headers)?;
+        let offset = q.offset.unwrap_or(0);
+        let window = offset.saturating_add(CHANGES_PAGE + 1);
+        if window > super::api::MAX_WINDOW {
+            return Err(WebFail::bad_request(format!(
+                "offset {offset} is too far back: at most {} changes back can be read",
+                super::api::MAX_WINDOW
+            )));
+        }
+        let list = match web.master.changes(&who, window).await? {
+            Reply::Changes(c) => c,
+            _ => Vec::new(),
+        };
+        let page: Vec<ChangeInfo> = list
+            .into_iter()
+            .skip(offset as usize)
+            .take(CHANGES_PAGE as usize + 1)
+            .collect();
+        let more = page.len() > CHANGES_PAGE as usize;
+        let p = esc(&web.prefix);
+        let mut body = changes_table(&web, &page[..page.len().min(CHANGES_PAGE as usize)]);
+        if offset > 0 {
+            let _ = write!(
+                body,
+                "<a href=\"{p}/changes?offset={}\">newer</a> ",
+                offset.saturating_sub(CHANGES_PAGE)
+            );
+        }
+        if more {
+            let _ = write!(
+                body,
+                "<a href=\"{p}/changes?offset={}\">older</a>",
+                offset + CHANGES_PAGE
+            );
+        }
+        Ok(("changes".to_string(), body, String::new()))
+    })
+    .await
+}
+
+/// The locks builder `name` claims (for its builds or its steps), with
+/// their holders and waiters now; empty without any.
+async fn locks_of(
+    web: &Web,
+    who: &crate::daemon::auth::Principal,
+    name: &str,
+    now_ms: u64,
+) -> Result<String, WebFail> {
+    let Some(config) = web.master.config().await else {
+        return Ok(String::new());
+    };
+    let Some(def) = config.builders.iter().find(|b| b.name == name) else {
+        return Ok(String::new());
+    };
+    let mut claimed: Vec<&str> = def.locks.iter().map(|l| l.name.as_str()).collect();
+    for step in &def.steps {
+        claimed.extend(step.locks.iter().map(|l| l.name.as_str()));
+    }
+    if claimed.is_empty() {
+        return Ok(String::new());
+    }
+    let Reply::Locks(locks) = web.master.locks(who).await? else {
+        return Ok(String::new());
+    };
+    let mut out = String::from(
+        "<h2>Locks</h2><div class=\"wide\"><table id=\"locks\"><tr><th>lock</th><th>scope</th>\
+         <th>max</th><th>held by</th><th>waiting</th></tr>",
+    );
+    let p = esc(&web.prefix);
+    for l in locks.iter().filter(|l| claimed.contains(&l.name.as_str())) {
+        let mut held = String::new();
+        for h in &l.holders {
+            let _ = write!(
+                held,
+                "<a href=\"{p}/builds/{b}\">#{b}</a> {} ({}) ",
+                esc(&h.builder),
+                esc(&h.access),
+                b = h.build
+            );
+        }
+        let mut waiting = String::new();
+        for w in &l.waiters {
+            let _ = write!(
+                waiting,
+                "{} {} for {} ",
+                esc(&w.builder),
+                w.build
+                    .map(|b| format!("#{b}"))
+                    .or(w.request.map(|r| format!("r{r}")))
+                    .unwrap_or_default(),
+                duration(now_ms.saturating_sub(w.since_ms)),
+            );
+        }
+        let _ = write!(
+            out,
+            "<tr><td>{}</td><td>{}{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(&l.name),
+            esc(&l.scope),
+            l.worker
+                .as_deref()
+                .map(|w| format!(" ({})", esc(w)))
+                .unwrap_or_default(),
+            l.max,
+            held.trim_end(),
+            waiting.trim_end(),
+        );
+    }
+    out.push_str("</table></div>");
+    Ok(out)
 }

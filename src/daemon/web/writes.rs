@@ -1,4 +1,4 @@
-//! Writes over HTTP: force, stop, cancel. Each needs a token
+//! Writes over HTTP: force, stop, cancel, rebuild. Each needs a token
 //! (`[[http.token]]`) whose `may` lists it; `daemon::auth` decides, and
 //! the request goes through the front door with the token's name as the
 //! principal (and in the request's reason).
@@ -44,8 +44,13 @@ pub struct ForceBody {
 
 /// May `who` make `request`? A refusal is 401 without a token, 403 with.
 fn allowed(web: &Web, who: &Principal, request: &Request) -> Result<(), WebFail> {
+    may(web, who, Ask::Request(request))
+}
+
+/// May `who` ask `what`? A refusal is 401 without a token, 403 with.
+fn may(web: &Web, who: &Principal, what: Ask<'_>) -> Result<(), WebFail> {
     web.master
-        .authorize(who, Ask::Request(request))
+        .authorize(who, what)
         .map_err(|refusal| match who {
             Principal::HttpAnonymous => tokens::unauthorized(&refusal.reason),
             _ => WebFail {
@@ -55,15 +60,16 @@ fn allowed(web: &Web, who: &Principal, request: &Request) -> Result<(), WebFail>
         })
 }
 
-/// The reason a request made over HTTP carries: who asked, and why.
-fn reason_of(who: &Principal, reason: Option<String>) -> String {
+/// The reason a request made over HTTP carries: who asked, and why
+/// (`default` when the asker gave no reason).
+fn reason_of(who: &Principal, reason: Option<String>, default: &str) -> String {
     let name = match who {
         Principal::HttpToken { name } => name.as_str(),
         _ => "?",
     };
     match reason.filter(|r| !r.trim().is_empty()) {
         Some(r) => format!("{r} (http token {name})"),
-        None => format!("forced over HTTP by token {name}"),
+        None => format!("{default} (http token {name})"),
     }
 }
 
@@ -82,7 +88,7 @@ async fn do_force(
         source: None,
     };
     allowed(web, who, &request)?;
-    let reason = reason_of(who, body.reason);
+    let reason = reason_of(who, body.reason, "forced over HTTP");
     match web
         .master
         .force_build(
@@ -160,14 +166,77 @@ pub async fn cancel(
     Ok(done(web.master.cancel(&who, request).await?))
 }
 
+/// The body of `POST /api/v1/builds/N/rebuild` (all optional).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RebuildBody {
+    /// Why, shown in the history (default: `rebuild of build N`).
+    pub reason: Option<String>,
+    /// Higher runs first.
+    #[serde(default)]
+    pub priority: i32,
+}
+
+/// Queue build `build` again for `who` (its builder, properties and
+/// source stamp); the new request's id and its builder.
+async fn do_rebuild(
+    web: &Web,
+    who: &Principal,
+    build: u64,
+    body: RebuildBody,
+) -> Result<(u64, String), WebFail> {
+    may(web, who, Ask::Rebuild)?;
+    let reason = reason_of(who, body.reason, &format!("rebuild of build {build}"));
+    match web
+        .master
+        .rebuild(who, build, reason, body.priority)
+        .await?
+    {
+        (Reply::Queued { request_id }, builder) => Ok((request_id, builder)),
+        (other, _) => Err(WebFail::bad_request(format!(
+            "unexpected answer: {other:?}"
+        ))),
+    }
+}
+
+/// `POST /api/v1/builds/N/rebuild` (body: optional JSON [`RebuildBody`]):
+/// a new request with build N's builder, properties and source stamp;
+/// `bbctl --json rebuild`'s answer (201).
+pub async fn rebuild(
+    State(web): State<Web>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Response, WebFail> {
+    let who = who(&web, &headers)?;
+    let build = parse_id(&id, "build")?;
+    let body: RebuildBody = if body.iter().all(u8::is_ascii_whitespace) {
+        RebuildBody::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| WebFail::bad_request(format!("the body is not a rebuild request: {e}")))?
+    };
+    let (request_id, builder) = do_rebuild(&web, &who, build, body).await?;
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(stamped(
+            &json!({ "request_id": request_id, "builder": builder }),
+        )),
+    )
+        .into_response())
+}
+
 /// A page's form: the token typed by the person, and for force a reason.
 #[derive(Debug, Deserialize)]
 pub struct PageForm {
     /// The bearer token.
     pub token: String,
-    /// Why (force only).
+    /// Why (force and rebuild).
     #[serde(default)]
     pub reason: Option<String>,
+    /// The request to cancel (the queue page's form).
+    #[serde(default)]
+    pub request: Option<String>,
 }
 
 /// Refuse a form posted from another site.
@@ -237,4 +306,43 @@ pub async fn page_stop(
     allowed(&web, &who, &Request::Stop { build })?;
     web.master.stop(&who, build).await?;
     Ok(Redirect::to(&format!("{}/builds/{build}", web.prefix)).into_response())
+}
+
+/// `POST /builds/N/rebuild` from the build page: queue it again, then to
+/// the builder's page (303).
+pub async fn page_rebuild(
+    State(web): State<Web>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Form(form): Form<PageForm>,
+) -> Result<Response, WebFail> {
+    same_site(&web, &headers)?;
+    let who = tokens::by_token(&web.settings, form.token.trim())?;
+    let build = parse_id(&id, "build")?;
+    let body = RebuildBody {
+        reason: form.reason,
+        ..RebuildBody::default()
+    };
+    let (_, builder) = do_rebuild(&web, &who, build, body).await?;
+    Ok(Redirect::to(&format!(
+        "{}/builders/{}",
+        web.prefix,
+        url_segment(&builder)
+    ))
+    .into_response())
+}
+
+/// `POST /queue/cancel` from the queue page (the request's number in the
+/// form): cancel it, then back to the queue (303).
+pub async fn page_cancel(
+    State(web): State<Web>,
+    headers: HeaderMap,
+    Form(form): Form<PageForm>,
+) -> Result<Response, WebFail> {
+    same_site(&web, &headers)?;
+    let who = tokens::by_token(&web.settings, form.token.trim())?;
+    let request = parse_id(form.request.as_deref().unwrap_or("").trim(), "request")?;
+    allowed(&web, &who, &Request::Cancel { request })?;
+    web.master.cancel(&who, request).await?;
+    Ok(Redirect::to(&format!("{}/queue", web.prefix)).into_response())
 }

@@ -5,6 +5,7 @@
 
 mod browser;
 mod client;
+mod finish;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -47,9 +48,14 @@ workers = ["local-1"]
   name = "count"
   shell = "for i in 1 2 3 4 5 6 7 8 9 10; do echo tick $i; sleep 0.3; done"
 
+[[lock]]
+name = "slots"
+max = 4
+
 [[builder]]
 name = "slow"
 workers = ["local-1"]
+locks = [{ name = "slots", access = "counting" }]
   [[builder.step]]
   name = "nap"
   command = ["sleep", "30"]
@@ -64,6 +70,13 @@ workers = ["local-1"]
   name = "upload"
   upload = { from = "a.txt" }
 
+[[scheduler]]
+name = "on-built"
+kind = "branch"
+builders = ["fast"]
+branches = ["built"]
+tree_stable = "0s"
+
 [http]
 listen = "127.0.0.1:0"
 
@@ -75,7 +88,7 @@ may = ["force"]
 [[http.token]]
 name = "ops"
 token_file = "ops.token"
-may = ["force", "stop", "cancel"]
+may = ["force", "stop", "cancel", "rebuild"]
 
 [[http.hook]]
 name = "github"
@@ -108,14 +121,17 @@ pub fn start() -> (Master, SocketAddr) {
     (m, addr)
 }
 
-/// The address in the master's "web pages and HTTP API on" line.
+/// The address in the master's "web pages and HTTP API on" line (of
+/// its latest start).
 pub fn web_addr(m: &Master) -> SocketAddr {
     let mut found = None;
     wait_until(
         "the web server's address in the log",
         Duration::from_secs(10),
         || {
-            found = m.stderr().lines().find_map(|l| {
+            let log = m.stderr();
+            let latest = log.rsplit("--- (restarted)\n").next().unwrap_or("");
+            found = latest.lines().find_map(|l| {
                 let rest = l.split("HTTP API on http://").nth(1)?;
                 rest.trim_end_matches('/').parse().ok()
             });
@@ -422,7 +438,7 @@ fn writes_need_a_token_that_may() {
 }
 
 /// The first running build's id (waits for one).
-fn wait_running(addr: SocketAddr) -> u64 {
+pub fn wait_running(addr: SocketAddr) -> u64 {
     let mut id = 0;
     wait_until("a running build", Duration::from_secs(10), || {
         let s = get(addr, "/api/v1/status").json();
@@ -438,7 +454,7 @@ fn wait_running(addr: SocketAddr) -> u64 {
 }
 
 /// One SSE event as read: its id and its JSON.
-fn next_event(stream: &mut client::Stream) -> Option<(Option<String>, Value)> {
+pub fn next_event(stream: &mut client::Stream) -> Option<(Option<String>, Value)> {
     let mut id = None;
     let mut data: Option<String> = None;
     loop {
@@ -458,7 +474,7 @@ fn next_event(stream: &mut client::Stream) -> Option<(Option<String>, Value)> {
 }
 
 /// Read events until one of `kind` for `build`.
-fn events_until(stream: &mut client::Stream, kind: &str, build: u64) -> Vec<(String, Value)> {
+pub fn events_until(stream: &mut client::Stream, kind: &str, build: u64) -> Vec<(String, Value)> {
     let mut got = Vec::new();
     loop {
         let (id, event) = next_event(stream).expect("the stream ended early");
@@ -566,7 +582,7 @@ fn a_followed_log_grows_and_ends_with_its_step() {
 }
 
 /// `sha256=HEX` of `body` under `secret`, as GitHub signs.
-fn hmac(secret: &str, body: &[u8]) -> String {
+pub fn hmac(secret: &str, body: &[u8]) -> String {
     let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes());
     let tag = ring::hmac::sign(&key, body);
     let hex: String = tag.as_ref().iter().map(|b| format!("{b:02x}")).collect();
