@@ -568,6 +568,22 @@ pub async fn run(opts: MasterOptions) -> Result<(), DaemonError> {
             }
         }
     };
+    // A store that failed because another master took over (it ended
+    // this master's sessions) is a lost leadership, and says so.
+    let outcome = match (outcome, &office) {
+        (Err(DaemonError::Store(e)), Some(office)) => {
+            Err(match leader::registry::leader(&office.heartbeat).await {
+                Ok(row) if row.epoch != office.epoch => {
+                    DaemonError::Leadership(leader::LeaderError::Superseded {
+                        mine: office.epoch,
+                        current: row.epoch,
+                    })
+                }
+                _ => DaemonError::Store(e),
+            })
+        }
+        (outcome, _) => outcome,
+    };
 
     let _ = stopping_tx.send(true);
     control_task.abort();
