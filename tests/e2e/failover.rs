@@ -376,7 +376,9 @@ fn failover(masters: usize) {
     let mut checked = 0;
     let mut never_ran = 0;
     for line in builds.lines() {
-        let (tag, list) = line.split_once('=').unwrap_or_else(|| panic!("bad row {line:?}"));
+        let (tag, list) = line
+            .split_once('=')
+            .unwrap_or_else(|| panic!("bad row {line:?}"));
         let runs: Vec<(&str, &str)> = list.split(',').filter_map(|b| b.split_once(':')).collect();
         let log_of = |build: &str| {
             let log = cluster.path().join(format!("shared/logs/{build}/0.log"));
@@ -400,7 +402,11 @@ fn failover(masters: usize) {
         never_ran += runs.len() - 1;
         let (build, result) = ran[0];
         assert_eq!(*result, "success", "{tag}: build {build} ended {result:?}");
-        assert_eq!(log_of(build), whole, "{tag}: the log of build {build} is not whole");
+        assert_eq!(
+            log_of(build),
+            whole,
+            "{tag}: the log of build {build} is not whole"
+        );
         checked += 1;
     }
     assert_eq!(checked, REQUESTS);
