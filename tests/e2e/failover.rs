@@ -393,9 +393,14 @@ fn failover(masters: usize) {
                 "SELECT b.id || ' ' || b.worker || ' ' || coalesce(b.result, '-') || ' ' || coalesce(b.reason, '-') \
                  FROM builds b JOIN requests r ON r.id = b.request_id WHERE r.reason = '{tag}' ORDER BY b.id"
             ));
+            let logs: Vec<String> = runs
+                .iter()
+                .map(|(build, _)| format!("build {build}: {:?}", log_of(build)))
+                .collect();
             panic!(
-                "{tag} ran {} times:\n{rows}\n{}",
+                "{tag} ran {} times:\n{rows}\n{}\n{}",
                 ran.len(),
+                logs.join("\n"),
                 stderrs(&cluster.masters)
             );
         }
