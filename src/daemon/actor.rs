@@ -21,7 +21,7 @@ use crate::daemon::store::{BoxedStore, StoreError};
 use crate::paths::now_ms;
 use crate::protocol::{
     ArtifactInfo, BuildId, ChangeId, ErrorReply, Event, EventKind, RefusalKind, ReloadReport,
-    Reply, SourceStamp,
+    Reply, SourceStamp, StepIndex,
 };
 
 /// A live worker link, as the master loop knows it.
@@ -94,6 +94,16 @@ pub(super) enum Deferred {
         oneshot::Sender<Result<Vec<ChangeId>, ErrorReply>>,
         Result<Vec<ChangeId>, ErrorReply>,
     ),
+    /// To a worker's step end: the receipt that lets it forget the step,
+    /// sent only once the end is committed (docs/protocol.md).
+    EndKept {
+        /// The link the end came on.
+        link: LinkId,
+        /// The build.
+        build: BuildId,
+        /// The step.
+        step: StepIndex,
+    },
 }
 
 impl Master {
@@ -356,6 +366,13 @@ impl Master {
                 Deferred::Changes(tx, answer) => {
                     let _ = tx.send(answer);
                 }
+                Deferred::EndKept { link, build, step } => {
+                    // A link gone meanwhile: the worker lists the step in
+                    // its next hello and the core abandons it there.
+                    if let Some(LinkInfo { tx, .. }) = self.links.get(&link) {
+                        let _ = tx.send(LinkCmd::EndKept { build, step });
+                    }
+                }
             }
         }
         Ok(())
@@ -387,6 +404,8 @@ impl Master {
                 Deferred::Changes(tx, _) => {
                     let _ = tx.send(Err(ErrorReply::failed(why.clone())));
                 }
+                // Not stored: the worker keeps the end for the next master.
+                Deferred::EndKept { .. } => {}
             }
         }
     }

@@ -181,6 +181,14 @@ pub enum LinkCmd {
     Close(String),
     /// Ping the worker and report the round trip.
     Ping(oneshot::Sender<std::time::Duration>),
+    /// Tell the worker that this step's end is stored (after the batch
+    /// holding it is committed): it may forget the step.
+    EndKept {
+        /// The build.
+        build: crate::protocol::BuildId,
+        /// The step.
+        step: crate::protocol::StepIndex,
+    },
 }
 
 /// What a worker's connection tells about it (for `bbctl workers`).

@@ -17,7 +17,7 @@ use super::RunningStep;
 pub const MAGIC: &str = "bbp";
 
 /// The wire protocol version; peers must agree exactly.
-pub const PROTOCOL_VERSION: u32 = 4;
+pub const PROTOCOL_VERSION: u32 = 5;
 
 /// The opening frame of every connection.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -54,6 +54,17 @@ pub enum MasterToWorker {
         /// Output bytes the master has kept.
         kept: u64,
     },
+    /// The master has stored the step's end (committed with the build's
+    /// next state): the worker may forget the step. Until then it holds
+    /// the end and lists the step in its next Hello, so that an end that
+    /// reached a master killed before its commit is sent again, not run
+    /// again (protocol version 5).
+    EndKept {
+        /// The build the step belongs to.
+        build: BuildId,
+        /// The step's index within the build.
+        step: StepIndex,
+    },
     /// Keepalive probe; answer with [`WorkerToMaster::Pong`].
     Ping {
         /// Echoed in the answer.

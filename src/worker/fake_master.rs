@@ -395,8 +395,18 @@ impl Conn {
     }
 
     /// Output up to the step's end, checking offsets are contiguous from
-    /// `from`.
+    /// `from`; the end is acknowledged as a master does once it stored it.
     pub(crate) async fn until_end_from(&mut self, from: u64) -> (Vec<u8>, StepEnd) {
+        let (out, (build, step), end) = self.until_end_unkept(from).await;
+        // As a real master's, this receipt may find the link closed (a
+        // worker that leaves does not wait for it).
+        let _ = write_msg(&mut self.w, &MasterToWorker::EndKept { build, step }).await;
+        (out, end)
+    }
+
+    /// Output from `from` up to the step's end, like a master killed
+    /// before it stored the end: no `EndKept`.
+    pub(crate) async fn until_end_unkept(&mut self, from: u64) -> (Vec<u8>, (u64, u32), StepEnd) {
         let mut out = Vec::new();
         loop {
             match self.recv().await {
@@ -404,14 +414,15 @@ impl Conn {
                     assert_eq!(offset, from + out.len() as u64, "contiguous offsets");
                     out.extend_from_slice(&data);
                 }
-                WorkerToMaster::StepEnded { end, .. } => return (out, end),
+                WorkerToMaster::StepEnded { build, step, end } => return (out, (build, step), end),
                 WorkerToMaster::Ping { .. } | WorkerToMaster::Pong { .. } => {}
                 other => panic!("unexpected {other:?}"),
             }
         }
     }
 
-    /// Output up to the step's end.
+    /// Output up to the step's end, which is then acknowledged as a
+    /// master does once it has stored it.
     pub(crate) async fn until_end(&mut self) -> (Vec<u8>, StepEnd) {
         self.until_end_from(0).await
     }

@@ -113,6 +113,77 @@ async fn a_step_that_ends_while_disconnected_is_listed_and_resumed() {
     finished(worker).await.expect("Ok after Goodbye");
 }
 
+/// The master read the step's end and was killed before storing it: the
+/// worker still holds the end, lists the step in its next Hello, and sends
+/// the end again when the next master resumes it. The step's process runs
+/// once (it appends to a file each run).
+#[tokio::test]
+async fn an_end_no_master_stored_is_listed_and_sent_again_not_run_again() {
+    let master = FakeMaster::new();
+    let worker = master.spawn_worker();
+    let runs = master.dir.path().join("runs");
+    let mut conn = master.welcome().await;
+    let line = format!("echo ran >> '{}'; printf done", runs.display());
+    conn.send(step(1, &line)).await;
+    let (out, key, end) = conn.until_end_unkept(0).await;
+    assert_eq!((out.as_slice(), key), (b"done".as_slice(), (1, 0)));
+    assert_eq!(end, StepEnd::Exited { code: 0 });
+    drop(conn);
+
+    let mut conn = master.welcome_with(&[(1, 0)], None).await;
+    conn.send(MasterToWorker::Resume {
+        build: 1,
+        step: 0,
+        offset: 4,
+    })
+    .await;
+    let (rest, end) = conn.until_end_from(4).await;
+    assert_eq!(rest, b"");
+    assert_eq!(end, StepEnd::Exited { code: 0 });
+    let spool = spool_path(&master.options().dir, 1, 0);
+    eventually("the spool is deleted once the end is kept", || {
+        !spool.exists()
+    })
+    .await;
+    drop(conn);
+    // Kept: the next Hello lists nothing.
+    let mut conn = master.welcome_with(&[], None).await;
+    conn.goodbye().await;
+    finished(worker).await.expect("Ok after Goodbye");
+    assert_eq!(std::fs::read_to_string(&runs).expect("runs"), "ran\n");
+}
+
+/// The master had stored the step's end but the worker never got the
+/// receipt: the next master abandons the listed step and the worker
+/// forgets it without a report.
+#[tokio::test]
+async fn an_ended_step_the_master_abandons_is_forgotten_without_a_report() {
+    let master = FakeMaster::new();
+    let worker = master.spawn_worker();
+    let mut conn = master.welcome().await;
+    conn.send(step(1, "printf done")).await;
+    let (_, _, end) = conn.until_end_unkept(0).await;
+    assert_eq!(end, StepEnd::Exited { code: 0 });
+    drop(conn);
+
+    let mut conn = master.welcome_with(&[(1, 0)], None).await;
+    conn.send(MasterToWorker::Abandon { build: 1, step: 0 })
+        .await;
+    let spool = spool_path(&master.options().dir, 1, 0);
+    eventually("its spool is deleted", || !spool.exists()).await;
+    conn.goodbye().await;
+    while let Ok(msg) = conn.try_recv().await {
+        assert!(
+            matches!(
+                msg,
+                WorkerToMaster::Ping { .. } | WorkerToMaster::Pong { .. }
+            ),
+            "nothing about the abandoned step: {msg:?}"
+        );
+    }
+    finished(worker).await.expect("Ok after Goodbye");
+}
+
 #[tokio::test]
 async fn abandon_stops_and_forgets_a_held_step_without_a_report() {
     let master = FakeMaster::new();

@@ -3,13 +3,17 @@
 //!
 //! A step's sender reads its spool from offset `sent` and sends `Output`
 //! chunks while the step is attached to a link; when the spool is complete
-//! (the end is known) and all of it is sent, it sends `StepEnded` and waits
-//! until the writer says the frame was written and flushed. Only then is
-//! the step done. The session moves the step between links through its
-//! [`Route`]: detached while no link has re-adopted it, attached from an
-//! offset (0 for a new step, the master's count after `Resume`), or to be
-//! forgotten (`Abandon`). Because all of a step's frames come from this one
-//! loop, its output always precedes its end on any link.
+//! (the end is known) and all of it is sent, it sends `StepEnded`, waits
+//! until the writer says the frame was written and flushed, and then holds
+//! the end until the master says it has stored it (`EndKept`). Only then
+//! is the step done: an end written to a master that was killed before its
+//! commit is still held, listed in the next Hello, and sent again when the
+//! next master resumes the step; the step is never run again. The session
+//! moves the step between links through its [`Route`]: detached while no
+//! link has re-adopted it, attached from an offset (0 for a new step, the
+//! master's count after `Resume`), kept (`EndKept`), or to be forgotten
+//! (`Abandon`). Because all of a step's frames come from this one loop, its
+//! output always precedes its end on any link.
 
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, error};
@@ -52,24 +56,31 @@ pub(crate) enum Route {
     },
     /// Nowhere, ever: the master abandoned the step.
     Forget,
+    /// Nowhere, ever: the master has stored the step's end.
+    Kept,
 }
 
 /// How a sender finished.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Sent {
-    /// The end was written to a link: the master has everything.
-    Delivered,
+    /// The master has stored the step's end.
+    Kept,
+    /// The end was written to a link while the worker was leaving: its
+    /// receipt can no longer matter.
+    Written,
     /// The step was forgotten without a report.
     Forgotten,
 }
 
-/// Follow `progress` and `route` until the step's end is written to a link
-/// or the step is forgotten.
+/// Follow `progress` and `route` until the master has stored the step's
+/// end, or the step is forgotten; with `closing` set (the worker leaves), a
+/// written end is enough.
 pub(crate) async fn send_step(
     key: StepKey,
     mut spool: SpoolReader,
     mut progress: watch::Receiver<Progress>,
     mut route: watch::Receiver<Route>,
+    mut closing: watch::Receiver<bool>,
 ) -> Sent {
     let (build, step) = key;
     let mut current = route.borrow_and_update().clone();
@@ -77,6 +88,7 @@ pub(crate) async fn send_step(
     loop {
         let link = match &current {
             Route::Forget => return Sent::Forgotten,
+            Route::Kept => return Sent::Kept,
             Route::Detached => {
                 current = next_route(&mut route).await;
                 sent = from(&current);
@@ -140,7 +152,17 @@ pub(crate) async fn send_step(
         tokio::select! {
             done = deliver(&link, frame) => match done {
                 Delivery::Output(len) => sent += len,
-                Delivery::End => return Sent::Delivered,
+                Delivery::End => {
+                    debug!(build, step, "end written; holding it until the master has stored it");
+                    match after_end(&mut route, &mut closing).await {
+                        AfterEnd::Kept => return Sent::Kept,
+                        AfterEnd::Closing => return Sent::Written,
+                        AfterEnd::Moved(moved) => {
+                            current = moved;
+                            sent = from(&current);
+                        }
+                    }
+                }
                 Delivery::LinkGone => {
                     debug!(build, step, "link gone; waiting to be adopted again");
                     current = next_route(&mut route).await;
@@ -197,11 +219,40 @@ async fn deliver(link: &LinkTx, frame: Frame) -> Delivery {
     }
 }
 
+/// What happened to a step whose end is written.
+enum AfterEnd {
+    /// The master has stored it.
+    Kept,
+    /// The worker is leaving.
+    Closing,
+    /// The session moved the step (a lost link, a resume on the next one,
+    /// an abandon): the loop takes it from there.
+    Moved(Route),
+}
+
+/// Wait for the master's receipt of a written end, or for the step to move.
+async fn after_end(
+    route: &mut watch::Receiver<Route>,
+    closing: &mut watch::Receiver<bool>,
+) -> AfterEnd {
+    if *closing.borrow() {
+        return AfterEnd::Closing;
+    }
+    tokio::select! {
+        moved = next_route(route) => match moved {
+            Route::Kept => AfterEnd::Kept,
+            other => AfterEnd::Moved(other),
+        },
+        // An error means the step table is gone: so is the worker.
+        _ = closing.wait_for(|c| *c) => AfterEnd::Closing,
+    }
+}
+
 /// Where the step's frames go from now on; its sender starts again at.
 fn from(route: &Route) -> u64 {
     match route {
         Route::Attached { from, .. } => *from,
-        Route::Detached | Route::Forget => 0,
+        Route::Detached | Route::Forget | Route::Kept => 0,
     }
 }
 

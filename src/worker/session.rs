@@ -21,7 +21,7 @@ use super::keepalive::{Keepalive, MISSED_INTERVALS, Tick};
 use super::key::StepKey;
 use super::sender::{LinkTx, Outgoing};
 use super::signals::ShutdownSignals;
-use super::steps::{STOP_ALL_LIMIT, Steps};
+use super::steps::{Abandoned, STOP_ALL_LIMIT, Steps};
 use crate::net::BoxConn;
 use crate::protocol::{MAX_FRAME, MasterToWorker, StepEnd, WorkerToMaster, read_msg, write_msg};
 
@@ -120,6 +120,7 @@ pub(crate) async fn serve(
     if !steps.is_empty() {
         info!("stopping every step");
     }
+    steps.closing();
     steps.abandon_detached();
     steps.stop_all();
     let reported = tokio::time::timeout(STOP_ALL_LIMIT, async {
@@ -188,17 +189,26 @@ fn handle(
         }
         MasterToWorker::Abandon { build, step } => {
             waiting.remove(&(build, step));
-            if steps.kill_abandoned((build, step)) {
-                warn!(
+            match steps.kill_abandoned((build, step)) {
+                Abandoned::Killed => warn!(
                     build,
                     step,
                     "the master abandoned this step (its build ended or was retried elsewhere while this worker was away): killing its process group now"
-                );
-            } else {
-                debug!(build, step, "abandon for a step not held");
+                ),
+                Abandoned::Ended => info!(
+                    build,
+                    step,
+                    "the master no longer waits for this step's end (it had stored it, or its build ended meanwhile): forgetting the step"
+                ),
+                Abandoned::NotHeld => debug!(build, step, "abandon for a step not held"),
             }
         }
         MasterToWorker::OutputKept { build, step, kept } => steps.output_kept((build, step), kept),
+        MasterToWorker::EndKept { build, step } => {
+            if !steps.end_kept((build, step)) {
+                debug!(build, step, "end kept for a step not held");
+            }
+        }
         MasterToWorker::Ping { seq } => queue(out_tx, WorkerToMaster::Pong { seq }),
         MasterToWorker::Pong { .. } => {}
         MasterToWorker::Goodbye { reason } => {

@@ -1,8 +1,9 @@
 //! The steps a worker holds, keyed by (build, step), across links.
 //!
-//! A step is *held* from its `StartStep` until its end has been written to
-//! a link (or the master abandons it): while running, and after it ended
-//! with its end not yet delivered. Each held step is one task running its
+//! A step is *held* from its `StartStep` until the master says it has
+//! stored its end (`EndKept`), or abandons it: while running, and after it
+//! ended with its end not yet stored by a master. (A worker that leaves,
+//! told Goodbye or signalled, lets a step go once its end is written.) Each held step is one task running its
 //! process ([`run_step`]) and its sender ([`send_step`]) side by side; the
 //! task deletes the spool and returns the key when both are done. Keys come
 //! from the messages themselves: the worker keeps no per-builder object
@@ -40,6 +41,19 @@ struct Held {
     inbox: Option<mpsc::UnboundedSender<FromMaster>>,
     /// How much of the output the master has on its disk.
     kept: Kept,
+    /// The step's progress: whether its process has ended.
+    progress: watch::Receiver<Progress>,
+}
+
+/// What an `Abandon` found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Abandoned {
+    /// The step was still running: its process group was killed.
+    Killed,
+    /// The step had ended (its end not yet stored by a master): forgotten.
+    Ended,
+    /// No such step is held.
+    NotHeld,
 }
 
 /// The held steps and the tasks that run them.
@@ -49,6 +63,9 @@ pub(crate) struct Steps {
     tasks: JoinSet<StepKey>,
     /// Which step each task runs, so a task that panics is known by its id.
     task_keys: HashMap<tokio::task::Id, StepKey>,
+    /// Set when the worker leaves (Goodbye, a signal): a step is then let
+    /// go once its end is written, as nobody will be there for the receipt.
+    closing: watch::Sender<bool>,
 }
 
 impl Steps {
@@ -59,6 +76,7 @@ impl Steps {
             held: HashMap::new(),
             tasks: JoinSet::new(),
             task_keys: HashMap::new(),
+            closing: watch::Sender::new(false),
         }
     }
 
@@ -86,6 +104,7 @@ impl Steps {
         };
         let kept = Kept::default();
         let kept_in_task = kept.clone();
+        let (progress, progress_rx) = watch::channel(Progress::default());
         self.held.insert(
             key,
             Held {
@@ -94,11 +113,12 @@ impl Steps {
                 settled,
                 inbox,
                 kept,
+                progress: progress_rx.clone(),
             },
         );
         let ctx = Arc::clone(&self.ctx);
+        let closing = self.closing.subscribe();
         let handle = self.tasks.spawn(async move {
-            let (progress, progress_rx) = watch::channel(Progress::default());
             let path = spool_path(&ctx.dir, key.0, key.1);
             let progress = Arc::new(progress);
             let runner = async {
@@ -110,8 +130,8 @@ impl Steps {
                 }
             };
             let sender = async {
-                let sent =
-                    send_step(key, SpoolReader::new(path.clone()), progress_rx, route_rx).await;
+                let spool = SpoolReader::new(path.clone());
+                let sent = send_step(key, spool, progress_rx, route_rx, closing).await;
                 settled_in_task.store(true, Ordering::SeqCst);
                 sent
             };
@@ -167,7 +187,9 @@ impl Steps {
         // A step already abandoned (its sender has gone) or settled is not
         // held any more, even while its task still cleans up: resuming it
         // would leave the master waiting for an end nobody sends.
-        if matches!(*held.route.borrow(), Route::Forget) || held.settled.load(Ordering::SeqCst) {
+        if matches!(*held.route.borrow(), Route::Forget | Route::Kept)
+            || held.settled.load(Ordering::SeqCst)
+        {
             return false;
         }
         held.kept.fetch_max(from, Ordering::SeqCst);
@@ -175,16 +197,35 @@ impl Steps {
         true
     }
 
-    /// The master's `Abandon`: kill the step's process group at once if it
-    /// runs (no grace period: the master has given up on it, and its build
-    /// ended or runs again elsewhere, so its side effects must end now),
-    /// and forget it without a report. False if the step is not held.
-    pub(crate) fn kill_abandoned(&self, key: StepKey) -> bool {
+    /// The master has stored the step's end: forget it. False if the
+    /// step is not held.
+    pub(crate) fn end_kept(&self, key: StepKey) -> bool {
         let Some(held) = self.held.get(&key) else {
             return false;
         };
-        held.stop.kill();
-        self.abandon(key)
+        held.route.send_replace(Route::Kept);
+        true
+    }
+
+    /// The master's `Abandon`: kill the step's process group at once if it
+    /// runs (no grace period: the master has given up on it, and its build
+    /// ended or runs again elsewhere, so its side effects must end now),
+    /// and forget it without a report. A step that had ended is only
+    /// forgotten: the master stored its end before it lost our receipt.
+    pub(crate) fn kill_abandoned(&self, key: StepKey) -> Abandoned {
+        let Some(held) = self.held.get(&key) else {
+            return Abandoned::NotHeld;
+        };
+        let ended = held.progress.borrow().end.is_some();
+        if !ended {
+            held.stop.kill();
+        }
+        self.abandon(key);
+        if ended {
+            Abandoned::Ended
+        } else {
+            Abandoned::Killed
+        }
     }
 
     /// Stop the step if it runs and forget it without a report. False if
@@ -198,10 +239,18 @@ impl Steps {
         true
     }
 
-    /// The link is gone: every step waits to be adopted again.
+    /// The link is gone: every step attached to it waits to be adopted
+    /// again. A step already kept or forgotten stays so: its sender may not
+    /// have seen that yet, and a detach must not undo it.
     pub(crate) fn detach_all(&self) {
         for held in self.held.values() {
-            held.route.send_replace(Route::Detached);
+            held.route.send_if_modified(|route| {
+                let attached = matches!(route, Route::Attached { .. });
+                if attached {
+                    *route = Route::Detached;
+                }
+                attached
+            });
         }
     }
 
@@ -221,6 +270,12 @@ impl Steps {
         }
     }
 
+    /// The worker is leaving: from now on a step is let go once its end is
+    /// written, without waiting for the master's receipt.
+    pub(crate) fn closing(&self) {
+        self.closing.send_replace(true);
+    }
+
     /// Ask every step to stop; their ends are still reported.
     pub(crate) fn stop_all(&self) {
         for held in self.held.values() {
@@ -229,12 +284,15 @@ impl Steps {
     }
 
     /// Every held step, for the Hello, in a stable order: those whose end
-    /// is not delivered yet and that the master has not abandoned.
+    /// no master has stored yet and that the master has not abandoned.
     pub(crate) fn held(&self) -> Vec<RunningStep> {
         let mut keys: Vec<_> = self
             .held
             .iter()
-            .filter(|(_, h)| !h.settled.load(Ordering::SeqCst))
+            .filter(|(_, h)| {
+                !h.settled.load(Ordering::SeqCst)
+                    && !matches!(*h.route.borrow(), Route::Forget | Route::Kept)
+            })
             .map(|(&key, _)| key)
             .collect();
         keys.sort_unstable();

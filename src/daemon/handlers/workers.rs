@@ -4,7 +4,7 @@
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
-use crate::daemon::actor::{LinkInfo, Master};
+use crate::daemon::actor::{Deferred, LinkInfo, Master};
 use crate::daemon::core::{CoreError, LinkId};
 use crate::daemon::messages::{LinkCmd, LinkMeta, Refusal};
 use crate::paths::now_ms;
@@ -54,6 +54,9 @@ impl Master {
         if let Err(e) = self.core.step_ended(link, build, step, end, now_ms()) {
             warn!("ignored a step report: {e}");
         }
+        // Acknowledged either way, after the batch's commit: a report the
+        // core ignored will never be wanted, and a worker must not hold it.
+        self.replies.push(Deferred::EndKept { link, build, step });
     }
 
     /// A link dropped for keepalive silence: a local worker is then frozen

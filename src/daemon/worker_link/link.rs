@@ -257,6 +257,11 @@ impl Link {
                     .await
                     .is_ok()
             }
+            LinkCmd::EndKept { build, step } => {
+                write_bounded(self.keepalive, wr, &MasterToWorker::EndKept { build, step })
+                    .await
+                    .is_ok()
+            }
             LinkCmd::Close(reason) => {
                 let _ =
                     write_bounded(self.keepalive, wr, &MasterToWorker::Goodbye { reason }).await;
