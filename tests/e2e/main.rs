@@ -13,6 +13,7 @@ mod control;
 mod docs;
 mod docs_agree;
 mod durability;
+mod end_kept;
 mod failover;
 mod git;
 mod hostile;
