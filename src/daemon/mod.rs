@@ -204,6 +204,11 @@ pub async fn run(opts: MasterOptions) -> Result<(), DaemonError> {
     let tls_status = listeners::set::SharedStatus::default();
     let poller_status = pollers::status::SharedStatus::default();
     let irc_status = irc::SharedStatus::default();
+    // A leader writes logs and artifacts only while its lease holds.
+    let files = office.as_ref().map_or_else(
+        leader::write_lease::WriteLease::unlimited,
+        leader::phase::Office::write_lease,
+    );
     let front = handle::MasterHandle::new(tx.clone(), notices.clone(), events.clone())
         .with_retention(retention.clone())
         .with_history(history::History::new(reader, logs_dir.clone()))
@@ -215,7 +220,8 @@ pub async fn run(opts: MasterOptions) -> Result<(), DaemonError> {
         .with_listeners(Arc::clone(&tls_status))
         .with_pollers(poller_status.map())
         .with_irc(Arc::clone(&irc_status))
-        .with_seat(seat);
+        .with_seat(seat)
+        .with_write_lease(files.clone());
     // Every connection task holds a clone of `open`: when all are gone,
     // `closed` yields None (mini-redis' shutdown-complete pattern), so the
     // master can let the last answers (say, to `bbctl shutdown`) be written.
@@ -395,7 +401,7 @@ pub async fn run(opts: MasterOptions) -> Result<(), DaemonError> {
             // The renewals run on a thread of their own: the loop's store
             // calls block the runtime's threads (see `leader::thread`).
             let mut holder = office
-                .hold(config_hash)
+                .hold(config_hash, files)
                 .map_err(io_err("cannot start the lease's thread", &layout.state_dir))?;
             tokio::select! {
                 out = master.run(rx) => out.map_err(|e| match e {

@@ -10,6 +10,7 @@
 //! What worker links ask (a hello, a step's end, an upload recorded) is in
 //! [`links`].
 
+use crate::daemon::leader::write_lease::WriteLease;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -61,6 +62,8 @@ pub struct MasterHandle {
     irc: Option<Arc<std::sync::RwLock<Option<crate::protocol::IrcStatus>>>>,
     /// This master among others on a shared store (`status`, `masters`).
     seat: Option<crate::daemon::leader::Seat>,
+    /// Until when worker links may write logs and artifacts.
+    files: WriteLease,
 }
 
 impl MasterHandle {
@@ -80,6 +83,7 @@ impl MasterHandle {
             pollers: None,
             irc: None,
             seat: None,
+            files: WriteLease::unlimited(),
             policy: Arc::new(Policy {
                 own_uid: nix::unistd::geteuid().as_raw(),
                 allowed_uids: Vec::new(),
@@ -89,6 +93,19 @@ impl MasterHandle {
             }),
             stopping: watch::channel(false).1,
         }
+    }
+
+    /// The same handle, with the leader's deadline for writing files on
+    /// the shared storage (see [`WriteLease`]).
+    pub fn with_write_lease(mut self, files: WriteLease) -> Self {
+        self.files = files;
+        self
+    }
+
+    /// Whether this master may still write step logs and artifacts: always
+    /// on SQLite; on PostgreSQL while its lease surely holds.
+    pub fn may_write_files(&self) -> bool {
+        self.files.valid()
     }
 
     /// The same handle, told of shutdown through `stopping` (the master

@@ -15,6 +15,7 @@ use tokio::time::Instant;
 use tokio_postgres::Client;
 use tracing::warn;
 
+use super::write_lease::WriteLease;
 use super::{Identity, LeaderError, Lease, registry};
 use crate::protocol::MasterRole;
 
@@ -23,8 +24,9 @@ use crate::protocol::MasterRole;
 /// store recorded for it (`generations`) in `config_generation`.
 pub type ConfigInfo = Box<dyn Fn() -> Option<String> + Send + Sync>;
 
-/// Hold the leadership of `epoch` until it is lost; returns why.
-/// `won_at` is when the epoch bump was sent.
+/// Hold the leadership of `epoch` until it is lost; returns why (and
+/// revokes `files` first). `won_at` is when the epoch bump was sent; each
+/// renewal moves `files` on to one lease after it was sent.
 pub async fn hold(
     leadership: &Client,
     me: &Identity,
@@ -32,6 +34,21 @@ pub async fn hold(
     lease: Lease,
     won_at: Instant,
     config: ConfigInfo,
+    files: &WriteLease,
+) -> LeaderError {
+    let lost = renew_until_lost(leadership, me, epoch, lease, won_at, config, files).await;
+    files.revoke();
+    lost
+}
+
+async fn renew_until_lost(
+    leadership: &Client,
+    me: &Identity,
+    epoch: u64,
+    lease: Lease,
+    won_at: Instant,
+    config: ConfigInfo,
+    files: &WriteLease,
 ) -> LeaderError {
     let mut last_ok = won_at;
     let mut ticker = tokio::time::interval_at(won_at + lease.period(), lease.period());
@@ -48,6 +65,7 @@ pub async fn hold(
         match tokio::time::timeout_at(deadline, renewal).await {
             Ok(Ok(true)) => {
                 last_ok = sent;
+                files.extend((sent + lease.length).into_std());
                 if let Err(e) =
                     registry::heartbeat(leadership, me, MasterRole::Leader, Some(epoch)).await
                 {

@@ -18,6 +18,8 @@
 //! - [`phase`]: a standby's sockets and campaign, handed to the leader.
 //! - [`thread`]: the campaign and the lease on threads of their own, so
 //!   that a busy master loop never starves them.
+//! - [`write_lease`]: until when the leader may write files on the
+//!   shared storage, which no epoch fences.
 
 pub mod campaign;
 pub mod lease;
@@ -25,6 +27,7 @@ pub mod phase;
 pub mod registry;
 pub mod standby;
 pub mod thread;
+pub mod write_lease;
 
 #[cfg(test)]
 mod tests;

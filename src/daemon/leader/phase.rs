@@ -14,6 +14,7 @@ use tracing::{info, warn};
 
 use super::standby::{self, ReadState, Standby, StandbyEnd};
 use super::thread::OwnThread;
+use super::write_lease::WriteLease;
 use super::{Identity, LeaderError, Lease, Seat, campaign, lease, registry};
 use crate::config::Config;
 use crate::daemon::handle::MasterHandle;
@@ -61,15 +62,26 @@ impl Office {
         }
     }
 
+    /// Until when files may be written on the lease won (see
+    /// [`super::write_lease`]); [`Self::hold`] moves it on.
+    pub fn write_lease(&self) -> WriteLease {
+        WriteLease::until((self.won_at + self.lease.length).into_std())
+    }
+
     /// Renew the lease until it is lost, on a thread of its own (see
-    /// [`super::thread`]); the handle resolves with why (see
-    /// [`lease::hold`]). Dropping it stops the renewals.
-    pub fn hold(&self, config: lease::ConfigInfo) -> std::io::Result<OwnThread<LeaderError>> {
+    /// [`super::thread`]), moving `files` on with each renewal; the handle
+    /// resolves with why (see [`lease::hold`]). Dropping it stops the
+    /// renewals.
+    pub fn hold(
+        &self,
+        config: lease::ConfigInfo,
+        files: WriteLease,
+    ) -> std::io::Result<OwnThread<LeaderError>> {
         let leadership = Arc::clone(&self.leadership);
         let me = self.me.clone();
         let (epoch, lease, won_at) = (self.epoch, self.lease, self.won_at);
         OwnThread::spawn("bb-lease", async move {
-            lease::hold(&leadership, &me, epoch, lease, won_at, config).await
+            lease::hold(&leadership, &me, epoch, lease, won_at, config, &files).await
         })
     }
 }

@@ -2,6 +2,7 @@
 //! (`testkit::postgres`): one server per test, each master a pair of
 //! connections as in `bbmaster`.
 
+use super::write_lease::WriteLease;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -143,13 +144,15 @@ async fn a_holder_that_stops_renewing_is_terminated_after_its_lease_and_its_rene
     );
     assert_eq!(epoch_in_db(&pg), "2 b");
     // A "resumes" and tries to hold its leadership: it notices at once.
+    let files = WriteLease::until((won_at + LEASE * 10).into_std());
     let lost = tokio::time::timeout(
         Duration::from_secs(5),
-        hold(&l_a, &a, 1, lease, won_at, Box::new(|| None)),
+        hold(&l_a, &a, 1, lease, won_at, Box::new(|| None), &files),
     )
     .await
     .expect("a notices in time");
     assert!(lost.is_lost(), "{lost}");
+    assert!(!files.valid(), "a lost leadership writes no more files");
     assert!(lost.to_string().contains("lost the leadership"), "{lost}");
     // And its session is gone: nothing it sends is executed.
     assert!(l_a.query_one("SELECT 1", &[]).await.is_err());
@@ -163,14 +166,17 @@ async fn a_leader_that_renews_keeps_the_leadership_past_many_leases() {
     let (l_a, w_a, a) = master(&pg, "a").await;
     let won_at = Instant::now();
     let won = campaign(&l_a, &w_a, &a, lease).await.unwrap();
+    let files = WriteLease::until((won_at + lease.length).into_std());
+    let a_files = files.clone();
     let a_hold = tokio::spawn(async move {
         let config: super::lease::ConfigInfo = Box::new(|| Some("abc".to_string()));
-        hold(&l_a, &a, won.epoch, lease, won_at, config).await
+        hold(&l_a, &a, won.epoch, lease, won_at, config, &a_files).await
     });
     let (l_b, w_b, b) = master(&pg, "b").await;
     let b_won = tokio::time::timeout(Duration::from_secs(4), campaign(&l_b, &w_b, &b, lease)).await;
     assert!(b_won.is_err(), "b must not win while a renews");
     assert!(!a_hold.is_finished());
+    assert!(files.valid(), "each renewal moves the files' deadline on");
     assert_eq!(epoch_in_db(&pg), "1 a");
     assert_eq!(
         pg.pg
@@ -197,7 +203,15 @@ async fn a_renewal_that_finds_a_new_epoch_says_superseded() {
         .unwrap();
     let lost = tokio::time::timeout(
         Duration::from_secs(5),
-        hold(&l_a, &a, won.epoch, lease, won_at, Box::new(|| None)),
+        hold(
+            &l_a,
+            &a,
+            won.epoch,
+            lease,
+            won_at,
+            Box::new(|| None),
+            &WriteLease::unlimited(),
+        ),
     )
     .await
     .expect("a notices in time");
@@ -331,6 +345,7 @@ async fn a_blocked_runtime_does_not_starve_the_lease() {
                 lease,
                 won_at,
                 Box::new(|| None),
+                &WriteLease::unlimited(),
             )
             .await
         })

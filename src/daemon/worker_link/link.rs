@@ -205,6 +205,13 @@ impl Link {
                             break;
                         }
                     }
+                    Some(Ok(_)) if !self.master.may_write_files() => {
+                        // A leader paused past its lease: what its worker
+                        // sent meanwhile is the next leader's to write.
+                        // No goodbye: the worker keeps its steps for it.
+                        warn!(link = self.id, worker = %self.worker, "this master's lease may have run out: writing nothing more; closing the link");
+                        break;
+                    }
                     Some(Ok(msg)) => {
                         last_heard = tokio::time::Instant::now();
                         self.last_seen.store(now_ms(), Ordering::Relaxed);

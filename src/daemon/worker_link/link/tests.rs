@@ -5,6 +5,7 @@ use super::*;
 use crate::config::StepAction;
 use crate::config::{DownloadSpec, UploadSpec};
 use crate::daemon::core::StepStart;
+use crate::daemon::leader::write_lease::WriteLease;
 use crate::protocol::{StepAssignment, WireAction};
 
 /// A link on one end of an in-memory pipe, its master told of shutdown
@@ -41,6 +42,58 @@ fn link_on_pipe(
     };
     let (ours, theirs) = tokio::io::duplex(1 << 16);
     (link, stopping_tx, ours, theirs)
+}
+
+/// A leader paused past its lease resumes to find a worker's output in
+/// its socket: with its write lease over, it writes none of it (the next
+/// leader has the log now) and closes the link without a goodbye, so that
+/// the worker keeps the step for the next leader.
+#[tokio::test]
+async fn a_link_past_its_write_lease_writes_nothing_and_closes_without_goodbye() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut link, _stopping, ours, mut theirs) = link_on_pipe(dir.path());
+    let lease = WriteLease::unlimited();
+    lease.revoke();
+    link.master = link.master.clone().with_write_lease(lease);
+    link.open.insert(
+        (1, 0),
+        StepLog {
+            new: true,
+            ..StepLog::default()
+        },
+    );
+    let late = WorkerToMaster::Output {
+        build: 1,
+        step: 0,
+        offset: 0,
+        data: b"late".to_vec(),
+    };
+    protocol::write_msg(&mut theirs, &late).await.unwrap();
+    let (rd, mut wr) = tokio::io::split(ours);
+    let (_cmd_tx, mut cmds) = mpsc::unbounded_channel();
+    tokio::time::timeout(Duration::from_secs(5), link.run(rd, &mut wr, &mut cmds))
+        .await
+        .expect("the link closes at once");
+    drop(wr);
+    assert!(
+        !logs::step_log_path(dir.path(), 1, 0).exists(),
+        "the log was written"
+    );
+    loop {
+        match protocol::frame::read_frame(&mut theirs, MAX_WORKER_FRAME).await {
+            Ok(body) => {
+                let msg = protocol::frame::decode::<MasterToWorker>(&body).unwrap();
+                assert!(
+                    !matches!(msg, MasterToWorker::Goodbye { .. }),
+                    "a goodbye would make the worker stop its steps"
+                );
+            }
+            Err(e) => {
+                assert!(e.is_disconnect(), "{e}");
+                break;
+            }
+        }
+    }
 }
 
 /// Told that the master shuts down, a link writes what the loop had
