@@ -143,22 +143,19 @@ pub fn files_root(config: &Config, state_dir: &Path) -> PathBuf {
 }
 
 /// Open the store `[master] store` names, with the fence this master
-/// writes behind: `epoch`, the epoch a leadership campaign committed.
-/// Without one (`None`) a master on PostgreSQL claims the next epoch by a
-/// plain bump (no lock, no lease): a master started after it on the same
-/// database fences this one off, so two never both write. SQLite has no
-/// fence.
+/// writes behind: on PostgreSQL `epoch`, the epoch its leadership
+/// campaign committed (a master opens a PostgreSQL store to write only as
+/// the leader, see `leader::phase`); SQLite has no fence.
 pub(super) fn open_store(
     config: &Config,
     state_dir: &Path,
     epoch: Option<u64>,
 ) -> Result<store::Opened, DaemonError> {
-    let fence = match (config.master.store.postgres(), epoch) {
-        (None, _) => None,
-        (Some(_), Some(epoch)) => Some(epoch),
-        (Some(pg), None) => Some(store::pg::bump_epoch(pg)?),
-    };
-    Ok(store::open(&config.master, state_dir, fence)?)
+    debug_assert!(
+        config.master.store.postgres().is_none() || epoch.is_some(),
+        "a PostgreSQL store is opened for writing only by a leader"
+    );
+    Ok(store::open(&config.master, state_dir, epoch)?)
 }
 
 /// The TCP listeners' settings: the config's, with `--worker-listen` in

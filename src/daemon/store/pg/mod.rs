@@ -163,21 +163,3 @@ impl Store for PgStore {
     }
 }
 
-/// Claim the next epoch by a plain bump of `bb_leader.epoch` (creating
-/// or migrating the schema first): for a master that runs no leadership
-/// campaign. Whoever bumped before it is fenced off from then on.
-pub fn bump_epoch(settings: &PostgresSettings) -> Result<u64, StoreError> {
-    let mut client = connect(settings, "bbmaster epoch")?;
-    let what = describe_settings(settings);
-    block_on(async {
-        schema::migrate(&mut client).await?;
-        let row = client
-            .query_one(
-                "UPDATE bb_leader SET epoch = epoch + 1 WHERE id = 1 RETURNING epoch",
-                &[],
-            )
-            .await?;
-        Ok::<_, PgFail>(row.get::<_, i64>(0) as u64)
-    })
-    .map_err(|e| e.named(&what))
-}
