@@ -144,7 +144,17 @@ fn end_ok(m: &Master, w: &mut Peer, (build, step): (BuildId, StepIndex)) -> Valu
         step,
         end: StepEnd::Exited { code: 0 },
     });
-    ended(m, build, Duration::from_secs(10))
+    let b = ended(m, build, Duration::from_secs(10));
+    expect_end_kept(w, (build, step));
+    b
+}
+
+/// The master's receipt of a step's end (protocol 5), sent once stored.
+fn expect_end_kept(w: &mut Peer, (build, step): (BuildId, StepIndex)) {
+    match w.next_to_worker() {
+        Some(MasterToWorker::EndKept { build: b, step: s }) if (b, s) == (build, step) => {}
+        other => panic!("expected the end_kept of build {build} step {step}, got {other:?}"),
+    }
 }
 
 /// Item 4: no upload over `max_upload_size` (whatever the step says), no
@@ -372,6 +382,7 @@ fn a_workers_strings_are_capped_and_escaped() {
         end: StepEnd::SpawnFailed { error },
     });
     let b = ended(&m, step.0, Duration::from_secs(10));
+    expect_end_kept(&mut w, step);
     let reason = b["reason"].as_str().expect("a reason").to_string();
     assert!(
         reason.len() < 5000,

@@ -298,3 +298,26 @@ fn a_paused_leader_is_replaced_after_its_lease_and_exits_without_writing() {
     assert_eq!(queued[0]["request"], id, "{queued}");
     assert_eq!(cluster.leader().0, 2);
 }
+
+/// A second master started under the name of a live one is refused at
+/// start, naming the holder; the first goes on leading.
+#[test]
+fn a_second_master_under_a_live_masters_name_is_refused() {
+    let cluster = Cluster::start(1, BODY, &[SECRET]);
+    let dir = temp_dir();
+    let mut cmd = command(BBMASTER);
+    cmd.arg("--state-dir")
+        .arg(dir.path().join("s"))
+        .arg("--config")
+        .arg(cluster.config_path())
+        .args(["--name", "m0"]);
+    let out = run_with_timeout(cmd, WAIT);
+    assert_ne!(code(&out), 0, "{}", describe(&out));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("another master named `m0` is running on this database (pid ")
+            && err.contains("give each master its own --name"),
+        "{err}"
+    );
+    assert_eq!(cluster.wait_leader_is(0, WAIT), 1);
+}

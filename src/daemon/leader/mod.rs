@@ -166,6 +166,17 @@ pub enum LeaderError {
     /// The store refused a write: another epoch started (the fence).
     #[error("lost the leadership: {0}; stopping without writing anything more")]
     Fenced(String),
+    /// Another live master runs under this master's `--name`.
+    #[error(
+        "another master named `{name}` is running on this database ({holder}); \
+         give each master its own --name"
+    )]
+    NameTaken {
+        /// The name.
+        name: String,
+        /// Who holds it, from `bb_masters`.
+        holder: String,
+    },
     /// The campaign's or the lease's thread ended without an answer.
     #[error("the {0} thread ended unexpectedly")]
     Thread(&'static str),

@@ -148,6 +148,7 @@ pub async fn stand_by(
     } = setup;
     let leadership = Arc::new(leadership);
     let heartbeat = Arc::new(heartbeat);
+    registry::claim_name(&heartbeat, &me).await?;
     registry::register(&heartbeat, &me, MasterRole::Standby).await?;
     // Nobody leads: lead at once, never showing a standby's face.
     if let Some(won) = campaign::try_at_once(&leadership, &heartbeat, &me, lease).await? {

@@ -7,6 +7,53 @@ use tokio_postgres::Client;
 use super::{Identity, LeaderError, LeaderRow};
 use crate::protocol::{LeaderView, MasterRole, MasterView};
 
+/// The first key of the advisory locks that hold master names (the
+/// two-key form, whose key space is apart from the leadership lock's);
+/// the second is the name's `hashtext`.
+pub const NAME_LOCK: i32 = 0x626e;
+
+/// Claim `me.name` for as long as `client`'s session lives, before the
+/// name's row is written: two live masters under one name would share a
+/// row in `bb_masters` and muddle `bbctl masters`. A master killed or
+/// gone frees the name with its session (a host that vanished, once the
+/// database notices). Two names whose hashes collide are refused too
+/// (about one pair in four billion): rename one.
+pub async fn claim_name(client: &Client, me: &Identity) -> Result<(), LeaderError> {
+    let claimed: bool = client
+        .query_one(
+            "SELECT pg_try_advisory_lock($1, hashtext($2))",
+            &[&NAME_LOCK, &me.name],
+        )
+        .await
+        .map_err(LeaderError::db("claiming this master's name"))?
+        .get(0);
+    if claimed {
+        return Ok(());
+    }
+    let holder = client
+        .query_opt(
+            "SELECT coalesce(address, 'no worker address'), coalesce(pid, 0),
+                    extract(epoch FROM clock_timestamp() - heartbeat_at)::float8
+             FROM bb_masters WHERE name = $1",
+            &[&me.name],
+        )
+        .await
+        .map_err(LeaderError::db("reading who holds this master's name"))?
+        .map(|row| {
+            format!(
+                "pid {} at {}, last heartbeat {:.1} s ago",
+                row.get::<_, i32>(1),
+                row.get::<_, String>(0),
+                row.get::<_, f64>(2)
+            )
+        })
+        .unwrap_or_else(|| "not yet registered".to_string());
+    Err(LeaderError::NameTaken {
+        name: me.name.clone(),
+        holder,
+    })
+}
+
 /// Record this master at start (or again after a restart under the same
 /// name): its address, role, pid, and a fresh `started_at`.
 pub async fn register(client: &Client, me: &Identity, role: MasterRole) -> Result<(), LeaderError> {

@@ -159,6 +159,46 @@ async fn a_holder_that_stops_renewing_is_terminated_after_its_lease_and_its_rene
     assert_eq!(epoch_in_db(&pg), "2 b");
 }
 
+/// A second live master under a name is refused, naming the holder; the
+/// name is free again once the holder's session ends.
+#[tokio::test]
+async fn a_name_is_held_by_one_live_master() {
+    let pg = server();
+    let me = Identity {
+        name: "twin".into(),
+        address: Some("tls://twin:9989".into()),
+    };
+    let first = connect(&pg).await;
+    registry::claim_name(&first, &me).await.unwrap();
+    registry::register(&first, &me, MasterRole::Standby)
+        .await
+        .unwrap();
+    let second = connect(&pg).await;
+    let refused = registry::claim_name(&second, &me).await.unwrap_err();
+    let words = refused.to_string();
+    assert!(
+        words.contains("another master named `twin` is running")
+            && words.contains("at tls://twin:9989")
+            && words.contains("give each master its own --name"),
+        "{words}"
+    );
+    let other = Identity {
+        name: "other".into(),
+        address: None,
+    };
+    registry::claim_name(&second, &other).await.unwrap();
+    drop(first);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let third = connect(&pg).await;
+        match registry::claim_name(&third, &me).await {
+            Ok(()) => break,
+            Err(e) => assert!(Instant::now() < deadline, "still refused: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test]
 async fn a_leader_that_renews_keeps_the_leadership_past_many_leases() {
     let pg = server();

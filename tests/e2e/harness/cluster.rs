@@ -120,6 +120,11 @@ impl Cluster {
             .collect()
     }
 
+    /// The config file every master reads.
+    pub fn config_path(&self) -> &std::path::Path {
+        &self.config
+    }
+
     /// The cluster's dir (config, shared dir, secrets).
     pub fn path(&self) -> &std::path::Path {
         self.dir.path()

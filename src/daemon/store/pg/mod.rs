@@ -162,4 +162,3 @@ impl Store for PgStore {
             .map_err(|e| PgFail::Db(e).named(&self.what))
     }
 }
-
