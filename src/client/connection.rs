@@ -147,9 +147,12 @@ impl Connection {
     /// A task reads the stream (frame reads are not cancel-safe, so they
     /// do not belong in a `select!`) and hands each event over; the channel
     /// ends with an error when the connection does.
+    /// The master's refusal (not allowed, or a standby, which has no
+    /// events) comes back as the inner `Err`.
     pub async fn subscribe(
         mut self,
-    ) -> Result<mpsc::Receiver<Result<Event, ConnectionError>>, ConnectionError> {
+    ) -> Result<Result<mpsc::Receiver<Result<Event, ConnectionError>>, ErrorReply>, ConnectionError>
+    {
         let id = self.next_id;
         self.next_id += 1;
         let body = Request::Events;
@@ -165,9 +168,7 @@ impl Connection {
                     },
                 ..
             } => {}
-            ServerMsg::Response { result: Err(e), .. } => {
-                return Err(ConnectionError::Unexpected(e.message));
-            }
+            ServerMsg::Response { result: Err(e), .. } => return Ok(Err(e)),
             other => return Err(ConnectionError::Unexpected(format!("{other:?}"))),
         }
         let (tx, rx) = mpsc::channel(256);
@@ -190,6 +191,6 @@ impl Connection {
                 }
             }
         });
-        Ok(rx)
+        Ok(Ok(rx))
     }
 }

@@ -298,6 +298,10 @@ async fn events<W: AsyncWrite + Unpin>(
         Ok(rx) => rx,
         Err(e) => return Ok(Err(e)),
     };
+    if master.is_standby() {
+        // Events happen on the leader; a standby would stay silent.
+        return Ok(Err(master.standby_refusal(Request::Events).await));
+    }
     let hello = crate::protocol::Event {
         at_ms: crate::paths::now_ms(),
         generation: 0,

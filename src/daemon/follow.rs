@@ -25,6 +25,9 @@ use crate::protocol::{
 /// Largest piece of output sent in one item.
 const CHUNK: usize = 256 * 1024;
 
+/// How often a follower on a standby looks again.
+const STANDBY_POLL: std::time::Duration = std::time::Duration::from_millis(250);
+
 #[derive(Default)]
 struct StepSent {
     started: bool,
@@ -61,6 +64,9 @@ pub async fn stream<W: AsyncWrite + Unpin>(
         return Ok(Err(refused));
     }
     let mut rx = master.subscribe_notices();
+    // A standby's history is the leader's, read from the database and the
+    // shared logs; no notice ever says when to look again.
+    let poll = master.is_standby().then_some(STANDBY_POLL);
     let mut target = req.target.clone();
     let mut f = Follower {
         wr,
@@ -98,7 +104,15 @@ pub async fn stream<W: AsyncWrite + Unpin>(
             _ => None,
         };
         loop {
-            match rx.recv().await {
+            let notice = match poll {
+                Some(every) => match tokio::time::timeout(every, rx.recv()).await {
+                    Ok(notice) => notice,
+                    // A standby hears nothing: look again.
+                    Err(_) => break,
+                },
+                None => rx.recv().await,
+            };
+            match notice {
                 Ok(notice) => match &*notice {
                     Notice::Output { build, step } if Some(*build) == f.build => {
                         f.send_output(*build, *step).await?;

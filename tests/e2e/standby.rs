@@ -321,3 +321,46 @@ fn a_second_master_under_a_live_masters_name_is_refused() {
     );
     assert_eq!(cluster.wait_leader_is(0, WAIT), 1);
 }
+
+/// A standby follows a build the leader runs: `log --follow` reads the
+/// shared log and the database again on a timer (a standby hears of no
+/// build), and ends with the build. `events` happen on the leader: the
+/// standby refuses them with exit 5, naming it, rather than stay silent.
+#[test]
+fn a_standby_follows_the_leaders_build_and_refuses_events() {
+    let cluster = Cluster::start(2, BODY, &[SECRET]);
+    let w = worker(&cluster);
+    wait_until("w1 connected to m0", WAIT, || {
+        connected(cluster.master(0), "w1")
+    });
+    cluster.master(0).force_build("count");
+    let standby = cluster.master(1);
+    let followed = cluster.path().join("followed");
+    let mut cmd = standby.bbctl_command(&["log", "1", "--follow"]);
+    cmd.stdout(std::fs::File::create(&followed).unwrap())
+        .stderr(std::process::Stdio::null());
+    let mut follower = cmd.spawn().expect("bbctl log --follow");
+    wait_until(
+        "the standby's follower to show the first line",
+        WAIT,
+        || std::fs::read_to_string(&followed).unwrap_or_default() == "before\n",
+    );
+    std::fs::write(cluster.path().join("go"), "").unwrap();
+    let status = wait_child(&mut follower, WAIT).unwrap_or_else(|| {
+        let _ = follower.kill();
+        panic!("the standby's follower did not end with the build")
+    });
+    assert!(status.success(), "{status}");
+    assert_eq!(std::fs::read_to_string(&followed).unwrap(), whole_log());
+
+    let out = standby.bbctl_code(&["events"], 5);
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "this master is a standby; the leader is m0 at {}",
+            cluster.address(0)
+        )),
+        "{err}"
+    );
+    drop(w);
+}

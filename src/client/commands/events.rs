@@ -10,7 +10,7 @@ use crate::protocol::Event;
 /// `bbctl events [--json]`: print events as they happen until the master
 /// goes away (exit 1) or stdout is closed (exit 0).
 pub async fn events(ctx: &mut Ctx) -> Result<u8, CliError> {
-    let mut rx = ctx.open_connection().await?.subscribe().await?;
+    let mut rx = ctx.open_connection().await?.subscribe().await??;
     while let Some(event) = rx.recv().await {
         print_event(&event?, ctx.json)?;
     }

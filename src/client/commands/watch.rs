@@ -29,7 +29,7 @@ const RECENT_EVENTS: usize = 6;
 
 /// `bbctl watch`.
 pub async fn watch(ctx: &mut Ctx) -> Result<u8, CliError> {
-    let mut events = ctx.open_connection().await?.subscribe().await?;
+    let mut events = ctx.open_connection().await?.subscribe().await??;
     if !io::stdout().is_terminal() {
         // Not a terminal: one line per event, like `bbctl events`.
         while let Some(event) = events.recv().await {
@@ -87,7 +87,7 @@ async fn run(
             },
             _ = retry.tick(), if gone => {
                 let back = match ctx.open_connection().await {
-                    Ok(conn) => conn.subscribe().await.ok(),
+                    Ok(conn) => conn.subscribe().await.ok().and_then(Result::ok),
                     Err(_) => None,
                 };
                 if let Some(rx) = back {

@@ -205,7 +205,7 @@ pub async fn drain(
 /// Wait until no build runs on the master (or on `worker`): look at
 /// `status` after every event, not on a timer.
 async fn wait_until_idle(ctx: &mut Ctx, worker: Option<&str>) -> Result<(), CliError> {
-    let mut events = ctx.open_connection().await?.subscribe().await?;
+    let mut events = ctx.open_connection().await?.subscribe().await??;
     loop {
         let status = match ctx.call(Request::Status(Default::default())).await? {
             Reply::Status(s) => s,

@@ -586,6 +586,28 @@ impl MasterHandle {
         Ok(self.events.subscribe())
     }
 
+    /// Whether this handle serves a standby (the PostgreSQL store): it
+    /// has no events of its own and hears of no build, so followers read
+    /// the database and the shared logs again on a timer.
+    pub fn is_standby(&self) -> bool {
+        self.seat
+            .as_ref()
+            .is_some_and(|s| s.role == crate::protocol::MasterRole::Standby)
+    }
+
+    /// How a standby refuses `request` (naming the leader and its
+    /// address), for requests served outside its loop.
+    pub async fn standby_refusal(&self, request: Request) -> ErrorReply {
+        let (reply, rx) = oneshot::channel();
+        match self
+            .round_trip(Command::Client { request, reply }, rx)
+            .await
+        {
+            Some(Err(refused)) => refused,
+            _ => ErrorReply::rejected("this master is a standby"),
+        }
+    }
+
     /// Build notices (records written, logs grown), from now on.
     pub fn subscribe_notices(&self) -> broadcast::Receiver<Arc<Notice>> {
         self.notices.subscribe()
