@@ -36,30 +36,16 @@ pub async fn hold(
     config: ConfigInfo,
     files: &WriteLease,
 ) -> LeaderError {
-    let lost = renew_until_lost(leadership, me, epoch, lease, won_at, config, files).await;
-    files.revoke();
-    lost
-}
-
-async fn renew_until_lost(
-    leadership: &Client,
-    me: &Identity,
-    epoch: u64,
-    lease: Lease,
-    won_at: Instant,
-    config: ConfigInfo,
-    files: &WriteLease,
-) -> LeaderError {
     let mut last_ok = won_at;
     let mut ticker = tokio::time::interval_at(won_at + lease.period(), lease.period());
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut why = String::from("no renewal was attempted in time (was the process paused?)");
-    loop {
+    let lost = loop {
         ticker.tick().await;
         let sent = Instant::now();
         let deadline = last_ok + lease.length;
         if sent >= deadline {
-            return expired(epoch, lease, why);
+            break expired(epoch, lease, why);
         }
         let renewal = renew(leadership, epoch, lease, config());
         match tokio::time::timeout_at(deadline, renewal).await {
@@ -73,17 +59,18 @@ async fn renew_until_lost(
                 }
             }
             Ok(Ok(false)) => {
+                files.revoke();
                 let current = match registry::leader(leadership).await {
                     Ok(row) => row.epoch,
                     Err(_) => epoch + 1,
                 };
-                return LeaderError::Superseded {
+                break LeaderError::Superseded {
                     mine: epoch,
                     current,
                 };
             }
             Ok(Err(e)) if e.is_closed() => {
-                return expired(epoch, lease, format!("the leadership session ended: {e}"));
+                break expired(epoch, lease, format!("the leadership session ended: {e}"));
             }
             Ok(Err(e)) => {
                 warn!(
@@ -92,9 +79,11 @@ async fn renew_until_lost(
                 );
                 why = e.to_string();
             }
-            Err(_) => return expired(epoch, lease, "the database did not answer in time".into()),
+            Err(_) => break expired(epoch, lease, "the database did not answer in time".into()),
         }
-    }
+    };
+    files.revoke();
+    lost
 }
 
 fn expired(mine: u64, lease: Lease, why: String) -> LeaderError {
