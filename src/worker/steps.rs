@@ -3,9 +3,10 @@
 //! A step is *held* from its `StartStep` until the master says it has
 //! stored its end (`EndKept`), or abandons it: while running, and after it
 //! ended with its end not yet stored by a master. (A worker that leaves,
-//! told Goodbye or signalled, lets a step go once its end is written.) Each held step is one task running its
-//! process ([`run_step`]) and its sender ([`send_step`]) side by side; the
-//! task deletes the spool and returns the key when both are done. Keys come
+//! told Goodbye or signalled, lets a step go once its end is written.)
+//! Each held step is one task running its process ([`run_step`]) and its
+//! sender ([`send_step`]) side by side; the task deletes the spool and
+//! returns the key when both are done. Keys come
 //! from the messages themselves: the worker keeps no per-builder object
 //! that a master reload could make stale.
 
