@@ -138,14 +138,14 @@ mod tests {
     #[test]
     fn web_threads_are_named_and_lowered() {
         let rt = WebRuntime::start().expect("runtime");
-        let (name, nice) = std::thread::scope(|_| {
-            rt.handle().block_on(rt.spawn(async {
+        let (name, nice) = rt
+            .handle()
+            .block_on(rt.spawn(async {
                 let name = std::thread::current().name().map(str::to_string);
                 let me = rustix::thread::gettid();
                 (name, rustix::process::getpriority_process(Some(me)).ok())
             }))
-        })
-        .expect("the task ran");
+            .expect("the task ran");
         assert_eq!(name.as_deref(), Some(THREAD_NAME));
         assert!(nice.is_some_and(|n| n >= NICE), "nice {nice:?}");
     }
