@@ -14,6 +14,7 @@ pub mod stats;
 mod change_flood;
 mod changes;
 mod clients;
+mod cpu;
 mod fleet;
 mod irc;
 mod latency;

@@ -38,25 +38,6 @@ fn git(dir: &Path, args: &[&str]) -> Result<()> {
     Ok(())
 }
 
-/// CPU time of `pid` so far, in seconds: its own (user + system) and
-/// that of the children it waited for.
-fn cpu_secs(pid: u32) -> Result<(f64, f64)> {
-    let path = format!("/proc/{pid}/stat");
-    let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {path}"))?;
-    // Fields after the command name, which ends with the last ')'.
-    let rest = &text[text.rfind(')').context("bad stat")? + 2..];
-    let f: Vec<f64> = rest
-        .split_whitespace()
-        .map(|x| x.parse().unwrap_or(0.0))
-        .collect();
-    // utime, stime, cutime, cstime are fields 14..=17 of stat: 11..=14 here.
-    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
-        .ok()
-        .flatten()
-        .unwrap_or(100) as f64;
-    Ok(((f[11] + f[12]) / hz, (f[13] + f[14]) / hz))
-}
-
 /// The `pollers` scenario.
 pub fn pollers(ctx: &Ctx, report: &mut Report) -> Result<()> {
     let (n, windows, window) = if ctx.sizes.quick {
@@ -118,10 +99,10 @@ pub fn pollers(ctx: &Ctx, report: &mut Report) -> Result<()> {
     let mut own = Vec::new();
     let mut children = Vec::new();
     for _ in 0..windows {
-        let (o0, c0) = cpu_secs(master.pid())?;
+        let (o0, c0) = super::cpu::cpu_secs(master.pid())?;
         let t0 = Instant::now();
         std::thread::sleep(window);
-        let (o1, c1) = cpu_secs(master.pid())?;
+        let (o1, c1) = super::cpu::cpu_secs(master.pid())?;
         let secs = t0.elapsed().as_secs_f64();
         own.push((o1 - o0) / secs * 100.0);
         children.push((c1 - c0) / secs * 100.0);

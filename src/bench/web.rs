@@ -5,7 +5,10 @@
 //! clients following one build that prints 10 MB (each holds the build
 //! page's event stream and the step's followed log): every client gets
 //! every byte, the lag from print to client, and the master's dispatch
-//! with and without them.
+//! with and without them. The clients stand for people on other
+//! machines: their threads run at the lowest priority (nice 19,
+//! `SCHED_OTHER`), and the CPU time of the master (its web threads apart)
+//! and of the clients is reported beside the figures.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -16,11 +19,14 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow, bail};
 
 use super::Ctx;
+use super::cpu::{self, Snapshot, Spent};
 use super::harness::{self, Master};
-use super::latency::{epoch_ns, local_config, to_step_ms};
+use super::latency::{epoch_ns, local_config, master_view, to_step_ms};
 use super::report::{Report, Row, Target};
 use super::sampling::sample;
 use super::scale;
+use super::stats::median;
+use crate::daemon::web::runtime::THREAD_NAME;
 
 /// How long any read of a benchmark client waits.
 const READ_TIMEOUT: Duration = Duration::from_secs(60);
@@ -193,19 +199,22 @@ impl<R: BufRead> Read for Chunked<R> {
 
 /// What one follower got: the log's size, whether every line was as
 /// printed (a timestamp line, later than the one before, or 65,535 `x`),
-/// the lag of each timestamp line, and whether its event stream told the
-/// build's end.
+/// the lag of each timestamp line, whether its event stream told the
+/// build's end, and the CPU time its thread took.
 struct Followed {
     bytes: u64,
     intact: bool,
     lags_ms: Vec<f64>,
     finished_event: bool,
+    cpu_ms: f64,
 }
 
 /// One client: the build page's event stream, then the step's log
 /// followed from byte 0 to its end; then the events until the build's
-/// end.
+/// end. Its thread runs at the lowest priority (nice 19, `SCHED_OTHER`):
+/// it stands for a person on another machine, not for work of this one.
 fn follow(addr: SocketAddr, build: u64, start: &Barrier) -> Result<Followed> {
+    cpu::background_this_thread()?;
     let (events, status, _) = send(
         addr,
         &format!("/builds/{build}"),
@@ -236,6 +245,7 @@ fn follow(addr: SocketAddr, build: u64, start: &Barrier) -> Result<Followed> {
         intact: true,
         lags_ms: Vec::new(),
         finished_event: false,
+        cpu_ms: 0.0,
     };
     let mut last_ns = 0u128;
     let mut line = Vec::with_capacity(70 << 10);
@@ -278,6 +288,7 @@ fn follow(addr: SocketAddr, build: u64, start: &Barrier) -> Result<Followed> {
             break;
         }
     }
+    got.cpu_ms = cpu::this_thread_ms();
     Ok(got)
 }
 
@@ -321,17 +332,44 @@ fn start_big(master: &Master, addr: SocketAddr) -> Result<u64> {
     }
 }
 
+/// Has build `build` ended?
+fn ended(addr: SocketAddr, build: u64) -> Result<bool> {
+    Ok(!get_json(addr, &format!("/api/v1/builds/{build}"))?["result"].is_null())
+}
+
 /// Dispatch probes (`force-build D --wait`, to the step's process) while
 /// build `build` runs; stops at its end or after `max` probes.
 fn probes_while(master: &Master, addr: SocketAddr, build: u64, max: usize) -> Result<Vec<f64>> {
     let mut out = Vec::new();
     while out.len() < max {
         out.push(to_step_ms(master, "D")?);
-        if !get_json(addr, &format!("/api/v1/builds/{build}"))?["result"].is_null() {
+        if ended(addr, build)? {
             break;
         }
     }
     Ok(out)
+}
+
+/// Wait (at most 10 minutes) for build `build` to end.
+fn wait_end(addr: SocketAddr, build: u64) -> Result<()> {
+    let start = Instant::now();
+    while !ended(addr, build)? {
+        if start.elapsed() > Duration::from_secs(600) {
+            bail!("build {build} did not end within 10 minutes");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    Ok(())
+}
+
+/// "wall W ms, of which the web's threads N ms": a CPU row's context.
+fn spent(s: &Spent) -> String {
+    format!(
+        "{:.0} ms wall; {THREAD_NAME} threads {:.0} ms, the rest {:.0} ms",
+        s.wall_ms,
+        s.named_ms,
+        s.total_ms - s.named_ms
+    )
 }
 
 /// Many clients follow a build that prints 10 MB (`--quick`: 1 MB, 20
@@ -359,11 +397,15 @@ pub fn followers(ctx: &Ctx, report: &mut Report) -> Result<()> {
 
     // Without clients: dispatch while the big build prints.
     let quiet = start_big(&master, addr)?;
+    let before = Snapshot::take(master.pid())?;
     let alone = probes_while(&master, addr, quiet, probes)?;
+    wait_end(addr, quiet)?;
+    let cpu_alone = Snapshot::take(master.pid())?.since(&before, THREAD_NAME);
     master.wait_idle(Duration::from_millis(20), Duration::from_secs(600))?;
 
     // With clients.
     let build = start_big(&master, addr)?;
+    let before = Snapshot::take(master.pid())?;
     let barrier = Barrier::new(clients + 1);
     let (results, with_clients) = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..clients)
@@ -380,12 +422,14 @@ pub fn followers(ctx: &Ctx, report: &mut Report) -> Result<()> {
             .collect();
         (results, probes)
     });
+    let cpu_with = Snapshot::take(master.pid())?.since(&before, THREAD_NAME);
     let with_clients = with_clients?;
     let log = dir.join(format!("logs/{build}/0.log"));
     let want = std::fs::metadata(&log)
         .with_context(|| format!("cannot read {}", log.display()))?
         .len();
     let mut lags = Vec::new();
+    let mut clients_cpu = 0.0;
     for (i, r) in results.into_iter().enumerate() {
         let got = r.with_context(|| format!("client {i}"))?;
         if got.bytes != want || !got.intact {
@@ -405,6 +449,7 @@ pub fn followers(ctx: &Ctx, report: &mut Report) -> Result<()> {
             bail!("client {i}'s event stream did not tell the build's end");
         }
         lags.extend(got.lags_ms);
+        clients_cpu += got.cpu_ms;
     }
     let mb = want as f64 / 1e6;
     report.push(
@@ -424,11 +469,55 @@ pub fn followers(ctx: &Ctx, report: &mut Report) -> Result<()> {
         "ms",
         &alone,
     ));
+    report.push(
+        Row::measured(
+            "web-sse",
+            &format!("force-build -> step running while the build prints, {clients} clients (baseline: none)"),
+            "ms",
+            &with_clients,
+        )
+        .baseline(median(&alone))
+        .target(Target::excess_below(2.0)),
+    );
+    // The master's own view of the same probes (the first `D` build was
+    // the warm-up): request accepted -> step sent.
+    let (sent, _) = master_view(&dir.join("master.db"), "D")?;
+    let sent = sent.get(1..).unwrap_or_default();
+    let (sent_alone, sent_with) = sent.split_at(alone.len().min(sent.len()));
+    for (what, samples) in [
+        ("no web clients", sent_alone),
+        (&*format!("{clients} clients"), sent_with),
+    ] {
+        report.push(Row::measured(
+            "web-sse",
+            &format!("master: accepted -> step sent of those probes, {what} (1 ms resolution)"),
+            "ms",
+            samples,
+        ));
+    }
     report.push(Row::measured(
         "web-sse",
-        &format!("force-build -> step running while the build prints, {clients} clients (no target: compare)"),
+        &format!(
+            "master CPU while the build prints, no web clients ({})",
+            spent(&cpu_alone)
+        ),
         "ms",
-        &with_clients,
+        &[cpu_alone.total_ms],
+    ));
+    report.push(Row::measured(
+        "web-sse",
+        &format!(
+            "master CPU while the build prints, {clients} clients ({})",
+            spent(&cpu_with)
+        ),
+        "ms",
+        &[cpu_with.total_ms],
+    ));
+    report.push(Row::measured(
+        "web-sse",
+        &format!("the {clients} clients' own CPU (bbbench threads at nice 19)"),
+        "ms",
+        &[clients_cpu],
     ));
     drop(master);
     Ok(())

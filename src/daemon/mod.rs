@@ -268,14 +268,19 @@ pub async fn run(opts: MasterOptions) -> Result<(), DaemonError> {
             } else {
                 None
             };
-            let site = web::Web::new(
-                front.clone(),
-                logs_dir.clone(),
-                limits.dirs.clone(),
-                settings,
-            );
-            let server = web::Server::bind(site, tls).await?;
-            Some(tokio::spawn(server.run(open.clone())))
+            // On threads of its own (`web::runtime`): streaming to many
+            // clients never takes this runtime's threads from the loop.
+            Some(
+                web::Running::start(
+                    front.clone(),
+                    logs_dir.clone(),
+                    limits.dirs.clone(),
+                    settings,
+                    tls,
+                    open.clone(),
+                )
+                .await?,
+            )
         }
     };
     // The control socket last: a client (or a test) that reaches it finds
@@ -438,8 +443,8 @@ pub async fn run(opts: MasterOptions) -> Result<(), DaemonError> {
     poller_task.abort();
     signal_task.abort();
     retention_task.abort();
-    if let Some(task) = &web_task {
-        task.abort();
+    if let Some(web) = &web_task {
+        web.stop_accepting();
     }
     // Let the aborted accept loops drop their listeners (removing the socket files).
     let _ = control_task.await;
@@ -456,6 +461,8 @@ pub async fn run(opts: MasterOptions) -> Result<(), DaemonError> {
     {
         warn!("connections still open 1 s after the master loop ended; leaving them");
     }
+    // The web's threads stop now (its connections have ended, or been left).
+    drop(web_task);
     // The IRC bot says QUIT when told of the shutdown; a server that does
     // not take it in a moment is left.
     if tokio::time::timeout(std::time::Duration::from_secs(2), irc_task)

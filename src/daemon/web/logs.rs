@@ -17,10 +17,9 @@ use tokio::sync::{broadcast, mpsc};
 
 use super::Web;
 use super::api::{build_of, parse_id, who};
+use super::notices::{Relayed, concerns};
 use super::respond::WebFail;
-use crate::daemon::core::Record;
 use crate::daemon::logs::{read_from, step_log_path};
-use crate::daemon::messages::Notice;
 use crate::protocol::{BuildId, Request, StepIndex, StreamRequest, StreamTarget};
 
 /// The most a plain (not followed) answer carries; ask again from the
@@ -135,25 +134,27 @@ async fn step_ended(web: &Web, build: BuildId, step: StepIndex) -> bool {
 
 /// Wait for news of `build`'s `step`: its log grew (`true`: no need to
 /// ask the master whether it ended), or it may have ended, or a notice
-/// was missed (`false`: look).
-async fn news(
-    notices: &mut broadcast::Receiver<std::sync::Arc<Notice>>,
-    build: BuildId,
-    step: StepIndex,
-) -> bool {
+/// was missed (`false`: look). Growth notices already queued behind the
+/// first are taken with it: one look at the file covers them all.
+async fn news(notices: &mut broadcast::Receiver<Relayed>, build: BuildId, step: StepIndex) -> bool {
+    use broadcast::error::{RecvError, TryRecvError};
     loop {
-        match notices.recv().await {
-            Ok(n) => match &*n {
-                Notice::Output { build: b, step: s } if *b == build && *s == step => return true,
-                Notice::Record(
-                    Record::StepFinished { build: b, .. }
-                    | Record::BuildFinished { build: b, .. }
-                    | Record::BuildRetried { build: b, .. },
-                ) if *b == build => return false,
-                _ => {}
+        let item = match notices.recv().await {
+            Ok(item) => item,
+            Err(RecvError::Lagged(_)) => return false,
+            Err(RecvError::Closed) => std::future::pending::<Relayed>().await,
+        };
+        match concerns(&item, build, step) {
+            Some(true) => loop {
+                match notices.try_recv() {
+                    Ok(item) if concerns(&item, build, step) == Some(false) => return false,
+                    Ok(_) => {}
+                    Err(TryRecvError::Empty | TryRecvError::Closed) => return true,
+                    Err(TryRecvError::Lagged(_)) => return false,
+                }
             },
-            Err(broadcast::error::RecvError::Lagged(_)) => return false,
-            Err(broadcast::error::RecvError::Closed) => std::future::pending::<()>().await,
+            Some(false) => return false,
+            None => {}
         }
     }
 }
@@ -167,7 +168,7 @@ async fn long_poll(
     offset: u64,
     deadline: tokio::time::Instant,
 ) -> (Vec<u8>, bool) {
-    let mut notices = web.master.subscribe_notices();
+    let mut notices = web.notices.subscribe();
     let path = step_log_path(&web.logs, build, step);
     loop {
         let ended = step_ended(web, build, step).await;
@@ -200,7 +201,7 @@ async fn follow_log(
     tx: mpsc::Sender<Vec<u8>>,
 ) {
     // Subscribed before the first look: nothing written after it is missed.
-    let mut notices = web.master.subscribe_notices();
+    let mut notices = web.notices.subscribe();
     let path = step_log_path(&web.logs, build, step);
     // Whether the step ended is asked of the master loop only at first and
     // when a notice says it may have (never for each growth of the log:

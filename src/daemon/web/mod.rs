@@ -13,7 +13,12 @@
 //! (the numbered event log behind SSE), [`logs`] (raw and followed step
 //! logs), [`pages`] and [`html`] (HTML), [`badge`], [`tokens`] (who is
 //! asking), [`hooks`] (webhooks that add changes), [`respond`] (answers
-//! and errors).
+//! and errors), [`runtime`] (the web's own threads).
+//!
+//! The server runs on a tokio runtime of its own ([`Running::start`],
+//! [`runtime`]): one worker thread at a lower OS priority, so that
+//! serving many clients never takes the threads of the master loop and
+//! the worker links (docs/http.md, "Its own threads").
 
 pub mod api;
 pub mod badge;
@@ -21,8 +26,10 @@ pub mod events;
 pub mod hooks;
 pub mod html;
 pub mod logs;
+pub mod notices;
 pub mod pages;
 pub mod respond;
+pub mod runtime;
 pub mod tokens;
 pub mod writes;
 
@@ -69,6 +76,8 @@ pub struct Web {
     pub prefix: String,
     /// Webhook deliveries seen lately (replays are ignored).
     pub seen: Arc<hooks::Seen>,
+    /// The master's notices, relayed for the followed logs.
+    pub notices: Arc<notices::Relay>,
 }
 
 impl Web {
@@ -77,6 +86,7 @@ impl Web {
         let prefix = link_prefix(settings.base_url.as_deref());
         Web {
             events: events::EventLog::start(&master),
+            notices: notices::Relay::start(&master),
             master,
             logs,
             dirs,
@@ -176,6 +186,58 @@ pub enum WebError {
     /// `tls = true` but the certificate could not be set up.
     #[error("http: {0}")]
     Tls(#[from] crate::daemon::tls::TlsError),
+    /// The web's own threads could not be started.
+    #[error("cannot start the web server's threads: {0}")]
+    Runtime(std::io::Error),
+}
+
+/// A web server serving on its own runtime ([`runtime::WebRuntime`]).
+/// Dropping it stops the runtime's threads (without waiting for them).
+pub struct Running {
+    task: tokio::task::JoinHandle<()>,
+    addr: Option<SocketAddr>,
+    // Last: the task's runtime outlives the handle above.
+    _runtime: runtime::WebRuntime,
+}
+
+impl Running {
+    /// Start the web's runtime, bind `settings.listen` there (with `tls`,
+    /// HTTPS) and serve on it; each connection holds a clone of `open`
+    /// and ends when the master stops (see `daemon::run`).
+    pub async fn start(
+        master: MasterHandle,
+        logs: PathBuf,
+        dirs: Dirs,
+        settings: HttpSettings,
+        tls: Option<Arc<rustls::ServerConfig>>,
+        open: mpsc::Sender<()>,
+    ) -> Result<Running, WebError> {
+        let runtime = runtime::WebRuntime::start().map_err(WebError::Runtime)?;
+        // Built and bound on the web's runtime: the event log's task and
+        // the listening socket belong to it.
+        let server = runtime
+            .spawn(async move { Server::bind(Web::new(master, logs, dirs, settings), tls).await })
+            .await
+            .map_err(|e| WebError::Runtime(std::io::Error::other(e)))??;
+        let addr = server.local_addr();
+        let task = runtime.spawn(server.run(open));
+        Ok(Running {
+            task,
+            addr,
+            _runtime: runtime,
+        })
+    }
+
+    /// The address bound (a port 0 shows its real port).
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.addr
+    }
+
+    /// Take no more connections (the listening socket is closed); open
+    /// ones end by themselves on the master's shutdown signal.
+    pub fn stop_accepting(&self) {
+        self.task.abort();
+    }
 }
 
 /// A bound web server, not yet serving.
