@@ -8,13 +8,14 @@
 //! docs/architecture.md).
 //!
 //! What worker links ask (a hello, a step's end, an upload recorded) is in
-//! [`links`].
+//! [`links`]; this master's place among others on a shared store (its
+//! role, `masters`, its write lease) in [`seat`].
 
-use crate::daemon::leader::write_lease::WriteLease;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 mod links;
+mod seat;
 
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
@@ -63,7 +64,7 @@ pub struct MasterHandle {
     /// This master among others on a shared store (`status`, `masters`).
     seat: Option<crate::daemon::leader::Seat>,
     /// Until when worker links may write logs and artifacts.
-    files: WriteLease,
+    files: crate::daemon::leader::write_lease::WriteLease,
 }
 
 impl MasterHandle {
@@ -83,7 +84,7 @@ impl MasterHandle {
             pollers: None,
             irc: None,
             seat: None,
-            files: WriteLease::unlimited(),
+            files: crate::daemon::leader::write_lease::WriteLease::unlimited(),
             policy: Arc::new(Policy {
                 own_uid: nix::unistd::geteuid().as_raw(),
                 allowed_uids: Vec::new(),
@@ -93,19 +94,6 @@ impl MasterHandle {
             }),
             stopping: watch::channel(false).1,
         }
-    }
-
-    /// The same handle, with the leader's deadline for writing files on
-    /// the shared storage (see [`WriteLease`]).
-    pub fn with_write_lease(mut self, files: WriteLease) -> Self {
-        self.files = files;
-        self
-    }
-
-    /// Whether this master may still write step logs and artifacts: always
-    /// on SQLite; on PostgreSQL while its lease surely holds.
-    pub fn may_write_files(&self) -> bool {
-        self.files.valid()
     }
 
     /// The same handle, told of shutdown through `stopping` (the master
@@ -173,27 +161,6 @@ impl MasterHandle {
     ) -> Self {
         self.irc = Some(irc);
         self
-    }
-
-    /// The same handle, showing leadership in `status` and answering
-    /// `masters` from `seat`.
-    pub fn with_seat(mut self, seat: crate::daemon::leader::Seat) -> Self {
-        self.seat = Some(seat);
-        self
-    }
-
-    /// `bbctl masters`: every master sharing the store, read from the
-    /// database (on SQLite: this one).
-    pub async fn masters(&self, who: &Principal) -> Result<Reply, ErrorReply> {
-        self.check(who, &Request::Masters)?;
-        let seat = self
-            .seat
-            .as_ref()
-            .ok_or_else(|| ErrorReply::failed("the masters are not known here"))?;
-        seat.masters()
-            .await
-            .map(Reply::Masters)
-            .map_err(|e| ErrorReply::failed(e.to_string()))
     }
 
     /// The same handle, also answering `prune` and the disk figures of
@@ -584,28 +551,6 @@ impl MasterHandle {
     ) -> Result<broadcast::Receiver<Arc<Event>>, ErrorReply> {
         self.check(who, &Request::Events)?;
         Ok(self.events.subscribe())
-    }
-
-    /// Whether this handle serves a standby (the PostgreSQL store): it
-    /// has no events of its own and hears of no build, so followers read
-    /// the database and the shared logs again on a timer.
-    pub fn is_standby(&self) -> bool {
-        self.seat
-            .as_ref()
-            .is_some_and(|s| s.role == crate::protocol::MasterRole::Standby)
-    }
-
-    /// How a standby refuses `request` (naming the leader and its
-    /// address), for requests served outside its loop.
-    pub async fn standby_refusal(&self, request: Request) -> ErrorReply {
-        let (reply, rx) = oneshot::channel();
-        match self
-            .round_trip(Command::Client { request, reply }, rx)
-            .await
-        {
-            Some(Err(refused)) => refused,
-            _ => ErrorReply::rejected("this master is a standby"),
-        }
     }
 
     /// Build notices (records written, logs grown), from now on.
