@@ -353,14 +353,16 @@ fn a_standby_follows_the_leaders_build_and_refuses_events() {
     assert!(status.success(), "{status}");
     assert_eq!(std::fs::read_to_string(&followed).unwrap(), whole_log());
 
-    let out = standby.bbctl_code(&["events"], 5);
-    let err = text(&out.stderr);
-    assert!(
-        err.contains(&format!(
-            "this master is a standby; the leader is m0 at {}",
-            cluster.address(0)
-        )),
-        "{err}"
-    );
+    for command in ["events", "watch"] {
+        let out = standby.bbctl_code(&[command], 5);
+        let err = text(&out.stderr);
+        assert!(
+            err.contains(&format!(
+                "this master is a standby; the leader is m0 at {}",
+                cluster.address(0)
+            )),
+            "{command}: {err}"
+        );
+    }
     drop(w);
 }

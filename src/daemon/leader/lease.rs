@@ -59,6 +59,8 @@ pub async fn hold(
                 }
             }
             Ok(Ok(false)) => {
+                // Another epoch runs: no file write from here on, not even
+                // while the current epoch is read for the message.
                 files.revoke();
                 let current = match registry::leader(leadership).await {
                     Ok(row) => row.epoch,

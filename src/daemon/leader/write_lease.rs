@@ -62,7 +62,7 @@ impl Default for WriteLease {
 /// monotonic clock; 1 at the least, as 0 means revoked.
 fn micros(at: Instant) -> u64 {
     static ORIGIN: OnceLock<Instant> = OnceLock::new();
-    let origin = *ORIGIN.get_or_init(|| Instant::now() - std::time::Duration::from_secs(1));
+    let origin = *ORIGIN.get_or_init(Instant::now);
     let micros = at.saturating_duration_since(origin).as_micros();
     u64::try_from(micros).unwrap_or(UNLIMITED - 1).max(1)
 }

@@ -104,21 +104,26 @@ async fn pump(
     mut live: broadcast::Receiver<Arc<Numbered>>,
 ) {
     let send = |e: &Numbered| SseEvent::default().id(log.id(e.seq)).data(e.json.clone());
+    // The events of a backlog the topic wants; false when the client left.
+    let replay = async |events: Vec<Arc<Numbered>>, sent: &mut u64| {
+        for e in events {
+            if topic.wants(&e.scope) && tx.send(send(&e)).await.is_err() {
+                return false;
+            }
+            *sent = e.seq;
+        }
+        true
+    };
     let first = SseEvent::default().retry(RETRY).comment("events");
     if tx.send(first).await.is_err() {
         return;
     }
-    match backlog {
-        Some(events) => {
-            for e in events {
-                if topic.wants(&e.scope) && tx.send(send(&e)).await.is_err() {
-                    return;
-                }
-                sent = e.seq;
-            }
-        }
-        None if resumed && tx.send(lagged()).await.is_err() => return,
-        None => {}
+    let caught_up = match backlog {
+        Some(events) => replay(events, &mut sent).await,
+        None => !resumed || tx.send(lagged()).await.is_ok(),
+    };
+    if !caught_up {
+        return;
     }
     loop {
         let next = tokio::select! {
@@ -141,11 +146,8 @@ async fn pump(
                 live = rx;
                 match backlog {
                     Some(events) => {
-                        for e in events {
-                            if topic.wants(&e.scope) && tx.send(send(&e)).await.is_err() {
-                                return;
-                            }
-                            sent = e.seq;
+                        if !replay(events, &mut sent).await {
+                            return;
                         }
                     }
                     None => {
