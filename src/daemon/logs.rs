@@ -4,7 +4,7 @@
 //! readers (`bbctl log`, followers) read the files by offset.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -378,14 +378,33 @@ impl StepLogWriter {
 /// Read a step's output from `offset` to the current end, at most `max`
 /// bytes. A missing file reads as empty: a step that printed nothing.
 pub fn read_from(path: &Path, offset: u64, max: usize) -> io::Result<Vec<u8>> {
-    let mut file = match File::open(path) {
+    let file = match File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(e),
     };
-    file.seek(SeekFrom::Start(offset))?;
-    let mut buf = Vec::new();
-    file.take(max as u64).read_to_end(&mut buf)?;
+    read_at(&file, offset, max)
+}
+
+/// Read from an open log `file` at `offset` to its current end, at most
+/// `max` bytes, in one buffer of the size the file says is there (no
+/// regrowth, one `pread` in the usual case). Bytes appended meanwhile are
+/// left for the next read.
+pub fn read_at(file: &File, offset: u64, max: usize) -> io::Result<Vec<u8>> {
+    use std::os::unix::fs::FileExt;
+    let len = file.metadata()?.len();
+    let want = usize::try_from(len.saturating_sub(offset)).map_or(max, |n| n.min(max));
+    let mut buf = vec![0; want];
+    let mut got = 0;
+    while got < want {
+        match file.read_at(&mut buf[got..], offset + got as u64) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    buf.truncate(got);
     Ok(buf)
 }
 

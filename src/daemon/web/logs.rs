@@ -12,21 +12,22 @@ use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
 use serde::Deserialize;
-use tokio::sync::{broadcast, mpsc};
+use std::sync::Arc;
+use tokio::sync::broadcast;
 
 use super::Web;
 use super::api::{build_of, parse_id, who};
 use super::notices::{Relayed, concerns};
 use super::respond::WebFail;
+use super::tail::Tail;
 use crate::daemon::logs::{read_from, step_log_path};
 use crate::protocol::{BuildId, Request, StepIndex, StreamRequest, StreamTarget};
 
 /// The most a plain (not followed) answer carries; ask again from the
 /// new offset for more.
 pub const MAX_READ: usize = 4 << 20;
-/// One piece of a followed log.
-const CHUNK: usize = 64 << 10;
 /// A followed log looks again at least this often (a missed notice
 /// costs at most this much delay, never bytes).
 const RECHECK: std::time::Duration = std::time::Duration::from_secs(2);
@@ -104,12 +105,11 @@ pub async fn log(
             follow: true,
         }),
     )?;
-    let (tx, rx) = mpsc::channel::<Vec<u8>>(4);
-    tokio::spawn(follow_log(web.clone(), build, index, offset, tx));
-    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv()
+    let follower = Follower::start(web, build, index, offset).await;
+    let stream = futures_util::stream::unfold(follower, |mut f| async move {
+        f.next()
             .await
-            .map(|bytes| (Ok::<_, std::convert::Infallible>(bytes), rx))
+            .map(|bytes| (Ok::<_, std::convert::Infallible>(bytes), f))
     });
     let mut response = text(Body::from_stream(stream));
     response
@@ -191,49 +191,59 @@ async fn long_poll(
     }
 }
 
-/// Send the log from `offset` until the step has ended and all of it is
-/// sent, the client leaves, or the master stops.
-async fn follow_log(
+/// A followed log, as the answer's body pulls it: the log from an offset
+/// until the step has ended and all of it is sent, or the master stops.
+/// Dropped (its wait with it) when the client leaves.
+struct Follower {
     web: Web,
     build: BuildId,
     step: StepIndex,
-    mut offset: u64,
-    tx: mpsc::Sender<Vec<u8>>,
-) {
-    // Subscribed before the first look: nothing written after it is missed.
-    let mut notices = web.notices.subscribe();
-    let path = step_log_path(&web.logs, build, step);
-    // Whether the step ended is asked of the master loop only at first and
-    // when a notice says it may have (never for each growth of the log:
-    // a crowd of followers would keep the loop busy).
-    let mut ended = step_ended(&web, build, step).await;
-    loop {
+    offset: u64,
+    tail: Arc<Tail>,
+    notices: broadcast::Receiver<Relayed>,
+    /// Whether the step had ended at the last look: asked of the master
+    /// loop only at first and when a notice says it may have (never for
+    /// each growth of the log: a crowd of followers would keep the loop
+    /// busy).
+    ended: bool,
+}
+
+impl Follower {
+    async fn start(web: Web, build: BuildId, step: StepIndex, offset: u64) -> Follower {
+        // Subscribed before the first look: nothing written after it is missed.
+        let notices = web.notices.subscribe();
+        let tail = web.tails.follow(step_log_path(&web.logs, build, step));
+        let ended = step_ended(&web, build, step).await;
+        Follower {
+            web,
+            build,
+            step,
+            offset,
+            tail,
+            notices,
+            ended,
+        }
+    }
+
+    /// The next piece of the log, once there is one; `None` at its end.
+    async fn next(&mut self) -> Option<Bytes> {
         loop {
-            let p = path.clone();
-            let bytes =
-                match tokio::task::spawn_blocking(move || read_from(&p, offset, CHUNK)).await {
-                    Ok(Ok(b)) => b,
-                    _ => return,
-                };
-            if bytes.is_empty() {
-                break;
+            let bytes = self.tail.read(self.offset).await.ok()?;
+            if !bytes.is_empty() {
+                self.offset += bytes.len() as u64;
+                return Some(bytes);
             }
-            offset += bytes.len() as u64;
-            if tx.send(bytes).await.is_err() {
-                return;
+            if self.ended {
+                return None;
             }
-        }
-        if ended {
-            return;
-        }
-        let grew = tokio::select! {
-            grew = news(&mut notices, build, step) => grew,
-            () = tokio::time::sleep(RECHECK) => false,
-            () = tx.closed() => return,
-            () = web.master.shutting_down() => return,
-        };
-        if !grew {
-            ended = step_ended(&web, build, step).await;
+            let grew = tokio::select! {
+                grew = news(&mut self.notices, self.build, self.step) => grew,
+                () = tokio::time::sleep(RECHECK) => false,
+                () = self.web.master.shutting_down() => return None,
+            };
+            if !grew {
+                self.ended = step_ended(&self.web, self.build, self.step).await;
+            }
         }
     }
 }

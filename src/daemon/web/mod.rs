@@ -30,6 +30,7 @@ pub mod notices;
 pub mod pages;
 pub mod respond;
 pub mod runtime;
+pub mod tail;
 pub mod tokens;
 pub mod writes;
 
@@ -78,6 +79,8 @@ pub struct Web {
     pub seen: Arc<hooks::Seen>,
     /// The master's notices, relayed for the followed logs.
     pub notices: Arc<notices::Relay>,
+    /// The output of the followed logs, read once for all followers.
+    pub tails: Arc<tail::Tails>,
 }
 
 impl Web {
@@ -93,6 +96,7 @@ impl Web {
             settings: Arc::new(settings),
             prefix,
             seen: Arc::default(),
+            tails: Arc::default(),
         }
     }
 
