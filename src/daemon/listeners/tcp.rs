@@ -17,7 +17,10 @@ use crate::daemon::listeners::WorkerDoor;
 use crate::daemon::peer::PeerInfo;
 use crate::net::{BoxConn, Transport};
 
-/// Bind a TCP listener on `addr`.
+/// Bind a TCP listener on `addr`, with a listen backlog of 1,024 (the
+/// kernel caps it at `net.core.somaxconn`): a crowd connecting at once
+/// waits to be accepted instead of having its SYNs dropped. The web
+/// server binds with it too.
 pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
     use socket2::{Domain, Protocol, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
@@ -170,5 +173,36 @@ fn version_name(v: rustls::ProtocolVersion) -> String {
         rustls::ProtocolVersion::TLSv1_3 => "TLSv1.3".into(),
         rustls::ProtocolVersion::TLSv1_2 => "TLSv1.2".into(),
         other => format!("{other:?}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    /// A crowd connecting at once is queued, not dropped: 300 connections
+    /// complete their handshake with nothing accepting yet (with a
+    /// backlog of 128 the 130th waits a second for its SYN to be resent).
+    #[tokio::test]
+    async fn a_crowd_connecting_at_once_waits_in_the_backlog() {
+        let listener = super::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        // The kernel caps the backlog at somaxconn (4,096 on kernels since 5.4).
+        let cap: usize = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(4096);
+        let crowd = tokio::task::spawn_blocking(move || {
+            (0..cap.min(300))
+                .map(|i| {
+                    std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(500))
+                        .map_err(|e| format!("connection {i}: {e}"))
+                })
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .await
+        .unwrap();
+        assert!(crowd.is_ok(), "{:?}", crowd.err());
+        drop(listener);
     }
 }

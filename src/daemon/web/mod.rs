@@ -259,8 +259,11 @@ impl Server {
         tls: Option<Arc<rustls::ServerConfig>>,
     ) -> Result<Server, WebError> {
         let addr = web.settings.listen;
-        let listener = TcpListener::bind(addr)
-            .await
+        // The workers' bind: a listen backlog of 1,024 (tokio's own bind
+        // asks for 128, and a crowd opening pages at once overflowed it:
+        // each dropped connection waited a second for its SYN to be sent
+        // again).
+        let listener = crate::daemon::listeners::tcp::bind(addr)
             .map_err(|source| WebError::Bind { addr, source })?;
         Ok(Server {
             listener,
