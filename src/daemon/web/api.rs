@@ -105,18 +105,26 @@ pub async fn builds_window(
     who: &Principal,
     q: &BuildsQuery,
 ) -> Result<Vec<BuildSummary>, WebFail> {
-    let limit = q.limit.unwrap_or(DEFAULT_LIMIT);
-    let offset = q.offset.unwrap_or(0);
+    let (offset, window) = window(q.limit, q.offset, "builds")?;
+    match web.master.builds(who, q.builder.clone(), window).await? {
+        Reply::Builds(list) => Ok(list.into_iter().skip(offset).collect()),
+        other => Err(unexpected(other)),
+    }
+}
+
+/// `offset` and `limit` of a list read newest first: how many to skip,
+/// and how many to ask for (at most [`MAX_WINDOW`]: `what` names them in
+/// the refusal).
+fn window(limit: Option<u32>, offset: Option<u32>, what: &str) -> Result<(usize, u32), WebFail> {
+    let limit = limit.unwrap_or(DEFAULT_LIMIT);
+    let offset = offset.unwrap_or(0);
     let window = offset.saturating_add(limit);
     if window > MAX_WINDOW {
         return Err(WebFail::bad_request(format!(
-            "offset + limit is {window}; at most {MAX_WINDOW} builds back can be read"
+            "offset + limit is {window}; at most {MAX_WINDOW} {what} back can be read"
         )));
     }
-    match web.master.builds(who, q.builder.clone(), window).await? {
-        Reply::Builds(list) => Ok(list.into_iter().skip(offset as usize).collect()),
-        other => Err(unexpected(other)),
-    }
+    Ok((offset as usize, window))
 }
 
 /// `GET /api/v1/builds?builder=&limit=&offset=`: `bbctl --json builds`.
@@ -187,19 +195,21 @@ pub async fn workers(State(web): State<Web>, headers: HeaderMap) -> Result<Respo
 pub struct ChangesQuery {
     /// At most this many, newest first (default [`DEFAULT_LIMIT`]).
     pub limit: Option<u32>,
+    /// Skip this many of the newest first.
+    pub offset: Option<u32>,
 }
 
-/// `GET /api/v1/changes?limit=`: the changes, newest first, with the
-/// requests and builds each started.
+/// `GET /api/v1/changes?limit=&offset=`: the changes, newest first, with
+/// the requests and builds each started.
 pub async fn changes(
     State(web): State<Web>,
     headers: HeaderMap,
     Query(q): Query<ChangesQuery>,
 ) -> Result<Response, WebFail> {
     let who = who(&web, &headers)?;
-    let limit = q.limit.unwrap_or(DEFAULT_LIMIT).min(MAX_WINDOW);
-    match web.master.changes(&who, limit).await? {
-        Reply::Changes(c) => Ok(json(&c)),
+    let (offset, window) = window(q.limit, q.offset, "changes")?;
+    match web.master.changes(&who, window).await? {
+        Reply::Changes(c) => Ok(json(&c.into_iter().skip(offset).collect::<Vec<_>>())),
         other => Err(unexpected(other)),
     }
 }

@@ -303,6 +303,11 @@ fn a_replayed_delivery_is_ignored_after_a_restart() {
     // A new delivery is taken; an id too long to store is refused.
     assert_eq!(deliver(addr, "once-2", &change).status, 202);
     assert_eq!(deliver(addr, &"x".repeat(201), &change).status, 400);
+    // Paged like builds: newest first, `offset` skips.
+    let older = get(addr, "/api/v1/changes?limit=1&offset=1").json();
+    assert_eq!(older.as_array().map(Vec::len), Some(1), "{older}");
+    assert_eq!(older[0]["properties"]["hook_delivery"], "once-1", "{older}");
+    assert_eq!(get(addr, "/api/v1/changes?offset=10000").status, 400);
 }
 
 /// `POST /api/v1/builds/N/rebuild`: a token whose `may` lists `rebuild`
