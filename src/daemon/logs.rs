@@ -378,12 +378,34 @@ impl StepLogWriter {
 /// Read a step's output from `offset` to the current end, at most `max`
 /// bytes. A missing file reads as empty: a step that printed nothing.
 pub fn read_from(path: &Path, offset: u64, max: usize) -> io::Result<Vec<u8>> {
-    let file = match File::open(path) {
+    match open_log(path)? {
+        Some(file) => read_at(&file, offset, max),
+        None => Ok(Vec::new()),
+    }
+}
+
+/// Open a step's log for reading: `None` if it does not exist (yet). Only
+/// a regular file is a log: anything else put in its place (a FIFO, a
+/// device) is an error, and the open itself never blocks (`O_NONBLOCK`:
+/// opening a FIFO for reading would wait for a writer).
+pub fn open_log(path: &Path) -> io::Result<Option<File>> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = match OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
+        .open(path)
+    {
         Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e),
     };
-    read_at(&file, offset, max)
+    if !file.metadata()?.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{} is not a regular file", path.display()),
+        ));
+    }
+    Ok(Some(file))
 }
 
 /// Read from an open log `file` at `offset` to its current end, at most
@@ -484,5 +506,22 @@ mod tests {
             log_len(&step_log_path(dir.path(), 2, 0)) as usize,
             text.len()
         );
+    }
+
+    #[test]
+    fn a_fifo_in_place_of_a_log_is_an_error_not_a_hang() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = step_log_path(dir.path(), 3, 0);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        nix::unistd::mkfifo(&path, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        // On a thread, bounded: the failure this guards against is a hang.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || tx.send(read_from(&path, 0, 100)));
+        let err = rx
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("reading a FIFO hung")
+            .unwrap_err();
+        assert!(err.to_string().contains("not a regular file"), "{err}");
+        assert!(open_log(&dir.path().join("missing")).unwrap().is_none());
     }
 }

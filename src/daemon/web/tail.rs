@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex, Weak};
 
 use bytes::Bytes;
 
-use crate::daemon::logs::read_at;
+use crate::daemon::logs::{open_log, read_at};
 
 /// The most one read takes from the file.
 pub const CHUNK: usize = 256 << 10;
@@ -118,10 +118,9 @@ impl Tail {
             None => {
                 // A blocking call, made off the runtime's threads, once.
                 let path = self.path.clone();
-                match blocking(move || File::open(path)).await? {
-                    Ok(f) => held.file.insert(Arc::new(f)).clone(),
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Bytes::new()),
-                    Err(e) => return Err(e),
+                match blocking(move || open_log(&path)).await?? {
+                    Some(f) => held.file.insert(Arc::new(f)).clone(),
+                    None => return Ok(Bytes::new()),
                 }
             }
         };
