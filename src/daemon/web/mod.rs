@@ -53,6 +53,8 @@ use crate::daemon::handle::MasterHandle;
 
 /// How long a client may take to send a request's headers (slowloris).
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a request with a body may take, body and answer together.
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 /// The largest request body read (a force's JSON, a form).
 pub const MAX_BODY: usize = 64 << 10;
 /// The largest request head (headers) buffered.
@@ -155,6 +157,7 @@ pub fn router(web: Web) -> Router {
         )
         .fallback(respond::no_route)
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::from_fn(body_deadline))
         .layer(axum::middleware::from_fn(server_timing))
         .with_state(web)
 }
@@ -173,6 +176,39 @@ async fn server_timing(
         response.headers_mut().insert("server-timing", v);
     }
     response
+}
+
+/// A request with a body (a form, a force's JSON, a webhook) is answered
+/// within [`BODY_TIMEOUT`], or with 408: the head has its own bound
+/// ([`HEADER_TIMEOUT`], hyper's), and without this one a client trickling
+/// a body would hold its connection slot for as long as it liked.
+async fn body_deadline(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::http::Method;
+    use axum::response::IntoResponse as _;
+    if matches!(*request.method(), Method::GET | Method::HEAD) {
+        return next.run(request).await;
+    }
+    match tokio::time::timeout(BODY_TIMEOUT, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => {
+            let mut r = respond::WebFail {
+                status: axum::http::StatusCode::REQUEST_TIMEOUT,
+                message: format!(
+                    "the request's body did not arrive within {} s",
+                    BODY_TIMEOUT.as_secs()
+                ),
+            }
+            .into_response();
+            r.headers_mut().insert(
+                axum::http::header::CONNECTION,
+                axum::http::HeaderValue::from_static("close"),
+            );
+            r
+        }
+    }
 }
 
 /// Why the web server could not start.
@@ -356,6 +392,10 @@ where
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(HEADER_TIMEOUT)
+        // Both: the read buffer's bound alone is soft (a read may fill
+        // all the buffer's spare room, past it); this one is checked on
+        // the parsed head.
+        .max_header_size(MAX_HEAD)
         .max_buf_size(MAX_HEAD)
         .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
     tokio::pin!(conn);

@@ -3,6 +3,7 @@
 //! with the real `bbctl --json`; the pages in headless Chromium
 //! ([`browser`]).
 
+mod bounds;
 mod browser;
 mod client;
 mod finish;
