@@ -8,7 +8,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use super::{get, start, wait_running};
-use crate::harness::{run_with_timeout, temp_dir, text};
+use crate::harness::{run_with_timeout, temp_dir, text, wait_until};
 
 /// Chromium's executable, if installed.
 fn chromium() -> Option<PathBuf> {
@@ -54,8 +54,22 @@ fn dump_dom(exe: &PathBuf, url: &str, budget: Duration) -> String {
     text(&out.stdout)
 }
 
+/// Is a TCP connection to local `port` established (the server's side,
+/// from `/proc/net/tcp`)?
+fn connected_to(port: u16) -> bool {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    let local = format!(":{port:04X}");
+    table.lines().skip(1).any(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        f.len() > 3 && f[1].ends_with(&local) && f[3] == "01"
+    })
+}
+
 /// `/` lists the builders; a running build's page follows its log while
-/// the step runs and shows the result when it ends.
+/// the step runs and shows the result when it ends. The step prints its
+/// first line and then waits for the test, which lets it go on only once
+/// Chromium is connected: the page is served while the build runs, so
+/// every later line and the result can only come from the page's script.
 #[test]
 fn pages_work_in_headless_chromium() {
     let Some(exe) = chromium() else {
@@ -70,18 +84,31 @@ fn pages_work_in_headless_chromium() {
     assert!(index.contains("id=\"builders\""), "{index}");
     assert!(index.contains(">ticks</a>"), "{index}");
 
-    m.force_build("ticks");
+    let gate = m.path().join("gate");
+    m.bbctl_ok(&[
+        "force-build",
+        "gated",
+        "-p",
+        &format!("GATE={}", gate.display()),
+    ]);
     let build = wait_running(addr);
-    let first = get(addr, &format!("/builds/{build}")).text();
-    assert!(
-        !first.contains("tick 10"),
-        "the build ended too soon: {first}"
+    wait_until("the first line", Duration::from_secs(10), || {
+        get(addr, &format!("/api/v1/builds/{build}/steps/0/log"))
+            .text()
+            .contains("tick 1\n")
+    });
+    wait_until(
+        "no connection before Chromium's",
+        Duration::from_secs(10),
+        || !connected_to(addr.port()),
     );
-    let dom = dump_dom(
-        &exe,
-        &format!("http://{addr}/builds/{build}"),
-        Duration::from_secs(20),
-    );
+    let url = format!("http://{addr}/builds/{build}");
+    let browser = std::thread::spawn(move || dump_dom(&exe, &url, Duration::from_secs(20)));
+    wait_until("Chromium connected", Duration::from_secs(60), || {
+        connected_to(addr.port())
+    });
+    std::fs::write(&gate, "").unwrap();
+    let dom = browser.join().unwrap();
     // The script appended what the step printed after the page loaded,
     // each line once, and showed the result.
     for i in 1..=10 {

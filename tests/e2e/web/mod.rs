@@ -49,6 +49,13 @@ workers = ["local-1"]
   name = "count"
   shell = "for i in 1 2 3 4 5 6 7 8 9 10; do echo tick $i; sleep 0.3; done"
 
+[[builder]]
+name = "gated"
+workers = ["local-1"]
+  [[builder.step]]
+  name = "count"
+  shell = "echo tick 1; while [ ! -e \"$BB_PROP_GATE\" ]; do sleep 0.05; done; for i in 2 3 4 5 6 7 8 9 10; do echo tick $i; sleep 0.3; done"
+
 [[lock]]
 name = "slots"
 max = 4

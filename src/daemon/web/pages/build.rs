@@ -26,7 +26,7 @@ pre.appendChild(document.createTextNode(dec[i].decode(b,{stream:true})));pre.scr
 function grow(s,pre,wait){var off=+pre.getAttribute('data-offset');
 if(!wait&&s.log_bytes<=off)return Promise.resolve();
 return fetch(api+'/api/v1/builds/'+id+'/steps/'+s.index+'/log?offset='+off+(wait?'&wait=1':'')).then(function(r){
-var done=r.headers.get('x-log-complete')==='true';return r.arrayBuffer().then(function(b){add(s.index,pre,new Uint8Array(b));
+if(!r.ok)throw new Error('log: '+r.status);var done=r.headers.get('x-log-complete')==='true';return r.arrayBuffer().then(function(b){add(s.index,pre,new Uint8Array(b));
 if(wait&&!done)return grow(s,pre,true);});});}
 function poll(){fetch(api+'/api/v1/builds/'+id).then(function(r){return r.json();}).then(function(d){
 var running=null,all=[];d.steps.forEach(function(s){var pre=step(s);
