@@ -5,16 +5,23 @@
 //! per commit, added through the front door as the change source
 //! `hook:NAME`, for the schedulers to see.
 //!
-//! Replayed deliveries are ignored: the last [`REMEMBERED`] delivery ids of
-//! each hook are kept in memory (bounded; an id older than that many
-//! deliveries is accepted again). They survive a restart without a table
-//! of their own: every change a delivery adds carries the properties
-//! [`HOOK_PROPERTY`] (the hook's name) and [`DELIVERY_PROPERTY`] (the
-//! delivery id), stored with the change in the same batch, and before
-//! the first delivery after a start the ids of the last [`RELOADED`]
-//! changes are read back through the history (off the master loop).
-//! GitHub and Gitea send a fresh id per delivery (a redelivery from their
-//! pages has a new one too).
+//! Replayed deliveries are ignored. A delivery is known by its id (the
+//! sender's delivery header) and by the SHA-256 of its body: the id is
+//! not covered by the signature, so a captured delivery sent again under
+//! a new id (or none) is still known by its body, which is. GitHub and
+//! Gitea keep the id of an event when it is redelivered, and a push's
+//! body is never the same for two pushes (it names the commits and the
+//! time); a generic sender that means to send the same change twice
+//! makes the bodies differ (a `when`, a property). The last
+//! [`REMEMBERED`] keys of each hook are kept in memory (bounded; one
+//! older than that many deliveries is accepted again). They survive a
+//! restart without a table of their own: every change a delivery adds
+//! carries the properties [`HOOK_PROPERTY`] (the hook's name),
+//! [`DELIVERY_PROPERTY`] (the delivery id, if any) and [`BODY_PROPERTY`]
+//! (the body's digest), stored with the change in the same batch, and
+//! before the first delivery after a start those of the last
+//! [`RELOADED`] changes are read back through the history (off the
+//! master loop).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Mutex;
@@ -33,8 +40,9 @@ use crate::daemon::auth::Principal;
 use crate::daemon::handle::MasterHandle;
 use crate::protocol::{ChangeBatch, NewChange, Reply};
 
-/// Delivery ids remembered per hook.
-pub const REMEMBERED: usize = 1024;
+/// Delivery keys remembered per hook (two per delivery that has an id:
+/// the last 1,024 deliveries).
+pub const REMEMBERED: usize = 2048;
 /// How many of the newest stored changes are read at the first delivery
 /// after a start, for the delivery ids of earlier runs.
 pub const RELOADED: u32 = crate::daemon::store::MAX_LIST;
@@ -44,6 +52,9 @@ pub const MAX_DELIVERY_ID: usize = 200;
 pub const HOOK_PROPERTY: &str = "hook";
 /// The change property holding the delivery id that added a change.
 pub const DELIVERY_PROPERTY: &str = "hook_delivery";
+/// The change property holding the SHA-256 (hex) of the body of the
+/// delivery that added a change.
+pub const BODY_PROPERTY: &str = "hook_body_sha256";
 /// The largest hook body read.
 pub const MAX_HOOK_BODY: usize = 1 << 20;
 /// The most changes one delivery may add.
@@ -75,10 +86,14 @@ impl Seen {
                 let mut n = 0;
                 for c in changes.iter().rev() {
                     let props = &c.change.new.properties;
-                    if let (Some(hook), Some(id)) =
-                        (props.get(HOOK_PROPERTY), props.get(DELIVERY_PROPERTY))
-                        && self.first_time(hook, id)
-                    {
+                    let Some(hook) = props.get(HOOK_PROPERTY) else {
+                        continue;
+                    };
+                    let keys = Keys {
+                        id: props.get(DELIVERY_PROPERTY).cloned(),
+                        body: props.get(BODY_PROPERTY).cloned().unwrap_or_default(),
+                    };
+                    if self.first_time(hook, &keys) {
                         n += 1;
                     }
                 }
@@ -89,30 +104,60 @@ impl Seen {
             .map(|_| ())
     }
 
-    /// Was `id` seen for `hook` already? Remembers it if not.
-    fn first_time(&self, hook: &str, id: &str) -> bool {
+    /// Was a delivery with any of these `keys` seen for `hook` already?
+    /// Remembers them if not.
+    fn first_time(&self, hook: &str, keys: &Keys) -> bool {
         let mut all = self.by_hook.lock().unwrap_or_else(|e| e.into_inner());
         let (order, set) = all.entry(hook.to_string()).or_default();
-        if set.contains(id) {
+        if keys.all().any(|k| set.contains(&k)) {
             return false;
         }
-        if order.len() == REMEMBERED
-            && let Some(old) = order.pop_front()
-        {
-            set.remove(&old);
+        for key in keys.all() {
+            if order.len() == REMEMBERED
+                && let Some(old) = order.pop_front()
+            {
+                set.remove(&old);
+            }
+            order.push_back(key.to_string());
+            set.insert(key.to_string());
         }
-        order.push_back(id.to_string());
-        set.insert(id.to_string());
         true
     }
 
-    /// Forget `id` (its changes could not be added: a retry must work).
-    fn forget(&self, hook: &str, id: &str) {
+    /// Forget a delivery (its changes could not be added: a retry must
+    /// work).
+    fn forget(&self, hook: &str, keys: &Keys) {
         let mut all = self.by_hook.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((order, set)) = all.get_mut(hook) {
-            set.remove(id);
-            order.retain(|o| o != id);
+            for key in keys.all() {
+                set.remove(&key);
+                order.retain(|o| *o != key);
+            }
         }
+    }
+}
+
+/// What a delivery is known by: its id, if it has one, and its body's
+/// digest (each kept apart: `id:` and `sha256:` prefixes).
+struct Keys {
+    id: Option<String>,
+    body: String,
+}
+
+impl Keys {
+    fn of(id: Option<&str>, body: &[u8]) -> Keys {
+        use sha2::Digest as _;
+        let digest = sha2::Sha256::digest(body);
+        Keys {
+            id: id.map(str::to_string),
+            body: digest.iter().map(|b| format!("{b:02x}")).collect(),
+        }
+    }
+
+    fn all(&self) -> impl Iterator<Item = String> + '_ {
+        let id = self.id.as_deref().map(|i| format!("id:{i}"));
+        let body = (!self.body.is_empty()).then(|| format!("sha256:{}", self.body));
+        id.into_iter().chain(body)
     }
 }
 
@@ -329,19 +374,18 @@ pub async fn hook(
         )));
     }
     web.seen.load(&web.master).await?;
-    if let Some(id) = id
-        && !web.seen.first_time(&name, id)
-    {
+    let keys = Keys::of(id, &body);
+    if !web.seen.first_time(&name, &keys) {
+        let which = match id {
+            Some(id) => format!("delivery {id}"),
+            None => "this delivery".to_string(),
+        };
         return Ok(accepted(
             StatusCode::OK,
-            json!({ "message": format!("delivery {id} seen before; ignored"), "change_ids": [] }),
+            json!({ "message": format!("{which} seen before (its id or its body); ignored"), "change_ids": [] }),
         ));
     }
-    let forget = || {
-        if let Some(id) = id {
-            web.seen.forget(&name, id);
-        }
-    };
+    let forget = || web.seen.forget(&name, &keys);
     let changes = match hook.kind.as_str() {
         "github" | "gitea" => push_changes(&body),
         _ => serde_json::from_slice::<Generic>(&body)
@@ -362,6 +406,8 @@ pub async fn hook(
                 .insert(DELIVERY_PROPERTY.to_string(), id.to_string()),
             None => c.properties.remove(DELIVERY_PROPERTY),
         };
+        c.properties
+            .insert(BODY_PROPERTY.to_string(), keys.body.clone());
     }
     if let Some(problem) = changes.iter().find_map(NewChange::problem) {
         forget();
@@ -414,18 +460,25 @@ mod tests {
     }
 
     #[test]
-    fn a_delivery_id_is_taken_once_within_the_bound() {
+    fn a_delivery_is_taken_once_by_its_id_or_its_body_within_the_bound() {
         let seen = Seen::default();
-        assert!(seen.first_time("gh", "a"));
-        assert!(!seen.first_time("gh", "a"));
-        assert!(seen.first_time("other", "a"));
-        seen.forget("gh", "a");
-        assert!(seen.first_time("gh", "a"));
-        for i in 0..REMEMBERED {
-            assert!(seen.first_time("gh", &i.to_string()));
+        let a = Keys::of(Some("a"), b"push 1");
+        assert!(seen.first_time("gh", &a));
+        assert!(!seen.first_time("gh", &a));
+        assert!(seen.first_time("other", &a));
+        // The same body under another id (the id is not signed), or none.
+        assert!(!seen.first_time("gh", &Keys::of(Some("b"), b"push 1")));
+        assert!(!seen.first_time("gh", &Keys::of(None, b"push 1")));
+        // The same id with another body.
+        assert!(!seen.first_time("gh", &Keys::of(Some("a"), b"push 2")));
+        seen.forget("gh", &a);
+        assert!(seen.first_time("gh", &a));
+        for i in 0..REMEMBERED / 2 {
+            let id = i.to_string();
+            assert!(seen.first_time("gh", &Keys::of(Some(&id), id.as_bytes())));
         }
         // `a` was pushed out by the bound.
-        assert!(seen.first_time("gh", "a"));
+        assert!(seen.first_time("gh", &a));
     }
 
     #[test]

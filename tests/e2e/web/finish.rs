@@ -276,7 +276,9 @@ fn pages_stream_their_events_when_asked() {
 }
 
 /// A delivery seen before a restart of the master is still a replay
-/// after it (the id is stored with the changes it added).
+/// after it, known by its id or by its body (both are stored with the
+/// changes it added): the id is not signed, so the same signed body
+/// under a new id is a replay too.
 #[test]
 fn a_replayed_delivery_is_ignored_after_a_restart() {
     let (mut m, addr) = start();
@@ -296,13 +298,18 @@ fn a_replayed_delivery_is_ignored_after_a_restart() {
     let a = deliver(addr, "once-1", &change);
     assert_eq!(a.status, 200, "{}", a.text());
     assert!(a.text().contains("seen before"), "{}", a.text());
+    let again = deliver(addr, "captured-and-sent-again", &change);
+    assert_eq!(again.status, 200, "{}", again.text());
+    assert!(again.text().contains("seen before"), "{}", again.text());
     assert_eq!(
         get(addr, "/api/v1/changes").json().as_array().map(Vec::len),
         Some(1)
     );
     // A new delivery is taken; an id too long to store is refused.
-    assert_eq!(deliver(addr, "once-2", &change).status, 202);
-    assert_eq!(deliver(addr, &"x".repeat(201), &change).status, 400);
+    let other = json!([{"repository": "r", "branch": "other", "revision": "r2"}]);
+    assert_eq!(deliver(addr, "once-2", &other).status, 202);
+    let third = json!([{"repository": "r", "branch": "other", "revision": "r3"}]);
+    assert_eq!(deliver(addr, &"x".repeat(201), &third).status, 400);
     // Paged like builds: newest first, `offset` skips.
     let older = get(addr, "/api/v1/changes?limit=1&offset=1").json();
     assert_eq!(older.as_array().map(Vec::len), Some(1), "{older}");
@@ -426,4 +433,51 @@ fn rebuild_and_cancel_over_http_need_a_token_that_may() {
 
 fn describe_queue(m: &Master) -> String {
     describe(&m.bbctl(&["queue"]))
+}
+
+/// Gitea's own headers: `X-Gitea-Signature` (bare hex), `X-Gitea-Event`,
+/// `X-Gitea-Delivery`; a push adds one change per commit, a bad signature
+/// is 401, the same delivery again is ignored.
+#[test]
+fn a_gitea_push_adds_its_commits_once() {
+    let (_m, addr) = start();
+    let push = br#"{"ref":"refs/heads/dev","after":"g2","repository":{"clone_url":"https://gitea.example/o/r.git"},
+        "commits":[{"id":"g1","message":"one","author":{"name":"Bo","email":"bo@example"},"modified":["m.rs"]},
+                   {"id":"g2","message":"two"}]}"#;
+    let send = |sig: &str, id: &str| {
+        request(
+            addr,
+            "POST",
+            "/hooks/gitea",
+            &[
+                ("content-type", "application/json"),
+                ("x-gitea-signature", sig),
+                ("x-gitea-delivery", id),
+                ("x-gitea-event", "push"),
+            ],
+            push,
+        )
+    };
+    let good = hmac(HOOK_SECRET, push);
+    let bare = good.trim_start_matches("sha256=");
+    let bad = hmac("wrong-secret-0123456789", push);
+    let a = send(bad.trim_start_matches("sha256="), "e0");
+    assert_eq!(a.status, 401, "{}", a.text());
+    let a = send(bare, "e1");
+    assert_eq!(a.status, 202, "{}", a.text());
+    assert_eq!(a.json()["change_ids"].as_array().map(Vec::len), Some(2));
+    let a = send(bare, "e1");
+    assert_eq!(a.status, 200, "{}", a.text());
+    assert!(a.text().contains("seen before"), "{}", a.text());
+    let changes = get(addr, "/api/v1/changes").json();
+    let revisions: Vec<&Value> = changes
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| &c["revision"])
+        .collect();
+    assert_eq!(revisions, [&json!("g2"), &json!("g1")], "{changes}");
+    assert_eq!(changes[0]["branch"], "dev", "{changes}");
+    assert_eq!(changes[0]["repository"], "https://gitea.example/o/r.git");
+    assert_eq!(changes[0]["properties"]["hook_delivery"], "e1");
 }

@@ -107,6 +107,11 @@ secret_file = "hook.secret"
 name = "changes"
 kind = "json"
 secret_file = "hook.secret"
+
+[[http.hook]]
+name = "gitea"
+kind = "gitea"
+secret_file = "hook.secret"
 "#;
 
 /// The tokens of [`CONFIG`].
