@@ -119,7 +119,7 @@ pub struct RawHttp {
     pub listen: Option<Spanned<String>>,
     /// `base_url = "https://ci.example.org/bb"`: how people reach it.
     pub base_url: Option<Spanned<String>>,
-    /// `trust_proxy = true`: honour `X-Forwarded-*` from a reverse proxy.
+    /// `trust_proxy = true`: believe `X-Forwarded-Host` from a reverse proxy.
     pub trust_proxy: Option<Spanned<bool>>,
     /// `tls = true`: serve HTTPS with the workers' certificate.
     pub tls: Option<Spanned<bool>>,

@@ -12,7 +12,8 @@ pub struct HttpSettings {
     pub listen: std::net::SocketAddr,
     /// How people reach it (behind a proxy): links in pages start with it.
     pub base_url: Option<String>,
-    /// Honour `X-Forwarded-For`/`-Proto`/`-Host` (only behind a proxy).
+    /// Believe `X-Forwarded-Host` for the check that a page's form was
+    /// posted from this server (only behind a proxy that sets it).
     pub trust_proxy: bool,
     /// Serve HTTPS with the workers' listeners' certificate.
     pub tls: bool,

@@ -253,6 +253,16 @@ fn same_site(web: &Web, headers: &HeaderMap) -> Result<(), WebFail> {
         return Err(refuse());
     }
     if let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
+        // The public address in `base_url` is this server's by definition
+        // (a proxy may pass requests on with a `Host` of its own).
+        if web
+            .settings
+            .base_url
+            .as_deref()
+            .is_some_and(|base| origin_of(base) == origin)
+        {
+            return Ok(());
+        }
         let host = if web.settings.trust_proxy {
             headers
                 .get("x-forwarded-host")
@@ -268,6 +278,16 @@ fn same_site(web: &Web, headers: &HeaderMap) -> Result<(), WebFail> {
         }
     }
     Ok(())
+}
+
+/// The origin (`scheme://host[:port]`) of a URL, as a browser's `Origin`
+/// header gives it.
+fn origin_of(url: &str) -> &str {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url;
+    };
+    let host = rest.find('/').map_or(rest, |i| &rest[..i]);
+    &url[..scheme.len() + 3 + host.len()]
 }
 
 /// `POST /builders/NAME/force` from the builder page: queue, then back to
@@ -345,4 +365,22 @@ pub async fn page_cancel(
     allowed(&web, &who, &Request::Cancel { request })?;
     web.master.cancel(&who, request).await?;
     Ok(Redirect::to(&format!("{}/queue", web.prefix)).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::origin_of;
+
+    #[test]
+    fn the_origin_of_base_url_is_its_scheme_and_host() {
+        assert_eq!(
+            origin_of("https://ci.example.org/bb/"),
+            "https://ci.example.org"
+        );
+        assert_eq!(
+            origin_of("https://ci.example.org:8443"),
+            "https://ci.example.org:8443"
+        );
+        assert_eq!(origin_of("http://h/a/b"), "http://h");
+    }
 }

@@ -481,3 +481,58 @@ fn a_gitea_push_adds_its_commits_once() {
     assert_eq!(changes[0]["repository"], "https://gitea.example/o/r.git");
     assert_eq!(changes[0]["properties"]["hook_delivery"], "e1");
 }
+
+/// Behind a reverse proxy: links in pages start with `base_url`'s path; a
+/// page's form posted from `base_url`'s origin is this server's, whatever
+/// `Host` the proxy passes on; `X-Forwarded-Host` is believed only with
+/// `trust_proxy = true`.
+#[test]
+fn behind_a_proxy_base_url_and_trust_proxy_decide_what_is_this_server() {
+    let with = |extra: &str| {
+        let config = super::CONFIG.replace(
+            "listen = \"127.0.0.1:0\"\n",
+            &format!("listen = \"127.0.0.1:0\"\n{extra}"),
+        );
+        let m = Master::start_with_files(
+            &config,
+            &[
+                ("ci.token", CI_TOKEN),
+                ("ops.token", super::OPS_TOKEN),
+                ("hook.secret", HOOK_SECRET),
+            ],
+        );
+        let addr = web_addr(&m);
+        (m, addr)
+    };
+    let force = |addr: SocketAddr, headers: &[(&str, &str)]| {
+        let mut all = vec![("content-type", "application/x-www-form-urlencoded")];
+        all.extend_from_slice(headers);
+        let form = format!("token={CI_TOKEN}&reason=proxied");
+        request(addr, "POST", "/builders/fast/force", &all, form.as_bytes()).status
+    };
+    let proxied = [
+        ("origin", "https://ci.example.org"),
+        ("x-forwarded-host", "ci.example.org"),
+    ];
+
+    let (_m, addr) = with("base_url = \"https://ci.example.org/bb/\"\n");
+    let page = get(addr, "/").text();
+    assert!(page.contains("href=\"/bb/builders/fast\""), "{page}");
+    assert_eq!(force(addr, &[("origin", "https://ci.example.org")]), 303);
+    assert_eq!(force(addr, &[("origin", "https://other.example.org")]), 403);
+
+    let (_m, addr) = with("");
+    assert_eq!(force(addr, &proxied), 403, "X-Forwarded-Host believed");
+    let (_m, addr) = with("trust_proxy = true\n");
+    assert_eq!(force(addr, &proxied), 303);
+    assert_eq!(
+        force(
+            addr,
+            &[
+                ("origin", "https://ci.example.org"),
+                ("x-forwarded-host", "evil.example")
+            ]
+        ),
+        403
+    );
+}
