@@ -7,7 +7,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use super::client::get;
+use super::client::{get, open};
 use super::start;
 
 /// The server's bounds on a request's head and on a request with a body
@@ -49,7 +49,8 @@ fn until_closed(mut c: TcpStream) -> (String, Instant) {
 /// body sent too slowly, and 1,000 connections that send nothing are
 /// each closed within their bound (the slow body with a 408 naming it);
 /// meanwhile, and after, the master answers `bbctl` and the web answers
-/// new clients.
+/// new clients. An idle event stream gets its keepalive comment after
+/// 15 s.
 #[test]
 fn huge_heads_slow_clients_and_idle_crowds_are_bounded() {
     let (m, addr) = start();
@@ -70,6 +71,9 @@ fn huge_heads_slow_clients_and_idle_crowds_are_bounded() {
     );
 
     let start_at = Instant::now();
+    // An idle event stream: a keepalive comment every 15 s.
+    let mut events = open(addr, "/api/v1/events", &[]);
+    assert_eq!(events.status, 200);
     // Slowloris: half a head, then nothing.
     let slow_head = send(addr, b"GET / HTTP/1.1\r\nhost: x\r\n");
     // A body that never comes whole: 100 bytes promised, 10 sent.
@@ -123,4 +127,19 @@ fn huge_heads_slow_clients_and_idle_crowds_are_bounded() {
 
     // And the web serves again.
     assert_eq!(get(addr, "/api/v1/status").status, 200);
+
+    // The stream's first keepalive (nothing happened meanwhile).
+    // (The master's first events, its workers connecting, came at once;
+    // the keepalive is due 15 s after the stream's last event.)
+    while events.line().expect("the event stream ended") != ": keepalive" {
+        assert!(
+            start_at.elapsed() < Duration::from_secs(20),
+            "no keepalive within 20 s"
+        );
+    }
+    let waited = start_at.elapsed();
+    assert!(
+        waited >= Duration::from_secs(14) && waited <= Duration::from_secs(20),
+        "the keepalive came after {waited:?}"
+    );
 }
