@@ -171,8 +171,12 @@ impl<R: BufRead> Read for Chunked<R> {
         if self.left == 0 {
             let mut line = String::new();
             if self.inner.read_line(&mut line)? == 0 {
-                self.done = true;
-                return Ok(0);
+                // The server ends a body with an empty chunk: a connection
+                // closed before it cut the body short.
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "the connection closed before the body's last chunk",
+                ));
             }
             let size = usize::from_str_radix(line.trim().split(';').next().unwrap_or(""), 16)
                 .map_err(|_| std::io::Error::other(format!("bad chunk size {line:?}")))?;
@@ -185,8 +189,10 @@ impl<R: BufRead> Read for Chunked<R> {
         let want = buf.len().min(self.left);
         let n = self.inner.read(&mut buf[..want])?;
         if n == 0 {
-            self.done = true;
-            return Ok(0);
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "the connection closed in the middle of a chunk",
+            ));
         }
         self.left -= n;
         if self.left == 0 {

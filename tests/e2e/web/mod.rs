@@ -7,6 +7,7 @@ mod bounds;
 mod browser;
 mod client;
 mod finish;
+mod logs;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
