@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use super::{get, start, wait_running};
+use super::{start, start_gated};
 use crate::harness::{run_with_timeout, temp_dir, text, wait_until};
 
 /// Chromium's executable, if installed.
@@ -84,19 +84,7 @@ fn pages_work_in_headless_chromium() {
     assert!(index.contains("id=\"builders\""), "{index}");
     assert!(index.contains(">ticks</a>"), "{index}");
 
-    let gate = m.path().join("gate");
-    m.bbctl_ok(&[
-        "force-build",
-        "gated",
-        "-p",
-        &format!("GATE={}", gate.display()),
-    ]);
-    let build = wait_running(addr);
-    wait_until("the first line", Duration::from_secs(10), || {
-        get(addr, &format!("/api/v1/builds/{build}/steps/0/log"))
-            .text()
-            .contains("tick 1\n")
-    });
+    let (build, gate) = start_gated(&m, addr);
     wait_until(
         "no connection before Chromium's",
         Duration::from_secs(10),

@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use super::client::{get, open};
-use super::{start, wait_running};
+use super::{start, start_gated, wait_running};
 use crate::harness::wait_until;
 
 /// A long poll from the end of the output is answered once there is
@@ -14,18 +14,8 @@ use crate::harness::wait_until;
 #[test]
 fn a_long_poll_answers_with_new_output_and_says_when_the_log_is_complete() {
     let (m, addr) = start();
-    let gate = m.path().join("gate");
-    m.bbctl_ok(&[
-        "force-build",
-        "gated",
-        "-p",
-        &format!("GATE={}", gate.display()),
-    ]);
-    let build = wait_running(addr);
+    let (build, gate) = start_gated(&m, addr);
     let log = format!("/api/v1/builds/{build}/steps/0/log");
-    wait_until("the first line", Duration::from_secs(10), || {
-        get(addr, &log).text() == "tick 1\n"
-    });
     let poll = {
         let path = format!("{log}?offset=7&wait=1");
         std::thread::spawn(move || get(addr, &path))

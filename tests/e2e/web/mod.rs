@@ -467,6 +467,24 @@ pub fn wait_running(addr: SocketAddr) -> u64 {
     id
 }
 
+/// Queue the `gated` builder and wait until its step printed its first
+/// line and waits: the build's id, and the file whose making lets the
+/// step go on (it then prints 9 more lines, 0.3 s apart).
+pub fn start_gated(m: &Master, addr: SocketAddr) -> (u64, std::path::PathBuf) {
+    let gate = m.path().join("gate");
+    m.bbctl_ok(&[
+        "force-build",
+        "gated",
+        "-p",
+        &format!("GATE={}", gate.display()),
+    ]);
+    let build = wait_running(addr);
+    wait_until("the first line", Duration::from_secs(10), || {
+        get(addr, &format!("/api/v1/builds/{build}/steps/0/log")).text() == "tick 1\n"
+    });
+    (build, gate)
+}
+
 /// One SSE event as read: its id and its JSON.
 pub fn next_event(stream: &mut client::Stream) -> Option<(Option<String>, Value)> {
     let mut id = None;
