@@ -81,7 +81,7 @@ pub async fn log(
     };
     if yes(q.wait.as_deref()) && !follow {
         let deadline = tokio::time::Instant::now() + LONG_POLL;
-        let (bytes, complete) = long_poll(&web, build, index, offset, deadline).await;
+        let (bytes, complete) = long_poll(&web, build, index, offset, deadline).await?;
         let mut response = text(Body::from(bytes));
         response.headers_mut().insert(
             "x-log-complete",
@@ -107,9 +107,7 @@ pub async fn log(
     )?;
     let follower = Follower::start(web, build, index, offset).await;
     let stream = futures_util::stream::unfold(follower, |mut f| async move {
-        f.next()
-            .await
-            .map(|bytes| (Ok::<_, std::convert::Infallible>(bytes), f))
+        f.next().await.map(|piece| (piece, f))
     });
     let mut response = text(Body::from_stream(stream));
     response
@@ -161,13 +159,18 @@ async fn news(notices: &mut broadcast::Receiver<Relayed>, build: BuildId, step: 
 
 /// `wait=1`: the output past `offset` once there is some, and whether
 /// the log is complete (the step ended and all of it is in the answer).
+/// A log that cannot be read is an error (500), never an empty log.
 async fn long_poll(
     web: &Web,
     build: BuildId,
     step: StepIndex,
     offset: u64,
     deadline: tokio::time::Instant,
-) -> (Vec<u8>, bool) {
+) -> Result<(Vec<u8>, bool), WebFail> {
+    let unreadable = |e: String| WebFail {
+        status: axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+        message: format!("cannot read the log of build {build} step {step}: {e}"),
+    };
     let mut notices = web.notices.subscribe();
     let path = step_log_path(&web.logs, build, step);
     loop {
@@ -175,18 +178,17 @@ async fn long_poll(
         let p = path.clone();
         let bytes = tokio::task::spawn_blocking(move || read_from(&p, offset, MAX_READ))
             .await
-            .ok()
-            .and_then(Result::ok)
-            .unwrap_or_default();
+            .map_err(|e| unreadable(e.to_string()))?
+            .map_err(|e| unreadable(e.to_string()))?;
         if !bytes.is_empty() || ended {
             let complete = ended && (bytes.len() < MAX_READ);
-            return (bytes, complete);
+            return Ok((bytes, complete));
         }
         tokio::select! {
             _ = news(&mut notices, build, step) => {}
             () = tokio::time::sleep(RECHECK) => {}
-            () = tokio::time::sleep_until(deadline) => return (Vec::new(), false),
-            () = web.master.shutting_down() => return (Vec::new(), false),
+            () = tokio::time::sleep_until(deadline) => return Ok((Vec::new(), false)),
+            () = web.master.shutting_down() => return Ok((Vec::new(), false)),
         }
     }
 }
@@ -226,12 +228,25 @@ impl Follower {
     }
 
     /// The next piece of the log, once there is one; `None` at its end.
-    async fn next(&mut self) -> Option<Bytes> {
+    /// A failed read is an error: the answer is then cut off without its
+    /// last chunk, so that the client sees a broken transfer, never a log
+    /// that merely looks complete.
+    async fn next(&mut self) -> Option<std::io::Result<Bytes>> {
         loop {
-            let bytes = self.tail.read(self.offset).await.ok()?;
+            let bytes = match self.tail.read(self.offset).await {
+                Ok(bytes) => bytes,
+                Err(e) => {
+                    tracing::warn!(
+                        "http: cannot read the log of build {} step {}: {e}",
+                        self.build,
+                        self.step
+                    );
+                    return Some(Err(e));
+                }
+            };
             if !bytes.is_empty() {
                 self.offset += bytes.len() as u64;
-                return Some(bytes);
+                return Some(Ok(bytes));
             }
             if self.ended {
                 return None;

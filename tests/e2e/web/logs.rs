@@ -67,3 +67,36 @@ fn a_followed_log_ends_when_the_master_stops() {
     );
     m.wait_exit(Duration::from_secs(10));
 }
+
+/// A log that cannot be read (here a FIFO put in its place) cuts the
+/// followed answer off without its last chunk, and a long poll of it is
+/// a 500: the client sees a failure, not an empty log that looks
+/// complete.
+#[test]
+fn an_unreadable_log_breaks_the_followed_answer_instead_of_ending_it() {
+    use std::io::Read;
+    let (m, addr) = start();
+    let build = super::run_build(&m, &["fast"], 0);
+    let path = m.state_dir().join(format!("logs/{build}/0.log"));
+    std::fs::remove_file(&path).unwrap();
+    nix::unistd::mkfifo(&path, nix::sys::stat::Mode::S_IRWXU).unwrap();
+    let mut follow = open(
+        addr,
+        &format!("/api/v1/builds/{build}/steps/0/log?follow=1"),
+        &[],
+    );
+    assert_eq!(follow.status, 200);
+    let mut got = Vec::new();
+    let err = follow
+        .body
+        .read_to_end(&mut got)
+        .expect_err("the answer ended as if the log were whole");
+    assert_eq!(err.kind(), std::io::ErrorKind::UnexpectedEof, "{err}");
+    assert!(got.is_empty());
+    // The long poll the page uses says so too, rather than "complete".
+    let a = get(addr, &format!("/api/v1/builds/{build}/steps/0/log?wait=1"));
+    assert_eq!(a.status, 500, "{}", a.text());
+    assert!(a.text().contains("not a regular file"), "{}", a.text());
+    // The master goes on serving.
+    assert_eq!(get(addr, "/api/v1/status").status, 200);
+}
