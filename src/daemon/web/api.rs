@@ -115,7 +115,11 @@ pub async fn builds_window(
 /// `offset` and `limit` of a list read newest first: how many to skip,
 /// and how many to ask for (at most [`MAX_WINDOW`]: `what` names them in
 /// the refusal).
-fn window(limit: Option<u32>, offset: Option<u32>, what: &str) -> Result<(usize, u32), WebFail> {
+pub fn window(
+    limit: Option<u32>,
+    offset: Option<u32>,
+    what: &str,
+) -> Result<(usize, u32), WebFail> {
     let limit = limit.unwrap_or(DEFAULT_LIMIT);
     let offset = offset.unwrap_or(0);
     let window = offset.saturating_add(limit);

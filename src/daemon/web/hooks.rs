@@ -52,8 +52,9 @@ pub const MAX_DELIVERY_ID: usize = 200;
 pub const HOOK_PROPERTY: &str = "hook";
 /// The change property holding the delivery id that added a change.
 pub const DELIVERY_PROPERTY: &str = "hook_delivery";
-/// The change property holding the SHA-256 (hex) of the body of the
-/// delivery that added a change.
+/// The change property holding the digest (`sha256:` and hex, as
+/// `net::fingerprint` writes it) of the body of the delivery that added
+/// a change.
 pub const BODY_PROPERTY: &str = "hook_body_sha256";
 /// The largest hook body read.
 pub const MAX_HOOK_BODY: usize = 1 << 20;
@@ -91,7 +92,7 @@ impl Seen {
                     };
                     let keys = Keys {
                         id: props.get(DELIVERY_PROPERTY).cloned(),
-                        body: props.get(BODY_PROPERTY).cloned().unwrap_or_default(),
+                        body: props.get(BODY_PROPERTY).cloned(),
                     };
                     if self.first_time(hook, &keys) {
                         n += 1;
@@ -118,8 +119,8 @@ impl Seen {
             {
                 set.remove(&old);
             }
-            order.push_back(key.to_string());
-            set.insert(key.to_string());
+            order.push_back(key.clone());
+            set.insert(key);
         }
         true
     }
@@ -138,26 +139,24 @@ impl Seen {
 }
 
 /// What a delivery is known by: its id, if it has one, and its body's
-/// digest (each kept apart: `id:` and `sha256:` prefixes).
+/// digest (`sha256:HEX`; a change stored before digests were kept has
+/// none). Ids are kept apart from digests by an `id:` prefix.
 struct Keys {
     id: Option<String>,
-    body: String,
+    body: Option<String>,
 }
 
 impl Keys {
     fn of(id: Option<&str>, body: &[u8]) -> Keys {
-        use sha2::Digest as _;
-        let digest = sha2::Sha256::digest(body);
         Keys {
             id: id.map(str::to_string),
-            body: digest.iter().map(|b| format!("{b:02x}")).collect(),
+            body: Some(crate::net::fingerprint(body)),
         }
     }
 
     fn all(&self) -> impl Iterator<Item = String> + '_ {
         let id = self.id.as_deref().map(|i| format!("id:{i}"));
-        let body = (!self.body.is_empty()).then(|| format!("sha256:{}", self.body));
-        id.into_iter().chain(body)
+        id.into_iter().chain(self.body.clone())
     }
 }
 
@@ -406,8 +405,10 @@ pub async fn hook(
                 .insert(DELIVERY_PROPERTY.to_string(), id.to_string()),
             None => c.properties.remove(DELIVERY_PROPERTY),
         };
-        c.properties
-            .insert(BODY_PROPERTY.to_string(), keys.body.clone());
+        if let Some(digest) = &keys.body {
+            c.properties
+                .insert(BODY_PROPERTY.to_string(), digest.clone());
+        }
     }
     if let Some(problem) = changes.iter().find_map(NewChange::problem) {
         forget();

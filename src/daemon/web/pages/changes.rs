@@ -80,21 +80,16 @@ pub async fn changes(
 ) -> Response {
     render(&web, async {
         let who = who(&web, &headers)?;
-        let offset = q.offset.unwrap_or(0);
-        let window = offset.saturating_add(CHANGES_PAGE + 1);
-        if window > crate::daemon::web::api::MAX_WINDOW {
-            return Err(WebFail::bad_request(format!(
-                "offset {offset} is too far back: at most {} changes back can be read",
-                crate::daemon::web::api::MAX_WINDOW
-            )));
-        }
+        // One more than a page: whether there is a next one.
+        let (offset, window) =
+            crate::daemon::web::api::window(Some(CHANGES_PAGE + 1), q.offset, "changes")?;
         let list = match web.master.changes(&who, window).await? {
             Reply::Changes(c) => c,
             _ => Vec::new(),
         };
         let page: Vec<ChangeInfo> = list
             .into_iter()
-            .skip(offset as usize)
+            .skip(offset)
             .take(CHANGES_PAGE as usize + 1)
             .collect();
         let more = page.len() > CHANGES_PAGE as usize;
@@ -104,14 +99,14 @@ pub async fn changes(
             let _ = write!(
                 body,
                 "<a href=\"{p}/changes?offset={}\">newer</a> ",
-                offset.saturating_sub(CHANGES_PAGE)
+                offset.saturating_sub(CHANGES_PAGE as usize)
             );
         }
         if more {
             let _ = write!(
                 body,
                 "<a href=\"{p}/changes?offset={}\">older</a>",
-                offset + CHANGES_PAGE
+                offset + CHANGES_PAGE as usize
             );
         }
         Ok(("changes".to_string(), body, String::new()))
